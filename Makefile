@@ -1,0 +1,73 @@
+# flowrun -- see README.md. Targets: all test bench demo install clean.
+PREFIX ?= /usr/local
+CC ?= cc
+PKGS = lua5.4 libcurl lua5.4-cjson libmicrohttpd
+DEBS = lua5.4 liblua5.4-dev lua-cjson-dev libcurl4-openssl-dev \
+       libmicrohttpd-dev lua-busted pkg-config gcc make
+
+WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Werror
+CFLAGS ?= -O2 -g
+CFLAGS += -std=c11 -D_GNU_SOURCE -fPIC $(WARN) \
+          $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+ifeq ($(SAN),1)
+CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=address,undefined
+endif
+
+B = build
+CORE = runtime runtime session call integrations
+CORE_O = $(patsubst %,$(B)/%.o,$(sort $(CORE)))
+CLI_O = $(B)/main.o $(B)/mock.o
+
+all: $(B)/flowrun $(B)/libflowrun.a $(B)/flowrun.so $(B)/faultsrv
+
+$(B)/%.o: runtime/%.c runtime/internal.h runtime/flowrun.h runtime/cli.h | $(B)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(B):
+	mkdir -p $(B)
+
+$(B)/libflowrun.a: $(CORE_O)
+	$(AR) rcs $@ $^
+
+$(B)/flowrun: $(CLI_O) $(B)/libflowrun.a
+	$(CC) $(LDFLAGS) -o $@ $(CLI_O) $(B)/libflowrun.a $(LIBS)
+
+# The Lua module links lua-cjson and libcurl but not liblua: the host
+# interpreter provides the Lua API.
+$(B)/flowrun.so: $(B)/lflowrun.o $(CORE_O)
+	$(CC) $(LDFLAGS) -shared -o $@ $^ \
+	  $(shell pkg-config --libs libcurl lua5.4-cjson) -lm
+
+$(B)/faultsrv: spec/tools/faultsrv.c | $(B)
+	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS)
+
+deps:
+	@missing=""; for p in $(DEBS); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq $$missing >/dev/null; fi
+
+test: deps
+	$(MAKE) all
+	SAN=$(SAN) sh spec/run.sh
+
+demo: deps
+	$(MAKE) all
+	sh scripts/demo/run.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib \
+	  $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/lua/5.4
+	install -m 755 $(B)/flowrun $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(B)/libflowrun.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 runtime/flowrun.h $(DESTDIR)$(PREFIX)/include/
+	install -m 755 $(B)/flowrun.so $(DESTDIR)$(PREFIX)/lib/lua/5.4/
+
+clean:
+	rm -rf $(B)
+
+.PHONY: all deps test demo install clean

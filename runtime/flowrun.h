@@ -1,0 +1,98 @@
+/*
+** flowrun.h -- the embedding API of flowrun.
+**
+** A runtime owns one Lua 5.4 state and one libcurl multi handle. Flows run
+** as sessions (Lua coroutines); api_node, ask and sleep suspend only their
+** own session. The host drives the loop with flowrun_step(), either blocking
+** (chat servers) or not at all (one call per game frame), and hears what the
+** sessions do through callbacks. Every entry point returns an int status and
+** never lets a Lua error escape into the host; on failure flowrun_errmsg()
+** says why.
+*/
+#ifndef FLOWRUN_H
+#define FLOWRUN_H
+
+#include <stddef.h>
+
+#define FLOWRUN_VERSION "0.1.0"
+
+typedef struct flowrun flowrun;        /* a runtime: opaque */
+typedef struct lua_State lua_State;
+
+enum {                                  /* return codes */
+  FLOWRUN_OK = 0,
+  FLOWRUN_ERR = -1,                     /* see flowrun_errmsg() */
+};
+
+enum {                                  /* how a session ended */
+  FLOWRUN_DONE = 0,                     /* returned from the flow */
+  FLOWRUN_FAILED = 1,                   /* raised an error */
+};
+
+/* One finished api_node call, as shown by --trace. Secrets are "***". */
+typedef struct flowrun_trace {
+  const char *session;                  /* NULL outside a session */
+  const char *integration;
+  const char *method;
+  const char *url;
+  const char *label;
+  const char *reason;                   /* NULL unless a default label */
+  const char *error;                    /* NULL unless a default label */
+  int status;                           /* 0 when there was no response */
+  int attempts;
+  double elapsed_ms;
+} flowrun_trace;
+
+/* What the host hears. Any callback may be NULL. Strings are valid only
+** during the call. Callbacks must not call flowrun_step() or flowrun_free();
+** flowrun_send() and flowrun_start() are fine. */
+typedef struct flowrun_callbacks {
+  void (*say)(void *ud, const char *session, const char *text, size_t len);
+  /* the session now waits for the user's next message; prompt may be NULL
+     (it was said through say() already when given) */
+  void (*ask)(void *ud, const char *session);
+  void (*end)(void *ud, const char *session, int how, const char *error);
+  void (*trace)(void *ud, const flowrun_trace *t);
+  void (*log)(void *ud, const char *session, const char *level,
+              const char *msg);
+  void *ud;
+} flowrun_callbacks;
+
+/* A new runtime with its own Lua state; NULL when out of memory.
+** cb may be NULL. */
+flowrun *flowrun_new(const flowrun_callbacks *cb);
+void flowrun_free(flowrun *rt);
+const char *flowrun_errmsg(const flowrun *rt);
+lua_State *flowrun_lua(flowrun *rt);
+
+/* Loads an integrations file (SPEC 2), replacing the current set. */
+int flowrun_load_integrations(flowrun *rt, const char *file);
+
+/* Starts session `id` running FLOW with the given arguments (the flow's
+** `args` and `...`). It starts running in the next flowrun_step(). Fails
+** when the id is in use or the flow cannot be loaded. */
+int flowrun_start(flowrun *rt, const char *id, const char *flow,
+                  int argc, const char *const *argv);
+
+/* Delivers the user's next message to session `id`; text NULL closes the
+** channel (its pending and later asks return nil). The session resumes in
+** the next flowrun_step(). Fails when there is no such session. */
+int flowrun_send(flowrun *rt, const char *id, const char *text, size_t len);
+
+/* Ends session `id` now, wherever it waits. */
+int flowrun_stop(flowrun *rt, const char *id);
+
+/* Advances the loop: runs what is ready, waiting at most timeout_ms for
+** something to happen (0: never wait; -1: wait as long as needed). Returns
+** the number of live sessions plus calls in flight, or FLOWRUN_ERR. */
+int flowrun_step(flowrun *rt, int timeout_ms);
+
+/* Live sessions (started and not ended). */
+int flowrun_sessions(const flowrun *rt);
+
+/* Lets the loop wait on a host file descriptor too: cb runs from
+** flowrun_step() when fd is readable. cb NULL removes the watch. */
+int flowrun_watch(flowrun *rt, int fd, void (*cb)(void *ud, int fd),
+                  void *ud);
+
+#endif

@@ -1,0 +1,637 @@
+/*
+** integrations.c -- integrations files (SPEC 2) and the secrets they read.
+**
+** An integrations file runs in a sandbox: the safe parts of the standard
+** library plus env(). Every integration is validated key by key into a C
+** struct that calls share by reference count, so replacing an integration
+** (a reload, the REPL's integration()) never pulls it from under a call in
+** flight. Values read through env() are remembered as secrets and hidden
+** from every trace, error and URL the runtime shows.
+*/
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lualib.h>
+
+#include "internal.h"
+
+/* ---- secrets ---- */
+
+static void add_one_secret(flowrun *rt, const char *s, size_t len) {
+  for (int i = 0; i < rt->nsecrets; i++)
+    if (rt->secrets[i].len == len && memcmp(rt->secrets[i].s, s, len) == 0)
+      return;
+  void *p = realloc(rt->secrets, (rt->nsecrets + 1) * sizeof *rt->secrets);
+  char *copy = malloc(len + 1);
+  if (!p || !copy) abort();
+  rt->secrets = p;
+  memcpy(copy, s, len);
+  copy[len] = '\0';
+  rt->secrets[rt->nsecrets].s = copy;
+  rt->secrets[rt->nsecrets++].len = len;
+}
+
+/* Remembers a secret as written and as it looks percent-encoded. */
+void fr_secret_add(flowrun *rt, const char *s, size_t len) {
+  char *enc;
+  if (len == 0) return;
+  add_one_secret(rt, s, len);
+  enc = curl_easy_escape(NULL, s, (int)len);
+  if (enc) {
+    add_one_secret(rt, enc, strlen(enc));
+    curl_free(enc);
+  }
+}
+
+/* Length of the secret starting at s[0], 0 if none. */
+static size_t secret_at(flowrun *rt, const char *s, size_t left) {
+  size_t best = 0;
+  for (int i = 0; i < rt->nsecrets; i++) {
+    size_t n = rt->secrets[i].len;
+    if (n <= left && n > best && s[0] == rt->secrets[i].s[0]
+        && memcmp(s, rt->secrets[i].s, n) == 0)
+      best = n;
+  }
+  return best;
+}
+
+void fr_push_redacted(lua_State *L, flowrun *rt, const char *s, size_t len) {
+  luaL_Buffer b;
+  size_t i = 0, from = 0, n;
+  if (rt->nsecrets == 0) { lua_pushlstring(L, s, len); return; }
+  luaL_buffinit(L, &b);
+  while (i < len) {
+    if ((n = secret_at(rt, s + i, len - i)) > 0) {
+      luaL_addlstring(&b, s + from, i - from);
+      luaL_addstring(&b, "***");
+      i += n;
+      from = i;
+    } else
+      i++;
+  }
+  luaL_addlstring(&b, s + from, len - from);
+  luaL_pushresult(&b);
+}
+
+char *fr_redact(flowrun *rt, const char *s) {
+  size_t len = strlen(s), i = 0, o = 0, n;
+  char *out = malloc(len * 3 + 1);   /* "***" never outgrows 3x */
+  if (!out) return NULL;
+  while (i < len) {
+    if ((n = secret_at(rt, s + i, len - i)) > 0) {
+      memcpy(out + o, "***", 3);
+      o += 3;
+      i += n;
+    } else
+      out[o++] = s[i++];
+  }
+  out[o] = '\0';
+  return out;
+}
+
+/* ---- integration structs ---- */
+
+static void integration_free(integration *ig) {
+  int i;
+  free(ig->name);
+  free(ig->base_url);
+  if (ig->base) curl_url_cleanup(ig->base);
+  for (i = 0; i < ig->nheaders; i++) {
+    free(ig->headers[i].name);
+    free(ig->headers[i].value);
+  }
+  free(ig->headers);
+  for (i = 0; i < ig->nquery; i++) free(ig->query[i]);
+  free(ig->query);
+  for (i = 0; i < ig->nendpoints; i++) {
+    free(ig->endpoints[i].name);
+    free(ig->endpoints[i].method);
+    free(ig->endpoints[i].path);
+  }
+  free(ig->endpoints);
+  free(ig->ca_file);
+  free(ig);
+}
+
+void fr_integration_release(integration *ig) {
+  if (--ig->refs == 0) integration_free(ig);
+}
+
+integration *fr_integration_find(flowrun *rt, const char *name, size_t len) {
+  for (integration *ig = rt->integrations; ig; ig = ig->next)
+    if (strncmp(ig->name, name, len) == 0 && ig->name[len] == '\0') return ig;
+  return NULL;
+}
+
+const fr_endpoint *fr_endpoint_find(const integration *ig, const char *name) {
+  for (int i = 0; i < ig->nendpoints; i++)
+    if (strcmp(ig->endpoints[i].name, name) == 0) return &ig->endpoints[i];
+  return NULL;
+}
+
+void fr_integrations_free(flowrun *rt) {
+  while (rt->integrations) {
+    integration *ig = rt->integrations;
+    rt->integrations = ig->next;
+    fr_integration_release(ig);
+  }
+  free(rt->integrations_file);
+  rt->integrations_file = NULL;
+}
+
+/* ---- validation ---- */
+
+typedef struct building {               /* a userdata: frees on error */
+  integration *ig;
+  const char *where;                    /* file name, for messages */
+} building;
+
+static int building_gc(lua_State *L) {
+  building *b = lua_touserdata(L, 1);
+  if (b->ig) integration_free(b->ig);
+  b->ig = NULL;
+  return 0;
+}
+
+static char *xstrdup(lua_State *L, const char *s, size_t len) {
+  char *p = malloc(len + 1);
+  if (!p) luaL_error(L, "out of memory");
+  memcpy(p, s, len);
+  p[len] = '\0';
+  return p;
+}
+
+static int bad(lua_State *L, building *b, const char *key, const char *what) {
+  return luaL_error(L, "%s: %s.%s: %s", b->where, b->ig->name, key, what);
+}
+
+static const char *want_string(lua_State *L, building *b, int idx,
+                               const char *key, size_t *len) {
+  if (lua_type(L, idx) != LUA_TSTRING)
+    bad(L, b, key, lua_pushfstring(L, "expected a string, got %s",
+                                   luaL_typename(L, idx)));
+  return lua_tolstring(L, idx, len);
+}
+
+static long want_int(lua_State *L, building *b, const char *key, long min) {
+  int ok;
+  lua_Integer v = lua_tointegerx(L, -1, &ok);
+  if (!ok || v < min || v > 0x7fffffff)
+    bad(L, b, key, lua_pushfstring(L, "expected an integer >= %d, got %s",
+                                   (int)min, lua_type(L, -1) == LUA_TNUMBER
+                                   ? lua_tostring(L, -1) : luaL_typename(L, -1)));
+  return (long)v;
+}
+
+static bool want_bool(lua_State *L, building *b, const char *key) {
+  if (!lua_isboolean(L, -1))
+    bad(L, b, key, lua_pushfstring(L, "expected true or false, got %s",
+                                   luaL_typename(L, -1)));
+  return lua_toboolean(L, -1);
+}
+
+static void want_table(lua_State *L, building *b, const char *key) {
+  if (!lua_istable(L, -1))
+    bad(L, b, key, lua_pushfstring(L, "expected a table, got %s",
+                                   luaL_typename(L, -1)));
+}
+
+/* Raises naming the first key of the table at -1 that is not in `known`. */
+static void only_keys(lua_State *L, building *b, const char *key,
+                      const char *const known[]) {
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    int i = 0;
+    lua_pop(L, 1);
+    if (lua_type(L, -1) == LUA_TSTRING)
+      for (; known[i]; i++)
+        if (strcmp(known[i], lua_tostring(L, -1)) == 0) break;
+    if (lua_type(L, -1) != LUA_TSTRING || !known[i]) {
+      const char *k = luaL_tolstring(L, -1, NULL);
+      if (key) bad(L, b, key, lua_pushfstring(L, "unknown key '%s'", k));
+      luaL_error(L, "%s: %s: unknown key '%s'", b->where, b->ig->name, k);
+    }
+  }
+}
+
+static void add_header(lua_State *L, building *b, const char *name,
+                       const char *value, size_t vlen) {
+  integration *ig = b->ig;
+  void *p = realloc(ig->headers, (ig->nheaders + 1) * sizeof *ig->headers);
+  if (!p) luaL_error(L, "out of memory");
+  ig->headers = p;
+  ig->headers[ig->nheaders].name = xstrdup(L, name, strlen(name));
+  ig->headers[ig->nheaders].value = NULL;
+  ig->headers[ig->nheaders++].value = xstrdup(L, value, vlen);
+}
+
+/* A header name is an HTTP token; a value holds no CR, LF or NUL. */
+const char *fr_header_problem(const char *name, const char *value,
+                                  size_t vlen) {
+  if (!*name) return "empty header name";
+  for (const char *p = name; *p; p++)
+    if (!isalnum((unsigned char)*p) && !strchr("!#$%&'*+-.^_`|~", *p))
+      return "header names are letters, digits and !#$%&'*+-.^_`|~";
+  for (size_t i = 0; i < vlen; i++)
+    if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0')
+      return "CR, LF or NUL in a header value";
+  return NULL;
+}
+
+static void read_headers(lua_State *L, building *b) {
+  want_table(L, b, "headers");
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    int v = lua_gettop(L);
+    size_t vlen;
+    const char *name, *value, *why, *key;
+    if (lua_type(L, v - 1) != LUA_TSTRING) bad(L, b, "headers", "names must be strings");
+    name = lua_tostring(L, v - 1);
+    key = lua_pushfstring(L, "headers.%s", name);
+    value = want_string(L, b, v, key, &vlen);
+    if ((why = fr_header_problem(name, value, vlen))) bad(L, b, key, why);
+    add_header(L, b, name, value, vlen);
+    lua_settop(L, v - 1);
+  }
+}
+
+static const char b64[] =
+  "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* Pushes the base64 of s (for Basic auth). */
+static void push_base64(lua_State *L, const unsigned char *s, size_t n) {
+  luaL_Buffer b;
+  size_t i;
+  luaL_buffinit(L, &b);
+  for (i = 0; i + 2 < n; i += 3) {
+    luaL_addchar(&b, b64[s[i] >> 2]);
+    luaL_addchar(&b, b64[((s[i] & 3) << 4) | (s[i + 1] >> 4)]);
+    luaL_addchar(&b, b64[((s[i + 1] & 15) << 2) | (s[i + 2] >> 6)]);
+    luaL_addchar(&b, b64[s[i + 2] & 63]);
+  }
+  if (i < n) {
+    luaL_addchar(&b, b64[s[i] >> 2]);
+    if (i + 1 < n) {
+      luaL_addchar(&b, b64[((s[i] & 3) << 4) | (s[i + 1] >> 4)]);
+      luaL_addchar(&b, b64[(s[i + 1] & 15) << 2]);
+    } else {
+      luaL_addchar(&b, b64[(s[i] & 3) << 4]);
+      luaL_addchar(&b, '=');
+    }
+    luaL_addchar(&b, '=');
+  }
+  luaL_pushresult(&b);
+}
+
+static void read_auth(lua_State *L, building *b) {
+  static const char *const keys[] = { "bearer", "basic", NULL };
+  size_t len;
+  want_table(L, b, "auth");
+  only_keys(L, b, "auth", keys);
+  if (lua_getfield(L, -1, "bearer") != LUA_TNIL) {
+    const char *tok = want_string(L, b, -1, "auth.bearer", &len);
+    lua_pushfstring(L, "Bearer %s", tok);
+  } else if (lua_getfield(L, -2, "basic") == LUA_TTABLE) {
+    lua_rawgeti(L, -1, 1);
+    lua_rawgeti(L, -2, 2);
+    want_string(L, b, -2, "auth.basic[1]", &len);
+    want_string(L, b, -1, "auth.basic[2]", &len);
+    lua_pushliteral(L, ":");
+    lua_insert(L, -2);
+    lua_concat(L, 3);
+    push_base64(L, (const unsigned char *)lua_tostring(L, -1), lua_rawlen(L, -1));
+    lua_pushliteral(L, "Basic ");
+    lua_insert(L, -2);
+    lua_concat(L, 2);
+  } else
+    bad(L, b, "auth", "expected { bearer = TOKEN } or { basic = { USER, PASSWORD } }");
+  const char *v = lua_tolstring(L, -1, &len);
+  if (fr_header_problem("Authorization", v, len))
+    bad(L, b, "auth", "CR, LF or NUL in the credentials");
+  add_header(L, b, "Authorization", v, len);
+}
+
+static const char *const methods[] = {
+  "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", NULL
+};
+
+static void read_endpoints(lua_State *L, building *b) {
+  static const char *const keys[] = { "method", "path", NULL };
+  integration *ig = b->ig;
+  want_table(L, b, "endpoints");
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    int v = lua_gettop(L), i;
+    const char *name, *key, *method = "GET", *path;
+    size_t len;
+    fr_endpoint *e;
+    if (lua_type(L, v - 1) != LUA_TSTRING) bad(L, b, "endpoints", "names must be strings");
+    name = lua_tostring(L, v - 1);
+    key = lua_pushfstring(L, "endpoints.%s", name);
+    lua_pushvalue(L, v);
+    want_table(L, b, key);
+    only_keys(L, b, key, keys);
+    if (lua_getfield(L, v, "method") != LUA_TNIL) {
+      int m = lua_gettop(L);
+      const char *mkey = lua_pushfstring(L, "%s.method", key);
+      method = want_string(L, b, m, mkey, &len);
+      for (i = 0; methods[i] && strcmp(methods[i], method) != 0; i++) {}
+      if (!methods[i]) bad(L, b, mkey, "expected GET, POST, PUT, PATCH, DELETE or HEAD");
+    }
+    lua_getfield(L, v, "path");
+    i = lua_gettop(L);
+    path = want_string(L, b, i, lua_pushfstring(L, "%s.path", key), &len);
+    e = realloc(ig->endpoints, (ig->nendpoints + 1) * sizeof *e);
+    if (!e) luaL_error(L, "out of memory");
+    ig->endpoints = e;
+    e = &ig->endpoints[ig->nendpoints++];
+    e->name = e->method = e->path = NULL;
+    e->name = xstrdup(L, name, strlen(name));
+    e->method = xstrdup(L, method, strlen(method));
+    e->path = xstrdup(L, path, len);
+    lua_settop(L, v - 1);
+  }
+}
+
+static void read_query(lua_State *L, building *b) {
+  integration *ig = b->ig;
+  int n, i;
+  want_table(L, b, "query");
+  fr_query_pairs(L, lua_gettop(L), "query");
+  n = (int)lua_rawlen(L, -1);
+  ig->query = calloc(n ? n : 1, sizeof *ig->query);
+  if (!ig->query) luaL_error(L, "out of memory");
+  for (i = 1; i <= n; i++) {
+    size_t len;
+    const char *kv;
+    lua_rawgeti(L, -1, i);
+    kv = lua_tolstring(L, -1, &len);
+    ig->query[ig->nquery++] = xstrdup(L, kv, len);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+static void read_retry(lua_State *L, building *b) {
+  static const char *const keys[] = {
+    "attempts", "on", "backoff_ms", "max_backoff_ms", NULL
+  };
+  integration *ig = b->ig;
+  want_table(L, b, "retry");
+  only_keys(L, b, "retry", keys);
+  if (lua_getfield(L, -1, "attempts") != LUA_TNIL)
+    ig->retry_attempts = (int)want_int(L, b, "retry.attempts", 1);
+  if (lua_getfield(L, -2, "backoff_ms") != LUA_TNIL)
+    ig->retry_backoff_ms = want_int(L, b, "retry.backoff_ms", 0);
+  if (lua_getfield(L, -3, "max_backoff_ms") != LUA_TNIL)
+    ig->retry_max_backoff_ms = want_int(L, b, "retry.max_backoff_ms", 0);
+  if (lua_getfield(L, -4, "on") != LUA_TNIL) {
+    want_table(L, b, "retry.on");
+    memset(&ig->retry_on, 0, sizeof ig->retry_on);
+    int on = lua_gettop(L);
+    fr_parse_results(L, on, lua_pushfstring(L, "%s: %s.retry.on", b->where, ig->name),
+                     &ig->retry_on, false);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 4);
+}
+
+static void read_base_url(lua_State *L, building *b) {
+  integration *ig = b->ig;
+  size_t len;
+  const char *url = want_string(L, b, -1, "base_url", &len);
+  char *scheme = NULL;
+  ig->base_url = xstrdup(L, url, len);
+  ig->base = curl_url();
+  if (!ig->base) luaL_error(L, "out of memory");
+  CURLUcode rc = curl_url_set(ig->base, CURLUPART_URL, url, 0);
+  if (rc != CURLUE_OK)
+    bad(L, b, "base_url", lua_pushfstring(L, "malformed URL: %s", curl_url_strerror(rc)));
+  curl_url_get(ig->base, CURLUPART_SCHEME, &scheme, 0);
+  bool web = scheme && (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0);
+  curl_free(scheme);
+  if (!web) bad(L, b, "base_url", "only http:// and https:// URLs are allowed");
+}
+
+/* Reads the integration table at idx into a new struct. Pushes the box
+** that owns it until take(): a Lua error on the way frees it. */
+static integration *build(flowrun *rt, lua_State *L, const char *name,
+                          int idx, const char *where) {
+  static const char *const keys[] = {
+    "base_url", "headers", "auth", "query", "endpoints", "timeout_ms",
+    "connect_timeout_ms", "max_connections", "queue_timeout_ms",
+    "max_response_bytes", "follow_redirects", "tls_verify", "ca_file",
+    "retry", NULL
+  };
+  building *b;
+  integration *ig;
+  int top, box;
+  (void)rt;
+  idx = lua_absindex(L, idx);
+  b = lua_newuserdatauv(L, sizeof *b, 0);
+  box = lua_gettop(L);
+  b->ig = NULL;
+  b->where = where;
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, building_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  ig = b->ig = calloc(1, sizeof *ig);
+  if (!ig) luaL_error(L, "out of memory");
+  ig->name = xstrdup(L, name, strlen(name));
+  ig->timeout_ms = 10000;
+  ig->connect_timeout_ms = 3000;
+  ig->max_connections = 16;
+  ig->max_response_bytes = 10485760;
+  ig->tls_verify = true;
+  ig->retry_attempts = 1;
+  ig->retry_backoff_ms = 200;
+  ig->retry_max_backoff_ms = 5000;
+  ig->retry_on.defaults = LBL_TIMEOUT;
+  ig->retry_on.code[503 / 8] |= 1 << (503 % 8);
+  if (!lua_istable(L, idx))
+    luaL_error(L, "%s: %s: expected a table, got %s", where, name, luaL_typename(L, idx));
+  lua_pushvalue(L, idx);
+  only_keys(L, b, NULL, keys);
+  top = lua_gettop(L);
+#define FIELD(k) (lua_settop(L, top), lua_getfield(L, top, k) != LUA_TNIL)
+  if (!FIELD("base_url")) bad(L, b, "base_url", "required");
+  read_base_url(L, b);
+  if (FIELD("headers")) read_headers(L, b);
+  if (FIELD("auth")) {
+    for (int i = 0; i < ig->nheaders; i++)
+      if (strcasecmp(ig->headers[i].name, "Authorization") == 0)
+        bad(L, b, "auth", "both auth and an Authorization header are set");
+    read_auth(L, b);
+  }
+  if (FIELD("query")) read_query(L, b);
+  if (FIELD("endpoints")) read_endpoints(L, b);
+  if (FIELD("timeout_ms")) ig->timeout_ms = want_int(L, b, "timeout_ms", 1);
+  if (FIELD("connect_timeout_ms"))
+    ig->connect_timeout_ms = want_int(L, b, "connect_timeout_ms", 1);
+  if (FIELD("max_connections"))
+    ig->max_connections = (int)want_int(L, b, "max_connections", 1);
+  if (FIELD("queue_timeout_ms"))
+    ig->queue_timeout_ms = want_int(L, b, "queue_timeout_ms", 0);
+  if (FIELD("max_response_bytes"))
+    ig->max_response_bytes = want_int(L, b, "max_response_bytes", 1);
+  if (FIELD("follow_redirects"))
+    ig->follow_redirects = want_bool(L, b, "follow_redirects");
+  if (FIELD("tls_verify")) ig->tls_verify = want_bool(L, b, "tls_verify");
+  if (FIELD("ca_file")) {
+    size_t len;
+    const char *f = want_string(L, b, -1, "ca_file", &len);
+    ig->ca_file = xstrdup(L, f, len);
+  }
+  if (FIELD("retry")) read_retry(L, b);
+#undef FIELD
+  lua_settop(L, box);                   /* the box stays: see take() */
+  return ig;
+}
+
+/* The box at idx gives up its integration. */
+static void take(lua_State *L, int idx) {
+  ((building *)lua_touserdata(L, idx))->ig = NULL;
+}
+
+static void install(flowrun *rt, integration *ig) {
+  integration **p = &rt->integrations;
+  ig->refs = 1;
+  for (; *p; p = &(*p)->next)
+    if (strcmp((*p)->name, ig->name) == 0) {
+      integration *old = *p;
+      ig->next = old->next;
+      *p = ig;
+      fr_integration_release(old);
+      return;
+    }
+  ig->next = NULL;
+  *p = ig;
+}
+
+int fr_integration_define(flowrun *rt, lua_State *L, const char *name,
+                          int idx, const char *where) {
+  integration *ig = build(rt, L, name, idx, where);
+  take(L, -1);
+  lua_pop(L, 1);
+  install(rt, ig);
+  return 0;
+}
+
+/* ---- loading a file ---- */
+
+/* env(NAME [, default]): the environment variable, remembered as a secret. */
+static int l_env(lua_State *L) {
+  flowrun *rt = fr_rt(L);
+  const char *name = luaL_checkstring(L, 1);
+  const char *v = getenv(name);
+  if (v) {
+    fr_secret_add(rt, v, strlen(v));
+    lua_pushstring(L, v);
+  } else if (!lua_isnoneornil(L, 2))
+    lua_pushvalue(L, 2);
+  else
+    return luaL_error(L, "environment variable %s is not set", name);
+  return 1;
+}
+
+/* Pushes the sandbox globals table of integrations files. */
+static void push_sandbox(flowrun *rt, lua_State *L) {
+  static const char *const safe[] = {
+    "assert", "error", "ipairs", "next", "pairs", "pcall", "select",
+    "tonumber", "tostring", "type", "string", "table", "math", "utf8", NULL
+  };
+  lua_newtable(L);
+  for (int i = 0; safe[i]; i++) {
+    lua_getglobal(L, safe[i]);
+    lua_setfield(L, -2, safe[i]);
+  }
+  lua_pushlightuserdata(L, rt);
+  lua_pushcclosure(L, l_env, 1);
+  lua_setfield(L, -2, "env");
+}
+
+/* Names of the table at idx, sorted, as a new array on the stack. */
+static void push_sorted_names(lua_State *L, int idx, const char *file) {
+  int n = 0;
+  lua_newtable(L);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    if (lua_type(L, -1) != LUA_TSTRING)
+      luaL_error(L, "%s: integration names must be strings, got %s", file,
+                 luaL_typename(L, -1));
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, -3, ++n);
+  }
+  lua_getglobal(L, "table");
+  lua_getfield(L, -1, "sort");
+  lua_pushvalue(L, -3);
+  lua_call(L, 1, 0);
+  lua_pop(L, 1);
+}
+
+/* lua_pcall'd: 1 rt, 2 file. */
+static int l_load(lua_State *L) {
+  flowrun *rt = lua_touserdata(L, 1);
+  const char *file = lua_tostring(L, 2);
+  integration *list = NULL, **tail = &list;
+  int n, i;
+  if (luaL_loadfilex(L, file, "t") != LUA_OK) return lua_error(L);
+  push_sandbox(rt, L);
+  lua_setupvalue(L, -2, 1);
+  lua_call(L, 0, 1);
+  if (!lua_istable(L, -1))
+    return luaL_error(L, "%s: must return a table of integrations, got %s",
+                      file, luaL_typename(L, -1));
+  int set = lua_gettop(L);
+  push_sorted_names(L, set, file);
+  n = (int)lua_rawlen(L, -1);
+  /* build all first, install only when every one is valid */
+  lua_newtable(L);                      /* the boxes */
+  int boxes = lua_gettop(L);
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, boxes - 1, i);
+    lua_gettable(L, set);
+    lua_rawgeti(L, boxes - 1, i);
+    integration *ig = build(rt, L, lua_tostring(L, -1), -2, file);
+    lua_rawseti(L, boxes, i);
+    lua_pop(L, 2);
+    *tail = ig;
+    ig->next = NULL;
+    tail = &ig->next;
+  }
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, boxes, i);
+    take(L, -1);
+    lua_pop(L, 1);
+  }
+  fr_integrations_free(rt);
+  while (list) {
+    integration *next = list->next;
+    install(rt, list);
+    list = next;
+  }
+  rt->integrations_file = strdup(file);
+  return 0;
+}
+
+int fr_integrations_load(flowrun *rt, lua_State *L, const char *file) {
+  int top = lua_gettop(L);
+  lua_pushcfunction(L, l_load);
+  lua_pushlightuserdata(L, rt);
+  lua_pushstring(L, file);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    fr_push_redacted(L, rt, lua_tostring(L, -1), lua_rawlen(L, -1));
+    fr_error(rt, "%s", lua_tostring(L, -1));
+    lua_settop(L, top);
+    return FLOWRUN_ERR;
+  }
+  lua_settop(L, top);
+  return FLOWRUN_OK;
+}
+
+int flowrun_load_integrations(flowrun *rt, const char *file) {
+  return fr_integrations_load(rt, rt->L, file);
+}

@@ -1,0 +1,171 @@
+/*
+** internal.h -- what the runtime's C files share. Not installed.
+*/
+#ifndef FLOWRUN_INTERNAL_H
+#define FLOWRUN_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <curl/curl.h>
+#include <lua.h>
+#include <lauxlib.h>
+
+#include "flowrun.h"
+
+typedef struct fr_timer fr_timer;
+typedef struct session session;
+typedef struct call call;
+typedef struct integration integration;
+
+/* ---- timers (runtime.c): a min-heap of deadlines in monotonic ms ---- */
+struct fr_timer {
+  double at;
+  int idx;                              /* heap slot, -1 when not armed */
+  void (*fire)(flowrun *rt, fr_timer *t);
+};
+
+double fr_now(void);
+void fr_timer_arm(flowrun *rt, fr_timer *t, double at);
+void fr_timer_cancel(flowrun *rt, fr_timer *t);
+
+/* ---- result sets: declared results or retry.on, O(1) lookups ---- */
+enum { LBL_OTHER = 1, LBL_ERROR = 2, LBL_TIMEOUT = 4, LBL_MAXCONN = 8 };
+
+typedef struct fr_results {
+  uint8_t code[75];                     /* bit per status 0..599 */
+  uint8_t cls;                          /* bit per class 1..5 */
+  uint8_t defaults;                     /* LBL_* bits */
+} fr_results;
+
+/* Reads an array of result names at idx into r, raising on misuse; what
+** names the field in messages ("results", "retry.on"); need200: "200" or
+** "2xx" must be among them. */
+void fr_parse_results(lua_State *L, int idx, const char *what, fr_results *r,
+                      bool need200);
+/* Pushes an array of "key=value" strings, percent-encoded, from a query
+** table at idx in either form (SPEC 3); raises naming what. */
+void fr_query_pairs(lua_State *L, int idx, const char *what);
+int fr_results_status(const fr_results *r, int status);  /* 0, code or -cls */
+
+/* ---- integrations (integrations.c) ---- */
+typedef struct fr_header { char *name, *value; } fr_header;
+typedef struct fr_endpoint { char *name, *method, *path; } fr_endpoint;
+
+struct integration {
+  char *name;
+  char *base_url;                       /* as written, secrets and all */
+  CURLU *base;
+  fr_header *headers;                   /* auth included as Authorization */
+  int nheaders;
+  char **query;                         /* "k=v", already encoded */
+  int nquery;
+  fr_endpoint *endpoints;
+  int nendpoints;
+  long timeout_ms, connect_timeout_ms, queue_timeout_ms;
+  int max_connections;
+  curl_off_t max_response_bytes;
+  bool follow_redirects, tls_verify;
+  char *ca_file;
+  int retry_attempts;
+  long retry_backoff_ms, retry_max_backoff_ms;
+  fr_results retry_on;
+  /* the pool */
+  int inflight;
+  call *qhead, *qtail;                  /* waiting calls, FIFO */
+  int refs;                             /* calls holding it, plus the set */
+  integration *next;
+};
+
+int fr_integrations_load(flowrun *rt, lua_State *L, const char *file);
+int fr_integration_define(flowrun *rt, lua_State *L, const char *name,
+                          int idx, const char *where);
+integration *fr_integration_find(flowrun *rt, const char *name, size_t len);
+void fr_integration_release(integration *ig);
+void fr_integrations_free(flowrun *rt);
+/* Why a header cannot be sent, or NULL. */
+const char *fr_header_problem(const char *name, const char *value, size_t vlen);
+const fr_endpoint *fr_endpoint_find(const integration *ig, const char *name);
+
+/* Secrets: values read through env(). */
+void fr_secret_add(flowrun *rt, const char *s, size_t len);
+/* Pushes s with every secret replaced by "***". */
+void fr_push_redacted(lua_State *L, flowrun *rt, const char *s, size_t len);
+/* Same into a malloc'd string the caller frees; NULL on ENOMEM. */
+char *fr_redact(flowrun *rt, const char *s);
+
+/* ---- sessions (session.c) ---- */
+enum { S_RUN, S_CALL, S_ASK, S_SLEEP, S_READY };
+
+typedef struct fr_msg { struct fr_msg *next; size_t len; char text[]; } fr_msg;
+
+struct session {
+  flowrun *rt;
+  lua_State *co;
+  int ref;                              /* registry ref to the thread */
+  int envref;                           /* the session's globals */
+  int state;
+  int nargs;                            /* values for the first resume */
+  bool closed;                          /* the channel: asks get nil */
+  bool queued;                          /* in the ready list */
+  fr_msg *in, *in_tail;                 /* messages not asked for yet */
+  fr_timer timer;                       /* sleep */
+  call *call;                           /* the call it waits on */
+  session *next_ready;
+  session *prev, *next;                 /* all live sessions */
+  char id[];
+};
+
+session *fr_session_current(flowrun *rt, lua_State *L);
+void fr_session_ready(session *s);      /* resume it in the next step */
+void fr_run_ready(flowrun *rt);
+void fr_sessions_free(flowrun *rt);
+void fr_open_flow_globals(flowrun *rt, lua_State *L);
+
+/* ---- calls (call.c) ---- */
+int fr_open_api_node(lua_State *L);     /* pushes the api_node closure */
+void fr_call_done(flowrun *rt, CURLMsg *m);
+void fr_calls_cancel_all(flowrun *rt);
+void fr_call_cancel(call *c);           /* session ended while waiting */
+
+/* ---- the runtime (runtime.c) ---- */
+typedef struct fr_watch { int fd; void (*cb)(void *, int); void *ud; } fr_watch;
+
+struct flowrun {
+  lua_State *L;                         /* main thread */
+  bool owns_L;
+  CURLM *multi;
+  int epfd;
+  double curl_deadline;                 /* libcurl's timer, -1 if none */
+  fr_timer **heap;
+  int nheap, capheap;
+  session *ready, *ready_tail;
+  session *all;
+  int nsessions;
+  int ncalls;                           /* calls not yet finished */
+  int in_step;
+  integration *integrations;
+  char *integrations_file;
+  struct { char *s; size_t len; } *secrets;
+  int nsecrets;
+  fr_watch *watches;
+  int nwatches;
+  int sessions_ref;                     /* registry: id -> session */
+  int flows_ref;                        /* registry: path -> flow function */
+  int base_ref;                         /* registry: metatable of envs */
+  int threads_ref;                      /* registry: thread -> session */
+  int calls_ref;                        /* registry: calls in flight */
+  CURL **easy_pool;                     /* idle easy handles to reuse */
+  int neasy;
+  flowrun_callbacks cb;
+  char err[1024];
+};
+
+flowrun *fr_create(lua_State *L, bool owns, const flowrun_callbacks *cb);
+void fr_destroy(flowrun *rt);
+int fr_error(flowrun *rt, const char *fmt, ...);    /* returns FLOWRUN_ERR */
+/* Runs one turn of the loop; wait_ms as flowrun_step. */
+int fr_step(flowrun *rt, int wait_ms);
+/* The runtime stored in the upvalue of a Lua-facing C function. */
+#define fr_rt(L) ((flowrun *)lua_touserdata((L), lua_upvalueindex(1)))
+
+#endif

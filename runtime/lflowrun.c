@@ -1,0 +1,257 @@
+/*
+** lflowrun.c -- the Lua module: require "flowrun" under a stock lua5.4.
+**
+** flowrun.new{ integrations = FILE } makes a runtime on the caller's Lua
+** state. Its api_node blocks until the call ends (SPEC 3: outside a
+** session it drives the loop); sessions started with rt:start() run as the
+** loop turns, and what they do is kept as events, read with rt:events().
+** The host's callbacks never call Lua functions: they only append events.
+*/
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define RT_MT "flowrun.runtime"
+
+typedef struct box { flowrun *rt; int events; } box;
+
+static box *checkbox(lua_State *L) {
+  box *b = luaL_checkudata(L, 1, RT_MT);
+  if (!b->rt) luaL_error(L, "flowrun: runtime is closed");
+  return b;
+}
+
+/* ---- events ---- */
+
+/* Pushes a new event table of the given type onto the events list and
+** leaves it on the stack of the main thread. */
+static lua_State *event(box *b, const char *type, const char *sid) {
+  lua_State *L = b->rt->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, b->events);
+  lua_createtable(L, 0, 4);
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, -3, (lua_Integer)lua_rawlen(L, -3) + 1);
+  lua_remove(L, -2);
+  lua_pushstring(L, type);
+  lua_setfield(L, -2, "type");
+  if (sid) {
+    lua_pushstring(L, sid);
+    lua_setfield(L, -2, "session");
+  }
+  return L;
+}
+
+static void set_str(lua_State *L, const char *k, const char *v) {
+  if (!v) return;
+  lua_pushstring(L, v);
+  lua_setfield(L, -2, k);
+}
+
+static void on_say(void *ud, const char *sid, const char *text, size_t len) {
+  lua_State *L = event(ud, "say", sid);
+  lua_pushlstring(L, text, len);
+  lua_setfield(L, -2, "text");
+  lua_pop(L, 1);
+}
+
+static void on_ask(void *ud, const char *sid) {
+  lua_pop(event(ud, "ask", sid), 1);
+}
+
+static void on_end(void *ud, const char *sid, int how, const char *error) {
+  lua_State *L = event(ud, "end", sid);
+  lua_pushboolean(L, how == FLOWRUN_DONE);
+  lua_setfield(L, -2, "ok");
+  set_str(L, "error", error);
+  lua_pop(L, 1);
+}
+
+static void on_trace(void *ud, const flowrun_trace *t) {
+  lua_State *L = event(ud, "trace", t->session);
+  set_str(L, "integration", t->integration);
+  set_str(L, "method", t->method);
+  set_str(L, "url", t->url);
+  set_str(L, "label", t->label);
+  set_str(L, "reason", t->reason);
+  set_str(L, "error", t->error);
+  if (t->status) {
+    lua_pushinteger(L, t->status);
+    lua_setfield(L, -2, "status");
+  }
+  lua_pushinteger(L, t->attempts);
+  lua_setfield(L, -2, "attempts");
+  lua_pushnumber(L, t->elapsed_ms);
+  lua_setfield(L, -2, "elapsed_ms");
+  lua_pop(L, 1);
+}
+
+static void on_log(void *ud, const char *sid, const char *level, const char *msg) {
+  lua_State *L = event(ud, "log", sid);
+  set_str(L, "level", level);
+  set_str(L, "message", msg);
+  lua_pop(L, 1);
+}
+
+/* ---- methods ---- */
+
+static int check(lua_State *L, box *b, int rc) {
+  if (rc != FLOWRUN_OK) return luaL_error(L, "%s", flowrun_errmsg(b->rt));
+  return 0;
+}
+
+/* rt:load_integrations(file) */
+static int m_load_integrations(lua_State *L) {
+  box *b = checkbox(L);
+  check(L, b, fr_integrations_load(b->rt, b->rt->L, luaL_checkstring(L, 2)));
+  return 0;
+}
+
+/* rt:api_node(spec) -> label, response: blocks until the call ends. */
+static int m_api_node(lua_State *L) {
+  box *b = checkbox(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, b->rt->base_ref);
+  lua_getfield(L, -1, "__index");
+  lua_getfield(L, -1, "api_node");
+  lua_replace(L, 1);
+  lua_pop(L, 2);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+/* rt:start(id, flow, ...) */
+static int m_start(lua_State *L) {
+  box *b = checkbox(L);
+  const char *id = luaL_checkstring(L, 2), *flow = luaL_checkstring(L, 3);
+  int argc = lua_gettop(L) - 3, i;
+  const char **argv = lua_newuserdatauv(L, (argc + 1) * sizeof *argv, 0);
+  for (i = 0; i < argc; i++) argv[i] = luaL_checkstring(L, 4 + i);
+  check(L, b, flowrun_start(b->rt, id, flow, argc, argv));
+  return 0;
+}
+
+/* rt:send(id, text): text nil closes the session's channel. */
+static int m_send(lua_State *L) {
+  box *b = checkbox(L);
+  size_t len = 0;
+  const char *id = luaL_checkstring(L, 2);
+  const char *text = luaL_optlstring(L, 3, NULL, &len);
+  check(L, b, flowrun_send(b->rt, id, text, len));
+  return 0;
+}
+
+static int m_stop(lua_State *L) {
+  box *b = checkbox(L);
+  check(L, b, flowrun_stop(b->rt, luaL_checkstring(L, 2)));
+  return 0;
+}
+
+/* rt:step([ms]) -> live sessions + calls in flight */
+static int m_step(lua_State *L) {
+  box *b = checkbox(L);
+  int n = flowrun_step(b->rt, (int)luaL_optinteger(L, 2, 0));
+  check(L, b, n < 0 ? n : FLOWRUN_OK);
+  lua_pushinteger(L, n);
+  return 1;
+}
+
+/* rt:run([ms]): turns the loop until no session is left or every one
+** waits for a message; gives up after ms (default 60000). Returns true
+** when it got there in time. */
+static int m_run(lua_State *L) {
+  box *b = checkbox(L);
+  flowrun *rt = b->rt;
+  double until = fr_now() + luaL_optinteger(L, 2, 60000);
+  for (;;) {
+    bool idle = rt->ncalls == 0 && !rt->ready && rt->nheap == 0;
+    for (session *s = rt->all; idle && s; s = s->next)
+      idle = s->state == S_ASK;
+    if (idle) { lua_pushboolean(L, 1); return 1; }
+    double left = until - fr_now();
+    if (left <= 0) { lua_pushboolean(L, 0); return 1; }
+    fr_step(rt, left > 100 ? 100 : (int)left + 1);
+  }
+}
+
+/* rt:events() -> the events since the last call, oldest first. */
+static int m_events(lua_State *L) {
+  box *b = checkbox(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, b->events);
+  lua_newtable(L);
+  lua_rawseti(L, LUA_REGISTRYINDEX, b->events);
+  return 1;
+}
+
+static int m_sessions(lua_State *L) {
+  lua_pushinteger(L, flowrun_sessions(checkbox(L)->rt));
+  return 1;
+}
+
+static int m_close(lua_State *L) {
+  box *b = luaL_checkudata(L, 1, RT_MT);
+  if (b->rt) {
+    fr_destroy(b->rt);
+    b->rt = NULL;
+    luaL_unref(L, LUA_REGISTRYINDEX, b->events);
+  }
+  return 0;
+}
+
+/* flowrun.new([{ integrations = FILE }]) -> runtime */
+static int l_new(lua_State *L) {
+  flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, on_log, NULL };
+  box *b;
+  lua_State *main;
+  lua_settop(L, 1);
+  b = lua_newuserdatauv(L, sizeof *b, 0);
+  b->rt = NULL;
+  lua_newtable(L);
+  b->events = luaL_ref(L, LUA_REGISTRYINDEX);
+  luaL_setmetatable(L, RT_MT);
+  cb.ud = b;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  main = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  if (!(b->rt = fr_create(main, false, &cb))) return luaL_error(L, "flowrun: out of memory");
+  if (lua_istable(L, 1) && lua_getfield(L, 1, "integrations") != LUA_TNIL) {
+    const char *file = luaL_checkstring(L, -1);
+    if (fr_integrations_load(b->rt, main, file) != FLOWRUN_OK)
+      return luaL_error(L, "%s", flowrun_errmsg(b->rt));
+    lua_pop(L, 1);
+  }
+  return 1;
+}
+
+static const luaL_Reg methods[] = {
+  { "load_integrations", m_load_integrations },
+  { "api_node",          m_api_node },
+  { "start",             m_start },
+  { "send",              m_send },
+  { "stop",              m_stop },
+  { "step",              m_step },
+  { "run",               m_run },
+  { "events",            m_events },
+  { "sessions",          m_sessions },
+  { "close",             m_close },
+  { NULL, NULL }
+};
+
+int luaopen_flowrun(lua_State *L);
+
+int luaopen_flowrun(lua_State *L) {
+  if (luaL_newmetatable(L, RT_MT)) {
+    luaL_newlib(L, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, m_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, m_close);
+    lua_setfield(L, -2, "__close");
+  }
+  lua_pop(L, 1);
+  lua_createtable(L, 0, 3);
+  lua_pushcfunction(L, l_new);
+  lua_setfield(L, -2, "new");
+  lua_pushliteral(L, FLOWRUN_VERSION);
+  lua_setfield(L, -2, "_VERSION");
+  return 1;
+}

@@ -1,0 +1,311 @@
+/*
+** main.c -- the flowrun command line: a thin client of flowrun.h.
+**
+** `run` starts N sessions of a flow; the terminal is their end-user: say
+** writes a line to stdout, ask's prompt too, and stdin lines go to the
+** sessions in the order they ask. stdin is read through the runtime's loop
+** (flowrun_watch), so one session waiting for input never stops the others.
+*/
+#include <errno.h>
+#include <stdbool.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <lua.h>
+
+#include "cli.h"
+#include "flowrun.h"
+
+static const char usage[] =
+  "usage: flowrun [run] [options] FLOW.lua [ARGS...]   run one session; the terminal is the end-user\n"
+  "       flowrun run --sessions N FLOW.lua [ARGS...]  N concurrent sessions (session.id = 1..N)\n"
+  "       flowrun mock ROUTES.lua [--port N]           mock HTTP API on 127.0.0.1\n"
+  "       flowrun --version | --help\n"
+  "options:\n"
+  "  -I FILE            integrations file (default: $FLOWRUN_INTEGRATIONS, else\n"
+  "                     integrations.lua beside the flow, else in the current directory)\n"
+  "  --sessions N       run N sessions at once; output lines are prefixed [ID]\n"
+  "  --trace            one line per api_node call on stderr\n"
+  "  --trace-json FILE  the same as JSON lines\n"
+  "exit status: 0 done, 1 a session raised an error, 2 usage or configuration error\n";
+
+typedef struct cli {
+  flowrun *rt;
+  bool prefix;                          /* --sessions N > 1 */
+  bool trace;
+  FILE *trace_json;
+  int failed;
+  char **waiting;                       /* sessions in ask, oldest first */
+  int nwait, capwait;
+  char *in;                             /* stdin bytes not yet a line */
+  size_t inlen, incap;
+  bool eof, watched, pollable;
+} cli;
+
+/* ---- what the sessions do ---- */
+
+static void on_say(void *ud, const char *id, const char *text, size_t len) {
+  cli *c = ud;
+  if (c->prefix && id) printf("[%s] ", id);
+  fwrite(text, 1, len, stdout);
+  putchar('\n');
+}
+
+static void on_log(void *ud, const char *id, const char *level, const char *msg) {
+  (void)ud;
+  fflush(stdout);
+  if (id) fprintf(stderr, "[%s] %s: %s\n", id, level, msg);
+  else fprintf(stderr, "%s: %s\n", level, msg);
+}
+
+static void on_end(void *ud, const char *id, int how, const char *error) {
+  cli *c = ud;
+  if (how == FLOWRUN_DONE) return;
+  c->failed = 1;
+  fflush(stdout);
+  if (c->prefix) fprintf(stderr, "[%s] %s\n", id, error);
+  else fprintf(stderr, "%s\n", error);
+}
+
+static void json_str(FILE *f, const char *s) {
+  if (!s) { fputs("null", f); return; }
+  putc('"', f);
+  for (; *s; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
+    else if (ch == '\n') fputs("\\n", f);
+    else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
+    else putc(ch, f);
+  }
+  putc('"', f);
+}
+
+static void on_trace(void *ud, const flowrun_trace *t) {
+  cli *c = ud;
+  if (c->trace) {
+    fflush(stdout);
+    fprintf(stderr, "trace session=%s integration=%s method=%s url=%s label=%s",
+            t->session ? t->session : "-", t->integration, t->method, t->url, t->label);
+    if (t->status) fprintf(stderr, " status=%d", t->status);
+    fprintf(stderr, " elapsed_ms=%.0f attempts=%d", t->elapsed_ms, t->attempts);
+    if (t->reason) fprintf(stderr, " reason=%s", t->reason);
+    fputc('\n', stderr);
+  }
+  if (c->trace_json) {
+    FILE *f = c->trace_json;
+    fputs("{\"session\":", f);
+    json_str(f, t->session);
+    fputs(",\"integration\":", f);
+    json_str(f, t->integration);
+    fputs(",\"method\":", f);
+    json_str(f, t->method);
+    fputs(",\"url\":", f);
+    json_str(f, t->url);
+    fputs(",\"label\":", f);
+    json_str(f, t->label);
+    if (t->status) fprintf(f, ",\"status\":%d", t->status);
+    else fputs(",\"status\":null", f);
+    fprintf(f, ",\"elapsed_ms\":%.1f,\"attempts\":%d", t->elapsed_ms, t->attempts);
+    if (t->reason) {
+      fputs(",\"reason\":", f);
+      json_str(f, t->reason);
+      fputs(",\"error\":", f);
+      json_str(f, t->error);
+    }
+    fputs("}\n", f);
+  }
+}
+
+/* ---- stdin: lines to sessions in the order they ask ---- */
+
+static void deliver(cli *c) {
+  char *nl;
+  while (c->nwait > 0 && (nl = memchr(c->in, '\n', c->inlen))) {
+    size_t n = nl - c->in, len = n;
+    if (len > 0 && c->in[len - 1] == '\r') len--;
+    flowrun_send(c->rt, c->waiting[0], c->in, len);
+    free(c->waiting[0]);
+    memmove(c->waiting, c->waiting + 1, --c->nwait * sizeof *c->waiting);
+    memmove(c->in, nl + 1, c->inlen -= n + 1);
+  }
+  if (c->eof) {
+    while (c->nwait > 0) {                /* the last line may lack '\n' */
+      flowrun_send(c->rt, c->waiting[0], c->inlen ? c->in : NULL, c->inlen);
+      c->inlen = 0;
+      free(c->waiting[0]);
+      memmove(c->waiting, c->waiting + 1, --c->nwait * sizeof *c->waiting);
+    }
+  }
+}
+
+/* Reads what stdin has; false at end of input. */
+static bool read_stdin(cli *c) {
+  if (c->incap - c->inlen < 4096) {
+    char *p = realloc(c->in, c->incap = c->incap * 2 + 8192);
+    if (!p) { perror("flowrun"); exit(2); }
+    c->in = p;
+  }
+  ssize_t n = read(0, c->in + c->inlen, c->incap - c->inlen);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
+  if (n <= 0) return false;
+  c->inlen += n;
+  return true;
+}
+
+static void watch(cli *c, bool on);
+
+static void on_stdin(void *ud, int fd) {
+  cli *c = ud;
+  (void)fd;
+  if (!read_stdin(c)) {
+    c->eof = true;
+    watch(c, false);
+  }
+  deliver(c);
+  if (c->nwait == 0) watch(c, false);
+}
+
+static void watch(cli *c, bool on) {
+  if (on == c->watched || (on && c->eof)) return;
+  c->watched = on;
+  flowrun_watch(c->rt, 0, on ? on_stdin : NULL, c);
+}
+
+static void on_ask(void *ud, const char *id) {
+  cli *c = ud;
+  fflush(stdout);
+  if (c->nwait == c->capwait) {
+    c->capwait = c->capwait ? c->capwait * 2 : 16;
+    c->waiting = realloc(c->waiting, c->capwait * sizeof *c->waiting);
+    if (!c->waiting) { perror("flowrun"); exit(2); }
+  }
+  c->waiting[c->nwait++] = strdup(id);
+  if (c->pollable) {
+    deliver(c);                         /* lines read already */
+    if (c->nwait > 0) watch(c, true);
+    return;
+  }
+  while (c->nwait > 0 && !c->eof) {    /* a regular file never blocks long */
+    if (!memchr(c->in ? c->in : "", '\n', c->inlen) && !read_stdin(c)) c->eof = true;
+    deliver(c);
+  }
+  deliver(c);
+}
+
+/* ---- run ---- */
+
+static bool readable(const char *path) {
+  return access(path, R_OK) == 0;
+}
+
+/* The integrations file to use, or NULL for none. */
+static const char *find_integrations(const char *opt, const char *flow, char *buf,
+                                     size_t size) {
+  const char *env = getenv("FLOWRUN_INTEGRATIONS"), *slash;
+  if (opt) return opt;
+  if (env && *env) return env;
+  slash = strrchr(flow, '/');
+  snprintf(buf, size, "%.*sintegrations.lua", slash ? (int)(slash - flow + 1) : 0, flow);
+  if (readable(buf)) return buf;
+  if (readable("integrations.lua")) return "integrations.lua";
+  return NULL;
+}
+
+static int run(int argc, char **argv) {
+  const char *ifile = NULL, *tjson = NULL, *flow = NULL;
+  long nsessions = 1;
+  char buf[4096];
+  cli c = { 0 };
+  int i, status;
+  struct stat st;
+  for (i = 0; i < argc && !flow; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "-I") == 0 && i + 1 < argc) ifile = argv[++i];
+    else if (strcmp(a, "--trace") == 0) c.trace = true;
+    else if (strcmp(a, "--trace-json") == 0 && i + 1 < argc) tjson = argv[++i];
+    else if (strcmp(a, "--sessions") == 0 && i + 1 < argc) {
+      char *end;
+      nsessions = strtol(argv[++i], &end, 10);
+      if (*end || nsessions < 1 || nsessions > 10000000) {
+        fprintf(stderr, "flowrun: --sessions: expected a positive number, got '%s'\n", argv[i]);
+        return 2;
+      }
+    } else if (a[0] == '-' && a[1]) {
+      fprintf(stderr, "flowrun: unknown option '%s' (or missing value)\n%s", a, usage);
+      return 2;
+    } else flow = a;
+  }
+  if (!flow) {
+    fprintf(stderr, "flowrun: no flow file given\n%s", usage);
+    return 2;
+  }
+  if (!readable(flow)) {
+    fprintf(stderr, "flowrun: cannot read flow %s: %s\n", flow, strerror(errno));
+    return 2;
+  }
+  ifile = find_integrations(ifile, flow, buf, sizeof buf);
+  if (tjson && !(c.trace_json = fopen(tjson, "w"))) {
+    fprintf(stderr, "flowrun: cannot write %s: %s\n", tjson, strerror(errno));
+    return 2;
+  }
+  flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, on_log, &c };
+  if (!(c.rt = flowrun_new(&cb))) {
+    fprintf(stderr, "flowrun: out of memory\n");
+    return 2;
+  }
+  status = 0;
+  if (ifile && flowrun_load_integrations(c.rt, ifile) != FLOWRUN_OK) {
+    fprintf(stderr, "flowrun: %s\n", flowrun_errmsg(c.rt));
+    status = 2;
+  }
+  c.prefix = nsessions > 1;
+  c.pollable = !(fstat(0, &st) == 0 && (S_ISREG(st.st_mode) || S_ISCHR(st.st_mode)))
+               || isatty(0);
+  if (c.pollable) fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
+  for (long n = 1; status == 0 && n <= nsessions; n++) {
+    char id[24];
+    snprintf(id, sizeof id, "%ld", n);
+    if (flowrun_start(c.rt, id, flow, argc - i, (const char *const *)argv + i) != FLOWRUN_OK) {
+      fprintf(stderr, "flowrun: %s\n", flowrun_errmsg(c.rt));
+      status = 2;
+    }
+  }
+  if (status == 0) {
+    while (flowrun_step(c.rt, -1) > 0) {}
+    status = c.failed;
+  }
+  fflush(stdout);
+  flowrun_free(c.rt);
+  if (c.pollable) fcntl(0, F_SETFL, fcntl(0, F_GETFL) & ~O_NONBLOCK);
+  for (i = 0; i < c.nwait; i++) free(c.waiting[i]);
+  free(c.waiting);
+  free(c.in);
+  if (c.trace_json) fclose(c.trace_json);
+  return status;
+}
+
+int main(int argc, char **argv) {
+  const char *cmd = argc > 1 ? argv[1] : NULL;
+  if (!cmd || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+    fputs(usage, cmd ? stdout : stderr);
+    return cmd ? 0 : 2;
+  }
+  if (strcmp(cmd, "--version") == 0) {
+    printf("flowrun %s (%s, libcurl %s)\n", FLOWRUN_VERSION, LUA_RELEASE,
+           curl_version_info(CURLVERSION_NOW)->version);
+    return 0;
+  }
+  if (strcmp(cmd, "mock") == 0) return flowrun_mock_main(argc - 1, argv + 1);
+  if (strcmp(cmd, "run") == 0) return run(argc - 2, argv + 2);
+  if (strcmp(cmd, "repl") == 0 || strcmp(cmd, "check") == 0
+      || strcmp(cmd, "graph") == 0 || strcmp(cmd, "host") == 0) {
+    fprintf(stderr, "flowrun: '%s' is not in this version yet\n", cmd);
+    return 2;
+  }
+  return run(argc - 1, argv + 1);
+}

@@ -1,0 +1,345 @@
+/*
+** runtime.c -- the runtime and its loop.
+**
+** One epoll set carries libcurl's sockets (CURLMOPT_SOCKETFUNCTION) and the
+** host's watched descriptors; libcurl's timer and the runtime's own timers
+** (sleep, retry backoff, queue limits) sit in one min-heap. A turn of the
+** loop waits for the nearest of them, lets libcurl act on what is ready,
+** collects finished transfers and resumes the sessions they belong to, so
+** the cost of a turn follows the active transfers, not all of them.
+*/
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <lualib.h>
+#include <lua-cjson.h>
+
+#include "internal.h"
+
+#define TAG_CURL  (1ull << 32)
+#define TAG_WATCH (2ull << 32)
+
+double fr_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+int fr_error(flowrun *rt, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(rt->err, sizeof rt->err, fmt, ap);
+  va_end(ap);
+  return FLOWRUN_ERR;
+}
+
+/* ---- timers ---- */
+
+static void heap_swap(flowrun *rt, int i, int j) {
+  fr_timer *t = rt->heap[i];
+  rt->heap[i] = rt->heap[j];
+  rt->heap[j] = t;
+  rt->heap[i]->idx = i;
+  rt->heap[j]->idx = j;
+}
+
+static void heap_up(flowrun *rt, int i) {
+  while (i > 0 && rt->heap[(i - 1) / 2]->at > rt->heap[i]->at) {
+    heap_swap(rt, i, (i - 1) / 2);
+    i = (i - 1) / 2;
+  }
+}
+
+static void heap_down(flowrun *rt, int i) {
+  for (;;) {
+    int l = 2 * i + 1, r = l + 1, m = i;
+    if (l < rt->nheap && rt->heap[l]->at < rt->heap[m]->at) m = l;
+    if (r < rt->nheap && rt->heap[r]->at < rt->heap[m]->at) m = r;
+    if (m == i) return;
+    heap_swap(rt, i, m);
+    i = m;
+  }
+}
+
+void fr_timer_cancel(flowrun *rt, fr_timer *t) {
+  int i = t->idx;
+  if (i < 0) return;
+  t->idx = -1;
+  if (i != --rt->nheap) {
+    rt->heap[i] = rt->heap[rt->nheap];
+    rt->heap[i]->idx = i;
+    heap_down(rt, i);
+    heap_up(rt, i);
+  }
+}
+
+/* Arms t to fire at `at`; aborts on ENOMEM like Lua does. */
+void fr_timer_arm(flowrun *rt, fr_timer *t, double at) {
+  fr_timer_cancel(rt, t);
+  if (rt->nheap == rt->capheap) {
+    int cap = rt->capheap ? rt->capheap * 2 : 64;
+    fr_timer **h = realloc(rt->heap, cap * sizeof *h);
+    if (!h) abort();
+    rt->heap = h;
+    rt->capheap = cap;
+  }
+  t->at = at;
+  t->idx = rt->nheap;
+  rt->heap[rt->nheap++] = t;
+  heap_up(rt, t->idx);
+}
+
+/* Fires every timer due by now; a fired timer may re-arm itself. */
+static void run_timers(flowrun *rt, double now) {
+  while (rt->nheap > 0 && rt->heap[0]->at <= now) {
+    fr_timer *t = rt->heap[0];
+    fr_timer_cancel(rt, t);
+    t->fire(rt, t);
+  }
+}
+
+/* ---- libcurl glue ---- */
+
+static int on_socket(CURL *e, curl_socket_t s, int what, void *ud, void *sp) {
+  flowrun *rt = ud;
+  struct epoll_event ev = { 0 };
+  (void)e;
+  if (what == CURL_POLL_REMOVE) {
+    epoll_ctl(rt->epfd, EPOLL_CTL_DEL, s, NULL);  /* may be closed already */
+    curl_multi_assign(rt->multi, s, NULL);
+    return 0;
+  }
+  ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0)
+            | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
+  ev.data.u64 = TAG_CURL | (uint32_t)s;
+  if (epoll_ctl(rt->epfd, sp ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, s, &ev) < 0
+      && errno == ENOENT)
+    epoll_ctl(rt->epfd, EPOLL_CTL_ADD, s, &ev);
+  if (!sp) curl_multi_assign(rt->multi, s, rt);
+  return 0;
+}
+
+static int on_timer(CURLM *m, long ms, void *ud) {
+  flowrun *rt = ud;
+  (void)m;
+  rt->curl_deadline = ms < 0 ? -1 : fr_now() + ms;
+  return 0;
+}
+
+static void drain_curl(flowrun *rt) {
+  CURLMsg *m;
+  int left;
+  while ((m = curl_multi_info_read(rt->multi, &left)))
+    if (m->msg == CURLMSG_DONE) fr_call_done(rt, m);
+}
+
+static void curl_act(flowrun *rt, curl_socket_t s, int mask) {
+  int running;
+  curl_multi_socket_action(rt->multi, s, mask, &running);
+}
+
+/* ---- the loop ---- */
+
+static fr_watch *find_watch(flowrun *rt, int fd) {
+  for (int i = 0; i < rt->nwatches; i++)
+    if (rt->watches[i].fd == fd) return &rt->watches[i];
+  return NULL;
+}
+
+/* Milliseconds to wait: the nearest deadline, bounded by wait_ms. */
+static int wait_time(flowrun *rt, int wait_ms, double now) {
+  double next = -1;
+  if (rt->ready) return 0;
+  if (rt->curl_deadline >= 0) next = rt->curl_deadline;
+  if (rt->nheap > 0 && (next < 0 || rt->heap[0]->at < next))
+    next = rt->heap[0]->at;
+  if (next < 0) return wait_ms;
+  double d = next - now;
+  int ms = d <= 0 ? 0 : (int)d + (d > (int)d);  /* round up: never spin */
+  return (wait_ms >= 0 && wait_ms < ms) ? wait_ms : ms;
+}
+
+int fr_step(flowrun *rt, int wait_ms) {
+  struct epoll_event ev[64];
+  int n, i;
+  rt->in_step++;
+  fr_run_ready(rt);
+  n = epoll_wait(rt->epfd, ev, 64, wait_time(rt, wait_ms, fr_now()));
+  for (i = 0; i < n; i++) {
+    uint64_t tag = ev[i].data.u64 & ~0xffffffffull;
+    int fd = (int)(uint32_t)ev[i].data.u64;
+    if (tag == TAG_CURL) {
+      int mask = (ev[i].events & EPOLLIN ? CURL_CSELECT_IN : 0)
+               | (ev[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0)
+               | (ev[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
+      curl_act(rt, fd, mask);
+    } else {
+      fr_watch *w = find_watch(rt, fd);
+      if (w) w->cb(w->ud, fd);
+    }
+  }
+  double now = fr_now();
+  if (rt->curl_deadline >= 0 && rt->curl_deadline <= now) {
+    rt->curl_deadline = -1;
+    curl_act(rt, CURL_SOCKET_TIMEOUT, 0);
+  }
+  drain_curl(rt);
+  run_timers(rt, now);
+  fr_run_ready(rt);
+  rt->in_step--;
+  return rt->nsessions + rt->ncalls;
+}
+
+/* ---- creation ---- */
+
+static void *fr_xalloc(void *ud, void *p, size_t osize, size_t nsize) {
+  (void)ud; (void)osize;
+  if (nsize == 0) { free(p); return NULL; }
+  return realloc(p, nsize);
+}
+
+static int l_preload_json(lua_State *L) {
+  return luaopen_cjson(L);
+}
+
+/* Opens what flows see beyond the standard library: `json` and the flow
+** globals. Runs under lua_pcall: errors are out-of-memory only. */
+static int l_setup(lua_State *L) {
+  flowrun *rt = lua_touserdata(L, 1);
+  if (rt->owns_L) {
+    *(session **)lua_getextraspace(L) = NULL;   /* threads copy it */
+    luaL_openlibs(L);
+  }
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushcfunction(L, l_preload_json);
+  lua_setfield(L, -2, "json");
+  lua_pushcfunction(L, l_preload_json);
+  lua_setfield(L, -2, "cjson");
+  lua_pop(L, 1);
+  lua_newtable(L);
+  rt->sessions_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  rt->flows_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  rt->calls_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  rt->threads_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  fr_open_flow_globals(rt, L);
+  return 0;
+}
+
+flowrun *fr_create(lua_State *L, bool owns, const flowrun_callbacks *cb) {
+  static int curl_ready;
+  flowrun *rt = calloc(1, sizeof *rt);
+  if (!rt) return NULL;
+  if (!curl_ready) {
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) goto fail;
+    curl_ready = 1;
+  }
+  rt->epfd = -1;
+  rt->owns_L = owns;
+  rt->curl_deadline = -1;
+  rt->sessions_ref = rt->flows_ref = rt->base_ref = rt->calls_ref = LUA_NOREF;
+  rt->threads_ref = LUA_NOREF;
+  if (cb) rt->cb = *cb;
+  rt->epfd = epoll_create1(EPOLL_CLOEXEC);
+  rt->multi = curl_multi_init();
+  if (rt->epfd < 0 || !rt->multi) goto fail;
+  curl_multi_setopt(rt->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+  curl_multi_setopt(rt->multi, CURLMOPT_SOCKETDATA, rt);
+  curl_multi_setopt(rt->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+  curl_multi_setopt(rt->multi, CURLMOPT_TIMERDATA, rt);
+  if (!L) L = lua_newstate(fr_xalloc, NULL);
+  if (!L) goto fail;
+  rt->L = L;
+  lua_pushcfunction(L, l_setup);
+  lua_pushlightuserdata(L, rt);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    goto fail;
+  }
+  return rt;
+fail:
+  fr_destroy(rt);
+  return NULL;
+}
+
+void fr_destroy(flowrun *rt) {
+  fr_sessions_free(rt);
+  fr_calls_cancel_all(rt);
+  if (rt->L) {
+    luaL_unref(rt->L, LUA_REGISTRYINDEX, rt->sessions_ref);
+    luaL_unref(rt->L, LUA_REGISTRYINDEX, rt->flows_ref);
+    luaL_unref(rt->L, LUA_REGISTRYINDEX, rt->base_ref);
+    luaL_unref(rt->L, LUA_REGISTRYINDEX, rt->calls_ref);
+    luaL_unref(rt->L, LUA_REGISTRYINDEX, rt->threads_ref);
+    if (rt->owns_L) lua_close(rt->L);
+  }
+  for (int i = 0; i < rt->neasy; i++) curl_easy_cleanup(rt->easy_pool[i]);
+  free(rt->easy_pool);
+  if (rt->multi) curl_multi_cleanup(rt->multi);
+  if (rt->epfd >= 0) close(rt->epfd);
+  fr_integrations_free(rt);
+  for (int i = 0; i < rt->nsecrets; i++) free(rt->secrets[i].s);
+  free(rt->secrets);
+  free(rt->heap);
+  free(rt->watches);
+  free(rt);
+}
+
+/* ---- the public API ---- */
+
+flowrun *flowrun_new(const flowrun_callbacks *cb) {
+  return fr_create(NULL, true, cb);
+}
+
+void flowrun_free(flowrun *rt) {
+  if (rt) fr_destroy(rt);
+}
+
+const char *flowrun_errmsg(const flowrun *rt) {
+  return rt->err;
+}
+
+lua_State *flowrun_lua(flowrun *rt) {
+  return rt->L;
+}
+
+int flowrun_step(flowrun *rt, int timeout_ms) {
+  if (rt->in_step) return fr_error(rt, "flowrun_step: called from a callback");
+  return fr_step(rt, timeout_ms);
+}
+
+int flowrun_sessions(const flowrun *rt) {
+  return rt->nsessions;
+}
+
+int flowrun_watch(flowrun *rt, int fd, void (*cb)(void *ud, int fd),
+                  void *ud) {
+  fr_watch *w = find_watch(rt, fd);
+  if (!cb) {
+    if (!w) return FLOWRUN_OK;
+    epoll_ctl(rt->epfd, EPOLL_CTL_DEL, fd, NULL);
+    *w = rt->watches[--rt->nwatches];
+    return FLOWRUN_OK;
+  }
+  if (!w) {
+    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_WATCH | (uint32_t)fd };
+    fr_watch *ws = realloc(rt->watches, (rt->nwatches + 1) * sizeof *ws);
+    if (!ws) return fr_error(rt, "out of memory");
+    rt->watches = ws;
+    if (epoll_ctl(rt->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+      return fr_error(rt, "cannot watch fd %d: %s", fd, strerror(errno));
+    w = &rt->watches[rt->nwatches++];
+  }
+  w->fd = fd;
+  w->cb = cb;
+  w->ud = ud;
+  return FLOWRUN_OK;
+}

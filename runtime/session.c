@@ -1,0 +1,491 @@
+/*
+** session.c -- sessions: one end-user going through a flow.
+**
+** A session is a Lua thread running the flow's function with its own
+** globals table (so concurrent sessions of one flow never share globals),
+** whose metatable reaches the flow globals and then the standard library.
+** A flow file is compiled once as `return function(_ENV, ...) <file> end`
+** and every session calls that one function with its own _ENV.
+** ask, sleep and api_node yield; the loop makes the session ready again and
+** fr_run_ready() resumes it.
+*/
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include <lua-cjson.h>
+
+/* ---- finding the session of a thread ---- */
+
+session *fr_session_current(flowrun *rt, lua_State *L) {
+  session *s;
+  if (rt->owns_L) return *(session **)lua_getextraspace(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->threads_ref);
+  lua_pushthread(L);
+  lua_rawget(L, -2);
+  s = lua_touserdata(L, -1);
+  lua_pop(L, 2);
+  return s;
+}
+
+void fr_session_ready(session *s) {
+  flowrun *rt = s->rt;
+  if (s->queued) return;
+  s->queued = true;
+  s->next_ready = NULL;
+  if (rt->ready_tail) rt->ready_tail->next_ready = s;
+  else rt->ready = s;
+  rt->ready_tail = s;
+}
+
+/* ---- loading flows ---- */
+
+/* Reads a whole file; NULL with errno set on failure. */
+static char *read_file(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  char *buf = NULL;
+  size_t cap = 0, n = 0, r;
+  if (!f) return NULL;
+  do {
+    if (cap - n < 4096) {
+      char *b = realloc(buf, cap = cap * 2 + 8192);
+      if (!b) { free(buf); fclose(f); errno = ENOMEM; return NULL; }
+      buf = b;
+    }
+    r = fread(buf + n, 1, cap - n, f);
+    n += r;
+  } while (r > 0);
+  if (ferror(f)) { free(buf); fclose(f); errno = EIO; return NULL; }
+  fclose(f);
+  *len = n;
+  return buf;
+}
+
+/* Compiles FILE into the session function and caches it under its path.
+** Pushes the function, or nil and a message. */
+static int load_flow(flowrun *rt, lua_State *L, const char *path) {
+  static const char head[] = "return function(_ENV, ...) ";
+  size_t len, hl, extra;
+  char *src, *wrapped;
+  int st;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->flows_ref);
+  if (lua_getfield(L, -1, path) == LUA_TFUNCTION) {
+    lua_remove(L, -2);
+    return 1;
+  }
+  lua_pop(L, 2);
+  src = read_file(path, &len);
+  if (!src) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "cannot open %s: %s", path, strerror(errno));
+    return 2;
+  }
+  hl = sizeof head - 1;
+  extra = src[0] == '#' ? 2 : 0;        /* a shebang line: comment it out */
+  wrapped = malloc(hl + extra + len + 4);
+  if (!wrapped) { free(src); return luaL_error(L, "out of memory"); }
+  memcpy(wrapped, head, hl);
+  memcpy(wrapped + hl, "--", extra);
+  memcpy(wrapped + hl + extra, src, len);
+  memcpy(wrapped + hl + extra + len, "\nend", 4);
+  free(src);
+  lua_pushfstring(L, "@%s", path);
+  /* first as written, for exact syntax errors; then wrapped */
+  st = luaL_loadbufferx(L, wrapped + hl, extra + len, lua_tostring(L, -1), "t");
+  if (st == LUA_OK) {
+    lua_pop(L, 1);
+    st = luaL_loadbufferx(L, wrapped, hl + extra + len + 4,
+                          lua_tostring(L, -1), "t");
+    if (st == LUA_OK) st = lua_pcall(L, 0, 1, 0);
+  }
+  free(wrapped);
+  lua_remove(L, -2);
+  if (st != LUA_OK) {
+    lua_pushnil(L);
+    lua_insert(L, -2);
+    return 2;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->flows_ref);
+  lua_pushvalue(L, -2);
+  lua_setfield(L, -2, path);
+  lua_pop(L, 1);
+  return 1;
+}
+
+/* Pushes a new globals table for a session with the given id (or none). */
+static void push_env(flowrun *rt, lua_State *L, const char *id) {
+  lua_createtable(L, 0, 2);
+  lua_createtable(L, 0, 1);
+  if (id) {
+    lua_pushstring(L, id);
+    lua_setfield(L, -2, "id");
+  }
+  lua_setfield(L, -2, "session");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->base_ref);
+  lua_setmetatable(L, -2);
+}
+
+/* ---- starting, resuming and ending ---- */
+
+static void session_free(session *s) {
+  flowrun *rt = s->rt;
+  lua_State *L = rt->L;
+  if (s->call) fr_call_cancel(s->call);
+  fr_timer_cancel(rt, &s->timer);
+  if (s->queued) {                      /* unlink from the ready list */
+    session **p = &rt->ready;
+    rt->ready_tail = NULL;
+    while (*p) {
+      if (*p == s) *p = s->next_ready;
+      else { rt->ready_tail = *p; p = &(*p)->next_ready; }
+    }
+  }
+  if (s->prev) s->prev->next = s->next;
+  else rt->all = s->next;
+  if (s->next) s->next->prev = s->prev;
+  for (fr_msg *m = s->in, *n; m; m = n) { n = m->next; free(m); }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->sessions_ref);
+  lua_pushnil(L);
+  lua_setfield(L, -2, s->id);
+  lua_pop(L, 1);
+  if (!rt->owns_L) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->threads_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+  }
+  if (lua_status(s->co) == LUA_YIELD) lua_resetthread(s->co);
+  luaL_unref(L, LUA_REGISTRYINDEX, s->ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, s->envref);
+  rt->nsessions--;
+  free(s);
+}
+
+/* The message of a failed session: "file:line: message" and a traceback,
+** secrets hidden. Leaves L's stack as it was. */
+static void session_failed(session *s) {
+  flowrun *rt = s->rt;
+  lua_State *L = rt->L, *co = s->co;
+  const char *msg;
+  if (lua_type(co, -1) == LUA_TSTRING || lua_type(co, -1) == LUA_TNUMBER)
+    msg = lua_tostring(co, -1);
+  else if (luaL_callmeta(co, -1, "__tostring") && lua_type(co, -1) == LUA_TSTRING)
+    msg = lua_tostring(co, -1);
+  else
+    msg = lua_pushfstring(co, "(error object is a %s value)",
+                          luaL_typename(co, -1));
+  luaL_traceback(L, co, msg, 0);
+  fr_push_redacted(L, rt, lua_tostring(L, -1), lua_rawlen(L, -1));
+  if (rt->cb.end) rt->cb.end(rt->cb.ud, s->id, FLOWRUN_FAILED, lua_tostring(L, -1));
+  lua_pop(L, 2);
+}
+
+static void resume(session *s) {
+  int nres, st;
+  s->state = S_RUN;
+  st = lua_resume(s->co, NULL, s->nargs, &nres);
+  s->nargs = 0;
+  if (st == LUA_YIELD) {
+    lua_pop(s->co, nres);
+    if (s->state == S_RUN) fr_session_ready(s);   /* coroutine.yield() */
+    return;
+  }
+  if (st == LUA_OK) {
+    if (s->rt->cb.end) s->rt->cb.end(s->rt->cb.ud, s->id, FLOWRUN_DONE, NULL);
+  } else
+    session_failed(s);
+  session_free(s);
+}
+
+void fr_run_ready(flowrun *rt) {
+  session *s = rt->ready;
+  rt->ready = rt->ready_tail = NULL;    /* readied from here on: next turn */
+  while (s) {
+    session *next = s->next_ready;
+    s->queued = false;
+    resume(s);
+    s = next;
+  }
+}
+
+void fr_sessions_free(flowrun *rt) {
+  while (rt->all) session_free(rt->all);
+}
+
+static session *find_session(flowrun *rt, const char *id) {
+  session *s;
+  lua_State *L = rt->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->sessions_ref);
+  lua_getfield(L, -1, id);
+  s = lua_touserdata(L, -1);
+  lua_pop(L, 2);
+  return s;
+}
+
+/* lua_pcall'd body of flowrun_start: 1 rt, 2 id, 3 flow, 4.. args. */
+static int l_start(lua_State *L) {
+  flowrun *rt = lua_touserdata(L, 1);
+  const char *id = lua_tostring(L, 2);
+  int nargs = lua_gettop(L) - 3, i;
+  size_t idlen;
+  session *s;
+  lua_State *co;
+  if (!load_flow(rt, L, lua_tostring(L, 3))) return 0;
+  if (lua_isnil(L, -2)) return lua_error(L);
+  idlen = strlen(id);
+  s = calloc(1, sizeof *s + idlen + 1);
+  if (!s) return luaL_error(L, "out of memory");
+  memcpy(s->id, id, idlen + 1);
+  s->rt = rt;
+  s->timer.idx = -1;
+  co = s->co = lua_newthread(L);
+  s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (rt->owns_L) *(session **)lua_getextraspace(co) = s;
+  else {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->threads_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref);
+    lua_pushlightuserdata(L, s);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+  }
+  push_env(rt, L, id);
+  lua_createtable(L, nargs, 0);
+  for (i = 1; i <= nargs; i++) {
+    lua_pushvalue(L, 3 + i);
+    lua_rawseti(L, -2, i);
+  }
+  lua_setfield(L, -2, "args");
+  lua_pushvalue(L, -1);
+  s->envref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, -2);                 /* the flow function */
+  lua_insert(L, -2);                    /* function, env */
+  for (i = 1; i <= nargs; i++) lua_pushvalue(L, 3 + i);
+  lua_xmove(L, co, 2 + nargs);
+  s->nargs = 1 + nargs;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->sessions_ref);
+  lua_pushlightuserdata(L, s);
+  lua_setfield(L, -2, id);
+  s->next = rt->all;
+  if (rt->all) rt->all->prev = s;
+  rt->all = s;
+  rt->nsessions++;
+  fr_session_ready(s);
+  return 0;
+}
+
+int flowrun_start(flowrun *rt, const char *id, const char *flow,
+                  int argc, const char *const *argv) {
+  lua_State *L = rt->L;
+  int top = lua_gettop(L), i;
+  if (find_session(rt, id))
+    return fr_error(rt, "session %s: already running", id);
+  if (!lua_checkstack(L, argc + 8)) return fr_error(rt, "too many arguments");
+  lua_pushcfunction(L, l_start);
+  lua_pushlightuserdata(L, rt);
+  lua_pushstring(L, id);
+  lua_pushstring(L, flow);
+  for (i = 0; i < argc; i++) lua_pushstring(L, argv[i]);
+  if (lua_pcall(L, 3 + argc, 0, 0) != LUA_OK) {
+    fr_push_redacted(L, rt, lua_tostring(L, -1), lua_rawlen(L, -1));
+    fr_error(rt, "%s", lua_tostring(L, -1));
+    lua_settop(L, top);
+    return FLOWRUN_ERR;
+  }
+  lua_settop(L, top);
+  return FLOWRUN_OK;
+}
+
+int flowrun_send(flowrun *rt, const char *id, const char *text, size_t len) {
+  session *s = find_session(rt, id);
+  if (!s) return fr_error(rt, "no session %s", id);
+  if (!text) s->closed = true;
+  else {
+    fr_msg *m = malloc(sizeof *m + len + 1);
+    if (!m) return fr_error(rt, "out of memory");
+    m->next = NULL;
+    m->len = len;
+    memcpy(m->text, text, len);
+    m->text[len] = '\0';
+    if (s->in_tail) s->in_tail->next = m;
+    else s->in = m;
+    s->in_tail = m;
+  }
+  if (s->state == S_ASK) fr_session_ready(s);
+  return FLOWRUN_OK;
+}
+
+int flowrun_stop(flowrun *rt, const char *id) {
+  session *s = find_session(rt, id);
+  if (!s) return fr_error(rt, "no session %s", id);
+  session_free(s);
+  return FLOWRUN_OK;
+}
+
+/* ---- flow globals ---- */
+
+static const char *sid(session *s) { return s ? s->id : NULL; }
+
+/* say(text): one message to the end-user. */
+static int l_say(lua_State *L) {
+  flowrun *rt = fr_rt(L);
+  size_t len;
+  const char *text = luaL_tolstring(L, 1, &len);
+  if (rt->cb.say) rt->cb.say(rt->cb.ud, sid(fr_session_current(rt, L)), text, len);
+  return 0;
+}
+
+/* Pushes the next message of s, or nil when the channel is closed. */
+static int k_ask(lua_State *L, int status, lua_KContext ctx) {
+  session *s = (session *)ctx;
+  fr_msg *m = s->in;
+  (void)status;
+  if (!m) { lua_pushnil(L); return 1; }
+  lua_pushlstring(L, m->text, m->len);
+  if (!(s->in = m->next)) s->in_tail = NULL;
+  free(m);
+  return 1;
+}
+
+/* Raises unless L is a session's own thread that may yield; returns it. */
+static session *waiting_session(flowrun *rt, lua_State *L, const char *fn) {
+  session *s = fr_session_current(rt, L);
+  if (!s) {
+    if (rt->in_step)
+      luaL_error(L, "%s: called from a coroutine the flow created; "
+                 "call it from the flow itself", fn);
+    return NULL;
+  }
+  if (!lua_isyieldable(L))
+    luaL_error(L, "%s: cannot wait here (inside a metamethod or a C "
+               "function that cannot yield)", fn);
+  return s;
+}
+
+/* ask([prompt]): says the prompt, waits for the user's next message. */
+static int l_ask(lua_State *L) {
+  flowrun *rt = fr_rt(L);
+  session *s = waiting_session(rt, L, "ask");
+  if (!s) return luaL_error(L, "ask: no end-user here (ask works inside a session)");
+  if (!lua_isnoneornil(L, 1)) l_say(L);
+  if (s->in || s->closed) return k_ask(L, 0, (lua_KContext)s);
+  s->state = S_ASK;
+  if (rt->cb.ask) rt->cb.ask(rt->cb.ud, s->id);
+  return lua_yieldk(L, 0, (lua_KContext)s, k_ask);
+}
+
+static void wake(flowrun *rt, fr_timer *t) {
+  (void)rt;
+  session *s = (session *)((char *)t - offsetof(session, timer));
+  fr_session_ready(s);
+}
+
+static int k_sleep(lua_State *L, int status, lua_KContext ctx) {
+  (void)L; (void)status; (void)ctx;
+  return 0;
+}
+
+/* sleep(ms): suspends this session only. */
+static int l_sleep(lua_State *L) {
+  flowrun *rt = fr_rt(L);
+  lua_Number ms = luaL_checknumber(L, 1);
+  session *s = waiting_session(rt, L, "sleep");
+  double until = fr_now() + (ms > 0 ? ms : 0);
+  if (s) {
+    s->timer.fire = wake;
+    fr_timer_arm(rt, &s->timer, until);
+    s->state = S_SLEEP;
+    return lua_yieldk(L, 0, 0, k_sleep);
+  }
+  for (double now; (now = fr_now()) < until;)
+    fr_step(rt, (int)(until - now) + 1);
+  return 0;
+}
+
+/* log.info/warn/error(...): one line to the trace stream. */
+static int l_log(lua_State *L) {
+  flowrun *rt = fr_rt(L);
+  const char *level = lua_tostring(L, lua_upvalueindex(2));
+  int n = lua_gettop(L), i;
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (i = 1; i <= n; i++) {
+    if (i > 1) luaL_addchar(&b, ' ');
+    luaL_tolstring(L, i, NULL);
+    luaL_addvalue(&b);
+  }
+  luaL_pushresult(&b);
+  fr_push_redacted(L, rt, lua_tostring(L, -1), lua_rawlen(L, -1));
+  if (rt->cb.log)
+    rt->cb.log(rt->cb.ud, sid(fr_session_current(rt, L)), level, lua_tostring(L, -1));
+  return 0;
+}
+
+static int k_run_flow(lua_State *L, int status, lua_KContext base) {
+  (void)status;
+  return lua_gettop(L) - (int)base;
+}
+
+/* run_flow(path, ...): runs another flow in this session's globals and
+** returns its results; a relative path is taken from the directory of the
+** calling flow. */
+static int l_run_flow(lua_State *L) {
+  flowrun *rt = fr_rt(L);
+  const char *path = luaL_checkstring(L, 1);
+  int nargs = lua_gettop(L) - 1, base = nargs + 2, i;
+  session *s = fr_session_current(rt, L);
+  const char *slash;
+  lua_Debug ar;
+  if (path[0] != '/' && lua_getstack(L, 1, &ar) && lua_getinfo(L, "S", &ar)
+      && ar.source[0] == '@' && (slash = strrchr(ar.source, '/'))) {
+    lua_pushlstring(L, ar.source + 1, slash - ar.source);
+    lua_pushvalue(L, 1);
+    lua_concat(L, 2);
+  } else
+    lua_pushvalue(L, 1);
+  if (load_flow(rt, L, lua_tostring(L, base)) != 1)
+    return luaL_error(L, "run_flow: %s", lua_tostring(L, -1));
+  if (s) lua_rawgeti(L, LUA_REGISTRYINDEX, s->envref);
+  else push_env(rt, L, NULL);
+  for (i = 2; i <= nargs + 1; i++) lua_pushvalue(L, i);
+  lua_callk(L, 1 + nargs, LUA_MULTRET, base, k_run_flow);
+  return k_run_flow(L, LUA_OK, base);
+}
+
+/* Builds the metatable of session globals: __index is a table holding the
+** flow globals, itself falling back to the standard library. */
+void fr_open_flow_globals(flowrun *rt, lua_State *L) {
+  static const char *const levels[] = { "info", "warn", "error" };
+  lua_createtable(L, 0, 2);             /* the env metatable */
+  lua_createtable(L, 0, 12);            /* the flow globals */
+  lua_pushlightuserdata(L, rt);
+  fr_open_api_node(L);
+  lua_setfield(L, -2, "api_node");
+#define GLOBAL(name, fn) \
+  (lua_pushlightuserdata(L, rt), lua_pushcclosure(L, fn, 1), \
+   lua_setfield(L, -2, name))
+  GLOBAL("say", l_say);
+  GLOBAL("ask", l_ask);
+  GLOBAL("sleep", l_sleep);
+  GLOBAL("run_flow", l_run_flow);
+#undef GLOBAL
+  lua_createtable(L, 0, 3);
+  for (int i = 0; i < 3; i++) {
+    lua_pushlightuserdata(L, rt);
+    lua_pushstring(L, levels[i]);
+    lua_pushcclosure(L, l_log, 2);
+    lua_setfield(L, -2, levels[i]);
+  }
+  lua_setfield(L, -2, "log");
+  luaL_requiref(L, "cjson", luaopen_cjson, 0);
+  lua_setfield(L, -2, "json");
+  lua_createtable(L, 0, 1);             /* flow globals -> _G */
+  lua_pushglobaltable(L);
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, -2, "__index");
+  rt->base_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
