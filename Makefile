@@ -6,13 +6,15 @@ DEBS = lua5.4 liblua5.4-dev lua-cjson-dev libcurl4-openssl-dev \
        libmicrohttpd-dev lua-busted pkg-config gcc make
 
 WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Werror
-CFLAGS ?= -O2 -g
-CFLAGS += -std=c11 -D_GNU_SOURCE -fPIC $(WARN) \
-          $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+OPT ?= -O2 -g
+# CFLAGS and LDFLAGS from the command line are added, not substituted.
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC $(WARN) $(OPT) \
+             $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(CFLAGS)
+ALL_LDFLAGS = $(LDFLAGS)
 LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 ifeq ($(SAN),1)
-CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer
-LDFLAGS += -fsanitize=address,undefined
+ALL_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer
+ALL_LDFLAGS += -fsanitize=address,undefined
 endif
 
 B = build
@@ -23,7 +25,7 @@ CLI_O = $(B)/main.o $(B)/mock.o
 all: $(B)/flowrun $(B)/libflowrun.a $(B)/flowrun.so $(B)/faultsrv
 
 $(B)/%.o: runtime/%.c runtime/internal.h runtime/flowrun.h runtime/cli.h | $(B)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(B):
 	mkdir -p $(B)
@@ -32,16 +34,16 @@ $(B)/libflowrun.a: $(CORE_O)
 	$(AR) rcs $@ $^
 
 $(B)/flowrun: $(CLI_O) $(B)/libflowrun.a
-	$(CC) $(LDFLAGS) -o $@ $(CLI_O) $(B)/libflowrun.a $(LIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(CLI_O) $(B)/libflowrun.a $(LIBS)
 
 # The Lua module links lua-cjson and libcurl but not liblua: the host
 # interpreter provides the Lua API.
 $(B)/flowrun.so: $(B)/lflowrun.o $(CORE_O)
-	$(CC) $(LDFLAGS) -shared -o $@ $^ \
+	$(CC) $(ALL_LDFLAGS) -shared -o $@ $^ \
 	  $(shell pkg-config --libs libcurl lua5.4-cjson) -lm
 
 $(B)/faultsrv: spec/tools/faultsrv.c | $(B)
-	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS)
 
 deps:
 	@missing=""; for p in $(DEBS); do \

@@ -644,6 +644,11 @@ void fr_call_done(flowrun *rt, CURLMsg *m) {
   curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&c);
   curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
   curl_easy_getinfo(e, CURLINFO_CONNECT_TIME_T, &connect_us);
+  if (connect_us == 0) {                /* 0 too on a reused connection */
+    long sent = 0;
+    curl_easy_getinfo(e, CURLINFO_REQUEST_SIZE, &sent);
+    connect_us = sent;
+  }
   curl_easy_getinfo(e, CURLINFO_RETRY_AFTER, &retry_after);
   if (rc == CURLE_OK && c->ig->follow_redirects && status >= 300 && status < 400) {
     char *r = NULL;

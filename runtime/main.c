@@ -57,9 +57,9 @@ static void on_say(void *ud, const char *id, const char *text, size_t len) {
 }
 
 static void on_log(void *ud, const char *id, const char *level, const char *msg) {
-  (void)ud;
+  cli *c = ud;
   fflush(stdout);
-  if (id) fprintf(stderr, "[%s] %s: %s\n", id, level, msg);
+  if (id && c->prefix) fprintf(stderr, "[%s] %s: %s\n", id, level, msg);
   else fprintf(stderr, "%s: %s\n", level, msg);
 }
 

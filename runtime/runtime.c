@@ -156,6 +156,7 @@ static fr_watch *find_watch(flowrun *rt, int fd) {
 static int wait_time(flowrun *rt, int wait_ms, double now) {
   double next = -1;
   if (rt->ready) return 0;
+  if (rt->nsessions + rt->ncalls == 0 && rt->nwatches == 0) return 0;
   if (rt->curl_deadline >= 0) next = rt->curl_deadline;
   if (rt->nheap > 0 && (next < 0 || rt->heap[0]->at < next))
     next = rt->heap[0]->at;

@@ -1,0 +1,37 @@
+#!/bin/sh
+# make demo: start the mock API on a free loopback port, point an
+# integrations file at it, and run the order-status flow. Interactive on a
+# terminal; otherwise it plays a scripted user who tries a found order, an
+# unknown one and a slow one.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+flowrun="$here/../../build/flowrun"
+tmp=$(mktemp -d)
+trap 'kill "$mock" 2>/dev/null; wait "$mock" 2>/dev/null; rm -rf "$tmp"' EXIT INT TERM
+"$flowrun" mock "$here/routes.lua" --port 0 >"$tmp/mock.out" 2>"$tmp/mock.log" &
+mock=$!
+i=0
+until grep -q '^listening on' "$tmp/mock.out" 2>/dev/null; do
+  i=$((i + 1))
+  if [ $i -gt 100 ] || ! kill -0 "$mock" 2>/dev/null; then
+    echo "demo: the mock server did not start:" >&2; cat "$tmp/mock.log" >&2; exit 1
+  fi
+  sleep 0.05
+done
+url=$(sed -n 's/^listening on //p' "$tmp/mock.out")
+cat >"$tmp/integrations.lua" <<LUA
+return {
+  shop = {
+    base_url = "$url/v1",
+    headers = { Accept = "application/json" },
+    timeout_ms = 1000,
+  },
+}
+LUA
+echo "demo: mock API on $url (routes: $here/routes.lua)"
+if [ -t 0 ]; then
+  echo "demo: try order 42, 1234 (found), 7 (unknown) or 999 (slow: timeout)"
+  "$flowrun" run --trace -I "$tmp/integrations.lua" "$here/order_status.lua"
+else
+  printf '42\n7\n999\n\n' | "$flowrun" run --trace -I "$tmp/integrations.lua" "$here/order_status.lua"
+fi
