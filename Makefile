@@ -22,7 +22,7 @@ CORE = runtime runtime session call integrations
 CORE_O = $(patsubst %,$(B)/%.o,$(sort $(CORE)))
 CLI_O = $(B)/main.o $(B)/mock.o
 
-all: $(B)/flowrun $(B)/libflowrun.a $(B)/flowrun.so $(B)/faultsrv
+all: $(B)/flowrun $(B)/libflowrun.a $(B)/flowrun.so $(B)/faultsrv $(B)/embed_test
 
 $(B)/%.o: runtime/%.c runtime/internal.h runtime/flowrun.h runtime/cli.h | $(B)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
@@ -41,6 +41,9 @@ $(B)/flowrun: $(CLI_O) $(B)/libflowrun.a
 $(B)/flowrun.so: $(B)/lflowrun.o $(CORE_O)
 	$(CC) $(ALL_LDFLAGS) -shared -o $@ $^ \
 	  $(shell pkg-config --libs libcurl lua5.4-cjson) -lm
+
+$(B)/embed_test: spec/embed_test.c $(B)/libflowrun.a runtime/flowrun.h
+	$(CC) $(ALL_CFLAGS) -Iruntime -o $@ $< $(B)/libflowrun.a $(LIBS) $(ALL_LDFLAGS)
 
 $(B)/faultsrv: spec/tools/faultsrv.c | $(B)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS)

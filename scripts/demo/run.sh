@@ -7,7 +7,9 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 flowrun="$here/../../build/flowrun"
 tmp=$(mktemp -d)
-trap 'kill "$mock" 2>/dev/null; wait "$mock" 2>/dev/null; rm -rf "$tmp"' EXIT INT TERM
+cleanup() { kill "$mock" 2>/dev/null || true; wait "$mock" 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 "$flowrun" mock "$here/routes.lua" --port 0 >"$tmp/mock.out" 2>"$tmp/mock.log" &
 mock=$!
 i=0

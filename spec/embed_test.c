@@ -1,0 +1,259 @@
+/*
+** embed_test.c -- flowrun embedded in a C host, as a game server or chat
+** bot would: callbacks, sessions driven both by a never-blocking frame loop
+** and by a blocking one, ask answered with flowrun_send, a session stopped
+** mid-call, a host fd watched by the loop. Talks to `flowrun mock` on
+** 127.0.0.1, which it starts itself. Prints TAP lines and a closing
+** "N passed, N failed".
+*/
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "flowrun.h"
+
+static int passed, failed;
+static char dir[] = "/tmp/flowrun-embed-XXXXXX";
+
+static void check(int ok, const char *what) {
+  if (ok) passed++;
+  else failed++;
+  printf("%s %d - %s\n", ok ? "ok" : "not ok", passed + failed, what);
+  fflush(stdout);
+}
+
+/* ---- what the host hears ---- */
+
+typedef struct host {
+  char said[64][128];
+  int nsaid, asks, done, errors, traces;
+  char last_error[512], last_label[32];
+} host;
+
+static void on_say(void *ud, const char *id, const char *text, size_t len) {
+  host *h = ud;
+  (void)id;
+  if (h->nsaid < 64) snprintf(h->said[h->nsaid++], 128, "%.*s", (int)len, text);
+}
+
+static void on_ask(void *ud, const char *id) {
+  (void)id;
+  ((host *)ud)->asks++;
+}
+
+static void on_end(void *ud, const char *id, int how, const char *error) {
+  host *h = ud;
+  (void)id;
+  if (how == FLOWRUN_DONE) h->done++;
+  else {
+    h->errors++;
+    snprintf(h->last_error, sizeof h->last_error, "%s", error);
+  }
+}
+
+static void on_trace(void *ud, const flowrun_trace *t) {
+  host *h = ud;
+  h->traces++;
+  snprintf(h->last_label, sizeof h->last_label, "%s", t->label);
+}
+
+/* ---- fixtures ---- */
+
+static char *path(const char *name) {
+  static char buf[8][256];
+  static int i;
+  char *p = buf[i++ % 8];
+  snprintf(p, 256, "%s/%s", dir, name);
+  return p;
+}
+
+static void write_file(const char *name, const char *text) {
+  FILE *f = fopen(path(name), "w");
+  if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
+    perror(name);
+    exit(1);
+  }
+}
+
+static pid_t mock_pid;
+
+/* Starts the mock server and returns its port. */
+static int start_mock(const char *exe) {
+  int fds[2], port = 0;
+  char line[256];
+  FILE *out;
+  if (pipe(fds) < 0) return 0;
+  if ((mock_pid = fork()) == 0) {
+    dup2(fds[1], 1);
+    close(fds[0]);
+    freopen("/dev/null", "w", stderr);
+    execl(exe, exe, "mock", path("routes.lua"), "--port", "0", (char *)NULL);
+    _exit(127);
+  }
+  close(fds[1]);
+  out = fdopen(fds[0], "r");
+  if (out && fgets(line, sizeof line, out))
+    sscanf(line, "listening on http://127.0.0.1:%d", &port);
+  if (out) fclose(out);
+  return port;
+}
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static flowrun *runtime(host *h) {
+  flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, NULL, h };
+  flowrun *rt;
+  memset(h, 0, sizeof *h);
+  rt = flowrun_new(&cb);
+  if (!rt || flowrun_load_integrations(rt, path("integrations.lua")) != FLOWRUN_OK) {
+    fprintf(stderr, "cannot make a runtime: %s\n", rt ? flowrun_errmsg(rt) : "ENOMEM");
+    exit(1);
+  }
+  return rt;
+}
+
+/* ---- tests ---- */
+
+static void frame_loop(void) {
+  host h;
+  flowrun *rt = runtime(&h);
+  char id[16];
+  int frames = 0, ok = 1;
+  for (int i = 0; i < 50; i++) {
+    snprintf(id, sizeof id, "p%d", i);
+    if (flowrun_start(rt, id, path("reward.lua"), 0, NULL) != FLOWRUN_OK) ok = 0;
+  }
+  check(ok && flowrun_sessions(rt) == 50, "50 sessions start");
+  double t0 = now_ms();
+  while (flowrun_step(rt, 0) > 0 && now_ms() - t0 < 10000) {
+    frames++;
+    usleep(1000);                       /* the rest of a game frame */
+  }
+  check(h.done == 50 && h.errors == 0, "every session ends done, driven by step(0)");
+  int all200 = h.nsaid == 50;
+  for (int i = 0; i < h.nsaid; i++) all200 &= strcmp(h.said[i], "200 granted") == 0;
+  check(all200, "each session said the label and the JSON field");
+  check(frames > 1, "step(0) never blocked: the calls took several frames");
+  check(h.traces == 50 && strcmp(h.last_label, "200") == 0, "trace callback per call");
+  flowrun_free(rt);
+}
+
+static void ask_and_send(void) {
+  host h;
+  flowrun *rt = runtime(&h);
+  flowrun_start(rt, "u1", path("chat.lua"), 0, NULL);
+  flowrun_step(rt, 100);
+  check(h.asks == 1 && h.nsaid == 1 && strcmp(h.said[0], "your name?") == 0,
+        "ask says its prompt and waits");
+  check(flowrun_send(rt, "nobody", "x", 1) == FLOWRUN_ERR, "send to an unknown session fails");
+  flowrun_send(rt, "u1", "Ada", 3);
+  while (flowrun_step(rt, 1000) > 0) {}
+  check(h.nsaid == 2 && strcmp(h.said[1], "hello Ada") == 0 && h.done == 1,
+        "send answers the pending ask");
+  flowrun_free(rt);
+}
+
+static void errors(void) {
+  host h;
+  flowrun *rt = runtime(&h);
+  flowrun_start(rt, "e", path("broken.lua"), 0, NULL);
+  flowrun_start(rt, "ok", path("chat.lua"), 0, NULL);
+  flowrun_step(rt, 100);
+  check(h.errors == 1 && strstr(h.last_error, "broken.lua:2: boom")
+        && strstr(h.last_error, "stack traceback"),
+        "a raising session ends with file:line and a traceback");
+  check(flowrun_sessions(rt) == 1, "the other session lives on");
+  check(flowrun_start(rt, "ok", path("chat.lua"), 0, NULL) == FLOWRUN_ERR,
+        "a session id in use is refused");
+  check(flowrun_start(rt, "m", path("missing.lua"), 0, NULL) == FLOWRUN_ERR
+        && strstr(flowrun_errmsg(rt), "missing.lua"),
+        "a missing flow is refused, naming it");
+  check(flowrun_load_integrations(rt, path("bad_integrations.lua")) == FLOWRUN_ERR
+        && strstr(flowrun_errmsg(rt), "bad_integrations.lua")
+        && strstr(flowrun_errmsg(rt), "shop.timeout_ms"),
+        "a broken integrations file names file and key");
+  flowrun_free(rt);
+}
+
+static void stop_mid_call(void) {
+  host h;
+  flowrun *rt = runtime(&h);
+  flowrun_start(rt, "s", path("hang.lua"), 0, NULL);
+  flowrun_step(rt, 50);
+  flowrun_step(rt, 50);
+  check(flowrun_step(rt, 0) > 0, "a session waits on a hanging route");
+  check(flowrun_stop(rt, "s") == FLOWRUN_OK, "stop ends it mid-call");
+  check(flowrun_step(rt, 0) == 0 && h.done == 0 && h.errors == 0,
+        "nothing is left and no end is reported");
+  flowrun_free(rt);
+}
+
+static int fired;
+static void on_fd(void *ud, int fd) {
+  char c;
+  (void)ud;
+  if (read(fd, &c, 1) == 1) fired++;
+}
+
+static void watch_fd(void) {
+  host h;
+  flowrun *rt = runtime(&h);
+  int fds[2];
+  if (pipe(fds) < 0) return;
+  check(flowrun_watch(rt, fds[0], on_fd, NULL) == FLOWRUN_OK, "watch a host fd");
+  if (write(fds[1], "x", 1) != 1) return;
+  flowrun_step(rt, 1000);
+  check(fired == 1, "its callback runs from step");
+  flowrun_watch(rt, fds[0], NULL, NULL);
+  close(fds[0]);
+  close(fds[1]);
+  flowrun_free(rt);
+}
+
+int main(int argc, char **argv) {
+  const char *exe = argc > 1 ? argv[1] : "build/flowrun";
+  char buf[512];
+  int port;
+  signal(SIGPIPE, SIG_IGN);
+  if (!mkdtemp(dir)) return perror("mkdtemp"), 1;
+  write_file("routes.lua",
+    "return {\n"
+    "  { path = '/v1/reward/{id}', delay_ms = 50, json = { result = 'granted' } },\n"
+    "  { path = '/v1/hang', fault = 'no_response' },\n"
+    "}\n");
+  if (!(port = start_mock(exe))) {
+    fprintf(stderr, "cannot start the mock server\n");
+    return 1;
+  }
+  snprintf(buf, sizeof buf,
+           "return { game = { base_url = 'http://127.0.0.1:%d/v1', max_connections = 64 } }\n",
+           port);
+  write_file("integrations.lua", buf);
+  write_file("bad_integrations.lua", "return { shop = { base_url = 'http://127.0.0.1/', timeout_ms = 'x' } }\n");
+  write_file("reward.lua",
+    "local label, res = api_node{ integration = 'game', path = '/reward/{id}',\n"
+    "  params = { id = session.id }, results = { '200' } }\n"
+    "say(label .. ' ' .. res.json.result)\n");
+  write_file("chat.lua", "local name = ask('your name?')\nsay('hello ' .. name)\n");
+  write_file("broken.lua", "local x = 1\nerror('boom')\n");
+  write_file("hang.lua", "api_node{ integration = 'game', path = '/hang', results = { '200' } }\n");
+  frame_loop();
+  ask_and_send();
+  errors();
+  stop_mid_call();
+  watch_fd();
+  kill(mock_pid, SIGTERM);
+  waitpid(mock_pid, NULL, 0);
+  snprintf(buf, sizeof buf, "rm -rf %s", dir);
+  if (system(buf) != 0) fprintf(stderr, "cannot remove %s\n", dir);
+  printf("%d passed, %d failed\n", passed, failed);
+  return failed != 0;
+}
