@@ -447,7 +447,6 @@ static void pump(integration *ig) {
 }
 
 static void finish(call *c) {
-  flowrun *rt = c->rt;
   integration *ig = c->ig;
   bool had_slot = c->slot;
   c->phase = C_DONE;
@@ -455,11 +454,10 @@ static void finish(call *c) {
   emit_trace(c, c->t0);
   detach(c);
   if (had_slot) pump(ig);
-  if (c->s) {
+  if (c->s && c->s->call == c) {        /* it waits: wake it */
     c->s->call = NULL;
     fr_session_ready(c->s);
   }
-  (void)rt;
 }
 
 /* ---- transfers ---- */

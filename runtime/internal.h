@@ -140,6 +140,7 @@ struct flowrun {
   int nheap, capheap;
   session *ready, *ready_tail;
   session *all;
+  session *running;                     /* being resumed now */
   int nsessions;
   int ncalls;                           /* calls not yet finished */
   int in_step;

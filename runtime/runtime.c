@@ -156,11 +156,13 @@ static fr_watch *find_watch(flowrun *rt, int fd) {
 static int wait_time(flowrun *rt, int wait_ms, double now) {
   double next = -1;
   if (rt->ready) return 0;
-  if (rt->nsessions + rt->ncalls == 0 && rt->nwatches == 0) return 0;
   if (rt->curl_deadline >= 0) next = rt->curl_deadline;
   if (rt->nheap > 0 && (next < 0 || rt->heap[0]->at < next))
     next = rt->heap[0]->at;
-  if (next < 0) return wait_ms;
+  if (next < 0) {                       /* nothing to wait for: never forever */
+    bool idle = rt->nsessions + rt->ncalls == 0 && rt->nwatches == 0;
+    return wait_ms < 0 && idle ? 0 : wait_ms;
+  }
   double d = next - now;
   int ms = d <= 0 ? 0 : (int)d + (d > (int)d);  /* round up: never spin */
   return (wait_ms >= 0 && wait_ms < ms) ? wait_ms : ms;

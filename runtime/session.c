@@ -158,7 +158,7 @@ static void session_free(session *s) {
     lua_rawset(L, -3);
     lua_pop(L, 1);
   }
-  if (lua_status(s->co) == LUA_YIELD) lua_resetthread(s->co);
+  if (lua_status(s->co) != LUA_OK) lua_resetthread(s->co);  /* <close> */
   luaL_unref(L, LUA_REGISTRYINDEX, s->ref);
   luaL_unref(L, LUA_REGISTRYINDEX, s->envref);
   rt->nsessions--;
@@ -187,7 +187,9 @@ static void session_failed(session *s) {
 static void resume(session *s) {
   int nres, st;
   s->state = S_RUN;
+  s->rt->running = s;
   st = lua_resume(s->co, NULL, s->nargs, &nres);
+  s->rt->running = NULL;
   s->nargs = 0;
   if (st == LUA_YIELD) {
     lua_pop(s->co, nres);
@@ -321,6 +323,8 @@ int flowrun_send(flowrun *rt, const char *id, const char *text, size_t len) {
 int flowrun_stop(flowrun *rt, const char *id) {
   session *s = find_session(rt, id);
   if (!s) return fr_error(rt, "no session %s", id);
+  if (s == rt->running)
+    return fr_error(rt, "session %s is running: stop it after its callback", id);
   session_free(s);
   return FLOWRUN_OK;
 }
@@ -333,7 +337,9 @@ static const char *sid(session *s) { return s ? s->id : NULL; }
 static int l_say(lua_State *L) {
   flowrun *rt = fr_rt(L);
   size_t len;
-  const char *text = luaL_tolstring(L, 1, &len);
+  const char *text;
+  luaL_checkany(L, 1);
+  text = luaL_tolstring(L, 1, &len);
   if (rt->cb.say) rt->cb.say(rt->cb.ud, sid(fr_session_current(rt, L)), text, len);
   return 0;
 }
