@@ -122,6 +122,50 @@ void fr_sessions_free(flowrun *rt);
 void fr_open_flow_globals(flowrun *rt, lua_State *L);
 
 /* ---- calls (call.c) ---- */
+/* ---- a call in the making or in flight ---- */
+enum { C_NEW, C_QUEUED, C_ACTIVE, C_BACKOFF, C_DONE };
+
+typedef struct fr_buf { char *p; size_t len, cap; } fr_buf;
+
+struct call {
+  flowrun *rt;
+  session *s;                           /* NULL: a blocking call */
+  integration *ig;
+  CURL *easy;
+  int ref;                              /* anchor while in flight */
+  int phase;
+  bool slot;                            /* holds a pool slot */
+  bool retry_ok;                        /* not POST/PATCH, or idempotent */
+  bool too_large;
+  char method[8];
+  char *url;                            /* the URL of this hop */
+  struct curl_slist *hdrs;
+  char *body;
+  size_t bodylen;
+  fr_results results;
+  long timeout_ms;
+  int attempts, hops;
+  double t0, attempt_t0;
+  fr_timer timer;                       /* queue limit or backoff */
+  call *qnext;                          /* waiting for a slot */
+  fr_buf rbody, rhdr;                      /* the response as it arrives */
+  int status;                           /* of a complete response */
+  const char *label;                    /* set when decided */
+  const char *reason;
+  char *error;
+  char codelabel[16];
+  char errbuf[CURL_ERROR_SIZE];
+};
+
+/* The default labels; compared by address. */
+extern const char LABEL_OTHER[], LABEL_ERROR[], LABEL_TIMEOUT[], LABEL_MAXCONN[];
+
+/* Validates the api_node spec at stack index 1 into c; raises on misuse.
+** A header conflict sets c->label (error, header_conflict) instead. */
+void fr_request_build(lua_State *L, call *c);
+void fr_call_fail(call *c, const char *label, const char *reason,
+                  const char *fmt, ...);
+
 int fr_open_api_node(lua_State *L);     /* pushes the api_node closure */
 void fr_call_done(flowrun *rt, CURLMsg *m);
 void fr_calls_cancel_all(flowrun *rt);

@@ -1,0 +1,516 @@
+/*
+** request.c -- from an api_node spec to a request (SPEC 3).
+**
+** Everything a flow author can get wrong is checked here, before anything
+** is sent: fields, integration and endpoint, method, placeholders, query,
+** headers, body and results. The URL is built with libcurl's URL API from
+** the integration's parsed base URL; values are percent-encoded with
+** curl_easy_escape. Query tables come in two forms: a map (keys sorted,
+** arrays repeat the key) or a list of pairs (order kept).
+*/
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "internal.h"
+
+/* ---- result sets ---- */
+
+static bool is_code(const char *s) {
+  return s[0] >= '1' && s[0] <= '5' && isdigit((unsigned char)s[1])
+      && isdigit((unsigned char)s[2]) && s[3] == '\0';
+}
+
+void fr_parse_results(lua_State *L, int idx, const char *what, fr_results *r,
+                      bool need200) {
+  static const struct { const char *name; uint8_t bit; } defaults[] = {
+    { "other", LBL_OTHER }, { "error", LBL_ERROR },
+    { "timeout", LBL_TIMEOUT }, { "max-connection", LBL_MAXCONN },
+  };
+  lua_Integer n, i;
+  if (!lua_istable(L, idx))
+    luaL_error(L, "%s: expected an array of result names like {\"200\", \"404\"}, got %s",
+               what, luaL_typename(L, idx));
+  n = (lua_Integer)lua_rawlen(L, idx);
+  for (i = 1; i <= n; i++) {
+    const char *s;
+    size_t k;
+    if (lua_rawgeti(L, idx, i) != LUA_TSTRING)
+      luaL_error(L, "%s[%d]: expected a string like \"200\", got %s", what,
+                 (int)i, luaL_typename(L, -1));
+    s = lua_tostring(L, -1);
+    lua_pop(L, 1);
+    if (is_code(s)) {
+      int c = atoi(s);
+      r->code[c / 8] |= 1 << (c % 8);
+      continue;
+    }
+    if (s[0] >= '1' && s[0] <= '5' && s[1] == 'x' && s[2] == 'x' && !s[3]) {
+      r->cls |= 1 << (s[0] - '0');
+      continue;
+    }
+    for (k = 0; k < 4; k++)
+      if (strcasecmp(s, defaults[k].name) == 0) break;
+    if (k < 4 && strcmp(s, defaults[k].name) == 0) {
+      r->defaults |= defaults[k].bit;
+      continue;
+    }
+    if (k < 4 || (s[0] >= '1' && s[0] <= '5' && (s[1] == 'x' || s[1] == 'X')
+                  && (s[2] == 'x' || s[2] == 'X') && !s[3]))
+      luaL_error(L, "%s: result labels must be lower case: \"%s\"", what, s);
+    luaL_error(L, "%s: unknown result \"%s\" (use a status like \"404\", a "
+               "class like \"4xx\", or other, error, timeout, max-connection)",
+               what, s);
+  }
+  if (need200 && !(r->code[200 / 8] & (1 << (200 % 8))) && !(r->cls & (1 << 2)))
+    luaL_error(L, "%s: must include \"200\" (or \"2xx\")", what);
+}
+
+/* The declared result matching status: the code, -class, or 0. */
+int fr_results_status(const fr_results *r, int status) {
+  if (status >= 0 && status < 600 && (r->code[status / 8] & (1 << (status % 8))))
+    return status;
+  if (status >= 100 && status < 600 && (r->cls & (1 << (status / 100))))
+    return -(status / 100);
+  return 0;
+}
+
+/* ---- query strings ---- */
+
+/* Pushes the string form of a query or params value; raises otherwise. */
+static const char *scalar(lua_State *L, int idx, const char *what, const char *key) {
+  int t = lua_type(L, idx);
+  if (t != LUA_TSTRING && t != LUA_TNUMBER && t != LUA_TBOOLEAN)
+    luaL_error(L, "%s.%s: expected a string, number or boolean, got %s",
+               what, key, luaL_typename(L, idx));
+  return luaL_tolstring(L, idx, NULL);
+}
+
+/* Appends "k=v" (percent-encoded) to the array at -3, keeping count in *n.
+** Expects the key string at -2 and the value string at -1; pops both. */
+static void add_pair(lua_State *L, int *n) {
+  char *k = curl_easy_escape(NULL, lua_tostring(L, -2), (int)lua_rawlen(L, -2));
+  char *v = curl_easy_escape(NULL, lua_tostring(L, -1), (int)lua_rawlen(L, -1));
+  if (!k || !v) { curl_free(k); curl_free(v); luaL_error(L, "out of memory"); }
+  lua_pushfstring(L, "%s=%s", k, v);
+  curl_free(k);
+  curl_free(v);
+  lua_rawseti(L, -4, ++*n);
+  lua_pop(L, 2);
+}
+
+void fr_query_pairs(lua_State *L, int idx, const char *what) {
+  int n = 0, out, keys, nk = 0, i;
+  idx = lua_absindex(L, idx);
+  if (!lua_istable(L, idx))
+    luaL_error(L, "%s: expected a table, got %s", what, luaL_typename(L, idx));
+  lua_newtable(L);
+  out = lua_gettop(L);
+  if (lua_rawgeti(L, idx, 1) == LUA_TTABLE) {   /* { {"k", v}, ... } */
+    for (i = 1; i <= (int)lua_rawlen(L, idx); i++) {
+      lua_settop(L, out);
+      lua_rawgeti(L, idx, i);
+      if (!lua_istable(L, -1) || lua_rawgeti(L, -1, 1) != LUA_TSTRING)
+        luaL_error(L, "%s[%d]: expected a pair like {\"tag\", \"a\"}", what, i);
+      lua_pushvalue(L, out);
+      lua_pushvalue(L, -2);
+      lua_rawgeti(L, out + 1, 2);
+      scalar(L, -1, what, lua_tostring(L, -2));
+      lua_remove(L, -2);
+      add_pair(L, &n);
+    }
+    lua_settop(L, out);
+    return;
+  }
+  lua_newtable(L);                      /* the keys, sorted */
+  keys = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    if (lua_type(L, -1) != LUA_TSTRING)
+      luaL_error(L, "%s: keys must be strings (or use the list form {{\"k\", v}, ...})", what);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, keys, ++nk);
+  }
+  lua_getglobal(L, "table");
+  lua_getfield(L, -1, "sort");
+  lua_pushvalue(L, keys);
+  lua_call(L, 1, 0);
+  for (i = 1; i <= nk; i++) {
+    int k, v;
+    lua_settop(L, keys);
+    lua_rawgeti(L, keys, i);
+    k = lua_gettop(L);
+    lua_pushvalue(L, k);
+    lua_gettable(L, idx);
+    v = lua_gettop(L);
+    if (lua_istable(L, v)) {            /* tag = {"a", "b"}: repeat the key */
+      for (int j = 1; j <= (int)lua_rawlen(L, v); j++) {
+        lua_pushvalue(L, out);
+        lua_pushvalue(L, k);
+        lua_rawgeti(L, v, j);
+        scalar(L, -1, what, lua_tostring(L, k));
+        lua_remove(L, -2);
+        add_pair(L, &n);
+        lua_pop(L, 1);
+      }
+    } else {
+      lua_pushvalue(L, out);
+      lua_pushvalue(L, k);
+      scalar(L, v, what, lua_tostring(L, k));
+      add_pair(L, &n);
+      lua_pop(L, 1);
+    }
+  }
+  lua_settop(L, out);
+}
+
+/* ---- building the request ---- */
+
+static const char *const spec_keys[] = {
+  "integration", "endpoint", "method", "path", "params", "query",
+  "query_separator", "headers", "body", "form", "results", "timeout_ms", NULL
+};
+
+static const char *const methods[] = {
+  "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", NULL
+};
+
+/* The field k of the spec at 1, pushed, if of type t (or absent). */
+static bool field(lua_State *L, const char *k, int t, const char *want) {
+  int got = lua_getfield(L, 1, k);
+  if (got == LUA_TNIL) { lua_pop(L, 1); return false; }
+  if (got != t)
+    luaL_error(L, "api_node: %s: expected %s, got %s", k, want, luaL_typename(L, -1));
+  return true;
+}
+
+static void resolve_target(lua_State *L, call *c, const char **path) {
+  flowrun *rt = c->rt;
+  const fr_endpoint *ep = NULL;
+  integration *ig = NULL;
+  const char *method = NULL;
+  if (field(L, "endpoint", LUA_TSTRING, "\"integration.endpoint\"")) {
+    const char *s = lua_tostring(L, -1), *dot = strchr(s, '.');
+    if (!dot) luaL_error(L, "api_node: endpoint: expected \"integration.endpoint\", got \"%s\"", s);
+    if (!(ig = fr_integration_find(rt, s, dot - s)))
+      luaL_error(L, "api_node: unknown integration '%s'", lua_pushlstring(L, s, dot - s));
+    if (!(ep = fr_endpoint_find(ig, dot + 1)))
+      luaL_error(L, "api_node: integration '%s' has no endpoint '%s'", ig->name, dot + 1);
+    lua_pop(L, 1);
+  }
+  if (field(L, "integration", LUA_TSTRING, "a string")) {
+    const char *s = lua_tostring(L, -1);
+    if (ig && strcmp(ig->name, s) != 0)
+      luaL_error(L, "api_node: integration '%s' and endpoint '%s.%s' disagree", s,
+                 ig->name, ep->name);
+    if (!ig && !(ig = fr_integration_find(rt, s, strlen(s))))
+      luaL_error(L, "api_node: unknown integration '%s'%s", s,
+                 rt->integrations ? "" : " (no integrations are loaded: use -I FILE)");
+    lua_pop(L, 1);
+  }
+  if (!ig) luaL_error(L, "api_node: integration (or endpoint) is required");
+  c->ig = ig;
+  ig->refs++;
+  method = ep ? ep->method : "GET";
+  if (field(L, "method", LUA_TSTRING, "a string")) {
+    const char *m = lua_tostring(L, -1);
+    int i;
+    for (i = 0; methods[i] && strcmp(methods[i], m) != 0; i++) {}
+    if (!methods[i])
+      luaL_error(L, "api_node: method: expected GET, POST, PUT, PATCH, DELETE or HEAD, got \"%s\"", m);
+    if (ep && strcmp(ep->method, m) != 0)
+      luaL_error(L, "api_node: method %s differs from endpoint '%s' (%s)", m, ep->name, ep->method);
+    method = methods[i];
+    lua_pop(L, 1);
+  }
+  strcpy(c->method, method);
+  *path = ep ? ep->path : "";
+  if (field(L, "path", LUA_TSTRING, "a string")) {
+    if (ep) luaL_error(L, "api_node: give path or endpoint, not both");
+    *path = lua_tostring(L, -1);        /* anchored by the spec */
+    lua_pop(L, 1);
+  }
+}
+
+/* Pushes path with {name} placeholders filled from params, encoded. */
+static void fill_path(lua_State *L, const char *path, int params) {
+  luaL_Buffer b;
+  const char *p = path, *open, *close;
+  luaL_buffinit(L, &b);
+  while ((open = strchr(p, '{')) && (close = strchr(open, '}'))) {
+    char *enc;
+    luaL_addlstring(&b, p, open - p);
+    lua_pushlstring(L, open + 1, close - open - 1);
+    if (!params || lua_rawget(L, params) == LUA_TNIL)
+      luaL_error(L, "api_node: path placeholder {%s} has no value in params",
+                 lua_pushlstring(L, open + 1, close - open - 1));
+    const char *v = luaL_tolstring(L, -1, NULL);
+    enc = curl_easy_escape(NULL, v, (int)lua_rawlen(L, -1));
+    lua_pop(L, 2);
+    if (!enc) luaL_error(L, "out of memory");
+    luaL_addstring(&b, enc);
+    curl_free(enc);
+    p = close + 1;
+  }
+  luaL_addstring(&b, p);
+  luaL_pushresult(&b);
+}
+
+/* Builds c->url from the integration's base URL, path and query. */
+static void build_url(lua_State *L, call *c, const char *path) {
+  integration *ig = c->ig;
+  int params = 0, i;
+  char sep = '&';
+  const char *q;
+  if (field(L, "params", LUA_TTABLE, "a table")) {
+    params = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, params)) {
+      if (lua_type(L, -2) != LUA_TSTRING)
+        luaL_error(L, "api_node: params: keys must be strings");
+      scalar(L, -1, "api_node: params", lua_tostring(L, -2));
+      lua_pop(L, 2);
+    }
+  }
+  if (field(L, "query_separator", LUA_TSTRING, "\"&\" or \";\"")) {
+    q = lua_tostring(L, -1);
+    if (strcmp(q, "&") != 0 && strcmp(q, ";") != 0)
+      luaL_error(L, "api_node: query_separator: expected \"&\" or \";\", got \"%s\"", q);
+    sep = q[0];
+    lua_pop(L, 1);
+  }
+  fill_path(L, path, params);
+  int filled = lua_gettop(L);
+  /* the query: base URL's, the path's, the integration's, the node's */
+  if (field(L, "query", LUA_TTABLE, "a table")) {
+    fr_query_pairs(L, -1, "api_node: query");
+    lua_remove(L, -2);
+  } else
+    lua_newtable(L);
+  int node_q = lua_gettop(L);
+  /* nothing below raises but for memory, so C allocations are safe */
+  luaL_Buffer b;
+  int nq = 0;
+  CURLU *u = curl_url_dup(ig->base);
+  char *bpath = NULL, *bquery = NULL, *url = NULL;
+  if (!u) luaL_error(L, "out of memory");
+  curl_url_get(u, CURLUPART_PATH, &bpath, 0);
+  curl_url_get(u, CURLUPART_QUERY, &bquery, 0);
+  luaL_buffinit(L, &b);
+#define ADDQ(s, n) (nq++ ? luaL_addchar(&b, sep) : (void)0, luaL_addlstring(&b, s, n))
+  if (bquery) ADDQ(bquery, strlen(bquery));
+  const char *fp = lua_tostring(L, filled), *qm = strchr(fp, '?');
+  if (qm && qm[1]) ADDQ(qm + 1, strlen(qm + 1));
+  for (i = 0; i < ig->nquery; i++) ADDQ(ig->query[i], strlen(ig->query[i]));
+  for (i = 1; i <= (int)lua_rawlen(L, node_q); i++) {
+    lua_rawgeti(L, node_q, i);
+    size_t n;
+    const char *kv = lua_tolstring(L, -1, &n);
+    lua_pop(L, 1);
+    ADDQ(kv, n);
+  }
+#undef ADDQ
+  luaL_pushresult(&b);
+  /* the path: base path + node path */
+  size_t bl = bpath ? strlen(bpath) : 0;
+  while (bl > 0 && bpath[bl - 1] == '/') bl--;
+  lua_pushlstring(L, bpath ? bpath : "", bl);
+  size_t pl = qm ? (size_t)(qm - fp) : strlen(fp);
+  if (pl > 0 && fp[0] != '/') lua_pushliteral(L, "/");
+  else lua_pushliteral(L, "");
+  lua_pushlstring(L, fp, pl);
+  lua_concat(L, 3);
+  if (lua_rawlen(L, -1) == 0) {
+    lua_pop(L, 1);
+    lua_pushliteral(L, "/");
+  }
+  curl_free(bpath);
+  curl_free(bquery);
+  CURLUcode rc = curl_url_set(u, CURLUPART_PATH, lua_tostring(L, -1), 0);
+  if (rc == CURLUE_OK)
+    rc = curl_url_set(u, CURLUPART_QUERY, nq ? lua_tostring(L, -2) : NULL, 0);
+  if (rc == CURLUE_OK) rc = curl_url_get(u, CURLUPART_URL, &url, 0);
+  curl_url_cleanup(u);
+  if (rc != CURLUE_OK) luaL_error(L, "api_node: cannot build the URL: %s", curl_url_strerror(rc));
+  c->url = strdup(url);
+  curl_free(url);
+  if (!c->url) luaL_error(L, "out of memory");
+  lua_settop(L, filled - 1);
+  if (params) lua_pop(L, 1);
+}
+
+/* Has the headers table at idx a header named name (any case)? */
+static const char *node_header(lua_State *L, int idx, const char *name) {
+  const char *v = NULL;
+  if (!idx) return NULL;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    if (strcasecmp(lua_tostring(L, -2), name) == 0) v = lua_tostring(L, -1);
+    lua_pop(L, 1);
+  }
+  return v;
+}
+
+static bool ig_header(const integration *ig, const char *name) {
+  for (int i = 0; i < ig->nheaders; i++)
+    if (strcasecmp(ig->headers[i].name, name) == 0) return true;
+  return false;
+}
+
+static void add_line(lua_State *L, call *c, const char *name, const char *value) {
+  char *line = malloc(strlen(name) + strlen(value) + 3);
+  struct curl_slist *l;
+  if (!line) luaL_error(L, "out of memory");
+  sprintf(line, *value ? "%s: %s" : "%s;", name, value);  /* "X;" sends "X:" */
+  l = curl_slist_append(c->hdrs, line);
+  free(line);
+  if (!l) luaL_error(L, "out of memory");
+  c->hdrs = l;
+}
+
+/* Builds the header list; a conflict with the integration sets the label. */
+static void build_headers(lua_State *L, call *c, int *hidx) {
+  integration *ig = c->ig;
+  int h = 0, i;
+  *hidx = 0;
+  if (field(L, "headers", LUA_TTABLE, "a table")) {
+    h = *hidx = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, h)) {
+      const char *name, *why;
+      size_t vlen;
+      if (lua_type(L, -2) != LUA_TSTRING)
+        luaL_error(L, "api_node: headers: names must be strings");
+      name = lua_tostring(L, -2);
+      if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
+        luaL_error(L, "api_node: headers.%s: expected a string, got %s", name,
+                   luaL_typename(L, -1));
+      lua_pushvalue(L, -1);
+      const char *value = lua_tolstring(L, -1, &vlen);
+      if ((why = fr_header_problem(name, value, vlen)))
+        luaL_error(L, "api_node: headers.%s: %s", name, why);
+      lua_pop(L, 2);
+    }
+  }
+  /* the node's headers, then the integration's it does not repeat */
+  if (h) {
+    lua_pushnil(L);
+    while (lua_next(L, h)) {
+      lua_pushvalue(L, -1);
+      const char *name = lua_tostring(L, -3), *value = lua_tostring(L, -1);
+      for (i = 0; i < ig->nheaders && !c->label; i++)
+        if (strcasecmp(ig->headers[i].name, name) == 0
+            && strcmp(ig->headers[i].value, value) != 0)
+          fr_call_fail(c, LABEL_ERROR, "header_conflict",
+                      "header '%s' differs between the node and integration '%s'",
+                      ig->headers[i].name, ig->name);
+      add_line(L, c, name, value);
+      lua_pop(L, 2);
+    }
+  }
+  for (i = 0; i < ig->nheaders; i++)
+    if (!node_header(L, h, ig->headers[i].name))
+      add_line(L, c, ig->headers[i].name, ig->headers[i].value);
+  add_line(L, c, "Expect", "");         /* no 100-continue round trip */
+  c->retry_ok = (strcmp(c->method, "POST") != 0 && strcmp(c->method, "PATCH") != 0)
+             || node_header(L, h, "Idempotency-Key") || ig_header(ig, "Idempotency-Key");
+}
+
+static int encode_json(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_getfield(L, -1, "cjson");
+  lua_getfield(L, -1, "encode");
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 1);
+  return 1;
+}
+
+static void build_body(lua_State *L, call *c, int h) {
+  int t = lua_getfield(L, 1, "body"), f = lua_getfield(L, 1, "form");
+  bool has_type = node_header(L, h, "Content-Type") || ig_header(c->ig, "Content-Type");
+  const char *type = NULL;
+  size_t len;
+  const char *data;
+  if (t == LUA_TNIL && f == LUA_TNIL) { lua_pop(L, 2); return; }
+  if (t != LUA_TNIL && f != LUA_TNIL)
+    luaL_error(L, "api_node: give body or form, not both");
+  if (strcmp(c->method, "GET") == 0 || strcmp(c->method, "HEAD") == 0)
+    luaL_error(L, "api_node: a %s request cannot have a %s", c->method,
+               t != LUA_TNIL ? "body" : "form");
+  if (t == LUA_TTABLE) {
+    lua_pushcfunction(L, encode_json);
+    lua_pushvalue(L, -3);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK)
+      luaL_error(L, "api_node: body: %s", lua_tostring(L, -1));
+    type = "application/json";
+  } else if (t == LUA_TSTRING) {
+    if (!has_type)
+      luaL_error(L, "api_node: a string body needs a Content-Type header "
+                 "(for example application/xml)");
+    lua_pushvalue(L, -2);
+  } else if (t != LUA_TNIL) {
+    luaL_error(L, "api_node: body: expected a table or a string, got %s", lua_typename(L, t));
+  } else {
+    if (f != LUA_TTABLE)
+      luaL_error(L, "api_node: form: expected a table, got %s", lua_typename(L, f));
+    fr_query_pairs(L, -1, "api_node: form");
+    luaL_Buffer b;
+    int n = (int)lua_rawlen(L, -1), arr = lua_gettop(L);
+    luaL_buffinit(L, &b);
+    for (int i = 1; i <= n; i++) {
+      if (i > 1) luaL_addchar(&b, '&');
+      lua_rawgeti(L, arr, i);
+      luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b);
+    lua_remove(L, arr);
+    type = "application/x-www-form-urlencoded";
+  }
+  data = lua_tolstring(L, -1, &len);
+  if (!(c->body = malloc(len + 1))) luaL_error(L, "out of memory");
+  memcpy(c->body, data, len + 1);
+  c->bodylen = len;
+  if (type && !has_type) add_line(L, c, "Content-Type", type);
+  lua_pop(L, 3);
+}
+
+/* Raises unless every key of the spec is known. */
+static void check_keys(lua_State *L) {
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {
+    int i = 0;
+    lua_pop(L, 1);
+    if (lua_type(L, -1) == LUA_TSTRING)
+      for (; spec_keys[i]; i++)
+        if (strcmp(spec_keys[i], lua_tostring(L, -1)) == 0) break;
+    if (lua_type(L, -1) != LUA_TSTRING || !spec_keys[i])
+      luaL_error(L, "api_node: unknown field '%s'", luaL_tolstring(L, -1, NULL));
+  }
+}
+
+/* Reads the spec at index 1 into c. */
+void fr_request_build(lua_State *L, call *c) {
+  const char *path;
+  int h;
+  check_keys(L);
+  resolve_target(L, c, &path);
+  if (!field(L, "results", LUA_TTABLE, "an array like {\"200\", \"404\"}"))
+    luaL_error(L, "api_node: results is required and must include \"200\"");
+  fr_parse_results(L, lua_gettop(L), "api_node: results", &c->results, true);
+  lua_pop(L, 1);
+  c->timeout_ms = c->ig->timeout_ms;
+  if (lua_getfield(L, 1, "timeout_ms") != LUA_TNIL) {
+    int ok;
+    lua_Integer ms = lua_tointegerx(L, -1, &ok);
+    if (!ok || ms < 1 || ms > 0x7fffffff)
+      luaL_error(L, "api_node: timeout_ms: expected a positive integer");
+    c->timeout_ms = (long)ms;
+  }
+  lua_pop(L, 1);
+  build_url(L, c, path);
+  build_headers(L, c, &h);
+  build_body(L, c, h);
+}
