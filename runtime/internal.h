@@ -121,8 +121,7 @@ void fr_run_ready(flowrun *rt);
 void fr_sessions_free(flowrun *rt);
 void fr_open_flow_globals(flowrun *rt, lua_State *L);
 
-/* ---- calls (call.c) ---- */
-/* ---- a call in the making or in flight ---- */
+/* ---- calls (call.c, request.c) ---- */
 enum { C_NEW, C_QUEUED, C_ACTIVE, C_BACKOFF, C_DONE };
 
 typedef struct fr_buf { char *p; size_t len, cap; } fr_buf;
@@ -148,7 +147,7 @@ struct call {
   double t0, attempt_t0;
   fr_timer timer;                       /* queue limit or backoff */
   call *qnext;                          /* waiting for a slot */
-  fr_buf rbody, rhdr;                      /* the response as it arrives */
+  fr_buf rbody, rhdr;                   /* the response as it arrives */
   int status;                           /* of a complete response */
   const char *label;                    /* set when decided */
   const char *reason;
