@@ -18,7 +18,7 @@ ALL_LDFLAGS += -fsanitize=address,undefined
 endif
 
 B = build
-CORE = runtime session call request integrations
+CORE = runtime session call request integrations json
 CORE_O = $(patsubst %,$(B)/%.o,$(sort $(CORE)))
 CLI_O = $(B)/main.o $(B)/mock.o
 

@@ -524,8 +524,7 @@ static void push_headers(lua_State *L, call *c) {
 }
 
 static int decode_json(lua_State *L) {
-  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  lua_getfield(L, -1, "cjson");
+  fr_open_json(L);
   lua_getfield(L, -1, "decode");
   lua_pushvalue(L, 1);
   lua_call(L, 1, 1);

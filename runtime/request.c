@@ -361,10 +361,12 @@ static bool ig_header(const integration *ig, const char *name) {
 }
 
 static void add_line(lua_State *L, call *c, const char *name, const char *value) {
-  char *line = malloc(strlen(name) + strlen(value) + 3);
+  size_t n = strlen(name) + (value ? strlen(value) : 0) + 3;
+  char *line = malloc(n);
   struct curl_slist *l;
   if (!line) luaL_error(L, "out of memory");
-  sprintf(line, *value ? "%s: %s" : "%s;", name, value);  /* "X;" sends "X:" */
+  if (!value) snprintf(line, n, "%s", name);          /* "X:" removes X */
+  else snprintf(line, n, *value ? "%s: %s" : "%s;", name, value);  /* "X;" sends "X:" */
   l = curl_slist_append(c->hdrs, line);
   free(line);
   if (!l) luaL_error(L, "out of memory");
@@ -414,14 +416,13 @@ static void build_headers(lua_State *L, call *c, int *hidx) {
   for (i = 0; i < ig->nheaders; i++)
     if (!node_header(L, h, ig->headers[i].name))
       add_line(L, c, ig->headers[i].name, ig->headers[i].value);
-  add_line(L, c, "Expect", "");         /* no 100-continue round trip */
+  add_line(L, c, "Expect:", NULL);      /* no 100-continue round trip */
   c->retry_ok = (strcmp(c->method, "POST") != 0 && strcmp(c->method, "PATCH") != 0)
              || node_header(L, h, "Idempotency-Key") || ig_header(ig, "Idempotency-Key");
 }
 
 static int encode_json(lua_State *L) {
-  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  lua_getfield(L, -1, "cjson");
+  fr_open_json(L);
   lua_getfield(L, -1, "encode");
   lua_pushvalue(L, 1);
   lua_call(L, 1, 1);

@@ -207,9 +207,6 @@ static void *fr_xalloc(void *ud, void *p, size_t osize, size_t nsize) {
   return realloc(p, nsize);
 }
 
-static int l_preload_json(lua_State *L) {
-  return luaopen_cjson(L);
-}
 
 /* Opens what flows see beyond the standard library: `json` and the flow
 ** globals. Runs under lua_pcall: errors are out-of-memory only. */
@@ -220,9 +217,9 @@ static int l_setup(lua_State *L) {
     luaL_openlibs(L);
   }
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-  lua_pushcfunction(L, l_preload_json);
+  lua_pushcfunction(L, fr_open_json);
   lua_setfield(L, -2, "json");
-  lua_pushcfunction(L, l_preload_json);
+  lua_pushcfunction(L, luaopen_cjson);
   lua_setfield(L, -2, "cjson");
   lua_pop(L, 1);
   lua_newtable(L);

@@ -16,7 +16,6 @@
 #include <string.h>
 
 #include "internal.h"
-#include <lua-cjson.h>
 
 /* ---- finding the session of a thread ---- */
 
@@ -486,7 +485,7 @@ void fr_open_flow_globals(flowrun *rt, lua_State *L) {
     lua_setfield(L, -2, levels[i]);
   }
   lua_setfield(L, -2, "log");
-  luaL_requiref(L, "cjson", luaopen_cjson, 0);
+  fr_open_json(L);
   lua_setfield(L, -2, "json");
   lua_createtable(L, 0, 1);             /* flow globals -> _G */
   lua_pushglobaltable(L);
