@@ -11,7 +11,9 @@ OPT ?= -O2 -g
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC $(WARN) $(OPT) \
              $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(CFLAGS)
 ALL_LDFLAGS = $(LDFLAGS)
-LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+# lua-cjson is linked statically: one binary, no runtime dependency on it.
+CJSON = -l:liblua5.4-cjson.a
+LIBS = $(CJSON) $(shell pkg-config --libs lua5.4 libcurl libmicrohttpd 2>/dev/null) -lpthread -lm
 ifeq ($(SAN),1)
 ALL_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer
 ALL_LDFLAGS += -fsanitize=address,undefined
@@ -36,11 +38,13 @@ $(B)/libflowrun.a: $(CORE_O)
 $(B)/flowrun: $(CLI_O) $(B)/libflowrun.a
 	$(CC) $(ALL_LDFLAGS) -o $@ $(CLI_O) $(B)/libflowrun.a $(LIBS)
 
-# The Lua module links lua-cjson and libcurl but not liblua: the host
-# interpreter provides the Lua API.
+# The Lua module links libcurl and lua-cjson's shared library (Debian's
+# static one is not PIC) but never liblua: the interpreter (Debian's lua5.4
+# has Lua linked in) provides the Lua API, and two copies of Lua in one
+# process would corrupt each other.
 $(B)/flowrun.so: $(B)/lflowrun.o $(CORE_O)
 	$(CC) $(ALL_LDFLAGS) -shared -o $@ $^ \
-	  $(shell pkg-config --libs libcurl lua5.4-cjson) -lm
+	  -llua5.4-cjson $(shell pkg-config --libs libcurl) -lm
 
 $(B)/embed_test: spec/embed_test.c $(B)/libflowrun.a runtime/flowrun.h
 	$(CC) $(ALL_CFLAGS) -Iruntime -o $@ $< $(B)/libflowrun.a $(LIBS) $(ALL_LDFLAGS)

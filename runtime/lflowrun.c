@@ -217,8 +217,8 @@ static int l_new(lua_State *L) {
     const char *file = luaL_checkstring(L, -1);
     if (fr_integrations_load(b->rt, main, file) != FLOWRUN_OK)
       return luaL_error(L, "%s", flowrun_errmsg(b->rt));
-    lua_pop(L, 1);
   }
+  lua_settop(L, 2);
   return 1;
 }
 
