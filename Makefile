@@ -50,7 +50,7 @@ $(B)/embed_test: spec/embed_test.c $(B)/libflowrun.a runtime/flowrun.h
 	$(CC) $(ALL_CFLAGS) -Iruntime -o $@ $< $(B)/libflowrun.a $(LIBS) $(ALL_LDFLAGS)
 
 $(B)/faultsrv: spec/tools/faultsrv.c | $(B)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) -lpthread
 
 deps:
 	@missing=""; for p in $(DEBS); do \
