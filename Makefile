@@ -22,11 +22,11 @@ endif
 B = build
 CORE = runtime session call request integrations json
 CORE_O = $(patsubst %,$(B)/%.o,$(sort $(CORE)))
-CLI_O = $(B)/main.o $(B)/mock.o
+CLI_O = $(B)/main.o $(B)/mock.o $(B)/mock_routes.o
 
 all: $(B)/flowrun $(B)/libflowrun.a $(B)/flowrun.so $(B)/faultsrv $(B)/embed_test
 
-$(B)/%.o: runtime/%.c runtime/internal.h runtime/flowrun.h runtime/cli.h | $(B)
+$(B)/%.o: runtime/%.c runtime/internal.h runtime/flowrun.h runtime/cli.h runtime/mock.h | $(B)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(B):
