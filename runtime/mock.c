@@ -92,7 +92,17 @@ static void echo(struct buf *b, struct MHD_Connection *c, const char *method,
   MHD_get_connection_values(c, MHD_HEADER_KIND, echo_header, b);
   mock_buf_adds(b, "},\"body\":\"");
   mock_buf_esc(b, q->body.p ? q->body.p : "", q->body.n);
-  mock_buf_adds(b, "\"}");
+  mock_buf_adds(b, "\"");
+  /* the client's port: equal on two requests means one kept-alive connection */
+  const union MHD_ConnectionInfo *ci =
+    MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+  if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET) {
+    char port[32];
+    snprintf(port, sizeof port, ",\"peer_port\":%u",
+             ntohs(((const struct sockaddr_in *)ci->client_addr)->sin_port));
+    mock_buf_adds(b, port);
+  }
+  mock_buf_adds(b, "}");
 }
 
 struct cut { size_t send; char p[]; };  /* a body that a reset stops short */
