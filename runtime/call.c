@@ -264,10 +264,10 @@ static void pump(integration *ig) {
 static void finish(call *c) {
   integration *ig = c->ig;
   bool had_slot = c->slot;
+  detach(c);                            /* out of the queue first */
   c->phase = C_DONE;
   c->t0 = fr_now() - c->t0;             /* from here on: the elapsed time */
   emit_trace(c, c->t0);
-  detach(c);
   if (had_slot) pump(ig);
   if (c->s && c->s->call == c) {        /* it waits: wake it */
     c->s->call = NULL;

@@ -177,7 +177,7 @@ static const char *want_string(lua_State *L, building *b, int idx,
 static long want_int(lua_State *L, building *b, const char *key, long min) {
   int ok;
   lua_Integer v = lua_tointegerx(L, -1, &ok);
-  if (!ok || v < min || v > 0x7fffffff)
+  if (!ok || lua_type(L, -1) != LUA_TNUMBER || v < min || v > 0x7fffffff)
     bad(L, b, key, lua_pushfstring(L, "expected an integer >= %d, got %s",
                                    (int)min, lua_type(L, -1) == LUA_TNUMBER
                                    ? lua_tostring(L, -1) : luaL_typename(L, -1)));

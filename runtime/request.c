@@ -259,6 +259,16 @@ static void fill_path(lua_State *L, const char *path, int params) {
   luaL_pushresult(&b);
 }
 
+/* libcurl 7.88's URL API gives %xx in lower case; RFC 3986 prefers upper
+** case, and servers that sign or compare URLs see what the flow meant. */
+static void upper_hex(char *s) {
+  for (; (s = strchr(s, '%')); s++)
+    if (isxdigit((unsigned char)s[1]) && isxdigit((unsigned char)s[2])) {
+      s[1] = (char)toupper((unsigned char)s[1]);
+      s[2] = (char)toupper((unsigned char)s[2]);
+    }
+}
+
 /* Builds c->url from the integration's base URL, path and query. */
 static void build_url(lua_State *L, call *c, const char *path) {
   integration *ig = c->ig;
@@ -338,6 +348,7 @@ static void build_url(lua_State *L, call *c, const char *path) {
   c->url = strdup(url);
   curl_free(url);
   if (!c->url) luaL_error(L, "out of memory");
+  upper_hex(c->url);
   lua_settop(L, filled - 1);
   if (params) lua_pop(L, 1);
 }
@@ -506,7 +517,7 @@ void fr_request_build(lua_State *L, call *c) {
   if (lua_getfield(L, 1, "timeout_ms") != LUA_TNIL) {
     int ok;
     lua_Integer ms = lua_tointegerx(L, -1, &ok);
-    if (!ok || ms < 1 || ms > 0x7fffffff)
+    if (!ok || lua_type(L, -1) != LUA_TNUMBER || ms < 1 || ms > 0x7fffffff)
       luaL_error(L, "api_node: timeout_ms: expected a positive integer");
     c->timeout_ms = (long)ms;
   }
