@@ -3,7 +3,7 @@ PREFIX ?= /usr/local
 CC ?= cc
 PKGS = lua5.4 libcurl lua5.4-cjson libmicrohttpd
 DEBS = lua5.4 liblua5.4-dev lua-cjson-dev libcurl4-openssl-dev \
-       libmicrohttpd-dev lua-busted pkg-config gcc make
+       libmicrohttpd-dev lua-busted pkg-config gcc make openssl
 
 WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Werror
 OPT ?= -O2 -g
@@ -80,3 +80,32 @@ clean:
 	rm -rf $(B)
 
 .PHONY: all deps test demo install clean
+
+# make bench: the benchmark of the issue, against nginx on 127.0.0.1 (see
+# bench/run.lua); installs nginx and wrk first when they are missing.
+BENCH_DEBS = nginx-light wrk
+BENCH_BIN = $(patsubst %,$(B)/bench/%,timeit curl_easy curl_multi idle inflight)
+
+$(B)/bench:
+	mkdir -p $@
+
+$(B)/bench/timeit: bench/timeit.c | $(B)/bench
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS)
+
+$(B)/bench/curl_easy $(B)/bench/curl_multi: $(B)/bench/%: bench/%.c | $(B)/bench
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(shell pkg-config --libs libcurl)
+
+$(B)/bench/idle $(B)/bench/inflight: $(B)/bench/%: bench/%.c $(B)/libflowrun.a runtime/flowrun.h | $(B)/bench
+	$(CC) $(ALL_CFLAGS) -Iruntime -o $@ $< $(B)/libflowrun.a $(LIBS) $(ALL_LDFLAGS)
+
+bench: deps
+	@missing=""; for p in $(BENCH_DEBS); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq $$missing >/dev/null; fi
+	$(MAKE) $(B)/flowrun $(BENCH_BIN)
+	lua5.4 bench/run.lua
+
+.PHONY: bench

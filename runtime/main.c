@@ -125,7 +125,8 @@ static void on_trace(void *ud, const flowrun_trace *t) {
 
 static void deliver(cli *c) {
   char *nl;
-  while (c->nwait > 0 && (nl = memchr(c->in, '\n', c->inlen))) {
+  while (c->nwait > 0 && c->inlen > 0
+         && (nl = memchr(c->in, '\n', c->inlen))) {
     size_t n = nl - c->in, len = n;
     if (len > 0 && c->in[len - 1] == '\r') len--;
     flowrun_send(c->rt, c->waiting[0], c->in, len);
@@ -191,7 +192,7 @@ static void on_ask(void *ud, const char *id) {
     return;
   }
   while (c->nwait > 0 && !c->eof) {    /* a regular file never blocks long */
-    if (!memchr(c->in ? c->in : "", '\n', c->inlen) && !read_stdin(c)) c->eof = true;
+    if (!(c->inlen > 0 && memchr(c->in, '\n', c->inlen)) && !read_stdin(c)) c->eof = true;
     deliver(c);
   }
   deliver(c);

@@ -1,0 +1,459 @@
+-- SPEC §3 "the label": the fault matrix. Each failure a real server can
+-- produce, with the exact label and reason the flow branches on.
+local helper = require "spec.helper"
+
+describe("§3 faults", function()
+  local mock
+
+  setup(function()
+    mock = helper.mock({
+      { path = "/echo", echo = true },
+      { path = "/slow", delay_ms = 300, body = "slow" },
+      { path = "/hold", delay_ms = 600, body = "held" },
+      { path = "/hang", fault = "no_response" },
+      { path = "/cut", fault = "reset", body = helper.code('string.rep("x", 200000)') },
+      { path = "/huge", body = helper.code('string.rep("x", 100 * 1024 * 1024)') },
+      { path = "/kilo", body = helper.code('string.rep("x", 1024)') },
+      { path = "/same", status = 302, headers = { Location = "/echo?hop=1" } },
+      { path = "/see-other", status = 303, headers = { Location = "/echo?after=post" } },
+      { path = "/loop", status = 302, headers = { Location = "/loop" } },
+      { path = "/r1", status = 301, headers = { Location = "/r2" } },
+      { path = "/r2", status = 302, headers = { Location = "/r3" } },
+      { path = "/r3", status = 307, headers = { Location = "/r4" } },
+      { path = "/r4", status = 308, headers = { Location = "/r5" } },
+      { path = "/r5", status = 302, headers = { Location = "/echo?hops=5" } },
+    })
+  end)
+
+  teardown(helper.cleanup)
+
+  local function runtime(ig)
+    ig.base_url = ig.base_url or mock.url
+    return helper.runtime({ shop = ig })
+  end
+
+  local function get(rt, path, extra)
+    local spec = { integration = "shop", path = path, results = { "200" } }
+    for k, v in pairs(extra or {}) do spec[k] = v end
+    return rt:api_node(spec)
+  end
+
+  describe("connections", function()
+    it("a refused port: error / refused", function()
+      local rt = runtime({ base_url = "http://127.0.0.1:" .. helper.closed_port() })
+      local label, res = get(rt, "/")
+      assert.are.equal("error", label)
+      assert.are.equal("refused", res.reason)
+      assert.is_nil(res.status)
+      assert.are.equal(1, res.attempts)
+      assert.are.equal("string", type(res.error))
+    end)
+
+    it("a server that never answers: timeout / timeout within timeout_ms + 200 ms", function()
+      local rt = runtime({ timeout_ms = 500 })
+      local t0 = helper.now()
+      local label, res = get(rt, "/hang")
+      local took = helper.now() - t0
+      assert.are.equal("timeout", label)
+      assert.are.equal("timeout", res.reason)
+      assert.is_true(took >= 500 - 5, "gave up early, after " .. took .. " ms")
+      assert.is_true(took < 500 + 200, "took " .. took .. " ms")
+      assert.is_true(res.elapsed_ms < 500 + 200, "elapsed_ms " .. res.elapsed_ms)
+    end)
+
+    it("a connect that never completes: timeout / connect_timeout", function()
+      local stall = helper.faultsrv("stall")
+      local rt = runtime({ base_url = stall.url, connect_timeout_ms = 300, timeout_ms = 5000 })
+      local t0 = helper.now()
+      local label, res = get(rt, "/")
+      assert.are.equal("timeout", label)
+      assert.are.equal("connect_timeout", res.reason)
+      assert.is_true(helper.now() - t0 < 300 + 200, "took " .. (helper.now() - t0) .. " ms")
+    end)
+
+    it("a body that arrives too slowly: timeout / timeout", function()
+      local slow = helper.faultsrv("slowbody")
+      local rt = runtime({ base_url = slow.url, timeout_ms = 500 })
+      local label, res = get(rt, "/")
+      assert.are.equal("timeout", label)
+      assert.are.equal("timeout", res.reason)
+      assert.is_nil(res.status)
+      assert.are.equal("", res.body)
+    end)
+
+    it("a connection reset mid-body: error / reset", function()
+      local rt = runtime({})
+      local label, res = get(rt, "/cut")
+      assert.are.equal("error", label)
+      assert.are.equal("reset", res.reason)
+      assert.is_nil(res.status)
+      assert.are.equal("", res.body)
+    end)
+
+    it("a response that is not HTTP: error / protocol", function()
+      local bad = helper.faultsrv("malformed")
+      local rt = runtime({ base_url = bad.url })
+      local label, res = get(rt, "/")
+      assert.are.equal("error", label)
+      assert.are.equal("protocol", res.reason)
+      assert.is_nil(res.status)
+    end)
+
+    it("a status line whose code is not a number: error / protocol", function()
+      local bad = helper.faultsrv("badstatus")
+      local rt = runtime({ base_url = bad.url })
+      local label, res = get(rt, "/")
+      assert.are.equal("error", label)
+      assert.are.equal("protocol", res.reason)
+    end)
+  end)
+
+  describe("max_response_bytes", function()
+    it("a body over the limit: error / too_large", function()
+      local rt = runtime({ max_response_bytes = 1023 })
+      local label, res = get(rt, "/kilo")
+      assert.are.equal("error", label)
+      assert.are.equal("too_large", res.reason)
+      assert.are.equal("", res.body)
+      rt = runtime({ max_response_bytes = 1024 })
+      label, res = get(rt, "/kilo")
+      assert.are.equal("200", label)
+      assert.are.equal(1024, #res.body)
+    end)
+
+    it("a 100 MB body to a 1 KB cap ends as soon as the cap is passed", function()
+      local rt = runtime({ max_response_bytes = 1024, timeout_ms = 20000 })
+      local label, res = get(rt, "/huge")
+      assert.are.equal("error", label)
+      assert.are.equal("too_large", res.reason)
+      assert.matches("max_response_bytes", res.error, 1, true)
+    end)
+
+    it("is enforced before the body has arrived", function()
+      -- faultsrv slowbody announces 10 bytes and sends one a second
+      local slow = helper.faultsrv("slowbody")
+      local rt = runtime({ base_url = slow.url, max_response_bytes = 5, timeout_ms = 5000 })
+      local label, res = get(rt, "/")
+      assert.are.equal("error", label)
+      assert.are.equal("too_large", res.reason)
+    end)
+  end)
+
+  describe("redirects (follow_redirects = true)", function()
+    it("a same-origin redirect is followed", function()
+      local rt = runtime({ follow_redirects = true })
+      local label, res = get(rt, "/same")
+      assert.are.equal("200", label)
+      assert.are.equal(200, res.status)
+      assert.are.equal(mock.url .. "/echo?hop=1", res.url)
+      assert.are.equal(1, res.attempts)
+    end)
+
+    it("a same-origin absolute Location is followed", function()
+      local port = helper.closed_port()
+      local m = helper.mock({
+        { path = "/abs", status = 302, headers = { Location = "http://127.0.0.1:" .. port .. "/echo?abs=1" } },
+        { path = "/echo", echo = true },
+      }, { port = port })
+      local rt = runtime({ base_url = m.url, follow_redirects = true })
+      local label, res = get(rt, "/abs")
+      assert.are.equal("200", label)
+      assert.are.equal("abs=1", res.json.query)
+    end)
+
+    it("five hops are followed", function()
+      local rt = runtime({ follow_redirects = true })
+      local label, res = get(rt, "/r1")
+      assert.are.equal("200", label)
+      assert.are.equal(mock.url .. "/echo?hops=5", res.url)
+    end)
+
+    it("a sixth hop is refused: error / redirect", function()
+      local before = mock:count("GET /loop ")
+      local rt = runtime({ follow_redirects = true })
+      local label, res = get(rt, "/loop")
+      assert.are.equal("error", label)
+      assert.are.equal("redirect", res.reason)
+      assert.are.equal(302, res.status)
+      assert.are.equal(6, mock:count("GET /loop ") - before)
+    end)
+
+    it("a redirect to another port is refused and not followed: error / redirect", function()
+      local other = helper.mock({ { path = "/stolen", body = "x" } })
+      local m = helper.mock({ { path = "/away", status = 302, headers = { Location = other.url .. "/stolen" } } })
+      local rt = runtime({ base_url = m.url, follow_redirects = true })
+      local label, res = get(rt, "/away")
+      assert.are.equal("error", label)
+      assert.are.equal("redirect", res.reason)
+      assert.are.equal(0, other:count("/stolen"))
+    end)
+
+    it("a redirect to another host or scheme is refused: error / redirect", function()
+      local m = helper.mock({
+        { path = "/host", status = 302, headers = { Location = "http://flowrun.invalid/x" } },
+        { path = "/scheme", status = 302, headers = { Location = "https://127.0.0.1/x" } },
+      })
+      local rt = runtime({ base_url = m.url, follow_redirects = true })
+      for _, path in ipairs { "/host", "/scheme" } do
+        local label, res = get(rt, path)
+        assert.are.equal("error", label)
+        assert.are.equal("redirect", res.reason)
+      end
+    end)
+
+    it("a 303 after a POST continues as a GET without the body", function()
+      local rt = runtime({ follow_redirects = true })
+      local label, res = get(rt, "/see-other", { method = "POST", body = { a = 1 } })
+      assert.are.equal("200", label)
+      assert.are.equal("GET", res.json.method)
+      assert.are.equal("", res.json.body)
+    end)
+
+    it("without follow_redirects the 3xx is the answer", function()
+      local rt = runtime({})
+      local label, res = get(rt, "/same", { results = { "200", "3xx" } })
+      assert.are.equal("3xx", label)
+      assert.are.equal(302, res.status)
+    end)
+  end)
+
+  describe("TLS", function()
+    local tls
+
+    before_each(function()
+      if not helper.have_openssl() then pending("needs the openssl command") return end
+      tls = tls or helper.tls_server()
+    end)
+
+    it("an untrusted certificate: error / tls", function()
+      if not tls then return end
+      local rt = runtime({ base_url = tls.url })
+      local label, res = get(rt, "/")
+      assert.are.equal("error", label)
+      assert.are.equal("tls", res.reason)
+    end)
+
+    it("ca_file makes the certificate trusted", function()
+      if not tls then return end
+      local rt = runtime({ base_url = tls.url, ca_file = tls.ca_file })
+      assert.are.equal("200", (get(rt, "/")))
+    end)
+
+    it("tls_verify = false accepts it", function()
+      if not tls then return end
+      local rt = runtime({ base_url = tls.url, tls_verify = false })
+      assert.are.equal("200", (get(rt, "/")))
+    end)
+  end)
+
+  describe("the pool (max_connections)", function()
+    -- Runs flows (id -> source) on one runtime; returns what they said, in order.
+    local function run(ig, flows)
+      local rt = runtime(ig)
+      local ids = {}
+      for id in pairs(flows) do ids[#ids + 1] = id end
+      table.sort(ids)
+      for _, id in ipairs(ids) do helper.start(rt, id, flows[id]) end
+      assert.is_true(rt:run(15000))
+      local said = {}
+      for _, e in ipairs(rt:events()) do
+        if e.type == "say" then said[#said + 1] = e.session .. ": " .. e.text end
+        if e.type == "end" then assert.is_true(e.ok, e.error) end
+      end
+      return said
+    end
+
+    local holder = [[
+      local label = api_node{ integration = "shop", path = "/hold", results = { "200" } }
+      say(label)
+    ]]
+
+    it("full with queue_timeout_ms = 0: max-connection / pool_full at once", function()
+      local said = run({ max_connections = 1, queue_timeout_ms = 0 }, {
+        a = holder,
+        b = [[
+          sleep(50)
+          local label, res = api_node{ integration = "shop", path = "/echo?b", results = { "200" } }
+          say(label .. " " .. res.reason .. " " .. res.attempts)
+        ]],
+      })
+      assert.are.same({ "b: max-connection pool_full 0", "a: 200" }, said)
+      assert.are.equal(0, mock:count("/echo?b"))
+    end)
+
+    it("full with queueing: the call waits for a slot and succeeds", function()
+      local said = run({ max_connections = 1, queue_timeout_ms = 3000 }, {
+        a = holder,
+        b = [[
+          sleep(50)
+          local label, res = api_node{ integration = "shop", path = "/echo", results = { "200" } }
+          say(label .. " " .. res.attempts)
+        ]],
+      })
+      assert.are.same({ "a: 200", "b: 200 1" }, said)
+    end)
+
+    it("full with queueing: no slot within queue_timeout_ms is max-connection / pool_full", function()
+      local said = run({ max_connections = 1, queue_timeout_ms = 100 }, {
+        a = holder,
+        b = [[
+          sleep(50)
+          local label, res = api_node{ integration = "shop", path = "/echo?gave-up", results = { "200" } }
+          say(label .. " " .. res.reason)
+        ]],
+      })
+      assert.are.same({ "b: max-connection pool_full", "a: 200" }, said)
+    end)
+
+    it("a call that gave up waiting is never sent", function()
+      local rt = runtime({ max_connections = 1, queue_timeout_ms = 100 })
+      helper.start(rt, "a", holder)
+      helper.start(rt, "b", [[
+        sleep(50)
+        local label = api_node{ integration = "shop", path = "/echo?never-sent", results = { "200" } }
+        say(label)
+        sleep(1000)
+      ]])
+      assert.is_true(rt:run(5000))
+      assert.are.same({ "max-connection", "200" }, helper.says(rt:events()))
+      assert.are.equal(0, mock:count("/echo?never-sent"))
+    end)
+
+    it("queued calls get the slot in the order they asked (FIFO)", function()
+      local flows = { a = [[
+        local label = api_node{ integration = "shop", path = "/slow", results = { "200" } }
+        say(label)
+      ]] }
+      for i, id in ipairs { "b", "c", "d", "e" } do
+        flows[id] = ([[
+          sleep(%d)
+          local label = api_node{ integration = "shop", path = "/echo?%s", results = { "200" } }
+          say(label)
+        ]]):format(20 * i, id)
+      end
+      local said = run({ max_connections = 1, queue_timeout_ms = 5000 }, flows)
+      assert.are.same({ "a: 200", "b: 200", "c: 200", "d: 200", "e: 200" }, said)
+    end)
+
+    it("is per integration", function()
+      local rt = helper.runtime({
+        one = { base_url = mock.url, max_connections = 1 },
+        two = { base_url = mock.url, max_connections = 1 },
+      })
+      helper.start(rt, "a", [[ say((api_node{ integration = "one", path = "/slow", results = { "200" } })) ]])
+      helper.start(rt, "b", [[ say((api_node{ integration = "two", path = "/slow", results = { "200" } })) ]])
+      assert.is_true(rt:run(5000))
+      assert.are.same({ "200", "200" }, helper.says(rt:events()))
+    end)
+  end)
+
+  describe("retry", function()
+    it("heals a flaky 503", function()
+      -- The mock has no "fail first, then succeed" route: the first server
+      -- answers 503 with Retry-After, and while the session waits it out a
+      -- healthy server takes over the same port.
+      local sick = helper.mock({ { path = "/flaky", status = 503, headers = { ["Retry-After"] = "1" } } })
+      local rt = runtime({ base_url = sick.url,
+                           retry = { attempts = 2, on = { "503" }, backoff_ms = 10, max_backoff_ms = 5000 } })
+      helper.start(rt, "s", [[
+        local label, res = api_node{ integration = "shop", path = "/flaky", results = { "200" } }
+        say(label .. " " .. res.status .. " " .. res.attempts .. " " .. res.body)
+      ]])
+      assert.is_truthy(helper.wait_for(function()
+        rt:step(10)
+        return sick:count("GET /flaky -> 503") == 1
+      end, 5000), "the first attempt never reached the server")
+      sick:stop()
+      helper.mock({ { path = "/flaky", body = "healed" } }, { port = sick.port })
+      assert.is_true(rt:run(10000))
+      assert.are.same({ "200 200 2 healed" }, helper.says(rt:events(), "s"))
+    end)
+  end)
+
+  describe("secrets", function()
+    -- Runs a flow that shows a secret (from env) every way it can; returns
+    -- the command's result, the --trace-json text and the mock's URL.
+    local function leak_attempts(secret)
+      local other = helper.mock({ { path = "/x", body = "x" } })
+      local m = helper.mock({
+        { path = "/echo", echo = true },
+        { path = "/away", status = 302, headers = { Location = other.url .. "/x?token=" .. secret } },
+      })
+      local dir = helper.tmpdir()
+      helper.integrations(helper.lua_source({
+        shop = {
+          base_url = m.url, follow_redirects = true,
+          auth = { bearer = helper.code('env("SPEC_SECRET")') },
+          query = { token = helper.code('env("SPEC_SECRET")') },
+        },
+        down = { base_url = "http://127.0.0.1:" .. helper.closed_port(), query = { token = helper.code('env("SPEC_SECRET")') } },
+      }), dir)
+      local flow = helper.flow([[
+        local label, res = api_node{ integration = "shop", path = "/echo", results = { "200" } }
+        say("url " .. res.url)
+        say("sent " .. tostring(res.json.args.token == os.getenv("SPEC_SECRET")))
+        label, res = api_node{ integration = "shop", path = "/away", results = { "200" } }
+        say("redirect " .. label .. " " .. res.reason .. " " .. res.error)
+        label, res = api_node{ integration = "down", path = "/", results = { "200" } }
+        say("down " .. label .. " " .. res.url .. " " .. res.error)
+        log.info("the token is", os.getenv("SPEC_SECRET"))
+        error("giving up with " .. os.getenv("SPEC_SECRET"))
+      ]], dir)
+      local tj = dir .. "/trace.jsonl"
+      local r = helper.cli{ args = { "--trace", "--trace-json", tj, flow }, env = { SPEC_SECRET = secret } }
+      return r, helper.read(tj) or "", m.url
+    end
+
+    local function assert_hidden(secret, r, trace)
+      local encoded = secret:gsub("[^%w]", function(c) return ("%%%02X"):format(c:byte()) end)
+      for what, text in pairs { stdout = r.stdout, stderr = r.stderr, ["trace-json"] = trace } do
+        for _, form in ipairs { secret, encoded, encoded:lower() } do
+          assert.is_nil(text:find(form, 1, true), what .. " shows the secret as " .. form .. ":\n" .. text)
+        end
+      end
+    end
+
+    it("never appear in --trace, --trace-json, res.url, res.error, logs or uncaught errors", function()
+      local r, trace, url = leak_attempts("hunter2xyz")
+      assert.are.equal(1, r.code)
+      local out = helper.lines(r.stdout)
+      assert.are.equal("url " .. url .. "/echo?token=***", out[1])
+      assert.are.equal("sent true", out[2])
+      assert.matches("^redirect error redirect .*%*%*%*", out[3])
+      assert.matches("^down error http://127%.0%.0%.1:%d+/%?token=%*%*%*", out[4])
+      assert.are.equal(4, #out)
+      assert.are.equal(3, #helper.lines(trace))
+      assert.matches("url=" .. url .. "/echo?token=*** ", r.stderr, 1, true)
+      assert.matches("info: the token is ***", r.stderr, 1, true)
+      assert.matches("giving up with ***", r.stderr, 1, true)
+      assert.matches("stack traceback:", r.stderr, 1, true)
+      assert_hidden("hunter2xyz", r, trace)
+    end)
+
+    it("are hidden in their percent-encoded form too", function()
+      local secret = "s3cr3t/t0k+n"
+      local r, trace, url = leak_attempts(secret)
+      assert.are.equal(1, r.code)
+      local out = helper.lines(r.stdout)
+      assert.are.equal("url " .. url .. "/echo?token=***", out[1])
+      assert.are.equal("sent true", out[2])
+      assert_hidden(secret, r, trace)
+    end)
+
+    it("are hidden in an uncaught api_node error", function()
+      local dir = helper.tmpdir()
+      helper.integrations(helper.lua_source({ shop = { base_url = mock.url } }), dir)
+      local flow = helper.flow([[
+        api_node{ integration = "shop", path = "/echo", results = { "200", os.getenv("SPEC_SECRET") } }
+      ]], dir)
+      helper.integrations([[
+        local s = env("SPEC_SECRET")
+        return { shop = { base_url = "]] .. mock.url .. [[" } }
+      ]], dir)
+      local r = helper.cli{ args = { flow }, env = { SPEC_SECRET = "hunter2x" } }
+      assert.are.equal(1, r.code)
+      assert.matches('api_node: results: unknown result "***"', r.stderr, 1, true)
+      assert.is_nil(r.stderr:find("hunter2x", 1, true))
+    end)
+  end)
+end)
