@@ -105,28 +105,34 @@ static void echo(struct buf *b, struct MHD_Connection *c, const char *method,
   mock_buf_adds(b, "}");
 }
 
-struct cut { size_t send; char p[]; };  /* a body that a reset stops short */
+struct cut { size_t send; int whole; char p[]; };  /* a body sent by callback */
 
-/* Hands MHD the first part of the body, then fails so it drops the connection. */
+/* Hands MHD the body piece by piece: all of it (chunked), or its first part
+** and then a failure that drops the connection (reset). */
 static ssize_t cut_read(void *cls, uint64_t pos, char *out, size_t max) {
   struct cut *k = cls;
   size_t n;
-  if (pos >= k->send) return MHD_CONTENT_READER_END_WITH_ERROR;
+  if (pos >= k->send)
+    return k->whole ? MHD_CONTENT_READER_END_OF_STREAM
+                    : MHD_CONTENT_READER_END_WITH_ERROR;
   n = k->send - (size_t) pos;
   if (n > max) n = max;
   memcpy(out, k->p + pos, n);
   return (ssize_t) n;
 }
 
-/* Returns a response announcing all of b but sending only its first half. */
-static struct MHD_Response *cut_response(const struct buf *b) {
+/* Returns a response sent through cut_read: chunked (no Content-Length,
+** the whole of b) or reset (announcing all of b, sending its first half). */
+static struct MHD_Response *callback_response(const struct buf *b, int chunked) {
   static const char filler[] = "partial body: the mock server resets this response\n";
-  const char *s = b->n < 2 ? filler : b->p;
-  size_t n = b->n < 2 ? sizeof filler - 1 : b->n;
+  const char *s = !chunked && b->n < 2 ? filler : b->p;
+  size_t n = !chunked && b->n < 2 ? sizeof filler - 1 : b->n;
   struct cut *k = mock_xrealloc(NULL, sizeof *k + n);
-  memcpy(k->p, s, n);
-  k->send = n / 2;
-  return MHD_create_response_from_callback(n, 4096, cut_read, k, free);
+  if (n) memcpy(k->p, s, n);
+  k->whole = chunked;
+  k->send = chunked ? n : n / 2;
+  return MHD_create_response_from_callback(chunked ? MHD_SIZE_UNKNOWN : n, 4096,
+                                           cut_read, k, free);
 }
 
 /* Builds, queues and logs the response to q. */
@@ -153,7 +159,8 @@ static enum MHD_Result respond(struct MHD_Connection *c, const char *method,
     if (r->body) mock_render(&b, r->body, r->bodylen, r, q->vals, r->json);
     ctype = r->json ? "application/json" : r->body ? "text/plain" : NULL;
   }
-  if (r && r->fault == FAULT_RESET) resp = cut_response(&b);
+  if (r && (r->fault == FAULT_RESET || r->chunked))
+    resp = callback_response(&b, r->fault != FAULT_RESET);
   else resp = MHD_create_response_from_buffer(b.n, b.p, MHD_RESPMEM_MUST_COPY);
   free(b.p);
   if (resp == NULL) return MHD_NO;

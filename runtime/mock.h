@@ -19,7 +19,7 @@ struct buf { char *p; size_t n, cap; };
 
 struct seg { char *text; int cap; };   /* cap: capture index, -1 for a literal */
 
-struct header { char *name, *value; };
+struct header { char *name, *value; };  /* a name may repeat */
 
 struct route {
   char *method;                 /* NULL: any method */
@@ -30,8 +30,9 @@ struct route {
   int nheaders, has_ctype;
   char *body;                   /* body text, or the encoded json */
   size_t bodylen;
-  int json, echo, fault;
+  int json, echo, fault, chunked;
   long delay_ms;
+  long times, used;             /* matches at most `times` requests (0: always) */
 };
 
 struct req {
@@ -73,7 +74,7 @@ int mock_load_routes(struct mock *m);
 /* Frees every route, complete or not. */
 void mock_free_routes(struct mock *m);
 /* Returns the first route matching the request, or NULL; sets q->vals. */
-const struct route *mock_find_route(const struct mock *m, const char *method,
+const struct route *mock_find_route(struct mock *m, const char *method,
                                     struct req *q);
 /* Appends template t (n bytes) to b with r's captures filled in from vals. */
 void mock_render(struct buf *b, const char *t, size_t n,

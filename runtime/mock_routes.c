@@ -25,7 +25,7 @@
 
 static const char *const route_keys[] = {
   "method", "path", "status", "headers", "json", "body", "delay_ms", "fault",
-  "echo", NULL
+  "echo", "times", "chunked", NULL
 };
 
 /* Resizes p to n bytes; running out of memory ends the process. */
@@ -209,9 +209,13 @@ static void load_headers(lua_State *L, const struct mock *m, int i,
   lua_pushnil(L);
   while (lua_next(L, t)) {
     const char *name, *value;
-    if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
-      route_error(L, m, i, "'headers' must map names to strings");
+    int many = lua_istable(L, -1), v = lua_gettop(L);
+    if (lua_type(L, -2) != LUA_TSTRING || (!many && lua_type(L, -1) != LUA_TSTRING))
+      route_error(L, m, i, "'headers' must map names to strings or arrays of strings");
     name = lua_tostring(L, -2);
+    for (int j = 1; !many || j <= (int)lua_rawlen(L, v); j++) {
+    if (many && lua_rawgeti(L, v, j) != LUA_TSTRING)
+      route_error(L, m, i, "header '%s' must be an array of strings", name);
     value = lua_tostring(L, -1);
     if (*name == '\0' || name[strcspn(name, ":()<>@,;\\\"/[]?={} \t\r\n")] != '\0')
       route_error(L, m, i, "header name '%s' is not valid", name);
@@ -226,7 +230,10 @@ static void load_headers(lua_State *L, const struct mock *m, int i,
     r->headers[r->nheaders].name = mock_xstrndup(name, strlen(name));
     r->headers[r->nheaders].value = mock_xstrndup(value, strlen(value));
     r->nheaders++;
+    if (!many) break;
     lua_pop(L, 1);
+    }
+    lua_settop(L, v - 1);
   }
 }
 
@@ -266,6 +273,10 @@ static void load_route(lua_State *L, const struct mock *m, int i,
   }
   if (field(L, m, i, rt, "echo", LUA_TBOOLEAN))
     r->echo = lua_toboolean(L, -1);
+  if (field(L, m, i, rt, "chunked", LUA_TBOOLEAN))
+    r->chunked = lua_toboolean(L, -1);
+  if (field(L, m, i, rt, "times", LUA_TNUMBER))
+    r->times = (long) int_in(L, m, i, "times", 1, 0x7fffffff);
   if (field(L, m, i, rt, "body", LUA_TSTRING)) {
     const char *s = lua_tolstring(L, -1, &r->bodylen);
     r->body = mock_xstrndup(s, r->bodylen);
@@ -382,11 +393,17 @@ static int match(const struct route *r, const char *method, const char *path,
 }
 
 /* Returns the first route matching the request, or NULL. */
-const struct route *mock_find_route(const struct mock *m, const char *method,
+const struct route *mock_find_route(struct mock *m, const char *method,
                                     struct req *q) {
   size_t n = strcspn(q->uri, "?");
-  for (int i = 0; i < m->nroutes; i++)
-    if (match(&m->routes[i], method, q->uri, n, q->vals)) return &m->routes[i];
+  for (int i = 0; i < m->nroutes; i++) {
+    struct route *r = &m->routes[i];
+    if (r->times && r->used >= r->times) continue;   /* used up: fall through */
+    if (match(r, method, q->uri, n, q->vals)) {
+      r->used++;
+      return r;
+    }
+  }
   return NULL;
 }
 

@@ -19,6 +19,10 @@ describe("§8 mock API routes", function()
       { path = "/v1/hang", fault = "no_response" },
       { path = "/v1/cut", fault = "reset", body = helper.code('string.rep("x", 100000)') },
       { path = "/v1/echo", echo = true },
+      { path = "/v1/twice", status = 503, times = 2, body = "not yet" },
+      { path = "/v1/twice", body = "now" },
+      { path = "/v1/chunked", chunked = true, body = "in pieces" },
+      { path = "/v1/tags", headers = { ["X-Tag"] = { "a", "b" } }, body = "tagged" },
     })
     rt = helper.runtime({
       mock = { base_url = mock.url, timeout_ms = 5000, max_connections = 400 },
@@ -184,6 +188,34 @@ describe("§8 mock API routes", function()
     local label, res = call { path = "/v1/cut" }
     assert.are.equal("error", label)
     assert.are.equal("reset", res.reason)
+  end)
+
+  it("times = N: a route answers N requests, then the next match does", function()
+    local got = {}
+    for i = 1, 3 do
+      local _, res = call { path = "/v1/twice" }
+      got[i] = res.status .. " " .. res.body
+    end
+    assert.are.same({ "503 not yet", "503 not yet", "200 now" }, got)
+  end)
+
+  it("chunked = true sends the body without a Content-Length", function()
+    local _, res = call { path = "/v1/chunked" }
+    assert.are.equal("in pieces", res.body)
+    assert.are.equal("chunked", res.headers["transfer-encoding"])
+    assert.is_nil(res.headers["content-length"])
+  end)
+
+  it("a header given as an array is sent once per value", function()
+    local _, res = call { path = "/v1/tags" }
+    assert.are.equal("a, b", res.headers["x-tag"])
+  end)
+
+  it("echo tells the client's port, the same on a kept-alive connection", function()
+    local _, a = call { path = "/v1/echo" }
+    local _, b = call { path = "/v1/echo" }
+    assert.is_number(a.json.peer_port)
+    assert.are.equal(a.json.peer_port, b.json.peer_port)
   end)
 
   it("logs each request on stderr", function()
