@@ -26,11 +26,17 @@ CLI_O = $(B)/main.o $(B)/mock.o $(B)/mock_routes.o
 
 all: $(B)/flowrun $(B)/libflowrun.a $(B)/flowrun.so $(B)/faultsrv $(B)/embed_test
 
-$(B)/%.o: runtime/%.c runtime/internal.h runtime/flowrun.h runtime/cli.h runtime/mock.h | $(B)
+$(B)/%.o: runtime/%.c runtime/internal.h runtime/flowrun.h runtime/cli.h runtime/mock.h $(B)/.flags
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(B):
 	mkdir -p $(B)
+
+# Rebuild everything when the flags change (make test SAN=1 after make).
+$(B)/.flags: FORCE | $(B)
+	@echo '$(ALL_CFLAGS) $(ALL_LDFLAGS)' | cmp -s - $@ \
+	  || echo '$(ALL_CFLAGS) $(ALL_LDFLAGS)' > $@
+FORCE:
 
 $(B)/libflowrun.a: $(CORE_O)
 	$(AR) rcs $@ $^
@@ -46,10 +52,10 @@ $(B)/flowrun.so: $(B)/lflowrun.o $(CORE_O)
 	$(CC) $(ALL_LDFLAGS) -shared -o $@ $^ \
 	  -llua5.4-cjson $(shell pkg-config --libs libcurl) -lm
 
-$(B)/embed_test: spec/embed_test.c $(B)/libflowrun.a runtime/flowrun.h
+$(B)/embed_test: spec/embed_test.c $(B)/libflowrun.a runtime/flowrun.h $(B)/.flags
 	$(CC) $(ALL_CFLAGS) -Iruntime -o $@ $< $(B)/libflowrun.a $(LIBS) $(ALL_LDFLAGS)
 
-$(B)/faultsrv: spec/tools/faultsrv.c | $(B)
+$(B)/faultsrv: spec/tools/faultsrv.c $(B)/.flags
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) -lpthread
 
 deps:
@@ -79,7 +85,7 @@ install: all
 clean:
 	rm -rf $(B)
 
-.PHONY: all deps test demo install clean
+.PHONY: all deps test demo install clean FORCE
 
 # make bench: the benchmark of the issue, against nginx on 127.0.0.1 (see
 # bench/run.lua); installs nginx and wrk first when they are missing.
