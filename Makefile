@@ -20,7 +20,7 @@ ALL_LDFLAGS += -fsanitize=address,undefined
 endif
 
 B = build
-CORE = runtime session call request integrations json
+CORE = runtime session call request response integrations json
 CORE_O = $(patsubst %,$(B)/%.o,$(sort $(CORE)))
 CLI_O = $(B)/main.o $(B)/mock.o $(B)/mock_routes.o
 
@@ -95,13 +95,13 @@ BENCH_BIN = $(patsubst %,$(B)/bench/%,timeit curl_easy curl_multi idle inflight)
 $(B)/bench:
 	mkdir -p $@
 
-$(B)/bench/timeit: bench/timeit.c | $(B)/bench
+$(B)/bench/timeit: bench/timeit.c $(B)/.flags | $(B)/bench
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS)
 
-$(B)/bench/curl_easy $(B)/bench/curl_multi: $(B)/bench/%: bench/%.c | $(B)/bench
+$(B)/bench/curl_easy $(B)/bench/curl_multi: $(B)/bench/%: bench/%.c $(B)/.flags | $(B)/bench
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(shell pkg-config --libs libcurl)
 
-$(B)/bench/idle $(B)/bench/inflight: $(B)/bench/%: bench/%.c $(B)/libflowrun.a runtime/flowrun.h | $(B)/bench
+$(B)/bench/idle $(B)/bench/inflight: $(B)/bench/%: bench/%.c $(B)/libflowrun.a runtime/flowrun.h $(B)/.flags | $(B)/bench
 	$(CC) $(ALL_CFLAGS) -Iruntime -o $@ $< $(B)/libflowrun.a $(LIBS) $(ALL_LDFLAGS)
 
 bench: deps

@@ -482,95 +482,10 @@ void fr_call_done(flowrun *rt, CURLMsg *m) {
   if (!retry(c, retry_after)) finish(c);
 }
 
-/* ---- the response ---- */
-
-static bool is_json_type(const char *ct, size_t len) {
-  size_t n = 0;
-  while (n < len && ct[n] != ';' && ct[n] != ' ') n++;
-  return (n == 16 && strncasecmp(ct, "application/json", 16) == 0)
-      || (n > 5 && strncasecmp(ct + n - 5, "+json", 5) == 0);
-}
-
-/* Pushes the headers of the last response as a table. */
-static void push_headers(lua_State *L, call *c) {
-  const char *p = c->rhdr.p, *end = p + c->rhdr.len;
-  lua_newtable(L);
-  if (!p) return;
-  p = memchr(p, '\n', end - p);         /* skip the status line */
-  while (p && ++p < end) {
-    const char *eol = memchr(p, '\n', end - p), *colon, *v, *ve;
-    if (!eol) eol = end;
-    colon = memchr(p, ':', eol - p);
-    if (colon && colon > p) {
-      luaL_Buffer b;
-      luaL_buffinit(L, &b);
-      for (const char *q = p; q < colon; q++) luaL_addchar(&b, tolower((unsigned char)*q));
-      luaL_pushresult(&b);
-      for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++) {}
-      for (ve = eol; ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'); ve--) {}
-      lua_pushvalue(L, -1);
-      if (lua_rawget(L, -3) == LUA_TSTRING) {   /* repeated: join */
-        lua_pushliteral(L, ", ");
-        lua_pushlstring(L, v, ve - v);
-        lua_concat(L, 3);
-      } else {
-        lua_pop(L, 1);
-        lua_pushlstring(L, v, ve - v);
-      }
-      lua_rawset(L, -3);
-    }
-    p = eol;
-  }
-}
-
-static int decode_json(lua_State *L) {
-  fr_open_json(L);
-  lua_getfield(L, -1, "decode");
-  lua_pushvalue(L, 1);
-  lua_call(L, 1, 1);
-  return 1;
-}
-
 /* Pushes label and response; the call is over. */
 static int push_result(lua_State *L, call *c) {
-  flowrun *rt = c->rt;
   lua_pushstring(L, c->label);
-  lua_createtable(L, 0, 12);
-  lua_pushstring(L, c->label);
-  lua_setfield(L, -2, "label");
-  if (c->status) {
-    lua_pushinteger(L, c->status);
-    lua_setfield(L, -2, "status");
-  }
-  if (c->status) push_headers(L, c);
-  else lua_newtable(L);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, -3, "headers");
-  lua_pushlstring(L, c->status && c->rbody.p ? c->rbody.p : "",
-                  c->status ? c->rbody.len : 0);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, -4, "body");
-  if (lua_getfield(L, -2, "content-type") == LUA_TSTRING
-      && is_json_type(lua_tostring(L, -1), lua_rawlen(L, -1))) {
-    lua_pushcfunction(L, decode_json);
-    lua_pushvalue(L, -3);
-    if (lua_pcall(L, 1, 1, 0) == LUA_OK) lua_setfield(L, -5, "json");
-    else lua_setfield(L, -5, "json_error");
-  }
-  lua_pop(L, 3);
-  if (c->label == LABEL_ERROR || c->label == LABEL_TIMEOUT || c->label == LABEL_MAXCONN) {
-    const char *e = c->error ? c->error : "";
-    fr_push_redacted(L, rt, e, strlen(e));
-    lua_setfield(L, -2, "error");
-    lua_pushstring(L, c->reason);
-    lua_setfield(L, -2, "reason");
-  }
-  lua_pushinteger(L, (lua_Integer)(c->t0 + 0.5));
-  lua_setfield(L, -2, "elapsed_ms");
-  fr_push_redacted(L, rt, c->url ? c->url : "", c->url ? strlen(c->url) : 0);
-  lua_setfield(L, -2, "url");
-  lua_pushinteger(L, c->attempts);
-  lua_setfield(L, -2, "attempts");
+  fr_push_response(L, c);
   return 2;
 }
 
@@ -622,6 +537,7 @@ static int l_api_node(lua_State *L) {
 }
 
 int fr_open_api_node(lua_State *L) {
+  fr_open_response(L);
   if (luaL_newmetatable(L, CALL_MT)) {
     lua_pushcfunction(L, call_gc);
     lua_setfield(L, -2, "__gc");

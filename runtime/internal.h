@@ -166,7 +166,9 @@ void fr_call_fail(call *c, const char *label, const char *reason,
                   const char *fmt, ...);
 
 int fr_open_api_node(lua_State *L);
-int fr_open_json(lua_State *L);          /* json.c: pushes the json module */     /* pushes the api_node closure */
+int fr_open_json(lua_State *L);          /* json.c: pushes the json module */
+void fr_open_response(lua_State *L);     /* response.c */
+void fr_push_response(lua_State *L, call *c);     /* pushes the api_node closure */
 void fr_call_done(flowrun *rt, CURLMsg *m);
 void fr_calls_cancel_all(flowrun *rt);
 void fr_call_cancel(call *c);           /* session ended while waiting */
