@@ -54,14 +54,15 @@ static bool buf_add(fr_buf *b, const char *p, size_t n) {
   return true;
 }
 
-static void easy_release(flowrun *rt, CURL *e) {
-  CURL **pool;
-  if (!rt || !(pool = realloc(rt->easy_pool, (rt->neasy + 1) * sizeof *pool))) {
+/* Keeps an idle easy handle with ig for its next call. */
+static void easy_release(integration *ig, CURL *e) {
+  CURL **pool = realloc(ig->easy_pool, (ig->neasy + 1) * sizeof *pool);
+  if (!pool) {
     curl_easy_cleanup(e);
     return;
   }
-  rt->easy_pool = pool;
-  pool[rt->neasy++] = e;
+  ig->easy_pool = pool;
+  pool[ig->neasy++] = e;
 }
 
 /* Unlinks c from everything of the runtime: transfer, queue, timer, slot,
@@ -71,7 +72,7 @@ static void detach(call *c) {
   if (!rt) return;
   if (c->easy) {
     curl_multi_remove_handle(rt->multi, c->easy);
-    easy_release(rt, c->easy);
+    easy_release(c->ig, c->easy);
     c->easy = NULL;
   }
   fr_timer_cancel(rt, &c->timer);
@@ -277,13 +278,22 @@ static void finish(call *c) {
 
 /* ---- transfers ---- */
 
-static CURL *easy_take(flowrun *rt) {
-  if (rt->neasy > 0) {
-    CURL *e = rt->easy_pool[--rt->neasy];
-    curl_easy_reset(e);
-    return e;
-  }
-  return curl_easy_init();
+/* An easy handle for ig: one of its idle ones, already set up with what
+** is the same on every call of the integration, or a new one. */
+static CURL *easy_take(integration *ig) {
+  CURL *e;
+  if (ig->neasy > 0) return ig->easy_pool[--ig->neasy];
+  if (!(e = curl_easy_init())) return NULL;
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, ig->connect_timeout_ms);
+  curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, ig->max_response_bytes);
+  curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, ig->tls_verify ? 1L : 0L);
+  curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, ig->tls_verify ? 2L : 0L);
+  if (ig->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, ig->ca_file);
+  return e;
 }
 
 /* Sends the request for this hop of this attempt. */
@@ -297,37 +307,34 @@ static void transfer(call *c) {
   c->status = 0;
   c->errbuf[0] = '\0';
   if (left < 1) left = 1;
-  if (!(e = c->easy = easy_take(rt))) {
+  if (!(e = c->easy = easy_take(ig))) {
     fr_call_fail(c, LABEL_ERROR, "protocol", "out of memory");
     finish(c);
     return;
   }
   curl_easy_setopt(e, CURLOPT_PRIVATE, c);
   curl_easy_setopt(e, CURLOPT_URL, c->url);
-  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->hdrs);
-  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
-  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)left);
-  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, ig->connect_timeout_ms);
-  curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, ig->max_response_bytes);
-  curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, ig->tls_verify ? 1L : 0L);
-  curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, ig->tls_verify ? 2L : 0L);
-  if (ig->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, ig->ca_file);
-  if (strcmp(c->method, "HEAD") == 0)
+  /* the method: every option a handle's last call may have set, set again */
+  if (strcmp(c->method, "HEAD") == 0) {
     curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-  else if (strcmp(c->method, "GET") != 0)
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, c->method);
-  if (c->body) {
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->bodylen);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->body);
+  } else {
+    curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
+    if (c->body) {
+      curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->bodylen);
+      curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->body);
+    } else
+      curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
   }
+  curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST,
+                   strcmp(c->method, "HEAD") == 0 || strcmp(c->method, "GET") == 0
+                   || (c->body && strcmp(c->method, "POST") == 0) ? NULL : c->method);
   if (curl_multi_add_handle(rt->multi, e) != CURLM_OK) {
-    easy_release(rt, e);
+    easy_release(ig, e);
     c->easy = NULL;
     fr_call_fail(c, LABEL_ERROR, "protocol", "cannot start the transfer");
     finish(c);
@@ -469,7 +476,7 @@ void fr_call_done(flowrun *rt, CURLMsg *m) {
     if (r) redirect = strdup(r);
   }
   curl_multi_remove_handle(rt->multi, e);
-  easy_release(rt, e);
+  easy_release(c->ig, e);
   c->easy = NULL;
   if (rc != CURLE_OK) classify(c, rc, connect_us);
   else if (!redirect) set_status(c, (int)status);

@@ -97,6 +97,12 @@ static void integration_free(integration *ig) {
   free(ig->name);
   free(ig->base_url);
   if (ig->base) curl_url_cleanup(ig->base);
+  if (ig->scratch) curl_url_cleanup(ig->scratch);
+  free(ig->base_path);
+  free(ig->base_query);
+  free(ig->memo_path);
+  free(ig->memo_query);
+  free(ig->memo_url);
   for (i = 0; i < ig->nheaders; i++) {
     free(ig->headers[i].name);
     free(ig->headers[i].value);
@@ -111,6 +117,8 @@ static void integration_free(integration *ig) {
   }
   free(ig->endpoints);
   free(ig->ca_file);
+  for (i = 0; i < ig->neasy; i++) curl_easy_cleanup(ig->easy_pool[i]);
+  free(ig->easy_pool);
   free(ig);
 }
 
@@ -412,6 +420,23 @@ static void read_base_url(lua_State *L, building *b) {
   bool web = scheme && (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0);
   curl_free(scheme);
   if (!web) bad(L, b, "base_url", "only http:// and https:// URLs are allowed");
+  /* what every call starts from, taken apart once */
+  char *path = NULL, *query = NULL;
+  curl_url_get(ig->base, CURLUPART_PATH, &path, 0);
+  curl_url_get(ig->base, CURLUPART_QUERY, &query, 0);
+  len = path ? strlen(path) : 0;
+  while (len > 0 && path[len - 1] == '/') len--;
+  ig->base_path = malloc(len + 1);
+  ig->base_query = query ? strdup(query) : NULL;
+  if (ig->base_path) {
+    memcpy(ig->base_path, path ? path : "", len);
+    ig->base_path[len] = '\0';
+  }
+  curl_free(path);
+  curl_free(query);
+  ig->scratch = curl_url_dup(ig->base);
+  if (!ig->base_path || (query && !ig->base_query) || !ig->scratch)
+    luaL_error(L, "out of memory");
 }
 
 /* Reads the integration table at idx into a new struct. Pushes the box

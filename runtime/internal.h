@@ -55,6 +55,10 @@ struct integration {
   char *name;
   char *base_url;                       /* as written, secrets and all */
   CURLU *base;
+  char *base_path;                      /* its path without trailing '/' */
+  char *base_query;                     /* its query, or NULL */
+  CURLU *scratch;                       /* a copy of base that calls reuse */
+  char *memo_path, *memo_query, *memo_url;  /* the last URL built */
   fr_header *headers;                   /* auth included as Authorization */
   int nheaders;
   char **query;                         /* "k=v", already encoded */
@@ -73,6 +77,8 @@ struct integration {
   int inflight;
   call *qhead, *qtail;                  /* waiting calls, FIFO */
   int refs;                             /* calls holding it, plus the set */
+  CURL **easy_pool;                     /* idle easy handles, set up for it */
+  int neasy;
   integration *next;
 };
 
@@ -201,8 +207,6 @@ struct flowrun {
   int base_ref;                         /* registry: metatable of envs */
   int threads_ref;                      /* registry: thread -> session */
   int calls_ref;                        /* registry: calls in flight */
-  CURL **easy_pool;                     /* idle easy handles to reuse */
-  int neasy;
   flowrun_callbacks cb;
   char err[1024];
 };

@@ -269,6 +269,39 @@ static void upper_hex(char *s) {
     }
 }
 
+/* Sets c->url from path and query through the integration's URL handle.
+** Many calls ask for the URL of the call before; that one is reused. */
+static void set_url(lua_State *L, integration *ig, call *c, const char *path,
+                    const char *query, bool has_query) {
+  char *url = NULL;
+  CURLUcode rc;
+  if (!has_query) query = "";
+  if (ig->memo_url && strcmp(path, ig->memo_path) == 0
+      && strcmp(query, ig->memo_query) == 0) {
+    if (!(c->url = strdup(ig->memo_url))) luaL_error(L, "out of memory");
+    return;
+  }
+  rc = curl_url_set(ig->scratch, CURLUPART_PATH, path, 0);
+  if (rc == CURLUE_OK)
+    rc = curl_url_set(ig->scratch, CURLUPART_QUERY, has_query ? query : NULL, 0);
+  if (rc == CURLUE_OK) rc = curl_url_get(ig->scratch, CURLUPART_URL, &url, 0);
+  if (rc != CURLUE_OK) luaL_error(L, "api_node: cannot build the URL: %s", curl_url_strerror(rc));
+  c->url = strdup(url);
+  curl_free(url);
+  if (!c->url) luaL_error(L, "out of memory");
+  upper_hex(c->url);
+  free(ig->memo_path);
+  free(ig->memo_query);
+  free(ig->memo_url);
+  ig->memo_path = strdup(path);
+  ig->memo_query = strdup(query);
+  ig->memo_url = strdup(c->url);
+  if (!ig->memo_path || !ig->memo_query || !ig->memo_url) {
+    free(ig->memo_url);
+    ig->memo_url = NULL;                /* no memo this time */
+  }
+}
+
 /* Builds c->url from the integration's base URL, path and query. */
 static void build_url(lua_State *L, call *c, const char *path) {
   integration *ig = c->ig;
@@ -301,17 +334,11 @@ static void build_url(lua_State *L, call *c, const char *path) {
   } else
     lua_newtable(L);
   int node_q = lua_gettop(L);
-  /* nothing below raises but for memory, so C allocations are safe */
   luaL_Buffer b;
   int nq = 0;
-  CURLU *u = curl_url_dup(ig->base);
-  char *bpath = NULL, *bquery = NULL, *url = NULL;
-  if (!u) luaL_error(L, "out of memory");
-  curl_url_get(u, CURLUPART_PATH, &bpath, 0);
-  curl_url_get(u, CURLUPART_QUERY, &bquery, 0);
   luaL_buffinit(L, &b);
 #define ADDQ(s, n) (nq++ ? luaL_addchar(&b, sep) : (void)0, luaL_addlstring(&b, s, n))
-  if (bquery) ADDQ(bquery, strlen(bquery));
+  if (ig->base_query) ADDQ(ig->base_query, strlen(ig->base_query));
   const char *fp = lua_tostring(L, filled), *qm = strchr(fp, '?');
   if (qm && qm[1]) ADDQ(qm + 1, strlen(qm + 1));
   for (i = 0; i < ig->nquery; i++) ADDQ(ig->query[i], strlen(ig->query[i]));
@@ -325,30 +352,16 @@ static void build_url(lua_State *L, call *c, const char *path) {
 #undef ADDQ
   luaL_pushresult(&b);
   /* the path: base path + node path */
-  size_t bl = bpath ? strlen(bpath) : 0;
-  while (bl > 0 && bpath[bl - 1] == '/') bl--;
-  lua_pushlstring(L, bpath ? bpath : "", bl);
   size_t pl = qm ? (size_t)(qm - fp) : strlen(fp);
-  if (pl > 0 && fp[0] != '/') lua_pushliteral(L, "/");
-  else lua_pushliteral(L, "");
+  lua_pushstring(L, ig->base_path);
+  lua_pushstring(L, pl > 0 && fp[0] != '/' ? "/" : "");
   lua_pushlstring(L, fp, pl);
   lua_concat(L, 3);
   if (lua_rawlen(L, -1) == 0) {
     lua_pop(L, 1);
     lua_pushliteral(L, "/");
   }
-  curl_free(bpath);
-  curl_free(bquery);
-  CURLUcode rc = curl_url_set(u, CURLUPART_PATH, lua_tostring(L, -1), 0);
-  if (rc == CURLUE_OK)
-    rc = curl_url_set(u, CURLUPART_QUERY, nq ? lua_tostring(L, -2) : NULL, 0);
-  if (rc == CURLUE_OK) rc = curl_url_get(u, CURLUPART_URL, &url, 0);
-  curl_url_cleanup(u);
-  if (rc != CURLUE_OK) luaL_error(L, "api_node: cannot build the URL: %s", curl_url_strerror(rc));
-  c->url = strdup(url);
-  curl_free(url);
-  if (!c->url) luaL_error(L, "out of memory");
-  upper_hex(c->url);
+  set_url(L, ig, c, lua_tostring(L, -1), lua_tostring(L, -2), nq > 0);
   lua_settop(L, filled - 1);
   if (params) lua_pop(L, 1);
 }

@@ -281,8 +281,6 @@ void fr_destroy(flowrun *rt) {
     luaL_unref(rt->L, LUA_REGISTRYINDEX, rt->threads_ref);
     if (rt->owns_L) lua_close(rt->L);
   }
-  for (int i = 0; i < rt->neasy; i++) curl_easy_cleanup(rt->easy_pool[i]);
-  free(rt->easy_pool);
   if (rt->multi) curl_multi_cleanup(rt->multi);
   if (rt->epfd >= 0) close(rt->epfd);
   fr_integrations_free(rt);

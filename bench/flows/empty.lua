@@ -1,0 +1,1 @@
+-- start-up row: a flow that does nothing

@@ -1,0 +1,768 @@
+-- bench/run.lua -- `make bench`: flowrun against libcurl and Node on one
+-- machine, in one run.
+--
+-- Starts nginx on 127.0.0.1 (one worker, pinned to the last core; the
+-- clients get the others), runs every row once per round with the rows
+-- interleaved, prints the medians and their ratios, writes
+-- bench/results.json and stops nginx, also on failure. Wall time and peak
+-- RSS of a flowrun run are taken from outside by build/bench/timeit.
+--
+-- The machine may be shared: before each round it waits up to
+-- BENCH_QUIET_WAIT seconds for the cores to be under 10% busy, and every
+-- sample records the CPU that other processes took meanwhile ("others", in
+-- cores), shown per row as the worst sample.
+--
+-- Environment: BENCH_ROUNDS (3), BENCH_SCALE (1: multiplies every call and
+-- session count), BENCH_NODE_N (20000 calls), BENCH_WRK_SECONDS (3),
+-- BENCH_STARTUP_RUNS (30), BENCH_TIMEOUT (600 s per command),
+-- BENCH_QUIET_WAIT (30 s), BENCH_STRICT (1: exit 1 when a target is missed,
+-- not only when a measurement fails).
+-- Run from the repository root after `make` (the Makefile does both).
+
+local function env_number(name, default)
+  local v = os.getenv(name)
+  if v == nil or v == "" then return default end
+  return tonumber(v) or error(name .. ": expected a number, got '" .. v .. "'")
+end
+
+local ROUNDS = math.max(1, math.floor(env_number("BENCH_ROUNDS", 3)))
+local SCALE = env_number("BENCH_SCALE", 1)
+local NODE_N = env_number("BENCH_NODE_N", 20000)
+local WRK_SECONDS = math.max(1, math.floor(env_number("BENCH_WRK_SECONDS", 3)))
+local STARTUP_RUNS = math.max(1, math.floor(env_number("BENCH_STARTUP_RUNS", 30)))
+local TIMEOUT = math.floor(env_number("BENCH_TIMEOUT", 600))
+local STRICT = os.getenv("BENCH_STRICT") == "1"
+local QUIET_WAIT = env_number("BENCH_QUIET_WAIT", 30)
+local QUIET_BUSY = 0.10
+
+local FLOWRUN = "build/flowrun"
+local BIN = "build/bench/"
+local RESULTS = "bench/results.json"
+
+local function scaled(n) return math.max(1, math.floor(n * SCALE + 0.5)) end
+
+-- ---- shell helpers ----
+
+local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+-- Runs a shell command; returns its output (stdout and stderr) and whether
+-- it exited 0.
+local function sh(cmd)
+  local p = assert(io.popen(cmd .. " 2>&1", "r"))
+  local out = p:read("a")
+  local ok = p:close()
+  return out, ok == true
+end
+
+local function first_line(cmd)
+  local out = sh(cmd)
+  return (out:match("^[^\n]*"))
+end
+
+local function have(cmd)
+  local _, ok = sh("command -v " .. quote(cmd) .. " >/dev/null")
+  return ok
+end
+
+local function sleep(seconds) os.execute("sleep " .. seconds) end
+
+local function read_file(path)
+  local f = io.open(path, "r")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function write_file(path, text)
+  local f = assert(io.open(path, "w"))
+  assert(f:write(text))
+  assert(f:close())
+end
+
+-- The "key value key value" fields of the lines our tools print.
+local function fields(out)
+  local t = {}
+  for line in out:gmatch("[^\n]+") do
+    if line:match("^wall ") or line:match("^requests ") or line:match("^sessions ")
+       or line:match("^calls ") then
+      for k, v in line:gmatch("(%S+) (%S+)") do t[k] = tonumber(v) or v end
+    end
+  end
+  return t
+end
+
+-- A short excerpt of a failed command's output.
+local function excerpt(out)
+  local lines, n = {}, 0
+  for line in out:gmatch("[^\n]+") do
+    n = n + 1
+    if n <= 5 then lines[#lines + 1] = "    " .. line end
+  end
+  if n > 5 then lines[#lines + 1] = ("    ... (%d more lines)"):format(n - 5) end
+  return table.concat(lines, "\n")
+end
+
+-- ---- statistics and JSON ----
+
+local function median(xs)
+  local s = {}
+  for _, x in ipairs(xs) do s[#s + 1] = x end
+  if #s == 0 then return nil end
+  table.sort(s)
+  local m = #s // 2
+  if #s % 2 == 1 then return s[m + 1] end
+  return (s[m] + s[m + 1]) / 2
+end
+
+-- (max - min) / median, the spread of one row over the rounds.
+local function spread(xs)
+  if #xs < 2 then return nil end
+  local lo, hi = math.huge, -math.huge
+  for _, x in ipairs(xs) do lo, hi = math.min(lo, x), math.max(hi, x) end
+  local m = median(xs)
+  return m ~= 0 and (hi - lo) / m or nil
+end
+
+local encode
+
+local function encode_string(s)
+  return '"' .. s:gsub('[%c"\\]', function(c)
+    local named = { ['"'] = '\\"', ['\\'] = '\\\\', ['\n'] = '\\n', ['\t'] = '\\t' }
+    return named[c] or ("\\u%04x"):format(c:byte())
+  end) .. '"'
+end
+
+local function is_array(t)
+  local n = 0
+  for _ in pairs(t) do n = n + 1 end
+  return n == #t
+end
+
+-- JSON for a Lua value: objects with sorted keys, arrays of scalars on one line.
+function encode(v, indent)
+  indent = indent or ""
+  local ty = type(v)
+  if v == nil then return "null"
+  elseif ty == "boolean" then return tostring(v)
+  elseif ty == "number" then
+    if v ~= v or v == math.huge or v == -math.huge then return "null" end
+    if math.type(v) == "integer" then return tostring(v) end
+    return (("%.6f"):format(v):gsub("0+$", ""):gsub("%.$", ""))
+  elseif ty == "string" then return encode_string(v)
+  end
+  local inner, parts = indent .. "  ", {}
+  if is_array(v) then
+    local flat = true
+    for _, x in ipairs(v) do flat = flat and type(x) ~= "table" end
+    for _, x in ipairs(v) do parts[#parts + 1] = encode(x, inner) end
+    if flat then return "[" .. table.concat(parts, ", ") .. "]" end
+    return "[\n" .. inner .. table.concat(parts, ",\n" .. inner) .. "\n" .. indent .. "]"
+  end
+  local keys = {}
+  for k in pairs(v) do keys[#keys + 1] = tostring(k) end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    parts[#parts + 1] = encode_string(k) .. ": " .. encode(v[k], inner)
+  end
+  return "{\n" .. inner .. table.concat(parts, ",\n" .. inner) .. "\n" .. indent .. "}"
+end
+
+-- ---- the machine ----
+
+local NPROC = tonumber(first_line("nproc")) or 1
+local PIN = NPROC >= 2 and have("taskset")
+-- nginx gets the last core, every client the others.
+local SERVER_CPU = tostring(NPROC - 1)
+local CLIENT_CPUS = NPROC == 2 and "0" or ("0-" .. (NPROC - 2))
+local SERVER_PIN = PIN and ("taskset -c " .. SERVER_CPU .. " ") or ""
+local CLIENT_PIN = PIN and ("taskset -c " .. CLIENT_CPUS .. " ") or ""
+
+local function my_pid()
+  return tonumber((read_file("/proc/self/stat") or ""):match("^(%d+)"))
+end
+
+-- ---- nginx ----
+
+local BODY = '{"id":1234,"name":"Widget","price":9.99,"tags":["a","b"],'
+          .. '"stock":true,"note":"flowrun bench"}'
+
+local function nginx_conf(dir, port)
+  local conf = ([[
+daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile 8192;
+pid DIR/nginx.pid;
+error_log DIR/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 75s;
+  client_body_temp_path DIR/body;
+  proxy_temp_path DIR/proxy;
+  fastcgi_temp_path DIR/fastcgi;
+  uwsgi_temp_path DIR/uwsgi;
+  scgi_temp_path DIR/scgi;
+  server {
+    listen 127.0.0.1:PORT backlog=4096;
+    location = /json { default_type application/json; return 200 'BODY'; }
+  }
+}
+]]):gsub("DIR", dir):gsub("PORT", tostring(port)):gsub("BODY", BODY)
+  return conf
+end
+
+local function probe(url)
+  local _, ok = sh(BIN .. "curl_easy " .. quote(url) .. " 1")
+  return ok
+end
+
+local function alive(pid)
+  local _, ok = sh("kill -0 " .. pid)
+  return ok
+end
+
+local nginx = { dir = nil, pid = nil, url = nil }
+
+-- Stops our nginx (by the pid we started) and removes its directory.
+local function stop_nginx()
+  if nginx.pid then
+    sh("kill -TERM " .. nginx.pid)
+    for _ = 1, 50 do
+      if not alive(nginx.pid) then break end
+      sleep(0.1)
+    end
+    if alive(nginx.pid) then sh("kill -KILL " .. nginx.pid) end
+    nginx.pid = nil
+  end
+  if nginx.dir then
+    sh("rm -rf " .. quote(nginx.dir))
+    nginx.dir = nil
+  end
+end
+
+-- Starts nginx on a free loopback port; a watchdog shell stops it should
+-- this script die without stopping it.
+local function start_nginx()
+  local exe = have("nginx") and "nginx" or "/usr/sbin/nginx"
+  local lua_pid = assert(my_pid(), "cannot read /proc/self/stat")
+  nginx.dir = first_line("mktemp -d /tmp/flowrun-bench-XXXXXX")
+  local dir = nginx.dir
+  for _ = 1, 8 do
+    local port = math.random(20000, 32000)
+    local url = ("http://127.0.0.1:%d/json"):format(port)
+    if not probe(url) then            -- nobody answers there: try it
+      write_file(dir .. "/nginx.conf", nginx_conf(dir, port))
+      os.remove(dir .. "/nginx.pid")
+      os.remove(dir .. "/started.pid")
+      local script = ("%s%s -p %s -c %s -e %s & n=$!; echo $n > %s; "
+        .. "while kill -0 %d 2>/dev/null && kill -0 $n 2>/dev/null; do sleep 0.5; done; "
+        .. "kill $n 2>/dev/null")
+        :format(SERVER_PIN, exe, quote(dir .. "/"), quote(dir .. "/nginx.conf"),
+                quote(dir .. "/error.log"), quote(dir .. "/started.pid"), lua_pid)
+      os.execute("sh -c " .. quote(script) .. " </dev/null >" .. quote(dir .. "/nginx.out")
+                 .. " 2>&1 &")
+      for _ = 1, 50 do
+        nginx.pid = nginx.pid or tonumber(read_file(dir .. "/started.pid") or "")
+        if nginx.pid and probe(url) then
+          nginx.url = url
+          return url
+        end
+        if nginx.pid and not alive(nginx.pid) then break end
+        sleep(0.1)
+      end
+      io.stderr:write("bench: nginx did not start on port " .. port .. ":\n"
+                      .. excerpt((read_file(dir .. "/error.log") or "")
+                                 .. (read_file(dir .. "/nginx.out") or "")) .. "\n")
+      if nginx.pid and alive(nginx.pid) then sh("kill -KILL " .. nginx.pid) end
+      nginx.pid = nil
+    end
+  end
+  error("cannot start nginx on 127.0.0.1")
+end
+
+-- ---- one measurement each ----
+
+local CLK_TCK = tonumber(first_line("getconf CLK_TCK")) or 100
+
+-- All cores' process time (user, nice, system) and total ticks since boot,
+-- from /proc/stat. Interrupt time is left out: on loopback it is mostly our
+-- own sockets' work, and no process is charged with it.
+local function machine_ticks()
+  local t, total = {}, 0
+  for n in ((read_file("/proc/stat") or ""):match("^cpu%s+([^\n]+)") or ""):gmatch("%d+") do
+    t[#t + 1] = tonumber(n)
+  end
+  for i = 1, math.min(#t, 8) do total = total + t[i] end   -- guest time is in user
+  return (t[1] or 0) + (t[2] or 0) + (t[3] or 0), total
+end
+
+-- User and system ticks of a process, from /proc/PID/stat.
+local function process_ticks(pid)
+  local rest = (read_file("/proc/" .. pid .. "/stat") or ""):match("%) (.*)$")
+  if not rest then return 0 end
+  local f = {}
+  for x in rest:gmatch("%S+") do f[#f + 1] = x end
+  return (tonumber(f[12]) or 0) + (tonumber(f[13]) or 0)
+end
+
+-- Ticks of our nginx: its master and workers.
+local function nginx_ticks()
+  if not nginx.pid then return 0 end
+  local ticks = process_ticks(nginx.pid)
+  local children = read_file(("/proc/%d/task/%d/children"):format(nginx.pid, nginx.pid)) or ""
+  for pid in children:gmatch("%d+") do ticks = ticks + process_ticks(pid) end
+  return ticks
+end
+
+-- Runs CMD under timeit (with a time limit); returns the fields it printed,
+-- or nil and an error; and the output. Field `others` is the CPU that the
+-- rest of the machine used meanwhile, in cores: all process time less the
+-- command's and nginx's (and so also what timeit and the shell took: a few
+-- ms, which shows only on short samples).
+local function timed(cmd, quiet)
+  local busy0, n0 = machine_ticks(), nginx_ticks()
+  local out, ok = sh(("timeout -k 5 %d %s%s %s"):format(TIMEOUT, BIN .. "timeit",
+                                                         quiet and " -q" or "", cmd))
+  local busy1, n1 = machine_ticks(), nginx_ticks()
+  local f = fields(out)
+  if not ok or not f.wall then
+    return nil, ("`%s` failed (status %s):\n%s"):format(cmd, tostring(f.status or "?"),
+                                                       excerpt(out)), out
+  end
+  local others = ((busy1 - busy0) - (n1 - n0)) / CLK_TCK - (f.cpu or 0)
+  f.others = math.max(0, others) / f.wall
+  return f, nil, out
+end
+
+local flows = {}
+
+-- flowrun run: SESSIONS sessions, TOTAL calls between them.
+local function flowrun_calls(sessions, total)
+  local per = total // sessions
+  local f, err = timed(("%s%s run --sessions %d -I %s bench/flows/calls.lua %d")
+                       :format(CLIENT_PIN, FLOWRUN, sessions, quote(flows.integrations), per),
+                       true)
+  if not f then return nil, err end
+  local calls = per * sessions
+  return { value = calls / f.wall, calls = calls, wall = f.wall, cpu = f.cpu,
+           maxrss_kb = f.maxrss_kb, others = f.others }
+end
+
+-- A baseline program that prints "requests N ok N seconds S rps R".
+local function baseline(cmd)
+  local f, err = timed(CLIENT_PIN .. cmd)
+  if not f then return nil, err end
+  if f.ok ~= f.requests then
+    return nil, ("`%s`: %s of %s requests ok"):format(cmd, f.ok, f.requests)
+  end
+  return { value = f.rps, calls = f.requests, seconds = f.seconds, wall = f.wall,
+           cpu = f.cpu, maxrss_kb = f.maxrss_kb, others = f.others }
+end
+
+local function curl_easy(n) return baseline(("%scurl_easy %s %d"):format(BIN, nginx.url, n)) end
+
+local function curl_multi(n, c)
+  return baseline(("%scurl_multi %s %d %d"):format(BIN, nginx.url, n, c))
+end
+
+local function node_fetch(n, c)
+  return baseline(("node bench/node_fetch.mjs %s %d %d"):format(nginx.url, n, c))
+end
+
+local function idle(n)
+  local f, err = timed(CLIENT_PIN .. BIN .. "idle " .. n)
+  if not f then return nil, err end
+  return { value = f.bytes_per_session, asked = f.asked, sessions = f.sessions,
+           after_gc = f.after_gc_bytes_per_session, seconds = f.seconds,
+           rss_before_kb = f.rss_before_kb, rss_after_kb = f.rss_after_kb,
+           others = f.others }
+end
+
+-- Not pinned: the mock server it starts needs a core of its own.
+local function inflight(n)
+  local f, err, out = timed(BIN .. "inflight " .. FLOWRUN .. " " .. n)
+  if not f and fields(out or "").calls then  -- it ran, but not every call got a 200
+    f = fields(out)
+    io.stderr:write("bench: in flight: " .. err .. "\n")
+  end
+  if not f then return nil, err end
+  return { value = f.bytes_per_call, ok = f.ok, calls = f.calls, seconds = f.seconds,
+           start_seconds = f.start_seconds, rss_peak_kb = f.rss_peak_kb,
+           rss_before_kb = f.rss_before_kb, others = f.others }
+end
+
+local function wrk(c)
+  local f, err, out = timed(("%swrk -t1 -c%d -d%ds %s")
+                            :format(CLIENT_PIN, c, WRK_SECONDS, nginx.url))
+  if not f then return nil, err end
+  local rps = tonumber(out:match("Requests/sec:%s*([%d%.]+)"))
+  if not rps then return nil, "wrk printed no Requests/sec:\n" .. excerpt(out) end
+  local errors = out:match("Non%-2xx or 3xx responses: (%d+)") or out:match("Socket errors: ([^\n]+)")
+  if errors then return nil, "wrk: errors: " .. errors end
+  return { value = rps, wall = f.wall, others = f.others }
+end
+
+-- Median wall ms of STARTUP_RUNS runs each of two commands, alternated,
+-- and of `true`: the cost of fork and exec alone on this machine.
+local function startup_pair(a, b)
+  local wa, wb, wt = {}, {}, {}
+  for _ = 1, STARTUP_RUNS do
+    for _, c in ipairs({ { a, wa }, { b, wb }, { "true", wt } }) do
+      local f, err = timed(c[1])
+      if not f then return nil, err end
+      c[2][#c[2] + 1] = f.wall * 1000
+    end
+  end
+  return { value = median(wa), runs_ms = wa },
+         { value = median(wb), runs_ms = wb, true_ms = median(wt) }
+end
+
+-- ---- the rows ----
+
+local N_SEQ, N_CALLS = scaled(20000), scaled(200000)
+local N_IDLE, N_INFLIGHT = scaled(100000), scaled(10000)
+local N_NODE = scaled(NODE_N)
+local HAVE_NODE = have("node")
+  and select(2, sh("node -e \"process.exit(typeof fetch === 'function' ? 0 : 1)\""))
+
+-- kind: "rps" (ratio flowrun / baseline >= target), "bytes" (flowrun <=
+-- target), "all200", "report", "ref".
+local rows = {
+  { name = "sequential", kind = "rps", target = 0.85,
+    what = ("1 session, %d calls vs libcurl easy loop"):format(N_SEQ),
+    flowrun = function() return flowrun_calls(1, N_SEQ) end,
+    baseline = function() return curl_easy(N_SEQ) end },
+  { name = "concurrent", kind = "rps", target = 0.80,
+    what = ("10 sessions, %d calls vs libcurl multi, 10 in flight"):format(N_CALLS),
+    flowrun = function() return flowrun_calls(10, N_CALLS) end,
+    baseline = function() return curl_multi(N_CALLS, 10) end },
+  { name = "wide", kind = "rps", target = 0.90,
+    what = ("100 sessions, %d calls vs libcurl multi, 100 in flight"):format(N_CALLS),
+    flowrun = function() return flowrun_calls(100, N_CALLS) end,
+    baseline = function() return curl_multi(N_CALLS, 100) end },
+  { name = "very wide", kind = "rps", target = 1.00,
+    what = ("1000 sessions, %d calls vs libcurl multi, 1000 in flight"):format(N_CALLS),
+    flowrun = function() return flowrun_calls(1000, N_CALLS) end,
+    baseline = function() return curl_multi(N_CALLS, 1000) end },
+  { name = "vs Node", kind = "rps", target = 8,
+    what = ("flowrun: the wide row's run (100 sessions); Node fetch: %d calls, 100 in flight")
+           :format(N_NODE),
+    same_as = "wide",
+    skip = not HAVE_NODE and "node (with a global fetch) not found: row skipped",
+    baseline = function() return node_fetch(N_NODE, 100) end },
+  { name = "idle sessions", kind = "bytes", target = 2048,
+    what = ("%d sessions waiting in ask(), RSS growth per session"):format(N_IDLE),
+    flowrun = function() return idle(N_IDLE) end },
+  { name = "in flight", kind = "all200",
+    what = ("%d sessions each in a call to a 1 s mock route, peak RSS growth per call")
+           :format(N_INFLIGHT),
+    flowrun = function() return inflight(N_INFLIGHT) end },
+  { name = "start-up", kind = "report",
+    what = ("median wall ms of %d runs: `flowrun run` of an empty flow vs `lua5.4 -e ''`")
+           :format(STARTUP_RUNS),
+    pair = function()
+      return startup_pair(FLOWRUN .. " run bench/flows/empty.lua", "lua5.4 -e ''")
+    end },
+  { name = "wrk -c100 (server ceiling)", kind = "ref",
+    what = ("wrk -t1 -c100 -d%ds on the client core: what nginx can serve"):format(WRK_SECONDS),
+    baseline = function() return wrk(100) end },
+}
+
+local by_name = {}
+for _, row in ipairs(rows) do
+  row.runs = { flowrun = {}, baseline = {} }
+  row.errors = {}
+  by_name[row.name] = row
+end
+
+local function record(row, side, round, m, err)
+  if m then
+    m.round = round
+    table.insert(row.runs[side], m)
+  else
+    table.insert(row.errors, ("round %d, %s: %s"):format(round, side, err))
+    io.stderr:write(("bench: %s: round %d, %s: %s\n"):format(row.name, round, side, err))
+  end
+end
+
+local function progress(text)
+  io.stdout:write(text)
+  io.stdout:flush()
+end
+
+-- The share of all cores busy during one second in which we run nothing:
+-- what other work on the machine takes from the measurements.
+local function cpu_busy()
+  local busy0, total0 = machine_ticks()
+  sleep(1)
+  local busy1, total1 = machine_ticks()
+  return total1 > total0 and (busy1 - busy0) / (total1 - total0) or 0
+end
+
+local round_load = {}
+
+local function run_round(round)
+  -- wait (a little) for other work on the machine to end
+  local busy, waited = cpu_busy(), 0
+  while busy > QUIET_BUSY and waited < QUIET_WAIT do
+    if waited == 0 then progress(("waiting for the machine to go quiet (%.0f%% busy)... ")
+                                  :format(busy * 100)) end
+    busy, waited = cpu_busy(), waited + 1
+  end
+  round_load[round] = { loadavg = first_line("cat /proc/loadavg"), cpu_busy = busy,
+                        waited_s = waited }
+  progress(("round %d/%d:"):format(round, ROUNDS))
+  for _, row in ipairs(rows) do
+    if not row.skip then
+      progress(" " .. row.name .. ",")
+      if row.pair then
+        local a, b = row.pair()
+        if a then
+          record(row, "flowrun", round, a)
+          record(row, "baseline", round, b)
+        else
+          record(row, "flowrun", round, nil, b)
+        end
+      else
+        -- alternate which side goes first, so that neither always runs on
+        -- a server the other has just warmed
+        local sides = {}
+        if row.flowrun then sides[#sides + 1] = "flowrun" end
+        if row.baseline then
+          if round % 2 == 0 then table.insert(sides, 1, "baseline")
+          else sides[#sides + 1] = "baseline" end
+        end
+        for _, side in ipairs(sides) do record(row, side, round, row[side]()) end
+      end
+    end
+  end
+  progress("\n")
+end
+
+-- ---- the table ----
+
+local function values(list)
+  local t = {}
+  for _, m in ipairs(list) do t[#t + 1] = m.value end
+  return t
+end
+
+local function fmt_int(x)
+  local s = ("%d"):format(math.floor(x + 0.5))
+  return (s:reverse():gsub("(%d%d%d)", "%1 "):reverse():gsub("^ ", ""))
+end
+
+local function summarize(row)
+  local f, b = values(row.runs.flowrun), values(row.runs.baseline)
+  if row.same_as then f = values(by_name[row.same_as].runs.flowrun) end
+  row.flowrun_median, row.baseline_median = median(f), median(b)
+  row.flowrun_spread, row.baseline_spread = spread(f), spread(b)
+  for _, list in ipairs({ row.same_as and by_name[row.same_as].runs.flowrun or row.runs.flowrun,
+                          row.runs.baseline }) do
+    for _, m in ipairs(list) do
+      if m.others then row.others_max = math.max(row.others_max or 0, m.others) end
+    end
+  end
+  local fm, bm = row.flowrun_median, row.baseline_median
+  if row.skip then
+    row.result = "SKIP"
+  elseif #row.errors > 0 then
+    row.result = "FAIL"
+  elseif row.kind == "rps" then
+    row.ratio = fm and bm and bm > 0 and fm / bm or nil
+    row.result = row.ratio and (row.ratio >= row.target and "PASS" or "MISS") or "FAIL"
+    -- the ratio within each round too: its two sides ran minutes apart at most
+    local by_round = {}
+    for _, m in ipairs(row.same_as and by_name[row.same_as].runs.flowrun or row.runs.flowrun) do
+      by_round[m.round] = m.value
+    end
+    row.round_ratios = {}
+    for _, m in ipairs(row.runs.baseline) do
+      if by_round[m.round] and m.value > 0 then
+        row.round_ratios[#row.round_ratios + 1] = by_round[m.round] / m.value
+      end
+    end
+  elseif row.kind == "bytes" then
+    local all = true
+    for _, m in ipairs(row.runs.flowrun) do all = all and m.asked == m.sessions end
+    row.result = fm and all and (fm <= row.target and "PASS" or "MISS") or "FAIL"
+  elseif row.kind == "all200" then
+    local all = #row.runs.flowrun > 0
+    for _, m in ipairs(row.runs.flowrun) do all = all and m.ok == m.calls end
+    row.result = all and "PASS" or "MISS"
+  elseif row.kind == "report" then
+    row.ratio = fm and bm and bm > 0 and fm / bm or nil
+    row.result = "-"
+  else
+    row.result = "-"
+  end
+end
+
+local function cells(row)
+  local fm, bm = row.flowrun_median, row.baseline_median
+  local c = { row.name, "-", "-", "-", "-", row.result, "",
+              row.others_max and ("%.2f"):format(row.others_max) or "-" }
+  local function pct(x) return x and ("%.0f%%"):format(x * 100) or "-" end
+  if row.kind == "rps" then
+    if fm then c[2] = fmt_int(fm) .. " req/s" end
+    if bm then c[3] = fmt_int(bm) .. " req/s" end
+    if row.ratio then c[4] = ("%.2f x"):format(row.ratio) end
+    c[5] = (">= %.2f x"):format(row.target)
+    c[7] = ("%s / %s"):format(pct(row.flowrun_spread), pct(row.baseline_spread))
+  elseif row.kind == "bytes" then
+    if fm then c[2] = fmt_int(fm) .. " B/session" end
+    c[5] = "<= " .. fmt_int(row.target) .. " B"
+    c[7] = pct(row.flowrun_spread)
+  elseif row.kind == "all200" then
+    local ok, n, secs = 0, 0, {}
+    for _, m in ipairs(row.runs.flowrun) do
+      ok, n, secs[#secs + 1] = ok + m.ok, n + m.calls, m.seconds
+    end
+    if fm then
+      c[2] = ("%s B/call"):format(fmt_int(fm))
+      c[3] = ("%d/%d \"200\", %.2f s"):format(ok, n, median(secs))
+    end
+    c[5] = "all 200"
+    c[7] = pct(row.flowrun_spread)
+  elseif row.kind == "report" then
+    if fm then c[2] = ("%.1f ms"):format(fm) end
+    if bm then c[3] = ("%.1f ms"):format(bm) end
+    if row.ratio then c[4] = ("%.2f x"):format(row.ratio) end
+    c[5] = "report"
+    local floor = {}
+    for _, m in ipairs(row.runs.baseline) do floor[#floor + 1] = m.true_ms end
+    c[7] = ("%s / %s (`true`: %.1f ms)"):format(pct(row.flowrun_spread),
+                                                pct(row.baseline_spread), median(floor) or 0)
+  elseif row.kind == "ref" then
+    if bm then c[3] = fmt_int(bm) .. " req/s" end
+    c[5] = "reference"
+    c[7] = pct(row.baseline_spread)
+  end
+  return c
+end
+
+local function print_table()
+  local head = { "row", "flowrun", "baseline", "ratio", "target", "result", "spread f/b",
+                 "others" }
+  local lines = { head }
+  for _, row in ipairs(rows) do lines[#lines + 1] = cells(row) end
+  local width = {}
+  for _, l in ipairs(lines) do
+    for i, s in ipairs(l) do width[i] = math.max(width[i] or 0, #s) end
+  end
+  local out = {}
+  for n, l in ipairs(lines) do
+    local parts = {}
+    for i, s in ipairs(l) do
+      local right = i >= 2 and i <= 4
+      parts[i] = right and (" "):rep(width[i] - #s) .. s or s .. (" "):rep(width[i] - #s)
+    end
+    out[#out + 1] = table.concat(parts, "  "):gsub("%s+$", "")
+    if n == 1 then
+      local rule = {}
+      for i = 1, #head do rule[i] = ("-"):rep(width[i]) end
+      out[#out + 1] = table.concat(rule, "  ")
+    end
+  end
+  print(table.concat(out, "\n"))
+end
+
+-- ---- main ----
+
+local function machine()
+  local cpu = (read_file("/proc/cpuinfo") or ""):match("model name%s*:%s*([^\n]+)")
+  local version = first_line(FLOWRUN .. " --version")
+  return {
+    nproc = NPROC,
+    cpu = cpu,
+    kernel = first_line("uname -r"),
+    flowrun = version,
+    libcurl = version and version:match("libcurl ([%w%.%-]+)"),
+    lua = first_line("lua5.4 -v"),
+    node = HAVE_NODE and first_line("node --version") or nil,
+    nginx = first_line("nginx -v 2>&1 || /usr/sbin/nginx -v"),
+    wrk = first_line("wrk -v"),
+    date = os.date("!%Y-%m-%dT%H:%M:%SZ"),
+    loadavg_before = first_line("cat /proc/loadavg"),
+    pinning = PIN and { server_cpu = SERVER_CPU, client_cpus = CLIENT_CPUS } or "none",
+  }
+end
+
+local function main()
+  local dir = first_line("mktemp -d /tmp/flowrun-bench-flows-XXXXXX")
+  flows.dir = dir
+  local info = machine()
+  print(("flowrun bench: %d round(s), scale %g, %d cores (nginx on cpu %s, clients on %s)")
+        :format(ROUNDS, SCALE, NPROC, PIN and SERVER_CPU or "any", PIN and CLIENT_CPUS or "any"))
+  local url = start_nginx()
+  print("nginx on " .. url)
+  flows.integrations = dir .. "/integrations.lua"
+  write_file(flows.integrations, ("return { bench = { base_url = %q, max_connections = 2000 } }\n")
+             :format((url:gsub("/json$", ""))))
+  local t0 = os.time()
+  for round = 1, ROUNDS do run_round(round) end
+  stop_nginx()
+  sh("rm -rf " .. quote(dir))
+  info.loadavg_after = first_line("cat /proc/loadavg")
+  info.load_per_round = round_load
+  info.seconds = os.time() - t0
+
+  local out_rows = {}
+  for _, row in ipairs(rows) do
+    summarize(row)
+    out_rows[#out_rows + 1] = {
+      name = row.name, what = row.what, kind = row.kind, target = row.target,
+      skipped = row.skip or nil, flowrun_from = row.same_as,
+      flowrun = row.same_as and by_name[row.same_as].runs.flowrun or row.runs.flowrun,
+      baseline = row.runs.baseline,
+      flowrun_median = row.flowrun_median, baseline_median = row.baseline_median,
+      flowrun_spread = row.flowrun_spread, baseline_spread = row.baseline_spread,
+      ratio = row.ratio, result = row.result, others_max = row.others_max,
+      round_ratios = row.round_ratios,
+      errors = #row.errors > 0 and row.errors or nil,
+    }
+  end
+  print()
+  print_table()
+  print()
+  local counts = { PASS = 0, MISS = 0, FAIL = 0 }
+  for _, row in ipairs(rows) do
+    counts[row.result] = (counts[row.result] or 0) + 1
+    if row.skip then print("note: " .. row.name .. ": " .. row.skip) end
+  end
+  print(("medians of %d round(s); spread = (max - min) / median over the rounds; others ="
+         .. " the most CPU (in cores) that\nother processes took during one of the row's"
+         .. " samples. vs Node uses the wide row's flowrun runs."):format(ROUNDS))
+  local noisy = {}
+  for _, row in ipairs(rows) do
+    if (row.others_max or 0) > 0.15 then noisy[#noisy + 1] = row.name end
+  end
+  if #noisy > 0 then
+    print("warning: other processes took CPU during samples of: " .. table.concat(noisy, ", ")
+          .. "; their numbers are noisy (raw samples in " .. RESULTS .. ")")
+  end
+  print(("targets: %d met, %d missed, %d failed to measure; %d s"):format(
+        counts.PASS, counts.MISS, counts.FAIL, info.seconds))
+  write_file(RESULTS, encode({
+    machine = info,
+    config = { rounds = ROUNDS, scale = SCALE, node_calls = N_NODE, wrk_seconds = WRK_SECONDS,
+               startup_runs = STARTUP_RUNS, nginx_body_bytes = #BODY },
+    rows = out_rows,
+  }) .. "\n")
+  print("wrote " .. RESULTS)
+  if counts.FAIL > 0 then return 1 end
+  if STRICT and counts.MISS > 0 then return 1 end
+  return 0
+end
+
+local ok, status = xpcall(main, debug.traceback)
+stop_nginx()
+if flows.dir then sh("rm -rf " .. quote(flows.dir)) end
+if not ok then
+  io.stderr:write("bench: " .. tostring(status) .. "\n")
+  os.exit(2)
+end
+os.exit(status)
