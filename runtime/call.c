@@ -1,10 +1,11 @@
 /*
 ** call.c -- api_node: one HTTP request to an integration (SPEC 3).
 **
-** A call is a userdata: its buffers are freed in __gc, and while in flight
-** it is anchored in the registry. Once request.c has turned the spec into
-** a request, the call takes a slot of the integration's pool (or queues
-** for one) and adds an easy handle to the runtime's multi handle. libcurl's callbacks only fill
+** Calls are C objects of the runtime, reused with their buffers once a
+** call's response has been handed over, so a steady stream of calls costs
+** no allocation here. Once request.c has turned the spec into a request,
+** the call takes a slot of the integration's pool (or queues for one) and
+** adds an easy handle to the runtime's multi handle. libcurl's callbacks only fill
 ** C buffers; when the transfer ends the loop decides the label, retries or
 ** follows a redirect, and finally makes the waiting session ready. The
 ** session builds the response table itself when it resumes.
@@ -19,7 +20,6 @@
 
 #include "internal.h"
 
-#define CALL_MT "flowrun.call"
 #define MAX_HOPS 5
 
 
@@ -33,11 +33,8 @@ static uint8_t default_bit(const char *label) {
 
 /* ---- the call object ---- */
 
-static void buf_free(fr_buf *b) {
-  free(b->p);
-  b->p = NULL;
-  b->len = b->cap = 0;
-}
+#define MAX_SPARE 4096                  /* finished calls kept for reuse */
+#define KEEP_BUF  65536                 /* larger buffers are not kept */
 
 static bool buf_add(fr_buf *b, const char *p, size_t n) {
   if (b->cap - b->len < n + 1) {
@@ -54,6 +51,18 @@ static bool buf_add(fr_buf *b, const char *p, size_t n) {
   return true;
 }
 
+bool fr_call_set_url(call *c, const char *url) {
+  size_t n = strlen(url) + 1;
+  if (n > c->urlcap) {
+    char *p = realloc(c->url, n);
+    if (!p) return false;
+    c->url = p;
+    c->urlcap = n;
+  }
+  memcpy(c->url, url, n);
+  return true;
+}
+
 /* Keeps an idle easy handle with ig for its next call. */
 static void easy_release(integration *ig, CURL *e) {
   CURL **pool = realloc(ig->easy_pool, (ig->neasy + 1) * sizeof *pool);
@@ -65,11 +74,10 @@ static void easy_release(integration *ig, CURL *e) {
   pool[ig->neasy++] = e;
 }
 
-/* Unlinks c from everything of the runtime: transfer, queue, timer, slot,
-** anchor. Leaves its outcome and buffers. */
+/* Unlinks c from the loop: transfer, queue, timer, slot. Leaves its
+** outcome and buffers. */
 static void detach(call *c) {
   flowrun *rt = c->rt;
-  if (!rt) return;
   if (c->easy) {
     curl_multi_remove_handle(rt->multi, c->easy);
     easy_release(c->ig, c->easy);
@@ -88,58 +96,116 @@ static void detach(call *c) {
     c->slot = false;
     c->ig->inflight--;
   }
-  if (c->ref != LUA_NOREF) {
-    lua_rawgeti(rt->L, LUA_REGISTRYINDEX, rt->calls_ref);
-    luaL_unref(rt->L, -1, c->ref);
-    lua_pop(rt->L, 1);
-    c->ref = LUA_NOREF;
+  if (c->active) {
+    c->active = false;
     rt->ncalls--;
   }
 }
 
-static int call_gc(lua_State *L) {
-  call *c = luaL_checkudata(L, 1, CALL_MT);
-  detach(c);
-  free(c->url);
-  c->url = NULL;
-  curl_slist_free_all(c->hdrs);
-  c->hdrs = NULL;
-  free(c->body);
-  c->body = NULL;
-  free(c->error);
-  c->error = NULL;
-  buf_free(&c->rbody);
-  buf_free(&c->rhdr);
+static void on_call_timer(flowrun *rt, fr_timer *t);
+
+/* Empties c for its next use, keeping its buffers (unless huge). */
+static void clear(call *c) {
+  flowrun *rt = c->rt;
+  char *url = c->url;
+  size_t urlcap = c->urlcap;
+  fr_buf rbody = c->rbody, rhdr = c->rhdr;
   if (c->ig) fr_integration_release(c->ig);
-  c->ig = NULL;
-  return 0;
+  if (!c->shared_hdrs) curl_slist_free_all(c->hdrs);
+  free(c->body);
+  free(c->error);
+  if (rbody.cap > KEEP_BUF) { free(rbody.p); rbody = (fr_buf){ 0 }; }
+  if (rhdr.cap > KEEP_BUF) { free(rhdr.p); rhdr = (fr_buf){ 0 }; }
+  memset(c, 0, sizeof *c);
+  c->rt = rt;
+  c->url = url;
+  c->urlcap = urlcap;
+  c->rbody = rbody;
+  c->rhdr = rhdr;
+  c->rbody.len = c->rhdr.len = 0;
+  c->timer.idx = -1;
+  c->timer.fire = on_call_timer;
 }
 
-/* The runtime goes away: no call may touch it after this. */
-void fr_calls_cancel_all(flowrun *rt) {
-  lua_State *L = rt->L;
-  if (!L || rt->calls_ref == LUA_NOREF) return;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->calls_ref);
-  lua_pushnil(L);
-  while (lua_next(L, -2)) {
-    call *c = lua_touserdata(L, -1);
-    lua_pop(L, 1);
-    if (c && c->rt) {
-      detach(c);
-      c->rt = NULL;
-    }
+static void unlink_call(call *c) {
+  flowrun *rt = c->rt;
+  if (c->prev) c->prev->next = c->next;
+  else rt->calls = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->prev = c->next = NULL;
+}
+
+static void destroy(call *c) {
+  clear(c);
+  free(c->url);
+  free(c->rbody.p);
+  free(c->rhdr.p);
+  free(c);
+}
+
+/* Done with c: it goes back to the spares. */
+static void give_back(call *c) {
+  flowrun *rt = c->rt;
+  detach(c);
+  unlink_call(c);
+  if (rt->building == c) rt->building = NULL;
+  if (rt->nspare >= MAX_SPARE) {
+    destroy(c);
+    return;
   }
-  lua_pop(L, 1);
+  clear(c);
+  c->next = rt->spare;
+  rt->spare = c;
+  rt->nspare++;
+}
+
+/* A call to fill in, linked to the runtime. A call whose spec raised an
+** error last time is taken back first. */
+static call *take(flowrun *rt) {
+  call *c;
+  if (rt->building) give_back(rt->building);
+  if ((c = rt->spare)) {
+    rt->spare = c->next;
+    rt->nspare--;
+  } else {
+    if (!(c = calloc(1, sizeof *c))) return NULL;
+    c->rt = rt;
+    clear(c);
+  }
+  c->prev = NULL;
+  c->next = rt->calls;
+  if (rt->calls) rt->calls->prev = c;
+  rt->calls = c;
+  rt->building = c;
+  return c;
+}
+
+void fr_calls_free(flowrun *rt) {
+  while (rt->calls) {
+    call *c = rt->calls;
+    detach(c);
+    unlink_call(c);
+    destroy(c);
+  }
+  while (rt->spare) {
+    call *c = rt->spare;
+    rt->spare = c->next;
+    destroy(c);
+  }
+  rt->nspare = 0;
+  rt->building = NULL;
 }
 
 static void pump(integration *ig);
 
 void fr_call_cancel(call *c) {
+  integration *ig = c->ig;
   bool had_slot = c->slot;
-  detach(c);
-  c->phase = C_DONE;
   c->s = NULL;
-  if (had_slot) pump(c->ig);
+  ig->refs++;                           /* pump needs it after give_back */
+  give_back(c);
+  if (had_slot) pump(ig);
+  fr_integration_release(ig);
 }
 
 /* ---- libcurl callbacks: C buffers only ---- */
@@ -431,7 +497,6 @@ static bool same_origin(const char *a, const char *b) {
 
 /* Follows a redirect; false when refused (the label says why). */
 static bool follow(call *c, const char *target, int status) {
-  char *url;
   if (c->hops >= MAX_HOPS) {
     fr_call_fail(c, LABEL_ERROR, "redirect", "more than %d redirects", MAX_HOPS);
     return false;
@@ -441,14 +506,12 @@ static bool follow(call *c, const char *target, int status) {
                 "redirect to another origin refused: %s", target);
     return false;
   }
-  if (!(url = strdup(target))) return false;
+  if (!fr_call_set_url(c, target)) return false;
   if (status == 303 || ((status == 301 || status == 302) && strcmp(c->method, "POST") == 0)) {
     if (strcmp(c->method, "HEAD") != 0) strcpy(c->method, "GET");
     free(c->body);
     c->body = NULL;
   }
-  free(c->url);
-  c->url = url;
   c->hops++;
   transfer(c);
   return true;
@@ -493,6 +556,7 @@ void fr_call_done(flowrun *rt, CURLMsg *m) {
 static int push_result(lua_State *L, call *c) {
   lua_pushstring(L, c->label);
   fr_push_response(L, c);
+  give_back(c);
   return 2;
 }
 
@@ -514,21 +578,12 @@ static int l_api_node(lua_State *L) {
                       "C function that cannot yield)");
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
-  c = lua_newuserdatauv(L, sizeof *c, 0);
-  memset(c, 0, sizeof *c);
-  c->ref = LUA_NOREF;
-  c->timer.idx = -1;
-  c->timer.fire = on_call_timer;
+  if (!(c = take(rt))) return luaL_error(L, "out of memory");
   c->t0 = fr_now();
-  luaL_setmetatable(L, CALL_MT);
-  c->rt = rt;
-  fr_request_build(L, c);
-  lua_settop(L, 2);
-  /* valid: from here on it is a call */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->calls_ref);
-  lua_pushvalue(L, 2);
-  c->ref = luaL_ref(L, -2);
-  lua_pop(L, 1);
+  fr_request_build(L, c);               /* raises on misuse: see take() */
+  lua_settop(L, 1);
+  rt->building = NULL;                  /* valid: from here on it is a call */
+  c->active = true;
   rt->ncalls++;
   c->s = s;
   if (c->label) finish(c);              /* a header conflict: nothing sent */
@@ -545,11 +600,6 @@ static int l_api_node(lua_State *L) {
 
 int fr_open_api_node(lua_State *L) {
   fr_open_response(L);
-  if (luaL_newmetatable(L, CALL_MT)) {
-    lua_pushcfunction(L, call_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
   lua_pushcclosure(L, l_api_node, 1);
   return 1;
 }

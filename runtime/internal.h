@@ -79,6 +79,7 @@ struct integration {
   int refs;                             /* calls holding it, plus the set */
   CURL **easy_pool;                     /* idle easy handles, set up for it */
   int neasy;
+  struct curl_slist *shared_hdrs;       /* its headers, for calls adding none */
   integration *next;
 };
 
@@ -137,13 +138,16 @@ struct call {
   session *s;                           /* NULL: a blocking call */
   integration *ig;
   CURL *easy;
-  int ref;                              /* anchor while in flight */
+  call *prev, *next;                    /* the runtime's calls */
   int phase;
+  bool active;                          /* counted in ncalls */
+  bool shared_hdrs;                     /* hdrs belong to the integration */
   bool slot;                            /* holds a pool slot */
   bool retry_ok;                        /* not POST/PATCH, or idempotent */
   bool too_large;
   char method[8];
   char *url;                            /* the URL of this hop */
+  size_t urlcap;
   struct curl_slist *hdrs;
   char *body;
   size_t bodylen;
@@ -176,7 +180,8 @@ int fr_open_json(lua_State *L);          /* json.c: pushes the json module */
 void fr_open_response(lua_State *L);     /* response.c */
 void fr_push_response(lua_State *L, call *c);     /* pushes the api_node closure */
 void fr_call_done(flowrun *rt, CURLMsg *m);
-void fr_calls_cancel_all(flowrun *rt);
+void fr_calls_free(flowrun *rt);        /* the runtime goes away */
+bool fr_call_set_url(call *c, const char *url);  /* false: no memory */
 void fr_call_cancel(call *c);           /* session ended while waiting */
 
 /* ---- the runtime (runtime.c) ---- */
@@ -194,7 +199,7 @@ struct flowrun {
   session *all;
   session *running;                     /* being resumed now */
   int nsessions;
-  int ncalls;                           /* calls not yet finished */
+  int ncalls;                           /* calls started, not yet finished */
   int in_step;
   integration *integrations;
   char *integrations_file;
@@ -206,7 +211,10 @@ struct flowrun {
   int flows_ref;                        /* registry: path -> flow function */
   int base_ref;                         /* registry: metatable of envs */
   int threads_ref;                      /* registry: thread -> session */
-  int calls_ref;                        /* registry: calls in flight */
+  call *calls;                          /* calls being built or not done */
+  call *spare;                          /* finished calls to reuse */
+  int nspare;
+  call *building;                       /* its spec is being read */
   flowrun_callbacks cb;
   char err[1024];
 };

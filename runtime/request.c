@@ -169,30 +169,40 @@ void fr_query_pairs(lua_State *L, int idx, const char *what) {
 
 /* ---- building the request ---- */
 
+enum {                                  /* the fields of a spec */
+  F_INTEGRATION, F_ENDPOINT, F_METHOD, F_PATH, F_PARAMS, F_QUERY,
+  F_QUERY_SEPARATOR, F_HEADERS, F_BODY, F_FORM, F_RESULTS, F_TIMEOUT_MS
+};
+
 static const char *const spec_keys[] = {
   "integration", "endpoint", "method", "path", "params", "query",
   "query_separator", "headers", "body", "form", "results", "timeout_ms", NULL
 };
 
+#define HAS(f) (present & (1u << (f)))
 static const char *const methods[] = {
   "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", NULL
 };
 
-/* The field k of the spec at 1, pushed, if of type t (or absent). */
-static bool field(lua_State *L, const char *k, int t, const char *want) {
-  int got = lua_getfield(L, 1, k);
-  if (got == LUA_TNIL) { lua_pop(L, 1); return false; }
-  if (got != t)
-    luaL_error(L, "api_node: %s: expected %s, got %s", k, want, luaL_typename(L, -1));
+/* Pushes field f of the spec at 1 and says true, when the spec has it (the
+** bits of present); raises unless it is of type t. */
+static bool field(lua_State *L, unsigned present, int f, int t, const char *want) {
+  int got;
+  if (!HAS(f)) return false;
+  lua_pushstring(L, spec_keys[f]);
+  if ((got = lua_rawget(L, 1)) != t)
+    luaL_error(L, "api_node: %s: expected %s, got %s", spec_keys[f], want,
+               luaL_typename(L, -1));
   return true;
 }
 
-static void resolve_target(lua_State *L, call *c, const char **path) {
+static void resolve_target(lua_State *L, call *c, unsigned present,
+                           const char **path) {
   flowrun *rt = c->rt;
   const fr_endpoint *ep = NULL;
   integration *ig = NULL;
   const char *method = NULL;
-  if (field(L, "endpoint", LUA_TSTRING, "\"integration.endpoint\"")) {
+  if (field(L, present, F_ENDPOINT, LUA_TSTRING, "\"integration.endpoint\"")) {
     const char *s = lua_tostring(L, -1), *dot = strchr(s, '.');
     if (!dot) luaL_error(L, "api_node: endpoint: expected \"integration.endpoint\", got \"%s\"", s);
     if (!(ig = fr_integration_find(rt, s, dot - s)))
@@ -201,7 +211,7 @@ static void resolve_target(lua_State *L, call *c, const char **path) {
       luaL_error(L, "api_node: integration '%s' has no endpoint '%s'", ig->name, dot + 1);
     lua_pop(L, 1);
   }
-  if (field(L, "integration", LUA_TSTRING, "a string")) {
+  if (field(L, present, F_INTEGRATION, LUA_TSTRING, "a string")) {
     const char *s = lua_tostring(L, -1);
     if (ig && strcmp(ig->name, s) != 0)
       luaL_error(L, "api_node: integration '%s' and endpoint '%s.%s' disagree", s,
@@ -215,7 +225,7 @@ static void resolve_target(lua_State *L, call *c, const char **path) {
   c->ig = ig;
   ig->refs++;
   method = ep ? ep->method : "GET";
-  if (field(L, "method", LUA_TSTRING, "a string")) {
+  if (field(L, present, F_METHOD, LUA_TSTRING, "a string")) {
     const char *m = lua_tostring(L, -1);
     int i;
     for (i = 0; methods[i] && strcmp(methods[i], m) != 0; i++) {}
@@ -228,7 +238,7 @@ static void resolve_target(lua_State *L, call *c, const char **path) {
   }
   strcpy(c->method, method);
   *path = ep ? ep->path : "";
-  if (field(L, "path", LUA_TSTRING, "a string")) {
+  if (field(L, present, F_PATH, LUA_TSTRING, "a string")) {
     if (ep) luaL_error(L, "api_node: give path or endpoint, not both");
     *path = lua_tostring(L, -1);        /* anchored by the spec */
     lua_pop(L, 1);
@@ -278,7 +288,7 @@ static void set_url(lua_State *L, integration *ig, call *c, const char *path,
   if (!has_query) query = "";
   if (ig->memo_url && strcmp(path, ig->memo_path) == 0
       && strcmp(query, ig->memo_query) == 0) {
-    if (!(c->url = strdup(ig->memo_url))) luaL_error(L, "out of memory");
+    if (!fr_call_set_url(c, ig->memo_url)) luaL_error(L, "out of memory");
     return;
   }
   rc = curl_url_set(ig->scratch, CURLUPART_PATH, path, 0);
@@ -286,10 +296,10 @@ static void set_url(lua_State *L, integration *ig, call *c, const char *path,
     rc = curl_url_set(ig->scratch, CURLUPART_QUERY, has_query ? query : NULL, 0);
   if (rc == CURLUE_OK) rc = curl_url_get(ig->scratch, CURLUPART_URL, &url, 0);
   if (rc != CURLUE_OK) luaL_error(L, "api_node: cannot build the URL: %s", curl_url_strerror(rc));
-  c->url = strdup(url);
+  upper_hex(url);
+  bool ok = fr_call_set_url(c, url);
   curl_free(url);
-  if (!c->url) luaL_error(L, "out of memory");
-  upper_hex(c->url);
+  if (!ok) luaL_error(L, "out of memory");
   free(ig->memo_path);
   free(ig->memo_query);
   free(ig->memo_url);
@@ -303,12 +313,12 @@ static void set_url(lua_State *L, integration *ig, call *c, const char *path,
 }
 
 /* Builds c->url from the integration's base URL, path and query. */
-static void build_url(lua_State *L, call *c, const char *path) {
+static void build_url(lua_State *L, call *c, unsigned present, const char *path) {
   integration *ig = c->ig;
   int params = 0, i;
   char sep = '&';
   const char *q;
-  if (field(L, "params", LUA_TTABLE, "a table")) {
+  if (field(L, present, F_PARAMS, LUA_TTABLE, "a table")) {
     params = lua_gettop(L);
     lua_pushnil(L);
     while (lua_next(L, params)) {
@@ -318,7 +328,7 @@ static void build_url(lua_State *L, call *c, const char *path) {
       lua_pop(L, 2);
     }
   }
-  if (field(L, "query_separator", LUA_TSTRING, "\"&\" or \";\"")) {
+  if (field(L, present, F_QUERY_SEPARATOR, LUA_TSTRING, "\"&\" or \";\"")) {
     q = lua_tostring(L, -1);
     if (strcmp(q, "&") != 0 && strcmp(q, ";") != 0)
       luaL_error(L, "api_node: query_separator: expected \"&\" or \";\", got \"%s\"", q);
@@ -328,7 +338,7 @@ static void build_url(lua_State *L, call *c, const char *path) {
   fill_path(L, path, params);
   int filled = lua_gettop(L);
   /* the query: base URL's, the path's, the integration's, the node's */
-  if (field(L, "query", LUA_TTABLE, "a table")) {
+  if (field(L, present, F_QUERY, LUA_TTABLE, "a table")) {
     fr_query_pairs(L, -1, "api_node: query");
     lua_remove(L, -2);
   } else
@@ -398,11 +408,11 @@ static void add_line(lua_State *L, call *c, const char *name, const char *value)
 }
 
 /* Builds the header list; a conflict with the integration sets the label. */
-static void build_headers(lua_State *L, call *c, int *hidx) {
+static void build_headers(lua_State *L, call *c, unsigned present, int *hidx) {
   integration *ig = c->ig;
   int h = 0, i;
   *hidx = 0;
-  if (field(L, "headers", LUA_TTABLE, "a table")) {
+  if (field(L, present, F_HEADERS, LUA_TTABLE, "a table")) {
     h = *hidx = lua_gettop(L);
     lua_pushnil(L);
     while (lua_next(L, h)) {
@@ -420,6 +430,19 @@ static void build_headers(lua_State *L, call *c, int *hidx) {
         luaL_error(L, "api_node: headers.%s: %s", name, why);
       lua_pop(L, 2);
     }
+  }
+  c->retry_ok = (strcmp(c->method, "POST") != 0 && strcmp(c->method, "PATCH") != 0)
+             || node_header(L, h, "Idempotency-Key") || ig_header(ig, "Idempotency-Key");
+  if (!h && !HAS(F_BODY) && !HAS(F_FORM)) {   /* the integration's alone */
+    if (!ig->shared_hdrs) {             /* built once, into c->hdrs */
+      for (i = 0; i < ig->nheaders; i++)
+        add_line(L, c, ig->headers[i].name, ig->headers[i].value);
+      add_line(L, c, "Expect:", NULL);
+      ig->shared_hdrs = c->hdrs;
+    }
+    c->hdrs = ig->shared_hdrs;
+    c->shared_hdrs = true;
+    return;
   }
   /* the node's headers, then the integration's it does not repeat */
   if (h) {
@@ -441,8 +464,6 @@ static void build_headers(lua_State *L, call *c, int *hidx) {
     if (!node_header(L, h, ig->headers[i].name))
       add_line(L, c, ig->headers[i].name, ig->headers[i].value);
   add_line(L, c, "Expect:", NULL);      /* no 100-continue round trip */
-  c->retry_ok = (strcmp(c->method, "POST") != 0 && strcmp(c->method, "PATCH") != 0)
-             || node_header(L, h, "Idempotency-Key") || ig_header(ig, "Idempotency-Key");
 }
 
 static int encode_json(lua_State *L) {
@@ -453,8 +474,9 @@ static int encode_json(lua_State *L) {
   return 1;
 }
 
-static void build_body(lua_State *L, call *c, int h) {
-  int t = lua_getfield(L, 1, "body"), f = lua_getfield(L, 1, "form");
+static void build_body(lua_State *L, call *c, unsigned present, int h) {
+  int t = HAS(F_BODY) ? (lua_pushliteral(L, "body"), lua_rawget(L, 1)) : (lua_pushnil(L), LUA_TNIL);
+  int f = HAS(F_FORM) ? (lua_pushliteral(L, "form"), lua_rawget(L, 1)) : (lua_pushnil(L), LUA_TNIL);
   bool has_type = node_header(L, h, "Content-Type") || ig_header(c->ig, "Content-Type");
   const char *type = NULL;
   size_t len;
@@ -502,8 +524,9 @@ static void build_body(lua_State *L, call *c, int h) {
   lua_pop(L, 3);
 }
 
-/* Raises unless every key of the spec is known. */
-static void check_keys(lua_State *L) {
+/* The fields the spec has, as bits; raises on one that is unknown. */
+static unsigned check_keys(lua_State *L) {
+  unsigned present = 0;
   lua_pushnil(L);
   while (lua_next(L, 1)) {
     int i = 0;
@@ -513,29 +536,31 @@ static void check_keys(lua_State *L) {
         if (strcmp(spec_keys[i], lua_tostring(L, -1)) == 0) break;
     if (lua_type(L, -1) != LUA_TSTRING || !spec_keys[i])
       luaL_error(L, "api_node: unknown field '%s'", luaL_tolstring(L, -1, NULL));
+    present |= 1u << i;
   }
+  return present;
 }
 
 /* Reads the spec at index 1 into c. */
 void fr_request_build(lua_State *L, call *c) {
   const char *path;
   int h;
-  check_keys(L);
-  resolve_target(L, c, &path);
-  if (!field(L, "results", LUA_TTABLE, "an array like {\"200\", \"404\"}"))
+  unsigned present = check_keys(L);
+  resolve_target(L, c, present, &path);
+  if (!field(L, present, F_RESULTS, LUA_TTABLE, "an array like {\"200\", \"404\"}"))
     luaL_error(L, "api_node: results is required and must include \"200\"");
   fr_parse_results(L, lua_gettop(L), "api_node: results", &c->results, true);
   lua_pop(L, 1);
   c->timeout_ms = c->ig->timeout_ms;
-  if (lua_getfield(L, 1, "timeout_ms") != LUA_TNIL) {
+  if (HAS(F_TIMEOUT_MS) && (lua_pushliteral(L, "timeout_ms"), lua_rawget(L, 1)) != LUA_TNIL) {
     int ok;
     lua_Integer ms = lua_tointegerx(L, -1, &ok);
     if (!ok || lua_type(L, -1) != LUA_TNUMBER || ms < 1 || ms > 0x7fffffff)
       luaL_error(L, "api_node: timeout_ms: expected a positive integer");
     c->timeout_ms = (long)ms;
   }
-  lua_pop(L, 1);
-  build_url(L, c, path);
-  build_headers(L, c, &h);
-  build_body(L, c, h);
+  if (HAS(F_TIMEOUT_MS)) lua_pop(L, 1);
+  build_url(L, c, present, path);
+  build_headers(L, c, present, &h);
+  build_body(L, c, present, h);
 }

@@ -227,8 +227,6 @@ static int l_setup(lua_State *L) {
   lua_newtable(L);
   rt->flows_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_newtable(L);
-  rt->calls_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_newtable(L);
   rt->threads_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   fr_open_flow_globals(rt, L);
   return 0;
@@ -245,7 +243,7 @@ flowrun *fr_create(lua_State *L, bool owns, const flowrun_callbacks *cb) {
   rt->epfd = -1;
   rt->owns_L = owns;
   rt->curl_deadline = -1;
-  rt->sessions_ref = rt->flows_ref = rt->base_ref = rt->calls_ref = LUA_NOREF;
+  rt->sessions_ref = rt->flows_ref = rt->base_ref = LUA_NOREF;
   rt->threads_ref = LUA_NOREF;
   if (cb) rt->cb = *cb;
   rt->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -272,12 +270,11 @@ fail:
 
 void fr_destroy(flowrun *rt) {
   fr_sessions_free(rt);
-  fr_calls_cancel_all(rt);
+  fr_calls_free(rt);
   if (rt->L) {
     luaL_unref(rt->L, LUA_REGISTRYINDEX, rt->sessions_ref);
     luaL_unref(rt->L, LUA_REGISTRYINDEX, rt->flows_ref);
     luaL_unref(rt->L, LUA_REGISTRYINDEX, rt->base_ref);
-    luaL_unref(rt->L, LUA_REGISTRYINDEX, rt->calls_ref);
     luaL_unref(rt->L, LUA_REGISTRYINDEX, rt->threads_ref);
     if (rt->owns_L) lua_close(rt->L);
   }
