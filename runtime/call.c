@@ -346,7 +346,7 @@ static void finish(call *c) {
 
 /* An easy handle for ig: one of its idle ones, already set up with what
 ** is the same on every call of the integration, or a new one. */
-static CURL *easy_take(integration *ig) {
+static CURL *easy_take(flowrun *rt, integration *ig) {
   CURL *e;
   if (ig->neasy > 0) return ig->easy_pool[--ig->neasy];
   if (!(e = curl_easy_init())) return NULL;
@@ -354,6 +354,10 @@ static CURL *easy_take(integration *ig) {
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, fr_open_socket);
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, rt);
+  curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, fr_close_socket);
+  curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, rt);
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, ig->connect_timeout_ms);
   curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, ig->max_response_bytes);
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, ig->tls_verify ? 1L : 0L);
@@ -373,7 +377,7 @@ static void transfer(call *c) {
   c->status = 0;
   c->errbuf[0] = '\0';
   if (left < 1) left = 1;
-  if (!(e = c->easy = easy_take(ig))) {
+  if (!(e = c->easy = easy_take(rt, ig))) {
     fr_call_fail(c, LABEL_ERROR, "protocol", "out of memory");
     finish(c);
     return;

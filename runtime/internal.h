@@ -186,6 +186,12 @@ void fr_call_cancel(call *c);           /* session ended while waiting */
 
 /* ---- the runtime (runtime.c) ---- */
 typedef struct fr_watch { int fd; void (*cb)(void *, int); void *ud; } fr_watch;
+typedef struct fd_state { uint32_t events; uint8_t flags; } fd_state;
+
+/* libcurl's connection sockets pass through these (runtime.c). */
+curl_socket_t fr_open_socket(void *ud, curlsocktype purpose,
+                             struct curl_sockaddr *a);
+int fr_close_socket(void *ud, curl_socket_t fd);
 
 struct flowrun {
   lua_State *L;                         /* main thread */
@@ -207,6 +213,8 @@ struct flowrun {
   int nsecrets;
   fr_watch *watches;
   int nwatches;
+  fd_state *fds;                        /* by descriptor: see runtime.c */
+  int nfds;
   int sessions_ref;                     /* registry: id -> session */
   int flows_ref;                        /* registry: path -> flow function */
   int base_ref;                         /* registry: metatable of envs */
