@@ -21,7 +21,8 @@ endif
 
 B = build
 CORE = runtime session call request response integrations json
-CORE_O = $(patsubst %,$(B)/%.o,$(sort $(CORE)))
+CORE_O = $(patsubst %,$(B)/%.o,$(sort $(CORE))) $(B)/modules.o
+LUA_MODULES = $(sort $(wildcard lua/flowrun/*.lua))
 CLI_O = $(B)/main.o $(B)/mock.o $(B)/mock_routes.o
 
 all: $(B)/flowrun $(B)/libflowrun.a $(B)/flowrun.so $(B)/faultsrv $(B)/embed_test
@@ -31,6 +32,13 @@ $(B)/%.o: runtime/%.c runtime/internal.h runtime/flowrun.h runtime/cli.h runtime
 
 $(B):
 	mkdir -p $(B)
+
+# The Lua modules of lua/ are compiled into the library (scripts/embed.lua).
+$(B)/modules.c: scripts/embed.lua $(LUA_MODULES) | $(B)
+	lua5.4 scripts/embed.lua $@ $(LUA_MODULES)
+
+$(B)/modules.o: $(B)/modules.c runtime/internal.h $(B)/.flags
+	$(CC) $(ALL_CFLAGS) -Iruntime -c -o $@ $<
 
 # Rebuild everything when the flags change (make test SAN=1 after make).
 $(B)/.flags: FORCE | $(B)

@@ -184,6 +184,13 @@ void fr_calls_free(flowrun *rt);        /* the runtime goes away */
 bool fr_call_set_url(call *c, const char *url);  /* false: no memory */
 void fr_call_cancel(call *c);           /* session ended while waiting */
 
+/* ---- Lua modules of lua/, built in (build/modules.c) ---- */
+typedef struct fr_module {
+  const char *name, *chunkname, *src;  /* "flowrun.flow", "@lua/flowrun/flow.lua" */
+  size_t len;
+} fr_module;
+extern const fr_module fr_modules[];    /* ends with a NULL name */
+
 /* ---- the runtime (runtime.c) ---- */
 typedef struct fr_watch { int fd; void (*cb)(void *, int); void *ud; } fr_watch;
 typedef struct fd_state { uint32_t events; uint8_t flags; } fd_state;

@@ -258,6 +258,16 @@ static void *fr_xalloc(void *ud, void *p, size_t osize, size_t nsize) {
 }
 
 
+/* The package.preload loader of a built-in module. */
+static int l_load_module(lua_State *L) {
+  const fr_module *m = lua_touserdata(L, lua_upvalueindex(1));
+  if (luaL_loadbufferx(L, m->src, m->len, m->chunkname, "t") != LUA_OK)
+    return lua_error(L);
+  lua_pushstring(L, m->name);
+  lua_call(L, 1, 1);
+  return 1;
+}
+
 /* Opens what flows see beyond the standard library: `json` and the flow
 ** globals. Runs under lua_pcall: errors are out-of-memory only. */
 static int l_setup(lua_State *L) {
@@ -271,6 +281,11 @@ static int l_setup(lua_State *L) {
   lua_setfield(L, -2, "json");
   lua_pushcfunction(L, luaopen_cjson);
   lua_setfield(L, -2, "cjson");
+  for (const fr_module *m = fr_modules; m->name; m++) {
+    lua_pushlightuserdata(L, (void *)m);
+    lua_pushcclosure(L, l_load_module, 1);
+    lua_setfield(L, -2, m->name);
+  }
   lua_pop(L, 1);
   lua_newtable(L);
   rt->sessions_ref = luaL_ref(L, LUA_REGISTRYINDEX);
