@@ -3,7 +3,8 @@ PREFIX ?= /usr/local
 CC ?= cc
 PKGS = lua5.4 libcurl lua5.4-cjson libmicrohttpd
 DEBS = lua5.4 liblua5.4-dev lua-cjson-dev libcurl4-openssl-dev \
-       libmicrohttpd-dev lua-busted pkg-config gcc make openssl
+       libmicrohttpd-dev lua-busted pkg-config gcc make openssl \
+       libedit-dev graphviz
 
 WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Werror
 OPT ?= -O2 -g
@@ -20,7 +21,7 @@ ALL_LDFLAGS += -fsanitize=address,undefined
 endif
 
 B = build
-CORE = runtime session call request response integrations json
+CORE = runtime session call request response integrations json lruntime
 CORE_O = $(patsubst %,$(B)/%.o,$(sort $(CORE))) $(B)/modules.o
 LUA_MODULES = $(sort $(wildcard lua/flowrun/*.lua))
 CLI_O = $(B)/main.o $(B)/mock.o $(B)/mock_routes.o

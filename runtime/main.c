@@ -17,6 +17,7 @@
 
 #include <curl/curl.h>
 #include <lua.h>
+#include <lauxlib.h>
 
 #include "cli.h"
 #include "flowrun.h"
@@ -291,6 +292,54 @@ static int run(int argc, char **argv) {
   return status;
 }
 
+/* `flowrun NAME [-I FILE] ARGS...` for a tool written in Lua: the function
+** main(args) of the built-in module flowrun.NAME runs in a runtime with the
+** integrations loaded (found as for run, beside the first file argument)
+** and returns the exit status. */
+static int lua_tool(const char *name, int argc, char **argv) {
+  const char *ifile = NULL, *first = NULL;
+  char buf[4096];
+  int status = 2, i, n = 0;
+  flowrun *rt = flowrun_new(NULL);
+  lua_State *L;
+  if (!rt) {
+    fprintf(stderr, "flowrun: out of memory\n");
+    return 2;
+  }
+  L = flowrun_lua(rt);
+  lua_getglobal(L, "require");
+  lua_pushfstring(L, "flowrun.%s", name);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    fprintf(stderr, "flowrun: '%s' is not in this version yet\n", name);
+    goto done;
+  }
+  lua_getfield(L, -1, "main");
+  lua_newtable(L);
+  for (i = 0; i < argc; i++) {
+    if (strcmp(argv[i], "-I") == 0 && i + 1 < argc) {
+      ifile = argv[++i];
+      continue;
+    }
+    if (!first && argv[i][0] != '-') first = argv[i];
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, ++n);
+  }
+  ifile = find_integrations(ifile, first ? first : "", buf, sizeof buf);
+  if (ifile && flowrun_load_integrations(rt, ifile) != FLOWRUN_OK) {
+    fprintf(stderr, "flowrun: %s\n", flowrun_errmsg(rt));
+    goto done;
+  }
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    fprintf(stderr, "flowrun %s: %s\n", name, lua_tostring(L, -1));
+    goto done;
+  }
+  status = (int)luaL_optinteger(L, -1, 0);
+done:
+  fflush(stdout);
+  flowrun_free(rt);
+  return status;
+}
+
 int main(int argc, char **argv) {
   const char *cmd = argc > 1 ? argv[1] : NULL;
   if (!cmd || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
@@ -304,8 +353,9 @@ int main(int argc, char **argv) {
   }
   if (strcmp(cmd, "mock") == 0) return flowrun_mock_main(argc - 1, argv + 1);
   if (strcmp(cmd, "run") == 0) return run(argc - 2, argv + 2);
-  if (strcmp(cmd, "repl") == 0 || strcmp(cmd, "check") == 0
-      || strcmp(cmd, "graph") == 0 || strcmp(cmd, "host") == 0) {
+  if (strcmp(cmd, "check") == 0 || strcmp(cmd, "graph") == 0)
+    return lua_tool(cmd, argc - 2, argv + 2);
+  if (strcmp(cmd, "repl") == 0 || strcmp(cmd, "host") == 0) {
     fprintf(stderr, "flowrun: '%s' is not in this version yet\n", cmd);
     return 2;
   }

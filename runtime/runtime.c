@@ -281,6 +281,9 @@ static int l_setup(lua_State *L) {
   lua_setfield(L, -2, "json");
   lua_pushcfunction(L, luaopen_cjson);
   lua_setfield(L, -2, "cjson");
+  lua_pushlightuserdata(L, rt);
+  lua_pushcclosure(L, fr_open_runtime_module, 1);
+  lua_setfield(L, -2, "flowrun.runtime");
   for (const fr_module *m = fr_modules; m->name; m++) {
     lua_pushlightuserdata(L, (void *)m);
     lua_pushcclosure(L, l_load_module, 1);

@@ -1,0 +1,112 @@
+/*
+** lruntime.c -- require "flowrun.runtime": what tools written in Lua (the
+** REPL, flowrun check, flowrun graph) may ask of the runtime they run in.
+**
+** integrations() describes the loaded integrations with every secret shown
+** as "***"; header_conflict() answers the one question about a secret value
+** that a checker needs without revealing it; define_integration() is the
+** REPL's integration(name, table), with the validation of a file.
+*/
+#include <string.h>
+#include <strings.h>
+
+#include "internal.h"
+
+static void set_str(lua_State *L, flowrun *rt, const char *k, const char *v) {
+  fr_push_redacted(L, rt, v, strlen(v));
+  lua_setfield(L, -2, k);
+}
+
+static void set_int(lua_State *L, const char *k, lua_Integer v) {
+  lua_pushinteger(L, v);
+  lua_setfield(L, -2, k);
+}
+
+/* integrations() -> { name = { base_url, headers, endpoints, ... } } */
+static int l_integrations(lua_State *L) {
+  flowrun *rt = fr_rt(L);
+  lua_newtable(L);
+  for (integration *ig = rt->integrations; ig; ig = ig->next) {
+    int i;
+    lua_createtable(L, 0, 16);
+    set_str(L, rt, "name", ig->name);
+    set_str(L, rt, "base_url", ig->base_url);
+    lua_newtable(L);
+    for (i = 0; i < ig->nheaders; i++) set_str(L, rt, ig->headers[i].name, ig->headers[i].value);
+    lua_setfield(L, -2, "headers");
+    lua_newtable(L);
+    for (i = 0; i < ig->nendpoints; i++) {
+      lua_createtable(L, 0, 2);
+      set_str(L, rt, "method", ig->endpoints[i].method);
+      set_str(L, rt, "path", ig->endpoints[i].path);
+      lua_setfield(L, -2, ig->endpoints[i].name);
+    }
+    lua_setfield(L, -2, "endpoints");
+    set_int(L, "timeout_ms", ig->timeout_ms);
+    set_int(L, "connect_timeout_ms", ig->connect_timeout_ms);
+    set_int(L, "max_connections", ig->max_connections);
+    set_int(L, "queue_timeout_ms", ig->queue_timeout_ms);
+    set_int(L, "max_response_bytes", (lua_Integer)ig->max_response_bytes);
+    set_int(L, "in_flight", ig->inflight);
+    lua_pushboolean(L, ig->follow_redirects);
+    lua_setfield(L, -2, "follow_redirects");
+    lua_pushboolean(L, ig->tls_verify);
+    lua_setfield(L, -2, "tls_verify");
+    lua_createtable(L, 0, 3);
+    set_int(L, "attempts", ig->retry_attempts);
+    set_int(L, "backoff_ms", ig->retry_backoff_ms);
+    set_int(L, "max_backoff_ms", ig->retry_max_backoff_ms);
+    lua_setfield(L, -2, "retry");
+    lua_setfield(L, -2, ig->name);
+  }
+  return 1;
+}
+
+/* header_conflict(integration, name, value) -> the integration's header
+** name when it sets that header (any case) to another value, else nil. */
+static int l_header_conflict(lua_State *L) {
+  flowrun *rt = fr_rt(L);
+  size_t n;
+  const char *ig_name = luaL_checklstring(L, 1, &n);
+  const char *name = luaL_checkstring(L, 2), *value = luaL_checkstring(L, 3);
+  integration *ig = fr_integration_find(rt, ig_name, n);
+  if (!ig) return luaL_argerror(L, 1, "no such integration");
+  for (int i = 0; i < ig->nheaders; i++)
+    if (strcasecmp(ig->headers[i].name, name) == 0 && strcmp(ig->headers[i].value, value) != 0) {
+      lua_pushstring(L, ig->headers[i].name);
+      return 1;
+    }
+  return 0;
+}
+
+/* define_integration(name, table): adds or replaces one integration. */
+static int l_define(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  fr_integration_define(fr_rt(L), L, name, 2, "integration()");
+  return 0;
+}
+
+/* integrations_file() -> the file loaded last, or nil */
+static int l_file(lua_State *L) {
+  flowrun *rt = fr_rt(L);
+  if (!rt->integrations_file) return 0;
+  lua_pushstring(L, rt->integrations_file);
+  return 1;
+}
+
+static const luaL_Reg funcs[] = {
+  { "integrations",       l_integrations },
+  { "header_conflict",    l_header_conflict },
+  { "define_integration", l_define },
+  { "integrations_file",  l_file },
+  { NULL, NULL }
+};
+
+/* The preload loader of flowrun.runtime; upvalue 1 is the runtime. */
+int fr_open_runtime_module(lua_State *L) {
+  luaL_newlibtable(L, funcs);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  luaL_setfuncs(L, funcs, 1);
+  return 1;
+}
