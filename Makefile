@@ -24,9 +24,12 @@ B = build
 CORE = runtime session call request response integrations json lruntime
 CORE_O = $(patsubst %,$(B)/%.o,$(sort $(CORE))) $(B)/modules.o
 LUA_MODULES = $(sort $(wildcard lua/flowrun/*.lua))
-CLI_O = $(B)/main.o $(B)/mock.o $(B)/mock_routes.o
+CLI_O = $(B)/main.o $(B)/mock.o $(B)/mock_routes.o $(B)/repl.o
+# the REPL's line editing: libedit (BSD licence), not GNU readline (GPL)
+EDIT_LIBS = $(shell pkg-config --libs libedit 2>/dev/null || echo -ledit)
 
-all: $(B)/flowrun $(B)/libflowrun.a $(B)/flowrun.so $(B)/faultsrv $(B)/embed_test
+all: $(B)/flowrun $(B)/libflowrun.a $(B)/flowrun.so $(B)/faultsrv $(B)/embed_test \
+     $(B)/pty.so
 
 $(B)/%.o: runtime/%.c runtime/internal.h runtime/flowrun.h runtime/cli.h runtime/mock.h $(B)/.flags
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
@@ -51,7 +54,7 @@ $(B)/libflowrun.a: $(CORE_O)
 	$(AR) rcs $@ $^
 
 $(B)/flowrun: $(CLI_O) $(B)/libflowrun.a
-	$(CC) $(ALL_LDFLAGS) -o $@ $(CLI_O) $(B)/libflowrun.a $(LIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(CLI_O) $(B)/libflowrun.a $(LIBS) $(EDIT_LIBS)
 
 # The Lua module links libcurl and lua-cjson's shared library (Debian's
 # static one is not PIC) but never liblua: the interpreter (Debian's lua5.4
@@ -66,6 +69,10 @@ $(B)/embed_test: spec/embed_test.c $(B)/libflowrun.a runtime/flowrun.h $(B)/.fla
 
 $(B)/faultsrv: spec/tools/faultsrv.c $(B)/.flags
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) -lpthread
+
+# The specs' pseudo-terminal (spec/repl_spec.lua), a Lua module like flowrun.so.
+$(B)/pty.so: spec/tools/pty.c $(B)/.flags
+	$(CC) $(ALL_CFLAGS) -shared -o $@ $< $(ALL_LDFLAGS) -lutil
 
 deps:
 	@missing=""; for p in $(DEBS); do \

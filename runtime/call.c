@@ -293,13 +293,45 @@ static void classify(call *c, CURLcode rc, curl_off_t connect_us) {
   fr_call_fail(c, LABEL_ERROR, "protocol", "%s", detail);
 }
 
+/* The request's header lines for a trace, secrets hidden, into a NULL-
+** terminated array of malloc'd strings; NULL on ENOMEM. libcurl's "X:"
+** (do not send X) lines are left out, "X;" (send X empty) is "X:", and an
+** Authorization value keeps only its scheme. */
+static char **trace_headers(call *c) {
+  struct curl_slist *l;
+  char **v;
+  int n = 0;
+  for (l = c->hdrs; l; l = l->next) n++;
+  if (!(v = calloc(n + 1, sizeof *v))) return NULL;
+  n = 0;
+  for (l = c->hdrs; l; l = l->next) {
+    const char *line = l->data, *colon = strchr(line, ':');
+    size_t len = strlen(line);
+    if (colon && colon[1] == '\0') continue;
+    if (!colon && len > 0 && line[len - 1] == ';') {
+      v[n] = strdup(line);
+      if (v[n]) v[n][len - 1] = ':';
+    } else if (colon && colon - line == 13 && strncasecmp(line, "Authorization", 13) == 0) {
+      const char *scheme = colon + 1 + strspn(colon + 1, " ");
+      int slen = (int)strcspn(scheme, " ");
+      if ((v[n] = malloc(len + 8)))
+        snprintf(v[n], len + 8, "Authorization: %.*s%s***", slen, scheme, slen ? " " : "");
+    } else
+      v[n] = fr_redact(c->rt, line);
+    if (v[n]) n++;
+  }
+  return v;
+}
+
 static void emit_trace(call *c, double elapsed) {
   flowrun *rt = c->rt;
   flowrun_trace t;
-  char *url, *err;
+  char *url, *err, *body, **hdrs;
   if (!rt->cb.trace) return;
   url = fr_redact(rt, c->url ? c->url : "");
   err = c->error ? fr_redact(rt, c->error) : NULL;
+  body = c->body ? fr_redact(rt, c->body) : NULL;
+  hdrs = trace_headers(c);
   t.session = c->s ? c->s->id : NULL;
   t.integration = c->ig->name;
   t.method = c->method;
@@ -310,7 +342,13 @@ static void emit_trace(call *c, double elapsed) {
   t.status = c->status;
   t.attempts = c->attempts;
   t.elapsed_ms = elapsed;
+  t.headers = hdrs ? (const char *const *)hdrs : (const char *const[]){ NULL };
+  t.body = body;
+  t.body_len = body ? strlen(body) : 0;
   rt->cb.trace(rt->cb.ud, &t);
+  for (int i = 0; hdrs && hdrs[i]; i++) free(hdrs[i]);
+  free(hdrs);
+  free(body);
   free(url);
   free(err);
 }
@@ -600,6 +638,19 @@ static int l_api_node(lua_State *L) {
   }
   while (c->phase != C_DONE) fr_step(rt, -1);
   return push_result(L, c);
+}
+
+int flowrun_interrupt(flowrun *rt, const char *id) {
+  int n = 0;
+  for (call *c = rt->calls; c; c = c->next)
+    if (c->active && c->phase != C_DONE
+        && (id ? c->s && strcmp(c->s->id, id) == 0 : !c->s)) {
+      fr_call_fail(c, LABEL_ERROR, "interrupted", "the call was interrupted");
+      c->status = 0;                    /* no complete response (a retry's) */
+      finish(c);
+      n++;
+    }
+  return n;
 }
 
 int fr_open_api_node(lua_State *L) {

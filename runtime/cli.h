@@ -7,5 +7,6 @@
 #define FLOWRUN_CLI_H
 
 int flowrun_mock_main(int argc, char **argv);
+int flowrun_repl_main(int argc, char **argv);
 
 #endif

@@ -41,6 +41,12 @@ typedef struct flowrun_trace {
   int status;                           /* 0 when there was no response */
   int attempts;
   double elapsed_ms;
+  /* The request as sent (the last attempt): "Name: value" lines, NULL-
+     terminated, an Authorization value shown as "Scheme ***"; the body,
+     NULL when there is none. For tools that replay a call (curl). */
+  const char *const *headers;
+  const char *body;
+  size_t body_len;
 } flowrun_trace;
 
 /* What the host hears. Any callback may be NULL. Strings are valid only
@@ -89,6 +95,27 @@ int flowrun_step(flowrun *rt, int timeout_ms);
 
 /* Live sessions (started and not ended). */
 int flowrun_sessions(const flowrun *rt);
+
+/* Ends calls in flight now with label "error", reason "interrupted": the
+** call session `id` waits on, or with id NULL the calls made outside any
+** session (a REPL's api_node, which blocks until its call ends). Returns
+** how many ended. Call it from the loop or a callback, not from a signal
+** handler: there, write to a pipe that flowrun_watch() watches. */
+int flowrun_interrupt(flowrun *rt, const char *id);
+
+/* Pushes onto flowrun_lua(rt) a new globals table for Lua code the host
+** runs itself (a REPL): what it lacks comes from the flow globals
+** (api_node, say, ask, sleep, json, log, run_flow), then the standard
+** library. */
+int flowrun_push_globals(flowrun *rt);
+
+/* Forgets the compiled flows, so that the next flowrun_start() reads the
+** flow file again (one being edited). Running sessions keep their code. */
+int flowrun_forget_flows(flowrun *rt);
+
+/* s with every secret shown as "***", malloc'd (the caller frees it);
+** NULL when out of memory. For the host's own output and logs. */
+char *flowrun_redact(flowrun *rt, const char *s);
 
 /* Lets the loop wait on a host file descriptor too: cb runs from
 ** flowrun_step() when fd is readable. cb NULL removes the watch. */

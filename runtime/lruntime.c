@@ -5,8 +5,10 @@
 ** integrations() describes the loaded integrations with every secret shown
 ** as "***"; header_conflict() answers the one question about a secret value
 ** that a checker needs without revealing it; define_integration() is the
-** REPL's integration(name, table), with the validation of a file.
+** REPL's integration(name, table), with the validation of a file, and env()
+** reads a secret for it as integrations files do.
 */
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -87,6 +89,21 @@ static int l_define(lua_State *L) {
   return 0;
 }
 
+/* env(NAME [, default]) -> the environment variable, a secret from now on
+** (hidden as "***"), as in integrations files; a default is not a secret. */
+static int l_env(lua_State *L) {
+  flowrun *rt = fr_rt(L);
+  const char *name = luaL_checkstring(L, 1), *v = getenv(name);
+  if (v) {
+    fr_secret_add(rt, v, strlen(v));
+    lua_pushstring(L, v);
+  } else if (!lua_isnoneornil(L, 2))
+    lua_pushvalue(L, 2);
+  else
+    return luaL_error(L, "environment variable %s is not set", name);
+  return 1;
+}
+
 /* integrations_file() -> the file loaded last, or nil */
 static int l_file(lua_State *L) {
   flowrun *rt = fr_rt(L);
@@ -100,6 +117,7 @@ static const luaL_Reg funcs[] = {
   { "header_conflict",    l_header_conflict },
   { "define_integration", l_define },
   { "integrations_file",  l_file },
+  { "env",                l_env },
   { NULL, NULL }
 };
 

@@ -355,7 +355,8 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "run") == 0) return run(argc - 2, argv + 2);
   if (strcmp(cmd, "check") == 0 || strcmp(cmd, "graph") == 0)
     return lua_tool(cmd, argc - 2, argv + 2);
-  if (strcmp(cmd, "repl") == 0 || strcmp(cmd, "host") == 0) {
+  if (strcmp(cmd, "repl") == 0) return flowrun_repl_main(argc - 2, argv + 2);
+  if (strcmp(cmd, "host") == 0) {
     fprintf(stderr, "flowrun: '%s' is not in this version yet\n", cmd);
     return 2;
   }

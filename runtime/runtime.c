@@ -407,3 +407,52 @@ int flowrun_watch(flowrun *rt, int fd, void (*cb)(void *ud, int fd),
   w->ud = ud;
   return FLOWRUN_OK;
 }
+
+/* ---- for hosts that run Lua of their own (the REPL) ---- */
+
+/* lua_pcall'd: 1 rt, 2 true to forget the flows, false for globals. */
+static int l_globals(lua_State *L) {
+  flowrun *rt = lua_touserdata(L, 1);
+  if (lua_toboolean(L, 2)) {            /* the flows cached by path go */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->flows_ref);
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      lua_pop(L, 1);
+      if (lua_type(L, -1) == LUA_TSTRING) {
+        lua_pushvalue(L, -1);
+        lua_pushnil(L);
+        lua_rawset(L, -4);
+      }
+    }
+    return 0;
+  }
+  lua_newtable(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->base_ref);
+  lua_setmetatable(L, -2);
+  return 1;
+}
+
+static int run_protected(flowrun *rt, bool forget, int nres) {
+  lua_State *L = rt->L;
+  if (!lua_checkstack(L, 4)) return fr_error(rt, "out of memory");
+  lua_pushcfunction(L, l_globals);
+  lua_pushlightuserdata(L, rt);
+  lua_pushboolean(L, forget);
+  if (lua_pcall(L, 2, nres, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    return fr_error(rt, "out of memory");
+  }
+  return FLOWRUN_OK;
+}
+
+int flowrun_push_globals(flowrun *rt) {
+  return run_protected(rt, false, 1);
+}
+
+int flowrun_forget_flows(flowrun *rt) {
+  return run_protected(rt, true, 0);
+}
+
+char *flowrun_redact(flowrun *rt, const char *s) {
+  return fr_redact(rt, s);
+}

@@ -1,0 +1,508 @@
+-- The REPL (`flowrun repl`): a person at a terminal, played through a
+-- pseudo-terminal (build/pty.so), and `flowrun repl < script`.
+local helper = require "spec.helper"
+
+package.path = helper.root .. "/lua/?.lua;" .. package.path
+local pty = require "pty"
+local pretty = require "flowrun.pretty"
+
+local TIMEOUT = helper.san and 20000 or 8000
+local SECRET = "s3cr3t-t0ken-42"
+
+-- Output as a person sees it: no colours, no cursor movements.
+local function plain(s)
+  return (s:gsub("\27%[[%d;?]*[A-Za-z]", ""):gsub("[\r\7]", ""))
+end
+
+describe("the REPL", function()
+  local mock, dir
+
+  setup(function()
+    mock = helper.mock({
+      { method = "GET", path = "/v1/product/{id}", status = 200, json = { id = "{id}", name = "Widget" } },
+      { path = "/v1/missing", status = 404, json = { error = "no such thing" } },
+      { path = "/v1/hang", fault = "no_response" },
+      { path = "/v1/echo", echo = true },
+      { path = "/v1/big", body = helper.code('string.rep("line of text\\n", 500)') },
+    })
+    dir = helper.tmpdir()
+    helper.integrations({
+      demo = {
+        base_url = mock.url,
+        headers = { Accept = "application/json" },
+        auth = { bearer = helper.code('env("DEMO_TOKEN")') },
+        endpoints = { get_product = { method = "GET", path = "/v1/product/{id}" } },
+      },
+    }, dir)
+    helper.flow([[
+      local id = ask("Your order number?")
+      local name = ask("Your name?")
+      say("Thanks " .. tostring(name) .. ", order " .. tostring(id))
+    ]], dir, "order.lua")
+    helper.flow([[
+      for i = 1, 3 do sleep(150) say("tick " .. i) end
+    ]], dir, "ticks.lua")
+    helper.flow([[
+      say("before")
+      local label, res = api_node{ integration = "demo", path = "/v1/hang", results = { "200" } }
+      say("after " .. label)
+    ]], dir, "hangs.lua")
+  end)
+
+  teardown(helper.cleanup)
+
+  -- ---- a person at a terminal ----
+
+  local sessions = {}
+
+  local term_mt = {}
+  term_mt.__index = term_mt
+
+  -- Types a line (Enter included).
+  function term_mt:line(text) assert(self.p:send(text .. "\r")) end
+  function term_mt:keys(text) assert(self.p:send(text)) end
+
+  -- Waits until the output after the last match, as the person sees it
+  -- (no colours or cursor moves, "\r\n" as "\n"), holds text.
+  function term_mt:expect(text, ms, raw)
+    local until_ = helper.now() + (ms or TIMEOUT)
+    repeat
+      local out = self.p:output()
+      if not raw then out = plain(out) end
+      local at = select(2, out:find(text, (raw and self.rawpos or self.pos) + 1, true))
+      if at then
+        if raw then self.rawpos = at else self.pos = at end
+        return
+      end
+      self.p:pump(20)
+    until helper.now() > until_
+    error(("expected %q in the REPL's output; it was:\n%s"):format(text, plain(self.p:output())), 2)
+  end
+
+  -- Waits for the next prompt ("> " at the start of a line).
+  function term_mt:prompt() self:expect("\n> ") end
+
+  function term_mt:output() return plain(self.p:output()) end
+
+  -- Leaves with Ctrl-D; returns the exit status.
+  function term_mt:quit()
+    self:keys("\4")
+    local status = self.p:wait(TIMEOUT)
+    local report = helper.sanitizer_report(self.p:output())
+    if report then error("flowrun repl reported:\n" .. report, 2) end
+    return status
+  end
+
+  -- Starts `flowrun repl ARGS...` on a terminal in dir; waits for the prompt.
+  local function repl(args, opts)
+    opts = opts or {}
+    local argv = { helper.flowrun, "repl" }
+    for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
+    local home = opts.home or helper.tmpdir()
+    local env = { HOME = home, TERM = "xterm", DEMO_TOKEN = SECRET, NO_COLOR = not opts.color and "1" or false,
+                  FLOWRUN_INTEGRATIONS = false, LANG = "C.UTF-8" }
+    if os.getenv("SPEC_CHILD_ASAN_OPTIONS") then
+      env.LD_PRELOAD = false
+      env.ASAN_OPTIONS = os.getenv("SPEC_CHILD_ASAN_OPTIONS")
+    end
+    local p = pty.spawn{ argv = argv, env = env, cwd = opts.cwd or dir, cols = 120, rows = 40 }
+    local t = setmetatable({ p = p, home = home, pos = 0, rawpos = 0 }, term_mt)
+    sessions[#sessions + 1] = p
+    t:prompt()
+    return t
+  end
+
+  after_each(function()
+    for i = #sessions, 1, -1 do
+      sessions[i]:close()
+      sessions[i] = nil
+    end
+  end)
+
+  describe("on a terminal", function()
+    it("prints the value of an expression, and of =expr", function()
+      local t = repl()
+      t:line("1 + 1")
+      t:expect("\n2\n")
+      t:line("x = 6 * 7")
+      t:prompt()
+      t:line("=x")
+      t:expect("\n42\n")
+      t:line("'a', nil, true")
+      t:expect('"a"\tnil\ttrue')
+      assert.are.equal(0, t:quit())
+    end)
+
+    it("continues an incomplete chunk on a second prompt", function()
+      local t = repl()
+      t:line("for i = 1, 3 do")
+      t:expect(">> ")
+      t:line("  print(i * 10)")
+      t:expect(">> ")
+      t:line("end")
+      t:expect("10\n20\n30")
+      t:prompt()
+      t:line("function f(a,")
+      t:expect(">> ")
+      t:line("  b) return a + b end")
+      t:prompt()
+      t:line("f(2, 3)")
+      t:expect("\n5\n")
+      t:quit()
+    end)
+
+    it("shows an api_node result as a summary and keeps the response in _", function()
+      local t = repl()
+      t:line('api_node{integration="demo", path="/v1/product/1", results={"200"}}')
+      t:expect('label    "200"')
+      t:expect("status   200 OK")
+      t:expect("url      GET " .. mock.url .. "/v1/product/1")
+      t:expect("content-type: application/json")
+      t:expect('"name": "Widget"')
+      t:prompt()
+      t:line("_.json.name, _.status")
+      t:expect('"Widget"\t200')
+      t:prompt()
+      t:line('label, res = api_node{integration="demo", path="/v1/missing", results={"200"}}')
+      t:prompt()
+      t:line("label, res.status")
+      t:expect('"other"\t404')
+      assert.are.equal(0, t:quit())
+      assert.is_nil(t:output():find(SECRET, 1, true))
+    end)
+
+    it("plays a flow that asks twice with .run; the person answers", function()
+      local t = repl({ "order.lua" })
+      t:line(".run")
+      t:expect("Your order number?")
+      t:expect("? ")
+      t:line("42")
+      t:expect("Your name?")
+      t:expect("? ")
+      t:line("Ann")
+      t:expect("Thanks Ann, order 42")
+      t:prompt()
+      t:line("1 + 2")                   -- the REPL goes on
+      t:expect("\n3\n")
+      t:line(".run order.lua")          -- and plays it again, by name
+      t:expect("Your order number?")
+      t:line("7")
+      t:expect("Your name?")
+      t:keys("\4")                      -- Ctrl-D: the end-user has gone (ask returns nil)
+      t:expect("Thanks nil, order 7")
+      t:prompt()
+      assert.are.equal(0, t:quit())
+    end)
+
+    it("ends a hanging call with Ctrl-C: label error, reason interrupted", function()
+      local t = repl()
+      t:line('api_node{integration="demo", path="/v1/hang", results={"200"}}')
+      local before = mock:count("/v1/hang")
+      helper.wait_for(function() return mock:count("/v1/hang") > before end, TIMEOUT)
+      t:keys("\3")
+      t:expect('label    "error"')
+      t:expect("reason   interrupted")
+      t:prompt()
+      t:line("_.label, _.reason")
+      t:expect('"error"\t"interrupted"')
+      t:prompt()
+      t:line("while true do end")           -- Lua that runs is interrupted too
+      helper.wait_for(function() return false end, 300)
+      t:keys("\3")
+      t:expect("interrupted!")
+      t:prompt()
+      t:keys("half a line")                 -- and a line being typed is dropped
+      t:keys("\3")
+      t:prompt()
+      t:line("'still here'")
+      t:expect('"still here"')
+      assert.are.equal(0, t:quit())
+    end)
+
+    it("stops a flow in the foreground with Ctrl-C", function()
+      local t = repl()
+      t:line(".run hangs.lua")
+      t:expect("before")
+      helper.wait_for(function() return false end, 300)
+      t:keys("\3")
+      t:expect("the flow was stopped")
+      t:prompt()
+      t:line("2 * 21")
+      t:expect("\n42\n")
+      t:quit()
+    end)
+
+    it("keeps the history in ~/.flowrun_history", function()
+      local home = helper.tmpdir()
+      local t = repl(nil, { home = home })
+      t:line("history_marker_1 = 1")
+      t:prompt()
+      t:line("history_marker_2 = 2")
+      t:prompt()
+      assert.are.equal(0, t:quit())
+      local h = helper.read(home .. "/.flowrun_history")
+      assert.truthy(h, "no history file")
+      assert.matches("history_marker_1", h, 1, true)
+      assert.matches("history_marker_2", h, 1, true)
+      -- the next REPL has it: Up brings the last line back
+      t = repl(nil, { home = home })
+      t:keys("\27[A")
+      t:expect("history_marker_2")
+      t:keys("\r")
+      t:prompt()
+      t:line("history_marker_2")
+      t:expect("\n2\n")
+      t:quit()
+    end)
+
+    it("completes integration names, endpoints, globals, fields and commands", function()
+      local t = repl()
+      t:keys('api_node{integration="de\t')
+      t:expect('demo"')
+      t:line(', path="/v1/product/9", results={"200"}}')
+      t:expect('"id": "9"')
+      t:prompt()
+      t:keys('api_node{endpoint="demo.g\t')
+      t:expect('demo.get_product"')
+      t:line(', params={id=3}, results={"200"}}')
+      t:expect('"id": "3"')
+      t:prompt()
+      t:keys("string.for\t")
+      t:expect("string.format")
+      t:keys("\3")
+      t:prompt()
+      t:keys(".integ\t")
+      t:expect(".integrations")
+      t:keys("\r")
+      t:expect("demo  " .. mock.url)
+      t:prompt()
+      t:quit()
+    end)
+
+    it("reports an error with a traceback and goes on", function()
+      local t = repl()
+      t:line("local function inner() error('boom') end inner()")
+      t:expect("stdin:1: boom")
+      t:expect("stack traceback:")
+      t:expect("in local 'inner'")
+      t:prompt()
+      t:line("1 +")
+      t:expect(">> ")
+      t:line(")")
+      t:expect("unexpected symbol")
+      t:prompt()
+      t:line('api_node{integration="nope", path="/", results={"200"}}')
+      t:expect("nope")
+      t:prompt()
+      t:line("'alive'")
+      t:expect('"alive"')
+      assert.are.equal(0, t:quit())
+    end)
+
+    it("keeps background flows running while a call is in flight", function()
+      local t = repl()
+      t:line(".run ticks.lua &")
+      t:prompt()
+      t:line('api_node{integration="demo", path="/v1/hang", timeout_ms=900, results={"200"}}')
+      t:expect("[1] tick 1")
+      t:expect("[1] tick 3")
+      t:expect('label    "timeout"')
+      t:prompt()
+      t:quit()
+    end)
+
+    it("colours its output on a terminal unless NO_COLOR is set", function()
+      local t = repl(nil, { color = true })
+      t:line("'text'")
+      t:expect('\27[32m"text"\27[0m', nil, true)
+      t:quit()
+    end)
+  end)
+
+  -- ---- scripts ----
+
+  local function script(text, args, env)
+    local a = { "repl" }
+    for _, x in ipairs(args or {}) do a[#a + 1] = x end
+    env = env or {}
+    if env.DEMO_TOKEN == nil then env.DEMO_TOKEN = SECRET end
+    return helper.cli{ args = a, stdin = text, cwd = dir, env = env }
+  end
+
+  describe("without a terminal (flowrun repl < script)", function()
+    it("works line by line, with no prompt and no colour", function()
+      local r = script("1 + 1\nx = 3\nfor i = 1, 2 do\n  print(i * x)\nend\n'done'\n")
+      assert.are.equal(0, r.code, r.stderr)
+      assert.are.equal('2\n3\n6\n"done"\n', r.stdout)
+      assert.are.equal("", r.stderr)
+    end)
+
+    it("reads the same from a pipe", function()
+      local r = helper.cli{ args = { "repl", "-I", dir .. "/integrations.lua" }, stdin = "2 ^ 10\n",
+                            stdin_pipe = true, env = { DEMO_TOKEN = SECRET } }
+      assert.are.equal("1024.0\n", r.stdout)
+    end)
+
+    it("answers a flow's asks from the next lines, then goes on", function()
+      local r = script(".run order.lua\n42\nAnn\n'after'\n")
+      assert.are.equal(0, r.code, r.stderr)
+      assert.are.equal('Your order number?\nYour name?\nThanks Ann, order 42\n"after"\n', r.stdout)
+    end)
+
+    it("exits 1 when a line raised an error, after running the rest", function()
+      local r = script("error('first')\n'second'\n")
+      assert.are.equal(1, r.code)
+      assert.are.equal('"second"\n', r.stdout)
+      assert.matches("stdin:1: first", r.stderr, 1, true)
+    end)
+
+    it("reports a chunk left unfinished at the end", function()
+      local r = script("for i = 1, 2 do\n")
+      assert.are.equal(1, r.code)
+      assert.matches("<eof>", r.stderr, 1, true)
+    end)
+
+    it("prints an api_node summary with the body cut, and .last as curl", function()
+      local r = script('api_node{integration="demo", path="/v1/big", results={"200"}}\n.last\n')
+      assert.are.equal(0, r.code, r.stderr)
+      assert.matches('label    "200"', r.stdout, 1, true)
+      assert.matches("… 471 more lines", r.stdout, 1, true)
+      assert.matches("curl " .. mock.url .. "/v1/big \\\n  -H 'Accept: application/json' \\\n"
+        .. "  -H 'Authorization: Bearer ***'", r.stdout, 1, true)
+      assert.is_nil(r.stdout:find(SECRET, 1, true))
+    end)
+
+    it("shows a POST in .last with its method and body", function()
+      local r = script('api_node{integration="demo", method="PUT", path="/v1/echo", body={a=1}, results={"200"}}\n.last\n')
+      assert.matches("curl -X PUT " .. mock.url .. "/v1/echo", r.stdout, 1, true)
+      assert.matches([[-H 'Content-Type: application/json']], r.stdout, 1, true)
+      assert.matches([[--data-raw '{"a":1}']], r.stdout, 1, true)
+    end)
+
+    it("never shows a secret: values, .integrations, .last, errors", function()
+      local r = script(table.concat({
+        'os.getenv("DEMO_TOKEN")',
+        'print("token: " .. os.getenv("DEMO_TOKEN"))',
+        '.integrations',
+        'api_node{integration="demo", path="/v1/echo", results={"200"}}',
+        '.last',
+        'error("bad " .. os.getenv("DEMO_TOKEN"))',
+      }, "\n") .. "\n")
+      assert.matches('"***"', r.stdout, 1, true)
+      assert.matches("token: ***", r.stdout, 1, true)
+      assert.matches("headers: Accept, Authorization", r.stdout, 1, true)
+      assert.matches("bad ***", r.stderr, 1, true)
+      assert.is_nil(r.stdout:find(SECRET, 1, true))
+      assert.is_nil(r.stderr:find(SECRET, 1, true))
+    end)
+
+    it("defines integrations with integration(), validated like the file", function()
+      local r = script(table.concat({
+        'integration("local", { base_url = "' .. mock.url .. '/v1", timeout_ms = 2000 })',
+        'label, res = api_node{integration="local", path="/product/5", results={"200"}}',
+        'label, res.json.id',
+        'integration("bad", { base_url = "ftp://x", timeout_ms = "soon" })',
+        'integration("local", { base_url = "' .. mock.url .. '", endpoints = { p = { path = "/v1/product/{id}" } } })',
+        'select(2, api_node{endpoint="local.p", params={id=8}, results={"200"}}).json.id',
+      }, "\n") .. "\n")
+      assert.matches('"200"\t"5"\n', r.stdout, 1, true)
+      assert.matches("integration(): bad", r.stderr, 1, true)
+      assert.matches('"8"\n', r.stdout, 1, true)
+    end)
+
+    it("has .help, .integrations, .trace, and names the commands when one is unknown", function()
+      local r = script(".help\n.trace on\napi_node{integration=\"demo\", path=\"/v1/echo\", results={\"200\"}}\n.trace off\n.frobnicate\n")
+      assert.matches(".run [FLOW [ARGS]] [&]", r.stdout, 1, true)
+      assert.matches(".last", r.stdout, 1, true)
+      assert.matches("trace is on", r.stdout, 1, true)
+      assert.matches("trace session=- integration=demo method=GET url=" .. mock.url .. "/v1/echo label=200",
+        r.stderr, 1, true)
+      assert.matches("unknown command .frobnicate; there are .help .integrations .load .run", r.stderr, 1, true)
+    end)
+
+    it(".load runs a file in the REPL's globals", function()
+      local file = helper.write(helper.tmpdir() .. "/lib.lua", "greeting = 'hi'\nfunction twice(x) return 2 * x end\n")
+      local r = script(".load " .. file .. "\ngreeting, twice(21)\n.load /nonexistent.lua\n")
+      assert.matches('"hi"\t42\n', r.stdout, 1, true)
+      assert.matches("nonexistent", r.stderr, 1, true)
+    end)
+
+    it("runs flows in the background with .run &, and .sessions lists them", function()
+      local r = script(".run ticks.lua &\n.sessions\nsleep(800)\n.sessions\n")
+      assert.are.equal(0, r.code, r.stderr)
+      assert.matches("[1] running\n", r.stdout, 1, true)
+      assert.matches("[1] tick 1\n[1] tick 2\n[1] tick 3\n", r.stdout, 1, true)
+      assert.matches("no sessions\n", r.stdout, 1, true)
+    end)
+
+    it("re-reads a flow file on each .run", function()
+      local d = helper.tmpdir()
+      local flow = helper.flow('say("one")', d, "edit.lua")
+      local r = helper.cli{ args = { "repl", flow }, cwd = d,
+        stdin = ".run\nlocal f = io.open('" .. flow .. "', 'w') f:write('say(\"two\")') f:close()\n.run\n" }
+      assert.are.equal(0, r.code, r.stderr)
+      assert.are.equal("one\ntwo\n", r.stdout)
+    end)
+
+    it("finds the integrations beside the flow, or takes -I FILE", function()
+      local r = helper.cli{ args = { "repl", dir .. "/order.lua" }, stdin = ".integrations\n",
+                            env = { DEMO_TOKEN = SECRET } }
+      assert.matches("demo  " .. mock.url, r.stdout, 1, true)
+      r = helper.cli{ args = { "repl", "-I", dir .. "/integrations.lua" }, stdin = ".integrations\n",
+                      env = { DEMO_TOKEN = SECRET } }
+      assert.matches("demo  " .. mock.url, r.stdout, 1, true)
+      r = helper.cli{ args = { "repl", "-I", dir .. "/missing.lua" }, stdin = "" }
+      assert.are.equal(2, r.code)
+    end)
+  end)
+
+  -- ---- the pretty-printer ----
+
+  describe("pretty-printer", function()
+    it("sorts keys: the array part first, then numbers, then strings", function()
+      assert.are.equal('{ 1, 2, [5] = "x", a = true, b = { c = 1 } }',
+        pretty.value({ 1, 2, b = { c = 1 }, a = true, [5] = "x" }))
+    end)
+
+    it("marks cycles", function()
+      local t = { name = "t" }
+      t.self = t
+      assert.are.equal('{ name = "t", self = <cycle> }', pretty.value(t))
+    end)
+
+    it("cuts long strings, saying how long they were", function()
+      local s = pretty.value(("x"):rep(1000), { string = 10 })
+      assert.are.equal('"xxxxxxxxxx"… (1000 bytes)', s)
+    end)
+
+    it("nests what does not fit on a line", function()
+      local s = pretty.value({ list = { ("a"):rep(30), ("b"):rep(30), ("c"):rep(30) } }, { width = 40 })
+      assert.are.equal('{\n  list = {\n    "' .. ("a"):rep(30) .. '",\n    "' .. ("b"):rep(30)
+        .. '",\n    "' .. ("c"):rep(30) .. '"\n  }\n}', s)
+    end)
+
+    it("quotes keys that are not names and escapes control characters", function()
+      assert.are.equal('{ ["a b"] = "line\\nnext", ["end"] = 1 }', pretty.value({ ["a b"] = "line\nnext", ["end"] = 1 }))
+    end)
+
+    it("indents JSON keeping its order, and cuts it", function()
+      assert.are.equal('{\n  "b": 1,\n  "a": [\n    true,\n    null\n  ],\n  "e": {}\n}',
+        pretty.json('{"b":1,"a":[true,null],"e":{}}'))
+      assert.are.equal('[\n  1,\n…', pretty.json("[1,2,3,4]", { lines = 2 }))
+    end)
+
+    it("summarises a response", function()
+      local s = pretty.response({ label = "other", status = 404, elapsed_ms = 12, attempts = 2,
+        url = "http://h/x", body = "gone", headers = { ["content-type"] = "text/plain", server = "x" } },
+        { method = "GET" })
+      assert.are.equal(table.concat({
+        'label    "other"  (404 is not among the declared results)',
+        "status   404 Not Found  (12 ms, 2 attempts, 4 bytes)",
+        "url      GET http://h/x",
+        "headers  content-type: text/plain",
+        "         (1 more in _.headers)",
+        "body     gone",
+      }, "\n"), s)
+    end)
+  end)
+end)
