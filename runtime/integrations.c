@@ -154,6 +154,7 @@ void fr_integrations_free(flowrun *rt) {
 typedef struct building {               /* a userdata: frees on error */
   integration *ig;
   const char *where;                    /* file name, for messages */
+  flowrun *rt;
 } building;
 
 static int building_gc(lua_State *L) {
@@ -310,6 +311,11 @@ static void read_auth(lua_State *L, building *b) {
     lua_insert(L, -2);
     lua_concat(L, 3);
     push_base64(L, (const unsigned char *)lua_tostring(L, -1), lua_rawlen(L, -1));
+    /* a secret user or password makes the encoded pair a secret too */
+    char *shown = fr_redact(b->rt, lua_tostring(L, -2));
+    if (!shown || strcmp(shown, lua_tostring(L, -2)) != 0)
+      fr_secret_add(b->rt, lua_tostring(L, -1), lua_rawlen(L, -1));
+    free(shown);
     lua_pushliteral(L, "Basic ");
     lua_insert(L, -2);
     lua_concat(L, 2);
@@ -459,6 +465,7 @@ static integration *build(flowrun *rt, lua_State *L, const char *name,
   box = lua_gettop(L);
   b->ig = NULL;
   b->where = where;
+  b->rt = rt;
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, building_gc);
   lua_setfield(L, -2, "__gc");

@@ -25,6 +25,7 @@
 static const char usage[] =
   "usage: flowrun [run] [options] FLOW.lua [ARGS...]   run one session; the terminal is the end-user\n"
   "       flowrun run --sessions N FLOW.lua [ARGS...]  N concurrent sessions (session.id = 1..N)\n"
+  "       flowrun repl [-I FILE] [FLOW.lua]            interactive REPL: try integrations and flows\n"
   "       flowrun mock ROUTES.lua [--port N]           mock HTTP API on 127.0.0.1\n"
   "       flowrun --version | --help\n"
   "options:\n"

@@ -270,6 +270,23 @@ describe("§2 integrations file", function()
       assert.not_matches("hunter2x", r.stderr, 1, true)
     end)
 
+    it("hides Basic credentials built from a secret password", function()
+      local dir = helper.tmpdir()
+      helper.integrations(helper.lua_source({ shop = {
+        base_url = mock.url .. "/v1", auth = { basic = { "alice", helper.code('env("SPEC_PW")') } } } }), dir)
+      local flow = helper.flow([[
+        local described = require("flowrun.runtime").integrations()
+        say(described.shop.headers.Authorization)
+        local label, res = api_node{ integration = "shop", path = "/echo", results = { "200" } }
+        error("giving up with " .. res.json.headers.authorization)
+      ]], dir)
+      local r = helper.cli{ args = { flow }, env = { SPEC_PW = "sesame" } }
+      assert.are.equal(1, r.code)
+      assert.are.same({ "Basic ***" }, helper.lines(r.stdout))
+      assert.matches("giving up with Basic ***", r.stderr, 1, true)
+      assert.not_matches("YWxpY2U6c2VzYW1l", r.stdout .. r.stderr, 1, true)
+    end)
+
     it("fails the load naming the file, line and variable when it is unset", function()
       local err, file = load_error('\nreturn { shop = { base_url = env("FLOWRUN_SPEC_SURELY_UNSET") } }\n')
       assert.are.equal(file .. ":2: environment variable FLOWRUN_SPEC_SURELY_UNSET is not set", err)
