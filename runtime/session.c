@@ -7,7 +7,10 @@
 ** A flow file is compiled once as `return function(_ENV, ...) <file> end`
 ** and every session calls that one function with its own _ENV.
 ** ask, sleep and api_node yield; the loop makes the session ready again and
-** fr_run_ready() resumes it.
+** fr_run_ready() resumes it. A flow that returns a declarative definition
+** (flow.define, lua/flowrun/flow.lua) goes on running it: its finished
+** coroutine is started again on flow.run, so the steps wait and fail like
+** any flow.
 */
 #include <errno.h>
 #include <stddef.h>
@@ -127,6 +130,91 @@ static void push_env(flowrun *rt, lua_State *L, const char *id) {
   lua_setmetatable(L, -2);
 }
 
+/* ---- declarative flows ---- */
+
+/* Is the value at idx a definition made by flow.define (lua/flowrun/flow.lua
+** marks them with the metatable registered as "flowrun.flowdef")? */
+static bool is_flowdef(lua_State *L, int idx) {
+  bool yes;
+  if (!lua_istable(L, idx) || !lua_getmetatable(L, idx)) return false;
+  luaL_getmetatable(L, "flowrun.flowdef");
+  yes = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return yes;
+}
+
+/* ctx.load(path): the compiled flow file (a function of the globals), from
+** the cache run_flow uses; nil and a message when it cannot be loaded. */
+static int l_ctx_load(lua_State *L) {
+  return load_flow(fr_rt(L), L, luaL_checkstring(L, 1));
+}
+
+static const char flow_ctx_key = 'c';  /* its address keys the flows table */
+
+/* Pushes flow.run and the runtime's context for it: { load, runtime },
+** made once per runtime and kept in its flows table. */
+static void push_flow_runner(flowrun *rt, lua_State *L) {
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, "flowrun.flow") != LUA_TTABLE) {
+    lua_pop(L, 1);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    if (lua_getfield(L, -1, "flowrun.flow") != LUA_TFUNCTION)
+      luaL_error(L, "module 'flowrun.flow' is not built in");
+    lua_pushliteral(L, "flowrun.flow");
+    lua_call(L, 1, 1);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -4, "flowrun.flow");
+    lua_remove(L, -2);
+  }
+  lua_getfield(L, -1, "run");
+  lua_replace(L, -3);
+  lua_pop(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->flows_ref);
+  if (lua_rawgetp(L, -1, &flow_ctx_key) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 3);
+    lua_pushlightuserdata(L, rt);
+    lua_pushcclosure(L, l_ctx_load, 1);
+    lua_setfield(L, -2, "load");
+    lua_pushlightuserdata(L, rt);
+    lua_pushcclosure(L, fr_open_runtime_module, 1);
+    lua_call(L, 0, 1);
+    lua_setfield(L, -2, "runtime");
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, -3, &flow_ctx_key);
+  }
+  lua_remove(L, -2);
+}
+
+/* lua_pcall'd: 1 rt; returns flow.run and its context. */
+static int l_flow_runner(lua_State *L) {
+  push_flow_runner(lua_touserdata(L, 1), L);
+  return 2;
+}
+
+/* The session's main function returned a definition (its first result):
+** makes the finished coroutine call flow.run(def, env, ctx) when resumed
+** again, and says true; false with an error on its stack otherwise. */
+static bool run_definition(session *s, int nres) {
+  flowrun *rt = s->rt;
+  lua_State *L = rt->L, *co = s->co;
+  int base = lua_gettop(co) - nres + 1;
+  lua_settop(co, base);                 /* the definition */
+  lua_pushcfunction(L, l_flow_runner);
+  lua_pushlightuserdata(L, rt);
+  if (lua_pcall(L, 1, 2, 0) != LUA_OK) {
+    lua_xmove(L, co, 1);
+    return false;
+  }
+  lua_pushvalue(L, -2);
+  lua_xmove(L, co, 1);                  /* def, run */
+  lua_insert(co, base);                 /* run, def */
+  lua_rawgeti(co, LUA_REGISTRYINDEX, s->envref);
+  lua_xmove(L, co, 1);                  /* run, def, env, ctx */
+  lua_pop(L, 1);
+  return true;
+}
+
 /* ---- starting, resuming and ending ---- */
 
 static void session_free(session *s) {
@@ -188,6 +276,8 @@ static void resume(session *s) {
   s->state = S_RUN;
   s->rt->running = s;
   st = lua_resume(s->co, NULL, s->nargs, &nres);
+  if (st == LUA_OK && nres > 0 && is_flowdef(s->co, -nres))   /* run it */
+    st = run_definition(s, nres) ? lua_resume(s->co, NULL, 3, &nres) : LUA_ERRRUN;
   s->rt->running = NULL;
   s->nargs = 0;
   if (st == LUA_YIELD) {
@@ -429,9 +519,25 @@ static int l_log(lua_State *L) {
   return 0;
 }
 
-static int k_run_flow(lua_State *L, int status, lua_KContext base) {
+static int k_run_flow_done(lua_State *L, int status, lua_KContext base) {
   (void)status;
   return lua_gettop(L) - (int)base;
+}
+
+/* The other flow returned: when it returned a definition, runs it here
+** (flow.run) with the same globals, at base. */
+static int k_run_flow(lua_State *L, int status, lua_KContext base) {
+  (void)status;
+  if (lua_gettop(L) > (int)base && is_flowdef(L, (int)base + 1)) {
+    lua_settop(L, (int)base + 1);
+    push_flow_runner(fr_rt(L), L);      /* def, run, ctx */
+    lua_rotate(L, (int)base + 1, -1);   /* run, ctx, def */
+    lua_insert(L, -2);                  /* run, def, ctx */
+    lua_pushvalue(L, (int)base);        /* the globals */
+    lua_insert(L, -2);                  /* run, def, env, ctx */
+    lua_callk(L, 3, LUA_MULTRET, base, k_run_flow_done);
+  }
+  return k_run_flow_done(L, LUA_OK, base);
 }
 
 /* run_flow(path, ...): runs another flow in this session's globals and
@@ -440,7 +546,7 @@ static int k_run_flow(lua_State *L, int status, lua_KContext base) {
 static int l_run_flow(lua_State *L) {
   flowrun *rt = fr_rt(L);
   const char *path = luaL_checkstring(L, 1);
-  int nargs = lua_gettop(L) - 1, base = nargs + 2, i;
+  int nargs = lua_gettop(L) - 1, base = nargs + 3, i;
   session *s = fr_session_current(rt, L);
   const char *slash;
   lua_Debug ar;
@@ -451,10 +557,11 @@ static int l_run_flow(lua_State *L) {
     lua_concat(L, 2);
   } else
     lua_pushvalue(L, 1);
-  if (load_flow(rt, L, lua_tostring(L, base)) != 1)
-    return luaL_error(L, "run_flow: %s", lua_tostring(L, -1));
-  if (s) lua_rawgeti(L, LUA_REGISTRYINDEX, s->envref);
+  if (s) lua_rawgeti(L, LUA_REGISTRYINDEX, s->envref);  /* the globals, at base */
   else push_env(rt, L, NULL);
+  if (load_flow(rt, L, lua_tostring(L, base - 1)) != 1)
+    return luaL_error(L, "run_flow: %s", lua_tostring(L, -1));
+  lua_pushvalue(L, base);
   for (i = 2; i <= nargs + 1; i++) lua_pushvalue(L, i);
   lua_callk(L, 1 + nargs, LUA_MULTRET, base, k_run_flow);
   return k_run_flow(L, LUA_OK, base);

@@ -1,8 +1,9 @@
 #!/bin/sh
 # make demo: start the mock API on a free loopback port, point an
-# integrations file at it, and run the order-status flow. Interactive on a
-# terminal; otherwise it plays a scripted user who tries a found order, an
-# unknown one and a slow one.
+# integrations file at it, and run the order-status flow (the declarative
+# order_status.lua; DEMO_FLOW=order_status_imperative.lua runs the script
+# version). Interactive on a terminal; otherwise it plays a scripted user who
+# tries a found order, an unknown one and a slow one, then leaves.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 flowrun="$here/../../build/flowrun"
@@ -21,6 +22,7 @@ until grep -q '^listening on' "$tmp/mock.out" 2>/dev/null; do
   sleep 0.05
 done
 url=$(sed -n 's/^listening on //p' "$tmp/mock.out")
+flow="$here/${DEMO_FLOW:-order_status.lua}"
 cat >"$tmp/integrations.lua" <<LUA
 return {
   shop = {
@@ -30,10 +32,10 @@ return {
   },
 }
 LUA
-echo "demo: mock API on $url (routes: $here/routes.lua)"
+echo "demo: mock API on $url (routes: $here/routes.lua), flow $flow"
 if [ -t 0 ]; then
   echo "demo: try order 42, 1234 (found), 7 (unknown) or 999 (slow: timeout)"
-  "$flowrun" run --trace -I "$tmp/integrations.lua" "$here/order_status.lua"
+  "$flowrun" run --trace -I "$tmp/integrations.lua" "$flow"
 else
-  printf '42\n7\n999\n\n' | "$flowrun" run --trace -I "$tmp/integrations.lua" "$here/order_status.lua"
+  printf '42\n7\n999\n\n' | "$flowrun" run --trace -I "$tmp/integrations.lua" "$flow"
 fi

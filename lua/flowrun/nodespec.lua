@@ -1,0 +1,304 @@
+-- flowrun.nodespec -- what can be known about an api_node spec before it
+-- is sent (SPEC §3), for `flowrun check` and declarative flows.
+--
+-- The rules and their wording are those of runtime/request.c, so that a
+-- problem reads the same whether check finds it or api_node raises it; the
+-- difference is that every problem is listed, not only the first. A field
+-- may be unknown statically (a function of the session in a flow step, or
+-- an expression `flowrun check` cannot evaluate): it is skipped, and so is
+-- every rule that needs its value.
+
+local nodespec = { _VERSION = "flowrun.nodespec 0.1.0" }
+
+-- The value of a field that `flowrun check` could not evaluate.
+nodespec.UNKNOWN = setmetatable({}, {
+  __name = "flowrun.unknown",
+  __tostring = function() return "(not a literal)" end,
+})
+local UNKNOWN = nodespec.UNKNOWN
+
+nodespec.FIELDS = {
+  "integration", "endpoint", "method", "path", "params", "query",
+  "query_separator", "headers", "body", "form", "results", "timeout_ms",
+}
+local FIELD = {}
+for _, k in ipairs(nodespec.FIELDS) do FIELD[k] = true end
+
+local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = true, HEAD = true }
+
+-- The four labels every call may get, in the order SPEC §3 decides them.
+nodespec.DEFAULT_LABELS = { "other", "error", "timeout", "max-connection" }
+local DEFAULT = {}
+for _, k in ipairs(nodespec.DEFAULT_LABELS) do DEFAULT[k] = true end
+nodespec.DEFAULT = DEFAULT
+
+-- Is v known only when the flow runs?
+local function dynamic(v) return v == UNKNOWN or type(v) == "function" end
+nodespec.dynamic = dynamic
+
+-- What a result name is: "code" ("404"), "class" ("4xx"), "default"
+-- (other, error, timeout, max-connection), "upper" (one of those in the
+-- wrong case), or nil (not a result name).
+function nodespec.result_kind(s)
+  if type(s) ~= "string" then return nil end
+  if s:match("^[1-5]%d%d$") then return "code" end
+  if s:match("^[1-5]xx$") then return "class" end
+  if DEFAULT[s] then return "default" end
+  if DEFAULT[s:lower()] or s:match("^[1-5][xX][xX]$") then return "upper" end
+  return nil
+end
+
+function nodespec.lower_case_problem(s)
+  return ('result labels must be lower case: "%s"'):format(s)
+end
+
+function nodespec.unknown_result_problem(s)
+  return ('unknown result "%s" (use a status like "404", a class like "4xx", '
+    .. 'or other, error, timeout, max-connection)'):format(s)
+end
+
+nodespec.MISSING_200 = 'must include "200" (or "2xx")'
+
+local function typename(v)
+  if v == UNKNOWN then return "an expression" end
+  return type(v)
+end
+
+-- Problems of a results array, each prefixed with what ("results").
+function nodespec.results_problems(list, what, out)
+  out = out or {}
+  if type(list) ~= "table" then
+    out[#out + 1] = ('%s: expected an array of result names like {"200", "404"}, got %s')
+      :format(what, typename(list))
+    return out
+  end
+  local has200 = false
+  for i, s in ipairs(list) do
+    if s == UNKNOWN then
+      has200 = true                     -- cannot tell: say nothing
+    elseif type(s) ~= "string" then
+      out[#out + 1] = ('%s[%d]: expected a string like "200", got %s'):format(what, i, typename(s))
+    else
+      local kind = nodespec.result_kind(s)
+      if kind == "upper" then
+        out[#out + 1] = what .. ": " .. nodespec.lower_case_problem(s)
+      elseif not kind then
+        out[#out + 1] = what .. ": " .. nodespec.unknown_result_problem(s)
+      end
+      if s == "200" or s == "2xx" then has200 = true end
+    end
+  end
+  if not has200 then out[#out + 1] = what .. ": " .. nodespec.MISSING_200 end
+  return out
+end
+
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys, function(a, b)
+    if type(a) == type(b) and (type(a) == "string" or type(a) == "number") then return a < b end
+    return type(a) < type(b)
+  end)
+  return keys
+end
+nodespec.sorted_keys = sorted_keys
+
+local function is_scalar(v)
+  local t = type(v)
+  return t == "string" or t == "number" or t == "boolean"
+end
+
+local function header_problem(name, value)
+  if name == "" then return "empty header name" end
+  if name:find("[^%w!#$%%&'*+%-.^_`|~]") then
+    return "header names are letters, digits and !#$%&'*+-.^_`|~"
+  end
+  if type(value) == "string" and value:find("[\r\n%z]") then
+    return "CR, LF or NUL in a header value"
+  end
+end
+
+-- Does the literal headers table name header `name` (any case)? true, false,
+-- or nil when it cannot be told.
+local function has_header(headers, name)
+  if headers == nil then return false end
+  if type(headers) ~= "table" or headers == UNKNOWN then return nil end
+  for k in pairs(headers) do
+    if type(k) == "string" and k:lower() == name:lower() then return true end
+  end
+  return false
+end
+
+-- problems(spec, opts) -> an array of messages in api_node's words (without
+-- its "api_node: " prefix). opts:
+--   integrations     the table of flowrun.runtime's integrations(); absent:
+--                    nothing that needs an integration is checked
+--   header_conflict  flowrun.runtime's header_conflict(ig, name, value)
+--   no_results       the spec's results are checked elsewhere (flow steps)
+--   no_fields        its unknown fields are checked elsewhere (flow steps)
+--   hint             appended to "unknown integration" (none are loaded)
+-- Also returns what it learnt: { ig = the integration table, method, path }.
+function nodespec.problems(spec, opts)
+  opts = opts or {}
+  local out, igs = {}, opts.integrations
+  local function add(fmt, ...) out[#out + 1] = fmt:format(...) end
+  local function want(k, ok_type, desc)
+    local v = spec[k]
+    if v ~= nil and not dynamic(v) and type(v) ~= ok_type then
+      add("%s: expected %s, got %s", k, desc, typename(v))
+      return false
+    end
+    return v ~= nil and not dynamic(v)
+  end
+  if not opts.no_fields then
+    for _, k in ipairs(sorted_keys(spec)) do
+      if not FIELD[k] then add("unknown field '%s'", tostring(k)) end
+    end
+  end
+
+  -- the integration, endpoint, method and path
+  local ig, ep, ig_name
+  local learnt = {}
+  if want("endpoint", "string", '"integration.endpoint"') then
+    local s = spec.endpoint
+    local name, epname = s:match("^([^.]*)%.(.*)$")
+    if not name then
+      add('endpoint: expected "integration.endpoint", got "%s"', s)
+    elseif igs then
+      ig_name = name
+      ig = igs[name]
+      if not ig then
+        add("unknown integration '%s'", name)
+      else
+        ep = ig.endpoints and ig.endpoints[epname]
+        if not ep then add("integration '%s' has no endpoint '%s'", name, epname) end
+      end
+    else
+      ig_name = name
+    end
+  end
+  if want("integration", "string", "a string") then
+    local s = spec.integration
+    if ig_name and ig_name ~= s then
+      add("integration '%s' and endpoint '%s' disagree", s, spec.endpoint)
+    elseif not ig_name and igs then
+      ig = igs[s]
+      if not ig then add("unknown integration '%s'%s", s, opts.hint or "") end
+    end
+  end
+  if spec.integration == nil and spec.endpoint == nil then
+    add("integration (or endpoint) is required")
+  end
+  local method = ep and ep.method or (spec.endpoint == nil and "GET" or nil)
+  if dynamic(spec.endpoint) then method = nil end
+  if want("method", "string", "a string") then
+    local m = spec.method
+    if not METHODS[m] then
+      add('method: expected GET, POST, PUT, PATCH, DELETE or HEAD, got "%s"', m)
+      method = nil
+    elseif ep and ep.method ~= m then
+      add("method %s differs from endpoint '%s' (%s)", m, spec.endpoint:match("%.(.*)$"), ep.method)
+    else
+      method = m
+    end
+  elseif spec.method ~= nil then
+    method = nil
+  end
+  local path = ep and ep.path or nil
+  if want("path", "string", "a string") then path = spec.path end
+  if spec.path ~= nil and spec.endpoint ~= nil then add("give path or endpoint, not both") end
+  if dynamic(spec.path) then path = nil end
+  learnt.ig, learnt.method, learnt.path = ig, method, path
+
+  -- results and timeout
+  if not opts.no_results then
+    if spec.results == nil then
+      add('results is required and must include "200"')
+    elseif not dynamic(spec.results) then
+      if type(spec.results) ~= "table" then
+        add('results: expected an array like {"200", "404"}, got %s', typename(spec.results))
+      else
+        nodespec.results_problems(spec.results, "results", out)
+      end
+    end
+  end
+  local ms = spec.timeout_ms
+  if ms ~= nil and not dynamic(ms)
+     and not (type(ms) == "number" and math.tointeger(ms) and ms >= 1 and ms <= 0x7fffffff) then
+    add("timeout_ms: expected a positive integer")
+  end
+
+  -- params and the path's placeholders
+  local params = spec.params
+  if want("params", "table", "a table") then
+    for _, k in ipairs(sorted_keys(params)) do
+      local v = params[k]
+      if type(k) ~= "string" then
+        add("params: keys must be strings")
+      elseif not dynamic(v) and not is_scalar(v) then
+        add("params.%s: expected a string, number or boolean, got %s", k, typename(v))
+      end
+    end
+  end
+  if want("query_separator", "string", '"&" or ";"') then
+    local q = spec.query_separator
+    if q ~= "&" and q ~= ";" then add('query_separator: expected "&" or ";", got "%s"', q) end
+  end
+  if path and (params == nil or type(params) == "table" and params ~= UNKNOWN) then
+    local seen = {}
+    for name in path:gmatch("{([^}]*)}") do
+      if not seen[name] and (params == nil or params[name] == nil) then
+        add("path placeholder {%s} has no value in params", name)
+      end
+      seen[name] = true
+    end
+  end
+  want("query", "table", "a table")
+
+  -- headers, and their conflicts with the integration's
+  local headers = spec.headers
+  if want("headers", "table", "a table") then
+    for _, k in ipairs(sorted_keys(headers)) do
+      local v = headers[k]
+      if type(k) ~= "string" then
+        add("headers: names must be strings")
+      elseif not dynamic(v) and type(v) ~= "string" and type(v) ~= "number" then
+        add("headers.%s: expected a string, got %s", k, typename(v))
+      else
+        local why = header_problem(k, v)
+        if why then
+          add("headers.%s: %s", k, why)
+        elseif ig and type(v) ~= "table" and v ~= UNKNOWN and type(v) ~= "function"
+               and opts.header_conflict then
+          local ig_header = opts.header_conflict(ig.name, k, tostring(v))
+          if ig_header then
+            add("header '%s' differs between the node and integration '%s'", ig_header, ig.name)
+          end
+        end
+      end
+    end
+  end
+
+  -- body and form
+  local body, form = spec.body, spec.form
+  if body ~= nil and form ~= nil then add("give body or form, not both") end
+  if method == "GET" or method == "HEAD" then
+    if body ~= nil then add("a %s request cannot have a body", method)
+    elseif form ~= nil then add("a %s request cannot have a form", method) end
+  end
+  if body ~= nil and not dynamic(body) then
+    if type(body) == "string" then
+      local node = has_header(headers, "Content-Type")
+      local of_ig = ig and has_header(ig.headers, "Content-Type")
+      if node == false and of_ig == false then
+        add("a string body needs a Content-Type header (for example application/xml)")
+      end
+    elseif type(body) ~= "table" then
+      add("body: expected a table or a string, got %s", typename(body))
+    end
+  end
+  want("form", "table", "a table")
+  return out, learnt
+end
+
+return nodespec

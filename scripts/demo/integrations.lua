@@ -1,0 +1,10 @@
+-- The demo's integration, for running and checking the demo flows by hand
+-- against `flowrun mock scripts/demo/routes.lua --port 8080`. `make demo`
+-- starts the mock on a free port and writes its own copy of this file.
+return {
+  shop = {
+    base_url = "http://127.0.0.1:8080/v1",
+    headers = { Accept = "application/json" },
+    timeout_ms = 1000,
+  },
+}

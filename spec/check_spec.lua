@@ -1,0 +1,404 @@
+-- SPEC §7 and §5: `flowrun check FLOW.lua...` -- every routing mistake of a
+-- declarative flow, and the literal api_node{} tables of a script, found
+-- before anything runs; one line per problem, then a summary.
+local helper = require "spec.helper"
+
+describe("§7 flowrun check", function()
+  local mock, dir, ig_file
+
+  setup(function()
+    mock = helper.mock({ { path = "/orders/{id}", json = { status = "shipped" } } })
+    dir = helper.tmpdir()
+    ig_file = helper.integrations({
+      shop = {
+        base_url = mock.url,
+        headers = { Accept = "application/json" },
+        auth = { bearer = helper.code('env("CHECK_SPEC_TOKEN")') },
+        endpoints = { get_order = { method = "GET", path = "/orders/{id}" } },
+      },
+    }, dir)
+  end)
+
+  teardown(function()
+    -- nothing was ever sent: checking calls nothing
+    assert.are.equal(0, mock:count("GET"))
+    helper.cleanup()
+  end)
+
+  local function check(files, opts)
+    opts = opts or {}
+    local args = { "check" }
+    if not opts.no_integrations then
+      args[#args + 1] = "-I"
+      args[#args + 1] = ig_file
+    end
+    for _, f in ipairs(files) do args[#args + 1] = f end
+    return helper.cli{ args = args, env = { CHECK_SPEC_TOKEN = "s3cret" } }
+  end
+
+  local n = 0
+  local function file(source, name)
+    n = n + 1
+    return helper.flow(source, dir, name or ("flow" .. n .. ".lua"))
+  end
+
+  -- A declarative flow whose step "call" (or whatever steps gives) starts at
+  -- line 7; `done` is a step, and defaults route every default label to it.
+  local function decl(steps, defaults)
+    return file(([[
+local flow = require "flowrun.flow"
+return flow.define {
+  start = "call",
+  defaults = %s,
+  steps = {
+    done = flow.say "done",
+%s  },
+}
+]]):format(defaults or '{ other = "done", error = "done", timeout = "done", ["max-connection"] = "done" }',
+           steps))
+  end
+
+  -- Checks one file and expects exactly these lines (without the summary).
+  local function expect(path, lines, code, summary)
+    local r = check({ path })
+    assert.are.equal("", r.stderr)
+    local out = table.concat(lines, "\n") .. (#lines > 0 and "\n" or "") .. summary .. "\n"
+    assert.are.equal(out, r.stdout)
+    assert.are.equal(code, r.code)
+  end
+
+  local function expect_one(path, line)
+    expect(path, { line }, 1, "1 file checked: 1 problem")
+  end
+
+  describe("a declarative flow", function()
+    it("with no problem: exit 0", function()
+      local f = decl('    call = flow.api { integration = "shop", path = "/orders/1", on = { ["200"] = "done" } },\n')
+      expect(f, {}, 0, "1 file checked: no problems")
+    end)
+
+    it("unknown target", function()
+      local f = decl('    call = flow.api { integration = "shop", path = "/x", on = { ["200"] = "shw" } },\n')
+      expect_one(f, f .. ':7: step "call": unknown target "shw"')
+    end)
+
+    it("unknown target of next, closed, defaults and start", function()
+      local f = file([[
+local flow = require "flowrun.flow"
+return flow.define {
+  start = "begin",
+  defaults = { other = "oops" },
+  steps = {
+    q = flow.ask { prompt = "?", next = "nxt", closed = "gone" },
+  },
+}
+]])
+      expect(f, {
+        f .. ':2: start: unknown step "begin"',
+        f .. ':2: defaults["other"]: unknown target "oops"',
+        f .. ':6: step "q": unknown target "nxt"',
+        f .. ':6: step "q": unknown target "gone"',
+      }, 1, "1 file checked: 4 problems")
+    end)
+
+    it("unrouted default label", function()
+      local f = decl('    call = flow.api { integration = "shop", path = "/x", on = { ["200"] = "done" } },\n',
+                     '{ other = "done", error = "done", timeout = "done" }')
+      expect_one(f, f .. ':7: step "call": default label "max-connection" is not routed (add it to on or to defaults)')
+    end)
+
+    it("every default label unrouted without defaults", function()
+      local f = decl('    call = flow.api { integration = "shop", path = "/x", on = { ["200"] = "done", error = "done" } },\n',
+                     "nil")
+      expect(f, {
+        f .. ':7: step "call": default label "other" is not routed (add it to on or to defaults)',
+        f .. ':7: step "call": default label "timeout" is not routed (add it to on or to defaults)',
+        f .. ':7: step "call": default label "max-connection" is not routed (add it to on or to defaults)',
+      }, 1, "1 file checked: 3 problems")
+    end)
+
+    it("upper-case default label in on", function()
+      local f = decl('    call = flow.api { integration = "shop", path = "/x", on = { ["200"] = "done", Timeout = "done" } },\n')
+      expect_one(f, f .. ':7: step "call": on: result labels must be lower case: "Timeout"')
+    end)
+
+    it("upper-case default label in defaults", function()
+      local f = decl('    call = flow.api { integration = "shop", path = "/x", on = { ["200"] = "done" } },\n',
+                     '{ other = "done", error = "done", timeout = "done", ["Max-Connection"] = "done" }')
+      expect(f, {
+        f .. ':2: defaults: result labels must be lower case: "Max-Connection"',
+        f .. ':7: step "call": default label "max-connection" is not routed (add it to on or to defaults)',
+      }, 1, "1 file checked: 2 problems")
+    end)
+
+    it('missing "200"', function()
+      local f = decl('    call = flow.api { integration = "shop", path = "/x", on = { ["404"] = "done" } },\n')
+      expect_one(f, f .. ':7: step "call": on: must include "200" (or "2xx")')
+    end)
+
+    it("unknown result in on, without a switch", function()
+      local f = decl('    call = flow.api { integration = "shop", path = "/x", on = { ["200"] = "done", shipped = "done" } },\n')
+      expect_one(f, f .. ':7: step "call": on: unknown result "shipped" (use a status like "404", '
+        .. 'a class like "4xx", or other, error, timeout, max-connection)')
+    end)
+
+    it("unknown integration", function()
+      local f = decl('    call = flow.api { integration = "nope", path = "/x", on = { ["200"] = "done" } },\n')
+      expect_one(f, f .. ":7: step \"call\": unknown integration 'nope'")
+    end)
+
+    it("unknown integration, when no integrations file is found", function()
+      local d = helper.tmpdir()
+      local f = helper.flow(([[
+local flow = require "flowrun.flow"
+return flow.define {
+  start = "call",
+  defaults = { other = flow.END, error = flow.END, timeout = flow.END, ["max-connection"] = flow.END },
+  steps = { call = flow.api { integration = "shop", path = "/x", on = { ["200"] = flow.END } } },
+}
+]]), d)
+      local r = helper.cli{ args = { "check", f }, cwd = d }
+      assert.are.equal(f .. ":5: step \"call\": unknown integration 'shop' (no integrations are loaded: use -I FILE)\n"
+        .. "1 file checked: 1 problem\n", r.stdout)
+      assert.are.equal(1, r.code)
+    end)
+
+    it("unknown endpoint", function()
+      local f = decl('    call = flow.api { endpoint = "shop.nope", on = { ["200"] = "done" } },\n')
+      expect_one(f, f .. ":7: step \"call\": integration 'shop' has no endpoint 'nope'")
+    end)
+
+    it("header conflict with the integration (a secret header too, without its value)", function()
+      local f = decl('    call = flow.api { endpoint = "shop.get_order", params = { id = 1 },\n'
+        .. '      headers = { accept = "text/plain", Authorization = "Bearer other" }, on = { ["200"] = "done" } },\n')
+      local r = check({ f })
+      assert.are.equal(f .. ":7: step \"call\": header 'Authorization' differs between the node and integration 'shop'\n"
+        .. f .. ":7: step \"call\": header 'Accept' differs between the node and integration 'shop'\n"
+        .. "1 file checked: 2 problems\n", r.stdout)
+      assert.is_nil(r.stdout:find("s3cret", 1, true))
+    end)
+
+    it("the same header value as the integration is no conflict", function()
+      local f = decl('    call = flow.api { integration = "shop", path = "/x", headers = { ACCEPT = "application/json" },\n'
+        .. '      on = { ["200"] = "done" } },\n')
+      expect(f, {}, 0, "1 file checked: no problems")
+    end)
+
+    it('a "flow:" file that does not exist', function()
+      local f = decl('    call = flow.ask { prompt = "?", next = "flow:missing.lua", closed = "done" },\n')
+      expect_one(f, f .. ':7: step "call": target "flow:missing.lua": cannot read ' .. dir
+        .. "/missing.lua: No such file or directory")
+    end)
+
+    it('a "flow:" file that does not define a flow', function()
+      file('say("I am a script")\n', "script.lua")
+      local f = decl('    call = flow.ask { prompt = "?", next = "flow:script.lua", closed = "done" },\n')
+      expect_one(f, f .. ':7: step "call": target "flow:script.lua": ' .. dir
+        .. "/script.lua does not define a flow (it must return flow.define{...})")
+    end)
+
+    it('checks the file of a "flow:" target in turn', function()
+      local sub = file([[
+local flow = require "flowrun.flow"
+return flow.define {
+  start = "a",
+  steps = { a = flow.say { text = "sub", next = "b" } },
+}
+]], "sub_with_problem.lua")
+      local f = decl('    call = flow.ask { prompt = "?", next = "flow:sub_with_problem.lua", closed = "done" },\n')
+      expect(f, { sub .. ':4: step "a": unknown target "b"' }, 1, "2 files checked: 1 problem")
+    end)
+
+    it("unreachable step (a warning: exit 0)", function()
+      local f = decl('    call = flow.say { text = "x", next = "done" },\n'
+        .. '    lonely = flow.say { text = "nobody comes here" },\n')
+      expect(f, { f .. ':8: warning: step "lonely" is unreachable' }, 0, "1 file checked: 0 problems, 1 warning")
+    end)
+
+    it("a cycle with no ask or sleep (a warning: it would spin)", function()
+      local f = decl('    call = flow.api { integration = "shop", path = "/x", on = { ["200"] = "again" } },\n'
+        .. '    again = function(s) return "call" end,\n')
+      expect(f, { f .. ':8: warning: cycle "again" -> "call" -> "again" has no ask or sleep: it would spin' },
+        0, "1 file checked: 0 problems, 1 warning")
+    end)
+
+    it("no warning for a cycle through an ask, a sleep step, or code that sleeps", function()
+      for _, wait in ipairs({
+        'flow.ask { prompt = "again?", next = "call" }',
+        'flow.sleep { ms = 500, next = "call" }',
+        'function(s) sleep(500) return "call" end',
+      }) do
+        local f = decl('    call = flow.api { integration = "shop", path = "/x", on = { ["200"] = "again" } },\n'
+          .. "    again = " .. wait .. ",\n")
+        expect(f, {}, 0, "1 file checked: no problems")
+      end
+    end)
+
+    it("lists every problem, step by step, then the warnings", function()
+      local f = file([[
+local flow = require "flowrun.flow"
+return flow.define {
+  start = "ask_order",
+  defaults = { other = "sorry", error = "sorry", Timeout = "sorry" },
+  steps = {
+    ask_order = flow.ask { prompt = "Your order number?", save = "order_id", next = "lookup" },
+    lookup = flow.api {
+      integration = "shop", path = "/orders/{id}", colour = "red",
+      on = { ["404"] = "shw", Error = "sorry" },
+    },
+    sorry = flow.say { text = "Something went wrong." },
+    extra = flow.say { txt = "typo" },
+  },
+}
+]])
+      expect(f, {
+        f .. ':2: defaults: result labels must be lower case: "Timeout"',
+        f .. ':12: step "extra": unknown field \'txt\'',
+        f .. ':12: step "extra": text is required',
+        f .. ':7: step "lookup": unknown field \'colour\'',
+        f .. ':7: step "lookup": on: result labels must be lower case: "Error"',
+        f .. ':7: step "lookup": on: must include "200" (or "2xx")',
+        f .. ':7: step "lookup": unknown target "shw"',
+        f .. ':7: step "lookup": default label "timeout" is not routed (add it to on or to defaults)',
+        f .. ':7: step "lookup": default label "max-connection" is not routed (add it to on or to defaults)',
+        f .. ':7: step "lookup": path placeholder {id} has no value in params',
+        f .. ':12: warning: step "extra" is unreachable',
+      }, 1, "1 file checked: 10 problems, 1 warning")
+    end)
+
+    it("more rules of steps and definitions", function()
+      local f = file([[
+local flow = require "flowrun.flow"
+return flow.define {
+  start = 1,
+  stepz = {},
+  steps = {
+    a = flow.api { integration = "shop", path = "/x", results = { "200" }, switch = "status",
+                   on = { ["200"] = 42, shipped = flow.END } },
+    b = flow.sleep { ms = "soon" },
+    c = "not a step",
+    d = flow.api { integration = "shop", method = "GET", path = "/x", body = { a = 1 },
+                   switch = function(res) return res.json.status end, on = { ["2xx"] = flow.END },
+                   other = flow.END, error = flow.END, timeout = flow.END },
+  },
+}
+]])
+      expect(f, {
+        f .. ":2: unknown field 'stepz'",
+        f .. ":2: start: expected a step name, got number",
+        f .. ":6: step \"a\": results: a step declares its results as the keys of on",
+        f .. ':6: step "a": switch: expected a function of the response, got string',
+        f .. ':6: step "a": on["200"]: expected a step name, "flow:PATH" or flow.END, got number',
+        f .. ':6: step "a": default label "other" is not routed (add it to on or to defaults)',
+        f .. ':6: step "a": default label "error" is not routed (add it to on or to defaults)',
+        f .. ':6: step "a": default label "timeout" is not routed (add it to on or to defaults)',
+        f .. ':6: step "a": default label "max-connection" is not routed (add it to on or to defaults)',
+        f .. ':8: step "b": ms: expected a number of milliseconds or a function of the session, got string',
+        f .. ':2: step "c": expected flow.api{}, flow.ask{}, flow.say{}, flow.sleep{} or a function, got string',
+        f .. ":10: step \"d\": unknown field 'error'",
+        f .. ":10: step \"d\": unknown field 'other'",
+        f .. ":10: step \"d\": unknown field 'timeout'",
+        f .. ':10: step "d": default label "other" is not routed (add it to on or to defaults)',
+        f .. ':10: step "d": default label "error" is not routed (add it to on or to defaults)',
+        f .. ':10: step "d": default label "timeout" is not routed (add it to on or to defaults)',
+        f .. ':10: step "d": default label "max-connection" is not routed (add it to on or to defaults)',
+        f .. ":10: step \"d\": a GET request cannot have a body",
+        f .. ':10: warning: step "d": switch: on has no label for it (its keys are all result names)',
+      }, 1, "1 file checked: 19 problems, 1 warning")
+    end)
+  end)
+
+  describe("an imperative script", function()
+    it("is checked for syntax", function()
+      local f = file('say("hi")\nif x then\n  say("unfinished"\nend\n')
+      local r = check({ f })
+      assert.are.equal(1, r.code)
+      assert.are.equal(f .. ":4: ')' expected (to close '(' at line 3) near 'end'\n"
+        .. "1 file checked: 1 problem\n", r.stdout)
+    end)
+
+    it("has its literal api_node{} tables checked", function()
+      local f = file([==[
+-- api_node{ integration = "in a comment" }
+local s = "api_node{ integration = 'in a string' }"
+local id = ask("id?")
+local label = api_node{ integration = "shop", path = "/orders/{id}", params = { id = id }, results = { "200" } }
+local l2 = api_node({
+  integration = "nope",
+  results = { "200", "Timeout" },
+})
+api_node { integration = "shop", method = "GET", body = "x", results = { "404" } }
+api_node { endpoint = "shop.get_order", params = { id = 1 } }
+api_node(spec_from_elsewhere)
+local t = rt:api_node{ integration = "shop", path = "/x", headers = { Accept = "text/html" }, results = { "2xx" } }
+]==])
+      expect(f, {
+        f .. ":5: api_node: unknown integration 'nope'",
+        f .. ':5: api_node: results: result labels must be lower case: "Timeout"',
+        f .. ":9: api_node: results: must include \"200\" (or \"2xx\")",
+        f .. ":9: api_node: a GET request cannot have a body",
+        f .. ":9: api_node: a string body needs a Content-Type header (for example application/xml)",
+        f .. ':10: api_node: results is required and must include "200"',
+        f .. ":12: api_node: header 'Accept' differs between the node and integration 'shop'",
+      }, 1, "1 file checked: 7 problems")
+    end)
+
+    it("skips what is not a literal", function()
+      local f = file([[
+local id, m = ask("id?"), args[1]
+api_node{ integration = "shop", path = "/orders/{id}", params = { id = id }, results = { "200" } }
+api_node{ integration = "shop", method = m, path = "/x", body = { id = id }, results = { "200" } }
+api_node{ integration = "shop", path = "/x", headers = { Accept = args[2] }, results = { "200" } }
+api_node{ integration = "shop", path = "/x", results = args }
+]])
+      expect(f, {}, 0, "1 file checked: no problems")
+    end)
+  end)
+
+  describe("files and exit status", function()
+    it("checks every file and adds up the problems", function()
+      local ok = decl('    call = flow.api { integration = "shop", path = "/x", on = { ["200"] = "done" } },\n')
+      local bad = decl('    call = flow.api { integration = "shop", path = "/x", on = { ["200"] = "shw" } },\n')
+      local script = file('say("hi")\napi_node{ integration = "nope", results = { "200" } }\n')
+      local r = check({ ok, bad, script })
+      assert.are.equal(bad .. ':7: step "call": unknown target "shw"\n'
+        .. script .. ":2: api_node: unknown integration 'nope'\n"
+        .. "3 files checked: 2 problems\n", r.stdout)
+      assert.are.equal(1, r.code)
+    end)
+
+    it("is 2 when a file cannot be read, after checking the others", function()
+      local bad = decl('    call = flow.api { integration = "shop", path = "/x", on = { ["200"] = "shw" } },\n')
+      local r = check({ dir .. "/nothing_here.lua", bad })
+      assert.are.equal(2, r.code)
+      assert.are.equal("flowrun check: cannot read " .. dir .. "/nothing_here.lua: No such file or directory\n",
+        r.stderr)
+      assert.are.equal(bad .. ':7: step "call": unknown target "shw"\n1 file checked: 1 problem\n', r.stdout)
+    end)
+
+    it("is 2 without a file or with an unknown option", function()
+      local r = helper.cli{ args = { "check" } }
+      assert.are.equal(2, r.code)
+      assert.matches("no flow file given", r.stderr, 1, true)
+      r = helper.cli{ args = { "check", "--frobnicate", "x.lua" } }
+      assert.are.equal(2, r.code)
+      assert.matches("unknown option '--frobnicate'", r.stderr, 1, true)
+    end)
+
+    it("passes the demo and the examples", function()
+      local files = {}
+      for _, name in ipairs({ "demo/order_status.lua", "demo/order_status_imperative.lua",
+                              "examples/support_bot.lua", "examples/open_ticket.lua",
+                              "examples/game_reward.lua" }) do
+        files[#files + 1] = helper.root .. "/scripts/" .. name
+      end
+      local ig = helper.root .. "/scripts/examples/integrations.lua"
+      local r = helper.cli{ args = { "check", "-I", ig, table.unpack(files, 3) } }
+      assert.are.equal("3 files checked: no problems\n", r.stdout)
+      assert.are.equal(0, r.code, r.stderr)
+      r = helper.cli{ args = { "check", files[1], files[2] } }
+      assert.are.equal("2 files checked: no problems\n", r.stdout)
+      assert.are.equal(0, r.code, r.stderr)
+    end)
+  end)
+end)
