@@ -26,6 +26,8 @@ static const char usage[] =
   "usage: flowrun [run] [options] FLOW.lua [ARGS...]   run one session; the terminal is the end-user\n"
   "       flowrun run --sessions N FLOW.lua [ARGS...]  N concurrent sessions (session.id = 1..N)\n"
   "       flowrun repl [-I FILE] [FLOW.lua]            interactive REPL: try integrations and flows\n"
+  "       flowrun check [-I FILE] FLOW.lua...          find every routing mistake before running\n"
+  "       flowrun graph [--mermaid] FLOW.lua           a declarative flow as Graphviz DOT (or Mermaid)\n"
   "       flowrun mock ROUTES.lua [--port N]           mock HTTP API on 127.0.0.1\n"
   "       flowrun --version | --help\n"
   "options:\n"
@@ -311,7 +313,7 @@ static int lua_tool(const char *name, int argc, char **argv) {
   lua_getglobal(L, "require");
   lua_pushfstring(L, "flowrun.%s", name);
   if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-    fprintf(stderr, "flowrun: '%s' is not in this version yet\n", name);
+    fprintf(stderr, "flowrun %s: %s\n", name, lua_tostring(L, -1));
     goto done;
   }
   lua_getfield(L, -1, "main");
