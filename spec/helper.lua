@@ -303,10 +303,10 @@ function helper.cli(opts)
     .. helper.quote(helper.flowrun) .. " " .. table.concat(args, " ")
     .. (stdin and " <" .. stdin or "")
     .. " >" .. d .. "/stdout 2>" .. d .. "/stderr"
-  if opts.stdin_pipe then
-    cmd = "cat " .. d .. "/stdin | " .. cmd
+  if opts.stdin_pipe then               -- a subshell, so that cd applies to flowrun
+    cmd = "cat " .. d .. "/stdin | (" .. cmd .. ")"
   elseif opts.stdin_cmd then
-    cmd = "(" .. opts.stdin_cmd .. ") | " .. cmd
+    cmd = "(" .. opts.stdin_cmd .. ") | (" .. cmd .. ")"
   end
   local _, how, code = os.execute(cmd)
   local r = {
