@@ -9,6 +9,8 @@
 ** from every trace, error and URL the runtime shows.
 */
 #include <ctype.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -554,8 +556,9 @@ int fr_integration_define(flowrun *rt, lua_State *L, const char *name,
 
 /* ---- loading a file ---- */
 
-/* env(NAME [, default]): the environment variable, remembered as a secret. */
-static int l_env(lua_State *L) {
+/* env(NAME [, default]): the environment variable, remembered as a secret
+** (a default is not one); upvalue 1 is the runtime. */
+int fr_l_env(lua_State *L) {
   flowrun *rt = fr_rt(L);
   const char *name = luaL_checkstring(L, 1);
   const char *v = getenv(name);
@@ -581,7 +584,7 @@ static void push_sandbox(flowrun *rt, lua_State *L) {
     lua_setfield(L, -2, safe[i]);
   }
   lua_pushlightuserdata(L, rt);
-  lua_pushcclosure(L, l_env, 1);
+  lua_pushcclosure(L, fr_l_env, 1);
   lua_setfield(L, -2, "env");
 }
 
@@ -655,14 +658,20 @@ int fr_integrations_load(flowrun *rt, lua_State *L, const char *file) {
   lua_pushcfunction(L, l_load);
   lua_pushlightuserdata(L, rt);
   lua_pushstring(L, file);
-  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
-    fr_push_redacted(L, rt, lua_tostring(L, -1), lua_rawlen(L, -1));
-    fr_error(rt, "%s", lua_tostring(L, -1));
-    lua_settop(L, top);
-    return FLOWRUN_ERR;
+  return fr_pcall(rt, L, 2, top);
+}
+
+const char *flowrun_find_integrations(const char *opt, const char *flow,
+                                      char *buf, size_t size) {
+  const char *env = getenv("FLOWRUN_INTEGRATIONS"), *slash;
+  if (opt) return opt;
+  if (env && *env) return env;
+  if (flow) {
+    slash = strrchr(flow, '/');
+    snprintf(buf, size, "%.*sintegrations.lua", slash ? (int)(slash - flow + 1) : 0, flow);
+    if (access(buf, R_OK) == 0) return buf;
   }
-  lua_settop(L, top);
-  return FLOWRUN_OK;
+  return access("integrations.lua", R_OK) == 0 ? "integrations.lua" : NULL;
 }
 
 int flowrun_load_integrations(flowrun *rt, const char *file) {

@@ -89,6 +89,7 @@ int fr_integration_define(flowrun *rt, lua_State *L, const char *name,
 integration *fr_integration_find(flowrun *rt, const char *name, size_t len);
 void fr_integration_release(integration *ig);
 void fr_integrations_free(flowrun *rt);
+int fr_l_env(lua_State *L);             /* env() of integrations files */
 /* Why a header cannot be sent, or NULL. */
 const char *fr_header_problem(const char *name, const char *value, size_t vlen);
 const fr_endpoint *fr_endpoint_find(const integration *ig, const char *name);
@@ -238,6 +239,7 @@ struct flowrun {
 flowrun *fr_create(lua_State *L, bool owns, const flowrun_callbacks *cb);
 void fr_destroy(flowrun *rt);
 int fr_error(flowrun *rt, const char *fmt, ...);    /* returns FLOWRUN_ERR */
+int fr_pcall(flowrun *rt, lua_State *L, int nargs, int top);
 /* Runs one turn of the loop; wait_ms as flowrun_step. */
 int fr_step(flowrun *rt, int wait_ms);
 /* The runtime stored in the upvalue of a Lua-facing C function. */

@@ -89,21 +89,6 @@ static int l_define(lua_State *L) {
   return 0;
 }
 
-/* env(NAME [, default]) -> the environment variable, a secret from now on
-** (hidden as "***"), as in integrations files; a default is not a secret. */
-static int l_env(lua_State *L) {
-  flowrun *rt = fr_rt(L);
-  const char *name = luaL_checkstring(L, 1), *v = getenv(name);
-  if (v) {
-    fr_secret_add(rt, v, strlen(v));
-    lua_pushstring(L, v);
-  } else if (!lua_isnoneornil(L, 2))
-    lua_pushvalue(L, 2);
-  else
-    return luaL_error(L, "environment variable %s is not set", name);
-  return 1;
-}
-
 /* integrations_file() -> the file loaded last, or nil */
 static int l_file(lua_State *L) {
   flowrun *rt = fr_rt(L);
@@ -117,7 +102,7 @@ static const luaL_Reg funcs[] = {
   { "header_conflict",    l_header_conflict },
   { "define_integration", l_define },
   { "integrations_file",  l_file },
-  { "env",                l_env },
+  { "env",                fr_l_env },
   { NULL, NULL }
 };
 

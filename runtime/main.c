@@ -204,22 +204,6 @@ static void on_ask(void *ud, const char *id) {
 
 /* ---- run ---- */
 
-static bool readable(const char *path) {
-  return access(path, R_OK) == 0;
-}
-
-/* The integrations file to use, or NULL for none. */
-static const char *find_integrations(const char *opt, const char *flow, char *buf,
-                                     size_t size) {
-  const char *env = getenv("FLOWRUN_INTEGRATIONS"), *slash;
-  if (opt) return opt;
-  if (env && *env) return env;
-  slash = strrchr(flow, '/');
-  snprintf(buf, size, "%.*sintegrations.lua", slash ? (int)(slash - flow + 1) : 0, flow);
-  if (readable(buf)) return buf;
-  if (readable("integrations.lua")) return "integrations.lua";
-  return NULL;
-}
 
 static int run(int argc, char **argv) {
   const char *ifile = NULL, *tjson = NULL, *flow = NULL;
@@ -249,11 +233,11 @@ static int run(int argc, char **argv) {
     fprintf(stderr, "flowrun: no flow file given\n%s", usage);
     return 2;
   }
-  if (!readable(flow)) {
+  if (access(flow, R_OK) != 0) {
     fprintf(stderr, "flowrun: cannot read flow %s: %s\n", flow, strerror(errno));
     return 2;
   }
-  ifile = find_integrations(ifile, flow, buf, sizeof buf);
+  ifile = flowrun_find_integrations(ifile, flow, buf, sizeof buf);
   if (tjson && !(c.trace_json = fopen(tjson, "w"))) {
     fprintf(stderr, "flowrun: cannot write %s: %s\n", tjson, strerror(errno));
     return 2;
@@ -327,7 +311,7 @@ static int lua_tool(const char *name, int argc, char **argv) {
     lua_pushstring(L, argv[i]);
     lua_rawseti(L, -2, ++n);
   }
-  ifile = find_integrations(ifile, first ? first : "", buf, sizeof buf);
+  ifile = flowrun_find_integrations(ifile, first, buf, sizeof buf);
   if (ifile && flowrun_load_integrations(rt, ifile) != FLOWRUN_OK) {
     fprintf(stderr, "flowrun: %s\n", flowrun_errmsg(rt));
     goto done;

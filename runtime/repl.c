@@ -794,21 +794,6 @@ static bool readable(const char *path) {
   return access(path, R_OK) == 0;
 }
 
-/* The integrations file, found as `flowrun run` finds it (SPEC 2). */
-static const char *find_integrations(const char *opt, const char *flow, char *buf,
-                                     size_t size) {
-  const char *env = getenv("FLOWRUN_INTEGRATIONS"), *slash;
-  if (opt) return opt;
-  if (env && *env) return env;
-  if (flow) {
-    slash = strrchr(flow, '/');
-    snprintf(buf, size, "%.*sintegrations.lua", slash ? (int)(slash - flow + 1) : 0, flow);
-    if (readable(buf)) return buf;
-  }
-  if (readable("integrations.lua")) return "integrations.lua";
-  return NULL;
-}
-
 /* lua_pcall'd on E: 1 repl, 2 options table. Pushes the repl object. */
 static int l_setup(lua_State *L) {
   repl *r = lua_touserdata(L, 1);
@@ -875,7 +860,7 @@ int flowrun_repl_main(int argc, char **argv) {
     fprintf(stderr, "flowrun: cannot read flow %s: %s\n", flow, strerror(errno));
     return 2;
   }
-  ifile = find_integrations(ifile, flow, buf, sizeof buf);
+  ifile = flowrun_find_integrations(ifile, flow, buf, sizeof buf);
   flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, on_log, &r };
   if (!(r.rt = flowrun_new(&cb))) {
     fprintf(stderr, "flowrun: out of memory\n");

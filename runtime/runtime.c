@@ -32,6 +32,18 @@ double fr_now(void) {
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* Calls the function below nargs arguments; its error, secrets hidden,
+** becomes flowrun_errmsg(). The stack is left at top. */
+int fr_pcall(flowrun *rt, lua_State *L, int nargs, int top) {
+  int st = lua_pcall(L, nargs, 0, 0);
+  if (st != LUA_OK) {
+    fr_push_redacted(L, rt, lua_tostring(L, -1), lua_rawlen(L, -1));
+    fr_error(rt, "%s", lua_tostring(L, -1));
+  }
+  lua_settop(L, top);
+  return st == LUA_OK ? FLOWRUN_OK : FLOWRUN_ERR;
+}
+
 int fr_error(flowrun *rt, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);

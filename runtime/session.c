@@ -380,14 +380,7 @@ int flowrun_start(flowrun *rt, const char *id, const char *flow,
   lua_pushstring(L, id);
   lua_pushstring(L, flow);
   for (i = 0; i < argc; i++) lua_pushstring(L, argv[i]);
-  if (lua_pcall(L, 3 + argc, 0, 0) != LUA_OK) {
-    fr_push_redacted(L, rt, lua_tostring(L, -1), lua_rawlen(L, -1));
-    fr_error(rt, "%s", lua_tostring(L, -1));
-    lua_settop(L, top);
-    return FLOWRUN_ERR;
-  }
-  lua_settop(L, top);
-  return FLOWRUN_OK;
+  return fr_pcall(rt, L, 3 + argc, top);
 }
 
 int flowrun_send(flowrun *rt, const char *id, const char *text, size_t len) {
