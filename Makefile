@@ -24,14 +24,15 @@ B = build
 CORE = runtime session call request response integrations json lruntime
 CORE_O = $(patsubst %,$(B)/%.o,$(sort $(CORE))) $(B)/modules.o
 LUA_MODULES = $(sort $(wildcard lua/flowrun/*.lua))
-CLI_O = $(B)/main.o $(B)/mock.o $(B)/mock_routes.o $(B)/repl.o
+CLI_O = $(B)/main.o $(B)/mock.o $(B)/mock_routes.o $(B)/repl.o $(B)/repl_host.o
 # the REPL's line editing: libedit (BSD licence), not GNU readline (GPL)
 EDIT_LIBS = $(shell pkg-config --libs libedit 2>/dev/null || echo -ledit)
 
 all: $(B)/flowrun $(B)/libflowrun.a $(B)/flowrun.so $(B)/faultsrv $(B)/embed_test \
      $(B)/pty.so
 
-$(B)/%.o: runtime/%.c runtime/internal.h runtime/flowrun.h runtime/cli.h runtime/mock.h $(B)/.flags
+$(B)/%.o: runtime/%.c runtime/internal.h runtime/flowrun.h runtime/cli.h runtime/mock.h \
+         runtime/repl.h $(B)/.flags
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(B):
