@@ -102,7 +102,7 @@ void fr_push_redacted(lua_State *L, flowrun *rt, const char *s, size_t len);
 char *fr_redact(flowrun *rt, const char *s);
 
 /* ---- sessions (session.c) ---- */
-enum { S_RUN, S_CALL, S_ASK, S_SLEEP, S_READY };
+enum { S_RUN, S_CALL, S_ASK, S_SLEEP };
 
 typedef struct fr_msg { struct fr_msg *next; size_t len; char text[]; } fr_msg;
 

@@ -493,12 +493,12 @@ describe("the REPL", function()
 
     it("summarises a response", function()
       local s = pretty.response({ label = "other", status = 404, elapsed_ms = 12, attempts = 2,
-        url = "http://h/x", body = "gone", headers = { ["content-type"] = "text/plain", server = "x" } },
+        url = "http://api.example/x", body = "gone", headers = { ["content-type"] = "text/plain", server = "x" } },
         { method = "GET" })
       assert.are.equal(table.concat({
         'label    "other"  (404 is not among the declared results)',
         "status   404 Not Found  (12 ms, 2 attempts, 4 bytes)",
-        "url      GET http://h/x",
+        "url      GET http://api.example/x",
         "headers  content-type: text/plain",
         "         (1 more in _.headers)",
         "body     gone",
