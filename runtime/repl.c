@@ -27,6 +27,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <locale.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -249,9 +250,15 @@ static void on_stdin(void *ud, int fd) {
     read_input(r);
     return;
   }
-  if (ioctl(fd, FIONREAD, &avail) == 0 && avail == 0) {   /* hung up */
-    r->eof = true;
-    watch_stdin(r, false);
+  if (ioctl(fd, FIONREAD, &avail) == 0 && avail == 0) {
+    /* Nothing to read: either the terminal hung up, or Ctrl-C flushed
+    ** what was typed between the wake-up and now (ISIG drops type-ahead).
+    ** Only the first ends the input. */
+    struct pollfd pfd = { .fd = fd, .events = POLLIN };
+    if (poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLHUP | POLLERR | POLLNVAL))) {
+      r->eof = true;
+      watch_stdin(r, false);
+    }
     return;
   }
   if (resized) {

@@ -219,6 +219,21 @@ describe("the REPL", function()
       assert.are.equal(0, t:quit())
     end)
 
+    -- Ctrl-C makes the terminal drop what was typed but not yet read; a
+    -- wake-up for those keys then finds nothing to read. That is not the
+    -- terminal going away: the REPL stays, however the keys and ^C interleave.
+    it("stays when Ctrl-C drops keys it was about to read", function()
+      local t = repl()
+      for i = 1, 40 do
+        t:keys(("typed %d"):format(i))
+        t:keys("\3")
+        t:prompt()
+      end
+      t:line("'still here'")
+      t:expect('"still here"')
+      assert.are.equal(0, t:quit())
+    end)
+
     it("stops a flow in the foreground with Ctrl-C", function()
       local t = repl()
       t:line(".run hangs.lua")
