@@ -21,7 +21,7 @@ ALL_LDFLAGS += -fsanitize=address,undefined
 endif
 
 B = build
-CORE = runtime session call request response integrations json lruntime
+CORE = runtime session call request response integrations secrets json lruntime
 CORE_O = $(patsubst %,$(B)/%.o,$(sort $(CORE))) $(B)/modules.o
 LUA_MODULES = $(sort $(wildcard lua/flowrun/*.lua))
 CLI_O = $(B)/main.o $(B)/mock.o $(B)/mock_routes.o $(B)/repl.o $(B)/repl_host.o
