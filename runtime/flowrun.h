@@ -110,6 +110,13 @@ int flowrun_sessions(const flowrun *rt);
 ** handler: there, write to a pipe that flowrun_watch() watches. */
 int flowrun_interrupt(flowrun *rt, const char *id);
 
+/* Stops the Lua code of the session that runs right now (one stuck in a
+** loop): it raises "interrupted!" at its next instruction and ends as a
+** failed session; the others go on. Returns 1, or 0 when no session runs
+** (nothing happens). Safe to call from a signal handler or a watchdog
+** thread, as lua.c does for Ctrl-C. */
+int flowrun_break(flowrun *rt);
+
 /* Pushes onto flowrun_lua(rt) a new globals table for Lua code the host
 ** runs itself (a REPL): what it lacks comes from the flow globals
 ** (api_node, say, ask, sleep, json, log, run_flow), then the standard

@@ -212,7 +212,7 @@ struct flowrun {
   int nheap, capheap;
   session *ready, *ready_tail;
   session *all;
-  session *running;                     /* being resumed now */
+  session *volatile running;            /* being resumed now (flowrun_break) */
   int nsessions;
   int ncalls;                           /* calls started, not yet finished */
   int in_step;

@@ -76,8 +76,12 @@ static void lstop(lua_State *L, lua_Debug *ar) {
 static void on_sigint(int sig) {
   int saved = errno;
   (void)sig;
-  interrupted = 1;
   if (the_repl && the_repl->tty && !the_repl->editing) caret = 1;
+  if (the_repl && flowrun_break(the_repl->rt)) {   /* a session's Lua runs: */
+    errno = saved;                      /* it ends with "interrupted!" */
+    return;
+  }
+  interrupted = 1;
   if (evaluating)
     lua_sethook(eval_thread, lstop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
   if (write(sigpipe_w, "", 1) < 0) {}   /* full: a wake-up is pending anyway */
@@ -127,6 +131,7 @@ void repl_wake(void) {
 /* Output while a prompt may be on the screen: the line being edited is
 ** cleared first and drawn again after, so that it stays the last line. */
 void repl_out_begin(repl *r) {
+  end_caret_line();
   if (r->editing) fputs("\r\033[K", stdout);
 }
 

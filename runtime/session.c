@@ -271,6 +271,23 @@ static void session_failed(session *s) {
   lua_pop(L, 2);
 }
 
+/* The hook flowrun_break sets: raises where the session's code runs. */
+static void stop_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  luaL_where(L, 0);                     /* the function the hook stopped */
+  lua_pushliteral(L, "interrupted!");
+  lua_concat(L, 2);
+  lua_error(L);
+}
+
+int flowrun_break(flowrun *rt) {
+  session *s = rt->running;
+  if (!s) return 0;
+  lua_sethook(s->co, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+  return 1;
+}
+
 static void resume(session *s) {
   int nres, st;
   s->state = S_RUN;
@@ -279,6 +296,7 @@ static void resume(session *s) {
   if (st == LUA_OK && nres > 0 && is_flowdef(s->co, -nres))   /* run it */
     st = run_definition(s, nres) ? lua_resume(s->co, NULL, 3, &nres) : LUA_ERRRUN;
   s->rt->running = NULL;
+  lua_sethook(s->co, NULL, 0, 0);       /* a break that came too late */
   s->nargs = 0;
   if (st == LUA_YIELD) {
     lua_pop(s->co, nres);

@@ -2,7 +2,8 @@
 ** embed_test.c -- flowrun embedded in a C host, as a game server or chat
 ** bot would: callbacks, sessions driven both by a never-blocking frame loop
 ** and by a blocking one, ask answered with flowrun_send, a session stopped
-** mid-call, a host fd watched by the loop. Talks to `flowrun mock` on
+** mid-call, a host fd watched by the loop, a spinning session broken from a
+** signal handler. Talks to `flowrun mock` on
 ** 127.0.0.1, which it starts itself. Prints TAP lines and a closing
 ** "N passed, N failed".
 */
@@ -218,6 +219,31 @@ static void watch_fd(void) {
   flowrun_free(rt);
 }
 
+/* A watchdog: a session stuck in a loop is stopped from a signal handler,
+** and the one beside it is not. */
+static flowrun *watched;
+static void on_alarm(int sig) {
+  (void)sig;
+  flowrun_break(watched);
+}
+
+static void break_spinning(void) {
+  host h;
+  flowrun *rt = runtime(&h);
+  watched = rt;
+  signal(SIGALRM, on_alarm);
+  flowrun_start(rt, "spin", path("spin.lua"), 0, NULL);
+  flowrun_start(rt, "calm", path("chat.lua"), 0, NULL);
+  check(flowrun_break(rt) == 0, "break with no session running does nothing");
+  alarm(1);
+  flowrun_step(rt, 0);                  /* spins until the alarm */
+  check(h.errors == 1 && strstr(h.last_error, "spin.lua:2: interrupted!") != NULL,
+        "a session stuck in a loop ends with file:line: interrupted!");
+  check(flowrun_sessions(rt) == 1 && h.asks == 1, "the other session lives on");
+  signal(SIGALRM, SIG_DFL);
+  flowrun_free(rt);
+}
+
 int main(int argc, char **argv) {
   const char *exe = argc > 1 ? argv[1] : "build/flowrun";
   char buf[512];
@@ -244,12 +270,14 @@ int main(int argc, char **argv) {
     "say(label .. ' ' .. res.json.result)\n");
   write_file("chat.lua", "local name = ask('your name?')\nsay('hello ' .. name)\n");
   write_file("broken.lua", "local x = 1\nerror('boom')\n");
+  write_file("spin.lua", "local n = 0\nwhile true do n = n + 1 end\n");
   write_file("hang.lua", "api_node{ integration = 'game', path = '/hang', results = { '200' } }\n");
   frame_loop();
   ask_and_send();
   errors();
   stop_mid_call();
   watch_fd();
+  break_spinning();
   kill(mock_pid, SIGTERM);
   waitpid(mock_pid, NULL, 0);
   snprintf(buf, sizeof buf, "rm -rf %s", dir);
