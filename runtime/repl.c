@@ -208,7 +208,7 @@ static void on_line(char *line) {
     fputc('\n', stdout);
     return;
   }
-  if (*line && r->history && !(r->last_added && strcmp(r->last_added, line) == 0)) {
+  if (*line && r->history && !r->answering && !(r->last_added && strcmp(r->last_added, line) == 0)) {
     add_history(line);
     write_history(r->history);
     free(r->last_added);

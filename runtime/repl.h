@@ -48,6 +48,7 @@ typedef struct repl {
   bool eof;                             /* no more input */
   bool ctrl_d;                          /* Ctrl-D on an empty line, not taken yet */
   bool watching, editing;
+  bool answering;                       /* lines answer a flow: kept out of history */
   char *history;                        /* the history file, or NULL */
   char *last_added;                     /* the newest history line */
   int sigpipe[2];

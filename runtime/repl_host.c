@@ -240,6 +240,7 @@ static int l_foreground(lua_State *L) {
     return 2;
   }
   r->fg = s;
+  r->answering = true;                  /* a password or a code is no history */
   for (;;) {
     char *line;
     if (s->ended) {
@@ -265,6 +266,7 @@ static int l_foreground(lua_State *L) {
     } else
       repl_turn(r, true, r->tty ? prompt : "");
   }
+  r->answering = false;
   forget(r, s);
   lua_pushstring(L, how);
   return 1;
