@@ -330,6 +330,7 @@ static char **complete(const char *text, int start, int end) {
   lua_State *L = r->L;
   int top = lua_gettop(L);
   char **m = NULL;
+  int st;
   (void)text;
   rl_attempted_completion_over = 1;     /* no file names unless asked */
   rl_completion_append_character = '\0';
@@ -339,7 +340,13 @@ static char **complete(const char *text, int start, int end) {
   lua_pushstring(L, rl_line_buffer);
   lua_pushinteger(L, start);
   lua_pushinteger(L, end);
-  if (lua_pcall(L, 4, 3, 0) == LUA_OK && lua_istable(L, -3)) {
+  eval_thread = L;                      /* a table's __index may loop: Ctrl-C */
+  evaluating = 1;
+  st = lua_pcall(L, 4, 3, 0);
+  evaluating = 0;
+  eval_thread = r->E;
+  lua_sethook(L, NULL, 0, 0);
+  if (st == LUA_OK && lua_istable(L, -3)) {
     int n = (int)lua_rawlen(L, -3);
     if (lua_toboolean(L, -1)) rl_attempted_completion_over = 0;
     if (lua_isstring(L, -2)) rl_completion_append_character = lua_tostring(L, -2)[0];

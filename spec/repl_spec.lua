@@ -311,10 +311,25 @@ describe("the REPL", function()
       t:prompt()
       assert.are.equal(0, t:quit())
       local h = helper.read(home .. "/.flowrun_history")
-      assert.matches("order.lua", h, 1, true)       -- libedit writes spaces as \\040
+      assert.matches("order.lua", h, 1, true)       -- libedit writes spaces as \040
       assert.matches("after_the_flow", h, 1, true)
       assert.falsy(h:find("answer_one_4711", 1, true))
       assert.falsy(h:find("answer_two_secret", 1, true))
+    end)
+
+    it("Ctrl-C stops a completion that runs into a looping __index", function()
+      local t = repl()
+      t:line("t = setmetatable({}, { __index = function() while true do end end })")
+      t:prompt()
+      t:keys("t.x.\t")
+      helper.wait_for(function() return false end, 300)
+      t:keys("\3")                         -- ends the completion; the line stays
+      helper.wait_for(function() return false end, 300)
+      t:keys("\3")                         -- and this drops it
+      t:prompt()
+      t:line("'still here'")
+      t:expect('"still here"')
+      assert.are.equal(0, t:quit())
     end)
 
     it("completes integration names, endpoints, globals, fields and commands", function()
