@@ -141,14 +141,20 @@ void repl_out_end(repl *r) {
   if (r->editing) rl_forced_update_display();
 }
 
+/* s (len bytes, to its first NUL) with every secret as "***", malloc'd;
+** NULL when out of memory. */
+char *repl_redact(repl *r, const char *s, size_t len) {
+  char *copy = strndup(s, len), *shown;
+  if (!copy) return NULL;
+  shown = flowrun_redact(r->rt, copy);
+  free(copy);
+  return shown;
+}
+
 /* Writes prefix, then s (secrets hidden) in colour, then a line break. */
 void repl_put_line(repl *r, FILE *f, const char *prefix, const char *color,
                    const char *s, size_t len) {
-  char *copy = malloc(len + 1), *shown;
-  if (!copy) return;
-  memcpy(copy, s, len);
-  copy[len] = '\0';
-  shown = flowrun_redact(r->rt, copy);
+  char *shown = repl_redact(r, s, len);
   repl_out_begin(r);
   if (f == stderr) fflush(stdout);
   if (color && r->color) fputs(color, f);
@@ -158,7 +164,6 @@ void repl_put_line(repl *r, FILE *f, const char *prefix, const char *color,
   fputc('\n', f);
   repl_out_end(r);
   free(shown);
-  free(copy);
 }
 
 void repl_put_str(repl *r, FILE *f, const char *color, const char *s) {

@@ -159,12 +159,7 @@ static int l_write(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
   FILE *f = lua_isstring(L, 2) && lua_tostring(L, 2)[0] == 'e' ? stderr : stdout;
-  char *copy = malloc(len + 1), *shown;
-  if (!copy) return luaL_error(L, "out of memory");
-  memcpy(copy, s, len);
-  copy[len] = '\0';
-  shown = flowrun_redact(r->rt, copy);
-  free(copy);
+  char *shown = repl_redact(r, s, len);
   if (!shown) return luaL_error(L, "out of memory");
   repl_out_begin(r);
   if (f == stderr) fflush(stdout);
@@ -172,6 +167,19 @@ static int l_write(lua_State *L) {
   repl_out_end(r);
   free(shown);
   return 0;
+}
+
+/* redact(s) -> s with every secret as "***": the printer calls it before
+** it escapes or cuts a string, which would hide a secret from write(). */
+static int l_redact(lua_State *L) {
+  repl *r = REPL_OF(L);
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  char *shown = repl_redact(r, s, len);
+  if (!shown) return luaL_error(L, "out of memory");
+  lua_pushstring(L, shown);
+  free(shown);
+  return 1;
 }
 
 /* read_line(prompt) -> line, nil at the end of input, false on Ctrl-C
@@ -374,6 +382,7 @@ static int l_width(lua_State *L) {
 
 static const luaL_Reg host_funcs[] = {
   { "write",      l_write },
+  { "redact",     l_redact },
   { "read_line",  l_read_line },
   { "start",      l_start },
   { "foreground", l_foreground },

@@ -7,16 +7,18 @@
 ** ("\"", "\\", "\ddd"). Rather than store each spelling, the matcher
 ** reads the text one character at a time through those encodings and
 ** compares what it decodes with the secret: every mix of them is caught.
+** JSON inside JSON is caught through a second, JSON-escaped copy.
 */
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
 
-void fr_secret_add(flowrun *rt, const char *s, size_t len) {
+static void add_one(flowrun *rt, const char *s, size_t len) {
   void *p;
   char *copy;
-  if (len == 0) return;
   for (int i = 0; i < rt->nsecrets; i++)
     if (rt->secrets[i].len == len && memcmp(rt->secrets[i].s, s, len) == 0)
       return;
@@ -28,6 +30,24 @@ void fr_secret_add(flowrun *rt, const char *s, size_t len) {
   copy[len] = '\0';
   rt->secrets[rt->nsecrets].s = copy;
   rt->secrets[rt->nsecrets++].len = len;
+}
+
+/* Remembers a secret, and also as JSON escapes it (as lua-cjson does,
+** '/' included): the matcher reads one level of encoding, so JSON text
+** inside JSON text (an echoed request body) needs this second spelling. */
+void fr_secret_add(flowrun *rt, const char *s, size_t len) {
+  char *json, *o;
+  if (len == 0) return;
+  add_one(rt, s, len);
+  if (!(o = json = malloc(len * 6 + 1))) abort();
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c == '"' || c == '\\' || c == '/') { *o++ = '\\'; *o++ = (char)c; }
+    else if (c < 0x20) o += sprintf(o, "\\u%04x", c);
+    else *o++ = (char)c;
+  }
+  if ((size_t)(o - json) != len) add_one(rt, json, (size_t)(o - json));
+  free(json);
 }
 
 static int hexval(int c) {
@@ -81,18 +101,31 @@ static size_t decode(const unsigned char *s, size_t left, int *c) {
   }
 }
 
-/* How many bytes of s spell the secret sec (of n bytes), 0 if they don't. */
-static size_t spells(const unsigned char *s, size_t left, const unsigned char *sec, size_t n) {
+/* Whether s (left bytes) starts with a spelling of the secret sec (n
+** bytes); *len is its length. A '\\', '%' or '+' may be itself or start an
+** encoding: when both fit, both are tried. */
+static bool spells(const unsigned char *s, size_t left, const unsigned char *sec,
+                   size_t n, size_t *len) {
   size_t i = 0;
   for (size_t k = 0; k < n; k++) {
-    size_t used;
+    size_t used, rest;
     int c;
-    if (i >= left) return 0;
-    if (s[i] == sec[k]) { i++; continue; }
-    if ((used = decode(s + i, left - i, &c)) == 0 || c != sec[k]) return 0;
+    if (i >= left) return false;
+    used = decode(s + i, left - i, &c);
+    if (used > 0 && c == sec[k] && s[i] == sec[k]) {   /* either way */
+      if (spells(s + i + used, left - i - used, sec + k + 1, n - k - 1, &rest)) {
+        *len = i + used + rest;
+        return true;
+      }
+      used = 1;
+    } else if (s[i] == sec[k])
+      used = 1;
+    else if (used == 0 || c != sec[k])
+      return false;
     i += used;
   }
-  return i;
+  *len = i;
+  return true;
 }
 
 /* Length of the text at s that spells a secret (the longest), 0 if none. */
@@ -105,8 +138,10 @@ static size_t secret_at(flowrun *rt, const char *s, size_t left) {
     if (i == rt->nsecrets) return 0;
   }
   for (int i = 0; i < rt->nsecrets; i++) {
-    size_t n = spells(u, left, (const unsigned char *)rt->secrets[i].s, rt->secrets[i].len);
-    if (n > best) best = n;
+    size_t n;
+    if (spells(u, left, (const unsigned char *)rt->secrets[i].s, rt->secrets[i].len, &n)
+        && n > best)
+      best = n;
   }
   return best;
 }

@@ -433,13 +433,18 @@ int flowrun_stop(flowrun *rt, const char *id) {
 
 static const char *sid(session *s) { return s ? s->id : NULL; }
 
-/* say(text): one message to the end-user. */
+/* say(text): one message to the end-user, secrets hidden like anywhere
+** else flowrun writes (an end-user is no place for an API key either). */
 static int l_say(lua_State *L) {
   flowrun *rt = fr_rt(L);
   size_t len;
   const char *text;
   luaL_checkany(L, 1);
   text = luaL_tolstring(L, 1, &len);
+  if (rt->nsecrets > 0) {
+    fr_push_redacted(L, rt, text, len);
+    text = lua_tolstring(L, -1, &len);
+  }
   if (rt->cb.say) rt->cb.say(rt->cb.ud, sid(fr_session_current(rt, L)), text, len);
   return 0;
 }

@@ -39,7 +39,7 @@ local function options(o)
   return {
     color = o.color, width = o.width or 80, depth = o.depth or 6,
     items = o.items or 50, string = o.string or 200, lines = o.lines or 30,
-    method = o.method,
+    method = o.method, redact = o.redact,
   }
 end
 
@@ -69,7 +69,10 @@ local function quote(s)
   end) .. '"'
 end
 
+-- Secrets are hidden before a string is escaped or cut: either would
+-- leave a spelling, or a piece, that the output's own redaction misses.
 local function str(s, o)
+  if o.redact then s = o.redact(s) end
   if #s > o.string then
     return paint(o, "string", quote(cut(s, o.string))) .. paint(o, "dim", ("… (%d bytes)"):format(#s))
   end
@@ -283,6 +286,7 @@ function pretty.json_lines(text, opts)
       cur = cur .. ": "
     elseif kind == "string" then
       local nxt = peek()
+      if o.redact then t = o.redact(t) end
       local shown = #t > o.string and cut(t, o.string) .. "…\"" or t
       if nxt and nxt[2] == ":" then cur = cur .. paint(o, "key", shown)
       else cur = cur .. paint(o, "string", shown) end

@@ -36,7 +36,7 @@ function Repl:fail(s)
 end
 
 function Repl:popts(extra)
-  local o = { color = self.color, width = math.max(self.host.width() - 2, 40) }
+  local o = { color = self.color, width = math.max(self.host.width() - 2, 40), redact = self.host.redact }
   for k, v in pairs(extra or {}) do o[k] = v end
   return o
 end

@@ -1,0 +1,99 @@
+-- Secrets (values read through env()) never show, whatever spelling the
+-- output gives them: percent-encoded in either hex case or with '+' for a
+-- space, escaped in JSON (lua-cjson writes '/' as "\/"), quoted by the
+-- REPL's printer, or cut short by it.
+local helper = require "spec.helper"
+
+-- A secret with every character that some encoding rewrites.
+local SECRET = [[p/w"d\x y'z+Q]]
+
+-- Every spelling of SECRET a test could find in output.
+local function spellings(s)
+  local function pct(upper)
+    return (s:gsub("[^%w]", function(c)
+      return (upper and "%%%02X" or "%%%02x"):format(c:byte())
+    end))
+  end
+  local json = s:gsub('[\\"/]', { ["\\"] = "\\\\", ['"'] = '\\"', ["/"] = "\\/" })
+  local lua = ("%q"):format(s):sub(2, -2)
+  return {
+    s, pct(true), pct(false), (pct(true):gsub("%%20", "+")), json,
+    (json:gsub("\\/", "/")), lua,
+    s:sub(1, 6), s:sub(-6),            -- a piece of it, as a cut string leaves
+  }
+end
+
+local function assert_hidden(text, what)
+  for _, form in ipairs(spellings(SECRET)) do
+    local at = text:find(form, 1, true)
+    assert.is_nil(at, ("%s shows the secret as %s:\n%s"):format(what, form, text))
+  end
+end
+
+describe("secrets", function()
+  local mock, other, dir
+
+  setup(function()
+    other = helper.mock({ { path = "/x", body = "x" } })
+    mock = helper.mock({
+      { path = "/echo", echo = true },
+      { path = "/away-lower", status = 302,
+        headers = { Location = other.url .. "/x?t=p%2fw%22d%5cx%20y%27z%2bQ" } },
+      { path = "/away-plus", status = 302,
+        headers = { Location = other.url .. "/x?t=p%2Fw%22d%5Cx+y%27z%2BQ" } },
+    })
+    dir = helper.tmpdir()
+    helper.integrations(helper.lua_source({
+      shop = {
+        base_url = mock.url, follow_redirects = true,
+        headers = { ["X-Key"] = helper.code('env("SPEC_SECRET")') },
+      },
+    }), dir)
+  end)
+
+  teardown(helper.cleanup)
+
+  it("are hidden in every spelling on the command line: say, traces, res.url, res.error", function()
+    local flow = helper.flow([[
+      local secret = os.getenv("SPEC_SECRET")
+      local label, res = api_node{ integration = "shop", method = "POST", path = "/echo",
+        body = { token = secret }, results = { "200" } }
+      say("echoed " .. res.body)
+      say("as JSON " .. json.encode({ token = secret }))
+      say("as Lua " .. ("%q"):format(secret))
+      say("sent " .. tostring(res.json.headers["x-key"] == secret))
+      for _, p in ipairs { "/away-lower", "/away-plus" } do
+        label, res = api_node{ integration = "shop", path = p, results = { "200" } }
+        say(p .. " " .. label .. " " .. res.reason .. " " .. res.error)
+      end
+    ]], dir)
+    local tj = dir .. "/trace.jsonl"
+    local r = helper.cli{ args = { "--trace", "--trace-json", tj, flow },
+                          env = { SPEC_SECRET = SECRET } }
+    assert.are.equal(0, r.code, r.stderr)
+    assert.matches("sent true", r.stdout, 1, true)
+    assert.matches("/away-lower error redirect", r.stdout, 1, true)
+    assert.matches("/away-plus error redirect", r.stdout, 1, true)
+    assert.matches('"token":"***"', r.stdout, 1, true)
+    assert_hidden(r.stdout, "stdout")
+    assert_hidden(r.stderr, "stderr")
+    assert_hidden(helper.read(tj) or "", "--trace-json")
+  end)
+
+  it("are hidden by the REPL's printer before it escapes or cuts a string, and by .last", function()
+    local r = helper.cli{ args = { "repl", "-I", dir .. "/integrations.lua" },
+                          env = { SPEC_SECRET = SECRET }, stdin = table.concat({
+      'env("SPEC_SECRET")',
+      'string.rep("x", 190) .. env("SPEC_SECRET")',
+      '{ key = env("SPEC_SECRET"), [env("SPEC_SECRET")] = 1 }',
+      'api_node{integration="shop", method="POST", path="/echo", body={token=env("SPEC_SECRET")}, results={"200"}}',
+      '.last',
+    }, "\n") .. "\n" }
+    assert.are.equal(0, r.code, r.stderr)
+    assert.matches('"***"', r.stdout, 1, true)
+    assert.matches('"' .. ("x"):rep(190) .. '***"', r.stdout, 1, true)
+    assert.matches("curl", r.stdout, 1, true)
+    assert_hidden(r.stdout, "stdout")
+    assert_hidden(r.stderr, "stderr")
+  end)
+end)
