@@ -53,18 +53,33 @@ typedef struct cli {
 
 /* ---- what the sessions do ---- */
 
+/* Writes head then text (len bytes) and a line break to f; with --sessions
+** every line of it starts with "[ID] ", so that lines can be told apart. */
+static void put_lines(cli *c, FILE *f, const char *id, const char *head,
+                      const char *text, size_t len) {
+  bool prefix = c->prefix && id;
+  const char *end = text + len;
+  if (prefix) fprintf(f, "[%s] ", id);
+  fputs(head, f);
+  for (;;) {
+    const char *nl = memchr(text, '\n', end - text);
+    fwrite(text, 1, (nl ? nl + 1 : end) - text, f);
+    if (!nl) break;
+    text = nl + 1;
+    if (prefix) fprintf(f, "[%s] ", id);
+  }
+  fputc('\n', f);
+}
+
 static void on_say(void *ud, const char *id, const char *text, size_t len) {
-  cli *c = ud;
-  if (c->prefix && id) printf("[%s] ", id);
-  fwrite(text, 1, len, stdout);
-  putchar('\n');
+  put_lines(ud, stdout, id, "", text, len);
 }
 
 static void on_log(void *ud, const char *id, const char *level, const char *msg) {
-  cli *c = ud;
+  char head[32];
   fflush(stdout);
-  if (id && c->prefix) fprintf(stderr, "[%s] %s: %s\n", id, level, msg);
-  else fprintf(stderr, "%s: %s\n", level, msg);
+  snprintf(head, sizeof head, "%s: ", level);
+  put_lines(ud, stderr, id, head, msg, strlen(msg));
 }
 
 static void on_end(void *ud, const char *id, int how, const char *error) {
@@ -72,8 +87,7 @@ static void on_end(void *ud, const char *id, int how, const char *error) {
   if (how == FLOWRUN_DONE) return;
   c->failed = 1;
   fflush(stdout);
-  if (c->prefix) fprintf(stderr, "[%s] %s\n", id, error);
-  else fprintf(stderr, "%s\n", error);
+  put_lines(c, stderr, id, "", error, strlen(error));
 }
 
 static void json_str(FILE *f, const char *s) {

@@ -258,6 +258,24 @@ describe("§5 command line", function()
       assert.matches("[2] " .. flow .. ":2: two fails", r.stderr, 1, true)
     end)
 
+    it("prefixes each line of a message of several lines, and of a traceback", function()
+      local _, flow = project([[
+        say("first\nsecond")
+        log.warn("a\nb")
+        error("boom")
+      ]])
+      local r = helper.cli{ args = { "--sessions", "2", flow } }
+      assert.are.equal(1, r.code)
+      local out = helper.lines(r.stdout)
+      table.sort(out)
+      assert.are.same({ "[1] first", "[1] second", "[2] first", "[2] second" }, out)
+      for _, line in ipairs(helper.lines(r.stderr)) do
+        assert.matches("^%[[12]%] ", line)
+      end
+      assert.matches("[1] warn: a\n[1] b\n", r.stderr, 1, true)
+      assert.matches("[2] stack traceback:", r.stderr, 1, true)
+    end)
+
     it("1 means no prefix", function()
       local _, flow = project([[ say("plain") ]])
       local r = helper.cli{ args = { "--sessions", "1", flow } }
