@@ -91,6 +91,10 @@ demo: deps
 	$(MAKE) all
 	sh scripts/demo/run.sh
 
+repl: deps
+	$(MAKE) all
+	sh scripts/demo/run.sh repl
+
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib \
 	  $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/lua/5.4
@@ -102,7 +106,7 @@ install: all
 clean:
 	rm -rf $(B)
 
-.PHONY: all deps test demo install clean FORCE
+.PHONY: all deps test demo repl install clean FORCE
 
 # make bench: the benchmark of the issue, against nginx on 127.0.0.1 (see
 # bench/run.lua); installs nginx and wrk first when they are missing.

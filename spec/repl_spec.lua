@@ -414,6 +414,24 @@ describe("the REPL", function()
       assert.are.equal("", r.stderr)
     end)
 
+    it("plays the README's tour with make repl (scripts/demo/run.sh repl)", function()
+      local d = helper.tmpdir()
+      helper.write(d .. "/in", table.concat({
+        'api_node{integration="demo", path="/v1/product/1", results={"200"}}',
+        "_.json.name", ".last", ".run", "1", "7", "",
+      }, "\n") .. "\n")
+      local p = io.popen("env -u DEMO_TOKEN sh " .. helper.quote(helper.root .. "/scripts/demo/run.sh")
+                         .. " repl <" .. d .. "/in 2>&1")
+      local out = p:read("a")
+      assert.is_true(p:close(), out)
+      assert.matches('label    "200"', out, 1, true)
+      assert.matches('"name": "Widget"', out, 1, true)
+      assert.matches("\n\"Widget\"\n", out)
+      assert.matches("-H 'Authorization: Bearer ***'", out, 1, true)
+      assert.matches("Which product?\nWidget: 9.5 EUR\nAnything else?\nThere is no product 7\nAnything else?\nBye", out, 1, true)
+      assert.is_nil(out:find("demo-token", 1, true))
+    end)
+
     it("reads the same from a pipe", function()
       local r = helper.cli{ args = { "repl", "-I", dir .. "/integrations.lua" }, stdin = "2 ^ 10\n",
                             stdin_pipe = true, env = { DEMO_TOKEN = SECRET } }

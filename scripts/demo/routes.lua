@@ -9,4 +9,10 @@ return {
     json = { id = "999", status = "lost in the warehouse" } },
   { method = "GET", path = "/v1/orders/{id}", status = 404,
     json = { error = "no such order", id = "{id}" } },
+  -- the REPL tour (`make repl`): a product catalogue, and a call that hangs
+  { method = "GET", path = "/v1/product/1", status = 200,
+    json = { id = "1", name = "Widget", price = 9.5, stock = 12 } },
+  { method = "GET", path = "/v1/product/{id}", status = 404,
+    json = { error = "no such product", id = "{id}" } },
+  { path = "/v1/hang", fault = "no_response" },
 }
