@@ -54,9 +54,10 @@ typedef struct flowrun_trace {
 ** flowrun_send() and flowrun_start() are fine. */
 typedef struct flowrun_callbacks {
   void (*say)(void *ud, const char *session, const char *text, size_t len);
-  /* the session now waits for the user's next message; prompt may be NULL
-     (it was said through say() already when given) */
-  void (*ask)(void *ud, const char *session);
+  /* the session now waits for the user's next message; prompt is what it
+     asked with (NULL when nothing). When a message is already there, ask
+     does not wait: its prompt comes through say() instead. */
+  void (*ask)(void *ud, const char *session, const char *prompt, size_t len);
   void (*end)(void *ud, const char *session, int how, const char *error);
   void (*trace)(void *ud, const flowrun_trace *t);
   void (*log)(void *ud, const char *session, const char *level,

@@ -55,8 +55,16 @@ static void on_say(void *ud, const char *sid, const char *text, size_t len) {
   lua_pop(L, 1);
 }
 
-static void on_ask(void *ud, const char *sid) {
-  lua_pop(event(ud, "ask", sid), 1);
+/* A prompt comes as a say event, then the ask (with the prompt as text). */
+static void on_ask(void *ud, const char *sid, const char *prompt, size_t len) {
+  lua_State *L;
+  if (prompt) on_say(ud, sid, prompt, len);
+  L = event(ud, "ask", sid);
+  if (prompt) {
+    lua_pushlstring(L, prompt, len);
+    lua_setfield(L, -2, "text");
+  }
+  lua_pop(L, 1);
 }
 
 static void on_end(void *ud, const char *sid, int how, const char *error) {

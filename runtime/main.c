@@ -195,8 +195,9 @@ static void watch(cli *c, bool on) {
   flowrun_watch(c->rt, 0, on ? on_stdin : NULL, c);
 }
 
-static void on_ask(void *ud, const char *id) {
+static void on_ask(void *ud, const char *id, const char *prompt, size_t len) {
   cli *c = ud;
+  if (prompt) put_lines(c, stdout, id, "", prompt, len);
   fflush(stdout);
   if (c->nwait == c->capwait) {
     c->capwait = c->capwait ? c->capwait * 2 : 16;

@@ -51,10 +51,11 @@ static void on_say(void *ud, const char *id, const char *text, size_t len) {
   repl_put_line(r, stdout, tag(r, id, buf, sizeof buf), NULL, text, len);
 }
 
-static void on_ask(void *ud, const char *id) {
+static void on_ask(void *ud, const char *id, const char *prompt, size_t len) {
   repl *r = ud;
   rsession *s = find(r, id);
   char buf[160];
+  if (prompt) on_say(ud, id, prompt, len);
   if (!s) return;
   s->asking = true;
   repl_wake();

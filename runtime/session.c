@@ -433,18 +433,23 @@ int flowrun_stop(flowrun *rt, const char *id) {
 
 static const char *sid(session *s) { return s ? s->id : NULL; }
 
-/* say(text): one message to the end-user, secrets hidden like anywhere
-** else flowrun writes (an end-user is no place for an API key either). */
+/* Pushes the value at idx as the end-user will see it: a string, secrets
+** hidden like anywhere else flowrun writes (an end-user is no place for an
+** API key either). */
+static const char *user_text(flowrun *rt, lua_State *L, int idx, size_t *len) {
+  const char *text = luaL_tolstring(L, idx, len);
+  if (rt->nsecrets == 0) return text;
+  fr_push_redacted(L, rt, text, *len);
+  return lua_tolstring(L, -1, len);
+}
+
+/* say(text): one message to the end-user. */
 static int l_say(lua_State *L) {
   flowrun *rt = fr_rt(L);
   size_t len;
   const char *text;
   luaL_checkany(L, 1);
-  text = luaL_tolstring(L, 1, &len);
-  if (rt->nsecrets > 0) {
-    fr_push_redacted(L, rt, text, len);
-    text = lua_tolstring(L, -1, &len);
-  }
+  text = user_text(rt, L, 1, &len);
   if (rt->cb.say) rt->cb.say(rt->cb.ud, sid(fr_session_current(rt, L)), text, len);
   return 0;
 }
@@ -476,15 +481,21 @@ static session *waiting_session(flowrun *rt, lua_State *L, const char *fn) {
   return s;
 }
 
-/* ask([prompt]): says the prompt, waits for the user's next message. */
+/* ask([prompt]): waits for the user's next message, prompt in hand; one
+** already there is taken at once, the prompt said on the way. */
 static int l_ask(lua_State *L) {
   flowrun *rt = fr_rt(L);
   session *s = waiting_session(rt, L, "ask");
+  const char *prompt = NULL;
+  size_t len = 0;
   if (!s) return luaL_error(L, "ask: no end-user here (ask works inside a session)");
-  if (!lua_isnoneornil(L, 1)) l_say(L);
-  if (s->in || s->closed) return k_ask(L, 0, (lua_KContext)s);
+  if (!lua_isnoneornil(L, 1)) prompt = user_text(rt, L, 1, &len);
+  if (s->in || s->closed) {
+    if (prompt && rt->cb.say) rt->cb.say(rt->cb.ud, s->id, prompt, len);
+    return k_ask(L, 0, (lua_KContext)s);
+  }
   s->state = S_ASK;
-  if (rt->cb.ask) rt->cb.ask(rt->cb.ud, s->id);
+  if (rt->cb.ask) rt->cb.ask(rt->cb.ud, s->id, prompt, len);
   return lua_yieldk(L, 0, (lua_KContext)s, k_ask);
 }
 

@@ -32,7 +32,7 @@ static void check(int ok, const char *what) {
 typedef struct host {
   char said[64][128];
   int nsaid, asks, done, errors, traces;
-  char last_error[512], last_label[32];
+  char last_error[512], last_label[32], prompt[128];
 } host;
 
 static void on_say(void *ud, const char *id, const char *text, size_t len) {
@@ -41,9 +41,11 @@ static void on_say(void *ud, const char *id, const char *text, size_t len) {
   if (h->nsaid < 64) snprintf(h->said[h->nsaid++], 128, "%.*s", (int)len, text);
 }
 
-static void on_ask(void *ud, const char *id) {
+static void on_ask(void *ud, const char *id, const char *prompt, size_t len) {
+  host *h = ud;
   (void)id;
-  ((host *)ud)->asks++;
+  h->asks++;
+  snprintf(h->prompt, sizeof h->prompt, "%.*s", prompt ? (int)len : 0, prompt ? prompt : "");
 }
 
 static void on_end(void *ud, const char *id, int how, const char *error) {
@@ -152,13 +154,21 @@ static void ask_and_send(void) {
   flowrun *rt = runtime(&h);
   flowrun_start(rt, "u1", path("chat.lua"), 0, NULL);
   flowrun_step(rt, 100);
-  check(h.asks == 1 && h.nsaid == 1 && strcmp(h.said[0], "your name?") == 0,
-        "ask says its prompt and waits");
+  check(h.asks == 1 && h.nsaid == 0 && strcmp(h.prompt, "your name?") == 0,
+        "ask waits, its prompt in hand");
   check(flowrun_send(rt, "nobody", "x", 1) == FLOWRUN_ERR, "send to an unknown session fails");
   flowrun_send(rt, "u1", "Ada", 3);
   while (flowrun_step(rt, 1000) > 0) {}
-  check(h.nsaid == 2 && strcmp(h.said[1], "hello Ada") == 0 && h.done == 1,
+  check(h.nsaid == 1 && strcmp(h.said[0], "hello Ada") == 0 && h.done == 1,
         "send answers the pending ask");
+  flowrun_free(rt);
+  rt = runtime(&h);                     /* the answer is there before the ask */
+  flowrun_start(rt, "u2", path("chat.lua"), 0, NULL);
+  flowrun_send(rt, "u2", "Bo", 2);
+  while (flowrun_step(rt, 1000) > 0) {}
+  check(h.asks == 0 && h.nsaid == 2 && strcmp(h.said[0], "your name?") == 0
+        && strcmp(h.said[1], "hello Bo") == 0,
+        "an ask whose answer is there takes it at once, its prompt said");
   flowrun_free(rt);
 }
 
