@@ -24,7 +24,7 @@ B = build
 CORE = runtime session call request response integrations secrets json lruntime
 CORE_O = $(patsubst %,$(B)/%.o,$(sort $(CORE))) $(B)/modules.o
 LUA_MODULES = $(sort $(wildcard lua/flowrun/*.lua))
-CLI_O = $(B)/main.o $(B)/mock.o $(B)/mock_routes.o $(B)/repl.o $(B)/repl_host.o
+CLI_O = $(B)/main.o $(B)/host.o $(B)/mock.o $(B)/mock_routes.o $(B)/repl.o $(B)/repl_host.o
 # the REPL's line editing: libedit (BSD licence), not GNU readline (GPL)
 EDIT_LIBS = $(shell pkg-config --libs libedit 2>/dev/null || echo -ledit)
 

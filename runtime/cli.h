@@ -6,7 +6,18 @@
 #ifndef FLOWRUN_CLI_H
 #define FLOWRUN_CLI_H
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "flowrun.h"
+
 int flowrun_mock_main(int argc, char **argv);
 int flowrun_repl_main(int argc, char **argv);
+int flowrun_host_main(int argc, char **argv);
+
+/* main.c: what run and host both write */
+void cli_json_str(FILE *f, const char *s, size_t len);
+void cli_trace(bool text, FILE *json, const flowrun_trace *t);
 
 #endif

@@ -89,8 +89,10 @@ int flowrun_start(flowrun *rt, const char *id, const char *flow,
                   int argc, const char *const *argv);
 
 /* Delivers the user's next message to session `id`; text NULL closes the
-** channel (its pending and later asks return nil). The session resumes in
-** the next flowrun_step(). Fails when there is no such session. */
+** channel (its pending and later asks return nil, once the messages that
+** came before are taken). The session resumes in the next flowrun_step().
+** Fails when there is no such session. id NULL: every live session (at
+** shutdown, text NULL lets each one finish). */
 int flowrun_send(flowrun *rt, const char *id, const char *text, size_t len);
 
 /* Ends session `id` now, wherever it waits. */

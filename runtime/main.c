@@ -28,6 +28,7 @@ static const char usage[] =
   "       flowrun repl [-I FILE] [FLOW.lua]            interactive REPL: try integrations and flows\n"
   "       flowrun check [-I FILE] FLOW.lua...          find every routing mistake before running\n"
   "       flowrun graph [--mermaid] FLOW.lua           a declarative flow as Graphviz DOT (or Mermaid)\n"
+  "       flowrun host [options] FLOW.lua              many sessions over JSON lines on stdin/stdout\n"
   "       flowrun mock ROUTES.lua [--port N]           mock HTTP API on 127.0.0.1\n"
   "       flowrun --version | --help\n"
   "options:\n"
@@ -90,22 +91,41 @@ static void on_end(void *ud, const char *id, int how, const char *error) {
   put_lines(c, stderr, id, "", error, strlen(error));
 }
 
-static void json_str(FILE *f, const char *s) {
+/* s (len bytes) as a JSON string: escaped, and valid UTF-8 whatever the
+** flow said (a byte that starts no valid sequence becomes U+FFFD). */
+void cli_json_str(FILE *f, const char *s, size_t len) {
+  const unsigned char *p = (const unsigned char *)s, *end;
   if (!s) { fputs("null", f); return; }
+  end = p + len;
   putc('"', f);
-  for (; *s; s++) {
-    unsigned char ch = (unsigned char)*s;
+  while (p < end) {
+    unsigned char ch = *p;
+    size_t n = ch < 0x80 ? 1 : (ch >> 5) == 6 ? 2 : (ch >> 4) == 14 ? 3 : (ch >> 3) == 30 ? 4 : 0;
+    size_t k = 1;
+    if (n > (size_t)(end - p)) n = 0;
+    while (k < n && (p[k] & 0xC0) == 0x80) k++;
+    if (n == 0 || k < n || (n == 2 && ch < 0xC2)) {
+      fputs("\\ufffd", f);
+      p++;
+      continue;
+    }
     if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
     else if (ch == '\n') fputs("\\n", f);
-    else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
-    else putc(ch, f);
+    else if (ch == '\t') fputs("\\t", f);
+    else if (ch < 0x20 || ch == 0x7F) fprintf(f, "\\u%04x", ch);
+    else fwrite(p, 1, n, f);
+    p += n;
   }
   putc('"', f);
 }
 
-static void on_trace(void *ud, const flowrun_trace *t) {
-  cli *c = ud;
-  if (c->trace) {
+static void json_cstr(FILE *f, const char *s) {
+  cli_json_str(f, s, s ? strlen(s) : 0);
+}
+
+/* One call: a line on stderr when text, a JSON line on json when given. */
+void cli_trace(bool text, FILE *json, const flowrun_trace *t) {
+  if (text) {
     fflush(stdout);
     fprintf(stderr, "trace session=%s integration=%s method=%s url=%s label=%s",
             t->session ? t->session : "-", t->integration, t->method, t->url, t->label);
@@ -114,29 +134,33 @@ static void on_trace(void *ud, const flowrun_trace *t) {
     if (t->reason) fprintf(stderr, " reason=%s", t->reason);
     fputc('\n', stderr);
   }
-  if (c->trace_json) {
-    FILE *f = c->trace_json;
-    fputs("{\"session\":", f);
-    json_str(f, t->session);
-    fputs(",\"integration\":", f);
-    json_str(f, t->integration);
-    fputs(",\"method\":", f);
-    json_str(f, t->method);
-    fputs(",\"url\":", f);
-    json_str(f, t->url);
-    fputs(",\"label\":", f);
-    json_str(f, t->label);
-    if (t->status) fprintf(f, ",\"status\":%d", t->status);
-    else fputs(",\"status\":null", f);
-    fprintf(f, ",\"elapsed_ms\":%.1f,\"attempts\":%d", t->elapsed_ms, t->attempts);
+  if (json) {
+    fputs("{\"session\":", json);
+    json_cstr(json, t->session);
+    fputs(",\"integration\":", json);
+    json_cstr(json, t->integration);
+    fputs(",\"method\":", json);
+    json_cstr(json, t->method);
+    fputs(",\"url\":", json);
+    json_cstr(json, t->url);
+    fputs(",\"label\":", json);
+    json_cstr(json, t->label);
+    if (t->status) fprintf(json, ",\"status\":%d", t->status);
+    else fputs(",\"status\":null", json);
+    fprintf(json, ",\"elapsed_ms\":%.1f,\"attempts\":%d", t->elapsed_ms, t->attempts);
     if (t->reason) {
-      fputs(",\"reason\":", f);
-      json_str(f, t->reason);
-      fputs(",\"error\":", f);
-      json_str(f, t->error);
+      fputs(",\"reason\":", json);
+      json_cstr(json, t->reason);
+      fputs(",\"error\":", json);
+      json_cstr(json, t->error);
     }
-    fputs("}\n", f);
+    fputs("}\n", json);
   }
+}
+
+static void on_trace(void *ud, const flowrun_trace *t) {
+  cli *c = ud;
+  cli_trace(c->trace, c->trace_json, t);
 }
 
 /* ---- stdin: lines to sessions in the order they ask ---- */
@@ -358,9 +382,6 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "check") == 0 || strcmp(cmd, "graph") == 0)
     return lua_tool(cmd, argc - 2, argv + 2);
   if (strcmp(cmd, "repl") == 0) return flowrun_repl_main(argc - 2, argv + 2);
-  if (strcmp(cmd, "host") == 0) {
-    fprintf(stderr, "flowrun: '%s' is not in this version yet\n", cmd);
-    return 2;
-  }
+  if (strcmp(cmd, "host") == 0) return flowrun_host_main(argc - 2, argv + 2);
   return run(argc - 1, argv + 1);
 }

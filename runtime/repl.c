@@ -347,7 +347,7 @@ static char **complete(const char *text, int start, int end) {
   lua_pushinteger(L, end);
   eval_thread = L;                      /* a table's __index may loop: Ctrl-C */
   evaluating = 1;
-  st = lua_pcall(L, 4, 3, 0);
+  st = interrupted ? LUA_ERRRUN : lua_pcall(L, 4, 3, 0);   /* Ctrl-C came first */
   evaluating = 0;
   eval_thread = r->E;
   lua_sethook(L, NULL, 0, 0);

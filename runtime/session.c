@@ -265,7 +265,10 @@ static void session_failed(session *s) {
   else
     msg = lua_pushfstring(co, "(error object is a %s value)",
                           luaL_typename(co, -1));
-  luaL_traceback(L, co, msg, 0);
+  if (strstr(msg, "\nstack traceback:\n"))   /* flow.lua gave the step's own */
+    lua_pushstring(L, msg);
+  else
+    luaL_traceback(L, co, msg, 0);
   fr_push_redacted(L, rt, lua_tostring(L, -1), lua_rawlen(L, -1));
   if (rt->cb.end) rt->cb.end(rt->cb.ud, s->id, FLOWRUN_FAILED, lua_tostring(L, -1));
   lua_pop(L, 2);
@@ -402,8 +405,13 @@ int flowrun_start(flowrun *rt, const char *id, const char *flow,
 }
 
 int flowrun_send(flowrun *rt, const char *id, const char *text, size_t len) {
-  session *s = find_session(rt, id);
-  if (!s) return fr_error(rt, "no session %s", id);
+  session *s;
+  if (!id) {                            /* every live session */
+    for (s = rt->all; s; s = s->next)
+      if (flowrun_send(rt, s->id, text, len) != FLOWRUN_OK) return FLOWRUN_ERR;
+    return FLOWRUN_OK;
+  }
+  if (!(s = find_session(rt, id))) return fr_error(rt, "no session %s", id);
   if (!text) s->closed = true;
   else {
     fr_msg *m = malloc(sizeof *m + len + 1);

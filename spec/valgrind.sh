@@ -1,5 +1,5 @@
 #!/bin/sh
-# valgrind over `flowrun run` of the demo flow and of `flowrun mock`: exits
+# valgrind over `flowrun run` and `flowrun host` of the demo flow and of `flowrun mock`: exits
 # non-zero on any leak or memory error.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,5 +17,9 @@ printf 'return { shop = { base_url = "%s/v1", timeout_ms = 1000 } }\n' "$url" >"
 printf '42\n7\n999\n\n' | $vg "$here/build/flowrun" run --trace -I "$tmp/integrations.lua" \
   "$here/scripts/demo/order_status.lua"
 echo "flowrun run: clean"
+{ printf '%s\n' '{"session":"a","text":"x"}' 'not json' '{"session":"b","text":"x"}'
+  sleep 0.5; printf '%s\n' '{"session":"a","text":"42"}' '{"session":"b","text":"7"}'; } \
+  | $vg "$here/build/flowrun" host -I "$tmp/integrations.lua" "$here/scripts/demo/order_status.lua" >/dev/null
+echo "flowrun host: clean"
 kill -TERM "$mock"
 if wait "$mock"; then echo "flowrun mock: clean"; else echo "flowrun mock: valgrind found problems"; cat "$tmp/mock.log"; exit 1; fi

@@ -1,0 +1,311 @@
+/*
+** host.c -- `flowrun host FLOW.lua`: many end-users over JSON lines (SPEC 9).
+**
+** A chat server or a game pipes its users' messages in, one JSON object a
+** line, and reads what the sessions say back, one JSON object a line:
+**
+**   in:  {"session":"u1","text":"hi"}   starts u1 (text is its args[1]), or
+**                                       answers u1's ask (queued until it asks)
+**        {"session":"u1","close":true}  closes u1's channel: its asks return nil
+**   out: {"session":"u1","say":"..."}   {"session":"u1","ask":"..."}
+**        {"session":"u1","end":"done"}  {"session":"u1","end":"error","error":"..."}
+**        {"error":"line 3: ...","line":3}   a malformed line, skipped
+**
+** stdin is read through the runtime's loop (flowrun_watch), so a slow
+** writer never stalls the sessions, and no session waits for another. At
+** the end of input every channel closes and the host runs until the last
+** session ends. Exit: 0, 1 when a session raised, 2 a configuration error.
+*/
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <lua.h>
+#include <lauxlib.h>
+
+#include "cli.h"
+#include "flowrun.h"
+
+#define MAX_LINE (1 << 20)              /* longer lines are refused, not kept */
+
+typedef struct host {
+  flowrun *rt;
+  const char *flow;
+  bool trace, failed, eof, pollable, skipping;
+  FILE *trace_json;
+  int decode_ref;                       /* json.decode */
+  long lineno;
+  char *in;                             /* stdin bytes not yet a line */
+  size_t inlen, incap;
+} host;
+
+/* ---- out ---- */
+
+static void out_event(const char *id, const char *key, const char *text, size_t len) {
+  fputs("{\"session\":", stdout);
+  cli_json_str(stdout, id, strlen(id));
+  printf(",\"%s\":", key);
+  cli_json_str(stdout, text ? text : "", text ? len : 0);
+  fputs("}\n", stdout);
+}
+
+static void on_say(void *ud, const char *id, const char *text, size_t len) {
+  (void)ud;
+  out_event(id, "say", text, len);
+}
+
+static void on_ask(void *ud, const char *id, const char *prompt, size_t len) {
+  (void)ud;
+  out_event(id, "ask", prompt, len);
+}
+
+static void on_end(void *ud, const char *id, int how, const char *error) {
+  host *h = ud;
+  fputs("{\"session\":", stdout);
+  cli_json_str(stdout, id, strlen(id));
+  if (how == FLOWRUN_DONE) fputs(",\"end\":\"done\"}\n", stdout);
+  else {
+    h->failed = true;
+    fputs(",\"end\":\"error\",\"error\":", stdout);
+    cli_json_str(stdout, error, strlen(error));
+    fputs("}\n", stdout);
+  }
+}
+
+static void on_log(void *ud, const char *id, const char *level, const char *msg) {
+  (void)ud;
+  fprintf(stderr, "[%s] %s: %s\n", id ? id : "-", level, msg);
+}
+
+static void on_trace(void *ud, const flowrun_trace *t) {
+  host *h = ud;
+  cli_trace(h->trace, h->trace_json, t);
+}
+
+/* A line that was skipped, and why. */
+static void bad_line(host *h, const char *fmt, ...) {
+  char msg[600];
+  int n = snprintf(msg, sizeof msg, "line %ld: ", h->lineno);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg + n, sizeof msg - n, fmt, ap);
+  va_end(ap);
+  fputs("{\"error\":", stdout);
+  cli_json_str(stdout, msg, strlen(msg));
+  printf(",\"line\":%ld}\n", h->lineno);
+}
+
+/* ---- in ---- */
+
+/* lua_pcall'd: 1 host, 2 decode, 3 line. Checks the object; pushes the
+** session id and the text (nil for close), or raises a message. */
+static int l_parse(lua_State *L) {
+  const char *id = NULL;
+  int has_text = 0, has_close = 0;
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK)  /* json.decode(line) */
+    return luaL_error(L, "not JSON: %s", lua_tostring(L, -1));
+  if (!lua_istable(L, -1)) return luaL_error(L, "expected a JSON object");
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    if (!k) return luaL_error(L, "expected a JSON object");
+    if (strcmp(k, "session") == 0) {
+      if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0)
+        return luaL_error(L, "\"session\": expected a non-empty string");
+    } else if (strcmp(k, "text") == 0) {
+      if (lua_type(L, -1) != LUA_TSTRING) return luaL_error(L, "\"text\": expected a string");
+      has_text = 1;
+    } else if (strcmp(k, "close") == 0) {
+      if (!lua_isboolean(L, -1) || !lua_toboolean(L, -1))
+        return luaL_error(L, "\"close\": expected true");
+      has_close = 1;
+    } else
+      return luaL_error(L, "unknown key \"%s\" (expected session, text or close)", k);
+    lua_pop(L, 1);
+  }
+  lua_getfield(L, -1, "session");
+  if (!(id = lua_tostring(L, -1))) return luaL_error(L, "\"session\" is missing");
+  if (has_text == has_close)
+    return luaL_error(L, "expected one of \"text\" or \"close\"");
+  lua_getfield(L, -2, "text");
+  return 2;
+}
+
+static void handle_line(host *h, const char *line, size_t len) {
+  lua_State *L = flowrun_lua(h->rt);
+  int top = lua_gettop(L);
+  const char *id, *text;
+  size_t tlen;
+  h->lineno++;
+  if (len == 0) return;                 /* blank lines are no messages */
+  lua_pushcfunction(L, l_parse);
+  lua_pushlightuserdata(L, h);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->decode_ref);
+  lua_pushlstring(L, line, len);
+  if (lua_pcall(L, 3, 2, 0) != LUA_OK) {
+    const char *msg = lua_tostring(L, -1);
+    bad_line(h, "%s", msg ? msg : "?");
+    lua_settop(L, top);
+    return;
+  }
+  id = lua_tostring(L, -2);
+  text = lua_tolstring(L, -1, &tlen);
+  if (!text) {                          /* close */
+    if (flowrun_send(h->rt, id, NULL, 0) != FLOWRUN_OK)
+      bad_line(h, "%s", flowrun_errmsg(h->rt));
+  } else if (flowrun_send(h->rt, id, text, tlen) != FLOWRUN_OK) {   /* new */
+    const char *argv[1] = { text };
+    if (flowrun_start(h->rt, id, h->flow, 1, argv) != FLOWRUN_OK) {
+      h->failed = true;
+      on_end(h, id, FLOWRUN_FAILED, flowrun_errmsg(h->rt));
+    }
+  }
+  lua_settop(L, top);
+}
+
+/* The complete lines read so far. */
+static void handle_lines(host *h) {
+  char *p = h->in, *end = h->in + h->inlen, *nl;
+  while ((nl = memchr(p, '\n', end - p))) {
+    size_t n = nl - p;
+    if (h->skipping) {                  /* the rest of a line that was too long */
+      h->skipping = false;
+      h->lineno++;
+    } else
+      handle_line(h, p, n > 0 && p[n - 1] == '\r' ? n - 1 : n);
+    p = nl + 1;
+  }
+  h->inlen = end - p;
+  memmove(h->in, p, h->inlen);
+  if (h->inlen >= MAX_LINE) {
+    if (!h->skipping) {
+      h->lineno++;
+      bad_line(h, "longer than %d bytes", MAX_LINE);
+      h->lineno--;                      /* counted when its end comes */
+    }
+    h->skipping = true;
+    h->inlen = 0;
+  }
+}
+
+static void on_stdin(void *ud, int fd);
+
+/* End of input: a last line without '\n', then every channel closes. */
+static void input_ends(host *h) {
+  h->eof = true;
+  if (h->pollable) flowrun_watch(h->rt, 0, NULL, NULL);
+  if (h->inlen > 0 && !h->skipping) handle_line(h, h->in, h->inlen);
+  h->inlen = 0;
+  flowrun_send(h->rt, NULL, NULL, 0);
+}
+
+/* Reads what stdin has and handles its lines; false at the end. */
+static bool read_some(host *h) {
+  ssize_t n;
+  if (h->incap - h->inlen < 4096) {
+    char *p = realloc(h->in, h->incap = h->incap * 2 + 8192);
+    if (!p) { perror("flowrun host"); exit(2); }
+    h->in = p;
+  }
+  n = read(0, h->in + h->inlen, h->incap - h->inlen);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
+  if (n <= 0) return false;
+  h->inlen += n;
+  handle_lines(h);
+  return true;
+}
+
+static void on_stdin(void *ud, int fd) {
+  host *h = ud;
+  (void)fd;
+  if (!read_some(h)) input_ends(h);
+  fflush(stdout);
+}
+
+int flowrun_host_main(int argc, char **argv) {
+  const char *ifile = NULL, *tjson = NULL;
+  char buf[4096];
+  host h = { 0 };
+  struct stat st;
+  int i, status = 0;
+  lua_State *L;
+  for (i = 0; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "-I") == 0 && i + 1 < argc) ifile = argv[++i];
+    else if (strcmp(a, "--trace") == 0) h.trace = true;
+    else if (strcmp(a, "--trace-json") == 0 && i + 1 < argc) tjson = argv[++i];
+    else if (a[0] == '-' && a[1]) {
+      fprintf(stderr, "flowrun host: unknown option '%s' (or missing value)\n"
+              "usage: flowrun host [-I FILE] [--trace] [--trace-json FILE] FLOW.lua\n", a);
+      return 2;
+    } else if (!h.flow) h.flow = a;
+    else {
+      fprintf(stderr, "flowrun host: one flow only (the first message is its argument)\n");
+      return 2;
+    }
+  }
+  if (!h.flow) {
+    fprintf(stderr, "usage: flowrun host [-I FILE] [--trace] [--trace-json FILE] FLOW.lua\n");
+    return 2;
+  }
+  if (access(h.flow, R_OK) != 0) {
+    fprintf(stderr, "flowrun host: cannot read flow %s: %s\n", h.flow, strerror(errno));
+    return 2;
+  }
+  ifile = flowrun_find_integrations(ifile, h.flow, buf, sizeof buf);
+  if (tjson && !(h.trace_json = fopen(tjson, "w"))) {
+    fprintf(stderr, "flowrun host: cannot write %s: %s\n", tjson, strerror(errno));
+    return 2;
+  }
+  flowrun_callbacks cb = { on_say, on_ask, on_end, NULL, on_log, &h };
+  if (h.trace || tjson) cb.trace = on_trace;
+  if (!(h.rt = flowrun_new(&cb))) {
+    fprintf(stderr, "flowrun host: out of memory\n");
+    return 2;
+  }
+  L = flowrun_lua(h.rt);
+  if (ifile && flowrun_load_integrations(h.rt, ifile) != FLOWRUN_OK) {
+    fprintf(stderr, "flowrun: %s\n", flowrun_errmsg(h.rt));
+    status = 2;
+    goto done;
+  }
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "json");
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    fprintf(stderr, "flowrun host: %s\n", lua_tostring(L, -1));
+    status = 2;
+    goto done;
+  }
+  lua_getfield(L, -1, "decode");
+  h.decode_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pop(L, 1);
+  h.pollable = !(fstat(0, &st) == 0 && S_ISREG(st.st_mode));
+  if (h.pollable) {
+    fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
+    if (flowrun_watch(h.rt, 0, on_stdin, &h) != FLOWRUN_OK) h.pollable = false;
+  }
+  if (!h.pollable) {                    /* a file: read it as the loop turns */
+    while (!h.eof) {
+      if (!read_some(&h)) input_ends(&h);
+      flowrun_step(h.rt, 0);
+      fflush(stdout);
+    }
+  }
+  while (flowrun_step(h.rt, -1) > 0 || !h.eof) fflush(stdout);
+  status = h.failed;
+done:
+  fflush(stdout);
+  if (h.pollable) fcntl(0, F_SETFL, fcntl(0, F_GETFL) & ~O_NONBLOCK);
+  flowrun_free(h.rt);
+  free(h.in);
+  if (h.trace_json) fclose(h.trace_json);
+  return status;
+}

@@ -1,0 +1,219 @@
+-- SPEC §9: `flowrun host FLOW.lua`, many sessions over JSON lines.
+local helper = require "spec.helper"
+local cjson = require "cjson"
+
+describe("§9 flowrun host", function()
+  local mock, dir
+  local ENV = { HOST_SECRET = "hunter2-xyz" }
+
+  setup(function()
+    mock = helper.mock({
+      { path = "/slow", delay_ms = 1000, json = { ok = true } },
+      { path = "/fast", json = { ok = true } },
+    })
+    dir = helper.tmpdir()
+    helper.integrations(helper.lua_source({
+      shop = { base_url = mock.url, headers = { ["X-Key"] = helper.code('env("HOST_SECRET")') } },
+    }), dir)
+    helper.flow([[
+      say("hello, you said " .. tostring(args[1]))
+      local name = ask("your name?")
+      if name == "boom" then error("boom") end
+      say("bye " .. tostring(name))
+    ]], dir, "chat.lua")
+    helper.flow([[
+      local label = api_node{ integration = "shop", path = args[1], results = { "200" } }
+      say(args[1] .. " " .. label)
+    ]], dir, "call.lua")
+  end)
+
+  teardown(helper.cleanup)
+
+  -- Runs the host on flow with these input lines, written with a pause of
+  -- pause_s before each line (so that asks come before their answers).
+  local function host(flow, lines, opts)
+    opts = opts or {}
+    local cmd = {}
+    for _, l in ipairs(lines) do
+      cmd[#cmd + 1] = (opts.pause and "sleep " .. opts.pause .. "; " or "") .. "printf '%s\\n' " .. helper.quote(l)
+    end
+    local r = helper.cli{ args = { "host", dir .. "/" .. flow }, env = opts.env or ENV,
+                          stdin_cmd = #cmd > 0 and table.concat(cmd, "; ") or "true" }
+    r.events = {}
+    for _, line in ipairs(helper.lines(r.stdout)) do
+      local ok, v = pcall(cjson.decode, line)
+      assert.is_true(ok, "not a JSON line: " .. line)
+      r.events[#r.events + 1] = v
+    end
+    return r
+  end
+
+  local function of(events, session)
+    local t = {}
+    for _, e in ipairs(events) do
+      if e.session == session then
+        local copy = {}
+        for k, v in pairs(e) do if k ~= "session" then copy[k] = v end end
+        t[#t + 1] = copy
+      end
+    end
+    return t
+  end
+
+  it("starts a session on its first text (its args[1]) and answers its ask with the next", function()
+    local r = host("chat.lua", { '{"session":"u1","text":"hi"}', '{"session":"u1","text":"Ann"}' },
+                   { pause = 0.3 })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.same({
+      { say = "hello, you said hi" }, { ask = "your name?" }, { say = "bye Ann" }, { ["end"] = "done" },
+    }, of(r.events, "u1"))
+  end)
+
+  it("keeps each session's messages apart, and starts an ended id again", function()
+    local r = host("chat.lua", {
+      '{"session":"a","text":"1"}', '{"session":"b","text":"2"}',
+      '{"session":"b","text":"Bea"}', '{"session":"a","text":"Al"}',
+      '{"session":"a","text":"again"}', '{"session":"a","text":"Al2"}',
+    }, { pause = 0.2 })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.same({ { say = "hello, you said 2" }, { ask = "your name?" }, { say = "bye Bea" }, { ["end"] = "done" } },
+                    of(r.events, "b"))
+    local a = of(r.events, "a")
+    assert.are.same({ say = "bye Al" }, a[3])
+    assert.are.same({ say = "hello, you said again" }, a[5])
+    assert.are.same({ say = "bye Al2" }, a[7])
+  end)
+
+  it("queues an answer that comes before the ask: the prompt is said, the ask takes it", function()
+    local r = host("chat.lua", { '{"session":"u1","text":"hi"}', '{"session":"u1","text":"Ann"}' })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.same({
+      { say = "hello, you said hi" }, { say = "your name?" }, { say = "bye Ann" }, { ["end"] = "done" },
+    }, of(r.events, "u1"))
+  end)
+
+  it("close ends the channel: the pending ask returns nil", function()
+    local r = host("chat.lua", { '{"session":"u1","text":"hi"}', '{"session":"u1","close":true}' },
+                   { pause = 0.3 })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.same({ say = "bye nil" }, of(r.events, "u1")[3])
+  end)
+
+  it("closes every channel at the end of input and waits for the last session", function()
+    local r = host("chat.lua", { '{"session":"u1","text":"hi"}', '{"session":"u2","text":"yo"}' },
+                   { pause = 0.2 })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.same({ say = "bye nil" }, of(r.events, "u1")[3])
+    assert.are.same({ ["end"] = "done" }, of(r.events, "u2")[4])
+  end)
+
+  it("never lets one session wait for another: a fast call ends while a slow one is in flight", function()
+    local r = host("call.lua", { '{"session":"slow","text":"/slow"}', '{"session":"fast","text":"/fast"}' },
+                   { pause = 0.1 })
+    assert.are.equal(0, r.code, r.stderr)
+    local order = {}
+    for _, e in ipairs(r.events) do if e["end"] then order[#order + 1] = e.session end end
+    assert.are.same({ "fast", "slow" }, order)
+    assert.are.same({ say = "/slow 200" }, of(r.events, "slow")[1])
+  end)
+
+  it("runs 100 sessions that each wait on a 1 s route at once", function()
+    local lines = {}
+    for i = 1, 100 do lines[i] = ('{"session":"s%d","text":"/slow"}'):format(i) end
+    local t0 = helper.now()
+    local r = host("call.lua", lines)
+    assert.are.equal(0, r.code, r.stderr)
+    local done = 0
+    for _, e in ipairs(r.events) do if e["end"] == "done" then done = done + 1 end end
+    assert.are.equal(100, done)
+    assert.is_true(helper.now() - t0 < 30000, "100 one-second calls ran one after another")
+  end)
+
+  it("answers a malformed line with an error naming the line, skips it and goes on", function()
+    local r = host("chat.lua", {
+      '{"session":"u1","text":"hi"}',
+      'not json',
+      '[1, 2]',
+      '{"text":"x"}',
+      '{"session":"u1"}',
+      '{"session":"u1","txt":"x"}',
+      '{"session":7,"text":"x"}',
+      '{"session":"u1","text":42}',
+      '{"session":"nobody","close":true}',
+      '{"session":"u1","text":"x","close":true}',
+      '',
+      '{"session":"u1","text":"Ann"}',
+    }, { pause = 0.05 })
+    assert.are.equal(0, r.code, r.stderr)
+    local errors = {}
+    for _, e in ipairs(r.events) do if e.error and not e.session then errors[#errors + 1] = e.error end end
+    assert.are.same({
+      "line 2: not JSON: Expected value but found invalid token at character 1",
+      "line 3: expected a JSON object",
+      'line 4: "session" is missing',
+      'line 5: expected one of "text" or "close"',
+      'line 6: unknown key "txt" (expected session, text or close)',
+      'line 7: "session": expected a non-empty string',
+      'line 8: "text": expected a string',
+      "line 9: no session nobody",
+      'line 10: expected one of "text" or "close"',
+    }, errors)
+    assert.are.same({ say = "bye Ann" }, of(r.events, "u1")[3])
+  end)
+
+  it("refuses a line longer than 1 MiB without keeping it, and reads the next", function()
+    helper.write(dir .. "/long.lua", [[io.write(("x"):rep(3 * 1024 * 1024), "\n", '{"session":"u1","text":"after"}', "\n")]])
+    local r = helper.cli{ args = { "host", dir .. "/chat.lua" }, env = ENV,
+                          stdin_cmd = "lua5.4 " .. dir .. "/long.lua" }
+    assert.are.equal(0, r.code, r.stderr)
+    local first = cjson.decode(helper.lines(r.stdout)[1])
+    assert.are.equal("line 1: longer than 1048576 bytes", first.error)
+    assert.matches('"say":"hello, you said after"', r.stdout, 1, true)
+  end)
+
+  it("reports a session that raises as its end, with file:line, and exits 1", function()
+    local r = host("chat.lua", { '{"session":"u1","text":"hi"}', '{"session":"u1","text":"boom"}',
+                                 '{"session":"u2","text":"hi"}', '{"session":"u2","text":"Bo"}' },
+                   { pause = 0.2 })
+    assert.are.equal(1, r.code)
+    local e = of(r.events, "u1")[3]
+    assert.are.equal("error", e["end"])
+    assert.matches("chat.lua:3: boom", e.error, 1, true)
+    assert.are.same({ say = "bye Bo" }, of(r.events, "u2")[3])
+  end)
+
+  it("writes valid JSON whatever a flow says: control characters, invalid UTF-8", function()
+    helper.flow([[ say("tab\there \"q\" \\ é \255\254 end") ]], dir, "odd.lua")
+    local r = host("odd.lua", { '{"session":"u1","text":"x"}' })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal('tab\there "q" \\ é \u{FFFD}\u{FFFD} end', of(r.events, "u1")[1].say)
+  end)
+
+  it("hides secrets in what sessions say and in errors", function()
+    helper.flow([[ say("key " .. os.getenv("HOST_SECRET")) error("with " .. os.getenv("HOST_SECRET")) ]],
+                dir, "leak.lua")
+    local r = host("leak.lua", { '{"session":"u1","text":"x"}' })
+    assert.are.equal(1, r.code)
+    assert.matches('"say":"key ***"', r.stdout, 1, true)
+    assert.is_nil(r.stdout:find("hunter2-xyz", 1, true))
+  end)
+
+  it("reads a regular file as input too", function()
+    local input = dir .. "/input.jsonl"
+    helper.write(input, '{"session":"u1","text":"hi"}\n{"session":"u1","text":"Ann"}')   -- no last \n
+    local r = helper.cli{ args = { "host", dir .. "/chat.lua" }, stdin = helper.read(input), env = ENV }
+    assert.are.equal(0, r.code, r.stderr)
+    assert.matches('{"session":"u1","say":"bye Ann"}', r.stdout, 1, true)
+  end)
+
+  it("is 2 for a missing flow, a broken integrations file or no flow", function()
+    assert.are.equal(2, helper.cli{ args = { "host", dir .. "/nope.lua" } }.code)
+    assert.are.equal(2, helper.cli{ args = { "host" } }.code)
+    local bad = helper.tmpdir()
+    helper.integrations("return { shop = { base_url = 42 } }", bad)
+    helper.flow([[ say("x") ]], bad, "f.lua")
+    local r = helper.cli{ args = { "host", bad .. "/f.lua" } }
+    assert.are.equal(2, r.code)
+    assert.matches("integrations.lua", r.stderr, 1, true)
+  end)
+end)
