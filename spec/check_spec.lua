@@ -234,6 +234,83 @@ return flow.define {
       end
     end)
 
+    it("a cycle through an ask's closed target (a warning: ask no longer waits once the user left)", function()
+      local f = file([[
+local flow = require "flowrun.flow"
+return flow.define {
+  start = "a",
+  steps = {
+    a = flow.ask { prompt = "?", next = "a", closed = "b" },
+    b = flow.say { text = "are you there?", next = "a" },
+  },
+}
+]])
+      expect(f, { f .. ':5: warning: cycle "a" -> "b" -> "a" waits for nothing once the user has left '
+        .. '(ask "a" goes on through closed at once): it would spin' }, 0, "1 file checked: 0 problems, 1 warning")
+    end)
+
+    it('a cycle across files through "flow:" targets (a warning naming the files and steps)', function()
+      local d = helper.tmpdir()
+      local c = helper.flow([[
+local flow = require "flowrun.flow"
+return flow.define {
+  start = "hello",
+  steps = { hello = flow.say { text = "in c", next = "flow:d.lua" } },
+}
+]], d, "c.lua")
+      local dd = helper.flow([[
+local flow = require "flowrun.flow"
+return flow.define {
+  start = "x",
+  steps = {
+    x = flow.say { text = "in d", next = "y" },
+    y = flow.say { text = "again", next = "flow:c.lua" },
+  },
+}
+]], d, "d.lua")
+      expect(c, { c .. ':4: warning: cycle ' .. c .. ' "hello" -> ' .. dd .. ' "x" -> ' .. dd .. ' "y" -> '
+        .. c .. ' "hello" has no ask or sleep: it would spin' }, 0, "2 files checked: 0 problems, 1 warning")
+      -- an ask on the way waits: no warning
+      helper.flow([[
+local flow = require "flowrun.flow"
+return flow.define {
+  start = "x",
+  steps = { x = flow.ask { prompt = "again?", next = "flow:c.lua" } },
+}
+]], d, "d.lua")
+      expect(c, {}, 0, "2 files checked: no problems")
+    end)
+
+    it('"flow:" files that reach each other through ../ are checked once each', function()
+      local d = helper.tmpdir()
+      os.execute("mkdir -p " .. helper.quote(d .. "/sub"))
+      helper.flow([[
+local flow = require "flowrun.flow"
+return flow.define {
+  start = "a",
+  steps = { a = flow.ask { prompt = "?", next = "flow:sub/child.lua" } },
+}
+]], d, "nested.lua")
+      helper.flow([[
+local flow = require "flowrun.flow"
+return flow.define {
+  start = "b",
+  steps = {
+    b = flow.ask { prompt = "?", next = "flow:../nested.lua" },
+    c = flow.say { text = "x", next = "nowhere" },
+  },
+}
+]], d, "sub/child.lua")
+      local r = helper.cli{ args = { "check", "nested.lua" }, cwd = d }
+      assert.are.equal('sub/child.lua:6: step "c": unknown target "nowhere"\n'
+        .. 'sub/child.lua:6: warning: step "c" is unreachable\n'
+        .. "2 files checked: 1 problem, 1 warning\n", r.stdout)
+      assert.are.equal(1, r.code, r.stderr)
+      -- the same file given by another name is one file
+      r = helper.cli{ args = { "check", "nested.lua", "./sub/../nested.lua", "sub/./child.lua" }, cwd = d }
+      assert.matches("2 files checked: 1 problem, 1 warning\n$", r.stdout)
+    end)
+
     it("lists every problem, step by step, then the warnings", function()
       local f = file([[
 local flow = require "flowrun.flow"
@@ -351,6 +428,78 @@ api_node{ integration = "shop", method = m, path = "/x", body = { id = id }, res
 api_node{ integration = "shop", path = "/x", headers = { Accept = args[2] }, results = { "200" } }
 api_node{ integration = "shop", path = "/x", results = args }
 ]])
+      expect(f, {}, 0, "1 file checked: no problems")
+    end)
+  end)
+
+  describe("the sandbox of a flow's top level", function()
+    -- a flow whose top level is `lines` (%s: a path to write to)
+    local function flow_doing(lines)
+      return file(([[
+local flow = require "flowrun.flow"
+%s
+return flow.define { start = "a", steps = { a = flow.say "hi" } }
+]]):format(lines))
+    end
+
+    it("refuses os.execute and the io, debug and package modules, at the flow's line, running nothing", function()
+      local d = helper.tmpdir()
+      local cases = {
+        { 'require("os").execute("touch ' .. d .. '/ran")',
+          'os.execute is not available: flowrun check and flowrun graph run a flow\'s top level with os.time, '
+          .. "os.clock, os.date, os.difftime and os.getenv only" },
+        { 'require("io").open("' .. d .. '/ran", "w"):close()', 'require "io": not available' },
+        { 'require("debug").sethook()', 'require "debug": not available' },
+        { 'require("package").loadlib("x", "y")', 'require "package": not available' },
+      }
+      for _, c in ipairs(cases) do
+        local f = flow_doing(c[1])
+        local r = check({ f })
+        assert.matches("^" .. f:gsub("%p", "%%%0") .. ":2: " .. c[2]:gsub("%p", "%%%0"), r.stdout)
+        assert.matches("1 file checked: 1 problem\n$", r.stdout)
+        assert.are.equal(1, r.code)
+        assert.is_nil(helper.read(d .. "/ran"), c[1])
+        -- graph loads a flow the same way
+        r = helper.cli{ args = { "graph", "-I", ig_file, f }, env = { CHECK_SPEC_TOKEN = "s3cret" } }
+        assert.are.equal(2, r.code)
+        assert.matches(f .. ":2: " .. c[2], r.stderr, 1, true)
+      end
+      -- a refused module before flowrun.flow is required still makes a flow file's problem
+      local f = file('require("io").open("' .. d .. '/ran", "w"):close()\nlocal flow = require "flowrun.flow"\n'
+        .. 'return flow.define { start = "a", steps = { a = flow.say "hi" } }\n')
+      local r = check({ f })
+      assert.matches(f .. ':1: require "io": not available', r.stdout, 1, true)
+      assert.is_nil(helper.read(d .. "/ran"))
+    end)
+
+    it("refuses C modules, and gives the safe modules and Lua modules on package.path", function()
+      local d = helper.tmpdir()
+      helper.write(d .. "/texts.lua", 'local flow = require "flowrun.flow"\n'
+        .. 'return { hi = "hi at " .. type(os.time()) .. ", io is " .. type(io), END = flow.END }\n')
+      local f = helper.flow([[
+local flow = require "flowrun.flow"
+local texts = require "texts"
+assert(require("string") == string and require("table") == table and require("math") == math
+       and require("utf8") == utf8 and require("json") == json and require("os") == os)
+assert(texts.END == flow.END and require("texts") == texts)
+return flow.define { start = "a", steps = { a = flow.say(texts.hi) } }
+]], d, "uses_texts.lua")
+      local r = helper.cli{ args = { "check", f }, env = { LUA_PATH_5_4 = d .. "/?.lua" } }
+      assert.are.equal("1 file checked: no problems\n", r.stdout)
+      assert.are.equal(0, r.code, r.stderr)
+      r = helper.cli{ args = { "graph", f }, env = { LUA_PATH_5_4 = d .. "/?.lua" } }
+      assert.are.equal(0, r.code, r.stderr)
+      assert.matches('say \\"hi at number, io is nil\\"', r.stdout, 1, true)
+      -- a C module found on package.cpath is not loaded
+      local c = helper.flow('local flow = require "flowrun.flow"\nlocal m = require "flowrun"\n'
+        .. 'return flow.define { start = "a", steps = { a = flow.say "hi" } }\n', d, "uses_c.lua")
+      r = helper.cli{ args = { "check", c }, env = { LUA_CPATH_5_4 = helper.root .. "/build/?.so" } }
+      assert.matches(c .. ':2: require "flowrun": a C module is not loaded', r.stdout, 1, true)
+      assert.are.equal(1, r.code)
+    end)
+
+    it("leaves a script's top level to flowrun run: a refused module is no problem of a script", function()
+      local f = file('local io = require "io"\nsay(io.read("l"))\n')
       expect(f, {}, 0, "1 file checked: no problems")
     end)
   end)

@@ -331,6 +331,39 @@ return flow.define {
         r.stdout)
     end)
 
+    it("reach each other through ../ by one name: each file checked once", function()
+      local dir = helper.tmpdir()
+      os.execute("mkdir -p " .. helper.quote(dir .. "/sub"))
+      helper.flow([[
+local flow = require "flowrun.flow"
+return flow.define {
+  start = "a",
+  steps = { a = flow.ask { prompt = "in nested", next = "flow:sub/child.lua" } },
+}
+]], dir, "nested.lua")
+      local child = [[
+local flow = require "flowrun.flow"
+return flow.define {
+  start = "b",
+  steps = {
+    b = flow.ask { prompt = "in child", next = "flow:../nested.lua" },%s
+  },
+}
+]]
+      helper.flow(child:format(""), dir .. "/sub", "child.lua")
+      local r = helper.cli{ args = { "nested.lua" }, cwd = dir, stdin = "1\n2\n3\n" }
+      assert.are.equal(0, r.code, r.stderr)
+      assert.are.equal("in nested\nin child\nin nested\nin child\n", r.stdout)
+      -- a mistake in the child is reported once, under the child's own name
+      helper.flow(child:format('\n    c = flow.say { text = "x", next = "nowhere" },'), dir .. "/sub", "child.lua")
+      r = helper.cli{ args = { "nested.lua" }, cwd = dir }
+      assert.are.equal(1, r.code)
+      assert.are.equal("", r.stdout)
+      local _, n = r.stderr:gsub('sub/child.lua:6: step "c": unknown target "nowhere"', "")
+      assert.are.equal(1, n, r.stderr)
+      assert.is_nil(r.stderr:find("../", 1, true), r.stderr)
+    end)
+
     it("are checked when the flow is loaded, before its first step", function()
       local r = run([[
 local flow = require "flowrun.flow"
@@ -476,7 +509,7 @@ return flow.define {
         r.stderr, 1, true)
     end)
 
-    it("reports an error in a step's function at its own line, with a traceback", function()
+    it("reports an error in a step's function at its own line, naming the step, with a traceback", function()
       local r = run([[
 local flow = require "flowrun.flow"
 return flow.define {
@@ -489,8 +522,75 @@ return flow.define {
 }
 ]])
       assert.are.equal(1, r.code)
-      assert.matches(r.flow .. ":6: attempt to index a nil value (field 'missing')", r.stderr, 1, true)
-      assert.matches("stack traceback:", r.stderr, 1, true)
+      assert.matches(r.flow .. ":6: step \"a\": attempt to index a nil value (field 'missing')\n",
+        r.stderr, 1, true)
+      assert.matches("stack traceback:\n\t" .. r.flow .. ":6: in function <" .. r.flow .. ":5>",
+        r.stderr, 1, true)
+    end)
+
+    it("names the step of an error in a code step, a switch or a computed api field", function()
+      local r = run([[
+local flow = require "flowrun.flow"
+local function helper(s) return s.nothere.x end
+return flow.define {
+  start = "lookup",
+  steps = {
+    lookup = function(s)
+      local v = helper(s)
+      return v
+    end,
+  },
+}
+]])
+      assert.are.equal(1, r.code)
+      assert.matches(r.flow .. ":2: step \"lookup\": attempt to index a nil value (field 'nothere')\n",
+        r.stderr, 1, true)
+      -- the traceback goes through the helper and the step's function
+      assert.matches(r.flow .. ":2: in upvalue 'helper'\n\t" .. r.flow .. ":7: in function <"
+        .. r.flow .. ":6>", r.stderr, 1, true)
+      r = run([[
+local flow = require "flowrun.flow"
+return flow.define {
+  start = "call",
+  defaults = { other = flow.END, error = flow.END, timeout = flow.END, ["max-connection"] = flow.END },
+  steps = {
+    call = flow.api {
+      integration = "shop", path = "/notjson",
+      switch = function(res) return res.json.status end,
+      on = { ["200"] = flow.END, shipped = flow.END },
+    },
+  },
+}
+]])
+      assert.are.equal(1, r.code)
+      assert.matches(r.flow .. ":8: step \"call\": attempt to index a nil value (field 'json')\n",
+        r.stderr, 1, true)
+      r = run([[
+local flow = require "flowrun.flow"
+return flow.define {
+  start = "call",
+  defaults = { other = flow.END, error = flow.END, timeout = flow.END, ["max-connection"] = flow.END },
+  steps = {
+    call = flow.api {
+      integration = "shop",
+      path = function(s) error("no path for " .. s.id) end,
+      on = { ["200"] = flow.END },
+    },
+  },
+}
+]])
+      assert.are.equal(1, r.code)
+      assert.matches(r.flow .. ":8: step \"call\": no path for 1\n", r.stderr, 1, true)
+      -- an error without a position is placed at the step
+      r = run([[
+local flow = require "flowrun.flow"
+return flow.define {
+  start = "a",
+  steps = { a = flow.say { text = function() error("no text", 0) end } },
+}
+]])
+      assert.are.equal(1, r.code)
+      assert.matches(r.flow .. ':4: step "a": no text\n', r.stderr, 1, true)
     end)
 
     it("reports a code step that returns an unknown step", function()

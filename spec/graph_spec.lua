@@ -79,13 +79,44 @@ return flow.define {
     if have_dot() then assert.is_true((render(r.stdout))) end
   end)
 
-  it("renders the demo flow, the picture of docs/flows.md", function()
-    local r = graph({ helper.root .. "/scripts/demo/order_status.lua" })
+  it("draws steps named (start) and (end) apart from the start and the end", function()
+    local f = helper.flow([[
+local flow = require "flowrun.flow"
+return flow.define {
+  start = "(start)",
+  steps = {
+    ["(start)"] = flow.say { text = "hi", next = "(end)" },
+    ["(end)"] = flow.say { text = "bye" },
+  },
+}
+]])
+    local r = graph({ f })
+    assert.are.equal(0, r.code, r.stderr)
+    local out = r.stdout
+    assert.matches('\n  "(start)_2" [shape=circle', out, 1, true)
+    assert.matches('\n  "(start)" [shape=box, style="rounded,filled", fillcolor="#dcfce7", label="(start)\\nsay', out, 1, true)
+    assert.matches('\n  "(end)" [shape=box, style="rounded,filled", fillcolor="#dcfce7", label="(end)\\nsay', out, 1, true)
+    assert.matches('\n  "(end)_2" [shape=doublecircle', out, 1, true)
+    assert.matches('\n  "(start)_2" -> "(start)";\n  "(start)" -> "(end)";\n  "(end)" -> "(end)_2";\n}', out, 1, true)
+    if have_dot() then assert.is_true((render(out))) end
+    r = graph({ "--mermaid", f })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.matches('\n  flow_start(("start"))\n  s__start_("(start)<br/>say #quot;hi#quot;")\n'
+      .. '  s__end_("(end)<br/>say #quot;bye#quot;")\n  flow_end((("end")))\n'
+      .. "  flow_start --> s__start_\n  s__start_ --> s__end_\n  s__end_ --> flow_end\n", r.stdout, 1, true)
+  end)
+
+  it("renders the demo flow as docs/demo-flow.svg, the picture of README.md", function()
+    local r = helper.cli{ args = { "graph", "scripts/demo/order_status.lua" }, cwd = helper.root }
     assert.are.equal(0, r.code, r.stderr)
     assert.matches('digraph "order_status"', r.stdout, 1, true)
     assert.matches('"lookup" -> "slow" [label="timeout", style=dashed];', r.stdout, 1, true)
-    if have_dot() then assert.is_true((render(r.stdout))) end
-    assert.is_truthy(helper.read(helper.root .. "/docs/demo-flow.svg"))
+    if not have_dot() then pending("dot (graphviz) is not installed") return end
+    local d = helper.tmpdir()
+    helper.write(d .. "/demo.dot", r.stdout)
+    assert.is_true(os.execute("dot -Tsvg <" .. d .. "/demo.dot >" .. d .. "/demo.svg"))
+    -- regenerate with: build/flowrun graph scripts/demo/order_status.lua | dot -Tsvg -o docs/demo-flow.svg
+    assert.are.equal(helper.read(helper.root .. "/docs/demo-flow.svg"), helper.read(d .. "/demo.svg"))
   end)
 
   describe("exit status", function()

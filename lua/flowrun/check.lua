@@ -4,7 +4,8 @@
 -- A declarative flow (a file returning flow.define{}) is checked whole:
 -- every routing rule of SPEC §7, its api steps against the integrations,
 -- its "flow:" targets (which are checked in turn), and the warnings
--- (unreachable steps, cycles that would spin). An imperative script is
+-- (unreachable steps, cycles that would spin, in one file or across the
+-- files of "flow:" targets). An imperative script is
 -- checked for syntax, and each api_node{} table written literally in it is
 -- checked field by field: what is not a literal is skipped.
 --
@@ -138,10 +139,13 @@ end
 -- opts: integrations, header_conflict, hint (as validate.problems).
 function check.files(paths, opts)
   local lines, errors, warnings, unreadable = {}, 0, 0, {}
-  local queue, queued, sources = {}, {}, {}
+  -- files are queued once by their normalized name (flow.normalize), so
+  -- that flows reaching each other through "flow:" targets end
+  local queue, queued, sources, defs, flows = {}, {}, {}, {}, {}
   local function enqueue(p)
-    if not queued[p] then
-      queued[p] = true
+    local key = flow.normalize(p)
+    if not queued[key] then
+      queued[key] = true
       queue[#queue + 1] = p
     end
   end
@@ -169,6 +173,9 @@ function check.files(paths, opts)
     elseif r.kind == "error" then
       report(r.msg)
     elseif r.kind == "flow" then
+      local key = flow.normalize(path)
+      defs[key] = r.def
+      flows[#flows + 1] = key
       local popts = {
         integrations = opts.integrations, header_conflict = opts.header_conflict,
         hint = opts.hint, warnings = true, source = source,
@@ -187,6 +194,7 @@ function check.files(paths, opts)
       end
     end
   end
+  for _, p in ipairs(validate.spin_across(flows, defs, source)) do report(flow.format(p), true) end
   return lines, errors, warnings, unreadable, #queue
 end
 

@@ -126,12 +126,36 @@ local function build(spec, info, tail)
   return def
 end
 
+-- path with "." and "x/.." segments collapsed, as text (symbolic links are
+-- not followed): one name per file, so that the files a flow reaches are
+-- visited and cached once ("sub/../a.lua" is "a.lua").
+function flow.normalize(path)
+  local abs = path:sub(1, 1) == "/"
+  local out = {}
+  for seg in path:gmatch("[^/]+") do
+    if seg == ".." then
+      if #out > 0 and out[#out] ~= ".." then
+        out[#out] = nil
+      elseif not abs then
+        out[#out + 1] = seg
+      end
+    elseif seg ~= "." then
+      out[#out + 1] = seg
+    end
+  end
+  local s = table.concat(out, "/")
+  if abs then return "/" .. s end
+  return s == "" and "." or s
+end
+
 -- The file a "flow:PATH" target of a flow in `file` names: relative paths
--- are taken from that file's directory, as run_flow does.
+-- are taken from that file's directory, as run_flow does; normalized.
 function flow.resolve(file, path)
-  if path:sub(1, 1) == "/" then return path end
-  local dir = file and file:match("^(.*)/[^/]*$")
-  return dir and dir .. "/" .. path or path
+  if path:sub(1, 1) ~= "/" then
+    local dir = file and file:match("^(.*)/[^/]*$")
+    if dir then path = dir .. "/" .. path end
+  end
+  return flow.normalize(path)
 end
 
 -- The line of the first `.define` in file: where a definition whose
@@ -250,8 +274,38 @@ end
 
 -- ---- running ----
 
-local function value(v, s)
-  if type(v) == "function" then return v(s) end
+-- The message of an error in a function of step `name`, with the step
+-- named after its position: "f.lua:8: step "x": attempt to ...". One that
+-- names its step already (a flow run by a code step) is left as it is.
+local function in_step(name, st, msg)
+  if type(msg) ~= "string" or msg:match('^[^\n]-:%d+: step "') then return msg end
+  local tag = ('step "%s": '):format(name)
+  local at, rest = msg:match("^([^\n]-:%d+: )(.*)$")
+  if at then return at .. tag .. rest end
+  return ("%s%s: %s%s"):format(st.file or "?", st.line and ":" .. st.line or "", tag, msg)
+end
+
+-- Calls fn(...), a function of the flow for step `name`. An error in it is
+-- raised again, named after its step, with the frames of the function (from
+-- the error up to this call) as a traceback of its own: the session's
+-- traceback starts where it is raised again.
+local function protect(name, st, fn, ...)
+  local function handler(msg)
+    msg = in_step(name, st, msg)
+    if type(msg) ~= "string" or msg:find("\nstack traceback:") then return msg end
+    local tb = debug.traceback(msg, 2)
+    local cut = tb:find("\n\t%[C%]: in function 'xpcall'")
+    return cut and tb:sub(1, cut - 1) or tb
+  end
+  return (function(ok, ...)
+    if not ok then error((...), 0) end
+    return ...
+  end)(xpcall(fn, handler, ...))
+end
+
+-- A field of a step: a value, or a function of the session.
+local function value(v, s, name, st)
+  if type(v) == "function" then return protect(name, st, v, s) end
   return v
 end
 
@@ -272,25 +326,25 @@ end
 local RUN = {}
 
 function RUN.say(st, s, env, def, name)
-  call(def, name, st, env.say, value(st.spec.text, s))
-  return value(st.spec.next, s)
+  call(def, name, st, env.say, value(st.spec.text, s, name, st))
+  return value(st.spec.next, s, name, st)
 end
 
 function RUN.ask(st, s, env, def, name)
-  local answer = call(def, name, st, env.ask, value(st.spec.prompt, s))
-  if answer == nil then return value(st.spec.closed, s) end   -- the user left
-  local key = value(st.spec.save, s)
+  local answer = call(def, name, st, env.ask, value(st.spec.prompt, s, name, st))
+  if answer == nil then return value(st.spec.closed, s, name, st) end   -- the user left
+  local key = value(st.spec.save, s, name, st)
   if key ~= nil then s[key] = answer end
-  return value(st.spec.next, s)
+  return value(st.spec.next, s, name, st)
 end
 
 function RUN.sleep(st, s, env, def, name)
-  call(def, name, st, env.sleep, value(st.spec.ms, s))
-  return value(st.spec.next, s)
+  call(def, name, st, env.sleep, value(st.spec.ms, s, name, st))
+  return value(st.spec.next, s, name, st)
 end
 
-function RUN.code(st, s)
-  return st.fn(s)
+function RUN.code(st, s, _, _, name)
+  return protect(name, st, st.fn, s)
 end
 
 -- Is this a complete 2xx response whose status is a declared result?
@@ -303,13 +357,13 @@ function RUN.api(st, s, env, def, name)
   local spec, L = st.spec, flow.labels(st)
   local req = { results = L.results }
   for _, k in ipairs(nodespec.FIELDS) do
-    if spec[k] ~= nil then req[k] = value(spec[k], s) end
+    if spec[k] ~= nil then req[k] = value(spec[k], s, name, st) end
   end
   local label, res = call(def, name, st, env.api_node, req)
-  local key = value(spec.save, s)
+  local key = value(spec.save, s, name, st)
   if key ~= nil then s[key] = res end
   if spec.switch and declared_success(label, res) then
-    local v = spec.switch(res, s)
+    local v = protect(name, st, spec.switch, res, s)
     if L.switch[v] then
       label = v
     elseif v ~= nil then
@@ -321,7 +375,7 @@ function RUN.api(st, s, env, def, name)
   local t = spec.on[label]
   if t == nil and DEFAULT[label] and type(def.defaults) == "table" then t = def.defaults[label] end
   if t == nil then fail(def, name, st, ('label "%s" is not routed'):format(tostring(label))) end
-  return value(t, s)
+  return value(t, s, name, st)
 end
 
 -- Checks what needs the runtime, once per definition site and runtime:
@@ -346,14 +400,14 @@ local function validate(def, ctx)
   end
   opts.flow_target = function(file, t)
     local loader = require "flowrun.loader"
-    local r = loader.load(file)
+    local r = loader.load(file, { trusted = true })
     if r.kind ~= "flow" then return loader.not_a_flow(r, t, file) end
     if not visited[file] then
       visited[file] = true
       collect(r.def)
     end
   end
-  if def.file then visited[def.file] = true end
+  if def.file then visited[flow.normalize(def.file)] = true end
   collect(def)
   if #errors > 0 then error(table.concat(errors, "\n"), 0) end
   ctx.validated[key] = true

@@ -61,7 +61,8 @@ local function describe(def, name, st, igs)
 end
 
 -- The picture as data: nodes { id, kind, lines } and edges { from, to,
--- labels, style = "solid" | "dashed" } in a stable order.
+-- labels, style = "solid" | "dashed" } in a stable order. Ids are the step
+-- names, the targets, and for the start and the end ids that are neither.
 function graph.model(def, opts)
   opts = opts or {}
   local nodes, edges, ids = {}, {}, {}
@@ -90,9 +91,28 @@ function graph.model(def, opts)
   end
   reach(def.start)
   for _, name in ipairs(def.names) do reach(name) end
-  node("(start)", "start", { "start" })
+  -- the ids of the start and the end: "(start)" and "(end)" unless a step
+  -- or a target has that name
+  local taken = {}
+  for _, name in ipairs(order) do
+    taken[name] = true
+    for _, e in ipairs(validate.edges(def, name, opts.source)) do
+      if type(e.target) == "string" then taken[e.target] = true end
+    end
+  end
+  local function free(id)
+    local candidate, k = id, 1
+    while taken[candidate] do
+      k = k + 1
+      candidate = ("%s_%d"):format(id, k)
+    end
+    taken[candidate] = true
+    return candidate
+  end
+  local start_id, end_id = free("(start)"), free("(end)")
+  node(start_id, "start", { "start" })
   if type(def.start) == "string" then
-    edges[#edges + 1] = { from = "(start)", to = def.start, labels = {}, style = "solid" }
+    edges[#edges + 1] = { from = start_id, to = def.start, labels = {}, style = "solid" }
   end
   local tail = {}
   for _, name in ipairs(order) do
@@ -100,12 +120,12 @@ function graph.model(def, opts)
     node(name, flow.is_step(st) and st.kind or "code", describe(def, name, st, opts.integrations))
     local merged = {}
     for _, e in ipairs(validate.edges(def, name, opts.source)) do
-      local to = e.target == END and "(end)" or e.target
-      local style = (DEFAULT[e.label] or e.kind == "closed") and "dashed" or "solid"
-      if to:match("^flow:") then
-        tail[#tail + 1] = { id = to, kind = "flow", lines = { to } }
-      elseif to == "(end)" then
+      local to = e.target == END and end_id or e.target
+      local style = (DEFAULT[e.label] or (e.via or e.kind) == "closed") and "dashed" or "solid"
+      if e.target == END then
         tail.has_end = true
+      elseif to:match("^flow:") then
+        tail[#tail + 1] = { id = to, kind = "flow", lines = { to } }
       elseif def.steps[to] == nil then
         tail[#tail + 1] = { id = to, kind = "unknown", lines = { to, "(unknown step)" } }
       end
@@ -120,7 +140,7 @@ function graph.model(def, opts)
     end
   end
   for _, n in ipairs(tail) do node(n.id, n.kind, n.lines) end
-  if tail.has_end then node("(end)", "end", { "end" }) end
+  if tail.has_end then node(end_id, "end", { "end" }) end
   return { name = def.name, nodes = nodes, edges = edges }
 end
 
@@ -180,10 +200,11 @@ local MERMAID_SHAPE = {          -- opening and closing brackets
 }
 
 function graph.mermaid(m)
-  local ids, used, out = {}, {}, { "flowchart TD" }
+  local ids, used, out, kinds = {}, {}, { "flowchart TD" }, {}
+  for _, n in ipairs(m.nodes) do kinds[n.id] = n.kind end
   local function id(n)
     if not ids[n] then
-      local base = n == "(start)" and "flow_start" or n == "(end)" and "flow_end"
+      local base = kinds[n] == "start" and "flow_start" or kinds[n] == "end" and "flow_end"
         or "s_" .. n:gsub("[^%w_]", "_")
       local candidate, k = base, 1
       while used[candidate] do

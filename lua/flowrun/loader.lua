@@ -5,9 +5,13 @@
 -- the safe part of the standard library, `json`, and flow globals that stop
 -- it (an imperative script does its work through them), with a budget of
 -- instructions. Its `require "flowrun.flow"` gets a flow module whose
--- define does not raise, so that every problem can be listed.
+-- define does not raise, so that every problem can be listed; its require
+-- gives the modules the sandbox has and Lua modules (run in the sandbox
+-- too), and refuses the others (io, debug, package, C modules), so that
+-- checking a flow never touches a file or waits for a user.
 
 local flow = require "flowrun.flow"
+local lex = require "flowrun.lex"
 
 local loader = { _VERSION = "flowrun.loader 0.1.0" }
 
@@ -24,13 +28,67 @@ local checking = setmetatable({ define = flow.build }, { __index = flow })
 
 local function noop() end
 
+-- What `require` gives the sandbox besides Lua modules: the modules it has
+-- as globals (os being the part of it listed in the sandbox).
+local SAFE_MODULES = { "string", "table", "math", "utf8", "os", "json" }
+
+-- The sandbox's os: what it lacks is refused where the flow reaches for it.
+local SAFE_OS = {
+  __index = function(_, k)
+    error(("os.%s is not available: flowrun check and flowrun graph run a flow's top level "
+      .. "with os.time, os.clock, os.date, os.difftime and os.getenv only"):format(tostring(k)), 2)
+  end,
+}
+
+-- The message for a module the sandbox refuses.
+local function refused(name, why)
+  return ('require "%s": %s; flowrun check and flowrun graph run a flow\'s top level with the safe '
+    .. 'standard library only (string, table, math, utf8, os.time/clock/date/difftime/getenv, '
+    .. 'json, flowrun.flow and Lua modules)'):format(name, why)
+end
+
+-- The sandbox's require(name): the modules of SAFE_MODULES, flowrun.flow
+-- (whose define does not raise), and Lua modules found on package.path,
+-- run in the sandbox too. Other modules (io, debug, package, C modules)
+-- are refused with an error at the line that required them. With
+-- state.trusted, every module but flowrun.flow is required for real.
+local function sandbox_require(env, state)
+  local loaded = { json = env.json, cjson = env.json }
+  for _, k in ipairs(SAFE_MODULES) do loaded[k] = env[k] end
+  loaded["flowrun.flow"] = checking
+  return function(name)
+    if type(name) ~= "string" then
+      error(("bad argument #1 to 'require' (string expected, got %s)"):format(type(name)), 2)
+    end
+    if name == "flowrun.flow" then state.flow = true end
+    if state.trusted and name ~= "flowrun.flow" then return require(name) end
+    if loaded[name] ~= nil then return loaded[name] end
+    local file = package.searchpath(name, package.path)
+    if file then
+      local chunk, err = loadfile(file, "t", env)
+      if not chunk then error(err, 0) end
+      local v = chunk(name, file)
+      if v == nil then v = true end
+      if loaded[name] == nil then loaded[name] = v end
+      return loaded[name]
+    end
+    state.refused = true
+    if package.loaded[name] ~= nil or package.preload[name] ~= nil then
+      error(refused(name, "not available"), 2)
+    elseif package.searchpath(name, package.cpath) then
+      error(refused(name, "a C module is not loaded"), 2)
+    end
+    error(refused(name, "not found on package.path"), 2)
+  end
+end
+
 -- A sandbox for a flow file's top level; state.called is set when a flow
 -- global was called, state.flow when it required flowrun.flow.
 function loader.env(state)
   local env = {}
   for _, k in ipairs(SAFE) do env[k] = _G[k] end
-  env.os = { time = os.time, clock = os.clock, date = os.date, difftime = os.difftime,
-             getenv = os.getenv }
+  env.os = setmetatable({ time = os.time, clock = os.clock, date = os.date,
+                          difftime = os.difftime, getenv = os.getenv }, SAFE_OS)
   env.print = noop
   local ok, json = pcall(require, "json")
   env.json = ok and json or nil
@@ -42,15 +100,17 @@ function loader.env(state)
   end
   env.log = { info = noop, warn = noop, error = noop }
   env.session, env.args = {}, {}
-  env.require = function(name)
-    if name == "flowrun.flow" then
-      state.flow = true
-      return checking
-    end
-    return require(name)
-  end
+  env.require = sandbox_require(env, state)
   env._G = env
   return env
+end
+
+-- Does src name the module "flowrun.flow" (a flow file requires it)?
+local function names_flow(src)
+  for _, t in ipairs(lex.tokens(src)) do
+    if t.type == "string" and lex.string_value(t) == "flowrun.flow" then return true end
+  end
+  return false
 end
 
 -- load(path) -> { kind = ..., source = the file's text, ... }:
@@ -60,7 +120,9 @@ end
 --   "error"       msg: a syntax error, or an error of a file that requires
 --                 flowrun.flow; syntax = true for the former
 --   "unreadable"  msg: why
-function loader.load(path)
+-- opts.trusted: modules the sandbox does not give are required for real (a
+-- "flow:" target checked by `flowrun run`, which will run the file anyway).
+function loader.load(path, opts)
   local f, err = io.open(path, "rb")
   local src, rerr
   if f then
@@ -69,7 +131,7 @@ function loader.load(path)
     if not src then err = path .. ": " .. tostring(rerr) end
   end
   if not src then return { kind = "unreadable", msg = err } end
-  local state = {}
+  local state = { trusted = opts and opts.trusted }
   local chunk, cerr = load(src:sub(1, 1) == "#" and "--" .. src or src, "@" .. path, "t",
                            loader.env(state))
   if not chunk then return { kind = "error", msg = cerr, syntax = true, source = src } end
@@ -80,12 +142,15 @@ function loader.load(path)
       error(("%s: its top level ran for more than %d million instructions"):format(path, BUDGET), 0)
     end
   end, "", 1000000)
-  -- modules the file requires get the checking flow module too
+  -- modules required for real (trusted) get the checking flow module too
   local real = package.loaded["flowrun.flow"]
   package.loaded["flowrun.flow"] = checking
   local ok, res = coroutine.resume(co)
   package.loaded["flowrun.flow"] = real
-  if not ok and res ~= STOP and state.flow then
+  -- an error of a flow file is a problem; a script's top level may do what
+  -- only `flowrun run` offers (a module refused here says it is a flow
+  -- file when the file names flowrun.flow)
+  if not ok and res ~= STOP and (state.flow or state.refused and names_flow(src)) then
     return { kind = "error", msg = tostring(res), source = src }
   end
   if ok and coroutine.status(co) == "dead" and flow.is_flow(res) then

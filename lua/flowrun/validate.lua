@@ -66,7 +66,8 @@ end
 -- edges(def, name [, source]) -> the edges out of a step, in order: {
 -- label (nil for next), target (a step name, "flow:PATH" or flow.END),
 -- kind = "on" | "switch" | "default" | "next" | "closed" | "code" }. The
--- targets of functions are inferred (validate.infer), kind "code".
+-- targets of functions are inferred (validate.infer), kind "code", via =
+-- the kind of the field the function was given in.
 function validate.edges(def, name, source)
   local st, E = def.steps[name], {}
   if not flow.is_step(st) then return E end
@@ -74,7 +75,7 @@ function validate.edges(def, name, source)
   local function edge(label, t, kind)
     if type(t) == "function" then
       for _, x in ipairs((validate.infer(t, def, source))) do
-        E[#E + 1] = { label = label, target = x, kind = "code" }
+        E[#E + 1] = { label = label, target = x, kind = "code", via = kind }
       end
     elseif t == nil or t == END then
       E[#E + 1] = { label = label, target = END, kind = kind }
@@ -298,29 +299,134 @@ function validate.problems(def, opts)
   return errors
 end
 
--- Adds the warnings of def through add(name, step, msg, true, whole):
--- steps that cannot be reached from start, and cycles without an ask or a
--- sleep (a session in one would spin, calling APIs as fast as it can).
-function validate.warnings(def, source, add)
-  local out = {}
-  for _, name in ipairs(def.names) do
-    out[name] = {}
-    for _, e in ipairs(validate.edges(def, name, source)) do
-      if type(e.target) == "string" and def.steps[e.target] ~= nil then
-        out[name][#out[name] + 1] = e.target
+-- ---- cycles a session would spin in ----
+
+-- Does a session wait before it takes edge e out of step st? After an ask
+-- answered or a sleep, yes; not through an ask's `closed` (once the user
+-- has left, ask returns nil at once, every time); after code that calls ask
+-- or sleep, yes.
+function validate.waits(def, st, e, source)
+  if not flow.is_step(st) then return true end
+  if st.kind == "sleep" then return true end
+  if st.kind == "ask" then return (e.via or e.kind) ~= "closed" end
+  if st.kind == "code" then return select(2, validate.infer(st.fn, def, source)) end
+  return false
+end
+
+-- The strongly connected components with a cycle (Tarjan) of the graph of
+-- nodes (an array: the order of the search) and out[v] = { { from = v, to
+-- = w, ... }, ... }: an array of sets of nodes.
+local function components(nodes, out)
+  local index, low, onstack, stack, n, found = {}, {}, {}, {}, 0, {}
+  local function connect(v)
+    n = n + 1
+    index[v], low[v] = n, n
+    stack[#stack + 1] = v
+    onstack[v] = true
+    for _, e in ipairs(out[v]) do
+      local w = e.to
+      if not index[w] then
+        connect(w)
+        low[v] = math.min(low[v], low[w])
+      elseif onstack[w] then
+        low[v] = math.min(low[v], index[w])
+      end
+    end
+    if low[v] == index[v] then
+      local comp, size = {}, 0
+      repeat
+        local w = table.remove(stack)
+        onstack[w] = nil
+        comp[w] = true
+        size = size + 1
+      until w == v
+      local cycle = size > 1
+      for _, e in ipairs(out[v]) do if e.to == v then cycle = true end end
+      if cycle then found[#found + 1] = comp end
+    end
+  end
+  for _, v in ipairs(nodes) do
+    if not index[v] then connect(v) end
+  end
+  return found
+end
+
+-- The shortest path of edges from a to b (a cycle when a == b) inside comp.
+local function path_in(comp, out, a, b)
+  local prev, q, j = { [a] = false }, { a }, 1
+  while q[j] do
+    local v = q[j]
+    j = j + 1
+    for _, e in ipairs(out[v]) do
+      if e.to == b then
+        local p, at = { e }, v
+        while at ~= a do
+          table.insert(p, 1, prev[at])
+          at = prev[at].from
+        end
+        return p
+      end
+      if comp[e.to] and prev[e.to] == nil then
+        prev[e.to] = e
+        q[#q + 1] = e.to
       end
     end
   end
+end
+
+-- The warning for the cycle of edges p: its steps as name(node) says them.
+local function spin_message(p, name)
+  local words = { name(p[1].from) }
+  local closed
+  for _, e in ipairs(p) do
+    words[#words + 1] = name(e.to)
+    if e.closed and not closed then closed = name(e.from) end
+  end
+  local s = "cycle " .. table.concat(words, " -> ")
+  if closed then
+    return s .. (" waits for nothing once the user has left (ask %s goes on through closed at once):"
+      .. " it would spin"):format(closed)
+  end
+  return s .. " has no ask or sleep: it would spin"
+end
+
+-- The edges a session takes without waiting out of the steps of def:
+-- out[name] = { { from, to, closed }, ... }. to(name, target) gives the node
+-- of a target, or nil for none (default: the steps of def).
+local function spin_edges(def, source, to)
+  local out = {}
+  for _, name in ipairs(def.names) do
+    local st, list = def.steps[name], {}
+    out[name] = list
+    for _, e in ipairs(validate.edges(def, name, source)) do
+      local w = type(e.target) == "string" and to(name, e.target)
+      if w and not validate.waits(def, st, e, source) then
+        list[#list + 1] = { from = name, to = w, closed = (e.via or e.kind) == "closed" }
+      end
+    end
+  end
+  return out
+end
+
+-- ---- warnings ----
+
+-- Adds the warnings of def through add(name, step, msg, true, whole):
+-- steps that cannot be reached from start, and cycles without an ask or a
+-- sleep that waits (a session in one would spin, calling APIs as fast as it
+-- can).
+function validate.warnings(def, source, add)
+  local function step(_, t) return def.steps[t] ~= nil and t or nil end
   -- unreachable
   local reached, queue = {}, {}
-  if type(def.start) == "string" and out[def.start] then
+  if type(def.start) == "string" and def.steps[def.start] ~= nil then
     reached[def.start] = true
     queue[1] = def.start
   end
   local i = 1
   while queue[i] do
-    for _, t in ipairs(out[queue[i]]) do
-      if not reached[t] then reached[t] = true; queue[#queue + 1] = t end
+    for _, e in ipairs(validate.edges(def, queue[i], source)) do
+      local t = type(e.target) == "string" and step(nil, e.target)
+      if t and not reached[t] then reached[t] = true; queue[#queue + 1] = t end
     end
     i = i + 1
   end
@@ -332,71 +438,75 @@ function validate.warnings(def, source, add)
       end
     end
   end
-  -- cycles among steps that do not wait (Tarjan's strongly connected components)
-  local function waits(name)
-    local st = def.steps[name]
-    if not flow.is_step(st) then return true end
-    if st.kind == "ask" or st.kind == "sleep" then return true end
-    if st.kind == "code" then return select(2, validate.infer(st.fn, def, source)) end
-    return false
-  end
-  local index, low, onstack, stack, n = {}, {}, {}, {}, 0
-  local function connect(v)
-    n = n + 1
-    index[v], low[v] = n, n
-    stack[#stack + 1] = v
-    onstack[v] = true
-    for _, w in ipairs(out[v]) do
-      if not waits(w) then
-        if not index[w] then
-          connect(w)
-          low[v] = math.min(low[v], low[w])
-        elseif onstack[w] then
-          low[v] = math.min(low[v], index[w])
-        end
-      end
+  -- cycles, each from its first step (by name) back to it
+  local out = spin_edges(def, source, step)
+  local function quoted(name) return ('"%s"'):format(name) end
+  for _, comp in ipairs(components(def.names, out)) do
+    local first
+    for w in pairs(comp) do
+      if not first or w < first then first = w end
     end
-    if low[v] == index[v] then
-      local comp = {}
-      repeat
-        local w = table.remove(stack)
-        onstack[w] = nil
-        comp[w] = true
-      until w == v
-      local first, size = nil, 0
-      for w in pairs(comp) do
-        size = size + 1
-        if not first or w < first then first = w end
-      end
-      local self_loop = false
-      for _, w in ipairs(out[v]) do if w == v then self_loop = true end end
-      if size > 1 or self_loop then
-        -- a path from first back to itself inside the component
-        local prev, q, j = { [first] = false }, { first }, 1
-        local last
-        while q[j] and not last do
-          for _, w in ipairs(out[q[j]]) do
-            if w == first then last = q[j] break end
-            if comp[w] and prev[w] == nil then prev[w] = q[j]; q[#q + 1] = w end
-          end
-          j = j + 1
-        end
-        local path = { ('"%s"'):format(first) }
-        local at = last
-        while at and at ~= first do
-          table.insert(path, 2, ('"%s"'):format(at))
-          at = prev[at]
-        end
-        path[#path + 1] = ('"%s"'):format(first)
-        add(first, def.steps[first], ("cycle %s has no ask or sleep: it would spin")
-          :format(table.concat(path, " -> ")), true, true)
-      end
-    end
-  end
-  for _, name in ipairs(def.names) do
-    if not index[name] and not waits(name) then connect(name) end
+    add(first, def.steps[first], spin_message(path_in(comp, out, first, first), quoted), true, true)
   end
 end
 
+-- Cycles that cross files through "flow:" targets and have no ask or sleep
+-- that waits (those inside one file are warnings of validate.warnings).
+-- files: the paths of the flows, in order; defs[path]: their definitions,
+-- keyed by flow.normalize(path). Returns problems as validate.problems.
+function validate.spin_across(files, defs, source)
+  local SEP = "\0"
+  local nodes, out, where = {}, {}, {}
+  local function key(file, step) return file .. SEP .. step end
+  for _, f in ipairs(files) do
+    local def = defs[f]
+    local function to(name, t)
+      if def.steps[t] ~= nil then return key(f, t) end
+      local path = t:match("^flow:(.+)$")
+      if not path then return nil end
+      local st = def.steps[name]
+      local other = flow.resolve(flow.is_step(st) and st.file or def.file, path)
+      local d = defs[other]
+      if d and type(d.start) == "string" and d.steps[d.start] ~= nil then return key(other, d.start) end
+    end
+    for name, list in pairs(spin_edges(def, source, to)) do
+      local v = key(f, name)
+      for _, e in ipairs(list) do e.from = v end
+      out[v] = list
+    end
+    for _, name in ipairs(def.names) do
+      local v = key(f, name)
+      nodes[#nodes + 1] = v
+      where[v] = { def = def, step = name }
+    end
+  end
+  local function file_of(v) return v:match("^(.-)" .. SEP) end
+  local function name(v)
+    local w = where[v]
+    return ('%s "%s"'):format(w.def.file or file_of(v), w.step)
+  end
+  local P = {}
+  for _, comp in ipairs(components(nodes, out)) do
+    -- the first edge (in the order of the nodes) from one file to another
+    local cross
+    for _, v in ipairs(nodes) do
+      if comp[v] then
+        for _, e in ipairs(out[v]) do
+          if comp[e.to] and file_of(e.to) ~= file_of(v) then cross = e break end
+        end
+      end
+      if cross then break end
+    end
+    if cross then
+      local p = path_in(comp, out, cross.to, cross.from)
+      table.insert(p, 1, cross)
+      local w = where[cross.from]
+      local st = w.def.steps[w.step]
+      P[#P + 1] = { file = flow.is_step(st) and st.file or w.def.file, line = flow.is_step(st) and st.line or nil,
+                    step = w.step, msg = spin_message(p, name), warning = true, whole = true }
+    end
+  end
+  return P
+end
 
 return validate
