@@ -302,7 +302,7 @@ int flowrun_host_main(int argc, char **argv) {
   while (flowrun_step(h.rt, -1) > 0 || !h.eof) fflush(stdout);
   status = h.failed;
 done:
-  fflush(stdout);
+  status = cli_output_done(status);
   if (h.pollable) fcntl(0, F_SETFL, fcntl(0, F_GETFL) & ~O_NONBLOCK);
   flowrun_free(h.rt);
   free(h.in);

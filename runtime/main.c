@@ -243,6 +243,14 @@ static void on_ask(void *ud, const char *id, const char *prompt, size_t len) {
 
 /* ---- run ---- */
 
+/* Flushes stdout: output that could not be written (a full disk) is a
+** failure the caller must hear of, not a silent exit 0. */
+int cli_output_done(int status) {
+  if (fflush(stdout) == 0 && !ferror(stdout)) return status;
+  fprintf(stderr, "flowrun: cannot write the output: %s\n", strerror(errno));
+  return status ? status : 1;
+}
+
 
 static int run(int argc, char **argv) {
   const char *ifile = NULL, *tjson = NULL, *flow = NULL;
@@ -308,7 +316,7 @@ static int run(int argc, char **argv) {
     while (flowrun_step(c.rt, -1) > 0) {}
     status = c.failed;
   }
-  fflush(stdout);
+  status = cli_output_done(status);
   flowrun_free(c.rt);
   if (c.pollable) fcntl(0, F_SETFL, fcntl(0, F_GETFL) & ~O_NONBLOCK);
   for (i = 0; i < c.nwait; i++) free(c.waiting[i]);

@@ -381,7 +381,7 @@ static int serve(struct mock *m, uint16_t port, const sigset_t *sigs) {
   pthread_cond_destroy(&m->wake);
   pthread_mutex_destroy(&m->lock);
   free(m->heap);
-  return d ? 0 : 1;
+  return d ? 0 : 2;                     /* a port in use: the --port given */
 }
 
 /* Prints the usage and returns 2. */

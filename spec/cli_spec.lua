@@ -110,6 +110,15 @@ describe("§5 command line", function()
       assert.are.equal("", r.stdout)
     end)
 
+    it("is 1 when the output cannot be written, and says why", function()
+      local dir, flow = project([[ say("ok") ]])
+      local _, _, code = os.execute("cd " .. helper.quote(dir) .. " && " .. helper.quote(helper.flowrun)
+        .. " " .. helper.quote(flow) .. " >/dev/full 2>" .. dir .. "/err")
+      assert.are.equal(1, code)
+      assert.matches("flowrun: cannot write the output: No space left on device",
+                     helper.read(dir .. "/err"), 1, true)
+    end)
+
     it("is 2 for a bad --sessions", function()
       local _, flow = project([[ say("never") ]])
       for _, n in ipairs { "0", "-1", "two", "" } do
