@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -250,8 +251,25 @@ static void set_status(call *c, int status) {
   c->label = m ? c->codelabel : LABEL_OTHER;
 }
 
+/* Did libcurl stop because the response headers are too large? It
+** refuses a header line over 100 KB as out of memory once the status line
+** has come, and headers over 300 KB in all as a receive error; libcurl 8.6
+** and later say CURLE_TOO_LARGE. */
+static bool headers_too_large(const call *c, CURLcode rc) {
+#if LIBCURL_VERSION_NUM >= 0x080600
+  if (rc == CURLE_TOO_LARGE) return true;
+#endif
+  return (rc == CURLE_OUT_OF_MEMORY && c->rhdr.len > 0 && c->rbody.len == 0)
+      || (rc == CURLE_RECV_ERROR
+          && strncmp(c->errbuf, "Too large response headers", 26) == 0);
+}
+
 static void classify(call *c, CURLcode rc, curl_off_t connect_us) {
   const char *detail = c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc);
+  if (headers_too_large(c, rc)) {
+    fr_call_fail(c, LABEL_ERROR, "too_large", "response headers too large (%s)", detail);
+    return;
+  }
   switch (rc) {
   case CURLE_OPERATION_TIMEDOUT:
     fr_call_fail(c, LABEL_TIMEOUT, connect_us > 0 ? "timeout" : "connect_timeout",
@@ -496,16 +514,48 @@ static void acquire(call *c) {
   }
 }
 
+/* The wait in ms a Retry-After header of the response asks for (seconds
+** or an HTTP date, a past date is 0), or -1 without one that parses. Read
+** here, not through CURLINFO_RETRY_AFTER, which takes a number too large
+** for curl_off_t for no header at all. */
+static double retry_after_ms(const call *c) {
+  const char *p = c->rhdr.p, *end = p + c->rhdr.len;
+  if (!c->status || !p) return -1;
+  for (; p < end; p++) {
+    const char *eol = memchr(p, '\n', end - p), *v;
+    if (!eol) eol = end;
+    if (eol - p > 12 && strncasecmp(p, "retry-after:", 12) == 0) {
+      double ms = 0;
+      char date[64];
+      for (v = p + 12; v < eol && (*v == ' ' || *v == '\t'); v++) {}
+      while (eol > v && isspace((unsigned char)eol[-1])) eol--;
+      if (v == eol) return -1;
+      if (strspn(v, "0123456789") >= (size_t)(eol - v)) {
+        for (; v < eol; v++) ms = ms * 10 + (*v - '0');
+        return ms * 1000;
+      }
+      if (eol - v >= (ptrdiff_t)sizeof date) return -1;
+      memcpy(date, v, eol - v);
+      date[eol - v] = '\0';
+      time_t t = curl_getdate(date, NULL);
+      if (t == -1) return -1;
+      ms = difftime(t, time(NULL)) * 1000;
+      return ms > 0 ? ms : 0;
+    }
+    p = eol;
+  }
+  return -1;
+}
+
 /* Schedules another attempt when the retry policy says so. */
-static bool retry(call *c, curl_off_t retry_after) {
+static bool retry(call *c) {
   integration *ig = c->ig;
   double delay;
   if (c->attempts >= ig->retry_attempts || !c->retry_ok) return false;
   if (!((c->status && fr_results_status(&ig->retry_on, c->status))
         || (ig->retry_on.defaults & default_bit(c->label))))
     return false;
-  if (retry_after > 0) {
-    delay = retry_after * 1000.0;
+  if ((delay = retry_after_ms(c)) >= 0) {   /* it replaces the backoff */
     if (delay > ig->retry_max_backoff_ms) return false;
   } else {
     delay = ig->retry_backoff_ms;
@@ -563,7 +613,7 @@ void fr_call_done(flowrun *rt, CURLMsg *m) {
   call *c = NULL;
   CURLcode rc = m->data.result;
   long status = 0;
-  curl_off_t connect_us = 0, retry_after = 0;
+  curl_off_t connect_us = 0;
   char *redirect = NULL;
   CURL *e = m->easy_handle;
   curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&c);
@@ -574,7 +624,6 @@ void fr_call_done(flowrun *rt, CURLMsg *m) {
     curl_easy_getinfo(e, CURLINFO_REQUEST_SIZE, &sent);
     connect_us = sent;
   }
-  curl_easy_getinfo(e, CURLINFO_RETRY_AFTER, &retry_after);
   if (rc == CURLE_OK && c->ig->follow_redirects && status >= 300 && status < 400) {
     char *r = NULL;
     curl_easy_getinfo(e, CURLINFO_REDIRECT_URL, &r);
@@ -591,7 +640,7 @@ void fr_call_done(flowrun *rt, CURLMsg *m) {
     free(redirect);
     if (went) return;
   }
-  if (!retry(c, retry_after)) finish(c);
+  if (!retry(c)) finish(c);
 }
 
 /* Pushes label and response; the call is over. */

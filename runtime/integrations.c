@@ -9,10 +9,12 @@
 ** from every trace, error and URL the runtime shows.
 */
 #include <ctype.h>
+#include <limits.h>
 #include <stdio.h>
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <lualib.h>
 
@@ -112,13 +114,17 @@ static const char *want_string(lua_State *L, building *b, int idx,
   return lua_tolstring(L, idx, len);
 }
 
+/* An integer from min to INT_MAX (milliseconds: 24 days). */
 static long want_int(lua_State *L, building *b, const char *key, long min) {
   int ok;
   lua_Integer v = lua_tointegerx(L, -1, &ok);
-  if (!ok || lua_type(L, -1) != LUA_TNUMBER || v < min || v > 0x7fffffff)
-    bad(L, b, key, lua_pushfstring(L, "expected an integer >= %d, got %s",
-                                   (int)min, lua_type(L, -1) == LUA_TNUMBER
-                                   ? lua_tostring(L, -1) : luaL_typename(L, -1)));
+  bool number = lua_type(L, -1) == LUA_TNUMBER;
+  if (number && lua_tonumber(L, -1) > INT_MAX)
+    bad(L, b, key, lua_pushfstring(L, "expected an integer from %d to %d, got %s",
+                                   (int)min, INT_MAX, lua_tostring(L, -1)));
+  if (!ok || !number || v < min)
+    bad(L, b, key, lua_pushfstring(L, "expected an integer >= %d, got %s", (int)min,
+                                   number ? lua_tostring(L, -1) : luaL_typename(L, -1)));
   return (long)v;
 }
 
@@ -164,13 +170,24 @@ static void add_header(lua_State *L, building *b, const char *name,
   ig->headers[ig->nheaders++].value = xstrdup(L, value, vlen);
 }
 
-/* A header name is an HTTP token; a value holds no CR, LF or NUL. */
+/* A header name is an HTTP token; a value holds no CR, LF or NUL. The
+** headers that frame the message or pick the connection are flowrun's:
+** a Content-Length that disagrees with the body would let the rest of the
+** body be read as a second request on the kept-alive connection. */
 const char *fr_header_problem(const char *name, const char *value,
                                   size_t vlen) {
+  static const struct { const char *name, *why; } reserved[] = {
+    { "Content-Length", "flowrun sets it from the body" },
+    { "Transfer-Encoding", "flowrun sets it from the body" },
+    { "Host", "flowrun sets it from base_url" },
+    { "Connection", "flowrun manages the connections (keep-alive, pool)" },
+  };
   if (!*name) return "empty header name";
   for (const char *p = name; *p; p++)
     if (!isalnum((unsigned char)*p) && !strchr("!#$%&'*+-.^_`|~", *p))
       return "header names are letters, digits and !#$%&'*+-.^_`|~";
+  for (size_t i = 0; i < sizeof reserved / sizeof *reserved; i++)
+    if (strcasecmp(name, reserved[i].name) == 0) return reserved[i].why;
   for (size_t i = 0; i < vlen; i++)
     if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0')
       return "CR, LF or NUL in a header value";
@@ -227,12 +244,16 @@ static void read_auth(lua_State *L, building *b) {
   size_t len;
   want_table(L, b, "auth");
   only_keys(L, b, "auth", keys);
-  if (lua_getfield(L, -1, "bearer") != LUA_TNIL) {
+  lua_getfield(L, -1, "basic");
+  lua_getfield(L, -2, "bearer");
+  if (!lua_isnil(L, -1) && !lua_isnil(L, -2))
+    bad(L, b, "auth", "give bearer or basic, not both");
+  if (!lua_isnil(L, -1)) {
     const char *tok = want_string(L, b, -1, "auth.bearer", &len);
     lua_pushfstring(L, "Bearer %s", tok);
-  } else if (lua_getfield(L, -2, "basic") == LUA_TTABLE) {
-    lua_rawgeti(L, -1, 1);
-    lua_rawgeti(L, -2, 2);
+  } else if (lua_type(L, -2) == LUA_TTABLE) {
+    lua_rawgeti(L, -2, 1);
+    lua_rawgeti(L, -3, 2);
     want_string(L, b, -2, "auth.basic[1]", &len);
     want_string(L, b, -1, "auth.basic[2]", &len);
     lua_pushliteral(L, ":");
@@ -284,7 +305,9 @@ static void read_endpoints(lua_State *L, building *b) {
     }
     lua_getfield(L, v, "path");
     i = lua_gettop(L);
-    path = want_string(L, b, i, lua_pushfstring(L, "%s.path", key), &len);
+    key = lua_pushfstring(L, "%s.path", key);
+    path = want_string(L, b, i, key, &len);
+    if (strlen(path) != len) bad(L, b, key, "NUL in the path");
     e = realloc(ig->endpoints, (ig->nendpoints + 1) * sizeof *e);
     if (!e) luaL_error(L, "out of memory");
     ig->endpoints = e;
@@ -301,7 +324,9 @@ static void read_query(lua_State *L, building *b) {
   integration *ig = b->ig;
   int n, i;
   want_table(L, b, "query");
-  fr_query_pairs(L, lua_gettop(L), "query");
+  int t = lua_gettop(L);
+  fr_query_pairs(L, t, lua_pushfstring(L, "%s: %s.query", b->where, ig->name));
+  lua_remove(L, -2);                    /* the message prefix */
   n = (int)lua_rawlen(L, -1);
   ig->query = calloc(n ? n : 1, sizeof *ig->query);
   if (!ig->query) luaL_error(L, "out of memory");
@@ -374,6 +399,27 @@ static void read_base_url(lua_State *L, building *b) {
     luaL_error(L, "out of memory");
 }
 
+/* An integration name is what traces print as integration=NAME and what
+** an endpoint "NAME.endpoint" starts with: letters, digits, '_' and '-'. */
+static void check_name(lua_State *L, const char *name, const char *where) {
+  luaL_Buffer shown;
+  const char *p = name;
+  while (isalnum((unsigned char)*p) || *p == '_' || *p == '-') p++;
+  if (*name && !*p) return;
+  luaL_buffinit(L, &shown);             /* printable, as Lua's %q would */
+  for (p = name; *p; p++)
+    if (isprint((unsigned char)*p) && *p != '"' && *p != '\\')
+      luaL_addchar(&shown, *p);
+    else {
+      char esc[8];
+      snprintf(esc, sizeof esc, "\\%d", (unsigned char)*p);
+      luaL_addstring(&shown, esc);
+    }
+  luaL_pushresult(&shown);
+  luaL_error(L, "%s: integration name \"%s\": use letters, digits, '_' and '-'%s",
+             where, lua_tostring(L, -1), *name ? "" : " (it is empty)");
+}
+
 /* Reads the integration table at idx into a new struct. Pushes the box
 ** that owns it until take(): a Lua error on the way frees it. */
 static integration *build(flowrun *rt, lua_State *L, const char *name,
@@ -398,6 +444,7 @@ static integration *build(flowrun *rt, lua_State *L, const char *name,
   lua_pushcfunction(L, building_gc);
   lua_setfield(L, -2, "__gc");
   lua_setmetatable(L, -2);
+  check_name(L, name, where);
   ig = b->ig = calloc(1, sizeof *ig);
   if (!ig) luaL_error(L, "out of memory");
   ig->name = xstrdup(L, name, strlen(name));
@@ -524,6 +571,8 @@ static void push_sorted_names(lua_State *L, int idx, const char *file) {
     if (lua_type(L, -1) != LUA_TSTRING)
       luaL_error(L, "%s: integration names must be strings, got %s", file,
                  luaL_typename(L, -1));
+    if (strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1))
+      luaL_error(L, "%s: integration name with a NUL byte", file);
     lua_pushvalue(L, -1);
     lua_rawseti(L, -3, ++n);
   }
@@ -543,7 +592,12 @@ static int l_load(lua_State *L) {
   if (luaL_loadfilex(L, file, "t") != LUA_OK) return lua_error(L);
   push_sandbox(rt, L);
   lua_setupvalue(L, -2, 1);
-  lua_call(L, 0, 1);
+  if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
+    if (lua_type(L, -1) == LUA_TSTRING) return lua_error(L);
+    /* error() or error({}): no message to say where, so say the file */
+    return luaL_error(L, "%s: raised an error with a %s value instead of a message",
+                      file, luaL_typename(L, -1));
+  }
   if (!lua_istable(L, -1))
     return luaL_error(L, "%s: must return a table of integrations, got %s",
                       file, luaL_typename(L, -1));

@@ -88,6 +88,23 @@ static const char *scalar(lua_State *L, int idx, const char *what, const char *k
   return luaL_tolstring(L, idx, NULL);
 }
 
+/* The length of the table at idx when its keys are exactly 1..n, else -1:
+** what is not an array would be dropped without a word. */
+static lua_Integer array_len(lua_State *L, int idx) {
+  lua_Integer n = (lua_Integer)lua_rawlen(L, idx), count = 0;
+  bool ok = true;
+  idx = lua_absindex(L, idx);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    count++;
+    if (ok && (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1
+               || lua_tointeger(L, -1) > n))
+      ok = false;
+  }
+  return ok && count == n ? n : -1;
+}
+
 /* Appends "k=v" (percent-encoded) to the array at -3, keeping count in *n.
 ** Expects the key string at -2 and the value string at -1; pops both. */
 static void add_pair(lua_State *L, int *n) {
@@ -109,10 +126,15 @@ void fr_query_pairs(lua_State *L, int idx, const char *what) {
   lua_newtable(L);
   out = lua_gettop(L);
   if (lua_rawgeti(L, idx, 1) == LUA_TTABLE) {   /* { {"k", v}, ... } */
-    for (i = 1; i <= (int)lua_rawlen(L, idx); i++) {
+    int len = (int)array_len(L, idx);
+    if (len < 0)
+      luaL_error(L, "%s: a list of pairs {{\"k\", v}, ...} cannot have other keys "
+                 "(use either a list of pairs or a map {k = v})", what);
+    for (i = 1; i <= len; i++) {
       lua_settop(L, out);
       lua_rawgeti(L, idx, i);
-      if (!lua_istable(L, -1) || lua_rawgeti(L, -1, 1) != LUA_TSTRING)
+      if (!lua_istable(L, -1) || array_len(L, -1) != 2
+          || lua_rawgeti(L, -1, 1) != LUA_TSTRING)
         luaL_error(L, "%s[%d]: expected a pair like {\"tag\", \"a\"}", what, i);
       lua_pushvalue(L, out);
       lua_pushvalue(L, -2);
@@ -147,7 +169,11 @@ void fr_query_pairs(lua_State *L, int idx, const char *what) {
     lua_gettable(L, idx);
     v = lua_gettop(L);
     if (lua_istable(L, v)) {            /* tag = {"a", "b"}: repeat the key */
-      for (int j = 1; j <= (int)lua_rawlen(L, v); j++) {
+      int len = (int)array_len(L, v);
+      if (len < 0)
+        luaL_error(L, "%s.%s: expected a string, number, boolean or an array of them, "
+                   "got a table that is not an array", what, lua_tostring(L, k));
+      for (int j = 1; j <= len; j++) {
         lua_pushvalue(L, out);
         lua_pushvalue(L, k);
         lua_rawgeti(L, v, j);
@@ -196,12 +222,37 @@ static bool field(lua_State *L, unsigned present, int f, int t, const char *want
   return true;
 }
 
+/* What keeps the path as written (placeholders aside) from being sent as
+** it reads, or NULL: a space, control character or '#' (libcurl would
+** refuse the URL, or cut a fragment), or a "." or ".." segment (libcurl
+** would remove it, sending the request elsewhere than res.url says, even
+** above base_url's path). */
+static const char *path_problem(const char *path) {
+  const char *p = path, *seg = path, *close;
+  bool in_query = false;
+  for (;; p++) {
+    if (*p == '{' && (close = strchr(p, '}'))) p = close;
+    else if ((unsigned char)*p < 0x20 && *p != '\0') break;
+    else if (*p == ' ' || *p == 0x7f || *p == '#') break;
+    if (!in_query && (*p == '/' || *p == '?' || *p == '\0')) {
+      size_t n = (size_t)(p - seg);
+      if ((n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.'))
+        return "\".\" and \"..\" segments are not allowed (a path stays under base_url)";
+      seg = p + 1;
+      in_query = *p == '?';
+    }
+    if (*p == '\0') return NULL;
+  }
+  return "spaces, control characters and '#' are not allowed "
+         "(percent-encode them, or give the value in params)";
+}
+
 static void resolve_target(lua_State *L, call *c, unsigned present,
                            const char **path) {
   flowrun *rt = c->rt;
   const fr_endpoint *ep = NULL;
   integration *ig = NULL;
-  const char *method = NULL;
+  const char *method = NULL, *bad;
   if (field(L, present, F_ENDPOINT, LUA_TSTRING, "\"integration.endpoint\"")) {
     const char *s = lua_tostring(L, -1), *dot = strchr(s, '.');
     if (!dot) luaL_error(L, "api_node: endpoint: expected \"integration.endpoint\", got \"%s\"", s);
@@ -239,9 +290,15 @@ static void resolve_target(lua_State *L, call *c, unsigned present,
   strcpy(c->method, method);
   *path = ep ? ep->path : "";
   if (field(L, present, F_PATH, LUA_TSTRING, "a string")) {
+    size_t len;
     if (ep) luaL_error(L, "api_node: give path or endpoint, not both");
-    *path = lua_tostring(L, -1);        /* anchored by the spec */
+    *path = lua_tolstring(L, -1, &len); /* anchored by the spec */
+    if (strlen(*path) != len) luaL_error(L, "api_node: path: NUL in the path");
     lua_pop(L, 1);
+  }
+  if ((bad = path_problem(*path))) {
+    if (ep) luaL_error(L, "api_node: endpoint '%s.%s' path: %s", ig->name, ep->name, bad);
+    luaL_error(L, "api_node: path: %s", bad);
   }
 }
 
@@ -261,7 +318,10 @@ static void fill_path(lua_State *L, const char *path, int params) {
     enc = curl_easy_escape(NULL, v, (int)lua_rawlen(L, -1));
     lua_pop(L, 2);
     if (!enc) luaL_error(L, "out of memory");
-    luaL_addstring(&b, enc);
+    if (*enc && enc[strspn(enc, ".")] == '\0')  /* "." or "..": no dot segment */
+      for (const char *d = enc; *d; d++) luaL_addstring(&b, "%2E");
+    else
+      luaL_addstring(&b, enc);
     curl_free(enc);
     p = close + 1;
   }

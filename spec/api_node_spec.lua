@@ -29,10 +29,12 @@ describe("§3 api_node", function()
       { path = "/v1/redirect", status = 302, headers = { Location = "/v1/echo?from=redirect" }, body = "moved" },
       { path = "/v1/retry-after", status = 503, headers = { ["Retry-After"] = "1" }, body = "later" },
       { path = "/v1/retry-after-long", status = 503, headers = { ["Retry-After"] = "10" }, body = "later" },
+      { path = "/v1/retry-after-huge", status = 503, headers = { ["Retry-After"] = "99999999999999999999999" } },
     })
     rt = helper.runtime({
       shop = { base_url = mock.url .. "/v1", headers = { Accept = "application/json" },
-               endpoints = { get_item = { path = "/items/{id}" }, add_item = { method = "POST", path = "/echo" } } },
+               endpoints = { get_item = { path = "/items/{id}" }, add_item = { method = "POST", path = "/echo" },
+                             up = { path = "/items/../echo" } } },
       bare = { base_url = mock.url .. "/v1" },
       redirects = { base_url = mock.url .. "/v1", follow_redirects = true },
     })
@@ -120,6 +122,14 @@ describe("§3 api_node", function()
       local req = echoed { path = "/items/{id}", params = { id = "a b?c#d&é" } }
       assert.are.equal("/v1/items/a%20b%3Fc%23d%26%C3%A9", req.path:gsub("%%%x%x", string.upper))
       assert.are.equal("", req.query)
+    end)
+
+    it("params \".\" and \"..\" are percent-encoded: the request keeps its segment", function()
+      for value, enc in pairs { ["."] = "%2E", [".."] = "%2E%2E" } do
+        local req, res = echoed { path = "/items/{id}", params = { id = value } }
+        assert.are.equal("/v1/items/" .. enc, req.path)
+        assert.are.equal(mock.url .. "/v1/items/" .. enc, res.url)
+      end
     end)
 
     it("query as a map: keys sorted, an array repeats its key", function()
@@ -240,6 +250,39 @@ describe("§3 api_node", function()
       { "a CR or LF in a header value", { headers = { ["X-A"] = "a\r\nX-Evil: 1" }, results = { "200" } },
         "api_node: headers.X-A: CR, LF or NUL in a header value" },
       { "an unknown method", { method = "FETCH", results = { "200" } }, "api_node: method: expected GET, POST, PUT, PATCH, DELETE or HEAD" },
+      { "a table that is not an array as a query value", { query = { a = { b = 1 }, c = 2 }, results = { "200" } },
+        "api_node: query.a: expected a string, number, boolean or an array of them, got a table that is not an array" },
+      { "a list of query pairs with map keys too", { query = { { "a", 1 }, b = 2 }, results = { "200" } },
+        "api_node: query: a list of pairs {{\"k\", v}, ...} cannot have other keys (use either a list of pairs or a map {k = v})" },
+      { "a query pair with three values", { query = { { "a", 1, 2 } }, results = { "200" } },
+        "api_node: query[1]: expected a pair like {\"tag\", \"a\"}" },
+      { "a list of form pairs with map keys too", { method = "POST", form = { { "a", 1 }, b = 2 }, results = { "200" } },
+        "api_node: form: a list of pairs {{\"k\", v}, ...} cannot have other keys" },
+      { "a table that is not an array as a form value", { method = "POST", form = { a = { b = 1 } }, results = { "200" } },
+        "api_node: form.a: expected a string, number, boolean or an array of them, got a table that is not an array" },
+      { "a Content-Length header", { method = "POST", body = "abcdef",
+          headers = { ["Content-Type"] = "text/plain", ["Content-Length"] = "3" }, results = { "200" } },
+        "api_node: headers.Content-Length: flowrun sets it from the body" },
+      { "a Transfer-Encoding header", { method = "POST", body = { a = 1 },
+          headers = { ["transfer-encoding"] = "chunked" }, results = { "200" } },
+        "api_node: headers.transfer-encoding: flowrun sets it from the body" },
+      { "a Host header", { headers = { Host = "elsewhere.invalid" }, results = { "200" } },
+        "api_node: headers.Host: flowrun sets it from base_url" },
+      { "a Connection header", { headers = { Connection = "close" }, results = { "200" } },
+        "api_node: headers.Connection: flowrun manages the connections" },
+      { "a \"..\" segment in the path", { path = "/items/../echo", results = { "200" } },
+        "api_node: path: \".\" and \"..\" segments are not allowed (a path stays under base_url)" },
+      { "a \".\" segment in the path", { path = "/./echo", results = { "200" } },
+        "api_node: path: \".\" and \"..\" segments are not allowed" },
+      { "a \"..\" segment in an endpoint's path", { integration = false, endpoint = "shop.up", results = { "200" } },
+        "api_node: endpoint 'shop.up' path: \".\" and \"..\" segments are not allowed" },
+      { "a space in the path", { path = "/x y", results = { "200" } },
+        "api_node: path: spaces, control characters and '#' are not allowed (percent-encode them, or give the value in params)" },
+      { "a control character in the path", { path = "/x\ty", results = { "200" } },
+        "api_node: path: spaces, control characters and '#' are not allowed" },
+      { "a # in the path", { path = "/echo#top", results = { "200" } },
+        "api_node: path: spaces, control characters and '#' are not allowed" },
+      { "a NUL in the path", { path = "/echo\0cut", results = { "200" } }, "api_node: path: NUL in the path" },
       { "a bad query_separator", { query = { a = 1 }, query_separator = ",", results = { "200" } },
         "api_node: query_separator: expected \"&\" or \";\"" },
       { "a zero timeout_ms", { timeout_ms = 0, results = { "200" } }, "api_node: timeout_ms: expected a positive integer" },
@@ -537,6 +580,31 @@ say("not reached")
       local label, res = r:api_node{ integration = "shop", path = "/retry-after-long", results = { "200", "503" } }
       assert.are.equal("503", label)
       assert.are.equal(1, res.attempts)
+    end)
+
+    it("a Retry-After too large for any clock is longer than max_backoff_ms: no retry", function()
+      local r = retrying({ attempts = 3, on = { "503" }, backoff_ms = 10, max_backoff_ms = 2000 })
+      local label, res = r:api_node{ integration = "shop", path = "/retry-after-huge", results = { "200", "503" } }
+      assert.are.equal("503", label)
+      assert.are.equal(1, res.attempts)
+      assert.are.equal(1, mock:count("retry-after-huge"))
+    end)
+
+    it("the backoff doubles after each attempt", function()
+      -- 150 + 300 + 600 ms; a constant backoff would wait 450 ms, a linear one 900
+      local r = retrying({ attempts = 4, on = { "503" }, backoff_ms = 150, max_backoff_ms = 5000 })
+      local _, res = r:api_node{ integration = "shop", path = "/unavailable?doubles", results = { "200" } }
+      assert.are.equal(4, res.attempts)
+      assert.is_true(res.elapsed_ms >= 1000, "elapsed_ms " .. res.elapsed_ms)
+    end)
+
+    it("max_backoff_ms caps the backoff", function()
+      -- 4 waits of 150 ms; without the cap 150 + 300 + 600 + 1200 ms
+      local r = retrying({ attempts = 5, on = { "503" }, backoff_ms = 150, max_backoff_ms = 150 })
+      local _, res = r:api_node{ integration = "shop", path = "/unavailable?capped", results = { "200" } }
+      assert.are.equal(5, res.attempts)
+      assert.is_true(res.elapsed_ms >= 580, "elapsed_ms " .. res.elapsed_ms)
+      assert.is_true(res.elapsed_ms < 1500, "elapsed_ms " .. res.elapsed_ms)
     end)
 
     it("a Retry-After as an HTTP date replaces the backoff", function()

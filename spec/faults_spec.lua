@@ -153,6 +153,51 @@ describe("§3 faults", function()
     end)
   end)
 
+  describe("response headers", function()
+    -- An HTTPS server (openssl s_server -HTTP) that answers GET /NAME with
+    -- files[NAME] sent as is, status line and headers included.
+    local function raw_server(files)
+      local d = helper.tmpdir()
+      for name, text in pairs(files) do helper.write(d .. "/" .. name, text) end
+      assert(os.execute("openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=127.0.0.1"
+        .. " -addext subjectAltName=IP:127.0.0.1 -days 2 -keyout " .. d .. "/key.pem -out "
+        .. d .. "/cert.pem >/dev/null 2>&1"), "openssl req failed")
+      local p = io.popen("cd " .. d .. " && openssl s_server -accept 127.0.0.1:0 -HTTP"
+        .. " -cert cert.pem -key key.pem </dev/null >out 2>&1 & echo $!")
+      local pid = p:read("l")
+      p:close()
+      finally(function() os.execute("kill " .. pid .. " 2>/dev/null") end)
+      local port = helper.wait_for(function()
+        return tonumber((helper.read(d .. "/out") or ""):match("ACCEPT 127%.0%.0%.1:(%d+)"))
+      end, 10000)
+      assert(port, "openssl s_server did not start")
+      return { url = "https://127.0.0.1:" .. port, ca_file = d .. "/cert.pem" }
+    end
+
+    local function response(headers)
+      return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" .. table.concat(headers, "\r\n") .. "\r\n\r\nok"
+    end
+
+    it("too large for libcurl: error / too_large", function()
+      if not helper.have_openssl() then pending("needs the openssl command") return end
+      local many = {}
+      for i = 1, 8 do many[i] = "X-Many-" .. i .. ": " .. string.rep("y", 50000) end
+      local srv = raw_server({
+        small = response { "X-Small: 1" },
+        line = response { "X-Big: " .. string.rep("x", 2 * 1024 * 1024) },   -- one 2 MB line
+        many = response(many),                                               -- 400 KB in all
+      })
+      local rt = runtime({ base_url = srv.url, ca_file = srv.ca_file })
+      assert.are.equal("200", (get(rt, "/small")))
+      for _, path in ipairs { "/line", "/many" } do
+        local label, res = get(rt, path)
+        assert.are.equal("error", label, path)
+        assert.are.equal("too_large", res.reason, path)
+        assert.matches("response headers too large", res.error, 1, true)
+      end
+    end)
+  end)
+
   describe("redirects (follow_redirects = true)", function()
     it("a same-origin redirect is followed", function()
       local rt = runtime({ follow_redirects = true })

@@ -217,6 +217,33 @@ describe("§2 integrations file", function()
       assert.is_true(helper.now() - t0 >= 2900, "gave up after " .. (helper.now() - t0) .. " ms")
     end)
 
+    it("timeout_ms is 10000, retry.backoff_ms 200 and retry.max_backoff_ms 5000", function()
+      local dir = helper.tmpdir()
+      helper.integrations(shop {}, dir)
+      local flow = helper.flow([[
+        local shop = require("flowrun.runtime").integrations().shop
+        say(shop.timeout_ms .. " " .. shop.retry.backoff_ms .. " " .. shop.retry.max_backoff_ms)
+      ]], dir)
+      local r = helper.cli{ args = { flow } }
+      assert.are.equal(0, r.code, r.stderr)
+      assert.are.equal("10000 200 5000\n", r.stdout)
+    end)
+
+    it("retry.backoff_ms is 200: the second attempt waits 200 ms", function()
+      local rt = helper.runtime(shop { retry = { attempts = 2 } })
+      local _, res = rt:api_node{ integration = "shop", path = "/unavailable?default-backoff", results = { "200" } }
+      assert.are.equal(2, res.attempts)
+      assert.is_true(res.elapsed_ms >= 190, "elapsed_ms " .. res.elapsed_ms)
+      assert.is_true(res.elapsed_ms < 2000, "elapsed_ms " .. res.elapsed_ms)
+    end)
+
+    it("retry.max_backoff_ms is 5000: a Retry-After of 6 s is not waited for", function()
+      local m = helper.mock({ { path = "/later", status = 503, headers = { ["Retry-After"] = "6" } } })
+      local rt = helper.runtime({ shop = { base_url = m.url, retry = { attempts = 2 } } })
+      local _, res = rt:api_node{ integration = "shop", path = "/later", results = { "200" } }
+      assert.are.equal(1, res.attempts)
+    end)
+
     it("tls_verify is true: a self-signed certificate is refused", function()
       if not helper.have_openssl() then pending("needs the openssl command") return end
       local tls = helper.tls_server()
@@ -234,11 +261,11 @@ describe("§2 integrations file", function()
         base_url = mock.url .. "/v1", headers = { ["X-Key"] = helper.code('env("SPEC_KEY")') } } }), dir)
       local flow = helper.flow([[
         local label, res = api_node{ integration = "shop", path = "/echo", results = { "200" } }
-        say(res.json.headers["x-key"])
+        say(tostring(res.json.headers["x-key"] == os.getenv("SPEC_KEY")))
       ]], dir)
       local r = helper.cli{ args = { flow }, env = { SPEC_KEY = "k-from-env" } }
       assert.are.equal(0, r.code, r.stderr)
-      assert.are.equal("k-from-env\n", r.stdout)
+      assert.are.equal("true\n", r.stdout)
     end)
 
     it("uses the default of an unset variable, and that default is no secret", function()
@@ -263,10 +290,11 @@ describe("§2 integrations file", function()
         local label, res = api_node{ integration = "shop", path = "/echo", results = { "200" } }
         say(res.url)
         say(res.json.args.key)
+        say(tostring(res.json.args.key == os.getenv("SPEC_KEY")))
       ]], dir)
       local r = helper.cli{ args = { "--trace", flow }, env = { SPEC_KEY = "hunter2x" } }
       assert.are.equal(0, r.code, r.stderr)
-      assert.are.same({ mock.url .. "/v1/echo?key=***", "hunter2x" }, helper.lines(r.stdout))
+      assert.are.same({ mock.url .. "/v1/echo?key=***", "***", "true" }, helper.lines(r.stdout))
       assert.not_matches("hunter2x", r.stderr, 1, true)
     end)
 
@@ -371,6 +399,43 @@ describe("§2 integrations file", function()
         "shop.retry.on: unknown result \"slow\"" },
       { "an integration that is not a table", function() return { shop = "http://127.0.0.1" } end,
         "shop: expected a table, got string" },
+      { "a Content-Length header", function() return { shop = { base_url = base(), headers = { ["Content-Length"] = "3" } } } end,
+        "shop.headers.Content-Length: flowrun sets it from the body" },
+      { "a Transfer-Encoding header", function()
+          return { shop = { base_url = base(), headers = { ["Transfer-Encoding"] = "chunked" } } } end,
+        "shop.headers.Transfer-Encoding: flowrun sets it from the body" },
+      { "a Host header", function() return { shop = { base_url = base(), headers = { host = "other.invalid" } } } end,
+        "shop.headers.host: flowrun sets it from base_url" },
+      { "a Connection header", function() return { shop = { base_url = base(), headers = { Connection = "close" } } } end,
+        "shop.headers.Connection: flowrun manages the connections (keep-alive, pool)" },
+      { "auth with both bearer and basic", function()
+          return { shop = { base_url = base(), auth = { bearer = "t", basic = { "alice", "pw" } } } } end,
+        "shop.auth: give bearer or basic, not both" },
+      { "a retry.attempts beyond the largest integer it takes", function()
+          return { shop = { base_url = base(), retry = { attempts = 1e10 } } } end,
+        "shop.retry.attempts: expected an integer from 1 to 2147483647, got 10000000000.0" },
+      { "a timeout_ms beyond the largest integer it takes", function()
+          return { shop = { base_url = base(), timeout_ms = 2 ^ 31 } } end,
+        "shop.timeout_ms: expected an integer from 1 to 2147483647, got 2147483648.0" },
+      { "a query that mixes a list of pairs with map keys", function()
+          return { shop = { base_url = base(), query = { { "a", "1" }, b = "2" } } } end,
+        "shop.query: a list of pairs {{\"k\", v}, ...} cannot have other keys" },
+      { "a NUL in an endpoint's path", function()
+          return { shop = { base_url = base(), endpoints = { e = { path = "/a\0b" } } } } end,
+        "shop.endpoints.e.path: NUL in the path" },
+      { "an empty integration name", function() return { [""] = { base_url = base() } } end,
+        "integration name \"\": use letters, digits, '_' and '-' (it is empty)" },
+      { "a dot in an integration name (endpoint = \"integration.endpoint\")", function()
+          return { ["shop.v2"] = { base_url = base() } } end,
+        "integration name \"shop.v2\": use letters, digits, '_' and '-'" },
+      { "a line break in an integration name", function() return { ["sh\nop"] = { base_url = base() } } end,
+        "integration name \"sh\\10op\": use letters, digits, '_' and '-'" },
+      { "a space in an integration name", function() return { ["my shop"] = { base_url = base() } } end,
+        "integration name \"my shop\": use letters, digits, '_' and '-'" },
+      { "error() with no message", function() return "error()" end,
+        "raised an error with a nil value instead of a message" },
+      { "error() with a table", function() return "error({})" end,
+        "raised an error with a table value instead of a message" },
     }
 
     for _, case in ipairs(cases) do
@@ -379,6 +444,29 @@ describe("§2 integrations file", function()
         assert.are.equal(file .. ": " .. case[3], err:sub(1, #file + 2 + #case[3]))
       end)
     end
+
+    it("a timeout_ms that is a float with an integral value is accepted", function()
+      local dir = helper.tmpdir()
+      helper.integrations(shop { timeout_ms = 10.0 }, dir)
+      local flow = helper.flow('say(require("flowrun.runtime").integrations().shop.timeout_ms)', dir)
+      local r = helper.cli{ args = { flow } }
+      assert.are.equal(0, r.code, r.stderr)
+      assert.are.equal("10\n", r.stdout)
+    end)
+
+    it("the REPL's integration() refuses auth with both bearer and basic", function()
+      local r = helper.cli{ args = { "repl" }, stdin = 'integration("x", { base_url = "' .. base()
+        .. '", auth = { bearer = "t", basic = { "alice", "pw" } } })\n' }
+      assert.are.equal(1, r.code)
+      assert.matches("integration(): x.auth: give bearer or basic, not both", r.stderr, 1, true)
+    end)
+
+    it("error({}) in the file names the file on the command line", function()
+      local file = helper.integrations("error({})")
+      local r = helper.cli{ args = { "-I", file, helper.flow("say('never')") } }
+      assert.are.equal(2, r.code)
+      assert.matches(file .. ": raised an error with a table value instead of a message", r.stderr, 1, true)
+    end)
 
     it("a malformed base_url", function()
       local err, file = load_error({ shop = { base_url = "http://" } })
