@@ -420,6 +420,20 @@ local t = rt:api_node{ integration = "shop", path = "/x", headers = { Accept = "
       }, 1, "1 file checked: 7 problems")
     end)
 
+    it("finds what api_node would refuse in a path or a header, as api_node words it", function()
+      local f = file([[
+api_node{ integration = "shop", path = "/orders/../admin", results = { "200" } }
+api_node{ integration = "shop", path = "/orders/a b", results = { "200" } }
+api_node{ integration = "shop", path = "/orders/{id}", params = { id = 1 }, headers = { ["content-length"] = "3" }, results = { "200" } }
+api_node{ integration = "shop", path = "/orders/{an id}", params = { ["an id"] = 1 }, results = { "200" } }
+]])
+      expect(f, {
+        f .. ':1: api_node: path: "." and ".." segments are not allowed (a path stays under base_url)',
+        f .. ":2: api_node: path: spaces, control characters and '#' are not allowed (percent-encode them, or give the value in params)",
+        f .. ":3: api_node: headers.content-length: flowrun sets it from the body",
+      }, 1, "1 file checked: 3 problems")
+    end)
+
     it("skips what is not a literal", function()
       local f = file([[
 local id, m = ask("id?"), args[1]

@@ -108,13 +108,38 @@ local function is_scalar(v)
   return t == "string" or t == "number" or t == "boolean"
 end
 
+-- The headers that frame the message or pick the connection: flowrun's
+-- (runtime/integrations.c, fr_header_problem, says the same).
+local RESERVED = {
+  ["content-length"] = "flowrun sets it from the body",
+  ["transfer-encoding"] = "flowrun sets it from the body",
+  host = "flowrun sets it from base_url",
+  connection = "flowrun manages the connections (keep-alive, pool)",
+}
+
 local function header_problem(name, value)
   if name == "" then return "empty header name" end
   if name:find("[^%w!#$%%&'*+%-.^_`|~]") then
     return "header names are letters, digits and !#$%&'*+-.^_`|~"
   end
+  if RESERVED[name:lower()] then return RESERVED[name:lower()] end
   if type(value) == "string" and value:find("[\r\n%z]") then
     return "CR, LF or NUL in a header value"
+  end
+end
+
+-- What keeps a literal path from being sent as it reads (request.c's
+-- path_problem says the same), or nil.
+local function path_problem(path)
+  local bare = path:gsub("{[^}]*}", "x")
+  if bare:find("[%c #\127]") then
+    return "spaces, control characters and '#' are not allowed (percent-encode them, or give the value in params)"
+  end
+  local p = bare:match("^[^?]*")
+  for seg in (p .. "/"):gmatch("([^/]*)/") do
+    if seg == "." or seg == ".." then
+      return '"." and ".." segments are not allowed (a path stays under base_url)'
+    end
   end
 end
 
@@ -208,6 +233,8 @@ function nodespec.problems(spec, opts)
   if want("path", "string", "a string") then path = spec.path end
   if spec.path ~= nil and spec.endpoint ~= nil then add("give path or endpoint, not both") end
   if dynamic(spec.path) then path = nil end
+  local why = path and path_problem(path)
+  if why then add("%s: %s", spec.path ~= nil and "path" or "endpoint path", why) end
   learnt.ig, learnt.method, learnt.path = ig, method, path
 
   -- results and timeout
