@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <lualib.h>
 
@@ -583,6 +584,42 @@ static void push_sorted_names(lua_State *L, int idx, const char *file) {
   lua_pop(L, 1);
 }
 
+#define LOAD_SECONDS 5                  /* an integrations file that runs longer loops */
+#define DEADLINE_KEY "flowrun.load_deadline"
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Every million instructions of the file: is its time up? */
+static void deadline_hook(lua_State *L, lua_Debug *ar) {
+  double due;
+  (void)ar;
+  lua_getfield(L, LUA_REGISTRYINDEX, DEADLINE_KEY);
+  due = lua_tonumber(L, -1);
+  lua_pop(L, 1);
+  if (now_s() > due) {
+    luaL_where(L, 0);                   /* file:line of the code that runs */
+    lua_pushfstring(L, "still running after %d s: a loop that never ends?", LOAD_SECONDS);
+    lua_concat(L, 2);
+    lua_error(L);
+  }
+}
+
+/* Runs the file's chunk at -1 with the deadline armed; as lua_pcall. */
+static int run_chunk(lua_State *L) {
+  lua_Hook old = lua_gethook(L);
+  int mask = lua_gethookmask(L), count = lua_gethookcount(L), st;
+  lua_pushnumber(L, now_s() + LOAD_SECONDS);
+  lua_setfield(L, LUA_REGISTRYINDEX, DEADLINE_KEY);
+  lua_sethook(L, deadline_hook, LUA_MASKCOUNT, 1000000);
+  st = lua_pcall(L, 0, 1, 0);
+  lua_sethook(L, old, mask, count);
+  return st;
+}
+
 /* lua_pcall'd: 1 rt, 2 file. */
 static int l_load(lua_State *L) {
   flowrun *rt = lua_touserdata(L, 1);
@@ -592,7 +629,7 @@ static int l_load(lua_State *L) {
   if (luaL_loadfilex(L, file, "t") != LUA_OK) return lua_error(L);
   push_sandbox(rt, L);
   lua_setupvalue(L, -2, 1);
-  if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
+  if (run_chunk(L) != LUA_OK) {
     if (lua_type(L, -1) == LUA_TSTRING) return lua_error(L);
     /* error() or error({}): no message to say where, so say the file */
     return luaL_error(L, "%s: raised an error with a %s value instead of a message",
