@@ -108,6 +108,32 @@ describe("§3 faults", function()
     end)
   end)
 
+  describe("names", function()
+    -- A host name nobody can resolve, asked of a resolver on 127.0.0.1 where
+    -- nothing listens: flowrun runs in a mount namespace whose resolv.conf
+    -- says so, so no query leaves loopback. Needs root (CI runs as root).
+    it("an unknown host: error / dns", function()
+      local d = helper.tmpdir()
+      helper.write(d .. "/resolv.conf", "nameserver 127.0.0.1\n")
+      helper.write(d .. "/nsswitch.conf", "hosts: files dns\n")
+      helper.write(d .. "/integrations.lua",
+        'return { shop = { base_url = "http://no-such-host.flowrun-test", timeout_ms = 5000 } }')
+      local flow = helper.flow([[
+        local label, res = api_node{ integration = "shop", path = "/x", results = { "200" } }
+        say(label .. " " .. res.reason .. " " .. res.attempts)
+      ]], d)
+      if not os.execute("unshare -m true 2>/dev/null") then
+        pending("unshare -m needs root: the resolver cannot be kept on loopback")
+        return
+      end
+      local cmd = ("unshare -m sh -c 'mount --bind %s/resolv.conf /etc/resolv.conf"
+        .. " && mount --bind %s/nsswitch.conf /etc/nsswitch.conf && exec %s -I %s/integrations.lua %s'"
+        .. " >%s/out 2>%s/err"):format(d, d, helper.flowrun, d, flow, d, d)
+      os.execute(cmd)
+      assert.are.equal("error dns 1\n", helper.read(d .. "/out"), helper.read(d .. "/err"))
+    end)
+  end)
+
   describe("max_response_bytes", function()
     it("a body over the limit: error / too_large", function()
       local rt = runtime({ max_response_bytes = 1023 })
