@@ -288,10 +288,9 @@ int flowrun_host_main(int argc, char **argv) {
   h.decode_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pop(L, 1);
   h.pollable = !(fstat(0, &st) == 0 && S_ISREG(st.st_mode));
-  if (h.pollable) {
-    fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
-    if (flowrun_watch(h.rt, 0, on_stdin, &h) != FLOWRUN_OK) h.pollable = false;
-  }
+  if (h.pollable && flowrun_watch(h.rt, 0, on_stdin, &h) != FLOWRUN_OK)
+    h.pollable = false;                 /* /dev/null: epoll refuses it */
+  if (h.pollable) fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
   if (!h.pollable) {                    /* a file: read it as the loop turns */
     while (!h.eof) {
       if (!read_some(&h)) input_ends(&h);
