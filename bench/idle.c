@@ -19,8 +19,8 @@
 
 static long asked, failed;
 
-static void on_ask(void *ud, const char *id) {
-  (void)ud; (void)id;
+static void on_ask(void *ud, const char *id, const char *prompt, size_t len) {
+  (void)ud; (void)id; (void)prompt; (void)len;
   asked++;
 }
 
