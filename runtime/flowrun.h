@@ -114,10 +114,13 @@ int flowrun_sessions(const flowrun *rt);
 int flowrun_interrupt(flowrun *rt, const char *id);
 
 /* Stops the Lua code of the session that runs right now (one stuck in a
-** loop): it raises "interrupted!" at its next instruction and ends as a
-** failed session; the others go on. Returns 1, or 0 when no session runs
-** (nothing happens). Safe to call from a signal handler or a watchdog
-** thread, as lua.c does for Ctrl-C. */
+** loop): it raises "interrupted!" at its next instruction, and again at
+** each next one (a pcall cannot swallow it), so it ends as a failed
+** session; the others go on. Returns 1, or 0 when no session runs (nothing
+** happens). Call it from a signal handler on the thread that runs the
+** loop, as lua.c does for Ctrl-C (a watchdog thread sends that thread a
+** signal: pthread_kill). Code spinning inside a coroutine the flow created
+** itself is out of its reach. */
 int flowrun_break(flowrun *rt);
 
 /* Pushes onto flowrun_lua(rt) a new globals table for Lua code the host

@@ -118,8 +118,9 @@ static int l_parse(lua_State *L) {
     const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
     if (!k) return luaL_error(L, "expected a JSON object");
     if (strcmp(k, "session") == 0) {
-      if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0)
-        return luaL_error(L, "\"session\": expected a non-empty string");
+      if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0
+          || strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1))
+        return luaL_error(L, "\"session\": expected a non-empty string without NUL");
     } else if (strcmp(k, "text") == 0) {
       if (lua_type(L, -1) != LUA_TSTRING) return luaL_error(L, "\"text\": expected a string");
       has_text = 1;
@@ -179,6 +180,9 @@ static void handle_lines(host *h) {
     if (h->skipping) {                  /* the rest of a line that was too long */
       h->skipping = false;
       h->lineno++;
+    } else if (n > MAX_LINE) {          /* one that came whole in a single read */
+      h->lineno++;
+      bad_line(h, "longer than %d bytes", MAX_LINE);
     } else
       handle_line(h, p, n > 0 && p[n - 1] == '\r' ? n - 1 : n);
     p = nl + 1;

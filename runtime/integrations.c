@@ -601,7 +601,8 @@ static void deadline_hook(lua_State *L, lua_Debug *ar) {
   due = lua_tonumber(L, -1);
   lua_pop(L, 1);
   if (now_s() > due) {
-    luaL_where(L, 0);                   /* file:line of the code that runs */
+    lua_sethook(L, deadline_hook, LUA_MASKCOUNT, 1);   /* and a pcall meets it again */
+    fr_push_where(L);                   /* file:line of the code that runs */
     lua_pushfstring(L, "still running after %d s: a loop that never ends?", LOAD_SECONDS);
     lua_concat(L, 2);
     lua_error(L);

@@ -240,6 +240,7 @@ flowrun *fr_create(lua_State *L, bool owns, const flowrun_callbacks *cb);
 void fr_destroy(flowrun *rt);
 int fr_error(flowrun *rt, const char *fmt, ...);    /* returns FLOWRUN_ERR */
 int fr_pcall(flowrun *rt, lua_State *L, int nargs, int top);
+void fr_push_where(lua_State *L);
 /* Runs one turn of the loop; wait_ms as flowrun_step. */
 int fr_step(flowrun *rt, int wait_ms);
 /* The runtime stored in the upvalue of a Lua-facing C function. */

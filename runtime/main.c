@@ -91,6 +91,29 @@ static void on_end(void *ud, const char *id, int how, const char *error) {
   put_lines(c, stderr, id, "", error, strlen(error));
 }
 
+/* The length of the valid UTF-8 sequence at p (RFC 3629: no overlong
+** forms, no surrogates, nothing above U+10FFFF), 0 if there is none. */
+static size_t utf8_seq(const unsigned char *p, size_t left) {
+  unsigned char c = p[0], lo = 0x80, hi = 0xBF;
+  size_t n;
+  if (c < 0x80) return 1;
+  if (c >= 0xC2 && c <= 0xDF) n = 2;
+  else if (c >= 0xE0 && c <= 0xEF) {
+    n = 3;
+    if (c == 0xE0) lo = 0xA0;           /* overlong */
+    if (c == 0xED) hi = 0x9F;           /* surrogates */
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    n = 4;
+    if (c == 0xF0) lo = 0x90;           /* overlong */
+    if (c == 0xF4) hi = 0x8F;           /* above U+10FFFF */
+  } else
+    return 0;
+  if (left < n || p[1] < lo || p[1] > hi) return 0;
+  for (size_t k = 2; k < n; k++)
+    if ((p[k] & 0xC0) != 0x80) return 0;
+  return n;
+}
+
 /* s (len bytes) as a JSON string: escaped, and valid UTF-8 whatever the
 ** flow said (a byte that starts no valid sequence becomes U+FFFD). */
 void cli_json_str(FILE *f, const char *s, size_t len) {
@@ -100,11 +123,8 @@ void cli_json_str(FILE *f, const char *s, size_t len) {
   putc('"', f);
   while (p < end) {
     unsigned char ch = *p;
-    size_t n = ch < 0x80 ? 1 : (ch >> 5) == 6 ? 2 : (ch >> 4) == 14 ? 3 : (ch >> 3) == 30 ? 4 : 0;
-    size_t k = 1;
-    if (n > (size_t)(end - p)) n = 0;
-    while (k < n && (p[k] & 0xC0) == 0x80) k++;
-    if (n == 0 || k < n || (n == 2 && ch < 0xC2)) {
+    size_t n = utf8_seq(p, (size_t)(end - p));
+    if (n == 0) {
       fputs("\\ufffd", f);
       p++;
       continue;

@@ -49,6 +49,7 @@
 static repl *the_repl;                  /* libedit's callbacks carry no data */
 static volatile sig_atomic_t interrupted, evaluating, resized;
 static volatile sig_atomic_t caret;     /* the terminal echoed "^C": end that line */
+static volatile sig_atomic_t breaks;    /* Ctrl-Cs a running flow has not heeded */
 static lua_State *eval_thread;
 static int sigpipe_w = -1;
 
@@ -78,7 +79,13 @@ static void on_sigint(int sig) {
   (void)sig;
   if (the_repl && the_repl->tty && !the_repl->editing) caret = 1;
   if (the_repl && flowrun_break(the_repl->rt)) {   /* a session's Lua runs: */
-    errno = saved;                      /* it ends with "interrupted!" */
+    if (++breaks == 3) {                /* it ends with "interrupted!", or */
+      static const char msg[] = "\r\nflowrun: the flow does not stop "
+                                "(it spins in a coroutine of its own?); Ctrl-C again leaves\r\n";
+      if (write(2, msg, sizeof msg - 1) < 0) {}
+      signal(SIGINT, SIG_DFL);
+    }
+    errno = saved;
     return;
   }
   interrupted = 1;
@@ -91,6 +98,14 @@ static void on_sigint(int sig) {
 static void on_sigwinch(int sig) {
   (void)sig;
   resized = 1;
+}
+
+static void catch_sigint(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sigemptyset(&sa.sa_mask);
+  sa.sa_handler = on_sigint;            /* no SA_RESTART: epoll_wait wakes */
+  sigaction(SIGINT, &sa, NULL);
 }
 
 /* SIGTERM, SIGHUP: give the terminal back as it was, then die of it. */
@@ -307,6 +322,10 @@ void repl_turn(repl *r, bool want, const char *prompt) {
     watch_stdin(r, true);
   }
   flowrun_step(r->rt, -1);
+  if (breaks) {                         /* the loop turns again: the flow stopped */
+    if (breaks >= 3) catch_sigint();
+    breaks = 0;
+  }
 }
 
 /* Waits for a line, running the loop: GOT_LINE with *line to free,
@@ -522,10 +541,9 @@ int flowrun_repl_main(int argc, char **argv) {
   r.E = eval_thread = lua_newthread(r.L);
   r.eref = luaL_ref(r.L, LUA_REGISTRYINDEX);
   if (r.tty) init_terminal(&r);
+  catch_sigint();
   memset(&sa, 0, sizeof sa);
   sigemptyset(&sa.sa_mask);
-  sa.sa_handler = on_sigint;            /* no SA_RESTART: epoll_wait wakes */
-  sigaction(SIGINT, &sa, NULL);
   sa.sa_handler = on_sigwinch;
   sigaction(SIGWINCH, &sa, NULL);
   if (r.tty) {

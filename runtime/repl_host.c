@@ -171,15 +171,26 @@ static int l_write(lua_State *L) {
 }
 
 /* redact(s) -> s with every secret as "***": the printer calls it before
-** it escapes or cuts a string, which would hide a secret from write(). */
+** it escapes or cuts a string, which would hide a secret from write().
+** A secret holds no NUL, so the pieces between NULs are redacted apart
+** and a binary string keeps every byte. */
 static int l_redact(lua_State *L) {
   repl *r = REPL_OF(L);
   size_t len;
-  const char *s = luaL_checklstring(L, 1, &len);
-  char *shown = repl_redact(r, s, len);
-  if (!shown) return luaL_error(L, "out of memory");
-  lua_pushstring(L, shown);
-  free(shown);
+  const char *s = luaL_checklstring(L, 1, &len), *end = s + len;
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (;;) {
+    size_t n = strnlen(s, (size_t)(end - s));
+    char *shown = repl_redact(r, s, n);
+    if (!shown) return luaL_error(L, "out of memory");
+    luaL_addstring(&b, shown);
+    free(shown);
+    if ((s += n) == end) break;
+    luaL_addchar(&b, '\0');
+    s++;
+  }
+  luaL_pushresult(&b);
   return 1;
 }
 

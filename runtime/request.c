@@ -327,6 +327,9 @@ static void fill_path(lua_State *L, const char *path, int params) {
   }
   luaL_addstring(&b, p);
   luaL_pushresult(&b);
+  if (p != path && path_problem(lua_tostring(L, -1)))  /* "/..{a}" with a = "" */
+    luaL_error(L, "api_node: path: \".\" and \"..\" segments are not allowed, "
+               "also once params are filled in (%s)", lua_tostring(L, -1));
 }
 
 /* libcurl 7.88's URL API gives %xx in lower case; RFC 3986 prefers upper

@@ -32,6 +32,20 @@ double fr_now(void) {
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* Pushes "file:line: " of the innermost Lua function that runs (a hook
+** may fire in a C function it called, pcall say), or "" when none does. */
+void fr_push_where(lua_State *L) {
+  lua_Debug d;
+  for (int level = 0; lua_getstack(L, level, &d); level++) {
+    lua_getinfo(L, "Sl", &d);
+    if (d.currentline > 0) {
+      lua_pushfstring(L, "%s:%d: ", d.short_src, d.currentline);
+      return;
+    }
+  }
+  lua_pushliteral(L, "");
+}
+
 /* Calls the function below nargs arguments; its error, secrets hidden,
 ** becomes flowrun_errmsg(). The stack is left at top. */
 int fr_pcall(flowrun *rt, lua_State *L, int nargs, int top) {

@@ -101,31 +101,28 @@ static size_t decode(const unsigned char *s, size_t left, int *c) {
   }
 }
 
-/* Whether s (left bytes) starts with a spelling of the secret sec (n
-** bytes); *len is its length. A '\\', '%' or '+' may be itself or start an
-** encoding: when both fit, both are tried. */
-static bool spells(const unsigned char *s, size_t left, const unsigned char *sec,
-                   size_t n, size_t *len) {
+/* How many bytes of s spell the secret sec (n bytes), 0 if they don't.
+** Where a character of the text may be itself or start an encoding of the
+** same character (a doubled backslash: one backslash escaped, or two as
+** written), prefer_decoded says which reading wins: one pass reads escapes
+** first (JSON in JSON), the other the text as written (a secret with
+** backslashes of its own). Each pass is linear: no text makes it slow. */
+static size_t spells(const unsigned char *s, size_t left, const unsigned char *sec,
+                     size_t n, bool prefer_decoded) {
   size_t i = 0;
   for (size_t k = 0; k < n; k++) {
-    size_t used, rest;
+    size_t used;
     int c;
-    if (i >= left) return false;
+    if (i >= left) return 0;
     used = decode(s + i, left - i, &c);
-    if (used > 0 && c == sec[k] && s[i] == sec[k]) {   /* either way */
-      if (spells(s + i + used, left - i - used, sec + k + 1, n - k - 1, &rest)) {
-        *len = i + used + rest;
-        return true;
-      }
-      used = 1;
-    } else if (s[i] == sec[k])
-      used = 1;
-    else if (used == 0 || c != sec[k])
-      return false;
-    i += used;
+    if (used > 0 && c == sec[k] && (prefer_decoded || s[i] != sec[k]))
+      i += used;
+    else if (s[i] == sec[k])
+      i++;
+    else
+      return 0;
   }
-  *len = i;
-  return true;
+  return i;
 }
 
 /* Length of the text at s that spells a secret (the longest), 0 if none. */
@@ -138,10 +135,11 @@ static size_t secret_at(flowrun *rt, const char *s, size_t left) {
     if (i == rt->nsecrets) return 0;
   }
   for (int i = 0; i < rt->nsecrets; i++) {
-    size_t n;
-    if (spells(u, left, (const unsigned char *)rt->secrets[i].s, rt->secrets[i].len, &n)
-        && n > best)
-      best = n;
+    const unsigned char *sec = (const unsigned char *)rt->secrets[i].s;
+    size_t len = rt->secrets[i].len;
+    size_t n = spells(u, left, sec, len, true);
+    if (n == 0) n = spells(u, left, sec, len, false);
+    if (n > best) best = n;
   }
   return best;
 }

@@ -274,11 +274,12 @@ static void session_failed(session *s) {
   lua_pop(L, 2);
 }
 
-/* The hook flowrun_break sets: raises where the session's code runs. */
+/* The hook flowrun_break sets: raises where the session's code runs. It
+** stays armed, so a pcall that catches the error meets it again at its
+** next instruction; resume() takes it off when the session stops running. */
 static void stop_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
-  lua_sethook(L, NULL, 0, 0);
-  luaL_where(L, 0);                     /* the function the hook stopped */
+  fr_push_where(L);                     /* where the session's code runs */
   lua_pushliteral(L, "interrupted!");
   lua_concat(L, 2);
   lua_error(L);

@@ -248,7 +248,7 @@ static void break_spinning(void) {
   alarm(1);
   flowrun_step(rt, 0);                  /* spins until the alarm */
   check(h.errors == 1 && strstr(h.last_error, "spin.lua:2: interrupted!") != NULL,
-        "a session stuck in a loop ends with file:line: interrupted!");
+        "a session stuck in a loop, under pcall too, ends with file:line: interrupted!");
   check(flowrun_sessions(rt) == 1 && h.asks == 1, "the other session lives on");
   signal(SIGALRM, SIG_DFL);
   flowrun_free(rt);
@@ -280,7 +280,7 @@ int main(int argc, char **argv) {
     "say(label .. ' ' .. res.json.result)\n");
   write_file("chat.lua", "local name = ask('your name?')\nsay('hello ' .. name)\n");
   write_file("broken.lua", "local x = 1\nerror('boom')\n");
-  write_file("spin.lua", "local n = 0\nwhile true do n = n + 1 end\n");
+  write_file("spin.lua", "local n = 0\nwhile true do n = n + 1 pcall(error, 'caught') end\n");
   write_file("hang.lua", "api_node{ integration = 'game', path = '/hang', results = { '200' } }\n");
   frame_loop();
   ask_and_send();

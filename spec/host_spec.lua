@@ -138,6 +138,7 @@ describe("§9 flowrun host", function()
       '{"session":"u1"}',
       '{"session":"u1","txt":"x"}',
       '{"session":7,"text":"x"}',
+      '{"session":"u1\\u0000x","text":"x"}',
       '{"session":"u1","text":42}',
       '{"session":"nobody","close":true}',
       '{"session":"u1","text":"x","close":true}',
@@ -153,12 +154,21 @@ describe("§9 flowrun host", function()
       'line 4: "session" is missing',
       'line 5: expected one of "text" or "close"',
       'line 6: unknown key "txt" (expected session, text or close)',
-      'line 7: "session": expected a non-empty string',
-      'line 8: "text": expected a string',
-      "line 9: no session nobody",
-      'line 10: expected one of "text" or "close"',
+      'line 7: "session": expected a non-empty string without NUL',
+      'line 8: "session": expected a non-empty string without NUL',
+      'line 9: "text": expected a string',
+      "line 10: no session nobody",
+      'line 11: expected one of "text" or "close"',
     }, errors)
     assert.are.same({ say = "bye Ann" }, of(r.events, "u1")[3])
+  end)
+
+  it("refuses a line longer than 1 MiB from a file too, where it comes in one read", function()
+    helper.write(dir .. "/long.jsonl", ("x"):rep(1200 * 1000) .. "\n" .. '{"session":"u1","text":"after"}\n')
+    local r = helper.cli{ args = { "host", dir .. "/chat.lua" }, env = ENV, stdin = helper.read(dir .. "/long.jsonl") }
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("line 1: longer than 1048576 bytes", cjson.decode(helper.lines(r.stdout)[1]).error)
+    assert.matches('"say":"hello, you said after"', r.stdout, 1, true)
   end)
 
   it("refuses a line longer than 1 MiB without keeping it, and reads the next", function()
@@ -183,10 +193,20 @@ describe("§9 flowrun host", function()
   end)
 
   it("writes valid JSON whatever a flow says: control characters, invalid UTF-8", function()
-    helper.flow([[ say("tab\there \"q\" \\ é \255\254 end") ]], dir, "odd.lua")
+    helper.flow([[
+      say("tab\there \"q\" \\ é € 𝄞 \255\254 end")
+      say("overlong \xC0\xAF \xE0\x80\xAF \xF0\x80\x80\xAF")
+      say("surrogate \xED\xA0\x80, too high \xF4\x90\x80\x80 \xF7\xBF\xBF\xBF, cut \xE2\x82")
+    ]], dir, "odd.lua")
     local r = host("odd.lua", { '{"session":"u1","text":"x"}' })
     assert.are.equal(0, r.code, r.stderr)
-    assert.are.equal('tab\there "q" \\ é \u{FFFD}\u{FFFD} end', of(r.events, "u1")[1].say)
+    local said = of(r.events, "u1")
+    assert.are.equal('tab\there "q" \\ é € 𝄞 \u{FFFD}\u{FFFD} end', said[1].say)
+    for i = 2, 3 do
+      assert.is_truthy(utf8.len(said[i].say), "not valid UTF-8: " .. said[i].say)
+      assert.is_nil(said[i].say:find("[\xC0\xE0\xED\xF0\xF4\xF7]"), said[i].say)
+    end
+    assert.are.equal("overlong \u{FFFD}\u{FFFD} " .. ("\u{FFFD}"):rep(3) .. " " .. ("\u{FFFD}"):rep(4), said[2].say)
   end)
 
   it("hides secrets in what sessions say and in errors", function()

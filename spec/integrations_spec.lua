@@ -468,8 +468,9 @@ describe("§2 integrations file", function()
       assert.matches(file .. ": raised an error with a table value instead of a message", r.stderr, 1, true)
     end)
 
-    it("a file that never ends its loop is stopped, naming file and line", function()
-      local file = helper.integrations("local n = 0\nwhile true do n = n + 1 end\n")
+    it("a file that never ends its loop is stopped, naming file and line, even under pcall", function()
+      local file = helper.integrations(
+        "local n = 0\nwhile true do pcall(function() for i = 1, 1e8 do n = n + i end end) end\n")
       local r = helper.cli{ args = { "-I", file, helper.flow("say('never')") }, timeout = 60 }
       assert.are.equal(2, r.code)
       assert.matches(file .. ":2: still running after 5 s: a loop that never ends?", r.stderr, 1, true)

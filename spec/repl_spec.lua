@@ -51,6 +51,14 @@ describe("the REPL", function()
       say("spinning")
       while true do end
     ]], dir, "spins.lua")
+    helper.flow([[
+      say("spinning under pcall")
+      while true do pcall(function() for i = 1, 1e9 do end end) end
+    ]], dir, "spins_pcall.lua")
+    helper.flow([[
+      say("spinning in a coroutine")
+      coroutine.wrap(function() while true do end end)()
+    ]], dir, "spins_coroutine.lua")
   end)
 
   teardown(helper.cleanup)
@@ -274,6 +282,34 @@ describe("the REPL", function()
       assert.are.equal(0, t:quit())
     end)
 
+    it("stops a flow that spins under pcall: the interruption cannot be caught", function()
+      local t = repl()
+      t:line(".run spins_pcall.lua")
+      t:expect("spinning under pcall")
+      helper.wait_for(function() return false end, 300)
+      t:keys("\3")
+      t:expect("interrupted!")
+      t:prompt()
+      t:line("6 * 7")
+      t:expect("42")
+      assert.are.equal(0, t:quit())
+    end)
+
+    it("lets the person leave when a flow spins out of reach, at the fourth Ctrl-C", function()
+      local t = repl()
+      t:line(".run spins_coroutine.lua")
+      t:expect("spinning in a coroutine")
+      for _ = 1, 3 do
+        helper.wait_for(function() return false end, 200)
+        t:keys("\3")
+      end
+      t:expect("the flow does not stop")
+      t:keys("\3")
+      local status = t.p:wait(TIMEOUT)
+      assert.is_not_nil(status, "the REPL is still running")
+      assert.are_not.equal(0, status)
+    end)
+
     it("keeps the history in ~/.flowrun_history", function()
       local home = helper.tmpdir()
       local t = repl(nil, { home = home })
@@ -430,6 +466,12 @@ describe("the REPL", function()
       assert.matches("-H 'Authorization: Bearer ***'", out, 1, true)
       assert.matches("Which product?\nWidget: 9.5 EUR\nAnything else?\nThere is no product 7\nAnything else?\nBye", out, 1, true)
       assert.is_nil(out:find("demo-token", 1, true))
+    end)
+
+    it("prints a string with NUL bytes whole, secrets hidden around them", function()
+      local r = script('"a\\0bc"\n#"a\\0bc"\nenv("DEMO_TOKEN") .. "\\0" .. env("DEMO_TOKEN")\n')
+      assert.are.equal(0, r.code, r.stderr)
+      assert.are.equal('"a\\000bc"\n4\n"***\\000***"\n', r.stdout)
     end)
 
     it("reads the same from a pipe", function()

@@ -80,6 +80,24 @@ describe("secrets", function()
     assert_hidden(helper.read(tj) or "", "--trace-json")
   end)
 
+  it("with backslashes of their own are hidden as written and escaped, and cost no more to find", function()
+    local flow = helper.flow([[
+      local secret = os.getenv("SPEC_SECRET")
+      say("raw " .. secret)
+      say("json " .. json.encode({ secret }))
+      say("json in json " .. json.encode({ json.encode({ secret }) }))
+      say(("\\"):rep(5000) .. "y")          -- no secret, but every position could start one
+    ]], dir)
+    local secret = ("\\"):rep(12) .. "x\\\\y"
+    local r = helper.cli{ args = { flow }, env = { SPEC_SECRET = secret }, timeout = 30 }
+    assert.are.equal(0, r.code, r.stderr)
+    local out = helper.lines(r.stdout)
+    assert.are.equal("raw ***", out[1])
+    assert.are.equal('json ["***"]', out[2])
+    assert.are.equal('json in json ["[\\"***\\"]"]', out[3])
+    assert.are.equal(("\\"):rep(5000) .. "y", out[4])
+  end)
+
   it("are hidden by the REPL's printer before it escapes or cuts a string, and by .last", function()
     local r = helper.cli{ args = { "repl", "-I", dir .. "/integrations.lua" },
                           env = { SPEC_SECRET = SECRET }, stdin = table.concat({
