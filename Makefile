@@ -1,4 +1,4 @@
-# flowrun -- see README.md. Targets: all test bench demo install clean.
+# flowrun -- see README.md. Targets: all test bench demo repl install clean.
 PREFIX ?= /usr/local
 CC ?= cc
 PKGS = lua5.4 libcurl lua5.4-cjson libmicrohttpd
