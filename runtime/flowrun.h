@@ -22,6 +22,7 @@ typedef struct lua_State lua_State;
 enum {                                  /* return codes */
   FLOWRUN_OK = 0,
   FLOWRUN_ERR = -1,                     /* see flowrun_errmsg() */
+  FLOWRUN_NOSESSION = -2,               /* no such session (send, stop) */
 };
 
 enum {                                  /* how a session ended */
@@ -91,11 +92,13 @@ int flowrun_start(flowrun *rt, const char *id, const char *flow,
 /* Delivers the user's next message to session `id`; text NULL closes the
 ** channel (its pending and later asks return nil, once the messages that
 ** came before are taken). The session resumes in the next flowrun_step().
-** Fails when there is no such session. id NULL: every live session (at
-** shutdown, text NULL lets each one finish). */
+** Fails with FLOWRUN_NOSESSION when there is no such session, and with
+** FLOWRUN_ERR when it holds 1000 messages it has not asked for (this one is
+** dropped: a host that floods a session must not grow without bound).
+** id NULL: every live session (at shutdown, text NULL lets each one finish). */
 int flowrun_send(flowrun *rt, const char *id, const char *text, size_t len);
 
-/* Ends session `id` now, wherever it waits. */
+/* Ends session `id` now, wherever it waits (FLOWRUN_NOSESSION: none). */
 int flowrun_stop(flowrun *rt, const char *id);
 
 /* Advances the loop: runs what is ready, waiting at most timeout_ms for

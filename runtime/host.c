@@ -117,12 +117,14 @@ static int l_parse(lua_State *L) {
   while (lua_next(L, -2)) {
     const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
     if (!k) return luaL_error(L, "expected a JSON object");
+    if (strlen(k) != lua_rawlen(L, -2)) return luaL_error(L, "a key with a NUL byte");
     if (strcmp(k, "session") == 0) {
       if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0
           || strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1))
         return luaL_error(L, "\"session\": expected a non-empty string without NUL");
     } else if (strcmp(k, "text") == 0) {
-      if (lua_type(L, -1) != LUA_TSTRING) return luaL_error(L, "\"text\": expected a string");
+      if (lua_type(L, -1) != LUA_TSTRING || strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1))
+        return luaL_error(L, "\"text\": expected a string without NUL");
       has_text = 1;
     } else if (strcmp(k, "close") == 0) {
       if (!lua_isboolean(L, -1) || !lua_toboolean(L, -1))
@@ -145,6 +147,7 @@ static void handle_line(host *h, const char *line, size_t len) {
   int top = lua_gettop(L);
   const char *id, *text;
   size_t tlen;
+  int rc;
   h->lineno++;
   if (len == 0) return;                 /* blank lines are no messages */
   lua_pushcfunction(L, l_parse);
@@ -162,13 +165,14 @@ static void handle_line(host *h, const char *line, size_t len) {
   if (!text) {                          /* close */
     if (flowrun_send(h->rt, id, NULL, 0) != FLOWRUN_OK)
       bad_line(h, "%s", flowrun_errmsg(h->rt));
-  } else if (flowrun_send(h->rt, id, text, tlen) != FLOWRUN_OK) {   /* new */
+  } else if ((rc = flowrun_send(h->rt, id, text, tlen)) == FLOWRUN_NOSESSION) {   /* new */
     const char *argv[1] = { text };
     if (flowrun_start(h->rt, id, h->flow, 1, argv) != FLOWRUN_OK) {
       h->failed = true;
       on_end(h, id, FLOWRUN_FAILED, flowrun_errmsg(h->rt));
     }
-  }
+  } else if (rc != FLOWRUN_OK)
+    bad_line(h, "%s", flowrun_errmsg(h->rt));
   lua_settop(L, top);
 }
 

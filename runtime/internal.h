@@ -105,6 +105,7 @@ char *fr_redact(flowrun *rt, const char *s);
 enum { S_RUN, S_CALL, S_ASK, S_SLEEP };
 
 typedef struct fr_msg { struct fr_msg *next; size_t len; char text[]; } fr_msg;
+#define FR_MAX_WAITING 1000             /* messages a session has not asked for */
 
 struct session {
   flowrun *rt;
@@ -116,6 +117,7 @@ struct session {
   bool closed;                          /* the channel: asks get nil */
   bool queued;                          /* in the ready list */
   fr_msg *in, *in_tail;                 /* messages not asked for yet */
+  int nin;                              /* how many (at most FR_MAX_WAITING) */
   fr_timer timer;                       /* sleep */
   call *call;                           /* the call it waits on */
   session *next_ready;

@@ -74,6 +74,8 @@ static void lstop(lua_State *L, lua_Debug *ar) {
   lua_error(L);
 }
 
+static void on_sigterm(int sig);
+
 static void on_sigint(int sig) {
   int saved = errno;
   (void)sig;
@@ -83,7 +85,7 @@ static void on_sigint(int sig) {
       static const char msg[] = "\r\nflowrun: the flow does not stop "
                                 "(it spins in a coroutine of its own?); Ctrl-C again leaves\r\n";
       if (write(2, msg, sizeof msg - 1) < 0) {}
-      signal(SIGINT, SIG_DFL);
+      signal(SIGINT, on_sigterm);       /* the next: terminal back, and leave */
     }
     errno = saved;
     return;
@@ -322,10 +324,15 @@ void repl_turn(repl *r, bool want, const char *prompt) {
     watch_stdin(r, true);
   }
   flowrun_step(r->rt, -1);
-  if (breaks) {                         /* the loop turns again: the flow stopped */
-    if (breaks >= 3) catch_sigint();
-    breaks = 0;
-  }
+  repl_flow_stopped();                  /* the loop turns again */
+}
+
+/* A flow that took Ctrl-C stopped (or the loop turned): the count of
+** Ctrl-Cs not heeded starts again. */
+void repl_flow_stopped(void) {
+  if (!breaks) return;
+  if (breaks >= 3) catch_sigint();
+  breaks = 0;
 }
 
 /* Waits for a line, running the loop: GOT_LINE with *line to free,

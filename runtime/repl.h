@@ -85,6 +85,7 @@ char *repl_pop_line(repl *r);
 void repl_cancel_editing(repl *r);
 /* One turn of the loop; with want, the prompt is shown and stdin read. */
 char *repl_redact(repl *r, const char *s, size_t len);
+void repl_flow_stopped(void);
 void repl_turn(repl *r, bool want, const char *prompt);
 /* Runs the loop until a line (*line, to free), the end of input or Ctrl-C. */
 int repl_wait_line(repl *r, const char *prompt, char **line);

@@ -69,6 +69,7 @@ static void on_end(void *ud, const char *id, int how, const char *error) {
   repl *r = ud;
   rsession *s = find(r, id);
   char buf[80];
+  repl_flow_stopped();                  /* a flow that heeded Ctrl-C, maybe */
   if (how == FLOWRUN_FAILED)
     repl_put_line(r, stderr, tag(r, id, buf, sizeof buf), RED, error, strlen(error));
   else if (s && s != r->fg) {

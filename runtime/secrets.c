@@ -4,10 +4,14 @@
 ** A secret shows up in output in many spellings: as written, percent-
 ** encoded in a URL (either hex case, '+' for a space in a query or form),
 ** escaped in JSON (lua-cjson writes '/' as "\/") or by the REPL's printer
-** ("\"", "\\", "\ddd"). Rather than store each spelling, the matcher
-** reads the text one character at a time through those encodings and
-** compares what it decodes with the secret: every mix of them is caught.
-** JSON inside JSON is caught through a second, JSON-escaped copy.
+** ("\"", "\\", "\ddd"). Rather than store each spelling, the matcher reads
+** the text through those encodings as it goes and compares what it decodes
+** with the secret, so every mix of them is caught. Where a character may
+** be itself or start an encoding of the same character (a doubled
+** backslash, "%25") both readings are followed, a few at a time: the cost
+** stays linear in the text whatever it holds. A second level of encoding
+** (JSON in JSON, a URL in a URL, \u escapes of non-ASCII) is caught through
+** copies of the secret spelt once already.
 */
 #include <stdbool.h>
 #include <stdio.h>
@@ -32,22 +36,54 @@ static void add_one(flowrun *rt, const char *s, size_t len) {
   rt->secrets[rt->nsecrets++].len = len;
 }
 
-/* Remembers a secret, and also as JSON escapes it (as lua-cjson does,
-** '/' included): the matcher reads one level of encoding, so JSON text
-** inside JSON text (an echoed request body) needs this second spelling. */
+/* Appends the code point at s (UTF-8, n bytes left) as JSON's \uXXXX
+** (a surrogate pair above U+FFFF); returns the bytes read, 0 if invalid. */
+static size_t json_u(const unsigned char *s, size_t n, char *o, size_t *w) {
+  unsigned cp;
+  size_t len = s[0] >= 0xF0 ? 4 : s[0] >= 0xE0 ? 3 : s[0] >= 0xC0 ? 2 : 0;
+  if (len == 0 || len > n) return 0;
+  cp = s[0] & (0x3F >> (len - 1));
+  for (size_t k = 1; k < len; k++) {
+    if ((s[k] & 0xC0) != 0x80) return 0;
+    cp = cp << 6 | (s[k] & 0x3F);
+  }
+  if (cp > 0xFFFF) {
+    cp -= 0x10000;
+    *w += (size_t)sprintf(o + *w, "\\u%04x\\u%04x", 0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF));
+  } else
+    *w += (size_t)sprintf(o + *w, "\\u%04x", cp);
+  return len;
+}
+
+/* Remembers a secret, and the spellings of it that a second level of
+** encoding starts from: as lua-cjson escapes it ('/' included), with
+** non-ASCII as \uXXXX (as most other JSON writers do), percent-encoded. */
 void fr_secret_add(flowrun *rt, const char *s, size_t len) {
-  char *json, *o;
+  const unsigned char *u = (const unsigned char *)s;
+  char *o, *enc;
+  size_t w = 0, ascii_w = 0;
+  bool ascii_ok = true;
   if (len == 0) return;
   add_one(rt, s, len);
-  if (!(o = json = malloc(len * 6 + 1))) abort();
-  for (size_t i = 0; i < len; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c == '"' || c == '\\' || c == '/') { *o++ = '\\'; *o++ = (char)c; }
-    else if (c < 0x20) o += sprintf(o, "\\u%04x", c);
-    else *o++ = (char)c;
+  if (!(o = malloc(len * 12 + 1))) abort();
+  for (size_t i = 0; i < len; i++) {    /* JSON, as lua-cjson writes it */
+    if (u[i] == '"' || u[i] == '\\' || u[i] == '/') { o[w++] = '\\'; o[w++] = (char)u[i]; }
+    else if (u[i] < 0x20) w += (size_t)sprintf(o + w, "\\u%04x", u[i]);
+    else o[w++] = (char)u[i];
   }
-  if ((size_t)(o - json) != len) add_one(rt, json, (size_t)(o - json));
-  free(json);
+  if (w != len) add_one(rt, o, w);
+  for (size_t i = 0; i < len && ascii_ok; ) {   /* JSON with \u for non-ASCII */
+    size_t used = 1;
+    if (u[i] >= 0x80) ascii_ok = (used = json_u(u + i, len - i, o, &ascii_w)) > 0;
+    else o[ascii_w++] = (char)u[i];
+    i += used;
+  }
+  if (ascii_ok && ascii_w != len) add_one(rt, o, ascii_w);
+  free(o);
+  if ((enc = curl_easy_escape(NULL, s, (int)len))) {
+    if (strlen(enc) != len) add_one(rt, enc, strlen(enc));
+    curl_free(enc);
+  }
 }
 
 static int hexval(int c) {
@@ -101,28 +137,45 @@ static size_t decode(const unsigned char *s, size_t left, int *c) {
   }
 }
 
-/* How many bytes of s spell the secret sec (n bytes), 0 if they don't.
-** Where a character of the text may be itself or start an encoding of the
-** same character (a doubled backslash: one backslash escaped, or two as
-** written), prefer_decoded says which reading wins: one pass reads escapes
-** first (JSON in JSON), the other the text as written (a secret with
-** backslashes of its own). Each pass is linear: no text makes it slow. */
-static size_t spells(const unsigned char *s, size_t left, const unsigned char *sec,
-                     size_t n, bool prefer_decoded) {
-  size_t i = 0;
+#define READINGS 4                      /* ambiguous readings followed at once */
+
+/* Adds offset i to the sorted set r (n entries) unless it is there. */
+static void reading(size_t *r, int *n, size_t i) {
+  int k = *n;
+  while (k > 0 && r[k - 1] > i) k--;
+  if (k > 0 && r[k - 1] == i) return;
+  memmove(r + k + 1, r + k, (size_t)(*n - k) * sizeof *r);
+  r[k] = i;
+  (*n)++;
+}
+
+/* How many bytes of s (the longest reading) spell the secret sec (n bytes),
+** 0 if none does. Each character of the text is read as written and, when
+** it starts one, as an encoding; the readings that still match go on. When
+** there are too many, the shortest and the longest are kept: they hold the
+** text read as written and read through every escape. */
+static size_t spells(const unsigned char *s, size_t left, const unsigned char *sec, size_t n) {
+  size_t cur[READINGS], nxt[2 * READINGS];
+  int ncur = 1, nnxt;
+  cur[0] = 0;
   for (size_t k = 0; k < n; k++) {
-    size_t used;
-    int c;
-    if (i >= left) return 0;
-    used = decode(s + i, left - i, &c);
-    if (used > 0 && c == sec[k] && (prefer_decoded || s[i] != sec[k]))
-      i += used;
-    else if (s[i] == sec[k])
-      i++;
-    else
-      return 0;
+    nnxt = 0;
+    for (int r = 0; r < ncur; r++) {
+      size_t i = cur[r], used;
+      int c;
+      if (i >= left) continue;
+      if (s[i] == sec[k]) reading(nxt, &nnxt, i + 1);
+      if ((used = decode(s + i, left - i, &c)) > 0 && c == sec[k]) reading(nxt, &nnxt, i + used);
+    }
+    if (nnxt == 0) return 0;
+    if (nnxt > READINGS) {              /* the ends: READINGS / 2 of each */
+      memmove(nxt + READINGS / 2, nxt + nnxt - READINGS / 2, READINGS / 2 * sizeof *nxt);
+      nnxt = READINGS;
+    }
+    memcpy(cur, nxt, (size_t)nnxt * sizeof *cur);
+    ncur = nnxt;
   }
-  return i;
+  return cur[ncur - 1];
 }
 
 /* Length of the text at s that spells a secret (the longest), 0 if none. */
@@ -135,10 +188,7 @@ static size_t secret_at(flowrun *rt, const char *s, size_t left) {
     if (i == rt->nsecrets) return 0;
   }
   for (int i = 0; i < rt->nsecrets; i++) {
-    const unsigned char *sec = (const unsigned char *)rt->secrets[i].s;
-    size_t len = rt->secrets[i].len;
-    size_t n = spells(u, left, sec, len, true);
-    if (n == 0) n = spells(u, left, sec, len, false);
+    size_t n = spells(u, left, (const unsigned char *)rt->secrets[i].s, rt->secrets[i].len);
     if (n > best) best = n;
   }
   return best;

@@ -245,7 +245,13 @@ static void session_free(session *s) {
     lua_rawset(L, -3);
     lua_pop(L, 1);
   }
-  if (lua_status(s->co) != LUA_OK) lua_resetthread(s->co);  /* <close> */
+  if (lua_status(s->co) != LUA_OK) {   /* its <close> variables run: */
+    session *was = rt->running;         /* one that loops can be broken */
+    rt->running = s;
+    lua_resetthread(s->co);
+    rt->running = was;
+    lua_sethook(s->co, NULL, 0, 0);
+  }
   luaL_unref(L, LUA_REGISTRYINDEX, s->ref);
   luaL_unref(L, LUA_REGISTRYINDEX, s->envref);
   rt->nsessions--;
@@ -412,11 +418,18 @@ int flowrun_send(flowrun *rt, const char *id, const char *text, size_t len) {
       if (flowrun_send(rt, s->id, text, len) != FLOWRUN_OK) return FLOWRUN_ERR;
     return FLOWRUN_OK;
   }
-  if (!(s = find_session(rt, id))) return fr_error(rt, "no session %s", id);
+  if (!(s = find_session(rt, id))) {
+    fr_error(rt, "no session %s", id);
+    return FLOWRUN_NOSESSION;
+  }
   if (!text) s->closed = true;
   else {
-    fr_msg *m = malloc(sizeof *m + len + 1);
-    if (!m) return fr_error(rt, "out of memory");
+    fr_msg *m;
+    if (s->nin >= FR_MAX_WAITING)
+      return fr_error(rt, "session %s has %d messages it has not asked for: this one is dropped",
+                      id, FR_MAX_WAITING);
+    if (!(m = malloc(sizeof *m + len + 1))) return fr_error(rt, "out of memory");
+    s->nin++;
     m->next = NULL;
     m->len = len;
     memcpy(m->text, text, len);
@@ -431,7 +444,10 @@ int flowrun_send(flowrun *rt, const char *id, const char *text, size_t len) {
 
 int flowrun_stop(flowrun *rt, const char *id) {
   session *s = find_session(rt, id);
-  if (!s) return fr_error(rt, "no session %s", id);
+  if (!s) {
+    fr_error(rt, "no session %s", id);
+    return FLOWRUN_NOSESSION;
+  }
   if (s == rt->running)
     return fr_error(rt, "session %s is running: stop it after its callback", id);
   session_free(s);
@@ -471,6 +487,7 @@ static int k_ask(lua_State *L, int status, lua_KContext ctx) {
   if (!m) { lua_pushnil(L); return 1; }
   lua_pushlstring(L, m->text, m->len);
   if (!(s->in = m->next)) s->in_tail = NULL;
+  s->nin--;
   free(m);
   return 1;
 }

@@ -156,7 +156,7 @@ static void ask_and_send(void) {
   flowrun_step(rt, 100);
   check(h.asks == 1 && h.nsaid == 0 && strcmp(h.prompt, "your name?") == 0,
         "ask waits, its prompt in hand");
-  check(flowrun_send(rt, "nobody", "x", 1) == FLOWRUN_ERR, "send to an unknown session fails");
+  check(flowrun_send(rt, "nobody", "x", 1) == FLOWRUN_NOSESSION, "send to an unknown session fails");
   flowrun_send(rt, "u1", "Ada", 3);
   while (flowrun_step(rt, 1000) > 0) {}
   check(h.nsaid == 1 && strcmp(h.said[0], "hello Ada") == 0 && h.done == 1,

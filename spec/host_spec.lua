@@ -143,6 +143,8 @@ describe("§9 flowrun host", function()
       '{"session":"nobody","close":true}',
       '{"session":"u1","text":"x","close":true}',
       '',
+      '{"session":"u1","text\\u0000":"x"}',
+      '{"session":"u1","text":"a\\u0000b"}',
       '{"session":"u1","text":"Ann"}',
     }, { pause = 0.05 })
     assert.are.equal(0, r.code, r.stderr)
@@ -156,11 +158,26 @@ describe("§9 flowrun host", function()
       'line 6: unknown key "txt" (expected session, text or close)',
       'line 7: "session": expected a non-empty string without NUL',
       'line 8: "session": expected a non-empty string without NUL',
-      'line 9: "text": expected a string',
+      'line 9: "text": expected a string without NUL',
       "line 10: no session nobody",
       'line 11: expected one of "text" or "close"',
+      "line 13: a key with a NUL byte",
+      'line 14: "text": expected a string without NUL',
     }, errors)
     assert.are.same({ say = "bye Ann" }, of(r.events, "u1")[3])
+  end)
+
+  it("drops a message to a session that already holds 1000 it has not asked for", function()
+    helper.flow([[ sleep(300) say("woke") ]], dir, "sleeper.lua")
+    local lines = { '{"session":"s","text":"start"}' }
+    for i = 1, 1001 do lines[#lines + 1] = ('{"session":"s","text":"m%d"}'):format(i) end
+    local r = helper.cli{ args = { "host", dir .. "/sleeper.lua" }, env = ENV,
+                          stdin = table.concat(lines, "\n") .. "\n" }
+    assert.are.equal(0, r.code, r.stderr)
+    local out = helper.lines(r.stdout)
+    assert.are.same({ error = "line 1002: session s has 1000 messages it has not asked for: this one is dropped",
+                      line = 1002 }, cjson.decode(out[1]))
+    assert.are.equal(3, #out)
   end)
 
   it("refuses a line longer than 1 MiB from a file too, where it comes in one read", function()

@@ -98,6 +98,34 @@ describe("secrets", function()
     assert.are.equal(("\\"):rep(5000) .. "y", out[4])
   end)
 
+  it("are hidden through two levels of encoding, readings mixed: JSON in JSON, a URL in a URL, \\u escapes", function()
+    local flow = helper.flow([[
+      local s = os.getenv("SPEC_SECRET")
+      local function pct(x) return (x:gsub("[^%w]", function(c) return ("%%%02X"):format(c:byte()) end)) end
+      local function uesc(x)                 -- JSON as most writers do it: non-ASCII as \uXXXX
+        local out = {}
+        for _, cp in utf8.codes(x) do
+          out[#out + 1] = cp < 0x80 and string.char(cp) or ("\\u%04x"):format(cp)
+        end
+        return table.concat(out)
+      end
+      say("1 " .. json.encode({ json.encode({ s }) }))
+      say("2 " .. json.encode({ ("%q"):format(s) }))
+      say("3 " .. pct(pct(s)))
+      say("4 " .. uesc(s))
+      say("5 " .. json.encode({ uesc(s) }))
+    ]], dir)
+    local secret = "C:\\Users\\%25x/pässwörd"
+    local r = helper.cli{ args = { flow }, env = { SPEC_SECRET = secret } }
+    assert.are.equal(0, r.code, r.stderr)
+    local out = helper.lines(r.stdout)
+    assert.are.equal(5, #out, r.stdout)
+    for i, line in ipairs(out) do
+      assert.is_nil(line:find("Users", 1, true), "line " .. i .. " shows the secret: " .. line)
+      assert.is_nil(line:find("rd", 1, true), "line " .. i .. " shows the secret: " .. line)
+    end
+  end)
+
   it("are hidden by the REPL's printer before it escapes or cuts a string, and by .last", function()
     local r = helper.cli{ args = { "repl", "-I", dir .. "/integrations.lua" },
                           env = { SPEC_SECRET = SECRET }, stdin = table.concat({
