@@ -4,6 +4,7 @@
 #ifndef FLOWRUN_INTERNAL_H
 #define FLOWRUN_INTERNAL_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <curl/curl.h>
@@ -215,6 +216,7 @@ struct flowrun {
   session *ready, *ready_tail;
   session *all;
   session *volatile running;            /* being resumed now (flowrun_break) */
+  volatile sig_atomic_t broke;          /* flowrun_break set a hook */
   int nsessions;
   int ncalls;                           /* calls started, not yet finished */
   int in_step;

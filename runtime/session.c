@@ -250,7 +250,7 @@ static void session_free(session *s) {
     rt->running = s;
     lua_resetthread(s->co);
     rt->running = was;
-    lua_sethook(s->co, NULL, 0, 0);
+    lua_sethook(s->co, NULL, 0, 0);     /* not on the hot path: a session cut short */
   }
   luaL_unref(L, LUA_REGISTRYINDEX, s->ref);
   luaL_unref(L, LUA_REGISTRYINDEX, s->envref);
@@ -295,6 +295,7 @@ int flowrun_break(flowrun *rt) {
   session *s = rt->running;
   if (!s) return 0;
   lua_sethook(s->co, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+  rt->broke = 1;
   return 1;
 }
 
@@ -306,7 +307,10 @@ static void resume(session *s) {
   if (st == LUA_OK && nres > 0 && is_flowdef(s->co, -nres))   /* run it */
     st = run_definition(s, nres) ? lua_resume(s->co, NULL, 3, &nres) : LUA_ERRRUN;
   s->rt->running = NULL;
-  lua_sethook(s->co, NULL, 0, 0);       /* a break that came too late */
+  if (s->rt->broke) {                   /* its hook goes with this resume */
+    s->rt->broke = 0;
+    lua_sethook(s->co, NULL, 0, 0);
+  }
   s->nargs = 0;
   if (st == LUA_YIELD) {
     lua_pop(s->co, nres);

@@ -117,7 +117,7 @@ describe("§3 faults", function()
       helper.write(d .. "/resolv.conf", "nameserver 127.0.0.1\n")
       helper.write(d .. "/nsswitch.conf", "hosts: files dns\n")
       helper.write(d .. "/integrations.lua",
-        'return { shop = { base_url = "http://no-such-host.flowrun-test", timeout_ms = 5000 } }')
+        'return { shop = { base_url = "http://no-such-host.invalid", timeout_ms = 5000 } }')
       local flow = helper.flow([[
         local label, res = api_node{ integration = "shop", path = "/x", results = { "200" } }
         say(label .. " " .. res.reason .. " " .. res.attempts)

@@ -1,6 +1,6 @@
 -- The demo's integrations, for running and checking the demo flows by hand
 -- against `flowrun mock scripts/demo/routes.lua --port 8080`. `make demo`
--- starts the mock on a free port and writes its own copy of this file.
+-- starts the mock on a free port and uses a copy of this file pointed at it.
 return {
   shop = {
     base_url = "http://127.0.0.1:8080/v1",

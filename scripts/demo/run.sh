@@ -27,20 +27,8 @@ until grep -q '^listening on' "$tmp/mock.out" 2>/dev/null; do
 done
 url=$(sed -n 's/^listening on //p' "$tmp/mock.out")
 flow="$here/${DEMO_FLOW:-order_status.lua}"
-cat >"$tmp/integrations.lua" <<LUA
-return {
-  shop = {
-    base_url = "$url/v1",
-    headers = { Accept = "application/json" },
-    timeout_ms = 1000,
-  },
-  demo = {
-    base_url = "$url",
-    headers = { Accept = "application/json" },
-    auth = { bearer = env("DEMO_TOKEN", "demo-token") },
-  },
-}
-LUA
+# integrations.lua, pointed at the port the mock took
+sed "s|http://127.0.0.1:8080|$url|" "$here/integrations.lua" >"$tmp/integrations.lua"
 if [ "${1:-}" = repl ]; then
   echo "demo: mock API on $url (routes: $here/routes.lua)"
   echo "demo: try api_node{integration=\"demo\", path=\"/v1/product/1\", results={\"200\"}}, then .run"
