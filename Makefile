@@ -21,10 +21,11 @@ ALL_LDFLAGS += -fsanitize=address,undefined
 endif
 
 B = build
-CORE = runtime session call request response integrations secrets json lruntime
+CORE = runtime session call request response integrations secrets json lruntime \
+       sandbox quota
 CORE_O = $(patsubst %,$(B)/%.o,$(sort $(CORE))) $(B)/modules.o
 LUA_MODULES = $(sort $(wildcard lua/flowrun/*.lua))
-CLI_O = $(B)/main.o $(B)/host.o $(B)/mock.o $(B)/mock_routes.o $(B)/repl.o $(B)/repl_host.o
+CLI_O = $(B)/main.o $(B)/cli_sandbox.o $(B)/host.o $(B)/mock.o $(B)/mock_routes.o $(B)/repl.o $(B)/repl_host.o
 # the REPL's line editing: libedit (BSD licence), not GNU readline (GPL)
 EDIT_LIBS = $(shell pkg-config --libs libedit 2>/dev/null || echo -ledit)
 
@@ -32,6 +33,7 @@ all: $(B)/flowrun $(B)/libflowrun.a $(B)/flowrun.so $(B)/faultsrv $(B)/embed_tes
      $(B)/pty.so
 
 $(B)/%.o: runtime/%.c runtime/internal.h runtime/flowrun.h runtime/cli.h runtime/mock.h \
+         runtime/sandbox.h runtime/quota.h \
          runtime/repl.h $(B)/.flags
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 

@@ -21,4 +21,18 @@ void cli_json_str(FILE *f, const char *s, size_t len);
 void cli_trace(bool text, FILE *json, const flowrun_trace *t);
 int cli_output_done(int status);
 
+/* cli_sandbox.c: --allow LIST and --limit NAME=VALUE, for run, host, repl */
+#define CLI_MAX_LIMITS 8
+typedef struct cli_grants {
+  const char *allow;                    /* "io,os" */
+  const char *limits[CLI_MAX_LIMITS];   /* "instructions=1000000" */
+  int nlimits;
+} cli_grants;
+
+/* Takes argv[*i] (and its value) when it is --allow or --limit: 1 taken,
+** 0 not one of them, -1 a bad value (said on stderr, naming cmd). */
+int cli_sandbox_arg(cli_grants *g, int argc, char **argv, int *i, const char *cmd);
+/* Applies what cli_sandbox_arg took to rt; -1 when refused (said). */
+int cli_sandbox_apply(const cli_grants *g, flowrun *rt, const char *cmd);
+
 #endif

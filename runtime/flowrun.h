@@ -126,6 +126,42 @@ int flowrun_interrupt(flowrun *rt, const char *id);
 ** itself is out of its reach. */
 int flowrun_break(flowrun *rt);
 
+/* ---- the sandbox and its limits ----
+** A flow sees the flow globals and a safe standard library (string, table,
+** math, utf8, coroutine, os.time/clock/date/difftime, json, text-only load,
+** require of Lua files), shared by every session and read-only. */
+
+/* Grants flows a library they do not have: "io", "os" (all of it),
+** "debug" or "package" (then require also loads C modules). */
+int flowrun_allow(flowrun *rt, const char *library);
+
+/* Adds a function of the host to the flow globals (and a host's own Lua),
+** as `name`. fn is a lua_CFunction; ud is its upvalue 1 (a light
+** userdata): lua_touserdata(L, lua_upvalueindex(1)). A registered value
+** is shared by every session. */
+int flowrun_register(flowrun *rt, const char *name, int (*fn)(lua_State *L), void *ud);
+/* The same for the value on top of flowrun_lua(rt)'s stack (popped). */
+int flowrun_register_value(flowrun *rt, const char *name);
+
+/* The id of the session whose code runs on L (inside a registered
+** function), or NULL outside any session. */
+const char *flowrun_session_id(flowrun *rt, lua_State *L);
+
+enum {                                  /* limits: what one session may take */
+  FLOWRUN_LIMIT_INSTRUCTIONS,           /* between two waits; 100 000 000 */
+  FLOWRUN_LIMIT_SESSION_MEMORY,         /* bytes a session holds; 64 MiB */
+  FLOWRUN_LIMIT_MEMORY,                 /* bytes the runtime's Lua holds; 2 GiB */
+  FLOWRUN_LIMIT_OUTPUT,                 /* bytes a session says and logs; 64 MiB */
+  FLOWRUN_LIMIT_COUNT
+};
+
+/* Sets limit `which` to value (0: none; < 0: leave it) and returns the
+** one before (FLOWRUN_ERR for an unknown limit). A session over a limit
+** ends as failed, "file:line: instruction limit: ..."; the others go on.
+** The memory limits hold for runtimes made by flowrun_new (the Lua module
+** runs on its host's allocator). */
+long long flowrun_limit(flowrun *rt, int which, long long value);
+
 /* Pushes onto flowrun_lua(rt) a new globals table for Lua code the host
 ** runs itself (a REPL): what it lacks comes from the flow globals
 ** (api_node, say, ask, sleep, json, log, run_flow), then the standard

@@ -245,8 +245,12 @@ int flowrun_host_main(int argc, char **argv) {
   struct stat st;
   int i, status = 0;
   lua_State *L;
+  cli_grants grants = { 0 };
   for (i = 0; i < argc; i++) {
     const char *a = argv[i];
+    int took = cli_sandbox_arg(&grants, argc, argv, &i, "flowrun host");
+    if (took < 0) return 2;
+    if (took) continue;
     if (strcmp(a, "-I") == 0 && i + 1 < argc) ifile = argv[++i];
     else if (strcmp(a, "--trace") == 0) h.trace = true;
     else if (strcmp(a, "--trace-json") == 0 && i + 1 < argc) tjson = argv[++i];
@@ -280,6 +284,10 @@ int flowrun_host_main(int argc, char **argv) {
     return 2;
   }
   L = flowrun_lua(h.rt);
+  if (cli_sandbox_apply(&grants, h.rt, "flowrun host") != 0) {
+    status = 2;
+    goto done;
+  }
   if (ifile && flowrun_load_integrations(h.rt, ifile) != FLOWRUN_OK) {
     fprintf(stderr, "flowrun: %s\n", flowrun_errmsg(h.rt));
     status = 2;

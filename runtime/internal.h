@@ -121,6 +121,11 @@ struct session {
   int nin;                              /* how many (at most FR_MAX_WAITING) */
   fr_timer timer;                       /* sleep */
   call *call;                           /* the call it waits on */
+  long long steps;                      /* instructions since it last waited */
+  long long mem, mem_check;             /* bytes charged to it; measure past this */
+  long long out;                        /* bytes it said, asked, logged */
+  int refused;                          /* a limit refused it memory (FLOWRUN_LIMIT_*+1) */
+  char *doom;                           /* why a limit ends it: raised again and again */
   session *next_ready;
   session *prev, *next;                 /* all live sessions */
   char id[];
@@ -130,7 +135,11 @@ session *fr_session_current(flowrun *rt, lua_State *L);
 void fr_session_ready(session *s);      /* resume it in the next step */
 void fr_run_ready(flowrun *rt);
 void fr_sessions_free(flowrun *rt);
-void fr_open_flow_globals(flowrun *rt, lua_State *L);
+/* Pushes a new table of the flow primitives: api_node, say, ask, sleep,
+** run_flow, log, json, print. */
+void fr_push_flow_primitives(flowrun *rt, lua_State *L);
+int fr_sandbox_require(lua_State *L);   /* sandbox.c: require of flows */
+extern const char fr_frozen_key;        /* sandbox.c: marks frozen tables */
 
 /* ---- calls (call.c, request.c) ---- */
 enum { C_NEW, C_QUEUED, C_ACTIVE, C_BACKOFF, C_DONE };
@@ -230,7 +239,12 @@ struct flowrun {
   int nfds;
   int sessions_ref;                     /* registry: id -> session */
   int flows_ref;                        /* registry: path -> flow function */
-  int base_ref;                         /* registry: metatable of envs */
+  int base_ref;                         /* registry: metatable of session globals */
+  int globals_ref;                      /* registry: the flow globals */
+  int modules_ref;                      /* registry: what require gives flows */
+  int trusted_ref;                      /* registry: metatable of a host's own globals */
+  long long limit[FLOWRUN_LIMIT_COUNT]; /* limits.c */
+  long long mem;                        /* bytes the Lua state holds (if ours) */
   int threads_ref;                      /* registry: thread -> session */
   call *calls;                          /* calls being built or not done */
   call *spare;                          /* finished calls to reuse */

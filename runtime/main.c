@@ -37,6 +37,9 @@ static const char usage[] =
   "  --sessions N       run N sessions at once; output lines are prefixed [ID]\n"
   "  --trace            one line per api_node call on stderr\n"
   "  --trace-json FILE  the same as JSON lines\n"
+  "  --allow LIST       grant flows more than the sandbox: io, os, debug, package\n"
+  "  --limit NAME=N     a session's limit: instructions (between two waits),\n"
+  "                     session-memory, memory (all sessions), output; K, M, G; 0 none\n"
   "exit status: 0 done, 1 a session raised an error, 2 usage or configuration error\n";
 
 typedef struct cli {
@@ -279,8 +282,12 @@ static int run(int argc, char **argv) {
   cli c = { 0 };
   int i, status;
   struct stat st;
+  cli_grants grants = { 0 };
   for (i = 0; i < argc && !flow; i++) {
     const char *a = argv[i];
+    int took = cli_sandbox_arg(&grants, argc, argv, &i, "flowrun");
+    if (took < 0) return 2;
+    if (took) continue;
     if (strcmp(a, "-I") == 0 && i + 1 < argc) ifile = argv[++i];
     else if (strcmp(a, "--trace") == 0) c.trace = true;
     else if (strcmp(a, "--trace-json") == 0 && i + 1 < argc) tjson = argv[++i];
@@ -316,7 +323,8 @@ static int run(int argc, char **argv) {
     return 2;
   }
   status = 0;
-  if (ifile && flowrun_load_integrations(c.rt, ifile) != FLOWRUN_OK) {
+  if (cli_sandbox_apply(&grants, c.rt, "flowrun") != 0) status = 2;
+  else if (ifile && flowrun_load_integrations(c.rt, ifile) != FLOWRUN_OK) {
     fprintf(stderr, "flowrun: %s\n", flowrun_errmsg(c.rt));
     status = 2;
   }

@@ -83,7 +83,7 @@ static void on_sigint(int sig) {
   if (the_repl && flowrun_break(the_repl->rt)) {   /* a session's Lua runs: */
     if (++breaks == 3) {                /* it ends with "interrupted!", or */
       static const char msg[] = "\r\nflowrun: the flow does not stop "
-                                "(it spins in a coroutine of its own?); Ctrl-C again leaves\r\n";
+                                "(it is stuck inside a C function: a pattern match?); Ctrl-C again leaves\r\n";
       if (write(2, msg, sizeof msg - 1) < 0) {}
       signal(SIGINT, on_sigterm);       /* the next: terminal back, and leave */
     }
@@ -504,7 +504,11 @@ int flowrun_repl_main(int argc, char **argv) {
   memset(&r, 0, sizeof r);
   r.sigpipe[0] = r.sigpipe[1] = -1;
   r.eref = r.objref = LUA_NOREF;
+  cli_grants grants = { 0 };
   for (i = 0; i < argc && !flow; i++) {
+    int took = cli_sandbox_arg(&grants, argc, argv, &i, "flowrun repl");
+    if (took < 0) return 2;
+    if (took) continue;
     if (strcmp(argv[i], "-I") == 0 && i + 1 < argc) ifile = argv[++i];
     else if (strcmp(argv[i], "--trace") == 0) r.trace = true;
     else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
@@ -525,8 +529,9 @@ int flowrun_repl_main(int argc, char **argv) {
     fprintf(stderr, "flowrun: out of memory\n");
     return 2;
   }
-  if (ifile && flowrun_load_integrations(r.rt, ifile) != FLOWRUN_OK) {
-    fprintf(stderr, "flowrun: %s\n", flowrun_errmsg(r.rt));
+  if (cli_sandbox_apply(&grants, r.rt, "flowrun repl") != 0
+      || (ifile && flowrun_load_integrations(r.rt, ifile) != FLOWRUN_OK)) {
+    if (ifile) fprintf(stderr, "flowrun: %s\n", flowrun_errmsg(r.rt));
     flowrun_free(r.rt);
     return 2;
   }

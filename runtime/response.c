@@ -161,6 +161,8 @@ void fr_open_response(lua_State *L) {
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, res_pairs);
     lua_setfield(L, -2, "__pairs");
+    lua_pushboolean(L, 0);              /* shared by every session: hidden */
+    lua_setfield(L, -2, "__metatable");
   }
   lua_pop(L, 1);
 }

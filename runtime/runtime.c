@@ -22,6 +22,8 @@
 #include <lua-cjson.h>
 
 #include "internal.h"
+#include "quota.h"
+#include "sandbox.h"
 
 #define TAG_CURL  (1ull << 32)
 #define TAG_WATCH (2ull << 32)
@@ -277,13 +279,6 @@ int fr_step(flowrun *rt, int wait_ms) {
 
 /* ---- creation ---- */
 
-static void *fr_xalloc(void *ud, void *p, size_t osize, size_t nsize) {
-  (void)ud; (void)osize;
-  if (nsize == 0) { free(p); return NULL; }
-  return realloc(p, nsize);
-}
-
-
 /* The package.preload loader of a built-in module. */
 static int l_load_module(lua_State *L) {
   const fr_module *m = lua_touserdata(L, lua_upvalueindex(1));
@@ -322,7 +317,7 @@ static int l_setup(lua_State *L) {
   rt->flows_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_newtable(L);
   rt->threads_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  fr_open_flow_globals(rt, L);
+  fr_sandbox_open(rt, L);
   return 0;
 }
 
@@ -338,7 +333,7 @@ flowrun *fr_create(lua_State *L, bool owns, const flowrun_callbacks *cb) {
   rt->owns_L = owns;
   rt->curl_deadline = -1;
   rt->sessions_ref = rt->flows_ref = rt->base_ref = LUA_NOREF;
-  rt->threads_ref = LUA_NOREF;
+  rt->threads_ref = rt->globals_ref = rt->modules_ref = rt->trusted_ref = LUA_NOREF;
   if (cb) rt->cb = *cb;
   rt->epfd = epoll_create1(EPOLL_CLOEXEC);
   rt->multi = curl_multi_init();
@@ -347,7 +342,8 @@ flowrun *fr_create(lua_State *L, bool owns, const flowrun_callbacks *cb) {
   curl_multi_setopt(rt->multi, CURLMOPT_SOCKETDATA, rt);
   curl_multi_setopt(rt->multi, CURLMOPT_TIMERFUNCTION, on_timer);
   curl_multi_setopt(rt->multi, CURLMOPT_TIMERDATA, rt);
-  if (!L) L = lua_newstate(fr_xalloc, NULL);
+  fr_limits_init(rt);
+  if (!L) L = lua_newstate(fr_alloc, rt);
   if (!L) goto fail;
   rt->L = L;
   lua_pushcfunction(L, l_setup);
@@ -370,6 +366,9 @@ void fr_destroy(flowrun *rt) {
     luaL_unref(rt->L, LUA_REGISTRYINDEX, rt->flows_ref);
     luaL_unref(rt->L, LUA_REGISTRYINDEX, rt->base_ref);
     luaL_unref(rt->L, LUA_REGISTRYINDEX, rt->threads_ref);
+    luaL_unref(rt->L, LUA_REGISTRYINDEX, rt->globals_ref);
+    luaL_unref(rt->L, LUA_REGISTRYINDEX, rt->modules_ref);
+    luaL_unref(rt->L, LUA_REGISTRYINDEX, rt->trusted_ref);
     if (rt->owns_L) lua_close(rt->L);
   }
   if (rt->multi) curl_multi_cleanup(rt->multi);
@@ -453,7 +452,7 @@ static int l_globals(lua_State *L) {
     return 0;
   }
   lua_newtable(L);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->base_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->trusted_ref);
   lua_setmetatable(L, -2);
   return 1;
 }

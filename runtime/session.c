@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "quota.h"
 
 /* ---- finding the session of a thread ---- */
 
@@ -119,7 +120,9 @@ static int load_flow(flowrun *rt, lua_State *L, const char *path) {
 
 /* Pushes a new globals table for a session with the given id (or none). */
 static void push_env(flowrun *rt, lua_State *L, const char *id) {
-  lua_createtable(L, 0, 2);
+  lua_createtable(L, 0, 3);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -2, "_G");
   lua_createtable(L, 0, 1);
   if (id) {
     lua_pushstring(L, id);
@@ -245,32 +248,64 @@ static void session_free(session *s) {
     lua_rawset(L, -3);
     lua_pop(L, 1);
   }
-  if (lua_status(s->co) != LUA_OK) {   /* its <close> variables run: */
-    session *was = rt->running;         /* one that loops can be broken */
+  if (lua_status(s->co) != LUA_OK) {   /* its <close> variables run, */
+    session *was = rt->running;         /* within its limits */
+    session *ran = fr_limits_enter(s);
     rt->running = s;
     lua_resetthread(s->co);
     rt->running = was;
-    lua_sethook(s->co, NULL, 0, 0);     /* not on the hot path: a session cut short */
+    fr_limits_leave(ran);
   }
+  free(s->doom);
   luaL_unref(L, LUA_REGISTRYINDEX, s->ref);
   luaL_unref(L, LUA_REGISTRYINDEX, s->envref);
   rt->nsessions--;
   free(s);
 }
 
+/* lua_pcall'd: the error object at 1 as a string, through __tostring (a
+** flow's own code: it runs within the failed session's limits). */
+static int l_error_text(lua_State *L) {
+  if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+  return luaL_error(L, "no text");
+}
+
 /* The message of a failed session: "file:line: message" and a traceback,
-** secrets hidden. Leaves L's stack as it was. */
-static void session_failed(session *s) {
+** secrets hidden. st is how the resume ended. Leaves L's stack as it was. */
+static void session_failed(session *s, int st) {
   flowrun *rt = s->rt;
   lua_State *L = rt->L, *co = s->co;
   const char *msg;
-  if (lua_type(co, -1) == LUA_TSTRING || lua_type(co, -1) == LUA_TNUMBER)
+  if (fr_limits_doom(s))                /* a limit ended it: say which */
+    msg = lua_pushstring(co, fr_limits_doom(s));
+  else if (st == LUA_ERRMEM && s->refused)
+    msg = lua_pushfstring(co, "memory limit: %s (%I bytes)",
+                          s->refused == 1 + FLOWRUN_LIMIT_MEMORY
+                          ? "the runtime holds all the memory it may (memory)"
+                          : "the session asked for more than it may hold (session_memory)",
+                          (lua_Integer)rt->limit[s->refused - 1]);
+  else if (lua_type(co, -1) == LUA_TSTRING || lua_type(co, -1) == LUA_TNUMBER)
     msg = lua_tostring(co, -1);
-  else if (luaL_callmeta(co, -1, "__tostring") && lua_type(co, -1) == LUA_TSTRING)
+  else {                                /* __tostring, run with limits */
+    session *was = fr_limits_enter(s);
+    lua_Hook hook = lua_gethook(L);
+    int mask = lua_gethookmask(L), count = lua_gethookcount(L);
+    fr_limits_watch(L);
+    lua_pushcfunction(L, l_error_text);
+    lua_pushvalue(co, -1);
+    lua_xmove(co, L, 1);
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TSTRING)
+      lua_xmove(L, co, 1);
+    else {
+      lua_pop(L, 1);
+      lua_pushfstring(co, "(error object is a %s value)", luaL_typename(co, -1));
+    }
+    lua_sethook(L, hook, mask, count);
+    fr_limits_leave(was);
+    free(s->doom);                      /* a limit it met here is not why it failed */
+    s->doom = NULL;
     msg = lua_tostring(co, -1);
-  else
-    msg = lua_pushfstring(co, "(error object is a %s value)",
-                          luaL_typename(co, -1));
+  }
   if (strstr(msg, "\nstack traceback:\n"))   /* flow.lua gave the step's own */
     lua_pushstring(L, msg);
   else
@@ -280,37 +315,24 @@ static void session_failed(session *s) {
   lua_pop(L, 2);
 }
 
-/* The hook flowrun_break sets: raises where the session's code runs. It
-** stays armed, so a pcall that catches the error meets it again at its
-** next instruction; resume() takes it off when the session stops running. */
-static void stop_hook(lua_State *L, lua_Debug *ar) {
-  (void)ar;
-  fr_push_where(L);                     /* where the session's code runs */
-  lua_pushliteral(L, "interrupted!");
-  lua_concat(L, 2);
-  lua_error(L);
-}
-
 int flowrun_break(flowrun *rt) {
-  session *s = rt->running;
-  if (!s) return 0;
-  lua_sethook(s->co, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
-  rt->broke = 1;
+  if (!rt->running) return 0;
+  rt->broke = 1;                        /* the count hook sees it */
   return 1;
 }
 
 static void resume(session *s) {
   int nres, st;
+  session *was = fr_limits_enter(s);
   s->state = S_RUN;
+  s->refused = 0;
   s->rt->running = s;
   st = lua_resume(s->co, NULL, s->nargs, &nres);
   if (st == LUA_OK && nres > 0 && is_flowdef(s->co, -nres))   /* run it */
     st = run_definition(s, nres) ? lua_resume(s->co, NULL, 3, &nres) : LUA_ERRRUN;
   s->rt->running = NULL;
-  if (s->rt->broke) {                   /* its hook goes with this resume */
-    s->rt->broke = 0;
-    lua_sethook(s->co, NULL, 0, 0);
-  }
+  s->rt->broke = 0;                     /* a break is for the session that ran */
+  fr_limits_leave(was);
   s->nargs = 0;
   if (st == LUA_YIELD) {
     lua_pop(s->co, nres);
@@ -320,7 +342,7 @@ static void resume(session *s) {
   if (st == LUA_OK) {
     if (s->rt->cb.end) s->rt->cb.end(s->rt->cb.ud, s->id, FLOWRUN_DONE, NULL);
   } else
-    session_failed(s);
+    session_failed(s, st);
   session_free(s);
 }
 
@@ -366,6 +388,7 @@ static int l_start(lua_State *L) {
   s->rt = rt;
   s->timer.idx = -1;
   co = s->co = lua_newthread(L);
+  fr_limits_watch(co);
   s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   if (rt->owns_L) *(session **)lua_getextraspace(co) = s;
   else {
@@ -460,7 +483,18 @@ int flowrun_stop(flowrun *rt, const char *id) {
 
 /* ---- flow globals ---- */
 
-static const char *sid(session *s) { return s ? s->id : NULL; }
+/* The id of the session on whose behalf L runs: its own thread, or a
+** coroutine it created (those run only while it does). */
+static const char *sid(session *s) {
+  if (!s) s = fr_running();
+  return s ? s->id : NULL;
+}
+
+const char *flowrun_session_id(flowrun *rt, lua_State *L) {
+  session *s = fr_session_current(rt, L);
+  if (!s && fr_running() && fr_running()->rt == rt) s = fr_running();
+  return s ? s->id : NULL;
+}
 
 /* Pushes the value at idx as the end-user will see it: a string, secrets
 ** hidden like anywhere else flowrun writes (an end-user is no place for an
@@ -479,6 +513,7 @@ static int l_say(lua_State *L) {
   const char *text;
   luaL_checkany(L, 1);
   text = user_text(rt, L, 1, &len);
+  fr_limits_output(rt, L, len);
   if (rt->cb.say) rt->cb.say(rt->cb.ud, sid(fr_session_current(rt, L)), text, len);
   return 0;
 }
@@ -520,6 +555,7 @@ static int l_ask(lua_State *L) {
   size_t len = 0;
   if (!s) return luaL_error(L, "ask: no end-user here (ask works inside a session)");
   if (!lua_isnoneornil(L, 1)) prompt = user_text(rt, L, 1, &len);
+  fr_limits_output(rt, L, len);
   if (s->in || s->closed) {
     if (prompt && rt->cb.say) rt->cb.say(rt->cb.ud, s->id, prompt, len);
     return k_ask(L, 0, (lua_KContext)s);
@@ -571,6 +607,7 @@ static int l_log(lua_State *L) {
   }
   luaL_pushresult(&b);
   fr_push_redacted(L, rt, lua_tostring(L, -1), lua_rawlen(L, -1));
+  fr_limits_output(rt, L, lua_rawlen(L, -1));
   if (rt->cb.log)
     rt->cb.log(rt->cb.ud, sid(fr_session_current(rt, L)), level, lua_tostring(L, -1));
   return 0;
@@ -624,12 +661,9 @@ static int l_run_flow(lua_State *L) {
   return k_run_flow(L, LUA_OK, base);
 }
 
-/* Builds the metatable of session globals: __index is a table holding the
-** flow globals, itself falling back to the standard library. */
-void fr_open_flow_globals(flowrun *rt, lua_State *L) {
+void fr_push_flow_primitives(flowrun *rt, lua_State *L) {
   static const char *const levels[] = { "info", "warn", "error" };
-  lua_createtable(L, 0, 2);             /* the env metatable */
-  lua_createtable(L, 0, 12);            /* the flow globals */
+  lua_createtable(L, 0, 40);            /* sandbox.c adds the library */
   lua_pushlightuserdata(L, rt);
   fr_open_api_node(L);
   lua_setfield(L, -2, "api_node");
@@ -648,13 +682,9 @@ void fr_open_flow_globals(flowrun *rt, lua_State *L) {
     lua_pushcclosure(L, l_log, 2);
     lua_setfield(L, -2, levels[i]);
   }
+  lua_getfield(L, -1, "info");          /* print(...) is log.info(...) */
+  lua_setfield(L, -3, "print");
   lua_setfield(L, -2, "log");
   fr_open_json(L);
   lua_setfield(L, -2, "json");
-  lua_createtable(L, 0, 1);             /* flow globals -> _G */
-  lua_pushglobaltable(L);
-  lua_setfield(L, -2, "__index");
-  lua_setmetatable(L, -2);
-  lua_setfield(L, -2, "__index");
-  rt->base_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }

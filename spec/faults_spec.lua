@@ -489,7 +489,7 @@ describe("§3 faults", function()
         error("giving up with " .. os.getenv("SPEC_SECRET"))
       ]], dir)
       local tj = dir .. "/trace.jsonl"
-      local r = helper.cli{ args = { "--trace", "--trace-json", tj, flow }, env = { SPEC_SECRET = secret } }
+      local r = helper.cli{ args = { "--trace", "--trace-json", tj, "--allow", "os", flow }, env = { SPEC_SECRET = secret } }
       return r, helper.read(tj) or "", m.url
     end
 
@@ -539,7 +539,7 @@ describe("§3 faults", function()
         local s = env("SPEC_SECRET")
         return { shop = { base_url = "]] .. mock.url .. [[" } }
       ]], dir)
-      local r = helper.cli{ args = { flow }, env = { SPEC_SECRET = "hunter2x" } }
+      local r = helper.cli{ args = { "--allow", "os", flow }, env = { SPEC_SECRET = "hunter2x" } }
       assert.are.equal(1, r.code)
       assert.matches('api_node: results: unknown result "***"', r.stderr, 1, true)
       assert.is_nil(r.stderr:find("hunter2x", 1, true))

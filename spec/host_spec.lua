@@ -37,7 +37,9 @@ describe("§9 flowrun host", function()
     for _, l in ipairs(lines) do
       cmd[#cmd + 1] = (opts.pause and "sleep " .. opts.pause .. "; " or "") .. "printf '%s\\n' " .. helper.quote(l)
     end
-    local r = helper.cli{ args = { "host", dir .. "/" .. flow }, env = opts.env or ENV,
+    local args = opts.allow and { "host", "--allow", opts.allow, dir .. "/" .. flow }
+                 or { "host", dir .. "/" .. flow }
+    local r = helper.cli{ args = args, env = opts.env or ENV,
                           stdin_cmd = #cmd > 0 and table.concat(cmd, "; ") or "true" }
     r.events = {}
     for _, line in ipairs(helper.lines(r.stdout)) do
@@ -229,7 +231,7 @@ describe("§9 flowrun host", function()
   it("hides secrets in what sessions say and in errors", function()
     helper.flow([[ say("key " .. os.getenv("HOST_SECRET")) error("with " .. os.getenv("HOST_SECRET")) ]],
                 dir, "leak.lua")
-    local r = host("leak.lua", { '{"session":"u1","text":"x"}' })
+    local r = host("leak.lua", { '{"session":"u1","text":"x"}' }, { allow = "os" })
     assert.are.equal(1, r.code)
     assert.matches('"say":"key ***"', r.stdout, 1, true)
     assert.is_nil(r.stdout:find("hunter2-xyz", 1, true))

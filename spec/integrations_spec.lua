@@ -224,7 +224,7 @@ describe("§2 integrations file", function()
         local shop = require("flowrun.runtime").integrations().shop
         say(shop.timeout_ms .. " " .. shop.retry.backoff_ms .. " " .. shop.retry.max_backoff_ms)
       ]], dir)
-      local r = helper.cli{ args = { flow } }
+      local r = helper.cli{ args = { "--allow", "package", flow } }   -- flowrun.runtime: a tool's module
       assert.are.equal(0, r.code, r.stderr)
       assert.are.equal("10000 200 5000\n", r.stdout)
     end)
@@ -263,7 +263,7 @@ describe("§2 integrations file", function()
         local label, res = api_node{ integration = "shop", path = "/echo", results = { "200" } }
         say(tostring(res.json.headers["x-key"] == os.getenv("SPEC_KEY")))
       ]], dir)
-      local r = helper.cli{ args = { flow }, env = { SPEC_KEY = "k-from-env" } }
+      local r = helper.cli{ args = { "--allow", "os", flow }, env = { SPEC_KEY = "k-from-env" } }
       assert.are.equal(0, r.code, r.stderr)
       assert.are.equal("true\n", r.stdout)
     end)
@@ -292,7 +292,7 @@ describe("§2 integrations file", function()
         say(res.json.args.key)
         say(tostring(res.json.args.key == os.getenv("SPEC_KEY")))
       ]], dir)
-      local r = helper.cli{ args = { "--trace", flow }, env = { SPEC_KEY = "hunter2x" } }
+      local r = helper.cli{ args = { "--trace", "--allow", "os", flow }, env = { SPEC_KEY = "hunter2x" } }
       assert.are.equal(0, r.code, r.stderr)
       assert.are.same({ mock.url .. "/v1/echo?key=***", "***", "true" }, helper.lines(r.stdout))
       assert.not_matches("hunter2x", r.stderr, 1, true)
@@ -308,7 +308,7 @@ describe("§2 integrations file", function()
         local label, res = api_node{ integration = "shop", path = "/echo", results = { "200" } }
         error("giving up with " .. res.json.headers.authorization)
       ]], dir)
-      local r = helper.cli{ args = { flow }, env = { SPEC_PW = "sesame" } }
+      local r = helper.cli{ args = { "--allow", "package", flow }, env = { SPEC_PW = "sesame" } }
       assert.are.equal(1, r.code)
       assert.are.same({ "Basic ***" }, helper.lines(r.stdout))
       assert.matches("giving up with Basic ***", r.stderr, 1, true)
@@ -449,7 +449,7 @@ describe("§2 integrations file", function()
       local dir = helper.tmpdir()
       helper.integrations(shop { timeout_ms = 10.0 }, dir)
       local flow = helper.flow('say(require("flowrun.runtime").integrations().shop.timeout_ms)', dir)
-      local r = helper.cli{ args = { flow } }
+      local r = helper.cli{ args = { "--allow", "package", flow } }
       assert.are.equal(0, r.code, r.stderr)
       assert.are.equal("10\n", r.stdout)
     end)

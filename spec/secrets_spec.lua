@@ -68,7 +68,7 @@ describe("secrets", function()
       end
     ]], dir)
     local tj = dir .. "/trace.jsonl"
-    local r = helper.cli{ args = { "--trace", "--trace-json", tj, flow },
+    local r = helper.cli{ args = { "--trace", "--trace-json", tj, "--allow", "os", flow },
                           env = { SPEC_SECRET = SECRET } }
     assert.are.equal(0, r.code, r.stderr)
     assert.matches("sent true", r.stdout, 1, true)
@@ -89,7 +89,7 @@ describe("secrets", function()
       say(("\\"):rep(5000) .. "y")          -- no secret, but every position could start one
     ]], dir)
     local secret = ("\\"):rep(12) .. "x\\\\y"
-    local r = helper.cli{ args = { flow }, env = { SPEC_SECRET = secret }, timeout = 30 }
+    local r = helper.cli{ args = { "--allow", "os", flow }, env = { SPEC_SECRET = secret }, timeout = 30 }
     assert.are.equal(0, r.code, r.stderr)
     local out = helper.lines(r.stdout)
     assert.are.equal("raw ***", out[1])
@@ -116,7 +116,7 @@ describe("secrets", function()
       say("5 " .. json.encode({ uesc(s) }))
     ]], dir)
     local secret = "C:\\Users\\%25x/pässwörd"
-    local r = helper.cli{ args = { flow }, env = { SPEC_SECRET = secret } }
+    local r = helper.cli{ args = { "--allow", "os", flow }, env = { SPEC_SECRET = secret } }
     assert.are.equal(0, r.code, r.stderr)
     local out = helper.lines(r.stdout)
     assert.are.equal(5, #out, r.stdout)

@@ -28,8 +28,11 @@ local function shared(name, init)
   return registry[name]
 end
 
-local DEF_MT = shared("flowrun.flowdef", { __name = "flowrun.flowdef" })
-local STEP_MT = shared("flowrun.flowstep", { __name = "flowrun.flowstep" })
+-- Every session's definitions share them: protected from the flows (a
+-- flow sees false for getmetatable), recognised here through debug.
+local DEF_MT = shared("flowrun.flowdef", { __name = "flowrun.flowdef", __metatable = false })
+local STEP_MT = shared("flowrun.flowstep", { __name = "flowrun.flowstep", __metatable = false })
+local getmetatable = debug.getmetatable
 
 -- The target that ends the flow (a label in `on` cannot map to nil).
 flow.END = shared("flowrun.flow.END", setmetatable({}, {

@@ -340,7 +340,7 @@ local registry = debug.getregistry()
 
 function pretty.is_response(v)
   if type(v) ~= "table" then return false end
-  local mt = getmetatable(v)
+  local mt = debug.getmetatable(v)
   if mt ~= nil and mt == registry["flowrun.response"] then return true end
   return type(rawget(v, "label")) == "string" and type(rawget(v, "url")) == "string"
     and rawget(v, "elapsed_ms") ~= nil and rawget(v, "attempts") ~= nil

@@ -1,0 +1,317 @@
+/*
+** quota.c -- what one session may take of the process.
+**
+** Every session thread carries a count hook (coroutines the flow creates
+** inherit it) that looks at the session every EVERY instructions: how many
+** it ran since it last waited, whether flowrun_break asked it to stop, and
+** whether it holds too much memory. A session over a limit is doomed: the
+** hook raises its message and re-arms itself to raise again at every
+** instruction, so a pcall cannot swallow it, and the session ends as a
+** failed one while the others go on (as Redis's script timeout does).
+**
+** Memory: the allocator of a state the runtime owns counts what the
+** runtime holds, and charges what is allocated (and freed) while a session
+** runs to that session. The collector frees one session's garbage while
+** another runs, so the charge drifts; when it passes the limit the hook
+** measures what the session really holds (its globals, the locals and
+** functions of its threads, and what they reach, shared tables aside) and
+** dooms it only if that is over the limit. An allocation that would take
+** the runtime past its limit, or a session far past its own, is refused
+** (Lua's "not enough memory", after an emergency collection).
+*/
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quota.h"
+
+#define EVERY 1000                      /* instructions between two looks */
+
+static _Thread_local session *running; /* whose code runs on this thread */
+
+void fr_limits_init(flowrun *rt) {
+  rt->limit[FLOWRUN_LIMIT_INSTRUCTIONS] = 100000000;
+  rt->limit[FLOWRUN_LIMIT_SESSION_MEMORY] = 64LL << 20;
+  rt->limit[FLOWRUN_LIMIT_MEMORY] = 2LL << 30;
+  rt->limit[FLOWRUN_LIMIT_OUTPUT] = 64LL << 20;
+}
+
+long long flowrun_limit(flowrun *rt, int which, long long value) {
+  long long old;
+  if (which < 0 || which >= FLOWRUN_LIMIT_COUNT) {
+    fr_error(rt, "flowrun_limit: no limit %d", which);
+    return FLOWRUN_ERR;
+  }
+  old = rt->limit[which];
+  if (value >= 0) rt->limit[which] = value;
+  return old;
+}
+
+session *fr_limits_enter(session *s) {
+  session *was = running;
+  running = s;
+  s->steps = 0;
+  return was;
+}
+
+void fr_limits_leave(session *was) {
+  running = was;
+}
+
+session *fr_running(void) {
+  return running;
+}
+
+const char *fr_limits_doom(const session *s) {
+  return s->doom;
+}
+
+/* ---- memory ---- */
+
+void *fr_alloc(void *ud, void *p, size_t osize, size_t nsize) {
+  flowrun *rt = ud;
+  session *s = running && running->rt == rt ? running : NULL;
+  long long delta;
+  void *q;
+  if (!p) osize = 0;                    /* then it says the type */
+  delta = (long long)nsize - (long long)osize;
+  if (nsize == 0) {
+    free(p);
+    rt->mem += delta;
+    if (s) s->mem += delta;
+    return NULL;
+  }
+  if (delta > 0 && s) {                 /* inside a resume: an error is safe */
+    long long lim = rt->limit[FLOWRUN_LIMIT_MEMORY];
+    long long slim = rt->limit[FLOWRUN_LIMIT_SESSION_MEMORY];
+    if (lim && rt->mem + delta > lim) {
+      s->refused = FLOWRUN_LIMIT_MEMORY;
+      return NULL;
+    }
+    if (slim && (delta > slim || s->mem + delta > 2 * slim)) {
+      s->refused = FLOWRUN_LIMIT_SESSION_MEMORY;
+      return NULL;
+    }
+  }
+  if (!(q = realloc(p, nsize))) return NULL;
+  rt->mem += delta;
+  if (s) s->mem += delta;
+  return q;
+}
+
+/* A set of pointers (open addressing): what the measure has seen. */
+typedef struct pset { const void **v; size_t n, cap; } pset;
+
+/* Adds k; false when it was there already (or out of memory). */
+static bool pset_add(pset *p, const void *k) {
+  size_t i;
+  if (2 * (p->n + 1) > p->cap) {
+    size_t cap = p->cap ? 2 * p->cap : 1024;
+    const void **v = calloc(cap, sizeof *v);
+    if (!v) return false;
+    for (size_t j = 0; j < p->cap; j++)
+      if (p->v[j]) {
+        for (i = ((uintptr_t)p->v[j] >> 4) & (cap - 1); v[i]; i = (i + 1) & (cap - 1)) {}
+        v[i] = p->v[j];
+      }
+    free(p->v);
+    p->v = v;
+    p->cap = cap;
+  }
+  for (i = ((uintptr_t)k >> 4) & (p->cap - 1); p->v[i]; i = (i + 1) & (p->cap - 1))
+    if (p->v[i] == k) return false;
+  p->v[i] = k;
+  p->n++;
+  return true;
+}
+
+static bool is_frozen(lua_State *L, int idx);
+
+/* Accounts for the value on top, then pops it or, when it holds other
+** values that are the session's own, leaves it with a cursor above it
+** (a frame) for measure() to walk; a table's metatable comes next. */
+static void visit(lua_State *L, pset *seen, long long *total) {
+  for (;;) {
+    int t = lua_type(L, -1);
+    if (t == LUA_TSTRING) {
+      if (pset_add(seen, lua_tostring(L, -1))) *total += 24 + (long long)lua_rawlen(L, -1);
+    } else if ((t == LUA_TTABLE || t == LUA_TFUNCTION || t == LUA_TTHREAD)
+               && pset_add(seen, lua_topointer(L, -1))) {
+      if (lua_iscfunction(L, -1) || (t == LUA_TTABLE && is_frozen(L, -1))
+          || !lua_checkstack(L, 4)) {
+        *total += 32;                   /* shared, or too deep to follow */
+      } else if (t != LUA_TTABLE) {
+        *total += t == LUA_TTHREAD ? 200 : 40;
+        lua_pushinteger(L, 0);
+        return;
+      } else {
+        *total += 56;
+        lua_pushnil(L);
+        if (!lua_getmetatable(L, -2)) return;
+        continue;                       /* its metatable, on top */
+      }
+    } else if (t == LUA_TUSERDATA && pset_add(seen, lua_topointer(L, -1))) {
+      *total += 40 + (long long)lua_rawlen(L, -1);
+    }
+    lua_pop(L, 1);
+    return;
+  }
+}
+
+/* What the session holds, estimated from what its globals and threads
+** reach (shared and frozen tables aside); -1 when it cannot be told. */
+static long long measure(lua_State *L, session *s) {
+  flowrun *rt = s->rt;
+  pset seen = { 0 };
+  long long total = 0;
+  int base = lua_gettop(L);
+  static const char *const shared[] = {
+    "flowrun.flowdef", "flowrun.flowstep", "flowrun.response", NULL
+  };
+  if (!lua_checkstack(L, 40)) return -1;
+  /* what every session shares is not its own */
+  lua_pushvalue(L, LUA_REGISTRYINDEX);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->base_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->globals_ref);
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  for (int i = 0; shared[i]; i++) lua_getfield(L, LUA_REGISTRYINDEX, shared[i]);
+  for (int i = base + 1; i <= lua_gettop(L); i++)
+    if (!lua_isnil(L, i)) pset_add(&seen, lua_topointer(L, i));
+  lua_settop(L, base);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->envref);
+  visit(L, &seen, &total);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref);
+  visit(L, &seen, &total);
+  while (lua_gettop(L) > base && seen.cap > 0) {
+    int t = lua_type(L, -2);
+    if (!lua_checkstack(L, 8)) { total = -1; break; }
+    if (t == LUA_TTABLE) {              /* cursor: the last key */
+      if (!lua_next(L, -2)) { lua_pop(L, 1); continue; }
+      total += 32;
+      if (lua_type(L, -2) == LUA_TSTRING && pset_add(&seen, lua_tostring(L, -2)))
+        total += 24 + (long long)lua_rawlen(L, -2);
+      visit(L, &seen, &total);
+    } else if (t == LUA_TFUNCTION) {    /* cursor: the last upvalue */
+      int i = (int)lua_tointeger(L, -1) + 1;
+      lua_pop(L, 1);
+      lua_pushinteger(L, i);
+      if (!lua_getupvalue(L, -2, i)) { lua_pop(L, 2); continue; }
+      total += 40;
+      visit(L, &seen, &total);
+    } else {                            /* a thread; cursor: level << 16 | local */
+      lua_State *co = lua_tothread(L, -2);
+      lua_Integer c = lua_tointeger(L, -1);
+      int level = (int)(c >> 16), n = (int)(c & 0xffff);
+      const char *name;
+      lua_Debug ar;
+      lua_pop(L, 1);
+      if (!lua_getstack(co, level, &ar) || n >= 0xffff) { lua_pop(L, 1); continue; }
+      if (n == 0) {                     /* the function of this level */
+        lua_pushinteger(L, ((lua_Integer)level << 16) | 1);
+        lua_getinfo(co, "f", &ar);
+      } else if ((name = lua_getlocal(co, &ar, n)) != NULL) {
+        lua_pushinteger(L, ((lua_Integer)level << 16) | (n + 1));
+        if (co != L) lua_xmove(co, L, 1);
+        else lua_insert(L, -2);         /* the value above the cursor */
+        if (name[0] == '(') {           /* temporaries come and go */
+          lua_pop(L, 1);
+          continue;
+        }
+        total += 16;
+        visit(L, &seen, &total);
+        continue;
+      } else {
+        lua_pushinteger(L, (lua_Integer)(level + 1) << 16);
+        continue;
+      }
+      if (co != L) lua_xmove(co, L, 1);
+      visit(L, &seen, &total);
+    }
+  }
+  if (seen.cap == 0) total = -1;        /* out of memory */
+  lua_settop(L, base);
+  free(seen.v);
+  return total;
+}
+
+/* ---- the hook ---- */
+
+static void hook(lua_State *L, lua_Debug *ar);
+
+/* Ends s for good: raises msg at the code that runs, and at every
+** instruction after it. */
+static void doom(lua_State *L, session *s, const char *fmt, ...) {
+  static const char fallback[] = "a limit of the session was reached";
+  char msg[300];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  fr_push_where(L);
+  lua_pushstring(L, msg);
+  lua_concat(L, 2);
+  free(s->doom);
+  s->doom = strdup(lua_tostring(L, -1));
+  if (!s->doom) s->doom = strdup(fallback);
+  lua_sethook(L, hook, LUA_MASKCOUNT | LUA_MASKCALL, 1);
+  lua_error(L);
+}
+
+static void check_memory(lua_State *L, session *s) {
+  long long slim = s->rt->limit[FLOWRUN_LIMIT_SESSION_MEMORY];
+  long long held = measure(L, s);
+  if (held < 0) held = s->mem;
+  if (held > slim)
+    doom(L, s, "memory limit: the session holds about %lld bytes (session_memory is %lld)",
+         held, slim);
+  s->mem = held;
+  s->mem_check = held + slim / 2;
+}
+
+static void hook(lua_State *L, lua_Debug *ar) {
+  session *s = running;
+  flowrun *rt;
+  long long lim;
+  (void)ar;
+  if (!s) return;
+  rt = s->rt;
+  if (s->doom) {                        /* caught by a pcall: again */
+    lua_sethook(L, hook, LUA_MASKCOUNT | LUA_MASKCALL, 1);
+    lua_pushstring(L, s->doom);
+    lua_error(L);
+  }
+  if (rt->broke) doom(L, s, "interrupted!");
+  s->steps += EVERY;
+  lim = rt->limit[FLOWRUN_LIMIT_INSTRUCTIONS];
+  if (lim && s->steps > lim)
+    doom(L, s, "instruction limit: %lld instructions without waiting (a loop that never ends?)",
+         lim);
+  lim = rt->limit[FLOWRUN_LIMIT_SESSION_MEMORY];
+  if (lim && (s->mem > (s->mem_check > lim ? s->mem_check : lim) || s->refused))
+    check_memory(L, s);
+}
+
+void fr_limits_watch(lua_State *co) {
+  lua_sethook(co, hook, LUA_MASKCOUNT, EVERY);
+}
+
+void fr_limits_output(flowrun *rt, lua_State *L, size_t n) {
+  session *s = running;
+  long long lim = rt->limit[FLOWRUN_LIMIT_OUTPUT];
+  if (!s || s->rt != rt) return;
+  s->out += (long long)n;
+  if (lim && s->out > lim)
+    doom(L, s, "output limit: the session said more than %lld bytes (say, ask, log, print)", lim);
+}
+
+/* Is the table at idx frozen (sandbox.c)? Its metatable says so. */
+static bool is_frozen(lua_State *L, int idx) {
+  bool yes;
+  if (!lua_getmetatable(L, idx)) return false;
+  yes = lua_rawgetp(L, -1, &fr_frozen_key) != LUA_TNIL;
+  lua_pop(L, 2);
+  return yes;
+}

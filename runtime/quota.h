@@ -1,0 +1,39 @@
+/*
+** quota.h -- what one session may take of the process (quota.c):
+** instructions between two waits, memory, output. A session over a limit
+** ends with a message saying which; the others go on.
+*/
+#ifndef FLOWRUN_QUOTA_H
+#define FLOWRUN_QUOTA_H
+
+#include <stddef.h>
+
+#include "internal.h"
+
+void fr_limits_init(flowrun *rt);
+
+/* The allocator of a Lua state the runtime owns (ud: the runtime): counts
+** what the runtime and the running session hold, refuses past a limit. */
+void *fr_alloc(void *ud, void *p, size_t osize, size_t nsize);
+
+/* Arms the count hook on a session's new thread; coroutines it creates
+** inherit it. */
+void fr_limits_watch(lua_State *co);
+
+/* Around a resume of s (and anything else that runs its code): what it
+** allocates is charged to it, and its instructions are counted from 0.
+** enter returns the session that ran before, for leave to restore. */
+session *fr_limits_enter(session *s);
+void fr_limits_leave(session *was);
+
+/* The session whose code runs on this thread now, or NULL. */
+session *fr_running(void);
+
+/* Charges n bytes of output (say, ask, log, print) to the session running
+** on L, if any; raises when that passes the output limit. */
+void fr_limits_output(flowrun *rt, lua_State *L, size_t n);
+
+/* Why a limit ended s (NULL: none did); freed with the session. */
+const char *fr_limits_doom(const session *s);
+
+#endif

@@ -1,0 +1,593 @@
+/*
+** sandbox.c -- what a flow can reach.
+**
+** Many end-users' sessions share one Lua state, so what a flow sees is an
+** allow-list, by category, as in Redis's scripting and Roblox's Luau: the
+** flow globals (api_node, say, ask, ...), the safe base functions, string,
+** table, math, utf8, coroutine, the time functions of os, json, text-only
+** load and a require of Lua files run in the same sandbox. No io, no os
+** beyond time, no debug, no package, no string.dump, no finalizers.
+**
+** What every session shares is read-only: the library tables are copies
+** frozen in place (their contents move to a hidden table behind __index,
+** writes raise, rawset refuses them, their metatable is protected), and so
+** are json, log, flowrun.flow and the string metatable. A flow can change
+** its own globals only: its globals table falls back, through a protected
+** metatable, to the flow globals.
+**
+** A host grants more on purpose: flowrun_allow() adds a library (io, os,
+** debug, package), flowrun_register() a function of its own.
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <lualib.h>
+
+#include "internal.h"
+#include "quota.h"
+#include "sandbox.h"
+
+const char fr_frozen_key = 'f';         /* marks a frozen table's metatable */
+static const char modules_key = 'm';    /* a globals table's modules */
+static const char loading_key = 'l';    /* a module being loaded */
+static const char real_require_key = 'r';
+
+/* ---- read-only tables ---- */
+
+/* __newindex of a frozen table; upvalue 1 names it. */
+static int ro_newindex(lua_State *L) {
+  const char *name = lua_tostring(L, lua_upvalueindex(1));
+  if (lua_type(L, 2) == LUA_TSTRING)
+    return luaL_error(L, "cannot set %s.%s: %s is read-only (every session shares it)",
+                      name, lua_tostring(L, 2), name);
+  return luaL_error(L, "cannot change %s: it is read-only (every session shares it)", name);
+}
+
+/* Pushes the hidden contents of the frozen table at 1. */
+static void push_contents(lua_State *L) {
+  lua_getmetatable(L, 1);
+  lua_getfield(L, -1, "__index");
+  lua_remove(L, -2);
+}
+
+static int ro_next(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 2);
+  if (lua_next(L, 1)) return 2;
+  lua_pushnil(L);
+  return 1;
+}
+
+static int ro_pairs(lua_State *L) {
+  lua_pushcfunction(L, ro_next);
+  push_contents(L);
+  lua_pushnil(L);
+  return 3;
+}
+
+static int ro_len(lua_State *L) {
+  push_contents(L);
+  lua_pushinteger(L, (lua_Integer)lua_rawlen(L, -1));
+  return 1;
+}
+
+void fr_freeze(lua_State *L, int idx, const char *name) {
+  int contents, mt;
+  idx = lua_absindex(L, idx);
+  lua_newtable(L);
+  contents = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {            /* move every field out */
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, contents);
+    lua_pushvalue(L, -1);
+    lua_pushnil(L);
+    lua_rawset(L, idx);
+  }
+  lua_newtable(L);                      /* the old metatable's fields, and ours */
+  mt = lua_gettop(L);
+  if (lua_getmetatable(L, idx)) {
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, mt);
+    }
+    lua_pop(L, 1);
+  }
+  if (lua_getfield(L, mt, "__index") != LUA_TNIL) {   /* it kept looking on */
+    lua_createtable(L, 0, 1);
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "__index");
+    lua_setmetatable(L, contents);
+  } else
+    lua_pop(L, 1);
+  lua_pushvalue(L, contents);
+  lua_setfield(L, mt, "__index");
+  lua_pushstring(L, name);
+  lua_pushcclosure(L, ro_newindex, 1);
+  lua_setfield(L, mt, "__newindex");
+  lua_pushcfunction(L, ro_pairs);
+  lua_setfield(L, mt, "__pairs");
+  lua_pushcfunction(L, ro_len);
+  lua_setfield(L, mt, "__len");
+  if (lua_getfield(L, mt, "__metatable") == LUA_TNIL) {
+    lua_pushboolean(L, 0);
+    lua_setfield(L, mt, "__metatable");
+  }
+  lua_pop(L, 1);
+  lua_pushboolean(L, 1);
+  lua_rawsetp(L, mt, &fr_frozen_key);
+  lua_setmetatable(L, idx);
+  lua_pop(L, 1);
+}
+
+static bool frozen(lua_State *L, int idx) {
+  bool yes;
+  if (!lua_getmetatable(L, idx)) return false;
+  yes = lua_rawgetp(L, -1, &fr_frozen_key) != LUA_TNIL;
+  lua_pop(L, 2);
+  return yes;
+}
+
+/* ---- the sandbox's own versions of base functions ---- */
+
+/* rawset(t, k, v), refusing a shared table. */
+static int sb_rawset(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checkany(L, 2);
+  luaL_checkany(L, 3);
+  if (frozen(L, 1))
+    return luaL_error(L, "rawset: the table is read-only (every session shares it)");
+  lua_settop(L, 3);
+  lua_rawset(L, 1);
+  return 1;
+}
+
+/* setmetatable(t, mt), refusing __gc: a finalizer runs where no limit can
+** stop it, in whichever session the collector happens to run. */
+static int sb_setmetatable(lua_State *L) {
+  int t = lua_type(L, 2);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_argexpected(L, t == LUA_TNIL || t == LUA_TTABLE, 2, "nil or table");
+  if (t == LUA_TTABLE) {
+    lua_pushliteral(L, "__gc");
+    if (lua_rawget(L, 2) != LUA_TNIL)
+      return luaL_error(L, "setmetatable: __gc is not available to flows "
+                        "(a finalizer would run outside any session's limits)");
+    lua_pop(L, 1);
+  }
+  if (luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL)
+    return luaL_error(L, "cannot change a protected metatable");
+  lua_settop(L, 2);
+  lua_setmetatable(L, 1);
+  return 1;
+}
+
+/* collectgarbage("count") only: the collector is every session's. */
+static int sb_collectgarbage(lua_State *L) {
+  const char *opt = luaL_optstring(L, 1, "collect");
+  int k, b;
+  if (strcmp(opt, "count") != 0)
+    return luaL_error(L, "collectgarbage(\"%s\"): flows may only ask for \"count\" "
+                      "(the collector is shared by every session)", opt);
+  k = lua_gc(L, LUA_GCCOUNT);
+  b = lua_gc(L, LUA_GCCOUNTB);
+  lua_pushnumber(L, (lua_Number)k + ((lua_Number)b / 1024));
+  return 1;
+}
+
+int fr_caller_env(lua_State *L, int level) {
+  lua_Debug ar;
+  const char *name;
+  int found = 0;
+  if (!lua_getstack(L, level, &ar)) return 0;
+  for (int i = 1; (name = lua_getlocal(L, &ar, i)) != NULL; i++) {
+    if (strcmp(name, "_ENV") == 0 && lua_istable(L, -1)) found = i;
+    lua_pop(L, 1);
+  }
+  if (found) {                          /* a flow file's: a parameter */
+    lua_getlocal(L, &ar, found);
+    return 1;
+  }
+  lua_getinfo(L, "f", &ar);
+  for (int i = 1; (name = lua_getupvalue(L, -1, i)) != NULL; i++) {
+    if (strcmp(name, "_ENV") == 0 && lua_istable(L, -1)) {
+      lua_remove(L, -2);
+      return 1;
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* Pushes the globals of the code that called the C function running now:
+** its _ENV, else its session's globals; raises when there is neither. */
+static void push_caller_env(lua_State *L, flowrun *rt, const char *fn) {
+  session *s;
+  if (fr_caller_env(L, 1)) return;
+  if ((s = fr_session_current(rt, L)) || ((s = fr_running()) && s->rt == rt)) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->envref);
+    return;
+  }
+  luaL_error(L, "%s: no globals to run in (give them as an argument)", fn);
+}
+
+/* load(chunk [, name [, mode [, env]]]): text only; env defaults to the
+** globals of the caller (Lua's own would give the shared _G). Upvalue 2
+** is Lua's load. */
+static int sb_load(lua_State *L) {
+  int n = lua_gettop(L);
+  const char *mode = luaL_optstring(L, 3, "t");
+  if (strchr(mode, 'b'))
+    return luaL_error(L, "load: binary chunks are not available to flows (text only)");
+  lua_settop(L, 2);
+  lua_pushliteral(L, "t");
+  if (n >= 4) lua_pushvalue(L, 4);
+  else push_caller_env(L, fr_rt(L), "load");
+  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_insert(L, 1);
+  lua_call(L, 4, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+/* Searches module `name` (dots become slashes) in dir (the caller's
+** directory, dirlen 0 for none), then along package.path. Pushes the file
+** and "", or nil and the places tried. */
+static void search_module(lua_State *L, const char *name, const char *dir,
+                          size_t dirlen) {
+  int top = lua_gettop(L), ntried = 0;
+  const char *rel = luaL_gsub(L, name, ".", "/"), *path, *p;
+  const char *d = lua_pushlstring(L, dir, dirlen);
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_getfield(L, -1, "package");
+  if (lua_istable(L, -1)) lua_getfield(L, -1, "path");
+  else lua_pushnil(L);
+  path = lua_tostring(L, -1);
+  if (!path) path = "./?.lua";
+  if (dirlen) p = lua_pushfstring(L, "%s?.lua;%s?/init.lua;%s", d, d, path);
+  else p = lua_pushstring(L, path);
+  while (*p) {
+    size_t n = strcspn(p, ";");
+    if (n > 0) {
+      const char *file;
+      lua_pushlstring(L, p, n);
+      file = luaL_gsub(L, lua_tostring(L, -1), "?", rel);
+      lua_remove(L, -2);
+      if (access(file, R_OK) == 0) {
+        lua_copy(L, -1, top + 1);
+        lua_settop(L, top + 1);
+        lua_pushliteral(L, "");
+        return;
+      }
+      lua_pushfstring(L, "\n\tno file '%s'", file);
+      lua_remove(L, -2);
+      ntried++;
+    }
+    p += n + (p[n] == ';');
+  }
+  lua_concat(L, ntried);
+  lua_copy(L, -1, top + 2);
+  lua_settop(L, top + 2);
+  lua_pushnil(L);
+  lua_replace(L, top + 1);
+}
+
+/* require(name): a library the sandbox has (upvalue 1: name -> value), or
+** a Lua file from the caller's directory or package.path, run once per
+** globals table in those globals (so a module's functions act for the
+** session that called them, and sessions never share a module's state).
+** Upvalue 2: the runtime; upvalue 3: true when package is granted (then
+** Lua's own require takes what the sandbox does not find). */
+static int sb_require(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1), *src, *slash;
+  lua_Debug ar;
+  int env, cache;
+  lua_settop(L, 1);
+  if (lua_getfield(L, lua_upvalueindex(1), name) != LUA_TNIL) return 1;
+  lua_pop(L, 1);
+  if (strcmp(name, "flowrun.flow") == 0) {   /* built in: frozen on first use */
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &real_require_key);
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 1);
+    if (lua_istable(L, -1) && !frozen(L, -1)) {
+      if (lua_getfield(L, -1, "END") == LUA_TTABLE && !frozen(L, -1))
+        fr_freeze(L, -1, "flow.END");
+      lua_pop(L, 1);
+      fr_freeze(L, -1, "flowrun.flow");
+    }
+    lua_pushvalue(L, -1);
+    lua_setfield(L, lua_upvalueindex(1), name);
+    return 1;
+  }
+  if (name[strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                  "0123456789_-.")] != '\0' || !*name)
+    return luaL_error(L, "require \"%s\": a module name is letters, digits, '_', '-' and '.'",
+                      name);
+  push_caller_env(L, lua_touserdata(L, lua_upvalueindex(2)), "require");
+  env = lua_gettop(L);
+  if (lua_rawgetp(L, env, &modules_key) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, env, &modules_key);
+  }
+  cache = lua_gettop(L);
+  if (lua_getfield(L, cache, name) != LUA_TNIL) {
+    if (lua_touserdata(L, -1) == &loading_key)
+      return luaL_error(L, "require \"%s\": it requires itself (a cycle of modules)", name);
+    return 1;
+  }
+  lua_pop(L, 1);
+  src = "";
+  if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "S", &ar) && ar.source[0] == '@')
+    src = ar.source + 1;
+  slash = strrchr(src, '/');
+  if (*src && !slash) src = "./", slash = src + 1;   /* a file in the current directory */
+  search_module(L, name, src, slash ? (size_t)(slash - src + 1) : 0);
+  if (lua_isnil(L, -2)) {
+    if (lua_toboolean(L, lua_upvalueindex(3))) {   /* package granted */
+      lua_rawgetp(L, LUA_REGISTRYINDEX, &real_require_key);
+      lua_pushvalue(L, 1);
+      lua_call(L, 1, 1);
+      return 1;
+    }
+    return luaL_error(L, "module '%s' not found (flows load Lua files only: io, os, debug, "
+                      "package and C modules are not available):%s", name, lua_tostring(L, -1));
+  }
+  lua_pop(L, 1);
+  if (luaL_loadfilex(L, lua_tostring(L, -1), "t") != LUA_OK) return lua_error(L);
+  lua_pushvalue(L, env);
+  lua_setupvalue(L, -2, 1);             /* _ENV: the caller's globals */
+  lua_pushlightuserdata(L, (void *)&loading_key);
+  lua_setfield(L, cache, name);
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, -3);                 /* name, path */
+  if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+    lua_pushnil(L);
+    lua_setfield(L, cache, name);
+    return lua_error(L);
+  }
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushboolean(L, 1);
+  }
+  lua_pushvalue(L, -1);
+  lua_setfield(L, cache, name);
+  lua_insert(L, -2);                    /* value, path */
+  return 2;
+}
+
+/* ---- building the globals ---- */
+
+/* Pushes a frozen copy of the library `name` of the state, without the
+** fields in `except`. */
+static void push_library(lua_State *L, const char *name, const char *const *except) {
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_getfield(L, -1, name);
+  lua_remove(L, -2);
+  lua_newtable(L);
+  if (lua_istable(L, -2)) {
+    lua_pushnil(L);
+    while (lua_next(L, -3)) {
+      bool skip = false;
+      for (int i = 0; except && except[i]; i++)
+        if (lua_type(L, -2) == LUA_TSTRING && strcmp(lua_tostring(L, -2), except[i]) == 0)
+          skip = true;
+      if (skip) { lua_pop(L, 1); continue; }
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, -4);
+    }
+  }
+  lua_remove(L, -2);
+  fr_freeze(L, -1, name);
+}
+
+/* Puts the value on top into the flow globals (at g) and, as a module
+** require gives, into the sandbox's modules (at m); pops it. */
+static void put(lua_State *L, int g, int m, const char *name, bool module) {
+  if (module) {
+    lua_pushvalue(L, -1);
+    lua_setfield(L, m, name);
+  }
+  lua_setfield(L, g, name);
+}
+
+/* The flow primitives a host's own Lua sees as well (flowrun_push_globals). */
+static const char *const primitives[] = {
+  "api_node", "say", "ask", "sleep", "run_flow", "log", "json", NULL
+};
+
+void fr_sandbox_open(flowrun *rt, lua_State *L) {
+  static const char *const base[] = {
+    "assert", "error", "ipairs", "next", "pairs", "pcall", "xpcall", "select",
+    "tonumber", "tostring", "type", "rawequal", "rawget", "rawlen",
+    "getmetatable", "_VERSION", NULL
+  };
+  static const char *const libs[] = { "string", "table", "math", "utf8", "coroutine", NULL };
+  static const char *const no_dump[] = { "dump", NULL };
+  static const char *const no_seed[] = { "randomseed", NULL };
+  static const struct { const char *name; lua_CFunction fn; } own[] = {
+    { "rawset", sb_rawset }, { "setmetatable", sb_setmetatable },
+    { "collectgarbage", sb_collectgarbage },
+  };
+  static const char *const os_safe[] = { "time", "clock", "date", "difftime", NULL };
+  int g, m, top = lua_gettop(L);
+  fr_push_flow_primitives(rt, L);       /* the flow globals, to fill */
+  g = lua_gettop(L);
+  lua_newtable(L);                      /* what require gives */
+  m = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+  for (int i = 0; base[i]; i++) {
+    lua_getfield(L, -1, base[i]);
+    lua_setfield(L, g, base[i]);
+  }
+  lua_getfield(L, -1, "require");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &real_require_key);
+  lua_getfield(L, -1, "load");          /* for sb_load */
+  lua_pushlightuserdata(L, rt);
+  lua_insert(L, -2);
+  lua_pushcclosure(L, sb_load, 2);
+  lua_setfield(L, g, "load");
+  lua_pop(L, 1);
+  for (size_t i = 0; i < sizeof own / sizeof *own; i++) {
+    lua_pushcfunction(L, own[i].fn);
+    lua_setfield(L, g, own[i].name);
+  }
+  for (int i = 0; libs[i]; i++) {
+    push_library(L, libs[i], strcmp(libs[i], "string") == 0 ? no_dump
+                 : strcmp(libs[i], "math") == 0 ? no_seed : NULL);
+    put(L, g, m, libs[i], true);
+  }
+  lua_newtable(L);                      /* os: the clock and the calendar */
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_getfield(L, -1, "os");
+  for (int i = 0; os_safe[i] && lua_istable(L, -1); i++) {
+    lua_getfield(L, -1, os_safe[i]);
+    lua_setfield(L, -4, os_safe[i]);
+  }
+  lua_pop(L, 2);
+  fr_freeze(L, -1, "os");
+  put(L, g, m, "os", true);
+  lua_getfield(L, g, "json");           /* one instance, read-only */
+  fr_freeze(L, -1, "json");
+  lua_pushvalue(L, -1);
+  lua_setfield(L, m, "json");
+  lua_setfield(L, m, "cjson");
+  lua_getfield(L, g, "log");
+  fr_freeze(L, -1, "log");
+  lua_pop(L, 1);
+  lua_getfield(L, g, "string");         /* the string metatable, read-only */
+  lua_pushliteral(L, "");
+  if (lua_getmetatable(L, -1)) {
+    lua_createtable(L, 0, 1);
+    lua_pushvalue(L, -4);
+    lua_setfield(L, -2, "__index");
+    fr_freeze(L, -1, "the string metatable");
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 2);
+  lua_pushvalue(L, m);                  /* require */
+  lua_pushlightuserdata(L, rt);
+  lua_pushboolean(L, 0);
+  lua_pushcclosure(L, fr_sandbox_require, 3);
+  lua_setfield(L, g, "require");
+  lua_pushvalue(L, m);
+  rt->modules_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, g);
+  rt->globals_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_createtable(L, 0, 2);             /* the metatable of session globals */
+  lua_pushvalue(L, g);
+  lua_setfield(L, -2, "__index");
+  lua_pushboolean(L, 0);
+  lua_setfield(L, -2, "__metatable");
+  rt->base_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_createtable(L, 0, 8);             /* a host's own Lua: primitives, then _G */
+  for (int i = 0; primitives[i]; i++) {
+    lua_getfield(L, g, primitives[i]);
+    lua_setfield(L, -2, primitives[i]);
+  }
+  lua_createtable(L, 0, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, -2);
+  lua_createtable(L, 0, 1);
+  lua_insert(L, -2);
+  lua_setfield(L, -2, "__index");
+  rt->trusted_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_settop(L, top);
+}
+
+int fr_sandbox_require(lua_State *L) {
+  return sb_require(L);
+}
+
+/* ---- granting more ---- */
+
+/* lua_pcall'd: 1 rt, 2 what. */
+static int l_allow(lua_State *L) {
+  static const char *const granted[] = { "io", "os", "debug", "package", NULL };
+  flowrun *rt = lua_touserdata(L, 1);
+  const char *what = lua_tostring(L, 2);
+  int i;
+  for (i = 0; granted[i] && strcmp(granted[i], what) != 0; i++) {}
+  if (!granted[i])
+    return luaL_error(L, "flowrun_allow: unknown library '%s' (io, os, debug or package)", what);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->globals_ref);    /* 3 */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->modules_ref);    /* 4 */
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_getfield(L, -1, what);
+  if (lua_isnil(L, -1)) return luaL_error(L, "flowrun_allow: the state has no library '%s'", what);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, 4, what);
+  lua_setfield(L, 3, what);
+  if (strcmp(what, "package") == 0) {   /* and require finds C modules too */
+    lua_pushvalue(L, 4);
+    lua_pushlightuserdata(L, rt);
+    lua_pushboolean(L, 1);
+    lua_pushcclosure(L, fr_sandbox_require, 3);
+    lua_setfield(L, 3, "require");
+  }
+  return 0;
+}
+
+int flowrun_allow(flowrun *rt, const char *what) {
+  lua_State *L = rt->L;
+  int top = lua_gettop(L);
+  if (!lua_checkstack(L, 4)) return fr_error(rt, "out of memory");
+  lua_pushcfunction(L, l_allow);
+  lua_pushlightuserdata(L, rt);
+  lua_pushstring(L, what ? what : "");
+  return fr_pcall(rt, L, 2, top);
+}
+
+/* lua_pcall'd: 1 rt, 2 name, 3 the value. */
+static int l_register(lua_State *L) {
+  flowrun *rt = lua_touserdata(L, 1);
+  const char *name = lua_tostring(L, 2);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->globals_ref);
+  lua_pushvalue(L, 3);
+  lua_setfield(L, -2, name);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->trusted_ref);
+  lua_getfield(L, -1, "__index");
+  lua_pushvalue(L, 3);
+  lua_setfield(L, -2, name);
+  return 0;
+}
+
+static int do_register(flowrun *rt, const char *name) {
+  lua_State *L = rt->L;
+  int top = lua_gettop(L) - 1;
+  if (!name || !*name) {
+    lua_pop(L, 1);
+    return fr_error(rt, "flowrun_register: a name is required");
+  }
+  lua_pushcfunction(L, l_register);
+  lua_pushlightuserdata(L, rt);
+  lua_pushstring(L, name);
+  lua_pushvalue(L, -4);
+  lua_remove(L, -5);
+  return fr_pcall(rt, L, 3, top);
+}
+
+int flowrun_register(flowrun *rt, const char *name, int (*fn)(lua_State *L), void *ud) {
+  lua_State *L = rt->L;
+  if (!fn) return fr_error(rt, "flowrun_register: a function is required");
+  if (!lua_checkstack(L, 6)) return fr_error(rt, "out of memory");
+  lua_pushlightuserdata(L, ud);
+  lua_pushcclosure(L, fn, 1);
+  return do_register(rt, name);
+}
+
+int flowrun_register_value(flowrun *rt, const char *name) {
+  lua_State *L = rt->L;
+  if (lua_gettop(L) < 1) return fr_error(rt, "flowrun_register_value: no value on the stack");
+  if (!lua_checkstack(L, 6)) return fr_error(rt, "out of memory");
+  return do_register(rt, name);
+}

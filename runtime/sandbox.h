@@ -1,0 +1,28 @@
+/*
+** sandbox.h -- what a flow can reach (sandbox.c).
+**
+** Flows see the flow globals and a safe standard library, shared by every
+** session and read-only; a host grants more on purpose (flowrun_allow,
+** flowrun_register). See sandbox.c.
+*/
+#ifndef FLOWRUN_SANDBOX_H
+#define FLOWRUN_SANDBOX_H
+
+#include <lua.h>
+
+#include "flowrun.h"
+
+/* Builds the globals of flows (the metatable of session globals, in
+** rt->base_ref) and those of a host's own Lua (rt->trusted_ref). Runs
+** under lua_pcall. */
+void fr_sandbox_open(flowrun *rt, lua_State *L);
+
+/* Makes the table at idx read-only in place (it keeps its identity and its
+** metamethods); name says what it is in the error a write raises. */
+void fr_freeze(lua_State *L, int idx, const char *name);
+
+/* Pushes the globals table (_ENV) of the Lua function `level` levels up
+** the stack, or nothing and returns 0 when it has none. */
+int fr_caller_env(lua_State *L, int level);
+
+#endif
