@@ -452,6 +452,7 @@ static integration *build(flowrun *rt, lua_State *L, const char *name,
   ig->timeout_ms = 10000;
   ig->connect_timeout_ms = 3000;
   ig->max_connections = 16;
+  ig->queue_timeout_ms = 1000;
   ig->max_response_bytes = 10485760;
   ig->tls_verify = true;
   ig->retry_attempts = 1;

@@ -205,7 +205,59 @@ static int m_close(lua_State *L) {
   return 0;
 }
 
-/* flowrun.new([{ integrations = FILE }]) -> runtime */
+/* Reads the options of new at 1 into rt: allow (an array of library
+** names), limits (name -> number), globals (name -> value, added to the
+** flow globals); raises on an unknown key. */
+static void options(lua_State *L, flowrun *rt) {
+  static const char *const keys[] = { "integrations", "allow", "limits", "globals", NULL };
+  static const char *const limits[] = { "instructions", "session_memory", "memory", "output", NULL };
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {
+    int i = 0;
+    lua_pop(L, 1);
+    while (keys[i] && !(lua_type(L, -1) == LUA_TSTRING && strcmp(keys[i], lua_tostring(L, -1)) == 0)) i++;
+    if (!keys[i])
+      luaL_error(L, "flowrun.new: unknown option '%s' (integrations, allow, limits, globals)",
+                 luaL_tolstring(L, -1, NULL));
+  }
+  if (lua_getfield(L, 1, "allow") != LUA_TNIL) {
+    luaL_checktype(L, -1, LUA_TTABLE);
+    for (lua_Integer i = 1; lua_rawgeti(L, -1, i) != LUA_TNIL; i++) {
+      if (flowrun_allow(rt, luaL_checkstring(L, -1)) != FLOWRUN_OK)
+        luaL_error(L, "flowrun.new: allow: %s", flowrun_errmsg(rt));
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, 1, "limits") != LUA_TNIL) {
+    luaL_checktype(L, -1, LUA_TTABLE);
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      int which = luaL_checkoption(L, -2, NULL, limits), ok;
+      lua_Integer v = lua_tointegerx(L, -1, &ok);
+      if (!ok || v < 0)
+        luaL_error(L, "flowrun.new: limits.%s: expected a count >= 0 (0: no limit)", limits[which]);
+      flowrun_limit(rt, which, v);
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, 1, "globals") != LUA_TNIL) {
+    luaL_checktype(L, -1, LUA_TTABLE);
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      const char *name = luaL_checkstring(L, -2);
+      lua_xmove(L, rt->L, 1);
+      if (flowrun_register_value(rt, name) != FLOWRUN_OK)
+        luaL_error(L, "flowrun.new: globals.%s: %s", name, flowrun_errmsg(rt));
+    }
+  }
+  lua_pop(L, 1);
+}
+
+/* flowrun.new([{ integrations = FILE, allow = {...}, limits = {...},
+** globals = {...} }]) -> runtime */
 static int l_new(lua_State *L) {
   flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, on_log, NULL };
   box *b;
@@ -221,6 +273,7 @@ static int l_new(lua_State *L) {
   main = lua_tothread(L, -1);
   lua_pop(L, 1);
   if (!(b->rt = fr_create(main, false, &cb))) return luaL_error(L, "flowrun: out of memory");
+  if (lua_istable(L, 1)) options(L, b->rt);
   if (lua_istable(L, 1) && lua_getfield(L, 1, "integrations") != LUA_TNIL) {
     const char *file = luaL_checkstring(L, -1);
     if (fr_integrations_load(b->rt, main, file) != FLOWRUN_OK)

@@ -97,7 +97,17 @@ static int l_file(lua_State *L) {
   return 1;
 }
 
+/* flow_require() -> the require flows have (flowrun check runs a "flow:"
+** target's top level with it, as flowrun run will). */
+static int l_flow_require(lua_State *L) {
+  flowrun *rt = fr_rt(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->globals_ref);
+  lua_getfield(L, -1, "require");
+  return 1;
+}
+
 static const luaL_Reg funcs[] = {
+  { "flow_require",       l_flow_require },
   { "integrations",       l_integrations },
   { "header_conflict",    l_header_conflict },
   { "define_integration", l_define },

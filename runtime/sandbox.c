@@ -225,11 +225,14 @@ static int sb_load(lua_State *L) {
   const char *mode = luaL_optstring(L, 3, "t");
   if (strchr(mode, 'b'))
     return luaL_error(L, "load: binary chunks are not available to flows (text only)");
-  lua_settop(L, 2);
+  if (n < 4) {
+    lua_settop(L, 3);
+    push_caller_env(L, fr_rt(L), "load");
+  }
+  lua_settop(L, 4);
   lua_pushliteral(L, "t");
-  if (n >= 4) lua_pushvalue(L, 4);
-  else push_caller_env(L, fr_rt(L), "load");
-  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_replace(L, 3);
+  lua_pushvalue(L, lua_upvalueindex(2));  /* load(chunk, name, "t", env) */
   lua_insert(L, 1);
   lua_call(L, 4, LUA_MULTRET);
   return lua_gettop(L);

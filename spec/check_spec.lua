@@ -461,7 +461,7 @@ return flow.define { start = "a", steps = { a = flow.say "hi" } }
       local cases = {
         { 'require("os").execute("touch ' .. d .. '/ran")',
           'os.execute is not available: flowrun check and flowrun graph run a flow\'s top level with os.time, '
-          .. "os.clock, os.date, os.difftime and os.getenv only" },
+          .. "os.clock, os.date and os.difftime only, as flows have" },
         { 'require("io").open("' .. d .. '/ran", "w"):close()', 'require "io": not available' },
         { 'require("debug").sethook()', 'require "debug": not available' },
         { 'require("package").loadlib("x", "y")', 'require "package": not available' },

@@ -9,6 +9,7 @@ describe("§2 integrations file", function()
       { path = "/v1/echo", echo = true },
       { path = "/v1/echo/{rest}", echo = true },
       { path = "/v1/slow", delay_ms = 400, body = "slow" },
+      { path = "/v1/slower", delay_ms = 1600, body = "slower" },
       { path = "/v1/redirect", status = 302, headers = { Location = "/v1/echo" }, body = "moved" },
       { path = "/v1/unavailable", status = 503, body = "down" },
       { method = "POST", path = "/v1/orders", status = 201, json = { ok = true } },
@@ -55,7 +56,7 @@ describe("§2 integrations file", function()
           create_order = { method = "POST", path = "/orders" },
         },
         timeout_ms = 10000, connect_timeout_ms = 3000, max_connections = 16,
-        queue_timeout_ms = 0, max_response_bytes = 10485760, follow_redirects = false,
+        queue_timeout_ms = 1000, max_response_bytes = 10485760, follow_redirects = false,
         tls_verify = true, ca_file = helper.code("nil"),
         retry = { attempts = 1, on = { "503", "timeout" }, backoff_ms = 200, max_backoff_ms = 5000 },
       })
@@ -158,18 +159,19 @@ describe("§2 integrations file", function()
   end)
 
   describe("defaults", function()
-    it("max_connections is 16 and queue_timeout_ms is 0", function()
+    it("max_connections is 16 and queue_timeout_ms is 1000", function()
       local rt = helper.runtime(shop {})
-      for i = 1, 17 do
+      for i = 1, 17 do                  -- the 17th queues 1 s, then gives up: the others take 1.6 s
         helper.start(rt, tostring(i), [[
-          local label, res = api_node{ integration = "shop", path = "/slow", results = { "200" } }
-          say(label .. " " .. tostring(res.reason))
+          local label, res = api_node{ integration = "shop", path = "/slower", results = { "200" } }
+          say(label .. " " .. tostring(res.reason) .. " " .. (label == "200" and "" or
+              tostring(res.elapsed_ms >= 1000 and res.elapsed_ms < 1600)))
         ]])
       end
       assert.is_true(rt:run(10000))
       local labels = {}
       for _, text in ipairs(helper.says(rt:events())) do labels[text] = (labels[text] or 0) + 1 end
-      assert.are.same({ ["200 nil"] = 16, ["max-connection pool_full"] = 1 }, labels)
+      assert.are.same({ ["200 nil "] = 16, ["max-connection pool_full true"] = 1 }, labels)
     end)
 
     it("follow_redirects is false: a redirect is the response", function()
