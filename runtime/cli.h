@@ -27,6 +27,8 @@ typedef struct cli_grants {
   const char *allow;                    /* "io,os" */
   const char *limits[CLI_MAX_LIMITS];   /* "instructions=1000000" */
   int nlimits;
+  long wall;                            /* --limit wall=SECONDS (the watchdog) */
+  bool wall_set;
 } cli_grants;
 
 /* Takes argv[*i] (and its value) when it is --allow or --limit: 1 taken,
@@ -34,5 +36,9 @@ typedef struct cli_grants {
 int cli_sandbox_arg(cli_grants *g, int argc, char **argv, int *i, const char *cmd);
 /* Applies what cli_sandbox_arg took to rt; -1 when refused (said). */
 int cli_sandbox_apply(const cli_grants *g, flowrun *rt, const char *cmd);
+/* The watchdog of a session stuck in C code (cli_sandbox.c): started once
+** the runtime exists, stopped before it is freed. */
+void cli_watchdog_start(const cli_grants *g, flowrun *rt);
+void cli_watchdog_stop(void);
 
 #endif

@@ -4,11 +4,17 @@
 ** (--limit NAME=VALUE), read the same way by every command.
 */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
+
+#define WALL_DEFAULT 30                 /* seconds a session may run without waiting */
 
 static const struct { const char *name; int which; } limit_names[] = {
   { "instructions", FLOWRUN_LIMIT_INSTRUCTIONS },
@@ -51,9 +57,21 @@ int cli_sandbox_arg(cli_grants *g, int argc, char **argv, int *i, const char *cm
     g->allow = a;
     return 1;
   }
+  if (strncmp(a, "wall=", 5) == 0) {    /* the command's own: seconds */
+    char *end;
+    long w = strtol(a + 5, &end, 10);
+    if (end == a + 5 || *end || w < 0) {
+      fprintf(stderr, "%s: --limit wall=SECONDS: expected a whole number of seconds, got '%s'\n",
+              cmd, a + 5);
+      return -1;
+    }
+    g->wall = w;
+    g->wall_set = true;
+    return 1;
+  }
   if (parse_limit(a, &which, &v) != 0 || g->nlimits == CLI_MAX_LIMITS) {
     fprintf(stderr, "%s: --limit: expected NAME=VALUE with NAME one of instructions, "
-            "session-memory, memory, output and VALUE a number (K, M, G allowed), got '%s'\n",
+            "session-memory, memory, output, wall and VALUE a number (K, M, G allowed), got '%s'\n",
             cmd, a);
     return -1;
   }
@@ -89,4 +107,66 @@ int cli_sandbox_apply(const cli_grants *g, flowrun *rt, const char *cmd) {
     }
   }
   return 0;
+}
+
+/* ---- the watchdog: a session stuck in C code ----
+** The count hook stops Lua code that runs too long; code stuck inside one
+** C function (a pattern match that backtracks for ever) never reaches it.
+** A thread looks every 100 ms at how long the running session has run
+** without waiting: past the wall budget it asks the session to stop
+** (flowrun_break, which ends it if the C function calls back into Lua or
+** returns); two seconds later it is stuck for good, and nothing can take
+** it off the loop's thread: the command says so and exits 1, so that a
+** supervisor starts it again, rather than freezing every session. */
+
+static struct {
+  pthread_t thread;
+  flowrun *rt;
+  long long budget_ms;
+  atomic_bool stop;
+  bool started;
+} dog;
+
+static void *watch(void *arg) {
+  bool broke = false;
+  (void)arg;
+  while (!atomic_load(&dog.stop)) {
+    struct timespec ts = { 0, 100 * 1000 * 1000 };
+    long long ms = flowrun_running_ms(dog.rt);
+    nanosleep(&ts, NULL);
+    if (ms < dog.budget_ms) {
+      broke = false;
+      continue;
+    }
+    if (!broke) {
+      broke = true;
+      flowrun_break(dog.rt);
+    } else if (ms > dog.budget_ms + 2000) {
+      char msg[300];
+      int n = snprintf(msg, sizeof msg,
+                       "flowrun: a session has run for %lld s without waiting, stuck inside a C "
+                       "function (a pattern match?) where it cannot be stopped: exiting "
+                       "(--limit wall=%lld)\n", ms / 1000, dog.budget_ms / 1000);
+      fflush(stdout);
+      if (write(2, msg, (size_t)n) < 0) {}
+      _exit(1);
+    }
+  }
+  return NULL;
+}
+
+void cli_watchdog_start(const cli_grants *g, flowrun *rt) {
+  long wall = g->wall_set ? g->wall : WALL_DEFAULT;
+  if (wall <= 0 || dog.started) return;
+  dog.rt = rt;
+  dog.budget_ms = (long long)wall * 1000;
+  atomic_store(&dog.stop, false);
+  dog.started = pthread_create(&dog.thread, NULL, watch, NULL) == 0;
+}
+
+void cli_watchdog_stop(void) {
+  if (!dog.started) return;
+  atomic_store(&dog.stop, true);
+  pthread_join(dog.thread, NULL);
+  dog.started = false;
 }

@@ -117,13 +117,13 @@ int flowrun_sessions(const flowrun *rt);
 int flowrun_interrupt(flowrun *rt, const char *id);
 
 /* Stops the Lua code of the session that runs right now (one stuck in a
-** loop): it raises "interrupted!" at its next instruction, and again at
-** each next one (a pcall cannot swallow it), so it ends as a failed
-** session; the others go on. Returns 1, or 0 when no session runs (nothing
-** happens). Call it from a signal handler on the thread that runs the
-** loop, as lua.c does for Ctrl-C (a watchdog thread sends that thread a
-** signal: pthread_kill). Code spinning inside a coroutine the flow created
-** itself is out of its reach. */
+** loop): it raises "file:line: interrupted!" within a thousand
+** instructions, also inside the coroutines it created, and again after
+** (a pcall cannot swallow it), so it ends as a failed session; the others
+** go on. Returns 1, or 0 when no session runs (nothing happens). It only
+** sets a flag: call it from a signal handler (Ctrl-C) or another thread
+** (a watchdog). Code stuck inside one C function (a pattern match) is out
+** of its reach until that function returns. */
 int flowrun_break(flowrun *rt);
 
 /* ---- the sandbox and its limits ----
@@ -161,6 +161,11 @@ enum {                                  /* limits: what one session may take */
 ** The memory limits hold for runtimes made by flowrun_new (the Lua module
 ** runs on its host's allocator). */
 long long flowrun_limit(flowrun *rt, int which, long long value);
+
+/* How long (ms) the session running right now has run since it last
+** waited, 0 when none runs. Safe from any thread: a watchdog reads it to
+** call flowrun_break(), or to give up on a session stuck in C code. */
+long long flowrun_running_ms(flowrun *rt);
 
 /* Pushes onto flowrun_lua(rt) a new globals table for Lua code the host
 ** runs itself (a REPL): what it lacks comes from the flow globals

@@ -307,6 +307,7 @@ int flowrun_host_main(int argc, char **argv) {
   if (h.pollable && flowrun_watch(h.rt, 0, on_stdin, &h) != FLOWRUN_OK)
     h.pollable = false;                 /* /dev/null: epoll refuses it */
   if (h.pollable) fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
+  cli_watchdog_start(&grants, h.rt);
   if (!h.pollable) {                    /* a file: read it as the loop turns */
     while (!h.eof) {
       if (!read_some(&h)) input_ends(&h);
@@ -316,6 +317,7 @@ int flowrun_host_main(int argc, char **argv) {
   }
   while (flowrun_step(h.rt, -1) > 0 || !h.eof) fflush(stdout);
   status = h.failed;
+  cli_watchdog_stop();
 done:
   status = cli_output_done(status);
   if (h.pollable) fcntl(0, F_SETFL, fcntl(0, F_GETFL) & ~O_NONBLOCK);

@@ -5,6 +5,7 @@
 #define FLOWRUN_INTERNAL_H
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <curl/curl.h>
@@ -225,7 +226,8 @@ struct flowrun {
   session *ready, *ready_tail;
   session *all;
   session *volatile running;            /* being resumed now (flowrun_break) */
-  volatile sig_atomic_t broke;          /* flowrun_break set a hook */
+  volatile sig_atomic_t broke;          /* flowrun_break: the hook ends it */
+  _Atomic long long run_since;          /* ms its resume began, 0: none (a watchdog reads it) */
   int nsessions;
   int ncalls;                           /* calls started, not yet finished */
   int in_step;

@@ -39,7 +39,8 @@ static const char usage[] =
   "  --trace-json FILE  the same as JSON lines\n"
   "  --allow LIST       grant flows more than the sandbox: io, os, debug, package\n"
   "  --limit NAME=N     a session's limit: instructions (between two waits),\n"
-  "                     session-memory, memory (all sessions), output; K, M, G; 0 none\n"
+  "                     session-memory, memory (all sessions), output; K, M, G; 0 none;\n"
+  "                     wall=SECONDS: a session stuck in C code that long ends the command\n"
   "exit status: 0 done, 1 a session raised an error, 2 usage or configuration error\n";
 
 typedef struct cli {
@@ -341,7 +342,9 @@ static int run(int argc, char **argv) {
     }
   }
   if (status == 0) {
+    cli_watchdog_start(&grants, c.rt);
     while (flowrun_step(c.rt, -1) > 0) {}
+    cli_watchdog_stop();
     status = c.failed;
   }
   status = cli_output_done(status);

@@ -315,6 +315,11 @@ static void session_failed(session *s, int st) {
   lua_pop(L, 2);
 }
 
+long long flowrun_running_ms(flowrun *rt) {
+  long long since = atomic_load_explicit(&rt->run_since, memory_order_relaxed);
+  return since ? (long long)fr_now() - since + 1 : 0;
+}
+
 int flowrun_break(flowrun *rt) {
   if (!rt->running) return 0;
   rt->broke = 1;                        /* the count hook sees it */
@@ -327,10 +332,12 @@ static void resume(session *s) {
   s->state = S_RUN;
   s->refused = 0;
   s->rt->running = s;
+  atomic_store_explicit(&s->rt->run_since, (long long)fr_now() | 1, memory_order_relaxed);
   st = lua_resume(s->co, NULL, s->nargs, &nres);
   if (st == LUA_OK && nres > 0 && is_flowdef(s->co, -nres))   /* run it */
     st = run_definition(s, nres) ? lua_resume(s->co, NULL, 3, &nres) : LUA_ERRRUN;
   s->rt->running = NULL;
+  atomic_store_explicit(&s->rt->run_since, 0, memory_order_relaxed);
   s->rt->broke = 0;                     /* a break is for the session that ran */
   fr_limits_leave(was);
   s->nargs = 0;

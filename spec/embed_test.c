@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <lua.h>
+
 #include "flowrun.h"
 
 static int passed, failed;
@@ -241,6 +243,7 @@ static void break_spinning(void) {
   host h;
   flowrun *rt = runtime(&h);
   watched = rt;
+  flowrun_limit(rt, FLOWRUN_LIMIT_INSTRUCTIONS, 0);   /* only the break can stop it */
   signal(SIGALRM, on_alarm);
   flowrun_start(rt, "spin", path("spin.lua"), 0, NULL);
   flowrun_start(rt, "calm", path("chat.lua"), 0, NULL);
@@ -248,9 +251,52 @@ static void break_spinning(void) {
   alarm(1);
   flowrun_step(rt, 0);                  /* spins until the alarm */
   check(h.errors == 1 && strstr(h.last_error, "spin.lua:2: interrupted!") != NULL,
-        "a session stuck in a loop, under pcall too, ends with file:line: interrupted!");
+        "a session stuck in a loop, in a coroutine of its own and under pcall, ends with file:line: interrupted!");
   check(flowrun_sessions(rt) == 1 && h.asks == 1, "the other session lives on");
   signal(SIGALRM, SIG_DFL);
+  flowrun_free(rt);
+}
+
+/* A host function: says who called it; ud counts the calls. */
+static int l_grant(lua_State *L) {
+  int *calls = lua_touserdata(L, lua_upvalueindex(1));
+  const char *id = flowrun_session_id(watched, L);
+  char buf[64];
+  (*calls)++;
+  snprintf(buf, sizeof buf, "granted to %s", id ? id : "nobody");
+  lua_pushstring(L, buf);
+  return 1;
+}
+
+static void sandbox_api(void) {
+  host h;
+  int calls = 0;
+  flowrun *rt = runtime(&h);
+  watched = rt;
+  check(flowrun_register(rt, "grant", l_grant, &calls) == FLOWRUN_OK, "flowrun_register adds a host function");
+  check(flowrun_allow(rt, "sockets") == FLOWRUN_ERR
+        && strstr(flowrun_errmsg(rt), "unknown library 'sockets'") != NULL,
+        "flowrun_allow refuses an unknown library, saying so");
+  check(flowrun_limit(rt, FLOWRUN_LIMIT_INSTRUCTIONS, 200000) == 100000000
+        && flowrun_limit(rt, FLOWRUN_LIMIT_INSTRUCTIONS, -1) == 200000
+        && flowrun_limit(rt, 99, 1) == FLOWRUN_ERR,
+        "flowrun_limit sets a limit and returns the one before (100 000 000 instructions by default)");
+  flowrun_start(rt, "g1", path("grant.lua"), 0, NULL);
+  flowrun_start(rt, "g2", path("grant.lua"), 0, NULL);
+  flowrun_start(rt, "loop", path("loop.lua"), 0, NULL);
+  for (int i = 0; i < 100 && flowrun_step(rt, 10) > 0; i++) {}
+  check(calls == 2 && h.nsaid == 2 && strcmp(h.said[0], "granted to g1 nil") == 0
+        && strcmp(h.said[1], "granted to g2 nil") == 0,
+        "flows call the host function as a global, each as itself; io stays out of reach");
+  check(h.errors == 1 && strstr(h.last_error, "loop.lua:1: instruction limit: 200000") != NULL,
+        "a session over the instruction limit ends with file:line and the limit");
+  flowrun_free(rt);
+  rt = runtime(&h);
+  check(flowrun_allow(rt, "io") == FLOWRUN_OK, "flowrun_allow grants io");
+  h.nsaid = 0;
+  flowrun_start(rt, "io", path("io.lua"), 0, NULL);
+  for (int i = 0; i < 100 && flowrun_step(rt, 10) > 0; i++) {}
+  check(h.nsaid == 1 && strcmp(h.said[0], "function") == 0, "a granted library is there");
   flowrun_free(rt);
 }
 
@@ -280,7 +326,11 @@ int main(int argc, char **argv) {
     "say(label .. ' ' .. res.json.result)\n");
   write_file("chat.lua", "local name = ask('your name?')\nsay('hello ' .. name)\n");
   write_file("broken.lua", "local x = 1\nerror('boom')\n");
-  write_file("spin.lua", "local n = 0\nwhile true do n = n + 1 pcall(error, 'caught') end\n");
+  write_file("spin.lua", "local n = 0\ncoroutine.wrap(function() while true do n = n + 1 "
+             "pcall(error, 'caught') end end)()\n");
+  write_file("grant.lua", "say(grant() .. ' ' .. tostring(io))\n");
+  write_file("loop.lua", "while true do end\n");
+  write_file("io.lua", "say(type(io.write))\n");
   write_file("hang.lua", "api_node{ integration = 'game', path = '/hang', results = { '200' } }\n");
   frame_loop();
   ask_and_send();
@@ -288,6 +338,7 @@ int main(int argc, char **argv) {
   stop_mid_call();
   watch_fd();
   break_spinning();
+  sandbox_api();
   kill(mock_pid, SIGTERM);
   waitpid(mock_pid, NULL, 0);
   snprintf(buf, sizeof buf, "rm -rf %s", dir);

@@ -271,6 +271,49 @@ describe("§4 sandbox", function()
     end)
   end)
 
+  describe("a session stuck in C code", function()
+    it("ends the command after --limit wall=SECONDS, saying so, rather than freezing every session", function()
+      local t0 = helper.now()
+      local r = run([[
+        say("before")
+        string.find(string.rep("a", 40), string.rep("a*", 40) .. "b")   -- backtracks for ages
+      ]], { args = { "--limit", "wall=1" } })
+      assert.are.equal(1, r.code)
+      assert.are.equal("before\n", r.stdout)
+      assert.matches("flowrun: a session has run for %d+ s without waiting, stuck inside a C function "
+                     .. "%(a pattern match%?%) where it cannot be stopped: exiting %(%-%-limit wall=1%)", r.stderr)
+      assert.is_true(helper.now() - t0 < 20000)
+    end)
+
+    it("is stopped by the watchdog's break when the C function calls back into Lua", function()
+      local r = run([[
+        local t = {}
+        for i = 1, 200 do t[i] = i end
+        table.sort(t, function(a, b) local x = 0 for i = 1, 1e5 do x = x + i end return a < b end)
+      ]], { args = { "--limit", "wall=1", "--limit", "instructions=0" } })
+      assert.are.equal(1, r.code)
+      assert.matches("flow%.lua:3: interrupted!", r.stderr)
+    end)
+  end)
+
+  describe("the Lua module", function()
+    it("takes allow, limits and globals in new, and refuses an unknown option", function()
+      local flowrun = helper.module()
+      local rt = flowrun.new{ allow = { "os" }, limits = { instructions = 100000 },
+                              globals = { greet = function(n) return "hi " .. n end } }
+      helper.start(rt, "a", 'say(greet("ann") .. " " .. type(os.getenv)) while true do end')
+      rt:run(5000)
+      local ev = rt:events()
+      assert.same({ "hi ann function" }, helper.says(ev, "a"))
+      local ended = helper.events(ev, "end", "a")[1]
+      assert.is_false(ended.ok)
+      assert.matches("instruction limit: 100000 instructions", ended.error)
+      rt:close()
+      assert.has_error(function() flowrun.new{ allowed = {} } end,
+        "flowrun.new: unknown option 'allowed' (integrations, allow, limits, globals)")
+    end)
+  end)
+
   describe("flowrun host, one hostile session of each kind among 100 ordinary ones", function()
     it("keeps every ordinary conversation exact and exits 1 for the failed ones", function()
       local mock = helper.mock({ { path = "/v1/item/{id}", json = { id = "{id}", name = "Widget {id}" } } })
