@@ -48,6 +48,16 @@ describe("json", function()
       assert.are.equal(0.1, res.json.score)
     end)
 
+    it("the mock server's json routes are exact too, and know json.empty_array", function()
+      local m = helper.mock({ { path = "/mocked",
+        json = helper.code("{ player_id = 76561198000000001, items = json.empty_array }") } })
+      local _, res = helper.runtime({ m = { base_url = m.url } }):api_node{
+        integration = "m", path = "/mocked", results = { "200" } }
+      assert.matches('"player_id":76561198000000001', res.body, 1, true)
+      assert.matches('"items":[]', res.body, 1, true)
+      assert.are.equal(76561198000000001, res.json.player_id)
+    end)
+
     it("keeps the ends of the 64-bit range, and tells integers from floats by '.' and 'e'", function()
       assert.are.equal("[9223372036854775807,-9223372036854775808]",
                        json.encode({ math.maxinteger, math.mininteger }))
