@@ -291,21 +291,21 @@ typedef struct {
   buf B;                                /* unescaped strings */
 } dec;
 
+/* Raises "Expected <expected> but found <what is at D->p> at character N". */
 _Noreturn static void dec_error(dec *D, const char *expected) {
   const char *p = D->p;
-  if (p >= D->e)
-    luaL_error(D->L, "Expected %s but found the end at character %d",
-               expected, (int)(p - D->s) + 1);
-  if (*p > ' ' && *p < 127)
-    luaL_error(D->L, "Expected %s but found '%c' at character %d",
-               expected, *p, (int)(p - D->s) + 1);
-  luaL_error(D->L, "Expected %s but found byte 0x%02X at character %d",
-             expected, (unsigned char)*p, (int)(p - D->s) + 1);
+  char found[16];
+  if (p >= D->e) snprintf(found, sizeof found, "the end");
+  else if (*p > ' ' && *p < 127) snprintf(found, sizeof found, "'%c'", *p);
+  else snprintf(found, sizeof found, "byte 0x%02X", (unsigned)(unsigned char)*p);
+  luaL_error(D->L, "Expected %s but found %s at character %I", expected, found,
+             (lua_Integer)(p - D->s) + 1);
   abort();                              /* not reached */
 }
 
+/* Raises "<what> at character N", N the position of at. */
 _Noreturn static void dec_invalid(dec *D, const char *what, const char *at) {
-  luaL_error(D->L, "%s at character %d", what, (int)(at - D->s) + 1);
+  luaL_error(D->L, "%s at character %I", what, (lua_Integer)(at - D->s) + 1);
   abort();                              /* not reached */
 }
 
@@ -479,8 +479,8 @@ static void dec_value(dec *D, int depth) {
   switch (*p) {
   case '[': case '{':
     if (depth >= MAXDEPTH)
-      luaL_error(D->L, "Too deep: more than %d nested arrays and objects at character %d",
-                 MAXDEPTH, (int)(p - D->s) + 1);
+      luaL_error(D->L, "Too deep: more than %d nested arrays and objects at character %I",
+                 MAXDEPTH, (lua_Integer)(p - D->s) + 1);
     luaL_checkstack(D->L, 4, "json.decode");
     if (*p == '[') dec_array(D, depth + 1);
     else dec_object(D, depth + 1);

@@ -132,6 +132,30 @@ describe("json", function()
     end)
   end)
 
+  describe("errors", function()
+    it("a decoding error says what was expected, what came and where", function()
+      local function err(text) return select(2, pcall(json.decode, text)) end
+      assert.are.equal("Expected value but found invalid token at character 1", err("not json"))
+      assert.are.equal("Expected comma or array end but found '2' at character 4", err("[1 2]"))
+      assert.are.equal("Expected comma or array end but found byte 0x01 at character 3", err("[1\1]"))
+      assert.are.equal("Expected value but found the end at character 4", err("[1,"))
+      assert.are.equal("Expected colon but found the end at character 5", err('{"a"'))
+      assert.are.equal("Unterminated string at character 2", err('["abc'))
+      assert.are.equal("Invalid escape in string at character 2", err('"\\x"'))
+      assert.are.equal("Expected the end but found 'x' at character 3", err("1 x"))
+    end)
+
+    it("an encoding error names what cannot be written", function()
+      local function err(v) return select(2, pcall(json.encode, v)) end
+      assert.are.equal("json.encode: cannot encode a function", err({ f = print }))
+      assert.are.equal("json.encode: a table key must be a string or a number, not a boolean", err({ [true] = 1 }))
+      assert.are.equal("json.encode: an excessively sparse array (index 20 with 1 values); "
+                       .. "fill its holes with json.null", err({ [20] = 1 }))
+      assert.are.equal("[1,2,null,4]", json.encode({ 1, 2, nil, 4 }))
+      assert.are.equal('{"1":1,"x":2}', json.encode({ 1, x = 2 }))
+    end)
+  end)
+
   describe("nesting", function()
     it("100000 '[' are a clean error at a fixed limit of 1000", function()
       local ok, err = pcall(json.decode, ("["):rep(100000))
