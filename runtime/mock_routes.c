@@ -19,6 +19,7 @@
 #include <lualib.h>
 #include <lua-cjson.h>
 
+#include "internal.h"
 #include "mock.h"
 
 #define MAX_DELAY  3600000            /* largest delay_ms */
@@ -238,7 +239,7 @@ static void load_headers(lua_State *L, const struct mock *m, int i,
 }
 
 /* Validates the route table on top of the stack and copies it into r;
-** enc is the stack index of cjson.encode. */
+** enc is the stack index of the encoder (json.encode, exact numbers). */
 static void load_route(lua_State *L, const struct mock *m, int i,
                        struct route *r, int enc) {
   int rt = lua_gettop(L);
@@ -304,8 +305,10 @@ static void load_route(lua_State *L, const struct mock *m, int i,
 static int l_load(lua_State *L) {
   struct mock *m = lua_touserdata(L, 1);
   int n, count = 0;
-  luaL_requiref(L, "cjson", luaopen_cjson, 1);
-  lua_getfield(L, 2, "encode");                   /* index 3 */
+  luaL_requiref(L, "cjson", luaopen_cjson, 1);   /* the global cjson, as before */
+  lua_pushcfunction(L, fr_json_encode);           /* index 3 */
+  fr_open_json(L);                                /* json.null, json.empty_array */
+  lua_setglobal(L, "json");
   if (luaL_loadfile(L, m->file) != LUA_OK) return lua_error(L);
   lua_call(L, 0, 1);                              /* index 4 */
   if (!lua_istable(L, 4))

@@ -529,14 +529,6 @@ static void build_headers(lua_State *L, call *c, unsigned present, int *hidx) {
   add_line(L, c, "Expect:", NULL);      /* no 100-continue round trip */
 }
 
-static int encode_json(lua_State *L) {
-  fr_open_json(L);
-  lua_getfield(L, -1, "encode");
-  lua_pushvalue(L, 1);
-  lua_call(L, 1, 1);
-  return 1;
-}
-
 static void build_body(lua_State *L, call *c, unsigned present, int h) {
   int t = HAS(F_BODY) ? (lua_pushliteral(L, "body"), lua_rawget(L, 1)) : (lua_pushnil(L), LUA_TNIL);
   int f = HAS(F_FORM) ? (lua_pushliteral(L, "form"), lua_rawget(L, 1)) : (lua_pushnil(L), LUA_TNIL);
@@ -551,7 +543,7 @@ static void build_body(lua_State *L, call *c, unsigned present, int h) {
     luaL_error(L, "api_node: a %s request cannot have a %s", c->method,
                t != LUA_TNIL ? "body" : "form");
   if (t == LUA_TTABLE) {
-    lua_pushcfunction(L, encode_json);
+    lua_pushcfunction(L, fr_json_encode);
     lua_pushvalue(L, -3);
     if (lua_pcall(L, 1, 1, 0) != LUA_OK)
       luaL_error(L, "api_node: body: %s", lua_tostring(L, -1));

@@ -58,14 +58,6 @@ static void push_headers(lua_State *L, const char *p, size_t len) {
   }
 }
 
-static int decode_json(lua_State *L) {
-  fr_open_json(L);
-  lua_getfield(L, -1, "decode");
-  lua_pushvalue(L, 1);
-  lua_call(L, 1, 1);
-  return 1;
-}
-
 /* Builds headers, json and json_error of the response at idx, once. */
 static void materialize(lua_State *L, int idx) {
   size_t len;
@@ -82,7 +74,7 @@ static void materialize(lua_State *L, int idx) {
   lua_setfield(L, idx, "headers");
   if (lua_getfield(L, -1, "content-type") == LUA_TSTRING
       && is_json_type(lua_tostring(L, -1), lua_rawlen(L, -1))) {
-    lua_pushcfunction(L, decode_json);
+    lua_pushcfunction(L, fr_json_decode);
     lua_getfield(L, idx, "body");
     lua_setfield(L, idx, lua_pcall(L, 1, 1, 0) == LUA_OK ? "json" : "json_error");
   }
