@@ -36,14 +36,14 @@ local SAFE_MODULES = { "string", "table", "math", "utf8", "os", "json" }
 local SAFE_OS = {
   __index = function(_, k)
     error(("os.%s is not available: flowrun check and flowrun graph run a flow's top level "
-      .. "with os.time, os.clock, os.date, os.difftime and os.getenv only"):format(tostring(k)), 2)
+      .. "with os.time, os.clock, os.date and os.difftime only, as flows have"):format(tostring(k)), 2)
   end,
 }
 
 -- The message for a module the sandbox refuses.
 local function refused(name, why)
   return ('require "%s": %s; flowrun check and flowrun graph run a flow\'s top level with the safe '
-    .. 'standard library only (string, table, math, utf8, os.time/clock/date/difftime/getenv, '
+    .. 'standard library only (string, table, math, utf8, os.time/clock/date/difftime, '
     .. 'json, flowrun.flow and Lua modules)'):format(name, why)
 end
 
@@ -61,7 +61,11 @@ local function sandbox_require(env, state)
       error(("bad argument #1 to 'require' (string expected, got %s)"):format(type(name)), 2)
     end
     if name == "flowrun.flow" then state.flow = true end
-    if state.trusted and name ~= "flowrun.flow" then return require(name) end
+    if state.trusted and name ~= "flowrun.flow" then   -- what the flow gets when it runs
+      state.require = state.require or load("return require(...)", "=require", "t",
+        setmetatable({ require = require("flowrun.runtime").flow_require() }, { __index = env }))
+      return state.require(name)
+    end
     if loaded[name] ~= nil then return loaded[name] end
     local file = package.searchpath(name, package.path)
     if file then
@@ -88,7 +92,7 @@ function loader.env(state)
   local env = {}
   for _, k in ipairs(SAFE) do env[k] = _G[k] end
   env.os = setmetatable({ time = os.time, clock = os.clock, date = os.date,
-                          difftime = os.difftime, getenv = os.getenv }, SAFE_OS)
+                          difftime = os.difftime }, SAFE_OS)
   env.print = noop
   local ok, json = pcall(require, "json")
   env.json = ok and json or nil
