@@ -458,6 +458,8 @@ void fr_sandbox_open(flowrun *rt, lua_State *L) {
   fr_freeze(L, -1, "os");
   put(L, g, m, "os", true);
   lua_getfield(L, g, "json");           /* one instance, read-only */
+  if (lua_getfield(L, -1, "array_mt") == LUA_TTABLE) fr_freeze(L, -1, "json.array_mt");
+  lua_pop(L, 1);
   fr_freeze(L, -1, "json");
   lua_pushvalue(L, -1);
   lua_setfield(L, m, "json");
