@@ -122,6 +122,8 @@ static int l_parse(lua_State *L) {
       if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0
           || strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1))
         return luaL_error(L, "\"session\": expected a non-empty string without NUL");
+      if (!cli_utf8_valid(lua_tostring(L, -1), lua_rawlen(L, -1)))   /* they would print alike */
+        return luaL_error(L, "\"session\": not valid UTF-8");
     } else if (strcmp(k, "text") == 0) {
       if (lua_type(L, -1) != LUA_TSTRING || strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1))
         return luaL_error(L, "\"text\": expected a string without NUL");

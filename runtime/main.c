@@ -114,6 +114,15 @@ static size_t utf8_seq(const unsigned char *p, size_t left) {
   return n;
 }
 
+/* Whether s (len bytes) is valid UTF-8 throughout. */
+bool cli_utf8_valid(const char *s, size_t len) {
+  const unsigned char *p = (const unsigned char *)s, *end = p + len;
+  size_t n;
+  for (; p < end; p += n)
+    if ((n = utf8_seq(p, (size_t)(end - p))) == 0) return false;
+  return true;
+}
+
 /* s (len bytes) as a JSON string: escaped, and valid UTF-8 whatever the
 ** flow said (a byte that starts no valid sequence becomes U+FFFD). */
 void cli_json_str(FILE *f, const char *s, size_t len) {
