@@ -311,10 +311,9 @@ int flowrun_host_main(int argc, char **argv) {
   while (flowrun_step(h.rt, -1) > 0 || !h.eof) fflush(stdout);
   status = h.failed;
 done:
-  status = cli_output_done(status);
   if (h.pollable) fcntl(0, F_SETFL, fcntl(0, F_GETFL) & ~O_NONBLOCK);
-  flowrun_free(h.rt);
+  flowrun_free(h.rt);                   /* sessions closed: the last traces written */
+  status = cli_output_done(status, h.trace_json, tjson);
   free(h.in);
-  if (h.trace_json) fclose(h.trace_json);
   return status;
 }

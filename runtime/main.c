@@ -272,12 +272,24 @@ static void on_ask(void *ud, const char *id, const char *prompt, size_t len) {
 
 /* ---- run ---- */
 
-/* Flushes stdout: output that could not be written (a full disk) is a
-** failure the caller must hear of, not a silent exit 0. */
-int cli_output_done(int status) {
-  if (fflush(stdout) == 0 && !ferror(stdout)) return status;
-  fprintf(stderr, "flowrun: cannot write the output: %s\n", strerror(errno));
-  return status ? status : 1;
+/* Flushes stdout and closes the --trace-json file (name) when there is
+** one: output that could not be written (a full disk) is a failure the
+** caller must hear of, not a silent exit 0. */
+int cli_output_done(int status, FILE *trace_json, const char *name) {
+  int err;
+  if (fflush(stdout) != 0 || ferror(stdout)) {
+    fprintf(stderr, "flowrun: cannot write the output: %s\n", strerror(errno));
+    status = status ? status : 1;
+  }
+  if (trace_json) {
+    err = fflush(trace_json) != 0 ? errno : 0;
+    if (err || ferror(trace_json)) {
+      fprintf(stderr, "flowrun: cannot write %s: %s\n", name, err ? strerror(err) : "write error");
+      status = status ? status : 1;
+    }
+    fclose(trace_json);
+  }
+  return status;
 }
 
 
@@ -345,13 +357,12 @@ static int run(int argc, char **argv) {
     while (flowrun_step(c.rt, -1) > 0) {}
     status = c.failed;
   }
-  status = cli_output_done(status);
-  flowrun_free(c.rt);
+  flowrun_free(c.rt);                   /* sessions closed: the last traces written */
+  status = cli_output_done(status, c.trace_json, tjson);
   if (c.pollable) fcntl(0, F_SETFL, fcntl(0, F_GETFL) & ~O_NONBLOCK);
   for (i = 0; i < c.nwait; i++) free(c.waiting[i]);
   free(c.waiting);
   free(c.in);
-  if (c.trace_json) fclose(c.trace_json);
   return status;
 }
 

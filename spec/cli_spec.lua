@@ -119,6 +119,19 @@ describe("§5 command line", function()
                      helper.read(dir .. "/err"), 1, true)
     end)
 
+    it("is 1 when the --trace-json file cannot be written, for run and host, and says why", function()
+      local _, flow = project(CALL)
+      local r = helper.cli{ args = { "--trace-json", "/dev/full", flow } }
+      assert.are.equal(1, r.code)
+      assert.are.equal("200\n", r.stdout)
+      assert.are.equal("flowrun: cannot write /dev/full: No space left on device\n", r.stderr)
+      r = helper.cli{ args = { "host", "--trace-json", "/dev/full", flow },
+                      stdin = '{"session":"u1","text":"x"}\n' }
+      assert.are.equal(1, r.code)
+      assert.are.equal('{"session":"u1","say":"200"}\n{"session":"u1","end":"done"}\n', r.stdout)
+      assert.are.equal("flowrun: cannot write /dev/full: No space left on device\n", r.stderr)
+    end)
+
     it("is 2 for a bad --sessions", function()
       local _, flow = project([[ say("never") ]])
       for _, n in ipairs { "0", "-1", "two", "" } do
