@@ -346,6 +346,42 @@ say("not reached")
     end)
   end)
 
+  describe("a request too large to send", function()
+    local TOO_LARGE = "the URL and headers take more than 900000 bytes, more than libcurl can send: "
+      .. "send large data in the body"
+
+    it("a path param of 1 MiB or 8 MB: label error, reason too_large, nothing sent", function()
+      for _, n in ipairs { 1024 * 1024, 8 * 1000 * 1000 + 1 } do
+        local label, res = rt:api_node{ integration = "bare", path = "/items/{id}",
+                                         params = { id = ("a"):rep(n) }, results = { "200" } }
+        assert.are.equal("error", label, n)
+        assert.are.equal("too_large", res.reason)
+        assert.are.equal(TOO_LARGE, res.error)
+        assert.are.equal(mock.url .. "/v1/items/{id}", res.url)   -- the path as written
+        assert.are.equal(0, res.attempts)
+      end
+    end)
+
+    it("a URL under the limit is sent as it is (the server may refuse it)", function()
+      local label, res = rt:api_node{ integration = "bare", path = "/items/{id}",
+                                       params = { id = ("a"):rep(800000) }, results = { "200" } }
+      assert.are.equal("other", label, res.error)
+      assert.are.equal(414, res.status)
+    end)
+
+    it("200 000 headers: too_large, and built in linear time (well under 3 s; 30 s when quadratic)", function()
+      local h = {}
+      for i = 1, 200000 do h["X-H" .. i] = "v" .. i end
+      local t0 = os.clock()
+      local label, res = rt:api_node{ integration = "shop", path = "/echo", headers = h, results = { "200" } }
+      local cpu = os.clock() - t0
+      assert.is_true(cpu < 3, ("took %.1f s of CPU"):format(cpu))
+      assert.are.equal("error", label)
+      assert.are.equal("too_large", res.reason)
+      assert.are.equal(TOO_LARGE, res.error)
+    end)
+  end)
+
   describe("the label", function()
     it("is the status when results declares it", function()
       assert.are.equal("404", (rt:api_node{ integration = "bare", path = "/missing", results = { "200", "404", "4xx" } }))
