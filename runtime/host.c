@@ -78,9 +78,15 @@ static void on_end(void *ud, const char *id, int how, const char *error) {
   }
 }
 
+/* "[ID] level: message" on stderr; the id comes from stdin and the
+** message may hold a server's text: both escaped for the terminal. */
 static void on_log(void *ud, const char *id, const char *level, const char *msg) {
   (void)ud;
-  fprintf(stderr, "[%s] %s: %s\n", id ? id : "-", level, msg);
+  fputc('[', stderr);
+  cli_put_text(stderr, id ? id : "-", strlen(id ? id : "-"));
+  fprintf(stderr, "] %s: ", level);
+  cli_put_text(stderr, msg, strlen(msg));
+  fputc('\n', stderr);
 }
 
 static void on_trace(void *ud, const flowrun_trace *t) {
