@@ -545,8 +545,9 @@ static void build_headers(lua_State *L, call *c, unsigned present, int *hidx,
     return;
   }
   /* the node's headers, then the integration's it does not repeat */
-  repeated = lua_newuserdatauv(L, (size_t)ig->nheaders + 1, 0);
-  memset(repeated, 0, (size_t)ig->nheaders + 1);
+  bool few[16];                         /* the usual integration; else Lua's memory */
+  repeated = ig->nheaders <= 16 ? few : lua_newuserdatauv(L, (size_t)ig->nheaders * sizeof *repeated, 0);
+  if (ig->nheaders > 0) memset(repeated, 0, (size_t)ig->nheaders * sizeof *repeated);
   if (h) {
     lua_pushnil(L);
     while (lua_next(L, h)) {
@@ -566,7 +567,7 @@ static void build_headers(lua_State *L, call *c, unsigned present, int *hidx,
   }
   for (i = 0; i < ig->nheaders; i++)
     if (!repeated[i]) add_line(L, c, tail, ig->headers[i].name, ig->headers[i].value);
-  lua_pop(L, 1);
+  if (repeated != few) lua_pop(L, 1);
   add_line(L, c, tail, "Expect:", NULL);   /* no 100-continue round trip */
 }
 

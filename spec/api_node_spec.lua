@@ -336,6 +336,23 @@ say("not reached")
       assert.are.equal(0, mock:count("conflict"))
     end)
 
+    it("with an integration of many headers: one the node repeats is sent once, a different value conflicts", function()
+      local t = {}
+      for i = 1, 20 do t["X-I" .. i] = "v" .. i end
+      local file = helper.integrations({ many = { base_url = mock.url .. "/v1", headers = t } })
+      local r = helper.cli{ args = { "repl", "-I", file }, stdin =
+        'api_node{integration="many", path="/echo", headers={["x-i17"]="v17", ["X-N"]="n"}, results={"200"}}\n'
+        .. '.last\n'
+        .. 'l, res = api_node{integration="many", path="/echo", headers={["x-i18"]="other"}, results={"200"}}\n'
+        .. 'res.error\n' }
+      assert.are.equal(0, r.code, r.stderr)
+      local _, n17 = r.stdout:gsub("%-H '[xX]%-[iI]17: v17'", "")
+      assert.are.equal(1, n17, r.stdout)
+      for i = 1, 20 do assert.matches("%-H '[xX]%-[iI]" .. i .. ": v" .. i .. "'", r.stdout) end
+      assert.matches("-H 'X-N: n'", r.stdout, 1, true)
+      assert.matches("header 'X-I18' differs between the node and integration 'many'", r.stdout, 1, true)
+    end)
+
     it("appear in the trace like any other call", function()
       rt:events()
       rt:api_node{ integration = "shop", path = "/echo", headers = { Accept = "text/xml" }, results = { "200" } }
