@@ -18,8 +18,10 @@ int flowrun_host_main(int argc, char **argv);
 
 /* main.c: what run and host both write */
 void cli_json_str(FILE *f, const char *s, size_t len);
+bool cli_utf8_valid(const char *s, size_t len);
+void cli_put_text(FILE *f, const char *s, size_t len);
 void cli_trace(bool text, FILE *json, const flowrun_trace *t);
-int cli_output_done(int status);
+int cli_output_done(int status, FILE *trace_json, const char *name);
 
 /* cli_sandbox.c: --allow LIST and --limit NAME=VALUE, for run, host, repl */
 #define CLI_MAX_LIMITS 8

@@ -78,9 +78,15 @@ static void on_end(void *ud, const char *id, int how, const char *error) {
   }
 }
 
+/* "[ID] level: message" on stderr; the id comes from stdin and the
+** message may hold a server's text: both escaped for the terminal. */
 static void on_log(void *ud, const char *id, const char *level, const char *msg) {
   (void)ud;
-  fprintf(stderr, "[%s] %s: %s\n", id ? id : "-", level, msg);
+  fputc('[', stderr);
+  cli_put_text(stderr, id ? id : "-", strlen(id ? id : "-"));
+  fprintf(stderr, "] %s: ", level);
+  cli_put_text(stderr, msg, strlen(msg));
+  fputc('\n', stderr);
 }
 
 static void on_trace(void *ud, const flowrun_trace *t) {
@@ -122,6 +128,8 @@ static int l_parse(lua_State *L) {
       if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0
           || strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1))
         return luaL_error(L, "\"session\": expected a non-empty string without NUL");
+      if (!cli_utf8_valid(lua_tostring(L, -1), lua_rawlen(L, -1)))   /* they would print alike */
+        return luaL_error(L, "\"session\": not valid UTF-8");
     } else if (strcmp(k, "text") == 0) {
       if (lua_type(L, -1) != LUA_TSTRING || strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1))
         return luaL_error(L, "\"text\": expected a string without NUL");
@@ -319,10 +327,9 @@ int flowrun_host_main(int argc, char **argv) {
   status = h.failed;
   cli_watchdog_stop();
 done:
-  status = cli_output_done(status);
   if (h.pollable) fcntl(0, F_SETFL, fcntl(0, F_GETFL) & ~O_NONBLOCK);
-  flowrun_free(h.rt);
+  flowrun_free(h.rt);                   /* sessions closed: the last traces written */
+  status = cli_output_done(status, h.trace_json, tjson);
   free(h.in);
-  if (h.trace_json) fclose(h.trace_json);
   return status;
 }

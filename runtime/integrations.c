@@ -240,6 +240,14 @@ static void push_base64(lua_State *L, const unsigned char *s, size_t n) {
   luaL_pushresult(&b);
 }
 
+/* Whether s (len bytes) holds a control character, which RFC 7617 forbids
+** in Basic credentials (one would never show, nor be typed). */
+static bool has_control(const char *s, size_t len) {
+  for (size_t i = 0; i < len; i++)
+    if ((unsigned char)s[i] < 0x20 || s[i] == 0x7F) return true;
+  return false;
+}
+
 static void read_auth(lua_State *L, building *b) {
   static const char *const keys[] = { "bearer", "basic", NULL };
   size_t len;
@@ -255,8 +263,14 @@ static void read_auth(lua_State *L, building *b) {
   } else if (lua_type(L, -2) == LUA_TTABLE) {
     lua_rawgeti(L, -2, 1);
     lua_rawgeti(L, -3, 2);
-    want_string(L, b, -2, "auth.basic[1]", &len);
-    want_string(L, b, -1, "auth.basic[2]", &len);
+    const char *user = want_string(L, b, -2, "auth.basic[1]", &len);
+    if (memchr(user, ':', len))         /* RFC 7617: the first ':' ends the user */
+      bad(L, b, "auth.basic[1]", "a user name cannot hold ':' (the server would split it there)");
+    if (has_control(user, len))
+      bad(L, b, "auth.basic[1]", "a control character in the user name");
+    const char *pw = want_string(L, b, -1, "auth.basic[2]", &len);
+    if (has_control(pw, len))
+      bad(L, b, "auth.basic[2]", "a control character in the password");
     lua_pushliteral(L, ":");
     lua_insert(L, -2);
     lua_concat(L, 3);
@@ -366,6 +380,19 @@ static void read_retry(lua_State *L, building *b) {
   lua_pop(L, 4);
 }
 
+/* libcurl reads "http:///x" and "http:/x" as the host x, and takes a
+** user and password in the URL, which would then show in res.url and
+** traces: the text itself must hold "//", a host, and no '@'. */
+static void check_authority(lua_State *L, building *b, const char *url) {
+  const char *a = strchr(url, ':');
+  size_t n;
+  if (!a || strncmp(a, "://", 3) != 0 || (n = strcspn(a + 3, "/?#")) == 0)
+    bad(L, b, "base_url", "no host: expected http://HOST[:PORT][/PATH]");
+  if (memchr(a + 3, '@', n))
+    bad(L, b, "base_url", "a user or password in the URL would show in res.url and "
+        "traces: credentials belong in auth = { basic = { USER, PASSWORD } }");
+}
+
 static void read_base_url(lua_State *L, building *b) {
   integration *ig = b->ig;
   size_t len;
@@ -381,6 +408,7 @@ static void read_base_url(lua_State *L, building *b) {
   bool web = scheme && (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0);
   curl_free(scheme);
   if (!web) bad(L, b, "base_url", "only http:// and https:// URLs are allowed");
+  check_authority(L, b, url);
   /* what every call starts from, taken apart once */
   char *path = NULL, *query = NULL;
   curl_url_get(ig->base, CURLUPART_PATH, &path, 0);

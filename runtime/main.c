@@ -58,43 +58,6 @@ typedef struct cli {
 
 /* ---- what the sessions do ---- */
 
-/* Writes head then text (len bytes) and a line break to f; with --sessions
-** every line of it starts with "[ID] ", so that lines can be told apart. */
-static void put_lines(cli *c, FILE *f, const char *id, const char *head,
-                      const char *text, size_t len) {
-  bool prefix = c->prefix && id;
-  const char *end = text + len;
-  if (prefix) fprintf(f, "[%s] ", id);
-  fputs(head, f);
-  for (;;) {
-    const char *nl = memchr(text, '\n', end - text);
-    fwrite(text, 1, (nl ? nl + 1 : end) - text, f);
-    if (!nl) break;
-    text = nl + 1;
-    if (prefix) fprintf(f, "[%s] ", id);
-  }
-  fputc('\n', f);
-}
-
-static void on_say(void *ud, const char *id, const char *text, size_t len) {
-  put_lines(ud, stdout, id, "", text, len);
-}
-
-static void on_log(void *ud, const char *id, const char *level, const char *msg) {
-  char head[32];
-  fflush(stdout);
-  snprintf(head, sizeof head, "%s: ", level);
-  put_lines(ud, stderr, id, head, msg, strlen(msg));
-}
-
-static void on_end(void *ud, const char *id, int how, const char *error) {
-  cli *c = ud;
-  if (how == FLOWRUN_DONE) return;
-  c->failed = 1;
-  fflush(stdout);
-  put_lines(c, stderr, id, "", error, strlen(error));
-}
-
 /* The length of the valid UTF-8 sequence at p (RFC 3629: no overlong
 ** forms, no surrogates, nothing above U+10FFFF), 0 if there is none. */
 static size_t utf8_seq(const unsigned char *p, size_t left) {
@@ -116,6 +79,76 @@ static size_t utf8_seq(const unsigned char *p, size_t left) {
   for (size_t k = 2; k < n; k++)
     if ((p[k] & 0xC0) != 0x80) return 0;
   return n;
+}
+
+/* Writes s (len bytes) to f with what could steer a terminal made
+** visible as \xNN: control characters but line break and tab (ESC starts
+** the terminal's escape sequences, CR writes over a line), C1 controls
+** (U+0080-U+009F) and bytes that are not UTF-8. Errors, logs and traces
+** carry text from outside -- a server's Location, a session id -- and
+** reach stderr through it; what a flow says is written as it is. */
+void cli_put_text(FILE *f, const char *s, size_t len) {
+  const unsigned char *p = (const unsigned char *)s, *end = p + len, *from = p;
+  while (p < end) {
+    size_t n = utf8_seq(p, (size_t)(end - p));
+    bool shown = n > 1 ? !(p[0] == 0xC2 && p[1] < 0xA0)
+               : n == 1 && (p[0] >= 0x20 || p[0] == '\n' || p[0] == '\t') && p[0] != 0x7F;
+    if (shown) { p += n; continue; }
+    fwrite(from, 1, (size_t)(p - from), f);
+    for (size_t k = 0; k < (n ? n : 1); k++) fprintf(f, "\\x%02x", p[k]);
+    p += n ? n : 1;
+    from = p;
+  }
+  fwrite(from, 1, (size_t)(p - from), f);
+}
+
+/* Writes head then text (len bytes) and a line break to f; with --sessions
+** every line of it starts with "[ID] ", so that lines can be told apart.
+** Text from outside is escaped (cli_put_text). */
+static void put_lines(cli *c, FILE *f, const char *id, const char *head,
+                      const char *text, size_t len, bool outside) {
+  bool prefix = c->prefix && id;
+  const char *end = text + len;
+  if (prefix) fprintf(f, "[%s] ", id);
+  fputs(head, f);
+  for (;;) {
+    const char *nl = memchr(text, '\n', end - text);
+    size_t n = (size_t)((nl ? nl + 1 : end) - text);
+    if (outside) cli_put_text(f, text, n);
+    else fwrite(text, 1, n, f);
+    if (!nl) break;
+    text = nl + 1;
+    if (prefix) fprintf(f, "[%s] ", id);
+  }
+  fputc('\n', f);
+}
+
+static void on_say(void *ud, const char *id, const char *text, size_t len) {
+  put_lines(ud, stdout, id, "", text, len, false);
+}
+
+static void on_log(void *ud, const char *id, const char *level, const char *msg) {
+  char head[32];
+  fflush(stdout);
+  snprintf(head, sizeof head, "%s: ", level);
+  put_lines(ud, stderr, id, head, msg, strlen(msg), true);
+}
+
+static void on_end(void *ud, const char *id, int how, const char *error) {
+  cli *c = ud;
+  if (how == FLOWRUN_DONE) return;
+  c->failed = 1;
+  fflush(stdout);
+  put_lines(c, stderr, id, "", error, strlen(error), true);
+}
+
+/* Whether s (len bytes) is valid UTF-8 throughout. */
+bool cli_utf8_valid(const char *s, size_t len) {
+  const unsigned char *p = (const unsigned char *)s, *end = p + len;
+  size_t n;
+  for (; p < end; p += n)
+    if ((n = utf8_seq(p, (size_t)(end - p))) == 0) return false;
+  return true;
 }
 
 /* s (len bytes) as a JSON string: escaped, and valid UTF-8 whatever the
@@ -147,12 +180,20 @@ static void json_cstr(FILE *f, const char *s) {
   cli_json_str(f, s, s ? strlen(s) : 0);
 }
 
+static void put_cstr(FILE *f, const char *s) {
+  cli_put_text(f, s, strlen(s));
+}
+
 /* One call: a line on stderr when text, a JSON line on json when given. */
 void cli_trace(bool text, FILE *json, const flowrun_trace *t) {
   if (text) {
     fflush(stdout);
-    fprintf(stderr, "trace session=%s integration=%s method=%s url=%s label=%s",
-            t->session ? t->session : "-", t->integration, t->method, t->url, t->label);
+    fputs("trace session=", stderr);
+    put_cstr(stderr, t->session ? t->session : "-");
+    fprintf(stderr, " integration=%s method=%s url=", t->integration, t->method);
+    put_cstr(stderr, t->url);
+    fputs(" label=", stderr);
+    put_cstr(stderr, t->label);
     if (t->status) fprintf(stderr, " status=%d", t->status);
     fprintf(stderr, " elapsed_ms=%.0f attempts=%d", t->elapsed_ms, t->attempts);
     if (t->reason) fprintf(stderr, " reason=%s", t->reason);
@@ -245,7 +286,7 @@ static void watch(cli *c, bool on) {
 
 static void on_ask(void *ud, const char *id, const char *prompt, size_t len) {
   cli *c = ud;
-  if (prompt) put_lines(c, stdout, id, "", prompt, len);
+  if (prompt) put_lines(c, stdout, id, "", prompt, len, false);
   fflush(stdout);
   if (c->nwait == c->capwait) {
     c->capwait = c->capwait ? c->capwait * 2 : 16;
@@ -267,12 +308,24 @@ static void on_ask(void *ud, const char *id, const char *prompt, size_t len) {
 
 /* ---- run ---- */
 
-/* Flushes stdout: output that could not be written (a full disk) is a
-** failure the caller must hear of, not a silent exit 0. */
-int cli_output_done(int status) {
-  if (fflush(stdout) == 0 && !ferror(stdout)) return status;
-  fprintf(stderr, "flowrun: cannot write the output: %s\n", strerror(errno));
-  return status ? status : 1;
+/* Flushes stdout and closes the --trace-json file (name) when there is
+** one: output that could not be written (a full disk) is a failure the
+** caller must hear of, not a silent exit 0. */
+int cli_output_done(int status, FILE *trace_json, const char *name) {
+  int err;
+  if (fflush(stdout) != 0 || ferror(stdout)) {
+    fprintf(stderr, "flowrun: cannot write the output: %s\n", strerror(errno));
+    status = status ? status : 1;
+  }
+  if (trace_json) {
+    err = fflush(trace_json) != 0 ? errno : 0;
+    if (err || ferror(trace_json)) {
+      fprintf(stderr, "flowrun: cannot write %s: %s\n", name, err ? strerror(err) : "write error");
+      status = status ? status : 1;
+    }
+    fclose(trace_json);
+  }
+  return status;
 }
 
 
@@ -347,13 +400,12 @@ static int run(int argc, char **argv) {
     cli_watchdog_stop();
     status = c.failed;
   }
-  status = cli_output_done(status);
-  flowrun_free(c.rt);
+  flowrun_free(c.rt);                   /* sessions closed: the last traces written */
+  status = cli_output_done(status, c.trace_json, tjson);
   if (c.pollable) fcntl(0, F_SETFL, fcntl(0, F_GETFL) & ~O_NONBLOCK);
   for (i = 0; i < c.nwait; i++) free(c.waiting[i]);
   free(c.waiting);
   free(c.in);
-  if (c.trace_json) fclose(c.trace_json);
   return status;
 }
 

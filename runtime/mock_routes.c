@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <lua.h>
 #include <lauxlib.h>
@@ -334,12 +335,50 @@ static int l_load(lua_State *L) {
   return 0;
 }
 
-/* Loads m->file into m->routes; prints the error and returns -1 on failure. */
+#define LOAD_SECONDS 5                  /* a routes file that runs longer loops */
+#define DEADLINE_KEY "flowrun.mock_deadline"
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Every million instructions of the routes file: is its time up? The
+** error names the file and line of the Lua code that runs, else the file. */
+static void deadline_hook(lua_State *L, lua_Debug *ar) {
+  lua_Debug d;
+  int level = 0;
+  (void)ar;
+  lua_getfield(L, LUA_REGISTRYINDEX, DEADLINE_KEY);
+  double due = lua_tonumber(L, -1);
+  lua_pop(L, 1);
+  if (now_s() <= due) return;
+  lua_sethook(L, deadline_hook, LUA_MASKCOUNT, 1);   /* and a pcall meets it again */
+  while (lua_getstack(L, level++, &d)) {
+    lua_getinfo(L, "Sl", &d);
+    if (d.currentline > 0)
+      luaL_error(L, "%s:%d: still running after %d s: a loop that never ends?",
+                 d.short_src, d.currentline, LOAD_SECONDS);
+  }
+  lua_getfield(L, LUA_REGISTRYINDEX, "flowrun.mock_file");
+  luaL_error(L, "%s: still running after %d s: a loop that never ends?",
+             lua_tostring(L, -1), LOAD_SECONDS);
+}
+
+/* Loads m->file into m->routes; prints the error and returns -1 on failure.
+** A file that loops is stopped after LOAD_SECONDS, as an integrations
+** file is. */
 int mock_load_routes(struct mock *m) {
   lua_State *L = luaL_newstate();
   int rc = 0;
   if (L == NULL) return -1;
   luaL_openlibs(L);
+  lua_pushstring(L, m->file);
+  lua_setfield(L, LUA_REGISTRYINDEX, "flowrun.mock_file");
+  lua_pushnumber(L, now_s() + LOAD_SECONDS);
+  lua_setfield(L, LUA_REGISTRYINDEX, DEADLINE_KEY);
+  lua_sethook(L, deadline_hook, LUA_MASKCOUNT, 1000000);
   lua_pushcfunction(L, l_load);
   lua_pushlightuserdata(L, m);
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) {

@@ -342,6 +342,26 @@ static void upper_hex(char *s) {
     }
 }
 
+/* libcurl builds the request line and headers (and a POST body under
+** 64 KB) in one buffer of at most 1 MiB, and fails with "Out of memory"
+** past it; a URL over 8 MB it refuses outright. flowrun refuses a request
+** whose URL and headers take more than MAX_HEAD bytes first, with a label
+** that says so, and leaves room for what libcurl adds. */
+#define MAX_HEAD 900000
+
+static void head_too_large(call *c) {
+  fr_call_fail(c, LABEL_ERROR, "too_large", "the URL and headers take more than %d bytes, "
+               "more than libcurl can send: send large data in the body", MAX_HEAD);
+}
+
+/* The URL and the header lines, against MAX_HEAD. */
+static void check_head_size(call *c) {
+  size_t n = strlen(c->url);
+  for (const struct curl_slist *l = c->hdrs; l && n <= MAX_HEAD; l = l->next)
+    n += strlen(l->data) + 2;
+  if (n > MAX_HEAD) head_too_large(c);
+}
+
 /* Sets c->url from path and query through the integration's URL handle.
 ** Many calls ask for the URL of the call before; that one is reused. */
 static void set_url(lua_State *L, integration *ig, call *c, const char *path,
@@ -434,7 +454,12 @@ static void build_url(lua_State *L, call *c, unsigned present, const char *path)
     lua_pop(L, 1);
     lua_pushliteral(L, "/");
   }
-  set_url(L, ig, c, lua_tostring(L, -1), lua_tostring(L, -2), nq > 0);
+  if (lua_rawlen(L, -1) + lua_rawlen(L, -2) > MAX_HEAD) {   /* the URL alone */
+    head_too_large(c);
+    lua_pushfstring(L, "%s%s%s", ig->base_url, path[0] == '/' ? "" : "/", path);
+    if (!fr_call_set_url(c, lua_tostring(L, -1))) luaL_error(L, "out of memory");
+  } else
+    set_url(L, ig, c, lua_tostring(L, -1), lua_tostring(L, -2), nq > 0);
   lua_settop(L, filled - 1);
   if (params) lua_pop(L, 1);
 }
@@ -457,23 +482,35 @@ static bool ig_header(const integration *ig, const char *name) {
   return false;
 }
 
-static void add_line(lua_State *L, call *c, const char *name, const char *value) {
+/* Appends a header line to c->hdrs after *tail, its last line (NULL: not
+** known yet). curl_slist_append walks from the node it is given to the
+** end: given the last, a node with 100 000 headers costs no more per line
+** than one with two. */
+static void add_line(lua_State *L, call *c, struct curl_slist **tail,
+                     const char *name, const char *value) {
   size_t n = strlen(name) + (value ? strlen(value) : 0) + 3;
   char *line = malloc(n);
   struct curl_slist *l;
   if (!line) luaL_error(L, "out of memory");
   if (!value) snprintf(line, n, "%s", name);          /* "X:" removes X */
   else snprintf(line, n, *value ? "%s: %s" : "%s;", name, value);  /* "X;" sends "X:" */
-  l = curl_slist_append(c->hdrs, line);
+  if (!*tail && c->hdrs)
+    for (*tail = c->hdrs; (*tail)->next; *tail = (*tail)->next) {}
+  l = curl_slist_append(*tail, line);
   free(line);
   if (!l) luaL_error(L, "out of memory");
-  c->hdrs = l;
+  if (!c->hdrs) c->hdrs = l;
+  *tail = *tail ? (*tail)->next : l;
 }
 
-/* Builds the header list; a conflict with the integration sets the label. */
-static void build_headers(lua_State *L, call *c, unsigned present, int *hidx) {
+/* Builds the header list; a conflict with the integration sets the label.
+** One pass over the node's headers compares each with the integration's
+** and marks those the node repeats. */
+static void build_headers(lua_State *L, call *c, unsigned present, int *hidx,
+                          struct curl_slist **tail) {
   integration *ig = c->ig;
   int h = 0, i;
+  bool *repeated;
   *hidx = 0;
   if (field(L, present, F_HEADERS, LUA_TTABLE, "a table")) {
     h = *hidx = lua_gettop(L);
@@ -499,8 +536,8 @@ static void build_headers(lua_State *L, call *c, unsigned present, int *hidx) {
   if (!h && !HAS(F_BODY) && !HAS(F_FORM)) {   /* the integration's alone */
     if (!ig->shared_hdrs) {             /* built once, into c->hdrs */
       for (i = 0; i < ig->nheaders; i++)
-        add_line(L, c, ig->headers[i].name, ig->headers[i].value);
-      add_line(L, c, "Expect:", NULL);
+        add_line(L, c, tail, ig->headers[i].name, ig->headers[i].value);
+      add_line(L, c, tail, "Expect:", NULL);
       ig->shared_hdrs = c->hdrs;
     }
     c->hdrs = ig->shared_hdrs;
@@ -508,28 +545,34 @@ static void build_headers(lua_State *L, call *c, unsigned present, int *hidx) {
     return;
   }
   /* the node's headers, then the integration's it does not repeat */
+  bool few[16];                         /* the usual integration; else Lua's memory */
+  repeated = ig->nheaders <= 16 ? few : lua_newuserdatauv(L, (size_t)ig->nheaders * sizeof *repeated, 0);
+  if (ig->nheaders > 0) memset(repeated, 0, (size_t)ig->nheaders * sizeof *repeated);
   if (h) {
     lua_pushnil(L);
     while (lua_next(L, h)) {
       lua_pushvalue(L, -1);
       const char *name = lua_tostring(L, -3), *value = lua_tostring(L, -1);
-      for (i = 0; i < ig->nheaders && !c->label; i++)
-        if (strcasecmp(ig->headers[i].name, name) == 0
-            && strcmp(ig->headers[i].value, value) != 0)
-          fr_call_fail(c, LABEL_ERROR, "header_conflict",
-                      "header '%s' differs between the node and integration '%s'",
-                      ig->headers[i].name, ig->name);
-      add_line(L, c, name, value);
+      for (i = 0; i < ig->nheaders; i++)
+        if (strcasecmp(ig->headers[i].name, name) == 0) {
+          repeated[i] = true;
+          if (!c->label && strcmp(ig->headers[i].value, value) != 0)
+            fr_call_fail(c, LABEL_ERROR, "header_conflict",
+                        "header '%s' differs between the node and integration '%s'",
+                        ig->headers[i].name, ig->name);
+        }
+      add_line(L, c, tail, name, value);
       lua_pop(L, 2);
     }
   }
   for (i = 0; i < ig->nheaders; i++)
-    if (!node_header(L, h, ig->headers[i].name))
-      add_line(L, c, ig->headers[i].name, ig->headers[i].value);
-  add_line(L, c, "Expect:", NULL);      /* no 100-continue round trip */
+    if (!repeated[i]) add_line(L, c, tail, ig->headers[i].name, ig->headers[i].value);
+  if (repeated != few) lua_pop(L, 1);
+  add_line(L, c, tail, "Expect:", NULL);   /* no 100-continue round trip */
 }
 
-static void build_body(lua_State *L, call *c, unsigned present, int h) {
+static void build_body(lua_State *L, call *c, unsigned present, int h,
+                       struct curl_slist **tail) {
   int t = HAS(F_BODY) ? (lua_pushliteral(L, "body"), lua_rawget(L, 1)) : (lua_pushnil(L), LUA_TNIL);
   int f = HAS(F_FORM) ? (lua_pushliteral(L, "form"), lua_rawget(L, 1)) : (lua_pushnil(L), LUA_TNIL);
   bool has_type = node_header(L, h, "Content-Type") || ig_header(c->ig, "Content-Type");
@@ -575,7 +618,7 @@ static void build_body(lua_State *L, call *c, unsigned present, int h) {
   if (!(c->body = malloc(len + 1))) luaL_error(L, "out of memory");
   memcpy(c->body, data, len + 1);
   c->bodylen = len;
-  if (type && !has_type) add_line(L, c, "Content-Type", type);
+  if (type && !has_type) add_line(L, c, tail, "Content-Type", type);
   lua_pop(L, 3);
 }
 
@@ -600,6 +643,7 @@ static unsigned check_keys(lua_State *L) {
 void fr_request_build(lua_State *L, call *c) {
   const char *path;
   int h;
+  struct curl_slist *tail = NULL;
   unsigned present = check_keys(L);
   resolve_target(L, c, present, &path);
   if (!field(L, present, F_RESULTS, LUA_TTABLE, "an array like {\"200\", \"404\"}"))
@@ -616,6 +660,7 @@ void fr_request_build(lua_State *L, call *c) {
   }
   if (HAS(F_TIMEOUT_MS)) lua_pop(L, 1);
   build_url(L, c, present, path);
-  build_headers(L, c, present, &h);
-  build_body(L, c, present, h);
+  build_headers(L, c, present, &h, &tail);
+  build_body(L, c, present, h, &tail);
+  if (!c->label) check_head_size(c);
 }

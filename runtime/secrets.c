@@ -11,7 +11,9 @@
 ** backslash, "%25") both readings are followed, a few at a time: the cost
 ** stays linear in the text whatever it holds. A second level of encoding
 ** (JSON in JSON, a URL in a URL, \u escapes of non-ASCII) is caught through
-** copies of the secret spelt once already.
+** copies of the secret spelt once already; the hex digits of a \u escape
+** in such a copy match in either case (lua-cjson writes "\u00e4", Jackson
+** "\u00E4").
 */
 #include <stdbool.h>
 #include <stdio.h>
@@ -137,6 +139,17 @@ static size_t decode(const unsigned char *s, size_t left, int *c) {
   }
 }
 
+/* Whether the text's byte t stands for byte k of the secret sec: the same
+** byte, or a hex digit of a \uXXXX escape (a copy of the secret spelt as
+** JSON) in the other case. */
+static bool same(int t, const unsigned char *sec, size_t k) {
+  size_t j = k;
+  if (t == sec[k]) return true;
+  if (!(sec[k] >= 'a' && sec[k] <= 'f' && t == sec[k] - 'a' + 'A')) return false;
+  while (j > 0 && k - j < 3 && hexval(sec[j - 1]) >= 0) j--;   /* to the escape's first digit */
+  return j >= 2 && sec[j - 1] == 'u' && sec[j - 2] == '\\';
+}
+
 #define READINGS 4                      /* ambiguous readings followed at once */
 
 /* Adds offset i to the sorted set r (n entries) unless it is there. */
@@ -164,8 +177,8 @@ static size_t spells(const unsigned char *s, size_t left, const unsigned char *s
       size_t i = cur[r], used;
       int c;
       if (i >= left) continue;
-      if (s[i] == sec[k]) reading(nxt, &nnxt, i + 1);
-      if ((used = decode(s + i, left - i, &c)) > 0 && c == sec[k]) reading(nxt, &nnxt, i + used);
+      if (same(s[i], sec, k)) reading(nxt, &nnxt, i + 1);
+      if ((used = decode(s + i, left - i, &c)) > 0 && same(c, sec, k)) reading(nxt, &nnxt, i + used);
     }
     if (nnxt == 0) return 0;
     if (nnxt > READINGS) {              /* the ends: READINGS / 2 of each */

@@ -336,6 +336,23 @@ say("not reached")
       assert.are.equal(0, mock:count("conflict"))
     end)
 
+    it("with an integration of many headers: one the node repeats is sent once, a different value conflicts", function()
+      local t = {}
+      for i = 1, 20 do t["X-I" .. i] = "v" .. i end
+      local file = helper.integrations({ many = { base_url = mock.url .. "/v1", headers = t } })
+      local r = helper.cli{ args = { "repl", "-I", file }, stdin =
+        'api_node{integration="many", path="/echo", headers={["x-i17"]="v17", ["X-N"]="n"}, results={"200"}}\n'
+        .. '.last\n'
+        .. 'l, res = api_node{integration="many", path="/echo", headers={["x-i18"]="other"}, results={"200"}}\n'
+        .. 'res.error\n' }
+      assert.are.equal(0, r.code, r.stderr)
+      local _, n17 = r.stdout:gsub("%-H '[xX]%-[iI]17: v17'", "")
+      assert.are.equal(1, n17, r.stdout)
+      for i = 1, 20 do assert.matches("%-H '[xX]%-[iI]" .. i .. ": v" .. i .. "'", r.stdout) end
+      assert.matches("-H 'X-N: n'", r.stdout, 1, true)
+      assert.matches("header 'X-I18' differs between the node and integration 'many'", r.stdout, 1, true)
+    end)
+
     it("appear in the trace like any other call", function()
       rt:events()
       rt:api_node{ integration = "shop", path = "/echo", headers = { Accept = "text/xml" }, results = { "200" } }
@@ -343,6 +360,42 @@ say("not reached")
       assert.are.equal(1, #traces)
       assert.are.equal("error", traces[1].label)
       assert.are.equal("header_conflict", traces[1].reason)
+    end)
+  end)
+
+  describe("a request too large to send", function()
+    local TOO_LARGE = "the URL and headers take more than 900000 bytes, more than libcurl can send: "
+      .. "send large data in the body"
+
+    it("a path param of 1 MiB or 8 MB: label error, reason too_large, nothing sent", function()
+      for _, n in ipairs { 1024 * 1024, 8 * 1000 * 1000 + 1 } do
+        local label, res = rt:api_node{ integration = "bare", path = "/items/{id}",
+                                         params = { id = ("a"):rep(n) }, results = { "200" } }
+        assert.are.equal("error", label, n)
+        assert.are.equal("too_large", res.reason)
+        assert.are.equal(TOO_LARGE, res.error)
+        assert.are.equal(mock.url .. "/v1/items/{id}", res.url)   -- the path as written
+        assert.are.equal(0, res.attempts)
+      end
+    end)
+
+    it("a URL under the limit is sent as it is (the server may refuse it)", function()
+      local label, res = rt:api_node{ integration = "bare", path = "/items/{id}",
+                                       params = { id = ("a"):rep(800000) }, results = { "200" } }
+      assert.are.equal("other", label, res.error)
+      assert.are.equal(414, res.status)
+    end)
+
+    it("200 000 headers: too_large, and built in linear time (well under 3 s; 30 s when quadratic)", function()
+      local h = {}
+      for i = 1, 200000 do h["X-H" .. i] = "v" .. i end
+      local t0 = os.clock()
+      local label, res = rt:api_node{ integration = "shop", path = "/echo", headers = h, results = { "200" } }
+      local cpu = os.clock() - t0
+      assert.is_true(cpu < 3, ("took %.1f s of CPU"):format(cpu))
+      assert.are.equal("error", label)
+      assert.are.equal("too_large", res.reason)
+      assert.are.equal(TOO_LARGE, res.error)
     end)
   end)
 

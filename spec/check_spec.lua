@@ -539,6 +539,14 @@ return flow.define { start = "a", steps = { a = flow.say(texts.hi) } }
       assert.are.equal(bad .. ':7: step "call": unknown target "shw"\n1 file checked: 1 problem\n', r.stdout)
     end)
 
+    it("is 2 with the errors only when no file can be read (no \"0 files checked\")", function()
+      local r = check({ dir .. "/nothing_here.lua", dir })
+      assert.are.equal(2, r.code)
+      assert.are.equal("flowrun check: cannot read " .. dir .. "/nothing_here.lua: No such file or directory\n"
+        .. "flowrun check: cannot read " .. dir .. ": Is a directory\n", r.stderr)
+      assert.are.equal("", r.stdout)
+    end)
+
     it("is 2 without a file or with an unknown option", function()
       local r = helper.cli{ args = { "check" } }
       assert.are.equal(2, r.code)

@@ -119,6 +119,19 @@ describe("§5 command line", function()
                      helper.read(dir .. "/err"), 1, true)
     end)
 
+    it("is 1 when the --trace-json file cannot be written, for run and host, and says why", function()
+      local _, flow = project(CALL)
+      local r = helper.cli{ args = { "--trace-json", "/dev/full", flow } }
+      assert.are.equal(1, r.code)
+      assert.are.equal("200\n", r.stdout)
+      assert.are.equal("flowrun: cannot write /dev/full: No space left on device\n", r.stderr)
+      r = helper.cli{ args = { "host", "--trace-json", "/dev/full", flow },
+                      stdin = '{"session":"u1","text":"x"}\n' }
+      assert.are.equal(1, r.code)
+      assert.are.equal('{"session":"u1","say":"200"}\n{"session":"u1","end":"done"}\n', r.stdout)
+      assert.are.equal("flowrun: cannot write /dev/full: No space left on device\n", r.stderr)
+    end)
+
     it("is 2 for a bad --sessions", function()
       local _, flow = project([[ say("never") ]])
       for _, n in ipairs { "0", "-1", "two", "" } do
@@ -126,6 +139,48 @@ describe("§5 command line", function()
         assert.are.equal(2, r.code, "--sessions " .. n)
         assert.are.equal("", r.stdout)
       end
+    end)
+  end)
+
+  describe("text from outside on the terminal", function()
+    local away, dir
+    setup(function()
+      away = helper.mock({ { path = "/away", status = 302,
+        headers = { Location = "http://other.invalid/\27[31mRED\27]0;title\7" } } })
+      dir = helper.tmpdir()
+      helper.integrations({ r = { base_url = away.url, follow_redirects = true } }, dir)
+      helper.flow([[
+        local label, res = api_node{ integration = "r", path = "/away", results = { "200" } }
+        log.warn(res.error .. " \r|\194\155|\255|é\tend")
+        say(res.error)
+        error(res.error, 0)
+      ]], dir, "away.lua")
+    end)
+
+    it("errors and logs show a server's control characters as \\xNN; say writes them as they are", function()
+      local r = helper.cli{ args = { dir .. "/away.lua" } }
+      assert.are.equal(1, r.code)
+      local shown = "redirect to another origin refused: http://other.invalid/\\x1b[31mRED\\x1b]0;title\\x07"
+      local want = "warn: " .. shown .. " \\x0d|\\xc2\\x9b|\\xff|é\tend\n" .. shown .. "\nstack traceback:\n"
+      assert.are.equal(want, r.stderr:sub(1, #want))
+      assert.are.equal("redirect to another origin refused: http://other.invalid/\27[31mRED\27]0;title\7\n", r.stdout)
+    end)
+
+    it("host: a session id with control characters is escaped in logs and --trace", function()
+      local r = helper.cli{ args = { "host", "--trace", dir .. "/away.lua" },
+                            stdin = '{"session":"\\u001b[2J","text":"x"}\n' }
+      assert.are.equal(1, r.code)
+      local lines = helper.lines(r.stderr)
+      assert.matches("^trace session=\\x1b%[2J integration=r method=GET ", lines[1])
+      assert.are.equal("[\\x1b[2J] warn: redirect to another origin refused: http://other.invalid/"
+        .. "\\x1b[31mRED\\x1b]0;title\\x07 \\x0d|\\xc2\\x9b|\\xff|é\tend", lines[2])
+      assert.is_nil(r.stderr:find("\27", 1, true))
+    end)
+
+    it("the REPL's printer escapes control characters, C1 ones too", function()
+      local r = helper.cli{ args = { "repl" }, stdin = 'x = "a\\27[31mb\\194\\155c"\nx\n' }
+      assert.are.equal(0, r.code, r.stderr)
+      assert.matches('"a\\027[31mb\\194\\155c"', r.stdout, 1, true)
     end)
   end)
 

@@ -169,6 +169,18 @@ describe("§9 flowrun host", function()
     assert.are.same({ say = "bye Ann" }, of(r.events, "u1")[3])
   end)
 
+  it("refuses a session id that is not valid UTF-8: such ids would all print as \"\\ufffd\"", function()
+    local r = helper.cli{ args = { "host", dir .. "/chat.lua" }, env = ENV,
+      stdin = '{"session":"\255","text":"a"}\n{"session":"\254","text":"b"}\n'
+        .. '{"session":"u\237\160\128","text":"c"}\n{"session":"\195\169","text":"d"}\n' }
+    assert.are.equal(0, r.code, r.stderr)
+    local out = helper.lines(r.stdout)
+    assert.are.same({ error = 'line 1: "session": not valid UTF-8', line = 1 }, cjson.decode(out[1]))
+    assert.are.same({ error = 'line 2: "session": not valid UTF-8', line = 2 }, cjson.decode(out[2]))
+    assert.are.same({ error = 'line 3: "session": not valid UTF-8', line = 3 }, cjson.decode(out[3]))
+    assert.are.same({ session = "\195\169", say = "hello, you said d" }, cjson.decode(out[4]))
+  end)
+
   it("drops a message to a session that already holds 1000 it has not asked for", function()
     helper.flow([[ sleep(300) say("woke") ]], dir, "sleeper.lua")
     local lines = { '{"session":"s","text":"start"}' }

@@ -368,6 +368,29 @@ describe("§2 integrations file", function()
         "shop.base_url: expected a string, got number" },
       { "an ftp base_url", function() return { shop = { base_url = "ftp://127.0.0.1/v1" } } end,
         "shop.base_url: only http:// and https:// URLs are allowed" },
+      { "a base_url with a user and password (they would show in res.url and traces)", function()
+          return { shop = { base_url = "http://alice:pw@127.0.0.1/v1" } } end,
+        "shop.base_url: a user or password in the URL would show in res.url and traces: "
+        .. "credentials belong in auth = { basic = { USER, PASSWORD } }" },
+      { "a base_url with a user only, or an empty one", function()
+          return { shop = { base_url = "https://@127.0.0.1:8443/" } } end,
+        "shop.base_url: a user or password in the URL would show in res.url and traces" },
+      { "a base_url with no host: three slashes", function() return { shop = { base_url = "http:///echo" } } end,
+        "shop.base_url: no host: expected http://HOST[:PORT][/PATH]" },
+      { "a base_url with no host: one slash", function() return { shop = { base_url = "http:/127.0.0.1/v1" } } end,
+        "shop.base_url: no host: expected http://HOST[:PORT][/PATH]" },
+      { "a base_url with no host: a port only", function() return { shop = { base_url = "http://:80/" } } end,
+        "shop.base_url: malformed URL: No host part in the URL" },
+      { "a base_url with no host: a query only", function() return { shop = { base_url = "http://?a=1" } } end,
+        "shop.base_url: malformed URL: No host part in the URL" },
+      { "a base_url with an unclosed IPv6 address", function() return { shop = { base_url = "http://[::1/v1" } } end,
+        "shop.base_url: malformed URL: " },
+      { "a basic auth user with ':' (RFC 7617: the first ':' ends the user)", function()
+          return { shop = { base_url = base(), auth = { basic = { "ali:ce", "pw" } } } } end,
+        "shop.auth.basic[1]: a user name cannot hold ':' (the server would split it there)" },
+      { "a basic auth password with a control character", function()
+          return { shop = { base_url = base(), auth = { basic = { "alice", "p\tw" } } } } end,
+        "shop.auth.basic[2]: a control character in the password" },
       { "an unknown auth key", function() return { shop = { base_url = base(), auth = { token = "x" } } } end,
         "shop.auth: unknown key 'token'" },
       { "a basic auth without a password", function() return { shop = { base_url = base(), auth = { basic = { "alice" } } } } end,

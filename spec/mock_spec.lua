@@ -260,6 +260,15 @@ describe("§8 mock API routes", function()
     it("a syntax error", function()
       refused("return {")
     end)
+
+    it("a file that never ends its loop is stopped after 5 s, naming file and line, even under pcall", function()
+      local file = helper.write(helper.tmpdir() .. "/routes.lua",
+        "local n = 0\nwhile true do pcall(function() for i = 1, 1e8 do n = n + i end end) end\n")
+      local r = helper.cli{ args = { "mock", file, "--port", "0" }, timeout = 30 }
+      assert.are.equal(2, r.code)
+      assert.are.equal("", r.stdout)
+      assert.are.equal(file .. ":2: still running after 5 s: a loop that never ends?\n", r.stderr)
+    end)
   end)
 
   it("without a routes file, prints usage and exits 2", function()

@@ -126,6 +126,33 @@ describe("secrets", function()
     end
   end)
 
+  it("are hidden in \\u escapes of non-ASCII in either hex case (Jackson writes \\u00E4)", function()
+    local flow = helper.flow([[
+      local s = os.getenv("SPEC_SECRET")
+      local function uesc(x, fmt)            -- non-ASCII as \uXXXX, above U+FFFF as a pair
+        local out = {}
+        for _, cp in utf8.codes(x) do
+          if cp < 0x80 then out[#out + 1] = string.char(cp)
+          elseif cp < 0x10000 then out[#out + 1] = fmt:format(cp)
+          else
+            cp = cp - 0x10000
+            out[#out + 1] = fmt:format(0xD800 + (cp >> 10)) .. fmt:format(0xDC00 + (cp & 0x3FF))
+          end
+        end
+        return table.concat(out)
+      end
+      say("1 " .. uesc(s, "\\u%04X"))
+      say("2 " .. json.encode({ uesc(s, "\\u%04X") }))
+      say("3 " .. uesc(s, "\\u%04x"))
+      say("4 " .. uesc(s, "\\u%04X"):gsub("E4", "e4"))
+      say("5 " .. uesc("ä ÄBC", "\\u%04X"))  -- not the secret: stays as it is
+    ]], dir)
+    local r = helper.cli{ args = { flow }, env = { SPEC_SECRET = "pässwörd-\u{1F600}" } }
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.same({ "1 ***", '2 ["***"]', "3 ***", "4 ***", "5 \\u00E4 \\u00C4BC" },
+                    helper.lines(r.stdout))
+  end)
+
   it("are hidden by the REPL's printer before it escapes or cuts a string, and by .last", function()
     local r = helper.cli{ args = { "repl", "-I", dir .. "/integrations.lua" },
                           env = { SPEC_SECRET = SECRET }, stdin = table.concat({

@@ -224,6 +224,7 @@ function check.main(args)
   })
   for _, l in ipairs(lines) do io.write(l, "\n") end
   for _, msg in ipairs(unreadable) do io.stderr:write("flowrun check: cannot read ", msg, "\n") end
+  if n == #unreadable then return 2 end        -- nothing was checked: the errors say all
   local summary = ("%s checked: "):format(plural(n - #unreadable, "file"))
   if errors == 0 and warnings == 0 then
     summary = summary .. "no problems"

@@ -63,10 +63,13 @@ end
 
 local ESC = { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
 
+-- Control characters are escaped, C1 ones (U+0080-U+009F, which some
+-- terminals obey as ESC sequences) too: a server's text cannot steer the terminal.
 local function quote(s)
-  return '"' .. s:gsub('[%c"\\]', function(c)
+  s = s:gsub('[%c"\\]', function(c)
     return ESC[c] or ("\\%03d"):format(c:byte())
-  end) .. '"'
+  end):gsub("\194([\128-\159])", function(c) return ("\\194\\%03d"):format(c:byte()) end)
+  return '"' .. s .. '"'
 end
 
 -- Secrets are hidden before a string is escaped or cut: either would
