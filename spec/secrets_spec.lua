@@ -147,7 +147,7 @@ describe("secrets", function()
       say("4 " .. uesc(s, "\\u%04X"):gsub("E4", "e4"))
       say("5 " .. uesc("ä ÄBC", "\\u%04X"))  -- not the secret: stays as it is
     ]], dir)
-    local r = helper.cli{ args = { flow }, env = { SPEC_SECRET = "pässwörd-\u{1F600}" } }
+    local r = helper.cli{ args = { "--allow", "os", flow }, env = { SPEC_SECRET = "pässwörd-\u{1F600}" } }
     assert.are.equal(0, r.code, r.stderr)
     assert.are.same({ "1 ***", '2 ["***"]', "3 ***", "4 ***", "5 \\u00E4 \\u00C4BC" },
                     helper.lines(r.stdout))
