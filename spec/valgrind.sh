@@ -1,5 +1,6 @@
 #!/bin/sh
-# valgrind over `flowrun run` and `flowrun host` of the demo flow and of `flowrun mock`: exits
+# valgrind over `flowrun run` and `flowrun host` of the demo flow, sessions ended by their
+# limits, and `flowrun mock`: exits
 # non-zero on any leak or memory error.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,5 +22,19 @@ echo "flowrun run: clean"
   sleep 0.5; printf '%s\n' '{"session":"a","text":"42"}' '{"session":"b","text":"7"}'; } \
   | $vg "$here/build/flowrun" host -I "$tmp/integrations.lua" "$here/scripts/demo/order_status.lua" >/dev/null
 echo "flowrun host: clean"
+cat >"$tmp/limits.lua" <<'EOF'
+if session.id == "1" then local t = {} for i = 1, 1e9 do t[i] = ("x"):rep(100) .. i end end
+if session.id == "2" then while true do end end
+if session.id == "3" then error(setmetatable({}, { __tostring = function() return "custom" end })) end
+say(load("return 1 + 1")() .. " " .. require("json").encode({ id = 76561198000000001 }))
+EOF
+status=0
+$vg "$here/build/flowrun" run --sessions 4 --limit session-memory=4M --limit instructions=1000000 \
+  "$tmp/limits.lua" >"$tmp/limits.out" 2>"$tmp/limits.err" || status=$?
+if [ "$status" -ne 1 ] || ! grep -q 'memory limit' "$tmp/limits.err" \
+   || ! grep -q 'instruction limit' "$tmp/limits.err" || ! grep -q 'custom' "$tmp/limits.err"; then
+  cat "$tmp/limits.err"; exit 1
+fi
+echo "flowrun run, sessions ended by their limits: clean"
 kill -TERM "$mock"
 if wait "$mock"; then echo "flowrun mock: clean"; else echo "flowrun mock: valgrind found problems"; cat "$tmp/mock.log"; exit 1; fi
