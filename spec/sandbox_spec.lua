@@ -175,6 +175,22 @@ describe("§4 sandbox", function()
                     "[2] ann nil", "[2] module says 200 for 2", "[2] true" }, out)
     end)
 
+    it("runs only .lua files with run_flow and flow: targets (no other file read out through errors)", function()
+      local dir = helper.tmpdir()
+      helper.write(dir .. "/notes.txt", "secret words here\n")
+      local r = run('run_flow("notes.txt")', { dir = dir })
+      assert.are.equal(1, r.code)
+      assert.matches("run_flow: " .. dir:gsub("%p", "%%%0") .. "/notes%.txt: a flow file is a %.lua file", r.stderr)
+      assert.is_nil(r.stderr:find("secret words", 1, true))
+      r = run([[
+        local flow = require "flowrun.flow"
+        return flow.define { start = "a", steps = { a = flow.say { text = "hi", next = "flow:notes.txt" } } }
+      ]], { dir = dir })
+      assert.are.equal(1, r.code)
+      assert.matches('target "flow:notes.txt": a flow file is a .lua file', r.stderr, 1, true)
+      assert.is_nil(r.stderr:find("secret words", 1, true))
+    end)
+
     it("reports a module that requires itself instead of recursing", function()
       local dir = helper.tmpdir()
       helper.write(dir .. "/a.lua", 'return require "b"')

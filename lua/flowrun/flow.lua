@@ -402,6 +402,7 @@ local function validate(def, ctx)
     end
   end
   opts.flow_target = function(file, t)
+    if not file:match("%.lua$") then return ('target "%s": a flow file is a .lua file'):format(t) end
     local loader = require "flowrun.loader"
     local r = loader.load(file, { trusted = true })
     if r.kind ~= "flow" then return loader.not_a_flow(r, t, file) end
@@ -419,6 +420,7 @@ end
 -- The definition a "flow:PATH" target continues in.
 local function hand_over(def, name, st, file, env, ctx)
   local load = ctx.load or function(path)
+    if not path:match("%.lua$") then return nil, path .. ": a flow file is a .lua file" end
     local f, err = loadfile(path, "t", env)
     if not f then return nil, err end
     return function(_, ...) return f(...) end
