@@ -4,6 +4,7 @@
 ** (--limit NAME=VALUE), read the same way by every command.
 */
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -36,7 +37,7 @@ static int parse_limit(const char *s, int *which, long long *value) {
   if (*which < 0) return -1;
   errno = 0;
   *value = strtoll(eq + 1, &end, 10);
-  if (end == eq + 1 || *value < 0 || errno) return -1;
+  if (end == eq + 1 || *value < 0 || errno || *value > (LLONG_MAX >> 30)) return -1;
   if (*end == 'K' || *end == 'k') *value <<= 10, end++;
   else if (*end == 'M' || *end == 'm') *value <<= 20, end++;
   else if (*end == 'G' || *end == 'g') *value <<= 30, end++;

@@ -125,7 +125,8 @@ struct session {
   long long steps;                      /* instructions since it last waited */
   long long mem, mem_check;             /* bytes charged to it; measure past this */
   long long out;                        /* bytes it said, asked, logged */
-  int refused;                          /* a limit refused it memory (FLOWRUN_LIMIT_*+1) */
+  int refused;                          /* the limit that refused it memory, +1 */
+  bool recheck;                         /* measure what it holds at the next look */
   char *doom;                           /* why a limit ends it: raised again and again */
   session *next_ready;
   session *prev, *next;                 /* all live sessions */

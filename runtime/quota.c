@@ -87,11 +87,13 @@ void *fr_alloc(void *ud, void *p, size_t osize, size_t nsize) {
     long long lim = rt->limit[FLOWRUN_LIMIT_MEMORY];
     long long slim = rt->limit[FLOWRUN_LIMIT_SESSION_MEMORY];
     if (lim && rt->mem + delta > lim) {
-      s->refused = FLOWRUN_LIMIT_MEMORY;
+      s->refused = 1 + FLOWRUN_LIMIT_MEMORY;
+      s->recheck = true;
       return NULL;
     }
-    if (slim && (delta > slim || s->mem + delta > 2 * slim)) {
-      s->refused = FLOWRUN_LIMIT_SESSION_MEMORY;
+    if (slim && (delta > slim || s->mem + delta > slim + slim)) {
+      s->refused = 1 + FLOWRUN_LIMIT_SESSION_MEMORY;
+      s->recheck = true;
       return NULL;
     }
   }
@@ -263,6 +265,7 @@ static void doom(lua_State *L, session *s, const char *fmt, ...) {
 static void check_memory(lua_State *L, session *s) {
   long long slim = s->rt->limit[FLOWRUN_LIMIT_SESSION_MEMORY];
   long long held = measure(L, s);
+  s->recheck = false;
   if (held < 0) held = s->mem;
   if (held > slim)
     doom(L, s, "memory limit: the session holds about %lld bytes (session_memory is %lld)",
@@ -290,7 +293,7 @@ static void hook(lua_State *L, lua_Debug *ar) {
     doom(L, s, "instruction limit: %lld instructions without waiting (a loop that never ends?)",
          lim);
   lim = rt->limit[FLOWRUN_LIMIT_SESSION_MEMORY];
-  if (lim && (s->mem > (s->mem_check > lim ? s->mem_check : lim) || s->refused))
+  if (lim && (s->mem > (s->mem_check > lim ? s->mem_check : lim) || s->recheck))
     check_memory(L, s);
 }
 

@@ -292,12 +292,14 @@ static void session_failed(session *s, int st) {
   const char *msg;
   if (fr_limits_doom(s))                /* a limit ended it: say which */
     msg = lua_pushstring(co, fr_limits_doom(s));
-  else if (st == LUA_ERRMEM && s->refused)
-    msg = lua_pushfstring(co, "memory limit: %s (%I bytes)",
+  else if (st == LUA_ERRMEM && s->refused) {   /* where the allocation failed */
+    fr_push_where(co);
+    msg = lua_pushfstring(co, "%smemory limit: %s is %I bytes", lua_tostring(co, -1),
                           s->refused == 1 + FLOWRUN_LIMIT_MEMORY
-                          ? "the runtime holds all the memory it may (memory)"
-                          : "the session asked for more than it may hold (session_memory)",
+                          ? "all sessions together hold the most they may: memory"
+                          : "the session asked for more than it may hold: session_memory",
                           (lua_Integer)rt->limit[s->refused - 1]);
+  }
   else if (lua_type(co, -1) == LUA_TSTRING || lua_type(co, -1) == LUA_TNUMBER)
     msg = lua_tostring(co, -1);
   else {                                /* __tostring, run with limits */
@@ -345,6 +347,7 @@ static void resume(session *s) {
   session *was = fr_limits_enter(s);
   s->state = S_RUN;
   s->refused = 0;
+  s->recheck = false;
   s->rt->running = s;
   atomic_store_explicit(&s->rt->run_since, (long long)fr_now() | 1, memory_order_relaxed);
   st = lua_resume(s->co, NULL, s->nargs, &nres);

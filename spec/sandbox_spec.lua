@@ -276,6 +276,20 @@ describe("§4 sandbox", function()
       assert.matches("memory limit", r.stderr)
     end)
 
+    it("say where an allocation over a limit failed, and which limit", function()
+      local r = run('local s = string.rep("x", 100 * 1024 * 1024)', { args = { "--limit", "session-memory=8M" } })
+      assert.are.equal(1, r.code)
+      assert.matches("^[^\n]*flow%.lua:1: memory limit: the session asked for more than it may hold: "
+                     .. "session_memory is 8388608 bytes\n", r.stderr)
+      r = run([[
+        local t = {}
+        for i = 1, 1e9 do t[i] = ("x"):rep(1000) .. i end
+      ]], { args = { "--limit", "memory=40M", "--limit", "session-memory=0" } })
+      assert.are.equal(1, r.code)
+      assert.matches("flow%.lua:2: memory limit: all sessions together hold the most they may: memory is 41943040 bytes",
+                     r.stderr)
+    end)
+
     it("end a session that floods its output", function()
       local r = run([[
         local line = ("z"):rep(1000)
@@ -305,7 +319,7 @@ describe("§4 sandbox", function()
       local r = run([[
         local t = {}
         for i = 1, 200 do t[i] = i end
-        table.sort(t, function(a, b) local x = 0 for i = 1, 1e5 do x = x + i end return a < b end)
+        table.sort(t, function(a, b) local x = 0 for i = 1, 1e6 do x = x + i end return a < b end)
       ]], { args = { "--limit", "wall=1", "--limit", "instructions=0" } })
       assert.are.equal(1, r.code)
       assert.matches("flow%.lua:3: interrupted!", r.stderr)
