@@ -176,7 +176,10 @@ void repl_put_line(repl *r, FILE *f, const char *prefix, const char *color,
   if (f == stderr) fflush(stdout);
   if (color && r->color) fputs(color, f);
   fputs(prefix, f);
-  fputs(shown ? shown : "", f);
+  if (f == stderr && shown)             /* errors, logs, traces: text from outside */
+    cli_put_text(f, shown, strlen(shown));
+  else
+    fputs(shown ? shown : "", f);
   if (color && r->color) fputs(RESET, f);
   fputc('\n', f);
   repl_out_end(r);

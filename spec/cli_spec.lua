@@ -182,6 +182,18 @@ describe("§5 command line", function()
       assert.are.equal(0, r.code, r.stderr)
       assert.matches('"a\\027[31mb\\194\\155c"', r.stdout, 1, true)
     end)
+
+    it("the REPL escapes control characters in errors, its own and a flow's, and in logs", function()
+      local dir = helper.tmpdir()
+      helper.flow('log.info("l\\27[1m") error("f\\27[2m")', dir, "esc.lua")
+      local r = helper.cli{ args = { "repl" }, cwd = dir,
+                            stdin = 'error("a\\27[31mb")\n.run esc.lua\n' }
+      assert.are.equal(1, r.code)
+      assert.is_nil(r.stderr:find("\27", 1, true), r.stderr)
+      assert.matches("a\\x1b[31mb", r.stderr, 1, true)
+      assert.matches("l\\x1b[1m", r.stderr, 1, true)
+      assert.matches("f\\x1b[2m", r.stderr, 1, true)
+    end)
   end)
 
   describe("--version and --help", function()

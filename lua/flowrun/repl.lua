@@ -30,9 +30,16 @@ end
 
 function Repl:say(s) self.host.write(s .. "\n") end
 function Repl:note(s) if self.interactive then self.host.write(self:paint("dim", s) .. "\n") end end
+-- s with control characters (but line break and tab) and C1 controls as
+-- \xNN, as flowrun run prints errors: an error may carry a server's text.
+local function visible(s)
+  s = s:gsub("[%z\1-\8\11-\31\127]", function(c) return ("\\x%02x"):format(c:byte()) end)
+  return (s:gsub("\194([\128-\159])", function(c) return ("\\xc2\\x%02x"):format(c:byte()) end))
+end
+
 function Repl:fail(s)
   self.errors = self.errors + 1
-  self.host.write(self:paint("error", s) .. "\n", "err")
+  self.host.write(self:paint("error", visible(s)) .. "\n", "err")
 end
 
 function Repl:popts(extra)
@@ -164,7 +171,7 @@ function Repl:report(err)
   msg = msg:gsub("^[^\n]-flowrun/repl%.lua:%d+: ", "")  -- raised for the person's call
   self:fail(msg)
   local tb = err.tb and user_traceback(err.tb)
-  if tb then self.host.write(self:paint("dim", tb) .. "\n", "err") end
+  if tb then self.host.write(self:paint("dim", visible(tb)) .. "\n", "err") end
 end
 
 -- Prints the values of one result; `_` keeps the last of them.
