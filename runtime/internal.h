@@ -141,7 +141,6 @@ void fr_sessions_free(flowrun *rt);
 ** run_flow, log, json, print. */
 void fr_push_flow_primitives(flowrun *rt, lua_State *L);
 int fr_sandbox_require(lua_State *L);   /* sandbox.c: require of flows */
-extern const char fr_frozen_key;        /* sandbox.c: marks frozen tables */
 
 /* ---- calls (call.c, request.c) ---- */
 enum { C_NEW, C_QUEUED, C_ACTIVE, C_BACKOFF, C_DONE };

@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "quota.h"
+#include "sandbox.h"
 
 #define EVERY 1000                      /* instructions between two looks */
 
@@ -129,8 +130,6 @@ static bool pset_add(pset *p, const void *k) {
   return true;
 }
 
-static bool is_frozen(lua_State *L, int idx);
-
 /* Accounts for the value on top, then pops it or, when it holds other
 ** values that are the session's own, leaves it with a cursor above it
 ** (a frame) for measure() to walk; a table's metatable comes next. */
@@ -141,7 +140,7 @@ static void visit(lua_State *L, pset *seen, long long *total) {
       if (pset_add(seen, lua_tostring(L, -1))) *total += 24 + (long long)lua_rawlen(L, -1);
     } else if ((t == LUA_TTABLE || t == LUA_TFUNCTION || t == LUA_TTHREAD)
                && pset_add(seen, lua_topointer(L, -1))) {
-      if (lua_iscfunction(L, -1) || (t == LUA_TTABLE && is_frozen(L, -1))
+      if (lua_iscfunction(L, -1) || (t == LUA_TTABLE && fr_frozen(L, -1))
           || !lua_checkstack(L, 4)) {
         *total += 32;                   /* shared, or too deep to follow */
       } else if (t != LUA_TTABLE) {
@@ -308,13 +307,4 @@ void fr_limits_output(flowrun *rt, lua_State *L, size_t n) {
   s->out += (long long)n;
   if (lim && s->out > lim)
     doom(L, s, "output limit: the session said more than %lld bytes (say, ask, log, print)", lim);
-}
-
-/* Is the table at idx frozen (sandbox.c)? Its metatable says so. */
-static bool is_frozen(lua_State *L, int idx) {
-  bool yes;
-  if (!lua_getmetatable(L, idx)) return false;
-  yes = lua_rawgetp(L, -1, &fr_frozen_key) != LUA_TNIL;
-  lua_pop(L, 2);
-  return yes;
 }

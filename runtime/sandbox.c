@@ -29,7 +29,7 @@
 #include "quota.h"
 #include "sandbox.h"
 
-const char fr_frozen_key = 'f';         /* marks a frozen table's metatable */
+static const char fr_frozen_key = 'f';  /* marks a frozen table's metatable */
 static const char modules_key = 'm';    /* a globals table's modules */
 static const char loading_key = 'l';    /* a module being loaded */
 static const char real_require_key = 'r';
@@ -125,7 +125,7 @@ void fr_freeze(lua_State *L, int idx, const char *name) {
   lua_pop(L, 1);
 }
 
-static bool frozen(lua_State *L, int idx) {
+bool fr_frozen(lua_State *L, int idx) {
   bool yes;
   if (!lua_getmetatable(L, idx)) return false;
   yes = lua_rawgetp(L, -1, &fr_frozen_key) != LUA_TNIL;
@@ -140,7 +140,7 @@ static int sb_rawset(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checkany(L, 2);
   luaL_checkany(L, 3);
-  if (frozen(L, 1))
+  if (fr_frozen(L, 1))
     return luaL_error(L, "rawset: the table is read-only (every session shares it)");
   lua_settop(L, 3);
   lua_rawset(L, 1);
@@ -297,8 +297,8 @@ static int sb_require(lua_State *L) {
     lua_rawgetp(L, LUA_REGISTRYINDEX, &real_require_key);
     lua_pushvalue(L, 1);
     lua_call(L, 1, 1);
-    if (lua_istable(L, -1) && !frozen(L, -1)) {
-      if (lua_getfield(L, -1, "END") == LUA_TTABLE && !frozen(L, -1))
+    if (lua_istable(L, -1) && !fr_frozen(L, -1)) {
+      if (lua_getfield(L, -1, "END") == LUA_TTABLE && !fr_frozen(L, -1))
         fr_freeze(L, -1, "flow.END");
       lua_pop(L, 1);
       fr_freeze(L, -1, "flowrun.flow");

@@ -8,6 +8,8 @@
 #ifndef FLOWRUN_SANDBOX_H
 #define FLOWRUN_SANDBOX_H
 
+#include <stdbool.h>
+
 #include <lua.h>
 
 #include "flowrun.h"
@@ -20,6 +22,9 @@ void fr_sandbox_open(flowrun *rt, lua_State *L);
 /* Makes the table at idx read-only in place (it keeps its identity and its
 ** metamethods); name says what it is in the error a write raises. */
 void fr_freeze(lua_State *L, int idx, const char *name);
+
+/* Is the table at idx frozen (shared by every session)? */
+bool fr_frozen(lua_State *L, int idx);
 
 /* Pushes the globals table (_ENV) of the Lua function `level` levels up
 ** the stack, or nothing and returns 0 when it has none. */
