@@ -64,8 +64,11 @@ void fr_parse_results(lua_State *L, int idx, const char *what, fr_results *r,
                "class like \"4xx\", or other, error, timeout, max-connection)",
                what, s);
   }
-  if (need200 && !(r->code[200 / 8] & (1 << (200 % 8))) && !(r->cls & (1 << 2)))
-    luaL_error(L, "%s: must include \"200\" (or \"2xx\")", what);
+  if (need200 && !(r->cls & (1 << 2))) {   /* a success: a 2xx status, or "2xx" */
+    int c = 200;
+    while (c < 300 && !(r->code[c / 8] & (1 << (c % 8)))) c++;
+    if (c == 300) luaL_error(L, "%s: must include a success: a 2xx status like \"200\" or \"201\", or \"2xx\"", what);
+  }
 }
 
 /* The declared result matching status: the code, -class, or 0. */
@@ -647,7 +650,7 @@ void fr_request_build(lua_State *L, call *c) {
   unsigned present = check_keys(L);
   resolve_target(L, c, present, &path);
   if (!field(L, present, F_RESULTS, LUA_TTABLE, "an array like {\"200\", \"404\"}"))
-    luaL_error(L, "api_node: results is required and must include \"200\"");
+    luaL_error(L, "api_node: results is required and must include a success: a 2xx status like \"200\" or \"201\", or \"2xx\"");
   fr_parse_results(L, lua_gettop(L), "api_node: results", &c->results, true);
   lua_pop(L, 1);
   c->timeout_ms = c->ig->timeout_ms;

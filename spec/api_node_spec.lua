@@ -238,8 +238,8 @@ describe("§3 api_node", function()
         "api_node: give body or form, not both" },
       { "a string body without a Content-Type", { method = "POST", body = "<a/>", results = { "200" } },
         "api_node: a string body needs a Content-Type header (for example application/xml)" },
-      { "results missing", {}, "api_node: results is required and must include \"200\"" },
-      { "results without 200", { results = { "404", "timeout" } }, "api_node: results: must include \"200\" (or \"2xx\")" },
+      { "results missing", {}, 'api_node: results is required and must include a success: a 2xx status like "200" or "201", or "2xx"' },
+      { "results without a success", { results = { "404", "timeout" } }, 'api_node: results: must include a success: a 2xx status like "200" or "201", or "2xx"' },
       { "an unknown result name", { results = { "200", "foo" } }, "api_node: results: unknown result \"foo\"" },
       { "\"Timeout\" instead of \"timeout\"", { results = { "200", "Timeout" } },
         "api_node: results: result labels must be lower case: \"Timeout\"" },
@@ -302,6 +302,12 @@ describe("§3 api_node", function()
     it("2xx instead of 200 is enough", function()
       local label = rt:api_node{ integration = "bare", path = "/created", results = { "2xx" } }
       assert.are.equal("2xx", label)
+    end)
+
+    it("any 2xx status is a success: a POST may declare only 201 (SPEC 3)", function()
+      local label = rt:api_node{ integration = "bare", path = "/created", results = { "201", "409" } }
+      assert.are.equal("201", label)
+      assert.has_error(function() rt:api_node{ integration = "bare", path = "/created", results = { "301", "409" } } end)
     end)
 
     it("is reported at the flow's line that called api_node", function()

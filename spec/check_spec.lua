@@ -131,9 +131,16 @@ return flow.define {
       }, 1, "1 file checked: 2 problems")
     end)
 
-    it('missing "200"', function()
+    it('no success among the results', function()
       local f = decl('    call = flow.api { integration = "shop", path = "/x", on = { ["404"] = "done" } },\n')
-      expect_one(f, f .. ':7: step "call": on: must include "200" (or "2xx")')
+      expect_one(f, f .. ':7: step "call": on: must include a success: a 2xx status like "200" or "201", or "2xx"')
+    end)
+
+    it('a 2xx status other than 200 is a success (SPEC 3)', function()
+      local f = decl('    call = flow.api { integration = "shop", method = "POST", path = "/x", on = { ["201"] = "done" } },\n')
+      local r = check({ f })
+      assert.are.equal(0, r.code, r.stdout)
+      assert.matches("1 file checked: no problems", r.stdout, 1, true)
     end)
 
     it("unknown result in on, without a switch", function()
@@ -334,7 +341,7 @@ return flow.define {
         f .. ':12: step "extra": text is required',
         f .. ':7: step "lookup": unknown field \'colour\'',
         f .. ':7: step "lookup": on: result labels must be lower case: "Error"',
-        f .. ':7: step "lookup": on: must include "200" (or "2xx")',
+        f .. ':7: step "lookup": on: must include a success: a 2xx status like "200" or "201", or "2xx"',
         f .. ':7: step "lookup": unknown target "shw"',
         f .. ':7: step "lookup": default label "timeout" is not routed (add it to on or to defaults)',
         f .. ':7: step "lookup": default label "max-connection" is not routed (add it to on or to defaults)',
@@ -412,10 +419,10 @@ local t = rt:api_node{ integration = "shop", path = "/x", headers = { Accept = "
       expect(f, {
         f .. ":5: api_node: unknown integration 'nope'",
         f .. ':5: api_node: results: result labels must be lower case: "Timeout"',
-        f .. ":9: api_node: results: must include \"200\" (or \"2xx\")",
+        f .. ':9: api_node: results: must include a success: a 2xx status like "200" or "201", or "2xx"',
         f .. ":9: api_node: a GET request cannot have a body",
         f .. ":9: api_node: a string body needs a Content-Type header (for example application/xml)",
-        f .. ':10: api_node: results is required and must include "200"',
+        f .. ':10: api_node: results is required and must include a success: a 2xx status like "200" or "201", or "2xx"',
         f .. ":12: api_node: header 'Accept' differs between the node and integration 'shop'",
       }, 1, "1 file checked: 7 problems")
     end)

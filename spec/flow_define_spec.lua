@@ -465,7 +465,7 @@ return flow.define {
       local f = r.flow
       assert.matches(table.concat({
         f .. ':2: defaults: result labels must be lower case: "Timeout"',
-        f .. ':6: step "call": on: must include "200" (or "2xx")',
+        f .. ':6: step "call": on: must include a success: a 2xx status like "200" or "201", or "2xx"',
         f .. ':6: step "call": unknown target "shw"',
         f .. ':6: step "call": default label "timeout" is not routed (add it to on or to defaults)',
         f .. ':6: step "call": default label "max-connection" is not routed (add it to on or to defaults)',

@@ -239,7 +239,7 @@ function flow.labels(st)
         problem("on: " .. nodespec.lower_case_problem(k))
       elseif kind then
         L.results[#L.results + 1] = k
-        if k == "200" or k == "2xx" then has200 = true end
+        if k == "2xx" or (kind == "code" and k:match("^2%d%d$")) then has200 = true end
       elseif spec.switch ~= nil then
         L.switch[k] = true
       else

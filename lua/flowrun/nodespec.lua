@@ -57,7 +57,7 @@ function nodespec.unknown_result_problem(s)
     .. 'or other, error, timeout, max-connection)'):format(s)
 end
 
-nodespec.MISSING_200 = 'must include "200" (or "2xx")'
+nodespec.MISSING_200 = 'must include a success: a 2xx status like "200" or "201", or "2xx"'
 
 local function typename(v)
   if v == UNKNOWN then return "an expression" end
@@ -85,7 +85,7 @@ function nodespec.results_problems(list, what, out)
       elseif not kind then
         out[#out + 1] = what .. ": " .. nodespec.unknown_result_problem(s)
       end
-      if s == "200" or s == "2xx" then has200 = true end
+      if s == "2xx" or (kind == "code" and s:match("^2%d%d$")) then has200 = true end
     end
   end
   if not has200 then out[#out + 1] = what .. ": " .. nodespec.MISSING_200 end
@@ -240,7 +240,7 @@ function nodespec.problems(spec, opts)
   -- results and timeout
   if not opts.no_results then
     if spec.results == nil then
-      add('results is required and must include "200"')
+      add("results is required and " .. nodespec.MISSING_200)
     elseif not dynamic(spec.results) then
       if type(spec.results) ~= "table" then
         add('results: expected an array like {"200", "404"}, got %s', typename(spec.results))
