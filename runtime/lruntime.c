@@ -97,17 +97,15 @@ static int l_file(lua_State *L) {
   return 1;
 }
 
-/* flow_require() -> the require flows have (flowrun check runs a "flow:"
-** target's top level with it, as flowrun run will). */
-static int l_flow_require(lua_State *L) {
-  flowrun *rt = fr_rt(L);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->globals_ref);
-  lua_getfield(L, -1, "require");
+/* flow_globals() -> the flow globals, the sandbox flows have: a loader
+** runs a flow file's top level in it (never handed to a flow). */
+static int l_flow_globals(lua_State *L) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, fr_rt(L)->globals_ref);
   return 1;
 }
 
 static const luaL_Reg funcs[] = {
-  { "flow_require",       l_flow_require },
+  { "flow_globals",       l_flow_globals },
   { "integrations",       l_integrations },
   { "header_conflict",    l_header_conflict },
   { "define_integration", l_define },

@@ -28,7 +28,8 @@
 #include "quota.h"
 #include "sandbox.h"
 
-#define EVERY 1000                      /* instructions between two looks */
+#define EVERY 100                       /* instructions between two looks */
+#define VARARG 0x8000                   /* thread slots from here: varargs */
 
 static _Thread_local session *running; /* whose code runs on this thread */
 
@@ -130,31 +131,50 @@ static bool pset_add(pset *p, const void *k) {
   return true;
 }
 
+/* A measure under way: what it has seen, its total, and the stack slots of
+** the module caches (sandbox.c) and of the things left for later. */
+typedef struct walk {
+  pset seen;
+  long long total;
+  int mods, later;
+  lua_Integer nlater;
+} walk;
+
+/* Leaves the value on top for the end of the walk. */
+static void later(lua_State *L, walk *w) {
+  lua_rawseti(L, w->later, ++w->nlater);
+}
+
 /* Accounts for the value on top, then pops it or, when it holds other
 ** values that are the session's own, leaves it with a cursor above it
-** (a frame) for measure() to walk; a table's metatable comes next. */
-static void visit(lua_State *L, pset *seen, long long *total) {
+** (a frame) for measure() to walk; a table's metatable comes next, and
+** the modules required with it as globals (kept beside it) come later. */
+static void visit(lua_State *L, walk *w) {
   for (;;) {
     int t = lua_type(L, -1);
     if (t == LUA_TSTRING) {
-      if (pset_add(seen, lua_tostring(L, -1))) *total += 24 + (long long)lua_rawlen(L, -1);
+      if (pset_add(&w->seen, lua_tostring(L, -1))) w->total += 24 + (long long)lua_rawlen(L, -1);
     } else if ((t == LUA_TTABLE || t == LUA_TFUNCTION || t == LUA_TTHREAD)
-               && pset_add(seen, lua_topointer(L, -1))) {
-      if (lua_iscfunction(L, -1) || (t == LUA_TTABLE && fr_frozen(L, -1))
-          || !lua_checkstack(L, 4)) {
-        *total += 32;                   /* shared, or too deep to follow */
+               && pset_add(&w->seen, lua_topointer(L, -1))) {
+      if ((t == LUA_TTABLE && fr_frozen(L, -1)) || !lua_checkstack(L, 4)) {
+        w->total += 32;                 /* shared, or too deep to follow */
       } else if (t != LUA_TTABLE) {
-        *total += t == LUA_TTHREAD ? 200 : 40;
+        w->total += t == LUA_TTHREAD ? 200 : 40;
         lua_pushinteger(L, 0);
         return;
       } else {
-        *total += 56;
+        w->total += 56;
+        if (w->mods) {                  /* its modules: later */
+          lua_pushvalue(L, -1);
+          if (lua_rawget(L, w->mods) == LUA_TTABLE) later(L, w);
+          else lua_pop(L, 1);
+        }
         lua_pushnil(L);
         if (!lua_getmetatable(L, -2)) return;
         continue;                       /* its metatable, on top */
       }
-    } else if (t == LUA_TUSERDATA && pset_add(seen, lua_topointer(L, -1))) {
-      *total += 40 + (long long)lua_rawlen(L, -1);
+    } else if (t == LUA_TUSERDATA && pset_add(&w->seen, lua_topointer(L, -1))) {
+      w->total += 40 + (long long)lua_rawlen(L, -1);
     }
     lua_pop(L, 1);
     return;
@@ -165,8 +185,7 @@ static void visit(lua_State *L, pset *seen, long long *total) {
 ** reach (shared and frozen tables aside); -1 when it cannot be told. */
 static long long measure(lua_State *L, session *s) {
   flowrun *rt = s->rt;
-  pset seen = { 0 };
-  long long total = 0;
+  walk w = { { 0 }, 0, 0, 0, 0 };
   int base = lua_gettop(L);
   static const char *const shared[] = {
     "flowrun.flowdef", "flowrun.flowstep", "flowrun.response", NULL
@@ -180,62 +199,81 @@ static long long measure(lua_State *L, session *s) {
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   for (int i = 0; shared[i]; i++) lua_getfield(L, LUA_REGISTRYINDEX, shared[i]);
   for (int i = base + 1; i <= lua_gettop(L); i++)
-    if (!lua_isnil(L, i)) pset_add(&seen, lua_topointer(L, i));
+    if (!lua_isnil(L, i)) pset_add(&w.seen, lua_topointer(L, i));
   lua_settop(L, base);
+  fr_push_module_caches(L);
+  w.mods = lua_istable(L, -1) ? base + 1 : 0;
+  lua_newtable(L);                      /* what is left for later */
+  w.later = base + 2;
+  base += 2;
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->envref);
-  visit(L, &seen, &total);
+  visit(L, &w);
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref);
-  visit(L, &seen, &total);
-  while (lua_gettop(L) > base && seen.cap > 0) {
-    int t = lua_type(L, -2);
-    if (!lua_checkstack(L, 8)) { total = -1; break; }
+  visit(L, &w);
+  lua_pushthread(L);                    /* the thread the hook runs on */
+  visit(L, &w);
+  for (;;) {
+    int t;
+    if (lua_gettop(L) == base) {        /* then what was left for later */
+      if (w.nlater == 0 || w.seen.cap == 0) break;
+      lua_rawgeti(L, w.later, w.nlater);
+      lua_pushnil(L);
+      lua_rawseti(L, w.later, w.nlater--);
+      visit(L, &w);
+      continue;
+    }
+    if (!lua_checkstack(L, 8)) { w.total = -1; break; }
+    t = lua_type(L, -2);
     if (t == LUA_TTABLE) {              /* cursor: the last key */
+      int kt;
       if (!lua_next(L, -2)) { lua_pop(L, 1); continue; }
-      total += 32;
-      if (lua_type(L, -2) == LUA_TSTRING && pset_add(&seen, lua_tostring(L, -2)))
-        total += 24 + (long long)lua_rawlen(L, -2);
-      visit(L, &seen, &total);
+      w.total += 32;
+      kt = lua_type(L, -2);
+      if (kt == LUA_TSTRING && pset_add(&w.seen, lua_tostring(L, -2)))
+        w.total += 24 + (long long)lua_rawlen(L, -2);
+      else if (kt == LUA_TTABLE || kt == LUA_TFUNCTION || kt == LUA_TTHREAD) {
+        lua_pushvalue(L, -2);           /* a key that holds things: later */
+        later(L, &w);
+      }
+      visit(L, &w);
     } else if (t == LUA_TFUNCTION) {    /* cursor: the last upvalue */
       int i = (int)lua_tointeger(L, -1) + 1;
       lua_pop(L, 1);
       lua_pushinteger(L, i);
       if (!lua_getupvalue(L, -2, i)) { lua_pop(L, 2); continue; }
-      total += 40;
-      visit(L, &seen, &total);
-    } else {                            /* a thread; cursor: level << 16 | local */
+      w.total += 40;
+      visit(L, &w);
+    } else {                            /* a thread; cursor: level << 16 | slot */
       lua_State *co = lua_tothread(L, -2);
       lua_Integer c = lua_tointeger(L, -1);
       int level = (int)(c >> 16), n = (int)(c & 0xffff);
-      const char *name;
       lua_Debug ar;
       lua_pop(L, 1);
-      if (!lua_getstack(co, level, &ar) || n >= 0xffff) { lua_pop(L, 1); continue; }
+      if (!lua_getstack(co, level, &ar) || n == 0xffff) { lua_pop(L, 1); continue; }
       if (n == 0) {                     /* the function of this level */
         lua_pushinteger(L, ((lua_Integer)level << 16) | 1);
         lua_getinfo(co, "f", &ar);
-      } else if ((name = lua_getlocal(co, &ar, n)) != NULL) {
+      } else if (lua_getlocal(co, &ar, n < VARARG ? n : -(n - VARARG + 1))) {
+        /* locals and temporaries, then varargs (negative slots) */
         lua_pushinteger(L, ((lua_Integer)level << 16) | (n + 1));
-        if (co != L) lua_xmove(co, L, 1);
-        else lua_insert(L, -2);         /* the value above the cursor */
-        if (name[0] == '(') {           /* temporaries come and go */
-          lua_pop(L, 1);
-          continue;
-        }
-        total += 16;
-        visit(L, &seen, &total);
+        if (co == L) lua_insert(L, -2); /* the value above the cursor */
+        else lua_xmove(co, L, 1);
+        w.total += 16;
+        visit(L, &w);
         continue;
       } else {
-        lua_pushinteger(L, (lua_Integer)(level + 1) << 16);
+        lua_pushinteger(L, n < VARARG ? ((lua_Integer)level << 16) | VARARG
+                                      : (lua_Integer)(level + 1) << 16);
         continue;
       }
       if (co != L) lua_xmove(co, L, 1);
-      visit(L, &seen, &total);
+      visit(L, &w);
     }
   }
-  if (seen.cap == 0) total = -1;        /* out of memory */
-  lua_settop(L, base);
-  free(seen.v);
-  return total;
+  if (w.seen.cap == 0) w.total = -1;    /* out of memory */
+  lua_settop(L, base - 2);
+  free(w.seen.v);
+  return w.total;
 }
 
 /* ---- the hook ---- */
@@ -270,7 +308,7 @@ static void check_memory(lua_State *L, session *s) {
     doom(L, s, "memory limit: the session holds about %lld bytes (session_memory is %lld)",
          held, slim);
   s->mem = held;
-  s->mem_check = held + slim / 2;
+  s->mem_check = held + slim / 8;       /* not measured again at every look */
 }
 
 static void hook(lua_State *L, lua_Debug *ar) {

@@ -52,17 +52,19 @@ static void push_contents(lua_State *L) {
   lua_remove(L, -2);
 }
 
+/* The iterator of a frozen table: upvalue 1 is its hidden contents, which
+** are never handed out (a flow given them could write to them). */
 static int ro_next(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 2);
-  if (lua_next(L, 1)) return 2;
+  if (lua_next(L, lua_upvalueindex(1))) return 2;
   lua_pushnil(L);
   return 1;
 }
 
 static int ro_pairs(lua_State *L) {
-  lua_pushcfunction(L, ro_next);
   push_contents(L);
+  lua_pushcclosure(L, ro_next, 1);
+  lua_pushvalue(L, 1);
   lua_pushnil(L);
   return 3;
 }
@@ -180,11 +182,22 @@ static int sb_collectgarbage(lua_State *L) {
   return 1;
 }
 
+/* The first level from `level` up that runs a Lua function (pcall(require,
+** ...) is called by pcall, a C function, on behalf of the Lua code above),
+** filled into ar; 0 when there is none. */
+static int lua_level(lua_State *L, int level, lua_Debug *ar) {
+  for (; lua_getstack(L, level, ar); level++) {
+    lua_getinfo(L, "S", ar);
+    if (ar->what[0] != 'C') return level;
+  }
+  return 0;
+}
+
 int fr_caller_env(lua_State *L, int level) {
   lua_Debug ar;
   const char *name;
   int found = 0;
-  if (!lua_getstack(L, level, &ar)) return 0;
+  if (!lua_level(L, level, &ar)) return 0;
   for (int i = 1; (name = lua_getlocal(L, &ar, i)) != NULL; i++) {
     if (strcmp(name, "_ENV") == 0 && lua_istable(L, -1)) found = i;
     lua_pop(L, 1);
@@ -209,7 +222,10 @@ int fr_caller_env(lua_State *L, int level) {
 ** its _ENV, else its session's globals; raises when there is neither. */
 static void push_caller_env(lua_State *L, flowrun *rt, const char *fn) {
   session *s;
-  if (fr_caller_env(L, 1)) return;
+  if (fr_caller_env(L, 1)) {
+    if (!lua_istable(L, -1) || !fr_frozen(L, -1)) return;
+    lua_pop(L, 1);                      /* shared: never a module's globals */
+  }
   if ((s = fr_session_current(rt, L)) || ((s = fr_running()) && s->rt == rt)) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->envref);
     return;
@@ -236,6 +252,10 @@ static int sb_load(lua_State *L) {
   lua_insert(L, 1);
   lua_call(L, 4, LUA_MULTRET);
   return lua_gettop(L);
+}
+
+void fr_push_module_caches(lua_State *L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &modules_key);
 }
 
 /* Searches module `name` (dots become slashes) in dir (the caller's
@@ -313,12 +333,27 @@ static int sb_require(lua_State *L) {
                       name);
   push_caller_env(L, lua_touserdata(L, lua_upvalueindex(2)), "require");
   env = lua_gettop(L);
-  if (lua_rawgetp(L, env, &modules_key) != LUA_TTABLE) {
+  /* the modules of each globals table, kept beside it (weak keys): a
+  ** flow's own table is never written to */
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &modules_key) != LUA_TTABLE) {
     lua_pop(L, 1);
     lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
     lua_pushvalue(L, -1);
-    lua_rawsetp(L, env, &modules_key);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &modules_key);
   }
+  lua_pushvalue(L, env);
+  if (lua_rawget(L, -2) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, env);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, -4);
+  }
+  lua_remove(L, -2);
   cache = lua_gettop(L);
   if (lua_getfield(L, cache, name) != LUA_TNIL) {
     if (lua_touserdata(L, -1) == &loading_key)
@@ -327,8 +362,7 @@ static int sb_require(lua_State *L) {
   }
   lua_pop(L, 1);
   src = "";
-  if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "S", &ar) && ar.source[0] == '@')
-    src = ar.source + 1;
+  if (lua_level(L, 1, &ar) && ar.source[0] == '@') src = ar.source + 1;
   slash = strrchr(src, '/');
   if (*src && !slash) src = "./", slash = src + 1;   /* a file in the current directory */
   search_module(L, name, src, slash ? (size_t)(slash - src + 1) : 0);
@@ -391,6 +425,42 @@ static void push_library(lua_State *L, const char *name, const char *const *exce
   fr_freeze(L, -1, name);
 }
 
+/* Sets field k of the frozen table at idx to the value on top (popped):
+** the sandbox's own changes to a library it copied. */
+static void set_frozen_field(lua_State *L, int idx, const char *k) {
+  idx = lua_absindex(L, idx);
+  lua_getmetatable(L, idx);
+  lua_getfield(L, -1, "__index");
+  lua_rotate(L, -3, -1);
+  lua_setfield(L, -2, k);
+  lua_pop(L, 2);
+}
+
+/* Is the thread at idx a session's own (its main coroutine)? */
+static bool session_thread(flowrun *rt, lua_State *L, int idx) {
+  lua_State *co = lua_tothread(L, idx);
+  bool yes;
+  if (rt->owns_L) return *(session **)lua_getextraspace(co) != NULL;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->threads_ref);
+  lua_pushvalue(L, idx);
+  yes = lua_rawget(L, -2) != LUA_TNIL;
+  lua_pop(L, 2);
+  return yes;
+}
+
+/* coroutine.resume and coroutine.close, refusing a session's own thread:
+** only the runtime resumes a session (it may wait in api_node, its call
+** in flight). Upvalue 1: the runtime; 2: Lua's function. */
+static int sb_co_guard(lua_State *L) {
+  flowrun *rt = lua_touserdata(L, lua_upvalueindex(1));
+  if (lua_type(L, 1) == LUA_TTHREAD && session_thread(rt, L, 1))
+    return luaL_error(L, "a session's own coroutine is resumed by the runtime only");
+  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
 /* Puts the value on top into the flow globals (at g) and, as a module
 ** require gives, into the sandbox's modules (at m); pops it. */
 static void put(lua_State *L, int g, int m, const char *name, bool module) {
@@ -445,6 +515,14 @@ void fr_sandbox_open(flowrun *rt, lua_State *L) {
   for (int i = 0; libs[i]; i++) {
     push_library(L, libs[i], strcmp(libs[i], "string") == 0 ? no_dump
                  : strcmp(libs[i], "math") == 0 ? no_seed : NULL);
+    if (strcmp(libs[i], "coroutine") == 0)
+      for (int k = 0; k < 2; k++) {
+        const char *fn = k ? "close" : "resume";
+        lua_pushlightuserdata(L, rt);
+        lua_getfield(L, -2, fn);
+        lua_pushcclosure(L, sb_co_guard, 2);
+        set_frozen_field(L, -2, fn);
+      }
     put(L, g, m, libs[i], true);
   }
   lua_newtable(L);                      /* os: the clock and the calendar */
@@ -475,6 +553,8 @@ void fr_sandbox_open(flowrun *rt, lua_State *L) {
     lua_setfield(L, -2, "__index");
     fr_freeze(L, -1, "the string metatable");
     lua_setfield(L, -2, "__metatable");
+    lua_pushvalue(L, -3);               /* methods come from the copy: no dump */
+    lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
   }
   lua_pop(L, 2);

@@ -26,6 +26,10 @@ void fr_freeze(lua_State *L, int idx, const char *name);
 /* Is the table at idx frozen (shared by every session)? */
 bool fr_frozen(lua_State *L, int idx);
 
+/* Pushes the table of module caches that require keeps beside each
+** globals table (weak keys: globals -> { name = module }), or nil. */
+void fr_push_module_caches(lua_State *L);
+
 /* Pushes the globals table (_ENV) of the Lua function `level` levels up
 ** the stack, or nothing and returns 0 when it has none. */
 int fr_caller_env(lua_State *L, int level);

@@ -263,11 +263,15 @@ static void session_free(session *s) {
     lua_pop(L, 1);
   }
   if (lua_status(s->co) != LUA_OK) {   /* its <close> variables run, */
-    session *was = rt->running;         /* within its limits */
+    session *was = rt->running;         /* within its limits, as a resume */
     session *ran = fr_limits_enter(s);
+    long long since = atomic_load_explicit(&rt->run_since, memory_order_relaxed);
     rt->running = s;
+    atomic_store_explicit(&rt->run_since, (long long)fr_now() | 1, memory_order_relaxed);
     lua_resetthread(s->co);
+    atomic_store_explicit(&rt->run_since, since, memory_order_relaxed);
     rt->running = was;
+    rt->broke = 0;
     fr_limits_leave(ran);
   }
   free(s->doom);
@@ -306,6 +310,8 @@ static void session_failed(session *s, int st) {
     session *was = fr_limits_enter(s);
     lua_Hook hook = lua_gethook(L);
     int mask = lua_gethookmask(L), count = lua_gethookcount(L);
+    rt->running = s;                    /* a break and a watchdog reach it */
+    atomic_store_explicit(&rt->run_since, (long long)fr_now() | 1, memory_order_relaxed);
     fr_limits_watch(L);
     lua_pushcfunction(L, l_error_text);
     lua_pushvalue(co, -1);
@@ -317,6 +323,9 @@ static void session_failed(session *s, int st) {
       lua_pushfstring(co, "(error object is a %s value)", luaL_typename(co, -1));
     }
     lua_sethook(L, hook, mask, count);
+    atomic_store_explicit(&rt->run_since, 0, memory_order_relaxed);
+    rt->running = NULL;
+    rt->broke = 0;
     fr_limits_leave(was);
     free(s->doom);                      /* a limit it met here is not why it failed */
     s->doom = NULL;

@@ -404,7 +404,7 @@ local function validate(def, ctx)
   opts.flow_target = function(file, t)
     if not file:match("%.lua$") then return ('target "%s": a flow file is a .lua file'):format(t) end
     local loader = require "flowrun.loader"
-    local r = loader.load(file, { trusted = true })
+    local r = loader.load(file, { trusted = true, globals = rt and rt.flow_globals() })
     if r.kind ~= "flow" then return loader.not_a_flow(r, t, file) end
     if not visited[file] then
       visited[file] = true

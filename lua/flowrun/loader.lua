@@ -61,9 +61,10 @@ local function sandbox_require(env, state)
       error(("bad argument #1 to 'require' (string expected, got %s)"):format(type(name)), 2)
     end
     if name == "flowrun.flow" then state.flow = true end
-    if state.trusted and name ~= "flowrun.flow" then   -- what the flow gets when it runs
-      state.require = state.require or load("return require(...)", "=require", "t",
-        setmetatable({ require = require("flowrun.runtime").flow_require() }, { __index = env }))
+    if state.trusted and name ~= "flowrun.flow" then   -- what the flow gets when it runs:
+      -- the flows' require, called from code whose globals are this sandbox's
+      state.require = state.require or load("return require(...)", "@" .. state.path, "t",
+        setmetatable({ require = state.globals.require }, { __index = env, __metatable = false }))
       return state.require(name)
     end
     if loaded[name] ~= nil then return loaded[name] end
@@ -90,12 +91,18 @@ end
 -- global was called, state.flow when it required flowrun.flow.
 function loader.env(state)
   local env = {}
-  for _, k in ipairs(SAFE) do env[k] = _G[k] end
+  if state.globals then                 -- the sandbox flows have, read-only
+    setmetatable(env, { __index = state.globals, __metatable = false })
+  else
+    for _, k in ipairs(SAFE) do env[k] = _G[k] end
+  end
   env.os = setmetatable({ time = os.time, clock = os.clock, date = os.date,
                           difftime = os.difftime }, SAFE_OS)
   env.print = noop
-  local ok, json = pcall(require, "json")
-  env.json = ok and json or nil
+  if not state.globals then
+    local ok, json = pcall(require, "json")
+    env.json = ok and json or nil
+  end
   for _, k in ipairs({ "api_node", "say", "ask", "sleep", "run_flow" }) do
     env[k] = function()
       state.called = k
@@ -124,8 +131,11 @@ end
 --   "error"       msg: a syntax error, or an error of a file that requires
 --                 flowrun.flow; syntax = true for the former
 --   "unreadable"  msg: why
--- opts.trusted: modules the sandbox does not give are required for real (a
--- "flow:" target checked by `flowrun run`, which will run the file anyway).
+-- opts.trusted: a "flow:" target checked by a running session, which will
+-- run the file anyway: its require is the flows' own, and the session's
+-- limits hold (no budget of the loader's). opts.globals: the flow globals of
+-- the runtime (else those of require "flowrun.runtime"), whose sandbox the
+-- file's top level gets.
 function loader.load(path, opts)
   local f, err = io.open(path, "rb")
   local src, rerr
@@ -135,17 +145,26 @@ function loader.load(path, opts)
     if not src then err = path .. ": " .. tostring(rerr) end
   end
   if not src then return { kind = "unreadable", msg = err } end
-  local state = { trusted = opts and opts.trusted }
+  local state = { trusted = opts and opts.trusted, path = path, globals = opts and opts.globals }
+  if not state.globals then
+    local ok, rt = pcall(require, "flowrun.runtime")
+    state.globals = ok and rt.flow_globals and rt.flow_globals() or nil
+  end
   local chunk, cerr = load(src:sub(1, 1) == "#" and "--" .. src or src, "@" .. path, "t",
                            loader.env(state))
   if not chunk then return { kind = "error", msg = cerr, syntax = true, source = src } end
   local co, count = coroutine.create(chunk), 0
-  debug.sethook(co, function()
-    count = count + 1
-    if count > BUDGET then
-      error(("%s: its top level ran for more than %d million instructions"):format(path, BUDGET), 0)
-    end
-  end, "", 1000000)
+  if not state.trusted then             -- over budget: an error at every instruction
+    local msg = ("%s: its top level ran for more than %d million instructions"):format(path, BUDGET)
+    local function over() error(msg, 0) end
+    debug.sethook(co, function()
+      count = count + 1
+      if count > BUDGET then
+        debug.sethook(co, over, "", 1)
+        over()
+      end
+    end, "", 1000000)
+  end
   -- modules required for real (trusted) get the checking flow module too
   local real = package.loaded["flowrun.flow"]
   package.loaded["flowrun.flow"] = checking
