@@ -117,7 +117,7 @@ int flowrun_sessions(const flowrun *rt);
 int flowrun_interrupt(flowrun *rt, const char *id);
 
 /* Stops the Lua code of the session that runs right now (one stuck in a
-** loop): it raises "file:line: interrupted!" within a thousand
+** loop): it raises "file:line: interrupted!" within a hundred
 ** instructions, also inside the coroutines it created, and again after
 ** (a pcall cannot swallow it), so it ends as a failed session; the others
 ** go on. Returns 1, or 0 when no session runs (nothing happens). It only
@@ -138,7 +138,8 @@ int flowrun_allow(flowrun *rt, const char *library);
 /* Adds a function of the host to the flow globals (and a host's own Lua),
 ** as `name`. fn is a lua_CFunction; ud is its upvalue 1 (a light
 ** userdata): lua_touserdata(L, lua_upvalueindex(1)). A registered value
-** is shared by every session. */
+** is shared by every session: a table is shown to flows as a read-only
+** view (the host may go on changing it). */
 int flowrun_register(flowrun *rt, const char *name, int (*fn)(lua_State *L), void *ud);
 /* The same for the value on top of flowrun_lua(rt)'s stack (popped). */
 int flowrun_register_value(flowrun *rt, const char *name);

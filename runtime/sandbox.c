@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <lualib.h>
@@ -133,6 +134,115 @@ bool fr_frozen(lua_State *L, int idx) {
   yes = lua_rawgetp(L, -1, &fr_frozen_key) != LUA_TNIL;
   lua_pop(L, 2);
   return yes;
+}
+
+/* ---- read-only views of a host's tables ----
+** A table a host registers stays the host's to change; flows see it
+** through a view: reads go through to it (tables in it come as views too),
+** writes raise. The view of a table is made once (weak registry tables). */
+
+static const char views_key = 'v';      /* registry: table -> its view */
+static const char targets_key = 't';    /* registry: view -> its table */
+static const char view_mt_key = 'w';    /* registry: the views' metatable */
+
+static void push_view(lua_State *L, int idx);
+
+/* Pushes the table behind the view at idx. */
+static void push_target(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &targets_key);
+  lua_pushvalue(L, idx);
+  lua_rawget(L, -2);
+  lua_remove(L, -2);
+}
+
+static int view_index(lua_State *L) {
+  push_target(L, 1);
+  lua_pushvalue(L, 2);
+  if (lua_gettable(L, -2) == LUA_TTABLE) push_view(L, -1);
+  return 1;
+}
+
+static int view_newindex(lua_State *L) {
+  return luaL_error(L, "cannot set %s: the host's table is read-only (every session shares it)",
+                    luaL_tolstring(L, 2, NULL));
+}
+
+static int view_next(lua_State *L) {
+  lua_settop(L, 2);
+  if (!lua_next(L, lua_upvalueindex(1))) return 0;
+  if (lua_istable(L, -1)) {
+    push_view(L, -1);
+    lua_replace(L, -2);
+  }
+  return 2;
+}
+
+static int view_pairs(lua_State *L) {
+  push_target(L, 1);
+  lua_pushcclosure(L, view_next, 1);
+  lua_pushvalue(L, 1);
+  lua_pushnil(L);
+  return 3;
+}
+
+static int view_len(lua_State *L) {
+  push_target(L, 1);
+  lua_pushinteger(L, (lua_Integer)lua_rawlen(L, -1));
+  return 1;
+}
+
+/* A weak-keyed table of the registry under key, made on first use. */
+static void push_weak(lua_State *L, const char *key) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, key) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+}
+
+static void push_view(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  push_weak(L, &views_key);
+  lua_pushvalue(L, idx);
+  if (lua_rawget(L, -2) == LUA_TTABLE) {
+    lua_remove(L, -2);
+    return;
+  }
+  lua_pop(L, 1);
+  lua_newtable(L);                      /* the view: empty, for good */
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &view_mt_key) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 8);
+    lua_pushcfunction(L, view_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, view_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, view_pairs);
+    lua_setfield(L, -2, "__pairs");
+    lua_pushcfunction(L, view_len);
+    lua_setfield(L, -2, "__len");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_pushboolean(L, 1);
+    lua_rawsetp(L, -2, &fr_frozen_key);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &view_mt_key);
+  }
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, idx);                /* views[t] = view */
+  lua_pushvalue(L, -2);
+  lua_rawset(L, -4);
+  push_weak(L, &targets_key);           /* targets[view] = t */
+  lua_pushvalue(L, -2);
+  lua_pushvalue(L, idx);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+  lua_remove(L, -2);
 }
 
 /* ---- the sandbox's own versions of base functions ---- */
@@ -252,6 +362,12 @@ static int sb_load(lua_State *L) {
   lua_insert(L, 1);
   lua_call(L, 4, LUA_MULTRET);
   return lua_gettop(L);
+}
+
+bool fr_integrations_file(flowrun *rt, const char *path) {
+  struct stat a, b;
+  return rt->integrations_file && stat(path, &a) == 0 && stat(rt->integrations_file, &b) == 0
+      && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
 void fr_push_module_caches(lua_State *L) {
@@ -377,6 +493,9 @@ static int sb_require(lua_State *L) {
                       "package and C modules are not available):%s", name, lua_tostring(L, -1));
   }
   lua_pop(L, 1);
+  if (fr_integrations_file(lua_touserdata(L, lua_upvalueindex(2)), lua_tostring(L, -1)))
+    return luaL_error(L, "require \"%s\": %s is the integrations file, not a module",
+                      name, lua_tostring(L, -1));
   if (luaL_loadfilex(L, lua_tostring(L, -1), "t") != LUA_OK) return lua_error(L);
   lua_pushvalue(L, env);
   lua_setupvalue(L, -2, 1);             /* _ENV: the caller's globals */
@@ -632,10 +751,14 @@ int flowrun_allow(flowrun *rt, const char *what) {
   return fr_pcall(rt, L, 2, top);
 }
 
-/* lua_pcall'd: 1 rt, 2 name, 3 the value. */
+/* lua_pcall'd: 1 rt, 2 name, 3 the value (a table is shown as a view). */
 static int l_register(lua_State *L) {
   flowrun *rt = lua_touserdata(L, 1);
   const char *name = lua_tostring(L, 2);
+  if (lua_istable(L, 3) && !fr_frozen(L, 3)) {
+    push_view(L, 3);
+    lua_replace(L, 3);
+  }
   lua_rawgeti(L, LUA_REGISTRYINDEX, rt->globals_ref);
   lua_pushvalue(L, 3);
   lua_setfield(L, -2, name);

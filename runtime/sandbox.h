@@ -26,6 +26,10 @@ void fr_freeze(lua_State *L, int idx, const char *name);
 /* Is the table at idx frozen (shared by every session)? */
 bool fr_frozen(lua_State *L, int idx);
 
+/* Is path the integrations file the runtime loaded? Flows may not run it
+** (its literal values are the operator's, not theirs to read). */
+bool fr_integrations_file(flowrun *rt, const char *path);
+
 /* Pushes the table of module caches that require keeps beside each
 ** globals table (weak keys: globals -> { name = module }), or nil. */
 void fr_push_module_caches(lua_State *L);

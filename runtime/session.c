@@ -20,6 +20,7 @@
 
 #include "internal.h"
 #include "quota.h"
+#include "sandbox.h"
 
 /* ---- finding the session of a thread ---- */
 
@@ -149,18 +150,18 @@ static bool is_flowdef(lua_State *L, int idx) {
 /* Is path a flow file a flow may name (run_flow, "flow:" targets)? Only
 ** .lua files: a flow that could compile any file would read it out
 ** through the syntax errors. */
-static bool flow_file(const char *path) {
+static bool flow_file(flowrun *rt, const char *path) {
   size_t n = strlen(path);
-  return n > 4 && strcmp(path + n - 4, ".lua") == 0;
+  return n > 4 && strcmp(path + n - 4, ".lua") == 0 && !fr_integrations_file(rt, path);
 }
 
 /* ctx.load(path): the compiled flow file (a function of the globals), from
 ** the cache run_flow uses; nil and a message when it cannot be loaded. */
 static int l_ctx_load(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
-  if (!flow_file(path)) {
+  if (!flow_file(fr_rt(L), path)) {
     lua_pushnil(L);
-    lua_pushfstring(L, "%s: a flow file is a .lua file", path);
+    lua_pushfstring(L, "%s: a flow file is a .lua file, not the integrations file", path);
     return 2;
   }
   return load_flow(fr_rt(L), L, path);
@@ -684,8 +685,9 @@ static int l_run_flow(lua_State *L) {
     lua_concat(L, 2);
   } else
     lua_pushvalue(L, 1);
-  if (!flow_file(lua_tostring(L, -1)))
-    return luaL_error(L, "run_flow: %s: a flow file is a .lua file", lua_tostring(L, -1));
+  if (!flow_file(rt, lua_tostring(L, -1)))
+    return luaL_error(L, "run_flow: %s: a flow file is a .lua file, not the integrations file",
+                      lua_tostring(L, -1));
   if (s) lua_rawgeti(L, LUA_REGISTRYINDEX, s->envref);  /* the globals, at base */
   else push_env(rt, L, NULL);
   if (load_flow(rt, L, lua_tostring(L, base - 1)) != 1)

@@ -191,6 +191,86 @@ describe("§4 sandbox", function()
       assert.is_nil(r.stderr:find("secret words", 1, true))
     end)
 
+    it("hands out no way into a shared table: pairs gives an iterator, not its contents", function()
+      local r = run([[
+        local iter, state = pairs(string)
+        say(tostring(state == string) .. " " .. tostring(pcall(function() state.format = print end)))
+        local n = 0
+        for k, v in pairs(string) do n = n + 1 end
+        say(tostring(n > 10) .. " " .. string.format("%d", 7))
+      ]])
+      assert.are.equal(0, r.code, r.stderr)
+      assert.are.equal("true false\ntrue 7\n", r.stdout)
+    end)
+
+    it("lets no flow resume or close a session's own coroutine", function()
+      local r = run([[
+        local me = coroutine.running()
+        local ok, err = coroutine.resume(coroutine.create(function() return coroutine.resume(me) end))
+        say(tostring(ok) .. " " .. tostring(err))
+        say(select(2, pcall(coroutine.close, me)))
+      ]])
+      assert.are.equal(0, r.code, r.stderr)
+      assert.matches("^false [^\n]*flow%.lua:2: a session's own coroutine is resumed by the runtime only\n", r.stdout)
+      assert.matches("\n[^\n]*a session's own coroutine is resumed by the runtime only\n$", r.stdout)
+    end)
+
+    it("runs a flow: target's top level in the sandbox too, within the session's limits", function()
+      local dir = helper.tmpdir()
+      helper.write(dir .. "/other.lua", [[
+        local flow = require "flowrun.flow"
+        if session.id == nil then string.upper = function() return "PWNED" end end
+        return flow.define { start = "a", steps = { a = flow.say { text = "other" } } }
+      ]])
+      local r = run([[
+        local flow = require "flowrun.flow"
+        if session.id == "2" then sleep(300) say(("abc"):upper()) return end
+        return flow.define { start = "a", steps = { a = flow.say { text = "one", next = "flow:other.lua" } } }
+      ]], { dir = dir, args = { "--sessions", "2" } })
+      assert.are.equal(1, r.code)
+      assert.matches("[2] ABC", r.stdout, 1, true)
+      assert.matches('target "flow:other.lua": ' .. dir:gsub("%p", "%%%0")
+                     .. "/other%.lua:2: cannot set string%.upper: string is read%-only", r.stderr)
+    end)
+
+    it("keeps modules out of shared tables, and counts what they hold", function()
+      local dir = helper.tmpdir()
+      helper.write(dir .. "/m.lua", "return {}")
+      local r = run([[
+        local require = require
+        local function stash() local _ENV = string return (require("m")) end
+        say(tostring(rawget(string, "m")) .. " " .. tostring(stash() == stash()))
+        for i = 1, 1e6 do stash()[i] = ("x"):rep(1 << 16) .. i end
+      ]], { dir = dir, args = { "--limit", "session-memory=16M" } })
+      assert.are.equal(1, r.code)
+      assert.are.equal("nil true\n", r.stdout)
+      assert.matches("flow%.lua:4: memory limit: the session holds about", r.stderr)
+    end)
+
+    it("counts memory held only through varargs, table keys and C closures", function()
+      for _, src in ipairs {
+        [[(function(...) for i = 1, 1e6 do select(1, ...)[i] = ("x"):rep(1 << 16) .. i end end)({})]],
+        [[local t = { [{}] = true } for i = 1, 1e6 do next(t)[i] = ("x"):rep(1 << 16) .. i end]],
+        [[local keep = {} for i = 1, 1e6 do keep[i] = string.gmatch(("x"):rep(1 << 16) .. i, ".") end]],
+      } do
+        local r = run(src, { args = { "--limit", "session-memory=16M" } })
+        assert.are.equal(1, r.code, src)
+        assert.matches("memory limit", r.stderr, 1, true)
+      end
+    end)
+
+    it("does not run the integrations file as a module or a flow", function()
+      local dir = helper.tmpdir()
+      helper.integrations('return { shop = { base_url = "http://127.0.0.1:9/", headers = { ["X-Key"] = "literal-key" } } }', dir)
+      local r = run('env = function() end say(select(2, pcall(require, "integrations")))', { dir = dir })
+      assert.are.equal(0, r.code, r.stderr)
+      assert.matches('require "integrations": [^\n]*integrations%.lua is the integrations file, not a module', r.stdout)
+      assert.is_nil(r.stdout:find("literal-key", 1, true))
+      r = run('run_flow("integrations.lua")', { dir = dir })
+      assert.are.equal(1, r.code)
+      assert.matches("a flow file is a .lua file, not the integrations file", r.stderr, 1, true)
+    end)
+
     it("reports a module that requires itself instead of recursing", function()
       local dir = helper.tmpdir()
       helper.write(dir .. "/a.lua", 'return require "b"')
@@ -315,6 +395,17 @@ describe("§4 sandbox", function()
       assert.is_true(helper.now() - t0 < 20000)
     end)
 
+    it("watches an error's __tostring at a session's end like any of its code", function()
+      local r = run([[
+        if session.id == "2" then for i = 1, 3 do sleep(500) say("tick " .. i) end return end
+        error(setmetatable({}, { __tostring = function() while true do local s = ("x"):rep(1 << 22) end end }))
+      ]], { args = { "--sessions", "2", "--limit", "wall=1", "--limit", "instructions=0" } })
+      assert.are.equal(1, r.code)
+      assert.matches("[1] (error object is a table value)", r.stderr, 1, true)
+      assert.matches("[2] tick 3", r.stdout, 1, true)
+      assert.is_nil(r.stderr:find("exiting", 1, true))
+    end)
+
     it("is stopped by the watchdog's break when the C function calls back into Lua", function()
       local r = run([[
         local t = {}
@@ -327,14 +418,21 @@ describe("§4 sandbox", function()
   end)
 
   describe("the Lua module", function()
-    it("takes allow, limits and globals in new, and refuses an unknown option", function()
+    it("takes allow, limits and globals (tables read-only to flows) in new, and refuses an unknown option", function()
       local flowrun = helper.module()
+      local config = { name = "shop", sub = { n = 1 } }
       local rt = flowrun.new{ allow = { "os" }, limits = { instructions = 100000 },
-                              globals = { greet = function(n) return "hi " .. n end } }
-      helper.start(rt, "a", 'say(greet("ann") .. " " .. type(os.getenv)) while true do end')
+                              globals = { greet = function(n) return "hi " .. n end, config = config } }
+      helper.start(rt, "a", [[
+        say(greet("ann") .. " " .. type(os.getenv))
+        say(tostring(pcall(function() config.name = "x" end)) .. " " .. tostring(pcall(function() config.sub.n = 2 end))
+            .. " " .. tostring(pcall(rawset, config, "name", "x")) .. " " .. config.name .. " " .. config.sub.n)
+        while true do end
+      ]])
       rt:run(5000)
       local ev = rt:events()
-      assert.same({ "hi ann function" }, helper.says(ev, "a"))
+      assert.same({ "hi ann function", "false false false shop 1" }, helper.says(ev, "a"))
+      assert.are.equal("shop", config.name)
       local ended = helper.events(ev, "end", "a")[1]
       assert.is_false(ended.ok)
       assert.matches("instruction limit: 100000 instructions", ended.error)
