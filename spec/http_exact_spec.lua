@@ -161,4 +161,41 @@ describe("exact HTTP", function()
       assert.are.equal("complete", res.body)
     end)
   end)
+
+  describe("out of file descriptors", function()
+    it("a connection that cannot get a socket is error / fd_limit, and says why", function()
+      local mock = helper.mock({ { path = "/slow", delay_ms = 300, body = "slow" } })
+      local d = helper.tmpdir()
+      local ig = helper.integrations({ m = { base_url = mock.url, max_connections = 1000 } }, d)
+      local flow = helper.flow([[
+        local label, res = api_node{ integration = "m", path = "/slow", results = { "200" } }
+        say(("%s %s %s"):format(label, tostring(res.reason), tostring(res.error)))
+      ]], d)
+      -- 60 calls at once under a limit of 40 descriptors
+      local asan = os.getenv("SPEC_CHILD_ASAN_OPTIONS")
+      local cmd = "ulimit -n 40; exec "
+        .. (asan and "env -u LD_PRELOAD ASAN_OPTIONS=" .. helper.quote(asan) .. " " or "")
+        .. helper.quote(helper.flowrun) .. " run --sessions 60 -I " .. helper.quote(ig)
+        .. " " .. helper.quote(flow)
+      local ok = os.execute("timeout -k 5 60 sh -c " .. helper.quote(cmd) .. " >" .. d
+                            .. "/out 2>" .. d .. "/err")
+      local err = helper.read(d .. "/err")
+      assert.is_nil(helper.sanitizer_report(err))
+      assert.is_true(ok, err)
+      local limited, ok200, other = 0, 0, {}
+      local pattern = "^error fd_limit out of file descriptors %(Too many open files%): "
+        .. "Failed to connect to 127%.0%.0%.1 port " .. mock.port
+        .. " after %d+ ms: Couldn't connect to server$"
+      for _, line in ipairs(helper.lines(helper.read(d .. "/out"))) do
+        line = line:gsub("^%[%d+%] ", "")
+        if line:match(pattern) then limited = limited + 1
+        elseif line == "200 nil nil" then ok200 = ok200 + 1
+        else other[#other + 1] = line end
+      end
+      assert.are.same({}, other)
+      assert.is_true(limited > 0, "no fd_limit among the calls")
+      assert.is_true(ok200 > 0, "no call got through")
+      assert.are.equal(60, limited + ok200)
+    end)
+  end)
 end)
