@@ -1,0 +1,66 @@
+-- The soak row's flow: calls to `faultsrv mix` (integration `soak`) for
+-- SECONDS, cycling through the cases below from a point that depends on the
+-- session, and checks each call's label, reason and attempts. Ends with one
+-- line: "soak calls N wrong W attempts A" and the attempts per path, then
+-- the first wrong call, if any.
+-- usage: flowrun run --sessions S -I INTEGRATIONS soak.lua SECONDS
+-- The integration retries 503 and timeout (attempts = 2).
+local seconds = tonumber(args[1])
+assert(seconds and seconds > 0, "soak.lua: expected a duration in seconds")
+
+local KEY = { ["Idempotency-Key"] = "soak" }
+-- path, method, headers, label, reason, attempts (a list: any of them)
+local cases = {
+  { "/ok", "GET", nil, "200", nil, { 1 } },
+  { "/ok", "POST", nil, "200", nil, { 1 } },
+  { "/ok", "GET", nil, "200", nil, { 1 } },
+  { "/ok", "POST", KEY, "200", nil, { 1 } },
+  { "/busy", "GET", nil, "503", nil, { 2 } },
+  { "/ok", "GET", nil, "200", nil, { 1 } },
+  { "/busy", "POST", nil, "503", nil, { 1 } },
+  { "/busy", "POST", KEY, "503", nil, { 2 } },
+  { "/slow", "GET", nil, "200", nil, { 1 } },
+  { "/ok", "POST", nil, "200", nil, { 1 } },
+  { "/slow", "POST", nil, "200", nil, { 1 } },
+  { "/close", "POST", nil, "error", "reset", { 1 } },
+  { "/ok", "GET", nil, "200", nil, { 1 } },
+  { "/close", "POST", KEY, "error", "reset", { 1, 2 } },
+  { "/ok", "POST", nil, "200", nil, { 1 } },
+  { "/close", "GET", nil, "error", "reset", { 1, 2 } },
+  { "/reset", "GET", nil, "error", "reset", { 1 } },
+  { "/ok", "GET", nil, "200", nil, { 1 } },
+  { "/reset", "POST", nil, "error", "reset", { 1 } },
+  { "/hang", "GET", nil, "timeout", "timeout", { 2 } },
+  { "/ok", "POST", KEY, "200", nil, { 1 } },
+  { "/hang", "POST", nil, "timeout", "timeout", { 1 } },
+  { "/hang", "POST", KEY, "timeout", "timeout", { 2 } },
+}
+
+local by_path, calls, wrong, attempts, first_wrong = {}, 0, 0, 0, nil
+local i = tonumber(session.id) or 0
+local stop = os.time() + seconds
+while os.time() < stop do
+  local c = cases[i % #cases + 1]
+  i = i + 1
+  local label, res = api_node{ integration = "soak", method = c[2], path = c[1],
+                               headers = c[3], body = c[2] == "POST" and { n = i } or nil,
+                               results = { "200", "503" } }
+  local ok_attempts = false
+  for _, n in ipairs(c[6]) do ok_attempts = ok_attempts or n == res.attempts end
+  if label ~= c[4] or res.reason ~= c[5] or not ok_attempts then
+    wrong = wrong + 1
+    first_wrong = first_wrong or ("%s %s%s: label %s reason %s attempts %d (%s)")
+      :format(c[2], c[1], c[3] and " (key)" or "", label, tostring(res.reason), res.attempts,
+              tostring(res.error))
+  end
+  calls = calls + 1
+  attempts = attempts + res.attempts
+  by_path[c[1]] = (by_path[c[1]] or 0) + res.attempts
+end
+
+local parts = { ("soak calls %d wrong %d attempts %d"):format(calls, wrong, attempts) }
+for _, p in ipairs({ "/ok", "/busy", "/slow", "/hang", "/reset", "/close" }) do
+  parts[#parts + 1] = ("%s %d"):format(p, by_path[p] or 0)
+end
+say(table.concat(parts, " "))
+if first_wrong then say("soak wrong: " .. first_wrong) end
