@@ -238,14 +238,15 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
 /* libcurl calls this right before it sends the request; also when, the
 ** kept-alive connection it used having closed without an answer, it sends
 ** the request again on another one ("Connection died, retrying a fresh
-** connect"). That second send is a retry like any other: made only when
-** the policy allows one (not for a POST or PATCH without Idempotency-Key:
-** the server may have acted on the first), and counted in attempts. */
+** connect"). The server may have acted on the first send, so a POST or
+** PATCH without Idempotency-Key is not sent again; another request may be
+** (the connection may just have gone stale), and each send counts as an
+** attempt, so that res.attempts is what the server received. */
 static int on_send(void *ud, char *ip, char *local_ip, int port, int local_port) {
   call *c = ud;
   (void)ip; (void)local_ip; (void)port; (void)local_port;
   if (c->sends++ == 0) return CURL_PREREQFUNC_OK;
-  if (!c->retry_ok || c->attempts >= c->ig->retry_attempts) {
+  if (!c->retry_ok) {
     c->resend_refused = true;
     return CURL_PREREQFUNC_ABORT;
   }
@@ -292,14 +293,9 @@ static bool headers_too_large(const call *c, CURLcode rc) {
 static void classify(call *c, CURLcode rc, curl_off_t connect_us) {
   const char *detail = c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc);
   if (c->resend_refused) {
-    if (!c->retry_ok)
-      fr_call_fail(c, LABEL_ERROR, "reset", "the server closed the kept-alive connection "
-                   "without answering; not sent again: a %s without Idempotency-Key is "
-                   "never retried", c->method);
-    else
-      fr_call_fail(c, LABEL_ERROR, "reset", "the server closed the kept-alive connection "
-                   "without answering; not sent again: retry.attempts (%d) used up",
-                   c->ig->retry_attempts);
+    fr_call_fail(c, LABEL_ERROR, "reset", "the server closed the kept-alive connection "
+                 "without answering; not sent again: a %s without Idempotency-Key is "
+                 "never retried", c->method);
     return;
   }
   if (headers_too_large(c, rc)) {
