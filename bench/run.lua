@@ -18,6 +18,7 @@
 -- BENCH_QUIET_WAIT (30 s), BENCH_STRICT (1: exit 1 when a target is missed,
 -- not only when a measurement fails), BENCH_SOAK_S (300: the soak row's
 -- duration, run once, in the last round), BENCH_SOAK_SESSIONS (500),
+-- BENCH_SOAK_PAUSE_MS (250: each soak session's pause between calls),
 -- BENCH_ONLY (row names separated by commas: run only those; nginx is not
 -- started when none of them needs it, e.g. BENCH_ONLY=soak).
 -- Run from the repository root after `make` (the Makefile does both).
@@ -39,6 +40,7 @@ local QUIET_WAIT = env_number("BENCH_QUIET_WAIT", 30)
 local QUIET_BUSY = 0.10
 local SOAK_S = math.max(1, math.floor(env_number("BENCH_SOAK_S", 300)))
 local SOAK_SESSIONS = math.max(1, math.floor(env_number("BENCH_SOAK_SESSIONS", 500)))
+local SOAK_PAUSE_MS = math.max(0, math.floor(env_number("BENCH_SOAK_PAUSE_MS", 250)))
 local ONLY = os.getenv("BENCH_ONLY")
 
 local FLOWRUN = "build/flowrun"
@@ -431,7 +433,11 @@ end
 
 -- The soak row: SOAK_SESSIONS sessions of bench/flows/soak.lua for SOAK_S
 -- seconds against `faultsrv mix` (200, 503, slow, hang, reset and a close
--- without answer, by path), with retry on 503 and timeout. Passes when the
+-- without answer, by path), with retry on 503 and timeout; each session
+-- pauses SOAK_PAUSE_MS between calls, so that a 2-core machine keeps up
+-- (overloaded, calls to /ok time out, and a request sent on a connection
+-- the server has not yet accepted is counted by flowrun but never read by
+-- the server: the first 5-minute run without a pause had both). Passes when the
 -- server received exactly the requests that the flows' res.attempts and
 -- the --trace-json lines add up to (in all and per path), every call got
 -- the label, reason and attempts its case expects, and flowrun's RSS at the
@@ -475,7 +481,7 @@ local function soak()
   if not port then return fail("faultsrv mix did not start: " .. (read_file(srv_out) or "")) end
   local ig = dir .. "/integrations.lua"
   write_file(ig, ([[
-return { soak = { base_url = "http://127.0.0.1:%s", max_connections = 2000, timeout_ms = 1000,
+return { soak = { base_url = "http://127.0.0.1:%s", max_connections = 2000, timeout_ms = 2000,
   retry = { attempts = 2, on = { "503", "timeout" }, backoff_ms = 20, max_backoff_ms = 100 } } }
 ]]):format(port))
   -- the trace goes through a FIFO to awk, which adds the attempts up per path
@@ -486,10 +492,10 @@ return { soak = { base_url = "http://127.0.0.1:%s", max_connections = 2000, time
               .. " END { printf \"total %%d\", t; for (k in n) printf \" %%s %%d\", k, n[k];"
               .. " print \"\" }' <%s >%s 2>&1 &"):format(quote(fifo), quote(sums)))
   local out = dir .. "/flowrun.out"
-  local tpid = tonumber(first_line(("%s%s %s run --sessions %d -I %s --trace-json %s %s %d"
+  local tpid = tonumber(first_line(("%s%s %s run --sessions %d -I %s --trace-json %s %s %d %d"
                                     .. " >%s 2>&1 & echo $!")
     :format(CLIENT_PIN, BIN .. "timeit", FLOWRUN, SOAK_SESSIONS, quote(ig), quote(fifo),
-            "bench/flows/soak.lua", SOAK_S, quote(out))))
+            "bench/flows/soak.lua", SOAK_S, SOAK_PAUSE_MS, quote(out))))
   local fpid
   for _ = 1, 50 do
     fpid = tonumber((read_file(("/proc/%d/task/%d/children"):format(tpid, tpid)) or "")
@@ -604,8 +610,8 @@ local rows = {
       return startup_pair(FLOWRUN .. " run bench/flows/empty.lua", "lua5.4 -e ''")
     end },
   { name = "soak", kind = "soak", once = true, no_nginx = true,
-    what = ("%d sessions for %d s against faultsrv mix: server count = attempts, labels, RSS")
-           :format(SOAK_SESSIONS, SOAK_S),
+    what = ("%d sessions for %d s (%d ms between calls) against faultsrv mix: server count"
+            .. " = attempts, labels, RSS"):format(SOAK_SESSIONS, SOAK_S, SOAK_PAUSE_MS),
     flowrun = function() return soak() end },
   { name = "wrk -c100 (server ceiling)", kind = "ref",
     what = ("wrk -t1 -c100 -d%ds on the client core: what nginx can serve"):format(WRK_SECONDS),

@@ -1,12 +1,15 @@
 -- The soak row's flow: calls to `faultsrv mix` (integration `soak`) for
 -- SECONDS, cycling through the cases below from a point that depends on the
--- session, and checks each call's label, reason and attempts. Ends with one
+-- session, PAUSE ms apart (default 0), and checks each call's label, reason
+-- and attempts. Ends with one
 -- line: "soak calls N wrong W attempts A" and the attempts per path, then
 -- the first wrong call, if any.
--- usage: flowrun run --sessions S -I INTEGRATIONS soak.lua SECONDS
+-- usage: flowrun run --sessions S -I INTEGRATIONS soak.lua SECONDS [PAUSE]
 -- The integration retries 503 and timeout (attempts = 2).
 local seconds = tonumber(args[1])
 assert(seconds and seconds > 0, "soak.lua: expected a duration in seconds")
+local pause = math.tointeger(tonumber(args[2] or 0))
+assert(pause and pause >= 0, "soak.lua: expected a pause in ms")
 
 local KEY = { ["Idempotency-Key"] = "soak" }
 -- path, method, headers, label, reason, attempts (a list: any of them).
@@ -59,6 +62,7 @@ while os.time() < stop do
   calls = calls + 1
   attempts = attempts + res.attempts
   by_path[c[1]] = (by_path[c[1]] or 0) + res.attempts
+  if pause > 0 then sleep(pause) end
 end
 
 local parts = { ("soak calls %d wrong %d attempts %d"):format(calls, wrong, attempts) }

@@ -269,7 +269,7 @@ int main(int argc, char **argv)
   sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   lfd = socket(AF_INET, SOCK_STREAM, 0);
   if (lfd < 0 || bind(lfd, (struct sockaddr *) &sa, sizeof sa) != 0
-      || listen(lfd, stall ? 0 : 1024) != 0
+      || listen(lfd, stall ? 0 : 4096) != 0
       || getsockname(lfd, (struct sockaddr *) &sa, &len) != 0) {
     perror("faultsrv");
     return 1;
