@@ -529,13 +529,17 @@ return { soak = { base_url = "http://127.0.0.1:%s", max_connections = 2000, time
   local server, flow, trace = {}, {}, {}
   for line in counted:gmatch("[^\n]+") do add_pairs(server, line) end
   add_pairs(trace, read_file(sums) or "")
-  local text, first_wrong = read_file(out) or "", nil
+  local text, wrongs = read_file(out) or "", {}
   local f = fields(text)
   for line in text:gmatch("[^\n]+") do
     local rest = line:match("^%[%d+%] soak (calls .*)")
     if rest then add_pairs(flow, rest) end
-    first_wrong = first_wrong or line:match("^%[%d+%] soak wrong: (.*)")
+    local n, what = line:match("^%[%d+%] soak wrong: (%d+) x (.*)")
+    if n then wrongs[what] = (wrongs[what] or 0) + tonumber(n) end
   end
+  local wrong_list = {}
+  for what, n in pairs(wrongs) do wrong_list[#wrong_list + 1] = ("%d x %s"):format(n, what) end
+  table.sort(wrong_list)
   sh("rm -rf " .. quote(dir))
   if f.status ~= 0 then
     return nil, ("flowrun exited %s:\n%s"):format(tostring(f.status), excerpt(text))
@@ -544,7 +548,8 @@ return { soak = { base_url = "http://127.0.0.1:%s", max_connections = 2000, time
               trace_attempts = trace.total or 0, server_requests = server.total or 0,
               sessions = SOAK_SESSIONS, seconds = SOAK_S, wall = f.wall, cpu = f.cpu,
               maxrss_kb = f.maxrss_kb, rss_samples_kb = {}, by_path = {},
-              first_wrong = first_wrong }
+              wrong_kinds = wrong_list, server_partial = server.partial or 0,
+              server_unserved = server.unserved or 0 }
   m.counts_equal = m.server_requests == m.attempts and m.attempts == m.trace_attempts
   for _, p in ipairs(SOAK_PATHS) do
     local row = { server = server[p] or 0, flow = flow[p] or 0, trace = trace[p] or 0 }
@@ -916,7 +921,9 @@ local function main()
     print(("soak: requests received/attempts in res/attempts in the trace: total %d/%d/%d, %s;"
            .. " %d RSS samples, %.0f s wall"):format(soaked.server_requests, soaked.attempts,
            soaked.trace_attempts, table.concat(parts, ", "), #soaked.rss_samples_kb, soaked.wall))
-    if soaked.first_wrong then print("soak: first wrong call: " .. soaked.first_wrong) end
+    print(("soak: the server saw %d connection(s) end inside a request and closed %d unread")
+          :format(soaked.server_partial, soaked.server_unserved))
+    for _, w in ipairs(soaked.wrong_kinds) do print("soak: wrong: " .. w) end
   end
   local counts = { PASS = 0, MISS = 0, FAIL = 0 }
   for _, row in ipairs(rows) do

@@ -23,8 +23,9 @@
 **              body then a TCP reset, /close a close without answering;
 **              every answer keeps the connection alive
 ** In closekeep, cut and mix, GET /count answers with the requests received
-** so far (itself not counted): "total N" and, in mix, "PATH N" for each
-** kind. Each connection has its own thread, so a slow one never holds others.
+** so far (itself not counted): "total N", "partial N" (connections that
+** ended inside a request), "unserved N" (closed unread: no thread) and, in
+** mix, "PATH N" for each kind. Each connection has its own thread, so a slow one never holds others.
 */
 #include <errno.h>
 #include <fcntl.h>
@@ -78,6 +79,8 @@ static void read_headers(int fd)
 static const char *const kinds[] = { "/ok", "/busy", "/slow", "/hang", "/reset", "/close" };
 #define NKINDS (sizeof kinds / sizeof *kinds)
 static atomic_long total, by_kind[NKINDS];
+static atomic_long partial;     /* connections that ended inside a request */
+static atomic_long unserved;    /* connections closed unread: no thread */
 
 /* Reads one request (headers and a Content-Length body) into buf; its
 ** path goes to path. Returns 0, or -1 at EOF or on a malformed request. */
@@ -91,7 +94,10 @@ static int read_request(int fd, char *buf, size_t cap, char *path, size_t pathca
     if (n >= cap - 1) return -1;
     r = recv(fd, buf + n, cap - 1 - n, 0);
     if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return -1;
+    if (r <= 0) {
+      if (n > 0) atomic_fetch_add(&partial, 1);
+      return -1;
+    }
     n += (size_t) r;
     buf[n] = '\0';
     end = strstr(buf, "\r\n\r\n");
@@ -113,7 +119,10 @@ static int read_request(int fd, char *buf, size_t cap, char *path, size_t pathca
     size_t want = need - n < sizeof sink ? need - n : sizeof sink;
     ssize_t r = recv(fd, sink, want, 0);
     if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return -1;
+    if (r <= 0) {
+      atomic_fetch_add(&partial, 1);
+      return -1;
+    }
     n += (size_t) r;
   }
   return 0;
@@ -133,7 +142,8 @@ static int answer(int fd, int status, const char *body)
 static int answer_count(int fd)
 {
   char body[512];
-  int n = snprintf(body, sizeof body, "total %ld\n", atomic_load(&total));
+  int n = snprintf(body, sizeof body, "total %ld\npartial %ld\nunserved %ld\n",
+                   atomic_load(&total), atomic_load(&partial), atomic_load(&unserved));
   if (strcmp(mode, "mix") == 0)
     for (size_t i = 0; i < NKINDS; i++)
       n += snprintf(body + n, sizeof body - (size_t) n, "%s %ld\n", kinds[i],
@@ -145,7 +155,10 @@ static int answer_count(int fd)
 static void hold(int fd)
 {
   char sink[4096];
-  while (recv(fd, sink, sizeof sink, 0) > 0 || errno == EINTR) {}
+  for (;;) {
+    ssize_t r = recv(fd, sink, sizeof sink, 0);
+    if (r == 0 || (r < 0 && errno != EINTR)) return;
+  }
 }
 
 /* Closes fd with a TCP reset (SO_LINGER 0) instead of a clean close. */
@@ -286,7 +299,10 @@ int main(int argc, char **argv)
     }
     fd = accept(lfd, NULL, NULL);
     if (fd < 0) continue;
-    if (pthread_create(&t, NULL, serve_conn, (void *) (intptr_t) fd) != 0) close(fd);
-    else pthread_detach(t);
+    if (pthread_create(&t, NULL, serve_conn, (void *) (intptr_t) fd) != 0) {
+      atomic_fetch_add(&unserved, 1);
+      close(fd);
+    } else
+      pthread_detach(t);
   }
 }
