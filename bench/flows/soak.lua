@@ -17,7 +17,6 @@ local KEY = { ["Idempotency-Key"] = "soak" }
 -- key) again when the kept-alive connection it used closes without an
 -- answer, up to 5 times, each counted: such a case takes its attempts plus
 -- up to 5.
-local SENT_AGAIN = { 1 }
 local cases = {
   { "/ok", "GET", nil, "200", nil, { 1 } },
   { "/ok", "POST", nil, "200", nil, { 1 } },
@@ -32,9 +31,9 @@ local cases = {
   { "/slow", "POST", nil, "200", nil, { 1 } },
   { "/close", "POST", nil, "error", "reset", { 1 } },
   { "/ok", "GET", nil, "200", nil, { 1 } },
-  { "/close", "POST", KEY, "error", "reset", SENT_AGAIN },
+  { "/close", "POST", KEY, "error", "reset", { 1 } },
   { "/ok", "POST", nil, "200", nil, { 1 } },
-  { "/close", "GET", nil, "error", "reset", SENT_AGAIN },
+  { "/close", "GET", nil, "error", "reset", { 1 } },
   { "/reset", "GET", nil, "error", "reset", { 1 } },
   { "/ok", "GET", nil, "200", nil, { 1 } },
   { "/reset", "POST", nil, "error", "reset", { 1 } },
@@ -63,7 +62,11 @@ while os.time() < stop do
                                results = { "200", "503" } }
   local ok_attempts = false
   for _, n in ipairs(c[6]) do ok_attempts = ok_attempts or n == res.attempts end
-  if label ~= c[4] or res.reason ~= c[5] or not ok_attempts then
+  -- sent again on connection after connection that the server closes, a /close
+  -- call can run out of time: timeout / timeout is right then too
+  local timed_out = c[1] == "/close" and res.attempts > 1 and label == "timeout"
+                    and res.reason == "timeout"
+  if (label ~= c[4] or res.reason ~= c[5]) and not timed_out or not ok_attempts then
     wrong = wrong + 1
     local what = ("%s %s%s: label %s reason %s attempts %d")
       :format(c[2], c[1], c[3] and " (key)" or "", label, tostring(res.reason), res.attempts)
