@@ -811,8 +811,10 @@ local function cells(row)
     if m then
       c[2] = ("%s calls, %s wrong"):format(fmt_int(m.calls), fmt_int(m.wrong))
       c[3] = ("%s sent, %s received"):format(fmt_int(m.attempts), fmt_int(m.server_requests))
-      c[7] = ("RSS %.1f / %.1f / %.1f MB (start/end/max)")
-             :format(m.rss_start_kb / 1024, m.rss_end_kb / 1024, m.rss_max_kb / 1024)
+      if m.rss_end_kb then
+        c[7] = ("RSS %.1f / %.1f / %.1f MiB (start/end/max)")
+               :format(m.rss_start_kb / 1024, m.rss_end_kb / 1024, m.rss_max_kb / 1024)
+      end
     end
     c[5] = "sent = received, 0 wrong, RSS flat"
   elseif row.kind == "ref" then
