@@ -441,7 +441,7 @@ end
 -- server received exactly the requests that the flows' res.attempts and
 -- the --trace-json lines add up to (in all and per path), every call got
 -- the label, reason and attempts its case expects, and flowrun's RSS at the
--- end is within 10 % (+ 2 MB) of its RSS a tenth of the way in.
+-- end is within 10 % (+ 2 MiB) of its RSS a tenth of the way in.
 local SOAK_PATHS = { "/ok", "/busy", "/slow", "/hang", "/reset", "/close" }
 local soak_server = { pid = nil }
 
