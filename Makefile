@@ -134,7 +134,7 @@ bench: deps
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -qq $$missing >/dev/null; fi
-	$(MAKE) $(B)/flowrun $(BENCH_BIN)
+	$(MAKE) $(B)/flowrun $(B)/faultsrv $(BENCH_BIN)
 	lua5.4 bench/run.lua
 
 .PHONY: bench

@@ -16,7 +16,11 @@
 -- session count), BENCH_NODE_N (20000 calls), BENCH_WRK_SECONDS (3),
 -- BENCH_STARTUP_RUNS (30), BENCH_TIMEOUT (600 s per command),
 -- BENCH_QUIET_WAIT (30 s), BENCH_STRICT (1: exit 1 when a target is missed,
--- not only when a measurement fails).
+-- not only when a measurement fails), BENCH_SOAK_S (300: the soak row's
+-- duration, run once, in the last round), BENCH_SOAK_SESSIONS (500),
+-- BENCH_SOAK_PAUSE_MS (250: each soak session's pause between calls),
+-- BENCH_ONLY (row names separated by commas: run only those; nginx is not
+-- started when none of them needs it, e.g. BENCH_ONLY=soak).
 -- Run from the repository root after `make` (the Makefile does both).
 
 local function env_number(name, default)
@@ -34,6 +38,10 @@ local TIMEOUT = math.floor(env_number("BENCH_TIMEOUT", 600))
 local STRICT = os.getenv("BENCH_STRICT") == "1"
 local QUIET_WAIT = env_number("BENCH_QUIET_WAIT", 30)
 local QUIET_BUSY = 0.10
+local SOAK_S = math.max(1, math.floor(env_number("BENCH_SOAK_S", 300)))
+local SOAK_SESSIONS = math.max(1, math.floor(env_number("BENCH_SOAK_SESSIONS", 500)))
+local SOAK_PAUSE_MS = math.max(0, math.floor(env_number("BENCH_SOAK_PAUSE_MS", 250)))
+local ONLY = os.getenv("BENCH_ONLY")
 
 local FLOWRUN = "build/flowrun"
 local BIN = "build/bench/"
@@ -420,6 +428,146 @@ local function startup_pair(a, b)
          { value = median(wb), runs_ms = wb, true_ms = median(wt) }
 end
 
+
+-- ---- the soak ----
+
+-- The soak row: SOAK_SESSIONS sessions of bench/flows/soak.lua for SOAK_S
+-- seconds against `faultsrv mix` (200, 503, slow, hang, reset and a close
+-- without answer, by path), with retry on 503 and timeout; each session
+-- pauses SOAK_PAUSE_MS between calls, so that a 2-core machine keeps up
+-- (overloaded, calls to /ok time out, and a request sent on a connection
+-- the server has not yet accepted is counted by flowrun but never read by
+-- the server: the first 5-minute run without a pause had both). Passes when the
+-- server received exactly the requests that the flows' res.attempts and
+-- the --trace-json lines add up to (in all and per path), every call got
+-- the label, reason and attempts its case expects, and flowrun's RSS at the
+-- end is within 10 % (+ 2 MiB) of its RSS a tenth of the way in.
+local SOAK_PATHS = { "/ok", "/busy", "/slow", "/hang", "/reset", "/close" }
+local soak_server = { pid = nil }
+
+local function stop_soak_server()
+  if soak_server.pid then
+    sh("kill -TERM " .. soak_server.pid)
+    soak_server.pid = nil
+  end
+end
+
+-- VmRSS of a process in kB, or nil once it has gone.
+local function rss_kb(pid)
+  return tonumber((read_file("/proc/" .. pid .. "/status") or ""):match("VmRSS:%s*(%d+)"))
+end
+
+-- "key N key N ..." pairs of a line into t, added.
+local function add_pairs(t, line)
+  for k, v in line:gmatch("(%S+) (%d+)") do t[k] = (t[k] or 0) + tonumber(v) end
+end
+
+local function soak()
+  local dir = first_line("mktemp -d /tmp/flowrun-soak-XXXXXX")
+  local function fail(msg)
+    stop_soak_server()
+    return nil, msg
+  end
+  -- the server, on nginx's core
+  local srv_out = dir .. "/server.out"
+  soak_server.pid = tonumber(first_line(("%s%s mix >%s 2>&1 & echo $!")
+                                        :format(SERVER_PIN, "build/faultsrv", quote(srv_out))))
+  local port
+  for _ = 1, 50 do
+    port = (read_file(srv_out) or ""):match("listening on http://127%.0%.0%.1:(%d+)")
+    if port then break end
+    sleep(0.1)
+  end
+  if not port then return fail("faultsrv mix did not start: " .. (read_file(srv_out) or "")) end
+  local ig = dir .. "/integrations.lua"
+  write_file(ig, ([[
+return { soak = { base_url = "http://127.0.0.1:%s", max_connections = 2000, timeout_ms = 2000,
+  retry = { attempts = 2, on = { "503", "timeout" }, backoff_ms = 20, max_backoff_ms = 100 } } }
+]]):format(port))
+  -- the trace goes through a FIFO to awk, which adds the attempts up per path
+  local fifo, sums = dir .. "/trace", dir .. "/trace.sums"
+  sh("mkfifo " .. quote(fifo))
+  os.execute(("awk '{ p = $0; sub(/.*\"url\":\"http:\\/\\/[^\\/]*/, \"\", p); sub(/\".*/, \"\", p);"
+              .. " a = $0; sub(/.*\"attempts\":/, \"\", a); n[p] += a + 0; t += a + 0 }"
+              .. " END { printf \"total %%d\", t; for (k in n) printf \" %%s %%d\", k, n[k];"
+              .. " print \"\" }' <%s >%s 2>&1 &"):format(quote(fifo), quote(sums)))
+  local out = dir .. "/flowrun.out"
+  local tpid = tonumber(first_line(("%s%s %s run --sessions %d -I %s --trace-json %s %s %d %d"
+                                    .. " >%s 2>&1 & echo $!")
+    :format(CLIENT_PIN, BIN .. "timeit", FLOWRUN, SOAK_SESSIONS, quote(ig), quote(fifo),
+            "bench/flows/soak.lua", SOAK_S, SOAK_PAUSE_MS, quote(out))))
+  local fpid
+  for _ = 1, 50 do
+    fpid = tonumber((read_file(("/proc/%d/task/%d/children"):format(tpid, tpid)) or "")
+                    :match("%d+"))
+    if fpid then break end
+    sleep(0.1)
+  end
+  if not fpid then return fail("flowrun did not start:\n" .. excerpt(read_file(out) or "")) end
+  -- RSS every few seconds while it runs
+  local step = math.max(1, math.min(5, SOAK_S // 20))
+  local t0, samples = os.time(), {}
+  while alive(tpid) do
+    local kb = rss_kb(fpid)
+    if kb then samples[#samples + 1] = { t = os.time() - t0, kb = kb } end
+    if os.time() - t0 > SOAK_S + TIMEOUT then
+      sh("kill -TERM " .. tpid)
+      return fail("flowrun did not end within BENCH_TIMEOUT after the soak")
+    end
+    sleep(step)
+  end
+  for _ = 1, 100 do                     -- awk ends when flowrun closes the FIFO
+    if (read_file(sums) or ""):find("\n") then break end
+    sleep(0.1)
+  end
+  -- the server's count, asked for by flowrun itself
+  local count_flow = dir .. "/count.lua"
+  write_file(count_flow, 'local label, res = api_node{ integration = "soak", path = "/count",'
+             .. ' results = { "200" } }\nsay(res.body)\n')
+  local counted = sh(("%s run -I %s %s"):format(FLOWRUN, quote(ig), quote(count_flow)))
+  stop_soak_server()
+  local server, flow, trace = {}, {}, {}
+  for line in counted:gmatch("[^\n]+") do add_pairs(server, line) end
+  add_pairs(trace, read_file(sums) or "")
+  local text, wrongs = read_file(out) or "", {}
+  local f = fields(text)
+  for line in text:gmatch("[^\n]+") do
+    local rest = line:match("^%[%d+%] soak (calls .*)")
+    if rest then add_pairs(flow, rest) end
+    local n, what = line:match("^%[%d+%] soak wrong: (%d+) x (.*)")
+    if n then wrongs[what] = (wrongs[what] or 0) + tonumber(n) end
+  end
+  local wrong_list = {}
+  for what, n in pairs(wrongs) do wrong_list[#wrong_list + 1] = ("%d x %s"):format(n, what) end
+  table.sort(wrong_list)
+  sh("rm -rf " .. quote(dir))
+  if f.status ~= 0 then
+    return nil, ("flowrun exited %s:\n%s"):format(tostring(f.status), excerpt(text))
+  end
+  local m = { calls = flow.calls or 0, wrong = flow.wrong or 0, attempts = flow.attempts or 0,
+              trace_attempts = trace.total or 0, server_requests = server.total or 0,
+              sessions = SOAK_SESSIONS, seconds = SOAK_S, wall = f.wall, cpu = f.cpu,
+              maxrss_kb = f.maxrss_kb, rss_samples_kb = {}, by_path = {},
+              wrong_kinds = wrong_list, server_partial = server.partial or 0,
+              server_unserved = server.unserved or 0 }
+  m.counts_equal = m.server_requests == m.attempts and m.attempts == m.trace_attempts
+  for _, p in ipairs(SOAK_PATHS) do
+    local row = { server = server[p] or 0, flow = flow[p] or 0, trace = trace[p] or 0 }
+    m.by_path[p] = row
+    m.counts_equal = m.counts_equal and row.server == row.flow and row.flow == row.trace
+  end
+  for _, sample in ipairs(samples) do
+    m.rss_samples_kb[#m.rss_samples_kb + 1] = sample.kb
+    m.rss_max_kb = math.max(m.rss_max_kb or 0, sample.kb)
+    if not m.rss_start_kb and sample.t >= SOAK_S / 10 then m.rss_start_kb = sample.kb end
+    m.rss_end_kb = sample.kb
+  end
+  m.rss_start_kb = m.rss_start_kb or m.rss_end_kb
+  m.rss_flat = m.rss_end_kb ~= nil and m.rss_end_kb <= m.rss_start_kb * 1.10 + 2048
+  m.value = m.calls
+  return m
+end
+
 -- ---- the rows ----
 
 local N_SEQ, N_CALLS = scaled(20000), scaled(200000)
@@ -466,10 +614,28 @@ local rows = {
     pair = function()
       return startup_pair(FLOWRUN .. " run bench/flows/empty.lua", "lua5.4 -e ''")
     end },
+  { name = "soak", kind = "soak", once = true, no_nginx = true,
+    what = ("%d sessions for %d s (%d ms between calls) against faultsrv mix: server count"
+            .. " = attempts, labels, RSS"):format(SOAK_SESSIONS, SOAK_S, SOAK_PAUSE_MS),
+    flowrun = function() return soak() end },
   { name = "wrk -c100 (server ceiling)", kind = "ref",
     what = ("wrk -t1 -c100 -d%ds on the client core: what nginx can serve"):format(WRK_SECONDS),
     baseline = function() return wrk(100) end },
 }
+
+if ONLY and ONLY ~= "" then               -- BENCH_ONLY: the rows named there
+  local keep = {}
+  for name in ONLY:gmatch("[^,]+") do keep[name] = true end
+  local kept = {}
+  for _, row in ipairs(rows) do
+    if keep[row.name] then kept[#kept + 1] = row end
+    if keep[row.name] and row.same_as and not keep[row.same_as] then
+      error("BENCH_ONLY: row '" .. row.name .. "' needs row '" .. row.same_as .. "'")
+    end
+  end
+  if #kept == 0 then error("BENCH_ONLY: no row named " .. ONLY) end
+  rows = kept
+end
 
 local by_name = {}
 for _, row in ipairs(rows) do
@@ -516,7 +682,7 @@ local function run_round(round)
                         waited_s = waited }
   progress(("round %d/%d:"):format(round, ROUNDS))
   for _, row in ipairs(rows) do
-    if not row.skip then
+    if not row.skip and (not row.once or round == ROUNDS) then
       progress(" " .. row.name .. ",")
       if row.pair then
         local a, b = row.pair()
@@ -596,6 +762,10 @@ local function summarize(row)
   elseif row.kind == "report" then
     row.ratio = fm and bm and bm > 0 and fm / bm or nil
     row.result = "-"
+  elseif row.kind == "soak" then
+    local m = row.runs.flowrun[1]
+    row.result = m and m.counts_equal and m.wrong == 0 and m.rss_flat and m.calls > 0
+                 and "PASS" or "MISS"
   else
     row.result = "-"
   end
@@ -636,6 +806,17 @@ local function cells(row)
     for _, m in ipairs(row.runs.baseline) do floor[#floor + 1] = m.true_ms end
     c[7] = ("%s / %s (`true`: %.1f ms)"):format(pct(row.flowrun_spread),
                                                 pct(row.baseline_spread), median(floor) or 0)
+  elseif row.kind == "soak" then
+    local m = row.runs.flowrun[1]
+    if m then
+      c[2] = ("%s calls, %s wrong"):format(fmt_int(m.calls), fmt_int(m.wrong))
+      c[3] = ("%s sent, %s received"):format(fmt_int(m.attempts), fmt_int(m.server_requests))
+      if m.rss_end_kb then
+        c[7] = ("RSS %.1f / %.1f / %.1f MiB (start/end/max)")
+               :format(m.rss_start_kb / 1024, m.rss_end_kb / 1024, m.rss_max_kb / 1024)
+      end
+    end
+    c[5] = "sent = received, 0 wrong, RSS flat"
   elseif row.kind == "ref" then
     if bm then c[3] = fmt_int(bm) .. " req/s" end
     c[5] = "reference"
@@ -697,11 +878,15 @@ local function main()
   local info = machine()
   print(("flowrun bench: %d round(s), scale %g, %d cores (nginx on cpu %s, clients on %s)")
         :format(ROUNDS, SCALE, NPROC, PIN and SERVER_CPU or "any", PIN and CLIENT_CPUS or "any"))
-  local url = start_nginx()
-  print("nginx on " .. url)
-  flows.integrations = dir .. "/integrations.lua"
-  write_file(flows.integrations, ("return { bench = { base_url = %q, max_connections = 2000 } }\n")
-             :format((url:gsub("/json$", ""))))
+  local need_nginx = false
+  for _, row in ipairs(rows) do need_nginx = need_nginx or not row.no_nginx end
+  if need_nginx then
+    local url = start_nginx()
+    print("nginx on " .. url)
+    flows.integrations = dir .. "/integrations.lua"
+    write_file(flows.integrations, ("return { bench = { base_url = %q, max_connections = 2000 } }\n")
+               :format((url:gsub("/json$", ""))))
+  end
   local t0 = os.time()
   for round = 1, ROUNDS do run_round(round) end
   stop_nginx()
@@ -728,6 +913,20 @@ local function main()
   print()
   print_table()
   print()
+  local soaked = by_name.soak and by_name.soak.runs.flowrun[1]
+  if soaked then
+    local parts = {}
+    for _, p in ipairs(SOAK_PATHS) do
+      local c = soaked.by_path[p]
+      parts[#parts + 1] = ("%s %d/%d/%d"):format(p, c.server, c.flow, c.trace)
+    end
+    print(("soak: requests received/attempts in res/attempts in the trace: total %d/%d/%d, %s;"
+           .. " %d RSS samples, %.0f s wall"):format(soaked.server_requests, soaked.attempts,
+           soaked.trace_attempts, table.concat(parts, ", "), #soaked.rss_samples_kb, soaked.wall))
+    print(("soak: the server saw %d connection(s) end inside a request and closed %d unread")
+          :format(soaked.server_partial, soaked.server_unserved))
+    for _, w in ipairs(soaked.wrong_kinds) do print("soak: wrong: " .. w) end
+  end
   local counts = { PASS = 0, MISS = 0, FAIL = 0 }
   for _, row in ipairs(rows) do
     counts[row.result] = (counts[row.result] or 0) + 1
@@ -760,6 +959,7 @@ end
 
 local ok, status = xpcall(main, debug.traceback)
 stop_nginx()
+stop_soak_server()
 if flows.dir then sh("rm -rf " .. quote(flows.dir)) end
 if not ok then
   io.stderr:write("bench: " .. tostring(status) .. "\n")

@@ -221,11 +221,37 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud) {
   return buf_add(&c->rbody, p, n) ? n : 0;
 }
 
+/* One header line at a time; the empty line ends a header block. libcurl
+** takes a response cut off inside its headers by a clean close for a
+** complete one, so fr_call_done checks that the block ended. */
 static size_t on_header(char *p, size_t size, size_t n, void *ud) {
   call *c = ud;
   n *= size;
-  if (n >= 5 && memcmp(p, "HTTP/", 5) == 0) c->rhdr.len = 0;  /* new response */
+  if (n >= 5 && memcmp(p, "HTTP/", 5) == 0) {     /* a new response */
+    c->rhdr.len = 0;
+    c->head_done = false;
+  } else if ((n == 2 && p[0] == '\r' && p[1] == '\n') || (n == 1 && p[0] == '\n'))
+    c->head_done = true;
   return buf_add(&c->rhdr, p, n) ? n : 0;
+}
+
+/* libcurl calls this right before it sends the request; also when, the
+** kept-alive connection it used having closed without an answer, it sends
+** the request again on another one ("Connection died, retrying a fresh
+** connect"). The server may have acted on the first send, so a POST or
+** PATCH without Idempotency-Key is not sent again; another request may be
+** (the connection may just have gone stale), and each send counts as an
+** attempt, so that res.attempts is what the server received. */
+static int on_send(void *ud, char *ip, char *local_ip, int port, int local_port) {
+  call *c = ud;
+  (void)ip; (void)local_ip; (void)port; (void)local_port;
+  if (c->sends++ == 0) return CURL_PREREQFUNC_OK;
+  if (!c->retry_ok) {
+    c->resend_refused = true;
+    return CURL_PREREQFUNC_ABORT;
+  }
+  c->attempts++;
+  return CURL_PREREQFUNC_OK;
 }
 
 /* ---- outcome ---- */
@@ -266,6 +292,12 @@ static bool headers_too_large(const call *c, CURLcode rc) {
 
 static void classify(call *c, CURLcode rc, curl_off_t connect_us) {
   const char *detail = c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc);
+  if (c->resend_refused) {
+    fr_call_fail(c, LABEL_ERROR, "reset", "the server closed the kept-alive connection "
+                 "without answering; not sent again: a %s without Idempotency-Key is "
+                 "never retried", c->method);
+    return;
+  }
   if (headers_too_large(c, rc)) {
     fr_call_fail(c, LABEL_ERROR, "too_large", "response headers too large (%s)", detail);
     return;
@@ -279,7 +311,11 @@ static void classify(call *c, CURLcode rc, curl_off_t connect_us) {
     fr_call_fail(c, LABEL_ERROR, "dns", "%s", detail);
     return;
   case CURLE_COULDNT_CONNECT:
-    fr_call_fail(c, LABEL_ERROR, "refused", "%s", detail);
+    if (c->fd_errno)
+      fr_call_fail(c, LABEL_ERROR, "fd_limit", "out of file descriptors (%s): %s",
+                   strerror(c->fd_errno), detail);
+    else
+      fr_call_fail(c, LABEL_ERROR, "refused", "%s", detail);
     return;
   case CURLE_SSL_CONNECT_ERROR: case CURLE_PEER_FAILED_VERIFICATION:
   case CURLE_SSL_CERTPROBLEM: case CURLE_SSL_CIPHER:
@@ -411,7 +447,7 @@ static CURL *easy_take(flowrun *rt, integration *ig) {
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
   curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, fr_open_socket);
-  curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, rt);
+  curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_send);
   curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, fr_close_socket);
   curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, rt);
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, ig->connect_timeout_ms);
@@ -429,7 +465,8 @@ static void transfer(call *c) {
   double left = c->timeout_ms - (fr_now() - c->attempt_t0);
   CURL *e;
   c->rbody.len = c->rhdr.len = 0;
-  c->too_large = false;
+  c->too_large = c->head_done = c->resend_refused = false;
+  c->sends = c->fd_errno = 0;
   c->status = 0;
   c->errbuf[0] = '\0';
   if (left < 1) left = 1;
@@ -444,6 +481,8 @@ static void transfer(call *c) {
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->hdrs);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
+  curl_easy_setopt(e, CURLOPT_PREREQDATA, c);
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, c);
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)left);
   /* the method: every option a handle's last call may have set, set again */
   if (strcmp(c->method, "HEAD") == 0) {
@@ -633,6 +672,9 @@ void fr_call_done(flowrun *rt, CURLMsg *m) {
   easy_release(c->ig, e);
   c->easy = NULL;
   if (rc != CURLE_OK) classify(c, rc, connect_us);
+  else if (!c->head_done)               /* cut off in its headers */
+    fr_call_fail(c, LABEL_ERROR, "reset",
+                 "the connection closed before the response headers ended");
   else if (!redirect) set_status(c, (int)status);
   else {
     bool went = follow(c, redirect, (int)status);

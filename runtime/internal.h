@@ -159,6 +159,10 @@ struct call {
   bool slot;                            /* holds a pool slot */
   bool retry_ok;                        /* not POST/PATCH, or idempotent */
   bool too_large;
+  bool head_done;                       /* the last header block has ended */
+  bool resend_refused;                  /* on_send stopped libcurl's resend */
+  int sends;                            /* requests this transfer has sent */
+  int fd_errno;                         /* EMFILE or ENFILE when a socket failed */
   char method[8];
   char *url;                            /* the URL of this hop */
   size_t urlcap;
@@ -212,7 +216,8 @@ extern const fr_module fr_modules[];    /* ends with a NULL name */
 typedef struct fr_watch { int fd; void (*cb)(void *, int); void *ud; } fr_watch;
 typedef struct fd_state { uint32_t events; uint8_t flags; } fd_state;
 
-/* libcurl's connection sockets pass through these (runtime.c). */
+/* libcurl's connection sockets pass through these (runtime.c); the open
+** callback's ud is the call, the close callback's the runtime. */
 curl_socket_t fr_open_socket(void *ud, curlsocktype purpose,
                              struct curl_sockaddr *a);
 int fr_close_socket(void *ud, curl_socket_t fd);

@@ -165,13 +165,19 @@ static void fd_forget(flowrun *rt, int fd) {
   st->events = st->flags = 0;
 }
 
+/* Opens a connection socket for the call ud. When the process (EMFILE) or
+** the system (ENFILE) has no descriptor left, the call notes it: libcurl
+** would only say it could not connect. */
 curl_socket_t fr_open_socket(void *ud, curlsocktype purpose,
                              struct curl_sockaddr *a) {
-  flowrun *rt = ud;
+  call *c = ud;
   int fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
   (void)purpose;
-  if (fd < 0) return CURL_SOCKET_BAD;
-  fd_at(rt, fd)->flags = FD_CONN;
+  if (fd < 0) {
+    if (errno == EMFILE || errno == ENFILE) c->fd_errno = errno;
+    return CURL_SOCKET_BAD;
+  }
+  fd_at(c->rt, fd)->flags = FD_CONN;
   return fd;
 }
 
