@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,7 +122,7 @@ int cli_sandbox_apply(const cli_grants *g, flowrun *rt, const char *cmd) {
 ** supervisor starts it again, rather than freezing every session. */
 
 static struct {
-  pthread_t thread;
+  pthread_t thread, loop;               /* the watchdog, the loop's thread */
   flowrun *rt;
   long long budget_ms;
   atomic_bool stop;
@@ -139,9 +140,9 @@ static void *watch(void *arg) {
       broke = false;
       continue;
     }
-    if (!broke) {
+    if (!broke) {                       /* flowrun_break, on the loop's thread */
       broke = true;
-      flowrun_break(dog.rt);
+      pthread_kill(dog.loop, SIGUSR1);
     } else if (ms > dog.budget_ms + 2000) {
       char msg[300];
       int n = snprintf(msg, sizeof msg,
@@ -156,9 +157,20 @@ static void *watch(void *arg) {
   return NULL;
 }
 
+static void on_usr1(int sig) {
+  (void)sig;
+  flowrun_break(dog.rt);
+}
+
 void cli_watchdog_start(const cli_grants *g, flowrun *rt) {
   long wall = g->wall_set ? g->wall : WALL_DEFAULT;
+  struct sigaction sa;
   if (wall <= 0 || dog.started) return;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_usr1;
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGUSR1, &sa, NULL);
+  dog.loop = pthread_self();
   dog.rt = rt;
   dog.budget_ms = (long long)wall * 1000;
   atomic_store(&dog.stop, false);

@@ -117,13 +117,14 @@ int flowrun_sessions(const flowrun *rt);
 int flowrun_interrupt(flowrun *rt, const char *id);
 
 /* Stops the Lua code of the session that runs right now (one stuck in a
-** loop): it raises "file:line: interrupted!" within a hundred
-** instructions, also inside the coroutines it created, and again after
+** loop): it raises "file:line: interrupted!" at its next instruction or
+** function call, also inside the coroutines it created, and again after
 ** (a pcall cannot swallow it), so it ends as a failed session; the others
-** go on. Returns 1, or 0 when no session runs (nothing happens). It only
-** sets a flag: call it from a signal handler (Ctrl-C) or another thread
-** (a watchdog). Code stuck inside one C function (a pattern match) is out
-** of its reach until that function returns. */
+** go on. Returns 1, or 0 when no session runs (nothing happens). Call it
+** from a signal handler on the thread that runs the loop, as lua.c does
+** for Ctrl-C (a watchdog thread sends that thread a signal: pthread_kill,
+** as flowrun run does). Code stuck inside one C function (a pattern
+** match) is out of its reach until that function returns. */
 int flowrun_break(flowrun *rt);
 
 /* ---- the sandbox and its limits ----

@@ -234,6 +234,7 @@ struct flowrun {
   session *all;
   session *volatile running;            /* being resumed now (flowrun_break) */
   volatile sig_atomic_t broke;          /* flowrun_break: the hook ends it */
+  lua_State *volatile run_L;            /* the thread the hook last ran on */
   _Atomic long long run_since;          /* ms its resume began, 0: none (a watchdog reads it) */
   int nsessions;
   int ncalls;                           /* calls started, not yet finished */

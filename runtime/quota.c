@@ -28,7 +28,7 @@
 #include "quota.h"
 #include "sandbox.h"
 
-#define EVERY 100                       /* instructions between two looks */
+#define EVERY 1000                      /* instructions between two looks */
 #define VARARG 0x8000                   /* thread slots from here: varargs */
 
 static _Thread_local session *running; /* whose code runs on this thread */
@@ -318,12 +318,17 @@ static void hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   if (!s) return;
   rt = s->rt;
+  rt->run_L = L;                        /* where a break finds it */
   if (s->doom) {                        /* caught by a pcall: again */
     lua_sethook(L, hook, LUA_MASKCOUNT | LUA_MASKCALL, 1);
     lua_pushstring(L, s->doom);
     lua_error(L);
   }
   if (rt->broke) doom(L, s, "interrupted!");
+  if (lua_gethookcount(L) != EVERY) {  /* a break armed it for a session gone */
+    fr_limits_watch(L);
+    return;
+  }
   s->steps += EVERY;
   lim = rt->limit[FLOWRUN_LIMIT_INSTRUCTIONS];
   if (lim && s->steps > lim)
@@ -332,6 +337,14 @@ static void hook(lua_State *L, lua_Debug *ar) {
   lim = rt->limit[FLOWRUN_LIMIT_SESSION_MEMORY];
   if (lim && (s->mem > (s->mem_check > lim ? s->mem_check : lim) || s->recheck))
     check_memory(L, s);
+}
+
+int flowrun_break(flowrun *rt) {
+  lua_State *L = rt->run_L;
+  if (!rt->running) return 0;
+  rt->broke = 1;                        /* the hook ends the session that runs */
+  if (L) lua_sethook(L, hook, LUA_MASKCOUNT | LUA_MASKCALL, 1);   /* now */
+  return 1;
 }
 
 void fr_limits_watch(lua_State *co) {

@@ -268,6 +268,7 @@ static void session_free(session *s) {
     session *ran = fr_limits_enter(s);
     long long since = atomic_load_explicit(&rt->run_since, memory_order_relaxed);
     rt->running = s;
+    rt->run_L = s->co;
     atomic_store_explicit(&rt->run_since, (long long)fr_now() | 1, memory_order_relaxed);
     lua_resetthread(s->co);
     atomic_store_explicit(&rt->run_since, since, memory_order_relaxed);
@@ -312,6 +313,7 @@ static void session_failed(session *s, int st) {
     lua_Hook hook = lua_gethook(L);
     int mask = lua_gethookmask(L), count = lua_gethookcount(L);
     rt->running = s;                    /* a break and a watchdog reach it */
+    rt->run_L = L;
     atomic_store_explicit(&rt->run_since, (long long)fr_now() | 1, memory_order_relaxed);
     fr_limits_watch(L);
     lua_pushcfunction(L, l_error_text);
@@ -346,11 +348,6 @@ long long flowrun_running_ms(flowrun *rt) {
   return since ? (long long)fr_now() - since + 1 : 0;
 }
 
-int flowrun_break(flowrun *rt) {
-  if (!rt->running) return 0;
-  rt->broke = 1;                        /* the count hook sees it */
-  return 1;
-}
 
 static void resume(session *s) {
   int nres, st;
@@ -359,13 +356,17 @@ static void resume(session *s) {
   s->refused = 0;
   s->recheck = false;
   s->rt->running = s;
+  s->rt->run_L = s->co;
   atomic_store_explicit(&s->rt->run_since, (long long)fr_now() | 1, memory_order_relaxed);
   st = lua_resume(s->co, NULL, s->nargs, &nres);
   if (st == LUA_OK && nres > 0 && is_flowdef(s->co, -nres))   /* run it */
     st = run_definition(s, nres) ? lua_resume(s->co, NULL, 3, &nres) : LUA_ERRRUN;
   s->rt->running = NULL;
   atomic_store_explicit(&s->rt->run_since, 0, memory_order_relaxed);
-  s->rt->broke = 0;                     /* a break is for the session that ran */
+  if (s->rt->broke) {                   /* a break is for the session that ran */
+    s->rt->broke = 0;
+    if (st == LUA_YIELD) fr_limits_watch(s->co);   /* it waits: its hook as it was */
+  }
   fr_limits_leave(was);
   s->nargs = 0;
   if (st == LUA_YIELD) {

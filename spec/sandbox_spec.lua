@@ -244,7 +244,7 @@ describe("§4 sandbox", function()
       ]], { dir = dir, args = { "--limit", "session-memory=16M" } })
       assert.are.equal(1, r.code)
       assert.are.equal("nil true\n", r.stdout)
-      assert.matches("flow%.lua:4: memory limit: the session holds about", r.stderr)
+      assert.matches("flow%.lua:%d: memory limit: the session holds about", r.stderr)
     end)
 
     it("counts memory held only through varargs, table keys and C closures", function()
