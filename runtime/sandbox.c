@@ -672,8 +672,10 @@ void fr_sandbox_open(flowrun *rt, lua_State *L) {
     lua_setfield(L, -2, "__index");
     fr_freeze(L, -1, "the string metatable");
     lua_setfield(L, -2, "__metatable");
-    lua_pushvalue(L, -3);               /* methods come from the copy: no dump */
-    lua_setfield(L, -2, "__index");
+    if (rt->owns_L) {                   /* methods come from the copy: no dump */
+      lua_pushvalue(L, -3);             /* (a host's own state keeps its string) */
+      lua_setfield(L, -2, "__index");
+    }
     lua_pop(L, 1);
   }
   lua_pop(L, 2);
