@@ -13,9 +13,9 @@
 ** runtime holds, and charges what is allocated (and freed) while a session
 ** runs to that session. The collector frees one session's garbage while
 ** another runs, so the charge drifts; when it passes the limit the hook
-** measures what the session really holds (its globals, the locals and
-** functions of its threads, and what they reach, shared tables aside) and
-** dooms it only if that is over the limit. An allocation that would take
+** measures what the session really holds (its globals, every slot of its
+** threads, the modules it required, and what they reach, shared tables
+** aside) and dooms it only if that is over the limit. An allocation that would take
 ** the runtime past its limit, or a session far past its own, is refused
 ** (Lua's "not enough memory", after an emergency collection).
 */
