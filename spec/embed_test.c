@@ -277,6 +277,10 @@ static void sandbox_api(void) {
   check(flowrun_allow(rt, "sockets") == FLOWRUN_ERR
         && strstr(flowrun_errmsg(rt), "unknown library 'sockets'") != NULL,
         "flowrun_allow refuses an unknown library, saying so");
+  check(flowrun_limit(rt, FLOWRUN_LIMIT_SESSION_MEMORY, -1) == 64LL << 20
+        && flowrun_limit(rt, FLOWRUN_LIMIT_MEMORY, -1) == 2LL << 30
+        && flowrun_limit(rt, FLOWRUN_LIMIT_OUTPUT, -1) == 64LL << 20,
+        "the limits' defaults: 64 MiB a session, 2 GiB in all, 64 MiB of output");
   check(flowrun_limit(rt, FLOWRUN_LIMIT_INSTRUCTIONS, 200000) == 100000000
         && flowrun_limit(rt, FLOWRUN_LIMIT_INSTRUCTIONS, -1) == 200000
         && flowrun_limit(rt, 99, 1) == FLOWRUN_ERR,
