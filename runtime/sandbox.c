@@ -451,16 +451,7 @@ static int sb_require(lua_State *L) {
   env = lua_gettop(L);
   /* the modules of each globals table, kept beside it (weak keys): a
   ** flow's own table is never written to */
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &modules_key) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "k");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &modules_key);
-  }
+  push_weak(L, &modules_key);
   lua_pushvalue(L, env);
   if (lua_rawget(L, -2) != LUA_TTABLE) {
     lua_pop(L, 1);
