@@ -457,8 +457,31 @@ done:
   return status;
 }
 
+/* The usage of the subcommands the C side reads itself (check, graph and
+** repl print their own). */
+static const struct { const char *cmd, *text; } sub_usage[] = {
+  { "run",
+    "usage: flowrun [run] [options] FLOW.lua [ARGS...]\n"
+    "  -I FILE            integrations file\n"
+    "  --sessions N       run N sessions at once; output lines are prefixed [ID]\n"
+    "  --trace            one line per api_node call on stderr\n"
+    "  --trace-json FILE  the same as JSON lines\n"
+    "  --allow LIST       grant flows more than the sandbox: io, os, debug, package\n"
+    "  --limit NAME=N     instructions, session-memory, memory, output, wall\n" },
+  { "host",
+    "usage: flowrun host [options] FLOW.lua   sessions over JSON lines on stdin/stdout\n"
+    "  -I FILE, --trace, --trace-json FILE, --allow LIST, --limit NAME=N: as for run\n" },
+  { "mock", "usage: flowrun mock ROUTES.lua [--port N]   mock HTTP API on 127.0.0.1\n" },
+};
+
 int main(int argc, char **argv) {
   const char *cmd = argc > 1 ? argv[1] : NULL;
+  for (size_t i = 0; cmd && argc > 2 && i < sizeof sub_usage / sizeof *sub_usage; i++)
+    if (strcmp(cmd, sub_usage[i].cmd) == 0
+        && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0)) {
+      fputs(sub_usage[i].text, stdout);
+      return cli_output_done(0, NULL, NULL);
+    }
   if (!cmd || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
     fputs(usage, cmd ? stdout : stderr);
     return cmd ? 0 : 2;

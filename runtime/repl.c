@@ -492,9 +492,11 @@ static void init_terminal(repl *r) {
   }
 }
 
-static int usage(void) {
-  fputs("usage: flowrun repl [-I FILE] [--trace] [FLOW.lua [ARGS...]]\n", stderr);
-  return 2;
+/* Prints the usage on f: stdout for --help (exit 0), stderr for a mistake. */
+static int usage(FILE *f) {
+  fputs("usage: flowrun repl [-I FILE] [--trace] [--allow LIST] [--limit NAME=N] "
+        "[FLOW.lua [ARGS...]]\n", f);
+  return f == stdout ? 0 : 2;
 }
 
 int flowrun_repl_main(int argc, char **argv) {
@@ -515,11 +517,10 @@ int flowrun_repl_main(int argc, char **argv) {
     if (strcmp(argv[i], "-I") == 0 && i + 1 < argc) ifile = argv[++i];
     else if (strcmp(argv[i], "--trace") == 0) r.trace = true;
     else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-      usage();
-      return 0;
+      return usage(stdout);
     } else if (argv[i][0] == '-') {
       fprintf(stderr, "flowrun repl: unknown option '%s' (or missing value)\n", argv[i]);
-      return usage();
+      return usage(stderr);
     } else flow = argv[i];
   }
   if (flow && !readable(flow)) {

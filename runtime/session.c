@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "internal.h"
 #include "quota.h"
@@ -52,7 +53,13 @@ static char *read_file(const char *path, size_t *len) {
   FILE *f = fopen(path, "rb");
   char *buf = NULL;
   size_t cap = 0, n = 0, r;
+  struct stat st;
   if (!f) return NULL;
+  if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {   /* fread would say EIO */
+    fclose(f);
+    errno = EISDIR;
+    return NULL;
+  }
   do {
     if (cap - n < 4096) {
       char *b = realloc(buf, cap = cap * 2 + 8192);

@@ -196,6 +196,32 @@ describe("§5 command line", function()
     end)
   end)
 
+  describe("a newcomer's first steps", function()
+    it("SUBCOMMAND --help prints that subcommand's usage on stdout and exits 0, for every one", function()
+      for _, sub in ipairs { "run", "host", "mock", "check", "graph", "repl" } do
+        for _, flag in ipairs { "--help", "-h" } do
+          local r = helper.cli{ args = { sub, flag } }
+          assert.are.equal(0, r.code, sub .. " " .. flag .. ": " .. r.stderr)
+          assert.matches("^usage: flowrun " .. (sub == "run" and "%[run%]" or sub), r.stdout)
+          assert.are.equal("", r.stderr, sub)
+        end
+      end
+    end)
+
+    it("says a flow path that is a directory is one", function()
+      local dir = helper.tmpdir()
+      local r = helper.cli{ args = { dir } }
+      assert.are.equal(2, r.code)
+      assert.matches("cannot open " .. dir:gsub("%p", "%%%0") .. ": Is a directory", r.stderr)
+    end)
+
+    it("ships the MIT licence the README states", function()
+      local licence = helper.read(helper.root .. "/LICENSE")
+      assert.is_truthy(licence and licence:find("^MIT License\n"))
+      assert.matches("flowrun is under the MIT licence (`LICENSE`)", helper.read(helper.root .. "/README.md"), 1, true)
+    end)
+  end)
+
   describe("--version and --help", function()
     it("--version prints the version and exits 0", function()
       local r = helper.cli{ args = { "--version" } }
