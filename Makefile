@@ -29,8 +29,12 @@ CLI_O = $(B)/main.o $(B)/cli_sandbox.o $(B)/host.o $(B)/mock.o $(B)/mock_routes.
 # the REPL's line editing: libedit (BSD licence), not GNU readline (GPL)
 EDIT_LIBS = $(shell pkg-config --libs libedit 2>/dev/null || echo -ledit)
 
-all: $(B)/flowrun $(B)/libflowrun.a $(B)/flowrun.so $(B)/faultsrv $(B)/embed_test \
-     $(B)/pty.so
+SOVER = 0
+SONAME = libflowrun.so.$(SOVER)
+LIBDIR ?= $(PREFIX)/lib
+
+all: $(B)/flowrun $(B)/libflowrun.a $(B)/$(SONAME) $(B)/flowrun.so $(B)/faultsrv \
+     $(B)/embed_test $(B)/pty.so
 
 $(B)/%.o: runtime/%.c runtime/internal.h runtime/flowrun.h runtime/cli.h runtime/mock.h \
          runtime/sandbox.h runtime/quota.h \
@@ -55,6 +59,24 @@ FORCE:
 
 $(B)/libflowrun.a: $(CORE_O)
 	$(AR) rcs $@ $^
+
+# The shared library, for hosts that link -lflowrun (pkg-config flowrun);
+# lua-cjson's shared library, as for the Lua module (Debian's static one is
+# not PIC), and Lua itself, which the host links too.
+$(B)/$(SONAME): $(CORE_O)
+	$(CC) $(ALL_LDFLAGS) -shared -Wl,-soname,$(SONAME) -o $@ $^ \
+	  -llua5.4-cjson $(shell pkg-config --libs lua5.4 libcurl) -lpthread -lm
+
+# pkg-config's description of an installed flowrun (PREFIX, LIBDIR): made
+# anew at each install, for the PREFIX of that install.
+$(B)/flowrun.pc: FORCE | $(B)
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))' \
+	  'includedir=$${prefix}/include' '' \
+	  'Name: flowrun' 'Description: chat, game and automation flows in Lua that call HTTP APIs' \
+	  "Version: $$(sed -n 's/^#define FLOWRUN_VERSION "\(.*\)"/\1/p' runtime/flowrun.h)" \
+	  'Requires: lua5.4' 'Requires.private: libcurl' \
+	  'Libs: -L$${libdir} -lflowrun' 'Libs.private: -llua5.4-cjson -lpthread -lm' \
+	  'Cflags: -I$${includedir}' > $@
 
 $(B)/flowrun: $(CLI_O) $(B)/libflowrun.a
 	$(CC) $(ALL_LDFLAGS) -o $@ $(CLI_O) $(B)/libflowrun.a $(LIBS) $(EDIT_LIBS)
@@ -97,18 +119,29 @@ repl: deps
 	$(MAKE) all
 	sh scripts/demo/run.sh repl
 
-install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib \
+# DESTDIR stages the install (packagers); PREFIX is where it will live.
+INSTALLED = bin/flowrun $(LIBDIR:$(PREFIX)/%=%)/libflowrun.a \
+  $(LIBDIR:$(PREFIX)/%=%)/$(SONAME) $(LIBDIR:$(PREFIX)/%=%)/libflowrun.so \
+  $(LIBDIR:$(PREFIX)/%=%)/pkgconfig/flowrun.pc include/flowrun.h lib/lua/5.4/flowrun.so
+
+install: all $(B)/flowrun.pc
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LIBDIR)/pkgconfig \
 	  $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/lua/5.4
 	install -m 755 $(B)/flowrun $(DESTDIR)$(PREFIX)/bin/
-	install -m 644 $(B)/libflowrun.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 $(B)/libflowrun.a $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(B)/$(SONAME) $(DESTDIR)$(LIBDIR)/
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libflowrun.so
+	install -m 644 $(B)/flowrun.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
 	install -m 644 runtime/flowrun.h $(DESTDIR)$(PREFIX)/include/
 	install -m 755 $(B)/flowrun.so $(DESTDIR)$(PREFIX)/lib/lua/5.4/
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/,$(INSTALLED))
 
 clean:
 	rm -rf $(B)
 
-.PHONY: all deps test demo repl install clean FORCE
+.PHONY: all deps test demo repl install uninstall clean FORCE
 
 # make bench: the benchmark of the issue, against nginx on 127.0.0.1 (see
 # bench/run.lua); installs nginx and wrk first when they are missing.
