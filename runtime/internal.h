@@ -241,6 +241,7 @@ struct flowrun {
   int in_step;
   integration *integrations;
   char *integrations_file;
+  bool env_placeholders;                /* env() of an unset name gives "${NAME}" */
   struct { char *s; size_t len; } *secrets;
   int nsecrets;
   fr_watch *watches;

@@ -442,6 +442,7 @@ static int lua_tool(const char *name, int argc, char **argv) {
     lua_rawseti(L, -2, ++n);
   }
   ifile = flowrun_find_integrations(ifile, first, buf, sizeof buf);
+  flowrun_env_placeholders(rt, 1);      /* nothing is sent: no secrets needed */
   if (ifile && flowrun_load_integrations(rt, ifile) != FLOWRUN_OK) {
     fprintf(stderr, "flowrun: %s\n", flowrun_errmsg(rt));
     goto done;

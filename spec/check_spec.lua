@@ -525,6 +525,32 @@ return flow.define { start = "a", steps = { a = flow.say(texts.hi) } }
     end)
   end)
 
+  describe("secrets", function()
+    it("need not be set: env() of an unset variable is a placeholder for check and graph", function()
+      local dir = helper.tmpdir()
+      local ig = helper.integrations('return { shop = { base_url = "http://127.0.0.1:9/v1", '
+        .. 'auth = { bearer = env("CHECK_UNSET_TOKEN") }, headers = { ["X-Key"] = env("CHECK_UNSET_KEY") } } }', dir)
+      local f = helper.flow([[
+        local flow = require "flowrun.flow"
+        return flow.define { start = "a",
+          defaults = { other = "b", error = "b", timeout = "b", ["max-connection"] = "b" },
+          steps = { a = flow.api { integration = "shop", path = "/x", headers = { ["X-Key"] = "literal" },
+                                   on = { ["200"] = "b" } },
+                    b = flow.say "bye" } }
+      ]], dir)
+      local env = { CHECK_UNSET_TOKEN = false, CHECK_UNSET_KEY = false }
+      local r = helper.cli{ args = { "check", "-I", ig, f }, env = env }
+      assert.are.equal(1, r.code, r.stderr)
+      assert.matches("header 'X-Key' differs between the node and integration 'shop'", r.stdout, 1, true)
+      r = helper.cli{ args = { "graph", "-I", ig, f }, env = env }
+      assert.are.equal(0, r.code, r.stderr)
+      assert.matches("^digraph", r.stdout)
+      r = helper.cli{ args = { "run", "-I", ig, f }, env = env }   -- running still needs them
+      assert.are.equal(2, r.code)
+      assert.matches("environment variable CHECK_UNSET_TOKEN is not set", r.stderr, 1, true)
+    end)
+  end)
+
   describe("files and exit status", function()
     it("checks every file and adds up the problems", function()
       local ok = decl('    call = flow.api { integration = "shop", path = "/x", on = { ["200"] = "done" } },\n')
