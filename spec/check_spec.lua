@@ -222,11 +222,18 @@ return flow.define {
       expect(f, { f .. ':8: warning: step "lonely" is unreachable' }, 0, "1 file checked: 0 problems, 1 warning")
     end)
 
-    it("a cycle with no ask or sleep (a warning: it would spin)", function()
+    it("a cycle with no ask, sleep or api step (a warning: it would spin)", function()
       local f = decl('    call = flow.api { integration = "shop", path = "/x", on = { ["200"] = "again" } },\n'
-        .. '    again = function(s) return "call" end,\n')
-      expect(f, { f .. ':8: warning: cycle "again" -> "call" -> "again" has no ask or sleep: it would spin' },
+        .. '    again = function(s) return "more" end,\n'
+        .. '    more = flow.say { text = "more", next = "again" },\n')
+      expect(f, { f .. ':8: warning: cycle "again" -> "more" -> "again" has no ask, sleep or api step: it would spin' },
         0, "1 file checked: 0 problems, 1 warning")
+    end)
+
+    it("no warning for a loop through an api step: a call waits (pagination)", function()
+      local f = decl('    call = flow.api { integration = "shop", path = "/x", on = { ["200"] = "collect" } },\n'
+        .. '    collect = function(s) if s.more then return "call" end return "done" end,\n')
+      expect(f, {}, 0, "1 file checked: no problems")
     end)
 
     it("no warning for a cycle through an ask, a sleep step, or code that sleeps", function()
@@ -276,7 +283,7 @@ return flow.define {
 }
 ]], d, "d.lua")
       expect(c, { c .. ':4: warning: cycle ' .. c .. ' "hello" -> ' .. dd .. ' "x" -> ' .. dd .. ' "y" -> '
-        .. c .. ' "hello" has no ask or sleep: it would spin' }, 0, "2 files checked: 0 problems, 1 warning")
+        .. c .. ' "hello" has no ask, sleep or api step: it would spin' }, 0, "2 files checked: 0 problems, 1 warning")
       -- an ask on the way waits: no warning
       helper.flow([[
 local flow = require "flowrun.flow"

@@ -310,7 +310,7 @@ function validate.waits(def, st, e, source)
   if st.kind == "sleep" then return true end
   if st.kind == "ask" then return (e.via or e.kind) ~= "closed" end
   if st.kind == "code" then return select(2, validate.infer(st.fn, def, source)) end
-  return false
+  return st.kind == "api"               -- a call waits for its answer (pagination loops)
 end
 
 -- The strongly connected components with a cycle (Tarjan) of the graph of
@@ -387,7 +387,7 @@ local function spin_message(p, name)
     return s .. (" waits for nothing once the user has left (ask %s goes on through closed at once):"
       .. " it would spin"):format(closed)
   end
-  return s .. " has no ask or sleep: it would spin"
+  return s .. " has no ask, sleep or api step: it would spin"
 end
 
 -- The edges a session takes without waiting out of the steps of def:
@@ -450,8 +450,8 @@ function validate.warnings(def, source, add)
   end
 end
 
--- Cycles that cross files through "flow:" targets and have no ask or sleep
--- that waits (those inside one file are warnings of validate.warnings).
+-- Cycles that cross files through "flow:" targets and have no ask, sleep
+-- or api step that waits (those inside one file are warnings of validate.warnings).
 -- files: the paths of the flows, in order; defs[path]: their definitions,
 -- keyed by flow.normalize(path). Returns problems as validate.problems.
 function validate.spin_across(files, defs, source)
