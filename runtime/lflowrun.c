@@ -55,11 +55,11 @@ static void on_say(void *ud, const char *sid, const char *text, size_t len) {
   lua_pop(L, 1);
 }
 
-/* A prompt comes as a say event, then the ask (with the prompt as text). */
+/* The session waits for a message: an ask event, its prompt as text (as
+** the C callback has it; a prompt said on the way, when the answer was
+** there already, is a say event). */
 static void on_ask(void *ud, const char *sid, const char *prompt, size_t len) {
-  lua_State *L;
-  if (prompt) on_say(ud, sid, prompt, len);
-  L = event(ud, "ask", sid);
+  lua_State *L = event(ud, "ask", sid);
   if (prompt) {
     lua_pushlstring(L, prompt, len);
     lua_setfield(L, -2, "text");
@@ -274,8 +274,21 @@ static int l_new(lua_State *L) {
   lua_pop(L, 1);
   if (!(b->rt = fr_create(main, false, &cb))) return luaL_error(L, "flowrun: out of memory");
   if (lua_istable(L, 1)) options(L, b->rt);
-  if (lua_istable(L, 1) && lua_getfield(L, 1, "integrations") != LUA_TNIL) {
-    const char *file = luaL_checkstring(L, -1);
+  if (lua_istable(L, 1) && lua_getfield(L, 1, "integrations") == LUA_TTABLE) {
+    int t = lua_gettop(L);              /* a table, as a file would return */
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+      if (lua_type(L, -2) != LUA_TSTRING)
+        return luaL_error(L, "flowrun.new: integrations: names must be strings");
+      fr_integration_define(b->rt, L, lua_tostring(L, -2), -1, "flowrun.new{ integrations }");
+      lua_pop(L, 1);
+    }
+  } else if (lua_istable(L, 1) && !lua_isnil(L, -1)) {
+    const char *file;
+    if (lua_type(L, -1) != LUA_TSTRING)
+      return luaL_error(L, "flowrun.new: integrations: expected a file name or a table, got %s",
+                        luaL_typename(L, -1));
+    file = lua_tostring(L, -1);
     if (fr_integrations_load(b->rt, main, file) != FLOWRUN_OK)
       return luaL_error(L, "%s", flowrun_errmsg(b->rt));
   }

@@ -272,7 +272,8 @@ static void resolve_target(lua_State *L, call *c, unsigned present,
                  ig->name, ep->name);
     if (!ig && !(ig = fr_integration_find(rt, s, strlen(s))))
       luaL_error(L, "api_node: unknown integration '%s'%s", s,
-                 rt->integrations ? "" : " (no integrations are loaded: use -I FILE)");
+                 rt->integrations ? "" : " (no integrations are loaded: -I FILE on the command "
+                 "line, flowrun.new{ integrations = ... } in Lua, flowrun_load_integrations in C)");
     lua_pop(L, 1);
   }
   if (!ig) luaL_error(L, "api_node: integration (or endpoint) is required");

@@ -443,6 +443,40 @@ describe("§4 sandbox", function()
     end)
   end)
 
+  describe("the Lua module, as a newcomer uses it", function()
+    it("takes integrations as a table too, validated as a file is, and says what was wrong in its own terms", function()
+      local flowrun = helper.module()
+      local mock = helper.mock({ { path = "/v1/item", json = { ok = true } } })
+      local rt = flowrun.new{ integrations = { shop = { base_url = mock.url .. "/v1" } } }
+      local label, res = rt:api_node{ integration = "shop", path = "/item", results = { "200" } }
+      assert.are.equal("200", label)
+      assert.is_true(res.json.ok)
+      rt:close()
+      assert.has_error(function() flowrun.new{ integrations = { shop = { base_url = mock.url, timeout_ms = "x" } } } end,
+        "flowrun.new{ integrations }: shop.timeout_ms: expected an integer >= 1, got string")
+      assert.has_error(function() flowrun.new{ integrations = 42 } end,
+        "flowrun.new: integrations: expected a file name or a table, got number")
+      local bare = flowrun.new{}
+      local ok, err = pcall(bare.api_node, bare, { integration = "shop", results = { "200" } })
+      assert.is_false(ok)
+      assert.matches("no integrations are loaded: -I FILE on the command line, flowrun.new{ integrations = ... } in Lua",
+                     err, 1, true)
+      bare:close()
+    end)
+
+    it("reports an ask once, its prompt as the ask event's text, as the C callbacks do", function()
+      local rt = helper.runtime()
+      helper.start(rt, "n1", 'say(ask("name?"))')
+      assert.is_true(rt:run(5000))
+      local ev = rt:events()
+      assert.same({}, helper.says(ev, "n1"))
+      assert.same({ { type = "ask", session = "n1", text = "name?" } }, helper.events(ev, "ask", "n1"))
+      rt:send("n1", "Ann")
+      assert.is_true(rt:run(5000))
+      assert.same({ "Ann" }, helper.says(rt:events(), "n1"))
+    end)
+  end)
+
   describe("flowrun host, one hostile session of each kind among 100 ordinary ones", function()
     it("keeps every ordinary conversation exact and exits 1 for the failed ones", function()
       local mock = helper.mock({ { path = "/v1/item/{id}", json = { id = "{id}", name = "Widget {id}" } } })

@@ -393,7 +393,8 @@ local function validate(def, ctx)
   local opts = {
     integrations = igs,
     header_conflict = rt and rt.header_conflict,
-    hint = igs and next(igs) == nil and " (no integrations are loaded: use -I FILE)" or nil,
+    hint = igs and next(igs) == nil and (" (no integrations are loaded: -I FILE on the command line,"
+      .. " flowrun.new{ integrations = ... } in Lua, flowrun_load_integrations in C)") or nil,
   }
   local errors, visited = {}, {}
   local function collect(d)
