@@ -215,6 +215,37 @@ describe("§5 command line", function()
       assert.matches("cannot open " .. dir:gsub("%p", "%%%0") .. ": Is a directory", r.stderr)
     end)
 
+    it("goes through the proxy the environment names, as libcurl does (http_proxy, no_proxy)", function()
+      local mock = helper.mock({ { path = "/v1/x", json = { ok = true } } })
+      local dir = helper.tmpdir()
+      helper.integrations(helper.lua_source({ shop = { base_url = mock.url .. "/v1" } }), dir)
+      local f = helper.flow([[
+        local label, res = api_node{ integration = "shop", path = "/x", results = { "200" } }
+        say(label .. " " .. tostring(res.reason))
+      ]], dir)
+      local proxy = "http://127.0.0.1:" .. helper.closed_port()
+      local r = helper.cli{ args = { f }, env = { http_proxy = proxy, no_proxy = false, NO_PROXY = false } }
+      assert.are.equal("error refused\n", r.stdout)
+      r = helper.cli{ args = { f }, env = { http_proxy = proxy, no_proxy = "127.0.0.1" } }
+      assert.are.equal("200 nil\n", r.stdout)
+    end)
+
+    it("gives every session of --sessions the same args", function()
+      local f = helper.flow('say(session.id .. " " .. table.concat(args, ","))')
+      local r = helper.cli{ args = { "--sessions", "2", f, "a", "b" } }
+      local out = helper.lines(r.stdout)
+      table.sort(out)
+      assert.same({ "[1] 1 a,b", "[2] 2 a,b" }, out)
+    end)
+
+    it("keeps a CHANGELOG with the version flowrun says it is", function()
+      local log = helper.read(helper.root .. "/CHANGELOG.md")
+      local version = helper.cli{ args = { "--version" } }.stdout:match("^flowrun (%S+)")
+      assert.is_truthy(log and version)
+      assert.matches("\n## " .. version:gsub("%p", "%%%0") .. " ", log)
+      assert.matches("^# Changelog\n\n## Unreleased\n", log)
+    end)
+
     it("ships the MIT licence the README states", function()
       local licence = helper.read(helper.root .. "/LICENSE")
       assert.is_truthy(licence and licence:find("^MIT License\n"))
