@@ -212,6 +212,7 @@ char *repl_pop_line(repl *r) {
   line = r->q[r->qhead];
   r->qhead = (r->qhead + 1) % r->qcap;
   r->qlen--;
+  r->lineno++;
   return line;
 }
 

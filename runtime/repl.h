@@ -43,6 +43,7 @@ typedef struct repl {
   /* input */
   char **q;                             /* complete lines, oldest first */
   int qhead, qlen, qcap;
+  long lineno;                          /* lines taken from the input so far */
   char *in;                             /* bytes not yet a line (no terminal) */
   size_t inlen, incap;
   bool eof;                             /* no more input */

@@ -155,6 +155,13 @@ void repl_host_free(repl *r) {
 
 #define REPL_OF(L) ((repl *)lua_touserdata((L), lua_upvalueindex(1)))
 
+/* lineno() -> how many lines were taken from the input so far (the REPL's
+** and a flow's answers alike): a script's errors name its own lines. */
+static int l_lineno(lua_State *L) {
+  lua_pushinteger(L, REPL_OF(L)->lineno);
+  return 1;
+}
+
 /* write(text [, "err"]): output, secrets hidden, above the prompt. */
 static int l_write(lua_State *L) {
   repl *r = REPL_OF(L);
@@ -395,6 +402,7 @@ static int l_width(lua_State *L) {
 
 static const luaL_Reg host_funcs[] = {
   { "write",      l_write },
+  { "lineno",     l_lineno },
   { "redact",     l_redact },
   { "read_line",  l_read_line },
   { "start",      l_start },

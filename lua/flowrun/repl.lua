@@ -394,16 +394,20 @@ end
 
 -- Handles one line; false means leave.
 function Repl:feed(line)
+  self.lineno = self.host.lineno()
   if not self.lines then
     local name, rest = line:match("^%s*%.(%a[%w_]*)%s*(.*)$")
     if name then return self:command(name, rest) ~= false end
     if line:match("^%s*$") then return true end
     if line:sub(1, 1) == "=" then line = "return " .. line:sub(2) end
     self.lines = line
+    self.first = self.lineno
   else
     self.lines = self.lines .. "\n" .. line
   end
-  local f, err = compile(self.lines, self.env)
+  -- a script's errors name its own lines (stdin:12), a person's the chunk's
+  local pad = not self.interactive and ("\n"):rep(self.first - 1) or ""
+  local f, err = compile(pad .. self.lines, self.env)
   if err == "incomplete" then return true end
   self.lines = nil
   if not f then
