@@ -34,7 +34,7 @@ SONAME = libflowrun.so.$(SOVER)
 LIBDIR ?= $(PREFIX)/lib
 
 all: $(B)/flowrun $(B)/libflowrun.a $(B)/$(SONAME) $(B)/flowrun.so $(B)/faultsrv \
-     $(B)/embed_test $(B)/pty.so
+     $(B)/embed_test $(B)/pty.so $(B)/flowrun.1
 
 $(B)/%.o: runtime/%.c runtime/internal.h runtime/flowrun.h runtime/cli.h runtime/mock.h \
          runtime/sandbox.h runtime/quota.h \
@@ -77,6 +77,10 @@ $(B)/flowrun.pc: FORCE | $(B)
 	  'Requires: lua5.4' 'Requires.private: libcurl' \
 	  'Libs: -L$${libdir} -lflowrun' 'Libs.private: -llua5.4-cjson -lpthread -lm' \
 	  'Cflags: -I$${includedir}' > $@
+
+# flowrun(1), made from what --help prints (one source for both).
+$(B)/flowrun.1: $(B)/flowrun scripts/manpage.lua
+	lua5.4 scripts/manpage.lua $(B)/flowrun > $@
 
 $(B)/flowrun: $(CLI_O) $(B)/libflowrun.a
 	$(CC) $(ALL_LDFLAGS) -o $@ $(CLI_O) $(B)/libflowrun.a $(LIBS) $(EDIT_LIBS)
@@ -122,11 +126,14 @@ repl: deps
 # DESTDIR stages the install (packagers); PREFIX is where it will live.
 INSTALLED = bin/flowrun $(LIBDIR:$(PREFIX)/%=%)/libflowrun.a \
   $(LIBDIR:$(PREFIX)/%=%)/$(SONAME) $(LIBDIR:$(PREFIX)/%=%)/libflowrun.so \
-  $(LIBDIR:$(PREFIX)/%=%)/pkgconfig/flowrun.pc include/flowrun.h lib/lua/5.4/flowrun.so
+  $(LIBDIR:$(PREFIX)/%=%)/pkgconfig/flowrun.pc include/flowrun.h lib/lua/5.4/flowrun.so \
+  share/man/man1/flowrun.1
 
 install: all $(B)/flowrun.pc
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LIBDIR)/pkgconfig \
-	  $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/lua/5.4
+	  $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/lua/5.4 \
+	  $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 644 $(B)/flowrun.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 	install -m 755 $(B)/flowrun $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(B)/libflowrun.a $(DESTDIR)$(LIBDIR)/
 	install -m 755 $(B)/$(SONAME) $(DESTDIR)$(LIBDIR)/

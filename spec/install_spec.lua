@@ -56,7 +56,13 @@ describe("make install", function()
     assert.are.equal(table.concat({
       "./usr/bin/flowrun", "./usr/include/flowrun.h", "./usr/lib/libflowrun.a",
       "./usr/lib/libflowrun.so", "./usr/lib/libflowrun.so.0", "./usr/lib/lua/5.4/flowrun.so",
-      "./usr/lib/pkgconfig/flowrun.pc", "" }, "\n"), out)
+      "./usr/lib/pkgconfig/flowrun.pc", "./usr/share/man/man1/flowrun.1", "" }, "\n"), out)
+    local man = helper.read(dest .. "/usr/share/man/man1/flowrun.1")
+    assert.matches('^%.TH FLOWRUN 1 "" "flowrun ', man)
+    for _, sub in ipairs { "run", "host", "repl", "check", "graph", "mock" } do
+      assert.matches("\n.SS " .. sub .. "\n.nf\nusage: flowrun ", man, 1, true)
+    end
+    assert.matches("\\-\\-limit NAME=N", man, 1, true)    -- what --help says, escaped for roff
     assert.matches("^prefix=/usr\nlibdir=${prefix}/lib\n", helper.read(dest .. "/usr/lib/pkgconfig/flowrun.pc"))
     out, code = make("uninstall DESTDIR=" .. helper.quote(dest) .. " PREFIX=/usr")
     assert.are.equal(0, code, out)
