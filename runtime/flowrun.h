@@ -80,9 +80,11 @@ lua_State *flowrun_lua(flowrun *rt);
 const char *flowrun_find_integrations(const char *opt, const char *flow,
                                       char *buf, size_t size);
 
-/* For tools that read flows without running them (flowrun check, graph):
-** env(NAME) of an unset variable gives the placeholder "${NAME}" instead of
-** failing the load, so that linting needs no secrets. Nothing is sent. */
+/* For tools that read flows without running them (flowrun check, graph)
+** and for the REPL: env(NAME) of an unset variable gives the placeholder
+** "${NAME}" instead of failing the load, so that linting needs no secrets;
+** an integration that holds a placeholder is never called: api_node on it
+** raises "environment variable NAME is not set". */
 void flowrun_env_placeholders(flowrun *rt, int on);
 
 /* Loads an integrations file (SPEC 2), replacing the current set. */

@@ -48,6 +48,7 @@ static void integration_free(integration *ig) {
   }
   free(ig->endpoints);
   free(ig->ca_file);
+  free(ig->unset);
   for (i = 0; i < ig->neasy; i++) curl_easy_cleanup(ig->easy_pool[i]);
   curl_slist_free_all(ig->shared_hdrs);
   free(ig->easy_pool);
@@ -449,6 +450,38 @@ static void check_name(lua_State *L, const char *name, const char *where) {
              where, lua_tostring(L, -1), *name ? "" : " (it is empty)");
 }
 
+/* The name of an unset variable whose placeholder "${NAME}" (env() in
+** placeholder mode) one of ig's values holds, malloc'd; NULL when none:
+** such an integration is never called (api_node refuses it). */
+static char *unset_placeholder(const integration *ig) {
+  int n = 1 + ig->nheaders + ig->nquery + ig->nendpoints;
+  const char **vals = calloc((size_t)n, sizeof *vals);
+  char *found = NULL;
+  if (!vals) return strdup("(out of memory)");
+  n = 0;
+  vals[n++] = ig->base_url;
+  for (int i = 0; i < ig->nheaders; i++) vals[n++] = ig->headers[i].value;
+  for (int i = 0; i < ig->nquery; i++) vals[n++] = ig->query[i];
+  for (int i = 0; i < ig->nendpoints; i++) vals[n++] = ig->endpoints[i].path;
+  for (int i = 0; i < n && !found; i++) {
+    const char *p = strstr(vals[i], "${"), *e;
+    if (!p && (p = strstr(vals[i], "%24%7B"))) {   /* in a query: encoded */
+      e = strstr(p, "%7D");
+      if (e && (found = malloc((size_t)(e - p - 5))) != NULL) {
+        memcpy(found, p + 6, (size_t)(e - p - 6));
+        found[e - p - 6] = '\0';
+      }
+      continue;
+    }
+    if (p && (e = strchr(p, '}')) && (found = malloc((size_t)(e - p - 1))) != NULL) {
+      memcpy(found, p + 2, (size_t)(e - p - 2));
+      found[e - p - 2] = '\0';
+    }
+  }
+  free(vals);
+  return found;
+}
+
 /* Reads the integration table at idx into a new struct. Pushes the box
 ** that owns it until take(): a Lua error on the way frees it. */
 static integration *build(flowrun *rt, lua_State *L, const char *name,
@@ -525,6 +558,7 @@ static integration *build(flowrun *rt, lua_State *L, const char *name,
   if (FIELD("retry")) read_retry(L, b);
 #undef FIELD
   lua_settop(L, box);                   /* the box stays: see take() */
+  if (rt->env_placeholders) ig->unset = unset_placeholder(ig);
   return ig;
 }
 

@@ -72,6 +72,7 @@ struct integration {
   curl_off_t max_response_bytes;
   bool follow_redirects, tls_verify;
   char *ca_file;
+  char *unset;                          /* an env() it needs is unset (placeholders) */
   int retry_attempts;
   long retry_backoff_ms, retry_max_backoff_ms;
   fr_results retry_on;

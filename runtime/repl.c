@@ -534,6 +534,7 @@ int flowrun_repl_main(int argc, char **argv) {
     fprintf(stderr, "flowrun: out of memory\n");
     return 2;
   }
+  flowrun_env_placeholders(r.rt, 1);    /* start; an integration missing a secret says so when used */
   if (cli_sandbox_apply(&grants, r.rt, "flowrun repl") != 0
       || (ifile && flowrun_load_integrations(r.rt, ifile) != FLOWRUN_OK)) {
     if (ifile) fprintf(stderr, "flowrun: %s\n", flowrun_errmsg(r.rt));

@@ -277,6 +277,9 @@ static void resolve_target(lua_State *L, call *c, unsigned present,
     lua_pop(L, 1);
   }
   if (!ig) luaL_error(L, "api_node: integration (or endpoint) is required");
+  if (ig->unset)                        /* never send a placeholder */
+    luaL_error(L, "api_node: integration '%s' cannot be used: environment variable %s is not set",
+               ig->name, ig->unset);
   c->ig = ig;
   ig->refs++;
   method = ep ? ep->method : "GET";

@@ -502,6 +502,19 @@ describe("the REPL", function()
       assert.are.equal('Your order number?\nYour name?\nThanks Ann, order 42\n"after"\n', r.stdout)
     end)
 
+    it("starts with a secret unset, and the integration that needs it says so when called", function()
+      local d = helper.tmpdir()
+      helper.integrations('return { needs = { base_url = "http://127.0.0.1:9/v1", '
+        .. 'auth = { bearer = env("REPL_UNSET_TOKEN") } }, plain = { base_url = "http://127.0.0.1:9/v1" } }', d)
+      local r = helper.cli{ args = { "repl" }, cwd = d, env = { REPL_UNSET_TOKEN = false },
+        stdin = 'api_node{ integration = "needs", path = "/x", results = { "200" } }\n'
+             .. '(api_node{ integration = "plain", path = "/x", results = { "200" }, timeout_ms = 500 })\n' }
+      assert.are.equal(1, r.code, r.stderr)
+      assert.matches("stdin:1: api_node: integration 'needs' cannot be used: environment variable "
+                     .. "REPL_UNSET_TOKEN is not set", r.stderr, 1, true)
+      assert.matches('"error"', r.stdout, 1, true)   -- the other one is called (and refused: port 9)
+    end)
+
     it("names the script's own line in errors, answers to a flow counted", function()
       helper.flow('say(ask("q?"))', dir, "asks_once.lua")
       local r = script('x = 1\n\ny = 2\nerror("boom")\n.run asks_once.lua\nanswer\nz = nil + 1\n')
