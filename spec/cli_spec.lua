@@ -224,8 +224,8 @@ describe("§5 command line", function()
         say(label .. " " .. tostring(res.reason))
       ]], dir)
       local proxy = "http://127.0.0.1:" .. helper.closed_port()
-      local r = helper.cli{ args = { f }, env = { http_proxy = proxy, no_proxy = false, NO_PROXY = false } }
-      assert.are.equal("error refused\n", r.stdout)
+      local r = helper.cli{ args = { f }, env = { http_proxy = proxy, no_proxy = "", NO_PROXY = "" } }
+      assert.are.equal("error refused\n", r.stdout, r.stderr)
       r = helper.cli{ args = { f }, env = { http_proxy = proxy, no_proxy = "127.0.0.1" } }
       assert.are.equal("200 nil\n", r.stdout)
     end)

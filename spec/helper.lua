@@ -288,11 +288,12 @@ end
 -- given. Returns { code, stdout, stderr }; raises on a sanitizer report.
 function helper.cli(opts)
   local d = helper.tmpdir()
-  local env = { "env -u FLOWRUN_INTEGRATIONS" }
-  for k, v in pairs(opts.env or {}) do
+  local env, set = { "env -u FLOWRUN_INTEGRATIONS" }, {}
+  for k, v in pairs(opts.env or {}) do  -- env takes its -u options before NAME=VALUE
     if v == false then env[#env + 1] = "-u " .. k
-    else env[#env + 1] = k .. "=" .. helper.quote(v) end
+    else set[#set + 1] = k .. "=" .. helper.quote(v) end
   end
+  for _, kv in ipairs(set) do env[#env + 1] = kv end
   local args = {}
   for i, a in ipairs(opts.args or {}) do args[i] = helper.quote(a) end
   helper.write(d .. "/stdin", opts.stdin or "")
