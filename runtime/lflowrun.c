@@ -16,10 +16,31 @@
 
 typedef struct box { flowrun *rt; int events; } box;
 
-static box *checkbox(lua_State *L) {
-  box *b = luaL_checkudata(L, 1, RT_MT);
-  if (!b->rt) luaL_error(L, "flowrun: runtime is closed");
+/* The runtime a method m was called on; raises in the module's terms (a
+** plain luaL_check* would say "bad argument #1 to '?'"). */
+static box *self_of(lua_State *L, const char *m) {
+  box *b = luaL_testudata(L, 1, RT_MT);
+  if (!b) luaL_error(L, "flowrun: rt:%s: call it on a runtime with a colon, rt:%s(...)", m, m);
+  if (!b->rt) luaL_error(L, "flowrun: rt:%s: the runtime is closed", m);
   return b;
+}
+#define checkbox(L) self_of((L), method_name)
+
+/* Argument i of method m, named what: an integer, or def when absent. */
+static lua_Integer arg_int(lua_State *L, int i, const char *m, const char *what, lua_Integer def) {
+  int ok;
+  lua_Integer v;
+  if (lua_isnoneornil(L, i)) return def;
+  v = lua_tointegerx(L, i, &ok);
+  if (!ok) luaL_error(L, "flowrun: rt:%s: %s must be an integer, got %s", m, what, luaL_typename(L, i));
+  return v;
+}
+
+/* Argument i of method m, named what: a string (or a number, as Lua takes). */
+static const char *arg_string(lua_State *L, int i, const char *m, const char *what) {
+  if (lua_type(L, i) != LUA_TSTRING && lua_type(L, i) != LUA_TNUMBER)
+    luaL_error(L, "flowrun: rt:%s: %s must be a string, got %s", m, what, luaL_typename(L, i));
+  return lua_tostring(L, i);
 }
 
 /* ---- events ---- */
@@ -110,13 +131,15 @@ static int check(lua_State *L, box *b, int rc) {
 
 /* rt:load_integrations(file) */
 static int m_load_integrations(lua_State *L) {
+  static const char method_name[] = "load_integrations";
   box *b = checkbox(L);
-  check(L, b, fr_integrations_load(b->rt, b->rt->L, luaL_checkstring(L, 2)));
+  check(L, b, fr_integrations_load(b->rt, b->rt->L, arg_string(L, 2, method_name, "the file")));
   return 0;
 }
 
 /* rt:api_node(spec) -> label, response: blocks until the call ends. */
 static int m_api_node(lua_State *L) {
+  static const char method_name[] = "api_node";
   box *b = checkbox(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, b->rt->base_ref);
   lua_getfield(L, -1, "__index");
@@ -129,35 +152,41 @@ static int m_api_node(lua_State *L) {
 
 /* rt:start(id, flow, ...) */
 static int m_start(lua_State *L) {
+  static const char method_name[] = "start";
   box *b = checkbox(L);
-  const char *id = luaL_checkstring(L, 2), *flow = luaL_checkstring(L, 3);
+  const char *id = arg_string(L, 2, method_name, "id (the session's)");
+  const char *flow = arg_string(L, 3, method_name, "flow (a file)");
   int argc = lua_gettop(L) - 3, i;
   const char **argv = lua_newuserdatauv(L, (argc + 1) * sizeof *argv, 0);
-  for (i = 0; i < argc; i++) argv[i] = luaL_checkstring(L, 4 + i);
+  for (i = 0; i < argc; i++) argv[i] = arg_string(L, 4 + i, method_name, "each argument of the flow");
   check(L, b, flowrun_start(b->rt, id, flow, argc, argv));
   return 0;
 }
 
 /* rt:send(id, text): text nil closes the session's channel. */
 static int m_send(lua_State *L) {
+  static const char method_name[] = "send";
   box *b = checkbox(L);
   size_t len = 0;
-  const char *id = luaL_checkstring(L, 2);
-  const char *text = luaL_optlstring(L, 3, NULL, &len);
+  const char *id = arg_string(L, 2, method_name, "id");
+  const char *text = lua_isnoneornil(L, 3) ? NULL : arg_string(L, 3, method_name, "text (or nil to close)");
+  if (text) len = lua_rawlen(L, 3);
   check(L, b, flowrun_send(b->rt, id, text, len));
   return 0;
 }
 
 static int m_stop(lua_State *L) {
+  static const char method_name[] = "stop";
   box *b = checkbox(L);
-  check(L, b, flowrun_stop(b->rt, luaL_checkstring(L, 2)));
+  check(L, b, flowrun_stop(b->rt, arg_string(L, 2, method_name, "id")));
   return 0;
 }
 
 /* rt:step([ms]) -> live sessions + calls in flight */
 static int m_step(lua_State *L) {
+  static const char method_name[] = "step";
   box *b = checkbox(L);
-  int n = flowrun_step(b->rt, (int)luaL_optinteger(L, 2, 0));
+  int n = flowrun_step(b->rt, (int)arg_int(L, 2, method_name, "ms (how long it may wait)", 0));
   check(L, b, n < 0 ? n : FLOWRUN_OK);
   lua_pushinteger(L, n);
   return 1;
@@ -167,9 +196,10 @@ static int m_step(lua_State *L) {
 ** waits for a message; gives up after ms (default 60000). Returns true
 ** when it got there in time. */
 static int m_run(lua_State *L) {
+  static const char method_name[] = "run";
   box *b = checkbox(L);
   flowrun *rt = b->rt;
-  double until = fr_now() + luaL_optinteger(L, 2, 60000);
+  double until = fr_now() + arg_int(L, 2, method_name, "ms (how long it may take)", 60000);
   for (;;) {
     bool idle = rt->ncalls == 0 && !rt->ready && rt->nheap == 0;
     for (session *s = rt->all; idle && s; s = s->next)
@@ -183,6 +213,7 @@ static int m_run(lua_State *L) {
 
 /* rt:events() -> the events since the last call, oldest first. */
 static int m_events(lua_State *L) {
+  static const char method_name[] = "events";
   box *b = checkbox(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, b->events);
   lua_newtable(L);
@@ -191,6 +222,7 @@ static int m_events(lua_State *L) {
 }
 
 static int m_sessions(lua_State *L) {
+  static const char method_name[] = "sessions";
   lua_pushinteger(L, flowrun_sessions(checkbox(L)->rt));
   return 1;
 }
@@ -221,9 +253,13 @@ static void options(lua_State *L, flowrun *rt) {
                  luaL_tolstring(L, -1, NULL));
   }
   if (lua_getfield(L, 1, "allow") != LUA_TNIL) {
-    luaL_checktype(L, -1, LUA_TTABLE);
+    if (!lua_istable(L, -1))
+      luaL_error(L, "flowrun.new: allow: expected a list like { \"io\" }, got %s", luaL_typename(L, -1));
     for (lua_Integer i = 1; lua_rawgeti(L, -1, i) != LUA_TNIL; i++) {
-      if (flowrun_allow(rt, luaL_checkstring(L, -1)) != FLOWRUN_OK)
+      if (lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "flowrun.new: allow[%d]: expected a library name, got %s", (int)i,
+                   luaL_typename(L, -1));
+      if (flowrun_allow(rt, lua_tostring(L, -1)) != FLOWRUN_OK)
         luaL_error(L, "flowrun.new: allow: %s", flowrun_errmsg(rt));
       lua_pop(L, 1);
     }
@@ -231,10 +267,17 @@ static void options(lua_State *L, flowrun *rt) {
   }
   lua_pop(L, 1);
   if (lua_getfield(L, 1, "limits") != LUA_TNIL) {
-    luaL_checktype(L, -1, LUA_TTABLE);
+    if (!lua_istable(L, -1))
+      luaL_error(L, "flowrun.new: limits: expected a table like { instructions = 1000000 }, got %s",
+                 luaL_typename(L, -1));
     lua_pushnil(L);
     while (lua_next(L, -2)) {
-      int which = luaL_checkoption(L, -2, NULL, limits), ok;
+      int which = 0, ok;
+      while (limits[which] && !(lua_type(L, -2) == LUA_TSTRING
+                                && strcmp(limits[which], lua_tostring(L, -2)) == 0)) which++;
+      if (!limits[which])
+        luaL_error(L, "flowrun.new: limits: unknown limit '%s' (instructions, session_memory, "
+                   "memory, output)", luaL_tolstring(L, -2, NULL));
       lua_Integer v = lua_tointegerx(L, -1, &ok);
       if (!ok || v < 0)
         luaL_error(L, "flowrun.new: limits.%s: expected a count >= 0 (0: no limit)", limits[which]);
@@ -244,10 +287,15 @@ static void options(lua_State *L, flowrun *rt) {
   }
   lua_pop(L, 1);
   if (lua_getfield(L, 1, "globals") != LUA_TNIL) {
-    luaL_checktype(L, -1, LUA_TTABLE);
+    if (!lua_istable(L, -1))
+      luaL_error(L, "flowrun.new: globals: expected a table of name = value, got %s",
+                 luaL_typename(L, -1));
     lua_pushnil(L);
     while (lua_next(L, -2)) {
-      const char *name = luaL_checkstring(L, -2);
+      const char *name;
+      if (lua_type(L, -2) != LUA_TSTRING)
+        luaL_error(L, "flowrun.new: globals: names must be strings, got %s", luaL_typename(L, -2));
+      name = lua_tostring(L, -2);
       lua_xmove(L, rt->L, 1);
       if (flowrun_register_value(rt, name) != FLOWRUN_OK)
         luaL_error(L, "flowrun.new: globals.%s: %s", name, flowrun_errmsg(rt));

@@ -543,7 +543,7 @@ say("finished")
       local rt = runtime()
       rt:close()
       rt:close()
-      assert.has_error(function() rt:sessions() end, "flowrun: runtime is closed")
+      assert.has_error(function() rt:sessions() end, "flowrun: rt:sessions: the runtime is closed")
     end)
 
     it("closing a runtime with sessions and calls in flight is safe", function()

@@ -464,6 +464,29 @@ describe("§4 sandbox", function()
       bare:close()
     end)
 
+    it("says what a wrong call was in the module's terms, not as a bad argument to '?'", function()
+      local flowrun = helper.module()
+      local rt = flowrun.new{}
+      local cases = {
+        { function() rt:start() end, "flowrun: rt:start: id (the session's) must be a string, got no value" },
+        { function() rt.start("x") end, "flowrun: rt:start: call it on a runtime with a colon, rt:start(...)" },
+        { function() rt:send("a", {}) end, "flowrun: rt:send: text (or nil to close) must be a string, got table" },
+        { function() rt:step("soon") end, "flowrun: rt:step: ms (how long it may wait) must be an integer, got string" },
+        { function() flowrun.new{ allow = "io" } end, 'flowrun.new: allow: expected a list like { "io" }, got string' },
+        { function() flowrun.new{ limits = { speed = 1 } } end, "flowrun.new: limits: unknown limit 'speed'" },
+        { function() flowrun.new{ globals = { 2 } } end, "flowrun.new: globals: names must be strings, got number" },
+      }
+      for _, c in ipairs(cases) do
+        local ok, err = pcall(c[1])
+        assert.is_false(ok)
+        assert.matches(c[2], err, 1, true)
+      end
+      rt:close()
+      local ok, err = pcall(rt.run, rt)
+      assert.is_false(ok)
+      assert.matches("flowrun: rt:run: the runtime is closed", err, 1, true)
+    end)
+
     it("reports an ask once, its prompt as the ask event's text, as the C callbacks do", function()
       local rt = helper.runtime()
       helper.start(rt, "n1", 'say(ask("name?"))')
