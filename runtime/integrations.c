@@ -11,6 +11,7 @@
 #include <ctype.h>
 #include <limits.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +80,7 @@ void fr_integrations_free(flowrun *rt) {
   }
   free(rt->integrations_file);
   rt->integrations_file = NULL;
+  rt->ig_dev = rt->ig_ino = 0;
 }
 
 /* ---- validation ---- */
@@ -733,6 +735,13 @@ static int l_load(lua_State *L) {
     list = next;
   }
   rt->integrations_file = strdup(file);
+  {                                     /* its identity: flows may not run it */
+    struct stat st;
+    if (stat(file, &st) == 0) {
+      rt->ig_dev = (unsigned long long)st.st_dev;
+      rt->ig_ino = (unsigned long long)st.st_ino;
+    }
+  }
   return 0;
 }
 

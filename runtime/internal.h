@@ -242,7 +242,8 @@ struct flowrun {
   int in_step;
   integration *integrations;
   char *integrations_file;
-  bool env_placeholders;                /* env() of an unset name gives "${NAME}" */
+  bool env_placeholders;
+  unsigned long long ig_dev, ig_ino;    /* the integrations file's identity (0: none) */                /* env() of an unset name gives "${NAME}" */
   struct { char *s; size_t len; } *secrets;
   int nsecrets;
   fr_watch *watches;

@@ -365,9 +365,9 @@ static int sb_load(lua_State *L) {
 }
 
 bool fr_integrations_file(flowrun *rt, const char *path) {
-  struct stat a, b;
-  return rt->integrations_file && stat(path, &a) == 0 && stat(rt->integrations_file, &b) == 0
-      && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+  struct stat st;                       /* its identity was taken when it loaded */
+  return rt->ig_ino && stat(path, &st) == 0 && (unsigned long long)st.st_dev == rt->ig_dev
+      && (unsigned long long)st.st_ino == rt->ig_ino;
 }
 
 void fr_push_module_caches(lua_State *L) {

@@ -328,6 +328,19 @@ describe("§4 sandbox", function()
       assert.are.equal("done\n", r.stdout)
     end)
 
+    it("count coroutine.yield() at the session's top as a wait: the others get their turn", function()
+      local r = run([[
+        for round = 1, 5 do
+          local x = 0
+          for i = 1, 150000 do x = x + i end    -- ~0.6 M instructions a round
+          coroutine.yield()
+        end
+        say("done")
+      ]], { args = { "--limit", "instructions=1000000" } })
+      assert.are.equal(0, r.code, r.stderr)
+      assert.are.equal("done\n", r.stdout)
+    end)
+
     it("end a session that eats memory, and only that one", function()
       local r = run([[
         if session.id == "2" then
@@ -438,6 +451,10 @@ describe("§4 sandbox", function()
       assert.is_false(ended.ok)
       assert.matches("instruction limit: 100000 instructions", ended.error)
       rt:close()
+      -- the module leaves its host's string methods alone; getmetatable("") is a view
+      assert.are.equal("function", type(("").dump))
+      assert.are.equal("table", type(getmetatable("")))
+      assert.has_error(function() getmetatable("").x = 1 end)
       assert.has_error(function() flowrun.new{ allowed = {} } end,
         "flowrun.new: unknown option 'allowed' (integrations, allow, limits, globals)")
     end)
