@@ -292,6 +292,29 @@ return flow.define {
       assert.are.equal("other, switch calls: 0\n", run(SWITCH, { args = { "/teapot" } }).stdout)
     end)
 
+    it("refuses an on key that is a result label misspelt, even beside switch labels", function()
+      for typo, says in pairs {
+        timout = '"timout" looks like the result label "timeout" misspelt',
+        eror = '"eror" looks like the result label "error" misspelt',
+        max_connection = '"max_connection" looks like the result label "max-connection" misspelt',
+        ["2000"] = '"2000" is not a status',
+        ["40x"] = '"40x" is not a status',
+      } do
+        local src = SWITCH:gsub("pending = \"pending\" }", ('pending = "pending", ["%s"] = "other" }'):format(typo))
+        assert.are_not.equal(SWITCH, src)
+        local r = run(src, { args = { "/orders/42" } })
+        assert.are.equal(1, r.code, typo)
+        assert.are.equal("", r.stdout)
+        assert.matches('step "call": on: ' .. says, r.stderr, 1, true)
+        local c = helper.cli{ args = { "check", "-I", ig_file, r.flow } }
+        assert.are.equal(1, c.code, typo .. ": " .. c.stdout .. c.stderr)
+        assert.matches(says, c.stdout .. c.stderr, 1, true)
+      end
+      -- words that are not one edit from a label stay switch labels
+      local src = SWITCH:gsub("pending = \"pending\" }", 'pending = "pending", order = "other", errors_seen = "other" }')
+      assert.are.equal("shipped\n", run(src, { args = { "/orders/42" } }).stdout)
+    end)
+
     it("is called for a class of successes", function()
       local r = run(SWITCH:gsub('%["200"%] = "ok"', '["2xx"] = "ok"'), { args = { "/created" } })
       assert.are.equal(0, r.code, r.stderr)

@@ -241,7 +241,12 @@ function flow.labels(st)
         L.results[#L.results + 1] = k
         if k == "2xx" or (kind == "code" and k:match("^2%d%d$")) then has200 = true end
       elseif spec.switch ~= nil then
-        L.switch[k] = true
+        local typo = nodespec.misspelt_result(k)
+        if typo then
+          problem("on: " .. typo .. "; a switch label must not look like one (fix the typo, or name the switch label otherwise)")
+        else
+          L.switch[k] = true
+        end
       else
         problem("on: " .. nodespec.unknown_result_problem(k))
       end

@@ -57,6 +57,45 @@ function nodespec.unknown_result_problem(s)
     .. 'or other, error, timeout, max-connection)'):format(s)
 end
 
+-- The optimal-string-alignment distance of a and b, capped: more than
+-- `cap` edits is cap + 1.
+local function distance(a, b, cap)
+  if math.abs(#a - #b) > cap then return cap + 1 end
+  local prev2, prev, cur = {}, {}, {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    cur = { [0] = i }
+    for j = 1, #b do
+      local cost = a:byte(i) == b:byte(j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+      if i > 1 and j > 1 and a:byte(i) == b:byte(j - 1) and a:byte(i - 1) == b:byte(j) then
+        cur[j] = math.min(cur[j], prev2[j - 2] + 1)
+      end
+    end
+    prev2, prev = prev, cur
+  end
+  return prev[#b]
+end
+
+-- What is wrong with s as a switch label when it looks like a result label
+-- spelt wrong, or nil: a status that is not three digits ("2000", "20x"), a
+-- default label one edit away ("timout", "eror") or with other separators
+-- ("max_connection", "time_out"). A switch label may be any other word.
+function nodespec.misspelt_result(s)
+  if type(s) ~= "string" or nodespec.result_kind(s) then return nil end
+  if s:match("^[1-5][%dxX]+$") and #s <= 4 then
+    return ('"%s" is not a status: a status is three digits like "404", a class like "4xx"'):format(s)
+  end
+  local low = s:lower()
+  local squeezed = low:gsub("[%s_%-]", "")
+  for _, label in ipairs(nodespec.DEFAULT_LABELS) do
+    if squeezed == label:gsub("%-", "") or distance(low, label, 1) <= 1 then
+      return ('"%s" looks like the result label "%s" misspelt'):format(s, label)
+    end
+  end
+  return nil
+end
+
 nodespec.MISSING_200 = 'must include a success: a 2xx status like "200" or "201", or "2xx"'
 
 local function typename(v)
