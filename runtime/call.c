@@ -377,6 +377,61 @@ static char **trace_headers(call *c) {
   return v;
 }
 
+/* The header line as curl's -H (or -u) words: an Authorization value keeps
+** its scheme and is a variable only when it is one secret from env() (or
+** Basic credentials made of such), else ***. */
+static void curl_header(flowrun *rt, FILE *f, const char *line) {
+  const char *colon = strchr(line, ':');
+  if (colon && colon - line == 13 && strncasecmp(line, "Authorization", 13) == 0 && colon[1]) {
+    const char *scheme = colon + 1 + strspn(colon + 1, " ");
+    size_t slen = strcspn(scheme, " ");
+    const char *v = scheme + slen + strspn(scheme + slen, " ");
+    for (int i = 0; i < rt->nsecrets; i++) {
+      const fr_secret *k = &rt->secrets[i];
+      if (strcmp(k->s, v) != 0) continue;
+      if (k->basic && slen == 5 && strncasecmp(scheme, "Basic", 5) == 0) {
+        fprintf(f, " \\\n  -u %s", k->basic);
+        return;
+      }
+      if (k->name) {
+        fputs(" \\\n  -H ", f);
+        fr_shell_word(rt, f, line, strlen(line));
+        return;
+      }
+    }
+    fprintf(f, " \\\n  -H 'Authorization: %.*s%s***'", (int)slen, scheme, slen ? " " : "");
+    return;
+  }
+  fputs(" \\\n  -H ", f);
+  fr_shell_word(rt, f, line, strlen(line));
+}
+
+/* The call being traced as a curl command line (see flowrun.h). */
+char *flowrun_trace_curl(flowrun *rt, const flowrun_trace *t) {
+  call *c = rt->tracing;
+  char *out = NULL;
+  size_t n, blen;
+  FILE *f;
+  if (!c || !t || t != rt->tracing_t || !(f = open_memstream(&out, &n))) return NULL;
+  fputs("curl", f);
+  if (strcmp(c->method, "HEAD") == 0) fputs(" -I", f);
+  else if (strcmp(c->method, "GET") != 0 && !(strcmp(c->method, "POST") == 0 && c->body))
+    fprintf(f, " -X %s", c->method);
+  fputc(' ', f);
+  fr_shell_word(rt, f, c->url ? c->url : "", c->url ? strlen(c->url) : 0);
+  for (struct curl_slist *l = c->hdrs; l; l = l->next)
+    if (c->body || strcasecmp(l->data, "Expect:") != 0)   /* only a body is sent with Expect */
+      curl_header(rt, f, l->data);
+  if (c->body) {
+    blen = strnlen(c->body, c->bodylen);
+    fputs(" \\\n  --data-raw ", f);
+    fr_shell_word(rt, f, c->body, blen);
+    if (blen < c->bodylen) fputs("  # the body holds NUL bytes: cut at the first", f);
+  }
+  if (fclose(f) != 0) { free(out); return NULL; }
+  return out;
+}
+
 static void emit_trace(call *c, double elapsed) {
   flowrun *rt = c->rt;
   flowrun_trace t;
@@ -399,7 +454,11 @@ static void emit_trace(call *c, double elapsed) {
   t.headers = hdrs ? (const char *const *)hdrs : (const char *const[]){ NULL };
   t.body = body;
   t.body_len = body ? strlen(body) : 0;
+  rt->tracing = c;
+  rt->tracing_t = &t;
   rt->cb.trace(rt->cb.ud, &t);
+  rt->tracing = NULL;
+  rt->tracing_t = NULL;
   for (int i = 0; hdrs && hdrs[i]; i++) free(hdrs[i]);
   free(hdrs);
   free(body);

@@ -190,6 +190,15 @@ int flowrun_forget_flows(flowrun *rt);
 ** NULL when out of memory. For the host's own output and logs. */
 char *flowrun_redact(flowrun *rt, const char *s);
 
+/* Inside the trace callback, for the call t describes: the request as a
+** curl command line a shell can run (malloc'd; the caller frees it). A
+** secret read through env("NAME") is written as the shell variable "$NAME"
+** where the request holds it as read, any other secret (or an encoded
+** spelling of one) as ***; an Authorization value shows only its scheme
+** unless it is such a variable (Basic credentials become curl's -u).
+** NULL outside the callback or when out of memory. */
+char *flowrun_trace_curl(flowrun *rt, const flowrun_trace *t);
+
 /* Lets the loop wait on a host file descriptor too: cb runs from
 ** flowrun_step() when fd is readable. cb NULL removes the watch. */
 int flowrun_watch(flowrun *rt, int fd, void (*cb)(void *ud, int fd),

@@ -278,10 +278,18 @@ static void read_auth(lua_State *L, building *b) {
     lua_insert(L, -2);
     lua_concat(L, 3);
     push_base64(L, (const unsigned char *)lua_tostring(L, -1), lua_rawlen(L, -1));
-    /* a secret user or password makes the encoded pair a secret too */
-    char *shown = fr_redact(b->rt, lua_tostring(L, -2));
-    if (!shown || strcmp(shown, lua_tostring(L, -2)) != 0)
-      fr_secret_add(b->rt, lua_tostring(L, -1), lua_rawlen(L, -1));
+    /* a secret user or password makes the encoded pair a secret too; a
+    ** shell writes it as curl's -u word, the secrets in it as variables */
+    char *shown = fr_redact(b->rt, lua_tostring(L, -2)), *word = NULL;
+    size_t wlen;
+    if (!shown || strcmp(shown, lua_tostring(L, -2)) != 0) {
+      FILE *f = open_memstream(&word, &wlen);
+      if (!f) abort();
+      fr_shell_word(b->rt, f, lua_tostring(L, -2), lua_rawlen(L, -2));
+      if (fclose(f) != 0) abort();
+      fr_secret_add(b->rt, lua_tostring(L, -1), lua_rawlen(L, -1), NULL, word);
+    }
+    free(word);
     free(shown);
     lua_pushliteral(L, "Basic ");
     lua_insert(L, -2);
@@ -602,7 +610,7 @@ int fr_l_env(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);
   const char *v = getenv(name);
   if (v) {
-    fr_secret_add(rt, v, strlen(v));
+    fr_secret_add(rt, v, strlen(v), name, NULL);
     lua_pushstring(L, v);
   } else if (!lua_isnoneornil(L, 2))
     lua_pushvalue(L, 2);

@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <curl/curl.h>
 #include <lua.h>
 #include <lauxlib.h>
@@ -98,7 +99,9 @@ const char *fr_header_problem(const char *name, const char *value, size_t vlen);
 const fr_endpoint *fr_endpoint_find(const integration *ig, const char *name);
 
 /* Secrets: values read through env(). */
-void fr_secret_add(flowrun *rt, const char *s, size_t len);
+void fr_secret_add(flowrun *rt, const char *s, size_t len, const char *name,
+                   const char *basic);
+void fr_shell_word(flowrun *rt, FILE *f, const char *s, size_t len);
 /* Pushes s with every secret replaced by "***". */
 void fr_push_redacted(lua_State *L, flowrun *rt, const char *s, size_t len);
 /* Same into a malloc'd string the caller frees; NULL on ENOMEM. */
@@ -147,6 +150,15 @@ int fr_sandbox_require(lua_State *L);   /* sandbox.c: require of flows */
 enum { C_NEW, C_QUEUED, C_ACTIVE, C_BACKOFF, C_DONE };
 
 typedef struct fr_buf { char *p; size_t len, cap; } fr_buf;
+
+/* A value to hide. name: the environment variable it was read from (by
+** env()), basic: for "user:password" encoded as Basic credentials, that
+** pair as a shell word; NULL when not known. */
+typedef struct fr_secret {
+  char *s;
+  size_t len;
+  char *name, *basic;
+} fr_secret;
 
 struct call {
   flowrun *rt;
@@ -242,10 +254,12 @@ struct flowrun {
   int in_step;
   integration *integrations;
   char *integrations_file;
-  bool env_placeholders;
-  unsigned long long ig_dev, ig_ino;    /* the integrations file's identity (0: none) */                /* env() of an unset name gives "${NAME}" */
-  struct { char *s; size_t len; } *secrets;
+  bool env_placeholders;                /* env() of an unset name gives "${NAME}" */
+  unsigned long long ig_dev, ig_ino;    /* the integrations file's identity (0: none) */
+  fr_secret *secrets;
   int nsecrets;
+  struct call *tracing;                 /* the call whose trace the host is given */
+  const flowrun_trace *tracing_t;
   fr_watch *watches;
   int nwatches;
   fd_state *fds;                        /* by descriptor: see runtime.c */

@@ -112,6 +112,9 @@ static void on_trace(void *ud, const flowrun_trace *t) {
   lua_setfield(L, -2, "attempts");
   lua_pushnumber(L, t->elapsed_ms);
   lua_setfield(L, -2, "elapsed_ms");
+  char *curl = flowrun_trace_curl(((box *)ud)->rt, t);
+  set_str(L, "curl", curl);
+  free(curl);
   lua_pop(L, 1);
 }
 

@@ -29,6 +29,7 @@ typedef struct rsession {              /* a session started with .run */
 
 typedef struct last_call {              /* the last trace, for .last */
   char *integration, *method, *url, *label, *reason, *error, *body;
+  char *curl;                           /* flowrun_trace_curl() */
   char **headers;
   int status, attempts;
   double elapsed_ms;

@@ -98,6 +98,7 @@ static void last_free(last_call *l) {
   free(l->reason);
   free(l->error);
   free(l->body);
+  free(l->curl);
   for (int i = 0; l->headers && l->headers[i]; i++) free(l->headers[i]);
   free(l->headers);
   memset(l, 0, sizeof *l);
@@ -119,6 +120,7 @@ static void on_trace(void *ud, const flowrun_trace *t) {
   l->reason = copy_str(t->reason);
   l->error = copy_str(t->error);
   l->body = copy_str(t->body);
+  l->curl = flowrun_trace_curl(r->rt, t);
   l->status = t->status;
   l->attempts = t->attempts;
   l->elapsed_ms = t->elapsed_ms;
@@ -367,6 +369,7 @@ static int l_last(lua_State *L) {
   set_field(L, "reason", l->reason);
   set_field(L, "error", l->error);
   set_field(L, "body", l->body);
+  set_field(L, "curl", l->curl);
   if (l->status) {
     lua_pushinteger(L, l->status);
     lua_setfield(L, -2, "status");

@@ -380,7 +380,11 @@ void fr_destroy(flowrun *rt) {
   if (rt->multi) curl_multi_cleanup(rt->multi);
   if (rt->epfd >= 0) close(rt->epfd);
   fr_integrations_free(rt);
-  for (int i = 0; i < rt->nsecrets; i++) free(rt->secrets[i].s);
+  for (int i = 0; i < rt->nsecrets; i++) {
+    free(rt->secrets[i].s);
+    free(rt->secrets[i].name);
+    free(rt->secrets[i].basic);
+  }
   free(rt->secrets);
   free(rt->heap);
   free(rt->watches);

@@ -22,20 +22,29 @@
 
 #include "internal.h"
 
-static void add_one(flowrun *rt, const char *s, size_t len) {
+static void add_one(flowrun *rt, const char *s, size_t len, const char *name,
+                    const char *basic) {
   void *p;
   char *copy;
-  for (int i = 0; i < rt->nsecrets; i++)
-    if (rt->secrets[i].len == len && memcmp(rt->secrets[i].s, s, len) == 0)
+  for (int i = 0; i < rt->nsecrets; i++) {
+    fr_secret *k = &rt->secrets[i];
+    if (k->len == len && memcmp(k->s, s, len) == 0) {
+      if (name && !k->name && !(k->name = strdup(name))) abort();
+      if (basic && !k->basic && !(k->basic = strdup(basic))) abort();
       return;
+    }
+  }
   p = realloc(rt->secrets, (rt->nsecrets + 1) * sizeof *rt->secrets);
   copy = malloc(len + 1);
   if (!p || !copy) abort();
   rt->secrets = p;
   memcpy(copy, s, len);
   copy[len] = '\0';
-  rt->secrets[rt->nsecrets].s = copy;
-  rt->secrets[rt->nsecrets++].len = len;
+  rt->secrets[rt->nsecrets] = (fr_secret){ copy, len, NULL, NULL };
+  if ((name && !(rt->secrets[rt->nsecrets].name = strdup(name)))
+      || (basic && !(rt->secrets[rt->nsecrets].basic = strdup(basic))))
+    abort();
+  rt->nsecrets++;
 }
 
 /* Appends the code point at s (UTF-8, n bytes left) as JSON's \uXXXX
@@ -57,33 +66,35 @@ static size_t json_u(const unsigned char *s, size_t n, char *o, size_t *w) {
   return len;
 }
 
-/* Remembers a secret, and the spellings of it that a second level of
+/* Remembers a secret (name: the variable it came from; basic: see
+** fr_secret), and the spellings of it that a second level of
 ** encoding starts from: as lua-cjson escapes it ('/' included), with
 ** non-ASCII as \uXXXX (as most other JSON writers do), percent-encoded. */
-void fr_secret_add(flowrun *rt, const char *s, size_t len) {
+void fr_secret_add(flowrun *rt, const char *s, size_t len, const char *name,
+                   const char *basic) {
   const unsigned char *u = (const unsigned char *)s;
   char *o, *enc;
   size_t w = 0, ascii_w = 0;
   bool ascii_ok = true;
   if (len == 0) return;
-  add_one(rt, s, len);
+  add_one(rt, s, len, name, basic);
   if (!(o = malloc(len * 12 + 1))) abort();
   for (size_t i = 0; i < len; i++) {    /* JSON, as lua-cjson writes it */
     if (u[i] == '"' || u[i] == '\\' || u[i] == '/') { o[w++] = '\\'; o[w++] = (char)u[i]; }
     else if (u[i] < 0x20) w += (size_t)sprintf(o + w, "\\u%04x", u[i]);
     else o[w++] = (char)u[i];
   }
-  if (w != len) add_one(rt, o, w);
+  if (w != len) add_one(rt, o, w, NULL, NULL);
   for (size_t i = 0; i < len && ascii_ok; ) {   /* JSON with \u for non-ASCII */
     size_t used = 1;
     if (u[i] >= 0x80) ascii_ok = (used = json_u(u + i, len - i, o, &ascii_w)) > 0;
     else o[ascii_w++] = (char)u[i];
     i += used;
   }
-  if (ascii_ok && ascii_w != len) add_one(rt, o, ascii_w);
+  if (ascii_ok && ascii_w != len) add_one(rt, o, ascii_w, NULL, NULL);
   free(o);
   if ((enc = curl_easy_escape(NULL, s, (int)len))) {
-    if (strlen(enc) != len) add_one(rt, enc, strlen(enc));
+    if (strlen(enc) != len) add_one(rt, enc, strlen(enc), NULL, NULL);
     curl_free(enc);
   }
 }
@@ -239,4 +250,59 @@ char *fr_redact(flowrun *rt, const char *s) {
   }
   out[o] = '\0';
   return out;
+}
+
+/* The secret spelt exactly as read at s, the longest; NULL if none is. */
+static const fr_secret *exact_at(flowrun *rt, const char *s, size_t left) {
+  const fr_secret *best = NULL;
+  for (int i = 0; i < rt->nsecrets; i++) {
+    const fr_secret *k = &rt->secrets[i];
+    if (k->len <= left && memcmp(s, k->s, k->len) == 0 && (!best || k->len > best->len))
+      best = k;
+  }
+  return best;
+}
+
+static bool word_char(int c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+/* Writes s (len bytes, no NUL) to f as one word of a POSIX shell command
+** that stands for s, except for its secrets: one spelt exactly as env()
+** read it is the shell variable it came from ("$NAME", so the command runs
+** where the variable is set), any other is ***. Bare when every byte may
+** be, in single quotes when no variable is used, else in double quotes. */
+void fr_shell_word(flowrun *rt, FILE *f, const char *s, size_t len) {
+  bool vars = false, found = false, plain = len > 0;
+  size_t i = 0, n;
+  const fr_secret *k;
+  while (i < len) {                     /* how to quote it */
+    if ((n = secret_at(rt, s + i, len - i)) > 0) {
+      found = true;
+      if ((k = exact_at(rt, s + i, len - i)) && k->len == n && k->name) vars = true;
+      i += n;
+    } else {
+      plain = plain && (word_char((unsigned char)s[i]) || (s[i] && strchr("-./:=@%+,", s[i])));
+      i++;
+    }
+  }
+  if (plain && !found) { fwrite(s, 1, len, f); return; }
+  fputc(vars ? '"' : '\'', f);
+  for (i = 0; i < len; ) {
+    if ((n = secret_at(rt, s + i, len - i)) > 0) {
+      k = exact_at(rt, s + i, len - i);
+      if (vars && k && k->len == n && k->name)
+        fprintf(f, i + n < len && word_char((unsigned char)s[i + n]) ? "${%s}" : "$%s", k->name);
+      else
+        fputs("***", f);
+      i += n;
+      continue;
+    }
+    if (!vars && s[i] == '\'') fputs("'\\''", f);
+    else if (vars && s[i] == '!') fputs("\"'!'\"", f);
+    else if (vars && strchr("\"\\$`", s[i])) { fputc('\\', f); fputc(s[i], f); }
+    else fputc(s[i], f);
+    i++;
+  }
+  fputc(vars ? '"' : '\'', f);
 }

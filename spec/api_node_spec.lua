@@ -359,6 +359,19 @@ say("not reached")
       assert.matches("header 'X-I18' differs between the node and integration 'many'", r.stdout, 1, true)
     end)
 
+    it("give a trace its call as curl, an env() secret as its shell variable", function()
+      local r2 = helper.runtime({ sec = { base_url = mock.url .. "/v1", headers = { ["X-Note"] = "it's" },
+                                          auth = { bearer = helper.code('env("HOME")') } } })
+      r2:api_node{ integration = "sec", method = "POST", path = "/echo", body = { a = 1 }, results = { "200" } }
+      local t = helper.events(r2:events(), "trace")[1]
+      assert.are.equal("curl " .. mock.url .. "/v1/echo \\\n"
+        .. "  -H 'X-Note: it'\\''s' \\\n"
+        .. '  -H "Authorization: Bearer $HOME" \\\n'
+        .. "  -H Expect: \\\n"
+        .. "  -H 'Content-Type: application/json' \\\n"
+        .. "  --data-raw '{\"a\":1}'", t.curl)
+    end)
+
     it("appear in the trace like any other call", function()
       rt:events()
       rt:api_node{ integration = "shop", path = "/echo", headers = { Accept = "text/xml" }, results = { "200" } }

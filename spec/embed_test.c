@@ -34,7 +34,8 @@ static void check(int ok, const char *what) {
 typedef struct host {
   char said[64][128];
   int nsaid, asks, done, errors, traces;
-  char last_error[512], last_label[32], prompt[128];
+  char last_error[512], last_label[32], prompt[128], curl[512];
+  flowrun *rt;
 } host;
 
 static void on_say(void *ud, const char *id, const char *text, size_t len) {
@@ -64,6 +65,11 @@ static void on_trace(void *ud, const flowrun_trace *t) {
   host *h = ud;
   h->traces++;
   snprintf(h->last_label, sizeof h->last_label, "%s", t->label);
+  if (h->rt) {
+    char *c = flowrun_trace_curl(h->rt, t);
+    snprintf(h->curl, sizeof h->curl, "%s", c ? c : "(null)");
+    free(c);
+  }
 }
 
 /* ---- fixtures ---- */
@@ -118,6 +124,7 @@ static flowrun *runtime(host *h) {
   flowrun *rt;
   memset(h, 0, sizeof *h);
   rt = flowrun_new(&cb);
+  h->rt = rt;
   if (!rt || flowrun_load_integrations(rt, path("integrations.lua")) != FLOWRUN_OK) {
     fprintf(stderr, "cannot make a runtime: %s\n", rt ? flowrun_errmsg(rt) : "ENOMEM");
     exit(1);
@@ -148,6 +155,11 @@ static void frame_loop(void) {
   check(all200, "each session said the label and the JSON field");
   check(frames > 1, "step(0) never blocked: the calls took several frames");
   check(h.traces == 50 && strcmp(h.last_label, "200") == 0, "trace callback per call");
+  check(strncmp(h.curl, "curl http://127.0.0.1:", 22) == 0 && strstr(h.curl, "/v1/reward/p")
+        && strstr(h.curl, "-H \"Authorization: Bearer $EMBED_TOKEN\"")
+        && !strstr(h.curl, "embed-s3cret"),
+        "flowrun_trace_curl: the call as curl, the env() secret as its variable");
+  check(flowrun_trace_curl(rt, NULL) == NULL, "flowrun_trace_curl outside a trace: NULL");
   flowrun_free(rt);
 }
 
@@ -320,8 +332,10 @@ int main(int argc, char **argv) {
     return 1;
   }
   snprintf(buf, sizeof buf,
-           "return { game = { base_url = 'http://127.0.0.1:%d/v1', max_connections = 64 } }\n",
+           "return { game = { base_url = 'http://127.0.0.1:%d/v1', max_connections = 64,\n"
+           "                  auth = { bearer = env('EMBED_TOKEN') } } }\n",
            port);
+  setenv("EMBED_TOKEN", "embed-s3cret", 1);
   write_file("integrations.lua", buf);
   write_file("bad_integrations.lua", "return { shop = { base_url = 'http://127.0.0.1/', timeout_ms = 'x' } }\n");
   write_file("reward.lua",

@@ -544,7 +544,7 @@ describe("the REPL", function()
       assert.matches('label    "200"', r.stdout, 1, true)
       assert.matches("… 471 more lines", r.stdout, 1, true)
       assert.matches("curl " .. mock.url .. "/v1/big \\\n  -H 'Accept: application/json' \\\n"
-        .. "  -H 'Authorization: Bearer ***'", r.stdout, 1, true)
+        .. '  -H "Authorization: Bearer $DEMO_TOKEN"', r.stdout, 1, true)
       assert.is_nil(r.stdout:find(SECRET, 1, true))
     end)
 
@@ -553,6 +553,49 @@ describe("the REPL", function()
       assert.matches("curl -X PUT " .. mock.url .. "/v1/echo", r.stdout, 1, true)
       assert.matches([[-H 'Content-Type: application/json']], r.stdout, 1, true)
       assert.matches([[--data-raw '{"a":1}']], r.stdout, 1, true)
+    end)
+
+    it(".last writes each env() secret as its shell variable, and the line runs", function()
+      local d = helper.tmpdir()
+      local ig = helper.integrations({
+        bear = { base_url = mock.url .. "/v1", headers = { ["X-Key"] = helper.code('env("SPEC_KEY")') },
+                 auth = { bearer = helper.code('env("SPEC_TOKEN")') } },
+        basic = { base_url = mock.url .. "/v1", auth = { basic = { "ann", helper.code('env("SPEC_PASS")') } } },
+      }, d)
+      local env = { SPEC_TOKEN = [[t0k"en$HOME'!x\y`z]], SPEC_KEY = "k3y-value_1", SPEC_PASS = "p@ss w'rd" }
+      local r = helper.cli{ args = { "repl", "-I", ig }, env = env, stdin = table.concat({
+        'api_node{integration="bear", method="POST", path="/echo", query={q=env("SPEC_KEY"), p=env("SPEC_PASS")}, '
+          .. 'body={note="it\'s", key=env("SPEC_KEY")}, results={"200"}}',
+        '.last',
+        'api_node{integration="basic", path="/echo", results={"200"}}',
+        '.last',
+      }, "\n") .. "\n" }
+      assert.are.equal(0, r.code, r.stderr)
+      for _, v in pairs(env) do assert.is_nil(r.stdout:find(v, 1, true), v) end
+      assert.matches([[-H "Authorization: Bearer $SPEC_TOKEN"]], r.stdout, 1, true)
+      assert.matches([[-H "X-Key: $SPEC_KEY"]], r.stdout, 1, true)
+      assert.matches([[-u "ann:$SPEC_PASS"]], r.stdout, 1, true)
+      -- a secret held encoded (percent-encoded in the query) cannot be a variable
+      assert.matches([["http://127.0.0.1:%d+/v1/echo%?p=%*%*%*&q=$SPEC_KEY"]], r.stdout)
+      -- each command, run by a shell with the variables set, sends what flowrun sent
+      local cjson = require "cjson"
+      local sent = {}
+      for cmd in r.stdout:gmatch("\n(curl .-[^\\])\n") do
+        local file = helper.write(d .. "/cmd.sh", cmd .. " -s\n")
+        local p = io.popen(("env SPEC_TOKEN=%s SPEC_KEY=%s SPEC_PASS=%s sh %s"):format(
+          helper.quote(env.SPEC_TOKEN), helper.quote(env.SPEC_KEY), helper.quote(env.SPEC_PASS), file))
+        sent[#sent + 1] = cjson.decode(p:read("a"))
+        p:close()
+      end
+      assert.are.equal(2, #sent)
+      assert.are.equal("POST", sent[1].method)
+      assert.are.equal("Bearer " .. env.SPEC_TOKEN, sent[1].headers.authorization)
+      assert.are.equal(env.SPEC_KEY, sent[1].headers["x-key"])
+      assert.are.equal(env.SPEC_KEY, sent[1].args.q)
+      assert.are.same({ note = "it's", key = env.SPEC_KEY }, cjson.decode(sent[1].body))
+      local b64 = io.popen("printf %s " .. helper.quote("ann:" .. env.SPEC_PASS) .. " | base64 -w0")
+      assert.are.equal("Basic " .. b64:read("a"), sent[2].headers.authorization)
+      b64:close()
     end)
 
     it("never shows a secret: values, .integrations, .last, errors", function()

@@ -353,29 +353,14 @@ command("trace", "[on|off]", "one line per call on stderr", function(self, rest)
   self:say("trace is " .. (self.host.trace() and "on" or "off"))
 end)
 
-local function shell_quote(s)
-  if s:match("^[%w%-_%./:=@%%+,]+$") then return s end
-  return "'" .. s:gsub("'", [['\'']]) .. "'"
-end
-
--- The last call as a curl command line.
-function M.curl(last)
-  local m = last.method
-  local first = "curl"
-  if m == "HEAD" then first = first .. " -I"
-  elseif m ~= "GET" and not (m == "POST" and last.body) then first = first .. " -X " .. m end
-  local parts = { first .. " " .. shell_quote(last.url) }
-  for _, h in ipairs(last.headers or {}) do parts[#parts + 1] = "-H " .. shell_quote(h) end
-  if last.body then parts[#parts + 1] = "--data-raw " .. shell_quote(last.body) end
-  return table.concat(parts, " \\\n  ")
-end
-
+-- The last call as a curl command line: the runtime writes it, so that a
+-- secret read through env("NAME") is the shell variable $NAME.
 command("last", "", "the last call as a curl command line", function(self)
   local last = self.host.last()
   if not last then return self:say("no call yet") end
   local what = ("# %s: label %q%s, %d ms"):format(last.integration, last.label,
     last.status and ", status " .. last.status or "", math.floor(last.elapsed_ms + 0.5))
-  self:say(self:paint("dim", what) .. "\n" .. M.curl(last))
+  self:say(self:paint("dim", what) .. "\n" .. (last.curl or "(out of memory)"))
 end)
 
 command("quit", "", "leave (Ctrl-D too)", function() return false end)
