@@ -359,7 +359,7 @@ int repl_wait_line(repl *r, const char *prompt, char **line) {
 /* ---- completion ---- */
 
 /* libedit asks for the completions of the word from start to end of the
-** line: repl:complete(line, start, end) -> candidates, append [, "files"]. */
+** line: repl:complete(line, start, end) -> candidates, append. */
 static char **complete(const char *text, int start, int end) {
   repl *r = the_repl;
   lua_State *L = r->L;
@@ -367,7 +367,7 @@ static char **complete(const char *text, int start, int end) {
   char **m = NULL;
   int st;
   (void)text;
-  rl_attempted_completion_over = 1;     /* no file names unless asked */
+  rl_attempted_completion_over = 1;     /* never libedit's own file names */
   rl_completion_append_character = '\0';
   lua_rawgeti(L, LUA_REGISTRYINDEX, r->objref);
   lua_getfield(L, -1, "complete");
@@ -377,18 +377,17 @@ static char **complete(const char *text, int start, int end) {
   lua_pushinteger(L, end);
   eval_thread = L;                      /* a table's __index may loop: Ctrl-C */
   evaluating = 1;
-  st = interrupted ? LUA_ERRRUN : lua_pcall(L, 4, 3, 0);   /* Ctrl-C came first */
+  st = interrupted ? LUA_ERRRUN : lua_pcall(L, 4, 2, 0);   /* Ctrl-C came first */
   evaluating = 0;
   eval_thread = r->E;
   lua_sethook(L, NULL, 0, 0);
-  if (st == LUA_OK && lua_istable(L, -3)) {
-    int n = (int)lua_rawlen(L, -3);
-    if (lua_toboolean(L, -1)) rl_attempted_completion_over = 0;
-    if (lua_isstring(L, -2)) rl_completion_append_character = lua_tostring(L, -2)[0];
+  if (st == LUA_OK && lua_istable(L, -2)) {
+    int n = (int)lua_rawlen(L, -2);
+    if (lua_isstring(L, -1)) rl_completion_append_character = lua_tostring(L, -1)[0];
     if (n > 0 && (m = calloc(n + 2, sizeof *m))) {
       size_t common = 0;
       for (int i = 1; i <= n; i++) {
-        lua_rawgeti(L, -3, i);
+        lua_rawgeti(L, -2, i);
         m[i] = strdup(luaL_optstring(L, -1, ""));
         lua_pop(L, 1);
       }

@@ -9,10 +9,12 @@
 ** sessions, sleeping with the loop running. The terminal, Ctrl-C and the
 ** loop itself are repl.c's.
 */
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <lua.h>
@@ -403,7 +405,39 @@ static int l_width(lua_State *L) {
   return 1;
 }
 
+/* dir(path) -> { { name =, dir = bool }, ... } of the entries of the
+** directory path (not . and ..), or nil when it cannot be read: for
+** completing the file names of .run and .load. */
+static int l_dir(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  DIR *d;
+  struct dirent *e;
+  lua_Integer n = 0;
+  (void)REPL_OF(L);
+  if (!(d = opendir(path))) return 0;
+  lua_newtable(L);
+  while ((e = readdir(d))) {
+    struct stat st;
+    char *full;
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, e->d_name);
+    lua_setfield(L, -2, "name");
+    full = malloc(strlen(path) + strlen(e->d_name) + 2);
+    if (full) {
+      sprintf(full, "%s/%s", path, e->d_name);
+      lua_pushboolean(L, stat(full, &st) == 0 && S_ISDIR(st.st_mode));
+      lua_setfield(L, -2, "dir");
+      free(full);
+    }
+    lua_rawseti(L, -2, ++n);
+  }
+  closedir(d);
+  return 1;
+}
+
 static const luaL_Reg host_funcs[] = {
+  { "dir",        l_dir },
   { "write",      l_write },
   { "lineno",     l_lineno },
   { "redact",     l_redact },

@@ -10,6 +10,7 @@
 -- where host holds what only C can do: write, read_line, start,
 -- foreground, stop, sessions, sleep, last, trace, width.
 
+local nodespec = require "flowrun.nodespec"
 local pretty = require "flowrun.pretty"
 local runtime = require "flowrun.runtime"
 
@@ -430,29 +431,113 @@ local function fields(v)
   return keys
 end
 
--- The value a dotted path names in env (no function runs but __index).
-local function resolve(env, path)
-  local v = env
-  for name in path:gmatch("[^%.:]+") do
-    if not name:match("^[%a_][%w_]*$") then return nil end
-    local ok, x = pcall(function() return v[name] end)
-    if not ok or x == nil then return nil end
-    v = x
+-- What the text s (a line up to the cursor) is in at its end: the position
+-- of the quote that opens the string it is in (nil if none), and the
+-- positions of the table constructors it is in, innermost last. Short
+-- strings with escapes; a comment ends the scan.
+local function context(s)
+  local i, q, at, braces = 1, nil, nil, {}
+  while i <= #s do
+    local c = s:sub(i, i)
+    if q then
+      if c == "\\" then i = i + 1 elseif c == q then q = nil end
+    elseif c == '"' or c == "'" then q, at = c, i
+    elseif c == "{" then braces[#braces + 1] = i
+    elseif c == "}" then braces[#braces] = nil
+    elseif s:sub(i, i + 1) == "--" then break
+    end
+    i = i + 1
   end
-  return v
+  return q and at or nil, braces
+end
+
+-- The access chain that ends s: a global name, then .name, :name, [number]
+-- or ["string"] steps, the last a partial name. Returns the position where
+-- it starts, the keys before the partial name, the separator before it ("."
+-- or ":", nil for a global) and the partial name; nil if s does not end so.
+local function access_chain(s)
+  local partial = s:match("[%w_]*$")
+  local pos = #s - #partial
+  local sep = s:sub(pos, pos)
+  if sep ~= "." and sep ~= ":" then
+    if partial:match("^%d") or s:sub(pos, pos):match("[%w_%]%)\"']") then return nil end
+    return pos + 1, {}, nil, partial
+  end
+  local keys = {}
+  pos = pos - 1
+  while true do
+    local head, at, key, name = s:sub(1, pos)
+    at, key = head:match("()%[%s*(%-?%d+)%s*%]$")
+    if at then key = math.tointeger(tonumber(key))
+    else
+      at, key = head:match('()%[%s*"([^"\\]*)"%s*%]$')
+      if not at then at, key = head:match("()%[%s*'([^'\\]*)'%s*%]$") end
+      if not at then at, key = head:match("()([%a_][%w_]*)$"); name = at ~= nil end
+    end
+    if not at or key == nil then return nil end
+    table.insert(keys, 1, key)
+    pos = at - 1
+    local c = s:sub(pos, pos)
+    if name then
+      if c == "." then pos = pos - 1
+      elseif c:match("[%w_%.:%]%)\"']") then return nil
+      else return at, keys, sep, partial end
+    elseif not c:match("[%w_%]]") then return nil end
+  end
+end
+
+-- The fields a constructor takes, by what opens it: api_node{ and the
+-- steps of flowrun.flow.
+local CONSTRUCTOR_FIELDS = {
+  api_node = nodespec.FIELDS,
+  ["flow.say"] = { "text", "next" },
+  ["flow.ask"] = { "prompt", "save", "next", "closed" },
+  ["flow.sleep"] = { "ms", "next" },
+  ["flow.api"] = { "save", "on", "switch" },
+}
+for _, k in ipairs(nodespec.FIELDS) do
+  if k ~= "results" then table.insert(CONSTRUCTOR_FIELDS["flow.api"], k) end
+end
+
+-- Names in a directory for `.run` and `.load`: dir/ entries whose name
+-- starts with base (hidden ones only when base starts with a dot).
+local function files(host, dir, base)
+  local out = {}
+  for _, e in ipairs(host.dir(dir == "" and "." or dir) or {}) do
+    if e.name:sub(1, #base) == base and (e.name:sub(1, 1) ~= "." or base:sub(1, 1) == ".") then
+      out[#out + 1] = dir .. e.name .. (e.dir and "/" or "")
+    end
+  end
+  return out
+end
+
+-- libedit replaces the word from start (0-based) to the cursor; candidates
+-- are made for the text from `from` (1-based) on: each is cut to the word.
+local function relative(cands, from, start)
+  local out = {}
+  for _, c in ipairs(cands) do out[#out + 1] = c:sub(start - (from - 1) + 1) end
+  return out
 end
 
 function Repl:complete(line, start, stop)
   local word = line:sub(start + 1, stop)
   local before = line:sub(1, start)
+  local upto = line:sub(1, stop)
   local out = {}
   local function offer(candidate, prefix)
     if candidate:sub(1, #prefix) == prefix then out[#out + 1] = candidate end
   end
   -- meta commands and their arguments
-  local cmd = line:match("^%s*%.(%a+)%s")
+  local cmd, arg_at = line:match("^%s*%.(%a+)%s+()")
   if cmd then
-    if cmd == "load" or cmd == "run" then return {}, nil, true end
+    if cmd == "load" or cmd == "run" then
+      local arg = upto:sub(arg_at)
+      if arg:find("%s") then return {} end      -- a flow's args: nothing to complete
+      local dir, base = arg:match("^(.-)([^/]*)$")
+      out = sorted_unique(files(self.host, dir, base))
+      local append = (#out == 1 and out[1]:sub(-1) == "/") and "" or " "
+      return relative(out, arg_at, start), append
+    end
     if cmd == "fg" or cmd == "stop" then
       for _, s in ipairs(self.host.sessions()) do offer(s.id, word) end
     elseif cmd == "trace" then
@@ -464,41 +549,63 @@ function Repl:complete(line, start, stop)
     for name in pairs(COMMANDS) do offer("." .. name, word) end
     return sorted_unique(out), " "
   end
+  local quote, braces = context(upto)
   -- inside a string: integration and endpoint names, endpoint paths
-  local q = before:sub(-1)
-  if q == '"' or q == "'" then
-    local ctx = before:sub(1, -2)
+  if quote then
+    local q, text, ctx = line:sub(quote, quote), upto:sub(quote + 1), line:sub(1, quote - 1)
     local igs = runtime.integrations()
     if ctx:match("integration%s*=%s*$") or ctx:match("integration%s*%(%s*$") then
-      for name in pairs(igs) do offer(name, word) end
+      for name in pairs(igs) do offer(name, text) end
     elseif ctx:match("endpoint%s*=%s*$") then
       for name, ig in pairs(igs) do
-        for ep in pairs(ig.endpoints) do offer(name .. "." .. ep, word) end
+        for ep in pairs(ig.endpoints) do offer(name .. "." .. ep, text) end
       end
     elseif ctx:match("path%s*=%s*$") then
       local name = line:match("integration%s*=%s*[\"']([^\"']*)[\"']")
-      local ig = name and igs[name]
-      for _, e in pairs(ig and ig.endpoints or {}) do offer(e.path, word) end
-    end
-    return sorted_unique(out), q
-  end
-  -- Lua names: globals, then fields after . and methods after :
-  local path, sep, partial = word:match("^(.*)([%.:])([%w_]*)$")
-  if path then
-    local v = resolve(self.env, path)
-    if v == nil then return {} end
-    for k in pairs(fields(v)) do
-      if k:match("^[%a_][%w_]*$") and (sep == "." or type((type(v) == "string" and string or v)[k]) == "function") then
-        offer(path .. sep .. k, word)
+      for iname, ig in pairs(igs) do
+        if not name or iname == name then
+          for _, e in pairs(ig.endpoints) do offer(e.path, text) end
+        end
       end
     end
-  else
-    for k in pairs(fields(self.env)) do
-      if k:match("^[%a_][%w_]*$") then offer(k, word) end
-    end
-    for k in pairs(pretty.keywords) do offer(k, word) end
+    return relative(sorted_unique(out), quote + 1, start), q
   end
-  return sorted_unique(out), ""
+  -- a field name in api_node{ ... } or a flow step's { ... }
+  local open = braces[#braces]
+  local between = open and upto:sub(open + 1, start)
+  if open and (between:match("^%s*$") or between:match("[,;]%s*$")) and word:match("^[%a_]?[%w_]*$") then
+    local head = line:sub(1, open - 1)
+    local step = head:match("%.(%a+)%s*$")      -- flow.ask{, or any X.ask{
+    local fields_of = CONSTRUCTOR_FIELDS[step and "flow." .. step or head:match("api_node%s*$") and "api_node"]
+    if fields_of then
+      for _, k in ipairs(fields_of) do offer(k, word) end
+      return sorted_unique(out), "="
+    end
+  end
+  -- Lua names: globals, then fields after . and methods after :, through
+  -- subscripts (t.data[1].na)
+  local from, keys, sep, partial = access_chain(upto)
+  if not from then return {} end
+  local prefix = upto:sub(from, #upto - #partial)
+  if not sep then
+    for k in pairs(fields(self.env)) do
+      if k:match("^[%a_][%w_]*$") then offer(k, partial) end
+    end
+    for k in pairs(pretty.keywords) do offer(k, partial) end
+    return relative(sorted_unique(out), from, start), ""
+  end
+  local v = self.env
+  for _, k in ipairs(keys) do
+    local ok, x = pcall(function() return v[k] end)
+    if not ok or x == nil then return {} end
+    v = x
+  end
+  for k in pairs(fields(v)) do
+    if k:match("^[%a_][%w_]*$") and (sep == "." or type((type(v) == "string" and string or v)[k]) == "function") then
+      offer(prefix .. k, prefix .. partial)
+    end
+  end
+  return relative(sorted_unique(out), from, start), ""
 end
 
 return M
