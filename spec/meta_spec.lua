@@ -34,7 +34,7 @@ local function read_meta()
         if field and class then A.classes[class][field] = true end
         local value = line:match('^%-%-%-| "([^"]*)"')
         if value and alias then A.aliases[alias][value] = true end
-      else
+      elseif line:match("%S") then      -- code ends the block; a blank line does not
         class, alias = nil, nil
       end
       local g = line:match("^function ([%w_]+)%(") or line:match("^([%w_]+) = ")
