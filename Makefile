@@ -131,7 +131,9 @@ repl: deps
 INSTALLED = bin/flowrun $(LIBDIR:$(PREFIX)/%=%)/libflowrun.a \
   $(LIBDIR:$(PREFIX)/%=%)/$(SONAME) $(LIBDIR:$(PREFIX)/%=%)/libflowrun.so \
   $(LIBDIR:$(PREFIX)/%=%)/pkgconfig/flowrun.pc include/flowrun.h lib/lua/5.4/flowrun.so \
-  share/man/man1/flowrun.1
+  share/man/man1/flowrun.1 $(addprefix share/flowrun/meta/,$(META))
+# the editor annotations (lua-language-server), under share/flowrun/meta
+META = flow_globals.lua flowrun.lua flowrun/flow.lua
 
 install: all $(B)/flowrun.pc
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LIBDIR)/pkgconfig \
@@ -145,6 +147,8 @@ install: all $(B)/flowrun.pc
 	install -m 644 $(B)/flowrun.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
 	install -m 644 runtime/flowrun.h $(DESTDIR)$(PREFIX)/include/
 	install -m 755 $(B)/flowrun.so $(DESTDIR)$(PREFIX)/lib/lua/5.4/
+	install -d $(DESTDIR)$(PREFIX)/share/flowrun/meta/flowrun
+	for f in $(META); do install -m 644 lua/meta/$$f $(DESTDIR)$(PREFIX)/share/flowrun/meta/$$f || exit 1; done
 
 # luarocks make: the module into the rock's lib directory (INST_LIBDIR),
 # from where LuaRocks deploys it to its tree's lib/lua/5.4.
@@ -154,6 +158,8 @@ install-rock: $(B)/flowrun.so
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/,$(INSTALLED))
+	rmdir $(DESTDIR)$(PREFIX)/share/flowrun/meta/flowrun $(DESTDIR)$(PREFIX)/share/flowrun/meta \
+	  $(DESTDIR)$(PREFIX)/share/flowrun 2>/dev/null || true
 
 clean:
 	rm -rf $(B)
