@@ -15,8 +15,10 @@ local function sh(cmd)
   return out, ok and 0 or code
 end
 
--- The sanitizer runtime the specs' process may preload is not for these.
-local plain = helper.san and "env -u LD_PRELOAD " or ""
+-- A plain build and a plain lua5.4, whatever started the specs: no
+-- sanitizer runtime preloaded, no SAN=1 or make's own variables from
+-- `make test` reaching the Makefile that luarocks runs.
+local plain = "env -u LD_PRELOAD -u SAN -u MAKEFLAGS -u MFLAGS -u MAKELEVEL "
 
 local function have_luarocks()
   return select(2, sh("command -v luarocks")) == 0
