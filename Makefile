@@ -4,7 +4,7 @@ CC ?= cc
 PKGS = lua5.4 libcurl lua5.4-cjson libmicrohttpd
 DEBS = lua5.4 liblua5.4-dev lua-cjson-dev libcurl4-openssl-dev \
        libmicrohttpd-dev lua-busted pkg-config gcc make openssl \
-       libedit-dev graphviz
+       libedit-dev graphviz luarocks
 
 WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Werror
 OPT ?= -O2 -g
@@ -12,6 +12,10 @@ OPT ?= -O2 -g
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC $(WARN) $(OPT) \
              $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(CFLAGS)
 ALL_LDFLAGS = $(LDFLAGS)
+# LuaRocks (flowrun-*.rockspec) passes where Lua and libcurl are, and how it
+# links a module; without it pkg-config finds them.
+ALL_CFLAGS += $(addprefix -I,$(filter-out /usr/include,$(LUA_INCDIR) $(CURL_INCDIR)))
+LIBFLAG ?= -shared
 # lua-cjson is linked statically: one binary, no runtime dependency on it.
 CJSON = -l:liblua5.4-cjson.a
 LIBS = $(CJSON) $(shell pkg-config --libs lua5.4 libcurl libmicrohttpd 2>/dev/null) -lpthread -lm
@@ -90,8 +94,8 @@ $(B)/flowrun: $(CLI_O) $(B)/libflowrun.a
 # has Lua linked in) provides the Lua API, and two copies of Lua in one
 # process would corrupt each other.
 $(B)/flowrun.so: $(B)/lflowrun.o $(CORE_O)
-	$(CC) $(ALL_LDFLAGS) -shared -o $@ $^ \
-	  -llua5.4-cjson $(shell pkg-config --libs libcurl) -lm
+	$(CC) $(ALL_LDFLAGS) $(LIBFLAG) -o $@ $^ \
+	  -llua5.4-cjson $(addprefix -L,$(CURL_LIBDIR)) $(shell pkg-config --libs libcurl) -lm
 
 $(B)/embed_test: spec/embed_test.c $(B)/libflowrun.a runtime/flowrun.h $(B)/.flags
 	$(CC) $(ALL_CFLAGS) -Iruntime -o $@ $< $(B)/libflowrun.a $(LIBS) $(ALL_LDFLAGS)
@@ -127,7 +131,9 @@ repl: deps
 INSTALLED = bin/flowrun $(LIBDIR:$(PREFIX)/%=%)/libflowrun.a \
   $(LIBDIR:$(PREFIX)/%=%)/$(SONAME) $(LIBDIR:$(PREFIX)/%=%)/libflowrun.so \
   $(LIBDIR:$(PREFIX)/%=%)/pkgconfig/flowrun.pc include/flowrun.h lib/lua/5.4/flowrun.so \
-  share/man/man1/flowrun.1
+  share/man/man1/flowrun.1 $(addprefix share/flowrun/meta/,$(META))
+# the editor annotations (lua-language-server), under share/flowrun/meta
+META = flow_globals.lua flowrun.lua flowrun/flow.lua
 
 install: all $(B)/flowrun.pc
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LIBDIR)/pkgconfig \
@@ -141,14 +147,24 @@ install: all $(B)/flowrun.pc
 	install -m 644 $(B)/flowrun.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
 	install -m 644 runtime/flowrun.h $(DESTDIR)$(PREFIX)/include/
 	install -m 755 $(B)/flowrun.so $(DESTDIR)$(PREFIX)/lib/lua/5.4/
+	install -d $(DESTDIR)$(PREFIX)/share/flowrun/meta/flowrun
+	for f in $(META); do install -m 644 lua/meta/$$f $(DESTDIR)$(PREFIX)/share/flowrun/meta/$$f || exit 1; done
+
+# luarocks make: the module into the rock's lib directory (INST_LIBDIR),
+# from where LuaRocks deploys it to its tree's lib/lua/5.4.
+install-rock: $(B)/flowrun.so
+	install -d $(INST_LIBDIR)
+	install -m 755 $(B)/flowrun.so $(INST_LIBDIR)/
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/,$(INSTALLED))
+	rmdir $(DESTDIR)$(PREFIX)/share/flowrun/meta/flowrun $(DESTDIR)$(PREFIX)/share/flowrun/meta \
+	  $(DESTDIR)$(PREFIX)/share/flowrun 2>/dev/null || true
 
 clean:
 	rm -rf $(B)
 
-.PHONY: all deps test demo repl install uninstall clean FORCE
+.PHONY: all deps test demo repl install install-rock uninstall clean FORCE
 
 # make bench: the benchmark of the issue, against nginx on 127.0.0.1 (see
 # bench/run.lua); installs nginx and wrk first when they are missing.

@@ -56,7 +56,12 @@ describe("make install", function()
     assert.are.equal(table.concat({
       "./usr/bin/flowrun", "./usr/include/flowrun.h", "./usr/lib/libflowrun.a",
       "./usr/lib/libflowrun.so", "./usr/lib/libflowrun.so.0", "./usr/lib/lua/5.4/flowrun.so",
-      "./usr/lib/pkgconfig/flowrun.pc", "./usr/share/man/man1/flowrun.1", "" }, "\n"), out)
+      "./usr/lib/pkgconfig/flowrun.pc", "./usr/share/flowrun/meta/flow_globals.lua",
+      "./usr/share/flowrun/meta/flowrun.lua", "./usr/share/flowrun/meta/flowrun/flow.lua",
+      "./usr/share/man/man1/flowrun.1", "" }, "\n"), out)
+    for _, f in ipairs { "flow_globals.lua", "flowrun.lua", "flowrun/flow.lua" } do   -- the editor annotations
+      assert.are.equal(helper.read(helper.root .. "/lua/meta/" .. f), helper.read(dest .. "/usr/share/flowrun/meta/" .. f))
+    end
     local man = helper.read(dest .. "/usr/share/man/man1/flowrun.1")
     assert.matches('^%.TH FLOWRUN 1 "" "flowrun ', man)
     for _, sub in ipairs { "run", "host", "repl", "check", "graph", "mock" } do
@@ -67,5 +72,6 @@ describe("make install", function()
     out, code = make("uninstall DESTDIR=" .. helper.quote(dest) .. " PREFIX=/usr")
     assert.are.equal(0, code, out)
     assert.are.equal("", (sh("cd " .. helper.quote(dest) .. " && find . -type f -o -type l")))
+    assert.are.equal(1, select(2, sh("test -d " .. helper.quote(dest .. "/usr/share/flowrun"))))
   end)
 end)

@@ -25,6 +25,10 @@ FIELDS.api.results = nil
 
 local DEFINE_FIELDS = { name = true, start = true, steps = true, defaults = true }
 
+-- What each step kind and flow.define accept (spec/meta_spec.lua holds the
+-- editor annotations of lua/meta/ to them).
+validate.FIELDS, validate.DEFINE_FIELDS = FIELDS, DEFINE_FIELDS
+
 -- ---- the targets a function may return ----
 
 local sources = setmetatable({}, { __mode = "k" })

@@ -1,0 +1,120 @@
+---@meta
+-- flowrun's flow globals for lua-language-server (LuaLS): completion and
+-- checks for flow code. Annotations only: flowrun never runs this file.
+-- A flow also sees Lua's string, table, math, utf8, coroutine, os.time/
+-- clock/date/difftime and the safe base functions; io, debug, package,
+-- dofile and loadfile are not there (README: Sandbox and limits).
+-- spec/meta_spec.lua holds these annotations to what a flow really sees.
+
+---A result label: a declared status (`"404"`), a declared class (`"4xx"`),
+---or one of the four every call may get.
+---@alias flowrun.Label
+---| "200"
+---| "2xx"
+---| "other"          # a complete response whose status was not declared
+---| "error"          # no complete response (res.reason says why)
+---| "timeout"        # the connect or whole-call limit was reached
+---| "max-connection" # the integration's pool stayed full for queue_timeout_ms
+---| string
+
+---A query value: a string, a number, a boolean, or a list of them
+---(repeated: `{ expand = { "items", "eta" } }` is `?expand=items&expand=eta`).
+---@alias flowrun.QueryValue string|number|boolean|(string|number|boolean)[]
+
+---The spec of one call (README: A flow that branches on labels; SPEC §3).
+---@class flowrun.ApiSpec
+---@field integration? string the integration's name (or give `endpoint`)
+---@field endpoint? string "integration.endpoint", as the integrations file names it
+---@field method? "GET"|"POST"|"PUT"|"PATCH"|"DELETE"|"HEAD" default: the endpoint's, else GET
+---@field path? string below base_url; `{name}` placeholders take their value from `params`
+---@field params? table<string, string|number> the placeholders' values, percent-encoded
+---@field query? table<string, flowrun.QueryValue>|[string, string|number|boolean][] a map (sorted keys) or a list of pairs (kept in order)
+---@field query_separator? "&"|";" between query pairs (default "&")
+---@field headers? table<string, string|number> added to the integration's
+---@field body? table|string a table is sent as `json.encode` writes it; a string needs a Content-Type
+---@field form? table<string, string|number|boolean> sent urlencoded
+---@field results? flowrun.Label[] the declared results; must include a success: a 2xx status or "2xx"
+---@field timeout_ms? integer this call's whole-call limit
+
+---What `api_node` returns with every label (README: The labels).
+---@class flowrun.Response
+---@field label flowrun.Label the label, as returned first
+---@field status integer the HTTP status (0 without a complete response)
+---@field headers table<string, string> lower-case names; a repeated header joined with ", "
+---@field body string the body ("" without a response)
+---@field json any the decoded body for application/json and +json (JSON null is json.null)
+---@field json_error? string why a JSON body did not decode
+---@field error? string what went wrong, for error and timeout (secrets shown as ***)
+---@field reason? "pool_full"|"connect_timeout"|"timeout"|"dns"|"refused"|"reset"|"tls"|"protocol"|"too_large"|"redirect"|"header_conflict"|"fd_limit" the kind of error, timeout or max-connection
+---@field elapsed_ms number how long the call took
+---@field url string the URL sent (secrets shown as ***)
+---@field attempts integer how many times the request was sent
+
+---Calls an API set up in the integrations file and waits (this session only)
+---for its result label and response. A mistake in the spec raises at the
+---flow's line and sends nothing.
+---@param spec flowrun.ApiSpec
+---@return flowrun.Label label
+---@return flowrun.Response response
+function api_node(spec) end
+
+---Says `text` to the end-user (any value, as tostring writes it).
+---@param text any
+function say(text) end
+
+---Says `prompt` (if given) and waits for the user's next message; `nil` once
+---the user's channel is closed.
+---@param prompt? any
+---@return string|nil answer
+function ask(prompt) end
+
+---Suspends this session only, for `ms` milliseconds.
+---@param ms number
+function sleep(ms) end
+
+---Runs the flow in file `path` (relative to this flow's directory) in this
+---session, with these arguments, and returns what it returns.
+---@param path string
+---@param ... any
+---@return any ...
+function run_flow(path, ...) end
+
+---One line to the trace stream (stderr on the command line). `print(...)`
+---is `log.info(...)` in a flow.
+---@class flowrun.log
+log = {}
+
+---@param ... any
+function log.info(...) end
+
+---@param ... any
+function log.warn(...) end
+
+---@param ... any
+function log.error(...) end
+
+---flowrun's JSON: integers exact (64-bit), floats round-trip.
+---@class flowrun.json
+---@field null lightuserdata JSON null (in decoded values and for encode)
+---@field empty_array lightuserdata encodes as `[]`
+---@field array_mt table a table with this metatable encodes as an array; decoded arrays carry it
+---@field _VERSION string
+json = {}
+
+---@param value any
+---@return string text
+function json.encode(value) end
+
+---@param text string
+---@return any value
+function json.decode(text) end
+
+---This session's own table: `session.id`, and what declarative steps `save`.
+---@class flowrun.Session
+---@field id string the session's id
+---@field [string] any
+session = {}
+
+---The arguments the session was started with (`flowrun run FLOW ARGS...`).
+---@type string[]
+args = {}

@@ -1,0 +1,96 @@
+---@meta flowrun
+-- The Lua module (`require "flowrun"`, flowrun.so) for lua-language-server:
+-- a flowrun runtime on the caller's Lua state (README: Embedding).
+-- Annotations only. spec/meta_spec.lua holds them to the module's methods.
+
+---@class flowrun.Options
+---@field integrations? string|table<string, table> a file, or a table as a file would return it
+---@field allow? string[] libraries flows may use besides the sandbox's ({ "io", ... })
+---@field limits? flowrun.Limits
+---@field globals? table<string, any> added to every flow's globals (tables read-only to flows)
+
+---@class flowrun.Limits
+---@field instructions? integer between two waits of a session
+---@field session_memory? integer bytes a session holds
+---@field memory? integer bytes of the runtime
+---@field output? integer bytes a session says
+
+---What happened, as rt:events() reports it.
+---@class flowrun.Event
+---@field type "say"|"ask"|"end"|"trace"|"log"
+---@field session string the session's id
+---@field text? string say: the text; ask: the prompt
+---@field ok? boolean end: whether the session ended without an error
+---@field error? string end: the error; trace: the call's error
+---@field integration? string trace
+---@field method? string trace
+---@field url? string trace
+---@field label? flowrun.Label trace
+---@field status? integer trace
+---@field reason? string trace
+---@field attempts? integer trace
+---@field elapsed_ms? number trace
+---@field level? "info"|"warn"|"error" log
+---@field message? string log
+
+---A runtime: its sessions run as the loop turns (rt:step, rt:run).
+---@class flowrun.Runtime
+local Runtime = {}
+
+---Replaces the integrations with those of `file`.
+---@param file string
+function Runtime:load_integrations(file) end
+
+---Calls an API now, blocking until the call ends.
+---@param spec flowrun.ApiSpec
+---@return flowrun.Label label
+---@return flowrun.Response response
+function Runtime:api_node(spec) end
+
+---Starts session `id` running the flow file with these arguments.
+---@param id string
+---@param flow string the flow's file
+---@param ... any
+function Runtime:start(id, flow, ...) end
+
+---The user's next message to session `id`; nil closes the channel.
+---@param id string
+---@param text string|nil
+function Runtime:send(id, text) end
+
+---Ends session `id` now.
+---@param id string
+function Runtime:stop(id) end
+
+---One turn of the loop, waiting at most `ms` (0 by default).
+---@param ms? integer
+---@return integer busy live sessions plus calls in flight
+function Runtime:step(ms) end
+
+---Turns the loop until no session is left or every one waits for a message,
+---at most `ms` (60000).
+---@param ms? integer
+---@return boolean done
+function Runtime:run(ms) end
+
+---What happened since the last call, oldest first (and forgets it).
+---@return flowrun.Event[]
+function Runtime:events() end
+
+---The live sessions.
+---@return integer
+function Runtime:sessions() end
+
+---Frees the runtime (also at garbage collection and with <close>).
+function Runtime:close() end
+
+---@class flowrun
+---@field _VERSION string flowrun's version
+local flowrun = {}
+
+---A runtime on the caller's Lua state.
+---@param opts? flowrun.Options
+---@return flowrun.Runtime
+function flowrun.new(opts) end
+
+return flowrun
