@@ -487,16 +487,12 @@ local function access_chain(s)
 end
 
 -- The fields a constructor takes, by what opens it: api_node{ and the
--- steps of flowrun.flow.
-local CONSTRUCTOR_FIELDS = {
-  api_node = nodespec.FIELDS,
-  ["flow.say"] = { "text", "next" },
-  ["flow.ask"] = { "prompt", "save", "next", "closed" },
-  ["flow.sleep"] = { "ms", "next" },
-  ["flow.api"] = { "save", "on", "switch" },
-}
-for _, k in ipairs(nodespec.FIELDS) do
-  if k ~= "results" then table.insert(CONSTRUCTOR_FIELDS["flow.api"], k) end
+-- steps of flowrun.flow (flow.ask{ ...), as validate knows them.
+local CONSTRUCTOR_FIELDS = { api_node = nodespec.FIELDS }
+for kind, set in pairs(require("flowrun.validate").FIELDS) do
+  local list = {}
+  for k in pairs(set) do list[#list + 1] = k end
+  CONSTRUCTOR_FIELDS["flow." .. kind] = list
 end
 
 -- Names in a directory for `.run` and `.load`: dir/ entries whose name
