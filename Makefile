@@ -164,7 +164,11 @@ uninstall:
 clean:
 	rm -rf $(B)
 
-.PHONY: all deps test demo repl install install-rock uninstall clean FORCE
+# each mutation of spec/mutations/*.lua must make its spec fail
+mutate: deps
+	lua5.4 scripts/mutate.lua
+
+.PHONY: all deps test demo repl install install-rock uninstall clean mutate FORCE
 
 # make bench: the benchmark of the issue, against nginx on 127.0.0.1 (see
 # bench/run.lua); installs nginx and wrk first when they are missing.
