@@ -119,6 +119,17 @@ describe("§5 command line", function()
                      helper.read(dir .. "/err"), 1, true)
     end)
 
+    it("host: is 1 when its JSON lines cannot be written (stdout full or closed), and says why", function()
+      local dir, flow = project([[ say("ok " .. args[1]) ]])
+      helper.write(dir .. "/in.jsonl", '{"session":"u1","text":"x"}\n')
+      for _, out in ipairs { ">/dev/full", ">&-" } do
+        local _, _, code = os.execute("cd " .. helper.quote(dir) .. " && " .. helper.quote(helper.flowrun)
+          .. " host " .. helper.quote(flow) .. " <in.jsonl " .. out .. " 2>" .. dir .. "/err")
+        assert.are.equal(1, code, out)
+        assert.matches("^flowrun: cannot write the output: ", helper.read(dir .. "/err"))
+      end
+    end)
+
     it("is 1 when the --trace-json file cannot be written, for run and host, and says why", function()
       local _, flow = project(CALL)
       local r = helper.cli{ args = { "--trace-json", "/dev/full", flow } }
