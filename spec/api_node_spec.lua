@@ -89,6 +89,40 @@ describe("§3 api_node", function()
       assert.are.equal("GET", echoed({}).method)
     end)
 
+    it("never sends Expect: 100-continue, not even with a 2 MB body", function()
+      -- a server of one connection (the mock keeps bodies up to 1 MiB only):
+      -- it reads the request and answers with the header block it got
+      local server = io.popen("lua5.4 -e " .. helper.quote([[
+        local socket = require "socket"
+        local s = assert(socket.bind("127.0.0.1", 0))
+        local _, port = s:getsockname()
+        print(port) io.stdout:flush()
+        s:settimeout(30)
+        local c = assert(s:accept())
+        c:settimeout(30)
+        local head, len = {}, 0
+        repeat
+          local l = assert(c:receive("*l"))
+          head[#head + 1] = l
+          len = tonumber(l:lower():match("^content%-length: *(%d+)")) or len
+        until l == ""
+        local body = table.concat(head, "\n")
+        if head[1]:find("^POST") then assert(c:receive(len)) end
+        c:send("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " .. #body
+          .. "\r\nConnection: close\r\n\r\n" .. body)
+        c:close()
+      ]]))
+      local port = assert(tonumber(server:read("l")))
+      local raw = helper.runtime({ raw = { base_url = "http://127.0.0.1:" .. port } })
+      local label, res = raw:api_node{ integration = "raw", path = "/", results = { "200" }, method = "POST",
+        headers = { ["Content-Type"] = "text/plain" }, body = ("x"):rep(2 * 1024 * 1024) }
+      server:close()
+      assert.are.equal("200", label, res.error)
+      assert.matches("^POST / HTTP/1.1\n", res.body)
+      assert.matches("\nContent%-Length: 2097152\n", res.body)
+      assert.is_nil(res.body:lower():find("expect", 1, true), res.body)
+    end)
+
     for _, method in ipairs { "GET", "POST", "PUT", "PATCH", "DELETE" } do
       it("method " .. method .. " is sent as " .. method, function()
         assert.are.equal(method, echoed({ method = method }).method)
