@@ -732,6 +732,43 @@ say("not reached")
       assert.are.equal(1, res.attempts)
     end)
 
+    it("a Retry-After date in the past means now: the retry ends before a 1.5 s call does", function()
+      local m = helper.mock({
+        { path = "/past", status = 503, headers = { ["Retry-After"] = "Sun, 06 Nov 1994 08:49:37 GMT" } },
+        { path = "/slow", delay_ms = 1500, body = "slow" },
+      })
+      -- the backoff (4 s) would end the retry after the slow call
+      local r = helper.runtime({ shop = { base_url = m.url, retry = { attempts = 2, on = { "503" }, backoff_ms = 4000,
+                                                                         max_backoff_ms = 5000 } } })
+      helper.start(r, "past", [[
+        local label, res = api_node{ integration = "shop", path = "/past", results = { "200" } }
+        say("past " .. label .. " " .. res.status .. " " .. res.attempts)
+      ]])
+      helper.start(r, "slow", [[ say("slow " .. api_node{ integration = "shop", path = "/slow", results = { "200" } }) ]])
+      assert.is_true(r:run(20000))
+      assert.are.same({ "past other 503 2", "slow 200" }, helper.says(r:events()))
+      assert.are.equal(2, m:count("/past"))
+    end)
+
+    it("keeps the pool slot between attempts: a queued call waits for the retries to end", function()
+      local m = helper.mock({
+        { path = "/busy", status = 503 },
+        { path = "/next", body = "next" },
+      })
+      local r = helper.runtime({ shop = { base_url = m.url, max_connections = 1, queue_timeout_ms = 10000,
+                                          retry = { attempts = 3, on = { "503" }, backoff_ms = 200 } } })
+      helper.start(r, "a", [[
+        local label, res = api_node{ integration = "shop", path = "/busy", results = { "200" } }
+        say("busy " .. res.attempts)
+      ]])
+      helper.start(r, "b", [[ say("next " .. api_node{ integration = "shop", path = "/next", results = { "200" } }) ]])
+      assert.is_true(r:run(20000))
+      assert.are.same({ "busy 3", "next 200" }, helper.says(r:events()))
+      local order = {}
+      for path in m:log():gmatch("GET (/%w+)") do order[#order + 1] = path end
+      assert.are.same({ "/busy", "/busy", "/busy", "/next" }, order)
+    end)
+
     for _, method in ipairs { "POST", "PATCH" } do
       it(method .. " is not retried without an Idempotency-Key header", function()
         local r = retrying({ attempts = 3, on = { "503" }, backoff_ms = 10 })
