@@ -223,6 +223,23 @@ return flow.define {
       assert.is_true(helper.now() - t0 >= 300)
     end)
 
+    it("flow.sleep(ms) is a sleep step of ms; with no next the flow ends after it", function()
+      local t0 = helper.now()
+      local r = run([[
+local flow = require "flowrun.flow"
+return flow.define {
+  start = "hello",
+  steps = {
+    hello = function(s) say("hello " .. s.id) return s.id == "1" and "nap" or nil end,
+    nap = flow.sleep(400),
+  },
+}
+]], { before = { "--sessions", "2" } })
+      assert.are.equal(0, r.code, r.stderr)
+      assert.are.equal("[1] hello 1\n[2] hello 2\n", r.stdout)
+      assert.is_true(helper.now() - t0 >= 400, "the flow ended before its 400 ms")
+    end)
+
     it("stores an api step's response in session[save], for every label", function()
       local r = run([[
 local flow = require "flowrun.flow"
