@@ -168,6 +168,23 @@ describe("§8 mock API routes", function()
     assert.are.equal(300, n)
   end)
 
+  it("serves 10 000 concurrent delayed requests: every one answered, none refused or timed out", function()
+    -- the README's number; each session holds its own connection (max_connections 10000)
+    local m = helper.mock({ { path = "/slow", delay_ms = 2000, body = "slow" } })
+    local r = helper.runtime({ m = { base_url = m.url, max_connections = 10000, queue_timeout_ms = 0,
+                                     timeout_ms = 60000, connect_timeout_ms = 60000 } })
+    local flow = helper.flow([[
+      local label, res = api_node{ integration = "m", path = "/slow", results = { "200" } }
+      say(label == "200" and res.body or label .. " " .. tostring(res.reason))
+    ]])
+    for i = 1, 10000 do r:start("s" .. i, flow) end
+    assert.is_true(r:run(120000))
+    local got = {}
+    for _, text in ipairs(helper.says(r:events())) do got[text] = (got[text] or 0) + 1 end
+    assert.are.same({ slow = 10000 }, got)
+    assert.are.equal(10000, m:count("GET /slow -> 200"))
+  end)
+
   it("a hang holds only its own connection", function()
     helper.start(rt, "hang", [[
       local label = api_node{ integration = "mock", path = "/v1/hang", timeout_ms = 800, results = { "200" } }
