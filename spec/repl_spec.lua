@@ -763,9 +763,11 @@ describe("the REPL", function()
     end)
 
     it(".fg without an id takes the last background flow; .fg and .stop of no session are errors", function()
-      local r = script(".run order.lua &\n.fg\n7\nbo\n.stop 1\n.fg 9\n")
+      helper.flow([[ local a = ask("which?") say("session " .. session.id .. " got " .. tostring(a)) ]], dir, "who.lua")
+      local r = script(".run who.lua &\n.run who.lua &\n.fg\nfirst\n.fg\nsecond\n.stop 1\n.fg 9\n")
       assert.are.equal(1, r.code)
-      assert.are.equal("Your order number?\nYour name?\nThanks bo, order 7\n", r.stdout)
+      assert.matches("\nsession 2 got first\n", r.stdout, 1, true)
+      assert.matches("\nsession 1 got second\n", r.stdout, 1, true)
       assert.are.equal("no session 1 (.sessions lists them)\nno session 9 (.sessions lists them)\n", r.stderr)
     end)
 
