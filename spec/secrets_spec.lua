@@ -98,6 +98,18 @@ describe("secrets", function()
     assert.are.equal(("\\"):rep(5000) .. "y", out[4])
   end)
 
+  it("are hidden in JSON that writes '/' as \\/ and a quote as \\u0027, escapes mixed as a server may", function()
+    local flow = helper.flow([[
+      local s = os.getenv("SPEC_SECRET")
+      s = s:gsub("\\", "\\\\"):gsub('"', '\\"'):gsub("/", "\\/"):gsub("'", "\\u0027")
+      say("mixed " .. s)
+      say("slash only " .. os.getenv("SPEC_SECRET"):gsub("/", "\\/"))
+    ]], dir)
+    local r = helper.cli{ args = { "--allow", "os", flow }, env = { SPEC_SECRET = SECRET } }
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.same({ "mixed ***", "slash only ***" }, helper.lines(r.stdout))
+  end)
+
   it("are hidden through two levels of encoding, readings mixed: JSON in JSON, a URL in a URL, \\u escapes", function()
     local flow = helper.flow([[
       local s = os.getenv("SPEC_SECRET")
