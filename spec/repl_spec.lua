@@ -682,7 +682,7 @@ describe("the REPL", function()
       local sent = {}
       for cmd in r.stdout:gmatch("\n(curl .-[^\\])\n") do
         local file = helper.write(d .. "/cmd.sh", cmd .. " -s\n")
-        local p = io.popen(("env SPEC_TOKEN=%s SPEC_KEY=%s SPEC_PASS=%s sh %s"):format(
+        local p = io.popen(("env -u LD_PRELOAD SPEC_TOKEN=%s SPEC_KEY=%s SPEC_PASS=%s sh %s"):format(
           helper.quote(env.SPEC_TOKEN), helper.quote(env.SPEC_KEY), helper.quote(env.SPEC_PASS), file))
         sent[#sent + 1] = cjson.decode(p:read("a"))
         p:close()
