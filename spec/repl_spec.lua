@@ -645,8 +645,8 @@ describe("the REPL", function()
       local cjson = require "cjson"
       local sent = {}
       for cmd in r.stdout:gmatch("\n(curl .-[^\\])\n") do
-        local file = helper.write(d .. "/cmd.sh", cmd .. " -s\n")
-        local p = io.popen(("env SPEC_TOKEN=%s SPEC_KEY=%s SPEC_PASS=%s sh %s"):format(
+        local file = helper.write(d .. "/cmd.sh", cmd .. " -s --max-time 20\n")
+        local p = io.popen(("env -u LD_PRELOAD -u ASAN_OPTIONS SPEC_TOKEN=%s SPEC_KEY=%s SPEC_PASS=%s sh %s"):format(
           helper.quote(env.SPEC_TOKEN), helper.quote(env.SPEC_KEY), helper.quote(env.SPEC_PASS), file))
         sent[#sent + 1] = cjson.decode(p:read("a"))
         p:close()
@@ -657,7 +657,7 @@ describe("the REPL", function()
       assert.are.equal(env.SPEC_KEY, sent[1].headers["x-key"])
       assert.are.equal(env.SPEC_KEY, sent[1].args.q)
       assert.are.same({ note = "it's", key = env.SPEC_KEY }, cjson.decode(sent[1].body))
-      local b64 = io.popen("printf %s " .. helper.quote("ann:" .. env.SPEC_PASS) .. " | base64 -w0")
+      local b64 = io.popen("printf %s " .. helper.quote("ann:" .. env.SPEC_PASS) .. " | env -u LD_PRELOAD base64 -w0")
       assert.are.equal("Basic " .. b64:read("a"), sent[2].headers.authorization)
       b64:close()
     end)
