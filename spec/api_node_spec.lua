@@ -704,15 +704,15 @@ say("not reached")
         { path = "/past", body = "ok" },
       })
       local r = helper.runtime({ shop = { base_url = m.url,
-        retry = { attempts = 2, on = { "503" }, backoff_ms = 3000, max_backoff_ms = 3000 } } })
-      -- the retry comes before a clock of 1 500 ms (the backoff would be 3 000)
+        retry = { attempts = 2, on = { "503" }, backoff_ms = 5000, max_backoff_ms = 5000 } } })
+      -- the retry comes before a clock of 2 500 ms (the backoff would be 5 000)
       helper.start(r, "retries", [[
         local label, res = api_node{ integration = "shop", path = "/past", results = { "200" } }
         say(label .. " " .. res.attempts)
       ]])
-      helper.start(r, "clock", [[ sleep(1500) say("1500 ms") ]])
+      helper.start(r, "clock", [[ sleep(2500) say("2500 ms") ]])
       assert.is_true(r:run(10000))
-      assert.are.same({ "200 2", "1500 ms" }, helper.says(r:events()))
+      assert.are.same({ "200 2", "2500 ms" }, helper.says(r:events()))
       assert.are.equal(2, m:count("GET /past"))
     end)
 
