@@ -698,6 +698,24 @@ say("not reached")
       assert.are.equal(1, res.attempts)
     end)
 
+    it("a Retry-After date in the past retries at once, not after the backoff", function()
+      local m = helper.mock({
+        { path = "/past", status = 503, times = 1, headers = { ["Retry-After"] = "Thu, 01 Jan 2015 00:00:00 GMT" } },
+        { path = "/past", body = "ok" },
+      })
+      local r = helper.runtime({ shop = { base_url = m.url,
+        retry = { attempts = 2, on = { "503" }, backoff_ms = 5000, max_backoff_ms = 5000 } } })
+      -- the retry comes before a clock of 2 500 ms (the backoff would be 5 000)
+      helper.start(r, "retries", [[
+        local label, res = api_node{ integration = "shop", path = "/past", results = { "200" } }
+        say(label .. " " .. res.attempts)
+      ]])
+      helper.start(r, "clock", [[ sleep(2500) say("2500 ms") ]])
+      assert.is_true(r:run(10000))
+      assert.are.same({ "200 2", "2500 ms" }, helper.says(r:events()))
+      assert.are.equal(2, m:count("GET /past"))
+    end)
+
     for _, method in ipairs { "POST", "PATCH" } do
       it(method .. " is not retried without an Idempotency-Key header", function()
         local r = retrying({ attempts = 3, on = { "503" }, backoff_ms = 10 })

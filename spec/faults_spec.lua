@@ -16,6 +16,8 @@ describe("§3 faults", function()
       { path = "/kilo", body = helper.code('string.rep("x", 1024)') },
       { path = "/same", status = 302, headers = { Location = "/echo?hop=1" } },
       { path = "/see-other", status = 303, headers = { Location = "/echo?after=post" } },
+      { path = "/moved", status = 301, headers = { Location = "/echo?after=301" } },
+      { path = "/chunked5000", chunked = true, body = helper.code('string.rep("x", 5000)') },
       { path = "/loop", status = 302, headers = { Location = "/loop" } },
       { path = "/r1", status = 301, headers = { Location = "/r2" } },
       { path = "/r2", status = 302, headers = { Location = "/r3" } },
@@ -145,6 +147,19 @@ describe("§3 faults", function()
       label, res = get(rt, "/kilo")
       assert.are.equal("200", label)
       assert.are.equal(1024, #res.body)
+    end)
+
+    it("a chunked body just over the limit (5 000 bytes, cap 4 096): error / too_large; at the limit: 200", function()
+      -- no Content-Length: libcurl's own size check cannot see it coming
+      local rt = runtime({ max_response_bytes = 4096 })
+      local label, res = get(rt, "/chunked5000")
+      assert.are.equal("error", label)
+      assert.are.equal("too_large", res.reason)
+      assert.are.equal("response body larger than max_response_bytes (4096) of integration 'shop'", res.error)
+      rt = runtime({ max_response_bytes = 5000 })
+      label, res = get(rt, "/chunked5000")
+      assert.are.equal("200", label, res.error)
+      assert.are.equal(5000, #res.body)
     end)
 
     it("a 100 MB body to a 1 KB cap ends as soon as the cap is passed", function()
@@ -286,6 +301,37 @@ describe("§3 faults", function()
       end
     end)
 
+    it("a redirect to https on the same host and port is refused: error / redirect", function()
+      local port = helper.closed_port()
+      local m = helper.mock({
+        { path = "/tls", status = 302, headers = { Location = "https://127.0.0.1:" .. port .. "/echo" } },
+      }, { port = port })
+      local rt = runtime({ base_url = m.url, follow_redirects = true })
+      local label, res = get(rt, "/tls")
+      assert.are.equal("error", label)
+      assert.are.equal("redirect", res.reason)
+      assert.are.equal("redirect to another origin refused: https://127.0.0.1:" .. port .. "/echo", res.error)
+      assert.are.equal(302, res.status)
+    end)
+
+    it("a 301 or 302 after a POST continues as a GET without the body", function()
+      local rt = runtime({ follow_redirects = true })
+      for _, path in ipairs { "/moved", "/same" } do
+        local label, res = get(rt, path, { method = "POST", body = { a = 1 } })
+        assert.are.equal("200", label, path)
+        assert.are.equal("GET", res.json.method, path)
+        assert.are.equal("", res.json.body, path)
+      end
+    end)
+
+    it("a 302 after a PUT keeps the method and the body (only a POST becomes a GET)", function()
+      local rt = runtime({ follow_redirects = true })
+      local label, res = get(rt, "/same", { method = "PUT", body = { a = 1 } })
+      assert.are.equal("200", label)
+      assert.are.equal("PUT", res.json.method)
+      assert.are.equal('{"a":1}', res.json.body)
+    end)
+
     it("a 303 after a POST continues as a GET without the body", function()
       local rt = runtime({ follow_redirects = true })
       local label, res = get(rt, "/see-other", { method = "POST", body = { a = 1 } })
@@ -378,16 +424,19 @@ describe("§3 faults", function()
       assert.are.same({ "a: 200", "b: 200 1" }, said)
     end)
 
-    it("full with queueing: no slot within queue_timeout_ms is max-connection / pool_full", function()
-      local said = run({ max_connections = 1, queue_timeout_ms = 100 }, {
+    it("full with queueing: no slot within queue_timeout_ms is max-connection / pool_full, before the holder ends", function()
+      -- the holder's answer takes 600 ms; b gives up 250 ms after it asked
+      -- (a queue timer four times longer would see the slot free at 600 ms)
+      local said = run({ max_connections = 1, queue_timeout_ms = 250 }, {
         a = holder,
         b = [[
           sleep(50)
           local label, res = api_node{ integration = "shop", path = "/echo?gave-up", results = { "200" } }
-          say(label .. " " .. res.reason)
+          say(label .. " " .. res.reason .. " " .. res.attempts .. " " .. (res.elapsed_ms >= 250 and "waited" or res.elapsed_ms))
         ]],
       })
-      assert.are.same({ "b: max-connection pool_full", "a: 200" }, said)
+      assert.are.same({ "b: max-connection pool_full 0 waited", "a: 200" }, said)
+      assert.are.equal(0, mock:count("/echo?gave-up"))
     end)
 
     it("a call that gave up waiting is never sent", function()
@@ -420,6 +469,29 @@ describe("§3 faults", function()
       assert.are.same({ "a: 200", "b: 200", "c: 200", "d: 200", "e: 200" }, said)
     end)
 
+    it("a call keeps its slot between its attempts: another call meanwhile is max-connection", function()
+      local flaky = helper.mock({
+        { path = "/flaky", status = 503, times = 1, body = "down" },
+        { path = "/flaky", body = "healed" },
+        { path = "/echo", echo = true },
+      })
+      local said = run({ base_url = flaky.url, max_connections = 1, queue_timeout_ms = 0,
+                         retry = { attempts = 2, on = { "503" }, backoff_ms = 2000, max_backoff_ms = 2000 } }, {
+        a = [[
+          local label, res = api_node{ integration = "shop", path = "/flaky", results = { "200" } }
+          say(label .. " " .. res.attempts)
+        ]],
+        b = [[
+          sleep(300)
+          local label, res = api_node{ integration = "shop", path = "/echo?between", results = { "200" } }
+          say(label .. " " .. res.reason)
+        ]],
+      })
+      assert.are.same({ "b: max-connection pool_full", "a: 200 2" }, said)
+      assert.are.equal(0, flaky:count("/echo?between"))
+      assert.are.equal(2, flaky:count("GET /flaky"))
+    end)
+
     it("is per integration", function()
       local rt = helper.runtime({
         one = { base_url = mock.url, max_connections = 1 },
@@ -446,6 +518,22 @@ describe("§3 faults", function()
       assert.are.equal("healed", res.body)
       assert.are.equal(3, res.attempts)
       assert.are.equal(3, flaky:count("GET /flaky"))
+    end)
+
+    it("each attempt gets the full timeout_ms: a slow 503 then a slow 200 is 200", function()
+      -- each answer takes 1 200 ms of a 2 000 ms timeout_ms: the second
+      -- attempt would time out on the first attempt's clock
+      local slow = helper.mock({
+        { path = "/slow503", status = 503, times = 1, delay_ms = 1200, body = "down" },
+        { path = "/slow503", delay_ms = 1200, body = "late" },
+      })
+      local rt = runtime({ base_url = slow.url, timeout_ms = 2000,
+                           retry = { attempts = 2, on = { "503" }, backoff_ms = 10, max_backoff_ms = 10 } })
+      local label, res = get(rt, "/slow503")
+      assert.are.equal("200", label, res.error)
+      assert.are.equal("late", res.body)
+      assert.are.equal(2, res.attempts)
+      assert.is_true(res.elapsed_ms >= 2400, "elapsed_ms " .. res.elapsed_ms)
     end)
 
     it("gives up after attempts and answers with the last response", function()
@@ -480,9 +568,12 @@ describe("§3 faults", function()
       local flow = helper.flow([[
         local label, res = api_node{ integration = "shop", path = "/echo", results = { "200" } }
         say("url " .. res.url)
-        say("sent " .. tostring(res.json.args.token == os.getenv("SPEC_SECRET")))
+        -- what say() prints is redacted anyway: these look at res itself
+        say("sent " .. tostring(res.json.args.token == os.getenv("SPEC_SECRET"))
+            .. " url-hidden " .. tostring(res.url:match("token=(.*)$") == "***"))
         label, res = api_node{ integration = "shop", path = "/away", results = { "200" } }
-        say("redirect " .. label .. " " .. res.reason .. " " .. res.error)
+        say("redirect " .. label .. " " .. res.reason .. " " .. res.error
+            .. " error-hidden " .. tostring(res.error:match("token=(.*)$") == "***"))
         label, res = api_node{ integration = "down", path = "/", results = { "200" } }
         say("down " .. label .. " " .. res.url .. " " .. res.error)
         log.info("the token is", os.getenv("SPEC_SECRET"))
@@ -507,8 +598,8 @@ describe("§3 faults", function()
       assert.are.equal(1, r.code)
       local out = helper.lines(r.stdout)
       assert.are.equal("url " .. url .. "/echo?token=***", out[1])
-      assert.are.equal("sent true", out[2])
-      assert.matches("^redirect error redirect .*%*%*%*", out[3])
+      assert.are.equal("sent true url-hidden true", out[2])
+      assert.matches("^redirect error redirect .*%*%*%* error%-hidden true$", out[3])
       assert.matches("^down error http://127%.0%.0%.1:%d+/%?token=%*%*%*", out[4])
       assert.are.equal(4, #out)
       assert.are.equal(3, #helper.lines(trace))
@@ -525,7 +616,8 @@ describe("§3 faults", function()
       assert.are.equal(1, r.code)
       local out = helper.lines(r.stdout)
       assert.are.equal("url " .. url .. "/echo?token=***", out[1])
-      assert.are.equal("sent true", out[2])
+      assert.are.equal("sent true url-hidden true", out[2])
+      assert.matches(" error%-hidden true$", out[3])
       assert_hidden(secret, r, trace)
     end)
 

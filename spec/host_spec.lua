@@ -212,6 +212,22 @@ describe("§9 flowrun host", function()
     assert.matches('"say":"hello, you said after"', r.stdout, 1, true)
   end)
 
+  it("after a line over 1 MiB split across reads, the next lines keep their numbers", function()
+    -- through a pipe the 3 MiB line comes in many reads
+    helper.write(dir .. "/long3.lua", [[io.write(("x"):rep(3 * 1024 * 1024), "\n", '{"session":"u1","text":"after"}', "\n", "{}\n", '"x"', "\n")]])
+    local r = helper.cli{ args = { "host", dir .. "/chat.lua" }, env = ENV,
+                          stdin_cmd = "lua5.4 " .. dir .. "/long3.lua" }
+    assert.are.equal(0, r.code, r.stderr)
+    local errors = {}
+    for _, line in ipairs(helper.lines(r.stdout)) do
+      local e = cjson.decode(line)
+      if e.error and e.line then errors[#errors + 1] = ("%d %s"):format(e.line, e.error) end
+    end
+    assert.are.same({ "1 line 1: longer than 1048576 bytes", '3 line 3: "session" is missing',
+                      "4 line 4: expected a JSON object" }, errors)
+    assert.matches('"say":"hello, you said after"', r.stdout, 1, true)
+  end)
+
   it("reports a session that raises as its end, with file:line, and exits 1", function()
     local r = host("chat.lua", { '{"session":"u1","text":"hi"}', '{"session":"u1","text":"boom"}',
                                  '{"session":"u2","text":"hi"}', '{"session":"u2","text":"Bo"}' },

@@ -217,6 +217,15 @@ describe("§2 integrations file", function()
       assert.are.equal("timeout", label)
       assert.are.equal("connect_timeout", res.reason)
       assert.is_true(helper.now() - t0 >= 2900, "gave up after " .. (helper.now() - t0) .. " ms")
+      -- and no later: the value the integration loaded, the one libcurl is given
+      local dir = helper.tmpdir()
+      helper.integrations({ shop = { base_url = stall.url } }, dir)
+      local flow = helper.flow([[
+        say(require("flowrun.runtime").integrations().shop.connect_timeout_ms)
+      ]], dir)
+      local r = helper.cli{ args = { "--allow", "package", flow } }
+      assert.are.equal(0, r.code, r.stderr)
+      assert.are.equal("3000\n", r.stdout)
     end)
 
     it("timeout_ms is 10000, retry.backoff_ms 200 and retry.max_backoff_ms 5000", function()
