@@ -307,7 +307,8 @@ describe("§3 api_node", function()
     it("any 2xx status is a success: a POST may declare only 201 (SPEC 3)", function()
       local label = rt:api_node{ integration = "bare", path = "/created", results = { "201", "409" } }
       assert.are.equal("201", label)
-      assert.has_error(function() rt:api_node{ integration = "bare", path = "/created", results = { "301", "409" } } end)
+      assert.has_error(function() rt:api_node{ integration = "bare", path = "/created", results = { "301", "409" } } end,
+        'api_node: results: must include a success: a 2xx status like "200" or "201", or "2xx"')
     end)
 
     it("is reported at the flow's line that called api_node", function()
