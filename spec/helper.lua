@@ -324,8 +324,9 @@ end
 -- Starts build/flowrun with args (an array) in the background, its stdin a
 -- pipe the spec writes to, so that a spec can wait for what flowrun says
 -- before it answers (an order, not a sleep). opts: env (a table). Returns
--- a proc: proc:send(line) writes line and a line break; proc:stdout() is
--- what it wrote so far; proc:finish() closes its stdin, waits for it to
+-- a proc: proc:send(line) writes line and a line break; proc:stdout() and
+-- proc:stderr() are what it wrote so far (`flowrun run` buffers stdout
+-- until an ask: a trace on stderr comes at once); proc:finish() closes its stdin, waits for it to
 -- exit and returns { code, stdout, stderr } as helper.cli does.
 local piped_mt = {}
 piped_mt.__index = piped_mt
@@ -358,6 +359,7 @@ function piped_mt:send(line)
 end
 
 function piped_mt:stdout() return helper.read(self.out) or "" end
+function piped_mt:stderr() return helper.read(self.err) or "" end
 
 function piped_mt:finish()
   if self.input then self.input:close() self.input = nil end

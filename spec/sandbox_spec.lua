@@ -422,7 +422,7 @@ describe("§4 sandbox", function()
       assert.are.equal("before\n", r.stdout)
       assert.matches("flowrun: a session has run for %d+ s without waiting, stuck inside a C function "
                      .. "%(a pattern match%?%) where it cannot be stopped: exiting %(%-%-limit wall=1%)", r.stderr)
-      assert.is_true(helper.now() - t0 < 20000)
+      assert.is_true(helper.now() - t0 >= 1000, "ended before wall=1")   -- the cli's own timeout catches a hang
     end)
 
     it("watches an error's __tostring at a session's end like any of its code", function()
