@@ -326,8 +326,9 @@ end
 -- before it answers (an order, not a sleep). opts: env (a table). Returns
 -- a proc: proc:send(line) writes line and a line break; proc:stdout() and
 -- proc:stderr() are what it wrote so far (`flowrun run` buffers stdout
--- until an ask: a trace on stderr comes at once); proc:finish() closes its stdin, waits for it to
--- exit and returns { code, stdout, stderr } as helper.cli does.
+-- until an ask; a --trace line on stderr comes at once); proc:finish()
+-- closes its stdin, waits for it to exit and returns { code, stdout,
+-- stderr } as helper.cli does.
 local piped_mt = {}
 piped_mt.__index = piped_mt
 
@@ -445,6 +446,7 @@ function helper.cleanup()
   end
   for i = #procs, 1, -1 do
     local p = procs[i]
+    if p.input then pcall(p.input.close, p.input) p.input = nil end   -- cli_piped: its stdin ends
     local err = stop(p)
     local report = p.what and helper.sanitizer_report(err)
     if report then reports[#reports + 1] = p.what .. " reported:\n" .. report end
