@@ -15,7 +15,7 @@
 -- build is a failure. Prints one line per mutation and ends with
 -- "N passed, N failed" (a passed mutation is a killed one).
 --
--- lua5.4 scripts/mutate.lua [NAME-or-Lua-pattern ...]
+-- lua5.4 scripts/mutate.lua [NAME-or-part-of-one ...]
 
 local root = arg[0]:match("^(.*)/scripts/[^/]*$") or "."
 
@@ -62,7 +62,7 @@ if #arg > 0 then
   wanted = {}
   for _, m in ipairs(mutations) do
     for _, a in ipairs(arg) do
-      if m.name == a or m.name:find(a) then wanted[#wanted + 1] = m break end
+      if m.name:find(a, 1, true) then wanted[#wanted + 1] = m break end
     end
   end
   if #wanted == 0 then io.stderr:write("mutate: no mutation matches\n") os.exit(2) end
@@ -96,14 +96,23 @@ for _, m in ipairs(wanted) do
     if sh(make) ~= 0 then
       verdict = "it does not build: a mutation must be a bug, not a syntax error"
     else
+      local log = work .. "/mutate.log"
       local run
       if m.spec == "embed" then
-        run = ("cd %s && build/embed_test >/dev/null 2>&1"):format(quote(work))
+        run = ("cd %s && build/embed_test >%s 2>&1"):format(quote(work), quote(log))
       else
-        run = ("cd %s && %s lua5.4 /usr/bin/busted %s %s >/dev/null 2>&1"):format(quote(work), clean,
-          m.filter and "--filter=" .. quote(m.filter) or "", quote(m.spec))
+        run = ("cd %s && %s lua5.4 /usr/bin/busted -o TAP %s %s >%s 2>&1"):format(quote(work), clean,
+          m.filter and "--filter=" .. quote(m.filter) or "", quote(m.spec), quote(log))
       end
-      verdict = sh(run) ~= 0 and "killed" or "SURVIVED"
+      local status = sh(run)
+      local out = read(log)
+      if status ~= 0 then
+        verdict = "killed"
+      elseif m.spec ~= "embed" and not out:find("\nok %d+ ") and not out:find("^ok %d+ ") then
+        verdict = "its spec ran no test: check spec and filter"
+      else
+        verdict = "SURVIVED"
+      end
     end
     write(path, text)
   end

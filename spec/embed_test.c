@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <lua.h>
@@ -113,12 +112,6 @@ static int start_mock(const char *exe) {
   return port;
 }
 
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 static flowrun *runtime(host *h) {
   flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, NULL, h };
   flowrun *rt;
@@ -144,8 +137,8 @@ static void frame_loop(void) {
     if (flowrun_start(rt, id, path("reward.lua"), 0, NULL) != FLOWRUN_OK) ok = 0;
   }
   check(ok && flowrun_sessions(rt) == 50, "50 sessions start");
-  double t0 = now_ms();
-  while (flowrun_step(rt, 0) > 0 && now_ms() - t0 < 10000) {
+  /* a hang guard, not a time limit: 100 000 frames are 100 s at least */
+  while (flowrun_step(rt, 0) > 0 && frames < 100000) {
     frames++;
     usleep(1000);                       /* the rest of a game frame */
   }

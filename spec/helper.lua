@@ -321,6 +321,57 @@ function helper.cli(opts)
   return r
 end
 
+-- Starts build/flowrun with args (an array) in the background, its stdin a
+-- pipe the spec writes to, so that a spec can wait for what flowrun says
+-- before it answers (an order, not a sleep). opts: env (a table). Returns
+-- a proc: proc:send(line) writes line and a line break; proc:stdout() and
+-- proc:stderr() are what it wrote so far (`flowrun run` buffers stdout
+-- until an ask; a --trace line on stderr comes at once); proc:finish()
+-- closes its stdin, waits for it to exit and returns { code, stdout,
+-- stderr } as helper.cli does.
+local piped_mt = {}
+piped_mt.__index = piped_mt
+
+function helper.cli_piped(args, opts)
+  opts = opts or {}
+  local d = helper.tmpdir()
+  local fifo = d .. "/stdin"
+  assert(os.execute("mkfifo " .. fifo), "mkfifo failed")
+  local env = { "env -u FLOWRUN_INTEGRATIONS" }
+  for k, v in pairs(opts.env or {}) do env[#env + 1] = k .. "=" .. helper.quote(v) end
+  local q = {}
+  for i, a in ipairs(args) do q[i] = helper.quote(a) end
+  local cmd = child_env .. table.concat(env, " ") .. " " .. helper.quote(helper.flowrun) .. " "
+    .. table.concat(q, " ") .. " <" .. fifo .. " >" .. d .. "/stdout 2>" .. d .. "/stderr; echo $? >" .. d .. "/code"
+  local p = io.popen("(" .. cmd .. ") >/dev/null 2>&1 & echo $!")
+  local pid = tonumber(p:read("l"))
+  p:close()
+  assert(pid, "could not start: " .. cmd)
+  local proc = setmetatable({ pid = pid, out = d .. "/stdout", err = d .. "/stderr", dir = d, cmd = cmd },
+                            piped_mt)
+  procs[#procs + 1] = proc
+  proc.input = assert(io.open(fifo, "w"))   -- opens once flowrun has it open for reading
+  return proc
+end
+
+function piped_mt:send(line)
+  self.input:write(line, "\n")
+  self.input:flush()
+end
+
+function piped_mt:stdout() return helper.read(self.out) or "" end
+function piped_mt:stderr() return helper.read(self.err) or "" end
+
+function piped_mt:finish()
+  if self.input then self.input:close() self.input = nil end
+  local code = helper.wait_for(function() return tonumber(helper.read(self.dir .. "/code") or "") end, 60000)
+  if not code then error("flowrun did not finish in time: " .. self.cmd, 2) end
+  local r = { code = code, stdout = self:stdout(), stderr = helper.read(self.err) or "" }
+  local report = helper.sanitizer_report(r.stderr)
+  if report then error("flowrun reported:\n" .. report, 2) end
+  return r
+end
+
 -- The lines of a string, as an array.
 function helper.lines(s)
   local t = {}
@@ -395,6 +446,7 @@ function helper.cleanup()
   end
   for i = #procs, 1, -1 do
     local p = procs[i]
+    if p.input then pcall(p.input.close, p.input) p.input = nil end   -- cli_piped: its stdin ends
     local err = stop(p)
     local report = p.what and helper.sanitizer_report(err)
     if report then reports[#reports + 1] = p.what .. " reported:\n" .. report end

@@ -194,10 +194,14 @@ describe("json", function()
         local ok = pcall(function() json.decode_max_depth(1000000000) end)
         say("raised the limit: " .. tostring(ok))
       ]], dir, "deep.lua")
-      helper.write(dir .. "/deep.jsonl", ("["):rep(1000000) .. "\n")
-      local r = helper.cli{ args = { "host", dir .. "/deep.lua" }, stdin_cmd =
-        [[printf '%s\n' '{"session":"a","text":"x"}'; sleep 0.3; cat ]] .. helper.quote(dir .. "/deep.jsonl")
-        .. [[; printf '%s\n' '{"session":"b","text":"y"}']] }
+      local proc = helper.cli_piped({ "host", dir .. "/deep.lua" })
+      proc:send('{"session":"a","text":"x"}')
+      -- the deep line only once session a has tried to raise the limit
+      assert.is_truthy(helper.wait_for(function() return proc:stdout():find('"say":"raised the limit', 1, true) end, 30000),
+                       "no say of session a: " .. proc:stdout())
+      proc:send(("["):rep(1000000))
+      proc:send('{"session":"b","text":"y"}')
+      local r = proc:finish()
       assert.are.equal(0, r.code, r.stderr)
       local events = {}
       for _, line in ipairs(helper.lines(r.stdout)) do events[#events + 1] = cjson.decode(line) end

@@ -46,6 +46,10 @@ describe("§8 mock API routes", function()
     local port = helper.closed_port()
     local m = helper.mock({ { path = "/", body = "here" } }, { port = port })
     assert.are.equal(port, m.port)
+    local r = helper.runtime({ n = { base_url = "http://127.0.0.1:" .. port } })
+    local label, res = r:api_node{ integration = "n", path = "/", results = { "200" } }
+    assert.are.equal("200", label, res.error)
+    assert.are.equal("here", res.body)
   end)
 
   it("matches method and path; method absent matches any", function()

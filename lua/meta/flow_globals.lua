@@ -21,7 +21,7 @@
 ---(repeated: `{ expand = { "items", "eta" } }` is `?expand=items&expand=eta`).
 ---@alias flowrun.QueryValue string|number|boolean|(string|number|boolean)[]
 
----The spec of one call (README: A flow that branches on labels; SPEC §3).
+---The spec of one call (README: A flow that branches on labels).
 ---@class flowrun.ApiSpec
 ---@field integration? string the integration's name (or give `endpoint`)
 ---@field endpoint? string "integration.endpoint", as the integrations file names it

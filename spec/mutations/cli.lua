@@ -123,18 +123,6 @@ return {
     spec = "spec/cli_spec.lua", filter = "bad %-%-sessions" },
 
   -- README promises issue 10 found without a spec
-  { name = "retry-after-past-date-waits-backoff",
-    promise = "A Retry-After header (a date in the past means now) replaces that wait",
-    file = "runtime/call.c",
-    find = "return ms > 0 ? ms : 0;",
-    replace = "return ms;",
-    spec = "spec/api_node_spec.lua", filter = "in the past" },
-  { name = "pool-slot-freed-between-retries",
-    promise = "the pool slot is kept between attempts",
-    file = "runtime/call.c",
-    find = "  c->phase = C_BACKOFF;\n",
-    replace = "  c->phase = C_BACKOFF;\n  if (c->slot) { c->slot = false; ig->inflight--; pump(ig); }\n",
-    spec = "spec/api_node_spec.lua", filter = "pool slot" },
   { name = "expect-100-continue-sent",
     promise = "Expect: 100-continue is never sent",
     file = "runtime/request.c",
