@@ -351,6 +351,42 @@ describe("the REPL", function()
       t:quit()
     end)
 
+    it("keeps the last 1000 lines of history: an older file is cut to its last 1000", function()
+      local home = helper.tmpdir()
+      local lines = { "_HiStOrY_V2_" }
+      for i = 1, 1200 do lines[#lines + 1] = "old_line_" .. i end
+      helper.write(home .. "/.flowrun_history", table.concat(lines, "\n") .. "\n")
+      local t = repl(nil, { home = home })
+      t:line("newest_line = 1")
+      t:prompt()
+      assert.are.equal(0, t:quit())
+      local kept = {}
+      for l in helper.read(home .. "/.flowrun_history"):gmatch("[^\n]+") do
+        if l ~= "_HiStOrY_V2_" then kept[#kept + 1] = l end
+      end
+      assert.are.equal(1000, #kept)
+      assert.are.equal("old_line_202", kept[1])
+      assert.are.equal("old_line_1200", kept[999])
+      assert.are.equal("newest_line\\040=\\0401", kept[1000])
+    end)
+
+    it("searches the history back with Ctrl-R", function()
+      local home = helper.tmpdir()
+      local lines = { "_HiStOrY_V2_", "4200\\040+\\04042" }
+      for i = 1, 30 do lines[#lines + 1] = "filler_" .. i end
+      helper.write(home .. "/.flowrun_history", table.concat(lines, "\n") .. "\n")
+      local t = repl(nil, { home = home })
+      t:keys("\18")
+      t:expect("bck:")
+      t:keys("4200 +")
+      t:expect("4200 + 42")
+      t:keys("\r")              -- Enter ends the search, with the line found to edit
+      t:keys("\r")              -- and runs it
+      t:expect("\n4242\n")
+      t:prompt()
+      assert.are.equal(0, t:quit())
+    end)
+
     it("keeps what the person answers to a flow's ask out of the history", function()
       local home = helper.tmpdir()
       local t = repl(nil, { home = home })
@@ -718,6 +754,23 @@ describe("the REPL", function()
       assert.matches("no sessions\n", r.stdout, 1, true)
     end)
 
+    it(".fg answers a background flow's asks, .stop ends one, .quit leaves before the next line", function()
+      local r = script(".run order.lua &\n.fg 1\n42\nann\n.run ticks.lua &\n.stop 2\n.sessions\n"
+        .. "sleep(600)\n.quit\n'after quit'\n")
+      assert.are.equal(0, r.code, r.stderr)
+      assert.are.equal("Your order number?\nYour name?\nThanks ann, order 42\nno sessions\n", r.stdout)
+      assert.are.equal("", r.stderr)
+    end)
+
+    it(".fg without an id takes the last background flow; .fg and .stop of no session are errors", function()
+      helper.flow([[ local a = ask("which?") say("session " .. session.id .. " got " .. tostring(a)) ]], dir, "who.lua")
+      local r = script(".run who.lua &\n.run who.lua &\n.fg\nfirst\n.fg\nsecond\n.stop 1\n.fg 9\n")
+      assert.are.equal(1, r.code)
+      assert.matches("\nsession 2 got first\n", r.stdout, 1, true)
+      assert.matches("\nsession 1 got second\n", r.stdout, 1, true)
+      assert.are.equal("no session 1 (.sessions lists them)\nno session 9 (.sessions lists them)\n", r.stderr)
+    end)
+
     it("re-reads a flow file on each .run", function()
       local d = helper.tmpdir()
       local flow = helper.flow('say("one")', d, "edit.lua")
@@ -766,6 +819,26 @@ describe("the REPL", function()
 
     it("quotes keys that are not names and escapes control characters", function()
       assert.are.equal('{ ["a b"] = "line\\nnext", ["end"] = 1 }', pretty.value({ ["a b"] = "line\nnext", ["end"] = 1 }))
+    end)
+
+    it("shows at most 50 entries of a table, saying how many more", function()
+      local t = {}
+      for i = 1, 60 do t[i] = i end
+      local s = pretty.value(t, { width = 100000 })
+      local shown = {}
+      for i = 1, 50 do shown[i] = tostring(i) end
+      assert.are.equal("{ " .. table.concat(shown, ", ") .. ", … 10 more }", s)
+      local keyed = {}
+      for i = 1, 51 do keyed[("k%02d"):format(i)] = true end
+      assert.matches(", k50 = true, … 1 more }$", pretty.value(keyed, { width = 100000 }))
+    end)
+
+    it("shows 6 levels of nesting, and {…} below", function()
+      local deep = { 1 }
+      for _ = 1, 6 do deep = { deep } end   -- 7 tables, a number at the bottom
+      assert.are.equal("{ { { { { { {…} } } } } } }", pretty.value(deep))
+      assert.are.equal("{ { { { { { {} } } } } } }", pretty.value({ { { { { { {} } } } } } }))
+      assert.are.equal("{ { { { { { 1 } } } } } }", pretty.value({ { { { { { 1 } } } } } }))
     end)
 
     it("indents JSON keeping its order, and cuts it", function()
