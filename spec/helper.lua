@@ -385,6 +385,14 @@ end
 
 local runtimes = setmetatable({}, { __mode = "k" })
 
+-- Runs a shell command; returns its output (stdout and stderr) and exit code.
+function helper.sh(cmd)
+  local p = io.popen(cmd .. " 2>&1")
+  local out = p:read("a")
+  local ok, _, code = p:close()
+  return out, ok and 0 or code
+end
+
 function helper.module()
   return require "flowrun"
 end

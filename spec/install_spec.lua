@@ -5,12 +5,7 @@
 -- prefix, and run.
 local helper = require "spec.helper"
 
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("a")
-  local ok, _, code = p:close()
-  return out, ok and 0 or code
-end
+local sh = helper.sh
 
 local function make(args)
   return sh("make -s -C " .. helper.quote(helper.root) .. " " .. args)

@@ -102,6 +102,11 @@ describe("the REPL", function()
 
   -- Leaves with Ctrl-D; returns the exit status.
   function term_mt:quit()
+    -- a Ctrl-D typed while the REPL is busy arrives with the terminal in
+    -- cooked mode, where it is an end of file that libedit never reads: wait
+    -- (a while) for the prompt first
+    local until_ = helper.now() + 5000
+    while not plain(self.p:output()):find("\n[>?] $") and helper.now() < until_ do self.p:pump(20) end
     self:keys("\4")
     local status = self.p:wait(TIMEOUT)
     local report = helper.sanitizer_report(self.p:output())
@@ -310,6 +315,7 @@ describe("the REPL", function()
       t:prompt()
       t:line("6 * 7")
       t:expect("42")
+      t:prompt()
       assert.are.equal(0, t:quit())
     end)
 

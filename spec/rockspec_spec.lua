@@ -8,12 +8,7 @@ local helper = require "spec.helper"
 
 local ROCKSPEC = "flowrun-0.1.0-1.rockspec"
 
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("a")
-  local ok, _, code = p:close()
-  return out, ok and 0 or code
-end
+local sh = helper.sh
 
 -- A plain build and a plain lua5.4, whatever started the specs: no
 -- sanitizer runtime preloaded, no SAN=1 or make's own variables from
