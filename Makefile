@@ -11,6 +11,7 @@ OPT ?= -O2 -g
 # CFLAGS and LDFLAGS from the command line are added, not substituted.
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC $(WARN) $(OPT) \
              $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(CFLAGS)
+ALL_CFLAGS += -Iruntime
 ALL_LDFLAGS = $(LDFLAGS)
 # LuaRocks (flowrun-*.rockspec) passes where Lua and libcurl are, and how it
 # links a module; without it pkg-config finds them.
@@ -25,11 +26,15 @@ ALL_LDFLAGS += -fsanitize=address,undefined
 endif
 
 B = build
-CORE = runtime session call request response integrations secrets json lruntime \
-       sandbox quota
-CORE_O = $(patsubst %,$(B)/%.o,$(sort $(CORE))) $(B)/modules.o
+# runtime/lib: the library. runtime/module: the Lua module's binding.
+# runtime/cli: the flowrun command (run, host, repl, mock), a client of
+# runtime/flowrun.h like any host.
+LIB = runtime session call request response integrations secrets json inspect \
+      sandbox quota
+LIB_O = $(LIB:%=$(B)/lib/%.o) $(B)/modules.o
 LUA_MODULES = $(sort $(wildcard lua/flowrun/*.lua))
-CLI_O = $(B)/main.o $(B)/cli_sandbox.o $(B)/host.o $(B)/mock.o $(B)/mock_routes.o $(B)/repl.o $(B)/repl_host.o
+CLI = main limits jsonl repl/repl repl/sessions mock/server mock/routes
+CLI_O = $(CLI:%=$(B)/cli/%.o)
 # the REPL's line editing: libedit (BSD licence), not GNU readline (GPL)
 EDIT_LIBS = $(shell pkg-config --libs libedit 2>/dev/null || echo -ledit)
 
@@ -40,10 +45,12 @@ LIBDIR ?= $(PREFIX)/lib
 all: $(B)/flowrun $(B)/libflowrun.a $(B)/$(SONAME) $(B)/flowrun.so $(B)/faultsrv \
      $(B)/embed_test $(B)/pty.so $(B)/flowrun.1
 
-$(B)/%.o: runtime/%.c runtime/internal.h runtime/flowrun.h runtime/cli.h runtime/mock.h \
-         runtime/sandbox.h runtime/quota.h \
-         runtime/repl.h $(B)/.flags
-	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+# Each object lists the headers it includes in its .d file (-MMD -MP).
+$(B)/%.o: runtime/%.c $(B)/.flags
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+-include $(wildcard $(B)/*.d $(B)/*/*.d $(B)/*/*/*.d)
 
 $(B):
 	mkdir -p $(B)
@@ -52,8 +59,8 @@ $(B):
 $(B)/modules.c: scripts/embed.lua $(LUA_MODULES) | $(B)
 	lua5.4 scripts/embed.lua $@ $(LUA_MODULES)
 
-$(B)/modules.o: $(B)/modules.c runtime/internal.h $(B)/.flags
-	$(CC) $(ALL_CFLAGS) -Iruntime -c -o $@ $<
+$(B)/modules.o: $(B)/modules.c $(B)/.flags
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
 
 # Rebuild everything when the flags change (make test SAN=1 after make).
 $(B)/.flags: FORCE | $(B)
@@ -61,13 +68,13 @@ $(B)/.flags: FORCE | $(B)
 	  || echo '$(ALL_CFLAGS) $(ALL_LDFLAGS)' > $@
 FORCE:
 
-$(B)/libflowrun.a: $(CORE_O)
+$(B)/libflowrun.a: $(LIB_O)
 	$(AR) rcs $@ $^
 
 # The shared library, for hosts that link -lflowrun (pkg-config flowrun);
 # lua-cjson's shared library, as for the Lua module (Debian's static one is
 # not PIC), and Lua itself, which the host links too.
-$(B)/$(SONAME): $(CORE_O)
+$(B)/$(SONAME): $(LIB_O)
 	$(CC) $(ALL_LDFLAGS) -shared -Wl,-soname,$(SONAME) -o $@ $^ \
 	  -llua5.4-cjson $(shell pkg-config --libs lua5.4 libcurl) -lpthread -lm
 
@@ -93,12 +100,12 @@ $(B)/flowrun: $(CLI_O) $(B)/libflowrun.a
 # static one is not PIC) but never liblua: the interpreter (Debian's lua5.4
 # has Lua linked in) provides the Lua API, and two copies of Lua in one
 # process would corrupt each other.
-$(B)/flowrun.so: $(B)/lflowrun.o $(CORE_O)
+$(B)/flowrun.so: $(B)/module/flowrun_lua.o $(LIB_O)
 	$(CC) $(ALL_LDFLAGS) $(LIBFLAG) -o $@ $^ \
 	  -llua5.4-cjson $(addprefix -L,$(CURL_LIBDIR)) $(shell pkg-config --libs libcurl) -lm
 
 $(B)/embed_test: spec/embed_test.c $(B)/libflowrun.a runtime/flowrun.h $(B)/.flags
-	$(CC) $(ALL_CFLAGS) -Iruntime -o $@ $< $(B)/libflowrun.a $(LIBS) $(ALL_LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(B)/libflowrun.a $(LIBS) $(ALL_LDFLAGS)
 
 $(B)/faultsrv: spec/tools/faultsrv.c $(B)/.flags
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) -lpthread
@@ -185,7 +192,7 @@ $(B)/bench/curl_easy $(B)/bench/curl_multi: $(B)/bench/%: bench/%.c $(B)/.flags 
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(shell pkg-config --libs libcurl)
 
 $(B)/bench/idle $(B)/bench/inflight: $(B)/bench/%: bench/%.c $(B)/libflowrun.a runtime/flowrun.h $(B)/.flags | $(B)/bench
-	$(CC) $(ALL_CFLAGS) -Iruntime -o $@ $< $(B)/libflowrun.a $(LIBS) $(ALL_LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(B)/libflowrun.a $(LIBS) $(ALL_LDFLAGS)
 
 bench: deps
 	@missing=""; for p in $(BENCH_DEBS); do \

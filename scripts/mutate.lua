@@ -3,7 +3,7 @@
 -- spec/mutations/*.lua each return a list of mutations:
 --   { name = "pool-queue-timer",                    -- unique
 --     promise = "queue_timeout_ms: a queued call gives up after it",
---     file = "runtime/call.c",
+--     file = "runtime/lib/call.c",
 --     find = "exact text, found exactly once in file",
 --     replace = "the bug",
 --     spec = "spec/api_node_spec.lua",              -- or "embed": build/embed_test

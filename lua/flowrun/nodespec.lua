@@ -1,7 +1,7 @@
 -- flowrun.nodespec -- what can be known about an api_node spec before it
 -- is sent (SPEC §3), for `flowrun check` and declarative flows.
 --
--- The rules and their wording are those of runtime/request.c, so that a
+-- The rules and their wording are those of runtime/lib/request.c, so that a
 -- problem reads the same whether check finds it or api_node raises it; the
 -- difference is that every problem is listed, not only the first. A field
 -- may be unknown statically (a function of the session in a flow step, or
@@ -148,7 +148,7 @@ local function is_scalar(v)
 end
 
 -- The headers that frame the message or pick the connection: flowrun's
--- (runtime/integrations.c, fr_header_problem, says the same).
+-- (runtime/lib/integrations.c, fr_header_problem, says the same).
 local RESERVED = {
   ["content-length"] = "flowrun sets it from the body",
   ["transfer-encoding"] = "flowrun sets it from the body",

@@ -3,7 +3,7 @@
 -- chunk waits for more, `=expr`), the meta commands (.help, .run, ...),
 -- completion, and how results print (flowrun.pretty).
 --
--- runtime/repl.c owns the terminal, Ctrl-C and the loop, and calls
+-- runtime/cli/repl/repl.c owns the terminal, Ctrl-C and the loop, and calls
 --   repl = require("flowrun.repl").new(host, options, env)
 --   repl:start()  repl:prompt()  repl:feed(line)  repl:cancel()
 --   repl:complete(line, start, stop)  repl:finish()

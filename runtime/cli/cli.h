@@ -23,7 +23,7 @@ void cli_put_text(FILE *f, const char *s, size_t len);
 void cli_trace(bool text, FILE *json, const flowrun_trace *t);
 int cli_output_done(int status, FILE *trace_json, const char *name);
 
-/* cli_sandbox.c: --allow LIST and --limit NAME=VALUE, for run, host, repl */
+/* limits.c: --allow LIST and --limit NAME=VALUE, for run, host, repl */
 #define CLI_MAX_LIMITS 8
 typedef struct cli_grants {
   const char *allow;                    /* "io,os" */
@@ -38,7 +38,7 @@ typedef struct cli_grants {
 int cli_sandbox_arg(cli_grants *g, int argc, char **argv, int *i, const char *cmd);
 /* Applies what cli_sandbox_arg took to rt; -1 when refused (said). */
 int cli_sandbox_apply(const cli_grants *g, flowrun *rt, const char *cmd);
-/* The watchdog of a session stuck in C code (cli_sandbox.c): started once
+/* The watchdog of a session stuck in C code (limits.c): started once
 ** the runtime exists, stopped before it is freed. */
 void cli_watchdog_start(const cli_grants *g, flowrun *rt);
 void cli_watchdog_stop(void);

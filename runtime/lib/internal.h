@@ -14,6 +14,7 @@
 #include <lauxlib.h>
 
 #include "flowrun.h"
+#include "json.h"
 
 typedef struct fr_timer fr_timer;
 typedef struct session session;
@@ -207,11 +208,8 @@ void fr_call_fail(call *c, const char *label, const char *reason,
                   const char *fmt, ...);
 
 int fr_open_api_node(lua_State *L);
-int fr_open_json(lua_State *L);          /* json.c: pushes the json module */
-int fr_json_encode(lua_State *L);        /* json.encode(value) */
-int fr_json_decode(lua_State *L);        /* json.decode(text) */
 void fr_open_response(lua_State *L);     /* response.c */
-int fr_open_runtime_module(lua_State *L);  /* lruntime.c: upvalue 1 = rt */
+int fr_open_runtime_module(lua_State *L);  /* inspect.c: upvalue 1 = rt */
 void fr_push_response(lua_State *L, call *c);     /* pushes the api_node closure */
 void fr_call_done(flowrun *rt, CURLMsg *m);
 void fr_calls_free(flowrun *rt);        /* the runtime goes away */

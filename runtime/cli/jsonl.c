@@ -1,5 +1,5 @@
 /*
-** host.c -- `flowrun host FLOW.lua`: many end-users over JSON lines (SPEC 9).
+** jsonl.c -- `flowrun host FLOW.lua`: many end-users over JSON lines (SPEC 9).
 **
 ** A chat server or a game pipes its users' messages in, one JSON object a
 ** line, and reads what the sessions say back, one JSON object a line:

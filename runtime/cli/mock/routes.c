@@ -1,5 +1,5 @@
 /*
-** mock_routes.c -- the routes of `flowrun mock`: reading the routes file
+** routes.c -- the routes of `flowrun mock`: reading the routes file
 ** into plain C data, freeing it, and matching requests against it.
 **
 ** The routes file runs in its own Lua state, closed once every route is
@@ -20,7 +20,7 @@
 #include <lualib.h>
 #include <lua-cjson.h>
 
-#include "internal.h"
+#include "lib/json.h"
 #include "mock.h"
 
 #define MAX_DELAY  3600000            /* largest delay_ms */

@@ -1,5 +1,5 @@
 /*
-** lruntime.c -- require "flowrun.runtime": what tools written in Lua (the
+** inspect.c -- require "flowrun.runtime": what tools written in Lua (the
 ** REPL, flowrun check, flowrun graph) may ask of the runtime they run in.
 **
 ** integrations() describes the loaded integrations with every secret shown

@@ -1,6 +1,6 @@
 /*
-** mock.h -- what the mock server's two files share: mock_routes.c loads
-** the routes and matches requests against them, mock.c serves. Not installed.
+** mock.h -- what the mock server's two files share: routes.c loads
+** the routes and matches requests against them, server.c serves. Not installed.
 */
 #ifndef FLOWRUN_MOCK_H
 #define FLOWRUN_MOCK_H

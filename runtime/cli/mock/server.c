@@ -1,7 +1,7 @@
 /*
-** mock.c -- `flowrun mock ROUTES.lua [--port N]`, the fixture API server.
+** server.c -- `flowrun mock ROUTES.lua [--port N]`, the fixture API server.
 **
-** The routes file is read once into plain C data (mock_routes.c) and its
+** The routes file is read once into plain C data (routes.c) and its
 ** Lua state closed, so serving never touches Lua. libmicrohttpd serves
 ** every connection from one epoll thread. A delay or a hang suspends only
 ** its own connection; a timer thread resumes a delay when it is due and a
@@ -24,7 +24,7 @@
 
 #include <microhttpd.h>
 
-#include "cli.h"
+#include "cli/cli.h"
 #include "mock.h"
 
 #define MAX_BODY   (1024 * 1024)      /* request body kept for echo */

@@ -1,6 +1,6 @@
 /*
 ** repl.h -- what the two halves of `flowrun repl` share: repl.c (the
-** terminal, Ctrl-C, input and the loop) and repl_host.c (sessions and the
+** terminal, Ctrl-C, input and the loop) and sessions.c (sessions and the
 ** `host` table of lua/flowrun/repl.lua). Not installed.
 */
 #ifndef FLOWRUN_REPL_H
@@ -92,7 +92,7 @@ void repl_turn(repl *r, bool want, const char *prompt);
 /* Runs the loop until a line (*line, to free), the end of input or Ctrl-C. */
 int repl_wait_line(repl *r, const char *prompt, char **line);
 
-/* repl_host.c */
+/* sessions.c */
 
 /* The runtime's callbacks, reporting to r. */
 flowrun_callbacks repl_callbacks(repl *r);

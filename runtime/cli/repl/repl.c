@@ -6,7 +6,7 @@
 ** and the loop. What a line means, how values print and what completes is
 ** policy in Lua: lua/flowrun/repl.lua and lua/flowrun/pretty.lua. The
 ** sessions started with .run and the `host` table that Lua calls are in
-** repl_host.c; repl.h holds what the two files share.
+** sessions.c; repl.h holds what the two files share.
 **
 ** Input is read from the runtime's loop: a flowrun_watch() on fd 0 feeds
 ** rl_callback_read_char(), so sessions keep running while the person types.
@@ -42,7 +42,7 @@
 #include <lua.h>
 #include <lauxlib.h>
 
-#include "cli.h"
+#include "cli/cli.h"
 #include "flowrun.h"
 #include "repl.h"
 

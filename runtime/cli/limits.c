@@ -1,5 +1,5 @@
 /*
-** cli_sandbox.c -- the options of run, host and repl that grant flows
+** limits.c -- the options of run, host and repl that grant flows
 ** more than the sandbox (--allow LIST) and set the limits of a session
 ** (--limit NAME=VALUE), read the same way by every command.
 */

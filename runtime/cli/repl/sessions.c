@@ -1,5 +1,5 @@
 /*
-** repl_host.c -- sessions and the `host` table of `flowrun repl`.
+** sessions.c -- sessions and the `host` table of `flowrun repl`.
 **
 ** The runtime reports to the REPL through the callbacks here: what a
 ** session says, asks and logs goes above the prompt, with "[ID] " when the

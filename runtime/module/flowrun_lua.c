@@ -1,5 +1,5 @@
 /*
-** lflowrun.c -- the Lua module: require "flowrun" under a stock lua5.4.
+** flowrun_lua.c -- the Lua module: require "flowrun" under a stock lua5.4.
 **
 ** flowrun.new{ integrations = FILE } makes a runtime on the caller's Lua
 ** state. Its api_node blocks until the call ends (SPEC 3: outside a
@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "lib/internal.h"
 
 #define RT_MT "flowrun.runtime"
 
