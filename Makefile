@@ -29,7 +29,7 @@ B = build
 # runtime/lib: the library. runtime/module: the Lua module's binding.
 # runtime/cli: the flowrun command (run, host, repl, mock), a client of
 # runtime/flowrun.h like any host.
-LIB = runtime session call request response integrations secrets json inspect \
+LIB = base labels query freeze runtime session call request response integrations secrets json inspect \
       sandbox quota
 LIB_O = $(LIB:%=$(B)/lib/%.o) $(B)/modules.o
 LUA_MODULES = $(sort $(wildcard lua/flowrun/*.lua))
@@ -49,6 +49,10 @@ all: $(B)/flowrun $(B)/libflowrun.a $(B)/$(SONAME) $(B)/flowrun.so $(B)/faultsrv
 $(B)/%.o: runtime/%.c $(B)/.flags
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+# The library's objects hide their symbols: the shared objects export only
+# what flowrun.h marks FLOWRUN_API (and flowrun.so only luaopen_flowrun).
+$(LIB_O) $(B)/module/flowrun_lua.o: ALL_CFLAGS += -fvisibility=hidden
 
 -include $(wildcard $(B)/*.d $(B)/*/*.d $(B)/*/*/*.d)
 
@@ -100,8 +104,9 @@ $(B)/flowrun: $(CLI_O) $(B)/libflowrun.a
 # static one is not PIC) but never liblua: the interpreter (Debian's lua5.4
 # has Lua linked in) provides the Lua API, and two copies of Lua in one
 # process would corrupt each other.
-$(B)/flowrun.so: $(B)/module/flowrun_lua.o $(LIB_O)
-	$(CC) $(ALL_LDFLAGS) $(LIBFLAG) -o $@ $^ \
+$(B)/flowrun.so: $(B)/module/flowrun_lua.o $(LIB_O) runtime/module/flowrun.map
+	$(CC) $(ALL_LDFLAGS) $(LIBFLAG) -Wl,--version-script=runtime/module/flowrun.map \
+	  -o $@ $(B)/module/flowrun_lua.o $(LIB_O) \
 	  -llua5.4-cjson $(addprefix -L,$(CURL_LIBDIR)) $(shell pkg-config --libs libcurl) -lm
 
 $(B)/embed_test: spec/embed_test.c $(B)/libflowrun.a runtime/flowrun.h $(B)/.flags

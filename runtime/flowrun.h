@@ -16,6 +16,14 @@
 
 #define FLOWRUN_VERSION "0.1.0"
 
+/* What the shared libraries export: the functions below, nothing else
+** (the library is built with -fvisibility=hidden). */
+#if defined(__GNUC__)
+#define FLOWRUN_API __attribute__((visibility("default")))
+#else
+#define FLOWRUN_API
+#endif
+
 typedef struct flowrun flowrun;        /* a runtime: opaque */
 typedef struct lua_State lua_State;
 
@@ -68,33 +76,33 @@ typedef struct flowrun_callbacks {
 
 /* A new runtime with its own Lua state; NULL when out of memory.
 ** cb may be NULL. */
-flowrun *flowrun_new(const flowrun_callbacks *cb);
-void flowrun_free(flowrun *rt);
-const char *flowrun_errmsg(const flowrun *rt);
-lua_State *flowrun_lua(flowrun *rt);
+FLOWRUN_API flowrun *flowrun_new(const flowrun_callbacks *cb);
+FLOWRUN_API void flowrun_free(flowrun *rt);
+FLOWRUN_API const char *flowrun_errmsg(const flowrun *rt);
+FLOWRUN_API lua_State *flowrun_lua(flowrun *rt);
 
 /* The integrations file SPEC 2 says to use: opt (-I) if given, else
 ** $FLOWRUN_INTEGRATIONS, else integrations.lua beside flow (may be NULL),
 ** else in the current directory; NULL when there is none. buf (size bytes)
 ** may hold the returned path. */
-const char *flowrun_find_integrations(const char *opt, const char *flow,
-                                      char *buf, size_t size);
+FLOWRUN_API const char *flowrun_find_integrations(const char *opt, const char *flow,
+                                                  char *buf, size_t size);
 
 /* For tools that read flows without running them (flowrun check, graph)
 ** and for the REPL: env(NAME) of an unset variable gives the placeholder
 ** "${NAME}" instead of failing the load, so that linting needs no secrets;
 ** an integration that holds a placeholder is never called: api_node on it
 ** raises "environment variable NAME is not set". */
-void flowrun_env_placeholders(flowrun *rt, int on);
+FLOWRUN_API void flowrun_env_placeholders(flowrun *rt, int on);
 
 /* Loads an integrations file (SPEC 2), replacing the current set. */
-int flowrun_load_integrations(flowrun *rt, const char *file);
+FLOWRUN_API int flowrun_load_integrations(flowrun *rt, const char *file);
 
 /* Starts session `id` running FLOW with the given arguments (the flow's
 ** `args` and `...`). It starts running in the next flowrun_step(). Fails
 ** when the id is in use or the flow cannot be loaded. */
-int flowrun_start(flowrun *rt, const char *id, const char *flow,
-                  int argc, const char *const *argv);
+FLOWRUN_API int flowrun_start(flowrun *rt, const char *id, const char *flow,
+                              int argc, const char *const *argv);
 
 /* Delivers the user's next message to session `id`; text NULL closes the
 ** channel (its pending and later asks return nil, once the messages that
@@ -103,25 +111,25 @@ int flowrun_start(flowrun *rt, const char *id, const char *flow,
 ** FLOWRUN_ERR when it holds 1000 messages it has not asked for (this one is
 ** dropped: a host that floods a session must not grow without bound).
 ** id NULL: every live session (at shutdown, text NULL lets each one finish). */
-int flowrun_send(flowrun *rt, const char *id, const char *text, size_t len);
+FLOWRUN_API int flowrun_send(flowrun *rt, const char *id, const char *text, size_t len);
 
 /* Ends session `id` now, wherever it waits (FLOWRUN_NOSESSION: none). */
-int flowrun_stop(flowrun *rt, const char *id);
+FLOWRUN_API int flowrun_stop(flowrun *rt, const char *id);
 
 /* Advances the loop: runs what is ready, waiting at most timeout_ms for
 ** something to happen (0: never wait; -1: wait as long as needed). Returns
 ** the number of live sessions plus calls in flight, or FLOWRUN_ERR. */
-int flowrun_step(flowrun *rt, int timeout_ms);
+FLOWRUN_API int flowrun_step(flowrun *rt, int timeout_ms);
 
 /* Live sessions (started and not ended). */
-int flowrun_sessions(const flowrun *rt);
+FLOWRUN_API int flowrun_sessions(const flowrun *rt);
 
 /* Ends calls in flight now with label "error", reason "interrupted": the
 ** call session `id` waits on, or with id NULL the calls made outside any
 ** session (a REPL's api_node, which blocks until its call ends). Returns
 ** how many ended. Call it from the loop or a callback, not from a signal
 ** handler: there, write to a pipe that flowrun_watch() watches. */
-int flowrun_interrupt(flowrun *rt, const char *id);
+FLOWRUN_API int flowrun_interrupt(flowrun *rt, const char *id);
 
 /* Stops the Lua code of the session that runs right now (one stuck in a
 ** loop): it raises "file:line: interrupted!" at its next instruction or
@@ -132,7 +140,7 @@ int flowrun_interrupt(flowrun *rt, const char *id);
 ** for Ctrl-C (a watchdog thread sends that thread a signal: pthread_kill,
 ** as flowrun run does). Code stuck inside one C function (a pattern
 ** match) is out of its reach until that function returns. */
-int flowrun_break(flowrun *rt);
+FLOWRUN_API int flowrun_break(flowrun *rt);
 
 /* ---- the sandbox and its limits ----
 ** A flow sees the flow globals and a safe standard library (string, table,
@@ -141,20 +149,21 @@ int flowrun_break(flowrun *rt);
 
 /* Grants flows a library they do not have: "io", "os" (all of it),
 ** "debug" or "package" (then require also loads C modules). */
-int flowrun_allow(flowrun *rt, const char *library);
+FLOWRUN_API int flowrun_allow(flowrun *rt, const char *library);
 
 /* Adds a function of the host to the flow globals (and a host's own Lua),
 ** as `name`. fn is a lua_CFunction; ud is its upvalue 1 (a light
 ** userdata): lua_touserdata(L, lua_upvalueindex(1)). A registered value
 ** is shared by every session: a table is shown to flows as a read-only
 ** view (the host may go on changing it). */
-int flowrun_register(flowrun *rt, const char *name, int (*fn)(lua_State *L), void *ud);
+FLOWRUN_API int flowrun_register(flowrun *rt, const char *name,
+                                 int (*fn)(lua_State *L), void *ud);
 /* The same for the value on top of flowrun_lua(rt)'s stack (popped). */
-int flowrun_register_value(flowrun *rt, const char *name);
+FLOWRUN_API int flowrun_register_value(flowrun *rt, const char *name);
 
 /* The id of the session whose code runs on L (inside a registered
 ** function), or NULL outside any session. */
-const char *flowrun_session_id(flowrun *rt, lua_State *L);
+FLOWRUN_API const char *flowrun_session_id(flowrun *rt, lua_State *L);
 
 enum {                                  /* limits: what one session may take */
   FLOWRUN_LIMIT_INSTRUCTIONS,           /* between two waits; 100 000 000 */
@@ -169,26 +178,26 @@ enum {                                  /* limits: what one session may take */
 ** ends as failed, "file:line: instruction limit: ..."; the others go on.
 ** The memory limits hold for runtimes made by flowrun_new (the Lua module
 ** runs on its host's allocator). */
-long long flowrun_limit(flowrun *rt, int which, long long value);
+FLOWRUN_API long long flowrun_limit(flowrun *rt, int which, long long value);
 
 /* How long (ms) the session running right now has run since it last
 ** waited, 0 when none runs. Safe from any thread: a watchdog reads it to
 ** call flowrun_break(), or to give up on a session stuck in C code. */
-long long flowrun_running_ms(flowrun *rt);
+FLOWRUN_API long long flowrun_running_ms(flowrun *rt);
 
 /* Pushes onto flowrun_lua(rt) a new globals table for Lua code the host
 ** runs itself (a REPL): what it lacks comes from the flow globals
 ** (api_node, say, ask, sleep, json, log, run_flow), then the standard
 ** library. */
-int flowrun_push_globals(flowrun *rt);
+FLOWRUN_API int flowrun_push_globals(flowrun *rt);
 
 /* Forgets the compiled flows, so that the next flowrun_start() reads the
 ** flow file again (one being edited). Running sessions keep their code. */
-int flowrun_forget_flows(flowrun *rt);
+FLOWRUN_API int flowrun_forget_flows(flowrun *rt);
 
 /* s with every secret shown as "***", malloc'd (the caller frees it);
 ** NULL when out of memory. For the host's own output and logs. */
-char *flowrun_redact(flowrun *rt, const char *s);
+FLOWRUN_API char *flowrun_redact(flowrun *rt, const char *s);
 
 /* Inside the trace callback, for the call t describes: the request as a
 ** curl command line a shell can run (malloc'd; the caller frees it). A
@@ -197,11 +206,11 @@ char *flowrun_redact(flowrun *rt, const char *s);
 ** spelling of one) as ***; an Authorization value shows only its scheme
 ** unless it is such a variable (Basic credentials become curl's -u).
 ** NULL outside the callback or when out of memory. */
-char *flowrun_trace_curl(flowrun *rt, const flowrun_trace *t);
+FLOWRUN_API char *flowrun_trace_curl(flowrun *rt, const flowrun_trace *t);
 
 /* Lets the loop wait on a host file descriptor too: cb runs from
 ** flowrun_step() when fd is readable. cb NULL removes the watch. */
-int flowrun_watch(flowrun *rt, int fd, void (*cb)(void *ud, int fd),
-                  void *ud);
+FLOWRUN_API int flowrun_watch(flowrun *rt, int fd, void (*cb)(void *ud, int fd),
+                              void *ud);
 
 #endif

@@ -24,14 +24,6 @@
 #define MAX_HOPS 5
 
 
-const char LABEL_OTHER[] = "other", LABEL_ERROR[] = "error",
-  LABEL_TIMEOUT[] = "timeout", LABEL_MAXCONN[] = "max-connection";
-
-static uint8_t default_bit(const char *label) {
-  return label == LABEL_OTHER ? LBL_OTHER : label == LABEL_ERROR ? LBL_ERROR
-       : label == LABEL_TIMEOUT ? LBL_TIMEOUT : label == LABEL_MAXCONN ? LBL_MAXCONN : 0;
-}
-
 /* ---- the call object ---- */
 
 #define MAX_SPARE 4096                  /* finished calls kept for reuse */
@@ -651,7 +643,7 @@ static bool retry(call *c) {
   double delay;
   if (c->attempts >= ig->retry_attempts || !c->retry_ok) return false;
   if (!((c->status && fr_results_status(&ig->retry_on, c->status))
-        || (ig->retry_on.defaults & default_bit(c->label))))
+        || (ig->retry_on.defaults & fr_label_bit(c->label))))
     return false;
   if ((delay = retry_after_ms(c)) >= 0) {   /* it replaces the backoff */
     if (delay > ig->retry_max_backoff_ms) return false;

@@ -781,3 +781,9 @@ void flowrun_env_placeholders(flowrun *rt, int on) {
 int flowrun_load_integrations(flowrun *rt, const char *file) {
   return fr_integrations_load(rt, rt->L, file);
 }
+
+bool fr_integrations_file(flowrun *rt, const char *path) {
+  struct stat st;                       /* its identity was taken when it loaded */
+  return rt->ig_ino && stat(path, &st) == 0 && (unsigned long long)st.st_dev == rt->ig_dev
+      && (unsigned long long)st.st_ino == rt->ig_ino;
+}

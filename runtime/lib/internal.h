@@ -32,7 +32,7 @@ double fr_now(void);
 void fr_timer_arm(flowrun *rt, fr_timer *t, double at);
 void fr_timer_cancel(flowrun *rt, fr_timer *t);
 
-/* ---- result sets: declared results or retry.on, O(1) lookups ---- */
+/* ---- labels (labels.c); result sets: declared results or retry.on ---- */
 enum { LBL_OTHER = 1, LBL_ERROR = 2, LBL_TIMEOUT = 4, LBL_MAXCONN = 8 };
 
 typedef struct fr_results {
@@ -47,9 +47,13 @@ typedef struct fr_results {
 void fr_parse_results(lua_State *L, int idx, const char *what, fr_results *r,
                       bool need200);
 /* Pushes an array of "key=value" strings, percent-encoded, from a query
-** table at idx in either form (SPEC 3); raises naming what. */
+** table at idx in either form (SPEC 3); raises naming what (query.c). */
 void fr_query_pairs(lua_State *L, int idx, const char *what);
+/* Pushes the string form of the query or params value at idx; raises
+** naming what.key when it is not a string, number or boolean. */
+const char *fr_query_value(lua_State *L, int idx, const char *what, const char *key);
 int fr_results_status(const fr_results *r, int status);  /* 0, code or -cls */
+uint8_t fr_label_bit(const char *label);  /* LBL_* of a default label, or 0 */
 
 /* ---- integrations (integrations.c) ---- */
 typedef struct fr_header { char *name, *value; } fr_header;
@@ -107,6 +111,10 @@ void fr_shell_word(flowrun *rt, FILE *f, const char *s, size_t len);
 void fr_push_redacted(lua_State *L, flowrun *rt, const char *s, size_t len);
 /* Same into a malloc'd string the caller frees; NULL on ENOMEM. */
 char *fr_redact(flowrun *rt, const char *s);
+
+/* (integrations.c) Is path the integrations file the runtime loaded? Flows may not run it
+** (its literal values are the operator's, not theirs to read). */
+bool fr_integrations_file(flowrun *rt, const char *path);
 
 /* ---- sessions (session.c) ---- */
 enum { S_RUN, S_CALL, S_ASK, S_SLEEP };

@@ -26,7 +26,7 @@
 #include <string.h>
 
 #include "quota.h"
-#include "sandbox.h"
+#include "freeze.h"
 
 #define EVERY 1000                      /* instructions between two looks */
 #define VARARG 0x8000                   /* thread slots from here: varargs */

@@ -19,21 +19,6 @@
 ** under lua_pcall. */
 void fr_sandbox_open(flowrun *rt, lua_State *L);
 
-/* Makes the table at idx read-only in place (it keeps its identity and its
-** metamethods); name says what it is in the error a write raises. */
-void fr_freeze(lua_State *L, int idx, const char *name);
-
-/* Is the table at idx frozen (shared by every session)? */
-bool fr_frozen(lua_State *L, int idx);
-
-/* Is path the integrations file the runtime loaded? Flows may not run it
-** (its literal values are the operator's, not theirs to read). */
-bool fr_integrations_file(flowrun *rt, const char *path);
-
-/* Pushes the table of module caches that require keeps beside each
-** globals table (weak keys: globals -> { name = module }), or nil. */
-void fr_push_module_caches(lua_State *L);
-
 /* Pushes the globals table (_ENV) of the Lua function `level` levels up
 ** the stack, or nothing and returns 0 when it has none. */
 int fr_caller_env(lua_State *L, int level);

@@ -361,7 +361,7 @@ static const luaL_Reg methods[] = {
   { NULL, NULL }
 };
 
-int luaopen_flowrun(lua_State *L);
+FLOWRUN_API int luaopen_flowrun(lua_State *L);
 
 int luaopen_flowrun(lua_State *L) {
   if (luaL_newmetatable(L, RT_MT)) {

@@ -135,4 +135,18 @@ return {
     find = "if type(spec) == \"number\" then spec = { ms = spec } end",
     replace = "if type(spec) == \"number\" then spec = { ms = spec / 1000 } end",
     spec = "spec/flow_define_spec.lua", filter = "flow.sleep%(ms%)" },
+
+  -- what the shared objects export (issue 11)
+  { name = "library-symbols-visible",
+    promise = "libflowrun.so exports the functions of flowrun.h only",
+    file = "Makefile",
+    find = "ALL_CFLAGS += -fvisibility=hidden",
+    replace = "ALL_CFLAGS +=",
+    spec = "spec/exports_spec.lua" },
+  { name = "module-exports-everything",
+    promise = "flowrun.so exports luaopen_flowrun only",
+    file = "runtime/module/flowrun.map",
+    find = "local: *;",
+    replace = "local: fr_*;",
+    spec = "spec/exports_spec.lua" },
 }

@@ -23,7 +23,7 @@ return {
     spec = "spec/sandbox_spec.lua", filter = "loads text only" },
   { name = "sandbox-frozen-newindex-on-contents",
     promise = "the libraries every session shares are read-only",
-    file = "runtime/lib/sandbox.c",
+    file = "runtime/lib/freeze.c",
     find = "  lua_pushcclosure(L, ro_newindex, 1);\n  lua_setfield(L, mt, \"__newindex\");",
     replace = "  lua_pushcclosure(L, ro_newindex, 1);\n  lua_setfield(L, contents, \"__newindex\");",
     spec = "spec/sandbox_spec.lua", filter = "cannot change the libraries" },

@@ -60,7 +60,7 @@ return {
   -- labels and their order
   { name = "label-class-over-declared-status",
     promise = "the label is the status when results declares it, else its declared class",
-    file = "runtime/lib/request.c",
+    file = "runtime/lib/labels.c",
     find = "if (status >= 0 && status < 600 && (r->code[status / 8] & (1 << (status % 8))))",
     replace = "if (status >= 0 && status < 600 && (r->code[status / 8] & (1 << (status % 8)))\n      && !(r->cls & (1 << (status / 100))))",
     spec = "spec/api_node_spec.lua", filter = "the label" },
@@ -166,7 +166,7 @@ return {
     spec = "spec/api_node_spec.lua", filter = "programming errors" },
   { name = "query-values-not-encoded",
     promise = "query keys and values are percent-encoded",
-    file = "runtime/lib/request.c",
+    file = "runtime/lib/query.c",
     find = "char *v = curl_easy_escape(NULL, lua_tostring(L, -1), (int)lua_rawlen(L, -1));",
     replace = "char *v = curl_easy_unescape(NULL, lua_tostring(L, -1), (int)lua_rawlen(L, -1), NULL);",
     spec = "spec/api_node_spec.lua", filter = "percent%-encoded" },
