@@ -194,7 +194,7 @@ static void pump(integration *ig);
 void fr_call_cancel(call *c) {
   integration *ig = c->ig;
   bool had_slot = c->slot;
-  c->s = NULL;
+  c->w = NULL;
   ig->refs++;                           /* pump needs it after give_back */
   give_back(c);
   if (had_slot) pump(ig);
@@ -433,7 +433,7 @@ static void emit_trace(call *c, double elapsed) {
   err = c->error ? fr_redact(rt, c->error) : NULL;
   body = c->body ? fr_redact(rt, c->body) : NULL;
   hdrs = trace_headers(c);
-  t.session = c->s ? c->s->id : NULL;
+  t.session = c->w ? c->w->id : NULL;
   t.integration = c->ig->name;
   t.method = c->method;
   t.url = url ? url : "";
@@ -479,10 +479,7 @@ static void finish(call *c) {
   c->t0 = fr_now() - c->t0;             /* from here on: the elapsed time */
   emit_trace(c, c->t0);
   if (had_slot) pump(ig);
-  if (c->s && c->s->call == c) {        /* it waits: wake it */
-    c->s->call = NULL;
-    fr_session_ready(c->s);
-  }
+  if (c->w) c->w->wake(c->w, c);       /* whoever waits on it */
 }
 
 /* ---- transfers ---- */
@@ -737,66 +734,46 @@ void fr_call_done(flowrun *rt, CURLMsg *m) {
 }
 
 /* Pushes label and response; the call is over. */
-static int push_result(lua_State *L, call *c) {
+int fr_call_push_result(lua_State *L, call *c) {
   lua_pushstring(L, c->label);
   fr_push_response(L, c);
   give_back(c);
   return 2;
 }
 
-static int k_api_node(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
-  return push_result(L, (call *)ctx);
+call *fr_call_new(flowrun *rt) {
+  call *c = take(rt);
+  if (c) c->t0 = fr_now();
+  return c;
 }
 
-/* api_node(spec) -> label, response */
-static int l_api_node(lua_State *L) {
-  flowrun *rt = fr_rt(L);
-  session *s = fr_session_current(rt, L);
-  call *c;
-  if (!s && rt->in_step)
-    return luaL_error(L, "api_node: called from a coroutine the flow created; "
-                      "call it from the flow itself");
-  if (s && !lua_isyieldable(L))
-    return luaL_error(L, "api_node: cannot wait here (inside a metamethod or a "
-                      "C function that cannot yield)");
-  luaL_checktype(L, 1, LUA_TTABLE);
-  lua_settop(L, 1);
-  if (!(c = take(rt))) return luaL_error(L, "out of memory");
-  c->t0 = fr_now();
+void fr_call_build(lua_State *L, call *c) {
   fr_request_build(L, c);               /* raises on misuse: see take() */
-  lua_settop(L, 1);
-  rt->building = NULL;                  /* valid: from here on it is a call */
+  c->rt->building = NULL;               /* valid: from here on it is a call */
+}
+
+bool fr_call_begin(call *c, fr_call_waiter *w) {
   c->active = true;
-  rt->ncalls++;
-  c->s = s;
+  c->rt->ncalls++;
+  c->w = w;
   if (c->label) finish(c);              /* a header conflict: nothing sent */
   else acquire(c);
-  if (c->phase == C_DONE) return push_result(L, c);
-  if (s) {
-    s->call = c;
-    s->state = S_CALL;
-    return lua_yieldk(L, 0, (lua_KContext)c, k_api_node);
-  }
-  while (c->phase != C_DONE) fr_step(rt, -1);
-  return push_result(L, c);
+  return c->phase == C_DONE;
+}
+
+bool fr_call_over(const call *c) {
+  return c->phase == C_DONE;
 }
 
 int flowrun_interrupt(flowrun *rt, const char *id) {
   int n = 0;
   for (call *c = rt->calls; c; c = c->next)
     if (c->active && c->phase != C_DONE
-        && (id ? c->s && strcmp(c->s->id, id) == 0 : !c->s)) {
+        && (id ? c->w && strcmp(c->w->id, id) == 0 : !c->w)) {
       fr_call_fail(c, LABEL_ERROR, "interrupted", "the call was interrupted");
       c->status = 0;                    /* no complete response (a retry's) */
       finish(c);
       n++;
     }
   return n;
-}
-
-int fr_open_api_node(lua_State *L) {
-  fr_open_response(L);
-  lua_pushcclosure(L, l_api_node, 1);
-  return 1;
 }

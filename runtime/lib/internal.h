@@ -21,7 +21,7 @@ typedef struct session session;
 typedef struct call call;
 typedef struct integration integration;
 
-/* ---- timers (runtime.c): a min-heap of deadlines in monotonic ms ---- */
+/* ---- timers (loop.c): a min-heap of deadlines in monotonic ms ---- */
 struct fr_timer {
   double at;
   int idx;                              /* heap slot, -1 when not armed */
@@ -122,6 +122,14 @@ enum { S_RUN, S_CALL, S_ASK, S_SLEEP };
 typedef struct fr_msg { struct fr_msg *next; size_t len; char text[]; } fr_msg;
 #define FR_MAX_WAITING 1000             /* messages a session has not asked for */
 
+/* Who waits on a call: wake runs when the call has ended; id names the
+** waiter in traces and flowrun_interrupt (a session's id). */
+typedef struct fr_call_waiter fr_call_waiter;
+struct fr_call_waiter {
+  void (*wake)(fr_call_waiter *w, call *c);
+  const char *id;
+};
+
 struct session {
   flowrun *rt;
   lua_State *co;
@@ -135,6 +143,7 @@ struct session {
   int nin;                              /* how many (at most FR_MAX_WAITING) */
   fr_timer timer;                       /* sleep */
   call *call;                           /* the call it waits on */
+  fr_call_waiter waiter;                /* how that call wakes it */
   long long steps;                      /* instructions since it last waited */
   long long mem, mem_check;             /* bytes charged to it; measure past this */
   long long out;                        /* bytes it said, asked, logged */
@@ -171,7 +180,7 @@ typedef struct fr_secret {
 
 struct call {
   flowrun *rt;
-  session *s;                           /* NULL: a blocking call */
+  fr_call_waiter *w;                    /* NULL: a blocking call */
   integration *ig;
   CURL *easy;
   call *prev, *next;                    /* the runtime's calls */
@@ -215,10 +224,19 @@ void fr_request_build(lua_State *L, call *c);
 void fr_call_fail(call *c, const char *label, const char *reason,
                   const char *fmt, ...);
 
-int fr_open_api_node(lua_State *L);
+int fr_open_api_node(lua_State *L);     /* session.c: pushes the api_node closure */
+/* A call's life, for api_node: a new call, filled from the spec at stack
+** index 1 (raises on misuse); begun (true: it has ended already, else
+** w->wake runs when it ends; w NULL: the caller turns the loop until
+** fr_call_over); its label and response pushed, and the call given back. */
+call *fr_call_new(flowrun *rt);
+void fr_call_build(lua_State *L, call *c);
+bool fr_call_begin(call *c, fr_call_waiter *w);
+bool fr_call_over(const call *c);
+int fr_call_push_result(lua_State *L, call *c);
 void fr_open_response(lua_State *L);     /* response.c */
 int fr_open_runtime_module(lua_State *L);  /* inspect.c: upvalue 1 = rt */
-void fr_push_response(lua_State *L, call *c);     /* pushes the api_node closure */
+void fr_push_response(lua_State *L, call *c);     /* the response table */
 void fr_call_done(flowrun *rt, CURLMsg *m);
 void fr_calls_free(flowrun *rt);        /* the runtime goes away */
 bool fr_call_set_url(call *c, const char *url);  /* false: no memory */
@@ -235,7 +253,7 @@ extern const fr_module fr_modules[];    /* ends with a NULL name */
 typedef struct fr_watch { int fd; void (*cb)(void *, int); void *ud; } fr_watch;
 typedef struct fd_state { uint32_t events; uint8_t flags; } fd_state;
 
-/* libcurl's connection sockets pass through these (runtime.c); the open
+/* libcurl's connection sockets pass through these (loop.c); the open
 ** callback's ud is the call, the close callback's the runtime. */
 curl_socket_t fr_open_socket(void *ud, curlsocktype purpose,
                              struct curl_sockaddr *a);
@@ -244,6 +262,8 @@ int fr_close_socket(void *ud, curl_socket_t fd);
 struct flowrun {
   lua_State *L;                         /* main thread */
   bool owns_L;
+  void (*on_ready)(flowrun *rt);        /* the loop's hooks: resume ready sessions, */
+  void (*on_done)(flowrun *rt, CURLMsg *m);  /* a transfer has ended */
   CURLM *multi;
   int epfd;
   double curl_deadline;                 /* libcurl's timer, -1 if none */
@@ -292,7 +312,10 @@ void fr_destroy(flowrun *rt);
 int fr_error(flowrun *rt, const char *fmt, ...);    /* returns FLOWRUN_ERR */
 int fr_pcall(flowrun *rt, lua_State *L, int nargs, int top);
 void fr_push_where(lua_State *L);
-/* Runs one turn of the loop; wait_ms as flowrun_step. */
+/* The loop (loop.c): made and freed with the runtime; one turn, wait_ms
+** as flowrun_step. */
+bool fr_loop_init(flowrun *rt);
+void fr_loop_free(flowrun *rt);
 int fr_step(flowrun *rt, int wait_ms);
 /* The runtime stored in the upvalue of a Lua-facing C function. */
 #define fr_rt(L) ((flowrun *)lua_touserdata((L), lua_upvalueindex(1)))

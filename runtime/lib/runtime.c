@@ -1,22 +1,11 @@
 /*
-** runtime.c -- the runtime and its loop.
-**
-** One epoll set carries libcurl's sockets (CURLMOPT_SOCKETFUNCTION) and the
-** host's watched descriptors; libcurl's timer and the runtime's own timers
-** (sleep, retry backoff, queue limits) sit in one min-heap. A turn of the
-** loop waits for the nearest of them, lets libcurl act on what is ready,
-** collects finished transfers and resumes the sessions they belong to, so
-** the cost of a turn follows the active transfers, not all of them.
+** runtime.c -- the runtime: made of its parts (the loop, sessions, calls,
+** integrations, secrets, the sandbox and its limits) and taken apart in
+** order; the entry points of flowrun.h that belong to no one part.
 */
-#include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <lualib.h>
 #include <lua-cjson.h>
@@ -24,224 +13,6 @@
 #include "internal.h"
 #include "quota.h"
 #include "sandbox.h"
-
-#define TAG_CURL  (1ull << 32)
-#define TAG_WATCH (2ull << 32)
-
-/* ---- timers ---- */
-
-static void heap_swap(flowrun *rt, int i, int j) {
-  fr_timer *t = rt->heap[i];
-  rt->heap[i] = rt->heap[j];
-  rt->heap[j] = t;
-  rt->heap[i]->idx = i;
-  rt->heap[j]->idx = j;
-}
-
-static void heap_up(flowrun *rt, int i) {
-  while (i > 0 && rt->heap[(i - 1) / 2]->at > rt->heap[i]->at) {
-    heap_swap(rt, i, (i - 1) / 2);
-    i = (i - 1) / 2;
-  }
-}
-
-static void heap_down(flowrun *rt, int i) {
-  for (;;) {
-    int l = 2 * i + 1, r = l + 1, m = i;
-    if (l < rt->nheap && rt->heap[l]->at < rt->heap[m]->at) m = l;
-    if (r < rt->nheap && rt->heap[r]->at < rt->heap[m]->at) m = r;
-    if (m == i) return;
-    heap_swap(rt, i, m);
-    i = m;
-  }
-}
-
-void fr_timer_cancel(flowrun *rt, fr_timer *t) {
-  int i = t->idx;
-  if (i < 0) return;
-  t->idx = -1;
-  if (i != --rt->nheap) {
-    rt->heap[i] = rt->heap[rt->nheap];
-    rt->heap[i]->idx = i;
-    heap_down(rt, i);
-    heap_up(rt, i);
-  }
-}
-
-/* Arms t to fire at `at`; aborts on ENOMEM like Lua does. */
-void fr_timer_arm(flowrun *rt, fr_timer *t, double at) {
-  fr_timer_cancel(rt, t);
-  if (rt->nheap == rt->capheap) {
-    int cap = rt->capheap ? rt->capheap * 2 : 64;
-    fr_timer **h = realloc(rt->heap, cap * sizeof *h);
-    if (!h) abort();
-    rt->heap = h;
-    rt->capheap = cap;
-  }
-  t->at = at;
-  t->idx = rt->nheap;
-  rt->heap[rt->nheap++] = t;
-  heap_up(rt, t->idx);
-}
-
-/* Fires every timer due by now; a fired timer may re-arm itself. */
-static void run_timers(flowrun *rt, double now) {
-  while (rt->nheap > 0 && rt->heap[0]->at <= now) {
-    fr_timer *t = rt->heap[0];
-    fr_timer_cancel(rt, t);
-    t->fire(rt, t);
-  }
-}
-
-/* ---- libcurl glue ---- */
-
-/*
-** What the epoll set holds for each descriptor libcurl uses. A kept-alive
-** connection that libcurl stops watching between two calls stays in the set
-** (FD_IDLE) rather than being deleted and added again for the next call:
-** that saves two epoll_ctl calls per request. Only connection sockets, which
-** libcurl opens and closes through fr_open_socket/fr_close_socket, are kept
-** so: their close is seen, so a reused descriptor number is never mistaken
-** for one still in the set. An idle connection that becomes readable (the
-** server closed it) leaves the set then.
-*/
-enum { FD_CONN = 1, FD_IDLE = 2 };
-
-static fd_state *fd_at(flowrun *rt, int fd) {
-  if (fd >= rt->nfds) {
-    int n = fd + 1 > 2 * rt->nfds ? fd + 1 : 2 * rt->nfds;
-    fd_state *p = realloc(rt->fds, n * sizeof *p);
-    if (!p) abort();
-    memset(p + rt->nfds, 0, (n - rt->nfds) * sizeof *p);
-    rt->fds = p;
-    rt->nfds = n;
-  }
-  return &rt->fds[fd];
-}
-
-static void fd_forget(flowrun *rt, int fd) {
-  fd_state *st = fd_at(rt, fd);
-  if (st->events) epoll_ctl(rt->epfd, EPOLL_CTL_DEL, fd, NULL);
-  st->events = st->flags = 0;
-}
-
-/* Opens a connection socket for the call ud. When the process (EMFILE) or
-** the system (ENFILE) has no descriptor left, the call notes it: libcurl
-** would only say it could not connect. */
-curl_socket_t fr_open_socket(void *ud, curlsocktype purpose,
-                             struct curl_sockaddr *a) {
-  call *c = ud;
-  int fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
-  (void)purpose;
-  if (fd < 0) {
-    if (errno == EMFILE || errno == ENFILE) c->fd_errno = errno;
-    return CURL_SOCKET_BAD;
-  }
-  fd_at(c->rt, fd)->flags = FD_CONN;
-  return fd;
-}
-
-int fr_close_socket(void *ud, curl_socket_t fd) {
-  fd_forget(ud, fd);
-  return close(fd);
-}
-
-static int on_socket(CURL *e, curl_socket_t s, int what, void *ud, void *sp) {
-  flowrun *rt = ud;
-  fd_state *st = fd_at(rt, s);
-  struct epoll_event ev = { 0 };
-  (void)e; (void)sp;
-  if (what == CURL_POLL_REMOVE) {
-    if (st->flags & FD_CONN) st->flags |= FD_IDLE;
-    else fd_forget(rt, s);
-    return 0;
-  }
-  st->flags &= ~FD_IDLE;
-  ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0)
-            | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
-  if (st->events == ev.events) return 0;
-  ev.data.u64 = TAG_CURL | (uint32_t)s;
-  if (epoll_ctl(rt->epfd, st->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, s, &ev) < 0)
-    epoll_ctl(rt->epfd, errno == ENOENT ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, s, &ev);
-  st->events = ev.events;
-  return 0;
-}
-
-static int on_timer(CURLM *m, long ms, void *ud) {
-  flowrun *rt = ud;
-  (void)m;
-  rt->curl_deadline = ms < 0 ? -1 : fr_now() + ms;
-  return 0;
-}
-
-static void drain_curl(flowrun *rt) {
-  CURLMsg *m;
-  int left;
-  while ((m = curl_multi_info_read(rt->multi, &left)))
-    if (m->msg == CURLMSG_DONE) fr_call_done(rt, m);
-}
-
-static void curl_act(flowrun *rt, curl_socket_t s, int mask) {
-  int running;
-  curl_multi_socket_action(rt->multi, s, mask, &running);
-}
-
-/* ---- the loop ---- */
-
-static fr_watch *find_watch(flowrun *rt, int fd) {
-  for (int i = 0; i < rt->nwatches; i++)
-    if (rt->watches[i].fd == fd) return &rt->watches[i];
-  return NULL;
-}
-
-/* Milliseconds to wait: the nearest deadline, bounded by wait_ms. */
-static int wait_time(flowrun *rt, int wait_ms, double now) {
-  double next = -1;
-  if (rt->ready) return 0;
-  if (rt->curl_deadline >= 0) next = rt->curl_deadline;
-  if (rt->nheap > 0 && (next < 0 || rt->heap[0]->at < next))
-    next = rt->heap[0]->at;
-  if (next < 0) {                       /* nothing to wait for: never forever */
-    bool idle = rt->nsessions + rt->ncalls == 0 && rt->nwatches == 0;
-    return wait_ms < 0 && idle ? 0 : wait_ms;
-  }
-  double d = next - now;
-  int ms = d <= 0 ? 0 : (int)d + (d > (int)d);  /* round up: never spin */
-  return (wait_ms >= 0 && wait_ms < ms) ? wait_ms : ms;
-}
-
-int fr_step(flowrun *rt, int wait_ms) {
-  struct epoll_event ev[64];
-  int n, i;
-  rt->in_step++;
-  fr_run_ready(rt);
-  n = epoll_wait(rt->epfd, ev, 64, wait_time(rt, wait_ms, fr_now()));
-  for (i = 0; i < n; i++) {
-    uint64_t tag = ev[i].data.u64 & ~0xffffffffull;
-    int fd = (int)(uint32_t)ev[i].data.u64;
-    if (tag == TAG_CURL && (fd_at(rt, fd)->flags & FD_IDLE)) {
-      fd_forget(rt, fd);                /* closed by the server meanwhile */
-    } else if (tag == TAG_CURL) {
-      int mask = (ev[i].events & EPOLLIN ? CURL_CSELECT_IN : 0)
-               | (ev[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0)
-               | (ev[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
-      curl_act(rt, fd, mask);
-    } else {
-      fr_watch *w = find_watch(rt, fd);
-      if (w) w->cb(w->ud, fd);
-    }
-  }
-  double now = fr_now();
-  if (rt->curl_deadline >= 0 && rt->curl_deadline <= now) {
-    rt->curl_deadline = -1;
-    curl_act(rt, CURL_SOCKET_TIMEOUT, 0);
-  }
-  drain_curl(rt);
-  run_timers(rt, now);
-  fr_run_ready(rt);
-  rt->in_step--;
-  return rt->nsessions + rt->ncalls;
-}
 
 /* ---- creation ---- */
 
@@ -297,17 +68,12 @@ flowrun *fr_create(lua_State *L, bool owns, const flowrun_callbacks *cb) {
   }
   rt->epfd = -1;
   rt->owns_L = owns;
-  rt->curl_deadline = -1;
   rt->sessions_ref = rt->flows_ref = rt->base_ref = LUA_NOREF;
   rt->threads_ref = rt->globals_ref = rt->modules_ref = rt->trusted_ref = LUA_NOREF;
   if (cb) rt->cb = *cb;
-  rt->epfd = epoll_create1(EPOLL_CLOEXEC);
-  rt->multi = curl_multi_init();
-  if (rt->epfd < 0 || !rt->multi) goto fail;
-  curl_multi_setopt(rt->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-  curl_multi_setopt(rt->multi, CURLMOPT_SOCKETDATA, rt);
-  curl_multi_setopt(rt->multi, CURLMOPT_TIMERFUNCTION, on_timer);
-  curl_multi_setopt(rt->multi, CURLMOPT_TIMERDATA, rt);
+  rt->on_ready = fr_run_ready;
+  rt->on_done = fr_call_done;
+  if (!fr_loop_init(rt)) goto fail;
   fr_limits_init(rt);
   if (!L) L = lua_newstate(fr_alloc, rt);
   if (!L) goto fail;
@@ -337,8 +103,7 @@ void fr_destroy(flowrun *rt) {
     luaL_unref(rt->L, LUA_REGISTRYINDEX, rt->trusted_ref);
     if (rt->owns_L) lua_close(rt->L);
   }
-  if (rt->multi) curl_multi_cleanup(rt->multi);
-  if (rt->epfd >= 0) close(rt->epfd);
+  fr_loop_free(rt);
   fr_integrations_free(rt);
   for (int i = 0; i < rt->nsecrets; i++) {
     free(rt->secrets[i].s);
@@ -346,9 +111,6 @@ void fr_destroy(flowrun *rt) {
     free(rt->secrets[i].basic);
   }
   free(rt->secrets);
-  free(rt->heap);
-  free(rt->watches);
-  free(rt->fds);
   free(rt);
 }
 
@@ -377,30 +139,6 @@ int flowrun_step(flowrun *rt, int timeout_ms) {
 
 int flowrun_sessions(const flowrun *rt) {
   return rt->nsessions;
-}
-
-int flowrun_watch(flowrun *rt, int fd, void (*cb)(void *ud, int fd),
-                  void *ud) {
-  fr_watch *w = find_watch(rt, fd);
-  if (!cb) {
-    if (!w) return FLOWRUN_OK;
-    epoll_ctl(rt->epfd, EPOLL_CTL_DEL, fd, NULL);
-    *w = rt->watches[--rt->nwatches];
-    return FLOWRUN_OK;
-  }
-  if (!w) {
-    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_WATCH | (uint32_t)fd };
-    fr_watch *ws = realloc(rt->watches, (rt->nwatches + 1) * sizeof *ws);
-    if (!ws) return fr_error(rt, "out of memory");
-    rt->watches = ws;
-    if (epoll_ctl(rt->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
-      return fr_error(rt, "cannot watch fd %d: %s", fd, strerror(errno));
-    w = &rt->watches[rt->nwatches++];
-  }
-  w->fd = fd;
-  w->cb = cb;
-  w->ud = ud;
-  return FLOWRUN_OK;
 }
 
 /* ---- for hosts that run Lua of their own (the REPL) ---- */

@@ -25,6 +25,8 @@
 
 /* ---- finding the session of a thread ---- */
 
+static void call_ended(fr_call_waiter *w, call *c);
+
 session *fr_session_current(flowrun *rt, lua_State *L) {
   session *s;
   if (rt->owns_L) return *(session **)lua_getextraspace(L);
@@ -429,6 +431,8 @@ static int l_start(lua_State *L) {
   memcpy(s->id, id, idlen + 1);
   s->rt = rt;
   s->timer.idx = -1;
+  s->waiter.wake = call_ended;
+  s->waiter.id = s->id;
   co = s->co = lua_newthread(L);
   fr_limits_watch(co);
   s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -633,6 +637,46 @@ static int l_sleep(lua_State *L) {
   for (double now; (now = fr_now()) < until;)
     fr_step(rt, (int)(until - now) + 1);
   return 0;
+}
+
+/* The call s waits on has ended: s goes on in the next step. */
+static void call_ended(fr_call_waiter *w, call *c) {
+  session *s = (session *)((char *)w - offsetof(session, waiter));
+  if (s->call != c) return;             /* ended before s began to wait */
+  s->call = NULL;
+  fr_session_ready(s);
+}
+
+static int k_api_node(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  return fr_call_push_result(L, (call *)ctx);
+}
+
+/* api_node(spec) -> label, response. A session waits for the call; Lua
+** outside any session (a REPL) turns the loop until it ends. */
+static int l_api_node(lua_State *L) {
+  flowrun *rt = fr_rt(L);
+  session *s = waiting_session(rt, L, "api_node");
+  call *c;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  if (!(c = fr_call_new(rt))) return luaL_error(L, "out of memory");
+  fr_call_build(L, c);                  /* raises on misuse */
+  lua_settop(L, 1);
+  if (fr_call_begin(c, s ? &s->waiter : NULL)) return fr_call_push_result(L, c);
+  if (s) {
+    s->call = c;
+    s->state = S_CALL;
+    return lua_yieldk(L, 0, (lua_KContext)c, k_api_node);
+  }
+  while (!fr_call_over(c)) fr_step(rt, -1);
+  return fr_call_push_result(L, c);
+}
+
+int fr_open_api_node(lua_State *L) {
+  fr_open_response(L);
+  lua_pushcclosure(L, l_api_node, 1);
+  return 1;
 }
 
 /* log.info/warn/error(...): one line to the trace stream. */
