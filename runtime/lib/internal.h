@@ -157,6 +157,10 @@ struct session {
 
 session *fr_session_current(flowrun *rt, lua_State *L);
 void fr_session_ready(session *s);      /* resume it in the next step */
+/* Does every session wait for a message (none ready, none sleeping or
+** calling)? And the runtime as a whole: also no call and no timer. */
+bool fr_sessions_idle(const flowrun *rt);
+bool fr_runtime_idle(const flowrun *rt);
 void fr_run_ready(flowrun *rt);
 void fr_sessions_free(flowrun *rt);
 /* Pushes a new table of the flow primitives: api_node, say, ask, sleep,

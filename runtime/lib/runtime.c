@@ -137,6 +137,10 @@ int flowrun_step(flowrun *rt, int timeout_ms) {
   return fr_step(rt, timeout_ms);
 }
 
+bool fr_runtime_idle(const flowrun *rt) {
+  return rt->ncalls == 0 && rt->nheap == 0 && fr_sessions_idle(rt);
+}
+
 int flowrun_sessions(const flowrun *rt) {
   return rt->nsessions;
 }

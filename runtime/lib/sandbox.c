@@ -571,3 +571,11 @@ int flowrun_register_value(flowrun *rt, const char *name) {
   if (!lua_checkstack(L, 6)) return fr_error(rt, "out of memory");
   return do_register(rt, name);
 }
+
+void fr_push_flow_global(flowrun *rt, lua_State *L, const char *name) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->base_ref);
+  lua_getfield(L, -1, "__index");
+  lua_getfield(L, -1, name);
+  lua_replace(L, -3);
+  lua_pop(L, 1);
+}

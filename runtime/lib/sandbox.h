@@ -19,6 +19,9 @@
 ** under lua_pcall. */
 void fr_sandbox_open(flowrun *rt, lua_State *L);
 
+/* Pushes the flow global `name` (what every session sees as it). */
+void fr_push_flow_global(flowrun *rt, lua_State *L, const char *name);
+
 /* Pushes the globals table (_ENV) of the Lua function `level` levels up
 ** the stack, or nothing and returns 0 when it has none. */
 int fr_caller_env(lua_State *L, int level);

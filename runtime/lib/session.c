@@ -38,6 +38,13 @@ session *fr_session_current(flowrun *rt, lua_State *L) {
   return s;
 }
 
+bool fr_sessions_idle(const flowrun *rt) {
+  if (rt->ready) return false;
+  for (session *s = rt->all; s; s = s->next)
+    if (s->state != S_ASK) return false;
+  return true;
+}
+
 void fr_session_ready(session *s) {
   flowrun *rt = s->rt;
   if (s->queued) return;

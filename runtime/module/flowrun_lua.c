@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "lib/internal.h"
+#include "lib/sandbox.h"
 
 #define RT_MT "flowrun.runtime"
 
@@ -48,7 +49,7 @@ static const char *arg_string(lua_State *L, int i, const char *m, const char *wh
 /* Pushes a new event table of the given type onto the events list and
 ** leaves it on the stack of the main thread. */
 static lua_State *event(box *b, const char *type, const char *sid) {
-  lua_State *L = b->rt->L;
+  lua_State *L = flowrun_lua(b->rt);
   lua_rawgeti(L, LUA_REGISTRYINDEX, b->events);
   lua_createtable(L, 0, 4);
   lua_pushvalue(L, -1);
@@ -136,7 +137,7 @@ static int check(lua_State *L, box *b, int rc) {
 static int m_load_integrations(lua_State *L) {
   static const char method_name[] = "load_integrations";
   box *b = checkbox(L);
-  check(L, b, fr_integrations_load(b->rt, b->rt->L, arg_string(L, 2, method_name, "the file")));
+  check(L, b, fr_integrations_load(b->rt, flowrun_lua(b->rt), arg_string(L, 2, method_name, "the file")));
   return 0;
 }
 
@@ -144,11 +145,8 @@ static int m_load_integrations(lua_State *L) {
 static int m_api_node(lua_State *L) {
   static const char method_name[] = "api_node";
   box *b = checkbox(L);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, b->rt->base_ref);
-  lua_getfield(L, -1, "__index");
-  lua_getfield(L, -1, "api_node");
+  fr_push_flow_global(b->rt, L, "api_node");
   lua_replace(L, 1);
-  lua_pop(L, 2);
   lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
   return lua_gettop(L);
 }
@@ -204,10 +202,7 @@ static int m_run(lua_State *L) {
   flowrun *rt = b->rt;
   double until = fr_now() + arg_int(L, 2, method_name, "ms (how long it may take)", 60000);
   for (;;) {
-    bool idle = rt->ncalls == 0 && !rt->ready && rt->nheap == 0;
-    for (session *s = rt->all; idle && s; s = s->next)
-      idle = s->state == S_ASK;
-    if (idle) { lua_pushboolean(L, 1); return 1; }
+    if (fr_runtime_idle(rt)) { lua_pushboolean(L, 1); return 1; }
     double left = until - fr_now();
     if (left <= 0) { lua_pushboolean(L, 0); return 1; }
     fr_step(rt, left > 100 ? 100 : (int)left + 1);
@@ -299,7 +294,7 @@ static void options(lua_State *L, flowrun *rt) {
       if (lua_type(L, -2) != LUA_TSTRING)
         luaL_error(L, "flowrun.new: globals: names must be strings, got %s", luaL_typename(L, -2));
       name = lua_tostring(L, -2);
-      lua_xmove(L, rt->L, 1);
+      lua_xmove(L, flowrun_lua(rt), 1);
       if (flowrun_register_value(rt, name) != FLOWRUN_OK)
         luaL_error(L, "flowrun.new: globals.%s: %s", name, flowrun_errmsg(rt));
     }
