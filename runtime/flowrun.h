@@ -73,10 +73,10 @@ void flowrun_free(flowrun *rt);
 const char *flowrun_errmsg(const flowrun *rt);
 lua_State *flowrun_lua(flowrun *rt);
 
-/* The integrations file SPEC 2 says to use: opt (-I) if given, else
-** $FLOWRUN_INTEGRATIONS, else integrations.lua beside flow (may be NULL),
-** else in the current directory; NULL when there is none. buf (size bytes)
-** may hold the returned path. */
+/* The integrations file to use (README: An integrations file): opt (-I)
+** if given, else $FLOWRUN_INTEGRATIONS, else integrations.lua beside flow
+** (may be NULL), else in the current directory; NULL when there is none.
+** buf (size bytes) may hold the returned path. */
 const char *flowrun_find_integrations(const char *opt, const char *flow,
                                       char *buf, size_t size);
 
@@ -87,7 +87,8 @@ const char *flowrun_find_integrations(const char *opt, const char *flow,
 ** raises "environment variable NAME is not set". */
 void flowrun_env_placeholders(flowrun *rt, int on);
 
-/* Loads an integrations file (SPEC 2), replacing the current set. */
+/* Loads an integrations file (README: An integrations file), replacing
+** the current set. */
 int flowrun_load_integrations(flowrun *rt, const char *file);
 
 /* Starts session `id` running FLOW with the given arguments (the flow's

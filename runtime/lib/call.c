@@ -1,5 +1,5 @@
 /*
-** call.c -- api_node: one HTTP request to an integration (SPEC 3).
+** call.c -- api_node: one HTTP request to an integration (README: The labels).
 **
 ** Calls are C objects of the runtime, reused with their buffers once a
 ** call's response has been handed over, so a steady stream of calls costs

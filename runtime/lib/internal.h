@@ -47,7 +47,8 @@ typedef struct fr_results {
 void fr_parse_results(lua_State *L, int idx, const char *what, fr_results *r,
                       bool need200);
 /* Pushes an array of "key=value" strings, percent-encoded, from a query
-** table at idx in either form (SPEC 3); raises naming what. */
+** table at idx in either form (README: A flow that branches on labels);
+** raises naming what. */
 void fr_query_pairs(lua_State *L, int idx, const char *what);
 int fr_results_status(const fr_results *r, int status);  /* 0, code or -cls */
 

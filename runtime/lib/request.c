@@ -1,5 +1,6 @@
 /*
-** request.c -- from an api_node spec to a request (SPEC 3).
+** request.c -- from an api_node spec to a request (README: A flow that
+** branches on labels).
 **
 ** Everything a flow author can get wrong is checked here, before anything
 ** is sent: fields, integration and endpoint, method, placeholders, query,
