@@ -42,8 +42,8 @@ typedef struct fr_results {
 } fr_results;
 
 /* Reads an array of result names at idx into r, raising on misuse; what
-** names the field in messages ("results", "retry.on"); need200: "200" or
-** "2xx" must be among them. */
+** names the field in messages ("results", "retry.on"); need200: a success
+** (a 2xx status such as "200" or "201", or "2xx") must be among them. */
 void fr_parse_results(lua_State *L, int idx, const char *what, fr_results *r,
                       bool need200);
 /* Pushes an array of "key=value" strings, percent-encoded, from a query
@@ -208,10 +208,10 @@ void fr_request_build(lua_State *L, call *c);
 void fr_call_fail(call *c, const char *label, const char *reason,
                   const char *fmt, ...);
 
-int fr_open_api_node(lua_State *L);
+int fr_open_api_node(lua_State *L);   /* pushes the api_node closure */
 void fr_open_response(lua_State *L);     /* response.c */
 int fr_open_runtime_module(lua_State *L);  /* inspect.c: upvalue 1 = rt */
-void fr_push_response(lua_State *L, call *c);     /* pushes the api_node closure */
+void fr_push_response(lua_State *L, call *c);     /* response.c: c's response */
 void fr_call_done(flowrun *rt, CURLMsg *m);
 void fr_calls_free(flowrun *rt);        /* the runtime goes away */
 bool fr_call_set_url(call *c, const char *url);  /* false: no memory */
@@ -269,7 +269,7 @@ struct flowrun {
   int globals_ref;                      /* registry: the flow globals */
   int modules_ref;                      /* registry: what require gives flows */
   int trusted_ref;                      /* registry: metatable of a host's own globals */
-  long long limit[FLOWRUN_LIMIT_COUNT]; /* limits.c */
+  long long limit[FLOWRUN_LIMIT_COUNT]; /* quota.c */
   long long mem;                        /* bytes the Lua state holds (if ours) */
   int threads_ref;                      /* registry: thread -> session */
   call *calls;                          /* calls being built or not done */

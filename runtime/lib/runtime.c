@@ -108,7 +108,8 @@ void fr_timer_cancel(flowrun *rt, fr_timer *t) {
   }
 }
 
-/* Arms t to fire at `at`; aborts on ENOMEM like Lua does. */
+/* Arms t to fire at `at`. When the heap cannot grow (out of memory) it
+** calls abort(): the whole process ends. */
 void fr_timer_arm(flowrun *rt, fr_timer *t, double at) {
   fr_timer_cancel(rt, t);
   if (rt->nheap == rt->capheap) {
