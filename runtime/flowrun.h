@@ -37,8 +37,8 @@ typedef struct flowrun_trace {
   const char *method;
   const char *url;
   const char *label;
-  const char *reason;                   /* NULL unless a default label */
-  const char *error;                    /* NULL unless a default label */
+  const char *reason;                   /* NULL but for error, timeout, max-connection */
+  const char *error;                    /* NULL when reason is */
   int status;                           /* 0 when there was no response */
   int attempts;
   double elapsed_ms;

@@ -472,7 +472,8 @@ static void build_url(lua_State *L, call *c, unsigned present, const char *path)
   if (params) lua_pop(L, 1);
 }
 
-/* Has the headers table at idx a header named name (any case)? */
+/* The value of the header named name (any case) in the headers table at
+** idx, or NULL (also for idx 0: no headers table). */
 static const char *node_header(lua_State *L, int idx, const char *name) {
   const char *v = NULL;
   if (!idx) return NULL;
