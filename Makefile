@@ -127,6 +127,9 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -qq $$missing >/dev/null; fi
 
+# make test builds and runs every spec. It installs packages only through
+# `make deps`, which runs apt-get only when `dpkg -s` finds one of DEBS
+# missing: on a machine that has them all, nothing is installed.
 test: deps
 	$(MAKE) all $(BENCH_BIN)              # the bench programs too: an API change must not break them
 	SAN=$(SAN) sh spec/run.sh

@@ -45,8 +45,8 @@ typedef struct flowrun_trace {
   const char *method;
   const char *url;
   const char *label;
-  const char *reason;                   /* NULL unless a default label */
-  const char *error;                    /* NULL unless a default label */
+  const char *reason;                   /* NULL but for error, timeout, max-connection */
+  const char *error;                    /* NULL when reason is */
   int status;                           /* 0 when there was no response */
   int attempts;
   double elapsed_ms;
@@ -81,10 +81,10 @@ FLOWRUN_API void flowrun_free(flowrun *rt);
 FLOWRUN_API const char *flowrun_errmsg(const flowrun *rt);
 FLOWRUN_API lua_State *flowrun_lua(flowrun *rt);
 
-/* The integrations file SPEC 2 says to use: opt (-I) if given, else
-** $FLOWRUN_INTEGRATIONS, else integrations.lua beside flow (may be NULL),
-** else in the current directory; NULL when there is none. buf (size bytes)
-** may hold the returned path. */
+/* The integrations file to use (README: An integrations file): opt (-I)
+** if given, else $FLOWRUN_INTEGRATIONS, else integrations.lua beside flow
+** (may be NULL), else in the current directory; NULL when there is none.
+** buf (size bytes) may hold the returned path. */
 FLOWRUN_API const char *flowrun_find_integrations(const char *opt, const char *flow,
                                                   char *buf, size_t size);
 
@@ -95,7 +95,8 @@ FLOWRUN_API const char *flowrun_find_integrations(const char *opt, const char *f
 ** raises "environment variable NAME is not set". */
 FLOWRUN_API void flowrun_env_placeholders(flowrun *rt, int on);
 
-/* Loads an integrations file (SPEC 2), replacing the current set. */
+/* Loads an integrations file (README: An integrations file), replacing
+** the current set. */
 FLOWRUN_API int flowrun_load_integrations(flowrun *rt, const char *file);
 
 /* Starts session `id` running FLOW with the given arguments (the flow's

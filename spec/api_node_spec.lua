@@ -1,7 +1,8 @@
--- SPEC §3: api_node(spec) -> label, response (and the retry policy of §2).
+-- README: A flow that branches on labels, and The labels: api_node(spec) ->
+-- label, response; README: Behaviour in detail: the retry policy.
 local helper = require "spec.helper"
 
-describe("§3 api_node", function()
+describe("A flow that branches on labels: api_node", function()
   local mock, rt
 
   setup(function()
@@ -342,7 +343,7 @@ describe("§3 api_node", function()
       assert.are.equal("2xx", label)
     end)
 
-    it("any 2xx status is a success: a POST may declare only 201 (SPEC 3)", function()
+    it("any 2xx status is a success: a POST may declare only 201", function()
       local label = rt:api_node{ integration = "bare", path = "/created", results = { "201", "409" } }
       assert.are.equal("201", label)
       assert.has_error(function() rt:api_node{ integration = "bare", path = "/created", results = { "301", "409" } } end,
@@ -634,7 +635,7 @@ say("not reached")
     end)
   end)
 
-  describe("retries (§2 retry)", function()
+  describe("retries", function()
     local function retrying(retry, extra)
       local ig = { base_url = mock.url .. "/v1", retry = retry }
       for k, v in pairs(extra or {}) do ig[k] = v end

@@ -1,9 +1,9 @@
--- SPEC §7 and §5: `flowrun check FLOW.lua...` -- every routing mistake of a
--- declarative flow, and the literal api_node{} tables of a script, found
--- before anything runs; one line per problem, then a summary.
+-- README: flowrun check. `flowrun check FLOW.lua...`: every routing
+-- mistake of a declarative flow, and the literal api_node{} tables of a
+-- script, found before anything runs; one line per problem, then a summary.
 local helper = require "spec.helper"
 
-describe("§7 flowrun check", function()
+describe("flowrun check", function()
   local mock, dir, ig_file
 
   setup(function()
@@ -136,7 +136,7 @@ return flow.define {
       expect_one(f, f .. ':7: step "call": on: must include a success: a 2xx status like "200" or "201", or "2xx"')
     end)
 
-    it('a 2xx status other than 200 is a success (SPEC 3)', function()
+    it('a 2xx status other than 200 is a success', function()
       local f = decl('    call = flow.api { integration = "shop", method = "POST", path = "/x", on = { ["201"] = "done" } },\n')
       local r = check({ f })
       assert.are.equal(0, r.code, r.stdout)

@@ -1,8 +1,8 @@
--- SPEC §5: the command line.
+-- README: The command line.
 local helper = require "spec.helper"
 local cjson = require "cjson"
 
-describe("§5 command line", function()
+describe("The command line", function()
   local mock
 
   setup(function()

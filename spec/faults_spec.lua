@@ -1,8 +1,8 @@
--- SPEC §3 "the label": the fault matrix. Each failure a real server can
+-- README: The labels. The fault matrix: each failure a real server can
 -- produce, with the exact label and reason the flow branches on.
 local helper = require "spec.helper"
 
-describe("§3 faults", function()
+describe("The labels: faults", function()
   local mock
 
   setup(function()

@@ -1,9 +1,9 @@
--- SPEC §7: declarative flows (lua/flowrun/flow.lua) running as sessions:
+-- README: Declarative flows. Flows of lua/flowrun/flow.lua running as sessions:
 -- routing by label against the mock API, steps, switch, "flow:" hand-over,
 -- and the validation that happens when a flow is loaded.
 local helper = require "spec.helper"
 
-describe("§7 declarative flows", function()
+describe("Declarative flows", function()
   local mock, ig_dir, ig_file
 
   setup(function()

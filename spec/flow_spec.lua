@@ -1,8 +1,8 @@
--- SPEC §4: flow scripts, their globals and sessions; through the command
--- line and through the Lua module.
+-- README: Flow globals. Flow scripts, their globals and sessions; through
+-- the command line and through the Lua module.
 local helper = require "spec.helper"
 
-describe("§4 flow scripts", function()
+describe("Flow globals: flow scripts", function()
   local mock, ig_dir
 
   setup(function()

@@ -1,8 +1,8 @@
--- SPEC §7 and §5: `flowrun graph FLOW.lua [--mermaid]` -- a declarative
--- flow as Graphviz DOT or a Mermaid flowchart.
+-- README: flowrun graph. `flowrun graph FLOW.lua [--mermaid]`: a
+-- declarative flow as Graphviz DOT or a Mermaid flowchart.
 local helper = require "spec.helper"
 
-describe("§7 flowrun graph", function()
+describe("flowrun graph", function()
   local fixtures = helper.root .. "/spec/fixtures"
   local known = fixtures .. "/graph_flow.lua"
   local ig = fixtures .. "/graph_integrations.lua"

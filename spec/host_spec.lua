@@ -1,8 +1,8 @@
--- SPEC §9: `flowrun host FLOW.lua`, many sessions over JSON lines.
+-- README: flowrun host. Many sessions over JSON lines.
 local helper = require "spec.helper"
 local cjson = require "cjson"
 
-describe("§9 flowrun host", function()
+describe("flowrun host", function()
   local mock, dir
   local ENV = { HOST_SECRET = "hunter2-xyz" }
 

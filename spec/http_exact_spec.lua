@@ -1,6 +1,7 @@
--- SPEC §2 "Retry" and §3 "the label", exactly: what reaches the server is
--- what res.attempts says, a response cut short is not a response, and a
--- process out of descriptors says so.
+-- README: Behaviour in detail (retries, resends, a response cut short)
+-- and The labels, exactly: what reaches the server is what res.attempts
+-- says, a response cut short is not a response, and a process out of
+-- descriptors says so.
 local helper = require "spec.helper"
 
 -- The requests a faultsrv in closekeep, cut or mix mode has received (it

@@ -1,7 +1,7 @@
--- SPEC §2: the integrations file.
+-- README: An integrations file.
 local helper = require "spec.helper"
 
-describe("§2 integrations file", function()
+describe("An integrations file", function()
   local mock
 
   setup(function()

@@ -1,7 +1,7 @@
--- SPEC §8: the mock API (`flowrun mock`).
+-- README: The mock server (`flowrun mock`).
 local helper = require "spec.helper"
 
-describe("§8 mock API routes", function()
+describe("The mock server", function()
   local mock, rt
 
   setup(function()

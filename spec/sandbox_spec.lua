@@ -1,4 +1,4 @@
--- SPEC §4: the sandbox and the limits. A flow has the flow globals and a
+-- README: Sandbox and limits. A flow has the flow globals and a
 -- safe standard library shared read-only; no session can read or change
 -- another's data, and no flow can crash, freeze or exhaust the process for
 -- the others: limits end the offending session only.
@@ -17,7 +17,7 @@ local function run(source, opts)
   return helper.cli{ args = args, env = opts.env, stdin = opts.stdin, timeout = opts.timeout }
 end
 
-describe("§4 sandbox", function()
+describe("Sandbox and limits", function()
   teardown(helper.cleanup)
 
   describe("what a flow reaches", function()

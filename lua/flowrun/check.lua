@@ -2,7 +2,7 @@
 -- anything.
 --
 -- A declarative flow (a file returning flow.define{}) is checked whole:
--- every routing rule of SPEC §7, its api steps against the integrations,
+-- every routing rule (README: Declarative flows), its api steps against the integrations,
 -- its "flow:" targets (which are checked in turn), and the warnings
 -- (unreachable steps, cycles that would spin, in one file or across the
 -- files of "flow:" targets). An imperative script is

@@ -1,4 +1,4 @@
--- flowrun.flow -- declarative flows (SPEC §7): a flow as a table of steps,
+-- flowrun.flow -- declarative flows (README: Declarative flows): a flow as a table of steps,
 -- each api step routing the end-user by its result label.
 --
 --   local flow = require "flowrun.flow"
@@ -196,7 +196,7 @@ end
 -- ---- what each api step declares ----
 
 -- label order in messages and pictures: codes, classes, the switch's
--- labels, then the default labels in the order SPEC §3 decides them
+-- labels, then the default labels in nodespec.DEFAULT_LABELS's order
 local function label_rank(l)
   local kind = nodespec.result_kind(l)
   if kind == "code" then return 1 end

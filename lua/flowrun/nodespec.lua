@@ -1,5 +1,5 @@
 -- flowrun.nodespec -- what can be known about an api_node spec before it
--- is sent (SPEC §3), for `flowrun check` and declarative flows.
+-- is sent (README: A flow that branches on labels), for `flowrun check` and declarative flows.
 --
 -- The rules and their wording are those of runtime/lib/request.c, so that a
 -- problem reads the same whether check finds it or api_node raises it; the
@@ -26,7 +26,7 @@ for _, k in ipairs(nodespec.FIELDS) do FIELD[k] = true end
 
 local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = true, HEAD = true }
 
--- The four labels every call may get, in the order SPEC §3 decides them.
+-- The four labels every call may get, the last decided first (README: The labels).
 nodespec.DEFAULT_LABELS = { "other", "error", "timeout", "max-connection" }
 local DEFAULT = {}
 for _, k in ipairs(nodespec.DEFAULT_LABELS) do DEFAULT[k] = true end

@@ -14,7 +14,7 @@
 -- (bytes of a string, 200), lines (lines of a body, 30), method (shown
 -- before the URL).
 
-local pretty = { _VERSION = "0.1.0" }
+local pretty = { _VERSION = "flowrun.pretty 0.1.0" }
 
 local json_null
 do
@@ -22,11 +22,7 @@ do
   if ok and type(json) == "table" then json_null = json.null end
 end
 
-local KEYWORDS = {}
-for w in ([[and break do else elseif end false for function goto if in
-  local nil not or repeat return then true until while]]):gmatch("%a+") do
-  KEYWORDS[w] = true
-end
+local KEYWORDS = require("flowrun.lex").KEYWORDS   -- Lua's reserved words
 pretty.keywords = KEYWORDS
 
 local COLOR = {

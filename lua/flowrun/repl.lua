@@ -14,7 +14,7 @@ local nodespec = require "flowrun.nodespec"
 local pretty = require "flowrun.pretty"
 local runtime = require "flowrun.runtime"
 
-local M = { _VERSION = "0.1.0" }
+local M = { _VERSION = "flowrun.repl 0.1.0" }
 
 local Repl = {}
 Repl.__index = Repl

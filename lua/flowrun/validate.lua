@@ -1,4 +1,4 @@
--- flowrun.validate -- the rules of a declarative flow (SPEC §7), every
+-- flowrun.validate -- the rules of a declarative flow (README: Declarative flows), every
 -- problem at once: for flow.define (which raises listing them), for the
 -- runtime's check of a definition against its integrations, and for
 -- `flowrun check` (which also wants the warnings) and `flowrun graph`

@@ -1,7 +1,8 @@
 /*
 ** cli.h -- subcommands of the flowrun binary that live in their own files.
-** Each takes the arguments after the subcommand name and returns the exit
-** status (0 ok, 1 failure, 2 usage or configuration error).
+** Each returns the exit status (0 ok, 1 failure, 2 usage or configuration
+** error). repl and host take the arguments after the subcommand's name;
+** mock takes them as a main() does, argv[0] being "mock".
 */
 #ifndef FLOWRUN_CLI_H
 #define FLOWRUN_CLI_H

@@ -1,5 +1,6 @@
 /*
-** jsonl.c -- `flowrun host FLOW.lua`: many end-users over JSON lines (SPEC 9).
+** jsonl.c -- `flowrun host FLOW.lua`: many end-users over JSON lines
+** (README: flowrun host).
 **
 ** A chat server or a game pipes its users' messages in, one JSON object a
 ** line, and reads what the sessions say back, one JSON object a line:

@@ -1,5 +1,5 @@
 /*
-** call.c -- api_node: one HTTP request to an integration (SPEC 3).
+** call.c -- api_node: one HTTP request to an integration (README: The labels).
 **
 ** Calls are C objects of the runtime, reused with their buffers once a
 ** call's response has been handed over, so a steady stream of calls costs
@@ -655,7 +655,9 @@ static bool retry(call *c) {
   return true;
 }
 
-/* Origin of a URL as "scheme://host:port", pushed; false if unparsable. */
+/* Whether URLs a and b have the same scheme, host and port (a port left
+** out counts as the scheme's); false when either does not parse (or
+** memory runs out). */
 static bool same_origin(const char *a, const char *b) {
   static const CURLUPart parts[] = { CURLUPART_SCHEME, CURLUPART_HOST, CURLUPART_PORT };
   CURLU *ua = curl_url(), *ub = curl_url();

@@ -1,5 +1,6 @@
 /*
-** integrations.c -- integrations files (SPEC 2) and the secrets they read.
+** integrations.c -- integrations files (README: An integrations file) and
+** the secrets they read.
 **
 ** An integrations file runs in a sandbox: the safe parts of the standard
 ** library plus env(). Every integration is validated key by key into a C

@@ -42,12 +42,13 @@ typedef struct fr_results {
 } fr_results;
 
 /* Reads an array of result names at idx into r, raising on misuse; what
-** names the field in messages ("results", "retry.on"); need200: "200" or
-** "2xx" must be among them. */
+** names the field in messages ("results", "retry.on"); need200: a success
+** (a 2xx status such as "200" or "201", or "2xx") must be among them. */
 void fr_parse_results(lua_State *L, int idx, const char *what, fr_results *r,
                       bool need200);
 /* Pushes an array of "key=value" strings, percent-encoded, from a query
-** table at idx in either form (SPEC 3); raises naming what (query.c). */
+** table at idx in either form (README: A flow that branches on labels);
+** raises naming what (query.c). */
 void fr_query_pairs(lua_State *L, int idx, const char *what);
 /* Pushes the string form of the query or params value at idx; raises
 ** naming what.key when it is not a string, number or boolean. */
@@ -240,7 +241,7 @@ bool fr_call_over(const call *c);
 int fr_call_push_result(lua_State *L, call *c);
 void fr_open_response(lua_State *L);     /* response.c */
 int fr_open_runtime_module(lua_State *L);  /* inspect.c: upvalue 1 = rt */
-void fr_push_response(lua_State *L, call *c);     /* the response table */
+void fr_push_response(lua_State *L, call *c);     /* response.c: c's response */
 void fr_call_done(flowrun *rt, CURLMsg *m);
 void fr_calls_free(flowrun *rt);        /* the runtime goes away */
 bool fr_call_set_url(call *c, const char *url);  /* false: no memory */
@@ -300,7 +301,7 @@ struct flowrun {
   int globals_ref;                      /* registry: the flow globals */
   int modules_ref;                      /* registry: what require gives flows */
   int trusted_ref;                      /* registry: metatable of a host's own globals */
-  long long limit[FLOWRUN_LIMIT_COUNT]; /* limits.c */
+  long long limit[FLOWRUN_LIMIT_COUNT]; /* quota.c */
   long long mem;                        /* bytes the Lua state holds (if ours) */
   int threads_ref;                      /* registry: thread -> session */
   call *calls;                          /* calls being built or not done */

@@ -1,5 +1,6 @@
 /*
-** request.c -- from an api_node spec to a request (SPEC 3).
+** request.c -- from an api_node spec to a request (README: A flow that
+** branches on labels).
 **
 ** Everything a flow author can get wrong is checked here, before anything
 ** is sent: fields, integration and endpoint, method, placeholders, query,
@@ -291,7 +292,8 @@ static void build_url(lua_State *L, call *c, unsigned present, const char *path)
   if (params) lua_pop(L, 1);
 }
 
-/* Has the headers table at idx a header named name (any case)? */
+/* The value of the header named name (any case) in the headers table at
+** idx, or NULL (also for idx 0: no headers table). */
 static const char *node_header(lua_State *L, int idx, const char *name) {
   const char *v = NULL;
   if (!idx) return NULL;

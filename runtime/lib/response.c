@@ -1,5 +1,5 @@
 /*
-** response.c -- the response table api_node returns (SPEC 3).
+** response.c -- the response table api_node returns (README: The labels).
 **
 ** Most flows read a response's label, status and maybe one JSON field, so
 ** the costly parts are built only when first read: `headers` is parsed from

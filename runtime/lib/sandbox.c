@@ -350,8 +350,8 @@ static int sb_co_guard(lua_State *L) {
   return lua_gettop(L);
 }
 
-/* Puts the value on top into the flow globals (at g) and, as a module
-** require gives, into the sandbox's modules (at m); pops it. */
+/* Puts the value on top into the flow globals (at g) and, when module is
+** set, into the sandbox's modules (at m), for require to give; pops it. */
 static void put(lua_State *L, int g, int m, const char *name, bool module) {
   if (module) {
     lua_pushvalue(L, -1);

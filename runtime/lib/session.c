@@ -536,8 +536,9 @@ int flowrun_stop(flowrun *rt, const char *id) {
 
 /* ---- flow globals ---- */
 
-/* The id of the session on whose behalf L runs: its own thread, or a
-** coroutine it created (those run only while it does). */
+/* The id of s (a session's own thread runs) or, when s is NULL, of the
+** session running now: a coroutine a session created runs only while it
+** does. NULL outside any session. */
 static const char *sid(session *s) {
   if (!s) s = fr_running();
   return s ? s->id : NULL;

@@ -2,8 +2,8 @@
 ** flowrun_lua.c -- the Lua module: require "flowrun" under a stock lua5.4.
 **
 ** flowrun.new{ integrations = FILE } makes a runtime on the caller's Lua
-** state. Its api_node blocks until the call ends (SPEC 3: outside a
-** session it drives the loop); sessions started with rt:start() run as the
+** state. Its api_node blocks until the call ends, turning the loop meanwhile
+** (README: Embedding); sessions started with rt:start() run as the
 ** loop turns, and what they do is kept as events, read with rt:events().
 ** The host's callbacks never call Lua functions: they only append events.
 */

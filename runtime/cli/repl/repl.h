@@ -85,9 +85,13 @@ void repl_put_str(repl *r, FILE *f, const char *color, const char *s);
 char *repl_pop_line(repl *r);
 /* Drops the line being edited, as Ctrl-C does. */
 void repl_cancel_editing(repl *r);
-/* One turn of the loop; with want, the prompt is shown and stdin read. */
+/* s (len bytes, to its first NUL) with every secret as "***", malloc'd;
+** NULL when out of memory. */
 char *repl_redact(repl *r, const char *s, size_t len);
+/* A flow that took Ctrl-C stopped, or the loop turned: the count of
+** Ctrl-Cs not heeded starts again. */
 void repl_flow_stopped(void);
+/* One turn of the loop; with want, the prompt is shown and stdin read. */
 void repl_turn(repl *r, bool want, const char *prompt);
 /* Runs the loop until a line (*line, to free), the end of input or Ctrl-C. */
 int repl_wait_line(repl *r, const char *prompt, char **line);
