@@ -552,7 +552,7 @@ int fr_open_json(lua_State *L) {
   lua_setfield(L, -2, "empty_array");
   push_array_mt(L);
   lua_setfield(L, -2, "array_mt");
-  lua_pushliteral(L, "flowrun json 1");
+  lua_pushliteral(L, "flowrun.json " FLOWRUN_VERSION);
   lua_setfield(L, -2, "_VERSION");
   lua_pushvalue(L, -1);
   lua_setfield(L, -3, "flowrun.json");
