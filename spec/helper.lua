@@ -177,7 +177,7 @@ local function await_listening(proc, what)
     local p = s and s:match("listening on http://127%.0%.0%.1:(%d+)")
     if p then return tonumber(p) end
     if not alive(proc.pid) then return false end
-  end, helper.san and 30000 or 10000)
+  end, helper.san and 60000 or 30000)   -- a liveness guard, not a speed limit: a loaded machine
   if not port then
     local err = stop(proc)
     error(what .. " did not start listening: " .. (helper.read(proc.out) or "") .. err, 3)
