@@ -29,7 +29,7 @@ B = build
 # runtime/lib: the library. runtime/module: the Lua module's binding.
 # runtime/cli: the flowrun command (run, host, repl, mock), a client of
 # runtime/flowrun.h like any host.
-LIB = runtime session call request response integrations secrets json inspect \
+LIB = runtime session call request response integrations secrets json inspect rules \
       sandbox quota
 LIB_O = $(LIB:%=$(B)/lib/%.o) $(B)/modules.o
 LUA_MODULES = $(sort $(wildcard lua/flowrun/*.lua))

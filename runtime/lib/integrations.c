@@ -21,6 +21,7 @@
 #include <lualib.h>
 
 #include "internal.h"
+#include "rules.h"
 
 /* ---- integration structs ---- */
 
@@ -302,10 +303,6 @@ static void read_auth(lua_State *L, building *b) {
   add_header(L, b, "Authorization", v, len);
 }
 
-static const char *const methods[] = {
-  "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", NULL
-};
-
 static void read_endpoints(lua_State *L, building *b) {
   static const char *const keys[] = { "method", "path", NULL };
   integration *ig = b->ig;
@@ -326,8 +323,10 @@ static void read_endpoints(lua_State *L, building *b) {
       int m = lua_gettop(L);
       const char *mkey = lua_pushfstring(L, "%s.method", key);
       method = want_string(L, b, m, mkey, &len);
-      for (i = 0; methods[i] && strcmp(methods[i], method) != 0; i++) {}
-      if (!methods[i]) bad(L, b, mkey, "expected GET, POST, PUT, PATCH, DELETE or HEAD");
+      if (!fr_method(method)) {
+        fr_push_methods_text(L);
+        bad(L, b, mkey, lua_pushfstring(L, "expected %s", lua_tostring(L, -1)));
+      }
     }
     lua_getfield(L, v, "path");
     i = lua_gettop(L);
@@ -623,14 +622,10 @@ int fr_l_env(lua_State *L) {
 
 /* Pushes the sandbox globals table of integrations files. */
 static void push_sandbox(flowrun *rt, lua_State *L) {
-  static const char *const safe[] = {
-    "assert", "error", "ipairs", "next", "pairs", "pcall", "select",
-    "tonumber", "tostring", "type", "string", "table", "math", "utf8", NULL
-  };
   lua_newtable(L);
-  for (int i = 0; safe[i]; i++) {
-    lua_getglobal(L, safe[i]);
-    lua_setfield(L, -2, safe[i]);
+  for (int i = 0; fr_integrations_base[i]; i++) {   /* rules.c */
+    lua_getglobal(L, fr_integrations_base[i]);
+    lua_setfield(L, -2, fr_integrations_base[i]);
   }
   lua_pushlightuserdata(L, rt);
   lua_pushcclosure(L, fr_l_env, 1);

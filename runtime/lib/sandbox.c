@@ -28,6 +28,7 @@
 
 #include "internal.h"
 #include "quota.h"
+#include "rules.h"
 #include "sandbox.h"
 
 static const char fr_frozen_key = 'f';  /* marks a frozen table's metatable */
@@ -587,19 +588,14 @@ static const char *const primitives[] = {
 };
 
 void fr_sandbox_open(flowrun *rt, lua_State *L) {
-  static const char *const base[] = {
-    "assert", "error", "ipairs", "next", "pairs", "pcall", "xpcall", "select",
-    "tonumber", "tostring", "type", "rawequal", "rawget", "rawlen",
-    "getmetatable", "_VERSION", NULL
-  };
-  static const char *const libs[] = { "string", "table", "math", "utf8", "coroutine", NULL };
+  const char *const *base = fr_flow_base, *const *libs = fr_flow_libs;   /* rules.c */
   static const char *const no_dump[] = { "dump", NULL };
   static const char *const no_seed[] = { "randomseed", NULL };
   static const struct { const char *name; lua_CFunction fn; } own[] = {
     { "rawset", sb_rawset }, { "setmetatable", sb_setmetatable },
     { "collectgarbage", sb_collectgarbage },
   };
-  static const char *const os_safe[] = { "time", "clock", "date", "difftime", NULL };
+  const char *const *os_safe = fr_flow_os;
   int g, m, top = lua_gettop(L);
   fr_push_flow_primitives(rt, L);       /* the flow globals, to fill */
   g = lua_gettop(L);

@@ -1,0 +1,187 @@
+/*
+** rules.c -- the rules of an api_node spec and the sandbox allow-lists.
+**
+** One table, read by the runtime that enforces the rules (request.c,
+** integrations.c, sandbox.c) and, through rules() of flowrun.runtime, by
+** the tools that find the same mistakes before anything runs (nodespec.lua
+** for flowrun check, loader.lua for the sandbox of a checked flow file).
+** A message is written once here; a rule whose logic both sides need
+** (a path, a header) is a C function that rules() hands to Lua.
+*/
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include "internal.h"
+#include "rules.h"
+
+const fr_field fr_fields[F_NFIELDS] = {
+  { "integration",     LUA_TSTRING, "a string" },
+  { "endpoint",        LUA_TSTRING, "\"integration.endpoint\"" },
+  { "method",          LUA_TSTRING, "a string" },
+  { "path",            LUA_TSTRING, "a string" },
+  { "params",          LUA_TTABLE,  "a table" },
+  { "query",           LUA_TTABLE,  "a table" },
+  { "query_separator", LUA_TSTRING, "\"&\" or \";\"" },
+  { "headers",         LUA_TTABLE,  "a table" },
+  { "body",            LUA_TNONE,   "a table or a string" },
+  { "form",            LUA_TTABLE,  "a table" },
+  { "results",         LUA_TTABLE,  "an array like {\"200\", \"404\"}" },
+  { "timeout_ms",      LUA_TNONE,   "a positive integer" },
+};
+
+const char *const fr_methods[] = {
+  "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", NULL
+};
+
+const char *fr_method(const char *m) {
+  for (int i = 0; fr_methods[i]; i++)
+    if (strcmp(fr_methods[i], m) == 0) return fr_methods[i];
+  return NULL;
+}
+
+void fr_push_methods_text(lua_State *L) {
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (int i = 0; fr_methods[i]; i++) {
+    if (i > 0) luaL_addstring(&b, fr_methods[i + 1] ? ", " : " or ");
+    luaL_addstring(&b, fr_methods[i]);
+  }
+  luaL_pushresult(&b);
+}
+
+#define FR_MESSAGE_TEXT(id, text) text,
+const char *const fr_messages[M_NMESSAGES] = { FR_MESSAGES(FR_MESSAGE_TEXT) };
+#undef FR_MESSAGE_TEXT
+
+#define FR_MESSAGE_NAME(id, text) #id,
+static const char *const message_names[M_NMESSAGES] = { FR_MESSAGES(FR_MESSAGE_NAME) };
+#undef FR_MESSAGE_NAME
+
+/* As luaL_error: the caller's position, then the message. */
+int fr_api_error(lua_State *L, int id, ...) {
+  va_list ap;
+  luaL_where(L, 1);
+  lua_pushliteral(L, "api_node: ");
+  va_start(ap, id);
+  lua_pushvfstring(L, fr_messages[id], ap);
+  va_end(ap);
+  lua_concat(L, 3);
+  return lua_error(L);
+}
+
+/* libcurl would refuse a space or control character in the URL, or cut a
+** fragment at '#'; it would remove a "." or ".." segment, sending the
+** request elsewhere than res.url says, even above base_url's path. */
+const char *fr_path_problem(const char *path) {
+  const char *p = path, *seg = path, *close;
+  bool in_query = false;
+  for (;; p++) {
+    if (*p == '{' && (close = strchr(p, '}'))) p = close;
+    else if ((unsigned char)*p < 0x20 && *p != '\0') break;
+    else if (*p == ' ' || *p == 0x7f || *p == '#') break;
+    if (!in_query && (*p == '/' || *p == '?' || *p == '\0')) {
+      size_t n = (size_t)(p - seg);
+      if ((n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.'))
+        return "\".\" and \"..\" segments are not allowed (a path stays under base_url)";
+      seg = p + 1;
+      in_query = *p == '?';
+    }
+    if (*p == '\0') return NULL;
+  }
+  return "spaces, control characters and '#' are not allowed "
+         "(percent-encode them, or give the value in params)";
+}
+
+const char *const fr_flow_base[] = {
+  "assert", "error", "ipairs", "next", "pairs", "pcall", "xpcall", "select",
+  "tonumber", "tostring", "type", "rawequal", "rawget", "rawlen",
+  "getmetatable", "_VERSION", NULL
+};
+
+const char *const fr_flow_libs[] = { "string", "table", "math", "utf8", "coroutine", NULL };
+
+const char *const fr_flow_os[] = { "time", "clock", "date", "difftime", NULL };
+
+const char *const fr_integrations_base[] = {
+  "assert", "error", "ipairs", "next", "pairs", "pcall", "select",
+  "tonumber", "tostring", "type", "string", "table", "math", "utf8", NULL
+};
+
+/* path_problem(path) -> why api_node refuses the path, or nil */
+static int l_path_problem(lua_State *L) {
+  const char *why = fr_path_problem(luaL_checkstring(L, 1));
+  if (!why) return 0;
+  lua_pushstring(L, why);
+  return 1;
+}
+
+/* header_problem(name [, value]) -> why api_node refuses the header, or
+** nil; a value that is not a string (a number) is not looked at. */
+static int l_header_problem(lua_State *L) {
+  size_t vlen = 0;
+  const char *name = luaL_checkstring(L, 1), *value = "", *why;
+  if (lua_type(L, 2) == LUA_TSTRING) value = lua_tolstring(L, 2, &vlen);
+  if (!(why = fr_header_problem(name, value, vlen))) return 0;
+  lua_pushstring(L, why);
+  return 1;
+}
+
+/* Pushes the NULL-terminated list as an array. */
+static void push_list(lua_State *L, const char *const *list) {
+  lua_newtable(L);
+  for (int i = 0; list[i]; i++) {
+    lua_pushstring(L, list[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+}
+
+void fr_push_rules(lua_State *L) {
+  lua_createtable(L, 0, 8);
+  lua_createtable(L, F_NFIELDS, 0);     /* fields: { name, type, want } in order */
+  for (int i = 0; i < F_NFIELDS; i++) {
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, fr_fields[i].name);
+    lua_setfield(L, -2, "name");
+    if (fr_fields[i].type != LUA_TNONE) {
+      lua_pushstring(L, lua_typename(L, fr_fields[i].type));
+      lua_setfield(L, -2, "type");
+    }
+    lua_pushstring(L, fr_fields[i].want);
+    lua_setfield(L, -2, "want");
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "fields");
+  push_list(L, fr_methods);
+  lua_setfield(L, -2, "methods");
+  fr_push_methods_text(L);
+  lua_setfield(L, -2, "methods_text");
+  lua_createtable(L, 0, M_NMESSAGES);   /* messages: { unknown_field = "...", ... } */
+  for (int i = 0; i < M_NMESSAGES; i++) {
+    char name[32];
+    size_t n = strlen(message_names[i]);
+    for (size_t k = 0; k <= n && k < sizeof name; k++)
+      name[k] = (char)tolower((unsigned char)message_names[i][k]);
+    name[sizeof name - 1] = '\0';
+    lua_pushstring(L, fr_messages[i]);
+    lua_setfield(L, -2, name);
+  }
+  lua_setfield(L, -2, "messages");
+  lua_createtable(L, 0, 2);             /* sandbox */
+  lua_createtable(L, 0, 3);
+  push_list(L, fr_flow_base);
+  lua_setfield(L, -2, "base");
+  push_list(L, fr_flow_libs);
+  lua_setfield(L, -2, "libs");
+  push_list(L, fr_flow_os);
+  lua_setfield(L, -2, "os");
+  lua_setfield(L, -2, "flows");
+  push_list(L, fr_integrations_base);
+  lua_setfield(L, -2, "integrations");
+  lua_setfield(L, -2, "sandbox");
+  lua_pushcfunction(L, l_path_problem);
+  lua_setfield(L, -2, "path_problem");
+  lua_pushcfunction(L, l_header_problem);
+  lua_setfield(L, -2, "header_problem");
+}
