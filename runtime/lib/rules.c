@@ -111,9 +111,7 @@ const char *const fr_integrations_base[] = {
 
 /* path_problem(path) -> why api_node refuses the path, or nil */
 static int l_path_problem(lua_State *L) {
-  const char *why = fr_path_problem(luaL_checkstring(L, 1));
-  if (!why) return 0;
-  lua_pushstring(L, why);
+  lua_pushstring(L, fr_path_problem(luaL_checkstring(L, 1)));   /* NULL: nil */
   return 1;
 }
 
@@ -121,10 +119,9 @@ static int l_path_problem(lua_State *L) {
 ** nil; a value that is not a string (a number) is not looked at. */
 static int l_header_problem(lua_State *L) {
   size_t vlen = 0;
-  const char *name = luaL_checkstring(L, 1), *value = "", *why;
+  const char *name = luaL_checkstring(L, 1), *value = "";
   if (lua_type(L, 2) == LUA_TSTRING) value = lua_tolstring(L, 2, &vlen);
-  if (!(why = fr_header_problem(name, value, vlen))) return 0;
-  lua_pushstring(L, why);
+  lua_pushstring(L, fr_header_problem(name, value, vlen));   /* NULL: nil */
   return 1;
 }
 
