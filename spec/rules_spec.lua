@@ -154,13 +154,19 @@ describe("api_node's rules, one table for the runtime and flowrun check", functi
     assert.are.equal("error\n", r.stdout)   -- port 9 refuses the connection
   end)
 
-  it("gives the table to tools: fields, methods, messages and the sandbox allow-lists", function()
+  it("gives the table to tools: fields, methods, labels, messages and the sandbox allow-lists", function()
     local path = helper.flow([[
 local rules = require("flowrun.runtime").rules()
 local names = {}
 for _, f in ipairs(rules.fields) do names[#names + 1] = f.name .. ":" .. (f.type or "-") end
 say(table.concat(names, " "))
 say(table.concat(rules.methods, " ") .. " / " .. rules.methods_text)
+say(table.concat(rules.labels, " "))
+local kinds = {}
+for _, s in ipairs({ "404", "4xx", "timeout", "Timeout", "4XX", "40", "gone" }) do
+  kinds[#kinds + 1] = s .. "=" .. tostring(rules.result_kind(s))
+end
+say(table.concat(kinds, " "))
 say(rules.messages.unknown_field:format("x"))
 say(table.concat(rules.sandbox.flows.libs, " ") .. " / " .. table.concat(rules.sandbox.flows.os, " "))
 say(tostring(rules.path_problem("/a/./b")) .. " / " .. tostring(rules.header_problem("X-A", "1")))
@@ -179,6 +185,8 @@ say("missing: " .. table.concat(missing, " "))
       "integration:string endpoint:string method:string path:string params:table query:table "
         .. "query_separator:string headers:table body:- form:table results:table timeout_ms:-",
       "GET POST PUT PATCH DELETE HEAD / GET, POST, PUT, PATCH, DELETE or HEAD",
+      "other error timeout max-connection",
+      "404=code 4xx=class timeout=default Timeout=upper 4XX=upper 40=nil gone=nil",
       "unknown field 'x'",
       "string table math utf8 coroutine / time clock date difftime",
       '"." and ".." segments are not allowed (a path stays under base_url) / nil',

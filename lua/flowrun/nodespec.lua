@@ -36,7 +36,7 @@ local METHODS = {}
 for _, m in ipairs(RULES.methods) do METHODS[m] = true end
 
 -- The four labels every call may get, in the order SPEC §3 decides them.
-nodespec.DEFAULT_LABELS = { "other", "error", "timeout", "max-connection" }
+nodespec.DEFAULT_LABELS = RULES.labels
 local DEFAULT = {}
 for _, k in ipairs(nodespec.DEFAULT_LABELS) do DEFAULT[k] = true end
 nodespec.DEFAULT = DEFAULT
@@ -50,11 +50,7 @@ nodespec.dynamic = dynamic
 -- wrong case), or nil (not a result name).
 function nodespec.result_kind(s)
   if type(s) ~= "string" then return nil end
-  if s:match("^[1-5]%d%d$") then return "code" end
-  if s:match("^[1-5]xx$") then return "class" end
-  if DEFAULT[s] then return "default" end
-  if DEFAULT[s:lower()] or s:match("^[1-5][xX][xX]$") then return "upper" end
-  return nil
+  return RULES.result_kind(s)           -- as api_node reads it
 end
 
 function nodespec.lower_case_problem(s)

@@ -12,6 +12,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <string.h>
+#include <strings.h>
 
 #include "internal.h"
 #include "rules.h"
@@ -49,6 +50,29 @@ void fr_push_methods_text(lua_State *L) {
     luaL_addstring(&b, fr_methods[i]);
   }
   luaL_pushresult(&b);
+}
+
+const char *const fr_default_labels[] = { "other", "error", "timeout", "max-connection", NULL };
+
+static bool is_code(const char *s) {
+  return s[0] >= '1' && s[0] <= '5' && isdigit((unsigned char)s[1])
+      && isdigit((unsigned char)s[2]) && s[3] == '\0';
+}
+
+static bool is_class(const char *s, bool any_case) {
+  return s[0] >= '1' && s[0] <= '5' && (s[1] == 'x' || (any_case && s[1] == 'X'))
+      && (s[2] == 'x' || (any_case && s[2] == 'X')) && s[3] == '\0';
+}
+
+int fr_result_kind(const char *s, size_t len) {
+  if (strlen(s) != len) return FR_NOT_RESULT;
+  if (is_code(s)) return FR_RESULT_CODE;
+  if (is_class(s, false)) return FR_RESULT_CLASS;
+  for (int k = 0; fr_default_labels[k]; k++) {
+    if (strcmp(s, fr_default_labels[k]) == 0) return FR_RESULT_DEFAULT;
+    if (strcasecmp(s, fr_default_labels[k]) == 0) return FR_RESULT_UPPER;
+  }
+  return is_class(s, true) ? FR_RESULT_UPPER : FR_NOT_RESULT;
 }
 
 #define FR_MESSAGE_TEXT(id, text) text,
@@ -125,6 +149,16 @@ static int l_header_problem(lua_State *L) {
   return 1;
 }
 
+/* result_kind(s) -> "code", "class", "default", "upper" (a label or class
+** in the wrong case) or nil, as api_node reads a result name */
+static int l_result_kind(lua_State *L) {
+  static const char *const kinds[] = { NULL, "code", "class", "default", "upper" };
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  lua_pushstring(L, kinds[fr_result_kind(s, len)]);   /* NULL: nil */
+  return 1;
+}
+
 /* Pushes the NULL-terminated list as an array. */
 static void push_list(lua_State *L, const char *const *list) {
   lua_newtable(L);
@@ -152,6 +186,8 @@ void fr_push_rules(lua_State *L) {
   lua_setfield(L, -2, "fields");
   push_list(L, fr_methods);
   lua_setfield(L, -2, "methods");
+  push_list(L, fr_default_labels);
+  lua_setfield(L, -2, "labels");
   fr_push_methods_text(L);
   lua_setfield(L, -2, "methods_text");
   lua_createtable(L, 0, M_NMESSAGES);   /* messages: { unknown_field = "...", ... } */
@@ -181,4 +217,6 @@ void fr_push_rules(lua_State *L) {
   lua_setfield(L, -2, "path_problem");
   lua_pushcfunction(L, l_header_problem);
   lua_setfield(L, -2, "header_problem");
+  lua_pushcfunction(L, l_result_kind);
+  lua_setfield(L, -2, "result_kind");
 }

@@ -10,6 +10,8 @@
 #ifndef FLOWRUN_RULES_H
 #define FLOWRUN_RULES_H
 
+#include <stddef.h>
+
 #include <lua.h>
 
 /* The fields of an api_node spec, in the order of fr_fields. */
@@ -37,6 +39,15 @@ const char *fr_method(const char *m);
 
 /* Pushes the methods as a message lists them: "GET, POST, ... or HEAD". */
 void fr_push_methods_text(lua_State *L);
+
+/* The labels every call may get besides its declared results; the k-th
+** is the LBL_* bit 1 << k (internal.h). NULL-terminated. */
+extern const char *const fr_default_labels[];
+
+/* What a result name is: a status ("404"), a class ("4xx"), a default
+** label, one of those in the wrong case ("Timeout", "4XX"), or none. */
+enum { FR_NOT_RESULT, FR_RESULT_CODE, FR_RESULT_CLASS, FR_RESULT_DEFAULT, FR_RESULT_UPPER };
+int fr_result_kind(const char *s, size_t len);
 
 /* The messages of api_node's rules, without the "api_node: " prefix. Each
 ** is a format with %s and %d only, which lua_pushfstring and Lua's
@@ -97,7 +108,8 @@ extern const char *const fr_flow_libs[];
 extern const char *const fr_flow_os[];
 extern const char *const fr_integrations_base[];
 
-/* Pushes the table of rules(): fields, methods, messages, sandbox. */
+/* Pushes the table of rules(): fields, methods, labels, messages, sandbox,
+** and path_problem, header_problem and result_kind for Lua. */
 void fr_push_rules(lua_State *L);
 
 #endif
