@@ -168,10 +168,12 @@ for _, s in ipairs({ "404", "4xx", "timeout", "Timeout", "4XX", "40", "gone" }) 
 end
 say(table.concat(kinds, " "))
 say(rules.messages.unknown_field:format("x"))
+say(table.concat(rules.sandbox.flows.primitives, " "))
 say(table.concat(rules.sandbox.flows.libs, " ") .. " / " .. table.concat(rules.sandbox.flows.os, " "))
 say(tostring(rules.path_problem("/a/./b")) .. " / " .. tostring(rules.header_problem("X-A", "1")))
 -- each name of the allow-lists is what a flow has
 local missing = {}
+for _, k in ipairs(rules.sandbox.flows.primitives) do if _G[k] == nil then missing[#missing + 1] = k end end
 for _, k in ipairs(rules.sandbox.flows.base) do if _G[k] == nil then missing[#missing + 1] = k end end
 for _, k in ipairs(rules.sandbox.flows.libs) do if type(_G[k]) ~= "table" then missing[#missing + 1] = k end end
 for _, k in ipairs(rules.sandbox.flows.os) do if type(os[k]) ~= "function" then missing[#missing + 1] = "os." .. k end end
@@ -188,6 +190,7 @@ say("missing: " .. table.concat(missing, " "))
       "other error timeout max-connection",
       "404=code 4xx=class timeout=default Timeout=upper 4XX=upper 40=nil gone=nil",
       "unknown field 'x'",
+      "api_node say ask sleep run_flow log json",
       "string table math utf8 coroutine / time clock date difftime",
       '"." and ".." segments are not allowed (a path stays under base_url) / nil',
       "missing: ",

@@ -21,7 +21,7 @@ local loader = { _VERSION = "flowrun.loader 0.1.0" }
 local BUDGET = 50                       -- millions of instructions
 local STOP = setmetatable({}, { __tostring = function() return "a flow global was called" end })
 
-local ALLOWED = runtime.rules().sandbox.flows   -- libs, os
+local ALLOWED = runtime.rules().sandbox.flows   -- primitives, libs, os
 
 local checking = setmetatable({ define = flow.build }, { __index = flow })
 
@@ -102,10 +102,12 @@ function loader.env(state)
   for _, k in ipairs(ALLOWED.os) do env.os[k] = os[k] end
   setmetatable(env.os, SAFE_OS)
   env.print = noop
-  for _, k in ipairs({ "api_node", "say", "ask", "sleep", "run_flow" }) do
-    env[k] = function()
-      state.called = k
-      error(STOP, 0)
+  for _, k in ipairs(ALLOWED.primitives) do   -- api_node, say, ...: they stop it
+    if type(state.globals[k]) == "function" then
+      env[k] = function()
+        state.called = k
+        error(STOP, 0)
+      end
     end
   end
   env.log = { info = noop, warn = noop, error = noop }

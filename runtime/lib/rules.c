@@ -118,6 +118,10 @@ const char *fr_path_problem(const char *path) {
          "(percent-encode them, or give the value in params)";
 }
 
+const char *const fr_flow_primitives[] = {
+  "api_node", "say", "ask", "sleep", "run_flow", "log", "json", NULL
+};
+
 const char *const fr_flow_base[] = {
   "assert", "error", "ipairs", "next", "pairs", "pcall", "xpcall", "select",
   "tonumber", "tostring", "type", "rawequal", "rawget", "rawlen",
@@ -202,7 +206,9 @@ void fr_push_rules(lua_State *L) {
   }
   lua_setfield(L, -2, "messages");
   lua_createtable(L, 0, 2);             /* sandbox */
-  lua_createtable(L, 0, 3);
+  lua_createtable(L, 0, 4);
+  push_list(L, fr_flow_primitives);
+  lua_setfield(L, -2, "primitives");
   push_list(L, fr_flow_base);
   lua_setfield(L, -2, "base");
   push_list(L, fr_flow_libs);

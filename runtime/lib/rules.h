@@ -99,10 +99,12 @@ int fr_api_error(lua_State *L, int id, ...);
 ** NULL: a space, control character or '#', or a "." or ".." segment. */
 const char *fr_path_problem(const char *path);
 
-/* The sandbox allow-lists, NULL-terminated: the base functions a flow
+/* The sandbox allow-lists, NULL-terminated: the flow primitives (session.c
+** makes them; a host's own Lua sees them too), the base functions a flow
 ** gets as they are (sandbox.c adds its own load, require, rawset,
 ** setmetatable and collectgarbage), the libraries it gets frozen, the
 ** functions of its os; the standard globals of integrations files. */
+extern const char *const fr_flow_primitives[];
 extern const char *const fr_flow_base[];
 extern const char *const fr_flow_libs[];
 extern const char *const fr_flow_os[];

@@ -582,11 +582,6 @@ static void put(lua_State *L, int g, int m, const char *name, bool module) {
   lua_setfield(L, g, name);
 }
 
-/* The flow primitives a host's own Lua sees as well (flowrun_push_globals). */
-static const char *const primitives[] = {
-  "api_node", "say", "ask", "sleep", "run_flow", "log", "json", NULL
-};
-
 void fr_sandbox_open(flowrun *rt, lua_State *L) {
   const char *const *base = fr_flow_base, *const *libs = fr_flow_libs;   /* rules.c */
   static const char *const no_dump[] = { "dump", NULL };
@@ -682,9 +677,9 @@ void fr_sandbox_open(flowrun *rt, lua_State *L) {
   lua_setfield(L, -2, "__metatable");
   rt->base_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_createtable(L, 0, 8);             /* a host's own Lua: primitives, then _G */
-  for (int i = 0; primitives[i]; i++) {
-    lua_getfield(L, g, primitives[i]);
-    lua_setfield(L, -2, primitives[i]);
+  for (int i = 0; fr_flow_primitives[i]; i++) {
+    lua_getfield(L, g, fr_flow_primitives[i]);
+    lua_setfield(L, -2, fr_flow_primitives[i]);
   }
   lua_createtable(L, 0, 1);
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
