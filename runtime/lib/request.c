@@ -3,7 +3,8 @@
 **
 ** Everything a flow author can get wrong is checked here, before anything
 ** is sent: fields, integration and endpoint, method, placeholders, query,
-** headers, body and results. The URL is built with libcurl's URL API from
+** headers, body and results, by the rules and in the words of rules.c
+** (which flowrun check reads too). The URL is built with libcurl's URL API from
 ** the integration's parsed base URL; values are percent-encoded with
 ** curl_easy_escape. Query tables come in two forms: a map (keys sorted,
 ** arrays repeat the key) or a list of pairs (order kept).
