@@ -1,14 +1,14 @@
 -- flowrun.nodespec -- what can be known about an api_node spec before it
 -- is sent (SPEC §3), for `flowrun check` and declarative flows.
 --
--- The fields, their types, the methods, every message and the checks of a
--- path and a header are the runtime's own (runtime/lib/rules.c, through
--- require("flowrun.runtime").rules()), so that a problem reads the same
--- whether check finds it or api_node raises it; the difference is that
--- every problem is listed, not only the first. A field
--- may be unknown statically (a function of the session in a flow step, or
--- an expression `flowrun check` cannot evaluate): it is skipped, and so is
--- every rule that needs its value.
+-- The fields, their types, the methods, the labels, every message and the
+-- checks of a path, a header and a result name are the runtime's own
+-- (runtime/lib/rules.c, through require("flowrun.runtime").rules()), so
+-- that a problem reads the same whether check finds it or api_node raises
+-- it; the difference is that every problem is listed, not only the first.
+-- A field may be unknown statically (a function of the session in a flow
+-- step, or an expression `flowrun check` cannot evaluate): it is skipped,
+-- and so is every rule that needs its value.
 
 local nodespec = { _VERSION = "flowrun.nodespec 0.1.0" }
 
