@@ -86,11 +86,16 @@ local function set_of(list)
   return s
 end
 
--- lua/flowrun's modules as plain Lua (their own copies, not the library's).
+-- lua/flowrun's modules as plain Lua (their own copies, not the library's);
+-- flowrun.runtime, written in C, is the module's (a runtime preloads it).
 local function lua_module(name)
   local cache = {}
   local env = setmetatable({}, { __index = _G })
   function env.require(n)
+    if n == "flowrun.runtime" then
+      helper.runtime()
+      return require(n)
+    end
     if cache[n] == nil then
       cache[n] = assert(loadfile(helper.root .. "/lua/" .. n:gsub("%.", "/") .. ".lua", "t", env))()
     end

@@ -8,21 +8,20 @@
 -- define does not raise, so that every problem can be listed; its require
 -- gives the modules the sandbox has and Lua modules (run in the sandbox
 -- too), and refuses the others (io, debug, package, C modules), so that
--- checking a flow never touches a file or waits for a user.
+-- checking a flow never touches a file or waits for a user. The sandbox
+-- is the one flows have: the runtime's flow globals, and its allow-lists
+-- (runtime/lib/rules.c, through require("flowrun.runtime").rules()).
 
 local flow = require "flowrun.flow"
 local lex = require "flowrun.lex"
+local runtime = require "flowrun.runtime"
 
 local loader = { _VERSION = "flowrun.loader 0.1.0" }
 
 local BUDGET = 50                       -- millions of instructions
 local STOP = setmetatable({}, { __tostring = function() return "a flow global was called" end })
 
-local SAFE = {
-  "assert", "error", "ipairs", "next", "pairs", "pcall", "xpcall", "rawequal",
-  "rawget", "rawlen", "rawset", "select", "setmetatable", "getmetatable",
-  "tonumber", "tostring", "type", "_VERSION", "string", "table", "math", "utf8",
-}
+local ALLOWED = runtime.rules().sandbox.flows   -- primitives, libs, os
 
 local checking = setmetatable({ define = flow.build }, { __index = flow })
 
@@ -30,21 +29,27 @@ local function noop() end
 
 -- What `require` gives the sandbox besides Lua modules: the modules it has
 -- as globals (os being the part of it listed in the sandbox).
-local SAFE_MODULES = { "string", "table", "math", "utf8", "os", "json" }
+local SAFE_MODULES = { "os", "json" }
+for i, k in ipairs(ALLOWED.libs) do table.insert(SAFE_MODULES, i, k) end
+
+-- "os.time, os.clock, os.date and os.difftime"; "os.time/clock/date/difftime"
+local os_names, os_short = {}, {}
+for i, k in ipairs(ALLOWED.os) do os_names[i], os_short[i] = "os." .. k, k end
+local OS_TEXT = table.concat(os_names, ", ", 1, #os_names - 1) .. " and " .. os_names[#os_names]
 
 -- The sandbox's os: what it lacks is refused where the flow reaches for it.
 local SAFE_OS = {
   __index = function(_, k)
     error(("os.%s is not available: flowrun check and flowrun graph run a flow's top level "
-      .. "with os.time, os.clock, os.date and os.difftime only, as flows have"):format(tostring(k)), 2)
+      .. "with %s only, as flows have"):format(tostring(k), OS_TEXT), 2)
   end,
 }
 
 -- The message for a module the sandbox refuses.
 local function refused(name, why)
   return ('require "%s": %s; flowrun check and flowrun graph run a flow\'s top level with the safe '
-    .. 'standard library only (string, table, math, utf8, os.time/clock/date/difftime, '
-    .. 'json, flowrun.flow and Lua modules)'):format(name, why)
+    .. 'standard library only (%s, os.%s, json, flowrun.flow and Lua modules)')
+    :format(name, why, table.concat(ALLOWED.libs, ", "), table.concat(os_short, "/"))
 end
 
 -- The sandbox's require(name): the modules of SAFE_MODULES, flowrun.flow
@@ -87,26 +92,22 @@ local function sandbox_require(env, state)
   end
 end
 
--- A sandbox for a flow file's top level; state.called is set when a flow
--- global was called, state.flow when it required flowrun.flow.
+-- A sandbox for a flow file's top level, over state.globals (the flow
+-- globals); state.called is set when a flow global was called, state.flow
+-- when it required flowrun.flow.
 function loader.env(state)
-  local env = {}
-  if state.globals then                 -- the sandbox flows have, read-only
-    setmetatable(env, { __index = state.globals, __metatable = false })
-  else
-    for _, k in ipairs(SAFE) do env[k] = _G[k] end
-  end
-  env.os = setmetatable({ time = os.time, clock = os.clock, date = os.date,
-                          difftime = os.difftime }, SAFE_OS)
+  -- the sandbox flows have, read-only
+  local env = setmetatable({}, { __index = state.globals, __metatable = false })
+  env.os = {}
+  for _, k in ipairs(ALLOWED.os) do env.os[k] = os[k] end
+  setmetatable(env.os, SAFE_OS)
   env.print = noop
-  if not state.globals then
-    local ok, json = pcall(require, "json")
-    env.json = ok and json or nil
-  end
-  for _, k in ipairs({ "api_node", "say", "ask", "sleep", "run_flow" }) do
-    env[k] = function()
-      state.called = k
-      error(STOP, 0)
+  for _, k in ipairs(ALLOWED.primitives) do   -- api_node, say, ...: they stop it
+    if type(state.globals[k]) == "function" then
+      env[k] = function()
+        state.called = k
+        error(STOP, 0)
+      end
     end
   end
   env.log = { info = noop, warn = noop, error = noop }
@@ -146,10 +147,7 @@ function loader.load(path, opts)
   end
   if not src then return { kind = "unreadable", msg = err } end
   local state = { trusted = opts and opts.trusted, path = path, globals = opts and opts.globals }
-  if not state.globals then
-    local ok, rt = pcall(require, "flowrun.runtime")
-    state.globals = ok and rt.flow_globals and rt.flow_globals() or nil
-  end
+  if not state.globals then state.globals = runtime.flow_globals() end
   local chunk, cerr = load(src:sub(1, 1) == "#" and "--" .. src or src, "@" .. path, "t",
                            loader.env(state))
   if not chunk then return { kind = "error", msg = cerr, syntax = true, source = src } end

@@ -1,12 +1,14 @@
 -- flowrun.nodespec -- what can be known about an api_node spec before it
 -- is sent (README: A flow that branches on labels), for `flowrun check` and declarative flows.
 --
--- The rules and their wording are those of runtime/lib/request.c, so that a
--- problem reads the same whether check finds it or api_node raises it; the
--- difference is that every problem is listed, not only the first. A field
--- may be unknown statically (a function of the session in a flow step, or
--- an expression `flowrun check` cannot evaluate): it is skipped, and so is
--- every rule that needs its value.
+-- The fields, their types, the methods, the labels, every message and the
+-- checks of a path, a header and a result name are the runtime's own
+-- (runtime/lib/rules.c, through require("flowrun.runtime").rules()), so
+-- that a problem reads the same whether check finds it or api_node raises
+-- it; the difference is that every problem is listed, not only the first.
+-- A field may be unknown statically (a function of the session in a flow
+-- step, or an expression `flowrun check` cannot evaluate): it is skipped,
+-- and so is every rule that needs its value.
 
 local nodespec = { _VERSION = "flowrun.nodespec 0.1.0" }
 
@@ -17,17 +19,24 @@ nodespec.UNKNOWN = setmetatable({}, {
 })
 local UNKNOWN = nodespec.UNKNOWN
 
-nodespec.FIELDS = {
-  "integration", "endpoint", "method", "path", "params", "query",
-  "query_separator", "headers", "body", "form", "results", "timeout_ms",
-}
-local FIELD = {}
-for _, k in ipairs(nodespec.FIELDS) do FIELD[k] = true end
+local RULES = require("flowrun.runtime").rules()
+local M = RULES.messages
+nodespec.RULES = RULES
 
-local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = true, HEAD = true }
+-- The fields of a spec, in the runtime's order, and each by name:
+-- { name, type (absent: a rule of its own), want }.
+nodespec.FIELDS = {}
+local FIELD = {}
+for i, f in ipairs(RULES.fields) do
+  nodespec.FIELDS[i] = f.name
+  FIELD[f.name] = f
+end
+
+local METHODS = {}
+for _, m in ipairs(RULES.methods) do METHODS[m] = true end
 
 -- The four labels every call may get, the last decided first (README: The labels).
-nodespec.DEFAULT_LABELS = { "other", "error", "timeout", "max-connection" }
+nodespec.DEFAULT_LABELS = RULES.labels
 local DEFAULT = {}
 for _, k in ipairs(nodespec.DEFAULT_LABELS) do DEFAULT[k] = true end
 nodespec.DEFAULT = DEFAULT
@@ -41,20 +50,15 @@ nodespec.dynamic = dynamic
 -- wrong case), or nil (not a result name).
 function nodespec.result_kind(s)
   if type(s) ~= "string" then return nil end
-  if s:match("^[1-5]%d%d$") then return "code" end
-  if s:match("^[1-5]xx$") then return "class" end
-  if DEFAULT[s] then return "default" end
-  if DEFAULT[s:lower()] or s:match("^[1-5][xX][xX]$") then return "upper" end
-  return nil
+  return RULES.result_kind(s)           -- as api_node reads it
 end
 
 function nodespec.lower_case_problem(s)
-  return ('result labels must be lower case: "%s"'):format(s)
+  return M.lower_case:format(s)
 end
 
 function nodespec.unknown_result_problem(s)
-  return ('unknown result "%s" (use a status like "404", a class like "4xx", '
-    .. 'or other, error, timeout, max-connection)'):format(s)
+  return M.unknown_result:format(s)
 end
 
 -- The optimal-string-alignment distance of a and b, capped: more than
@@ -96,7 +100,7 @@ function nodespec.misspelt_result(s)
   return nil
 end
 
-nodespec.MISSING_200 = 'must include a success: a 2xx status like "200" or "201", or "2xx"'
+nodespec.MISSING_200 = M.missing_success
 
 local function typename(v)
   if v == UNKNOWN then return "an expression" end
@@ -107,8 +111,7 @@ end
 function nodespec.results_problems(list, what, out)
   out = out or {}
   if type(list) ~= "table" then
-    out[#out + 1] = ('%s: expected an array of result names like {"200", "404"}, got %s')
-      :format(what, typename(list))
+    out[#out + 1] = M.results_array:format(what, typename(list))
     return out
   end
   local has200 = false
@@ -116,7 +119,7 @@ function nodespec.results_problems(list, what, out)
     if s == UNKNOWN then
       has200 = true                     -- cannot tell: say nothing
     elseif type(s) ~= "string" then
-      out[#out + 1] = ('%s[%d]: expected a string like "200", got %s'):format(what, i, typename(s))
+      out[#out + 1] = M.result_type:format(what, i, typename(s))
     else
       local kind = nodespec.result_kind(s)
       if kind == "upper" then
@@ -147,40 +150,9 @@ local function is_scalar(v)
   return t == "string" or t == "number" or t == "boolean"
 end
 
--- The headers that frame the message or pick the connection: flowrun's
--- (runtime/lib/integrations.c, fr_header_problem, says the same).
-local RESERVED = {
-  ["content-length"] = "flowrun sets it from the body",
-  ["transfer-encoding"] = "flowrun sets it from the body",
-  host = "flowrun sets it from base_url",
-  connection = "flowrun manages the connections (keep-alive, pool)",
-}
-
-local function header_problem(name, value)
-  if name == "" then return "empty header name" end
-  if name:find("[^%w!#$%%&'*+%-.^_`|~]") then
-    return "header names are letters, digits and !#$%&'*+-.^_`|~"
-  end
-  if RESERVED[name:lower()] then return RESERVED[name:lower()] end
-  if type(value) == "string" and value:find("[\r\n%z]") then
-    return "CR, LF or NUL in a header value"
-  end
-end
-
--- What keeps a literal path from being sent as it reads (request.c's
--- path_problem says the same), or nil.
-local function path_problem(path)
-  local bare = path:gsub("{[^}]*}", "x")
-  if bare:find("[%c #\127]") then
-    return "spaces, control characters and '#' are not allowed (percent-encode them, or give the value in params)"
-  end
-  local p = bare:match("^[^?]*")
-  for seg in (p .. "/"):gmatch("([^/]*)/") do
-    if seg == "." or seg == ".." then
-      return '"." and ".." segments are not allowed (a path stays under base_url)'
-    end
-  end
-end
+-- Why api_node refuses a header or a literal path, or nil: the runtime's
+-- own checks.
+local header_problem, path_problem = RULES.header_problem, RULES.path_problem
 
 -- Does the literal headers table name header `name` (any case)? true, false,
 -- or nil when it cannot be told.
@@ -206,62 +178,62 @@ function nodespec.problems(spec, opts)
   opts = opts or {}
   local out, igs = {}, opts.integrations
   local function add(fmt, ...) out[#out + 1] = fmt:format(...) end
-  local function want(k, ok_type, desc)
-    local v = spec[k]
-    if v ~= nil and not dynamic(v) and type(v) ~= ok_type then
-      add("%s: expected %s, got %s", k, desc, typename(v))
+  local function want(k)
+    local v, f = spec[k], FIELD[k]
+    if v ~= nil and not dynamic(v) and type(v) ~= f.type then
+      add(M.field_type, k, f.want, typename(v))
       return false
     end
     return v ~= nil and not dynamic(v)
   end
   if not opts.no_fields then
     for _, k in ipairs(sorted_keys(spec)) do
-      if not FIELD[k] then add("unknown field '%s'", tostring(k)) end
+      if not FIELD[k] then add(M.unknown_field, tostring(k)) end
     end
   end
 
   -- the integration, endpoint, method and path
   local ig, ep, ig_name
   local learnt = {}
-  if want("endpoint", "string", '"integration.endpoint"') then
+  if want("endpoint") then
     local s = spec.endpoint
     local name, epname = s:match("^([^.]*)%.(.*)$")
     if not name then
-      add('endpoint: expected "integration.endpoint", got "%s"', s)
+      add(M.endpoint_form, s)
     elseif igs then
       ig_name = name
       ig = igs[name]
       if not ig then
-        add("unknown integration '%s'", name)
+        add(M.unknown_integration, name, "")
       else
         ep = ig.endpoints and ig.endpoints[epname]
-        if not ep then add("integration '%s' has no endpoint '%s'", name, epname) end
+        if not ep then add(M.no_endpoint, name, epname) end
       end
     else
       ig_name = name
     end
   end
-  if want("integration", "string", "a string") then
+  if want("integration") then
     local s = spec.integration
     if ig_name and ig_name ~= s then
-      add("integration '%s' and endpoint '%s' disagree", s, spec.endpoint)
+      add(M.disagree, s, spec.endpoint)
     elseif not ig_name and igs then
       ig = igs[s]
-      if not ig then add("unknown integration '%s'%s", s, opts.hint or "") end
+      if not ig then add(M.unknown_integration, s, opts.hint or "") end
     end
   end
   if spec.integration == nil and spec.endpoint == nil then
-    add("integration (or endpoint) is required")
+    add(M.target_required)
   end
   local method = ep and ep.method or (spec.endpoint == nil and "GET" or nil)
   if dynamic(spec.endpoint) then method = nil end
-  if want("method", "string", "a string") then
+  if want("method") then
     local m = spec.method
     if not METHODS[m] then
-      add('method: expected GET, POST, PUT, PATCH, DELETE or HEAD, got "%s"', m)
+      add(M.bad_method, RULES.methods_text, m)
       method = nil
     elseif ep and ep.method ~= m then
-      add("method %s differs from endpoint '%s' (%s)", m, spec.endpoint:match("%.(.*)$"), ep.method)
+      add(M.method_differs, m, spec.endpoint:match("%.(.*)$"), ep.method)
     else
       method = m
     end
@@ -269,20 +241,24 @@ function nodespec.problems(spec, opts)
     method = nil
   end
   local path = ep and ep.path or nil
-  if want("path", "string", "a string") then path = spec.path end
-  if spec.path ~= nil and spec.endpoint ~= nil then add("give path or endpoint, not both") end
+  if want("path") then path = spec.path end
+  if spec.path ~= nil and spec.endpoint ~= nil then add(M.path_and_endpoint) end
   if dynamic(spec.path) then path = nil end
   local why = path and path_problem(path)
-  if why then add("%s: %s", spec.path ~= nil and "path" or "endpoint path", why) end
+  if why and spec.path ~= nil then
+    add(M.path_problem, why)
+  elseif why then
+    add(M.endpoint_path_problem, spec.endpoint, why)
+  end
   learnt.ig, learnt.method, learnt.path = ig, method, path
 
   -- results and timeout
   if not opts.no_results then
     if spec.results == nil then
-      add("results is required and " .. nodespec.MISSING_200)
+      add(M.results_required, M.missing_success)
     elseif not dynamic(spec.results) then
-      if type(spec.results) ~= "table" then
-        add('results: expected an array like {"200", "404"}, got %s', typename(spec.results))
+      if type(spec.results) ~= FIELD.results.type then
+        add(M.field_type, "results", FIELD.results.want, typename(spec.results))
       else
         nodespec.results_problems(spec.results, "results", out)
       end
@@ -291,54 +267,54 @@ function nodespec.problems(spec, opts)
   local ms = spec.timeout_ms
   if ms ~= nil and not dynamic(ms)
      and not (type(ms) == "number" and math.tointeger(ms) and ms >= 1 and ms <= 0x7fffffff) then
-    add("timeout_ms: expected a positive integer")
+    add(M.timeout_ms)
   end
 
   -- params and the path's placeholders
   local params = spec.params
-  if want("params", "table", "a table") then
+  if want("params") then
     for _, k in ipairs(sorted_keys(params)) do
       local v = params[k]
       if type(k) ~= "string" then
-        add("params: keys must be strings")
+        add(M.keys_strings, "params")
       elseif not dynamic(v) and not is_scalar(v) then
-        add("params.%s: expected a string, number or boolean, got %s", k, typename(v))
+        add(M.scalar, "params", k, typename(v))
       end
     end
   end
-  if want("query_separator", "string", '"&" or ";"') then
+  if want("query_separator") then
     local q = spec.query_separator
-    if q ~= "&" and q ~= ";" then add('query_separator: expected "&" or ";", got "%s"', q) end
+    if q ~= "&" and q ~= ";" then add(M.query_separator, q) end
   end
   if path and (params == nil or type(params) == "table" and params ~= UNKNOWN) then
     local seen = {}
     for name in path:gmatch("{([^}]*)}") do
       if not seen[name] and (params == nil or params[name] == nil) then
-        add("path placeholder {%s} has no value in params", name)
+        add(M.placeholder, name)
       end
       seen[name] = true
     end
   end
-  want("query", "table", "a table")
+  want("query")
 
   -- headers, and their conflicts with the integration's
   local headers = spec.headers
-  if want("headers", "table", "a table") then
+  if want("headers") then
     for _, k in ipairs(sorted_keys(headers)) do
       local v = headers[k]
       if type(k) ~= "string" then
-        add("headers: names must be strings")
+        add(M.header_names)
       elseif not dynamic(v) and type(v) ~= "string" and type(v) ~= "number" then
-        add("headers.%s: expected a string, got %s", k, typename(v))
+        add(M.header_type, k, typename(v))
       else
         local why = header_problem(k, v)
         if why then
-          add("headers.%s: %s", k, why)
+          add(M.header_problem, k, why)
         elseif ig and type(v) ~= "table" and v ~= UNKNOWN and type(v) ~= "function"
                and opts.header_conflict then
           local ig_header = opts.header_conflict(ig.name, k, tostring(v))
           if ig_header then
-            add("header '%s' differs between the node and integration '%s'", ig_header, ig.name)
+            add(M.header_conflict, ig_header, ig.name)
           end
         end
       end
@@ -347,23 +323,23 @@ function nodespec.problems(spec, opts)
 
   -- body and form
   local body, form = spec.body, spec.form
-  if body ~= nil and form ~= nil then add("give body or form, not both") end
+  if body ~= nil and form ~= nil then add(M.body_and_form) end
   if method == "GET" or method == "HEAD" then
-    if body ~= nil then add("a %s request cannot have a body", method)
-    elseif form ~= nil then add("a %s request cannot have a form", method) end
+    if body ~= nil then add(M.no_body, method, "body")
+    elseif form ~= nil then add(M.no_body, method, "form") end
   end
   if body ~= nil and not dynamic(body) then
     if type(body) == "string" then
       local node = has_header(headers, "Content-Type")
       local of_ig = ig and has_header(ig.headers, "Content-Type")
       if node == false and of_ig == false then
-        add("a string body needs a Content-Type header (for example application/xml)")
+        add(M.string_body)
       end
     elseif type(body) ~= "table" then
-      add("body: expected a table or a string, got %s", typename(body))
+      add(M.body_type, typename(body))
     end
   end
-  want("form", "table", "a table")
+  want("form")
   return out, learnt
 end
 

@@ -6,13 +6,16 @@
 ** as "***"; header_conflict() answers the one question about a secret value
 ** that a checker needs without revealing it; define_integration() is the
 ** REPL's integration(name, table), with the validation of a file, and env()
-** reads a secret for it as integrations files do.
+** reads a secret for it as integrations files do. rules() gives the rules
+** of api_node and the sandbox allow-lists the runtime enforces (rules.c),
+** for tools that find the same mistakes before anything runs.
 */
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "internal.h"
+#include "rules.h"
 
 static void set_str(lua_State *L, flowrun *rt, const char *k, const char *v) {
   fr_push_redacted(L, rt, v, strlen(v));
@@ -104,6 +107,13 @@ static int l_flow_globals(lua_State *L) {
   return 1;
 }
 
+/* rules() -> { fields, methods, methods_text, messages, sandbox,
+** path_problem, header_problem } (rules.c); a new table each time. */
+static int l_rules(lua_State *L) {
+  fr_push_rules(L);
+  return 1;
+}
+
 static const luaL_Reg funcs[] = {
   { "flow_globals",       l_flow_globals },
   { "integrations",       l_integrations },
@@ -111,6 +121,7 @@ static const luaL_Reg funcs[] = {
   { "define_integration", l_define },
   { "integrations_file",  l_file },
   { "env",                fr_l_env },
+  { "rules",              l_rules },
   { NULL, NULL }
 };
 

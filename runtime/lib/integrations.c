@@ -22,6 +22,7 @@
 #include <lualib.h>
 
 #include "internal.h"
+#include "rules.h"
 
 /* ---- integration structs ---- */
 
@@ -175,30 +176,6 @@ static void add_header(lua_State *L, building *b, const char *name,
   ig->headers[ig->nheaders++].value = xstrdup(L, value, vlen);
 }
 
-/* A header name is an HTTP token; a value holds no CR, LF or NUL. The
-** headers that frame the message or pick the connection are flowrun's:
-** a Content-Length that disagrees with the body would let the rest of the
-** body be read as a second request on the kept-alive connection. */
-const char *fr_header_problem(const char *name, const char *value,
-                                  size_t vlen) {
-  static const struct { const char *name, *why; } reserved[] = {
-    { "Content-Length", "flowrun sets it from the body" },
-    { "Transfer-Encoding", "flowrun sets it from the body" },
-    { "Host", "flowrun sets it from base_url" },
-    { "Connection", "flowrun manages the connections (keep-alive, pool)" },
-  };
-  if (!*name) return "empty header name";
-  for (const char *p = name; *p; p++)
-    if (!isalnum((unsigned char)*p) && !strchr("!#$%&'*+-.^_`|~", *p))
-      return "header names are letters, digits and !#$%&'*+-.^_`|~";
-  for (size_t i = 0; i < sizeof reserved / sizeof *reserved; i++)
-    if (strcasecmp(name, reserved[i].name) == 0) return reserved[i].why;
-  for (size_t i = 0; i < vlen; i++)
-    if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0')
-      return "CR, LF or NUL in a header value";
-  return NULL;
-}
-
 static void read_headers(lua_State *L, building *b) {
   want_table(L, b, "headers");
   lua_pushnil(L);
@@ -303,10 +280,6 @@ static void read_auth(lua_State *L, building *b) {
   add_header(L, b, "Authorization", v, len);
 }
 
-static const char *const methods[] = {
-  "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", NULL
-};
-
 static void read_endpoints(lua_State *L, building *b) {
   static const char *const keys[] = { "method", "path", NULL };
   integration *ig = b->ig;
@@ -327,8 +300,10 @@ static void read_endpoints(lua_State *L, building *b) {
       int m = lua_gettop(L);
       const char *mkey = lua_pushfstring(L, "%s.method", key);
       method = want_string(L, b, m, mkey, &len);
-      for (i = 0; methods[i] && strcmp(methods[i], method) != 0; i++) {}
-      if (!methods[i]) bad(L, b, mkey, "expected GET, POST, PUT, PATCH, DELETE or HEAD");
+      if (!fr_method(method)) {
+        fr_push_methods_text(L);
+        bad(L, b, mkey, lua_pushfstring(L, "expected %s", lua_tostring(L, -1)));
+      }
     }
     lua_getfield(L, v, "path");
     i = lua_gettop(L);
@@ -624,14 +599,10 @@ int fr_l_env(lua_State *L) {
 
 /* Pushes the sandbox globals table of integrations files. */
 static void push_sandbox(flowrun *rt, lua_State *L) {
-  static const char *const safe[] = {
-    "assert", "error", "ipairs", "next", "pairs", "pcall", "select",
-    "tonumber", "tostring", "type", "string", "table", "math", "utf8", NULL
-  };
   lua_newtable(L);
-  for (int i = 0; safe[i]; i++) {
-    lua_getglobal(L, safe[i]);
-    lua_setfield(L, -2, safe[i]);
+  for (int i = 0; fr_integrations_base[i]; i++) {   /* rules.c */
+    lua_getglobal(L, fr_integrations_base[i]);
+    lua_setfield(L, -2, fr_integrations_base[i]);
   }
   lua_pushlightuserdata(L, rt);
   lua_pushcclosure(L, fr_l_env, 1);

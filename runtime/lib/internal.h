@@ -100,8 +100,6 @@ integration *fr_integration_find(flowrun *rt, const char *name, size_t len);
 void fr_integration_release(integration *ig);
 void fr_integrations_free(flowrun *rt);
 int fr_l_env(lua_State *L);             /* env() of integrations files */
-/* Why a header cannot be sent, or NULL. */
-const char *fr_header_problem(const char *name, const char *value, size_t vlen);
 const fr_endpoint *fr_endpoint_find(const integration *ig, const char *name);
 
 /* Secrets: values read through env(). */

@@ -1,6 +1,7 @@
 /*
-** labels.c -- result labels: the four default labels, and the sets of
-** results an api_node declares (results, an integration's retry.on).
+** labels.c -- the sets of results an api_node declares (results, an
+** integration's retry.on), read by the rules of rules.c, and which label
+** a status gets from them.
 */
 #include <ctype.h>
 #include <stdlib.h>
@@ -8,9 +9,7 @@
 #include <strings.h>
 
 #include "internal.h"
-
-const char LABEL_OTHER[] = "other", LABEL_ERROR[] = "error",
-  LABEL_TIMEOUT[] = "timeout", LABEL_MAXCONN[] = "max-connection";
+#include "rules.h"
 
 /* The LBL_* bit of a default label, 0 for a status. */
 uint8_t fr_label_bit(const char *label) {
@@ -18,56 +17,43 @@ uint8_t fr_label_bit(const char *label) {
        : label == LABEL_TIMEOUT ? LBL_TIMEOUT : label == LABEL_MAXCONN ? LBL_MAXCONN : 0;
 }
 
-static bool is_code(const char *s) {
-  return s[0] >= '1' && s[0] <= '5' && isdigit((unsigned char)s[1])
-      && isdigit((unsigned char)s[2]) && s[3] == '\0';
-}
-
 void fr_parse_results(lua_State *L, int idx, const char *what, fr_results *r,
                       bool need200) {
-  static const struct { const char *name; uint8_t bit; } defaults[] = {
-    { "other", LBL_OTHER }, { "error", LBL_ERROR },
-    { "timeout", LBL_TIMEOUT }, { "max-connection", LBL_MAXCONN },
-  };
   lua_Integer n, i;
   if (!lua_istable(L, idx))
-    luaL_error(L, "%s: expected an array of result names like {\"200\", \"404\"}, got %s",
-               what, luaL_typename(L, idx));
+    luaL_error(L, fr_messages[M_RESULTS_ARRAY], what, luaL_typename(L, idx));
   n = (lua_Integer)lua_rawlen(L, idx);
   for (i = 1; i <= n; i++) {
     const char *s;
-    size_t k;
+    size_t len;
+    int k, c;
     if (lua_rawgeti(L, idx, i) != LUA_TSTRING)
-      luaL_error(L, "%s[%d]: expected a string like \"200\", got %s", what,
-                 (int)i, luaL_typename(L, -1));
-    s = lua_tostring(L, -1);
-    lua_pop(L, 1);
-    if (is_code(s)) {
-      int c = atoi(s);
+      luaL_error(L, fr_messages[M_RESULT_TYPE], what, (int)i, luaL_typename(L, -1));
+    s = lua_tolstring(L, -1, &len);
+    lua_pop(L, 1);                      /* the table keeps s */
+    switch (fr_result_kind(s, len)) {   /* rules.c */
+    case FR_RESULT_CODE:
+      c = atoi(s);
       r->code[c / 8] |= 1 << (c % 8);
-      continue;
-    }
-    if (s[0] >= '1' && s[0] <= '5' && s[1] == 'x' && s[2] == 'x' && !s[3]) {
+      break;
+    case FR_RESULT_CLASS:
       r->cls |= 1 << (s[0] - '0');
-      continue;
+      break;
+    case FR_RESULT_DEFAULT:             /* the k-th default label is LBL_* bit 1 << k */
+      for (k = 0; strcmp(s, fr_default_labels[k]) != 0; k++) {}
+      r->defaults |= 1 << k;
+      break;
+    case FR_RESULT_UPPER:
+      luaL_error(L, "%s: %s", what, lua_pushfstring(L, fr_messages[M_LOWER_CASE], s));
+      break;
+    default:
+      luaL_error(L, "%s: %s", what, lua_pushfstring(L, fr_messages[M_UNKNOWN_RESULT], s));
     }
-    for (k = 0; k < 4; k++)
-      if (strcasecmp(s, defaults[k].name) == 0) break;
-    if (k < 4 && strcmp(s, defaults[k].name) == 0) {
-      r->defaults |= defaults[k].bit;
-      continue;
-    }
-    if (k < 4 || (s[0] >= '1' && s[0] <= '5' && (s[1] == 'x' || s[1] == 'X')
-                  && (s[2] == 'x' || s[2] == 'X') && !s[3]))
-      luaL_error(L, "%s: result labels must be lower case: \"%s\"", what, s);
-    luaL_error(L, "%s: unknown result \"%s\" (use a status like \"404\", a "
-               "class like \"4xx\", or other, error, timeout, max-connection)",
-               what, s);
   }
   if (need200 && !(r->cls & (1 << 2))) {   /* a success: a 2xx status, or "2xx" */
     int c = 200;
     while (c < 300 && !(r->code[c / 8] & (1 << (c % 8)))) c++;
-    if (c == 300) luaL_error(L, "%s: must include a success: a 2xx status like \"200\" or \"201\", or \"2xx\"", what);
+    if (c == 300) luaL_error(L, "%s: %s", what, fr_messages[M_MISSING_SUCCESS]);
   }
 }
 

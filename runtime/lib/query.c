@@ -7,13 +7,13 @@
 #include <string.h>
 
 #include "internal.h"
+#include "rules.h"
 
 /* Pushes the string form of a query or params value; raises otherwise. */
 const char *fr_query_value(lua_State *L, int idx, const char *what, const char *key) {
   int t = lua_type(L, idx);
   if (t != LUA_TSTRING && t != LUA_TNUMBER && t != LUA_TBOOLEAN)
-    luaL_error(L, "%s.%s: expected a string, number or boolean, got %s",
-               what, key, luaL_typename(L, idx));
+    luaL_error(L, fr_messages[M_SCALAR], what, key, luaL_typename(L, idx));
   return luaL_tolstring(L, idx, NULL);
 }
 
@@ -121,3 +121,4 @@ void fr_query_pairs(lua_State *L, int idx, const char *what) {
   }
   lua_settop(L, out);
 }
+

@@ -4,7 +4,8 @@
 **
 ** Everything a flow author can get wrong is checked here, before anything
 ** is sent: fields, integration and endpoint, method, placeholders, query,
-** headers, body and results. The URL is built with libcurl's URL API from
+** headers, body and results, by the rules and in the words of rules.c
+** (which flowrun check reads too). The URL is built with libcurl's URL API from
 ** the integration's parsed base URL; values are percent-encoded with
 ** curl_easy_escape. Query tables come in two forms: a map (keys sorted,
 ** arrays repeat the key) or a list of pairs (order kept).
@@ -16,59 +17,22 @@
 #include <strings.h>
 
 #include "internal.h"
+#include "rules.h"
 
 /* ---- building the request ---- */
 
-enum {                                  /* the fields of a spec */
-  F_INTEGRATION, F_ENDPOINT, F_METHOD, F_PATH, F_PARAMS, F_QUERY,
-  F_QUERY_SEPARATOR, F_HEADERS, F_BODY, F_FORM, F_RESULTS, F_TIMEOUT_MS
-};
-
-static const char *const spec_keys[] = {
-  "integration", "endpoint", "method", "path", "params", "query",
-  "query_separator", "headers", "body", "form", "results", "timeout_ms", NULL
-};
-
+/* The fields of a spec (rules.c) are bits of present. */
 #define HAS(f) (present & (1u << (f)))
-static const char *const methods[] = {
-  "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", NULL
-};
 
 /* Pushes field f of the spec at 1 and says true, when the spec has it (the
-** bits of present); raises unless it is of type t. */
-static bool field(lua_State *L, unsigned present, int f, int t, const char *want) {
-  int got;
+** bits of present); raises unless it is of the field's type. */
+static bool field(lua_State *L, unsigned present, int f) {
   if (!HAS(f)) return false;
-  lua_pushstring(L, spec_keys[f]);
-  if ((got = lua_rawget(L, 1)) != t)
-    luaL_error(L, "api_node: %s: expected %s, got %s", spec_keys[f], want,
-               luaL_typename(L, -1));
+  lua_pushstring(L, fr_fields[f].name);
+  if (lua_rawget(L, 1) != fr_fields[f].type)
+    fr_api_error(L, M_FIELD_TYPE, fr_fields[f].name, fr_fields[f].want,
+                 luaL_typename(L, -1));
   return true;
-}
-
-/* What keeps the path as written (placeholders aside) from being sent as
-** it reads, or NULL: a space, control character or '#' (libcurl would
-** refuse the URL, or cut a fragment), or a "." or ".." segment (libcurl
-** would remove it, sending the request elsewhere than res.url says, even
-** above base_url's path). */
-static const char *path_problem(const char *path) {
-  const char *p = path, *seg = path, *close;
-  bool in_query = false;
-  for (;; p++) {
-    if (*p == '{' && (close = strchr(p, '}'))) p = close;
-    else if ((unsigned char)*p < 0x20 && *p != '\0') break;
-    else if (*p == ' ' || *p == 0x7f || *p == '#') break;
-    if (!in_query && (*p == '/' || *p == '?' || *p == '\0')) {
-      size_t n = (size_t)(p - seg);
-      if ((n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.'))
-        return "\".\" and \"..\" segments are not allowed (a path stays under base_url)";
-      seg = p + 1;
-      in_query = *p == '?';
-    }
-    if (*p == '\0') return NULL;
-  }
-  return "spaces, control characters and '#' are not allowed "
-         "(percent-encode them, or give the value in params)";
 }
 
 static void resolve_target(lua_State *L, call *c, unsigned present,
@@ -77,56 +41,54 @@ static void resolve_target(lua_State *L, call *c, unsigned present,
   const fr_endpoint *ep = NULL;
   integration *ig = NULL;
   const char *method = NULL, *bad;
-  if (field(L, present, F_ENDPOINT, LUA_TSTRING, "\"integration.endpoint\"")) {
+  if (field(L, present, F_ENDPOINT)) {
     const char *s = lua_tostring(L, -1), *dot = strchr(s, '.');
-    if (!dot) luaL_error(L, "api_node: endpoint: expected \"integration.endpoint\", got \"%s\"", s);
+    if (!dot) fr_api_error(L, M_ENDPOINT_FORM, s);
     if (!(ig = fr_integration_find(rt, s, dot - s)))
-      luaL_error(L, "api_node: unknown integration '%s'", lua_pushlstring(L, s, dot - s));
+      fr_api_error(L, M_UNKNOWN_INTEGRATION, lua_pushlstring(L, s, dot - s), "");
     if (!(ep = fr_endpoint_find(ig, dot + 1)))
-      luaL_error(L, "api_node: integration '%s' has no endpoint '%s'", ig->name, dot + 1);
+      fr_api_error(L, M_NO_ENDPOINT, ig->name, dot + 1);
     lua_pop(L, 1);
   }
-  if (field(L, present, F_INTEGRATION, LUA_TSTRING, "a string")) {
+  if (field(L, present, F_INTEGRATION)) {
     const char *s = lua_tostring(L, -1);
     if (ig && strcmp(ig->name, s) != 0)
-      luaL_error(L, "api_node: integration '%s' and endpoint '%s.%s' disagree", s,
-                 ig->name, ep->name);
+      fr_api_error(L, M_DISAGREE, s, lua_pushfstring(L, "%s.%s", ig->name, ep->name));
     if (!ig && !(ig = fr_integration_find(rt, s, strlen(s))))
-      luaL_error(L, "api_node: unknown integration '%s'%s", s,
-                 rt->integrations ? "" : " (no integrations are loaded: -I FILE on the command "
-                 "line, flowrun.new{ integrations = ... } in Lua, flowrun_load_integrations in C)");
+      fr_api_error(L, M_UNKNOWN_INTEGRATION, s,
+                   rt->integrations ? "" : " (no integrations are loaded: -I FILE on the command "
+                   "line, flowrun.new{ integrations = ... } in Lua, flowrun_load_integrations in C)");
     lua_pop(L, 1);
   }
-  if (!ig) luaL_error(L, "api_node: integration (or endpoint) is required");
+  if (!ig) fr_api_error(L, M_TARGET_REQUIRED);
   if (ig->unset)                        /* never send a placeholder */
     luaL_error(L, "api_node: integration '%s' cannot be used: environment variable %s is not set",
                ig->name, ig->unset);
   c->ig = ig;
   ig->refs++;
   method = ep ? ep->method : "GET";
-  if (field(L, present, F_METHOD, LUA_TSTRING, "a string")) {
+  if (field(L, present, F_METHOD)) {
     const char *m = lua_tostring(L, -1);
-    int i;
-    for (i = 0; methods[i] && strcmp(methods[i], m) != 0; i++) {}
-    if (!methods[i])
-      luaL_error(L, "api_node: method: expected GET, POST, PUT, PATCH, DELETE or HEAD, got \"%s\"", m);
+    if (!(method = fr_method(m))) {
+      fr_push_methods_text(L);
+      fr_api_error(L, M_BAD_METHOD, lua_tostring(L, -1), m);
+    }
     if (ep && strcmp(ep->method, m) != 0)
-      luaL_error(L, "api_node: method %s differs from endpoint '%s' (%s)", m, ep->name, ep->method);
-    method = methods[i];
+      fr_api_error(L, M_METHOD_DIFFERS, m, ep->name, ep->method);
     lua_pop(L, 1);
   }
   strcpy(c->method, method);
   *path = ep ? ep->path : "";
-  if (field(L, present, F_PATH, LUA_TSTRING, "a string")) {
+  if (field(L, present, F_PATH)) {
     size_t len;
-    if (ep) luaL_error(L, "api_node: give path or endpoint, not both");
+    if (ep) fr_api_error(L, M_PATH_AND_ENDPOINT);
     *path = lua_tolstring(L, -1, &len); /* anchored by the spec */
     if (strlen(*path) != len) luaL_error(L, "api_node: path: NUL in the path");
     lua_pop(L, 1);
   }
-  if ((bad = path_problem(*path))) {
-    if (ep) luaL_error(L, "api_node: endpoint '%s.%s' path: %s", ig->name, ep->name, bad);
-    luaL_error(L, "api_node: path: %s", bad);
+  if ((bad = fr_path_problem(*path))) {
+    if (ep) fr_api_error(L, M_ENDPOINT_PATH_PROBLEM, lua_pushfstring(L, "%s.%s", ig->name, ep->name), bad);
+    fr_api_error(L, M_PATH_PROBLEM, bad);
   }
 }
 
@@ -140,8 +102,7 @@ static void fill_path(lua_State *L, const char *path, int params) {
     luaL_addlstring(&b, p, open - p);
     lua_pushlstring(L, open + 1, close - open - 1);
     if (!params || lua_rawget(L, params) == LUA_TNIL)
-      luaL_error(L, "api_node: path placeholder {%s} has no value in params",
-                 lua_pushlstring(L, open + 1, close - open - 1));
+      fr_api_error(L, M_PLACEHOLDER, lua_pushlstring(L, open + 1, close - open - 1));
     const char *v = luaL_tolstring(L, -1, NULL);
     enc = curl_easy_escape(NULL, v, (int)lua_rawlen(L, -1));
     lua_pop(L, 2);
@@ -155,7 +116,7 @@ static void fill_path(lua_State *L, const char *path, int params) {
   }
   luaL_addstring(&b, p);
   luaL_pushresult(&b);
-  if (p != path && path_problem(lua_tostring(L, -1)))  /* "/..{a}" with a = "" */
+  if (p != path && fr_path_problem(lua_tostring(L, -1)))  /* "/..{a}" with a = "" */
     luaL_error(L, "api_node: path: \".\" and \"..\" segments are not allowed, "
                "also once params are filled in (%s)", lua_tostring(L, -1));
 }
@@ -229,27 +190,27 @@ static void build_url(lua_State *L, call *c, unsigned present, const char *path)
   int params = 0, i;
   char sep = '&';
   const char *q;
-  if (field(L, present, F_PARAMS, LUA_TTABLE, "a table")) {
+  if (field(L, present, F_PARAMS)) {
     params = lua_gettop(L);
     lua_pushnil(L);
     while (lua_next(L, params)) {
       if (lua_type(L, -2) != LUA_TSTRING)
-        luaL_error(L, "api_node: params: keys must be strings");
+        fr_api_error(L, M_KEYS_STRINGS, "params");
       fr_query_value(L, -1, "api_node: params", lua_tostring(L, -2));
       lua_pop(L, 2);
     }
   }
-  if (field(L, present, F_QUERY_SEPARATOR, LUA_TSTRING, "\"&\" or \";\"")) {
+  if (field(L, present, F_QUERY_SEPARATOR)) {
     q = lua_tostring(L, -1);
     if (strcmp(q, "&") != 0 && strcmp(q, ";") != 0)
-      luaL_error(L, "api_node: query_separator: expected \"&\" or \";\", got \"%s\"", q);
+      fr_api_error(L, M_QUERY_SEPARATOR, q);
     sep = q[0];
     lua_pop(L, 1);
   }
   fill_path(L, path, params);
   int filled = lua_gettop(L);
   /* the query: base URL's, the path's, the integration's, the node's */
-  if (field(L, present, F_QUERY, LUA_TTABLE, "a table")) {
+  if (field(L, present, F_QUERY)) {
     fr_query_pairs(L, -1, "api_node: query");
     lua_remove(L, -2);
   } else
@@ -341,22 +302,21 @@ static void build_headers(lua_State *L, call *c, unsigned present, int *hidx,
   int h = 0, i;
   bool *repeated;
   *hidx = 0;
-  if (field(L, present, F_HEADERS, LUA_TTABLE, "a table")) {
+  if (field(L, present, F_HEADERS)) {
     h = *hidx = lua_gettop(L);
     lua_pushnil(L);
     while (lua_next(L, h)) {
       const char *name, *why;
       size_t vlen;
       if (lua_type(L, -2) != LUA_TSTRING)
-        luaL_error(L, "api_node: headers: names must be strings");
+        fr_api_error(L, M_HEADER_NAMES);
       name = lua_tostring(L, -2);
       if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
-        luaL_error(L, "api_node: headers.%s: expected a string, got %s", name,
-                   luaL_typename(L, -1));
+        fr_api_error(L, M_HEADER_TYPE, name, luaL_typename(L, -1));
       lua_pushvalue(L, -1);
       const char *value = lua_tolstring(L, -1, &vlen);
       if ((why = fr_header_problem(name, value, vlen)))
-        luaL_error(L, "api_node: headers.%s: %s", name, why);
+        fr_api_error(L, M_HEADER_PROBLEM, name, why);
       lua_pop(L, 2);
     }
   }
@@ -386,8 +346,7 @@ static void build_headers(lua_State *L, call *c, unsigned present, int *hidx,
         if (strcasecmp(ig->headers[i].name, name) == 0) {
           repeated[i] = true;
           if (!c->label && strcmp(ig->headers[i].value, value) != 0)
-            fr_call_fail(c, LABEL_ERROR, "header_conflict",
-                        "header '%s' differs between the node and integration '%s'",
+            fr_call_fail(c, LABEL_ERROR, "header_conflict", fr_messages[M_HEADER_CONFLICT],
                         ig->headers[i].name, ig->name);
         }
       add_line(L, c, tail, name, value);
@@ -410,10 +369,9 @@ static void build_body(lua_State *L, call *c, unsigned present, int h,
   const char *data;
   if (t == LUA_TNIL && f == LUA_TNIL) { lua_pop(L, 2); return; }
   if (t != LUA_TNIL && f != LUA_TNIL)
-    luaL_error(L, "api_node: give body or form, not both");
+    fr_api_error(L, M_BODY_AND_FORM);
   if (strcmp(c->method, "GET") == 0 || strcmp(c->method, "HEAD") == 0)
-    luaL_error(L, "api_node: a %s request cannot have a %s", c->method,
-               t != LUA_TNIL ? "body" : "form");
+    fr_api_error(L, M_NO_BODY, c->method, t != LUA_TNIL ? "body" : "form");
   if (t == LUA_TTABLE) {
     lua_pushcfunction(L, fr_json_encode);
     lua_pushvalue(L, -3);
@@ -421,15 +379,13 @@ static void build_body(lua_State *L, call *c, unsigned present, int h,
       luaL_error(L, "api_node: body: %s", lua_tostring(L, -1));
     type = "application/json";
   } else if (t == LUA_TSTRING) {
-    if (!has_type)
-      luaL_error(L, "api_node: a string body needs a Content-Type header "
-                 "(for example application/xml)");
+    if (!has_type) fr_api_error(L, M_STRING_BODY);
     lua_pushvalue(L, -2);
   } else if (t != LUA_TNIL) {
-    luaL_error(L, "api_node: body: expected a table or a string, got %s", lua_typename(L, t));
+    fr_api_error(L, M_BODY_TYPE, lua_typename(L, t));
   } else {
-    if (f != LUA_TTABLE)
-      luaL_error(L, "api_node: form: expected a table, got %s", lua_typename(L, f));
+    if (f != fr_fields[F_FORM].type)
+      fr_api_error(L, M_FIELD_TYPE, "form", fr_fields[F_FORM].want, lua_typename(L, f));
     fr_query_pairs(L, -1, "api_node: form");
     luaL_Buffer b;
     int n = (int)lua_rawlen(L, -1), arr = lua_gettop(L);
@@ -459,10 +415,10 @@ static unsigned check_keys(lua_State *L) {
     int i = 0;
     lua_pop(L, 1);
     if (lua_type(L, -1) == LUA_TSTRING)
-      for (; spec_keys[i]; i++)
-        if (strcmp(spec_keys[i], lua_tostring(L, -1)) == 0) break;
-    if (lua_type(L, -1) != LUA_TSTRING || !spec_keys[i])
-      luaL_error(L, "api_node: unknown field '%s'", luaL_tolstring(L, -1, NULL));
+      for (; i < F_NFIELDS; i++)
+        if (strcmp(fr_fields[i].name, lua_tostring(L, -1)) == 0) break;
+    if (lua_type(L, -1) != LUA_TSTRING || i == F_NFIELDS)
+      fr_api_error(L, M_UNKNOWN_FIELD, luaL_tolstring(L, -1, NULL));
     present |= 1u << i;
   }
   return present;
@@ -475,8 +431,8 @@ void fr_request_build(lua_State *L, call *c) {
   struct curl_slist *tail = NULL;
   unsigned present = check_keys(L);
   resolve_target(L, c, present, &path);
-  if (!field(L, present, F_RESULTS, LUA_TTABLE, "an array like {\"200\", \"404\"}"))
-    luaL_error(L, "api_node: results is required and must include a success: a 2xx status like \"200\" or \"201\", or \"2xx\"");
+  if (!field(L, present, F_RESULTS))
+    fr_api_error(L, M_RESULTS_REQUIRED, fr_messages[M_MISSING_SUCCESS]);
   fr_parse_results(L, lua_gettop(L), "api_node: results", &c->results, true);
   lua_pop(L, 1);
   c->timeout_ms = c->ig->timeout_ms;
@@ -484,7 +440,7 @@ void fr_request_build(lua_State *L, call *c) {
     int ok;
     lua_Integer ms = lua_tointegerx(L, -1, &ok);
     if (!ok || lua_type(L, -1) != LUA_TNUMBER || ms < 1 || ms > 0x7fffffff)
-      luaL_error(L, "api_node: timeout_ms: expected a positive integer");
+      fr_api_error(L, M_TIMEOUT_MS);
     c->timeout_ms = (long)ms;
   }
   if (HAS(F_TIMEOUT_MS)) lua_pop(L, 1);

@@ -29,6 +29,7 @@
 #include "internal.h"
 #include "quota.h"
 #include "freeze.h"
+#include "rules.h"
 #include "sandbox.h"
 
 static const char loading_key = 'l';    /* a module being loaded */
@@ -360,25 +361,15 @@ static void put(lua_State *L, int g, int m, const char *name, bool module) {
   lua_setfield(L, g, name);
 }
 
-/* The flow primitives a host's own Lua sees as well (flowrun_push_globals). */
-static const char *const primitives[] = {
-  "api_node", "say", "ask", "sleep", "run_flow", "log", "json", NULL
-};
-
 void fr_sandbox_open(flowrun *rt, lua_State *L) {
-  static const char *const base[] = {
-    "assert", "error", "ipairs", "next", "pairs", "pcall", "xpcall", "select",
-    "tonumber", "tostring", "type", "rawequal", "rawget", "rawlen",
-    "getmetatable", "_VERSION", NULL
-  };
-  static const char *const libs[] = { "string", "table", "math", "utf8", "coroutine", NULL };
+  const char *const *base = fr_flow_base, *const *libs = fr_flow_libs;   /* rules.c */
   static const char *const no_dump[] = { "dump", NULL };
   static const char *const no_seed[] = { "randomseed", NULL };
   static const struct { const char *name; lua_CFunction fn; } own[] = {
     { "rawset", sb_rawset }, { "setmetatable", sb_setmetatable },
     { "collectgarbage", sb_collectgarbage },
   };
-  static const char *const os_safe[] = { "time", "clock", "date", "difftime", NULL };
+  const char *const *os_safe = fr_flow_os;
   int g, m, top = lua_gettop(L);
   fr_push_flow_primitives(rt, L);       /* the flow globals, to fill */
   g = lua_gettop(L);
@@ -465,9 +456,9 @@ void fr_sandbox_open(flowrun *rt, lua_State *L) {
   lua_setfield(L, -2, "__metatable");
   rt->base_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_createtable(L, 0, 8);             /* a host's own Lua: primitives, then _G */
-  for (int i = 0; primitives[i]; i++) {
-    lua_getfield(L, g, primitives[i]);
-    lua_setfield(L, -2, primitives[i]);
+  for (int i = 0; fr_flow_primitives[i]; i++) {
+    lua_getfield(L, g, fr_flow_primitives[i]);
+    lua_setfield(L, -2, fr_flow_primitives[i]);
   }
   lua_createtable(L, 0, 1);
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);

@@ -160,7 +160,7 @@ return {
     spec = "spec/api_node_spec.lua", filter = "too large to send" },
   { name = "header-crlf-allowed",
     promise = "CR, LF or NUL in a header value is refused",
-    file = "runtime/lib/integrations.c",
+    file = "runtime/lib/rules.c",
     find = "if (value[i] == '\\r' || value[i] == '\\n' || value[i] == '\\0')",
     replace = "if (value[i] == '\\0')",
     spec = "spec/api_node_spec.lua", filter = "programming errors" },
@@ -170,4 +170,18 @@ return {
     find = "char *v = curl_easy_escape(NULL, lua_tostring(L, -1), (int)lua_rawlen(L, -1));",
     replace = "char *v = curl_easy_unescape(NULL, lua_tostring(L, -1), (int)lua_rawlen(L, -1), NULL);",
     spec = "spec/api_node_spec.lua", filter = "percent%-encoded" },
+
+  -- one wording of api_node's rules (runtime/lib/rules.c) for the runtime and check
+  { name = "check-own-wording",
+    promise = "flowrun check words a misuse as api_node raises it",
+    file = "lua/flowrun/nodespec.lua",
+    find = "if body ~= nil and form ~= nil then add(M.body_and_form) end",
+    replace = "if body ~= nil and form ~= nil then add(\"give body or form, never both\") end",
+    spec = "spec/rules_spec.lua", filter = "body and form" },
+  { name = "api-node-own-wording",
+    promise = "api_node raises a misuse as flowrun check words it",
+    file = "runtime/lib/request.c",
+    find = "fr_api_error(L, M_NO_BODY, c->method, t != LUA_TNIL ? \"body\" : \"form\");",
+    replace = "luaL_error(L, \"api_node: a %s request cannot carry a %s\", c->method, t != LUA_TNIL ? \"body\" : \"form\");",
+    spec = "spec/rules_spec.lua", filter = "a body on GET" },
 }
