@@ -3,7 +3,8 @@
 ** bot would: callbacks, sessions driven both by a never-blocking frame loop
 ** and by a blocking one, ask answered with flowrun_send, a session stopped
 ** mid-call, a host fd watched by the loop, a spinning session broken from a
-** signal handler. Talks to `flowrun mock` on
+** signal handler, and (built with EMBED_OOM, as the Makefile does) every
+** allocation of the library failing in turn. Talks to `flowrun mock` on
 ** 127.0.0.1, which it starts itself. Prints TAP lines and a closing
 ** "N passed, N failed".
 */
@@ -17,6 +18,39 @@
 #include <lua.h>
 
 #include "flowrun.h"
+
+#ifdef EMBED_OOM
+/* ---- a failing allocator ----
+** Linked with -Wl,--wrap=malloc,... (the Makefile), the library's objects
+** (libflowrun.a, the Lua state's allocator included) allocate through these.
+** Armed, they count allocations down and refuse the one at the countdown's
+** end, and (alloc_once 0) every one after it until the test disarms them. */
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t size);
+void *__real_realloc(void *p, size_t n);
+char *__real_strdup(const char *s);
+void *__wrap_malloc(size_t n);
+void *__wrap_calloc(size_t n, size_t size);
+void *__wrap_realloc(void *p, size_t n);
+char *__wrap_strdup(const char *s);
+
+static long alloc_left = -1;            /* before they fail; -1: disarmed */
+static long alloc_refused;              /* since armed */
+static int alloc_once;                  /* refuse one, then disarm */
+
+static int refuse(void) {
+  if (alloc_left < 0) return 0;
+  if (alloc_left > 0) { alloc_left--; return 0; }
+  alloc_refused++;
+  if (alloc_once) alloc_left = -1;
+  return 1;
+}
+
+void *__wrap_malloc(size_t n) { return refuse() ? NULL : __real_malloc(n); }
+void *__wrap_calloc(size_t n, size_t size) { return refuse() ? NULL : __real_calloc(n, size); }
+void *__wrap_realloc(void *p, size_t n) { return n && refuse() ? NULL : __real_realloc(p, n); }
+char *__wrap_strdup(const char *s) { return refuse() ? NULL : __real_strdup(s); }
+#endif
 
 static int passed, failed;
 static char dir[] = "/tmp/flowrun-embed-XXXXXX";
@@ -309,6 +343,101 @@ static void sandbox_api(void) {
   flowrun_free(rt);
 }
 
+#ifdef EMBED_OOM
+/* ---- out of memory ---- */
+
+/* What an entry point says when out of memory. */
+static int memory_error(const char *msg) {
+  return strcmp(msg, "out of memory") == 0;
+}
+
+/* A session ended by it: "[file:line: ]not enough memory" and the
+** traceback, or (no memory left for one) the error alone. */
+static int session_memory_error(const char *msg) {
+  const char *m = strstr(msg, "not enough memory");
+  return m && (m == msg || (m[-1] == ' ' && memchr(msg, '\n', m - msg) == NULL))
+         && (strcmp(m + 17, "") == 0 || strncmp(m + 17, "\nstack traceback:\n", 18) == 0);
+}
+
+/* One round: the nth allocation of the library fails, and (alloc_once 0)
+** every one after it until the entry point that asked for it returns; Lua
+** collects its garbage and asks again once, so failing one allocation and
+** failing them all take different ways. The host must see that
+** entry point work or return FLOWRUN_ERR (NULL from flowrun_new) saying
+** so, then the same call work once memory is back; a session that meets
+** the failure ends as failed with a memory error. Returns 1 when an
+** allocation was refused, 0 when the round got through without (n is past
+** the last one), -1 when the host saw something else (why: in *why). */
+static int oom_round(long n, char *why, size_t size) {
+  host h;
+  flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, NULL, &h };
+  flowrun *rt;
+  int st, steps = 0, bad = 0;
+  memset(&h, 0, sizeof h);
+  alloc_refused = 0;
+  alloc_left = n;
+  rt = flowrun_new(&cb);
+  alloc_left = alloc_refused ? -1 : alloc_left;
+  if (!rt && (!alloc_refused || !(rt = flowrun_new(&cb)))) {
+    snprintf(why, size, "flowrun_new: NULL");
+    return -1;
+  }
+  h.rt = rt;
+  st = flowrun_load_integrations(rt, path("integrations.lua"));
+  alloc_left = alloc_refused ? -1 : alloc_left;
+  if (st != FLOWRUN_OK && (!alloc_refused || !memory_error(flowrun_errmsg(rt))
+                           || flowrun_load_integrations(rt, path("integrations.lua")) != FLOWRUN_OK)) {
+    snprintf(why, size, "flowrun_load_integrations: %s", flowrun_errmsg(rt));
+    bad = 1;
+  }
+  st = bad ? FLOWRUN_OK : flowrun_start(rt, "m", path("oom.lua"), 0, NULL);
+  alloc_left = alloc_refused ? -1 : alloc_left;
+  if (st != FLOWRUN_OK && (!alloc_refused || !memory_error(flowrun_errmsg(rt))
+                           || flowrun_start(rt, "m", path("oom.lua"), 0, NULL) != FLOWRUN_OK)) {
+    snprintf(why, size, "flowrun_start: %s", flowrun_errmsg(rt));
+    bad = 1;
+  }
+  while (!bad && (st = flowrun_step(rt, 1000)) > 0 && ++steps < 1000)
+    alloc_left = alloc_refused ? -1 : alloc_left;
+  alloc_left = -1;
+  if (bad) {}
+  else if (st == FLOWRUN_ERR && !memory_error(flowrun_errmsg(rt))) {
+    snprintf(why, size, "flowrun_step: %s", flowrun_errmsg(rt));
+    bad = 1;
+  } else if (!(h.done == 1 && h.errors == 0 && h.nsaid == 1 && strcmp(h.said[0], "200 granted") == 0)
+             && !(h.done == 0 && h.errors == 1 && alloc_refused && session_memory_error(h.last_error))) {
+    snprintf(why, size, "%d done, %d failed, said \"%s\", error: %.300s", h.done, h.errors,
+             h.nsaid ? h.said[0] : "", h.last_error);
+    bad = 1;
+  }
+  flowrun_free(rt);
+  return bad ? -1 : alloc_refused > 0;
+}
+
+static void out_of_memory(int once) {
+  char why[512] = "";
+  long n, rounds = 0, bad = 0, first_bad = -1;
+  int r;
+  alloc_once = once;
+  for (n = getenv("OOMFROM") ? atol(getenv("OOMFROM")) : 0; (r = oom_round(n, why, sizeof why)) != 0; n++) {
+    if (getenv("OOMFROM") && n % 100 == 0) { printf("# n=%ld\n", n); fflush(stdout); }
+    rounds++;
+    if (r < 0 && bad++ == 0) {
+      first_bad = n;
+      printf("# allocation %ld refused: %s\n", n, why);
+    }
+  }
+  printf("# %ld allocations refused in turn, %ld rounds went wrong (the first: %ld)\n",
+         rounds, bad, first_bad);
+  check(rounds > 500 && bad == 0,
+        once ? "each allocation of flowrun_new, flowrun_load_integrations, flowrun_start and "
+               "a session's api_node refused alone: FLOWRUN_ERR or a memory error, or no harm"
+             : "each allocation of flowrun_new, flowrun_load_integrations, flowrun_start and "
+               "a session's api_node refused, and all after it in that call: FLOWRUN_ERR or a "
+               "session failed with a memory error; the runtime goes on");
+}
+#endif
+
 int main(int argc, char **argv) {
   const char *exe = argc > 1 ? argv[1] : "build/flowrun";
   char buf[512];
@@ -319,6 +448,7 @@ int main(int argc, char **argv) {
     "return {\n"
     "  { path = '/v1/reward/{id}', delay_ms = 50, json = { result = 'granted' } },\n"
     "  { path = '/v1/hang', fault = 'no_response' },\n"
+    "  { path = '/v1/fast/{id}', json = { result = 'granted' } },\n"
     "}\n");
   if (!(port = start_mock(exe))) {
     fprintf(stderr, "cannot start the mock server\n");
@@ -342,7 +472,12 @@ int main(int argc, char **argv) {
   write_file("grant.lua", "say(grant() .. ' ' .. tostring(io))\n");
   write_file("loop.lua", "while true do end\n");
   write_file("io.lua", "say(type(io.write))\n");
+  write_file("oom.lua", "sleep(1)\n"
+    "local label, res = api_node{ integration = 'game', path = '/fast/{id}',\n"
+    "  params = { id = session.id }, results = { '200' } }\n"
+    "say(label .. ' ' .. res.json.result)\n");
   write_file("hang.lua", "api_node{ integration = 'game', path = '/hang', results = { '200' } }\n");
+  if (!getenv("OOMFROM")) {
   frame_loop();
   ask_and_send();
   errors();
@@ -350,6 +485,11 @@ int main(int argc, char **argv) {
   watch_fd();
   break_spinning();
   sandbox_api();
+  }
+#ifdef EMBED_OOM
+  out_of_memory(0);
+  out_of_memory(1);
+#endif
   kill(mock_pid, SIGTERM);
   waitpid(mock_pid, NULL, 0);
   snprintf(buf, sizeof buf, "rm -rf %s", dir);

@@ -48,13 +48,30 @@ void fr_push_where(lua_State *L) {
   lua_pushliteral(L, "");
 }
 
+/* Is the error message at the top a memory error ("[file:line: ]not
+** enough memory", as Lua and flowrun raise it)? */
+static bool memory_error(lua_State *L) {
+  size_t len, n = sizeof "not enough memory" - 1;
+  const char *s = lua_tolstring(L, -1, &len);
+  return len >= n && strcmp(s + len - n, "not enough memory") == 0
+         && (len == n || s[len - n - 1] == ' ');
+}
+
 /* Calls the function below nargs arguments; its error, secrets hidden,
-** becomes flowrun_errmsg(). The stack is left at top. */
+** becomes flowrun_errmsg(); a memory error says "out of memory". The
+** stack is left at top. Nothing here may raise: it runs outside any
+** protection, maybe out of memory. */
 int fr_pcall(flowrun *rt, lua_State *L, int nargs, int top) {
   int st = lua_pcall(L, nargs, 0, 0);
   if (st != LUA_OK) {
-    fr_push_redacted(L, rt, lua_tostring(L, -1), lua_rawlen(L, -1));
-    fr_error(rt, "%s", lua_tostring(L, -1));
+    bool text = lua_type(L, -1) == LUA_TSTRING;
+    char *msg = NULL;
+    if (st == LUA_ERRMEM || (text && memory_error(L))
+        || (text && !(msg = fr_redact(rt, lua_tostring(L, -1)))))
+      fr_error(rt, "out of memory");
+    else if (msg) fr_error(rt, "%s", msg);
+    else fr_error(rt, "(error object is a %s value)", luaL_typename(L, -1));
+    free(msg);
   }
   lua_settop(L, top);
   return st == LUA_OK ? FLOWRUN_OK : FLOWRUN_ERR;
@@ -108,13 +125,13 @@ void fr_timer_cancel(flowrun *rt, fr_timer *t) {
   }
 }
 
-/* Arms t to fire at `at`; aborts on ENOMEM like Lua does. */
-void fr_timer_arm(flowrun *rt, fr_timer *t, double at) {
+/* Arms t to fire at `at`; false when out of memory (t is not armed). */
+bool fr_timer_arm(flowrun *rt, fr_timer *t, double at) {
   fr_timer_cancel(rt, t);
   if (rt->nheap == rt->capheap) {
     int cap = rt->capheap ? rt->capheap * 2 : 64;
     fr_timer **h = realloc(rt->heap, cap * sizeof *h);
-    if (!h) abort();
+    if (!h) return false;
     rt->heap = h;
     rt->capheap = cap;
   }
@@ -122,6 +139,7 @@ void fr_timer_arm(flowrun *rt, fr_timer *t, double at) {
   t->idx = rt->nheap;
   rt->heap[rt->nheap++] = t;
   heap_up(rt, t->idx);
+  return true;
 }
 
 /* Fires every timer due by now; a fired timer may re-arm itself. */
@@ -147,11 +165,12 @@ static void run_timers(flowrun *rt, double now) {
 */
 enum { FD_CONN = 1, FD_IDLE = 2 };
 
+/* The state of fd, the table grown to hold it; NULL when out of memory. */
 static fd_state *fd_at(flowrun *rt, int fd) {
   if (fd >= rt->nfds) {
     int n = fd + 1 > 2 * rt->nfds ? fd + 1 : 2 * rt->nfds;
     fd_state *p = realloc(rt->fds, n * sizeof *p);
-    if (!p) abort();
+    if (!p) return NULL;
     memset(p + rt->nfds, 0, (n - rt->nfds) * sizeof *p);
     rt->fds = p;
     rt->nfds = n;
@@ -159,8 +178,10 @@ static fd_state *fd_at(flowrun *rt, int fd) {
   return &rt->fds[fd];
 }
 
+/* A descriptor past the table was never watched: nothing to forget. */
 static void fd_forget(flowrun *rt, int fd) {
-  fd_state *st = fd_at(rt, fd);
+  fd_state *st = fd < rt->nfds ? &rt->fds[fd] : NULL;
+  if (!st) return;
   if (st->events) epoll_ctl(rt->epfd, EPOLL_CTL_DEL, fd, NULL);
   st->events = st->flags = 0;
 }
@@ -172,12 +193,18 @@ curl_socket_t fr_open_socket(void *ud, curlsocktype purpose,
                              struct curl_sockaddr *a) {
   call *c = ud;
   int fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+  fd_state *st;
   (void)purpose;
   if (fd < 0) {
     if (errno == EMFILE || errno == ENFILE) c->fd_errno = errno;
     return CURL_SOCKET_BAD;
   }
-  fd_at(c->rt, fd)->flags = FD_CONN;
+  if (!(st = fd_at(c->rt, fd))) {       /* the call fails: see call.c */
+    close(fd);
+    c->oom = true;
+    return CURL_SOCKET_BAD;
+  }
+  st->flags = FD_CONN;
   return fd;
 }
 
@@ -190,7 +217,13 @@ static int on_socket(CURL *e, curl_socket_t s, int what, void *ud, void *sp) {
   flowrun *rt = ud;
   fd_state *st = fd_at(rt, s);
   struct epoll_event ev = { 0 };
-  (void)e; (void)sp;
+  (void)sp;
+  if (!st) {                            /* not watched: the call ends at its */
+    call *c = NULL;                     /* timeout, as out of memory (-1 would */
+    curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&c);   /* end every transfer) */
+    if (c) c->oom = true;
+    return 0;
+  }
   if (what == CURL_POLL_REMOVE) {
     if (st->flags & FD_CONN) st->flags |= FD_IDLE;
     else fd_forget(rt, s);
@@ -221,9 +254,11 @@ static void drain_curl(flowrun *rt) {
     if (m->msg == CURLMSG_DONE) fr_call_done(rt, m);
 }
 
-static void curl_act(flowrun *rt, curl_socket_t s, int mask) {
+/* Lets libcurl act on s; keeps in *first the first failure of a turn. */
+static void curl_act(flowrun *rt, curl_socket_t s, int mask, CURLMcode *first) {
   int running;
-  curl_multi_socket_action(rt->multi, s, mask, &running);
+  CURLMcode mc = curl_multi_socket_action(rt->multi, s, mask, &running);
+  if (mc != CURLM_OK && *first == CURLM_OK) *first = mc;
 }
 
 /* ---- the loop ---- */
@@ -250,8 +285,12 @@ static int wait_time(flowrun *rt, int wait_ms, double now) {
   return (wait_ms >= 0 && wait_ms < ms) ? wait_ms : ms;
 }
 
+/* A turn where libcurl failed (out of memory, say) still collects what
+** ended and runs what is ready, then returns FLOWRUN_ERR saying why; the
+** host may step again. */
 int fr_step(flowrun *rt, int wait_ms) {
   struct epoll_event ev[64];
+  CURLMcode mc = CURLM_OK;
   int n, i;
   rt->in_step++;
   fr_run_ready(rt);
@@ -259,13 +298,13 @@ int fr_step(flowrun *rt, int wait_ms) {
   for (i = 0; i < n; i++) {
     uint64_t tag = ev[i].data.u64 & ~0xffffffffull;
     int fd = (int)(uint32_t)ev[i].data.u64;
-    if (tag == TAG_CURL && (fd_at(rt, fd)->flags & FD_IDLE)) {
+    if (tag == TAG_CURL && fd < rt->nfds && (rt->fds[fd].flags & FD_IDLE)) {
       fd_forget(rt, fd);                /* closed by the server meanwhile */
     } else if (tag == TAG_CURL) {
       int mask = (ev[i].events & EPOLLIN ? CURL_CSELECT_IN : 0)
                | (ev[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0)
                | (ev[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
-      curl_act(rt, fd, mask);
+      curl_act(rt, fd, mask, &mc);
     } else {
       fr_watch *w = find_watch(rt, fd);
       if (w) w->cb(w->ud, fd);
@@ -274,12 +313,14 @@ int fr_step(flowrun *rt, int wait_ms) {
   double now = fr_now();
   if (rt->curl_deadline >= 0 && rt->curl_deadline <= now) {
     rt->curl_deadline = -1;
-    curl_act(rt, CURL_SOCKET_TIMEOUT, 0);
+    curl_act(rt, CURL_SOCKET_TIMEOUT, 0, &mc);
   }
   drain_curl(rt);
   run_timers(rt, now);
   fr_run_ready(rt);
   rt->in_step--;
+  if (mc == CURLM_OUT_OF_MEMORY) return fr_error(rt, "out of memory");
+  if (mc != CURLM_OK) return fr_error(rt, "libcurl: %s", curl_multi_strerror(mc));
   return rt->nsessions + rt->ncalls;
 }
 
@@ -343,11 +384,12 @@ flowrun *fr_create(lua_State *L, bool owns, const flowrun_callbacks *cb) {
   if (cb) rt->cb = *cb;
   rt->epfd = epoll_create1(EPOLL_CLOEXEC);
   rt->multi = curl_multi_init();
-  if (rt->epfd < 0 || !rt->multi) goto fail;
-  curl_multi_setopt(rt->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-  curl_multi_setopt(rt->multi, CURLMOPT_SOCKETDATA, rt);
-  curl_multi_setopt(rt->multi, CURLMOPT_TIMERFUNCTION, on_timer);
-  curl_multi_setopt(rt->multi, CURLMOPT_TIMERDATA, rt);
+  if (rt->epfd < 0 || !rt->multi
+      || curl_multi_setopt(rt->multi, CURLMOPT_SOCKETFUNCTION, on_socket) != CURLM_OK
+      || curl_multi_setopt(rt->multi, CURLMOPT_SOCKETDATA, rt) != CURLM_OK
+      || curl_multi_setopt(rt->multi, CURLMOPT_TIMERFUNCTION, on_timer) != CURLM_OK
+      || curl_multi_setopt(rt->multi, CURLMOPT_TIMERDATA, rt) != CURLM_OK)
+    goto fail;
   fr_limits_init(rt);
   if (!L) L = lua_newstate(fr_alloc, rt);
   if (!L) goto fail;
@@ -377,7 +419,7 @@ void fr_destroy(flowrun *rt) {
     luaL_unref(rt->L, LUA_REGISTRYINDEX, rt->trusted_ref);
     if (rt->owns_L) lua_close(rt->L);
   }
-  if (rt->multi) curl_multi_cleanup(rt->multi);
+  if (rt->multi) curl_multi_cleanup(rt->multi);   /* its calls are gone: it cannot fail */
   if (rt->epfd >= 0) close(rt->epfd);
   fr_integrations_free(rt);
   for (int i = 0; i < rt->nsecrets; i++) {
