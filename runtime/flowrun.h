@@ -52,7 +52,13 @@ typedef struct flowrun_trace {
 
 /* What the host hears. Any callback may be NULL. Strings are valid only
 ** during the call. Callbacks must not call flowrun_step() or flowrun_free();
-** flowrun_send() and flowrun_start() are fine. */
+** flowrun_send() and flowrun_start() are fine.
+** The struct grows: later versions add fields after `size`, never before.
+** Set size to sizeof(flowrun_callbacks) (a designated initializer:
+** .size = sizeof(flowrun_callbacks)); the library reads that many bytes and
+** takes the fields past them as NULL, so a host built against an older
+** flowrun.h works with a newer library and the other way round. size 0
+** (a host written before the field) means the fields up to ud. */
 typedef struct flowrun_callbacks {
   void (*say)(void *ud, const char *session, const char *text, size_t len);
   /* the session now waits for the user's next message; prompt is what it
@@ -64,10 +70,17 @@ typedef struct flowrun_callbacks {
   void (*log)(void *ud, const char *session, const char *level,
               const char *msg);
   void *ud;
+  size_t size;                          /* sizeof(flowrun_callbacks), or 0 */
+  /* later fields here */
 } flowrun_callbacks;
 
 /* A new runtime with its own Lua state; NULL when out of memory.
-** cb may be NULL. */
+** cb may be NULL.
+** Out of memory, no entry point takes the host down: it returns
+** FLOWRUN_ERR with flowrun_errmsg() "out of memory" (flowrun_new: NULL),
+** and the runtime goes on; Lua code that runs out (a session's, an
+** integrations file's) gets Lua's memory error, "not enough memory", so a
+** session that meets it ends as failed with it. */
 flowrun *flowrun_new(const flowrun_callbacks *cb);
 void flowrun_free(flowrun *rt);
 const char *flowrun_errmsg(const flowrun *rt);

@@ -9,6 +9,7 @@
 ** "N passed, N failed".
 */
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,7 +148,7 @@ static int start_mock(const char *exe) {
 }
 
 static flowrun *runtime(host *h) {
-  flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, NULL, h };
+  flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, NULL, h, sizeof(flowrun_callbacks) };
   flowrun *rt;
   memset(h, 0, sizeof *h);
   rt = flowrun_new(&cb);
@@ -370,7 +371,7 @@ static int session_memory_error(const char *msg) {
 ** the last one), -1 when the host saw something else (why: in *why). */
 static int oom_round(long n, char *why, size_t size) {
   host h;
-  flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, NULL, &h };
+  flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, NULL, &h, sizeof(flowrun_callbacks) };
   flowrun *rt;
   int st, steps = 0, bad = 0;
   memset(&h, 0, sizeof h);
@@ -438,6 +439,50 @@ static void out_of_memory(int once) {
 }
 #endif
 
+/* flowrun_callbacks grows: the library reads the size the host gives. */
+static int said, ended, traced;
+static void count_say(void *ud, const char *id, const char *text, size_t len) {
+  (void)ud; (void)id; (void)text; (void)len;
+  said++;
+}
+static void count_end(void *ud, const char *id, int how, const char *error) {
+  (void)ud; (void)id; (void)error;
+  ended += how == FLOWRUN_DONE;
+}
+static void count_trace(void *ud, const flowrun_trace *t) {
+  (void)ud; (void)t;
+  traced++;
+}
+
+/* Runs reward.lua (a call, then a say) to its end with cb. */
+static void run_reward(const flowrun_callbacks *cb) {
+  flowrun *rt = flowrun_new(cb);
+  said = ended = traced = 0;
+  if (!rt || flowrun_load_integrations(rt, path("integrations.lua")) != FLOWRUN_OK
+      || flowrun_start(rt, "r", path("reward.lua"), 0, NULL) != FLOWRUN_OK)
+    fprintf(stderr, "run_reward: %s\n", rt ? flowrun_errmsg(rt) : "NULL");
+  for (int i = 0; i < 100 && rt && flowrun_step(rt, 100) > 0; i++) {}
+  flowrun_free(rt);
+}
+
+static void callbacks_size(void) {
+  flowrun_callbacks before = { .say = count_say, .end = count_end, .trace = count_trace };
+  struct { flowrun_callbacks cb; void (*later)(void *); char more[64]; } newer;
+  flowrun_callbacks older = { count_say, NULL, count_end, count_trace, NULL, NULL,
+                              offsetof(flowrun_callbacks, trace) };
+  run_reward(&before);
+  check(said == 1 && ended == 1 && traced == 1,
+        "callbacks without size (a host written before the field): every one up to ud is heard");
+  memset(&newer, 0xA5, sizeof newer);   /* fields this version does not know */
+  newer.cb = (flowrun_callbacks){ count_say, NULL, count_end, count_trace, NULL, NULL, sizeof newer };
+  run_reward(&newer.cb);
+  check(said == 1 && ended == 1 && traced == 1,
+        "callbacks of a later flowrun.h (a larger size): the fields this version knows are heard");
+  run_reward(&older);
+  check(said == 1 && ended == 1 && traced == 0,
+        "callbacks whose size ends before trace: trace is taken as NULL");
+}
+
 int main(int argc, char **argv) {
   const char *exe = argc > 1 ? argv[1] : "build/flowrun";
   char buf[512];
@@ -485,6 +530,7 @@ int main(int argc, char **argv) {
   watch_fd();
   break_spinning();
   sandbox_api();
+  callbacks_size();
   }
 #ifdef EMBED_OOM
   out_of_memory(0);

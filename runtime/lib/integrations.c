@@ -465,12 +465,14 @@ static void check_name(lua_State *L, const char *name, const char *where) {
 
 /* The name of an unset variable whose placeholder "${NAME}" (env() in
 ** placeholder mode) one of ig's values holds, malloc'd; NULL when none:
-** such an integration is never called (api_node refuses it). */
-static char *unset_placeholder(const integration *ig) {
+** such an integration is never called (api_node refuses it). Raises when
+** out of memory: a placeholder must never go unnoticed. */
+static char *unset_placeholder(lua_State *L, const integration *ig) {
   int n = 1 + ig->nheaders + ig->nquery + ig->nendpoints;
   const char **vals = calloc((size_t)n, sizeof *vals);
   char *found = NULL;
-  if (!vals) return strdup("(out of memory)");
+  bool oom = false;
+  if (!vals) luaL_error(L, "not enough memory");
   n = 0;
   vals[n++] = ig->base_url;
   for (int i = 0; i < ig->nheaders; i++) vals[n++] = ig->headers[i].value;
@@ -480,18 +482,21 @@ static char *unset_placeholder(const integration *ig) {
     const char *p = strstr(vals[i], "${"), *e;
     if (!p && (p = strstr(vals[i], "%24%7B"))) {   /* in a query: encoded */
       e = strstr(p, "%7D");
-      if (e && (found = malloc((size_t)(e - p - 5))) != NULL) {
+      if (e && !(oom = (found = malloc((size_t)(e - p - 5))) == NULL)) {
         memcpy(found, p + 6, (size_t)(e - p - 6));
         found[e - p - 6] = '\0';
       }
+      if (oom) break;
       continue;
     }
-    if (p && (e = strchr(p, '}')) && (found = malloc((size_t)(e - p - 1))) != NULL) {
+    if (p && (e = strchr(p, '}')) && !(oom = (found = malloc((size_t)(e - p - 1))) == NULL)) {
       memcpy(found, p + 2, (size_t)(e - p - 2));
       found[e - p - 2] = '\0';
     }
+    if (oom) break;
   }
   free(vals);
+  if (oom) luaL_error(L, "not enough memory");
   return found;
 }
 
@@ -571,7 +576,7 @@ static integration *build(flowrun *rt, lua_State *L, const char *name,
   if (FIELD("retry")) read_retry(L, b);
 #undef FIELD
   lua_settop(L, box);                   /* the box stays: see take() */
-  if (rt->env_placeholders) ig->unset = unset_placeholder(ig);
+  if (rt->env_placeholders) ig->unset = unset_placeholder(L, ig);
   return ig;
 }
 

@@ -10,6 +10,7 @@
 */
 #include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -381,7 +382,11 @@ flowrun *fr_create(lua_State *L, bool owns, const flowrun_callbacks *cb) {
   rt->curl_deadline = -1;
   rt->sessions_ref = rt->flows_ref = rt->base_ref = LUA_NOREF;
   rt->threads_ref = rt->globals_ref = rt->modules_ref = rt->trusted_ref = LUA_NOREF;
-  if (cb) rt->cb = *cb;
+  if (cb) {                              /* what the host's size says it has */
+    size_t n = cb->size ? cb->size : offsetof(flowrun_callbacks, size);
+    memcpy(&rt->cb, cb, n < sizeof rt->cb ? n : sizeof rt->cb);
+  }
+  rt->cb.size = sizeof rt->cb;
   rt->epfd = epoll_create1(EPOLL_CLOEXEC);
   rt->multi = curl_multi_init();
   if (rt->epfd < 0 || !rt->multi
