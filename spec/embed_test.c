@@ -369,6 +369,10 @@ static int session_memory_error(const char *msg) {
 ** the failure ends as failed with a memory error. Returns 1 when an
 ** allocation was refused, 0 when the round got through without (n is past
 ** the last one), -1 when the host saw something else (why: in *why). */
+/* Lua makes a string this long anew each time (no interning): ending
+** the session takes memory to find it. */
+#define LONG_ID "a-session-id-longer-than-forty-bytes-of-lua-short-strings"
+
 static int oom_round(long n, char *why, size_t size) {
   host h;
   flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, NULL, &h, sizeof(flowrun_callbacks) };
@@ -391,10 +395,10 @@ static int oom_round(long n, char *why, size_t size) {
     snprintf(why, size, "flowrun_load_integrations: %s", flowrun_errmsg(rt));
     bad = 1;
   }
-  st = bad ? FLOWRUN_OK : flowrun_start(rt, "m", path("oom.lua"), 0, NULL);
+  st = bad ? FLOWRUN_OK : flowrun_start(rt, LONG_ID, path("oom.lua"), 0, NULL);
   alloc_left = alloc_refused ? -1 : alloc_left;
   if (st != FLOWRUN_OK && (!alloc_refused || !memory_error(flowrun_errmsg(rt))
-                           || flowrun_start(rt, "m", path("oom.lua"), 0, NULL) != FLOWRUN_OK)) {
+                           || flowrun_start(rt, LONG_ID, path("oom.lua"), 0, NULL) != FLOWRUN_OK)) {
     snprintf(why, size, "flowrun_start: %s", flowrun_errmsg(rt));
     bad = 1;
   }

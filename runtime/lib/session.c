@@ -88,9 +88,11 @@ static int load_flow(flowrun *rt, lua_State *L, const char *path) {
     return 1;
   }
   lua_pop(L, 2);
+  lua_pushfstring(L, "@%s", path);      /* first: it may raise, nothing to free yet */
   src = read_file(path, &len);
   if (!src && errno == ENOMEM) return luaL_error(L, "not enough memory");
   if (!src) {
+    lua_pop(L, 1);
     lua_pushnil(L);
     lua_pushfstring(L, "cannot open %s: %s", path, strerror(errno));
     return 2;
@@ -104,7 +106,6 @@ static int load_flow(flowrun *rt, lua_State *L, const char *path) {
   memcpy(wrapped + hl + extra, src, len);
   memcpy(wrapped + hl + extra + len, "\nend", 4);
   free(src);
-  lua_pushfstring(L, "@%s", path);
   /* first as written, for exact syntax errors; then wrapped */
   st = luaL_loadbufferx(L, wrapped + hl, extra + len, lua_tostring(L, -1), "t");
   if (st == LUA_OK) {
@@ -243,6 +244,38 @@ static bool run_definition(session *s, int nres) {
 
 /* ---- starting, resuming and ending ---- */
 
+/* lua_pcall'd: 1 the sessions table, 2 an id (light userdata). */
+static int l_forget(lua_State *L) {
+  lua_pushnil(L);
+  lua_setfield(L, 1, lua_touserdata(L, 2));
+  return 0;
+}
+
+/* Takes s out of the sessions table. The key string of a long id is made
+** anew, which takes memory; without any, the table is walked to find it
+** (lua_next and setting an existing key to nil allocate nothing). */
+static void forget(session *s) {
+  lua_State *L = s->rt->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->rt->sessions_ref);
+  lua_pushcfunction(L, l_forget);
+  lua_pushvalue(L, -2);
+  lua_pushlightuserdata(L, s->id);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      if (lua_touserdata(L, -1) == s) {
+        lua_pop(L, 1);
+        lua_pushnil(L);
+        lua_rawset(L, -3);
+        break;
+      }
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+}
+
 static void session_free(session *s) {
   flowrun *rt = s->rt;
   lua_State *L = rt->L;
@@ -260,10 +293,7 @@ static void session_free(session *s) {
   else rt->all = s->next;
   if (s->next) s->next->prev = s->prev;
   for (fr_msg *m = s->in, *n; m; m = n) { n = m->next; free(m); }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->sessions_ref);
-  lua_pushnil(L);
-  lua_setfield(L, -2, s->id);
-  lua_pop(L, 1);
+  forget(s);
   if (!rt->owns_L) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, rt->threads_ref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref);
