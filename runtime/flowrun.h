@@ -123,7 +123,9 @@ int flowrun_stop(flowrun *rt, const char *id);
 
 /* Advances the loop: runs what is ready, waiting at most timeout_ms for
 ** something to happen (0: never wait; -1: wait as long as needed). Returns
-** the number of live sessions plus calls in flight, or FLOWRUN_ERR. */
+** the number of live sessions plus calls in flight, or FLOWRUN_ERR (called
+** from a callback; or libcurl failed this turn, out of memory say: the turn
+** is done all the same, and the host may step again). */
 int flowrun_step(flowrun *rt, int timeout_ms);
 
 /* Live sessions (started and not ended). */

@@ -402,7 +402,7 @@ static int oom_round(long n, char *why, size_t size) {
     snprintf(why, size, "flowrun_start: %s", flowrun_errmsg(rt));
     bad = 1;
   }
-  while (!bad && (st = flowrun_step(rt, 1000)) > 0 && ++steps < 1000)
+  while (!bad && (st = flowrun_step(rt, 100)) > 0 && ++steps < 100)   /* 10 s at most */
     alloc_left = alloc_refused ? -1 : alloc_left;
   alloc_left = -1;
   if (bad) {}
