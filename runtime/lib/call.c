@@ -275,7 +275,7 @@ void fr_call_fail(call *c, const char *label, const char *reason,
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   free(c->error);
-  c->error = strdup(msg);
+  if (!(c->error = strdup(msg))) c->oom = true;   /* no label without its error */
   c->label = label;
   c->reason = reason;
 }

@@ -166,12 +166,14 @@ static void only_keys(lua_State *L, building *b, const char *key,
 static void add_header(lua_State *L, building *b, const char *name,
                        const char *value, size_t vlen) {
   integration *ig = b->ig;
+  fr_header *h;
   void *p = realloc(ig->headers, (ig->nheaders + 1) * sizeof *ig->headers);
   if (!p) luaL_error(L, "not enough memory");
   ig->headers = p;
-  ig->headers[ig->nheaders].name = xstrdup(L, name, strlen(name));
-  ig->headers[ig->nheaders].value = NULL;
-  ig->headers[ig->nheaders++].value = xstrdup(L, value, vlen);
+  h = &ig->headers[ig->nheaders++];     /* counted first: freed if xstrdup raises */
+  h->name = h->value = NULL;
+  h->name = xstrdup(L, name, strlen(name));
+  h->value = xstrdup(L, value, vlen);
 }
 
 /* A header name is an HTTP token; a value holds no CR, LF or NUL. The
