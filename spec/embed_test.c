@@ -373,6 +373,11 @@ static int session_memory_error(const char *msg) {
 ** the session takes memory to find it. */
 #define LONG_ID "a-session-id-longer-than-forty-bytes-of-lua-short-strings"
 
+static int l_hello(lua_State *L) {
+  lua_pushliteral(L, "hi");
+  return 1;
+}
+
 static int oom_round(long n, char *why, size_t size) {
   host h;
   flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, NULL, &h, sizeof(flowrun_callbacks) };
@@ -395,11 +400,25 @@ static int oom_round(long n, char *why, size_t size) {
     snprintf(why, size, "flowrun_load_integrations: %s", flowrun_errmsg(rt));
     bad = 1;
   }
+  st = bad ? FLOWRUN_OK : flowrun_register(rt, "hello", l_hello, NULL);
+  alloc_left = alloc_refused ? -1 : alloc_left;
+  if (st != FLOWRUN_OK && (!alloc_refused || !memory_error(flowrun_errmsg(rt))
+                           || flowrun_register(rt, "hello", l_hello, NULL) != FLOWRUN_OK)) {
+    snprintf(why, size, "flowrun_register: %s", flowrun_errmsg(rt));
+    bad = 1;
+  }
   st = bad ? FLOWRUN_OK : flowrun_start(rt, LONG_ID, path("oom.lua"), 0, NULL);
   alloc_left = alloc_refused ? -1 : alloc_left;
   if (st != FLOWRUN_OK && (!alloc_refused || !memory_error(flowrun_errmsg(rt))
                            || flowrun_start(rt, LONG_ID, path("oom.lua"), 0, NULL) != FLOWRUN_OK)) {
     snprintf(why, size, "flowrun_start: %s", flowrun_errmsg(rt));
+    bad = 1;
+  }
+  st = bad ? FLOWRUN_OK : flowrun_send(rt, LONG_ID, "Ada", 3);
+  alloc_left = alloc_refused ? -1 : alloc_left;
+  if (st != FLOWRUN_OK && (!alloc_refused || !memory_error(flowrun_errmsg(rt))
+                           || flowrun_send(rt, LONG_ID, "Ada", 3) != FLOWRUN_OK)) {
+    snprintf(why, size, "flowrun_send: %s", flowrun_errmsg(rt));
     bad = 1;
   }
   while (!bad && (st = flowrun_step(rt, 100)) > 0 && ++steps < 100)   /* 10 s at most */
@@ -409,7 +428,7 @@ static int oom_round(long n, char *why, size_t size) {
   else if (st == FLOWRUN_ERR && !memory_error(flowrun_errmsg(rt))) {
     snprintf(why, size, "flowrun_step: %s", flowrun_errmsg(rt));
     bad = 1;
-  } else if (!(h.done == 1 && h.errors == 0 && h.nsaid == 1 && strcmp(h.said[0], "200 granted") == 0)
+  } else if (!(h.done == 1 && h.errors == 0 && h.nsaid == 1 && strcmp(h.said[0], "200 granted hi Ada") == 0)
              && !(h.done == 0 && h.errors == 1 && alloc_refused && session_memory_error(h.last_error))) {
     snprintf(why, size, "%d done, %d failed, said \"%s\", error: %.300s", h.done, h.errors,
              h.nsaid ? h.said[0] : "", h.last_error);
@@ -435,11 +454,12 @@ static void out_of_memory(int once) {
   printf("# %ld allocations refused in turn, %ld rounds went wrong (the first: %ld)\n",
          rounds, bad, first_bad);
   check(rounds > 500 && bad == 0,
-        once ? "each allocation of flowrun_new, flowrun_load_integrations, flowrun_start and "
-               "a session's api_node refused alone: FLOWRUN_ERR or a memory error, or no harm"
-             : "each allocation of flowrun_new, flowrun_load_integrations, flowrun_start and "
-               "a session's api_node refused, and all after it in that call: FLOWRUN_ERR or a "
-               "session failed with a memory error; the runtime goes on");
+        once ? "each allocation of flowrun_new, _load_integrations, _register, _start, _send "
+               "and a session's sleep, api_node and ask refused alone: FLOWRUN_ERR or a memory "
+               "error, or no harm"
+             : "each allocation of flowrun_new, _load_integrations, _register, _start, _send "
+               "and a session's sleep, api_node and ask refused, and all after it in that "
+               "call: FLOWRUN_ERR or a session failed with a memory error; the runtime goes on");
 }
 #endif
 
@@ -524,7 +544,7 @@ int main(int argc, char **argv) {
   write_file("oom.lua", "sleep(1)\n"
     "local label, res = api_node{ integration = 'game', path = '/fast/{id}',\n"
     "  params = { id = session.id }, results = { '200' } }\n"
-    "say(label .. ' ' .. res.json.result)\n");
+    "say(label .. ' ' .. res.json.result .. ' ' .. hello() .. ' ' .. ask())\n");
   write_file("hang.lua", "api_node{ integration = 'game', path = '/hang', results = { '200' } }\n");
   if (!getenv("OOMFROM")) {
   frame_loop();
