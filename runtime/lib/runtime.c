@@ -219,9 +219,11 @@ static int on_socket(CURL *e, curl_socket_t s, int what, void *ud, void *sp) {
   fd_state *st = fd_at(rt, s);
   struct epoll_event ev = { 0 };
   (void)sp;
-  if (!st) {                            /* not watched: the call ends at its */
-    call *c = NULL;                     /* timeout, as out of memory (-1 would */
-    curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&c);   /* end every transfer) */
+  if (!st) {
+    /* no memory to note it: s goes unwatched and its call ends as out of
+    ** memory (at its timeout at the latest); -1 would end every transfer */
+    call *c = NULL;
+    curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&c);
     if (c) c->oom = true;
     return 0;
   }
