@@ -110,8 +110,11 @@ $(B)/flowrun.so: $(B)/module/flowrun_lua.o $(LIB_O) runtime/module/flowrun.map
 	  -o $@ $(B)/module/flowrun_lua.o $(LIB_O) \
 	  -llua5.4-cjson $(addprefix -L,$(CURL_LIBDIR)) $(shell pkg-config --libs libcurl) -lm
 
+# The library's allocations go through the test's failing allocator
+# (EMBED_OOM): --wrap reaches the objects linked here, not libc or libcurl.
 $(B)/embed_test: spec/embed_test.c $(B)/libflowrun.a runtime/flowrun.h $(B)/.flags
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(B)/libflowrun.a $(LIBS) $(ALL_LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -DEMBED_OOM -o $@ $< $(B)/libflowrun.a $(LIBS) $(ALL_LDFLAGS) \
+	  -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup
 
 $(B)/faultsrv: spec/tools/faultsrv.c $(B)/.flags
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) -lpthread

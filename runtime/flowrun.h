@@ -60,7 +60,13 @@ typedef struct flowrun_trace {
 
 /* What the host hears. Any callback may be NULL. Strings are valid only
 ** during the call. Callbacks must not call flowrun_step() or flowrun_free();
-** flowrun_send() and flowrun_start() are fine. */
+** flowrun_send() and flowrun_start() are fine.
+** The struct grows: later versions add fields after `size`, never before.
+** Set size to sizeof(flowrun_callbacks) (a designated initializer:
+** .size = sizeof(flowrun_callbacks)); the library reads that many bytes and
+** takes the fields past them as NULL, so a host built against an older
+** flowrun.h works with a newer library and the other way round. size 0
+** (a host written before the field) means the fields up to ud. */
 typedef struct flowrun_callbacks {
   void (*say)(void *ud, const char *session, const char *text, size_t len);
   /* the session now waits for the user's next message; prompt is what it
@@ -72,10 +78,17 @@ typedef struct flowrun_callbacks {
   void (*log)(void *ud, const char *session, const char *level,
               const char *msg);
   void *ud;
+  size_t size;                          /* sizeof(flowrun_callbacks), or 0 */
+  /* later fields here */
 } flowrun_callbacks;
 
 /* A new runtime with its own Lua state; NULL when out of memory.
-** cb may be NULL. */
+** cb may be NULL.
+** Out of memory, no entry point takes the host down: it returns
+** FLOWRUN_ERR with flowrun_errmsg() "out of memory" (flowrun_new: NULL),
+** and the runtime goes on; Lua code that runs out (a session's, an
+** integrations file's) gets Lua's memory error, "not enough memory", so a
+** session that meets it ends as failed with it. */
 FLOWRUN_API flowrun *flowrun_new(const flowrun_callbacks *cb);
 FLOWRUN_API void flowrun_free(flowrun *rt);
 FLOWRUN_API const char *flowrun_errmsg(const flowrun *rt);
@@ -119,7 +132,9 @@ FLOWRUN_API int flowrun_stop(flowrun *rt, const char *id);
 
 /* Advances the loop: runs what is ready, waiting at most timeout_ms for
 ** something to happen (0: never wait; -1: wait as long as needed). Returns
-** the number of live sessions plus calls in flight, or FLOWRUN_ERR. */
+** the number of live sessions plus calls in flight, or FLOWRUN_ERR (called
+** from a callback; or libcurl failed this turn, out of memory say: the turn
+** is done all the same, and the host may step again). */
 FLOWRUN_API int flowrun_step(flowrun *rt, int timeout_ms);
 
 /* Live sessions (started and not ended). */

@@ -3,11 +3,15 @@
 ** bot would: callbacks, sessions driven both by a never-blocking frame loop
 ** and by a blocking one, ask answered with flowrun_send, a session stopped
 ** mid-call, a host fd watched by the loop, a spinning session broken from a
-** signal handler. Talks to `flowrun mock` on
-** 127.0.0.1, which it starts itself. Prints TAP lines and a closing
-** "N passed, N failed".
+** signal handler, callbacks of other versions (flowrun_callbacks.size),
+** and (built with EMBED_OOM, as the Makefile does) every
+** allocation of the library failing in turn (EMBED_OOM_FROM=N: only
+** those rounds, from allocation N on, to look into one with gdb). Talks to
+** `flowrun mock` on 127.0.0.1, which it starts itself. Prints TAP lines and
+** a closing "N passed, N failed".
 */
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +21,39 @@
 #include <lua.h>
 
 #include "flowrun.h"
+
+#ifdef EMBED_OOM
+/* ---- a failing allocator ----
+** Linked with -Wl,--wrap=malloc,... (the Makefile), the library's objects
+** (libflowrun.a, the Lua state's allocator included) allocate through these.
+** Armed, they count allocations down and refuse the one at the countdown's
+** end, and (alloc_once 0) every one after it until the test disarms them. */
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t size);
+void *__real_realloc(void *p, size_t n);
+char *__real_strdup(const char *s);
+void *__wrap_malloc(size_t n);
+void *__wrap_calloc(size_t n, size_t size);
+void *__wrap_realloc(void *p, size_t n);
+char *__wrap_strdup(const char *s);
+
+static long alloc_left = -1;            /* before they fail; -1: disarmed */
+static long alloc_refused;              /* since armed */
+static int alloc_once;                  /* refuse one, then disarm */
+
+static int refuse(void) {
+  if (alloc_left < 0) return 0;
+  if (alloc_left > 0) { alloc_left--; return 0; }
+  alloc_refused++;
+  if (alloc_once) alloc_left = -1;
+  return 1;
+}
+
+void *__wrap_malloc(size_t n) { return refuse() ? NULL : __real_malloc(n); }
+void *__wrap_calloc(size_t n, size_t size) { return refuse() ? NULL : __real_calloc(n, size); }
+void *__wrap_realloc(void *p, size_t n) { return n && refuse() ? NULL : __real_realloc(p, n); }
+char *__wrap_strdup(const char *s) { return refuse() ? NULL : __real_strdup(s); }
+#endif
 
 static int passed, failed;
 static char dir[] = "/tmp/flowrun-embed-XXXXXX";
@@ -113,7 +150,7 @@ static int start_mock(const char *exe) {
 }
 
 static flowrun *runtime(host *h) {
-  flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, NULL, h };
+  flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, NULL, h, sizeof(flowrun_callbacks) };
   flowrun *rt;
   memset(h, 0, sizeof *h);
   rt = flowrun_new(&cb);
@@ -309,8 +346,177 @@ static void sandbox_api(void) {
   flowrun_free(rt);
 }
 
+#ifdef EMBED_OOM
+/* ---- out of memory ---- */
+
+/* What an entry point says when out of memory. */
+static int memory_error(const char *msg) {
+  return strcmp(msg, "out of memory") == 0;
+}
+
+/* A session ended by it: "[file:line: ]not enough memory" and the
+** traceback, or (no memory left for one) the error alone. */
+static int session_memory_error(const char *msg) {
+  const char *m = strstr(msg, "not enough memory");
+  return m && (m == msg || (m[-1] == ' ' && memchr(msg, '\n', m - msg) == NULL))
+         && (strcmp(m + 17, "") == 0 || strncmp(m + 17, "\nstack traceback:\n", 18) == 0);
+}
+
+/* Lua makes a string this long anew each time (no interning): ending
+** the session takes memory to find it. */
+#define LONG_ID "a-session-id-longer-than-forty-bytes-of-lua-short-strings"
+
+static int l_hello(lua_State *L) {
+  lua_pushliteral(L, "hi");
+  return 1;
+}
+
+/* An entry point in a round: it works, or it met a refused allocation,
+** returns FLOWRUN_ERR saying "out of memory", and then works when called
+** again (nothing was left half done). Disarms once one was refused. */
+#define ENTRY(call)                                                         \
+  if (!bad) {                                                               \
+    st = (call);                                                            \
+    alloc_left = alloc_refused ? -1 : alloc_left;                           \
+    if (st != FLOWRUN_OK && (!alloc_refused || !memory_error(flowrun_errmsg(rt)) \
+                             || (call) != FLOWRUN_OK)) {                    \
+      snprintf(why, size, "%s: %s", #call, flowrun_errmsg(rt));             \
+      bad = 1;                                                              \
+    }                                                                       \
+  }
+
+/* Runs oom.lua as session id to its end; 1 when it said what it should. */
+static int run_oom_flow(flowrun *rt, host *h, const char *id) {
+  int steps = 0;
+  if (flowrun_start(rt, id, path("oom.lua"), 0, NULL) != FLOWRUN_OK
+      || flowrun_send(rt, id, "Ada", 3) != FLOWRUN_OK)
+    return 0;
+  while (flowrun_step(rt, 100) > 0 && ++steps < 100) {}   /* 10 s at most */
+  return h->done == 1 && h->nsaid == 1 && strcmp(h->said[0], "200 granted hi Ada") == 0;
+}
+
+/* One round: the nth allocation of the library fails, and (alloc_once 0)
+** every one after it until the entry point that asked for it returns; Lua
+** collects its garbage and asks again once, so failing one allocation and
+** failing them all take different ways. Each entry point must work or
+** say so (ENTRY; flowrun_new: NULL, then a runtime when asked again); a
+** session that meets the failure ends as failed with a memory error, and
+** then the same flow runs to its end in the same runtime. Returns 1 when
+** an allocation was refused, 0 when the round got through without (n is
+** past the last one), -1 when the host saw something else (why: *why). */
+static int oom_round(long n, char *why, size_t size) {
+  host h;
+  flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, NULL, &h, sizeof(flowrun_callbacks) };
+  flowrun *rt;
+  int st = 0, steps = 0, bad = 0;
+  memset(&h, 0, sizeof h);
+  alloc_refused = 0;
+  alloc_left = n;
+  rt = flowrun_new(&cb);
+  alloc_left = alloc_refused ? -1 : alloc_left;
+  if (!rt && (!alloc_refused || !(rt = flowrun_new(&cb)))) {
+    snprintf(why, size, "flowrun_new: NULL");
+    return -1;
+  }
+  h.rt = rt;
+  ENTRY(flowrun_load_integrations(rt, path("integrations.lua")))
+  ENTRY(flowrun_register(rt, "hello", l_hello, NULL))
+  ENTRY(flowrun_start(rt, LONG_ID, path("oom.lua"), 0, NULL))
+  ENTRY(flowrun_send(rt, LONG_ID, "Ada", 3))
+  while (!bad && (st = flowrun_step(rt, 100)) > 0 && ++steps < 100)   /* 10 s at most */
+    alloc_left = alloc_refused ? -1 : alloc_left;
+  alloc_left = -1;
+  if (bad) {}
+  else if (st == FLOWRUN_ERR) {
+    snprintf(why, size, "flowrun_step: %s", flowrun_errmsg(rt));
+    bad = 1;
+  } else if (h.done == 1 && h.errors == 0 && h.nsaid == 1
+             && strcmp(h.said[0], "200 granted hi Ada") == 0) {
+  } else if (!(h.done == 0 && h.errors == 1 && alloc_refused && session_memory_error(h.last_error))) {
+    snprintf(why, size, "%d done, %d failed, said \"%s\", error: %.300s", h.done, h.errors,
+             h.nsaid ? h.said[0] : "", h.last_error);
+    bad = 1;
+  } else if (h.nsaid = 0, !run_oom_flow(rt, &h, "again")) {
+    snprintf(why, size, "after a session failed, another: %d done, said \"%s\"", h.done,
+             h.nsaid ? h.said[0] : "");
+    bad = 1;
+  }
+  flowrun_free(rt);
+  return bad ? -1 : alloc_refused > 0;
+}
+
+/* Every round from allocation `from` on (0: all of them). */
+static void out_of_memory(int once, long from) {
+  char why[512] = "";
+  long n, rounds = 0, bad = 0, first_bad = -1;
+  int r;
+  alloc_once = once;
+  for (n = from; (r = oom_round(n, why, sizeof why)) != 0; n++) {
+    rounds++;
+    if (r < 0 && bad++ == 0) {
+      first_bad = n;
+      printf("# allocation %ld refused: %s\n", n, why);
+    }
+  }
+  printf("# %ld allocations refused in turn, %ld rounds went wrong (the first: %ld)\n",
+         rounds, bad, first_bad);
+  check((from > 0 || rounds > 500) && bad == 0,
+        once ? "each allocation of flowrun_new, _load_integrations, _register, _start, _send "
+               "and a session's sleep, api_node and ask refused alone: FLOWRUN_ERR or a memory "
+               "error, or no harm"
+             : "each allocation of flowrun_new, _load_integrations, _register, _start, _send "
+               "and a session's sleep, api_node and ask refused, and all after it in that "
+               "call: FLOWRUN_ERR or a session failed with a memory error; the runtime goes on");
+}
+#endif
+
+/* flowrun_callbacks grows: the library reads the size the host gives. */
+static int said, ended, traced;
+static void count_say(void *ud, const char *id, const char *text, size_t len) {
+  (void)ud; (void)id; (void)text; (void)len;
+  said++;
+}
+static void count_end(void *ud, const char *id, int how, const char *error) {
+  (void)ud; (void)id; (void)error;
+  ended += how == FLOWRUN_DONE;
+}
+static void count_trace(void *ud, const flowrun_trace *t) {
+  (void)ud; (void)t;
+  traced++;
+}
+
+/* Runs reward.lua (a call, then a say) to its end with cb. */
+static void run_reward(const flowrun_callbacks *cb) {
+  flowrun *rt = flowrun_new(cb);
+  said = ended = traced = 0;
+  if (!rt || flowrun_load_integrations(rt, path("integrations.lua")) != FLOWRUN_OK
+      || flowrun_start(rt, "r", path("reward.lua"), 0, NULL) != FLOWRUN_OK)
+    fprintf(stderr, "run_reward: %s\n", rt ? flowrun_errmsg(rt) : "NULL");
+  for (int i = 0; i < 100 && rt && flowrun_step(rt, 100) > 0; i++) {}
+  flowrun_free(rt);
+}
+
+static void callbacks_size(void) {
+  flowrun_callbacks before = { .say = count_say, .end = count_end, .trace = count_trace };
+  struct { flowrun_callbacks cb; void (*later)(void *); char more[64]; } newer;
+  flowrun_callbacks older = { count_say, NULL, count_end, count_trace, NULL, NULL,
+                              offsetof(flowrun_callbacks, trace) };
+  run_reward(&before);
+  check(said == 1 && ended == 1 && traced == 1,
+        "callbacks without size (a host written before the field): every one up to ud is heard");
+  memset(&newer, 0xA5, sizeof newer);   /* fields this version does not know */
+  newer.cb = (flowrun_callbacks){ count_say, NULL, count_end, count_trace, NULL, NULL, sizeof newer };
+  run_reward(&newer.cb);
+  check(said == 1 && ended == 1 && traced == 1,
+        "callbacks of a later flowrun.h (a larger size): the fields this version knows are heard");
+  run_reward(&older);
+  check(said == 1 && ended == 1 && traced == 0,
+        "callbacks whose size ends before trace: trace is taken as NULL");
+}
+
 int main(int argc, char **argv) {
   const char *exe = argc > 1 ? argv[1] : "build/flowrun";
+  const char *oom_from = getenv("EMBED_OOM_FROM");   /* only those rounds, from N */
   char buf[512];
   int port;
   signal(SIGPIPE, SIG_IGN);
@@ -319,6 +525,7 @@ int main(int argc, char **argv) {
     "return {\n"
     "  { path = '/v1/reward/{id}', delay_ms = 50, json = { result = 'granted' } },\n"
     "  { path = '/v1/hang', fault = 'no_response' },\n"
+    "  { path = '/v1/fast/{id}', json = { result = 'granted' } },\n"
     "}\n");
   if (!(port = start_mock(exe))) {
     fprintf(stderr, "cannot start the mock server\n");
@@ -342,14 +549,25 @@ int main(int argc, char **argv) {
   write_file("grant.lua", "say(grant() .. ' ' .. tostring(io))\n");
   write_file("loop.lua", "while true do end\n");
   write_file("io.lua", "say(type(io.write))\n");
+  write_file("oom.lua", "sleep(1)\n"
+    "local label, res = api_node{ integration = 'game', path = '/fast/{id}',\n"
+    "  params = { id = session.id }, results = { '200' } }\n"
+    "say(label .. ' ' .. res.json.result .. ' ' .. hello() .. ' ' .. ask())\n");
   write_file("hang.lua", "api_node{ integration = 'game', path = '/hang', results = { '200' } }\n");
-  frame_loop();
-  ask_and_send();
-  errors();
-  stop_mid_call();
-  watch_fd();
-  break_spinning();
-  sandbox_api();
+  if (!oom_from) {
+    frame_loop();
+    ask_and_send();
+    errors();
+    stop_mid_call();
+    watch_fd();
+    break_spinning();
+    sandbox_api();
+    callbacks_size();
+  }
+#ifdef EMBED_OOM
+  out_of_memory(0, atol(oom_from ? oom_from : "0"));
+  out_of_memory(1, atol(oom_from ? oom_from : "0"));
+#endif
   kill(mock_pid, SIGTERM);
   waitpid(mock_pid, NULL, 0);
   snprintf(buf, sizeof buf, "rm -rf %s", dir);

@@ -286,7 +286,7 @@ int flowrun_host_main(int argc, char **argv) {
     fprintf(stderr, "flowrun host: cannot write %s: %s\n", tjson, strerror(errno));
     return 2;
   }
-  flowrun_callbacks cb = { on_say, on_ask, on_end, NULL, on_log, &h };
+  flowrun_callbacks cb = { on_say, on_ask, on_end, NULL, on_log, &h, sizeof(flowrun_callbacks) };
   if (h.trace || tjson) cb.trace = on_trace;
   if (!(h.rt = flowrun_new(&cb))) {
     fprintf(stderr, "flowrun host: out of memory\n");

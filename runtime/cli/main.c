@@ -370,7 +370,7 @@ static int run(int argc, char **argv) {
     fprintf(stderr, "flowrun: cannot write %s: %s\n", tjson, strerror(errno));
     return 2;
   }
-  flowrun_callbacks cb = { on_say, on_ask, on_end, NULL, on_log, &c };
+  flowrun_callbacks cb = { on_say, on_ask, on_end, NULL, on_log, &c, sizeof(flowrun_callbacks) };
   if (c.trace || tjson) cb.trace = on_trace;   /* else no trace is built */
   if (!(c.rt = flowrun_new(&cb))) {
     fprintf(stderr, "flowrun: out of memory\n");

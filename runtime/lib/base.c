@@ -5,6 +5,8 @@
 */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "internal.h"
@@ -29,13 +31,30 @@ void fr_push_where(lua_State *L) {
   lua_pushliteral(L, "");
 }
 
+/* Is the error message at the top a memory error ("[file:line: ]not
+** enough memory", as Lua and flowrun raise it)? */
+static bool memory_error(lua_State *L) {
+  size_t len, n = sizeof "not enough memory" - 1;
+  const char *s = lua_tolstring(L, -1, &len);
+  return len >= n && strcmp(s + len - n, "not enough memory") == 0
+         && (len == n || s[len - n - 1] == ' ');
+}
+
 /* Calls the function below nargs arguments; its error, secrets hidden,
-** becomes flowrun_errmsg(). The stack is left at top. */
+** becomes flowrun_errmsg(); a memory error says "out of memory". The
+** stack is left at top. Nothing here may raise: it runs outside any
+** protection, maybe out of memory. */
 int fr_pcall(flowrun *rt, lua_State *L, int nargs, int top) {
   int st = lua_pcall(L, nargs, 0, 0);
   if (st != LUA_OK) {
-    fr_push_redacted(L, rt, lua_tostring(L, -1), lua_rawlen(L, -1));
-    fr_error(rt, "%s", lua_tostring(L, -1));
+    bool text = lua_type(L, -1) == LUA_TSTRING;
+    char *msg = NULL;
+    if (st == LUA_ERRMEM || (text && memory_error(L))
+        || (text && !(msg = fr_redact(rt, lua_tostring(L, -1)))))
+      fr_error(rt, "out of memory");
+    else if (msg) fr_error(rt, "%s", msg);
+    else fr_error(rt, "(error object is a %s value)", luaL_typename(L, -1));
+    free(msg);
   }
   lua_settop(L, top);
   return st == LUA_OK ? FLOWRUN_OK : FLOWRUN_ERR;

@@ -67,13 +67,20 @@ static void easy_release(integration *ig, CURL *e) {
   pool[ig->neasy++] = e;
 }
 
+/* Takes e out of the multi handle and keeps it for ig's next call; one
+** libcurl would not take out is freed instead (curl_easy_cleanup takes it
+** out), never reused. */
+static void easy_out(flowrun *rt, integration *ig, CURL *e) {
+  if (curl_multi_remove_handle(rt->multi, e) == CURLM_OK) easy_release(ig, e);
+  else curl_easy_cleanup(e);
+}
+
 /* Unlinks c from the loop: transfer, queue, timer, slot. Leaves its
 ** outcome and buffers. */
 static void detach(call *c) {
   flowrun *rt = c->rt;
   if (c->easy) {
-    curl_multi_remove_handle(rt->multi, c->easy);
-    easy_release(c->ig, c->easy);
+    easy_out(rt, c->ig, c->easy);
     c->easy = NULL;
   }
   fr_timer_cancel(rt, &c->timer);
@@ -210,7 +217,9 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud) {
     c->too_large = true;
     return 0;                           /* aborts: CURLE_WRITE_ERROR */
   }
-  return buf_add(&c->rbody, p, n) ? n : 0;
+  if (buf_add(&c->rbody, p, n)) return n;
+  c->oom = true;
+  return 0;
 }
 
 /* One header line at a time; the empty line ends a header block. libcurl
@@ -224,7 +233,9 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
     c->head_done = false;
   } else if ((n == 2 && p[0] == '\r' && p[1] == '\n') || (n == 1 && p[0] == '\n'))
     c->head_done = true;
-  return buf_add(&c->rhdr, p, n) ? n : 0;
+  if (buf_add(&c->rhdr, p, n)) return n;
+  c->oom = true;
+  return 0;
 }
 
 /* libcurl calls this right before it sends the request; also when, the
@@ -256,9 +267,16 @@ void fr_call_fail(call *c, const char *label, const char *reason,
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   free(c->error);
-  c->error = strdup(msg);
+  if (!(c->error = strdup(msg))) c->oom = true;   /* no label without its error */
   c->label = label;
   c->reason = reason;
+}
+
+/* c ends for want of memory: the trace says so, and api_node raises a
+** memory error in the flow (push_result) instead of returning a label. */
+static void fail_oom(call *c) {
+  c->oom = true;
+  fr_call_fail(c, LABEL_ERROR, "internal", "out of memory");
 }
 
 static void set_status(call *c, int status) {
@@ -512,6 +530,7 @@ static void transfer(call *c) {
   integration *ig = c->ig;
   double left = c->timeout_ms - (fr_now() - c->attempt_t0);
   CURL *e;
+  CURLMcode mc;
   c->rbody.len = c->rhdr.len = 0;
   c->too_large = c->head_done = c->resend_refused = false;
   c->sends = c->fd_errno = 0;
@@ -519,7 +538,7 @@ static void transfer(call *c) {
   c->errbuf[0] = '\0';
   if (left < 1) left = 1;
   if (!(e = c->easy = easy_take(rt, ig))) {
-    fr_call_fail(c, LABEL_ERROR, "protocol", "out of memory");
+    fail_oom(c);
     finish(c);
     return;
   }
@@ -546,10 +565,12 @@ static void transfer(call *c) {
   curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST,
                    strcmp(c->method, "HEAD") == 0 || strcmp(c->method, "GET") == 0
                    || (c->body && strcmp(c->method, "POST") == 0) ? NULL : c->method);
-  if (curl_multi_add_handle(rt->multi, e) != CURLM_OK) {
-    easy_release(ig, e);
+  if ((mc = curl_multi_add_handle(rt->multi, e)) != CURLM_OK) {
+    curl_easy_cleanup(e);               /* in an unknown state: not reused */
     c->easy = NULL;
-    fr_call_fail(c, LABEL_ERROR, "protocol", "cannot start the transfer");
+    if (mc == CURLM_OUT_OF_MEMORY) fail_oom(c);
+    else fr_call_fail(c, LABEL_ERROR, "internal", "libcurl refused the transfer: %s",
+                      curl_multi_strerror(mc));
     finish(c);
   }
 }
@@ -597,7 +618,10 @@ static void acquire(call *c) {
     if (ig->qtail) ig->qtail->qnext = c;
     else ig->qhead = c;
     ig->qtail = c;
-    fr_timer_arm(c->rt, &c->timer, fr_now() + ig->queue_timeout_ms);
+    if (!fr_timer_arm(c->rt, &c->timer, fr_now() + ig->queue_timeout_ms)) {
+      fail_oom(c);
+      finish(c);                        /* out of the queue again */
+    }
   }
 }
 
@@ -638,7 +662,7 @@ static double retry_after_ms(const call *c) {
 static bool retry(call *c) {
   integration *ig = c->ig;
   double delay;
-  if (c->attempts >= ig->retry_attempts || !c->retry_ok) return false;
+  if (c->oom || c->attempts >= ig->retry_attempts || !c->retry_ok) return false;
   if (!((c->status && fr_results_status(&ig->retry_on, c->status))
         || (ig->retry_on.defaults & fr_label_bit(c->label))))
     return false;
@@ -650,8 +674,11 @@ static bool retry(call *c) {
       delay *= 2;
     if (delay > ig->retry_max_backoff_ms) delay = ig->retry_max_backoff_ms;
   }
+  if (!fr_timer_arm(c->rt, &c->timer, fr_now() + delay)) {
+    fail_oom(c);
+    return false;
+  }
   c->phase = C_BACKOFF;
-  fr_timer_arm(c->rt, &c->timer, fr_now() + delay);
   return true;
 }
 
@@ -687,7 +714,10 @@ static bool follow(call *c, const char *target, int status) {
                 "redirect to another origin refused: %s", target);
     return false;
   }
-  if (!fr_call_set_url(c, target)) return false;
+  if (!fr_call_set_url(c, target)) {
+    fail_oom(c);
+    return false;
+  }
   if (status == 303 || ((status == 301 || status == 302) && strcmp(c->method, "POST") == 0)) {
     if (strcmp(c->method, "HEAD") != 0) strcpy(c->method, "GET");
     free(c->body);
@@ -716,12 +746,12 @@ void fr_call_done(flowrun *rt, CURLMsg *m) {
   if (rc == CURLE_OK && c->ig->follow_redirects && status >= 300 && status < 400) {
     char *r = NULL;
     curl_easy_getinfo(e, CURLINFO_REDIRECT_URL, &r);
-    if (r) redirect = strdup(r);
+    if (r && !(redirect = strdup(r))) c->oom = true;
   }
-  curl_multi_remove_handle(rt->multi, e);
-  easy_release(c->ig, e);
+  easy_out(rt, c->ig, e);
   c->easy = NULL;
-  if (rc != CURLE_OK) classify(c, rc, connect_us);
+  if (c->oom) fail_oom(c);
+  else if (rc != CURLE_OK) classify(c, rc, connect_us);
   else if (!c->head_done)               /* cut off in its headers */
     fr_call_fail(c, LABEL_ERROR, "reset",
                  "the connection closed before the response headers ended");
@@ -735,8 +765,14 @@ void fr_call_done(flowrun *rt, CURLMsg *m) {
   if (!retry(c)) finish(c);
 }
 
-/* Pushes label and response; the call is over. */
+/* Pushes label and response; the call is over. A call that ran out of
+** memory raises that instead. */
 int fr_call_push_result(lua_State *L, call *c) {
+  if (c->oom) {
+    give_back(c);
+    return luaL_error(L, "not enough memory");
+  }
+  c->rt->building = c;                  /* raising, it is taken back: see take() */
   lua_pushstring(L, c->label);
   fr_push_response(L, c);
   give_back(c);

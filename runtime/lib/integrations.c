@@ -102,7 +102,7 @@ static int building_gc(lua_State *L) {
 
 static char *xstrdup(lua_State *L, const char *s, size_t len) {
   char *p = malloc(len + 1);
-  if (!p) luaL_error(L, "out of memory");
+  if (!p) luaL_error(L, "not enough memory");
   memcpy(p, s, len);
   p[len] = '\0';
   return p;
@@ -168,12 +168,14 @@ static void only_keys(lua_State *L, building *b, const char *key,
 static void add_header(lua_State *L, building *b, const char *name,
                        const char *value, size_t vlen) {
   integration *ig = b->ig;
+  fr_header *h;
   void *p = realloc(ig->headers, (ig->nheaders + 1) * sizeof *ig->headers);
-  if (!p) luaL_error(L, "out of memory");
+  if (!p) luaL_error(L, "not enough memory");
   ig->headers = p;
-  ig->headers[ig->nheaders].name = xstrdup(L, name, strlen(name));
-  ig->headers[ig->nheaders].value = NULL;
-  ig->headers[ig->nheaders++].value = xstrdup(L, value, vlen);
+  h = &ig->headers[ig->nheaders++];     /* counted first: freed if xstrdup raises */
+  h->name = h->value = NULL;
+  h->name = xstrdup(L, name, strlen(name));
+  h->value = xstrdup(L, value, vlen);
 }
 
 static void read_headers(lua_State *L, building *b) {
@@ -260,15 +262,18 @@ static void read_auth(lua_State *L, building *b) {
     ** shell writes it as curl's -u word, the secrets in it as variables */
     char *shown = fr_redact(b->rt, lua_tostring(L, -2)), *word = NULL;
     size_t wlen;
-    if (!shown || strcmp(shown, lua_tostring(L, -2)) != 0) {
+    bool ok = shown != NULL;
+    if (ok && strcmp(shown, lua_tostring(L, -2)) != 0) {
       FILE *f = open_memstream(&word, &wlen);
-      if (!f) abort();
-      fr_shell_word(b->rt, f, lua_tostring(L, -2), lua_rawlen(L, -2));
-      if (fclose(f) != 0) abort();
-      fr_secret_add(b->rt, lua_tostring(L, -1), lua_rawlen(L, -1), NULL, word);
+      if ((ok = f != NULL)) {
+        fr_shell_word(b->rt, f, lua_tostring(L, -2), lua_rawlen(L, -2));
+        ok = fclose(f) == 0
+             && fr_secret_add(b->rt, lua_tostring(L, -1), lua_rawlen(L, -1), NULL, word);
+      }
     }
     free(word);
     free(shown);
+    if (!ok) luaL_error(L, "not enough memory");
     lua_pushliteral(L, "Basic ");
     lua_insert(L, -2);
     lua_concat(L, 2);
@@ -311,7 +316,7 @@ static void read_endpoints(lua_State *L, building *b) {
     path = want_string(L, b, i, key, &len);
     if (strlen(path) != len) bad(L, b, key, "NUL in the path");
     e = realloc(ig->endpoints, (ig->nendpoints + 1) * sizeof *e);
-    if (!e) luaL_error(L, "out of memory");
+    if (!e) luaL_error(L, "not enough memory");
     ig->endpoints = e;
     e = &ig->endpoints[ig->nendpoints++];
     e->name = e->method = e->path = NULL;
@@ -331,7 +336,7 @@ static void read_query(lua_State *L, building *b) {
   lua_remove(L, -2);                    /* the message prefix */
   n = (int)lua_rawlen(L, -1);
   ig->query = calloc(n ? n : 1, sizeof *ig->query);
-  if (!ig->query) luaL_error(L, "out of memory");
+  if (!ig->query) luaL_error(L, "not enough memory");
   for (i = 1; i <= n; i++) {
     size_t len;
     const char *kv;
@@ -387,7 +392,7 @@ static void read_base_url(lua_State *L, building *b) {
   char *scheme = NULL;
   ig->base_url = xstrdup(L, url, len);
   ig->base = curl_url();
-  if (!ig->base) luaL_error(L, "out of memory");
+  if (!ig->base) luaL_error(L, "not enough memory");
   CURLUcode rc = curl_url_set(ig->base, CURLUPART_URL, url, 0);
   if (rc != CURLUE_OK)
     bad(L, b, "base_url", lua_pushfstring(L, "malformed URL: %s", curl_url_strerror(rc)));
@@ -412,7 +417,7 @@ static void read_base_url(lua_State *L, building *b) {
   curl_free(query);
   ig->scratch = curl_url_dup(ig->base);
   if (!ig->base_path || (query && !ig->base_query) || !ig->scratch)
-    luaL_error(L, "out of memory");
+    luaL_error(L, "not enough memory");
 }
 
 /* An integration name is what traces print as integration=NAME and what
@@ -438,12 +443,14 @@ static void check_name(lua_State *L, const char *name, const char *where) {
 
 /* The name of an unset variable whose placeholder "${NAME}" (env() in
 ** placeholder mode) one of ig's values holds, malloc'd; NULL when none:
-** such an integration is never called (api_node refuses it). */
-static char *unset_placeholder(const integration *ig) {
+** such an integration is never called (api_node refuses it). Raises when
+** out of memory: a placeholder must never go unnoticed. */
+static char *unset_placeholder(lua_State *L, const integration *ig) {
   int n = 1 + ig->nheaders + ig->nquery + ig->nendpoints;
   const char **vals = calloc((size_t)n, sizeof *vals);
   char *found = NULL;
-  if (!vals) return strdup("(out of memory)");
+  bool oom = false;
+  if (!vals) luaL_error(L, "not enough memory");
   n = 0;
   vals[n++] = ig->base_url;
   for (int i = 0; i < ig->nheaders; i++) vals[n++] = ig->headers[i].value;
@@ -453,18 +460,21 @@ static char *unset_placeholder(const integration *ig) {
     const char *p = strstr(vals[i], "${"), *e;
     if (!p && (p = strstr(vals[i], "%24%7B"))) {   /* in a query: encoded */
       e = strstr(p, "%7D");
-      if (e && (found = malloc((size_t)(e - p - 5))) != NULL) {
+      if (e && !(oom = (found = malloc((size_t)(e - p - 5))) == NULL)) {
         memcpy(found, p + 6, (size_t)(e - p - 6));
         found[e - p - 6] = '\0';
       }
+      if (oom) break;
       continue;
     }
-    if (p && (e = strchr(p, '}')) && (found = malloc((size_t)(e - p - 1))) != NULL) {
+    if (p && (e = strchr(p, '}')) && !(oom = (found = malloc((size_t)(e - p - 1))) == NULL)) {
       memcpy(found, p + 2, (size_t)(e - p - 2));
       found[e - p - 2] = '\0';
     }
+    if (oom) break;
   }
   free(vals);
+  if (oom) luaL_error(L, "not enough memory");
   return found;
 }
 
@@ -494,7 +504,7 @@ static integration *build(flowrun *rt, lua_State *L, const char *name,
   lua_setmetatable(L, -2);
   check_name(L, name, where);
   ig = b->ig = calloc(1, sizeof *ig);
-  if (!ig) luaL_error(L, "out of memory");
+  if (!ig) luaL_error(L, "not enough memory");
   ig->name = xstrdup(L, name, strlen(name));
   ig->timeout_ms = 10000;
   ig->connect_timeout_ms = 3000;
@@ -544,7 +554,7 @@ static integration *build(flowrun *rt, lua_State *L, const char *name,
   if (FIELD("retry")) read_retry(L, b);
 #undef FIELD
   lua_settop(L, box);                   /* the box stays: see take() */
-  if (rt->env_placeholders) ig->unset = unset_placeholder(ig);
+  if (rt->env_placeholders) ig->unset = unset_placeholder(L, ig);
   return ig;
 }
 
@@ -586,7 +596,8 @@ int fr_l_env(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);
   const char *v = getenv(name);
   if (v) {
-    fr_secret_add(rt, v, strlen(v), name, NULL);
+    if (!fr_secret_add(rt, v, strlen(v), name, NULL))
+      return luaL_error(L, "not enough memory");
     lua_pushstring(L, v);
   } else if (!lua_isnoneornil(L, 2))
     lua_pushvalue(L, 2);
@@ -668,11 +679,13 @@ static int run_chunk(lua_State *L) {
   return st;
 }
 
-/* lua_pcall'd: 1 rt, 2 file. */
+/* lua_pcall'd: 1 rt, 2 file (light userdata: pushing a string could fail
+** for want of memory before the protection). */
 static int l_load(lua_State *L) {
   flowrun *rt = lua_touserdata(L, 1);
-  const char *file = lua_tostring(L, 2);
+  const char *file = lua_touserdata(L, 2);
   integration *list = NULL, **tail = &list;
+  char *name;
   int n, i;
   if (luaL_loadfilex(L, file, "t") != LUA_OK) return lua_error(L);
   push_sandbox(rt, L);
@@ -703,6 +716,7 @@ static int l_load(lua_State *L) {
     ig->next = NULL;
     tail = &ig->next;
   }
+  if (!(name = strdup(file))) return luaL_error(L, "not enough memory");
   for (i = 1; i <= n; i++) {
     lua_rawgeti(L, boxes, i);
     take(L, -1);
@@ -714,7 +728,7 @@ static int l_load(lua_State *L) {
     install(rt, list);
     list = next;
   }
-  rt->integrations_file = strdup(file);
+  rt->integrations_file = name;
   {                                     /* its identity: flows may not run it */
     struct stat st;
     if (stat(file, &st) == 0) {
@@ -727,9 +741,10 @@ static int l_load(lua_State *L) {
 
 int fr_integrations_load(flowrun *rt, lua_State *L, const char *file) {
   int top = lua_gettop(L);
+  if (!lua_checkstack(L, 3)) return fr_error(rt, "out of memory");
   lua_pushcfunction(L, l_load);
   lua_pushlightuserdata(L, rt);
-  lua_pushstring(L, file);
+  lua_pushlightuserdata(L, (void *)file);
   return fr_pcall(rt, L, 2, top);
 }
 

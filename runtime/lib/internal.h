@@ -29,7 +29,7 @@ struct fr_timer {
 };
 
 double fr_now(void);
-void fr_timer_arm(flowrun *rt, fr_timer *t, double at);
+bool fr_timer_arm(flowrun *rt, fr_timer *t, double at);   /* false: ENOMEM */
 void fr_timer_cancel(flowrun *rt, fr_timer *t);
 
 /* ---- labels (labels.c); result sets: declared results or retry.on ---- */
@@ -102,8 +102,9 @@ void fr_integrations_free(flowrun *rt);
 int fr_l_env(lua_State *L);             /* env() of integrations files */
 const fr_endpoint *fr_endpoint_find(const integration *ig, const char *name);
 
-/* Secrets: values read through env(). */
-void fr_secret_add(flowrun *rt, const char *s, size_t len, const char *name,
+/* Secrets: values read through env(). false: out of memory (what was
+** added stays: hiding more is harmless). */
+bool fr_secret_add(flowrun *rt, const char *s, size_t len, const char *name,
                    const char *basic);
 void fr_shell_word(flowrun *rt, FILE *f, const char *s, size_t len);
 /* Pushes s with every secret replaced by "***". */
@@ -197,6 +198,7 @@ struct call {
   bool resend_refused;                  /* on_send stopped libcurl's resend */
   int sends;                            /* requests this transfer has sent */
   int fd_errno;                         /* EMFILE or ENFILE when a socket failed */
+  bool oom;                             /* out of memory: api_node raises that */
   char method[8];
   char *url;                            /* the URL of this hop */
   size_t urlcap;

@@ -300,13 +300,13 @@ _Noreturn static void dec_error(dec *D, const char *expected) {
   else snprintf(found, sizeof found, "byte 0x%02X", (unsigned)(unsigned char)*p);
   luaL_error(D->L, "Expected %s but found %s at character %I", expected, found,
              (lua_Integer)(p - D->s) + 1);
-  abort();                              /* not reached */
+  __builtin_unreachable();              /* luaL_error does not return */
 }
 
 /* Raises "<what> at character N", N the position of at. */
 _Noreturn static void dec_invalid(dec *D, const char *what, const char *at) {
   luaL_error(D->L, "%s at character %I", what, (lua_Integer)(at - D->s) + 1);
-  abort();                              /* not reached */
+  __builtin_unreachable();              /* luaL_error does not return */
 }
 
 static void skip_space(dec *D) {

@@ -62,13 +62,13 @@ void fr_timer_cancel(flowrun *rt, fr_timer *t) {
   }
 }
 
-/* Arms t to fire at `at`; aborts on ENOMEM like Lua does. */
-void fr_timer_arm(flowrun *rt, fr_timer *t, double at) {
+/* Arms t to fire at `at`; false when out of memory (t is not armed). */
+bool fr_timer_arm(flowrun *rt, fr_timer *t, double at) {
   fr_timer_cancel(rt, t);
   if (rt->nheap == rt->capheap) {
     int cap = rt->capheap ? rt->capheap * 2 : 64;
     fr_timer **h = realloc(rt->heap, cap * sizeof *h);
-    if (!h) abort();
+    if (!h) return false;
     rt->heap = h;
     rt->capheap = cap;
   }
@@ -76,6 +76,7 @@ void fr_timer_arm(flowrun *rt, fr_timer *t, double at) {
   t->idx = rt->nheap;
   rt->heap[rt->nheap++] = t;
   heap_up(rt, t->idx);
+  return true;
 }
 
 /* Fires every timer due by now; a fired timer may re-arm itself. */
@@ -101,11 +102,12 @@ static void run_timers(flowrun *rt, double now) {
 */
 enum { FD_CONN = 1, FD_IDLE = 2 };
 
+/* The state of fd, the table grown to hold it; NULL when out of memory. */
 static fd_state *fd_at(flowrun *rt, int fd) {
   if (fd >= rt->nfds) {
     int n = fd + 1 > 2 * rt->nfds ? fd + 1 : 2 * rt->nfds;
     fd_state *p = realloc(rt->fds, n * sizeof *p);
-    if (!p) abort();
+    if (!p) return NULL;
     memset(p + rt->nfds, 0, (n - rt->nfds) * sizeof *p);
     rt->fds = p;
     rt->nfds = n;
@@ -113,8 +115,10 @@ static fd_state *fd_at(flowrun *rt, int fd) {
   return &rt->fds[fd];
 }
 
+/* A descriptor past the table was never watched: nothing to forget. */
 static void fd_forget(flowrun *rt, int fd) {
-  fd_state *st = fd_at(rt, fd);
+  fd_state *st = fd < rt->nfds ? &rt->fds[fd] : NULL;
+  if (!st) return;
   if (st->events) epoll_ctl(rt->epfd, EPOLL_CTL_DEL, fd, NULL);
   st->events = st->flags = 0;
 }
@@ -126,12 +130,18 @@ curl_socket_t fr_open_socket(void *ud, curlsocktype purpose,
                              struct curl_sockaddr *a) {
   call *c = ud;
   int fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+  fd_state *st;
   (void)purpose;
   if (fd < 0) {
     if (errno == EMFILE || errno == ENFILE) c->fd_errno = errno;
     return CURL_SOCKET_BAD;
   }
-  fd_at(c->rt, fd)->flags = FD_CONN;
+  if (!(st = fd_at(c->rt, fd))) {       /* the call fails: see call.c */
+    close(fd);
+    c->oom = true;
+    return CURL_SOCKET_BAD;
+  }
+  st->flags = FD_CONN;
   return fd;
 }
 
@@ -144,7 +154,15 @@ static int on_socket(CURL *e, curl_socket_t s, int what, void *ud, void *sp) {
   flowrun *rt = ud;
   fd_state *st = fd_at(rt, s);
   struct epoll_event ev = { 0 };
-  (void)e; (void)sp;
+  (void)sp;
+  if (!st) {
+    /* no memory to note it: s goes unwatched and its call ends as out of
+    ** memory (at its timeout at the latest); -1 would end every transfer */
+    call *c = NULL;
+    curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&c);
+    if (c) c->oom = true;
+    return 0;
+  }
   if (what == CURL_POLL_REMOVE) {
     if (st->flags & FD_CONN) st->flags |= FD_IDLE;
     else fd_forget(rt, s);
@@ -175,9 +193,11 @@ static void drain_curl(flowrun *rt) {
     if (m->msg == CURLMSG_DONE) rt->on_done(rt, m);
 }
 
-static void curl_act(flowrun *rt, curl_socket_t s, int mask) {
+/* Lets libcurl act on s; keeps in *first the first failure of a turn. */
+static void curl_act(flowrun *rt, curl_socket_t s, int mask, CURLMcode *first) {
   int running;
-  curl_multi_socket_action(rt->multi, s, mask, &running);
+  CURLMcode mc = curl_multi_socket_action(rt->multi, s, mask, &running);
+  if (mc != CURLM_OK && *first == CURLM_OK) *first = mc;
 }
 
 /* ---- the loop ---- */
@@ -204,8 +224,12 @@ static int wait_time(flowrun *rt, int wait_ms, double now) {
   return (wait_ms >= 0 && wait_ms < ms) ? wait_ms : ms;
 }
 
+/* A turn where libcurl failed (out of memory, say) still collects what
+** ended and runs what is ready, then returns FLOWRUN_ERR saying why; the
+** host may step again. */
 int fr_step(flowrun *rt, int wait_ms) {
   struct epoll_event ev[64];
+  CURLMcode mc = CURLM_OK;
   int n, i;
   rt->in_step++;
   rt->on_ready(rt);
@@ -213,13 +237,13 @@ int fr_step(flowrun *rt, int wait_ms) {
   for (i = 0; i < n; i++) {
     uint64_t tag = ev[i].data.u64 & ~0xffffffffull;
     int fd = (int)(uint32_t)ev[i].data.u64;
-    if (tag == TAG_CURL && (fd_at(rt, fd)->flags & FD_IDLE)) {
+    if (tag == TAG_CURL && fd < rt->nfds && (rt->fds[fd].flags & FD_IDLE)) {
       fd_forget(rt, fd);                /* closed by the server meanwhile */
     } else if (tag == TAG_CURL) {
       int mask = (ev[i].events & EPOLLIN ? CURL_CSELECT_IN : 0)
                | (ev[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0)
                | (ev[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
-      curl_act(rt, fd, mask);
+      curl_act(rt, fd, mask, &mc);
     } else {
       fr_watch *w = find_watch(rt, fd);
       if (w) w->cb(w->ud, fd);
@@ -228,12 +252,14 @@ int fr_step(flowrun *rt, int wait_ms) {
   double now = fr_now();
   if (rt->curl_deadline >= 0 && rt->curl_deadline <= now) {
     rt->curl_deadline = -1;
-    curl_act(rt, CURL_SOCKET_TIMEOUT, 0);
+    curl_act(rt, CURL_SOCKET_TIMEOUT, 0, &mc);
   }
   drain_curl(rt);
   run_timers(rt, now);
   rt->on_ready(rt);
   rt->in_step--;
+  if (mc == CURLM_OUT_OF_MEMORY) return fr_error(rt, "out of memory");
+  if (mc != CURLM_OK) return fr_error(rt, "libcurl: %s", curl_multi_strerror(mc));
   return rt->nsessions + rt->ncalls;
 }
 
@@ -241,16 +267,15 @@ bool fr_loop_init(flowrun *rt) {
   rt->curl_deadline = -1;
   rt->epfd = epoll_create1(EPOLL_CLOEXEC);
   rt->multi = curl_multi_init();
-  if (rt->epfd < 0 || !rt->multi) return false;
-  curl_multi_setopt(rt->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-  curl_multi_setopt(rt->multi, CURLMOPT_SOCKETDATA, rt);
-  curl_multi_setopt(rt->multi, CURLMOPT_TIMERFUNCTION, on_timer);
-  curl_multi_setopt(rt->multi, CURLMOPT_TIMERDATA, rt);
-  return true;
+  return rt->epfd >= 0 && rt->multi
+      && curl_multi_setopt(rt->multi, CURLMOPT_SOCKETFUNCTION, on_socket) == CURLM_OK
+      && curl_multi_setopt(rt->multi, CURLMOPT_SOCKETDATA, rt) == CURLM_OK
+      && curl_multi_setopt(rt->multi, CURLMOPT_TIMERFUNCTION, on_timer) == CURLM_OK
+      && curl_multi_setopt(rt->multi, CURLMOPT_TIMERDATA, rt) == CURLM_OK;
 }
 
 void fr_loop_free(flowrun *rt) {
-  if (rt->multi) curl_multi_cleanup(rt->multi);
+  if (rt->multi) curl_multi_cleanup(rt->multi);   /* its calls are gone: it cannot fail */
   if (rt->epfd >= 0) close(rt->epfd);
   free(rt->heap);
   free(rt->watches);

@@ -39,7 +39,7 @@ static lua_Integer array_len(lua_State *L, int idx) {
 static void add_pair(lua_State *L, int *n) {
   char *k = curl_easy_escape(NULL, lua_tostring(L, -2), (int)lua_rawlen(L, -2));
   char *v = curl_easy_escape(NULL, lua_tostring(L, -1), (int)lua_rawlen(L, -1));
-  if (!k || !v) { curl_free(k); curl_free(v); luaL_error(L, "out of memory"); }
+  if (!k || !v) { curl_free(k); curl_free(v); luaL_error(L, "not enough memory"); }
   lua_pushfstring(L, "%s=%s", k, v);
   curl_free(k);
   curl_free(v);

@@ -281,21 +281,26 @@ static long long measure(lua_State *L, session *s) {
 static void hook(lua_State *L, lua_Debug *ar);
 
 /* Ends s for good: raises msg at the code that runs, and at every
-** instruction after it. */
+** instruction after it. Doomed before "file:line: " is put in front: that
+** takes Lua memory, and a memory error must not save the session. */
 static void doom(lua_State *L, session *s, const char *fmt, ...) {
   static const char fallback[] = "a limit of the session was reached";
-  char msg[300];
+  char msg[300], *where;
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
+  free(s->doom);
+  s->doom = strdup(msg);
+  if (!s->doom) s->doom = strdup(fallback);
+  lua_sethook(L, hook, LUA_MASKCOUNT | LUA_MASKCALL, 1);
   fr_push_where(L);
   lua_pushstring(L, msg);
   lua_concat(L, 2);
-  free(s->doom);
-  s->doom = strdup(lua_tostring(L, -1));
-  if (!s->doom) s->doom = strdup(fallback);
-  lua_sethook(L, hook, LUA_MASKCOUNT | LUA_MASKCALL, 1);
+  if ((where = strdup(lua_tostring(L, -1)))) {
+    free(s->doom);
+    s->doom = where;
+  }
   lua_error(L);
 }
 

@@ -106,7 +106,7 @@ static void fill_path(lua_State *L, const char *path, int params) {
     const char *v = luaL_tolstring(L, -1, NULL);
     enc = curl_easy_escape(NULL, v, (int)lua_rawlen(L, -1));
     lua_pop(L, 2);
-    if (!enc) luaL_error(L, "out of memory");
+    if (!enc) luaL_error(L, "not enough memory");
     if (*enc && enc[strspn(enc, ".")] == '\0')  /* "." or "..": no dot segment */
       for (const char *d = enc; *d; d++) luaL_addstring(&b, "%2E");
     else
@@ -160,7 +160,7 @@ static void set_url(lua_State *L, integration *ig, call *c, const char *path,
   if (!has_query) query = "";
   if (ig->memo_url && strcmp(path, ig->memo_path) == 0
       && strcmp(query, ig->memo_query) == 0) {
-    if (!fr_call_set_url(c, ig->memo_url)) luaL_error(L, "out of memory");
+    if (!fr_call_set_url(c, ig->memo_url)) luaL_error(L, "not enough memory");
     return;
   }
   rc = curl_url_set(ig->scratch, CURLUPART_PATH, path, 0);
@@ -171,7 +171,7 @@ static void set_url(lua_State *L, integration *ig, call *c, const char *path,
   upper_hex(url);
   bool ok = fr_call_set_url(c, url);
   curl_free(url);
-  if (!ok) luaL_error(L, "out of memory");
+  if (!ok) luaL_error(L, "not enough memory");
   free(ig->memo_path);
   free(ig->memo_query);
   free(ig->memo_url);
@@ -246,7 +246,7 @@ static void build_url(lua_State *L, call *c, unsigned present, const char *path)
   if (lua_rawlen(L, -1) + lua_rawlen(L, -2) > MAX_HEAD) {   /* the URL alone */
     head_too_large(c);
     lua_pushfstring(L, "%s%s%s", ig->base_url, path[0] == '/' ? "" : "/", path);
-    if (!fr_call_set_url(c, lua_tostring(L, -1))) luaL_error(L, "out of memory");
+    if (!fr_call_set_url(c, lua_tostring(L, -1))) luaL_error(L, "not enough memory");
   } else
     set_url(L, ig, c, lua_tostring(L, -1), lua_tostring(L, -2), nq > 0);
   lua_settop(L, filled - 1);
@@ -281,14 +281,14 @@ static void add_line(lua_State *L, call *c, struct curl_slist **tail,
   size_t n = strlen(name) + (value ? strlen(value) : 0) + 3;
   char *line = malloc(n);
   struct curl_slist *l;
-  if (!line) luaL_error(L, "out of memory");
+  if (!line) luaL_error(L, "not enough memory");
   if (!value) snprintf(line, n, "%s", name);          /* "X:" removes X */
   else snprintf(line, n, *value ? "%s: %s" : "%s;", name, value);  /* "X;" sends "X:" */
   if (!*tail && c->hdrs)
     for (*tail = c->hdrs; (*tail)->next; *tail = (*tail)->next) {}
   l = curl_slist_append(*tail, line);
   free(line);
-  if (!l) luaL_error(L, "out of memory");
+  if (!l) luaL_error(L, "not enough memory");
   if (!c->hdrs) c->hdrs = l;
   *tail = *tail ? (*tail)->next : l;
 }
@@ -400,7 +400,7 @@ static void build_body(lua_State *L, call *c, unsigned present, int h,
     type = "application/x-www-form-urlencoded";
   }
   data = lua_tolstring(L, -1, &len);
-  if (!(c->body = malloc(len + 1))) luaL_error(L, "out of memory");
+  if (!(c->body = malloc(len + 1))) luaL_error(L, "not enough memory");
   memcpy(c->body, data, len + 1);
   c->bodylen = len;
   if (type && !has_type) add_line(L, c, tail, "Content-Type", type);

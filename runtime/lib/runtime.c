@@ -3,6 +3,7 @@
 ** integrations, secrets, the sandbox and its limits) and taken apart in
 ** order; the entry points of flowrun.h that belong to no one part.
 */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,7 +71,11 @@ flowrun *fr_create(lua_State *L, bool owns, const flowrun_callbacks *cb) {
   rt->owns_L = owns;
   rt->sessions_ref = rt->flows_ref = rt->base_ref = LUA_NOREF;
   rt->threads_ref = rt->globals_ref = rt->modules_ref = rt->trusted_ref = LUA_NOREF;
-  if (cb) rt->cb = *cb;
+  if (cb) {                              /* what the host's size says it has */
+    size_t n = cb->size ? cb->size : offsetof(flowrun_callbacks, size);
+    memcpy(&rt->cb, cb, n < sizeof rt->cb ? n : sizeof rt->cb);
+  }
+  rt->cb.size = sizeof rt->cb;
   rt->on_ready = fr_run_ready;
   rt->on_done = fr_call_done;
   if (!fr_loop_init(rt)) goto fail;

@@ -481,8 +481,8 @@ int fr_sandbox_require(lua_State *L) {
 static int l_allow(lua_State *L) {
   static const char *const granted[] = { "io", "os", "debug", "package", NULL };
   flowrun *rt = lua_touserdata(L, 1);
-  const char *what = lua_tostring(L, 2);
-  int i;
+  const char *what = lua_touserdata(L, 2);    /* C strings come as light userdata: */
+  int i;                                      /* pushing one outside could raise */
   for (i = 0; granted[i] && strcmp(granted[i], what) != 0; i++) {}
   if (!granted[i])
     return luaL_error(L, "flowrun_allow: unknown library '%s' (io, os, debug or package)", what);
@@ -510,14 +510,23 @@ int flowrun_allow(flowrun *rt, const char *what) {
   if (!lua_checkstack(L, 4)) return fr_error(rt, "out of memory");
   lua_pushcfunction(L, l_allow);
   lua_pushlightuserdata(L, rt);
-  lua_pushstring(L, what ? what : "");
+  lua_pushlightuserdata(L, (void *)(what ? what : ""));
   return fr_pcall(rt, L, 2, top);
 }
 
-/* lua_pcall'd: 1 rt, 2 name, 3 the value (a table is shown as a view). */
+/* lua_pcall'd: 1 rt, 2 name (light userdata), 3 the value (a table is
+** shown as a view); with 4, a light userdata, 3 is a C function that
+** becomes a closure with it as upvalue 1 (made here: it takes memory). */
 static int l_register(lua_State *L) {
   flowrun *rt = lua_touserdata(L, 1);
-  const char *name = lua_tostring(L, 2);
+  const char *name;
+  lua_pushstring(L, lua_touserdata(L, 2));
+  lua_replace(L, 2);
+  name = lua_tostring(L, 2);
+  if (lua_gettop(L) == 4) {
+    lua_pushcclosure(L, lua_tocfunction(L, 3), 1);
+    lua_replace(L, 3);
+  }
   if (lua_istable(L, 3) && !fr_frozen(L, 3)) {
     fr_push_view(L, 3);
     lua_replace(L, 3);
@@ -532,35 +541,35 @@ static int l_register(lua_State *L) {
   return 0;
 }
 
-static int do_register(flowrun *rt, const char *name) {
+/* Registers the n values on top (l_register says which) as name. */
+static int do_register(flowrun *rt, const char *name, int n) {
   lua_State *L = rt->L;
-  int top = lua_gettop(L) - 1;
+  int top = lua_gettop(L) - n;
   if (!name || !*name) {
-    lua_pop(L, 1);
+    lua_pop(L, n);
     return fr_error(rt, "flowrun_register: a name is required");
   }
   lua_pushcfunction(L, l_register);
   lua_pushlightuserdata(L, rt);
-  lua_pushstring(L, name);
-  lua_pushvalue(L, -4);
-  lua_remove(L, -5);
-  return fr_pcall(rt, L, 3, top);
+  lua_pushlightuserdata(L, (void *)name);
+  lua_rotate(L, top + 1, 3);            /* l_register, rt, name, the values */
+  return fr_pcall(rt, L, 2 + n, top);
 }
 
 int flowrun_register(flowrun *rt, const char *name, int (*fn)(lua_State *L), void *ud) {
   lua_State *L = rt->L;
   if (!fn) return fr_error(rt, "flowrun_register: a function is required");
   if (!lua_checkstack(L, 6)) return fr_error(rt, "out of memory");
+  lua_pushcfunction(L, fn);
   lua_pushlightuserdata(L, ud);
-  lua_pushcclosure(L, fn, 1);
-  return do_register(rt, name);
+  return do_register(rt, name, 2);
 }
 
 int flowrun_register_value(flowrun *rt, const char *name) {
   lua_State *L = rt->L;
   if (lua_gettop(L) < 1) return fr_error(rt, "flowrun_register_value: no value on the stack");
   if (!lua_checkstack(L, 6)) return fr_error(rt, "out of memory");
-  return do_register(rt, name);
+  return do_register(rt, name, 1);
 }
 
 void fr_push_flow_global(flowrun *rt, lua_State *L, const char *name) {

@@ -22,29 +22,32 @@
 
 #include "internal.h"
 
-static void add_one(flowrun *rt, const char *s, size_t len, const char *name,
+/* Adds one spelling of a secret, or names one already there; false when
+** out of memory, the list as it was (or with a name it lacked). */
+static bool add_one(flowrun *rt, const char *s, size_t len, const char *name,
                     const char *basic) {
-  void *p;
-  char *copy;
+  fr_secret *p, k = { NULL, len, NULL, NULL };
   for (int i = 0; i < rt->nsecrets; i++) {
-    fr_secret *k = &rt->secrets[i];
-    if (k->len == len && memcmp(k->s, s, len) == 0) {
-      if (name && !k->name && !(k->name = strdup(name))) abort();
-      if (basic && !k->basic && !(k->basic = strdup(basic))) abort();
-      return;
+    fr_secret *o = &rt->secrets[i];
+    if (o->len == len && memcmp(o->s, s, len) == 0) {
+      if (name && !o->name && !(o->name = strdup(name))) return false;
+      if (basic && !o->basic && !(o->basic = strdup(basic))) return false;
+      return true;
     }
   }
-  p = realloc(rt->secrets, (rt->nsecrets + 1) * sizeof *rt->secrets);
-  copy = malloc(len + 1);
-  if (!p || !copy) abort();
+  if (!(k.s = malloc(len + 1)) || (name && !(k.name = strdup(name)))
+      || (basic && !(k.basic = strdup(basic)))
+      || !(p = realloc(rt->secrets, (rt->nsecrets + 1) * sizeof *rt->secrets))) {
+    free(k.s);
+    free(k.name);
+    free(k.basic);
+    return false;
+  }
+  memcpy(k.s, s, len);
+  k.s[len] = '\0';
   rt->secrets = p;
-  memcpy(copy, s, len);
-  copy[len] = '\0';
-  rt->secrets[rt->nsecrets] = (fr_secret){ copy, len, NULL, NULL };
-  if ((name && !(rt->secrets[rt->nsecrets].name = strdup(name)))
-      || (basic && !(rt->secrets[rt->nsecrets].basic = strdup(basic))))
-    abort();
-  rt->nsecrets++;
+  rt->secrets[rt->nsecrets++] = k;
+  return true;
 }
 
 /* Appends the code point at s (UTF-8, n bytes left) as JSON's \uXXXX
@@ -70,33 +73,33 @@ static size_t json_u(const unsigned char *s, size_t n, char *o, size_t *w) {
 ** fr_secret), and the spellings of it that a second level of
 ** encoding starts from: as lua-cjson escapes it ('/' included), with
 ** non-ASCII as \uXXXX (as most other JSON writers do), percent-encoded. */
-void fr_secret_add(flowrun *rt, const char *s, size_t len, const char *name,
+bool fr_secret_add(flowrun *rt, const char *s, size_t len, const char *name,
                    const char *basic) {
   const unsigned char *u = (const unsigned char *)s;
   char *o, *enc;
   size_t w = 0, ascii_w = 0;
-  bool ascii_ok = true;
-  if (len == 0) return;
-  add_one(rt, s, len, name, basic);
-  if (!(o = malloc(len * 12 + 1))) abort();
+  bool ascii_ok = true, ok;
+  if (len == 0) return true;
+  if (!add_one(rt, s, len, name, basic) || !(o = malloc(len * 12 + 1))) return false;
   for (size_t i = 0; i < len; i++) {    /* JSON, as lua-cjson writes it */
     if (u[i] == '"' || u[i] == '\\' || u[i] == '/') { o[w++] = '\\'; o[w++] = (char)u[i]; }
     else if (u[i] < 0x20) w += (size_t)sprintf(o + w, "\\u%04x", u[i]);
     else o[w++] = (char)u[i];
   }
-  if (w != len) add_one(rt, o, w, NULL, NULL);
+  ok = w == len || add_one(rt, o, w, NULL, NULL);
   for (size_t i = 0; i < len && ascii_ok; ) {   /* JSON with \u for non-ASCII */
     size_t used = 1;
     if (u[i] >= 0x80) ascii_ok = (used = json_u(u + i, len - i, o, &ascii_w)) > 0;
     else o[ascii_w++] = (char)u[i];
     i += used;
   }
-  if (ascii_ok && ascii_w != len) add_one(rt, o, ascii_w, NULL, NULL);
+  if (ok && ascii_ok && ascii_w != len) ok = add_one(rt, o, ascii_w, NULL, NULL);
   free(o);
-  if ((enc = curl_easy_escape(NULL, s, (int)len))) {
-    if (strlen(enc) != len) add_one(rt, enc, strlen(enc), NULL, NULL);
+  if (ok && (ok = (enc = curl_easy_escape(NULL, s, (int)len)) != NULL)) {
+    if (strlen(enc) != len) ok = add_one(rt, enc, strlen(enc), NULL, NULL);
     curl_free(enc);
   }
+  return ok;
 }
 
 static int hexval(int c) {

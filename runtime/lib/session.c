@@ -97,8 +97,11 @@ static int load_flow(flowrun *rt, lua_State *L, const char *path) {
     return 1;
   }
   lua_pop(L, 2);
+  lua_pushfstring(L, "@%s", path);      /* first: it may raise, nothing to free yet */
   src = read_file(path, &len);
+  if (!src && errno == ENOMEM) return luaL_error(L, "not enough memory");
   if (!src) {
+    lua_pop(L, 1);
     lua_pushnil(L);
     lua_pushfstring(L, "cannot open %s: %s", path, strerror(errno));
     return 2;
@@ -106,13 +109,12 @@ static int load_flow(flowrun *rt, lua_State *L, const char *path) {
   hl = sizeof head - 1;
   extra = src[0] == '#' ? 2 : 0;        /* a shebang line: comment it out */
   wrapped = malloc(hl + extra + len + 4);
-  if (!wrapped) { free(src); return luaL_error(L, "out of memory"); }
+  if (!wrapped) { free(src); return luaL_error(L, "not enough memory"); }
   memcpy(wrapped, head, hl);
   memcpy(wrapped + hl, "--", extra);
   memcpy(wrapped + hl + extra, src, len);
   memcpy(wrapped + hl + extra + len, "\nend", 4);
   free(src);
-  lua_pushfstring(L, "@%s", path);
   /* first as written, for exact syntax errors; then wrapped */
   st = luaL_loadbufferx(L, wrapped + hl, extra + len, lua_tostring(L, -1), "t");
   if (st == LUA_OK) {
@@ -251,6 +253,38 @@ static bool run_definition(session *s, int nres) {
 
 /* ---- starting, resuming and ending ---- */
 
+/* lua_pcall'd: 1 the sessions table, 2 an id (light userdata). */
+static int l_forget(lua_State *L) {
+  lua_pushnil(L);
+  lua_setfield(L, 1, lua_touserdata(L, 2));
+  return 0;
+}
+
+/* Takes s out of the sessions table. The key string of a long id is made
+** anew, which takes memory; without any, the table is walked to find it
+** (lua_next and setting an existing key to nil allocate nothing). */
+static void forget(session *s) {
+  lua_State *L = s->rt->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->rt->sessions_ref);
+  lua_pushcfunction(L, l_forget);
+  lua_pushvalue(L, -2);
+  lua_pushlightuserdata(L, s->id);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      if (lua_touserdata(L, -1) == s) {
+        lua_pop(L, 1);
+        lua_pushnil(L);
+        lua_rawset(L, -3);
+        break;
+      }
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+}
+
 static void session_free(session *s) {
   flowrun *rt = s->rt;
   lua_State *L = rt->L;
@@ -268,10 +302,7 @@ static void session_free(session *s) {
   else rt->all = s->next;
   if (s->next) s->next->prev = s->prev;
   for (fr_msg *m = s->in, *n; m; m = n) { n = m->next; free(m); }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->sessions_ref);
-  lua_pushnil(L);
-  lua_setfield(L, -2, s->id);
-  lua_pop(L, 1);
+  forget(s);
   if (!rt->owns_L) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, rt->threads_ref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref);
@@ -306,41 +337,47 @@ static int l_error_text(lua_State *L) {
   return luaL_error(L, "no text");
 }
 
-/* The message of a failed session: "file:line: message" and a traceback,
-** secrets hidden. st is how the resume ended. Leaves L's stack as it was. */
-static void session_failed(session *s, int st) {
+/* lua_pcall'd on the main thread: 1 the session, 2 how its resume ended,
+** 3 its error object (moved from its thread); returns the message of the
+** failed session: "file:line: message" and a traceback, secrets hidden.
+** Pushes onto the main thread only: the session's thread runs no more. */
+static int l_failure(lua_State *L) {
+  session *s = lua_touserdata(L, 1);
   flowrun *rt = s->rt;
-  lua_State *L = rt->L, *co = s->co;
+  lua_State *co = s->co;
+  int st = (int)lua_tointeger(L, 2);
   const char *msg;
   if (fr_limits_doom(s))                /* a limit ended it: say which */
-    msg = lua_pushstring(co, fr_limits_doom(s));
+    msg = lua_pushstring(L, fr_limits_doom(s));
   else if (st == LUA_ERRMEM && s->refused) {   /* where the allocation failed */
-    fr_push_where(co);
-    msg = lua_pushfstring(co, "%smemory limit: %s is %I bytes", lua_tostring(co, -1),
+    lua_Debug d;
+    lua_pushliteral(L, "");             /* file:line, as fr_push_where */
+    for (int level = 0; lua_getstack(co, level, &d); level++) {
+      lua_getinfo(co, "Sl", &d);
+      if (d.currentline > 0) {
+        lua_pushfstring(L, "%s:%d: ", d.short_src, d.currentline);
+        break;
+      }
+    }
+    msg = lua_pushfstring(L, "%smemory limit: %s is %I bytes", lua_tostring(L, -1),
                           s->refused == 1 + FLOWRUN_LIMIT_MEMORY
                           ? "all sessions together hold the most they may: memory"
                           : "the session asked for more than it may hold: session_memory",
                           (lua_Integer)rt->limit[s->refused - 1]);
   }
-  else if (lua_type(co, -1) == LUA_TSTRING || lua_type(co, -1) == LUA_TNUMBER)
-    msg = lua_tostring(co, -1);
+  else if (lua_type(L, 3) == LUA_TSTRING || lua_type(L, 3) == LUA_TNUMBER)
+    msg = lua_tostring(L, 3);
   else {                                /* __tostring, run with limits */
     session *was = fr_limits_enter(s);
     lua_Hook hook = lua_gethook(L);
-    int mask = lua_gethookmask(L), count = lua_gethookcount(L);
+    int mask = lua_gethookmask(L), count = lua_gethookcount(L), ok;
     rt->running = s;                    /* a break and a watchdog reach it */
     rt->run_L = L;
     atomic_store_explicit(&rt->run_since, (long long)fr_now() | 1, memory_order_relaxed);
     fr_limits_watch(L);
     lua_pushcfunction(L, l_error_text);
-    lua_pushvalue(co, -1);
-    lua_xmove(co, L, 1);
-    if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TSTRING)
-      lua_xmove(L, co, 1);
-    else {
-      lua_pop(L, 1);
-      lua_pushfstring(co, "(error object is a %s value)", luaL_typename(co, -1));
-    }
+    lua_pushvalue(L, 3);
+    ok = lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TSTRING;
     lua_sethook(L, hook, mask, count);
     atomic_store_explicit(&rt->run_since, 0, memory_order_relaxed);
     rt->running = NULL;
@@ -348,15 +385,33 @@ static void session_failed(session *s, int st) {
     fr_limits_leave(was);
     free(s->doom);                      /* a limit it met here is not why it failed */
     s->doom = NULL;
-    msg = lua_tostring(co, -1);
+    msg = ok ? lua_tostring(L, -1)
+             : lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 3));
   }
   if (strstr(msg, "\nstack traceback:\n"))   /* flow.lua gave the step's own */
     lua_pushstring(L, msg);
   else
     luaL_traceback(L, co, msg, 0);
   fr_push_redacted(L, rt, lua_tostring(L, -1), lua_rawlen(L, -1));
-  if (rt->cb.end) rt->cb.end(rt->cb.ud, s->id, FLOWRUN_FAILED, lua_tostring(L, -1));
-  lua_pop(L, 2);
+  return 1;
+}
+
+/* Tells the host that s failed (st: how its resume ended). Out of memory
+** for the message, it says just that. Leaves L's stack as it was. */
+static void session_failed(session *s, int st) {
+  flowrun *rt = s->rt;
+  lua_State *L = rt->L;
+  int top = lua_gettop(L);
+  const char *msg = "not enough memory";
+  if (lua_checkstack(L, 4)) {
+    lua_pushcfunction(L, l_failure);
+    lua_pushlightuserdata(L, s);
+    lua_pushinteger(L, st);
+    lua_xmove(s->co, L, 1);
+    if (lua_pcall(L, 3, 1, 0) == LUA_OK) msg = lua_tostring(L, -1);
+  }
+  if (rt->cb.end) rt->cb.end(rt->cb.ud, s->id, FLOWRUN_FAILED, msg);
+  lua_settop(L, top);
 }
 
 long long flowrun_running_ms(flowrun *rt) {
@@ -412,35 +467,54 @@ void fr_sessions_free(flowrun *rt) {
   while (rt->all) session_free(rt->all);
 }
 
-static session *find_session(flowrun *rt, const char *id) {
-  session *s;
-  lua_State *L = rt->L;
+/* lua_pcall'd: 1 rt, 2 id (light userdata); returns its session or nil. */
+static int l_find(lua_State *L) {
+  flowrun *rt = lua_touserdata(L, 1);
   lua_rawgeti(L, LUA_REGISTRYINDEX, rt->sessions_ref);
-  lua_getfield(L, -1, id);
-  s = lua_touserdata(L, -1);
-  lua_pop(L, 2);
+  lua_getfield(L, -1, lua_touserdata(L, 2));
+  return 1;
+}
+
+/* The session `id`, or NULL: none (FLOWRUN_NOSESSION in *st) or no memory
+** to look (FLOWRUN_ERR, flowrun_errmsg says so). */
+static session *find_session(flowrun *rt, const char *id, int *st) {
+  session *s = NULL;
+  lua_State *L = rt->L;
+  *st = FLOWRUN_ERR;
+  if (!lua_checkstack(L, 3)) {
+    fr_error(rt, "out of memory");
+    return NULL;
+  }
+  lua_pushcfunction(L, l_find);
+  lua_pushlightuserdata(L, rt);
+  lua_pushlightuserdata(L, (void *)id);
+  if (lua_pcall(L, 2, 1, 0) != LUA_OK) fr_error(rt, "out of memory");
+  else if (!(s = lua_touserdata(L, -1))) {
+    fr_error(rt, "no session %s", id);
+    *st = FLOWRUN_NOSESSION;
+  }
+  lua_pop(L, 1);
   return s;
 }
 
-/* lua_pcall'd body of flowrun_start: 1 rt, 2 id, 3 flow, 4.. args. */
-static int l_start(lua_State *L) {
-  flowrun *rt = lua_touserdata(L, 1);
-  const char *id = lua_tostring(L, 2);
-  int nargs = lua_gettop(L) - 3, i;
-  size_t idlen;
+/* What flowrun_start was given, and the session it makes. */
+typedef struct start_args {
+  flowrun *rt;
+  const char *id, *flow;
+  int argc;
+  const char *const *argv;
   session *s;
-  lua_State *co;
-  if (!load_flow(rt, L, lua_tostring(L, 3))) return 0;
-  if (lua_isnil(L, -2)) return lua_error(L);
-  idlen = strlen(id);
-  s = calloc(1, sizeof *s + idlen + 1);
-  if (!s) return luaL_error(L, "out of memory");
-  memcpy(s->id, id, idlen + 1);
-  s->rt = rt;
-  s->timer.idx = -1;
-  s->waiter.wake = call_ended;
-  s->waiter.id = s->id;
-  co = s->co = lua_newthread(L);
+} start_args;
+
+/* lua_pcall'd by l_start, on its stack (1 start_args, 2 id, 3 flow, 4..
+** args, the flow function): makes a->s a session. Linked to the runtime
+** only by its last step, so that l_start can undo the rest. */
+static int l_make(lua_State *L) {
+  start_args *a = lua_touserdata(L, 1);
+  flowrun *rt = a->rt;
+  session *s = a->s;
+  int nargs = a->argc, i;
+  lua_State *co = s->co = lua_newthread(L);
   fr_limits_watch(co);
   s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   if (rt->owns_L) *(session **)lua_getextraspace(co) = s;
@@ -451,7 +525,7 @@ static int l_start(lua_State *L) {
     lua_rawset(L, -3);
     lua_pop(L, 1);
   }
-  push_env(rt, L, id);
+  push_env(rt, L, s->id);
   lua_createtable(L, nargs, 0);
   for (i = 1; i <= nargs; i++) {
     lua_pushvalue(L, 3 + i);
@@ -467,7 +541,7 @@ static int l_start(lua_State *L) {
   s->nargs = 1 + nargs;
   lua_rawgeti(L, LUA_REGISTRYINDEX, rt->sessions_ref);
   lua_pushlightuserdata(L, s);
-  lua_setfield(L, -2, id);
+  lua_setfield(L, -2, s->id);
   s->next = rt->all;
   if (rt->all) rt->all->prev = s;
   rt->all = s;
@@ -476,32 +550,67 @@ static int l_start(lua_State *L) {
   return 0;
 }
 
+/* lua_pcall'd body of flowrun_start: 1 its start_args. */
+static int l_start(lua_State *L) {
+  start_args *a = lua_touserdata(L, 1);
+  flowrun *rt = a->rt;
+  const char *id;
+  int i;
+  session *s;
+  luaL_checkstack(L, a->argc + 8, "too many arguments");
+  id = lua_pushstring(L, a->id);
+  lua_pushstring(L, a->flow);
+  for (i = 0; i < a->argc; i++) lua_pushstring(L, a->argv[i]);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->sessions_ref);
+  if (lua_getfield(L, -1, id) != LUA_TNIL)
+    return luaL_error(L, "session %s: already running", id);
+  lua_pop(L, 2);
+  if (!load_flow(rt, L, lua_tostring(L, 3))) return 0;
+  if (lua_isnil(L, -2)) return lua_error(L);
+  s = a->s = calloc(1, sizeof *s + strlen(id) + 1);
+  if (!s) return luaL_error(L, "not enough memory");
+  strcpy(s->id, id);
+  s->rt = rt;
+  s->timer.idx = -1;
+  s->waiter.wake = call_ended;
+  s->waiter.id = s->id;
+  s->ref = s->envref = LUA_NOREF;
+  lua_pushcfunction(L, l_make);
+  lua_insert(L, 1);
+  if (lua_pcall(L, lua_gettop(L) - 1, 0, 0) == LUA_OK) return 0;
+  if (!rt->owns_L && s->ref != LUA_NOREF) {   /* undone: nothing allocates */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->threads_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+  }
+  luaL_unref(L, LUA_REGISTRYINDEX, s->ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, s->envref);
+  free(s);
+  return lua_error(L);
+}
+
 int flowrun_start(flowrun *rt, const char *id, const char *flow,
                   int argc, const char *const *argv) {
   lua_State *L = rt->L;
-  int top = lua_gettop(L), i;
-  if (find_session(rt, id))
-    return fr_error(rt, "session %s: already running", id);
+  int top = lua_gettop(L);
+  start_args a = { rt, id, flow, argc, argv, NULL };
   if (!lua_checkstack(L, argc + 8)) return fr_error(rt, "too many arguments");
   lua_pushcfunction(L, l_start);
-  lua_pushlightuserdata(L, rt);
-  lua_pushstring(L, id);
-  lua_pushstring(L, flow);
-  for (i = 0; i < argc; i++) lua_pushstring(L, argv[i]);
-  return fr_pcall(rt, L, 3 + argc, top);
+  lua_pushlightuserdata(L, &a);
+  return fr_pcall(rt, L, 1, top);
 }
 
 int flowrun_send(flowrun *rt, const char *id, const char *text, size_t len) {
   session *s;
+  int st;
   if (!id) {                            /* every live session */
     for (s = rt->all; s; s = s->next)
       if (flowrun_send(rt, s->id, text, len) != FLOWRUN_OK) return FLOWRUN_ERR;
     return FLOWRUN_OK;
   }
-  if (!(s = find_session(rt, id))) {
-    fr_error(rt, "no session %s", id);
-    return FLOWRUN_NOSESSION;
-  }
+  if (!(s = find_session(rt, id, &st))) return st;
   if (!text) s->closed = true;
   else {
     fr_msg *m;
@@ -523,11 +632,9 @@ int flowrun_send(flowrun *rt, const char *id, const char *text, size_t len) {
 }
 
 int flowrun_stop(flowrun *rt, const char *id) {
-  session *s = find_session(rt, id);
-  if (!s) {
-    fr_error(rt, "no session %s", id);
-    return FLOWRUN_NOSESSION;
-  }
+  int st;
+  session *s = find_session(rt, id, &st);
+  if (!s) return st;
   if (s == rt->running)
     return fr_error(rt, "session %s is running: stop it after its callback", id);
   session_free(s);
@@ -638,7 +745,7 @@ static int l_sleep(lua_State *L) {
   double until = fr_now() + (ms > 0 ? ms : 0);
   if (s) {
     s->timer.fire = wake;
-    fr_timer_arm(rt, &s->timer, until);
+    if (!fr_timer_arm(rt, &s->timer, until)) return luaL_error(L, "not enough memory");
     s->state = S_SLEEP;
     return lua_yieldk(L, 0, 0, k_sleep);
   }
@@ -668,7 +775,7 @@ static int l_api_node(lua_State *L) {
   call *c;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
-  if (!(c = fr_call_new(rt))) return luaL_error(L, "out of memory");
+  if (!(c = fr_call_new(rt))) return luaL_error(L, "not enough memory");
   fr_call_build(L, c);                  /* raises on misuse */
   lua_settop(L, 1);
   if (fr_call_begin(c, s ? &s->waiter : NULL)) return fr_call_push_result(L, c);
