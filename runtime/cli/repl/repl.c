@@ -42,7 +42,7 @@
 #include <lua.h>
 #include <lauxlib.h>
 
-#include "cli/cli.h"
+#include "cli/common.h"
 #include "flowrun.h"
 #include "repl.h"
 
