@@ -7,7 +7,7 @@ return {
   -- the REPL
   { name = "repl-history-limit-10000",
     promise = "History is kept in ~/.flowrun_history (1000 lines)",
-    file = "runtime/cli/repl/repl.c",
+    file = "runtime/cli/repl/term.c",
     find = "stifle_history(1000);",
     replace = "stifle_history(10000);",
     spec = "spec/repl_spec.lua", filter = "last 1000 lines" },
