@@ -272,7 +272,8 @@ bool cli_input_read(cli_input *in) {
 int cli_input_line(cli_input *in, const char **line, size_t *len) {
   if (!in->buf) return CLI_NONE;
   for (;;) {
-    char *p = in->buf + in->used, *nl = in->len > in->used ? memchr(p, '\n', in->len - in->used) : NULL;
+    char *p = in->buf + in->used;
+    char *nl = in->len > in->used ? memchr(p, '\n', in->len - in->used) : NULL;
     size_t n;
     if (!nl) {
       if (in->skipping) in->used = in->len;            /* more of the long line */
@@ -304,7 +305,7 @@ const char *cli_input_rest(cli_input *in, size_t *len) {
   if (n == 0 || in->skipping) return NULL;
   p = in->buf + in->used;
   in->used = in->len;
-  *len = n > 0 && p[n - 1] == '\r' ? n - 1 : n;
+  *len = p[n - 1] == '\r' ? n - 1 : n;
   return p;
 }
 
