@@ -73,6 +73,15 @@ describe("Flow globals: flow scripts", function()
       assert.are.equal("a|b|nil\n", r.stdout)
     end)
 
+    it("drops a '\\r' at a line's end, the last line's too, from a file and a pipe", function()
+      local flow = helper.flow([[ say("[" .. ask() .. "][" .. ask() .. "]") ]], ig_dir, "crlf.lua")
+      for _, pipe in ipairs{ false, true } do
+        local r = helper.cli{ args = { flow }, stdin = "a\r\nb\r", stdin_pipe = pipe }
+        assert.are.equal(0, r.code, r.stderr)
+        assert.are.equal("[a][b]\n", r.stdout)
+      end
+    end)
+
     it("returns nil at the end of stdin", function()
       local r = cli([[ say(tostring(ask("?"))) ]], { stdin = "" })
       assert.are.equal(0, r.code, r.stderr)

@@ -18,19 +18,17 @@
 ** session ends. Exit: 0, 1 when a session raised, 2 a configuration error.
 */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <lua.h>
 #include <lauxlib.h>
 
-#include "cli.h"
+#include "common.h"
 #include "flowrun.h"
 
 #define MAX_LINE (1 << 20)              /* longer lines are refused, not kept */
@@ -38,12 +36,11 @@
 typedef struct host {
   flowrun *rt;
   const char *flow;
-  bool trace, failed, eof, pollable, skipping;
-  FILE *trace_json;
+  cli_opts opts;
+  bool failed;
   int decode_ref;                       /* json.decode */
   long lineno;
-  char *in;                             /* stdin bytes not yet a line */
-  size_t inlen, incap;
+  cli_input in;                         /* stdin */
 } host;
 
 /* ---- out ---- */
@@ -92,7 +89,7 @@ static void on_log(void *ud, const char *id, const char *level, const char *msg)
 
 static void on_trace(void *ud, const flowrun_trace *t) {
   host *h = ud;
-  cli_trace(h->trace, h->trace_json, t);
+  cli_trace(h->opts.trace, h->opts.trace_json, t);
 }
 
 /* A line that was skipped, and why. */
@@ -185,57 +182,32 @@ static void handle_line(host *h, const char *line, size_t len) {
   lua_settop(L, top);
 }
 
-/* The complete lines read so far. */
+/* The complete lines read so far; one longer than MAX_LINE is refused
+** where it is first seen, and counted once. */
 static void handle_lines(host *h) {
-  char *p = h->in, *end = h->in + h->inlen, *nl;
-  while ((nl = memchr(p, '\n', end - p))) {
-    size_t n = nl - p;
-    if (h->skipping) {                  /* the rest of a line that was too long */
-      h->skipping = false;
-      h->lineno++;
-    } else if (n > MAX_LINE) {          /* one that came whole in a single read */
-      h->lineno++;
-      bad_line(h, "longer than %d bytes", MAX_LINE);
-    } else
-      handle_line(h, p, n > 0 && p[n - 1] == '\r' ? n - 1 : n);
-    p = nl + 1;
-  }
-  h->inlen = end - p;
-  memmove(h->in, p, h->inlen);
-  if (h->inlen >= MAX_LINE) {
-    if (!h->skipping) {
+  const char *line;
+  size_t len;
+  int got;
+  while ((got = cli_input_line(&h->in, &line, &len)) != CLI_NONE) {
+    if (got == CLI_LINE) handle_line(h, line, len);
+    else {
       h->lineno++;
       bad_line(h, "longer than %d bytes", MAX_LINE);
-      h->lineno--;                      /* counted when its end comes */
     }
-    h->skipping = true;
-    h->inlen = 0;
   }
 }
 
-static void on_stdin(void *ud, int fd);
-
 /* End of input: a last line without '\n', then every channel closes. */
 static void input_ends(host *h) {
-  h->eof = true;
-  if (h->pollable) flowrun_watch(h->rt, 0, NULL, NULL);
-  if (h->inlen > 0 && !h->skipping) handle_line(h, h->in, h->inlen);
-  h->inlen = 0;
+  const char *rest;
+  size_t len;
+  if ((rest = cli_input_rest(&h->in, &len))) handle_line(h, rest, len);
   flowrun_send(h->rt, NULL, NULL, 0);
 }
 
 /* Reads what stdin has and handles its lines; false at the end. */
 static bool read_some(host *h) {
-  ssize_t n;
-  if (h->incap - h->inlen < 4096) {
-    char *p = realloc(h->in, h->incap = h->incap * 2 + 8192);
-    if (!p) { perror("flowrun host"); exit(2); }
-    h->in = p;
-  }
-  n = read(0, h->in + h->inlen, h->incap - h->inlen);
-  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
-  if (n <= 0) return false;
-  h->inlen += n;
+  if (!cli_input_read(&h->in)) return false;
   handle_lines(h);
   return true;
 }
@@ -248,22 +220,17 @@ static void on_stdin(void *ud, int fd) {
 }
 
 int flowrun_host_main(int argc, char **argv) {
-  const char *ifile = NULL, *tjson = NULL;
+  const char *ifile;
   char buf[4096];
   host h = { 0 };
-  struct stat st;
   int i, status = 0;
   lua_State *L;
-  cli_grants grants = { 0 };
   for (i = 0; i < argc; i++) {
     const char *a = argv[i];
-    int took = cli_sandbox_arg(&grants, argc, argv, &i, "flowrun host");
+    int took = cli_opts_arg(&h.opts, argc, argv, &i, "flowrun host");
     if (took < 0) return 2;
     if (took) continue;
-    if (strcmp(a, "-I") == 0 && i + 1 < argc) ifile = argv[++i];
-    else if (strcmp(a, "--trace") == 0) h.trace = true;
-    else if (strcmp(a, "--trace-json") == 0 && i + 1 < argc) tjson = argv[++i];
-    else if (a[0] == '-' && a[1]) {
+    if (a[0] == '-' && a[1]) {
       fprintf(stderr, "flowrun host: unknown option '%s' (or missing value)\n"
               "usage: flowrun host [-I FILE] [--trace] [--trace-json FILE] FLOW.lua\n", a);
       return 2;
@@ -281,19 +248,16 @@ int flowrun_host_main(int argc, char **argv) {
     fprintf(stderr, "flowrun host: cannot read flow %s: %s\n", h.flow, strerror(errno));
     return 2;
   }
-  ifile = flowrun_find_integrations(ifile, h.flow, buf, sizeof buf);
-  if (tjson && !(h.trace_json = fopen(tjson, "w"))) {
-    fprintf(stderr, "flowrun host: cannot write %s: %s\n", tjson, strerror(errno));
-    return 2;
-  }
+  ifile = flowrun_find_integrations(h.opts.ifile, h.flow, buf, sizeof buf);
+  if (cli_opts_open(&h.opts, "flowrun host") != 0) return 2;
   flowrun_callbacks cb = { on_say, on_ask, on_end, NULL, on_log, &h, sizeof(flowrun_callbacks) };
-  if (h.trace || tjson) cb.trace = on_trace;
+  if (h.opts.trace || h.opts.tjson) cb.trace = on_trace;
   if (!(h.rt = flowrun_new(&cb))) {
     fprintf(stderr, "flowrun host: out of memory\n");
     return 2;
   }
   L = flowrun_lua(h.rt);
-  if (cli_sandbox_apply(&grants, h.rt, "flowrun host") != 0) {
+  if (cli_sandbox_apply(&h.opts.grants, h.rt, "flowrun host") != 0) {
     status = 2;
     goto done;
   }
@@ -312,25 +276,22 @@ int flowrun_host_main(int argc, char **argv) {
   lua_getfield(L, -1, "decode");
   h.decode_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pop(L, 1);
-  h.pollable = !(fstat(0, &st) == 0 && S_ISREG(st.st_mode));
-  if (h.pollable && flowrun_watch(h.rt, 0, on_stdin, &h) != FLOWRUN_OK)
-    h.pollable = false;                 /* /dev/null: epoll refuses it */
-  if (h.pollable) fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
-  cli_watchdog_start(&grants, h.rt);
-  if (!h.pollable) {                    /* a file: read it as the loop turns */
-    while (!h.eof) {
+  cli_input_open(&h.in, h.rt, "flowrun host", MAX_LINE, on_stdin, &h);
+  cli_input_watch(&h.in, true);
+  cli_watchdog_start(&h.opts.grants, h.rt);
+  if (!h.in.pollable) {                 /* a file, /dev/null: read as the loop turns */
+    while (!h.in.eof) {
       if (!read_some(&h)) input_ends(&h);
       flowrun_step(h.rt, 0);
       fflush(stdout);
     }
   }
-  while (flowrun_step(h.rt, -1) > 0 || !h.eof) fflush(stdout);
+  while (flowrun_step(h.rt, -1) > 0 || !h.in.eof) fflush(stdout);
   status = h.failed;
   cli_watchdog_stop();
 done:
-  if (h.pollable) fcntl(0, F_SETFL, fcntl(0, F_GETFL) & ~O_NONBLOCK);
   flowrun_free(h.rt);                   /* sessions closed: the last traces written */
-  status = cli_output_done(status, h.trace_json, tjson);
-  free(h.in);
+  status = cli_output_done(status, h.opts.trace_json, h.opts.tjson);
+  cli_input_close(&h.in);
   return status;
 }

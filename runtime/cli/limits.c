@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "common.h"
 
 #define WALL_DEFAULT 30                 /* seconds a session may run without waiting */
 

@@ -7,7 +7,7 @@ return {
   -- the REPL
   { name = "repl-history-limit-10000",
     promise = "History is kept in ~/.flowrun_history (1000 lines)",
-    file = "runtime/cli/repl/repl.c",
+    file = "runtime/cli/repl/term.c",
     find = "stifle_history(1000);",
     replace = "stifle_history(10000);",
     spec = "spec/repl_spec.lua", filter = "last 1000 lines" },
@@ -64,8 +64,8 @@ return {
   { name = "host-unwritable-output-exit-0",
     promise = "output that cannot be written: run and host say so on stderr and exit 1",
     file = "runtime/cli/jsonl.c",
-    find = "  status = cli_output_done(status, h.trace_json, tjson);",
-    replace = "  (void)cli_output_done(status, h.trace_json, tjson);",
+    find = "  status = cli_output_done(status, h.opts.trace_json, h.opts.tjson);",
+    replace = "  (void)cli_output_done(status, h.opts.trace_json, h.opts.tjson);",
     spec = "spec/cli_spec.lua", filter = "host: is 1" },
 
   -- the mock
@@ -117,7 +117,7 @@ return {
   -- the command line
   { name = "cli-sessions-zero-accepted",
     promise = "--sessions N: a positive number, else exit 2",
-    file = "runtime/cli/main.c",
+    file = "runtime/cli/run.c",
     find = "nsessions < 1",
     replace = "nsessions < 0",
     spec = "spec/cli_spec.lua", filter = "bad %-%-sessions" },

@@ -24,7 +24,7 @@
 
 #include <microhttpd.h>
 
-#include "cli/cli.h"
+#include "cli/common.h"
 #include "mock.h"
 
 #define MAX_BODY   (1024 * 1024)      /* request body kept for echo */

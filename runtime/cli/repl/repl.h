@@ -1,7 +1,9 @@
 /*
-** repl.h -- what the two halves of `flowrun repl` share: repl.c (the
-** terminal, Ctrl-C, input and the loop) and sessions.c (sessions and the
-** `host` table of lua/flowrun/repl.lua). Not installed.
+** repl.h -- what the three files of `flowrun repl` share: main.c (the
+** loop and the setting up), term.c (the terminal, Ctrl-C, input) and
+** sessions.c (sessions and the `host` table of lua/flowrun/repl.lua).
+** main.c calls both others, sessions.c calls term.c, term.c neither.
+** Not installed.
 */
 #ifndef FLOWRUN_REPL_H
 #define FLOWRUN_REPL_H
@@ -13,6 +15,7 @@
 
 #include <lua.h>
 
+#include "cli/common.h"
 #include "flowrun.h"
 
 #define DIM   "\033[2m"
@@ -40,16 +43,14 @@ typedef struct repl {
   lua_State *L;                         /* the runtime's main thread */
   lua_State *E;                         /* evaluates lines; Ctrl-C hooks it */
   int eref, objref;                     /* registry: E, the Lua repl object */
-  bool tty, color, trace, pollable;
+  bool tty, color, trace;
   /* input */
   char **q;                             /* complete lines, oldest first */
   int qhead, qlen, qcap;
   long lineno;                          /* lines taken from the input so far */
-  char *in;                             /* bytes not yet a line (no terminal) */
-  size_t inlen, incap;
-  bool eof;                             /* no more input */
+  cli_input in;                         /* stdin; in.eof: no more input */
   bool ctrl_d;                          /* Ctrl-D on an empty line, not taken yet */
-  bool watching, editing;
+  bool editing;
   bool answering;                       /* lines answer a flow: kept out of history */
   char *history;                        /* the history file, or NULL */
   char *last_added;                     /* the newest history line */
@@ -64,7 +65,16 @@ typedef struct repl {
 /* What repl_wait_line() got. */
 enum { GOT_LINE, GOT_EOF, GOT_INTERRUPT };
 
-/* repl.c */
+/* term.c */
+
+/* Sets the terminal side up: stdin, the Ctrl-C pipe, libedit, signals. */
+void repl_term_start(repl *r);
+/* Calls r->E's function with nargs arguments, Ctrl-C armed (lua_pcall, 1 result). */
+int repl_eval(repl *r, int nargs);
+/* Gives the terminal back as it was (before flowrun_free). */
+void repl_term_restore(repl *r);
+/* Frees what term.c holds (after flowrun_free). */
+void repl_term_free(repl *r);
 
 /* Whether Ctrl-C was pressed and nobody has taken it yet. */
 int repl_interrupted(void);

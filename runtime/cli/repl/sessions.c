@@ -291,7 +291,7 @@ static int l_foreground(lua_State *L) {
       s->asking = false;
       flowrun_send(r->rt, s->id, line, strlen(line));
       free(line);
-    } else if (r->ctrl_d || r->eof) {  /* the end-user's channel closes */
+    } else if (r->ctrl_d || r->in.eof) {  /* the end-user's channel closes */
       r->ctrl_d = false;
       s->asking = false;
       flowrun_send(r->rt, s->id, NULL, 0);

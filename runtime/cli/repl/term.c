@@ -1,12 +1,9 @@
 /*
-** repl.c -- `flowrun repl [-I FILE] [--trace] [FLOW.lua [ARGS...]]`.
-**
-** A thin client of flowrun.h. This file holds what needs C: the terminal
-** (libedit, through its readline-compatible callback interface), Ctrl-C,
-** and the loop. What a line means, how values print and what completes is
-** policy in Lua: lua/flowrun/repl.lua and lua/flowrun/pretty.lua. The
-** sessions started with .run and the `host` table that Lua calls are in
-** sessions.c; repl.h holds what the two files share.
+** term.c -- the terminal side of `flowrun repl`: Ctrl-C, output while a
+** prompt may be on the screen, input (libedit on a terminal, lines from
+** a pipe or a file otherwise) and completion. main.c holds the loop and
+** the setting up, sessions.c the sessions and the `host` table; repl.h
+** what the three share.
 **
 ** Input is read from the runtime's loop: a flowrun_watch() on fd 0 feeds
 ** rl_callback_read_char(), so sessions keep running while the person types.
@@ -21,8 +18,8 @@
 ** foreground is stopped; at a prompt the line is dropped; Lua code that runs
 ** meets the hook, which raises "interrupted!".
 **
-** Without a terminal (`flowrun repl < script`) lines are read as they come,
-** with no prompt, no colour and no history.
+** Without a terminal (`flowrun repl < script`) lines are read as they come
+** (common.c), with no prompt, no colour and no history.
 */
 #include <errno.h>
 #include <fcntl.h>
@@ -34,7 +31,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -42,7 +38,7 @@
 #include <lua.h>
 #include <lauxlib.h>
 
-#include "cli/cli.h"
+#include "cli/common.h"
 #include "flowrun.h"
 #include "repl.h"
 
@@ -216,19 +212,12 @@ char *repl_pop_line(repl *r) {
   return line;
 }
 
-static void on_stdin(void *ud, int fd);
-
-static void watch_stdin(repl *r, bool on) {
-  if (!r->pollable || on == r->watching || (on && r->eof)) return;
-  r->watching = on;
-  flowrun_watch(r->rt, 0, on ? on_stdin : NULL, r);
-}
 
 /* libedit: the line is complete (NULL: end of input). */
 static void on_line(char *line) {
   repl *r = the_repl;
   r->editing = false;                   /* libedit has left its line */
-  watch_stdin(r, false);                /* type-ahead waits in the terminal */
+  cli_input_watch(&r->in, false);                /* type-ahead waits in the terminal */
   if (!line) {                          /* Ctrl-D: for whoever waits for a line */
     r->ctrl_d = true;
     fputc('\n', stdout);
@@ -245,33 +234,14 @@ static void on_line(char *line) {
 
 /* Bytes from a pipe or a file: complete lines go to the queue. */
 static void read_input(repl *r) {
-  ssize_t n;
-  char *nl;
-  if (r->incap - r->inlen < 4096) {
-    char *p = realloc(r->in, r->incap = r->incap * 2 + 8192);
-    if (!p) { r->eof = true; return; }
-    r->in = p;
-  }
-  n = read(0, r->in + r->inlen, r->incap - r->inlen);
-  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
-  if (n > 0) r->inlen += n;
-  while ((nl = memchr(r->in, '\n', r->inlen))) {
-    size_t len = nl - r->in, k = len;
-    char *line;
-    if (k > 0 && r->in[k - 1] == '\r') k--;
-    if ((line = malloc(k + 1))) {
-      memcpy(line, r->in, k);
-      line[k] = '\0';
-      push_line(r, line);
-    }
-    memmove(r->in, nl + 1, r->inlen -= len + 1);
-  }
-  if (n <= 0) {                         /* end of input: a last line without '\n' */
-    if (r->inlen > 0 && (r->in[r->inlen] = '\0', true)) push_line(r, strdup(r->in));
-    r->inlen = 0;
-    r->eof = true;
-    watch_stdin(r, false);
-  }
+  const char *line;
+  size_t len;
+  char *copy;
+  bool more = cli_input_read(&r->in);
+  while (cli_input_line(&r->in, &line, &len) == CLI_LINE)
+    if ((copy = strndup(line, len))) push_line(r, copy);
+  if (!more && (line = cli_input_rest(&r->in, &len)) && (copy = strndup(line, len)))
+    push_line(r, copy);                 /* a last line without '\n' */
 }
 
 static void on_stdin(void *ud, int fd) {
@@ -287,8 +257,8 @@ static void on_stdin(void *ud, int fd) {
     ** Only the first ends the input. */
     struct pollfd pfd = { .fd = fd, .events = POLLIN };
     if (poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLHUP | POLLERR | POLLNVAL))) {
-      r->eof = true;
-      watch_stdin(r, false);
+      r->in.eof = true;
+      cli_input_watch(&r->in, false);
     }
     return;
   }
@@ -313,19 +283,19 @@ void repl_cancel_editing(repl *r) {
   fflush(stdout);
   rl_callback_handler_remove();
   r->editing = false;
-  watch_stdin(r, false);
+  cli_input_watch(&r->in, false);
 }
 
 /* One turn of the loop; when want is set, a line is wanted: the prompt
 ** is shown and stdin read. */
 void repl_turn(repl *r, bool want, const char *prompt) {
-  if (want && !r->eof && !r->ctrl_d) {
+  if (want && !r->in.eof && !r->ctrl_d) {
     if (r->tty) start_editing(r, prompt);
-    if (!r->pollable) {                 /* a file: reading never waits long */
+    if (!r->in.pollable) {              /* a file: reading never waits long */
       read_input(r);
       return;
     }
-    watch_stdin(r, true);
+    cli_input_watch(&r->in, true);
   }
   flowrun_step(r->rt, -1);
   repl_flow_stopped();                  /* the loop turns again */
@@ -348,7 +318,7 @@ int repl_wait_line(repl *r, const char *prompt, char **line) {
       repl_cancel_editing(r);
       return GOT_INTERRUPT;
     }
-    if (r->ctrl_d || r->eof) {
+    if (r->ctrl_d || r->in.eof) {
       r->ctrl_d = false;
       return GOT_EOF;
     }
@@ -407,72 +377,7 @@ static char **complete(const char *text, int start, int end) {
   return m;
 }
 
-/* ---- evaluation ---- */
-
-/* Calls repl:method(arg) on the evaluation thread with Ctrl-C armed;
-** pushes its result onto E, or reports its error and pushes nil. */
-static void call_repl(repl *r, const char *method, const char *arg) {
-  lua_State *E = r->E;
-  int st;
-  lua_settop(E, 0);
-  interrupted = 0;
-  lua_sethook(E, NULL, 0, 0);
-  lua_rawgeti(E, LUA_REGISTRYINDEX, r->objref);
-  lua_getfield(E, -1, method);
-  lua_insert(E, -2);
-  if (arg) lua_pushstring(E, arg);
-  evaluating = 1;
-  st = lua_pcall(E, arg ? 2 : 1, 1, 0);
-  evaluating = 0;
-  lua_sethook(E, NULL, 0, 0);
-  end_caret_line();
-  if (st != LUA_OK) {
-    const char *msg = lua_tostring(E, -1);
-    repl_put_str(r, stderr, RED, msg ? msg : "(error object is not a string)");
-    lua_settop(E, 0);
-    lua_pushnil(E);
-  }
-}
-
-static void loop(repl *r) {
-  for (;;) {
-    char *line;
-    int got;
-    call_repl(r, "prompt", NULL);
-    got = repl_wait_line(r, lua_isstring(r->E, -1) ? lua_tostring(r->E, -1) : "> ", &line);
-    if (got == GOT_EOF) break;
-    if (got == GOT_INTERRUPT) {
-      repl_consume_interrupt(r);
-      call_repl(r, "cancel", NULL);
-      continue;
-    }
-    call_repl(r, "feed", line);
-    free(line);
-    if (lua_type(r->E, -1) == LUA_TBOOLEAN && !lua_toboolean(r->E, -1)) break;
-  }
-}
-
 /* ---- setting up ---- */
-
-static bool readable(const char *path) {
-  return access(path, R_OK) == 0;
-}
-
-/* lua_pcall'd on E: 1 repl, 2 options table. Pushes the repl object. */
-static int l_setup(lua_State *L) {
-  repl *r = lua_touserdata(L, 1);
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "flowrun.repl");
-  lua_call(L, 1, 1);
-  lua_getfield(L, -1, "new");
-  repl_push_host(L, r);                 /* host */
-  lua_pushvalue(L, 2);                  /* options */
-  if (flowrun_push_globals(r->rt) != FLOWRUN_OK)
-    return luaL_error(L, "%s", flowrun_errmsg(r->rt));
-  lua_xmove(r->L, L, 1);
-  lua_call(L, 3, 1);
-  return 1;
-}
 
 static void init_terminal(repl *r) {
   const char *home = getenv("HOME");
@@ -492,131 +397,68 @@ static void init_terminal(repl *r) {
   }
 }
 
-/* Prints the usage on f: stdout for --help (exit 0), stderr for a mistake. */
-static int usage(FILE *f) {
-  fputs("usage: flowrun repl [-I FILE] [--trace] [--allow LIST] [--limit NAME=N] "
-        "[FLOW.lua [ARGS...]]\n", f);
-  return f == stdout ? 0 : 2;
-}
-
-int flowrun_repl_main(int argc, char **argv) {
-  const char *ifile = NULL, *flow = NULL;
-  char buf[4096];
-  repl r;
-  int i, status = 0;
-  struct stat st;
+/* Sets the terminal side up for r, whose runtime and E exist: stdin
+** through the loop, the Ctrl-C pipe, libedit on a terminal, the signals. */
+void repl_term_start(repl *r) {
   struct sigaction sa;
-  memset(&r, 0, sizeof r);
-  r.sigpipe[0] = r.sigpipe[1] = -1;
-  r.eref = r.objref = LUA_NOREF;
-  cli_grants grants = { 0 };
-  for (i = 0; i < argc && !flow; i++) {
-    int took = cli_sandbox_arg(&grants, argc, argv, &i, "flowrun repl");
-    if (took < 0) return 2;
-    if (took) continue;
-    if (strcmp(argv[i], "-I") == 0 && i + 1 < argc) ifile = argv[++i];
-    else if (strcmp(argv[i], "--trace") == 0) r.trace = true;
-    else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-      return usage(stdout);
-    } else if (argv[i][0] == '-') {
-      fprintf(stderr, "flowrun repl: unknown option '%s' (or missing value)\n", argv[i]);
-      return usage(stderr);
-    } else flow = argv[i];
-  }
-  if (flow && !readable(flow)) {
-    fprintf(stderr, "flowrun: cannot read flow %s: %s\n", flow, strerror(errno));
-    return 2;
-  }
-  ifile = flowrun_find_integrations(ifile, flow, buf, sizeof buf);
-  flowrun_callbacks cb = repl_callbacks(&r);
-  if (!(r.rt = flowrun_new(&cb))) {
-    fprintf(stderr, "flowrun: out of memory\n");
-    return 2;
-  }
-  flowrun_env_placeholders(r.rt, 1);    /* start; an integration missing a secret says so when used */
-  if (cli_sandbox_apply(&grants, r.rt, "flowrun repl") != 0
-      || (ifile && flowrun_load_integrations(r.rt, ifile) != FLOWRUN_OK)) {
-    if (ifile) fprintf(stderr, "flowrun: %s\n", flowrun_errmsg(r.rt));
-    flowrun_free(r.rt);
-    return 2;
-  }
-  the_repl = &r;
-  r.L = flowrun_lua(r.rt);
-  r.tty = isatty(0);
-  r.color = r.tty && isatty(1) && !getenv("NO_COLOR")
-            && !(getenv("TERM") && strcmp(getenv("TERM"), "dumb") == 0);
-  r.pollable = r.tty || !(fstat(0, &st) == 0 && (S_ISREG(st.st_mode) || S_ISCHR(st.st_mode)));
-  if (r.pollable && !r.tty) fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
-  if (pipe(r.sigpipe) == 0) {
+  the_repl = r;
+  r->tty = isatty(0);
+  r->color = r->tty && isatty(1) && !getenv("NO_COLOR")
+             && !(getenv("TERM") && strcmp(getenv("TERM"), "dumb") == 0);
+  cli_input_open(&r->in, r->rt, "flowrun repl", 0, on_stdin, r);
+  if (pipe(r->sigpipe) == 0) {
     for (int k = 0; k < 2; k++) {
-      fcntl(r.sigpipe[k], F_SETFL, fcntl(r.sigpipe[k], F_GETFL) | O_NONBLOCK);
-      fcntl(r.sigpipe[k], F_SETFD, FD_CLOEXEC);
+      fcntl(r->sigpipe[k], F_SETFL, fcntl(r->sigpipe[k], F_GETFL) | O_NONBLOCK);
+      fcntl(r->sigpipe[k], F_SETFD, FD_CLOEXEC);
     }
-    sigpipe_w = r.sigpipe[1];
-    flowrun_watch(r.rt, r.sigpipe[0], on_sigpipe, &r);
+    sigpipe_w = r->sigpipe[1];
+    flowrun_watch(r->rt, r->sigpipe[0], on_sigpipe, r);
   }
-  r.E = eval_thread = lua_newthread(r.L);
-  r.eref = luaL_ref(r.L, LUA_REGISTRYINDEX);
-  if (r.tty) init_terminal(&r);
+  eval_thread = r->E;
+  if (r->tty) init_terminal(r);
   catch_sigint();
   memset(&sa, 0, sizeof sa);
   sigemptyset(&sa.sa_mask);
   sa.sa_handler = on_sigwinch;
   sigaction(SIGWINCH, &sa, NULL);
-  if (r.tty) {
+  if (r->tty) {
     signal(SIGTERM, on_sigterm);
     signal(SIGHUP, on_sigterm);
   }
-  /* the Lua side: repl = require("flowrun.repl").new(host, options, env) */
-  lua_pushcfunction(r.E, l_setup);
-  lua_pushlightuserdata(r.E, &r);
-  lua_createtable(r.E, 0, 8);
-  lua_pushboolean(r.E, r.tty);
-  lua_setfield(r.E, -2, "interactive");
-  lua_pushboolean(r.E, r.color);
-  lua_setfield(r.E, -2, "color");
-  if (flow) {
-    lua_pushstring(r.E, flow);
-    lua_setfield(r.E, -2, "flow");
-  }
-  lua_createtable(r.E, argc - i, 0);
-  for (int k = i; k < argc; k++) {
-    lua_pushstring(r.E, argv[k]);
-    lua_rawseti(r.E, -2, k - i + 1);
-  }
-  lua_setfield(r.E, -2, "args");
-  if (ifile) {
-    lua_pushstring(r.E, ifile);
-    lua_setfield(r.E, -2, "integrations_file");
-  }
-  lua_pushstring(r.E, FLOWRUN_VERSION);
-  lua_setfield(r.E, -2, "version");
-  if (lua_pcall(r.E, 2, 1, 0) != LUA_OK) {
-    fprintf(stderr, "flowrun repl: %s\n", lua_tostring(r.E, -1));
-    status = 2;
-  } else {
-    r.objref = luaL_ref(r.E, LUA_REGISTRYINDEX);
-    call_repl(&r, "start", NULL);
-    loop(&r);
-    call_repl(&r, "finish", NULL);
-    if (lua_isinteger(r.E, -1)) status = (int)lua_tointeger(r.E, -1);
-  }
-  if (r.editing) rl_callback_handler_remove();
-  if (r.tty) tcsetattr(0, TCSANOW, &r.saved);
+}
+
+/* Calls what r->E holds (a function and nargs arguments) with Ctrl-C
+** armed: the hook raises "interrupted!" in it. One result, as lua_pcall. */
+int repl_eval(repl *r, int nargs) {
+  int st;
+  interrupted = 0;
+  lua_sethook(r->E, NULL, 0, 0);
+  evaluating = 1;
+  st = lua_pcall(r->E, nargs, 1, 0);
+  evaluating = 0;
+  lua_sethook(r->E, NULL, 0, 0);
+  end_caret_line();
+  return st;
+}
+
+/* Gives the terminal back as it was; before the runtime is freed. */
+void repl_term_restore(repl *r) {
+  if (r->editing) rl_callback_handler_remove();
+  if (r->tty) tcsetattr(0, TCSANOW, &r->saved);
   fflush(stdout);
   signal(SIGINT, SIG_DFL);
-  flowrun_free(r.rt);                   /* the Lua state, E and the refs too */
+}
+
+/* After the runtime is freed: the pipe closed, the input and history freed. */
+void repl_term_free(repl *r) {
   the_repl = NULL;
   sigpipe_w = -1;
   for (int k = 0; k < 2; k++)
-    if (r.sigpipe[k] >= 0) close(r.sigpipe[k]);
-  if (r.pollable && !r.tty) fcntl(0, F_SETFL, fcntl(0, F_GETFL) & ~O_NONBLOCK);
-  repl_host_free(&r);                   /* the sessions, the last call */
-  while (r.qlen > 0) free(repl_pop_line(&r));
-  free(r.q);
-  free(r.in);
-  free(r.history);
-  free(r.last_added);
-  if (r.tty) clear_history();
-  return status;
+    if (r->sigpipe[k] >= 0) close(r->sigpipe[k]);
+  cli_input_close(&r->in);
+  while (r->qlen > 0) free(repl_pop_line(r));
+  free(r->q);
+  free(r->history);
+  free(r->last_added);
+  if (r->tty) clear_history();
 }
