@@ -224,20 +224,32 @@ return flow.define {
     end)
 
     it("flow.sleep(ms) is a sleep step of ms; with no next the flow ends after it", function()
-      local t0 = helper.now()
-      local r = run([[
+      -- order, not time: session 1 naps 400 ms and ends, session 2 says
+      -- "mid" after 200 ms, so 2's say comes before 1's end (flowrun host
+      -- writes both as they happen); a nap of 0.4 ms would end 1 first
+      local flow = helper.flow([[
 local flow = require "flowrun.flow"
 return flow.define {
   start = "hello",
   steps = {
-    hello = function(s) say("hello " .. s.id) return s.id == "1" and "nap" or nil end,
+    hello = function(s) say("hello " .. s.id) return s.id == "1" and "nap" or "mid" end,
     nap = flow.sleep(400),
+    mid = function() sleep(200) say("mid") end,
   },
 }
-]], { before = { "--sessions", "2" } })
+]], ig_dir, "nap_" .. math.random(1e9) .. ".lua")
+      local r = helper.cli{ args = { "host", "-I", ig_file, flow },
+                            stdin_cmd = [[printf '{"session":"1","text":"go"}\n{"session":"2","text":"go"}\n']] }
       assert.are.equal(0, r.code, r.stderr)
-      assert.are.equal("[1] hello 1\n[2] hello 2\n", r.stdout)
-      assert.is_true(helper.now() - t0 >= 400, "the flow ended before its 400 ms")
+      local order = {}
+      for line in r.stdout:gmatch("[^\n]+") do
+        if line:find('"end"') or line:find('"say"') then order[#order + 1] = line end
+      end
+      assert.are.same({
+        '{"session":"1","say":"hello 1"}', '{"session":"2","say":"hello 2"}',
+        '{"session":"2","say":"mid"}', '{"session":"2","end":"done"}',
+        '{"session":"1","end":"done"}',
+      }, order)
     end)
 
     it("stores an api step's response in session[save], for every label", function()
