@@ -44,18 +44,6 @@ static bool buf_add(fr_buf *b, const char *p, size_t n) {
   return true;
 }
 
-bool fr_call_set_url(call *c, const char *url) {
-  size_t n = strlen(url) + 1;
-  if (n > c->urlcap) {
-    char *p = realloc(c->url, n);
-    if (!p) return false;
-    c->url = p;
-    c->urlcap = n;
-  }
-  memcpy(c->url, url, n);
-  return true;
-}
-
 /* Keeps an idle easy handle with ig for its next call. */
 static void easy_release(integration *ig, CURL *e) {
   CURL **pool = realloc(ig->easy_pool, (ig->neasy + 1) * sizeof *pool);
@@ -80,21 +68,21 @@ static void easy_out(flowrun *rt, integration *ig, CURL *e) {
 static void detach(call *c) {
   flowrun *rt = c->rt;
   if (c->easy) {
-    easy_out(rt, c->ig, c->easy);
+    easy_out(rt, c->rq.ig, c->easy);
     c->easy = NULL;
   }
   fr_timer_cancel(rt, &c->timer);
   if (c->phase == C_QUEUED) {
-    call **p = &c->ig->qhead;
-    c->ig->qtail = NULL;
+    call **p = &c->rq.ig->qhead;
+    c->rq.ig->qtail = NULL;
     while (*p) {
       if (*p == c) *p = c->qnext;
-      else { c->ig->qtail = *p; p = &(*p)->qnext; }
+      else { c->rq.ig->qtail = *p; p = &(*p)->qnext; }
     }
   }
   if (c->slot) {
     c->slot = false;
-    c->ig->inflight--;
+    c->rq.ig->inflight--;
   }
   if (c->active) {
     c->active = false;
@@ -107,19 +95,16 @@ static void on_call_timer(flowrun *rt, fr_timer *t);
 /* Empties c for its next use, keeping its buffers (unless huge). */
 static void clear(call *c) {
   flowrun *rt = c->rt;
-  char *url = c->url;
-  size_t urlcap = c->urlcap;
+  fr_request rq;
   fr_buf rbody = c->rbody, rhdr = c->rhdr;
-  if (c->ig) fr_integration_release(c->ig);
-  if (!c->shared_hdrs) curl_slist_free_all(c->hdrs);
-  free(c->body);
+  fr_request_clear(&c->rq);             /* all but its URL buffer */
+  rq = c->rq;
   free(c->error);
   if (rbody.cap > KEEP_BUF) { free(rbody.p); rbody = (fr_buf){ 0 }; }
   if (rhdr.cap > KEEP_BUF) { free(rhdr.p); rhdr = (fr_buf){ 0 }; }
   memset(c, 0, sizeof *c);
   c->rt = rt;
-  c->url = url;
-  c->urlcap = urlcap;
+  c->rq = rq;
   c->rbody = rbody;
   c->rhdr = rhdr;
   c->rbody.len = c->rhdr.len = 0;
@@ -137,7 +122,7 @@ static void unlink_call(call *c) {
 
 static void destroy(call *c) {
   clear(c);
-  free(c->url);
+  free(c->rq.url);
   free(c->rbody.p);
   free(c->rhdr.p);
   free(c);
@@ -199,7 +184,7 @@ void fr_calls_free(flowrun *rt) {
 static void pump(integration *ig);
 
 void fr_call_cancel(call *c) {
-  integration *ig = c->ig;
+  integration *ig = c->rq.ig;
   bool had_slot = c->slot;
   c->w = NULL;
   ig->refs++;                           /* pump needs it after give_back */
@@ -213,7 +198,7 @@ void fr_call_cancel(call *c) {
 static size_t on_body(char *p, size_t size, size_t n, void *ud) {
   call *c = ud;
   n *= size;
-  if ((curl_off_t)(c->rbody.len + n) > c->ig->max_response_bytes) {
+  if ((curl_off_t)(c->rbody.len + n) > c->rq.ig->max_response_bytes) {
     c->too_large = true;
     return 0;                           /* aborts: CURLE_WRITE_ERROR */
   }
@@ -249,7 +234,7 @@ static int on_send(void *ud, char *ip, char *local_ip, int port, int local_port)
   call *c = ud;
   (void)ip; (void)local_ip; (void)port; (void)local_port;
   if (c->sends++ == 0) return CURL_PREREQFUNC_OK;
-  if (!c->retry_ok) {
+  if (!c->rq.retry_ok) {
     c->resend_refused = true;
     return CURL_PREREQFUNC_ABORT;
   }
@@ -259,8 +244,9 @@ static int on_send(void *ud, char *ip, char *local_ip, int port, int local_port)
 
 /* ---- outcome ---- */
 
-void fr_call_fail(call *c, const char *label, const char *reason,
-                  const char *fmt, ...) {
+/* Decides c's outcome: a default label, its reason and message. */
+static void fr_call_fail(call *c, const char *label, const char *reason,
+                         const char *fmt, ...) {
   char msg[CURL_ERROR_SIZE + 256];
   va_list ap;
   va_start(ap, fmt);
@@ -280,7 +266,7 @@ static void fail_oom(call *c) {
 }
 
 static void set_status(call *c, int status) {
-  int m = fr_results_status(&c->results, status);
+  int m = fr_results_status(&c->rq.results, status);
   c->status = status;
   if (m > 0) snprintf(c->codelabel, sizeof c->codelabel, "%d", m);
   else if (m < 0) snprintf(c->codelabel, sizeof c->codelabel, "%dxx", -m);
@@ -305,7 +291,7 @@ static void classify(call *c, CURLcode rc, curl_off_t connect_us) {
   if (c->resend_refused) {
     fr_call_fail(c, LABEL_ERROR, "reset", "the server closed the kept-alive connection "
                  "without answering; not sent again: a %s without Idempotency-Key is "
-                 "never retried", c->method);
+                 "never retried", c->rq.method);
     return;
   }
   if (headers_too_large(c, rc)) {
@@ -340,7 +326,7 @@ static void classify(call *c, CURLcode rc, curl_off_t connect_us) {
     if (rc == CURLE_FILESIZE_EXCEEDED || c->too_large) {
       fr_call_fail(c, LABEL_ERROR, "too_large",
                   "response body larger than max_response_bytes (%ld) of integration '%s'",
-                  (long)c->ig->max_response_bytes, c->ig->name);
+                  (long)c->rq.ig->max_response_bytes, c->rq.ig->name);
       return;
     }
     break;
@@ -365,10 +351,10 @@ static char **trace_headers(call *c) {
   struct curl_slist *l;
   char **v;
   int n = 0;
-  for (l = c->hdrs; l; l = l->next) n++;
+  for (l = c->rq.hdrs; l; l = l->next) n++;
   if (!(v = calloc(n + 1, sizeof *v))) return NULL;
   n = 0;
-  for (l = c->hdrs; l; l = l->next) {
+  for (l = c->rq.hdrs; l; l = l->next) {
     const char *line = l->data, *colon = strchr(line, ':');
     size_t len = strlen(line);
     if (colon && colon[1] == '\0') continue;
@@ -424,19 +410,19 @@ char *flowrun_trace_curl(flowrun *rt, const flowrun_trace *t) {
   FILE *f;
   if (!c || !t || t != rt->tracing_t || !(f = open_memstream(&out, &n))) return NULL;
   fputs("curl", f);
-  if (strcmp(c->method, "HEAD") == 0) fputs(" -I", f);
-  else if (strcmp(c->method, "GET") != 0 && !(strcmp(c->method, "POST") == 0 && c->body))
-    fprintf(f, " -X %s", c->method);
+  if (strcmp(c->rq.method, "HEAD") == 0) fputs(" -I", f);
+  else if (strcmp(c->rq.method, "GET") != 0 && !(strcmp(c->rq.method, "POST") == 0 && c->rq.body))
+    fprintf(f, " -X %s", c->rq.method);
   fputc(' ', f);
-  fr_shell_word(rt, f, c->url ? c->url : "", c->url ? strlen(c->url) : 0);
-  for (struct curl_slist *l = c->hdrs; l; l = l->next)
-    if (c->body || strcasecmp(l->data, "Expect:") != 0)   /* only a body is sent with Expect */
+  fr_shell_word(rt, f, c->rq.url ? c->rq.url : "", c->rq.url ? strlen(c->rq.url) : 0);
+  for (struct curl_slist *l = c->rq.hdrs; l; l = l->next)
+    if (c->rq.body || strcasecmp(l->data, "Expect:") != 0)   /* only a body is sent with Expect */
       curl_header(rt, f, l->data);
-  if (c->body) {
-    blen = strnlen(c->body, c->bodylen);
+  if (c->rq.body) {
+    blen = strnlen(c->rq.body, c->rq.bodylen);
     fputs(" \\\n  --data-raw ", f);
-    fr_shell_word(rt, f, c->body, blen);
-    if (blen < c->bodylen) fputs("  # the body holds NUL bytes: cut at the first", f);
+    fr_shell_word(rt, f, c->rq.body, blen);
+    if (blen < c->rq.bodylen) fputs("  # the body holds NUL bytes: cut at the first", f);
   }
   if (fclose(f) != 0) { free(out); return NULL; }
   return out;
@@ -447,13 +433,13 @@ static void emit_trace(call *c, double elapsed) {
   flowrun_trace t;
   char *url, *err, *body, **hdrs;
   if (!rt->cb.trace) return;
-  url = fr_redact(rt, c->url ? c->url : "");
+  url = fr_redact(rt, c->rq.url ? c->rq.url : "");
   err = c->error ? fr_redact(rt, c->error) : NULL;
-  body = c->body ? fr_redact(rt, c->body) : NULL;
+  body = c->rq.body ? fr_redact(rt, c->rq.body) : NULL;
   hdrs = trace_headers(c);
   t.session = c->w ? c->w->id : NULL;
-  t.integration = c->ig->name;
-  t.method = c->method;
+  t.integration = c->rq.ig->name;
+  t.method = c->rq.method;
   t.url = url ? url : "";
   t.label = c->label;
   t.reason = c->reason;
@@ -490,7 +476,7 @@ static void pump(integration *ig) {
 }
 
 static void finish(call *c) {
-  integration *ig = c->ig;
+  integration *ig = c->rq.ig;
   bool had_slot = c->slot;
   detach(c);                            /* out of the queue first */
   c->phase = C_DONE;
@@ -527,8 +513,8 @@ static CURL *easy_take(flowrun *rt, integration *ig) {
 /* Sends the request for this hop of this attempt. */
 static void transfer(call *c) {
   flowrun *rt = c->rt;
-  integration *ig = c->ig;
-  double left = c->timeout_ms - (fr_now() - c->attempt_t0);
+  integration *ig = c->rq.ig;
+  double left = c->rq.timeout_ms - (fr_now() - c->attempt_t0);
   CURL *e;
   CURLMcode mc;
   c->rbody.len = c->rhdr.len = 0;
@@ -543,28 +529,28 @@ static void transfer(call *c) {
     return;
   }
   curl_easy_setopt(e, CURLOPT_PRIVATE, c);
-  curl_easy_setopt(e, CURLOPT_URL, c->url);
+  curl_easy_setopt(e, CURLOPT_URL, c->rq.url);
   curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->hdrs);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->rq.hdrs);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
   curl_easy_setopt(e, CURLOPT_PREREQDATA, c);
   curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, c);
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)left);
   /* the method: every option a handle's last call may have set, set again */
-  if (strcmp(c->method, "HEAD") == 0) {
+  if (strcmp(c->rq.method, "HEAD") == 0) {
     curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
   } else {
     curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
-    if (c->body) {
-      curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->bodylen);
-      curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->body);
+    if (c->rq.body) {
+      curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->rq.bodylen);
+      curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->rq.body);
     } else
       curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
   }
   curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST,
-                   strcmp(c->method, "HEAD") == 0 || strcmp(c->method, "GET") == 0
-                   || (c->body && strcmp(c->method, "POST") == 0) ? NULL : c->method);
+                   strcmp(c->rq.method, "HEAD") == 0 || strcmp(c->rq.method, "GET") == 0
+                   || (c->rq.body && strcmp(c->rq.method, "POST") == 0) ? NULL : c->rq.method);
   if ((mc = curl_multi_add_handle(rt->multi, e)) != CURLM_OK) {
     curl_easy_cleanup(e);               /* in an unknown state: not reused */
     c->easy = NULL;
@@ -578,7 +564,7 @@ static void transfer(call *c) {
 static void start(call *c) {
   if (!c->slot) {
     c->slot = true;
-    c->ig->inflight++;
+    c->rq.ig->inflight++;
   }
   c->phase = C_ACTIVE;
   c->attempts++;
@@ -598,13 +584,13 @@ static void on_call_timer(flowrun *rt, fr_timer *t) {
   fr_call_fail(c, LABEL_MAXCONN, "pool_full",
               "integration '%s' has %d calls in flight (max_connections) and "
               "none ended within queue_timeout_ms (%ld)",
-              c->ig->name, c->ig->max_connections, c->ig->queue_timeout_ms);
+              c->rq.ig->name, c->rq.ig->max_connections, c->rq.ig->queue_timeout_ms);
   finish(c);
 }
 
 /* Takes a slot of the pool, queues for one, or fails at once. */
 static void acquire(call *c) {
-  integration *ig = c->ig;
+  integration *ig = c->rq.ig;
   if (ig->inflight < ig->max_connections && !ig->qhead) {
     start(c);
   } else if (ig->queue_timeout_ms == 0) {
@@ -660,9 +646,9 @@ static double retry_after_ms(const call *c) {
 
 /* Schedules another attempt when the retry policy says so. */
 static bool retry(call *c) {
-  integration *ig = c->ig;
+  integration *ig = c->rq.ig;
   double delay;
-  if (c->oom || c->attempts >= ig->retry_attempts || !c->retry_ok) return false;
+  if (c->oom || c->attempts >= ig->retry_attempts || !c->rq.retry_ok) return false;
   if (!((c->status && fr_results_status(&ig->retry_on, c->status))
         || (ig->retry_on.defaults & fr_label_bit(c->label))))
     return false;
@@ -709,19 +695,19 @@ static bool follow(call *c, const char *target, int status) {
     fr_call_fail(c, LABEL_ERROR, "redirect", "more than %d redirects", MAX_HOPS);
     return false;
   }
-  if (!same_origin(c->url, target)) {
+  if (!same_origin(c->rq.url, target)) {
     fr_call_fail(c, LABEL_ERROR, "redirect",
                 "redirect to another origin refused: %s", target);
     return false;
   }
-  if (!fr_call_set_url(c, target)) {
+  if (!fr_request_set_url(&c->rq, target)) {
     fail_oom(c);
     return false;
   }
-  if (status == 303 || ((status == 301 || status == 302) && strcmp(c->method, "POST") == 0)) {
-    if (strcmp(c->method, "HEAD") != 0) strcpy(c->method, "GET");
-    free(c->body);
-    c->body = NULL;
+  if (status == 303 || ((status == 301 || status == 302) && strcmp(c->rq.method, "POST") == 0)) {
+    if (strcmp(c->rq.method, "HEAD") != 0) strcpy(c->rq.method, "GET");
+    free(c->rq.body);
+    c->rq.body = NULL;
   }
   c->hops++;
   transfer(c);
@@ -743,12 +729,12 @@ void fr_call_done(flowrun *rt, CURLMsg *m) {
     curl_easy_getinfo(e, CURLINFO_REQUEST_SIZE, &sent);
     connect_us = sent;
   }
-  if (rc == CURLE_OK && c->ig->follow_redirects && status >= 300 && status < 400) {
+  if (rc == CURLE_OK && c->rq.ig->follow_redirects && status >= 300 && status < 400) {
     char *r = NULL;
     curl_easy_getinfo(e, CURLINFO_REDIRECT_URL, &r);
     if (r && !(redirect = strdup(r))) c->oom = true;
   }
-  easy_out(rt, c->ig, e);
+  easy_out(rt, c->rq.ig, e);
   c->easy = NULL;
   if (c->oom) fail_oom(c);
   else if (rc != CURLE_OK) classify(c, rc, connect_us);
@@ -786,8 +772,10 @@ call *fr_call_new(flowrun *rt) {
 }
 
 void fr_call_build(lua_State *L, call *c) {
-  fr_request_build(L, c);               /* raises on misuse: see take() */
+  fr_request_build(L, c->rt, &c->rq);   /* raises on misuse: see take() */
   c->rt->building = NULL;               /* valid: from here on it is a call */
+  if (c->rq.fail)                       /* a header conflict, too large: not sent */
+    fr_call_fail(c, LABEL_ERROR, c->rq.fail, "%s", c->rq.fail_msg);
 }
 
 bool fr_call_begin(call *c, fr_call_waiter *w) {

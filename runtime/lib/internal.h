@@ -182,31 +182,47 @@ typedef struct fr_secret {
   char *name, *basic;
 } fr_secret;
 
+/* A request as request.c makes it from an api_node spec, adopted by the
+** call that sends it (call.c); the URL buffer is kept from one to the
+** next. fail: the reason it will not be sent (its call gets label error
+** and fail_msg): header_conflict, too_large. */
+typedef struct fr_request {
+  integration *ig;                      /* holds a reference */
+  char method[8];
+  char *url;                            /* the URL of this hop */
+  size_t urlcap;
+  struct curl_slist *hdrs;
+  bool shared_hdrs;                     /* hdrs belong to the integration */
+  bool retry_ok;                        /* not POST/PATCH, or idempotent */
+  char *body;
+  size_t bodylen;
+  fr_results results;
+  long timeout_ms;
+  const char *fail;
+  char *fail_msg;
+} fr_request;
+
+/* Reads the api_node spec at stack index 1 into rq (empty but for its URL
+** buffer); raises on misuse. */
+void fr_request_build(lua_State *L, flowrun *rt, fr_request *rq);
+bool fr_request_set_url(fr_request *rq, const char *url);  /* false: no memory */
+void fr_request_clear(fr_request *rq);  /* empty again; the URL buffer kept */
+
 struct call {
   flowrun *rt;
   fr_call_waiter *w;                    /* NULL: a blocking call */
-  integration *ig;
+  fr_request rq;                        /* what it sends (request.c) */
   CURL *easy;
   call *prev, *next;                    /* the runtime's calls */
   int phase;
   bool active;                          /* counted in ncalls */
-  bool shared_hdrs;                     /* hdrs belong to the integration */
   bool slot;                            /* holds a pool slot */
-  bool retry_ok;                        /* not POST/PATCH, or idempotent */
   bool too_large;
   bool head_done;                       /* the last header block has ended */
   bool resend_refused;                  /* on_send stopped libcurl's resend */
   int sends;                            /* requests this transfer has sent */
   int fd_errno;                         /* EMFILE or ENFILE when a socket failed */
   bool oom;                             /* out of memory: api_node raises that */
-  char method[8];
-  char *url;                            /* the URL of this hop */
-  size_t urlcap;
-  struct curl_slist *hdrs;
-  char *body;
-  size_t bodylen;
-  fr_results results;
-  long timeout_ms;
   int attempts, hops;
   double t0, attempt_t0;
   fr_timer timer;                       /* queue limit or backoff */
@@ -223,11 +239,6 @@ struct call {
 /* The default labels; compared by address. */
 extern const char LABEL_OTHER[], LABEL_ERROR[], LABEL_TIMEOUT[], LABEL_MAXCONN[];
 
-/* Validates the api_node spec at stack index 1 into c; raises on misuse.
-** A header conflict sets c->label (error, header_conflict) instead. */
-void fr_request_build(lua_State *L, call *c);
-void fr_call_fail(call *c, const char *label, const char *reason,
-                  const char *fmt, ...);
 
 int fr_open_api_node(lua_State *L);     /* session.c: pushes the api_node closure */
 /* A call's life, for api_node: a new call, filled from the spec at stack
@@ -244,7 +255,6 @@ int fr_open_runtime_module(lua_State *L);  /* inspect.c: upvalue 1 = rt */
 void fr_push_response(lua_State *L, call *c);     /* response.c: c's response */
 void fr_call_done(flowrun *rt, CURLMsg *m);
 void fr_calls_free(flowrun *rt);        /* the runtime goes away */
-bool fr_call_set_url(call *c, const char *url);  /* false: no memory */
 void fr_call_cancel(call *c);           /* session ended while waiting */
 
 /* ---- Lua modules of lua/, built in (build/modules.c) ---- */

@@ -11,6 +11,7 @@
 ** arrays repeat the key) or a list of pairs (order kept).
 */
 #include <ctype.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,9 +36,8 @@ static bool field(lua_State *L, unsigned present, int f) {
   return true;
 }
 
-static void resolve_target(lua_State *L, call *c, unsigned present,
+static void resolve_target(lua_State *L, flowrun *rt, fr_request *rq, unsigned present,
                            const char **path) {
-  flowrun *rt = c->rt;
   const fr_endpoint *ep = NULL;
   integration *ig = NULL;
   const char *method = NULL, *bad;
@@ -64,7 +64,7 @@ static void resolve_target(lua_State *L, call *c, unsigned present,
   if (ig->unset)                        /* never send a placeholder */
     luaL_error(L, "api_node: integration '%s' cannot be used: environment variable %s is not set",
                ig->name, ig->unset);
-  c->ig = ig;
+  rq->ig = ig;
   ig->refs++;
   method = ep ? ep->method : "GET";
   if (field(L, present, F_METHOD)) {
@@ -77,7 +77,7 @@ static void resolve_target(lua_State *L, call *c, unsigned present,
       fr_api_error(L, M_METHOD_DIFFERS, m, ep->name, ep->method);
     lua_pop(L, 1);
   }
-  strcpy(c->method, method);
+  strcpy(rq->method, method);
   *path = ep ? ep->path : "";
   if (field(L, present, F_PATH)) {
     size_t len;
@@ -138,29 +138,42 @@ static void upper_hex(char *s) {
 ** that says so, and leaves room for what libcurl adds. */
 #define MAX_HEAD 900000
 
-static void head_too_large(call *c) {
-  fr_call_fail(c, LABEL_ERROR, "too_large", "the URL and headers take more than %d bytes, "
+/* The request will not be sent: its call ends with label error and this
+** reason, and the message made from fmt. */
+static void fail(lua_State *L, fr_request *rq, const char *reason, const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  free(rq->fail_msg);
+  if (!(rq->fail_msg = strdup(msg))) luaL_error(L, "not enough memory");
+  rq->fail = reason;
+}
+
+static void head_too_large(lua_State *L, fr_request *rq) {
+  fail(L, rq, "too_large", "the URL and headers take more than %d bytes, "
                "more than libcurl can send: send large data in the body", MAX_HEAD);
 }
 
 /* The URL and the header lines, against MAX_HEAD. */
-static void check_head_size(call *c) {
-  size_t n = strlen(c->url);
-  for (const struct curl_slist *l = c->hdrs; l && n <= MAX_HEAD; l = l->next)
+static void check_head_size(lua_State *L, fr_request *rq) {
+  size_t n = strlen(rq->url);
+  for (const struct curl_slist *l = rq->hdrs; l && n <= MAX_HEAD; l = l->next)
     n += strlen(l->data) + 2;
-  if (n > MAX_HEAD) head_too_large(c);
+  if (n > MAX_HEAD) head_too_large(L, rq);
 }
 
-/* Sets c->url from path and query through the integration's URL handle.
+/* Sets rq->url from path and query through the integration's URL handle.
 ** Many calls ask for the URL of the call before; that one is reused. */
-static void set_url(lua_State *L, integration *ig, call *c, const char *path,
+static void set_url(lua_State *L, integration *ig, fr_request *rq, const char *path,
                     const char *query, bool has_query) {
   char *url = NULL;
   CURLUcode rc;
   if (!has_query) query = "";
   if (ig->memo_url && strcmp(path, ig->memo_path) == 0
       && strcmp(query, ig->memo_query) == 0) {
-    if (!fr_call_set_url(c, ig->memo_url)) luaL_error(L, "not enough memory");
+    if (!fr_request_set_url(rq, ig->memo_url)) luaL_error(L, "not enough memory");
     return;
   }
   rc = curl_url_set(ig->scratch, CURLUPART_PATH, path, 0);
@@ -169,7 +182,7 @@ static void set_url(lua_State *L, integration *ig, call *c, const char *path,
   if (rc == CURLUE_OK) rc = curl_url_get(ig->scratch, CURLUPART_URL, &url, 0);
   if (rc != CURLUE_OK) luaL_error(L, "api_node: cannot build the URL: %s", curl_url_strerror(rc));
   upper_hex(url);
-  bool ok = fr_call_set_url(c, url);
+  bool ok = fr_request_set_url(rq, url);
   curl_free(url);
   if (!ok) luaL_error(L, "not enough memory");
   free(ig->memo_path);
@@ -177,16 +190,16 @@ static void set_url(lua_State *L, integration *ig, call *c, const char *path,
   free(ig->memo_url);
   ig->memo_path = strdup(path);
   ig->memo_query = strdup(query);
-  ig->memo_url = strdup(c->url);
+  ig->memo_url = strdup(rq->url);
   if (!ig->memo_path || !ig->memo_query || !ig->memo_url) {
     free(ig->memo_url);
     ig->memo_url = NULL;                /* no memo this time */
   }
 }
 
-/* Builds c->url from the integration's base URL, path and query. */
-static void build_url(lua_State *L, call *c, unsigned present, const char *path) {
-  integration *ig = c->ig;
+/* Builds rq->url from the integration's base URL, path and query. */
+static void build_url(lua_State *L, fr_request *rq, unsigned present, const char *path) {
+  integration *ig = rq->ig;
   int params = 0, i;
   char sep = '&';
   const char *q;
@@ -244,11 +257,11 @@ static void build_url(lua_State *L, call *c, unsigned present, const char *path)
     lua_pushliteral(L, "/");
   }
   if (lua_rawlen(L, -1) + lua_rawlen(L, -2) > MAX_HEAD) {   /* the URL alone */
-    head_too_large(c);
+    head_too_large(L, rq);
     lua_pushfstring(L, "%s%s%s", ig->base_url, path[0] == '/' ? "" : "/", path);
-    if (!fr_call_set_url(c, lua_tostring(L, -1))) luaL_error(L, "not enough memory");
+    if (!fr_request_set_url(rq, lua_tostring(L, -1))) luaL_error(L, "not enough memory");
   } else
-    set_url(L, ig, c, lua_tostring(L, -1), lua_tostring(L, -2), nq > 0);
+    set_url(L, ig, rq, lua_tostring(L, -1), lua_tostring(L, -2), nq > 0);
   lua_settop(L, filled - 1);
   if (params) lua_pop(L, 1);
 }
@@ -272,11 +285,11 @@ static bool ig_header(const integration *ig, const char *name) {
   return false;
 }
 
-/* Appends a header line to c->hdrs after *tail, its last line (NULL: not
+/* Appends a header line to rq->hdrs after *tail, its last line (NULL: not
 ** known yet). curl_slist_append walks from the node it is given to the
 ** end: given the last, a node with 100 000 headers costs no more per line
 ** than one with two. */
-static void add_line(lua_State *L, call *c, struct curl_slist **tail,
+static void add_line(lua_State *L, fr_request *rq, struct curl_slist **tail,
                      const char *name, const char *value) {
   size_t n = strlen(name) + (value ? strlen(value) : 0) + 3;
   char *line = malloc(n);
@@ -284,21 +297,21 @@ static void add_line(lua_State *L, call *c, struct curl_slist **tail,
   if (!line) luaL_error(L, "not enough memory");
   if (!value) snprintf(line, n, "%s", name);          /* "X:" removes X */
   else snprintf(line, n, *value ? "%s: %s" : "%s;", name, value);  /* "X;" sends "X:" */
-  if (!*tail && c->hdrs)
-    for (*tail = c->hdrs; (*tail)->next; *tail = (*tail)->next) {}
+  if (!*tail && rq->hdrs)
+    for (*tail = rq->hdrs; (*tail)->next; *tail = (*tail)->next) {}
   l = curl_slist_append(*tail, line);
   free(line);
   if (!l) luaL_error(L, "not enough memory");
-  if (!c->hdrs) c->hdrs = l;
+  if (!rq->hdrs) rq->hdrs = l;
   *tail = *tail ? (*tail)->next : l;
 }
 
 /* Builds the header list; a conflict with the integration sets the label.
 ** One pass over the node's headers compares each with the integration's
 ** and marks those the node repeats. */
-static void build_headers(lua_State *L, call *c, unsigned present, int *hidx,
+static void build_headers(lua_State *L, fr_request *rq, unsigned present, int *hidx,
                           struct curl_slist **tail) {
-  integration *ig = c->ig;
+  integration *ig = rq->ig;
   int h = 0, i;
   bool *repeated;
   *hidx = 0;
@@ -320,17 +333,17 @@ static void build_headers(lua_State *L, call *c, unsigned present, int *hidx,
       lua_pop(L, 2);
     }
   }
-  c->retry_ok = (strcmp(c->method, "POST") != 0 && strcmp(c->method, "PATCH") != 0)
+  rq->retry_ok = (strcmp(rq->method, "POST") != 0 && strcmp(rq->method, "PATCH") != 0)
              || node_header(L, h, "Idempotency-Key") || ig_header(ig, "Idempotency-Key");
   if (!h && !HAS(F_BODY) && !HAS(F_FORM)) {   /* the integration's alone */
-    if (!ig->shared_hdrs) {             /* built once, into c->hdrs */
+    if (!ig->shared_hdrs) {             /* built once, into rq->hdrs */
       for (i = 0; i < ig->nheaders; i++)
-        add_line(L, c, tail, ig->headers[i].name, ig->headers[i].value);
-      add_line(L, c, tail, "Expect:", NULL);
-      ig->shared_hdrs = c->hdrs;
+        add_line(L, rq, tail, ig->headers[i].name, ig->headers[i].value);
+      add_line(L, rq, tail, "Expect:", NULL);
+      ig->shared_hdrs = rq->hdrs;
     }
-    c->hdrs = ig->shared_hdrs;
-    c->shared_hdrs = true;
+    rq->hdrs = ig->shared_hdrs;
+    rq->shared_hdrs = true;
     return;
   }
   /* the node's headers, then the integration's it does not repeat */
@@ -345,33 +358,33 @@ static void build_headers(lua_State *L, call *c, unsigned present, int *hidx,
       for (i = 0; i < ig->nheaders; i++)
         if (strcasecmp(ig->headers[i].name, name) == 0) {
           repeated[i] = true;
-          if (!c->label && strcmp(ig->headers[i].value, value) != 0)
-            fr_call_fail(c, LABEL_ERROR, "header_conflict", fr_messages[M_HEADER_CONFLICT],
+          if (!rq->fail && strcmp(ig->headers[i].value, value) != 0)
+            fail(L, rq, "header_conflict", fr_messages[M_HEADER_CONFLICT],
                         ig->headers[i].name, ig->name);
         }
-      add_line(L, c, tail, name, value);
+      add_line(L, rq, tail, name, value);
       lua_pop(L, 2);
     }
   }
   for (i = 0; i < ig->nheaders; i++)
-    if (!repeated[i]) add_line(L, c, tail, ig->headers[i].name, ig->headers[i].value);
+    if (!repeated[i]) add_line(L, rq, tail, ig->headers[i].name, ig->headers[i].value);
   if (repeated != few) lua_pop(L, 1);
-  add_line(L, c, tail, "Expect:", NULL);   /* no 100-continue round trip */
+  add_line(L, rq, tail, "Expect:", NULL);   /* no 100-continue round trip */
 }
 
-static void build_body(lua_State *L, call *c, unsigned present, int h,
+static void build_body(lua_State *L, fr_request *rq, unsigned present, int h,
                        struct curl_slist **tail) {
   int t = HAS(F_BODY) ? (lua_pushliteral(L, "body"), lua_rawget(L, 1)) : (lua_pushnil(L), LUA_TNIL);
   int f = HAS(F_FORM) ? (lua_pushliteral(L, "form"), lua_rawget(L, 1)) : (lua_pushnil(L), LUA_TNIL);
-  bool has_type = node_header(L, h, "Content-Type") || ig_header(c->ig, "Content-Type");
+  bool has_type = node_header(L, h, "Content-Type") || ig_header(rq->ig, "Content-Type");
   const char *type = NULL;
   size_t len;
   const char *data;
   if (t == LUA_TNIL && f == LUA_TNIL) { lua_pop(L, 2); return; }
   if (t != LUA_TNIL && f != LUA_TNIL)
     fr_api_error(L, M_BODY_AND_FORM);
-  if (strcmp(c->method, "GET") == 0 || strcmp(c->method, "HEAD") == 0)
-    fr_api_error(L, M_NO_BODY, c->method, t != LUA_TNIL ? "body" : "form");
+  if (strcmp(rq->method, "GET") == 0 || strcmp(rq->method, "HEAD") == 0)
+    fr_api_error(L, M_NO_BODY, rq->method, t != LUA_TNIL ? "body" : "form");
   if (t == LUA_TTABLE) {
     lua_pushcfunction(L, fr_json_encode);
     lua_pushvalue(L, -3);
@@ -400,10 +413,10 @@ static void build_body(lua_State *L, call *c, unsigned present, int h,
     type = "application/x-www-form-urlencoded";
   }
   data = lua_tolstring(L, -1, &len);
-  if (!(c->body = malloc(len + 1))) luaL_error(L, "not enough memory");
-  memcpy(c->body, data, len + 1);
-  c->bodylen = len;
-  if (type && !has_type) add_line(L, c, tail, "Content-Type", type);
+  if (!(rq->body = malloc(len + 1))) luaL_error(L, "not enough memory");
+  memcpy(rq->body, data, len + 1);
+  rq->bodylen = len;
+  if (type && !has_type) add_line(L, rq, tail, "Content-Type", type);
   lua_pop(L, 3);
 }
 
@@ -424,28 +437,52 @@ static unsigned check_keys(lua_State *L) {
   return present;
 }
 
-/* Reads the spec at index 1 into c. */
-void fr_request_build(lua_State *L, call *c) {
+/* Reads the spec at index 1 into rq, empty but for its URL buffer. */
+void fr_request_build(lua_State *L, flowrun *rt, fr_request *rq) {
   const char *path;
   int h;
   struct curl_slist *tail = NULL;
   unsigned present = check_keys(L);
-  resolve_target(L, c, present, &path);
+  resolve_target(L, rt, rq, present, &path);
   if (!field(L, present, F_RESULTS))
     fr_api_error(L, M_RESULTS_REQUIRED, fr_messages[M_MISSING_SUCCESS]);
-  fr_parse_results(L, lua_gettop(L), "api_node: results", &c->results, true);
+  fr_parse_results(L, lua_gettop(L), "api_node: results", &rq->results, true);
   lua_pop(L, 1);
-  c->timeout_ms = c->ig->timeout_ms;
+  rq->timeout_ms = rq->ig->timeout_ms;
   if (HAS(F_TIMEOUT_MS) && (lua_pushliteral(L, "timeout_ms"), lua_rawget(L, 1)) != LUA_TNIL) {
     int ok;
     lua_Integer ms = lua_tointegerx(L, -1, &ok);
     if (!ok || lua_type(L, -1) != LUA_TNUMBER || ms < 1 || ms > 0x7fffffff)
       fr_api_error(L, M_TIMEOUT_MS);
-    c->timeout_ms = (long)ms;
+    rq->timeout_ms = (long)ms;
   }
   if (HAS(F_TIMEOUT_MS)) lua_pop(L, 1);
-  build_url(L, c, present, path);
-  build_headers(L, c, present, &h, &tail);
-  build_body(L, c, present, h, &tail);
-  if (!c->label) check_head_size(c);
+  build_url(L, rq, present, path);
+  build_headers(L, rq, present, &h, &tail);
+  build_body(L, rq, present, h, &tail);
+  if (!rq->fail) check_head_size(L, rq);
+}
+
+bool fr_request_set_url(fr_request *rq, const char *url) {
+  size_t n = strlen(url) + 1;
+  if (n > rq->urlcap) {
+    char *p = realloc(rq->url, n);
+    if (!p) return false;
+    rq->url = p;
+    rq->urlcap = n;
+  }
+  memcpy(rq->url, url, n);
+  return true;
+}
+
+void fr_request_clear(fr_request *rq) {
+  char *url = rq->url;
+  size_t urlcap = rq->urlcap;
+  if (rq->ig) fr_integration_release(rq->ig);
+  if (!rq->shared_hdrs) curl_slist_free_all(rq->hdrs);
+  free(rq->body);
+  free(rq->fail_msg);
+  memset(rq, 0, sizeof *rq);
+  rq->url = url;
+  rq->urlcap = urlcap;
 }

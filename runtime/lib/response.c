@@ -139,7 +139,7 @@ void fr_push_response(lua_State *L, call *c) {
   }
   lua_pushinteger(L, (lua_Integer)(c->t0 + 0.5));
   lua_setfield(L, -2, "elapsed_ms");
-  fr_push_redacted(L, rt, c->url ? c->url : "", c->url ? strlen(c->url) : 0);
+  fr_push_redacted(L, rt, c->rq.url ? c->rq.url : "", c->rq.url ? strlen(c->rq.url) : 0);
   lua_setfield(L, -2, "url");
   lua_pushinteger(L, c->attempts);
   lua_setfield(L, -2, "attempts");

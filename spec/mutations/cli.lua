@@ -126,7 +126,7 @@ return {
   { name = "expect-100-continue-sent",
     promise = "Expect: 100-continue is never sent",
     file = "runtime/lib/request.c",
-    find = "  add_line(L, c, tail, \"Expect:\", NULL);   /* no 100-continue round trip */\n",
+    find = "  add_line(L, rq, tail, \"Expect:\", NULL);   /* no 100-continue round trip */\n",
     replace = "  /* libcurl decides about Expect */\n",
     spec = "spec/api_node_spec.lua", filter = "100%-continue" },
   { name = "flow-sleep-short-form-in-seconds",
