@@ -8,7 +8,9 @@
 ** REPL's integration(name, table), with the validation of a file, and env()
 ** reads a secret for it as integrations files do. rules() gives the rules
 ** of api_node and the sandbox allow-lists the runtime enforces (rules.c),
-** for tools that find the same mistakes before anything runs.
+** for tools that find the same mistakes before anything runs. request()
+** builds the request an api_node spec makes, as request.c makes it, and
+** sends nothing.
 */
 #include <stdlib.h>
 #include <string.h>
@@ -114,7 +116,65 @@ static int l_rules(lua_State *L) {
   return 1;
 }
 
+/* __gc of the userdata request() builds into: a spec that raised halfway
+** leaves what it took (a reference to the integration, headers, a body). */
+static int request_gc(lua_State *L) {
+  fr_request *rq = lua_touserdata(L, 1);
+  fr_request_clear(rq);
+  free(rq->url);
+  rq->url = NULL;
+  return 0;
+}
+
+static void set_redacted(lua_State *L, flowrun *rt, const char *k, const char *v, size_t len) {
+  fr_push_redacted(L, rt, v, len);
+  lua_setfield(L, -2, k);
+}
+
+/* request(spec) -> { integration, method, url, headers, body, timeout_ms,
+** retry_ok, fail, fail_message }: what api_node(spec) would send, secrets
+** as "***", headers as "Name: value" lines in order ("Expect:" tells
+** libcurl to send no Expect); raises as api_node does on a misuse. */
+static int l_request(lua_State *L) {
+  flowrun *rt = fr_rt(L);
+  fr_request *rq;
+  int i = 0;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  rq = lua_newuserdatauv(L, sizeof *rq, 0);
+  memset(rq, 0, sizeof *rq);
+  if (luaL_newmetatable(L, "flowrun.request")) {
+    lua_pushcfunction(L, request_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  fr_request_build(L, rt, rq);          /* raises on misuse */
+  lua_createtable(L, 0, 9);
+  lua_pushstring(L, rq->ig->name);
+  lua_setfield(L, -2, "integration");
+  lua_pushstring(L, rq->method);
+  lua_setfield(L, -2, "method");
+  set_redacted(L, rt, "url", rq->url, strlen(rq->url));
+  lua_newtable(L);
+  for (const struct curl_slist *l = rq->hdrs; l; l = l->next) {
+    fr_push_redacted(L, rt, l->data, strlen(l->data));
+    lua_rawseti(L, -2, ++i);
+  }
+  lua_setfield(L, -2, "headers");
+  if (rq->body) set_redacted(L, rt, "body", rq->body, rq->bodylen);
+  set_int(L, "timeout_ms", rq->timeout_ms);
+  lua_pushboolean(L, rq->retry_ok);
+  lua_setfield(L, -2, "retry_ok");
+  if (rq->fail) {
+    lua_pushstring(L, rq->fail);
+    lua_setfield(L, -2, "fail");
+    set_redacted(L, rt, "fail_message", rq->fail_msg, strlen(rq->fail_msg));
+  }
+  return 1;
+}
+
 static const luaL_Reg funcs[] = {
+  { "request",            l_request },
   { "flow_globals",       l_flow_globals },
   { "integrations",       l_integrations },
   { "header_conflict",    l_header_conflict },
