@@ -103,3 +103,47 @@ describe("the flowrun command (runtime/cli)", function()
     assert.are.equal("flowrun_mock_main", r.edges["cli/main -> cli/mock/server"])
   end)
 end)
+
+describe("the library (runtime/lib) and the Lua module (runtime/module)", function()
+  -- bottom to top: a file calls only files of the layers below its own
+  local order = {
+    { "lib/json", "lib/secrets", "lib/rules", "modules" },     -- leaves
+    { "lib/base", "lib/labels", "lib/query", "lib/freeze" },   -- errors, labels, queries, shared tables
+    { "lib/loop", "lib/quota" },                               -- the loop; a session's limits
+    { "lib/integrations" },
+    { "lib/request", "lib/response" },                         -- a spec to a request; a response table
+    { "lib/call" },                                            -- a call's life
+    { "lib/inspect" },                                         -- flowrun.runtime for tools
+    { "lib/session" },                                         -- sessions and the flow primitives
+    { "lib/sandbox" },                                         -- what flows see
+    { "lib/runtime" },                                         -- the runtime: its parts put together
+    { "module/flowrun_lua" },                                  -- the Lua module, a client of them all
+  }
+  local layer = {}
+  for i, names in ipairs(order) do
+    for _, n in ipairs(names) do layer[n] = i end
+  end
+  local objs = { "build/modules.o", "build/module/flowrun_lua.o" }
+  for _, name in ipairs(make_list("LIB")) do objs[#objs + 1] = "build/lib/" .. name .. ".o" end
+
+  it("places every file the Makefile builds in a layer", function()
+    local missing = {}
+    for _, name in ipairs(make_list("LIB")) do
+      if not layer["lib/" .. name] then missing[#missing + 1] = name end
+    end
+    assert.are.same({}, missing)
+  end)
+
+  it("calls only downward: no circle among the library's files", function()
+    local r = layers(objs)
+    local up = {}
+    for edge, syms in pairs(r.edges) do
+      local from, to = edge:match("^(%S+) %-> (%S+)$")
+      if not (layer[from] and layer[to] and layer[to] < layer[from]) then up[#up + 1] = edge .. ": " .. syms end
+    end
+    table.sort(up)
+    assert.are.same({}, up)
+    assert.are.same({}, r.circles)
+    assert.are.equal(0, r.code)
+  end)
+end)

@@ -149,4 +149,10 @@ return {
     find = "local: *;",
     replace = "local: fr_*;",
     spec = "spec/exports_spec.lua" },
+  { name = "loop-calls-up-into-call",
+    promise = "the library's files call only downward (README: Layout and dependencies)",
+    file = "runtime/lib/loop.c",
+    find = "rt->on_done(rt, m);",
+    replace = "fr_call_done(rt, m);",
+    spec = "spec/layers_spec.lua" },
 }
