@@ -217,9 +217,11 @@ describe("the REPL", function()
 
     it("ends a hanging call with Ctrl-C: label error, reason interrupted", function()
       local t = repl()
-      t:line('api_node{integration="demo", path="/v1/hang", results={"200"}}')
+      -- a timeout no loaded machine reaches: only Ctrl-C ends this call
       local before = mock:count("/v1/hang")
-      helper.wait_for(function() return mock:count("/v1/hang") > before end, TIMEOUT)
+      t:line('api_node{integration="demo", path="/v1/hang", timeout_ms=600000, results={"200"}}')
+      assert.is_true(helper.wait_for(function() return mock:count("/v1/hang") > before end, TIMEOUT),
+                     "the mock never saw the call")
       t:keys("\3")
       t:expect('label    "error"')
       t:expect("reason   interrupted")
