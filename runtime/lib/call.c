@@ -44,22 +44,11 @@ static bool buf_add(fr_buf *b, const char *p, size_t n) {
   return true;
 }
 
-/* Keeps an idle easy handle with ig for its next call. */
-static void easy_release(integration *ig, CURL *e) {
-  CURL **pool = realloc(ig->easy_pool, (ig->neasy + 1) * sizeof *pool);
-  if (!pool) {
-    curl_easy_cleanup(e);
-    return;
-  }
-  ig->easy_pool = pool;
-  pool[ig->neasy++] = e;
-}
-
 /* Takes e out of the multi handle and keeps it for ig's next call; one
 ** libcurl would not take out is freed instead (curl_easy_cleanup takes it
 ** out), never reused. */
 static void easy_out(flowrun *rt, integration *ig, CURL *e) {
-  if (curl_multi_remove_handle(rt->multi, e) == CURLM_OK) easy_release(ig, e);
+  if (curl_multi_remove_handle(rt->multi, e) == CURLM_OK) fr_pool_easy_put(&ig->pool, e);
   else curl_easy_cleanup(e);
 }
 
@@ -73,16 +62,16 @@ static void detach(call *c) {
   }
   fr_timer_cancel(rt, &c->timer);
   if (c->phase == C_QUEUED) {
-    call **p = &c->rq.ig->qhead;
-    c->rq.ig->qtail = NULL;
+    call **p = &c->rq.ig->pool.qhead;
+    c->rq.ig->pool.qtail = NULL;
     while (*p) {
       if (*p == c) *p = c->qnext;
-      else { c->rq.ig->qtail = *p; p = &(*p)->qnext; }
+      else { c->rq.ig->pool.qtail = *p; p = &(*p)->qnext; }
     }
   }
   if (c->slot) {
     c->slot = false;
-    c->rq.ig->inflight--;
+    c->rq.ig->pool.inflight--;
   }
   if (c->active) {
     c->active = false;
@@ -466,9 +455,9 @@ static void start(call *c);
 
 /* Lets waiting calls of ig take the free slots, oldest first. */
 static void pump(integration *ig) {
-  while (ig->qhead && ig->inflight < ig->max_connections) {
-    call *c = ig->qhead;
-    if (!(ig->qhead = c->qnext)) ig->qtail = NULL;
+  while (ig->pool.qhead && ig->pool.inflight < ig->max_connections) {
+    call *c = ig->pool.qhead;
+    if (!(ig->pool.qhead = c->qnext)) ig->pool.qtail = NULL;
     fr_timer_cancel(c->rt, &c->timer);
     c->phase = C_NEW;
     start(c);
@@ -492,7 +481,7 @@ static void finish(call *c) {
 ** is the same on every call of the integration, or a new one. */
 static CURL *easy_take(flowrun *rt, integration *ig) {
   CURL *e;
-  if (ig->neasy > 0) return ig->easy_pool[--ig->neasy];
+  if ((e = fr_pool_easy_take(&ig->pool))) return e;
   if (!(e = curl_easy_init())) return NULL;
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
@@ -564,7 +553,7 @@ static void transfer(call *c) {
 static void start(call *c) {
   if (!c->slot) {
     c->slot = true;
-    c->rq.ig->inflight++;
+    c->rq.ig->pool.inflight++;
   }
   c->phase = C_ACTIVE;
   c->attempts++;
@@ -591,7 +580,7 @@ static void on_call_timer(flowrun *rt, fr_timer *t) {
 /* Takes a slot of the pool, queues for one, or fails at once. */
 static void acquire(call *c) {
   integration *ig = c->rq.ig;
-  if (ig->inflight < ig->max_connections && !ig->qhead) {
+  if (ig->pool.inflight < ig->max_connections && !ig->pool.qhead) {
     start(c);
   } else if (ig->queue_timeout_ms == 0) {
     fr_call_fail(c, LABEL_MAXCONN, "pool_full",
@@ -601,9 +590,9 @@ static void acquire(call *c) {
   } else {
     c->phase = C_QUEUED;
     c->qnext = NULL;
-    if (ig->qtail) ig->qtail->qnext = c;
-    else ig->qhead = c;
-    ig->qtail = c;
+    if (ig->pool.qtail) ig->pool.qtail->qnext = c;
+    else ig->pool.qhead = c;
+    ig->pool.qtail = c;
     if (!fr_timer_arm(c->rt, &c->timer, fr_now() + ig->queue_timeout_ms)) {
       fail_oom(c);
       finish(c);                        /* out of the queue again */

@@ -54,7 +54,7 @@ static int l_integrations(lua_State *L) {
     set_int(L, "max_connections", ig->max_connections);
     set_int(L, "queue_timeout_ms", ig->queue_timeout_ms);
     set_int(L, "max_response_bytes", (lua_Integer)ig->max_response_bytes);
-    set_int(L, "in_flight", ig->inflight);
+    set_int(L, "in_flight", ig->pool.inflight);
     lua_pushboolean(L, ig->follow_redirects);
     lua_setfield(L, -2, "follow_redirects");
     lua_pushboolean(L, ig->tls_verify);

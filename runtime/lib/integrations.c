@@ -52,9 +52,8 @@ static void integration_free(integration *ig) {
   free(ig->endpoints);
   free(ig->ca_file);
   free(ig->unset);
-  for (i = 0; i < ig->neasy; i++) curl_easy_cleanup(ig->easy_pool[i]);
+  fr_pool_free(&ig->pool);
   curl_slist_free_all(ig->shared_hdrs);
-  free(ig->easy_pool);
   free(ig);
 }
 

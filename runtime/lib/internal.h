@@ -15,6 +15,7 @@
 
 #include "flowrun.h"
 #include "json.h"
+#include "pool.h"
 
 typedef struct fr_timer fr_timer;
 typedef struct session session;
@@ -83,12 +84,8 @@ struct integration {
   int retry_attempts;
   long retry_backoff_ms, retry_max_backoff_ms;
   fr_results retry_on;
-  /* the pool */
-  int inflight;
-  call *qhead, *qtail;                  /* waiting calls, FIFO */
+  fr_pool pool;                         /* its connections (call.c, pool.c) */
   int refs;                             /* calls holding it, plus the set */
-  CURL **easy_pool;                     /* idle easy handles, set up for it */
-  int neasy;
   struct curl_slist *shared_hdrs;       /* its headers, for calls adding none */
   integration *next;
 };

@@ -113,14 +113,14 @@ return {
   { name = "pool-one-slot-too-many",
     promise = "max_connections: calls in flight per integration",
     file = "runtime/lib/call.c",
-    find = "if (ig->inflight < ig->max_connections && !ig->qhead) {",
-    replace = "if (ig->inflight <= ig->max_connections && !ig->qhead) {",
+    find = "if (ig->pool.inflight < ig->max_connections && !ig->pool.qhead) {",
+    replace = "if (ig->pool.inflight <= ig->max_connections && !ig->pool.qhead) {",
     spec = "spec/faults_spec.lua", filter = "the pool" },
   { name = "pool-slot-freed-between-retries",
     promise = "a call keeps its pool slot between its attempts",
     file = "runtime/lib/call.c",
     find = "  c->phase = C_BACKOFF;\n",
-    replace = "  c->phase = C_BACKOFF;\n  c->slot = false;\n  ig->inflight--;\n  pump(ig);\n",
+    replace = "  c->phase = C_BACKOFF;\n  c->slot = false;\n  ig->pool.inflight--;\n  pump(ig);\n",
     spec = "spec/faults_spec.lua", filter = "between its attempts" },
 
   -- redirects
