@@ -9,7 +9,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "internal.h"
+#include <lauxlib.h>
+
+#include "base.h"
+#include "runtime.h"
+#include "secrets.h"
 
 double fr_now(void) {
   struct timespec ts;

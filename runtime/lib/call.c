@@ -19,7 +19,15 @@
 #include <strings.h>
 #include <time.h>
 
-#include "internal.h"
+#include <lauxlib.h>
+
+#include "base.h"
+#include "call.h"
+#include "integration.h"
+#include "response.h"
+#include "rules.h"
+#include "runtime.h"
+#include "secrets.h"
 
 #define MAX_HOPS 5
 
@@ -371,9 +379,7 @@ static void curl_header(flowrun *rt, FILE *f, const char *line) {
     const char *scheme = colon + 1 + strspn(colon + 1, " ");
     size_t slen = strcspn(scheme, " ");
     const char *v = scheme + slen + strspn(scheme + slen, " ");
-    for (int i = 0; i < rt->nsecrets; i++) {
-      const fr_secret *k = &rt->secrets[i];
-      if (strcmp(k->s, v) != 0) continue;
+    for (const fr_secret *k = NULL; (k = fr_secret_find(rt, v, k));) {
       if (k->basic && slen == 5 && strncasecmp(scheme, "Basic", 5) == 0) {
         fprintf(f, " \\\n  -u %s", k->basic);
         return;

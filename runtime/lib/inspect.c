@@ -16,8 +16,15 @@
 #include <string.h>
 #include <strings.h>
 
-#include "internal.h"
+#include <lauxlib.h>
+
+#include "base.h"
+#include "inspect.h"
+#include "integration.h"
+#include "request.h"
 #include "rules.h"
+#include "runtime.h"
+#include "secrets.h"
 
 static void set_str(lua_State *L, flowrun *rt, const char *k, const char *v) {
   fr_push_redacted(L, rt, v, strlen(v));

@@ -19,10 +19,15 @@
 #include <strings.h>
 #include <time.h>
 
+#include <lauxlib.h>
 #include <lualib.h>
 
-#include "internal.h"
+#include "base.h"
+#include "integration.h"
+#include "query.h"
 #include "rules.h"
+#include "runtime.h"
+#include "secrets.h"
 
 /* ---- integration structs ---- */
 

@@ -8,11 +8,15 @@
 ** settings: all flows share it, so none can change it for the others.
 ** Strings are byte-transparent (no UTF-8 check), as lua-cjson's are.
 */
-#include "internal.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <lauxlib.h>
+
+#include "base.h"
+#include "json.h"
 
 #define MAXDEPTH 1000
 

@@ -8,7 +8,9 @@
 #include <string.h>
 #include <strings.h>
 
-#include "internal.h"
+#include <lauxlib.h>
+
+#include "labels.h"
 #include "rules.h"
 
 /* The LBL_* bit of a default label, 0 for a status. */

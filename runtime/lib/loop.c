@@ -17,7 +17,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "base.h"
+#include "call.h"
+#include "runtime.h"
+
+/* A host descriptor flowrun_watch() watches; what epoll holds for each
+** descriptor libcurl uses (see fd_at). */
+typedef struct fr_watch { int fd; void (*cb)(void *, int); void *ud; } fr_watch;
+typedef struct fd_state { uint32_t events; uint8_t flags; } fd_state;
 
 #define TAG_CURL  (1ull << 32)
 #define TAG_WATCH (2ull << 32)

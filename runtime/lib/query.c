@@ -3,10 +3,14 @@
 ** and form and for an integration's query. Two forms: a map (keys sorted,
 ** arrays repeat the key) or a list of pairs (order kept).
 */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include <curl/curl.h>
+#include <lauxlib.h>
+
+#include "query.h"
 #include "rules.h"
 
 /* Pushes the string form of a query or params value; raises otherwise. */

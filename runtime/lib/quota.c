@@ -25,8 +25,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "quota.h"
+#include <lauxlib.h>
+
+#include "base.h"
 #include "freeze.h"
+#include "quota.h"
+#include "runtime.h"
+#include "session.h"
 
 #define EVERY 1000                      /* instructions between two looks */
 #define VARARG 0x8000                   /* thread slots from here: varargs */

@@ -8,7 +8,11 @@
 
 #include <stddef.h>
 
-#include "internal.h"
+#include <lua.h>
+
+#include "flowrun.h"
+
+typedef struct session session;
 
 void fr_limits_init(flowrun *rt);
 

@@ -17,8 +17,14 @@
 #include <string.h>
 #include <strings.h>
 
-#include "internal.h"
+#include <lauxlib.h>
+
+#include "integration.h"
+#include "json.h"
+#include "query.h"
+#include "request.h"
 #include "rules.h"
+#include "runtime.h"
 
 /* ---- building the request ---- */
 

@@ -13,7 +13,12 @@
 #include <string.h>
 #include <strings.h>
 
-#include "internal.h"
+#include <lauxlib.h>
+
+#include "json.h"
+#include "response.h"
+#include "rules.h"
+#include "secrets.h"
 
 #define RESPONSE_MT "flowrun.response"
 

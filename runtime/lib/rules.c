@@ -14,7 +14,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include "internal.h"
+#include <lauxlib.h>
+
 #include "rules.h"
 
 const fr_field fr_fields[F_NFIELDS] = {

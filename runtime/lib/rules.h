@@ -41,7 +41,7 @@ const char *fr_method(const char *m);
 void fr_push_methods_text(lua_State *L);
 
 /* The labels every call may get besides its declared results; the k-th
-** is the LBL_* bit 1 << k (internal.h). NULL-terminated. */
+** is the LBL_* bit 1 << k (labels.h). NULL-terminated. */
 extern const char *const fr_default_labels[];
 
 /* What a result name is: a status ("404"), a class ("4xx"), a default
@@ -116,5 +116,9 @@ void fr_push_rules(lua_State *L);
 
 /* Why a header cannot be sent (name, value of vlen bytes), or NULL. */
 const char *fr_header_problem(const char *name, const char *value, size_t vlen);
+
+/* The default labels; a call's label is one of them (compared by address)
+** or its codelabel. */
+extern const char LABEL_OTHER[], LABEL_ERROR[], LABEL_TIMEOUT[], LABEL_MAXCONN[];
 
 #endif

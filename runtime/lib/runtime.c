@@ -8,12 +8,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <lauxlib.h>
 #include <lualib.h>
 #include <lua-cjson.h>
 
-#include "internal.h"
+#include "base.h"
+#include "inspect.h"
+#include "integration.h"
+#include "json.h"
+#include "modules.h"
 #include "quota.h"
+#include "runtime.h"
 #include "sandbox.h"
+#include "secrets.h"
+#include "session.h"
 
 /* ---- creation ---- */
 
@@ -110,12 +118,7 @@ void fr_destroy(flowrun *rt) {
   }
   fr_loop_free(rt);
   fr_integrations_free(rt);
-  for (int i = 0; i < rt->nsecrets; i++) {
-    free(rt->secrets[i].s);
-    free(rt->secrets[i].name);
-    free(rt->secrets[i].basic);
-  }
-  free(rt->secrets);
+  fr_secrets_free(rt);
   free(rt);
 }
 

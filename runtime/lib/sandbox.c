@@ -24,13 +24,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <lauxlib.h>
 #include <lualib.h>
 
-#include "internal.h"
-#include "quota.h"
+#include "base.h"
 #include "freeze.h"
+#include "integration.h"
+#include "quota.h"
 #include "rules.h"
+#include "runtime.h"
 #include "sandbox.h"
+#include "session.h"
 
 static const char loading_key = 'l';    /* a module being loaded */
 static const char real_require_key = 'r';

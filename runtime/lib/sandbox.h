@@ -19,6 +19,9 @@
 ** under lua_pcall. */
 void fr_sandbox_open(flowrun *rt, lua_State *L);
 
+/* require of flows (a library of the sandbox, a module, or a file). */
+int fr_sandbox_require(lua_State *L);
+
 /* Pushes the flow global `name` (what every session sees as it). */
 void fr_push_flow_global(flowrun *rt, lua_State *L, const char *name);
 

@@ -20,7 +20,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include <lauxlib.h>
+
+#include "runtime.h"
+#include "secrets.h"
 
 /* Adds one spelling of a secret, or names one already there; false when
 ** out of memory, the list as it was (or with a name it lacked). */
@@ -308,4 +311,21 @@ void fr_shell_word(flowrun *rt, FILE *f, const char *s, size_t len) {
     i++;
   }
   fputc(vars ? '"' : '\'', f);
+}
+
+const fr_secret *fr_secret_find(flowrun *rt, const char *s, const fr_secret *after) {
+  for (int i = after ? (int)(after - rt->secrets) + 1 : 0; i < rt->nsecrets; i++)
+    if (strcmp(rt->secrets[i].s, s) == 0) return &rt->secrets[i];
+  return NULL;
+}
+
+void fr_secrets_free(flowrun *rt) {
+  for (int i = 0; i < rt->nsecrets; i++) {
+    free(rt->secrets[i].s);
+    free(rt->secrets[i].name);
+    free(rt->secrets[i].basic);
+  }
+  free(rt->secrets);
+  rt->secrets = NULL;
+  rt->nsecrets = 0;
 }

@@ -19,9 +19,17 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "internal.h"
+#include <lauxlib.h>
+
+#include "base.h"
+#include "inspect.h"
+#include "integration.h"
+#include "json.h"
 #include "quota.h"
-#include "sandbox.h"
+#include "response.h"
+#include "runtime.h"
+#include "secrets.h"
+#include "session.h"
 
 /* ---- finding the session of a thread ---- */
 

@@ -10,7 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lib/internal.h"
+#include <lauxlib.h>
+
+#include "lib/base.h"
+#include "lib/integration.h"
+#include "lib/loop.h"
+#include "lib/runtime.h"
 #include "lib/sandbox.h"
 
 #define RT_MT "flowrun.runtime"

@@ -1,0 +1,73 @@
+/*
+** call.h -- a call's life (call.c): pool slot or queue, transfer, retries,
+** redirects, its label. Not installed.
+*/
+#ifndef FLOWRUN_CALL_H
+#define FLOWRUN_CALL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <curl/curl.h>
+#include <lua.h>
+
+#include "flowrun.h"
+#include "loop.h"
+#include "request.h"
+
+typedef struct call call;
+
+enum { C_NEW, C_QUEUED, C_ACTIVE, C_BACKOFF, C_DONE };
+
+typedef struct fr_buf { char *p; size_t len, cap; } fr_buf;
+
+/* Who waits on a call: wake runs when the call has ended; id names the
+** waiter in traces and flowrun_interrupt (a session's id). */
+typedef struct fr_call_waiter fr_call_waiter;
+struct fr_call_waiter {
+  void (*wake)(fr_call_waiter *w, call *c);
+  const char *id;
+};
+
+struct call {
+  flowrun *rt;
+  fr_call_waiter *w;                    /* NULL: a blocking call */
+  fr_request rq;                        /* what it sends (request.c) */
+  CURL *easy;
+  call *prev, *next;                    /* the runtime's calls */
+  int phase;
+  bool active;                          /* counted in ncalls */
+  bool slot;                            /* holds a pool slot */
+  bool too_large;
+  bool head_done;                       /* the last header block has ended */
+  bool resend_refused;                  /* on_send stopped libcurl's resend */
+  int sends;                            /* requests this transfer has sent */
+  int fd_errno;                         /* EMFILE or ENFILE when a socket failed (loop.c) */
+  bool oom;                             /* out of memory: api_node raises that */
+  int attempts, hops;
+  double t0, attempt_t0;
+  fr_timer timer;                       /* queue limit or backoff */
+  call *qnext;                          /* waiting for a slot */
+  fr_buf rbody, rhdr;                   /* the response as it arrives */
+  int status;                           /* of a complete response */
+  const char *label;                    /* set when decided */
+  const char *reason;
+  char *error;
+  char codelabel[16];
+  char errbuf[CURL_ERROR_SIZE];
+};
+
+/* A call's life, for api_node: a new call, filled from the spec at stack
+** index 1 (raises on misuse); begun (true: it has ended already, else
+** w->wake runs when it ends; w NULL: the caller turns the loop until
+** fr_call_over); its label and response pushed, and the call given back. */
+call *fr_call_new(flowrun *rt);
+void fr_call_build(lua_State *L, call *c);
+bool fr_call_begin(call *c, fr_call_waiter *w);
+bool fr_call_over(const call *c);
+int fr_call_push_result(lua_State *L, call *c);
+void fr_call_done(flowrun *rt, CURLMsg *m);  /* the loop's hook: a transfer ended */
+void fr_calls_free(flowrun *rt);        /* the runtime goes away */
+void fr_call_cancel(call *c);           /* its waiter has gone */
+
+#endif

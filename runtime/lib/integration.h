@@ -1,0 +1,64 @@
+/*
+** integration.h -- integrations (integrations.c): their configuration,
+** read-only once loaded; the pool (pool.h) and the URL memo of request.c
+** ride along. Not installed.
+*/
+#ifndef FLOWRUN_INTEGRATION_H
+#define FLOWRUN_INTEGRATION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <curl/curl.h>
+#include <lua.h>
+
+#include "flowrun.h"
+#include "labels.h"
+#include "pool.h"
+
+typedef struct integration integration;
+typedef struct fr_header { char *name, *value; } fr_header;
+typedef struct fr_endpoint { char *name, *method, *path; } fr_endpoint;
+
+struct integration {
+  char *name;
+  char *base_url;                       /* as written, secrets and all */
+  CURLU *base;
+  char *base_path;                      /* its path without trailing '/' */
+  char *base_query;                     /* its query, or NULL */
+  CURLU *scratch;                       /* a copy of base that calls reuse */
+  char *memo_path, *memo_query, *memo_url;  /* the last URL built (request.c) */
+  fr_header *headers;                   /* auth included as Authorization */
+  int nheaders;
+  char **query;                         /* "k=v", already encoded */
+  int nquery;
+  fr_endpoint *endpoints;
+  int nendpoints;
+  long timeout_ms, connect_timeout_ms, queue_timeout_ms;
+  int max_connections;
+  curl_off_t max_response_bytes;
+  bool follow_redirects, tls_verify;
+  char *ca_file;
+  char *unset;                          /* an env() it needs is unset (placeholders) */
+  int retry_attempts;
+  long retry_backoff_ms, retry_max_backoff_ms;
+  fr_results retry_on;
+  fr_pool pool;                         /* its connections (call.c, pool.c) */
+  int refs;                             /* calls holding it, plus the set */
+  struct curl_slist *shared_hdrs;       /* its headers, for calls adding none (request.c) */
+  integration *next;
+};
+
+int fr_integrations_load(flowrun *rt, lua_State *L, const char *file);
+int fr_integration_define(flowrun *rt, lua_State *L, const char *name,
+                          int idx, const char *where);
+integration *fr_integration_find(flowrun *rt, const char *name, size_t len);
+void fr_integration_release(integration *ig);
+void fr_integrations_free(flowrun *rt);
+int fr_l_env(lua_State *L);             /* env() of integrations files */
+const fr_endpoint *fr_endpoint_find(const integration *ig, const char *name);
+/* Is path the integrations file the runtime loaded? Flows may not run it
+** (its literal values are the operator's, not theirs to read). */
+bool fr_integrations_file(flowrun *rt, const char *path);
+
+#endif

@@ -1,0 +1,86 @@
+/*
+** runtime.h -- the runtime (runtime.c): the struct every part keeps its
+** state in, each part writing its own fields, and its making and
+** unmaking. Not installed.
+*/
+#ifndef FLOWRUN_RUNTIME_H
+#define FLOWRUN_RUNTIME_H
+
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include <curl/curl.h>
+#include <lua.h>
+
+#include "flowrun.h"
+
+typedef struct fr_timer fr_timer;
+typedef struct session session;
+typedef struct call call;
+typedef struct integration integration;
+typedef struct fr_secret fr_secret;
+struct fr_watch;
+struct fd_state;
+
+struct flowrun {
+  lua_State *L;                         /* main thread */
+  bool owns_L;
+  void (*on_ready)(flowrun *rt);        /* the loop's hooks: resume ready sessions, */
+  void (*on_done)(flowrun *rt, CURLMsg *m);  /* a transfer has ended */
+  /* the loop (loop.c) */
+  CURLM *multi;
+  int epfd;
+  double curl_deadline;                 /* libcurl's timer, -1 if none */
+  fr_timer **heap;
+  int nheap, capheap;
+  struct fr_watch *watches;
+  int nwatches;
+  struct fd_state *fds;                 /* by descriptor: see loop.c */
+  int nfds;
+  int in_step;
+  /* sessions (session.c; quota.c: running, broke, run_L) */
+  session *ready, *ready_tail;
+  session *all;
+  session *volatile running;            /* being resumed now (flowrun_break) */
+  volatile sig_atomic_t broke;          /* flowrun_break: the hook ends it */
+  lua_State *volatile run_L;            /* the thread the hook last ran on */
+  _Atomic long long run_since;          /* ms its resume began, 0: none (a watchdog reads it) */
+  int nsessions;
+  int sessions_ref;                     /* registry: id -> session */
+  int flows_ref;                        /* registry: path -> flow function */
+  int threads_ref;                      /* registry: thread -> session */
+  /* calls (call.c) */
+  int ncalls;                           /* calls started, not yet finished */
+  call *calls;                          /* calls being built or not done */
+  call *spare;                          /* finished calls to reuse */
+  int nspare;
+  call *building;                       /* its spec is being read */
+  call *tracing;                        /* the call whose trace the host is given */
+  const flowrun_trace *tracing_t;
+  /* integrations (integrations.c) */
+  integration *integrations;
+  char *integrations_file;
+  bool env_placeholders;                /* env() of an unset name gives "${NAME}" */
+  unsigned long long ig_dev, ig_ino;    /* the integrations file's identity (0: none) */
+  /* secrets (secrets.c) */
+  fr_secret *secrets;
+  int nsecrets;
+  /* the sandbox (sandbox.c) */
+  int base_ref;                         /* registry: metatable of session globals */
+  int globals_ref;                      /* registry: the flow globals */
+  int modules_ref;                      /* registry: what require gives flows */
+  int trusted_ref;                      /* registry: metatable of a host's own globals */
+  /* limits (quota.c) */
+  long long limit[FLOWRUN_LIMIT_COUNT];
+  long long mem;                        /* bytes the Lua state holds (if ours) */
+  flowrun_callbacks cb;
+  char err[1024];
+};
+
+flowrun *fr_create(lua_State *L, bool owns, const flowrun_callbacks *cb);
+void fr_destroy(flowrun *rt);
+/* No call, no timer, and every session waits for a message. */
+bool fr_runtime_idle(const flowrun *rt);
+
+#endif

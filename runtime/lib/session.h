@@ -1,0 +1,61 @@
+/*
+** session.h -- sessions: one end-user going through a flow, and the flow
+** primitives (session.c). Not installed.
+*/
+#ifndef FLOWRUN_SESSION_H
+#define FLOWRUN_SESSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <lua.h>
+
+#include "call.h"
+#include "flowrun.h"
+#include "loop.h"
+
+typedef struct session session;
+
+enum { S_RUN, S_CALL, S_ASK, S_SLEEP };
+
+typedef struct fr_msg { struct fr_msg *next; size_t len; char text[]; } fr_msg;
+#define FR_MAX_WAITING 1000             /* messages a session has not asked for */
+
+struct session {
+  flowrun *rt;
+  lua_State *co;
+  int ref;                              /* registry ref to the thread */
+  int envref;                           /* the session's globals */
+  int state;
+  int nargs;                            /* values for the first resume */
+  bool closed;                          /* the channel: asks get nil */
+  bool queued;                          /* in the ready list */
+  fr_msg *in, *in_tail;                 /* messages not asked for yet */
+  int nin;                              /* how many (at most FR_MAX_WAITING) */
+  fr_timer timer;                       /* sleep */
+  call *call;                           /* the call it waits on */
+  fr_call_waiter waiter;                /* how that call wakes it */
+  long long steps;                      /* instructions since it last waited (quota.c) */
+  long long mem, mem_check;             /* bytes charged to it; measure past this */
+  long long out;                        /* bytes it said, asked, logged */
+  int refused;                          /* the limit that refused it memory, +1 */
+  bool recheck;                         /* measure what it holds at the next look */
+  char *doom;                           /* why a limit ends it: raised again and again */
+  session *next_ready;
+  session *prev, *next;                 /* all live sessions */
+  char id[];
+};
+
+session *fr_session_current(flowrun *rt, lua_State *L);
+void fr_session_ready(session *s);      /* resume it in the next step */
+/* Does every session wait for a message (none ready, none sleeping or
+** calling)? */
+bool fr_sessions_idle(const flowrun *rt);
+void fr_run_ready(flowrun *rt);         /* the loop's hook: resume the ready */
+void fr_sessions_free(flowrun *rt);
+/* Pushes a new table of the flow primitives: api_node, say, ask, sleep,
+** run_flow, log, json, print. */
+void fr_push_flow_primitives(flowrun *rt, lua_State *L);
+int fr_open_api_node(lua_State *L);     /* pushes the api_node closure */
+
+#endif
