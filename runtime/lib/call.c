@@ -55,22 +55,22 @@ static bool buf_add(fr_buf *b, const char *p, size_t n) {
 /* Takes e out of the multi handle and keeps it for ig's next call; one
 ** libcurl would not take out is freed instead (curl_easy_cleanup takes it
 ** out), never reused. */
-static void easy_out(flowrun *rt, integration *ig, CURL *e) {
+static void easy_out(flowrun *rt, fr_integration *ig, CURL *e) {
   if (curl_multi_remove_handle(rt->multi, e) == CURLM_OK) fr_pool_easy_put(&ig->pool, e);
   else curl_easy_cleanup(e);
 }
 
 /* Unlinks c from the loop: transfer, queue, timer, slot. Leaves its
 ** outcome and buffers. */
-static void detach(call *c) {
+static void detach(fr_call *c) {
   flowrun *rt = c->rt;
   if (c->easy) {
     easy_out(rt, c->rq.ig, c->easy);
     c->easy = NULL;
   }
   fr_timer_cancel(rt, &c->timer);
-  if (c->phase == C_QUEUED) {
-    call **p = &c->rq.ig->pool.qhead;
+  if (c->phase == FR_C_QUEUED) {
+    fr_call **p = &c->rq.ig->pool.qhead;
     c->rq.ig->pool.qtail = NULL;
     while (*p) {
       if (*p == c) *p = c->qnext;
@@ -90,7 +90,7 @@ static void detach(call *c) {
 static void on_call_timer(flowrun *rt, fr_timer *t);
 
 /* Empties c for its next use, keeping its buffers (unless huge). */
-static void clear(call *c) {
+static void clear(fr_call *c) {
   flowrun *rt = c->rt;
   fr_request rq;
   fr_buf rbody = c->rbody, rhdr = c->rhdr;
@@ -109,7 +109,7 @@ static void clear(call *c) {
   c->timer.fire = on_call_timer;
 }
 
-static void unlink_call(call *c) {
+static void unlink_call(fr_call *c) {
   flowrun *rt = c->rt;
   if (c->prev) c->prev->next = c->next;
   else rt->calls = c->next;
@@ -117,7 +117,7 @@ static void unlink_call(call *c) {
   c->prev = c->next = NULL;
 }
 
-static void destroy(call *c) {
+static void destroy(fr_call *c) {
   clear(c);
   free(c->rq.url);
   free(c->rbody.p);
@@ -126,7 +126,7 @@ static void destroy(call *c) {
 }
 
 /* Done with c: it goes back to the spares. */
-static void give_back(call *c) {
+static void give_back(fr_call *c) {
   flowrun *rt = c->rt;
   detach(c);
   unlink_call(c);
@@ -143,8 +143,8 @@ static void give_back(call *c) {
 
 /* A call to fill in, linked to the runtime. A call whose spec raised an
 ** error last time is taken back first. */
-static call *take(flowrun *rt) {
-  call *c;
+static fr_call *take(flowrun *rt) {
+  fr_call *c;
   if (rt->building) give_back(rt->building);
   if ((c = rt->spare)) {
     rt->spare = c->next;
@@ -164,13 +164,13 @@ static call *take(flowrun *rt) {
 
 void fr_calls_free(flowrun *rt) {
   while (rt->calls) {
-    call *c = rt->calls;
+    fr_call *c = rt->calls;
     detach(c);
     unlink_call(c);
     destroy(c);
   }
   while (rt->spare) {
-    call *c = rt->spare;
+    fr_call *c = rt->spare;
     rt->spare = c->next;
     destroy(c);
   }
@@ -178,10 +178,10 @@ void fr_calls_free(flowrun *rt) {
   rt->building = NULL;
 }
 
-static void pump(integration *ig);
+static void pump(fr_integration *ig);
 
-void fr_call_cancel(call *c) {
-  integration *ig = c->rq.ig;
+void fr_call_cancel(fr_call *c) {
+  fr_integration *ig = c->rq.ig;
   bool had_slot = c->slot;
   c->w = NULL;
   ig->refs++;                           /* pump needs it after give_back */
@@ -193,7 +193,7 @@ void fr_call_cancel(call *c) {
 /* ---- libcurl callbacks: C buffers only ---- */
 
 static size_t on_body(char *p, size_t size, size_t n, void *ud) {
-  call *c = ud;
+  fr_call *c = ud;
   n *= size;
   if ((curl_off_t)(c->rbody.len + n) > c->rq.ig->max_response_bytes) {
     c->too_large = true;
@@ -208,7 +208,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud) {
 ** takes a response cut off inside its headers by a clean close for a
 ** complete one, so fr_call_done checks that the block ended. */
 static size_t on_header(char *p, size_t size, size_t n, void *ud) {
-  call *c = ud;
+  fr_call *c = ud;
   n *= size;
   if (n >= 5 && memcmp(p, "HTTP/", 5) == 0) {     /* a new response */
     c->rhdr.len = 0;
@@ -228,7 +228,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
 ** (the connection may just have gone stale), and each send counts as an
 ** attempt, so that res.attempts is what the server received. */
 static int on_send(void *ud, char *ip, char *local_ip, int port, int local_port) {
-  call *c = ud;
+  fr_call *c = ud;
   (void)ip; (void)local_ip; (void)port; (void)local_port;
   if (c->sends++ == 0) return CURL_PREREQFUNC_OK;
   if (!c->rq.retry_ok) {
@@ -242,7 +242,7 @@ static int on_send(void *ud, char *ip, char *local_ip, int port, int local_port)
 /* ---- outcome ---- */
 
 /* Decides c's outcome: a default label, its reason and message. */
-static void fr_call_fail(call *c, const char *label, const char *reason,
+static void fr_call_fail(fr_call *c, const char *label, const char *reason,
                          const char *fmt, ...) {
   char msg[CURL_ERROR_SIZE + 256];
   va_list ap;
@@ -257,12 +257,12 @@ static void fr_call_fail(call *c, const char *label, const char *reason,
 
 /* c ends for want of memory: the trace says so, and api_node raises a
 ** memory error in the flow (push_result) instead of returning a label. */
-static void fail_oom(call *c) {
+static void fail_oom(fr_call *c) {
   c->oom = true;
   fr_call_fail(c, LABEL_ERROR, "internal", "out of memory");
 }
 
-static void set_status(call *c, int status) {
+static void set_status(fr_call *c, int status) {
   int m = fr_results_status(&c->rq.results, status);
   c->status = status;
   if (m > 0) snprintf(c->codelabel, sizeof c->codelabel, "%d", m);
@@ -274,7 +274,7 @@ static void set_status(call *c, int status) {
 ** refuses a header line over 100 KB as out of memory once the status line
 ** has come, and headers over 300 KB in all as a receive error; libcurl 8.6
 ** and later say CURLE_TOO_LARGE. */
-static bool headers_too_large(const call *c, CURLcode rc) {
+static bool headers_too_large(const fr_call *c, CURLcode rc) {
 #if LIBCURL_VERSION_NUM >= 0x080600
   if (rc == CURLE_TOO_LARGE) return true;
 #endif
@@ -283,7 +283,7 @@ static bool headers_too_large(const call *c, CURLcode rc) {
           && strncmp(c->errbuf, "Too large response headers", 26) == 0);
 }
 
-static void classify(call *c, CURLcode rc, curl_off_t connect_us) {
+static void classify(fr_call *c, CURLcode rc, curl_off_t connect_us) {
   const char *detail = c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc);
   if (c->resend_refused) {
     fr_call_fail(c, LABEL_ERROR, "reset", "the server closed the kept-alive connection "
@@ -344,7 +344,7 @@ static void classify(call *c, CURLcode rc, curl_off_t connect_us) {
 ** terminated array of malloc'd strings; NULL on ENOMEM. libcurl's "X:"
 ** (do not send X) lines are left out, "X;" (send X empty) is "X:", and an
 ** Authorization value keeps only its scheme. */
-static char **trace_headers(call *c) {
+static char **trace_headers(fr_call *c) {
   struct curl_slist *l;
   char **v;
   int n = 0;
@@ -399,7 +399,7 @@ static void curl_header(flowrun *rt, FILE *f, const char *line) {
 
 /* The call being traced as a curl command line (see flowrun.h). */
 char *flowrun_trace_curl(flowrun *rt, const flowrun_trace *t) {
-  call *c = rt->tracing;
+  fr_call *c = rt->tracing;
   char *out = NULL;
   size_t n, blen;
   FILE *f;
@@ -423,7 +423,7 @@ char *flowrun_trace_curl(flowrun *rt, const flowrun_trace *t) {
   return out;
 }
 
-static void emit_trace(call *c, double elapsed) {
+static void emit_trace(fr_call *c, double elapsed) {
   flowrun *rt = c->rt;
   flowrun_trace t;
   char *url, *err, *body, **hdrs;
@@ -457,24 +457,24 @@ static void emit_trace(call *c, double elapsed) {
   free(err);
 }
 
-static void start(call *c);
+static void start(fr_call *c);
 
 /* Lets waiting calls of ig take the free slots, oldest first. */
-static void pump(integration *ig) {
+static void pump(fr_integration *ig) {
   while (ig->pool.qhead && ig->pool.inflight < ig->max_connections) {
-    call *c = ig->pool.qhead;
+    fr_call *c = ig->pool.qhead;
     if (!(ig->pool.qhead = c->qnext)) ig->pool.qtail = NULL;
     fr_timer_cancel(c->rt, &c->timer);
-    c->phase = C_NEW;
+    c->phase = FR_C_NEW;
     start(c);
   }
 }
 
-static void finish(call *c) {
-  integration *ig = c->rq.ig;
+static void finish(fr_call *c) {
+  fr_integration *ig = c->rq.ig;
   bool had_slot = c->slot;
   detach(c);                            /* out of the queue first */
-  c->phase = C_DONE;
+  c->phase = FR_C_DONE;
   c->t0 = fr_now() - c->t0;             /* from here on: the elapsed time */
   emit_trace(c, c->t0);
   if (had_slot) pump(ig);
@@ -485,7 +485,7 @@ static void finish(call *c) {
 
 /* An easy handle for ig: one of its idle ones, already set up with what
 ** is the same on every call of the integration, or a new one. */
-static CURL *easy_take(flowrun *rt, integration *ig) {
+static CURL *easy_take(flowrun *rt, fr_integration *ig) {
   CURL *e;
   if ((e = fr_pool_easy_take(&ig->pool))) return e;
   if (!(e = curl_easy_init())) return NULL;
@@ -506,9 +506,9 @@ static CURL *easy_take(flowrun *rt, integration *ig) {
 }
 
 /* Sends the request for this hop of this attempt. */
-static void transfer(call *c) {
+static void transfer(fr_call *c) {
   flowrun *rt = c->rt;
-  integration *ig = c->rq.ig;
+  fr_integration *ig = c->rq.ig;
   double left = c->rq.timeout_ms - (fr_now() - c->attempt_t0);
   CURL *e;
   CURLMcode mc;
@@ -556,12 +556,12 @@ static void transfer(call *c) {
   }
 }
 
-static void start(call *c) {
+static void start(fr_call *c) {
   if (!c->slot) {
     c->slot = true;
     c->rq.ig->pool.inflight++;
   }
-  c->phase = C_ACTIVE;
+  c->phase = FR_C_ACTIVE;
   c->attempts++;
   c->attempt_t0 = fr_now();
   c->hops = 0;
@@ -570,9 +570,9 @@ static void start(call *c) {
 }
 
 static void on_call_timer(flowrun *rt, fr_timer *t) {
-  call *c = (call *)((char *)t - offsetof(call, timer));
+  fr_call *c = (fr_call *)((char *)t - offsetof(fr_call, timer));
   (void)rt;
-  if (c->phase == C_BACKOFF) {
+  if (c->phase == FR_C_BACKOFF) {
     start(c);
     return;
   }
@@ -584,8 +584,8 @@ static void on_call_timer(flowrun *rt, fr_timer *t) {
 }
 
 /* Takes a slot of the pool, queues for one, or fails at once. */
-static void acquire(call *c) {
-  integration *ig = c->rq.ig;
+static void acquire(fr_call *c) {
+  fr_integration *ig = c->rq.ig;
   if (ig->pool.inflight < ig->max_connections && !ig->pool.qhead) {
     start(c);
   } else if (ig->queue_timeout_ms == 0) {
@@ -594,7 +594,7 @@ static void acquire(call *c) {
                 ig->name, ig->max_connections);
     finish(c);
   } else {
-    c->phase = C_QUEUED;
+    c->phase = FR_C_QUEUED;
     c->qnext = NULL;
     if (ig->pool.qtail) ig->pool.qtail->qnext = c;
     else ig->pool.qhead = c;
@@ -610,7 +610,7 @@ static void acquire(call *c) {
 ** or an HTTP date, a past date is 0), or -1 without one that parses. Read
 ** here, not through CURLINFO_RETRY_AFTER, which takes a number too large
 ** for curl_off_t for no header at all. */
-static double retry_after_ms(const call *c) {
+static double retry_after_ms(const fr_call *c) {
   const char *p = c->rhdr.p, *end = p + c->rhdr.len;
   if (!c->status || !p) return -1;
   for (; p < end; p++) {
@@ -640,8 +640,8 @@ static double retry_after_ms(const call *c) {
 }
 
 /* Schedules another attempt when the retry policy says so. */
-static bool retry(call *c) {
-  integration *ig = c->rq.ig;
+static bool retry(fr_call *c) {
+  fr_integration *ig = c->rq.ig;
   double delay;
   if (c->oom || c->attempts >= ig->retry_attempts || !c->rq.retry_ok) return false;
   if (!((c->status && fr_results_status(&ig->retry_on, c->status))
@@ -659,7 +659,7 @@ static bool retry(call *c) {
     fail_oom(c);
     return false;
   }
-  c->phase = C_BACKOFF;
+  c->phase = FR_C_BACKOFF;
   return true;
 }
 
@@ -685,7 +685,7 @@ static bool same_origin(const char *a, const char *b) {
 }
 
 /* Follows a redirect; false when refused (the label says why). */
-static bool follow(call *c, const char *target, int status) {
+static bool follow(fr_call *c, const char *target, int status) {
   if (c->hops >= MAX_HOPS) {
     fr_call_fail(c, LABEL_ERROR, "redirect", "more than %d redirects", MAX_HOPS);
     return false;
@@ -710,7 +710,7 @@ static bool follow(call *c, const char *target, int status) {
 }
 
 void fr_call_done(flowrun *rt, CURLMsg *m) {
-  call *c = NULL;
+  fr_call *c = NULL;
   CURLcode rc = m->data.result;
   long status = 0;
   curl_off_t connect_us = 0;
@@ -748,7 +748,7 @@ void fr_call_done(flowrun *rt, CURLMsg *m) {
 
 /* Pushes label and response; the call is over. A call that ran out of
 ** memory raises that instead. */
-int fr_call_push_result(lua_State *L, call *c) {
+int fr_call_push_result(lua_State *L, fr_call *c) {
   if (c->oom) {
     give_back(c);
     return luaL_error(L, "not enough memory");
@@ -760,36 +760,36 @@ int fr_call_push_result(lua_State *L, call *c) {
   return 2;
 }
 
-call *fr_call_new(flowrun *rt) {
-  call *c = take(rt);
+fr_call *fr_call_new(flowrun *rt) {
+  fr_call *c = take(rt);
   if (c) c->t0 = fr_now();
   return c;
 }
 
-void fr_call_build(lua_State *L, call *c) {
+void fr_call_build(lua_State *L, fr_call *c) {
   fr_request_build(L, c->rt, &c->rq);   /* raises on misuse: see take() */
   c->rt->building = NULL;               /* valid: from here on it is a call */
   if (c->rq.fail)                       /* a header conflict, too large: not sent */
     fr_call_fail(c, LABEL_ERROR, c->rq.fail, "%s", c->rq.fail_msg);
 }
 
-bool fr_call_begin(call *c, fr_call_waiter *w) {
+bool fr_call_begin(fr_call *c, fr_call_waiter *w) {
   c->active = true;
   c->rt->ncalls++;
   c->w = w;
   if (c->label) finish(c);              /* a header conflict: nothing sent */
   else acquire(c);
-  return c->phase == C_DONE;
+  return c->phase == FR_C_DONE;
 }
 
-bool fr_call_over(const call *c) {
-  return c->phase == C_DONE;
+bool fr_call_over(const fr_call *c) {
+  return c->phase == FR_C_DONE;
 }
 
 int flowrun_interrupt(flowrun *rt, const char *id) {
   int n = 0;
-  for (call *c = rt->calls; c; c = c->next)
-    if (c->active && c->phase != C_DONE
+  for (fr_call *c = rt->calls; c; c = c->next)
+    if (c->active && c->phase != FR_C_DONE
         && (id ? c->w && strcmp(c->w->id, id) == 0 : !c->w)) {
       fr_call_fail(c, LABEL_ERROR, "interrupted", "the call was interrupted");
       c->status = 0;                    /* no complete response (a retry's) */

@@ -15,9 +15,9 @@
 #include "loop.h"
 #include "request.h"
 
-typedef struct call call;
+typedef struct fr_call fr_call;
 
-enum { C_NEW, C_QUEUED, C_ACTIVE, C_BACKOFF, C_DONE };
+enum { FR_C_NEW, FR_C_QUEUED, FR_C_ACTIVE, FR_C_BACKOFF, FR_C_DONE };
 
 typedef struct fr_buf { char *p; size_t len, cap; } fr_buf;
 
@@ -25,16 +25,16 @@ typedef struct fr_buf { char *p; size_t len, cap; } fr_buf;
 ** waiter in traces and flowrun_interrupt (a session's id). */
 typedef struct fr_call_waiter fr_call_waiter;
 struct fr_call_waiter {
-  void (*wake)(fr_call_waiter *w, call *c);
+  void (*wake)(fr_call_waiter *w, fr_call *c);
   const char *id;
 };
 
-struct call {
+struct fr_call {
   flowrun *rt;
   fr_call_waiter *w;                    /* NULL: a blocking call */
   fr_request rq;                        /* what it sends (request.c) */
   CURL *easy;
-  call *prev, *next;                    /* the runtime's calls */
+  fr_call *prev, *next;                 /* the runtime's calls */
   int phase;
   bool active;                          /* counted in ncalls */
   bool slot;                            /* holds a pool slot */
@@ -47,7 +47,7 @@ struct call {
   int attempts, hops;
   double t0, attempt_t0;
   fr_timer timer;                       /* queue limit or backoff */
-  call *qnext;                          /* waiting for a slot */
+  fr_call *qnext;                       /* waiting for a slot */
   fr_buf rbody, rhdr;                   /* the response as it arrives */
   int status;                           /* of a complete response */
   const char *label;                    /* set when decided */
@@ -61,13 +61,13 @@ struct call {
 ** index 1 (raises on misuse); begun (true: it has ended already, else
 ** w->wake runs when it ends; w NULL: the caller turns the loop until
 ** fr_call_over); its label and response pushed, and the call given back. */
-call *fr_call_new(flowrun *rt);
-void fr_call_build(lua_State *L, call *c);
-bool fr_call_begin(call *c, fr_call_waiter *w);
-bool fr_call_over(const call *c);
-int fr_call_push_result(lua_State *L, call *c);
+fr_call *fr_call_new(flowrun *rt);
+void fr_call_build(lua_State *L, fr_call *c);
+bool fr_call_begin(fr_call *c, fr_call_waiter *w);
+bool fr_call_over(const fr_call *c);
+int fr_call_push_result(lua_State *L, fr_call *c);
 void fr_call_done(flowrun *rt, CURLMsg *m);  /* the loop's hook: a transfer ended */
 void fr_calls_free(flowrun *rt);        /* the runtime goes away */
-void fr_call_cancel(call *c);           /* its waiter has gone */
+void fr_call_cancel(fr_call *c);        /* its waiter has gone */
 
 #endif

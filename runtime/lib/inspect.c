@@ -40,7 +40,7 @@ static void set_int(lua_State *L, const char *k, lua_Integer v) {
 static int l_integrations(lua_State *L) {
   flowrun *rt = fr_rt(L);
   lua_newtable(L);
-  for (integration *ig = rt->integrations; ig; ig = ig->next) {
+  for (fr_integration *ig = rt->integrations; ig; ig = ig->next) {
     int i;
     lua_createtable(L, 0, 16);
     set_str(L, rt, "name", ig->name);
@@ -83,7 +83,7 @@ static int l_header_conflict(lua_State *L) {
   size_t n;
   const char *ig_name = luaL_checklstring(L, 1, &n);
   const char *name = luaL_checkstring(L, 2), *value = luaL_checkstring(L, 3);
-  integration *ig = fr_integration_find(rt, ig_name, n);
+  fr_integration *ig = fr_integration_find(rt, ig_name, n);
   if (!ig) return luaL_argerror(L, 1, "no such integration");
   for (int i = 0; i < ig->nheaders; i++)
     if (strcasecmp(ig->headers[i].name, name) == 0 && strcmp(ig->headers[i].value, value) != 0) {

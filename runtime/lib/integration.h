@@ -16,11 +16,11 @@
 #include "labels.h"
 #include "pool.h"
 
-typedef struct integration integration;
+typedef struct fr_integration fr_integration;
 typedef struct fr_header { char *name, *value; } fr_header;
 typedef struct fr_endpoint { char *name, *method, *path; } fr_endpoint;
 
-struct integration {
+struct fr_integration {
   char *name;
   char *base_url;                       /* as written, secrets and all */
   CURLU *base;
@@ -46,17 +46,17 @@ struct integration {
   fr_pool pool;                         /* its connections (call.c, pool.c) */
   int refs;                             /* calls holding it, plus the set */
   struct curl_slist *shared_hdrs;       /* its headers, for calls adding none (request.c) */
-  integration *next;
+  fr_integration *next;
 };
 
 int fr_integrations_load(flowrun *rt, lua_State *L, const char *file);
 int fr_integration_define(flowrun *rt, lua_State *L, const char *name,
                           int idx, const char *where);
-integration *fr_integration_find(flowrun *rt, const char *name, size_t len);
-void fr_integration_release(integration *ig);
+fr_integration *fr_integration_find(flowrun *rt, const char *name, size_t len);
+void fr_integration_release(fr_integration *ig);
 void fr_integrations_free(flowrun *rt);
 int fr_l_env(lua_State *L);             /* env() of integrations files */
-const fr_endpoint *fr_endpoint_find(const integration *ig, const char *name);
+const fr_endpoint *fr_endpoint_find(const fr_integration *ig, const char *name);
 /* Is path the integrations file the runtime loaded? Flows may not run it
 ** (its literal values are the operator's, not theirs to read). */
 bool fr_integrations_file(flowrun *rt, const char *path);

@@ -31,7 +31,7 @@
 
 /* ---- integration structs ---- */
 
-static void integration_free(integration *ig) {
+static void integration_free(fr_integration *ig) {
   int i;
   free(ig->name);
   free(ig->base_url);
@@ -62,17 +62,17 @@ static void integration_free(integration *ig) {
   free(ig);
 }
 
-void fr_integration_release(integration *ig) {
+void fr_integration_release(fr_integration *ig) {
   if (--ig->refs == 0) integration_free(ig);
 }
 
-integration *fr_integration_find(flowrun *rt, const char *name, size_t len) {
-  for (integration *ig = rt->integrations; ig; ig = ig->next)
+fr_integration *fr_integration_find(flowrun *rt, const char *name, size_t len) {
+  for (fr_integration *ig = rt->integrations; ig; ig = ig->next)
     if (strncmp(ig->name, name, len) == 0 && ig->name[len] == '\0') return ig;
   return NULL;
 }
 
-const fr_endpoint *fr_endpoint_find(const integration *ig, const char *name) {
+const fr_endpoint *fr_endpoint_find(const fr_integration *ig, const char *name) {
   for (int i = 0; i < ig->nendpoints; i++)
     if (strcmp(ig->endpoints[i].name, name) == 0) return &ig->endpoints[i];
   return NULL;
@@ -80,7 +80,7 @@ const fr_endpoint *fr_endpoint_find(const integration *ig, const char *name) {
 
 void fr_integrations_free(flowrun *rt) {
   while (rt->integrations) {
-    integration *ig = rt->integrations;
+    fr_integration *ig = rt->integrations;
     rt->integrations = ig->next;
     fr_integration_release(ig);
   }
@@ -92,7 +92,7 @@ void fr_integrations_free(flowrun *rt) {
 /* ---- validation ---- */
 
 typedef struct building {               /* a userdata: frees on error */
-  integration *ig;
+  fr_integration *ig;
   const char *where;                    /* file name, for messages */
   flowrun *rt;
 } building;
@@ -171,7 +171,7 @@ static void only_keys(lua_State *L, building *b, const char *key,
 
 static void add_header(lua_State *L, building *b, const char *name,
                        const char *value, size_t vlen) {
-  integration *ig = b->ig;
+  fr_integration *ig = b->ig;
   fr_header *h;
   void *p = realloc(ig->headers, (ig->nheaders + 1) * sizeof *ig->headers);
   if (!p) luaL_error(L, "not enough memory");
@@ -291,7 +291,7 @@ static void read_auth(lua_State *L, building *b) {
 
 static void read_endpoints(lua_State *L, building *b) {
   static const char *const keys[] = { "method", "path", NULL };
-  integration *ig = b->ig;
+  fr_integration *ig = b->ig;
   want_table(L, b, "endpoints");
   lua_pushnil(L);
   while (lua_next(L, -2)) {
@@ -332,7 +332,7 @@ static void read_endpoints(lua_State *L, building *b) {
 }
 
 static void read_query(lua_State *L, building *b) {
-  integration *ig = b->ig;
+  fr_integration *ig = b->ig;
   int n, i;
   want_table(L, b, "query");
   int t = lua_gettop(L);
@@ -356,7 +356,7 @@ static void read_retry(lua_State *L, building *b) {
   static const char *const keys[] = {
     "attempts", "on", "backoff_ms", "max_backoff_ms", NULL
   };
-  integration *ig = b->ig;
+  fr_integration *ig = b->ig;
   want_table(L, b, "retry");
   only_keys(L, b, "retry", keys);
   if (lua_getfield(L, -1, "attempts") != LUA_TNIL)
@@ -390,7 +390,7 @@ static void check_authority(lua_State *L, building *b, const char *url) {
 }
 
 static void read_base_url(lua_State *L, building *b) {
-  integration *ig = b->ig;
+  fr_integration *ig = b->ig;
   size_t len;
   const char *url = want_string(L, b, -1, "base_url", &len);
   char *scheme = NULL;
@@ -449,7 +449,7 @@ static void check_name(lua_State *L, const char *name, const char *where) {
 ** placeholder mode) one of ig's values holds, malloc'd; NULL when none:
 ** such an integration is never called (api_node refuses it). Raises when
 ** out of memory: a placeholder must never go unnoticed. */
-static char *unset_placeholder(lua_State *L, const integration *ig) {
+static char *unset_placeholder(lua_State *L, const fr_integration *ig) {
   int n = 1 + ig->nheaders + ig->nquery + ig->nendpoints;
   const char **vals = calloc((size_t)n, sizeof *vals);
   char *found = NULL;
@@ -484,7 +484,7 @@ static char *unset_placeholder(lua_State *L, const integration *ig) {
 
 /* Reads the integration table at idx into a new struct. Pushes the box
 ** that owns it until take(): a Lua error on the way frees it. */
-static integration *build(flowrun *rt, lua_State *L, const char *name,
+static fr_integration *build(flowrun *rt, lua_State *L, const char *name,
                           int idx, const char *where) {
   static const char *const keys[] = {
     "base_url", "headers", "auth", "query", "endpoints", "timeout_ms",
@@ -493,7 +493,7 @@ static integration *build(flowrun *rt, lua_State *L, const char *name,
     "retry", NULL
   };
   building *b;
-  integration *ig;
+  fr_integration *ig;
   int top, box;
   (void)rt;
   idx = lua_absindex(L, idx);
@@ -567,12 +567,12 @@ static void take(lua_State *L, int idx) {
   ((building *)lua_touserdata(L, idx))->ig = NULL;
 }
 
-static void install(flowrun *rt, integration *ig) {
-  integration **p = &rt->integrations;
+static void install(flowrun *rt, fr_integration *ig) {
+  fr_integration **p = &rt->integrations;
   ig->refs = 1;
   for (; *p; p = &(*p)->next)
     if (strcmp((*p)->name, ig->name) == 0) {
-      integration *old = *p;
+      fr_integration *old = *p;
       ig->next = old->next;
       *p = ig;
       fr_integration_release(old);
@@ -584,7 +584,7 @@ static void install(flowrun *rt, integration *ig) {
 
 int fr_integration_define(flowrun *rt, lua_State *L, const char *name,
                           int idx, const char *where) {
-  integration *ig = build(rt, L, name, idx, where);
+  fr_integration *ig = build(rt, L, name, idx, where);
   take(L, -1);
   lua_pop(L, 1);
   install(rt, ig);
@@ -688,7 +688,7 @@ static int run_chunk(lua_State *L) {
 static int l_load(lua_State *L) {
   flowrun *rt = lua_touserdata(L, 1);
   const char *file = lua_touserdata(L, 2);
-  integration *list = NULL, **tail = &list;
+  fr_integration *list = NULL, **tail = &list;
   char *name;
   int n, i;
   if (luaL_loadfilex(L, file, "t") != LUA_OK) return lua_error(L);
@@ -713,7 +713,7 @@ static int l_load(lua_State *L) {
     lua_rawgeti(L, boxes - 1, i);
     lua_gettable(L, set);
     lua_rawgeti(L, boxes - 1, i);
-    integration *ig = build(rt, L, lua_tostring(L, -1), -2, file);
+    fr_integration *ig = build(rt, L, lua_tostring(L, -1), -2, file);
     lua_rawseti(L, boxes, i);
     lua_pop(L, 2);
     *tail = ig;
@@ -728,7 +728,7 @@ static int l_load(lua_State *L) {
   }
   fr_integrations_free(rt);
   while (list) {
-    integration *next = list->next;
+    fr_integration *next = list->next;
     install(rt, list);
     list = next;
   }

@@ -135,7 +135,7 @@ static void fd_forget(flowrun *rt, int fd) {
 ** would only say it could not connect. */
 curl_socket_t fr_open_socket(void *ud, curlsocktype purpose,
                              struct curl_sockaddr *a) {
-  call *c = ud;
+  fr_call *c = ud;
   int fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
   fd_state *st;
   (void)purpose;
@@ -165,7 +165,7 @@ static int on_socket(CURL *e, curl_socket_t s, int what, void *ud, void *sp) {
   if (!st) {
     /* no memory to note it: s goes unwatched and its call ends as out of
     ** memory (at its timeout at the latest); -1 would end every transfer */
-    call *c = NULL;
+    fr_call *c = NULL;
     curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&c);
     if (c) c->oom = true;
     return 0;

@@ -8,11 +8,11 @@
 
 #include <curl/curl.h>
 
-typedef struct call call;
+typedef struct fr_call fr_call;
 
 typedef struct fr_pool {
   int inflight;                         /* calls holding a slot */
-  call *qhead, *qtail;                  /* calls waiting for one, FIFO */
+  fr_call *qhead, *qtail;               /* calls waiting for one, FIFO */
   CURL **easy;                          /* idle easy handles, set up for the integration */
   int neasy;
 } fr_pool;

@@ -36,7 +36,7 @@
 #define EVERY 1000                      /* instructions between two looks */
 #define VARARG 0x8000                   /* thread slots from here: varargs */
 
-static _Thread_local session *running; /* whose code runs on this thread */
+static _Thread_local fr_session *running; /* whose code runs on this thread */
 
 void fr_limits_init(flowrun *rt) {
   rt->limit[FLOWRUN_LIMIT_INSTRUCTIONS] = 100000000;
@@ -56,22 +56,22 @@ long long flowrun_limit(flowrun *rt, int which, long long value) {
   return old;
 }
 
-session *fr_limits_enter(session *s) {
-  session *was = running;
+fr_session *fr_limits_enter(fr_session *s) {
+  fr_session *was = running;
   running = s;
   s->steps = 0;
   return was;
 }
 
-void fr_limits_leave(session *was) {
+void fr_limits_leave(fr_session *was) {
   running = was;
 }
 
-session *fr_running(void) {
+fr_session *fr_running(void) {
   return running;
 }
 
-const char *fr_limits_doom(const session *s) {
+const char *fr_limits_doom(const fr_session *s) {
   return s->doom;
 }
 
@@ -79,7 +79,7 @@ const char *fr_limits_doom(const session *s) {
 
 void *fr_alloc(void *ud, void *p, size_t osize, size_t nsize) {
   flowrun *rt = ud;
-  session *s = running && running->rt == rt ? running : NULL;
+  fr_session *s = running && running->rt == rt ? running : NULL;
   long long delta;
   void *q;
   if (!p) osize = 0;                    /* then it says the type */
@@ -188,7 +188,7 @@ static void visit(lua_State *L, walk *w) {
 
 /* What the session holds, estimated from what its globals and threads
 ** reach (shared and frozen tables aside); -1 when it cannot be told. */
-static long long measure(lua_State *L, session *s) {
+static long long measure(lua_State *L, fr_session *s) {
   flowrun *rt = s->rt;
   walk w = { { 0 }, 0, 0, 0, 0 };
   int base = lua_gettop(L);
@@ -288,7 +288,7 @@ static void hook(lua_State *L, lua_Debug *ar);
 /* Ends s for good: raises msg at the code that runs, and at every
 ** instruction after it. Doomed before "file:line: " is put in front: that
 ** takes Lua memory, and a memory error must not save the session. */
-static void doom(lua_State *L, session *s, const char *fmt, ...) {
+static void doom(lua_State *L, fr_session *s, const char *fmt, ...) {
   static const char fallback[] = "a limit of the session was reached";
   char msg[300], *where;
   va_list ap;
@@ -309,7 +309,7 @@ static void doom(lua_State *L, session *s, const char *fmt, ...) {
   lua_error(L);
 }
 
-static void check_memory(lua_State *L, session *s) {
+static void check_memory(lua_State *L, fr_session *s) {
   long long slim = s->rt->limit[FLOWRUN_LIMIT_SESSION_MEMORY];
   long long held = measure(L, s);
   s->recheck = false;
@@ -322,7 +322,7 @@ static void check_memory(lua_State *L, session *s) {
 }
 
 static void hook(lua_State *L, lua_Debug *ar) {
-  session *s = running;
+  fr_session *s = running;
   flowrun *rt;
   long long lim;
   (void)ar;
@@ -362,7 +362,7 @@ void fr_limits_watch(lua_State *co) {
 }
 
 void fr_limits_output(flowrun *rt, lua_State *L, size_t n) {
-  session *s = running;
+  fr_session *s = running;
   long long lim = rt->limit[FLOWRUN_LIMIT_OUTPUT];
   if (!s || s->rt != rt) return;
   s->out += (long long)n;

@@ -12,7 +12,7 @@
 
 #include "flowrun.h"
 
-typedef struct session session;
+typedef struct fr_session fr_session;
 
 void fr_limits_init(flowrun *rt);
 
@@ -27,17 +27,17 @@ void fr_limits_watch(lua_State *co);
 /* Around a resume of s (and anything else that runs its code): what it
 ** allocates is charged to it, and its instructions are counted from 0.
 ** enter returns the session that ran before, for leave to restore. */
-session *fr_limits_enter(session *s);
-void fr_limits_leave(session *was);
+fr_session *fr_limits_enter(fr_session *s);
+void fr_limits_leave(fr_session *was);
 
 /* The session whose code runs on this thread now, or NULL. */
-session *fr_running(void);
+fr_session *fr_running(void);
 
 /* Charges n bytes of output (say, ask, log, print) to the session running
 ** on L, if any; raises when that passes the output limit. */
 void fr_limits_output(flowrun *rt, lua_State *L, size_t n);
 
 /* Why a limit ended s (NULL: none did); freed with the session. */
-const char *fr_limits_doom(const session *s);
+const char *fr_limits_doom(const fr_session *s);
 
 #endif

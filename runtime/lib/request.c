@@ -45,7 +45,7 @@ static bool field(lua_State *L, unsigned present, int f) {
 static void resolve_target(lua_State *L, flowrun *rt, fr_request *rq, unsigned present,
                            const char **path) {
   const fr_endpoint *ep = NULL;
-  integration *ig = NULL;
+  fr_integration *ig = NULL;
   const char *method = NULL, *bad;
   if (field(L, present, F_ENDPOINT)) {
     const char *s = lua_tostring(L, -1), *dot = strchr(s, '.');
@@ -172,7 +172,7 @@ static void check_head_size(lua_State *L, fr_request *rq) {
 
 /* Sets rq->url from path and query through the integration's URL handle.
 ** Many calls ask for the URL of the call before; that one is reused. */
-static void set_url(lua_State *L, integration *ig, fr_request *rq, const char *path,
+static void set_url(lua_State *L, fr_integration *ig, fr_request *rq, const char *path,
                     const char *query, bool has_query) {
   char *url = NULL;
   CURLUcode rc;
@@ -205,7 +205,7 @@ static void set_url(lua_State *L, integration *ig, fr_request *rq, const char *p
 
 /* Builds rq->url from the integration's base URL, path and query. */
 static void build_url(lua_State *L, fr_request *rq, unsigned present, const char *path) {
-  integration *ig = rq->ig;
+  fr_integration *ig = rq->ig;
   int params = 0, i;
   char sep = '&';
   const char *q;
@@ -285,7 +285,7 @@ static const char *node_header(lua_State *L, int idx, const char *name) {
   return v;
 }
 
-static bool ig_header(const integration *ig, const char *name) {
+static bool ig_header(const fr_integration *ig, const char *name) {
   for (int i = 0; i < ig->nheaders; i++)
     if (strcasecmp(ig->headers[i].name, name) == 0) return true;
   return false;
@@ -317,7 +317,7 @@ static void add_line(lua_State *L, fr_request *rq, struct curl_slist **tail,
 ** and marks those the node repeats. */
 static void build_headers(lua_State *L, fr_request *rq, unsigned present, int *hidx,
                           struct curl_slist **tail) {
-  integration *ig = rq->ig;
+  fr_integration *ig = rq->ig;
   int h = 0, i;
   bool *repeated;
   *hidx = 0;

@@ -14,14 +14,14 @@
 #include "flowrun.h"
 #include "labels.h"
 
-typedef struct integration integration;
+typedef struct fr_integration fr_integration;
 
 /* A request as request.c makes it from an api_node spec, adopted by the
 ** call that sends it (call.c); the URL buffer is kept from one to the
 ** next. fail: the reason it will not be sent (its call gets label error
 ** and fail_msg): header_conflict, too_large. */
 typedef struct fr_request {
-  integration *ig;                      /* holds a reference */
+  fr_integration *ig;                   /* holds a reference */
   char method[8];
   char *url;                            /* the URL of this hop */
   size_t urlcap;

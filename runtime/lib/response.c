@@ -118,7 +118,7 @@ static int res_pairs(lua_State *L) {
 }
 
 /* Pushes the response of a finished call. */
-void fr_push_response(lua_State *L, call *c) {
+void fr_push_response(lua_State *L, fr_call *c) {
   flowrun *rt = c->rt;
   lua_createtable(L, 0, 8);             /* 7 fields; 9 with error, reason */
   lua_pushstring(L, c->label);

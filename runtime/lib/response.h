@@ -10,6 +10,6 @@
 #include "call.h"
 
 void fr_open_response(lua_State *L);    /* the response metatable, on the stack */
-void fr_push_response(lua_State *L, call *c);   /* c's response */
+void fr_push_response(lua_State *L, fr_call *c);   /* c's response */
 
 #endif

@@ -40,7 +40,7 @@ static int l_load_module(lua_State *L) {
 static int l_setup(lua_State *L) {
   flowrun *rt = lua_touserdata(L, 1);
   if (rt->owns_L) {
-    *(session **)lua_getextraspace(L) = NULL;   /* threads copy it */
+    *(fr_session **)lua_getextraspace(L) = NULL;   /* threads copy it */
     luaL_openlibs(L);
   }
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);

@@ -16,9 +16,9 @@
 #include "flowrun.h"
 
 typedef struct fr_timer fr_timer;
-typedef struct session session;
-typedef struct call call;
-typedef struct integration integration;
+typedef struct fr_session fr_session;
+typedef struct fr_call fr_call;
+typedef struct fr_integration fr_integration;
 typedef struct fr_secret fr_secret;
 struct fr_watch;
 struct fd_state;
@@ -40,9 +40,9 @@ struct flowrun {
   int nfds;
   int in_step;
   /* sessions (session.c; quota.c: running, broke, run_L) */
-  session *ready, *ready_tail;
-  session *all;
-  session *volatile running;            /* being resumed now (flowrun_break) */
+  fr_session *ready, *ready_tail;
+  fr_session *all;
+  fr_session *volatile running;         /* being resumed now (flowrun_break) */
   volatile sig_atomic_t broke;          /* flowrun_break: the hook ends it */
   lua_State *volatile run_L;            /* the thread the hook last ran on */
   _Atomic long long run_since;          /* ms its resume began, 0: none (a watchdog reads it) */
@@ -52,14 +52,14 @@ struct flowrun {
   int threads_ref;                      /* registry: thread -> session */
   /* calls (call.c) */
   int ncalls;                           /* calls started, not yet finished */
-  call *calls;                          /* calls being built or not done */
-  call *spare;                          /* finished calls to reuse */
+  fr_call *calls;                       /* calls being built or not done */
+  fr_call *spare;                       /* finished calls to reuse */
   int nspare;
-  call *building;                       /* its spec is being read */
-  call *tracing;                        /* the call whose trace the host is given */
+  fr_call *building;                    /* its spec is being read */
+  fr_call *tracing;                     /* the call whose trace the host is given */
   const flowrun_trace *tracing_t;
   /* integrations (integrations.c) */
-  integration *integrations;
+  fr_integration *integrations;
   char *integrations_file;
   bool env_placeholders;                /* env() of an unset name gives "${NAME}" */
   unsigned long long ig_dev, ig_ino;    /* the integrations file's identity (0: none) */

@@ -125,7 +125,7 @@ int fr_caller_env(lua_State *L, int level) {
 /* Pushes the globals of the code that called the C function running now:
 ** its _ENV, else its session's globals; raises when there is neither. */
 static void push_caller_env(lua_State *L, flowrun *rt, const char *fn) {
-  session *s;
+  fr_session *s;
   if (fr_caller_env(L, 1)) {
     if (!lua_istable(L, -1) || !fr_frozen(L, -1)) return;
     lua_pop(L, 1);                      /* shared: never a module's globals */
@@ -334,7 +334,7 @@ static void set_frozen_field(lua_State *L, int idx, const char *k) {
 static bool session_thread(flowrun *rt, lua_State *L, int idx) {
   lua_State *co = lua_tothread(L, idx);
   bool yes;
-  if (rt->owns_L) return *(session **)lua_getextraspace(co) != NULL;
+  if (rt->owns_L) return *(fr_session **)lua_getextraspace(co) != NULL;
   lua_rawgeti(L, LUA_REGISTRYINDEX, rt->threads_ref);
   lua_pushvalue(L, idx);
   yes = lua_rawget(L, -2) != LUA_TNIL;

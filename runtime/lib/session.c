@@ -33,11 +33,11 @@
 
 /* ---- finding the session of a thread ---- */
 
-static void call_ended(fr_call_waiter *w, call *c);
+static void call_ended(fr_call_waiter *w, fr_call *c);
 
-session *fr_session_current(flowrun *rt, lua_State *L) {
-  session *s;
-  if (rt->owns_L) return *(session **)lua_getextraspace(L);
+fr_session *fr_session_current(flowrun *rt, lua_State *L) {
+  fr_session *s;
+  if (rt->owns_L) return *(fr_session **)lua_getextraspace(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, rt->threads_ref);
   lua_pushthread(L);
   lua_rawget(L, -2);
@@ -48,12 +48,12 @@ session *fr_session_current(flowrun *rt, lua_State *L) {
 
 bool fr_sessions_idle(const flowrun *rt) {
   if (rt->ready) return false;
-  for (session *s = rt->all; s; s = s->next)
-    if (s->state != S_ASK) return false;
+  for (fr_session *s = rt->all; s; s = s->next)
+    if (s->state != FR_S_ASK) return false;
   return true;
 }
 
-void fr_session_ready(session *s) {
+void fr_session_ready(fr_session *s) {
   flowrun *rt = s->rt;
   if (s->queued) return;
   s->queued = true;
@@ -239,7 +239,7 @@ static int l_flow_runner(lua_State *L) {
 /* The session's main function returned a definition (its first result):
 ** makes the finished coroutine call flow.run(def, env, ctx) when resumed
 ** again, and says true; false with an error on its stack otherwise. */
-static bool run_definition(session *s, int nres) {
+static bool run_definition(fr_session *s, int nres) {
   flowrun *rt = s->rt;
   lua_State *L = rt->L, *co = s->co;
   int base = lua_gettop(co) - nres + 1;
@@ -271,7 +271,7 @@ static int l_forget(lua_State *L) {
 /* Takes s out of the sessions table. The key string of a long id is made
 ** anew, which takes memory; without any, the table is walked to find it
 ** (lua_next and setting an existing key to nil allocate nothing). */
-static void forget(session *s) {
+static void forget(fr_session *s) {
   lua_State *L = s->rt->L;
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->rt->sessions_ref);
   lua_pushcfunction(L, l_forget);
@@ -293,13 +293,13 @@ static void forget(session *s) {
   lua_pop(L, 1);
 }
 
-static void session_free(session *s) {
+static void session_free(fr_session *s) {
   flowrun *rt = s->rt;
   lua_State *L = rt->L;
   if (s->call) fr_call_cancel(s->call);
   fr_timer_cancel(rt, &s->timer);
   if (s->queued) {                      /* unlink from the ready list */
-    session **p = &rt->ready;
+    fr_session **p = &rt->ready;
     rt->ready_tail = NULL;
     while (*p) {
       if (*p == s) *p = s->next_ready;
@@ -319,8 +319,8 @@ static void session_free(session *s) {
     lua_pop(L, 1);
   }
   if (lua_status(s->co) != LUA_OK) {   /* its <close> variables run, */
-    session *was = rt->running;         /* within its limits, as a resume */
-    session *ran = fr_limits_enter(s);
+    fr_session *was = rt->running;      /* within its limits, as a resume */
+    fr_session *ran = fr_limits_enter(s);
     long long since = atomic_load_explicit(&rt->run_since, memory_order_relaxed);
     rt->running = s;
     rt->run_L = s->co;
@@ -350,7 +350,7 @@ static int l_error_text(lua_State *L) {
 ** failed session: "file:line: message" and a traceback, secrets hidden.
 ** Pushes onto the main thread only: the session's thread runs no more. */
 static int l_failure(lua_State *L) {
-  session *s = lua_touserdata(L, 1);
+  fr_session *s = lua_touserdata(L, 1);
   flowrun *rt = s->rt;
   lua_State *co = s->co;
   int st = (int)lua_tointeger(L, 2);
@@ -376,7 +376,7 @@ static int l_failure(lua_State *L) {
   else if (lua_type(L, 3) == LUA_TSTRING || lua_type(L, 3) == LUA_TNUMBER)
     msg = lua_tostring(L, 3);
   else {                                /* __tostring, run with limits */
-    session *was = fr_limits_enter(s);
+    fr_session *was = fr_limits_enter(s);
     lua_Hook hook = lua_gethook(L);
     int mask = lua_gethookmask(L), count = lua_gethookcount(L), ok;
     rt->running = s;                    /* a break and a watchdog reach it */
@@ -406,7 +406,7 @@ static int l_failure(lua_State *L) {
 
 /* Tells the host that s failed (st: how its resume ended). Out of memory
 ** for the message, it says just that. Leaves L's stack as it was. */
-static void session_failed(session *s, int st) {
+static void session_failed(fr_session *s, int st) {
   flowrun *rt = s->rt;
   lua_State *L = rt->L;
   int top = lua_gettop(L);
@@ -428,10 +428,10 @@ long long flowrun_running_ms(flowrun *rt) {
 }
 
 
-static void resume(session *s) {
+static void resume(fr_session *s) {
   int nres, st;
-  session *was = fr_limits_enter(s);
-  s->state = S_RUN;
+  fr_session *was = fr_limits_enter(s);
+  s->state = FR_S_RUN;
   s->refused = 0;
   s->recheck = false;
   s->rt->running = s;
@@ -450,7 +450,7 @@ static void resume(session *s) {
   s->nargs = 0;
   if (st == LUA_YIELD) {
     lua_pop(s->co, nres);
-    if (s->state == S_RUN) fr_session_ready(s);   /* coroutine.yield() */
+    if (s->state == FR_S_RUN) fr_session_ready(s);   /* coroutine.yield() */
     return;
   }
   if (st == LUA_OK) {
@@ -461,10 +461,10 @@ static void resume(session *s) {
 }
 
 void fr_run_ready(flowrun *rt) {
-  session *s = rt->ready;
+  fr_session *s = rt->ready;
   rt->ready = rt->ready_tail = NULL;    /* readied from here on: next turn */
   while (s) {
-    session *next = s->next_ready;
+    fr_session *next = s->next_ready;
     s->queued = false;
     resume(s);
     s = next;
@@ -485,8 +485,8 @@ static int l_find(lua_State *L) {
 
 /* The session `id`, or NULL: none (FLOWRUN_NOSESSION in *st) or no memory
 ** to look (FLOWRUN_ERR, flowrun_errmsg says so). */
-static session *find_session(flowrun *rt, const char *id, int *st) {
-  session *s = NULL;
+static fr_session *find_session(flowrun *rt, const char *id, int *st) {
+  fr_session *s = NULL;
   lua_State *L = rt->L;
   *st = FLOWRUN_ERR;
   if (!lua_checkstack(L, 3)) {
@@ -511,7 +511,7 @@ typedef struct start_args {
   const char *id, *flow;
   int argc;
   const char *const *argv;
-  session *s;
+  fr_session *s;
 } start_args;
 
 /* lua_pcall'd by l_start, on its stack (1 start_args, 2 id, 3 flow, 4..
@@ -520,12 +520,12 @@ typedef struct start_args {
 static int l_make(lua_State *L) {
   start_args *a = lua_touserdata(L, 1);
   flowrun *rt = a->rt;
-  session *s = a->s;
+  fr_session *s = a->s;
   int nargs = a->argc, i;
   lua_State *co = s->co = lua_newthread(L);
   fr_limits_watch(co);
   s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  if (rt->owns_L) *(session **)lua_getextraspace(co) = s;
+  if (rt->owns_L) *(fr_session **)lua_getextraspace(co) = s;
   else {
     lua_rawgeti(L, LUA_REGISTRYINDEX, rt->threads_ref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref);
@@ -564,7 +564,7 @@ static int l_start(lua_State *L) {
   flowrun *rt = a->rt;
   const char *id;
   int i;
-  session *s;
+  fr_session *s;
   luaL_checkstack(L, a->argc + 8, "too many arguments");
   id = lua_pushstring(L, a->id);
   lua_pushstring(L, a->flow);
@@ -611,7 +611,7 @@ int flowrun_start(flowrun *rt, const char *id, const char *flow,
 }
 
 int flowrun_send(flowrun *rt, const char *id, const char *text, size_t len) {
-  session *s;
+  fr_session *s;
   int st;
   if (!id) {                            /* every live session */
     for (s = rt->all; s; s = s->next)
@@ -635,13 +635,13 @@ int flowrun_send(flowrun *rt, const char *id, const char *text, size_t len) {
     else s->in = m;
     s->in_tail = m;
   }
-  if (s->state == S_ASK) fr_session_ready(s);
+  if (s->state == FR_S_ASK) fr_session_ready(s);
   return FLOWRUN_OK;
 }
 
 int flowrun_stop(flowrun *rt, const char *id) {
   int st;
-  session *s = find_session(rt, id, &st);
+  fr_session *s = find_session(rt, id, &st);
   if (!s) return st;
   if (s == rt->running)
     return fr_error(rt, "session %s is running: stop it after its callback", id);
@@ -654,13 +654,13 @@ int flowrun_stop(flowrun *rt, const char *id) {
 /* The id of s (a session's own thread runs) or, when s is NULL, of the
 ** session running now: a coroutine a session created runs only while it
 ** does. NULL outside any session. */
-static const char *sid(session *s) {
+static const char *sid(fr_session *s) {
   if (!s) s = fr_running();
   return s ? s->id : NULL;
 }
 
 const char *flowrun_session_id(flowrun *rt, lua_State *L) {
-  session *s = fr_session_current(rt, L);
+  fr_session *s = fr_session_current(rt, L);
   if (!s && fr_running() && fr_running()->rt == rt) s = fr_running();
   return s ? s->id : NULL;
 }
@@ -689,7 +689,7 @@ static int l_say(lua_State *L) {
 
 /* Pushes the next message of s, or nil when the channel is closed. */
 static int k_ask(lua_State *L, int status, lua_KContext ctx) {
-  session *s = (session *)ctx;
+  fr_session *s = (fr_session *)ctx;
   fr_msg *m = s->in;
   (void)status;
   if (!m) { lua_pushnil(L); return 1; }
@@ -701,8 +701,8 @@ static int k_ask(lua_State *L, int status, lua_KContext ctx) {
 }
 
 /* Raises unless L is a session's own thread that may yield; returns it. */
-static session *waiting_session(flowrun *rt, lua_State *L, const char *fn) {
-  session *s = fr_session_current(rt, L);
+static fr_session *waiting_session(flowrun *rt, lua_State *L, const char *fn) {
+  fr_session *s = fr_session_current(rt, L);
   if (!s) {
     if (rt->in_step)
       luaL_error(L, "%s: called from a coroutine the flow created; "
@@ -719,7 +719,7 @@ static session *waiting_session(flowrun *rt, lua_State *L, const char *fn) {
 ** already there is taken at once, the prompt said on the way. */
 static int l_ask(lua_State *L) {
   flowrun *rt = fr_rt(L);
-  session *s = waiting_session(rt, L, "ask");
+  fr_session *s = waiting_session(rt, L, "ask");
   const char *prompt = NULL;
   size_t len = 0;
   if (!s) return luaL_error(L, "ask: no end-user here (ask works inside a session)");
@@ -729,14 +729,14 @@ static int l_ask(lua_State *L) {
     if (prompt && rt->cb.say) rt->cb.say(rt->cb.ud, s->id, prompt, len);
     return k_ask(L, 0, (lua_KContext)s);
   }
-  s->state = S_ASK;
+  s->state = FR_S_ASK;
   if (rt->cb.ask) rt->cb.ask(rt->cb.ud, s->id, prompt, len);
   return lua_yieldk(L, 0, (lua_KContext)s, k_ask);
 }
 
 static void wake(flowrun *rt, fr_timer *t) {
   (void)rt;
-  session *s = (session *)((char *)t - offsetof(session, timer));
+  fr_session *s = (fr_session *)((char *)t - offsetof(fr_session, timer));
   fr_session_ready(s);
 }
 
@@ -749,12 +749,12 @@ static int k_sleep(lua_State *L, int status, lua_KContext ctx) {
 static int l_sleep(lua_State *L) {
   flowrun *rt = fr_rt(L);
   lua_Number ms = luaL_checknumber(L, 1);
-  session *s = waiting_session(rt, L, "sleep");
+  fr_session *s = waiting_session(rt, L, "sleep");
   double until = fr_now() + (ms > 0 ? ms : 0);
   if (s) {
     s->timer.fire = wake;
     if (!fr_timer_arm(rt, &s->timer, until)) return luaL_error(L, "not enough memory");
-    s->state = S_SLEEP;
+    s->state = FR_S_SLEEP;
     return lua_yieldk(L, 0, 0, k_sleep);
   }
   for (double now; (now = fr_now()) < until;)
@@ -763,8 +763,8 @@ static int l_sleep(lua_State *L) {
 }
 
 /* The call s waits on has ended: s goes on in the next step. */
-static void call_ended(fr_call_waiter *w, call *c) {
-  session *s = (session *)((char *)w - offsetof(session, waiter));
+static void call_ended(fr_call_waiter *w, fr_call *c) {
+  fr_session *s = (fr_session *)((char *)w - offsetof(fr_session, waiter));
   if (s->call != c) return;             /* ended before s began to wait */
   s->call = NULL;
   fr_session_ready(s);
@@ -772,15 +772,15 @@ static void call_ended(fr_call_waiter *w, call *c) {
 
 static int k_api_node(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
-  return fr_call_push_result(L, (call *)ctx);
+  return fr_call_push_result(L, (fr_call *)ctx);
 }
 
 /* api_node(spec) -> label, response. A session waits for the call; Lua
 ** outside any session (a REPL) turns the loop until it ends. */
 static int l_api_node(lua_State *L) {
   flowrun *rt = fr_rt(L);
-  session *s = waiting_session(rt, L, "api_node");
-  call *c;
+  fr_session *s = waiting_session(rt, L, "api_node");
+  fr_call *c;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
   if (!(c = fr_call_new(rt))) return luaL_error(L, "not enough memory");
@@ -789,7 +789,7 @@ static int l_api_node(lua_State *L) {
   if (fr_call_begin(c, s ? &s->waiter : NULL)) return fr_call_push_result(L, c);
   if (s) {
     s->call = c;
-    s->state = S_CALL;
+    s->state = FR_S_CALL;
     return lua_yieldk(L, 0, (lua_KContext)c, k_api_node);
   }
   while (!fr_call_over(c)) fr_step(rt, -1);
@@ -850,7 +850,7 @@ static int l_run_flow(lua_State *L) {
   flowrun *rt = fr_rt(L);
   const char *path = luaL_checkstring(L, 1);
   int nargs = lua_gettop(L) - 1, base = nargs + 3, i;
-  session *s = fr_session_current(rt, L);
+  fr_session *s = fr_session_current(rt, L);
   const char *slash;
   lua_Debug ar;
   if (path[0] != '/' && lua_getstack(L, 1, &ar) && lua_getinfo(L, "S", &ar)

@@ -14,14 +14,14 @@
 #include "flowrun.h"
 #include "loop.h"
 
-typedef struct session session;
+typedef struct fr_session fr_session;
 
-enum { S_RUN, S_CALL, S_ASK, S_SLEEP };
+enum { FR_S_RUN, FR_S_CALL, FR_S_ASK, FR_S_SLEEP };
 
 typedef struct fr_msg { struct fr_msg *next; size_t len; char text[]; } fr_msg;
 #define FR_MAX_WAITING 1000             /* messages a session has not asked for */
 
-struct session {
+struct fr_session {
   flowrun *rt;
   lua_State *co;
   int ref;                              /* registry ref to the thread */
@@ -33,7 +33,7 @@ struct session {
   fr_msg *in, *in_tail;                 /* messages not asked for yet */
   int nin;                              /* how many (at most FR_MAX_WAITING) */
   fr_timer timer;                       /* sleep */
-  call *call;                           /* the call it waits on */
+  fr_call *call;                        /* the call it waits on */
   fr_call_waiter waiter;                /* how that call wakes it */
   long long steps;                      /* instructions since it last waited (quota.c) */
   long long mem, mem_check;             /* bytes charged to it; measure past this */
@@ -41,13 +41,13 @@ struct session {
   int refused;                          /* the limit that refused it memory, +1 */
   bool recheck;                         /* measure what it holds at the next look */
   char *doom;                           /* why a limit ends it: raised again and again */
-  session *next_ready;
-  session *prev, *next;                 /* all live sessions */
+  fr_session *next_ready;
+  fr_session *prev, *next;              /* all live sessions */
   char id[];
 };
 
-session *fr_session_current(flowrun *rt, lua_State *L);
-void fr_session_ready(session *s);      /* resume it in the next step */
+fr_session *fr_session_current(flowrun *rt, lua_State *L);
+void fr_session_ready(fr_session *s);   /* resume it in the next step */
 /* Does every session wait for a message (none ready, none sleeping or
 ** calling)? */
 bool fr_sessions_idle(const flowrun *rt);
