@@ -59,7 +59,7 @@ long long flowrun_limit(flowrun *rt, int which, long long value) {
 fr_session *fr_limits_enter(fr_session *s) {
   fr_session *was = running;
   running = s;
-  s->steps = 0;
+  s->use.steps = 0;
   return was;
 }
 
@@ -72,7 +72,7 @@ fr_session *fr_running(void) {
 }
 
 const char *fr_limits_doom(const fr_session *s) {
-  return s->doom;
+  return s->use.doom;
 }
 
 /* ---- memory ---- */
@@ -87,26 +87,26 @@ void *fr_alloc(void *ud, void *p, size_t osize, size_t nsize) {
   if (nsize == 0) {
     free(p);
     rt->mem += delta;
-    if (s) s->mem += delta;
+    if (s) s->use.mem += delta;
     return NULL;
   }
   if (delta > 0 && s) {                 /* inside a resume: an error is safe */
     long long lim = rt->limit[FLOWRUN_LIMIT_MEMORY];
     long long slim = rt->limit[FLOWRUN_LIMIT_SESSION_MEMORY];
     if (lim && rt->mem + delta > lim) {
-      s->refused = 1 + FLOWRUN_LIMIT_MEMORY;
-      s->recheck = true;
+      s->use.refused = 1 + FLOWRUN_LIMIT_MEMORY;
+      s->use.recheck = true;
       return NULL;
     }
-    if (slim && (delta > slim || s->mem + delta > slim + slim)) {
-      s->refused = 1 + FLOWRUN_LIMIT_SESSION_MEMORY;
-      s->recheck = true;
+    if (slim && (delta > slim || s->use.mem + delta > slim + slim)) {
+      s->use.refused = 1 + FLOWRUN_LIMIT_SESSION_MEMORY;
+      s->use.recheck = true;
       return NULL;
     }
   }
   if (!(q = realloc(p, nsize))) return NULL;
   rt->mem += delta;
-  if (s) s->mem += delta;
+  if (s) s->use.mem += delta;
   return q;
 }
 
@@ -295,16 +295,16 @@ static void doom(lua_State *L, fr_session *s, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  free(s->doom);
-  s->doom = strdup(msg);
-  if (!s->doom) s->doom = strdup(fallback);
+  free(s->use.doom);
+  s->use.doom = strdup(msg);
+  if (!s->use.doom) s->use.doom = strdup(fallback);
   lua_sethook(L, hook, LUA_MASKCOUNT | LUA_MASKCALL, 1);
   fr_push_where(L);
   lua_pushstring(L, msg);
   lua_concat(L, 2);
   if ((where = strdup(lua_tostring(L, -1)))) {
-    free(s->doom);
-    s->doom = where;
+    free(s->use.doom);
+    s->use.doom = where;
   }
   lua_error(L);
 }
@@ -312,13 +312,13 @@ static void doom(lua_State *L, fr_session *s, const char *fmt, ...) {
 static void check_memory(lua_State *L, fr_session *s) {
   long long slim = s->rt->limit[FLOWRUN_LIMIT_SESSION_MEMORY];
   long long held = measure(L, s);
-  s->recheck = false;
-  if (held < 0) held = s->mem;
+  s->use.recheck = false;
+  if (held < 0) held = s->use.mem;
   if (held > slim)
     doom(L, s, "memory limit: the session holds about %lld bytes (session_memory is %lld)",
          held, slim);
-  s->mem = held;
-  s->mem_check = held + slim / 8;       /* not measured again at every look */
+  s->use.mem = held;
+  s->use.mem_check = held + slim / 8;       /* not measured again at every look */
 }
 
 static void hook(lua_State *L, lua_Debug *ar) {
@@ -329,9 +329,9 @@ static void hook(lua_State *L, lua_Debug *ar) {
   if (!s) return;
   rt = s->rt;
   rt->run_L = L;                        /* where a break finds it */
-  if (s->doom) {                        /* caught by a pcall: again */
+  if (s->use.doom) {                        /* caught by a pcall: again */
     lua_sethook(L, hook, LUA_MASKCOUNT | LUA_MASKCALL, 1);
-    lua_pushstring(L, s->doom);
+    lua_pushstring(L, s->use.doom);
     lua_error(L);
   }
   if (rt->broke) doom(L, s, "interrupted!");
@@ -339,13 +339,13 @@ static void hook(lua_State *L, lua_Debug *ar) {
     fr_limits_watch(L);
     return;
   }
-  s->steps += EVERY;
+  s->use.steps += EVERY;
   lim = rt->limit[FLOWRUN_LIMIT_INSTRUCTIONS];
-  if (lim && s->steps > lim)
+  if (lim && s->use.steps > lim)
     doom(L, s, "instruction limit: %lld instructions without waiting (a loop that never ends?)",
          lim);
   lim = rt->limit[FLOWRUN_LIMIT_SESSION_MEMORY];
-  if (lim && (s->mem > (s->mem_check > lim ? s->mem_check : lim) || s->recheck))
+  if (lim && (s->use.mem > (s->use.mem_check > lim ? s->use.mem_check : lim) || s->use.recheck))
     check_memory(L, s);
 }
 
@@ -365,7 +365,21 @@ void fr_limits_output(flowrun *rt, lua_State *L, size_t n) {
   fr_session *s = running;
   long long lim = rt->limit[FLOWRUN_LIMIT_OUTPUT];
   if (!s || s->rt != rt) return;
-  s->out += (long long)n;
-  if (lim && s->out > lim)
+  s->use.out += (long long)n;
+  if (lim && s->use.out > lim)
     doom(L, s, "output limit: the session said more than %lld bytes (say, ask, log, print)", lim);
+}
+
+void fr_usage_free(fr_usage *u) {
+  free(u->doom);
+  u->doom = NULL;
+}
+
+void fr_usage_resume(fr_usage *u) {
+  u->refused = 0;
+  u->recheck = false;
+}
+
+int fr_usage_refused(const fr_usage *u) {
+  return u->refused ? u->refused - 1 : -1;
 }

@@ -6,6 +6,7 @@
 #ifndef FLOWRUN_QUOTA_H
 #define FLOWRUN_QUOTA_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <lua.h>
@@ -13,6 +14,21 @@
 #include "flowrun.h"
 
 typedef struct fr_session fr_session;
+
+/* What a session has taken, kept in the session, written by quota.c only. */
+typedef struct fr_usage {
+  long long steps;                      /* instructions since it last waited */
+  long long mem, mem_check;             /* bytes charged to it; measure past this */
+  long long out;                        /* bytes it said, asked, logged */
+  int refused;                          /* the limit that refused it memory, +1 */
+  bool recheck;                         /* measure what it holds at the next look */
+  char *doom;                           /* why a limit ends it: raised again and again */
+} fr_usage;
+
+void fr_usage_free(fr_usage *u);        /* the session goes */
+void fr_usage_resume(fr_usage *u);      /* it runs again: no refusal yet */
+/* The limit (FLOWRUN_LIMIT_*) that refused it memory, or -1. */
+int fr_usage_refused(const fr_usage *u);
 
 void fr_limits_init(flowrun *rt);
 

@@ -331,7 +331,7 @@ static void session_free(fr_session *s) {
     rt->broke = 0;
     fr_limits_leave(ran);
   }
-  free(s->doom);
+  fr_usage_free(&s->use);
   luaL_unref(L, LUA_REGISTRYINDEX, s->ref);
   luaL_unref(L, LUA_REGISTRYINDEX, s->envref);
   rt->nsessions--;
@@ -357,7 +357,7 @@ static int l_failure(lua_State *L) {
   const char *msg;
   if (fr_limits_doom(s))                /* a limit ended it: say which */
     msg = lua_pushstring(L, fr_limits_doom(s));
-  else if (st == LUA_ERRMEM && s->refused) {   /* where the allocation failed */
+  else if (st == LUA_ERRMEM && fr_usage_refused(&s->use) >= 0) {   /* where the allocation failed */
     lua_Debug d;
     lua_pushliteral(L, "");             /* file:line, as fr_push_where */
     for (int level = 0; lua_getstack(co, level, &d); level++) {
@@ -368,10 +368,10 @@ static int l_failure(lua_State *L) {
       }
     }
     msg = lua_pushfstring(L, "%smemory limit: %s is %I bytes", lua_tostring(L, -1),
-                          s->refused == 1 + FLOWRUN_LIMIT_MEMORY
+                          fr_usage_refused(&s->use) == FLOWRUN_LIMIT_MEMORY
                           ? "all sessions together hold the most they may: memory"
                           : "the session asked for more than it may hold: session_memory",
-                          (lua_Integer)rt->limit[s->refused - 1]);
+                          (lua_Integer)rt->limit[fr_usage_refused(&s->use)]);
   }
   else if (lua_type(L, 3) == LUA_TSTRING || lua_type(L, 3) == LUA_TNUMBER)
     msg = lua_tostring(L, 3);
@@ -391,8 +391,7 @@ static int l_failure(lua_State *L) {
     rt->running = NULL;
     rt->broke = 0;
     fr_limits_leave(was);
-    free(s->doom);                      /* a limit it met here is not why it failed */
-    s->doom = NULL;
+    fr_usage_free(&s->use);             /* a limit it met here is not why it failed */
     msg = ok ? lua_tostring(L, -1)
              : lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 3));
   }
@@ -432,8 +431,7 @@ static void resume(fr_session *s) {
   int nres, st;
   fr_session *was = fr_limits_enter(s);
   s->state = FR_S_RUN;
-  s->refused = 0;
-  s->recheck = false;
+  fr_usage_resume(&s->use);
   s->rt->running = s;
   s->rt->run_L = s->co;
   atomic_store_explicit(&s->rt->run_since, (long long)fr_now() | 1, memory_order_relaxed);

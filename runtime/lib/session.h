@@ -13,6 +13,7 @@
 #include "call.h"
 #include "flowrun.h"
 #include "loop.h"
+#include "quota.h"
 
 typedef struct fr_session fr_session;
 
@@ -35,12 +36,7 @@ struct fr_session {
   fr_timer timer;                       /* sleep */
   fr_call *call;                        /* the call it waits on */
   fr_call_waiter waiter;                /* how that call wakes it */
-  long long steps;                      /* instructions since it last waited (quota.c) */
-  long long mem, mem_check;             /* bytes charged to it; measure past this */
-  long long out;                        /* bytes it said, asked, logged */
-  int refused;                          /* the limit that refused it memory, +1 */
-  bool recheck;                         /* measure what it holds at the next look */
-  char *doom;                           /* why a limit ends it: raised again and again */
+  fr_usage use;                         /* what it has taken (quota.c) */
   fr_session *next_ready;
   fr_session *prev, *next;              /* all live sessions */
   char id[];

@@ -38,8 +38,8 @@ return {
   { name = "limit-instructions-doubled",
     promise = "--limit instructions=N: a session that runs N instructions without waiting ends",
     file = "runtime/lib/quota.c",
-    find = "if (lim && s->steps > lim)",
-    replace = "if (lim && s->steps > 2 * lim)",
+    find = "if (lim && s->use.steps > lim)",
+    replace = "if (lim && s->use.steps > 2 * lim)",
     spec = "spec/sandbox_spec.lua", filter = "instruction" },
   { name = "limit-session-memory-checked-against-runtime",
     promise = "--limit session-memory=N: a session that holds more ends, and only that one",
@@ -50,8 +50,8 @@ return {
   { name = "limit-output-counts-last-say",
     promise = "--limit output=N: a session that says more than N bytes in all ends",
     file = "runtime/lib/quota.c",
-    find = "s->out += (long long)n;",
-    replace = "s->out = (long long)n;",
+    find = "s->use.out += (long long)n;",
+    replace = "s->use.out = (long long)n;",
     spec = "spec/sandbox_spec.lua", filter = "floods its output" },
 
   -- declarative routing (lua/flowrun/flow.lua)
