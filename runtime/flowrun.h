@@ -65,8 +65,10 @@ typedef struct flowrun_trace {
 ** Set size to sizeof(flowrun_callbacks) (a designated initializer:
 ** .size = sizeof(flowrun_callbacks)); the library reads that many bytes and
 ** takes the fields past them as NULL, so a host built against an older
-** flowrun.h works with a newer library and the other way round. size 0
-** (a host written before the field) means the fields up to ud. */
+** flowrun.h (one that has size) works with a newer library and the other
+** way round. size 0 (a host that leaves it out of its initializer) means
+** the fields up to ud. A binary built against a flowrun.h without size
+** cannot be told apart: there were none as a shared library. */
 typedef struct flowrun_callbacks {
   void (*say)(void *ud, const char *session, const char *text, size_t len);
   /* the session now waits for the user's next message; prompt is what it

@@ -326,3 +326,15 @@ void cli_input_close(cli_input *in) {
   in->buf = NULL;
   in->len = in->cap = in->used = 0;
 }
+
+int cli_step(flowrun *rt, int timeout_ms, bool *failed) {
+  static int in_a_row;
+  int n = flowrun_step(rt, timeout_ms);
+  if (n != FLOWRUN_ERR) {
+    in_a_row = 0;
+    return n;
+  }
+  fprintf(stderr, "flowrun: %s\n", flowrun_errmsg(rt));
+  *failed = true;
+  return ++in_a_row < 100;
+}

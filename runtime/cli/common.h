@@ -39,6 +39,11 @@ void cli_trace(bool text, FILE *json, const flowrun_trace *t);
 /* Flushes stdout and closes the --trace-json file; a write error makes
 ** status 1 (when it was 0) and is said. */
 int cli_output_done(int status, FILE *trace_json, const char *name);
+/* flowrun_step for a command's loop: what it returns, or, when the step
+** failed (libcurl, out of memory), 1 after saying why on stderr and
+** setting *failed: the host steps again (flowrun.h). After 100 failed
+** steps in a row it gives up: 0. */
+int cli_step(flowrun *rt, int timeout_ms, bool *failed);
 
 /* ---- limits.c: --allow LIST and --limit NAME=VALUE, for run, host, repl ---- */
 #define CLI_MAX_LIMITS 8

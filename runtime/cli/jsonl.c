@@ -282,11 +282,11 @@ int flowrun_host_main(int argc, char **argv) {
   if (!h.in.pollable) {                 /* a file, /dev/null: read as the loop turns */
     while (!h.in.eof) {
       if (!read_some(&h)) input_ends(&h);
-      flowrun_step(h.rt, 0);
+      cli_step(h.rt, 0, &h.failed);
       fflush(stdout);
     }
   }
-  while (flowrun_step(h.rt, -1) > 0 || !h.in.eof) fflush(stdout);
+  while (cli_step(h.rt, -1, &h.failed) > 0 || !h.in.eof) fflush(stdout);
   status = h.failed;
   cli_watchdog_stop();
 done:

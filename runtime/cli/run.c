@@ -183,7 +183,9 @@ int flowrun_run_main(int argc, char **argv) {
   }
   if (status == 0) {
     cli_watchdog_start(&c.opts.grants, c.rt);
-    while (flowrun_step(c.rt, -1) > 0) {}
+    bool step_failed = false;
+    while (cli_step(c.rt, -1, &step_failed) > 0) {}
+    if (step_failed) c.failed = 1;
     cli_watchdog_stop();
     status = c.failed;
   }

@@ -746,18 +746,28 @@ void fr_call_done(flowrun *rt, CURLMsg *m) {
   if (!retry(c)) finish(c);
 }
 
+static int push_result(lua_State *L) {
+  fr_call *c = lua_touserdata(L, 1);
+  lua_pushstring(L, c->label);
+  fr_push_response(L, c);
+  return 2;
+}
+
 /* Pushes label and response; the call is over. A call that ran out of
-** memory raises that instead. */
+** memory raises that instead. The pushing is protected: out of memory
+** there, the call is given back all the same before the error goes on
+** (a finalizer that runs meanwhile may call api_node: c stays ours). */
 int fr_call_push_result(lua_State *L, fr_call *c) {
+  int st;
   if (c->oom) {
     give_back(c);
     return luaL_error(L, "not enough memory");
   }
-  c->rt->building = c;                  /* raising, it is taken back: see take() */
-  lua_pushstring(L, c->label);
-  fr_push_response(L, c);
+  lua_pushcfunction(L, push_result);
+  lua_pushlightuserdata(L, c);
+  st = lua_pcall(L, 1, 2, 0);
   give_back(c);
-  return 2;
+  return st == LUA_OK ? 2 : lua_error(L);
 }
 
 fr_call *fr_call_new(flowrun *rt) {
