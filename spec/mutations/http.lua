@@ -12,7 +12,7 @@ return {
     promise = "a header the node sets differently from its integration fails the call (error / header_conflict)",
     file = "runtime/lib/request.c",
     find = "if (!rq->fail && strcmp(ig->headers[i].value, value) != 0)",
-    replace = "if (!c->label && i == 0 && strcmp(ig->headers[i].value, value) != 0)",
+    replace = "if (!rq->fail && i == 0 && strcmp(ig->headers[i].value, value) != 0)",
     spec = "spec/api_node_spec.lua", filter = "header conflicts" },
   { name = "check-header-conflict-first-only",
     promise = "flowrun check: a header conflict with the integration is a problem (a secret header too)",
