@@ -3,10 +3,8 @@
 ** integration's retry.on), read by the rules of rules.c, and which label
 ** a status gets from them.
 */
-#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <lauxlib.h>
 

@@ -7,8 +7,8 @@
 ** headers, body and results, by the rules and in the words of rules.c
 ** (which flowrun check reads too). The URL is built with libcurl's URL API from
 ** the integration's parsed base URL; values are percent-encoded with
-** curl_easy_escape. Query tables come in two forms: a map (keys sorted,
-** arrays repeat the key) or a list of pairs (order kept).
+** curl_easy_escape (query strings: query.c). It fills an fr_request and
+** calls nothing in call.c: the call adopts what it returns.
 */
 #include <ctype.h>
 #include <stdarg.h>
