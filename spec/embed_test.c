@@ -40,6 +40,13 @@ char *__wrap_strdup(const char *s);
 static long alloc_left = -1;            /* before they fail; -1: disarmed */
 static long alloc_refused;              /* since armed */
 static int alloc_once;                  /* refuse one, then disarm */
+static size_t alloc_big;                /* refuse each of this size or more; 0: off */
+
+static int refuse_size(size_t n) {
+  if (!alloc_big || n < alloc_big) return 0;
+  alloc_refused++;
+  return 1;
+}
 
 static int refuse(void) {
   if (alloc_left < 0) return 0;
@@ -49,9 +56,13 @@ static int refuse(void) {
   return 1;
 }
 
-void *__wrap_malloc(size_t n) { return refuse() ? NULL : __real_malloc(n); }
-void *__wrap_calloc(size_t n, size_t size) { return refuse() ? NULL : __real_calloc(n, size); }
-void *__wrap_realloc(void *p, size_t n) { return n && refuse() ? NULL : __real_realloc(p, n); }
+void *__wrap_malloc(size_t n) { return refuse_size(n) || refuse() ? NULL : __real_malloc(n); }
+void *__wrap_calloc(size_t n, size_t size) {
+  return refuse_size(n * size) || refuse() ? NULL : __real_calloc(n, size);
+}
+void *__wrap_realloc(void *p, size_t n) {
+  return n && (refuse_size(n) || refuse()) ? NULL : __real_realloc(p, n);
+}
 char *__wrap_strdup(const char *s) { return refuse() ? NULL : __real_strdup(s); }
 #endif
 
@@ -445,6 +456,30 @@ static int oom_round(long n, char *why, size_t size) {
   return bad ? -1 : alloc_refused > 0;
 }
 
+/* The rounds above refuse allocations by their place in line, which moves
+** with how the response arrives (one read or several): this one refuses by
+** size, every block of 64 KiB or more while a 200 KB body comes in, so it
+** is the body's buffer that finds no memory, every run. */
+static void response_out_of_memory(void) {
+  host h;
+  flowrun *rt = runtime(&h);
+  int steps = 0, ok;
+  ok = flowrun_register(rt, "hello", l_hello, NULL) == FLOWRUN_OK
+       && flowrun_start(rt, "big", path("big.lua"), 0, NULL) == FLOWRUN_OK;
+  alloc_refused = 0;
+  alloc_big = 65536;
+  while (ok && flowrun_step(rt, 100) > 0 && ++steps < 100) {}   /* 10 s at most */
+  alloc_big = 0;
+  ok = ok && h.done == 0 && h.errors == 1 && alloc_refused > 0 && session_memory_error(h.last_error);
+  if (!ok) printf("# %d done, %d failed, said \"%s\", error: %.300s\n", h.done, h.errors,
+                  h.nsaid ? h.said[0] : "", h.last_error);
+  h.nsaid = 0;
+  check(ok && run_oom_flow(rt, &h, "again"),
+        "a response body that finds no memory fails its session with a memory error "
+        "(not a label); the runtime goes on");
+  flowrun_free(rt);
+}
+
 /* Every round from allocation `from` on (0: all of them). */
 static void out_of_memory(int once, long from) {
   char why[512] = "";
@@ -526,6 +561,7 @@ int main(int argc, char **argv) {
     "  { path = '/v1/reward/{id}', delay_ms = 50, json = { result = 'granted' } },\n"
     "  { path = '/v1/hang', fault = 'no_response' },\n"
     "  { path = '/v1/fast/{id}', json = { result = 'granted' } },\n"
+    "  { path = '/v1/big', body = string.rep('x', 200000) },\n"
     "}\n");
   if (!(port = start_mock(exe))) {
     fprintf(stderr, "cannot start the mock server\n");
@@ -553,6 +589,8 @@ int main(int argc, char **argv) {
     "local label, res = api_node{ integration = 'game', path = '/fast/{id}',\n"
     "  params = { id = session.id }, results = { '200' } }\n"
     "say(label .. ' ' .. res.json.result .. ' ' .. hello() .. ' ' .. ask())\n");
+  write_file("big.lua", "local label = api_node{ integration = 'game', path = '/big', "
+             "results = { '200' } }\nsay(label)\n");
   write_file("hang.lua", "api_node{ integration = 'game', path = '/hang', results = { '200' } }\n");
   if (!oom_from) {
     frame_loop();
@@ -565,6 +603,7 @@ int main(int argc, char **argv) {
     callbacks_size();
   }
 #ifdef EMBED_OOM
+  if (!oom_from) response_out_of_memory();
   out_of_memory(0, atol(oom_from ? oom_from : "0"));
   out_of_memory(1, atol(oom_from ? oom_from : "0"));
 #endif
