@@ -1,9 +1,9 @@
 # flowrun -- see README.md. Targets: all test bench demo repl install clean.
 PREFIX ?= /usr/local
 CC ?= cc
-PKGS = lua5.4 libcurl lua5.4-cjson libmicrohttpd
+PKGS = lua5.4 libcurl lua5.4-cjson libmicrohttpd sqlite3
 DEBS = lua5.4 liblua5.4-dev lua-cjson-dev libcurl4-openssl-dev \
-       libmicrohttpd-dev lua-busted pkg-config gcc make openssl \
+       libmicrohttpd-dev libsqlite3-dev sqlite3 lua-busted pkg-config gcc make openssl \
        libedit-dev graphviz luarocks
 
 WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Werror
@@ -19,7 +19,7 @@ ALL_CFLAGS += $(addprefix -I,$(filter-out /usr/include,$(LUA_INCDIR) $(CURL_INCD
 LIBFLAG ?= -shared
 # lua-cjson is linked statically: one binary, no runtime dependency on it.
 CJSON = -l:liblua5.4-cjson.a
-LIBS = $(CJSON) $(shell pkg-config --libs lua5.4 libcurl libmicrohttpd 2>/dev/null) -lpthread -lm
+LIBS = $(CJSON) $(shell pkg-config --libs lua5.4 libcurl libmicrohttpd sqlite3 2>/dev/null) -lpthread -lm
 ifeq ($(SAN),1)
 ALL_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer
 ALL_LDFLAGS += -fsanitize=address,undefined
@@ -31,7 +31,7 @@ B = build
 # runtime/flowrun.h like any host.
 LIB = base labels query freeze loop pool rules runtime session call request response integrations \
       secrets json inspect \
-      sandbox quota
+      sandbox quota journal store_sqlite
 LIB_O = $(LIB:%=$(B)/lib/%.o) $(B)/modules.o
 LUA_MODULES = $(sort $(wildcard lua/flowrun/*.lua))
 CLI = main common limits run jsonl repl/main repl/term repl/sessions mock/server mock/routes
@@ -81,7 +81,7 @@ $(B)/libflowrun.a: $(LIB_O)
 # not PIC), and Lua itself, which the host links too.
 $(B)/$(SONAME): $(LIB_O)
 	$(CC) $(ALL_LDFLAGS) -shared -Wl,-soname,$(SONAME) -o $@ $^ \
-	  -llua5.4-cjson $(shell pkg-config --libs lua5.4 libcurl) -lpthread -lm
+	  -llua5.4-cjson $(shell pkg-config --libs lua5.4 libcurl sqlite3) -lpthread -lm
 
 # pkg-config's description of an installed flowrun (PREFIX, LIBDIR): made
 # anew at each install, for the PREFIX of that install.
@@ -90,7 +90,7 @@ $(B)/flowrun.pc: FORCE | $(B)
 	  'includedir=$${prefix}/include' '' \
 	  'Name: flowrun' 'Description: chat, game and automation flows in Lua that call HTTP APIs' \
 	  "Version: $$(sed -n 's/^#define FLOWRUN_VERSION "\(.*\)"/\1/p' runtime/flowrun.h)" \
-	  'Requires: lua5.4' 'Requires.private: libcurl' \
+	  'Requires: lua5.4' 'Requires.private: libcurl sqlite3' \
 	  'Libs: -L$${libdir} -lflowrun' 'Libs.private: -llua5.4-cjson -lpthread -lm' \
 	  'Cflags: -I$${includedir}' > $@
 
@@ -108,7 +108,7 @@ $(B)/flowrun: $(CLI_O) $(B)/libflowrun.a
 $(B)/flowrun.so: $(B)/module/flowrun_lua.o $(LIB_O) runtime/module/flowrun.map
 	$(CC) $(ALL_LDFLAGS) $(LIBFLAG) -Wl,--version-script=runtime/module/flowrun.map \
 	  -o $@ $(B)/module/flowrun_lua.o $(LIB_O) \
-	  -llua5.4-cjson $(addprefix -L,$(CURL_LIBDIR)) $(shell pkg-config --libs libcurl) -lm
+	  -llua5.4-cjson $(addprefix -L,$(CURL_LIBDIR)) $(shell pkg-config --libs libcurl sqlite3) -lm
 
 # The library's allocations go through the test's failing allocator
 # (EMBED_OOM): --wrap reaches the objects linked here, not libc or libcurl.

@@ -81,6 +81,13 @@ typedef struct flowrun_callbacks {
               const char *msg);
   void *ud;
   size_t size;                          /* sizeof(flowrun_callbacks), or 0 */
+  /* With a store (flowrun_open_store): flush runs before each commit (write
+     out what the callbacks above gave: once the commit is done, the
+     outputs are never given again); stored runs after it for each message
+     it stored: n is the message's number (flowrun_send_n), 0 for the start
+     of the session. */
+  void (*flush)(void *ud);
+  void (*stored)(void *ud, const char *session, long long n);
   /* later fields here */
 } flowrun_callbacks;
 
@@ -225,6 +232,35 @@ FLOWRUN_API char *flowrun_redact(flowrun *rt, const char *s);
 ** unless it is such a variable (Basic credentials become curl's -u).
 ** NULL outside the callback or when out of memory. */
 FLOWRUN_API char *flowrun_trace_curl(flowrun *rt, const flowrun_trace *t);
+
+/* ---- durable sessions (README: Durable sessions) ----
+** A store keeps every session's journal: after a crash or a restart the
+** same store gives the sessions back, each replayed to where it was.
+** Opens (creates) the SQLite file at path for this runtime, before any
+** session starts, and starts the unfinished sessions it holds again. One
+** process at a time: a store in use by another is refused. */
+FLOWRUN_API int flowrun_open_store(flowrun *rt, const char *path);
+
+/* In the say, ask and end callbacks: the output's sequence number in its
+** session (1, 2, ...; the same number for the same output when a replay
+** gives it again), 0 without a store. */
+FLOWRUN_API long long flowrun_output_seq(const flowrun *rt);
+
+/* flowrun_send with the message's number n in its session (1, 2, ...):
+** with a store, an n already stored is not taken again (stored is called
+** again for it) and an n past the next is an error. Without a store, as
+** flowrun_send. FLOWRUN_NOSESSION as flowrun_send. */
+FLOWRUN_API int flowrun_send_n(flowrun *rt, const char *id, long long n,
+                               const char *text, size_t len);
+
+/* With a store: the messages stored for session id (0 once it started),
+** also after it ended; -1 when the store has no such session or there is
+** no store. */
+FLOWRUN_API long long flowrun_stored(flowrun *rt, const char *id);
+
+/* Is there nothing to run now: no call in flight, no session ready and no
+** sleep due (every session waits for a message or sleeps on)? */
+FLOWRUN_API int flowrun_quiet(const flowrun *rt);
 
 /* Lets the loop wait on a host file descriptor too: cb runs from
 ** flowrun_step() when fd is readable. cb NULL removes the watch. */

@@ -107,13 +107,13 @@ end)
 describe("the library (runtime/lib) and the Lua module (runtime/module)", function()
   -- bottom to top: a file calls only files of the layers below its own
   local order = {
-    { "lib/json", "lib/secrets", "lib/rules", "lib/pool", "modules" },  -- leaves
+    { "lib/json", "lib/secrets", "lib/rules", "lib/pool", "lib/store_sqlite", "modules" },  -- leaves
     { "lib/base", "lib/labels", "lib/query", "lib/freeze" },   -- errors, labels, queries, shared tables
     { "lib/loop", "lib/quota" },                               -- the loop; a session's limits
     { "lib/integrations" },
     { "lib/request", "lib/response" },                         -- a spec to a request; a response table
     { "lib/call" },                                            -- a call's life
-    { "lib/inspect" },                                         -- flowrun.runtime for tools
+    { "lib/inspect", "lib/journal" },                          -- flowrun.runtime for tools; a store's journals
     { "lib/session" },                                         -- sessions and the flow primitives
     { "lib/sandbox" },                                         -- what flows see
     { "lib/runtime" },                                         -- the runtime: its parts put together

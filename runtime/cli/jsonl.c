@@ -12,6 +12,15 @@
 **        {"session":"u1","end":"done"}  {"session":"u1","end":"error","error":"..."}
 **        {"error":"line 3: ...","line":3}   a malformed line, skipped
 **
+** With --store PATH (README: Durable sessions) the sessions live in the
+** store: output lines carry "seq" (a replay after a crash may give one
+** again: drop the seq already seen), an input line may carry "n" (the
+** session's line number, 1 for its start) and is acknowledged with
+** {"session":"u1","stored":n} once stored; a line sent again with an n
+** already stored is acknowledged again and not taken twice. At the end of
+** input nothing closes: calls in flight finish, and the sessions wait in
+** the store for the next run.
+**
 ** stdin is read through the runtime's loop (flowrun_watch), so a slow
 ** writer never stalls the sessions, and no session waits for another. At
 ** the end of input every channel closes and the host runs until the last
@@ -41,39 +50,63 @@ typedef struct host {
   int decode_ref;                       /* json.decode */
   long lineno;
   cli_input in;                         /* stdin */
+  const char *store;                    /* --store PATH */
 } host;
 
 /* ---- out ---- */
 
-static void out_event(const char *id, const char *key, const char *text, size_t len) {
+/* ,"seq":n with a store */
+static void out_seq(host *h) {
+  long long seq = h->rt ? flowrun_output_seq(h->rt) : 0;
+  if (seq) printf(",\"seq\":%lld", seq);
+}
+
+static void out_event(host *h, const char *id, const char *key, const char *text, size_t len) {
   fputs("{\"session\":", stdout);
   cli_json_str(stdout, id, strlen(id));
   printf(",\"%s\":", key);
   cli_json_str(stdout, text ? text : "", text ? len : 0);
+  out_seq(h);
   fputs("}\n", stdout);
 }
 
 static void on_say(void *ud, const char *id, const char *text, size_t len) {
-  (void)ud;
-  out_event(id, "say", text, len);
+  out_event(ud, id, "say", text, len);
 }
 
 static void on_ask(void *ud, const char *id, const char *prompt, size_t len) {
-  (void)ud;
-  out_event(id, "ask", prompt, len);
+  out_event(ud, id, "ask", prompt, len);
 }
 
 static void on_end(void *ud, const char *id, int how, const char *error) {
   host *h = ud;
   fputs("{\"session\":", stdout);
   cli_json_str(stdout, id, strlen(id));
-  if (how == FLOWRUN_DONE) fputs(",\"end\":\"done\"}\n", stdout);
+  if (how == FLOWRUN_DONE) fputs(",\"end\":\"done\"", stdout);
   else {
     h->failed = true;
     fputs(",\"end\":\"error\",\"error\":", stdout);
     cli_json_str(stdout, error, strlen(error));
-    fputs("}\n", stdout);
   }
+  out_seq(h);
+  fputs("}\n", stdout);
+}
+
+/* With a store: the session's line n is stored (1: its start). */
+static void out_stored(const char *id, long long n) {
+  fputs("{\"session\":", stdout);
+  cli_json_str(stdout, id, strlen(id));
+  printf(",\"stored\":%lld}\n", n);
+}
+
+static void on_stored(void *ud, const char *id, long long n) {
+  (void)ud;
+  out_stored(id, n + 1);
+}
+
+static void on_flush(void *ud) {
+  (void)ud;
+  fflush(stdout);
 }
 
 /* "[ID] level: message" on stderr; the id comes from stdin and the
@@ -136,8 +169,11 @@ static int l_parse(lua_State *L) {
       if (!lua_isboolean(L, -1) || !lua_toboolean(L, -1))
         return luaL_error(L, "\"close\": expected true");
       has_close = 1;
+    } else if (strcmp(k, "n") == 0) {
+      if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1)
+        return luaL_error(L, "\"n\": expected a whole number from 1");
     } else
-      return luaL_error(L, "unknown key \"%s\" (expected session, text or close)", k);
+      return luaL_error(L, "unknown key \"%s\" (expected session, text, close or n)", k);
     lua_pop(L, 1);
   }
   lua_getfield(L, -1, "session");
@@ -145,7 +181,8 @@ static int l_parse(lua_State *L) {
   if (has_text == has_close)
     return luaL_error(L, "expected one of \"text\" or \"close\"");
   lua_getfield(L, -2, "text");
-  return 2;
+  lua_getfield(L, -3, "n");
+  return 3;
 }
 
 static void handle_line(host *h, const char *line, size_t len) {
@@ -153,30 +190,42 @@ static void handle_line(host *h, const char *line, size_t len) {
   int top = lua_gettop(L);
   const char *id, *text;
   size_t tlen;
-  int rc;
+  long long n;
+  int rc = FLOWRUN_OK;
   h->lineno++;
   if (len == 0) return;                 /* blank lines are no messages */
   lua_pushcfunction(L, l_parse);
   lua_pushlightuserdata(L, h);
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->decode_ref);
   lua_pushlstring(L, line, len);
-  if (lua_pcall(L, 3, 2, 0) != LUA_OK) {
+  if (lua_pcall(L, 3, 3, 0) != LUA_OK) {
     const char *msg = lua_tostring(L, -1);
     bad_line(h, "%s", msg ? msg : "?");
     lua_settop(L, top);
     return;
   }
-  id = lua_tostring(L, -2);
-  text = lua_tolstring(L, -1, &tlen);
-  if (!text) {                          /* close */
-    if (flowrun_send(h->rt, id, NULL, 0) != FLOWRUN_OK)
-      bad_line(h, "%s", flowrun_errmsg(h->rt));
-  } else if ((rc = flowrun_send(h->rt, id, text, tlen)) == FLOWRUN_NOSESSION) {   /* new */
-    const char *argv[1] = { text };
+  id = lua_tostring(L, -3);
+  text = lua_tolstring(L, -2, &tlen);
+  n = lua_tointeger(L, -1);             /* 0: none */
+  if (n && !h->store) {
+    bad_line(h, "\"n\" numbers lines for a store: run with --store PATH");
+  } else if (n == 1 && flowrun_stored(h->rt, id) >= 0) {
+    out_stored(id, 1);                  /* started already: said again */
+  } else if (n == 1 && !text) {
+    bad_line(h, "line 1 of a session starts it: \"text\", not \"close\"");
+  } else if (n == 1 || (n == 0 && text
+                        && (rc = flowrun_send(h->rt, id, text, tlen)) == FLOWRUN_NOSESSION)) {
+    const char *argv[1] = { text };     /* new */
     if (flowrun_start(h->rt, id, h->flow, 1, argv) != FLOWRUN_OK) {
       h->failed = true;
       on_end(h, id, FLOWRUN_FAILED, flowrun_errmsg(h->rt));
     }
+  } else if (n > 1) {
+    if (flowrun_send_n(h->rt, id, n - 1, text, tlen) != FLOWRUN_OK)
+      bad_line(h, "%s", flowrun_errmsg(h->rt));
+  } else if (!text) {                   /* close */
+    if (flowrun_send(h->rt, id, NULL, 0) != FLOWRUN_OK)
+      bad_line(h, "%s", flowrun_errmsg(h->rt));
   } else if (rc != FLOWRUN_OK)
     bad_line(h, "%s", flowrun_errmsg(h->rt));
   lua_settop(L, top);
@@ -202,7 +251,7 @@ static void input_ends(host *h) {
   const char *rest;
   size_t len;
   if ((rest = cli_input_rest(&h->in, &len))) handle_line(h, rest, len);
-  flowrun_send(h->rt, NULL, NULL, 0);
+  if (!h->store) flowrun_send(h->rt, NULL, NULL, 0);   /* a store keeps them waiting */
 }
 
 /* Reads what stdin has and handles its lines; false at the end. */
@@ -230,9 +279,10 @@ int flowrun_host_main(int argc, char **argv) {
     int took = cli_opts_arg(&h.opts, argc, argv, &i, "flowrun host");
     if (took < 0) return 2;
     if (took) continue;
-    if (a[0] == '-' && a[1]) {
+    if (strcmp(a, "--store") == 0 && i + 1 < argc) h.store = argv[++i];
+    else if (a[0] == '-' && a[1]) {
       fprintf(stderr, "flowrun host: unknown option '%s' (or missing value)\n"
-              "usage: flowrun host [-I FILE] [--trace] [--trace-json FILE] FLOW.lua\n", a);
+              "usage: flowrun host [-I FILE] [--store PATH] [--trace] [--trace-json FILE] FLOW.lua\n", a);
       return 2;
     } else if (!h.flow) h.flow = a;
     else {
@@ -241,7 +291,7 @@ int flowrun_host_main(int argc, char **argv) {
     }
   }
   if (!h.flow) {
-    fprintf(stderr, "usage: flowrun host [-I FILE] [--trace] [--trace-json FILE] FLOW.lua\n");
+    fprintf(stderr, "usage: flowrun host [-I FILE] [--store PATH] [--trace] [--trace-json FILE] FLOW.lua\n");
     return 2;
   }
   if (access(h.flow, R_OK) != 0) {
@@ -250,7 +300,8 @@ int flowrun_host_main(int argc, char **argv) {
   }
   ifile = flowrun_find_integrations(h.opts.ifile, h.flow, buf, sizeof buf);
   if (cli_opts_open(&h.opts, "flowrun host") != 0) return 2;
-  flowrun_callbacks cb = { on_say, on_ask, on_end, NULL, on_log, &h, sizeof(flowrun_callbacks) };
+  flowrun_callbacks cb = { on_say, on_ask, on_end, NULL, on_log, &h, sizeof(flowrun_callbacks),
+                           on_flush, on_stored };
   if (h.opts.trace || h.opts.tjson) cb.trace = on_trace;
   if (!(h.rt = flowrun_new(&cb))) {
     fprintf(stderr, "flowrun host: out of memory\n");
@@ -276,6 +327,11 @@ int flowrun_host_main(int argc, char **argv) {
   lua_getfield(L, -1, "decode");
   h.decode_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pop(L, 1);
+  if (h.store && flowrun_open_store(h.rt, h.store) != FLOWRUN_OK) {
+    fprintf(stderr, "flowrun host: %s\n", flowrun_errmsg(h.rt));
+    status = 2;
+    goto done;
+  }
   cli_input_open(&h.in, h.rt, "flowrun host", MAX_LINE, on_stdin, &h);
   cli_input_watch(&h.in, true);
   cli_watchdog_start(&h.opts.grants, h.rt);
@@ -286,7 +342,9 @@ int flowrun_host_main(int argc, char **argv) {
       fflush(stdout);
     }
   }
-  while (cli_step(h.rt, -1, &h.failed) > 0 || !h.in.eof) fflush(stdout);
+  while ((cli_step(h.rt, -1, &h.failed) > 0 && !(h.store && h.in.eof && flowrun_quiet(h.rt)))
+         || !h.in.eof)
+    fflush(stdout);
   status = h.failed;
   cli_watchdog_stop();
 done:

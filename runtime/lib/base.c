@@ -21,6 +21,12 @@ double fr_now(void) {
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+double fr_wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
 /* Pushes "file:line: " of the innermost Lua function that runs (a hook
 ** may fire in a C function it called, pcall say), or "" when none does. */
 void fr_push_where(lua_State *L) {

@@ -10,6 +10,7 @@
 #include "flowrun.h"
 
 double fr_now(void);                    /* monotonic ms */
+double fr_wall_ms(void);                /* ms since 1970 (the wall clock) */
 int fr_error(flowrun *rt, const char *fmt, ...);    /* returns FLOWRUN_ERR */
 /* Calls the function below nargs arguments; its error, secrets hidden,
 ** becomes flowrun_errmsg(). The stack is left at top. */

@@ -792,6 +792,10 @@ bool fr_call_begin(fr_call *c, fr_call_waiter *w) {
   return c->phase == FR_C_DONE;
 }
 
+void fr_call_drop(fr_call *c) {
+  give_back(c);
+}
+
 bool fr_call_over(const fr_call *c) {
   return c->phase == FR_C_DONE;
 }

@@ -69,5 +69,6 @@ int fr_call_push_result(lua_State *L, fr_call *c);
 void fr_call_done(flowrun *rt, CURLMsg *m);  /* the loop's hook: a transfer ended */
 void fr_calls_free(flowrun *rt);        /* the runtime goes away */
 void fr_call_cancel(fr_call *c);        /* its waiter has gone */
+void fr_call_drop(fr_call *c);          /* built, never begun: given back */
 
 #endif

@@ -18,6 +18,7 @@
 #include "json.h"
 #include "modules.h"
 #include "quota.h"
+#include "journal.h"
 #include "runtime.h"
 #include "sandbox.h"
 #include "secrets.h"
@@ -104,6 +105,7 @@ fail:
 }
 
 void fr_destroy(flowrun *rt) {
+  fr_dur_close(rt);                     /* the last turn's writes committed */
   fr_sessions_free(rt);
   fr_calls_free(rt);
   if (rt->L) {
@@ -141,8 +143,49 @@ lua_State *flowrun_lua(flowrun *rt) {
 }
 
 int flowrun_step(flowrun *rt, int timeout_ms) {
+  int n;
   if (rt->in_step) return fr_error(rt, "flowrun_step: called from a callback");
-  return fr_step(rt, timeout_ms);
+  if (rt->dur && fr_dur_failed(rt)) return fr_dur_commit(rt);
+  n = fr_step(rt, timeout_ms);
+  if (rt->dur && fr_dur_commit(rt) != FLOWRUN_OK) return FLOWRUN_ERR;
+  return n;
+}
+
+/* ---- durable sessions ---- */
+
+/* lua_pcall'd: 1 rt. os.time, os.clock, os.date and math.random journaled. */
+static int l_journal_values(lua_State *L) {
+  flowrun *rt = lua_touserdata(L, 1);
+  fr_sandbox_wrap(rt, L, "os", "time", fr_journaled_value, FR_J_TIME);
+  fr_sandbox_wrap(rt, L, "os", "clock", fr_journaled_value, FR_J_CLOCK);
+  fr_sandbox_wrap(rt, L, "os", "date", fr_journaled_value, FR_J_DATE);
+  fr_sandbox_wrap(rt, L, "math", "random", fr_journaled_value, FR_J_RANDOM);
+  return 0;
+}
+
+int flowrun_open_store(flowrun *rt, const char *path) {
+  lua_State *L = rt->L;
+  if (!path) return fr_error(rt, "flowrun_open_store: no path");
+  if (fr_dur_open(rt, path) != FLOWRUN_OK) return FLOWRUN_ERR;
+  lua_pushcfunction(L, l_journal_values);
+  lua_pushlightuserdata(L, rt);
+  if (fr_pcall(rt, L, 1, lua_gettop(L) - 2) != FLOWRUN_OK
+      || fr_sessions_restore(rt) != FLOWRUN_OK) {
+    char err[sizeof rt->err];
+    memcpy(err, rt->err, sizeof err);
+    fr_sessions_free(rt);
+    fr_dur_close(rt);
+    return fr_error(rt, "%s", err);
+  }
+  return FLOWRUN_OK;
+}
+
+long long flowrun_output_seq(const flowrun *rt) {
+  return rt->out_seq;
+}
+
+int flowrun_quiet(const flowrun *rt) {
+  return rt->ncalls == 0 && !rt->ready && !(rt->nheap && rt->heap[0]->at <= fr_now());
 }
 
 bool fr_runtime_idle(const flowrun *rt) {

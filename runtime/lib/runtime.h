@@ -21,6 +21,7 @@ typedef struct fr_call fr_call;
 typedef struct fr_integration fr_integration;
 typedef struct fr_secret fr_secret;
 struct fr_watch;
+struct fr_durable;
 struct fd_state;
 
 struct flowrun {
@@ -71,6 +72,9 @@ struct flowrun {
   int globals_ref;                      /* registry: the flow globals */
   int modules_ref;                      /* registry: what require gives flows */
   int trusted_ref;                      /* registry: metatable of a host's own globals */
+  /* durable sessions (journal.c; session.c: out_seq) */
+  struct fr_durable *dur;               /* NULL: no store */
+  long long out_seq;                    /* of the output being given, 0: none */
   /* limits (quota.c) */
   long long limit[FLOWRUN_LIMIT_COUNT];
   long long mem;                        /* bytes the Lua state holds (if ours) */

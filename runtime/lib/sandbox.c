@@ -330,6 +330,18 @@ static void set_frozen_field(lua_State *L, int idx, const char *k) {
   lua_pop(L, 2);
 }
 
+void fr_sandbox_wrap(flowrun *rt, lua_State *L, const char *lib, const char *name,
+                     lua_CFunction fn, int kind) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->globals_ref);
+  lua_getfield(L, -1, lib);
+  lua_pushlightuserdata(L, rt);
+  lua_getfield(L, -2, name);
+  lua_pushinteger(L, kind);
+  lua_pushcclosure(L, fn, 3);
+  set_frozen_field(L, -2, name);
+  lua_pop(L, 2);
+}
+
 /* Is the thread at idx a session's own (its main coroutine)? */
 static bool session_thread(flowrun *rt, lua_State *L, int idx) {
   lua_State *co = lua_tothread(L, idx);

@@ -22,6 +22,11 @@ void fr_sandbox_open(flowrun *rt, lua_State *L);
 /* require of flows (a library of the sandbox, a module, or a file). */
 int fr_sandbox_require(lua_State *L);
 
+/* Replaces lib.name, as flows see it, by fn with upvalues rt, the
+** original and kind (a store's journaled os.time, say). */
+void fr_sandbox_wrap(flowrun *rt, lua_State *L, const char *lib, const char *name,
+                     lua_CFunction fn, int kind);
+
 /* Pushes the flow global `name` (what every session sees as it). */
 void fr_push_flow_global(flowrun *rt, lua_State *L, const char *name);
 

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <lauxlib.h>
 
@@ -332,6 +333,7 @@ static void session_free(fr_session *s) {
     fr_limits_leave(ran);
   }
   fr_usage_free(&s->use);
+  fr_dur_free(s->j);                    /* its rows stay in the store */
   luaL_unref(L, LUA_REGISTRYINDEX, s->ref);
   luaL_unref(L, LUA_REGISTRYINDEX, s->envref);
   rt->nsessions--;
@@ -451,10 +453,18 @@ static void resume(fr_session *s) {
     if (s->state == FR_S_RUN) fr_session_ready(s);   /* coroutine.yield() */
     return;
   }
+  if (st == LUA_OK && s->j && fr_dur_push_leftover(s->co, s->j, s->id))
+    st = LUA_ERRRUN;                    /* it ends before its journal does */
+  if (s->j) {
+    s->rt->out_seq = ++s->j->seq;
+    fr_dur_end(s->rt, s->id, s->j);
+    s->j = NULL;
+  }
   if (st == LUA_OK) {
     if (s->rt->cb.end) s->rt->cb.end(s->rt->cb.ud, s->id, FLOWRUN_DONE, NULL);
   } else
     session_failed(s, st);
+  s->rt->out_seq = 0;
   session_free(s);
 }
 
@@ -510,6 +520,7 @@ typedef struct start_args {
   int argc;
   const char *const *argv;
   fr_session *s;
+  fr_journal *j;                        /* restoring: the journal to replay */
 } start_args;
 
 /* lua_pcall'd by l_start, on its stack (1 start_args, 2 id, 3 flow, 4..
@@ -583,7 +594,14 @@ static int l_start(lua_State *L) {
   s->ref = s->envref = LUA_NOREF;
   lua_pushcfunction(L, l_make);
   lua_insert(L, 1);
-  if (lua_pcall(L, lua_gettop(L) - 1, 0, 0) == LUA_OK) return 0;
+  if (lua_pcall(L, lua_gettop(L) - 1, 0, 0) == LUA_OK) {
+    if (a->j) s->j = a->j;
+    else if (rt->dur && !(s->j = fr_dur_start(rt, s->id, a->flow, a->argc, a->argv))) {
+      session_free(s);
+      return luaL_error(L, "not enough memory");
+    }
+    return 0;
+  }
   if (!rt->owns_L && s->ref != LUA_NOREF) {   /* undone: nothing allocates */
     lua_rawgeti(L, LUA_REGISTRYINDEX, rt->threads_ref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref);
@@ -601,31 +619,27 @@ int flowrun_start(flowrun *rt, const char *id, const char *flow,
                   int argc, const char *const *argv) {
   lua_State *L = rt->L;
   int top = lua_gettop(L);
-  start_args a = { rt, id, flow, argc, argv, NULL };
+  start_args a = { rt, id, flow, argc, argv, NULL, NULL };
   if (!lua_checkstack(L, argc + 8)) return fr_error(rt, "too many arguments");
   lua_pushcfunction(L, l_start);
   lua_pushlightuserdata(L, &a);
   return fr_pcall(rt, L, 1, top);
 }
 
-int flowrun_send(flowrun *rt, const char *id, const char *text, size_t len) {
-  fr_session *s;
-  int st;
-  if (!id) {                            /* every live session */
-    for (s = rt->all; s; s = s->next)
-      if (flowrun_send(rt, s->id, text, len) != FLOWRUN_OK) return FLOWRUN_ERR;
-    return FLOWRUN_OK;
-  }
-  if (!(s = find_session(rt, id, &st))) return st;
+/* Queues a message for s (text NULL: its channel closes); n its number in
+** the store (0: none). */
+static int queue_message(fr_session *s, long long n, const char *text, size_t len) {
+  flowrun *rt = s->rt;
   if (!text) s->closed = true;
   else {
     fr_msg *m;
     if (s->nin >= FR_MAX_WAITING)
       return fr_error(rt, "session %s has %d messages it has not asked for: this one is dropped",
-                      id, FR_MAX_WAITING);
+                      s->id, FR_MAX_WAITING);
     if (!(m = malloc(sizeof *m + len + 1))) return fr_error(rt, "out of memory");
     s->nin++;
     m->next = NULL;
+    m->n = n;
     m->len = len;
     memcpy(m->text, text, len);
     m->text[len] = '\0';
@@ -637,12 +651,85 @@ int flowrun_send(flowrun *rt, const char *id, const char *text, size_t len) {
   return FLOWRUN_OK;
 }
 
+int flowrun_send_n(flowrun *rt, const char *id, long long n, const char *text, size_t len) {
+  fr_session *s;
+  int st;
+  if (!id) {                            /* every live session */
+    for (s = rt->all; s; s = s->next)
+      if (flowrun_send_n(rt, s->id, 0, text, len) != FLOWRUN_OK) return FLOWRUN_ERR;
+    return FLOWRUN_OK;
+  }
+  if (!(s = find_session(rt, id, &st))) {
+    long long had;
+    if (st == FLOWRUN_NOSESSION && rt->dur && n > 0 && (had = fr_dur_inputs(rt, id)) >= n) {
+      fr_dur_ack(rt, id, n);            /* an ended session's, sent again */
+      return FLOWRUN_OK;
+    }
+    return st;
+  }
+  if (!s->j) return queue_message(s, 0, text, len);
+  if (n > 0 && n <= s->j->inputs) {     /* stored already: said again */
+    fr_dur_ack(rt, id, n);
+    return FLOWRUN_OK;
+  }
+  if (n > s->j->inputs + 1)
+    return fr_error(rt, "session %s: message %lld comes after message %lld: %lld is missing",
+                    id, n, s->j->inputs, s->j->inputs + 1);
+  if (text && s->nin >= FR_MAX_WAITING) return queue_message(s, 0, text, len);   /* says why */
+  if (fr_dur_input(rt, id, s->j, s->j->inputs + 1, text, len) != FLOWRUN_OK) return FLOWRUN_ERR;
+  return queue_message(s, s->j->inputs, text, len);
+}
+
+int flowrun_send(flowrun *rt, const char *id, const char *text, size_t len) {
+  return flowrun_send_n(rt, id, 0, text, len);
+}
+
+long long flowrun_stored(flowrun *rt, const char *id) {
+  return rt->dur ? fr_dur_inputs(rt, id) : -1;
+}
+
+/* ---- restore ---- */
+
+static int restore_session(void *ud, const char *id, const char *flow, int argc,
+                           const char *const *argv, fr_journal *j) {
+  flowrun *rt = ud;
+  lua_State *L = rt->L;
+  int top = lua_gettop(L);
+  start_args a = { rt, id, flow, argc, argv, NULL, j };
+  if (!lua_checkstack(L, argc + 8)) { fr_dur_free(j); return -1; }
+  lua_pushcfunction(L, l_start);
+  lua_pushlightuserdata(L, &a);
+  if (fr_pcall(rt, L, 1, top) != FLOWRUN_OK) {
+    fr_dur_free(j);
+    if (rt->cb.end) rt->cb.end(rt->cb.ud, id, FLOWRUN_FAILED, rt->err);
+    fr_dur_end(rt, id, NULL);           /* it would fail again at each start */
+    return -1;
+  }
+  return 0;
+}
+
+static void restore_message(void *ud, const char *id, long long n, const char *text, size_t len) {
+  flowrun *rt = ud;
+  int st;
+  fr_session *s = find_session(rt, id, &st);
+  if (s) queue_message(s, n, text, len);
+}
+
+int fr_sessions_restore(flowrun *rt) {
+  fr_restore r = { restore_session, restore_message, rt };
+  return fr_dur_restore(rt, &r);
+}
+
 int flowrun_stop(flowrun *rt, const char *id) {
   int st;
   fr_session *s = find_session(rt, id, &st);
   if (!s) return st;
   if (s == rt->running)
     return fr_error(rt, "session %s is running: stop it after its callback", id);
+  if (s->j) {
+    fr_dur_drop(rt, s->id, s->j);
+    s->j = NULL;
+  }
   session_free(s);
   return FLOWRUN_OK;
 }
@@ -678,10 +765,20 @@ static int l_say(lua_State *L) {
   flowrun *rt = fr_rt(L);
   size_t len;
   const char *text;
+  fr_session *s = fr_session_current(rt, L);
   luaL_checkany(L, 1);
   text = user_text(rt, L, 1, &len);
   fr_limits_output(rt, L, len);
-  if (rt->cb.say) rt->cb.say(rt->cb.ud, sid(fr_session_current(rt, L)), text, len);
+  if (!s) s = fr_running();
+  if (s && s->j) {                      /* replayed: said already */
+    const fr_jrec *r = fr_dur_effect(L, s->j, s->id, FR_J_SAY, NULL);
+    if (r == &fr_dur_mismatch) return lua_error(L);
+    if (r) return 0;
+    fr_dur_record(L, rt, s->id, s->j->seq, FR_J_SAY, NULL, NULL, 0);
+    rt->out_seq = s->j->seq;
+  }
+  if (rt->cb.say) rt->cb.say(rt->cb.ud, sid(s), text, len);
+  rt->out_seq = 0;
   return 0;
 }
 
@@ -690,6 +787,13 @@ static int k_ask(lua_State *L, int status, lua_KContext ctx) {
   fr_session *s = (fr_session *)ctx;
   fr_msg *m = s->in;
   (void)status;
+  if (s->j) {                           /* the answer goes in the journal */
+    lua_pushvalue(L, -1);               /* the fingerprint (l_ask left it) */
+    fr_dur_record(L, s->rt, s->id, s->j->seq, FR_J_ASK, lua_tostring(L, -1),
+                  m ? m->text : NULL, m ? m->len : 0);
+    lua_pop(L, 1);
+    if (m && m->n) fr_dur_take_input(s->rt, s->id, m->n);
+  }
   if (!m) { lua_pushnil(L); return 1; }
   lua_pushlstring(L, m->text, m->len);
   if (!(s->in = m->next)) s->in_tail = NULL;
@@ -723,12 +827,26 @@ static int l_ask(lua_State *L) {
   if (!s) return luaL_error(L, "ask: no end-user here (ask works inside a session)");
   if (!lua_isnoneornil(L, 1)) prompt = user_text(rt, L, 1, &len);
   fr_limits_output(rt, L, len);
+  if (s->j) {
+    const fr_jrec *r;
+    lua_pushlstring(L, prompt ? prompt : "", prompt ? len : 0);   /* its fingerprint */
+    if ((r = fr_dur_effect(L, s->j, s->id, FR_J_ASK, lua_tostring(L, -1))) == &fr_dur_mismatch)
+      return lua_error(L);
+    if (r) {
+      if (r->data) lua_pushlstring(L, r->data, r->len);
+      else lua_pushnil(L);
+      return 1;
+    }
+    rt->out_seq = s->j->seq;
+  }
   if (s->in || s->closed) {
     if (prompt && rt->cb.say) rt->cb.say(rt->cb.ud, s->id, prompt, len);
+    rt->out_seq = 0;
     return k_ask(L, 0, (lua_KContext)s);
   }
   s->state = FR_S_ASK;
   if (rt->cb.ask) rt->cb.ask(rt->cb.ud, s->id, prompt, len);
+  rt->out_seq = 0;
   return lua_yieldk(L, 0, (lua_KContext)s, k_ask);
 }
 
@@ -749,6 +867,18 @@ static int l_sleep(lua_State *L) {
   lua_Number ms = luaL_checknumber(L, 1);
   fr_session *s = waiting_session(rt, L, "sleep");
   double until = fr_now() + (ms > 0 ? ms : 0);
+  if (s && s->j) {                      /* its deadline in the journal, on the wall clock */
+    const fr_jrec *r = fr_dur_effect(L, s->j, s->id, FR_J_SLEEP, NULL);
+    char t[32];
+    if (r == &fr_dur_mismatch) return lua_error(L);
+    if (r) {
+      if (fr_dur_replaying(s->j)) return 0;   /* it woke: the journal goes on */
+      until = fr_now() + (strtod(r->data ? r->data : "0", NULL) - fr_wall_ms());
+    } else {
+      snprintf(t, sizeof t, "%.17g", fr_wall_ms() + (until - fr_now()));
+      fr_dur_record(L, rt, s->id, s->j->seq, FR_J_SLEEP, NULL, t, strlen(t));
+    }
+  }
   if (s) {
     s->timer.fire = wake;
     if (!fr_timer_arm(rt, &s->timer, until)) return luaL_error(L, "not enough memory");
@@ -768,8 +898,29 @@ static void call_ended(fr_call_waiter *w, fr_call *c) {
   fr_session_ready(s);
 }
 
+/* What a journal knows an api_node by: "integration METHOD path" as the
+** spec at 1 gives them (the path before its params). */
+static const char *push_call_fp(lua_State *L, fr_call *c) {
+  lua_getfield(L, 1, "integration");
+  lua_getfield(L, 1, "path");
+  lua_pushfstring(L, "%s %s %s", lua_tostring(L, -2) ? lua_tostring(L, -2) : "?", c->rq.method,
+                  lua_tostring(L, -1) ? lua_tostring(L, -1) : "");
+  lua_replace(L, -3);
+  lua_pop(L, 1);
+  return lua_tostring(L, -1);
+}
+
+/* The call of s has ended: its response goes in the journal. */
+static void record_call(lua_State *L, fr_session *s, fr_call *c) {
+  if (!s || !s->j || c->oom) return;
+  fr_dur_record_call(L, s->rt, s->id, s->j->seq, push_call_fp(L, c), c);
+  lua_pop(L, 1);
+}
+
 static int k_api_node(lua_State *L, int status, lua_KContext ctx) {
+  flowrun *rt = fr_rt(L);
   (void)status;
+  record_call(L, fr_session_current(rt, L), (fr_call *)ctx);
   return fr_call_push_result(L, (fr_call *)ctx);
 }
 
@@ -784,7 +935,22 @@ static int l_api_node(lua_State *L) {
   if (!(c = fr_call_new(rt))) return luaL_error(L, "not enough memory");
   fr_call_build(L, c);                  /* raises on misuse */
   lua_settop(L, 1);
-  if (fr_call_begin(c, s ? &s->waiter : NULL)) return fr_call_push_result(L, c);
+  if (s && s->j) {                      /* replayed: its response from the journal */
+    const fr_jrec *r = fr_dur_effect(L, s->j, s->id, FR_J_CALL, push_call_fp(L, c));
+    if (r == &fr_dur_mismatch) {
+      fr_call_drop(c);
+      return lua_error(L);
+    }
+    lua_settop(L, 1);
+    if (r) {
+      fr_dur_replay_call(c, r);
+      return fr_call_push_result(L, c);
+    }
+  }
+  if (fr_call_begin(c, s ? &s->waiter : NULL)) {
+    record_call(L, s, c);
+    return fr_call_push_result(L, c);
+  }
   if (s) {
     s->call = c;
     s->state = FR_S_CALL;
@@ -792,6 +958,49 @@ static int l_api_node(lua_State *L) {
   }
   while (!fr_call_over(c)) fr_step(rt, -1);
   return fr_call_push_result(L, c);
+}
+
+/* os.time(), os.clock(), os.date(fmt) and math.random(...) with a store:
+** what they gave goes in the journal, and a replay gets it back. Given a
+** time (os.time{...}, os.date(fmt, t)) they are the originals. */
+int fr_journaled_value(lua_State *L) {
+  flowrun *rt = fr_rt(L);
+  int kind = (int)lua_tointeger(L, lua_upvalueindex(3)), n = lua_gettop(L);
+  fr_session *s = fr_session_current(rt, L);
+  const fr_jrec *r;
+  char t[64];
+  if (!s) s = fr_running();
+  if (!s || !s->j || (kind != FR_J_RANDOM && kind != FR_J_CLOCK && n >= (kind == FR_J_TIME ? 1 : 2))) {
+    lua_pushvalue(L, lua_upvalueindex(2));
+    lua_insert(L, 1);
+    lua_call(L, n, LUA_MULTRET);
+    return lua_gettop(L);
+  }
+  r = fr_dur_effect(L, s->j, s->id, kind == FR_J_DATE ? FR_J_TIME : kind, NULL);
+  if (r == &fr_dur_mismatch) return lua_error(L);
+  if (r) {
+    if (!r->data || r->len < 1) return luaL_error(L, "journal of session %s: a value is missing", s->id);
+    if (r->data[0] == 'i') lua_pushinteger(L, (lua_Integer)strtoll(r->data + 1, NULL, 10));
+    else lua_pushnumber(L, strtod(r->data + 1, NULL));
+  } else {
+    if (kind == FR_J_DATE) {
+      lua_pushinteger(L, (lua_Integer)time(NULL));   /* as os.time() */
+    } else {
+      lua_pushvalue(L, lua_upvalueindex(2));
+      for (int i = 1; i <= n; i++) lua_pushvalue(L, i);
+      lua_call(L, n, 1);
+    }
+    if (lua_isinteger(L, -1)) snprintf(t, sizeof t, "i%lld", (long long)lua_tointeger(L, -1));
+    else snprintf(t, sizeof t, "f%a", (double)lua_tonumber(L, -1));
+    fr_dur_record(L, rt, s->id, s->j->seq, kind == FR_J_DATE ? FR_J_TIME : kind, NULL, t, strlen(t));
+  }
+  if (kind != FR_J_DATE) return 1;
+  lua_pushvalue(L, lua_upvalueindex(2));  /* os.date(fmt, the journaled now) */
+  if (n >= 1) lua_pushvalue(L, 1);
+  else lua_pushliteral(L, "%c");
+  lua_pushvalue(L, -3);
+  lua_call(L, 2, 1);
+  return 1;
 }
 
 int fr_open_api_node(lua_State *L) {

@@ -11,6 +11,7 @@
 #include <lua.h>
 
 #include "call.h"
+#include "journal.h"
 #include "flowrun.h"
 #include "loop.h"
 #include "quota.h"
@@ -19,7 +20,7 @@ typedef struct fr_session fr_session;
 
 enum { FR_S_RUN, FR_S_CALL, FR_S_ASK, FR_S_SLEEP };
 
-typedef struct fr_msg { struct fr_msg *next; size_t len; char text[]; } fr_msg;
+typedef struct fr_msg { struct fr_msg *next; long long n; size_t len; char text[]; } fr_msg;
 #define FR_MAX_WAITING 1000             /* messages a session has not asked for */
 
 struct fr_session {
@@ -37,6 +38,7 @@ struct fr_session {
   fr_call *call;                        /* the call it waits on */
   fr_call_waiter waiter;                /* how that call wakes it */
   fr_usage use;                         /* what it has taken (quota.c) */
+  fr_journal *j;                        /* its journal: NULL without a store */
   fr_session *next_ready;
   fr_session *prev, *next;              /* all live sessions */
   char id[];
@@ -49,6 +51,11 @@ void fr_session_ready(fr_session *s);   /* resume it in the next step */
 bool fr_sessions_idle(const flowrun *rt);
 void fr_run_ready(flowrun *rt);         /* the loop's hook: resume the ready */
 void fr_sessions_free(flowrun *rt);
+/* With a store: the unfinished sessions it holds start again, to replay. */
+int fr_sessions_restore(flowrun *rt);
+/* lua_CFunction for os.time, os.clock, os.date and math.random with a
+** store (upvalues: rt, the original, its FR_J_* kind): journaled. */
+int fr_journaled_value(lua_State *L);
 /* Pushes a new table of the flow primitives: api_node, say, ask, sleep,
 ** run_flow, log, json, print. */
 void fr_push_flow_primitives(flowrun *rt, lua_State *L);

@@ -310,7 +310,7 @@ static void options(lua_State *L, flowrun *rt) {
 /* flowrun.new([{ integrations = FILE, allow = {...}, limits = {...},
 ** globals = {...} }]) -> runtime */
 static int l_new(lua_State *L) {
-  flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, on_log, NULL, sizeof(flowrun_callbacks) };
+  flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, on_log, NULL, sizeof(flowrun_callbacks), NULL, NULL };
   box *b;
   lua_State *main;
   lua_settop(L, 1);

@@ -1,0 +1,473 @@
+/*
+** journal.c -- durable sessions: the runtime's store, each session's
+** journal of effects, and replay (journal.h; README: Durable sessions).
+**
+** Writes go into one transaction per loop turn, begun at the turn's first
+** write and committed at its end (fr_dur_commit): a turn's records are
+** all stored or none is. Outputs are given to the host as they happen,
+** and before the commit the host is told to write them out (cb.flush): an
+** output whose record is stored has reached the host, and one whose record
+** is lost is made again, with the same sequence number, when the session
+** is replayed. A message is acknowledged (cb.stored) only after the
+** commit that stored it.
+*/
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "base.h"
+#include "journal.h"
+#include "rules.h"
+#include "runtime.h"
+#include "store.h"
+
+typedef struct ack { struct ack *next; long long n; char id[]; } ack;
+
+typedef struct fr_durable fr_durable;
+struct fr_durable {
+  const fr_store_methods *m;
+  fr_store *st;
+  bool in_txn;
+  bool failed;                          /* a write of this turn failed */
+  ack *acks, **acks_tail;               /* stored this turn */
+  char *path;
+};
+
+static const char *const kind_name[] = {
+  "", "ask", "say", "sleep", "api_node", "os.time", "os.clock", "math.random", "the end",
+};
+
+/* ---- the turn's transaction ---- */
+
+/* Begins the turn's transaction; false when the store failed. */
+static bool writing(flowrun *rt) {
+  fr_durable *d = rt->dur;
+  if (d->failed) return false;
+  if (!d->in_txn) {
+    if (d->m->begin(d->st) != 0) {
+      d->failed = true;
+      return false;
+    }
+    d->in_txn = true;
+  }
+  return true;
+}
+
+static void wrote(flowrun *rt, int rc) {
+  if (rc != 0) rt->dur->failed = true;
+}
+
+static void free_acks(fr_durable *d) {
+  for (ack *a = d->acks, *n; a; a = n) { n = a->next; free(a); }
+  d->acks = NULL;
+  d->acks_tail = &d->acks;
+}
+
+int fr_dur_commit(flowrun *rt) {
+  fr_durable *d = rt->dur;
+  ack *a;
+  if (!d->in_txn && !d->failed && !d->acks) return FLOWRUN_OK;
+  if (d->in_txn && !d->failed && rt->cb.flush) rt->cb.flush(rt->cb.ud);
+  if (d->in_txn && !d->failed && d->m->commit(d->st) != 0) d->failed = true;
+  if (d->failed) {
+    d->m->rollback(d->st);
+    d->in_txn = false;
+    free_acks(d);
+    return fr_error(rt, "%s: nothing after the last commit is stored or acknowledged",
+                    d->m->errmsg(d->st));
+  }
+  d->in_txn = false;
+  a = d->acks;
+  d->acks = NULL;
+  d->acks_tail = &d->acks;
+  for (ack *n; a; a = n) {
+    n = a->next;
+    if (rt->cb.stored) rt->cb.stored(rt->cb.ud, a->id, a->n);
+    free(a);
+  }
+  return FLOWRUN_OK;
+}
+
+bool fr_dur_failed(const flowrun *rt) {
+  return rt->dur && rt->dur->failed;
+}
+
+int fr_dur_open(flowrun *rt, const char *path) {
+  fr_durable *d;
+  char err[600];
+  if (rt->dur) return fr_error(rt, "store %s: this runtime has a store already", path);
+  if (rt->nsessions) return fr_error(rt, "store %s: open it before any session starts", path);
+  if (!(d = calloc(1, sizeof *d)) || !(d->path = strdup(path))) {
+    free(d);
+    return fr_error(rt, "out of memory");
+  }
+  d->m = &fr_store_sqlite;
+  if (!(d->st = d->m->open(path, err, sizeof err))) {
+    free(d->path);
+    free(d);
+    return fr_error(rt, "%s", err);
+  }
+  d->acks_tail = &d->acks;
+  rt->dur = d;
+  return FLOWRUN_OK;
+}
+
+void fr_dur_close(flowrun *rt) {
+  fr_durable *d = rt->dur;
+  if (!d) return;
+  if (d->in_txn && !d->failed) fr_dur_commit(rt);
+  else if (d->in_txn) d->m->rollback(d->st);
+  free_acks(d);
+  d->m->close(d->st);
+  free(d->path);
+  free(d);
+  rt->dur = NULL;
+}
+
+void fr_dur_ack(flowrun *rt, const char *id, long long n) {
+  size_t len = strlen(id) + 1;
+  ack *a = malloc(sizeof *a + len);
+  if (!a) { rt->dur->failed = true; return; }
+  a->next = NULL;
+  a->n = n;
+  memcpy(a->id, id, len);
+  *rt->dur->acks_tail = a;
+  rt->dur->acks_tail = &a->next;
+}
+
+/* ---- sessions ---- */
+
+fr_journal *fr_dur_start(flowrun *rt, const char *id, const char *flow,
+                         int argc, const char *const *argv) {
+  fr_durable *d = rt->dur;
+  fr_store_session row = { id, flow, NULL, 0, argc, 0, 0 };
+  fr_journal *j = calloc(1, sizeof *j);
+  char *args = NULL;
+  size_t len = 0;
+  int i;
+  if (!j) return NULL;
+  for (i = 0; i < argc; i++) len += strlen(argv[i]) + 1;
+  if (len && !(args = malloc(len))) { free(j); return NULL; }
+  for (i = 0, len = 0; i < argc; i++) {
+    size_t n = strlen(argv[i]) + 1;
+    memcpy(args + len, argv[i], n);
+    len += n;
+  }
+  row.args = args;
+  row.args_len = len;
+  if (writing(rt)) {
+    wrote(rt, d->m->put_session(d->st, &row));
+    fr_dur_ack(rt, id, 0);
+  }
+  free(args);
+  return j;
+}
+
+void fr_dur_end(flowrun *rt, const char *id, fr_journal *j) {
+  if (writing(rt)) wrote(rt, rt->dur->m->end_session(rt->dur->st, id));
+  fr_dur_free(j);
+}
+
+void fr_dur_drop(flowrun *rt, const char *id, fr_journal *j) {
+  if (writing(rt)) wrote(rt, rt->dur->m->drop_session(rt->dur->st, id));
+  fr_dur_free(j);
+}
+
+long long fr_dur_inputs(flowrun *rt, const char *id) {
+  fr_store_session row;
+  int rc = rt->dur->m->get_session(rt->dur->st, id, &row);
+  return rc == 1 ? row.inputs : -1;
+}
+
+int fr_dur_input(flowrun *rt, const char *id, fr_journal *j, long long n,
+                 const char *text, size_t len) {
+  if (!writing(rt) || rt->dur->m->put_input(rt->dur->st, id, n, text, len) != 0) {
+    rt->dur->failed = true;
+    return fr_error(rt, "%s", rt->dur->m->errmsg(rt->dur->st));
+  }
+  j->inputs = n;
+  fr_dur_ack(rt, id, n);
+  return FLOWRUN_OK;
+}
+
+void fr_dur_take_input(flowrun *rt, const char *id, long long n) {
+  if (writing(rt)) wrote(rt, rt->dur->m->take_input(rt->dur->st, id, n));
+}
+
+void fr_dur_free(fr_journal *j) {
+  if (!j) return;
+  for (long long i = 0; i < j->nrecs; i++) {
+    free(j->recs[i].fp);
+    free(j->recs[i].at);
+    free(j->recs[i].data);
+  }
+  free(j->recs);
+  free(j);
+}
+
+/* ---- restore ---- */
+
+typedef struct restoring {
+  flowrun *rt;
+  const fr_restore *r;
+  fr_journal *j;
+  const char *id;
+  int failed;
+} restoring;
+
+static char *dup_n(const char *p, size_t n) {
+  char *q = malloc(n + 1);
+  if (q) {
+    if (n) memcpy(q, p, n);
+    q[n] = '\0';
+  }
+  return q;
+}
+
+static int take_rec(void *ud, const fr_store_rec *r) {
+  restoring *x = ud;
+  fr_journal *j = x->j;
+  fr_jrec *rec;
+  if (j->nrecs % 64 == 0) {
+    fr_jrec *n = realloc(j->recs, (size_t)(j->nrecs + 64) * sizeof *n);
+    if (!n) return x->failed = 1;
+    j->recs = n;
+  }
+  rec = &j->recs[j->nrecs];
+  rec->seq = r->seq;
+  rec->kind = r->kind;
+  rec->fp = dup_n(r->fp ? r->fp : "", r->fp ? strlen(r->fp) : 0);
+  rec->at = dup_n(r->at ? r->at : "", r->at ? strlen(r->at) : 0);
+  rec->data = r->data ? dup_n(r->data, r->len) : NULL;
+  rec->len = r->len;
+  j->nrecs++;
+  if (!rec->fp || !rec->at || (r->data && !rec->data)) return x->failed = 1;
+  return 0;
+}
+
+static int take_input(void *ud, long long n, const char *text, size_t len) {
+  restoring *x = ud;
+  x->r->message(x->r->ud, x->id, n, text, len);
+  return 0;
+}
+
+static int take_session(void *ud, const fr_store_session *row) {
+  restoring *x = ud;
+  fr_durable *d = x->rt->dur;
+  const char *argv[64];
+  char *args = dup_n(row->args ? row->args : "", row->args_len), *id = strdup(row->id);
+  char *flow = strdup(row->flow);
+  int argc = 0;
+  if (!args || !id || !flow) goto oom;
+  for (size_t off = 0; off < row->args_len && argc < 64; off += strlen(args + off) + 1)
+    argv[argc++] = args + off;
+  if (!(x->j = calloc(1, sizeof *x->j))) goto oom;
+  x->j->inputs = row->inputs;
+  x->id = id;
+  if (d->m->each_rec(d->st, id, take_rec, x) != 0 || x->failed) goto oom;
+  /* the journal's numbers have no gaps: the next effect takes the next */
+  x->j->seq = 0;
+  if (x->r->session(x->r->ud, id, flow, argc, argv, x->j) == 0)
+    d->m->each_input(d->st, id, take_input, x);
+  free(args); free(id); free(flow);
+  return 0;
+oom:
+  fr_dur_free(x->j);
+  free(args); free(id); free(flow);
+  return x->failed = 1;
+}
+
+int fr_dur_restore(flowrun *rt, const fr_restore *r) {
+  restoring x = { rt, r, NULL, NULL, 0 };
+  if (rt->dur->m->each_session(rt->dur->st, take_session, &x) != 0)
+    return fr_error(rt, "%s", rt->dur->m->errmsg(rt->dur->st));
+  if (x.failed) return fr_error(rt, "out of memory");
+  return FLOWRUN_OK;
+}
+
+/* ---- effects ---- */
+
+bool fr_dur_replaying(const fr_journal *j) {
+  return j->pos < j->nrecs;
+}
+
+/* "ask \"prompt\"" as a mismatch message shows a record. */
+static void push_effect(lua_State *L, int kind, const char *fp) {
+  if (fp && *fp) lua_pushfstring(L, "%s %s", kind_name[kind], fp);
+  else lua_pushstring(L, kind_name[kind]);
+}
+
+static void done_replaying(fr_journal *j) {
+  for (long long i = 0; i < j->nrecs; i++) {
+    free(j->recs[i].fp);
+    free(j->recs[i].at);
+    free(j->recs[i].data);
+  }
+  free(j->recs);
+  j->recs = NULL;
+  j->nrecs = j->pos = 0;
+}
+
+const fr_jrec fr_dur_mismatch;
+
+const fr_jrec *fr_dur_effect(lua_State *L, fr_journal *j, const char *id, int kind,
+                             const char *fp) {
+  const fr_jrec *r;
+  j->seq++;
+  if (j->pos >= j->nrecs) {
+    if (j->recs) done_replaying(j);
+    return NULL;
+  }
+  r = &j->recs[j->pos++];
+  if (r->kind == kind && strcmp(r->fp, fp ? fp : "") == 0 && r->seq == j->seq) return r;
+  luaL_where(L, 1);
+  push_effect(L, r->kind, r->fp);
+  push_effect(L, kind, fp);
+  lua_pushfstring(L, "%sreplay of session %s does not match its journal: entry %d is %s "
+                  "(made at %s), but the flow now does %s here "
+                  "(README: Changing a flow with live sessions)",
+                  lua_tostring(L, -3), id, (int)r->seq, lua_tostring(L, -2),
+                  *r->at ? r->at : "?", lua_tostring(L, -1));
+  lua_replace(L, -4);
+  lua_pop(L, 2);
+  return &fr_dur_mismatch;
+}
+
+int fr_dur_push_leftover(lua_State *L, const fr_journal *j, const char *id) {
+  const fr_jrec *r;
+  if (j->pos >= j->nrecs) return 0;
+  r = &j->recs[j->pos];
+  push_effect(L, r->kind, r->fp);
+  lua_pushfstring(L, "replay of session %s does not match its journal: entry %d is %s (made at %s), "
+                  "but the flow now ends before it (README: Changing a flow with live sessions)",
+                  id, (int)r->seq, lua_tostring(L, -1), *r->at ? r->at : "?");
+  lua_remove(L, -2);
+  return 1;
+}
+
+void fr_dur_record(lua_State *L, flowrun *rt, const char *id, long long seq, int kind,
+                   const char *fp, const char *data, size_t len) {
+  fr_store_rec r;
+  const char *at;
+  size_t n;
+  luaL_where(L, 1);
+  at = lua_tolstring(L, -1, &n);
+  if (n >= 2 && at[n - 2] == ':') lua_pushlstring(L, at, n - 2), lua_remove(L, -2);  /* "f:7: " */
+  r.seq = seq;
+  r.kind = kind;
+  r.fp = fp ? fp : "";
+  r.at = lua_tostring(L, -1);
+  r.data = data;
+  r.len = len;
+  if (writing(rt)) wrote(rt, rt->dur->m->append(rt->dur->st, id, &r));
+  lua_pop(L, 1);
+}
+
+/* A response as bytes: fields, each a 4-byte length (0xffffffff: NULL)
+** and its bytes. */
+static void put_field(luaL_Buffer *b, const char *p, size_t n) {
+  uint32_t len = p ? (uint32_t)n : 0xffffffffu;
+  luaL_addlstring(b, (const char *)&len, 4);
+  if (p) luaL_addlstring(b, p, n);
+}
+
+static void put_str(luaL_Buffer *b, const char *s) {
+  put_field(b, s, s ? strlen(s) : 0);
+}
+
+static void put_num(luaL_Buffer *b, double v) {
+  char t[32];
+  snprintf(t, sizeof t, "%.17g", v);
+  put_str(b, t);
+}
+
+void fr_dur_record_call(lua_State *L, flowrun *rt, const char *id, long long seq,
+                        const char *fp, const fr_call *c) {
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  put_str(&b, c->label);
+  put_num(&b, c->status);
+  put_field(&b, c->rhdr.p ? c->rhdr.p : "", c->rhdr.len);
+  put_field(&b, c->rbody.p ? c->rbody.p : "", c->rbody.len);
+  put_str(&b, c->error);
+  put_str(&b, c->reason);
+  put_num(&b, c->t0);
+  put_str(&b, c->rq.url);
+  put_num(&b, c->attempts);
+  luaL_pushresult(&b);
+  fr_dur_record(L, rt, id, seq, FR_J_CALL, fp, lua_tostring(L, -1), lua_rawlen(L, -1));
+  lua_pop(L, 1);
+}
+
+/* The next field of a recorded response: its bytes (NULL) and length. */
+static const char *get_field(const char **p, const char *end, size_t *n) {
+  uint32_t len;
+  const char *f;
+  if (end - *p < 4) { *n = 0; return NULL; }
+  memcpy(&len, *p, 4);
+  *p += 4;
+  if (len == 0xffffffffu || (size_t)(end - *p) < len) { *n = 0; return NULL; }
+  f = *p;
+  *p += len;
+  *n = len;
+  return f;
+}
+
+static void set_buf(fr_buf *b, const char *p, size_t n) {
+  char *q = realloc(b->p, n + 1);
+  if (!q) { b->len = 0; return; }
+  b->p = q;
+  b->cap = n + 1;
+  if (n) memcpy(q, p, n);
+  q[n] = '\0';
+  b->len = n;
+}
+
+void fr_dur_replay_call(fr_call *c, const fr_jrec *r) {
+  const char *p = r->data, *end = r->data + r->len, *f;
+  size_t n;
+  char num[32];
+  f = get_field(&p, end, &n);                /* label */
+  c->label = LABEL_ERROR;
+  for (int i = 0; fr_default_labels[i]; i++)
+    if (f && n == strlen(fr_default_labels[i]) && memcmp(f, fr_default_labels[i], n) == 0)
+      c->label = fr_default_labels[i];
+  if (f && c->label == LABEL_ERROR && !(n == 5 && memcmp(f, "error", 5) == 0)
+      && n < sizeof c->codelabel) {
+    memcpy(c->codelabel, f, n);
+    c->codelabel[n] = '\0';
+    c->label = c->codelabel;
+  }
+#define NUM(dst) (f = get_field(&p, end, &n), n = n < sizeof num ? n : sizeof num - 1, \
+                  memcpy(num, f ? f : "0", f ? n : 1), num[f ? n : 1] = '\0', dst = strtod(num, NULL))
+  NUM(c->status);
+  f = get_field(&p, end, &n);
+  set_buf(&c->rhdr, f ? f : "", n);
+  f = get_field(&p, end, &n);
+  set_buf(&c->rbody, f ? f : "", n);
+  f = get_field(&p, end, &n);
+  free(c->error);
+  c->error = f ? dup_n(f, n) : NULL;
+  f = get_field(&p, end, &n);                /* reason: the record's own bytes */
+  c->reason = NULL;
+  for (const char *q = f; f && q; q = NULL) {
+    static char reason[64];               /* pushed at once (fr_call_push_result) */
+    n = n < sizeof reason ? n : sizeof reason - 1;
+    memcpy(reason, f, n);
+    reason[n] = '\0';
+    c->reason = reason;
+  }
+  NUM(c->t0);
+  f = get_field(&p, end, &n);
+  if (f) {
+    char *url = dup_n(f, n);
+    if (url) fr_request_set_url(&c->rq, url);
+    free(url);
+  }
+  NUM(c->attempts);
+#undef NUM
+  c->phase = FR_C_DONE;
+}

@@ -1,0 +1,97 @@
+/*
+** journal.h -- durable sessions (journal.c): the store a runtime keeps its
+** sessions in, each session's journal of effects, and replay. Sessions
+** (session.c) call it at each effect; it knows nothing of sessions but
+** their ids. Not installed.
+**
+** Every effect of a session takes the next sequence number. Live, its
+** result is written to the store in the loop turn's transaction; replayed
+** (after a restart), the record at that number is checked against what
+** the flow asks for now and its result is given back instead.
+*/
+#ifndef FLOWRUN_JOURNAL_H
+#define FLOWRUN_JOURNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <lua.h>
+
+#include "call.h"
+#include "flowrun.h"
+
+enum { FR_J_ASK = 1, FR_J_SAY, FR_J_SLEEP, FR_J_CALL, FR_J_TIME, FR_J_CLOCK, FR_J_RANDOM,
+       FR_J_END, FR_J_DATE /* os.date: a TIME record */ };
+
+typedef struct fr_jrec {
+  long long seq;
+  int kind;
+  char *fp, *at;
+  char *data;                           /* NULL: none (an ask of a closed channel) */
+  size_t len;
+} fr_jrec;
+
+/* A session's journal: NULL without a store. */
+typedef struct fr_journal {
+  long long seq;                        /* the next effect's */
+  long long inputs;                     /* messages stored for the session */
+  fr_jrec *recs;                        /* to replay; freed once replayed */
+  long long nrecs, pos;
+} fr_journal;
+
+/* The runtime's store: opened once; NULL when none (then nothing else
+** here is called). */
+int fr_dur_open(flowrun *rt, const char *path);
+void fr_dur_close(flowrun *rt);
+/* The end of a loop turn: cb.flush, commit, then cb.stored for each
+** message the commit stored. FLOWRUN_ERR when the commit failed (nothing
+** of the turn is acknowledged; the runtime stops). */
+int fr_dur_commit(flowrun *rt);
+bool fr_dur_failed(const flowrun *rt);  /* a write failed: the turn is lost */
+
+/* A session's row: made when it starts (args as given), tombstoned when
+** it ends (its journal and inbox go), dropped when stopped. */
+fr_journal *fr_dur_start(flowrun *rt, const char *id, const char *flow,
+                         int argc, const char *const *argv);
+void fr_dur_end(flowrun *rt, const char *id, fr_journal *j);
+void fr_dur_drop(flowrun *rt, const char *id, fr_journal *j);
+/* Messages stored for id: 0 after its start, -1 when the store has none. */
+long long fr_dur_inputs(flowrun *rt, const char *id);
+/* Stores message n (text NULL: the channel closed); cb.stored says so
+** after the commit. */
+int fr_dur_input(flowrun *rt, const char *id, fr_journal *j, long long n,
+                 const char *text, size_t len);
+void fr_dur_take_input(flowrun *rt, const char *id, long long n);
+void fr_dur_ack(flowrun *rt, const char *id, long long n);   /* cb.stored after the commit */
+
+/* Unfinished sessions, for restore: fn(ud, id, flow, argc, argv, j) with
+** j holding the records to replay and the inbox given to msg(ud2...). */
+typedef struct fr_restore {
+  int (*session)(void *ud, const char *id, const char *flow, int argc,
+                 const char *const *argv, fr_journal *j);
+  void (*message)(void *ud, const char *id, long long n, const char *text, size_t len);
+  void *ud;
+} fr_restore;
+int fr_dur_restore(flowrun *rt, const fr_restore *r);
+
+/* An effect of `kind` asked for with fingerprint fp (may be NULL: none):
+** takes its sequence number; returns the record to give back when
+** replaying, NULL when live, &fr_dur_mismatch with the error pushed when
+** the record at this number is another effect (the caller raises it). */
+extern const fr_jrec fr_dur_mismatch;
+const fr_jrec *fr_dur_effect(lua_State *L, fr_journal *j, const char *id, int kind,
+                             const char *fp);
+/* The live result of the effect that took seq. */
+void fr_dur_record(lua_State *L, flowrun *rt, const char *id, long long seq, int kind,
+                   const char *fp, const char *data, size_t len);
+void fr_dur_record_call(lua_State *L, flowrun *rt, const char *id, long long seq,
+                        const char *fp, const fr_call *c);
+/* Fills c, built but never begun, with a recorded response. */
+void fr_dur_replay_call(fr_call *c, const fr_jrec *r);
+/* Is the journal replaying (records left)? The flow ended with records
+** left: the mismatch message, pushed; 0 when none left. */
+bool fr_dur_replaying(const fr_journal *j);
+int fr_dur_push_leftover(lua_State *L, const fr_journal *j, const char *id);
+void fr_dur_free(fr_journal *j);
+
+#endif

@@ -1,0 +1,66 @@
+/*
+** store.h -- where durable sessions are kept: a backend behind a table of
+** methods, as SQLite's VFS is (store_sqlite.c is the one there is). Only
+** journal.c calls it. Not installed.
+**
+** A backend keeps, per session, a row (its flow, its start arguments, the
+** number of messages stored for it, whether it ended), its journal (one
+** record per effect, by sequence number) and its inbox (messages stored
+** and not yet taken). Its rules: every call between begin and commit is
+** one atomic unit; commit returns only when the data survives the
+** process's crash; one process at a time (open refuses a second); a
+** failing call returns -1 and errmsg says why.
+*/
+#ifndef FLOWRUN_STORE_H
+#define FLOWRUN_STORE_H
+
+#include <stddef.h>
+
+typedef struct fr_store fr_store;       /* a backend's open store */
+
+typedef struct fr_store_session {
+  const char *id, *flow;
+  const char *args;                     /* the start arguments, NUL-separated */
+  size_t args_len;
+  int nargs;
+  long long inputs;                     /* messages stored for it, ever */
+  int ended;                            /* kept to recognise a message sent again */
+} fr_store_session;
+
+typedef struct fr_store_rec {
+  long long seq;
+  int kind;                             /* journal.h: FR_J_* */
+  const char *fp;                       /* what the flow asked for */
+  const char *at;                       /* where: "flow.lua:7" */
+  const char *data;                     /* the result, encoded (journal.c) */
+  size_t len;
+} fr_store_rec;
+
+typedef struct fr_store_methods {
+  const char *name;
+  /* NULL and a message in err (PATH named) when it cannot be opened. */
+  fr_store *(*open)(const char *path, char *err, size_t n);
+  void (*close)(fr_store *st);
+  int (*begin)(fr_store *st);
+  int (*commit)(fr_store *st);
+  void (*rollback)(fr_store *st);
+  int (*put_session)(fr_store *st, const fr_store_session *row);   /* insert or replace */
+  int (*end_session)(fr_store *st, const char *id);   /* journal and inbox go; row kept */
+  int (*drop_session)(fr_store *st, const char *id);  /* row, journal and inbox go */
+  /* 1 and *row (valid until the next call) when there is one, 0 when not. */
+  int (*get_session)(fr_store *st, const char *id, fr_store_session *row);
+  int (*each_session)(fr_store *st, int (*fn)(void *ud, const fr_store_session *row), void *ud);
+  int (*append)(fr_store *st, const char *id, const fr_store_rec *rec);
+  int (*each_rec)(fr_store *st, const char *id,
+                  int (*fn)(void *ud, const fr_store_rec *rec), void *ud);
+  int (*put_input)(fr_store *st, const char *id, long long n,
+                   const char *text, size_t len);      /* text NULL: the channel closed */
+  int (*take_input)(fr_store *st, const char *id, long long n);
+  int (*each_input)(fr_store *st, const char *id,
+                    int (*fn)(void *ud, long long n, const char *text, size_t len), void *ud);
+  const char *(*errmsg)(fr_store *st);
+} fr_store_methods;
+
+extern const fr_store_methods fr_store_sqlite;
+
+#endif

@@ -1,0 +1,333 @@
+/*
+** store_sqlite.c -- the SQLite store (store.h): one file in WAL mode.
+**
+** Tables: sessions (one row each), journal (session, seq), inbox
+** (session, n). The file says it is ours with PRAGMA application_id and
+** its format with user_version; a file of another application, or of a
+** newer format, is refused. One process at a time: an flock on PATH-lock,
+** which the kernel drops when the process dies however it dies (a restart
+** right after a SIGKILL finds it free), and which leaves the database
+** readable by others (unlike SQLite's exclusive locking mode).
+** synchronous=NORMAL in WAL mode: a commit survives the process's crash,
+** not necessarily a power loss (README: Durable sessions).
+*/
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "store.h"
+
+#define APP_ID 0x666c6f77               /* "flow" */
+#define FORMAT 1
+
+enum {
+  Q_BEGIN, Q_COMMIT, Q_ROLLBACK, Q_PUT_SESSION, Q_END_SESSION, Q_DROP_SESSION,
+  Q_GET_SESSION, Q_EACH_SESSION, Q_DROP_JOURNAL, Q_DROP_INBOX, Q_APPEND, Q_EACH_REC,
+  Q_PUT_INPUT, Q_TAKE_INPUT, Q_EACH_INPUT, Q_INPUTS, Q_COUNT
+};
+
+static const char *const sql[Q_COUNT] = {
+  "BEGIN IMMEDIATE",
+  "COMMIT",
+  "ROLLBACK",
+  "INSERT OR REPLACE INTO sessions(id, flow, args, nargs, inputs, ended) VALUES (?1, ?2, ?3, ?4, ?5, 0)",
+  "UPDATE sessions SET ended = 1 WHERE id = ?1",
+  "DELETE FROM sessions WHERE id = ?1",
+  "SELECT id, flow, args, nargs, inputs, ended FROM sessions WHERE id = ?1",
+  "SELECT id, flow, args, nargs, inputs, ended FROM sessions WHERE ended = 0",
+  "DELETE FROM journal WHERE session = ?1",
+  "DELETE FROM inbox WHERE session = ?1",
+  "INSERT INTO journal(session, seq, kind, fp, at, result) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+  "SELECT seq, kind, fp, at, result FROM journal WHERE session = ?1 ORDER BY seq",
+  "INSERT INTO inbox(session, n, text) VALUES (?1, ?2, ?3)",
+  "DELETE FROM inbox WHERE session = ?1 AND n = ?2",
+  "SELECT n, text FROM inbox WHERE session = ?1 ORDER BY n",
+  "UPDATE sessions SET inputs = ?2 WHERE id = ?1 AND inputs < ?2",
+};
+
+static const char schema[] =
+  "CREATE TABLE IF NOT EXISTS sessions(id TEXT PRIMARY KEY, flow TEXT NOT NULL,"
+  "  args BLOB NOT NULL, nargs INTEGER NOT NULL, inputs INTEGER NOT NULL,"
+  "  ended INTEGER NOT NULL) WITHOUT ROWID;"
+  "CREATE TABLE IF NOT EXISTS journal(session TEXT NOT NULL, seq INTEGER NOT NULL,"
+  "  kind INTEGER NOT NULL, fp TEXT NOT NULL, at TEXT, result BLOB,"
+  "  PRIMARY KEY(session, seq)) WITHOUT ROWID;"
+  "CREATE TABLE IF NOT EXISTS inbox(session TEXT NOT NULL, n INTEGER NOT NULL, text BLOB,"
+  "  PRIMARY KEY(session, n)) WITHOUT ROWID;";
+
+struct fr_store {
+  sqlite3 *db;
+  sqlite3_stmt *q[Q_COUNT];
+  int lockfd;
+  char *path;
+  char err[512];
+};
+
+static int fail(fr_store *st) {
+  snprintf(st->err, sizeof st->err, "store %s: %s", st->path, sqlite3_errmsg(st->db));
+  return -1;
+}
+
+/* Runs q to its end (a statement without rows). */
+static int done(fr_store *st, int q) {
+  int rc = sqlite3_step(st->q[q]);
+  sqlite3_reset(st->q[q]);
+  sqlite3_clear_bindings(st->q[q]);
+  return rc == SQLITE_DONE ? 0 : fail(st);
+}
+
+static void bind_text(sqlite3_stmt *s, int i, const char *t) {
+  sqlite3_bind_text(s, i, t, -1, SQLITE_STATIC);
+}
+
+/* An integer pragma's value, -1 on error. */
+static long long pragma(sqlite3 *db, const char *name) {
+  char q[64];
+  sqlite3_stmt *s;
+  long long v = -1;
+  snprintf(q, sizeof q, "PRAGMA %s", name);
+  if (sqlite3_prepare_v2(db, q, -1, &s, NULL) != SQLITE_OK) return -1;
+  if (sqlite3_step(s) == SQLITE_ROW) v = sqlite3_column_int64(s, 0);
+  sqlite3_finalize(s);
+  return v;
+}
+
+static void st_close(fr_store *st) {
+  if (!st) return;
+  for (int i = 0; i < Q_COUNT; i++) sqlite3_finalize(st->q[i]);
+  sqlite3_close(st->db);
+  if (st->lockfd >= 0) close(st->lockfd);   /* the lock goes with it */
+  free(st->path);
+  free(st);
+}
+
+/* Takes PATH-lock; the pid of the holder in it. */
+static int take_lock(fr_store *st, char *err, size_t n) {
+  size_t len = strlen(st->path);
+  char *lock = malloc(len + 6), pid[32];
+  ssize_t got;
+  if (!lock) return snprintf(err, n, "out of memory"), -1;
+  memcpy(lock, st->path, len);
+  memcpy(lock + len, "-lock", 6);
+  st->lockfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (st->lockfd < 0) {
+    snprintf(err, n, "store %s: cannot open %s: %s", st->path, lock, strerror(errno));
+    free(lock);
+    return -1;
+  }
+  free(lock);
+  if (flock(st->lockfd, LOCK_EX | LOCK_NB) != 0) {
+    got = pread(st->lockfd, pid, sizeof pid - 1, 0);
+    pid[got > 0 ? got : 0] = '\0';
+    pid[strcspn(pid, "\n")] = '\0';
+    if (errno == EWOULDBLOCK)
+      snprintf(err, n, "store %s: in use by another flowrun (pid %s): "
+               "two processes never run the same sessions", st->path, *pid ? pid : "?");
+    else
+      snprintf(err, n, "store %s: cannot lock: %s", st->path, strerror(errno));
+    return -1;
+  }
+  snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+  if (ftruncate(st->lockfd, 0) != 0 || pwrite(st->lockfd, pid, strlen(pid), 0) < 0) {}
+  return 0;
+}
+
+static fr_store *st_open(const char *path, char *err, size_t n) {
+  fr_store *st = calloc(1, sizeof *st);
+  long long app, fmt;
+  int fd;
+  if (!st || !(st->path = strdup(path))) {
+    free(st);
+    snprintf(err, n, "out of memory");
+    return NULL;
+  }
+  st->lockfd = -1;
+  if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {   /* mode 0600 when new */
+    snprintf(err, n, "store %s: %s", path, strerror(errno));
+    goto bad;
+  }
+  close(fd);
+  if (take_lock(st, err, n) != 0) goto bad;
+  if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+    snprintf(err, n, "store %s: %s", path, st->db ? sqlite3_errmsg(st->db) : "out of memory");
+    goto bad;
+  }
+  sqlite3_extended_result_codes(st->db, 0);
+  app = pragma(st->db, "application_id");
+  fmt = pragma(st->db, "user_version");
+  if (app < 0 || fmt < 0) {
+    snprintf(err, n, "store %s: not a flowrun store (%s)", path, sqlite3_errmsg(st->db));
+    goto bad;
+  }
+  if (app != APP_ID && (app != 0 || fmt != 0 || pragma(st->db, "page_count") > 0)) {
+    snprintf(err, n, "store %s: not a flowrun store (a SQLite file of another application)", path);
+    goto bad;
+  }
+  if (fmt > FORMAT) {
+    snprintf(err, n, "store %s: written by a newer flowrun (store format %lld; this one reads %d)",
+             path, fmt, FORMAT);
+    goto bad;
+  }
+  if (sqlite3_exec(st->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK
+      || sqlite3_exec(st->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL) != SQLITE_OK
+      || sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK
+      || sqlite3_exec(st->db, schema, NULL, NULL, NULL) != SQLITE_OK
+      || sqlite3_exec(st->db, "PRAGMA application_id=1718382455; PRAGMA user_version=1",
+                      NULL, NULL, NULL) != SQLITE_OK
+      || sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+    snprintf(err, n, "store %s: %s", path, sqlite3_errmsg(st->db));
+    goto bad;
+  }
+  for (int i = 0; i < Q_COUNT; i++)
+    if (sqlite3_prepare_v3(st->db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->q[i], NULL) != SQLITE_OK) {
+      snprintf(err, n, "store %s: %s", path, sqlite3_errmsg(st->db));
+      goto bad;
+    }
+  return st;
+bad:
+  st_close(st);
+  return NULL;
+}
+
+static int st_begin(fr_store *st) { return done(st, Q_BEGIN); }
+static int st_commit(fr_store *st) { return done(st, Q_COMMIT); }
+static void st_rollback(fr_store *st) {
+  if (!sqlite3_get_autocommit(st->db)) done(st, Q_ROLLBACK);
+}
+
+static int st_put_session(fr_store *st, const fr_store_session *r) {
+  sqlite3_stmt *s = st->q[Q_PUT_SESSION];
+  bind_text(s, 1, r->id);
+  bind_text(s, 2, r->flow);
+  sqlite3_bind_blob(s, 3, r->args ? r->args : "", (int)r->args_len, SQLITE_STATIC);
+  sqlite3_bind_int(s, 4, r->nargs);
+  sqlite3_bind_int64(s, 5, r->inputs);
+  return done(st, Q_PUT_SESSION);
+}
+
+static int drop_rest(fr_store *st, const char *id) {
+  bind_text(st->q[Q_DROP_JOURNAL], 1, id);
+  bind_text(st->q[Q_DROP_INBOX], 1, id);
+  return done(st, Q_DROP_JOURNAL) || done(st, Q_DROP_INBOX) ? -1 : 0;
+}
+
+static int st_end_session(fr_store *st, const char *id) {
+  bind_text(st->q[Q_END_SESSION], 1, id);
+  return done(st, Q_END_SESSION) || drop_rest(st, id) ? -1 : 0;
+}
+
+static int st_drop_session(fr_store *st, const char *id) {
+  bind_text(st->q[Q_DROP_SESSION], 1, id);
+  return done(st, Q_DROP_SESSION) || drop_rest(st, id) ? -1 : 0;
+}
+
+static void row_of(sqlite3_stmt *s, fr_store_session *r) {
+  r->id = (const char *)sqlite3_column_text(s, 0);
+  r->flow = (const char *)sqlite3_column_text(s, 1);
+  r->args = sqlite3_column_blob(s, 2);
+  r->args_len = (size_t)sqlite3_column_bytes(s, 2);
+  r->nargs = sqlite3_column_int(s, 3);
+  r->inputs = sqlite3_column_int64(s, 4);
+  r->ended = sqlite3_column_int(s, 5);
+}
+
+static int st_get_session(fr_store *st, const char *id, fr_store_session *r) {
+  sqlite3_stmt *s = st->q[Q_GET_SESSION];
+  int rc;
+  sqlite3_reset(s);
+  bind_text(s, 1, id);
+  rc = sqlite3_step(s);
+  if (rc == SQLITE_ROW) { row_of(s, r); return 1; }
+  sqlite3_reset(s);
+  return rc == SQLITE_DONE ? 0 : fail(st);
+}
+
+static int st_each_session(fr_store *st, int (*fn)(void *, const fr_store_session *), void *ud) {
+  sqlite3_stmt *s = st->q[Q_EACH_SESSION];
+  fr_store_session r;
+  int rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    row_of(s, &r);
+    if (fn(ud, &r) != 0) break;
+  }
+  sqlite3_reset(s);
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : fail(st);
+}
+
+static int st_append(fr_store *st, const char *id, const fr_store_rec *r) {
+  sqlite3_stmt *s = st->q[Q_APPEND];
+  bind_text(s, 1, id);
+  sqlite3_bind_int64(s, 2, r->seq);
+  sqlite3_bind_int(s, 3, r->kind);
+  bind_text(s, 4, r->fp ? r->fp : "");
+  bind_text(s, 5, r->at);
+  if (r->data) sqlite3_bind_blob(s, 6, r->data, (int)r->len, SQLITE_STATIC);
+  return done(st, Q_APPEND);
+}
+
+static int st_each_rec(fr_store *st, const char *id, int (*fn)(void *, const fr_store_rec *), void *ud) {
+  sqlite3_stmt *s = st->q[Q_EACH_REC];
+  fr_store_rec r;
+  int rc;
+  bind_text(s, 1, id);
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    r.seq = sqlite3_column_int64(s, 0);
+    r.kind = sqlite3_column_int(s, 1);
+    r.fp = (const char *)sqlite3_column_text(s, 2);
+    r.at = (const char *)sqlite3_column_text(s, 3);
+    r.data = sqlite3_column_blob(s, 4);
+    r.len = (size_t)sqlite3_column_bytes(s, 4);
+    if (fn(ud, &r) != 0) break;
+  }
+  sqlite3_reset(s);
+  sqlite3_clear_bindings(s);
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : fail(st);
+}
+
+static int st_put_input(fr_store *st, const char *id, long long n, const char *text, size_t len) {
+  sqlite3_stmt *s = st->q[Q_PUT_INPUT];
+  bind_text(s, 1, id);
+  sqlite3_bind_int64(s, 2, n);
+  if (text) sqlite3_bind_blob(s, 3, len ? text : "", (int)len, SQLITE_STATIC);
+  if (done(st, Q_PUT_INPUT)) return -1;
+  bind_text(st->q[Q_INPUTS], 1, id);
+  sqlite3_bind_int64(st->q[Q_INPUTS], 2, n);
+  return done(st, Q_INPUTS);
+}
+
+static int st_take_input(fr_store *st, const char *id, long long n) {
+  bind_text(st->q[Q_TAKE_INPUT], 1, id);
+  sqlite3_bind_int64(st->q[Q_TAKE_INPUT], 2, n);
+  return done(st, Q_TAKE_INPUT);
+}
+
+static int st_each_input(fr_store *st, const char *id,
+                         int (*fn)(void *, long long, const char *, size_t), void *ud) {
+  sqlite3_stmt *s = st->q[Q_EACH_INPUT];
+  int rc;
+  bind_text(s, 1, id);
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    const char *t = sqlite3_column_type(s, 1) == SQLITE_NULL ? NULL : sqlite3_column_blob(s, 1);
+    if (fn(ud, sqlite3_column_int64(s, 0), t ? t : (sqlite3_column_type(s, 1) == SQLITE_NULL ? NULL : ""),
+           (size_t)sqlite3_column_bytes(s, 1)) != 0)
+      break;
+  }
+  sqlite3_reset(s);
+  sqlite3_clear_bindings(s);
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : fail(st);
+}
+
+static const char *st_errmsg(fr_store *st) { return st->err; }
+
+const fr_store_methods fr_store_sqlite = {
+  "sqlite", st_open, st_close, st_begin, st_commit, st_rollback,
+  st_put_session, st_end_session, st_drop_session, st_get_session, st_each_session,
+  st_append, st_each_rec, st_put_input, st_take_input, st_each_input, st_errmsg,
+};
