@@ -11,6 +11,7 @@
 ** is replayed. A message is acknowledged (cb.stored) only after the
 ** commit that stored it.
 */
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,7 +35,17 @@ struct fr_durable {
   bool failed;                          /* a write of this turn failed */
   ack *acks, **acks_tail;               /* stored this turn */
   char *path;
+  int crash_at;                         /* FLOWRUN_STORE_CRASH: a test's kill point */
+  long crash_k, commits;
 };
+
+enum { CRASH_NONE, CRASH_BEFORE, CRASH_AFTER };
+
+/* The crash specs kill the process at a chosen commit:
+** FLOWRUN_STORE_CRASH=before-commit:K or after-commit:K (the K-th). */
+static void crash_point(fr_durable *d, int at) {
+  if (d->crash_at == at && d->commits == d->crash_k) raise(SIGKILL);
+}
 
 static const char *const kind_name[] = {
   "", "ask", "say", "sleep", "api_node", "os.time", "os.clock", "math.random", "the end",
@@ -71,6 +82,8 @@ int fr_dur_commit(flowrun *rt) {
   ack *a;
   if (!d->in_txn && !d->failed && !d->acks) return FLOWRUN_OK;
   if (d->in_txn && !d->failed && rt->cb.flush) rt->cb.flush(rt->cb.ud);
+  d->commits++;
+  crash_point(d, CRASH_BEFORE);
   if (d->in_txn && !d->failed && d->m->commit(d->st) != 0) d->failed = true;
   if (d->failed) {
     d->m->rollback(d->st);
@@ -80,6 +93,7 @@ int fr_dur_commit(flowrun *rt) {
                     d->m->errmsg(d->st));
   }
   d->in_txn = false;
+  crash_point(d, CRASH_AFTER);
   a = d->acks;
   d->acks = NULL;
   d->acks_tail = &d->acks;
@@ -97,6 +111,7 @@ bool fr_dur_failed(const flowrun *rt) {
 
 int fr_dur_open(flowrun *rt, const char *path) {
   fr_durable *d;
+  const char *crash;
   char err[600];
   if (rt->dur) return fr_error(rt, "store %s: this runtime has a store already", path);
   if (rt->nsessions) return fr_error(rt, "store %s: open it before any session starts", path);
@@ -111,6 +126,11 @@ int fr_dur_open(flowrun *rt, const char *path) {
     return fr_error(rt, "%s", err);
   }
   d->acks_tail = &d->acks;
+  if ((crash = getenv("FLOWRUN_STORE_CRASH"))) {
+    if (strncmp(crash, "before-commit:", 14) == 0) d->crash_at = CRASH_BEFORE;
+    if (strncmp(crash, "after-commit:", 13) == 0) d->crash_at = CRASH_AFTER;
+    d->crash_k = strtol(strchr(crash, ':') ? strchr(crash, ':') + 1 : "0", NULL, 10);
+  }
   rt->dur = d;
   return FLOWRUN_OK;
 }
