@@ -18,9 +18,9 @@ local name = ask("name?")
 local label, res = api_node{ integration = "shop", path = "/order/{id}",
                              params = { id = name }, results = { "200" } }
 say(name .. " " .. label .. " " .. res.json.status)
-sleep(300)
+sleep(700)
 local more = ask("more?")
-sleep(400)
+sleep(900)
 local l2, r2 = api_node{ integration = "shop", path = "/order/{id}",
                          params = { id = more }, results = { "200" } }
 say("late " .. t0 .. " " .. r .. " " .. more .. " " .. l2 .. " " .. math.random(1000))
@@ -38,16 +38,16 @@ end
 local function start_host(dir, k, args, crash)
   local fifo = dir .. "/in" .. k
   assert(os.execute("mkfifo " .. fifo))
-  local out, err = dir .. "/out" .. k, dir .. "/err" .. k
+  local out, err, status = dir .. "/out" .. k, dir .. "/err" .. k, dir .. "/status" .. k
   local env = helper.san and ("env -u LD_PRELOAD ASAN_OPTIONS=" .. os.getenv("SPEC_CHILD_ASAN_OPTIONS") .. " ") or ""
   if crash then env = "env FLOWRUN_STORE_CRASH=" .. crash .. " " .. env end
-  local cmd = "exec " .. env .. helper.quote(helper.flowrun) .. " host " .. args
-    .. " <" .. fifo .. " >" .. out .. " 2>" .. err
-  local p = io.popen("sh -c " .. helper.quote(cmd) .. " >/dev/null 2>&1 & echo $!")
-  local pid = tonumber(p:read("l"))
-  p:close()
+  local cmd = env .. helper.quote(helper.flowrun) .. " host " .. args
+    .. " <" .. fifo .. " >" .. out .. " 2>" .. err .. " & echo $! >" .. dir .. "/pid" .. k
+    .. "; wait $!; echo $? >" .. status
+  os.execute("sh -c " .. helper.quote(cmd) .. " >/dev/null 2>&1 &")
   local input = assert(io.open(fifo, "r+"))
-  return { pid = pid, input = input, out = out, err = err, offset = 0 }
+  local pid = helper.wait_for(function() return tonumber(helper.read(dir .. "/pid" .. k) or "") end, 10000)
+  return { pid = pid, input = input, out = out, err = err, status = status, offset = 0 }
 end
 
 local function alive(pid)
@@ -55,7 +55,7 @@ local function alive(pid)
   if not f then return false end
   local s = f:read("a")
   f:close()
-  return not s:match("^%d+ %b() Z")
+  return s ~= nil and not s:match("^%d+ %b() Z")   -- nil: it went while read
 end
 
 local function kill(h)
@@ -93,7 +93,7 @@ describe("durable sessions: flowrun host --store under SIGKILL", function()
     local store = dir .. "/s.db"
     local args = "--store " .. helper.quote(store) .. " -I " .. helper.quote(dir .. "/integrations.lua")
       .. " " .. helper.quote(flow)
-    local seed = os.time()
+    local seed = tonumber(os.getenv("CRASH_SEED") or "") or os.time()
     math.randomseed(seed)
 
     local S = {}                        -- per session: lines sent, acked, outputs by seq
@@ -106,7 +106,15 @@ describe("durable sessions: flowrun host --store under SIGKILL", function()
       s.sent[n] = true
       h.input:write(cjson.encode({ session = id, text = lines_of(s)[n], n = n }), "\n")
     end
-    local problems, ended, kills, runs = {}, 0, 0, 0
+    local problems, ended, kills, runs, later = {}, 0, 0, 0, {}
+    local function answer(h)
+      local now, keep = helper.now(), {}
+      for _, a in ipairs(later) do
+        if a.at > now then keep[#keep + 1] = a
+        elseif not S[a.id].sent[a.n] then send(h, a.id, a.n) end
+      end
+      later = keep
+    end
     local function take(h)
       for _, line in ipairs(new_lines(h)) do
         local ok, ev = pcall(cjson.decode, line)
@@ -124,9 +132,10 @@ describe("durable sessions: flowrun host --store under SIGKILL", function()
             elseif not seen then
               s.out[ev.seq] = text
               if ev["end"] then ended = ended + 1 end
-              if text == "name?" or text == "more?" then  -- its next line
+              if text == "name?" or text == "more?" then  -- its next line, a user's while later
                 s.asks = s.asks + 1
-                if not s.sent[s.asks + 1] then send(h, ev.session, s.asks + 1) end
+                later[#later + 1] = { at = helper.now() + (kills < KILLS and math.random(0, 1500) or 0),
+                                      id = ev.session, n = s.asks + 1 }
               end
             end
           end
@@ -142,7 +151,7 @@ describe("durable sessions: flowrun host --store under SIGKILL", function()
       runs = runs + 1
       local r = math.random(3)
       mode = kills >= KILLS and "none" or r == 1 and "random"
-        or (r == 2 and "before-commit:" or "after-commit:") .. math.random(2, 12)
+        or (r == 2 and "before-commit:" or "after-commit:") .. math.random(2, 8)
       h = start_host(dir, runs, args, mode:find(":") and mode)
       for id, s in pairs(S) do          -- what was sent and not acknowledged, again
         for n = s.acked + 1, 3 do
@@ -155,25 +164,28 @@ describe("durable sessions: flowrun host --store under SIGKILL", function()
     for id in pairs(S) do send(h, id, 1) end
     h.input:flush()
     local deadline = helper.now() + (helper.san and 600000 or 180000)
-    local next_kill = helper.now() + math.random(30, 150)
+    local next_kill = helper.now() + math.random(30, 120)
     local progress, last_ended = helper.now(), 0
     while ended < N and helper.now() < deadline do
       system.sleep(0.01)
       take(h)
+      answer(h)
       if ended ~= last_ended then progress, last_ended = helper.now(), ended end
+      local up = alive(h.pid)
       if mode == "random" and helper.now() >= next_kill then
         kill(h)
         take(h)
         kills = kills + 1
         restart()
-        next_kill = helper.now() + math.random(30, 150)
-      elseif not alive(h.pid) and mode:find(":") then   -- killed itself where told
+        next_kill = helper.now() + math.random(30, 120)
+      elseif not up and mode:find(":") then   -- killed itself where told
         kill(h)
         take(h)
         kills = kills + 1
         restart()
-      elseif not alive(h.pid) then
-        problems[#problems + 1] = "the host died by itself: " .. (helper.read(h.err) or "")
+      elseif not up then
+        problems[#problems + 1] = ("run %d (%s) of the host died by itself (status %s): %s"):format(
+          runs, mode, helper.read(h.status) or "?", helper.read(h.err) or "")
         break
       elseif mode == "none" and helper.now() - progress > 15000 then
         problems[#problems + 1] = ("no session ended in 15 s: %d of %d ended"):format(ended, N)

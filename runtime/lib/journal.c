@@ -27,6 +27,16 @@
 
 typedef struct ack { struct ack *next; long long n; char id[]; } ack;
 
+/* An output, stored in the outbox with its turn and given after the commit. */
+typedef struct output {
+  struct output *next;
+  long long seq;
+  int kind, how;
+  char *text;                           /* NULL: none (an ask without prompt) */
+  size_t len;
+  char id[];
+} output;
+
 typedef struct fr_durable fr_durable;
 struct fr_durable {
   const fr_store_methods *m;
@@ -34,6 +44,8 @@ struct fr_durable {
   bool in_txn;
   bool failed;                          /* a write of this turn failed */
   ack *acks, **acks_tail;               /* stored this turn */
+  output *outs, **outs_tail;            /* made this turn: given after its commit */
+  output *given;                        /* given: out of the outbox at the next commit */
   char *path;
   int crash_at;                         /* FLOWRUN_STORE_CRASH: a test's kill point */
   long crash_k, commits;
@@ -77,23 +89,83 @@ static void free_acks(fr_durable *d) {
   d->acks_tail = &d->acks;
 }
 
+static void free_outputs(output *o) {
+  for (output *n; o; o = n) { n = o->next; free(o->text); free(o); }
+}
+
+static int queue_output(flowrun *rt, const char *id, long long seq, int kind, int how,
+                        const char *text, size_t len) {
+  fr_durable *d = rt->dur;
+  size_t n = strlen(id) + 1;
+  output *o = malloc(sizeof *o + n);
+  if (!o) return -1;
+  o->next = NULL;
+  o->seq = seq;
+  o->kind = kind;
+  o->how = how;
+  o->len = len;
+  o->text = NULL;
+  if (text && !(o->text = malloc(len + 1))) { free(o); return -1; }
+  if (text) { memcpy(o->text, text, len); o->text[len] = '\0'; }
+  memcpy(o->id, id, n);
+  *d->outs_tail = o;
+  d->outs_tail = &o->next;
+  return 0;
+}
+
+void fr_dur_output(flowrun *rt, const char *id, long long seq, int kind, int how,
+                   const char *text, size_t len) {
+  if (!writing(rt)) return;
+  wrote(rt, rt->dur->m->put_output(rt->dur->st, id, seq, kind, how, text, len));
+  if (queue_output(rt, id, seq, kind, how, text, len) != 0) rt->dur->failed = true;
+}
+
+/* Gives the outputs of the turn just committed to the host. */
+static void give_outputs(flowrun *rt) {
+  fr_durable *d = rt->dur;
+  output *o = d->outs, **tail = &d->given;
+  d->outs = NULL;
+  d->outs_tail = &d->outs;
+  while (*tail) tail = &(*tail)->next;
+  *tail = o;                            /* out of the outbox at the next commit */
+  for (; o; o = o->next) {
+    rt->out_seq = o->seq;
+    if (o->kind == FR_J_SAY && rt->cb.say) rt->cb.say(rt->cb.ud, o->id, o->text ? o->text : "", o->len);
+    else if (o->kind == FR_J_ASK && rt->cb.ask) rt->cb.ask(rt->cb.ud, o->id, o->text, o->len);
+    else if (o->kind == FR_J_END && rt->cb.end)
+      rt->cb.end(rt->cb.ud, o->id, o->how, o->how == FLOWRUN_DONE ? NULL : o->text ? o->text : "");
+  }
+  rt->out_seq = 0;
+}
+
 int fr_dur_commit(flowrun *rt) {
   fr_durable *d = rt->dur;
   ack *a;
-  if (!d->in_txn && !d->failed && !d->acks) return FLOWRUN_OK;
-  if (d->in_txn && !d->failed && rt->cb.flush) rt->cb.flush(rt->cb.ud);
-  d->commits++;
-  crash_point(d, CRASH_BEFORE);
-  if (d->in_txn && !d->failed && d->m->commit(d->st) != 0) d->failed = true;
+  if (d->given && writing(rt)) {        /* the host has them: out of the outbox */
+    if (rt->cb.flush) rt->cb.flush(rt->cb.ud);
+    for (output *o = d->given; o; o = o->next)
+      wrote(rt, d->m->drop_output(d->st, o->id, o->seq));
+    free_outputs(d->given);
+    d->given = NULL;
+  }
+  if (d->in_txn && !d->failed) {
+    d->commits++;
+    crash_point(d, CRASH_BEFORE);
+    if (d->m->commit(d->st) != 0) d->failed = true;
+  }
   if (d->failed) {
     d->m->rollback(d->st);
     d->in_txn = false;
     free_acks(d);
+    free_outputs(d->outs);
+    d->outs = NULL;
+    d->outs_tail = &d->outs;
     return fr_error(rt, "%s: nothing after the last commit is stored or acknowledged",
                     d->m->errmsg(d->st));
   }
+  if (d->in_txn) crash_point(d, CRASH_AFTER);
   d->in_txn = false;
-  crash_point(d, CRASH_AFTER);
+  give_outputs(rt);
   a = d->acks;
   d->acks = NULL;
   d->acks_tail = &d->acks;
@@ -126,6 +198,7 @@ int fr_dur_open(flowrun *rt, const char *path) {
     return fr_error(rt, "%s", err);
   }
   d->acks_tail = &d->acks;
+  d->outs_tail = &d->outs;
   if ((crash = getenv("FLOWRUN_STORE_CRASH"))) {
     if (strncmp(crash, "before-commit:", 14) == 0) d->crash_at = CRASH_BEFORE;
     if (strncmp(crash, "after-commit:", 13) == 0) d->crash_at = CRASH_AFTER;
@@ -141,6 +214,8 @@ void fr_dur_close(flowrun *rt) {
   if (d->in_txn && !d->failed) fr_dur_commit(rt);
   else if (d->in_txn) d->m->rollback(d->st);
   free_acks(d);
+  free_outputs(d->outs);
+  free_outputs(d->given);
   d->m->close(d->st);
   free(d->path);
   free(d);
@@ -300,8 +375,19 @@ oom:
   return x->failed = 1;
 }
 
+/* An output the outbox still has: given (again) after the first commit. */
+static int take_output(void *ud, const char *id, long long seq, int kind, int how,
+                       const char *text, size_t len) {
+  restoring *x = ud;
+  if (queue_output(x->rt, id, seq, kind, how, text, len) != 0) return x->failed = 1;
+  return 0;
+}
+
 int fr_dur_restore(flowrun *rt, const fr_restore *r) {
   restoring x = { rt, r, NULL, NULL, 0 };
+  if (rt->dur->m->each_output(rt->dur->st, take_output, &x) != 0)
+    return fr_error(rt, "%s", rt->dur->m->errmsg(rt->dur->st));
+  if (x.failed) return fr_error(rt, "out of memory");
   if (rt->dur->m->each_session(rt->dur->st, take_session, &x) != 0)
     return fr_error(rt, "%s", rt->dur->m->errmsg(rt->dur->st));
   if (x.failed) return fr_error(rt, "out of memory");

@@ -43,9 +43,11 @@ typedef struct fr_journal {
 ** here is called). */
 int fr_dur_open(flowrun *rt, const char *path);
 void fr_dur_close(flowrun *rt);
-/* The end of a loop turn: cb.flush, commit, then cb.stored for each
+/* The end of a loop turn: the outputs given at the last one leave the
+** outbox (cb.flush first: the host writes them out), commit, then the
+** turn's outputs are given (say, ask, end), then cb.stored for each
 ** message the commit stored. FLOWRUN_ERR when the commit failed (nothing
-** of the turn is acknowledged; the runtime stops). */
+** of the turn is given or acknowledged; the runtime stops). */
 int fr_dur_commit(flowrun *rt);
 bool fr_dur_failed(const flowrun *rt);  /* a write failed: the turn is lost */
 
@@ -93,5 +95,9 @@ void fr_dur_replay_call(fr_call *c, const fr_jrec *r);
 bool fr_dur_replaying(const fr_journal *j);
 int fr_dur_push_leftover(lua_State *L, const fr_journal *j, const char *id);
 void fr_dur_free(fr_journal *j);
+/* An output of a session (kind FR_J_SAY, FR_J_ASK, FR_J_END; how for an
+** end): stored in the turn, given after its commit. */
+void fr_dur_output(flowrun *rt, const char *id, long long seq, int kind, int how,
+                   const char *text, size_t len);
 
 #endif

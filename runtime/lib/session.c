@@ -405,9 +405,19 @@ static int l_failure(lua_State *L) {
   return 1;
 }
 
+/* An output of s to the host: at once, or with a store given after the
+** commit of its turn (journal.c), as number seq. */
+static void output(flowrun *rt, const char *id, long long seq, int kind, int how,
+                   const char *text, size_t len) {
+  if (seq) fr_dur_output(rt, id, seq, kind, how, text, len);
+  else if (kind == FR_J_SAY && rt->cb.say) rt->cb.say(rt->cb.ud, id, text, len);
+  else if (kind == FR_J_ASK && rt->cb.ask) rt->cb.ask(rt->cb.ud, id, text, len);
+  else if (kind == FR_J_END && rt->cb.end) rt->cb.end(rt->cb.ud, id, how, text);
+}
+
 /* Tells the host that s failed (st: how its resume ended). Out of memory
 ** for the message, it says just that. Leaves L's stack as it was. */
-static void session_failed(fr_session *s, int st) {
+static void session_failed(fr_session *s, int st, long long seq) {
   flowrun *rt = s->rt;
   lua_State *L = rt->L;
   int top = lua_gettop(L);
@@ -419,7 +429,7 @@ static void session_failed(fr_session *s, int st) {
     lua_xmove(s->co, L, 1);
     if (lua_pcall(L, 3, 1, 0) == LUA_OK) msg = lua_tostring(L, -1);
   }
-  if (rt->cb.end) rt->cb.end(rt->cb.ud, s->id, FLOWRUN_FAILED, msg);
+  output(rt, s->id, seq, FR_J_END, FLOWRUN_FAILED, msg, strlen(msg));
   lua_settop(L, top);
 }
 
@@ -431,6 +441,7 @@ long long flowrun_running_ms(flowrun *rt) {
 
 static void resume(fr_session *s) {
   int nres, st;
+  long long seq;
   fr_session *was = fr_limits_enter(s);
   s->state = FR_S_RUN;
   fr_usage_resume(&s->use);
@@ -455,16 +466,13 @@ static void resume(fr_session *s) {
   }
   if (st == LUA_OK && s->j && fr_dur_push_leftover(s->co, s->j, s->id))
     st = LUA_ERRRUN;                    /* it ends before its journal does */
+  seq = s->j ? ++s->j->seq : 0;
+  if (st == LUA_OK) output(s->rt, s->id, seq, FR_J_END, FLOWRUN_DONE, NULL, 0);
+  else session_failed(s, st, seq);
   if (s->j) {
-    s->rt->out_seq = ++s->j->seq;
     fr_dur_end(s->rt, s->id, s->j);
     s->j = NULL;
   }
-  if (st == LUA_OK) {
-    if (s->rt->cb.end) s->rt->cb.end(s->rt->cb.ud, s->id, FLOWRUN_DONE, NULL);
-  } else
-    session_failed(s, st);
-  s->rt->out_seq = 0;
   session_free(s);
 }
 
@@ -775,10 +783,10 @@ static int l_say(lua_State *L) {
     if (r == &fr_dur_mismatch) return lua_error(L);
     if (r) return 0;
     fr_dur_record(L, rt, s->id, s->j->seq, FR_J_SAY, NULL, NULL, 0);
-    rt->out_seq = s->j->seq;
+    fr_dur_output(rt, s->id, s->j->seq, FR_J_SAY, 0, text, len);
+    return 0;
   }
   if (rt->cb.say) rt->cb.say(rt->cb.ud, sid(s), text, len);
-  rt->out_seq = 0;
   return 0;
 }
 
@@ -837,16 +845,13 @@ static int l_ask(lua_State *L) {
       else lua_pushnil(L);
       return 1;
     }
-    rt->out_seq = s->j->seq;
   }
   if (s->in || s->closed) {
-    if (prompt && rt->cb.say) rt->cb.say(rt->cb.ud, s->id, prompt, len);
-    rt->out_seq = 0;
+    if (prompt) output(rt, s->id, s->j ? s->j->seq : 0, FR_J_SAY, 0, prompt, len);
     return k_ask(L, 0, (lua_KContext)s);
   }
   s->state = FR_S_ASK;
-  if (rt->cb.ask) rt->cb.ask(rt->cb.ud, s->id, prompt, len);
-  rt->out_seq = 0;
+  output(rt, s->id, s->j ? s->j->seq : 0, FR_J_ASK, 0, prompt, len);
   return lua_yieldk(L, 0, (lua_KContext)s, k_ask);
 }
 

@@ -58,6 +58,13 @@ typedef struct fr_store_methods {
   int (*take_input)(fr_store *st, const char *id, long long n);
   int (*each_input)(fr_store *st, const char *id,
                     int (*fn)(void *ud, long long n, const char *text, size_t len), void *ud);
+  /* Outputs made and not yet known to be given to the host: kind is
+  ** FR_J_SAY, FR_J_ASK or FR_J_END (how: FLOWRUN_DONE or _FAILED). */
+  int (*put_output)(fr_store *st, const char *id, long long seq, int kind, int how,
+                    const char *text, size_t len);
+  int (*drop_output)(fr_store *st, const char *id, long long seq);
+  int (*each_output)(fr_store *st, int (*fn)(void *ud, const char *id, long long seq, int kind,
+                                             int how, const char *text, size_t len), void *ud);
   const char *(*errmsg)(fr_store *st);
 } fr_store_methods;
 

@@ -30,7 +30,8 @@
 enum {
   Q_BEGIN, Q_COMMIT, Q_ROLLBACK, Q_PUT_SESSION, Q_END_SESSION, Q_DROP_SESSION,
   Q_GET_SESSION, Q_EACH_SESSION, Q_DROP_JOURNAL, Q_DROP_INBOX, Q_APPEND, Q_EACH_REC,
-  Q_PUT_INPUT, Q_TAKE_INPUT, Q_EACH_INPUT, Q_INPUTS, Q_COUNT
+  Q_PUT_INPUT, Q_TAKE_INPUT, Q_EACH_INPUT, Q_INPUTS, Q_PUT_OUTPUT, Q_DROP_OUTPUT,
+  Q_EACH_OUTPUT, Q_COUNT
 };
 
 static const char *const sql[Q_COUNT] = {
@@ -50,6 +51,9 @@ static const char *const sql[Q_COUNT] = {
   "DELETE FROM inbox WHERE session = ?1 AND n = ?2",
   "SELECT n, text FROM inbox WHERE session = ?1 ORDER BY n",
   "UPDATE sessions SET inputs = ?2 WHERE id = ?1 AND inputs < ?2",
+  "INSERT OR REPLACE INTO outbox(session, seq, kind, how, text) VALUES (?1, ?2, ?3, ?4, ?5)",
+  "DELETE FROM outbox WHERE session = ?1 AND seq = ?2",
+  "SELECT session, seq, kind, how, text FROM outbox ORDER BY rowid",
 };
 
 static const char schema[] =
@@ -60,7 +64,9 @@ static const char schema[] =
   "  kind INTEGER NOT NULL, fp TEXT NOT NULL, at TEXT, result BLOB,"
   "  PRIMARY KEY(session, seq)) WITHOUT ROWID;"
   "CREATE TABLE IF NOT EXISTS inbox(session TEXT NOT NULL, n INTEGER NOT NULL, text BLOB,"
-  "  PRIMARY KEY(session, n)) WITHOUT ROWID;";
+  "  PRIMARY KEY(session, n)) WITHOUT ROWID;"
+  "CREATE TABLE IF NOT EXISTS outbox(session TEXT NOT NULL, seq INTEGER NOT NULL,"
+  "  kind INTEGER NOT NULL, how INTEGER NOT NULL, text BLOB, UNIQUE(session, seq));";
 
 struct fr_store {
   sqlite3 *db;
@@ -324,10 +330,44 @@ static int st_each_input(fr_store *st, const char *id,
   return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : fail(st);
 }
 
+static int st_put_output(fr_store *st, const char *id, long long seq, int kind, int how,
+                         const char *text, size_t len) {
+  sqlite3_stmt *s = st->q[Q_PUT_OUTPUT];
+  bind_text(s, 1, id);
+  sqlite3_bind_int64(s, 2, seq);
+  sqlite3_bind_int(s, 3, kind);
+  sqlite3_bind_int(s, 4, how);
+  if (text) sqlite3_bind_blob(s, 5, len ? text : "", (int)len, SQLITE_STATIC);
+  return done(st, Q_PUT_OUTPUT);
+}
+
+static int st_drop_output(fr_store *st, const char *id, long long seq) {
+  bind_text(st->q[Q_DROP_OUTPUT], 1, id);
+  sqlite3_bind_int64(st->q[Q_DROP_OUTPUT], 2, seq);
+  return done(st, Q_DROP_OUTPUT);
+}
+
+static int st_each_output(fr_store *st, int (*fn)(void *, const char *, long long, int, int,
+                                                  const char *, size_t), void *ud) {
+  sqlite3_stmt *s = st->q[Q_EACH_OUTPUT];
+  int rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    const char *t = sqlite3_column_type(s, 4) == SQLITE_NULL ? NULL : sqlite3_column_blob(s, 4);
+    if (fn(ud, (const char *)sqlite3_column_text(s, 0), sqlite3_column_int64(s, 1),
+           sqlite3_column_int(s, 2), sqlite3_column_int(s, 3),
+           t ? t : (sqlite3_column_type(s, 4) == SQLITE_NULL ? NULL : ""),
+           (size_t)sqlite3_column_bytes(s, 4)) != 0)
+      break;
+  }
+  sqlite3_reset(s);
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : fail(st);
+}
+
 static const char *st_errmsg(fr_store *st) { return st->err; }
 
 const fr_store_methods fr_store_sqlite = {
   "sqlite", st_open, st_close, st_begin, st_commit, st_rollback,
   st_put_session, st_end_session, st_drop_session, st_get_session, st_each_session,
-  st_append, st_each_rec, st_put_input, st_take_input, st_each_input, st_errmsg,
+  st_append, st_each_rec, st_put_input, st_take_input, st_each_input,
+  st_put_output, st_drop_output, st_each_output, st_errmsg,
 };
