@@ -220,8 +220,12 @@ static void handle_line(host *h, const char *line, size_t len) {
       h->failed = true;
       on_end(h, id, FLOWRUN_FAILED, flowrun_errmsg(h->rt));
     }
-  } else if (n > 1) {
-    if (flowrun_send_n(h->rt, id, n - 1, text, tlen) != FLOWRUN_OK)
+  } else if (n > 1) {                   /* the library counts the lines after the start */
+    long long had = flowrun_stored(h->rt, id);
+    if (had >= 0 && n - 1 > had + 1)
+      bad_line(h, "session %s: line %lld comes after line %lld: %lld is missing",
+               id, n, had + 1, had + 2);
+    else if (flowrun_send_n(h->rt, id, n - 1, text, tlen) != FLOWRUN_OK)
       bad_line(h, "%s", flowrun_errmsg(h->rt));
   } else if (!text) {                   /* close */
     if (flowrun_send(h->rt, id, NULL, 0) != FLOWRUN_OK)
@@ -342,9 +346,11 @@ int flowrun_host_main(int argc, char **argv) {
       fflush(stdout);
     }
   }
-  while ((cli_step(h.rt, -1, &h.failed) > 0 && !(h.store && h.in.eof && flowrun_quiet(h.rt)))
-         || !h.in.eof)
+  for (;;) {                            /* with a store, waiting sessions wait in it */
+    if (h.store && h.in.eof && flowrun_quiet(h.rt)) break;
+    if (cli_step(h.rt, -1, &h.failed) <= 0 && h.in.eof) break;
     fflush(stdout);
+  }
   status = h.failed;
   cli_watchdog_stop();
 done:

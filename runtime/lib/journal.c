@@ -211,8 +211,9 @@ int fr_dur_open(flowrun *rt, const char *path) {
 void fr_dur_close(flowrun *rt) {
   fr_durable *d = rt->dur;
   if (!d) return;
-  if (d->in_txn && !d->failed) fr_dur_commit(rt);
-  else if (d->in_txn) d->m->rollback(d->st);
+  if ((d->in_txn || d->given || d->outs) && !d->failed) fr_dur_commit(rt);
+  if (d->given && !d->failed) fr_dur_commit(rt);   /* what the host has: out of the outbox */
+  if (d->in_txn) d->m->rollback(d->st);
   free_acks(d);
   free_outputs(d->outs);
   free_outputs(d->given);
@@ -238,7 +239,7 @@ void fr_dur_ack(flowrun *rt, const char *id, long long n) {
 fr_journal *fr_dur_start(flowrun *rt, const char *id, const char *flow,
                          int argc, const char *const *argv) {
   fr_durable *d = rt->dur;
-  fr_store_session row = { id, flow, NULL, 0, argc, 0, 0 };
+  fr_store_session row = { id, flow, NULL, 0, argc, 0, 0, 0 };
   fr_journal *j = calloc(1, sizeof *j);
   char *args = NULL;
   size_t len = 0;
@@ -361,6 +362,7 @@ static int take_session(void *ud, const fr_store_session *row) {
     argv[argc++] = args + off;
   if (!(x->j = calloc(1, sizeof *x->j))) goto oom;
   x->j->inputs = row->inputs;
+  x->j->said = row->said;
   x->id = id;
   if (d->m->each_rec(d->st, id, take_rec, x) != 0 || x->failed) goto oom;
   /* the journal's numbers have no gaps: the next effect takes the next */
@@ -402,7 +404,8 @@ bool fr_dur_replaying(const fr_journal *j) {
 
 /* "ask \"prompt\"" as a mismatch message shows a record. */
 static void push_effect(lua_State *L, int kind, const char *fp) {
-  if (fp && *fp) lua_pushfstring(L, "%s %s", kind_name[kind], fp);
+  if (kind == FR_J_ASK) lua_pushfstring(L, "ask \"%s\"", fp ? fp : "");
+  else if (fp && *fp) lua_pushfstring(L, "%s %s", kind_name[kind], fp);
   else lua_pushstring(L, kind_name[kind]);
 }
 

@@ -35,6 +35,7 @@ typedef struct fr_jrec {
 typedef struct fr_journal {
   long long seq;                        /* the next effect's */
   long long inputs;                     /* messages stored for the session */
+  long long said;                       /* outputs up to this one reached the host */
   fr_jrec *recs;                        /* to replay; freed once replayed */
   long long nrecs, pos;
 } fr_journal;

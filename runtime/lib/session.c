@@ -847,11 +847,13 @@ static int l_ask(lua_State *L) {
     }
   }
   if (s->in || s->closed) {
-    if (prompt) output(rt, s->id, s->j ? s->j->seq : 0, FR_J_SAY, 0, prompt, len);
+    if (prompt && !(s->j && s->j->seq <= s->j->said))   /* a replay's, said already */
+      output(rt, s->id, s->j ? s->j->seq : 0, FR_J_SAY, 0, prompt, len);
     return k_ask(L, 0, (lua_KContext)s);
   }
   s->state = FR_S_ASK;
-  output(rt, s->id, s->j ? s->j->seq : 0, FR_J_ASK, 0, prompt, len);
+  if (!(s->j && s->j->seq <= s->j->said))
+    output(rt, s->id, s->j ? s->j->seq : 0, FR_J_ASK, 0, prompt, len);
   return lua_yieldk(L, 0, (lua_KContext)s, k_ask);
 }
 

@@ -25,6 +25,7 @@ typedef struct fr_store_session {
   int nargs;
   long long inputs;                     /* messages stored for it, ever */
   int ended;                            /* kept to recognise a message sent again */
+  long long said;                       /* the last output the host was given */
 } fr_store_session;
 
 typedef struct fr_store_rec {
@@ -62,7 +63,7 @@ typedef struct fr_store_methods {
   ** FR_J_SAY, FR_J_ASK or FR_J_END (how: FLOWRUN_DONE or _FAILED). */
   int (*put_output)(fr_store *st, const char *id, long long seq, int kind, int how,
                     const char *text, size_t len);
-  int (*drop_output)(fr_store *st, const char *id, long long seq);
+  int (*drop_output)(fr_store *st, const char *id, long long seq);   /* given: said >= seq */
   int (*each_output)(fr_store *st, int (*fn)(void *ud, const char *id, long long seq, int kind,
                                              int how, const char *text, size_t len), void *ud);
   const char *(*errmsg)(fr_store *st);

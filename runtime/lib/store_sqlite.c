@@ -31,18 +31,18 @@ enum {
   Q_BEGIN, Q_COMMIT, Q_ROLLBACK, Q_PUT_SESSION, Q_END_SESSION, Q_DROP_SESSION,
   Q_GET_SESSION, Q_EACH_SESSION, Q_DROP_JOURNAL, Q_DROP_INBOX, Q_APPEND, Q_EACH_REC,
   Q_PUT_INPUT, Q_TAKE_INPUT, Q_EACH_INPUT, Q_INPUTS, Q_PUT_OUTPUT, Q_DROP_OUTPUT,
-  Q_EACH_OUTPUT, Q_COUNT
+  Q_EACH_OUTPUT, Q_SAID, Q_COUNT
 };
 
 static const char *const sql[Q_COUNT] = {
   "BEGIN IMMEDIATE",
   "COMMIT",
   "ROLLBACK",
-  "INSERT OR REPLACE INTO sessions(id, flow, args, nargs, inputs, ended) VALUES (?1, ?2, ?3, ?4, ?5, 0)",
+  "INSERT OR REPLACE INTO sessions(id, flow, args, nargs, inputs, ended, said) VALUES (?1, ?2, ?3, ?4, ?5, 0, 0)",
   "UPDATE sessions SET ended = 1 WHERE id = ?1",
   "DELETE FROM sessions WHERE id = ?1",
-  "SELECT id, flow, args, nargs, inputs, ended FROM sessions WHERE id = ?1",
-  "SELECT id, flow, args, nargs, inputs, ended FROM sessions WHERE ended = 0",
+  "SELECT id, flow, args, nargs, inputs, ended, said FROM sessions WHERE id = ?1",
+  "SELECT id, flow, args, nargs, inputs, ended, said FROM sessions WHERE ended = 0",
   "DELETE FROM journal WHERE session = ?1",
   "DELETE FROM inbox WHERE session = ?1",
   "INSERT INTO journal(session, seq, kind, fp, at, result) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -54,12 +54,13 @@ static const char *const sql[Q_COUNT] = {
   "INSERT OR REPLACE INTO outbox(session, seq, kind, how, text) VALUES (?1, ?2, ?3, ?4, ?5)",
   "DELETE FROM outbox WHERE session = ?1 AND seq = ?2",
   "SELECT session, seq, kind, how, text FROM outbox ORDER BY rowid",
+  "UPDATE sessions SET said = ?2 WHERE id = ?1 AND said < ?2",
 };
 
 static const char schema[] =
   "CREATE TABLE IF NOT EXISTS sessions(id TEXT PRIMARY KEY, flow TEXT NOT NULL,"
   "  args BLOB NOT NULL, nargs INTEGER NOT NULL, inputs INTEGER NOT NULL,"
-  "  ended INTEGER NOT NULL) WITHOUT ROWID;"
+  "  ended INTEGER NOT NULL, said INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;"
   "CREATE TABLE IF NOT EXISTS journal(session TEXT NOT NULL, seq INTEGER NOT NULL,"
   "  kind INTEGER NOT NULL, fp TEXT NOT NULL, at TEXT, result BLOB,"
   "  PRIMARY KEY(session, seq)) WITHOUT ROWID;"
@@ -242,6 +243,7 @@ static void row_of(sqlite3_stmt *s, fr_store_session *r) {
   r->nargs = sqlite3_column_int(s, 3);
   r->inputs = sqlite3_column_int64(s, 4);
   r->ended = sqlite3_column_int(s, 5);
+  r->said = sqlite3_column_int64(s, 6);
 }
 
 static int st_get_session(fr_store *st, const char *id, fr_store_session *r) {
@@ -344,7 +346,10 @@ static int st_put_output(fr_store *st, const char *id, long long seq, int kind, 
 static int st_drop_output(fr_store *st, const char *id, long long seq) {
   bind_text(st->q[Q_DROP_OUTPUT], 1, id);
   sqlite3_bind_int64(st->q[Q_DROP_OUTPUT], 2, seq);
-  return done(st, Q_DROP_OUTPUT);
+  if (done(st, Q_DROP_OUTPUT)) return -1;
+  bind_text(st->q[Q_SAID], 1, id);
+  sqlite3_bind_int64(st->q[Q_SAID], 2, seq);
+  return done(st, Q_SAID);
 }
 
 static int st_each_output(fr_store *st, int (*fn)(void *, const char *, long long, int, int,

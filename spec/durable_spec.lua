@@ -1,0 +1,200 @@
+-- Durable sessions, one restart at a time (README: Durable sessions):
+-- `flowrun host --store PATH` ends its input with the sessions waiting in
+-- the store, and the next run on the same store goes on from there.
+local helper = require "spec.helper"
+local cjson = require "cjson"
+
+local FLOW = [[
+local t, r, c = os.time(), math.random(1000000), os.clock()
+local d = os.date("%Y-%m-%d %H:%M:%S")
+say("hello " .. args[1])
+local name = ask("name?")
+local label, res = api_node{ integration = "shop", path = "/order/{id}",
+                             params = { id = name }, results = { "200" } }
+say(name .. " " .. label .. " " .. res.json.status .. " " .. res.status)
+local more = ask("more?")
+say(table.concat({ t, r, c, d, more }, "|"))
+]]
+
+-- Output events of a run, decoded; the stored acks apart.
+local function events(stdout)
+  local out, stored = {}, {}
+  for line in stdout:gmatch("[^\n]+") do
+    local ev = cjson.decode(line)
+    if ev.stored then stored[#stored + 1] = ("%s:%d"):format(ev.session, ev.stored)
+    else out[#out + 1] = ev end
+  end
+  return out, stored
+end
+
+local function line(t) return cjson.encode(t) .. "\n" end
+
+describe("durable sessions: flowrun host --store", function()
+  local mock, dir, ifile, store
+  before_each(function()
+    mock = helper.mock({ { path = "/v1/order/{id}", json = { status = "shipped" } } })
+    dir = helper.tmpdir()
+    ifile = helper.integrations({ shop = { base_url = mock.url .. "/v1" } }, dir)
+    store = dir .. "/s.db"
+  end)
+  after_each(function() mock:stop() end)
+  teardown(helper.cleanup)
+
+  local function host(flow, input, extra)
+    local args = { "host", "--store", store, "-I", ifile }
+    for _, a in ipairs(extra or {}) do args[#args + 1] = a end
+    args[#args + 1] = flow
+    return helper.cli({ args = args, stdin = input })
+  end
+
+  it("goes on after a restart: effects replayed, not made again; outputs numbered", function()
+    local flow = helper.flow(FLOW, dir)
+    local r1 = host(flow, line{ session = "u1", text = "x", n = 1 } .. line{ session = "u1", text = "ada", n = 2 })
+    assert.are.equal(0, r1.code, r1.stderr)
+    local out1, stored1 = events(r1.stdout)
+    assert.are.same({ "u1:1", "u1:2" }, stored1)
+    -- "ada" was there before the ask: its prompt comes as a say
+    assert.are.same({ "hello x", "name?", "ada 200 shipped 200", "more?" },
+                    { out1[1].say, out1[2].say, out1[3].say, out1[4].ask })
+    assert.are.equal(1, mock:count("/v1/order/ada"))
+    local r2 = host(flow, line{ session = "u1", text = "bob", n = 3 })
+    assert.are.equal(0, r2.code, r2.stderr)
+    local out2, stored2 = events(r2.stdout)
+    assert.are.same({ "u1:3" }, stored2)
+    assert.are.equal(1, mock:count("/v1/order/ada"))   -- the call was not sent again
+    assert.are.equal(2, #out2)                         -- nothing said again
+    local t, r, c, d, more = out2[1].say:match("^(%d+)|(%d+)|([%d.e-]+)|([^|]+)|(%a+)$")
+    assert.truthy(t, out2[1].say)
+    assert.are.equal("bob", more)
+    assert.are.equal("done", out2[2]["end"])
+    -- numbers go on from the first run's
+    assert.are.same({ out1[4].seq + 1, out1[4].seq + 2 }, { out2[1].seq, out2[2].seq })
+  end)
+
+  it("gives os.time, os.clock, os.date and math.random their first values on replay", function()
+    local flow = helper.flow([[
+local t, r, f, c, d = os.time(), math.random(1000000), math.random(), os.clock(), os.date("%c")
+say(table.concat({ t, r, f, c, d }, "|"))
+ask()
+say(table.concat({ t, r, f, c, d }, "|"))
+]], dir)
+    local r1 = host(flow, line{ session = "u1", text = "x", n = 1 })
+    local out1 = events(r1.stdout)
+    os.execute("sleep 1.1")             -- the clock moves on; the journal does not
+    local r2 = host(flow, line{ session = "u1", text = "again", n = 2 })
+    local out2 = events(r2.stdout)
+    assert.are.equal(out1[1].say, out2[1].say, r2.stderr)
+  end)
+
+  it("takes a line sent again with its number once, and acknowledges it again", function()
+    local flow = helper.flow(FLOW, dir)
+    local input = line{ session = "u1", text = "x", n = 1 } .. line{ session = "u1", text = "x", n = 1 }
+      .. line{ session = "u1", text = "ada", n = 2 } .. line{ session = "u1", text = "ada", n = 2 }
+    local r = host(flow, input)
+    local out, stored = events(r.stdout)
+    table.sort(stored)
+    assert.are.same({ "u1:1", "u1:1", "u1:2", "u1:2" }, stored)
+    assert.are.equal(1, mock:count("/v1/order/ada"))
+    assert.are.equal("more?", out[#out].ask)      -- "ada" answered one ask, not two
+    local r2 = host(flow, line{ session = "u1", text = "ada", n = 2 } .. line{ session = "u1", text = "x", n = 5 })
+    local _, stored2 = events(r2.stdout)
+    assert.are.same({ "u1:2" }, stored2)
+    assert.matches('"line":2', r2.stdout, 1, true)
+    assert.matches("session u1: line 5 comes after line 2: 3 is missing", r2.stdout, 1, true)
+  end)
+
+  it("fails a session whose flow changed under it, naming both effects (mismatch)", function()
+    local flow = helper.flow(FLOW, dir)
+    host(flow, line{ session = "u1", text = "x", n = 1 } .. line{ session = "u1", text = "ada", n = 2 })
+    helper.write(flow, (FLOW:gsub('path = "/order/{id}"', 'path = "/orders/{id}"')))
+    local r = host(flow, line{ session = "u1", text = "bob", n = 3 })
+    local out = events(r.stdout)
+    assert.are.equal(1, r.code)
+    assert.are.equal("error", out[#out]["end"])
+    assert.matches("flow.lua:5: replay of session u1 does not match its journal: entry 7 is "
+                   .. "api_node shop GET /order/{id} (made at " .. flow .. ":5), but the flow now does "
+                   .. "api_node shop GET /orders/{id} here", out[#out].error, 1, true)
+    -- the session has ended: the store holds nothing for it to run
+    local again = host(flow, line{ session = "u1", text = "bob", n = 3 })
+    assert.are.same({}, (events(again.stdout)))
+  end)
+
+  it("fails a session whose flow now ends before its journal does", function()
+    local flow = helper.flow(FLOW, dir)
+    host(flow, line{ session = "u1", text = "x", n = 1 } .. line{ session = "u1", text = "ada", n = 2 })
+    helper.write(flow, FLOW:match("^(.-say%b())"))   -- the effects up to its first say
+    local r = host(flow, "")
+    local out = events(r.stdout)
+    assert.are.equal("error", out[1]["end"])
+    assert.matches('replay of session u1 does not match its journal: entry 6 is ask "name?" (made at '
+                   .. flow .. ":4), but the flow now ends before it", out[1].error, 1, true)
+  end)
+
+  it("replays a flow whose say text changed (a fixed typo reaches nobody twice)", function()
+    local flow = helper.flow(FLOW, dir)
+    host(flow, line{ session = "u1", text = "x", n = 1 } .. line{ session = "u1", text = "ada", n = 2 })
+    helper.write(flow, (FLOW:gsub('say%("hello "', 'say("Hello, "')))
+    local r = host(flow, line{ session = "u1", text = "bob", n = 3 })
+    local out = events(r.stdout)
+    assert.are.equal(0, r.code, r.stdout)
+    assert.are.equal("done", out[#out]["end"])
+  end)
+
+  describe("a store it cannot use: a message naming it, exit 2, nothing run", function()
+    local function refused(prepare, pattern)
+      local flow = helper.flow('say("hi")\n', dir)
+      prepare()
+      local r = host(flow, line{ session = "u1", text = "x", n = 1 })
+      assert.are.equal(2, r.code, r.stderr)
+      assert.are.equal("", r.stdout)
+      assert.matches("flowrun host: store " .. store .. ": " .. pattern, r.stderr, 1, true)
+    end
+    it("not SQLite", function()
+      refused(function() helper.write(store, string.rep("not a database ", 100)) end,
+              "not a flowrun store")
+    end)
+    it("another application's SQLite file", function()
+      refused(function() os.execute("sqlite3 " .. helper.quote(store) .. " 'CREATE TABLE t(x)'") end,
+              "not a flowrun store (a SQLite file of another application)")
+    end)
+    it("a store from a newer flowrun", function()
+      refused(function()
+        os.execute("sqlite3 " .. helper.quote(store)
+                   .. " 'PRAGMA application_id=1718382455; PRAGMA user_version=2; CREATE TABLE t(x)'")
+      end, "written by a newer flowrun (store format 2; this one reads 1)")
+    end)
+    it("a read-only store", function()
+      if helper.sh("id -u") == "0" then
+        -- root writes through file modes: a read-only mount is what refuses root
+        refused(function()
+          os.execute("sqlite3 " .. helper.quote(store) .. " 'PRAGMA user_version=0'")
+          os.execute("chattr +i " .. helper.quote(store) .. " 2>/dev/null")
+        end, "")
+        os.execute("chattr -i " .. helper.quote(store) .. " 2>/dev/null")
+      else
+        refused(function()
+          os.execute("sqlite3 " .. helper.quote(store) .. " 'PRAGMA user_version=0'")
+          os.execute("chmod 0444 " .. helper.quote(store))
+        end, "")
+      end
+    end)
+    it("a store another flowrun runs", function()
+      local flow = helper.flow('ask()\n', dir)
+      local first = helper.cli_piped({ "host", "--store", store, "-I", ifile, flow })
+      first:send(line{ session = "u1", text = "x", n = 1 }:sub(1, -2))
+      assert(helper.wait_for(function() return first:stdout():find('"stored":1', 1, true) end, 30000))
+      refused(function() end, "in use by another flowrun (pid ")
+      local r = first:finish()
+      assert.are.equal(0, r.code, r.stderr)
+    end)
+  end)
+
+  it('refuses "n" without a store, and a session\'s first line that is not text', function()
+    local flow = helper.flow('say("hi")\n', dir)
+    local r = helper.cli({ args = { "host", "-I", ifile, flow }, stdin = line{ session = "u1", text = "x", n = 1 } })
+    assert.matches('\\"n\\" numbers lines for a store: run with --store PATH', r.stdout, 1, true)
+    local r2 = host(flow, line{ session = "u1", close = true, n = 1 } .. line{ session = "u1", text = "x", n = 0 })
+    assert.matches('line 1 of a session starts it: \\"text\\", not \\"close\\"', r2.stdout, 1, true)
+    assert.matches('\\"n\\": expected a whole number from 1', r2.stdout, 1, true)
+  end)
+end)
