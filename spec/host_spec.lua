@@ -190,7 +190,7 @@ describe("flowrun host", function()
       "line 3: expected a JSON object",
       'line 4: "session" is missing',
       'line 5: expected one of "text" or "close"',
-      'line 6: unknown key "txt" (expected session, text or close)',
+      'line 6: unknown key "txt" (expected session, text, close or n)',
       'line 7: "session": expected a non-empty string without NUL',
       'line 8: "session": expected a non-empty string without NUL',
       'line 9: "text": expected a string without NUL',

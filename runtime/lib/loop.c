@@ -264,6 +264,10 @@ int fr_step(flowrun *rt, int wait_ms) {
   drain_curl(rt);
   run_timers(rt, now);
   rt->on_ready(rt);
+  if (rt->on_turn && rt->on_turn(rt) != FLOWRUN_OK) {
+    rt->in_step--;
+    return FLOWRUN_ERR;
+  }
   rt->in_step--;
   if (mc == CURLM_OUT_OF_MEMORY) return fr_error(rt, "out of memory");
   if (mc != CURLM_OK) return fr_error(rt, "libcurl: %s", curl_multi_strerror(mc));

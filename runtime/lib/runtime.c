@@ -147,7 +147,6 @@ int flowrun_step(flowrun *rt, int timeout_ms) {
   if (rt->in_step) return fr_error(rt, "flowrun_step: called from a callback");
   if (rt->dur && fr_dur_failed(rt)) return fr_dur_commit(rt);
   n = fr_step(rt, timeout_ms);
-  if (rt->dur && fr_dur_commit(rt) != FLOWRUN_OK) return FLOWRUN_ERR;
   return n;
 }
 
@@ -167,6 +166,7 @@ int flowrun_open_store(flowrun *rt, const char *path) {
   lua_State *L = rt->L;
   if (!path) return fr_error(rt, "flowrun_open_store: no path");
   if (fr_dur_open(rt, path) != FLOWRUN_OK) return FLOWRUN_ERR;
+  rt->on_turn = fr_dur_commit;          /* each turn's writes, one transaction */
   lua_pushcfunction(L, l_journal_values);
   lua_pushlightuserdata(L, rt);
   if (fr_pcall(rt, L, 1, lua_gettop(L) - 2) != FLOWRUN_OK
@@ -175,6 +175,7 @@ int flowrun_open_store(flowrun *rt, const char *path) {
     memcpy(err, rt->err, sizeof err);
     fr_sessions_free(rt);
     fr_dur_close(rt);
+    rt->on_turn = NULL;
     return fr_error(rt, "%s", err);
   }
   return FLOWRUN_OK;

@@ -29,6 +29,7 @@ struct flowrun {
   bool owns_L;
   void (*on_ready)(flowrun *rt);        /* the loop's hooks: resume ready sessions, */
   void (*on_done)(flowrun *rt, CURLMsg *m);  /* a transfer has ended */
+  int (*on_turn)(flowrun *rt);          /* a turn ends (a store commits); NULL: none */
   /* the loop (loop.c) */
   CURLM *multi;
   int epfd;

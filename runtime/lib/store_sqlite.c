@@ -106,6 +106,17 @@ static long long pragma(sqlite3 *db, const char *name) {
   return v;
 }
 
+/* How many tables the file has (-1: unreadable): an empty SQLite file may
+** become a store, one with tables of its own is another application's. */
+static long long tables(sqlite3 *db) {
+  sqlite3_stmt *s;
+  long long v = -1;
+  if (sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_schema", -1, &s, NULL) != SQLITE_OK) return -1;
+  if (sqlite3_step(s) == SQLITE_ROW) v = sqlite3_column_int64(s, 0);
+  sqlite3_finalize(s);
+  return v;
+}
+
 static void st_close(fr_store *st) {
   if (!st) return;
   for (int i = 0; i < Q_COUNT; i++) sqlite3_finalize(st->q[i]);
@@ -134,7 +145,9 @@ static int take_lock(fr_store *st, char *err, size_t n) {
     got = pread(st->lockfd, pid, sizeof pid - 1, 0);
     pid[got > 0 ? got : 0] = '\0';
     pid[strcspn(pid, "\n")] = '\0';
-    if (errno == EWOULDBLOCK)
+    if (errno == EWOULDBLOCK && atol(pid) == (long)getpid())
+      snprintf(err, n, "store %s: in use by another runtime of this process", st->path);
+    else if (errno == EWOULDBLOCK)
       snprintf(err, n, "store %s: in use by another flowrun (pid %s): "
                "two processes never run the same sessions", st->path, *pid ? pid : "?");
     else
@@ -157,7 +170,9 @@ static fr_store *st_open(const char *path, char *err, size_t n) {
   }
   st->lockfd = -1;
   if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {   /* mode 0600 when new */
-    snprintf(err, n, "store %s: %s", path, strerror(errno));
+    snprintf(err, n, "store %s: %s%s", path, strerror(errno),
+             errno == EACCES || errno == EPERM || errno == EROFS
+             ? " (a store is written at every turn: it cannot be read-only)" : "");
     goto bad;
   }
   close(fd);
@@ -173,7 +188,7 @@ static fr_store *st_open(const char *path, char *err, size_t n) {
     snprintf(err, n, "store %s: not a flowrun store (%s)", path, sqlite3_errmsg(st->db));
     goto bad;
   }
-  if (app != APP_ID && (app != 0 || fmt != 0 || pragma(st->db, "page_count") > 0)) {
+  if (app != APP_ID && (app != 0 || fmt != 0 || tables(st->db) != 0)) {
     snprintf(err, n, "store %s: not a flowrun store (a SQLite file of another application)", path);
     goto bad;
   }

@@ -66,7 +66,18 @@ static lua_State *event(box *b, const char *type, const char *sid) {
     lua_pushstring(L, sid);
     lua_setfield(L, -2, "session");
   }
+  if (flowrun_output_seq(b->rt)) {      /* with a store */
+    lua_pushinteger(L, (lua_Integer)flowrun_output_seq(b->rt));
+    lua_setfield(L, -2, "seq");
+  }
   return L;
+}
+
+static void on_stored(void *ud, const char *sid, long long n) {
+  lua_State *L = event(ud, "stored", sid);
+  lua_pushinteger(L, (lua_Integer)n);
+  lua_setfield(L, -2, "n");
+  lua_pop(L, 1);
 }
 
 static void set_str(lua_State *L, const char *k, const char *v) {
@@ -176,8 +187,10 @@ static int m_send(lua_State *L) {
   size_t len = 0;
   const char *id = arg_string(L, 2, method_name, "id");
   const char *text = lua_isnoneornil(L, 3) ? NULL : arg_string(L, 3, method_name, "text (or nil to close)");
+  lua_Integer n = luaL_optinteger(L, 4, 0);  /* with a store: the message's number */
   if (text) len = lua_rawlen(L, 3);
-  check(L, b, flowrun_send(b->rt, id, text, len));
+  if (n < 0) return luaL_error(L, "send: n: expected a whole number from 1");
+  check(L, b, flowrun_send_n(b->rt, id, (long long)n, text, len));
   return 0;
 }
 
@@ -244,7 +257,7 @@ static int m_close(lua_State *L) {
 ** names), limits (name -> number), globals (name -> value, added to the
 ** flow globals); raises on an unknown key. */
 static void options(lua_State *L, flowrun *rt) {
-  static const char *const keys[] = { "integrations", "allow", "limits", "globals", NULL };
+  static const char *const keys[] = { "integrations", "allow", "limits", "globals", "store", NULL };
   static const char *const limits[] = { "instructions", "session_memory", "memory", "output", NULL };
   lua_pushnil(L);
   while (lua_next(L, 1)) {
@@ -252,7 +265,7 @@ static void options(lua_State *L, flowrun *rt) {
     lua_pop(L, 1);
     while (keys[i] && !(lua_type(L, -1) == LUA_TSTRING && strcmp(keys[i], lua_tostring(L, -1)) == 0)) i++;
     if (!keys[i])
-      luaL_error(L, "flowrun.new: unknown option '%s' (integrations, allow, limits, globals)",
+      luaL_error(L, "flowrun.new: unknown option '%s' (integrations, allow, limits, globals, store)",
                  luaL_tolstring(L, -1, NULL));
   }
   if (lua_getfield(L, 1, "allow") != LUA_TNIL) {
@@ -310,7 +323,8 @@ static void options(lua_State *L, flowrun *rt) {
 /* flowrun.new([{ integrations = FILE, allow = {...}, limits = {...},
 ** globals = {...} }]) -> runtime */
 static int l_new(lua_State *L) {
-  flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, on_log, NULL, sizeof(flowrun_callbacks), NULL, NULL };
+  flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, on_log, NULL, sizeof(flowrun_callbacks),
+                           NULL, on_stored };
   box *b;
   lua_State *main;
   lua_settop(L, 1);
@@ -342,6 +356,12 @@ static int l_new(lua_State *L) {
     file = lua_tostring(L, -1);
     if (fr_integrations_load(b->rt, main, file) != FLOWRUN_OK)
       return luaL_error(L, "%s", flowrun_errmsg(b->rt));
+  }
+  if (lua_istable(L, 1) && lua_getfield(L, 1, "store") != LUA_TNIL) {
+    if (lua_type(L, -1) != LUA_TSTRING)
+      return luaL_error(L, "flowrun.new: store: expected a file name, got %s", luaL_typename(L, -1));
+    if (flowrun_open_store(b->rt, lua_tostring(L, -1)) != FLOWRUN_OK)
+      return luaL_error(L, "flowrun.new: %s", flowrun_errmsg(b->rt));
   }
   lua_settop(L, 2);
   return 1;
