@@ -106,6 +106,38 @@ say(table.concat({ t, r, f, c, d }, "|"))
     assert.are.equal(1, mock:count("/v1/order/ada"))
   end)
 
+  it("works from the Lua module: new{ store }, numbered events, stored events, send's n", function()
+    local flowrun = helper.module()
+    local flow = helper.flow(FLOW, dir)
+    local rt = flowrun.new{ integrations = ifile, store = store }
+    rt:start("u1", flow, "x")
+    rt:send("u1", "ada", 1)
+    assert.is_true(rt:run())
+    local got = {}
+    for _, e in ipairs(rt:events()) do
+      if e.type ~= "trace" then got[#got + 1] = ("%s %s %s"):format(e.type, e.text or e.n, e.seq or "-") end
+    end
+    assert.are.same({ "say hello x 5", "say name? 6", "stored 0 -", "stored 1 -",
+                      "say ada 200 shipped 200 8", "ask more? 9" }, got)
+    assert.has_error(function() flowrun.new{ store = store } end,
+      "flowrun.new: store " .. store .. ": in use by another runtime of this process")
+    rt:close()
+    rt = flowrun.new{ integrations = ifile, store = store }   -- u1 comes back from the store
+    assert.are.equal(1, rt:sessions())
+    rt:send("u1", "ada", 1)                                  -- stored already
+    rt:send("u1", "bob", 2)
+    assert.is_true(rt:run())
+    local evs = rt:events()
+    local stored, last = {}, nil       -- after a commit: its outputs, then its acknowledgements
+    for _, e in ipairs(evs) do
+      if e.type == "stored" then stored[#stored + 1] = e.n elseif e.type ~= "trace" then last = e end
+    end
+    assert.are.same({ 1, 2 }, stored)
+    assert.are.same({ "end", true, 11 }, { last.type, last.ok, last.seq })
+    assert.are.equal(1, mock:count("/v1/order/ada"))
+    rt:close()
+  end)
+
   it("takes a line sent again with its number once, and acknowledges it again", function()
     local flow = helper.flow(FLOW, dir)
     local input = line{ session = "u1", text = "x", n = 1 } .. line{ session = "u1", text = "x", n = 1 }
