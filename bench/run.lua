@@ -347,11 +347,15 @@ end
 
 local flows = {}
 
--- flowrun run: SESSIONS sessions, TOTAL calls between them.
-local function flowrun_calls(sessions, total)
+-- flowrun run: SESSIONS sessions, TOTAL calls between them; with STORE, a
+-- new store at that path (every call's response journaled).
+local function flowrun_calls(sessions, total, store)
   local per = total // sessions
-  local f, err = timed(("%s%s run --sessions %d -I %s bench/flows/calls.lua %d")
-                       :format(CLIENT_PIN, FLOWRUN, sessions, quote(flows.integrations), per),
+  if store then os.remove(store) os.remove(store .. "-wal") os.remove(store .. "-shm") end
+  local f, err = timed(("%s%s run --sessions %d%s -I %s bench/flows/calls.lua %d")
+                       :format(CLIENT_PIN, FLOWRUN, sessions,
+                               store and " --store " .. quote(store) or "",
+                               quote(flows.integrations), per),
                        true)
   if not f then return nil, err end
   local calls = per * sessions
@@ -611,6 +615,11 @@ local rows = {
     what = ("1000 sessions, %d calls vs libcurl multi, 1000 in flight"):format(N_CALLS),
     flowrun = function() return flowrun_calls(1000, N_CALLS) end,
     baseline = function() return curl_multi(N_CALLS, 1000) end },
+  { name = "stored", kind = "rps", target = 0.70,
+    what = ("100 sessions, %d calls with --store (SQLite, a commit a turn) vs the same"
+            .. " without"):format(N_CALLS),
+    flowrun = function() return flowrun_calls(100, N_CALLS, flows.dir .. "/bench.db") end,
+    baseline = function() return flowrun_calls(100, N_CALLS) end },
   { name = "vs Node", kind = "rps", target = 8,
     what = ("flowrun: the wide row's run (100 sessions); Node fetch: %d calls, 100 in flight")
            :format(N_NODE),

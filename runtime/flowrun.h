@@ -81,11 +81,12 @@ typedef struct flowrun_callbacks {
               const char *msg);
   void *ud;
   size_t size;                          /* sizeof(flowrun_callbacks), or 0 */
-  /* With a store (flowrun_open_store): flush runs before each commit (write
-     out what the callbacks above gave: once the commit is done, the
-     outputs are never given again); stored runs after it for each message
-     it stored: n is the message's number (flowrun_send_n), 0 for the start
-     of the session. */
+  /* With a store (flowrun_open_store) say, ask and end run after the
+     commit of the turn that made them, and stored runs for each message it
+     stored (n: the message's number, flowrun_send_n; 0 for the start of
+     the session). Then flush runs: write out what the callbacks gave, for
+     the store then forgets those outputs (before that, a crash gives them
+     again after the restart, with the same flowrun_output_seq). */
   void (*flush)(void *ud);
   void (*stored)(void *ud, const char *session, long long n);
   /* later fields here */

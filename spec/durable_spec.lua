@@ -138,6 +138,53 @@ say(table.concat({ t, r, f, c, d }, "|"))
     rt:close()
   end)
 
+  it("sends a call made again after a crash with the same Idempotency-Key (idempotency_key = true)", function()
+    local echo = helper.mock({ { path = "/v1/pay", method = "POST", echo = true } })
+    helper.integrations({ pay = { base_url = echo.url .. "/v1", idempotency_key = true },
+                          shop = { base_url = mock.url .. "/v1" } }, dir)
+    local flow = helper.flow([[
+local label, res = api_node{ integration = "pay", method = "POST", path = "/pay",
+                             body = { amount = 5 }, results = { "200" } }
+say(res.json.headers["idempotency-key"] or "none")
+ask()
+]], dir)
+    local r1 = host(flow, line{ session = "u1", text = "x", n = 1 } .. line{ session = "u2", text = "x", n = 1 })
+    local k = {}
+    for _, ev in ipairs((events(r1.stdout))) do if ev.say then k[ev.session] = ev.say end end
+    assert.matches("^flowrun%-%x+%-1$", k.u1)
+    assert.matches("^flowrun%-%x+%-1$", k.u2)
+    assert.are_not.equal(k.u1, k.u2)
+    -- the state a crash leaves when the call's record was not committed
+    os.execute("sqlite3 " .. helper.quote(store) .. " \"DELETE FROM journal WHERE session = 'u1'\"")
+    local r2 = host(flow, "")
+    local out2 = events(r2.stdout)
+    assert.are.same({ "u1", k.u1 }, { out2[1].session, out2[1].say })
+    assert.are.equal(3, echo:count("POST /v1/pay"))
+    -- without a store there is no journal number: no key
+    local r3 = helper.cli({ args = { "host", "-I", dir .. "/integrations.lua", flow },
+                            stdin = line{ session = "u3", text = "x" } })
+    assert.are.equal("none", events(r3.stdout)[1].say, r3.stdout)
+    echo:stop()
+  end)
+
+  it("flowrun run --store goes on with the unfinished sessions after a SIGKILL, starting none", function()
+    local flow = helper.flow('say("a " .. session.id)\nsleep(1500)\nsay("b " .. session.id)\n', dir)
+    local out = dir .. "/run1.out"
+    local env = helper.san and ("env -u LD_PRELOAD ASAN_OPTIONS=" .. os.getenv("SPEC_CHILD_ASAN_OPTIONS") .. " ") or ""
+    os.execute("sh -c " .. helper.quote(env .. helper.quote(helper.flowrun) .. " run --sessions 3 --store "
+               .. helper.quote(store) .. " -I " .. helper.quote(ifile) .. " " .. helper.quote(flow)
+               .. " </dev/null >" .. out .. " 2>&1 & echo $! >" .. dir .. "/run1.pid") .. " >/dev/null 2>&1")
+    local pid = helper.wait_for(function() return tonumber(helper.read(dir .. "/run1.pid") or "") end, 10000)
+    assert(helper.wait_for(function() local o = helper.read(out) or "" return select(2, o:gsub("%[%d%] a", "")) == 3 end, 30000))
+    os.execute("kill -KILL " .. pid)
+    helper.wait_for(function() return not io.open("/proc/" .. pid .. "/stat") end, 10000)
+    local r = helper.cli({ args = { "run", "--sessions", "3", "--store", store, "-I", ifile, flow } })
+    assert.are.equal(0, r.code, r.stderr)
+    local lines = helper.lines(r.stdout)
+    table.sort(lines)
+    assert.are.same({ "[1] b 1", "[2] b 2", "[3] b 3" }, lines)
+  end)
+
   it("takes a line sent again with its number once, and acknowledges it again", function()
     local flow = helper.flow(FLOW, dir)
     local input = line{ session = "u1", text = "x", n = 1 } .. line{ session = "u1", text = "x", n = 1 }

@@ -29,6 +29,8 @@ const char cli_usage[] =
   "  -I FILE            integrations file (default: $FLOWRUN_INTEGRATIONS, else\n"
   "                     integrations.lua beside the flow, else in the current directory)\n"
   "  --sessions N       run N sessions at once; output lines are prefixed [ID]\n"
+  "  --store PATH       keep the sessions in a SQLite store: after a crash or a\n"
+  "                     restart the same command goes on with them (run, host)\n"
   "  --trace            one line per api_node call on stderr\n"
   "  --trace-json FILE  the same as JSON lines\n"
   "  --allow LIST       grant flows more than the sandbox: io, os, debug, package\n"

@@ -67,6 +67,12 @@ static void on_end(void *ud, const char *id, int how, const char *error) {
   put_lines(c, stderr, id, "", error, strlen(error), true);
 }
 
+/* With a store: what was said is written out before the store forgets it. */
+static void on_flush(void *ud) {
+  (void)ud;
+  fflush(stdout);
+}
+
 static void on_trace(void *ud, const flowrun_trace *t) {
   cli *c = ud;
   cli_trace(c->opts.trace, c->opts.trace_json, t);
@@ -127,7 +133,7 @@ static void on_ask(void *ud, const char *id, const char *prompt, size_t len) {
 
 
 int flowrun_run_main(int argc, char **argv) {
-  const char *ifile, *flow = NULL;
+  const char *ifile, *flow = NULL, *store = NULL;
   long nsessions = 1;
   char buf[4096];
   cli c = { 0 };
@@ -144,6 +150,8 @@ int flowrun_run_main(int argc, char **argv) {
         fprintf(stderr, "flowrun: --sessions: expected a positive number, got '%s'\n", argv[i]);
         return 2;
       }
+    } else if (strcmp(a, "--store") == 0 && i + 1 < argc) {
+      store = argv[++i];
     } else if (a[0] == '-' && a[1]) {
       fprintf(stderr, "flowrun: unknown option '%s' (or missing value)\n%s", a, cli_usage);
       return 2;
@@ -159,7 +167,8 @@ int flowrun_run_main(int argc, char **argv) {
   }
   ifile = flowrun_find_integrations(c.opts.ifile, flow, buf, sizeof buf);
   if (cli_opts_open(&c.opts, "flowrun") != 0) return 2;
-  flowrun_callbacks cb = { on_say, on_ask, on_end, NULL, on_log, &c, sizeof(flowrun_callbacks), NULL, NULL };
+  flowrun_callbacks cb = { on_say, on_ask, on_end, NULL, on_log, &c, sizeof(flowrun_callbacks),
+                           on_flush, NULL };
   if (c.opts.trace || c.opts.tjson) cb.trace = on_trace;   /* else no trace is built */
   if (!(c.rt = flowrun_new(&cb))) {
     fprintf(stderr, "flowrun: out of memory\n");
@@ -171,8 +180,13 @@ int flowrun_run_main(int argc, char **argv) {
     fprintf(stderr, "flowrun: %s\n", flowrun_errmsg(c.rt));
     status = 2;
   }
+  if (status == 0 && store && flowrun_open_store(c.rt, store) != FLOWRUN_OK) {
+    fprintf(stderr, "flowrun: %s\n", flowrun_errmsg(c.rt));
+    status = 2;
+  }
   c.prefix = nsessions > 1;
   cli_input_open(&c.in, c.rt, "flowrun", 0, on_stdin, &c);
+  if (flowrun_sessions(c.rt) > 0) nsessions = 0;   /* the store's unfinished ones go on */
   for (long n = 1; status == 0 && n <= nsessions; n++) {
     char id[24];
     snprintf(id, sizeof id, "%ld", n);

@@ -38,6 +38,7 @@ struct fr_integration {
   int max_connections;
   curl_off_t max_response_bytes;
   bool follow_redirects, tls_verify;
+  bool idempotency_key;                 /* with a store: Idempotency-Key on each call */
   char *ca_file;
   char *unset;                          /* an env() it needs is unset (placeholders) */
   int retry_attempts;

@@ -490,7 +490,7 @@ static fr_integration *build(flowrun *rt, lua_State *L, const char *name,
     "base_url", "headers", "auth", "query", "endpoints", "timeout_ms",
     "connect_timeout_ms", "max_connections", "queue_timeout_ms",
     "max_response_bytes", "follow_redirects", "tls_verify", "ca_file",
-    "retry", NULL
+    "retry", "idempotency_key", NULL
   };
   building *b;
   fr_integration *ig;
@@ -550,6 +550,7 @@ static fr_integration *build(flowrun *rt, lua_State *L, const char *name,
   if (FIELD("follow_redirects"))
     ig->follow_redirects = want_bool(L, b, "follow_redirects");
   if (FIELD("tls_verify")) ig->tls_verify = want_bool(L, b, "tls_verify");
+  if (FIELD("idempotency_key")) ig->idempotency_key = want_bool(L, b, "idempotency_key");
   if (FIELD("ca_file")) {
     size_t len;
     const char *f = want_string(L, b, -1, "ca_file", &len);

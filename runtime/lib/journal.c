@@ -123,11 +123,10 @@ void fr_dur_output(flowrun *rt, const char *id, long long seq, int kind, int how
 /* Gives the outputs of the turn just committed to the host. */
 static void give_outputs(flowrun *rt) {
   fr_durable *d = rt->dur;
-  output *o = d->outs, **tail = &d->given;
+  output *o = d->outs;
   d->outs = NULL;
   d->outs_tail = &d->outs;
-  while (*tail) tail = &(*tail)->next;
-  *tail = o;                            /* out of the outbox at the next commit */
+  d->given = o;                         /* out of the outbox once given */
   for (; o; o = o->next) {
     rt->out_seq = o->seq;
     if (o->kind == FR_J_SAY && rt->cb.say) rt->cb.say(rt->cb.ud, o->id, o->text ? o->text : "", o->len);
@@ -138,31 +137,27 @@ static void give_outputs(flowrun *rt) {
   rt->out_seq = 0;
 }
 
+static int failed_turn(flowrun *rt) {
+  fr_durable *d = rt->dur;
+  d->m->rollback(d->st);
+  d->in_txn = false;
+  free_acks(d);
+  free_outputs(d->outs);
+  d->outs = NULL;
+  d->outs_tail = &d->outs;
+  return fr_error(rt, "%s: nothing after the last commit is stored or acknowledged",
+                  d->m->errmsg(d->st));
+}
+
 int fr_dur_commit(flowrun *rt) {
   fr_durable *d = rt->dur;
   ack *a;
-  if (d->given && writing(rt)) {        /* the host has them: out of the outbox */
-    if (rt->cb.flush) rt->cb.flush(rt->cb.ud);
-    for (output *o = d->given; o; o = o->next)
-      wrote(rt, d->m->drop_output(d->st, o->id, o->seq));
-    free_outputs(d->given);
-    d->given = NULL;
-  }
   if (d->in_txn && !d->failed) {
     d->commits++;
     crash_point(d, CRASH_BEFORE);
     if (d->m->commit(d->st) != 0) d->failed = true;
   }
-  if (d->failed) {
-    d->m->rollback(d->st);
-    d->in_txn = false;
-    free_acks(d);
-    free_outputs(d->outs);
-    d->outs = NULL;
-    d->outs_tail = &d->outs;
-    return fr_error(rt, "%s: nothing after the last commit is stored or acknowledged",
-                    d->m->errmsg(d->st));
-  }
+  if (d->failed) return failed_turn(rt);
   if (d->in_txn) crash_point(d, CRASH_AFTER);
   d->in_txn = false;
   give_outputs(rt);
@@ -173,6 +168,17 @@ int fr_dur_commit(flowrun *rt) {
     n = a->next;
     if (rt->cb.stored) rt->cb.stored(rt->cb.ud, a->id, a->n);
     free(a);
+  }
+  if (d->given) {                       /* the host has them: out of the outbox */
+    if (rt->cb.flush) rt->cb.flush(rt->cb.ud);
+    if (writing(rt))
+      for (output *o = d->given; o; o = o->next)
+        wrote(rt, d->m->drop_output(d->st, o->id, o->seq));
+    free_outputs(d->given);
+    d->given = NULL;
+    if (!d->failed && d->m->commit(d->st) != 0) d->failed = true;
+    if (d->failed) return failed_turn(rt);
+    d->in_txn = false;
   }
   return FLOWRUN_OK;
 }
@@ -211,8 +217,7 @@ int fr_dur_open(flowrun *rt, const char *path) {
 void fr_dur_close(flowrun *rt) {
   fr_durable *d = rt->dur;
   if (!d) return;
-  if ((d->in_txn || d->given || d->outs) && !d->failed) fr_dur_commit(rt);
-  if (d->given && !d->failed) fr_dur_commit(rt);   /* what the host has: out of the outbox */
+  if ((d->in_txn || d->outs || d->acks) && !d->failed) fr_dur_commit(rt);
   if (d->in_txn) d->m->rollback(d->st);
   free_acks(d);
   free_outputs(d->outs);
@@ -302,6 +307,14 @@ void fr_dur_free(fr_journal *j) {
   }
   free(j->recs);
   free(j);
+}
+
+void fr_dur_key(flowrun *rt, const char *id, long long seq, char *buf, size_t n) {
+  uint64_t h = 0xcbf29ce484222325ull;     /* FNV-1a of the store and the session */
+  for (const char *p = rt->dur->m->identity(rt->dur->st); *p; p++) h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
+  h = (h ^ 0) * 0x100000001b3ull;
+  for (const char *p = id; *p; p++) h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
+  snprintf(buf, n, "flowrun-%016llx-%lld", (unsigned long long)h, seq);
 }
 
 /* ---- restore ---- */

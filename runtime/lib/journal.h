@@ -44,11 +44,11 @@ typedef struct fr_journal {
 ** here is called). */
 int fr_dur_open(flowrun *rt, const char *path);
 void fr_dur_close(flowrun *rt);
-/* The end of a loop turn: the outputs given at the last one leave the
-** outbox (cb.flush first: the host writes them out), commit, then the
-** turn's outputs are given (say, ask, end), then cb.stored for each
-** message the commit stored. FLOWRUN_ERR when the commit failed (nothing
-** of the turn is given or acknowledged; the runtime stops). */
+/* The end of a loop turn: commit, then the turn's outputs are given (say,
+** ask, end) and cb.stored runs for each message the commit stored; then
+** cb.flush (the host writes them out) and the outputs leave the outbox in a
+** second commit. FLOWRUN_ERR when a commit failed (nothing of the turn is
+** given or acknowledged; the runtime stops). */
 int fr_dur_commit(flowrun *rt);
 bool fr_dur_failed(const flowrun *rt);  /* a write failed: the turn is lost */
 
@@ -65,7 +65,10 @@ long long fr_dur_inputs(flowrun *rt, const char *id);
 int fr_dur_input(flowrun *rt, const char *id, fr_journal *j, long long n,
                  const char *text, size_t len);
 void fr_dur_take_input(flowrun *rt, const char *id, long long n);
-void fr_dur_ack(flowrun *rt, const char *id, long long n);   /* cb.stored after the commit */
+void fr_dur_ack(flowrun *rt, const char *id, long long n);
+/* The Idempotency-Key of session id's effect seq: the same after a crash,
+** another in another store or session. */
+void fr_dur_key(flowrun *rt, const char *id, long long seq, char *buf, size_t n);   /* cb.stored after the commit */
 
 /* Unfinished sessions, for restore: fn(ud, id, flow, argc, argv, j) with
 ** j holding the records to replay and the inbox given to msg(ud2...). */

@@ -240,6 +240,10 @@ int fr_step(flowrun *rt, int wait_ms) {
   int n, i;
   rt->in_step++;
   rt->on_ready(rt);
+  if (rt->on_turn && rt->on_turn(rt) != FLOWRUN_OK) {   /* stored before the wait */
+    rt->in_step--;
+    return FLOWRUN_ERR;
+  }
   n = epoll_wait(rt->epfd, ev, 64, wait_time(rt, wait_ms, fr_now()));
   for (i = 0; i < n; i++) {
     uint64_t tag = ev[i].data.u64 & ~0xffffffffull;

@@ -481,6 +481,24 @@ bool fr_request_set_url(fr_request *rq, const char *url) {
   return true;
 }
 
+bool fr_request_add_key(fr_request *rq, const char *key) {
+  struct curl_slist *l = NULL, *n;
+  char line[128];
+  for (n = rq->hdrs; n; n = n->next)
+    if (strncasecmp(n->data, "Idempotency-Key:", 16) == 0) return true;   /* the node's own */
+  for (n = rq->hdrs; rq->shared_hdrs && n; n = n->next)   /* the integration's: a copy */
+    if (!(l = curl_slist_append(l, n->data))) return false;
+  snprintf(line, sizeof line, "Idempotency-Key: %s", key);
+  if (!(n = curl_slist_append(rq->shared_hdrs ? l : rq->hdrs, line))) {
+    curl_slist_free_all(l);
+    return false;
+  }
+  if (rq->shared_hdrs || !rq->hdrs) rq->hdrs = n;
+  rq->shared_hdrs = false;
+  rq->retry_ok = true;
+  return true;
+}
+
 void fr_request_clear(fr_request *rq) {
   char *url = rq->url;
   size_t urlcap = rq->urlcap;

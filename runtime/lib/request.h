@@ -41,5 +41,8 @@ typedef struct fr_request {
 void fr_request_build(lua_State *L, flowrun *rt, fr_request *rq);
 bool fr_request_set_url(fr_request *rq, const char *url);  /* false: no memory */
 void fr_request_clear(fr_request *rq);  /* empty again; the URL buffer kept */
+/* Adds "Idempotency-Key: key" unless the node gave one; the request may
+** then be sent again. false: no memory. */
+bool fr_request_add_key(fr_request *rq, const char *key);
 
 #endif

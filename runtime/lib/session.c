@@ -953,6 +953,14 @@ static int l_api_node(lua_State *L) {
       fr_dur_replay_call(c, r);
       return fr_call_push_result(L, c);
     }
+    if (c->rq.ig->idempotency_key) {    /* sent again after a crash: the same key */
+      char key[64];
+      fr_dur_key(rt, s->id, s->j->seq, key, sizeof key);
+      if (!fr_request_add_key(&c->rq, key)) {
+        fr_call_drop(c);
+        return luaL_error(L, "not enough memory");
+      }
+    }
   }
   if (fr_call_begin(c, s ? &s->waiter : NULL)) {
     record_call(L, s, c);

@@ -67,6 +67,7 @@ typedef struct fr_store_methods {
   int (*each_output)(fr_store *st, int (*fn)(void *ud, const char *id, long long seq, int kind,
                                              int how, const char *text, size_t len), void *ud);
   const char *(*errmsg)(fr_store *st);
+  const char *(*identity)(fr_store *st);   /* made with the store, never the same twice */
 } fr_store_methods;
 
 extern const fr_store_methods fr_store_sqlite;

@@ -66,6 +66,8 @@ static const char schema[] =
   "  PRIMARY KEY(session, seq)) WITHOUT ROWID;"
   "CREATE TABLE IF NOT EXISTS inbox(session TEXT NOT NULL, n INTEGER NOT NULL, text BLOB,"
   "  PRIMARY KEY(session, n)) WITHOUT ROWID;"
+  "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;"
+  "INSERT OR IGNORE INTO meta(k, v) VALUES ('id', lower(hex(randomblob(8))));"
   "CREATE TABLE IF NOT EXISTS outbox(session TEXT NOT NULL, seq INTEGER NOT NULL,"
   "  kind INTEGER NOT NULL, how INTEGER NOT NULL, text BLOB, UNIQUE(session, seq));";
 
@@ -74,6 +76,7 @@ struct fr_store {
   sqlite3_stmt *q[Q_COUNT];
   int lockfd;
   char *path;
+  char id[20];                          /* made when the store was: Idempotency-Keys */
   char err[512];
 };
 
@@ -206,6 +209,13 @@ static fr_store *st_open(const char *path, char *err, size_t n) {
       || sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
     snprintf(err, n, "store %s: %s", path, sqlite3_errmsg(st->db));
     goto bad;
+  }
+  {
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(st->db, "SELECT v FROM meta WHERE k = 'id'", -1, &q, NULL) == SQLITE_OK
+        && sqlite3_step(q) == SQLITE_ROW)
+      snprintf(st->id, sizeof st->id, "%s", (const char *)sqlite3_column_text(q, 0));
+    sqlite3_finalize(q);
   }
   for (int i = 0; i < Q_COUNT; i++)
     if (sqlite3_prepare_v3(st->db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->q[i], NULL) != SQLITE_OK) {
@@ -384,10 +394,11 @@ static int st_each_output(fr_store *st, int (*fn)(void *, const char *, long lon
 }
 
 static const char *st_errmsg(fr_store *st) { return st->err; }
+static const char *st_identity(fr_store *st) { return st->id; }
 
 const fr_store_methods fr_store_sqlite = {
   "sqlite", st_open, st_close, st_begin, st_commit, st_rollback,
   st_put_session, st_end_session, st_drop_session, st_get_session, st_each_session,
   st_append, st_each_rec, st_put_input, st_take_input, st_each_input,
-  st_put_output, st_drop_output, st_each_output, st_errmsg,
+  st_put_output, st_drop_output, st_each_output, st_errmsg, st_identity,
 };
