@@ -259,6 +259,20 @@ FLOWRUN_API int flowrun_send_n(flowrun *rt, const char *id, long long n,
 ** no store. */
 FLOWRUN_API long long flowrun_stored(flowrun *rt, const char *id);
 
+enum {                                  /* what a store keeps in memory */
+  FLOWRUN_STORE_RESIDENT,               /* sessions at most (0: no cap); 0 */
+  FLOWRUN_STORE_IDLE_MS,                /* a session waiting longer leaves (0: never); 0 */
+  FLOWRUN_STORE_COUNT
+};
+
+/* With a store, a session that waits for a message (in ask, none there)
+** may leave memory: the least recently active when more than RESIDENT are
+** in memory, any that waited longer than IDLE_MS. Its next message (or a
+** flowrun_send to it) brings it back, replayed. Sets `which` to value when
+** value >= 0; returns the value before. flowrun_sessions() counts the
+** sessions in memory. */
+FLOWRUN_API long long flowrun_store_limit(flowrun *rt, int which, long long value);
+
 /* Is there nothing to run now: no call in flight, no session ready and no
 ** sleep due (every session waits for a message or sleeps on)? */
 FLOWRUN_API int flowrun_quiet(const flowrun *rt);

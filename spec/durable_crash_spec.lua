@@ -3,7 +3,9 @@
 -- is killed at random moments (at least 20 times) and restarted on the same
 -- store each time. Every conversation must end with the transcript of an
 -- uninterrupted run (duplicate sequence numbers dropped): no answer lost,
--- no session lost, no output changed on its way again.
+-- no session lost, no output changed on its way again. At most 50 sessions
+-- stay in memory (--resident 50): the others wait in the store for their
+-- next line.
 local helper = require "spec.helper"
 local cjson = require "cjson"
 local system = require "system"
@@ -91,7 +93,7 @@ describe("durable sessions: flowrun host --store under SIGKILL", function()
     helper.integrations({ shop = { base_url = mock.url .. "/v1", max_connections = 50 } }, dir)
     local flow = helper.flow(FLOW, dir)
     local store = dir .. "/s.db"
-    local args = "--store " .. helper.quote(store) .. " -I " .. helper.quote(dir .. "/integrations.lua")
+    local args = "--store " .. helper.quote(store) .. " --resident 50 -I " .. helper.quote(dir .. "/integrations.lua")
       .. " " .. helper.quote(flow)
     local seed = tonumber(os.getenv("CRASH_SEED") or "") or os.time()
     math.randomseed(seed)

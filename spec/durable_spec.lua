@@ -122,8 +122,8 @@ say(table.concat({ t, r, f, c, d }, "|"))
     assert.has_error(function() flowrun.new{ store = store } end,
       "flowrun.new: store " .. store .. ": in use by another runtime of this process")
     rt:close()
-    rt = flowrun.new{ integrations = ifile, store = store }   -- u1 comes back from the store
-    assert.are.equal(1, rt:sessions())
+    rt = flowrun.new{ integrations = ifile, store = store }   -- u1 waits in the store
+    assert.are.equal(0, rt:sessions())
     rt:send("u1", "ada", 1)                                  -- stored already
     rt:send("u1", "bob", 2)
     assert.is_true(rt:run())
@@ -155,7 +155,8 @@ ask()
     assert.matches("^flowrun%-%x+%-1$", k.u2)
     assert.are_not.equal(k.u1, k.u2)
     -- the state a crash leaves when the call's record was not committed
-    os.execute("sqlite3 " .. helper.quote(store) .. " \"DELETE FROM journal WHERE session = 'u1'\"")
+    os.execute("sqlite3 " .. helper.quote(store) .. " \"DELETE FROM journal WHERE session = 'u1';"
+               .. " UPDATE sessions SET waiting = 0 WHERE id = 'u1'\"")
     local r2 = host(flow, "")
     local out2 = events(r2.stdout)
     assert.are.same({ "u1", k.u1 }, { out2[1].session, out2[1].say })
@@ -183,6 +184,53 @@ ask()
     local lines = helper.lines(r.stdout)
     table.sort(lines)
     assert.are.same({ "[1] b 1", "[2] b 2", "[3] b 3" }, lines)
+  end)
+
+  it("keeps at most `resident` sessions in memory; the others come back at their next message", function()
+    local flowrun = helper.module()
+    local flow = helper.flow(FLOW, dir)
+    local rt = flowrun.new{ integrations = ifile, store = { path = store, resident = 10 } }
+    for i = 1, 100 do rt:start("u" .. i, flow, "x") end
+    assert.is_true(rt:run())
+    assert.is_true(rt:sessions() <= 10, rt:sessions())
+    for i = 1, 100 do rt:send("u" .. i, "n" .. i) end      -- each comes back, calls, asks again
+    assert.is_true(rt:run())
+    assert.is_true(rt:sessions() <= 10, rt:sessions())
+    for i = 1, 100 do rt:send("u" .. i, "m" .. i) end
+    assert.is_true(rt:run())
+    assert.are.equal(0, rt:sessions())
+    local said, ended = {}, 0
+    for _, e in ipairs(rt:events()) do
+      if e.type == "say" and e.text:match("^n%d+ ") then said[#said + 1] = e.session .. " " .. e.text end
+      if e.type == "end" then ended = ended + (e.ok and 1 or 0) end
+    end
+    assert.are.equal(100, ended)
+    assert.are.equal(100, #said)
+    for _, l in ipairs(said) do
+      local id, n = l:match("^u(%d+) n(%d+) 200 shipped 200$")
+      assert.are.equal(id, n, l)
+    end
+    for i = 1, 100 do assert.are.equal(1, mock:count("/v1/order/n" .. i .. " ")) end
+    rt:close()
+  end)
+
+  it("lets a session waiting longer than idle_ms leave memory", function()
+    local flowrun = helper.module()
+    local flow = helper.flow(FLOW, dir)
+    local rt = flowrun.new{ integrations = ifile, store = { path = store, idle_ms = 1 } }
+    rt:start("u1", flow, "x")
+    assert.is_true(rt:run())
+    assert.are.equal(1, rt:sessions())
+    rt:step(1100)                       -- a turn after a second: idle ones are looked for
+    assert.are.equal(0, rt:sessions())
+    rt:send("u1", "ada")
+    assert.is_true(rt:run())
+    assert.are.equal(1, rt:sessions())
+    rt:close()
+    assert.has_error(function() flowrun.new{ store = { path = store, resident = -1 } } end,
+      "flowrun.new: store.resident: expected a whole number >= 0")
+    assert.has_error(function() flowrun.new{ store = { file = store } } end,
+      "flowrun.new: store: unknown key 'file' (path, resident, idle_ms)")
   end)
 
   it("takes a line sent again with its number once, and acknowledges it again", function()
@@ -222,7 +270,7 @@ ask()
     local flow = helper.flow(FLOW, dir)
     host(flow, line{ session = "u1", text = "x", n = 1 } .. line{ session = "u1", text = "ada", n = 2 })
     helper.write(flow, FLOW:match("^(.-say%b())"))   -- the effects up to its first say
-    local r = host(flow, "")
+    local r = host(flow, line{ session = "u1", text = "bob", n = 3 })
     local out = events(r.stdout)
     assert.are.equal("error", out[1]["end"])
     assert.matches('replay of session u1 does not match its journal: entry 6 is ask "name?" (made at '

@@ -51,6 +51,7 @@ typedef struct host {
   long lineno;
   cli_input in;                         /* stdin */
   const char *store;                    /* --store PATH */
+  long long resident, idle_s;           /* --resident N, --idle SECONDS */
 } host;
 
 /* ---- out ---- */
@@ -284,9 +285,19 @@ int flowrun_host_main(int argc, char **argv) {
     if (took < 0) return 2;
     if (took) continue;
     if (strcmp(a, "--store") == 0 && i + 1 < argc) h.store = argv[++i];
+    else if ((strcmp(a, "--resident") == 0 || strcmp(a, "--idle") == 0) && i + 1 < argc) {
+      char *end;
+      long long v = strtoll(argv[++i], &end, 10);
+      if (*end || end == argv[i] || v < 0) {
+        fprintf(stderr, "flowrun host: %s: expected a whole number >= 0, got '%s'\n", a, argv[i]);
+        return 2;
+      }
+      if (a[2] == 'r') h.resident = v;
+      else h.idle_s = v;
+    }
     else if (a[0] == '-' && a[1]) {
       fprintf(stderr, "flowrun host: unknown option '%s' (or missing value)\n"
-              "usage: flowrun host [-I FILE] [--store PATH] [--trace] [--trace-json FILE] FLOW.lua\n", a);
+              "usage: flowrun host [-I FILE] [--store PATH [--resident N] [--idle SECONDS]] [--trace] [--trace-json FILE] FLOW.lua\n", a);
       return 2;
     } else if (!h.flow) h.flow = a;
     else {
@@ -295,7 +306,7 @@ int flowrun_host_main(int argc, char **argv) {
     }
   }
   if (!h.flow) {
-    fprintf(stderr, "usage: flowrun host [-I FILE] [--store PATH] [--trace] [--trace-json FILE] FLOW.lua\n");
+    fprintf(stderr, "usage: flowrun host [-I FILE] [--store PATH [--resident N] [--idle SECONDS]] [--trace] [--trace-json FILE] FLOW.lua\n");
     return 2;
   }
   if (access(h.flow, R_OK) != 0) {
@@ -331,6 +342,8 @@ int flowrun_host_main(int argc, char **argv) {
   lua_getfield(L, -1, "decode");
   h.decode_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pop(L, 1);
+  flowrun_store_limit(h.rt, FLOWRUN_STORE_RESIDENT, h.resident);
+  flowrun_store_limit(h.rt, FLOWRUN_STORE_IDLE_MS, h.idle_s * 1000);
   if (h.store && flowrun_open_store(h.rt, h.store) != FLOWRUN_OK) {
     fprintf(stderr, "flowrun host: %s\n", flowrun_errmsg(h.rt));
     status = 2;

@@ -398,6 +398,20 @@ static int take_output(void *ud, const char *id, long long seq, int kind, int ho
   return 0;
 }
 
+int fr_dur_restore_one(flowrun *rt, const fr_restore *r, const char *id) {
+  restoring x = { rt, r, NULL, NULL, 0 };
+  fr_store_session row;
+  int rc = rt->dur->m->get_session(rt->dur->st, id, &row);
+  if (rc < 0) return fr_error(rt, "%s", rt->dur->m->errmsg(rt->dur->st));
+  if (rc == 0 || row.ended) return FLOWRUN_NOSESSION;
+  take_session(&x, &row);
+  return x.failed ? fr_error(rt, "out of memory") : FLOWRUN_OK;
+}
+
+void fr_dur_waiting(flowrun *rt, const char *id) {
+  if (writing(rt)) wrote(rt, rt->dur->m->set_waiting(rt->dur->st, id, 1));
+}
+
 int fr_dur_restore(flowrun *rt, const fr_restore *r) {
   restoring x = { rt, r, NULL, NULL, 0 };
   if (rt->dur->m->each_output(rt->dur->st, take_output, &x) != 0)

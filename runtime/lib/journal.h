@@ -78,7 +78,13 @@ typedef struct fr_restore {
   void (*message)(void *ud, const char *id, long long n, const char *text, size_t len);
   void *ud;
 } fr_restore;
-int fr_dur_restore(flowrun *rt, const fr_restore *r);
+int fr_dur_restore(flowrun *rt, const fr_restore *r);   /* all but those waiting */
+/* One session, waiting in the store for a message: FLOWRUN_NOSESSION when
+** the store has no such live session. */
+int fr_dur_restore_one(flowrun *rt, const fr_restore *r, const char *id);
+/* id waits for a message and has none: it may leave memory (restored at
+** its next message). */
+void fr_dur_waiting(flowrun *rt, const char *id);
 
 /* An effect of `kind` asked for with fingerprint fp (may be NULL: none):
 ** takes its sequence number; returns the record to give back when

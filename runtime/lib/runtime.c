@@ -152,6 +152,29 @@ int flowrun_step(flowrun *rt, int timeout_ms) {
 
 /* ---- durable sessions ---- */
 
+/* A turn with a store ends: its writes committed, then sessions that wait
+** may leave memory (a cap passed; idle ones looked for once a second). */
+static int turn_end(flowrun *rt) {
+  long long cap = rt->store_limit[FLOWRUN_STORE_RESIDENT];
+  long long idle = rt->store_limit[FLOWRUN_STORE_IDLE_MS];
+  double now;
+  if (fr_dur_commit(rt) != FLOWRUN_OK) return FLOWRUN_ERR;
+  if (cap > 0 && rt->nsessions > cap) fr_sessions_evict(rt, cap, idle);
+  else if (idle > 0 && (now = fr_now()) - rt->swept >= 1000) {
+    rt->swept = now;
+    fr_sessions_evict(rt, 0, idle);
+  }
+  return FLOWRUN_OK;
+}
+
+long long flowrun_store_limit(flowrun *rt, int which, long long value) {
+  long long was;
+  if (which < 0 || which >= FLOWRUN_STORE_COUNT) return -1;
+  was = rt->store_limit[which];
+  if (value >= 0) rt->store_limit[which] = value;
+  return was;
+}
+
 /* lua_pcall'd: 1 rt. os.time, os.clock, os.date and math.random journaled. */
 static int l_journal_values(lua_State *L) {
   flowrun *rt = lua_touserdata(L, 1);
@@ -166,7 +189,7 @@ int flowrun_open_store(flowrun *rt, const char *path) {
   lua_State *L = rt->L;
   if (!path) return fr_error(rt, "flowrun_open_store: no path");
   if (fr_dur_open(rt, path) != FLOWRUN_OK) return FLOWRUN_ERR;
-  rt->on_turn = fr_dur_commit;          /* each turn's writes, one transaction */
+  rt->on_turn = turn_end;               /* each turn's writes, one transaction */
   lua_pushcfunction(L, l_journal_values);
   lua_pushlightuserdata(L, rt);
   if (fr_pcall(rt, L, 1, lua_gettop(L) - 2) != FLOWRUN_OK

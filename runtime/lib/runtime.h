@@ -76,6 +76,8 @@ struct flowrun {
   /* durable sessions (journal.c; session.c: out_seq) */
   struct fr_durable *dur;               /* NULL: no store */
   long long out_seq;                    /* of the output being given, 0: none */
+  long long store_limit[FLOWRUN_STORE_COUNT];
+  double swept;                         /* when idle sessions last left (fr_now) */
   /* limits (quota.c) */
   long long limit[FLOWRUN_LIMIT_COUNT];
   long long mem;                        /* bytes the Lua state holds (if ours) */

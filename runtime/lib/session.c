@@ -294,7 +294,10 @@ static void forget(fr_session *s) {
   lua_pop(L, 1);
 }
 
-static void session_free(fr_session *s) {
+/* Frees s. evict: it leaves memory only, waiting in the store (its
+** coroutine is dropped, not closed: its <close> variables have not gone out
+** of scope, and a replay brings them back). */
+static void free_session(fr_session *s, bool evict) {
   flowrun *rt = s->rt;
   lua_State *L = rt->L;
   if (s->call) fr_call_cancel(s->call);
@@ -319,7 +322,7 @@ static void session_free(fr_session *s) {
     lua_rawset(L, -3);
     lua_pop(L, 1);
   }
-  if (lua_status(s->co) != LUA_OK) {   /* its <close> variables run, */
+  if (!evict && lua_status(s->co) != LUA_OK) {   /* its <close> variables run, */
     fr_session *was = rt->running;      /* within its limits, as a resume */
     fr_session *ran = fr_limits_enter(s);
     long long since = atomic_load_explicit(&rt->run_since, memory_order_relaxed);
@@ -338,6 +341,44 @@ static void session_free(fr_session *s) {
   luaL_unref(L, LUA_REGISTRYINDEX, s->envref);
   rt->nsessions--;
   free(s);
+}
+
+static void session_free(fr_session *s) {
+  free_session(s, false);
+}
+
+static int by_time(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+int fr_sessions_evict(flowrun *rt, long long resident, long long idle_ms) {
+  double now = fr_now(), cut = -1;
+  int n = 0, over = resident > 0 ? rt->nsessions - (int)resident : 0;
+  fr_session *s, *next;
+  if (over > 0) {                       /* the least recently active go first */
+    int cap = 0, k = 0;
+    double *t;
+    for (s = rt->all; s; s = s->next) cap++;
+    if (!(t = malloc((size_t)cap * sizeof *t))) return 0;
+    for (s = rt->all; s; s = s->next)
+      if (s->j && s->state == FR_S_ASK && !s->in && !s->closed && !s->queued) t[k++] = s->active;
+    if (k > 0) {
+      int want = over + (int)(resident / 10) < k ? over + (int)(resident / 10) : k;   /* a tenth more: not every turn */
+      qsort(t, (size_t)k, sizeof *t, by_time);
+      cut = t[want - 1];
+    }
+    free(t);
+  }
+  for (s = rt->all; s; s = next) {
+    next = s->next;
+    if (s->j && s->state == FR_S_ASK && !s->in && !s->closed && !s->queued
+        && (s->active <= cut || (idle_ms > 0 && now - s->active > (double)idle_ms))) {
+      free_session(s, true);
+      n++;
+    }
+  }
+  return n;
 }
 
 /* lua_pcall'd: the error object at 1 as a string, through __tostring (a
@@ -444,6 +485,7 @@ static void resume(fr_session *s) {
   long long seq;
   fr_session *was = fr_limits_enter(s);
   s->state = FR_S_RUN;
+  s->active = fr_now();
   fr_usage_resume(&s->use);
   s->rt->running = s;
   s->rt->run_L = s->co;
@@ -634,6 +676,10 @@ int flowrun_start(flowrun *rt, const char *id, const char *flow,
   return fr_pcall(rt, L, 1, top);
 }
 
+static int restore_session(void *ud, const char *id, const char *flow, int argc,
+                           const char *const *argv, fr_journal *j);
+static void restore_message(void *ud, const char *id, long long n, const char *text, size_t len);
+
 /* Queues a message for s (text NULL: its channel closes); n its number in
 ** the store (0: none). */
 static int queue_message(fr_session *s, long long n, const char *text, size_t len) {
@@ -667,7 +713,13 @@ int flowrun_send_n(flowrun *rt, const char *id, long long n, const char *text, s
       if (flowrun_send_n(rt, s->id, 0, text, len) != FLOWRUN_OK) return FLOWRUN_ERR;
     return FLOWRUN_OK;
   }
-  if (!(s = find_session(rt, id, &st))) {
+  if (!(s = find_session(rt, id, &st)) && st == FLOWRUN_NOSESSION && rt->dur) {
+    fr_restore r = { restore_session, restore_message, rt };   /* waiting in the store */
+    int rc = fr_dur_restore_one(rt, &r, id);
+    if (rc == FLOWRUN_ERR) return rc;
+    if (rc == FLOWRUN_OK) s = find_session(rt, id, &st);
+  }
+  if (!s) {
     long long had;
     if (st == FLOWRUN_NOSESSION && rt->dur && n > 0 && (had = fr_dur_inputs(rt, id)) >= n) {
       fr_dur_ack(rt, id, n);            /* an ended session's, sent again */
@@ -852,6 +904,7 @@ static int l_ask(lua_State *L) {
     return k_ask(L, 0, (lua_KContext)s);
   }
   s->state = FR_S_ASK;
+  if (s->j) fr_dur_waiting(rt, s->id);  /* it may leave memory until its next message */
   if (!(s->j && s->j->seq <= s->j->said))
     output(rt, s->id, s->j ? s->j->seq : 0, FR_J_ASK, 0, prompt, len);
   return lua_yieldk(L, 0, (lua_KContext)s, k_ask);

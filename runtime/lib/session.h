@@ -39,6 +39,7 @@ struct fr_session {
   fr_call_waiter waiter;                /* how that call wakes it */
   fr_usage use;                         /* what it has taken (quota.c) */
   fr_journal *j;                        /* its journal: NULL without a store */
+  double active;                        /* when it last ran (ms, fr_now) */
   fr_session *next_ready;
   fr_session *prev, *next;              /* all live sessions */
   char id[];
@@ -53,6 +54,11 @@ void fr_run_ready(flowrun *rt);         /* the loop's hook: resume the ready */
 void fr_sessions_free(flowrun *rt);
 /* With a store: the unfinished sessions it holds start again, to replay. */
 int fr_sessions_restore(flowrun *rt);
+/* With a store: sessions waiting for a message leave memory, the least
+** recently active first, down to resident (0: no cap), and any idle longer
+** than idle_ms (0: never); their next message brings them back. Returns
+** how many left. */
+int fr_sessions_evict(flowrun *rt, long long resident, long long idle_ms);
 /* lua_CFunction for os.time, os.clock, os.date and math.random with a
 ** store (upvalues: rt, the original, its FR_J_* kind): journaled. */
 int fr_journaled_value(lua_State *L);

@@ -50,6 +50,7 @@ typedef struct fr_store_methods {
   int (*drop_session)(fr_store *st, const char *id);  /* row, journal and inbox go */
   /* 1 and *row (valid until the next call) when there is one, 0 when not. */
   int (*get_session)(fr_store *st, const char *id, fr_store_session *row);
+  /* the sessions to restore: not ended, not waiting for a message */
   int (*each_session)(fr_store *st, int (*fn)(void *ud, const fr_store_session *row), void *ud);
   int (*append)(fr_store *st, const char *id, const fr_store_rec *rec);
   int (*each_rec)(fr_store *st, const char *id,
@@ -68,6 +69,9 @@ typedef struct fr_store_methods {
                                              int how, const char *text, size_t len), void *ud);
   const char *(*errmsg)(fr_store *st);
   const char *(*identity)(fr_store *st);   /* made with the store, never the same twice */
+  /* waiting 1: the session waits for a message, none is stored (it need
+  ** not be in memory); a stored message (put_input) sets it to 0 */
+  int (*set_waiting)(fr_store *st, const char *id, int waiting);
 } fr_store_methods;
 
 extern const fr_store_methods fr_store_sqlite;

@@ -31,7 +31,7 @@ enum {
   Q_BEGIN, Q_COMMIT, Q_ROLLBACK, Q_PUT_SESSION, Q_END_SESSION, Q_DROP_SESSION,
   Q_GET_SESSION, Q_EACH_SESSION, Q_DROP_JOURNAL, Q_DROP_INBOX, Q_APPEND, Q_EACH_REC,
   Q_PUT_INPUT, Q_TAKE_INPUT, Q_EACH_INPUT, Q_INPUTS, Q_PUT_OUTPUT, Q_DROP_OUTPUT,
-  Q_EACH_OUTPUT, Q_SAID, Q_COUNT
+  Q_EACH_OUTPUT, Q_SAID, Q_WAITING, Q_COUNT
 };
 
 static const char *const sql[Q_COUNT] = {
@@ -42,7 +42,7 @@ static const char *const sql[Q_COUNT] = {
   "UPDATE sessions SET ended = 1 WHERE id = ?1",
   "DELETE FROM sessions WHERE id = ?1",
   "SELECT id, flow, args, nargs, inputs, ended, said FROM sessions WHERE id = ?1",
-  "SELECT id, flow, args, nargs, inputs, ended, said FROM sessions WHERE ended = 0",
+  "SELECT id, flow, args, nargs, inputs, ended, said FROM sessions WHERE ended = 0 AND waiting = 0",
   "DELETE FROM journal WHERE session = ?1",
   "DELETE FROM inbox WHERE session = ?1",
   "INSERT INTO journal(session, seq, kind, fp, at, result) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -50,17 +50,19 @@ static const char *const sql[Q_COUNT] = {
   "INSERT INTO inbox(session, n, text) VALUES (?1, ?2, ?3)",
   "DELETE FROM inbox WHERE session = ?1 AND n = ?2",
   "SELECT n, text FROM inbox WHERE session = ?1 ORDER BY n",
-  "UPDATE sessions SET inputs = ?2 WHERE id = ?1 AND inputs < ?2",
+  "UPDATE sessions SET inputs = ?2, waiting = 0 WHERE id = ?1 AND inputs < ?2",
   "INSERT OR REPLACE INTO outbox(session, seq, kind, how, text) VALUES (?1, ?2, ?3, ?4, ?5)",
   "DELETE FROM outbox WHERE session = ?1 AND seq = ?2",
   "SELECT session, seq, kind, how, text FROM outbox ORDER BY rowid",
   "UPDATE sessions SET said = ?2 WHERE id = ?1 AND said < ?2",
+  "UPDATE sessions SET waiting = ?2 WHERE id = ?1",
 };
 
 static const char schema[] =
   "CREATE TABLE IF NOT EXISTS sessions(id TEXT PRIMARY KEY, flow TEXT NOT NULL,"
   "  args BLOB NOT NULL, nargs INTEGER NOT NULL, inputs INTEGER NOT NULL,"
-  "  ended INTEGER NOT NULL, said INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;"
+  "  ended INTEGER NOT NULL, said INTEGER NOT NULL DEFAULT 0,"
+  "  waiting INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;"
   "CREATE TABLE IF NOT EXISTS journal(session TEXT NOT NULL, seq INTEGER NOT NULL,"
   "  kind INTEGER NOT NULL, fp TEXT NOT NULL, at TEXT, result BLOB,"
   "  PRIMARY KEY(session, seq)) WITHOUT ROWID;"
@@ -77,6 +79,7 @@ struct fr_store {
   int lockfd;
   char *path;
   char id[20];                          /* made when the store was: Idempotency-Keys */
+  char *row;                            /* get_session's copy */
   char err[512];
 };
 
@@ -125,6 +128,7 @@ static void st_close(fr_store *st) {
   for (int i = 0; i < Q_COUNT; i++) sqlite3_finalize(st->q[i]);
   sqlite3_close(st->db);
   if (st->lockfd >= 0) close(st->lockfd);   /* the lock goes with it */
+  free(st->row);
   free(st->path);
   free(st);
 }
@@ -271,15 +275,35 @@ static void row_of(sqlite3_stmt *s, fr_store_session *r) {
   r->said = sqlite3_column_int64(s, 6);
 }
 
+/* The row is copied (st->row) and the statement reset at once: no read
+** stays open between turns. */
 static int st_get_session(fr_store *st, const char *id, fr_store_session *r) {
   sqlite3_stmt *s = st->q[Q_GET_SESSION];
   int rc;
-  sqlite3_reset(s);
   bind_text(s, 1, id);
   rc = sqlite3_step(s);
-  if (rc == SQLITE_ROW) { row_of(s, r); return 1; }
+  if (rc == SQLITE_ROW) {
+    size_t il, fl;
+    char *p;
+    row_of(s, r);
+    il = strlen(r->id) + 1;
+    fl = strlen(r->flow) + 1;
+    if (!(p = realloc(st->row, il + fl + r->args_len + 1))) {
+      sqlite3_reset(s);
+      snprintf(st->err, sizeof st->err, "out of memory");
+      return -1;
+    }
+    st->row = p;
+    memcpy(p, r->id, il);
+    memcpy(p + il, r->flow, fl);
+    if (r->args_len) memcpy(p + il + fl, r->args, r->args_len);
+    r->id = p;
+    r->flow = p + il;
+    r->args = p + il + fl;
+  }
   sqlite3_reset(s);
-  return rc == SQLITE_DONE ? 0 : fail(st);
+  sqlite3_clear_bindings(s);
+  return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : fail(st);
 }
 
 static int st_each_session(fr_store *st, int (*fn)(void *, const fr_store_session *), void *ud) {
@@ -393,6 +417,12 @@ static int st_each_output(fr_store *st, int (*fn)(void *, const char *, long lon
   return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : fail(st);
 }
 
+static int st_set_waiting(fr_store *st, const char *id, int waiting) {
+  bind_text(st->q[Q_WAITING], 1, id);
+  sqlite3_bind_int(st->q[Q_WAITING], 2, waiting);
+  return done(st, Q_WAITING);
+}
+
 static const char *st_errmsg(fr_store *st) { return st->err; }
 static const char *st_identity(fr_store *st) { return st->id; }
 
@@ -400,5 +430,5 @@ const fr_store_methods fr_store_sqlite = {
   "sqlite", st_open, st_close, st_begin, st_commit, st_rollback,
   st_put_session, st_end_session, st_drop_session, st_get_session, st_each_session,
   st_append, st_each_rec, st_put_input, st_take_input, st_each_input,
-  st_put_output, st_drop_output, st_each_output, st_errmsg, st_identity,
+  st_put_output, st_drop_output, st_each_output, st_errmsg, st_identity, st_set_waiting,
 };

@@ -320,6 +320,41 @@ static void options(lua_State *L, flowrun *rt) {
   lua_pop(L, 1);
 }
 
+/* opts.store at the top: a file name, or { path = FILE, resident = N,
+** idle_ms = N }. */
+static void store(lua_State *L, flowrun *rt) {
+  static const char *const keys[] = { "path", "resident", "idle_ms", NULL };
+  int t = lua_gettop(L);
+  if (lua_istable(L, t)) {
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+      int i = 0;
+      lua_pop(L, 1);
+      while (keys[i] && !(lua_type(L, -1) == LUA_TSTRING && strcmp(keys[i], lua_tostring(L, -1)) == 0)) i++;
+      if (!keys[i])
+        luaL_error(L, "flowrun.new: store: unknown key '%s' (path, resident, idle_ms)",
+                   luaL_tolstring(L, -1, NULL));
+    }
+    for (int i = 1; keys[i]; i++) {
+      if (lua_getfield(L, t, keys[i]) != LUA_TNIL) {
+        if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
+          luaL_error(L, "flowrun.new: store.%s: expected a whole number >= 0", keys[i]);
+        flowrun_store_limit(rt, i == 1 ? FLOWRUN_STORE_RESIDENT : FLOWRUN_STORE_IDLE_MS,
+                            (long long)lua_tointeger(L, -1));
+      }
+      lua_pop(L, 1);
+    }
+    lua_getfield(L, t, "path");
+  } else
+    lua_pushvalue(L, t);
+  if (lua_type(L, -1) != LUA_TSTRING)
+    luaL_error(L, "flowrun.new: store: expected a file name or { path = FILE, resident = N, "
+               "idle_ms = N }, got %s", luaL_typename(L, -1));
+  if (flowrun_open_store(rt, lua_tostring(L, -1)) != FLOWRUN_OK)
+    luaL_error(L, "flowrun.new: %s", flowrun_errmsg(rt));
+  lua_settop(L, t);
+}
+
 /* flowrun.new([{ integrations = FILE, allow = {...}, limits = {...},
 ** globals = {...} }]) -> runtime */
 static int l_new(lua_State *L) {
@@ -357,12 +392,7 @@ static int l_new(lua_State *L) {
     if (fr_integrations_load(b->rt, main, file) != FLOWRUN_OK)
       return luaL_error(L, "%s", flowrun_errmsg(b->rt));
   }
-  if (lua_istable(L, 1) && lua_getfield(L, 1, "store") != LUA_TNIL) {
-    if (lua_type(L, -1) != LUA_TSTRING)
-      return luaL_error(L, "flowrun.new: store: expected a file name, got %s", luaL_typename(L, -1));
-    if (flowrun_open_store(b->rt, lua_tostring(L, -1)) != FLOWRUN_OK)
-      return luaL_error(L, "flowrun.new: %s", flowrun_errmsg(b->rt));
-  }
+  if (lua_istable(L, 1) && lua_getfield(L, 1, "store") != LUA_TNIL) store(L, b->rt);
   lua_settop(L, 2);
   return 1;
 }
