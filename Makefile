@@ -34,7 +34,7 @@ LIB = base labels query freeze loop pool rules runtime session call request resp
       sandbox quota journal store_sqlite
 LIB_O = $(LIB:%=$(B)/lib/%.o) $(B)/modules.o
 LUA_MODULES = $(sort $(wildcard lua/flowrun/*.lua))
-CLI = main common limits run jsonl repl/main repl/term repl/sessions mock/server mock/routes
+CLI = main common limits run jsonl sessions repl/main repl/term repl/sessions mock/server mock/routes
 CLI_O = $(CLI:%=$(B)/cli/%.o)
 # the REPL's line editing: libedit (BSD licence), not GNU readline (GPL)
 EDIT_LIBS = $(shell pkg-config --libs libedit 2>/dev/null || echo -ledit)

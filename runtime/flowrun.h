@@ -273,6 +273,24 @@ enum {                                  /* what a store keeps in memory */
 ** sessions in memory. */
 FLOWRUN_API long long flowrun_store_limit(flowrun *rt, int which, long long value);
 
+/* A store seen from outside (flowrun sessions), also while a runtime runs
+** it. fn is called for each session it holds, the most recently active
+** first; a nonzero return stops. FLOWRUN_ERR with a message in err. */
+typedef struct flowrun_store_entry {
+  const char *id, *flow;
+  const char *state;                    /* "running", "waiting" (for a message), "ended" */
+  long long messages;                   /* stored for it, ever */
+  long long journal;                    /* records in its journal */
+  long long active_ms;                  /* its last activity, ms since 1970 */
+} flowrun_store_entry;
+FLOWRUN_API int flowrun_store_list(const char *path,
+                                   int (*fn)(void *ud, const flowrun_store_entry *s), void *ud,
+                                   char *err, size_t errlen);
+/* Ends session id in the store at path now (its journal and messages go;
+** the flow does not run again). Refused while a runtime holds the store.
+** FLOWRUN_NOSESSION when it has no such unfinished session. */
+FLOWRUN_API int flowrun_store_end(const char *path, const char *id, char *err, size_t errlen);
+
 /* Is there nothing to run now: no call in flight, no session ready and no
 ** sleep due (every session waits for a message or sleeps on)? */
 FLOWRUN_API int flowrun_quiet(const flowrun *rt);

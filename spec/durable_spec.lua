@@ -233,6 +233,43 @@ ask()
       "flowrun.new: store: unknown key 'file' (path, resident, idle_ms)")
   end)
 
+  it("flowrun sessions lists what a store holds, also while a host runs it, and ends one", function()
+    local flow = helper.flow(FLOW, dir)
+    host(flow, line{ session = "u1", text = "x", n = 1 } .. line{ session = "u2", text = "x", n = 1 }
+               .. line{ session = "u2", text = "ada", n = 2 })
+    local first = helper.cli_piped({ "host", "--store", store, "-I", ifile, flow })
+    first:send(line{ session = "u3", text = "x", n = 1 }:sub(1, -2))
+    assert(helper.wait_for(function() return first:stdout():find('"stored":1', 1, true) end, 30000))
+    local r = helper.cli({ args = { "sessions", "--store", store, "--json" } })
+    assert.are.equal(0, r.code, r.stderr)
+    local got = {}
+    for l in r.stdout:gmatch("[^\n]+") do
+      local e = cjson.decode(l)
+      got[e.session] = ("%s %d %d %s"):format(e.state, e.journal, e.messages, e.flow)
+      assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%dZ$", e.active)
+    end
+    assert.are.same({ u1 = "waiting 5 0 " .. flow, u2 = "waiting 8 1 " .. flow,
+                      u3 = "waiting 5 0 " .. flow }, got)
+    local refused = helper.cli({ args = { "sessions", "--store", store, "--end", "u1" } })
+    assert.are.equal(2, refused.code)
+    assert.matches("in use by another flowrun (pid ", refused.stderr, 1, true)
+    assert.are.equal(0, first:finish().code)
+    local ended = helper.cli({ args = { "sessions", "--store", store, "--end", "u1" } })
+    assert.are.equal(0, ended.code, ended.stderr)
+    local again = helper.cli({ args = { "sessions", "--store", store, "--end", "u1" } })
+    assert.are.equal(1, again.code)
+    assert.are.equal("flowrun sessions: store " .. store .. ": no session u1 to end\n", again.stderr)
+    local table_ = helper.cli({ args = { "sessions", "--store", store } }).stdout
+    assert.matches("^SESSION +STATE +LAST ACTIVE +JOURNAL MESSAGES  FLOW\n", table_)
+    assert.matches("\nu1 +ended +%S+ +0 +0  ", table_)
+    -- u1 ended: its next line is not an answer
+    local r2 = host(flow, line{ session = "u1", text = "bob", n = 2 })
+    assert.matches('"error":"line 1: no session u1"', r2.stdout, 1, true)
+    local bad = helper.cli({ args = { "sessions" } })
+    assert.are.equal(2, bad.code)
+    assert.matches("--store PATH is required", bad.stderr, 1, true)
+  end)
+
   it("takes a line sent again with its number once, and acknowledges it again", function()
     local flow = helper.flow(FLOW, dir)
     local input = line{ session = "u1", text = "x", n = 1 } .. line{ session = "u1", text = "x", n = 1 }

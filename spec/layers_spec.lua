@@ -66,10 +66,11 @@ describe("the flowrun command (runtime/cli)", function()
   -- main calls each command's main; every command calls only the shared
   -- files and its own; inside the REPL main -> sessions -> term one way
   local allowed = edges{
-    "cli/main -> cli/run cli/jsonl cli/repl/main cli/mock/server " .. shared,
+    "cli/main -> cli/run cli/jsonl cli/sessions cli/repl/main cli/mock/server " .. shared,
     "cli/common -> cli/limits",
     "cli/run -> " .. shared,
     "cli/jsonl -> " .. shared,
+    "cli/sessions -> " .. shared,
     "cli/repl/main -> cli/repl/sessions cli/repl/term " .. shared,
     "cli/repl/sessions -> cli/repl/term " .. shared,
     "cli/repl/term -> " .. shared,

@@ -22,6 +22,7 @@ int flowrun_run_main(int argc, char **argv);
 int flowrun_host_main(int argc, char **argv);
 int flowrun_repl_main(int argc, char **argv);
 int flowrun_mock_main(int argc, char **argv);
+int flowrun_sessions_main(int argc, char **argv);
 
 /* ---- output (common.c) ---- */
 

@@ -73,10 +73,14 @@ static const struct { const char *cmd, *text; } sub_usage[] = {
     "  --trace            one line per api_node call on stderr\n"
     "  --trace-json FILE  the same as JSON lines\n"
     "  --allow LIST       grant flows more than the sandbox: io, os, debug, package\n"
-    "  --limit NAME=N     instructions, session-memory, memory, output, wall\n" },
+    "  --limit NAME=N     instructions, session-memory, memory, output, wall\n"
+    "  --store PATH       keep the sessions in a store; run again after a crash: they go on\n" },
   { "host",
     "usage: flowrun host [options] FLOW.lua   sessions over JSON lines on stdin/stdout\n"
-    "  -I FILE, --trace, --trace-json FILE, --allow LIST, --limit NAME=N: as for run\n" },
+    "  -I FILE, --trace, --trace-json FILE, --allow LIST, --limit NAME=N: as for run\n"
+    "  --store PATH       keep the sessions in a store: lines carry seq, n and stored\n"
+    "  --resident N       with a store: at most N sessions in memory\n"
+    "  --idle SECONDS     with a store: a session waiting longer leaves memory\n" },
   { "mock", "usage: flowrun mock ROUTES.lua [--port N]   mock HTTP API on 127.0.0.1\n" },
 };
 
@@ -103,5 +107,6 @@ int main(int argc, char **argv) {
     return lua_tool(cmd, argc - 2, argv + 2);
   if (strcmp(cmd, "repl") == 0) return flowrun_repl_main(argc - 2, argv + 2);
   if (strcmp(cmd, "host") == 0) return flowrun_host_main(argc - 2, argv + 2);
+  if (strcmp(cmd, "sessions") == 0) return flowrun_sessions_main(argc - 2, argv + 2);
   return flowrun_run_main(argc - 1, argv + 1);
 }

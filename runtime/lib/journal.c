@@ -198,7 +198,7 @@ int fr_dur_open(flowrun *rt, const char *path) {
     return fr_error(rt, "out of memory");
   }
   d->m = &fr_store_sqlite;
-  if (!(d->st = d->m->open(path, err, sizeof err))) {
+  if (!(d->st = d->m->open(path, 0, err, sizeof err))) {
     free(d->path);
     free(d);
     return fr_error(rt, "%s", err);
@@ -237,6 +237,49 @@ void fr_dur_ack(flowrun *rt, const char *id, long long n) {
   memcpy(a->id, id, len);
   *rt->dur->acks_tail = a;
   rt->dur->acks_tail = &a->next;
+}
+
+/* ---- from outside: flowrun sessions ---- */
+
+typedef struct listing {
+  int (*fn)(void *ud, const flowrun_store_entry *s);
+  void *ud;
+} listing;
+
+static int list_one(void *ud, const fr_store_listed *r) {
+  listing *l = ud;
+  flowrun_store_entry s = { r->id, r->flow, r->ended ? "ended" : r->waiting ? "waiting" : "running",
+                       r->inputs, r->journal, r->active };
+  return l->fn(l->ud, &s);
+}
+
+int flowrun_store_list(const char *path, int (*fn)(void *ud, const flowrun_store_entry *s), void *ud,
+                       char *err, size_t errlen) {
+  const fr_store_methods *m = &fr_store_sqlite;
+  listing l = { fn, ud };
+  fr_store *st = m->open(path, FR_STORE_READ, err, errlen);
+  int rc;
+  if (!st) return FLOWRUN_ERR;
+  rc = m->each_listed(st, list_one, &l);
+  if (rc != 0) snprintf(err, errlen, "%s", m->errmsg(st));
+  m->close(st);
+  return rc ? FLOWRUN_ERR : FLOWRUN_OK;
+}
+
+int flowrun_store_end(const char *path, const char *id, char *err, size_t errlen) {
+  const fr_store_methods *m = &fr_store_sqlite;
+  fr_store *st = m->open(path, 0, err, errlen);
+  fr_store_session row;
+  int rc;
+  if (!st) return FLOWRUN_ERR;
+  rc = m->get_session(st, id, &row);
+  if (rc == 1 && row.ended) rc = 0;
+  if (rc == 1)
+    rc = m->begin(st) || m->end_session(st, id) || m->drop_outbox(st, id) || m->commit(st) ? -1 : 1;
+  if (rc < 0) snprintf(err, errlen, "%s", m->errmsg(st));
+  else if (rc == 0) snprintf(err, errlen, "store %s: no session %s to end", path, id);
+  m->close(st);
+  return rc == 1 ? FLOWRUN_OK : rc == 0 ? FLOWRUN_NOSESSION : FLOWRUN_ERR;
 }
 
 /* ---- sessions ---- */

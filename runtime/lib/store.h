@@ -37,10 +37,18 @@ typedef struct fr_store_rec {
   size_t len;
 } fr_store_rec;
 
+typedef struct fr_store_listed {        /* flowrun sessions */
+  const char *id, *flow;
+  int ended, waiting;
+  long long inputs, journal, active;    /* active: unix ms */
+} fr_store_listed;
+
+enum { FR_STORE_READ = 1 };             /* open: read only, no lock */
+
 typedef struct fr_store_methods {
   const char *name;
   /* NULL and a message in err (PATH named) when it cannot be opened. */
-  fr_store *(*open)(const char *path, char *err, size_t n);
+  fr_store *(*open)(const char *path, int flags, char *err, size_t n);
   void (*close)(fr_store *st);
   int (*begin)(fr_store *st);
   int (*commit)(fr_store *st);
@@ -72,6 +80,8 @@ typedef struct fr_store_methods {
   /* waiting 1: the session waits for a message, none is stored (it need
   ** not be in memory); a stored message (put_input) sets it to 0 */
   int (*set_waiting)(fr_store *st, const char *id, int waiting);
+  int (*each_listed)(fr_store *st, int (*fn)(void *ud, const fr_store_listed *row), void *ud);
+  int (*drop_outbox)(fr_store *st, const char *id);
 } fr_store_methods;
 
 extern const fr_store_methods fr_store_sqlite;

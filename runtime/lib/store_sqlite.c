@@ -31,15 +31,16 @@ enum {
   Q_BEGIN, Q_COMMIT, Q_ROLLBACK, Q_PUT_SESSION, Q_END_SESSION, Q_DROP_SESSION,
   Q_GET_SESSION, Q_EACH_SESSION, Q_DROP_JOURNAL, Q_DROP_INBOX, Q_APPEND, Q_EACH_REC,
   Q_PUT_INPUT, Q_TAKE_INPUT, Q_EACH_INPUT, Q_INPUTS, Q_PUT_OUTPUT, Q_DROP_OUTPUT,
-  Q_EACH_OUTPUT, Q_SAID, Q_WAITING, Q_COUNT
+  Q_EACH_OUTPUT, Q_SAID, Q_WAITING, Q_LIST, Q_DROP_OUTBOX, Q_COUNT
 };
 
 static const char *const sql[Q_COUNT] = {
   "BEGIN IMMEDIATE",
   "COMMIT",
   "ROLLBACK",
-  "INSERT OR REPLACE INTO sessions(id, flow, args, nargs, inputs, ended, said) VALUES (?1, ?2, ?3, ?4, ?5, 0, 0)",
-  "UPDATE sessions SET ended = 1 WHERE id = ?1",
+  "INSERT OR REPLACE INTO sessions(id, flow, args, nargs, inputs, ended, said, active)"
+  "  VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))",
+  "UPDATE sessions SET ended = 1, waiting = 0, active = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) WHERE id = ?1",
   "DELETE FROM sessions WHERE id = ?1",
   "SELECT id, flow, args, nargs, inputs, ended, said FROM sessions WHERE id = ?1",
   "SELECT id, flow, args, nargs, inputs, ended, said FROM sessions WHERE ended = 0 AND waiting = 0",
@@ -50,19 +51,22 @@ static const char *const sql[Q_COUNT] = {
   "INSERT INTO inbox(session, n, text) VALUES (?1, ?2, ?3)",
   "DELETE FROM inbox WHERE session = ?1 AND n = ?2",
   "SELECT n, text FROM inbox WHERE session = ?1 ORDER BY n",
-  "UPDATE sessions SET inputs = ?2, waiting = 0 WHERE id = ?1 AND inputs < ?2",
+  "UPDATE sessions SET inputs = ?2, waiting = 0, active = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) WHERE id = ?1 AND inputs < ?2",
   "INSERT OR REPLACE INTO outbox(session, seq, kind, how, text) VALUES (?1, ?2, ?3, ?4, ?5)",
   "DELETE FROM outbox WHERE session = ?1 AND seq = ?2",
   "SELECT session, seq, kind, how, text FROM outbox ORDER BY rowid",
   "UPDATE sessions SET said = ?2 WHERE id = ?1 AND said < ?2",
-  "UPDATE sessions SET waiting = ?2 WHERE id = ?1",
+  "UPDATE sessions SET waiting = ?2, active = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) WHERE id = ?1",
+  "SELECT id, flow, ended, waiting, inputs, active,"
+  "  (SELECT count(*) FROM journal WHERE session = id) FROM sessions ORDER BY active DESC",
+  "DELETE FROM outbox WHERE session = ?1",
 };
 
 static const char schema[] =
   "CREATE TABLE IF NOT EXISTS sessions(id TEXT PRIMARY KEY, flow TEXT NOT NULL,"
   "  args BLOB NOT NULL, nargs INTEGER NOT NULL, inputs INTEGER NOT NULL,"
   "  ended INTEGER NOT NULL, said INTEGER NOT NULL DEFAULT 0,"
-  "  waiting INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;"
+  "  waiting INTEGER NOT NULL DEFAULT 0, active INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;"
   "CREATE TABLE IF NOT EXISTS journal(session TEXT NOT NULL, seq INTEGER NOT NULL,"
   "  kind INTEGER NOT NULL, fp TEXT NOT NULL, at TEXT, result BLOB,"
   "  PRIMARY KEY(session, seq)) WITHOUT ROWID;"
@@ -166,7 +170,7 @@ static int take_lock(fr_store *st, char *err, size_t n) {
   return 0;
 }
 
-static fr_store *st_open(const char *path, char *err, size_t n) {
+static fr_store *st_open(const char *path, int flags, char *err, size_t n) {
   fr_store *st = calloc(1, sizeof *st);
   long long app, fmt;
   int fd;
@@ -176,6 +180,21 @@ static fr_store *st_open(const char *path, char *err, size_t n) {
     return NULL;
   }
   st->lockfd = -1;
+  if (flags & FR_STORE_READ) {          /* a look from outside: no lock, no write */
+    if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+      snprintf(err, n, "store %s: %s", path, st->db ? sqlite3_errmsg(st->db) : "out of memory");
+      goto bad;
+    }
+    if (pragma(st->db, "application_id") != APP_ID) {
+      snprintf(err, n, "store %s: not a flowrun store", path);
+      goto bad;
+    }
+    if (sqlite3_prepare_v2(st->db, sql[Q_LIST], -1, &st->q[Q_LIST], NULL) != SQLITE_OK) {
+      snprintf(err, n, "store %s: %s", path, sqlite3_errmsg(st->db));
+      goto bad;
+    }
+    return st;
+  }
   if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {   /* mode 0600 when new */
     snprintf(err, n, "store %s: %s%s", path, strerror(errno),
              errno == EACCES || errno == EPERM || errno == EROFS
@@ -257,6 +276,29 @@ static int drop_rest(fr_store *st, const char *id) {
 static int st_end_session(fr_store *st, const char *id) {
   bind_text(st->q[Q_END_SESSION], 1, id);
   return done(st, Q_END_SESSION) || drop_rest(st, id) ? -1 : 0;
+}
+
+static int st_drop_outbox(fr_store *st, const char *id) {
+  bind_text(st->q[Q_DROP_OUTBOX], 1, id);
+  return done(st, Q_DROP_OUTBOX);
+}
+
+static int st_each_listed(fr_store *st, int (*fn)(void *, const fr_store_listed *), void *ud) {
+  sqlite3_stmt *s = st->q[Q_LIST];
+  fr_store_listed r;
+  int rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    r.id = (const char *)sqlite3_column_text(s, 0);
+    r.flow = (const char *)sqlite3_column_text(s, 1);
+    r.ended = sqlite3_column_int(s, 2);
+    r.waiting = sqlite3_column_int(s, 3);
+    r.inputs = sqlite3_column_int64(s, 4);
+    r.active = sqlite3_column_int64(s, 5);
+    r.journal = sqlite3_column_int64(s, 6);
+    if (fn(ud, &r) != 0) break;
+  }
+  sqlite3_reset(s);
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : fail(st);
 }
 
 static int st_drop_session(fr_store *st, const char *id) {
@@ -431,4 +473,5 @@ const fr_store_methods fr_store_sqlite = {
   st_put_session, st_end_session, st_drop_session, st_get_session, st_each_session,
   st_append, st_each_rec, st_put_input, st_take_input, st_each_input,
   st_put_output, st_drop_output, st_each_output, st_errmsg, st_identity, st_set_waiting,
+  st_each_listed, st_drop_outbox,
 };
