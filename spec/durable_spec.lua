@@ -217,11 +217,11 @@ ask()
   it("lets a session waiting longer than idle_ms leave memory", function()
     local flowrun = helper.module()
     local flow = helper.flow(FLOW, dir)
-    local rt = flowrun.new{ integrations = ifile, store = { path = store, idle_ms = 1 } }
+    local rt = flowrun.new{ integrations = ifile, store = { path = store, idle_ms = 500 } }
     rt:start("u1", flow, "x")
     assert.is_true(rt:run())
-    assert.are.equal(1, rt:sessions())
-    rt:step(1100)                       -- a turn after a second: idle ones are looked for
+    assert.are.equal(1, rt:sessions())  -- waiting, not yet for 500 ms
+    rt:step(1600)                       -- a turn a second on: idle ones are looked for
     assert.are.equal(0, rt:sessions())
     rt:send("u1", "ada")
     assert.is_true(rt:run())

@@ -47,6 +47,7 @@ struct fr_durable {
   output *outs, **outs_tail;            /* made this turn: given after its commit */
   output *given;                        /* given: out of the outbox at the next commit */
   char *path;
+  double began;                         /* when the open transaction began (fr_now) */
   int crash_at;                         /* FLOWRUN_STORE_CRASH: a test's kill point */
   long crash_k, commits;
 };
@@ -75,6 +76,7 @@ static bool writing(flowrun *rt) {
       return false;
     }
     d->in_txn = true;
+    d->began = fr_now();
   }
   return true;
 }
@@ -181,6 +183,15 @@ int fr_dur_commit(flowrun *rt) {
     d->in_txn = false;
   }
   return FLOWRUN_OK;
+}
+
+bool fr_dur_open_txn(const flowrun *rt) {
+  return rt->dur->in_txn || rt->dur->outs || rt->dur->acks;
+}
+
+bool fr_dur_due(flowrun *rt) {
+  fr_durable *d = rt->dur;
+  return d->outs || d->acks || d->failed || (d->in_txn && fr_now() - d->began >= 50);
 }
 
 bool fr_dur_failed(const flowrun *rt) {

@@ -51,6 +51,10 @@ void fr_dur_close(flowrun *rt);
 ** given or acknowledged; the runtime stops). */
 int fr_dur_commit(flowrun *rt);
 bool fr_dur_failed(const flowrun *rt);  /* a write failed: the turn is lost */
+/* Should the turn commit now: outputs or acknowledgements wait for it, a
+** write failed, or its transaction is 50 ms old? */
+bool fr_dur_due(flowrun *rt);
+bool fr_dur_open_txn(const flowrun *rt);   /* writes, outputs or acks wait for a commit */
 
 /* A session's row: made when it starts (args as given), tombstoned when
 ** it ends (its journal and inbox go), dropped when stopped. */

@@ -234,17 +234,29 @@ static int wait_time(flowrun *rt, int wait_ms, double now) {
 /* A turn where libcurl failed (out of memory, say) still collects what
 ** ended and runs what is ready, then returns FLOWRUN_ERR saying why; the
 ** host may step again. */
+#define COMMIT_IDLE_MS 5                /* a store commits once the loop idles this long */
+
 int fr_step(flowrun *rt, int wait_ms) {
   struct epoll_event ev[64];
   CURLMcode mc = CURLM_OK;
   int n, i;
   rt->in_step++;
   rt->on_ready(rt);
-  if (rt->on_turn && rt->on_turn(rt) != FLOWRUN_OK) {   /* stored before the wait */
-    rt->in_step--;
-    return FLOWRUN_ERR;
+  n = -1;
+  if (rt->on_turn) {                    /* a store: what the turns wrote, committed */
+    int w = wait_time(rt, wait_ms, fr_now());
+    if (w != 0 && rt->turn_open(rt)) {  /* idle 5 ms with writes open: commit them */
+      n = epoll_wait(rt->epfd, ev, 64, w > 0 && w < COMMIT_IDLE_MS ? w : COMMIT_IDLE_MS);
+      if (n == 0 && w > 0 && w <= COMMIT_IDLE_MS) n = 0;   /* the wait is over */
+      else if (n == 0) n = -1;
+    }
+    if (rt->on_turn(rt, n == -1 && w != 0) != FLOWRUN_OK) {
+      rt->in_step--;
+      return FLOWRUN_ERR;
+    }
   }
-  n = epoll_wait(rt->epfd, ev, 64, wait_time(rt, wait_ms, fr_now()));
+  if (n < 0) n = epoll_wait(rt->epfd, ev, 64, wait_time(rt, wait_ms, fr_now()));
+  if (n < 0) n = 0;
   for (i = 0; i < n; i++) {
     uint64_t tag = ev[i].data.u64 & ~0xffffffffull;
     int fd = (int)(uint32_t)ev[i].data.u64;
@@ -268,7 +280,7 @@ int fr_step(flowrun *rt, int wait_ms) {
   drain_curl(rt);
   run_timers(rt, now);
   rt->on_ready(rt);
-  if (rt->on_turn && rt->on_turn(rt) != FLOWRUN_OK) {
+  if (rt->on_turn && rt->on_turn(rt, false) != FLOWRUN_OK) {
     rt->in_step--;
     return FLOWRUN_ERR;
   }

@@ -154,11 +154,11 @@ int flowrun_step(flowrun *rt, int timeout_ms) {
 
 /* A turn with a store ends: its writes committed, then sessions that wait
 ** may leave memory (a cap passed; idle ones looked for once a second). */
-static int turn_end(flowrun *rt) {
+static int turn_end(flowrun *rt, bool force) {
   long long cap = rt->store_limit[FLOWRUN_STORE_RESIDENT];
   long long idle = rt->store_limit[FLOWRUN_STORE_IDLE_MS];
   double now;
-  if (fr_dur_commit(rt) != FLOWRUN_OK) return FLOWRUN_ERR;
+  if ((force || fr_dur_due(rt)) && fr_dur_commit(rt) != FLOWRUN_OK) return FLOWRUN_ERR;
   if (cap > 0 && rt->nsessions > cap) fr_sessions_evict(rt, cap, idle);
   else if (idle > 0 && (now = fr_now()) - rt->swept >= 1000) {
     rt->swept = now;
@@ -189,7 +189,8 @@ int flowrun_open_store(flowrun *rt, const char *path) {
   lua_State *L = rt->L;
   if (!path) return fr_error(rt, "flowrun_open_store: no path");
   if (fr_dur_open(rt, path) != FLOWRUN_OK) return FLOWRUN_ERR;
-  rt->on_turn = turn_end;               /* each turn's writes, one transaction */
+  rt->on_turn = turn_end;               /* the turns' writes, one transaction */
+  rt->turn_open = fr_dur_open_txn;
   lua_pushcfunction(L, l_journal_values);
   lua_pushlightuserdata(L, rt);
   if (fr_pcall(rt, L, 1, lua_gettop(L) - 2) != FLOWRUN_OK
@@ -199,6 +200,7 @@ int flowrun_open_store(flowrun *rt, const char *path) {
     fr_sessions_free(rt);
     fr_dur_close(rt);
     rt->on_turn = NULL;
+    rt->turn_open = NULL;
     return fr_error(rt, "%s", err);
   }
   return FLOWRUN_OK;

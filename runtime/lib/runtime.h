@@ -29,7 +29,11 @@ struct flowrun {
   bool owns_L;
   void (*on_ready)(flowrun *rt);        /* the loop's hooks: resume ready sessions, */
   void (*on_done)(flowrun *rt, CURLMsg *m);  /* a transfer has ended */
-  int (*on_turn)(flowrun *rt);          /* a turn ends (a store commits); NULL: none */
+  /* a turn ends (a store commits what it wrote: at once when forced, the
+     loop being about to wait; else when it has outputs or messages to
+     acknowledge, or its last commit is 50 ms old); NULL: no store */
+  int (*on_turn)(flowrun *rt, bool force);
+  bool (*turn_open)(const flowrun *rt); /* has the store writes not committed? */
   /* the loop (loop.c) */
   CURLM *multi;
   int epfd;

@@ -69,7 +69,7 @@ static const char schema[] =
   "  waiting INTEGER NOT NULL DEFAULT 0, active INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;"
   "CREATE TABLE IF NOT EXISTS journal(session TEXT NOT NULL, seq INTEGER NOT NULL,"
   "  kind INTEGER NOT NULL, fp TEXT NOT NULL, at TEXT, result BLOB,"
-  "  PRIMARY KEY(session, seq)) WITHOUT ROWID;"
+  "  PRIMARY KEY(session, seq));"
   "CREATE TABLE IF NOT EXISTS inbox(session TEXT NOT NULL, n INTEGER NOT NULL, text BLOB,"
   "  PRIMARY KEY(session, n)) WITHOUT ROWID;"
   "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;"
@@ -223,8 +223,16 @@ static fr_store *st_open(const char *path, int flags, char *err, size_t n) {
              path, fmt, FORMAT);
     goto bad;
   }
-  if (sqlite3_exec(st->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK
-      || sqlite3_exec(st->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL) != SQLITE_OK
+  /* 16 KiB pages (set before the first table, so for a new store only), a
+  ** 16 MiB cache, and the WAL copied into the database every 8192 pages
+  ** (128 MiB; kept to 64 MiB after): where every record is a few hundred
+  ** bytes, SQLite's defaults (4 KiB, 2 MiB, 1000 pages) take twice the
+  ** time per record (make bench, the stored row). */
+  if (sqlite3_exec(st->db, "PRAGMA page_size=16384", NULL, NULL, NULL) != SQLITE_OK
+      || sqlite3_exec(st->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK
+      || sqlite3_exec(st->db, "PRAGMA synchronous=NORMAL; PRAGMA cache_size=-16384; "
+                      "PRAGMA wal_autocheckpoint=8192; PRAGMA journal_size_limit=67108864",
+                      NULL, NULL, NULL) != SQLITE_OK
       || sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK
       || sqlite3_exec(st->db, schema, NULL, NULL, NULL) != SQLITE_OK
       || sqlite3_exec(st->db, "PRAGMA application_id=1718382455; PRAGMA user_version=1",
