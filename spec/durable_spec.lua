@@ -47,6 +47,16 @@ describe("durable sessions: flowrun host --store", function()
     return helper.cli({ args = args, stdin = input })
   end
 
+  -- u1 runs to its second ask; FLOW is edited (gsub); u1's next line comes:
+  -- the run's result, its events and the flow's path.
+  local function after_edit(pattern, replacement)
+    local flow = helper.flow(FLOW, dir)
+    host(flow, line{ session = "u1", text = "x", n = 1 } .. line{ session = "u1", text = "ada", n = 2 })
+    helper.write(flow, (FLOW:gsub(pattern, replacement)))
+    local r = host(flow, line{ session = "u1", text = "bob", n = 3 })
+    return r, events(r.stdout), flow
+  end
+
   it("goes on after a restart: effects replayed, not made again; outputs numbered", function()
     local flow = helper.flow(FLOW, dir)
     local r1 = host(flow, line{ session = "u1", text = "x", n = 1 } .. line{ session = "u1", text = "ada", n = 2 })
@@ -97,11 +107,7 @@ say(table.concat({ t, r, f, c, d }, "|"))
   end)
 
   it("replays a flow whose query changed (the journal knows a call by integration, method and path)", function()
-    local flow = helper.flow(FLOW, dir)
-    host(flow, line{ session = "u1", text = "x", n = 1 } .. line{ session = "u1", text = "ada", n = 2 })
-    helper.write(flow, (FLOW:gsub('params = { id = name }', 'params = { id = name }, query = { v = "2" }')))
-    local r = host(flow, line{ session = "u1", text = "bob", n = 3 })
-    local out = events(r.stdout)
+    local r, out = after_edit('params = { id = name }', 'params = { id = name }, query = { v = "2" }')
     assert.are.equal("done", out[#out]["end"], r.stdout)
     assert.are.equal(1, mock:count("/v1/order/ada"))
   end)
@@ -288,11 +294,7 @@ ask()
   end)
 
   it("fails a session whose flow changed under it, naming both effects (mismatch)", function()
-    local flow = helper.flow(FLOW, dir)
-    host(flow, line{ session = "u1", text = "x", n = 1 } .. line{ session = "u1", text = "ada", n = 2 })
-    helper.write(flow, (FLOW:gsub('path = "/order/{id}"', 'path = "/orders/{id}"')))
-    local r = host(flow, line{ session = "u1", text = "bob", n = 3 })
-    local out = events(r.stdout)
+    local r, out, flow = after_edit('path = "/order/{id}"', 'path = "/orders/{id}"')
     assert.are.equal(1, r.code)
     assert.are.equal("error", out[#out]["end"])
     assert.matches("flow.lua:5: replay of session u1 does not match its journal: entry 7 is "
@@ -315,11 +317,7 @@ ask()
   end)
 
   it("replays a flow whose say text changed (a fixed typo reaches nobody twice)", function()
-    local flow = helper.flow(FLOW, dir)
-    host(flow, line{ session = "u1", text = "x", n = 1 } .. line{ session = "u1", text = "ada", n = 2 })
-    helper.write(flow, (FLOW:gsub('say%("hello "', 'say("Hello, "')))
-    local r = host(flow, line{ session = "u1", text = "bob", n = 3 })
-    local out = events(r.stdout)
+    local r, out = after_edit('say%("hello "', 'say("Hello, "')
     assert.are.equal(0, r.code, r.stdout)
     assert.are.equal("done", out[#out]["end"])
   end)
