@@ -449,6 +449,67 @@ local function flow_code_pair()
   return { value = median(wa), runs_ms = wa }, { value = median(wb), runs_ms = wb }
 end
 
+-- ---- durable sessions: restore and the resident cap ----
+
+-- A store with n sessions of a flow that asks once, all waiting in the
+-- store (--resident 1000 while they start); returns the start run's
+-- measure and the path of the answers (one line for each session).
+local function waiting_store(n, name)
+  local d = flows.dir
+  local store = d .. "/" .. name .. ".db"
+  os.remove(store) os.remove(store .. "-wal") os.remove(store .. "-shm")
+  write_file(d .. "/asks.lua", 'local a = ask("?")\nsay(a)\n')
+  write_file(d .. "/none.lua", "return {}\n")
+  local starts, answers = d .. "/" .. name .. ".starts", d .. "/" .. name .. ".answers"
+  local fs, fa = assert(io.open(starts, "w")), assert(io.open(answers, "w"))
+  for i = 1, n do
+    fs:write(('{"session":"s%d","text":"x","n":1}\n'):format(i))
+    fa:write(('{"session":"s%d","text":"y","n":2}\n'):format(i))
+  end
+  fs:close() fa:close()
+  local f, err = timed("sh -c " .. quote(("exec %s host --store %s --resident 1000 -I %s %s <%s >/dev/null")
+                       :format(FLOWRUN, quote(store), quote(d .. "/none.lua"), quote(d .. "/asks.lua"),
+                               quote(starts))), true)
+  return f, err, store, answers
+end
+
+-- Every session of the store answered by a host started on it (the
+-- sessions come back from the store as their answers arrive).
+local function answer_all(store, answers, resident)
+  local d = flows.dir
+  return timed("sh -c " .. quote(("exec %s host --store %s --resident %d -I %s %s <%s >/dev/null")
+               :format(FLOWRUN, quote(store), resident, quote(d .. "/none.lua"),
+                       quote(d .. "/asks.lua"), quote(answers))), true)
+end
+
+-- "restore": N_RESTORE sessions waiting in the store, the host restarted on
+-- it and each answered, against starting them: wall ms of each.
+local N_RESTORE = scaled(100000)
+local function restore_pair()
+  local s, err, store, answers = waiting_store(N_RESTORE, "restore")
+  if not s then return nil, err end
+  local a, err2 = answer_all(store, answers, 1000)
+  if not a then return nil, err2 end
+  return { value = a.wall * 1000, sessions = N_RESTORE, maxrss_kb = a.maxrss_kb },
+         { value = s.wall * 1000, sessions = N_RESTORE }
+end
+
+-- "resident cap": peak RSS answering N_CAP_BIG sessions waiting in the
+-- store with --resident 10000, against N_CAP_SMALL the same way.
+local N_CAP_BIG, N_CAP_SMALL = scaled(1000000), scaled(100000)
+local function resident_pair()
+  local out = {}
+  for _, n in ipairs({ N_CAP_BIG, N_CAP_SMALL }) do
+    local _, err, store, answers = waiting_store(n, "cap" .. n)
+    if err then return nil, err end
+    local a, err2 = answer_all(store, answers, 10000)
+    if not a then return nil, err2 end
+    out[#out + 1] = { value = a.maxrss_kb, sessions = n, wall = a.wall }
+    os.remove(store)
+  end
+  return out[1], out[2]
+end
+
 -- ---- the soak ----
 
 -- The soak row: SOAK_SESSIONS sessions of bench/flows/soak.lua for SOAK_S
@@ -620,6 +681,14 @@ local rows = {
             .. " without"):format(N_CALLS),
     flowrun = function() return flowrun_calls(100, N_CALLS, flows.dir .. "/bench.db") end,
     baseline = function() return flowrun_calls(100, N_CALLS) end },
+  { name = "restore", kind = "report", no_nginx = true, once = true,
+    what = ("%d sessions waiting in the store: a host restarted on it answers each (wall ms)"
+            .. " vs starting them"):format(N_RESTORE),
+    pair = restore_pair },
+  { name = "resident cap", kind = "rss", target = 1.2, no_nginx = true, once = true,
+    what = ("peak RSS answering %d sessions waiting in the store with --resident 10000 vs %d")
+           :format(N_CAP_BIG, N_CAP_SMALL),
+    pair = resident_pair },
   { name = "vs Node", kind = "rps", target = 8,
     what = ("flowrun: the wide row's run (100 sessions); Node fetch: %d calls, 100 in flight")
            :format(N_NODE),
@@ -791,6 +860,9 @@ local function summarize(row)
   elseif row.kind == "report" then
     row.ratio = fm and bm and bm > 0 and fm / bm or nil
     row.result = "-"
+  elseif row.kind == "rss" then
+    row.ratio = fm and bm and bm > 0 and fm / bm or nil
+    row.result = row.ratio and (row.ratio <= row.target and "PASS" or "MISS") or "FAIL"
   elseif row.kind == "soak" then
     local m = row.runs.flowrun[1]
     row.result = m and m.counts_equal and m.wrong == 0 and m.rss_flat and m.calls > 0
@@ -835,6 +907,11 @@ local function cells(row)
     for _, m in ipairs(row.runs.baseline) do floor[#floor + 1] = m.true_ms end
     c[7] = ("%s / %s"):format(pct(row.flowrun_spread), pct(row.baseline_spread))
     if #floor > 0 then c[7] = c[7] .. (" (`true`: %.1f ms)"):format(median(floor)) end
+  elseif row.kind == "rss" then
+    if fm then c[2] = ("%.1f MiB"):format(fm / 1024) end
+    if bm then c[3] = ("%.1f MiB"):format(bm / 1024) end
+    if row.ratio then c[4] = ("%.2f x"):format(row.ratio) end
+    c[5] = ("<= %.2f x"):format(row.target)
   elseif row.kind == "soak" then
     local m = row.runs.flowrun[1]
     if m then
