@@ -36,6 +36,9 @@ enum {                                  /* return codes */
 enum {                                  /* how a session ended */
   FLOWRUN_DONE = 0,                     /* returned from the flow */
   FLOWRUN_FAILED = 1,                   /* raised an error */
+  FLOWRUN_PARKED = 2,                   /* with a store: its replay did not match its
+                                           journal; kept in the store, not run (README:
+                                           Changing a flow with live sessions) */
 };
 
 /* One finished api_node call, as shown by --trace. Secrets are "***". */
@@ -262,6 +265,8 @@ FLOWRUN_API long long flowrun_stored(flowrun *rt, const char *id);
 enum {                                  /* what a store keeps in memory */
   FLOWRUN_STORE_RESIDENT,               /* sessions at most (0: no cap); 0 */
   FLOWRUN_STORE_IDLE_MS,                /* a session waiting longer leaves (0: never); 0 */
+  FLOWRUN_STORE_PARK,                   /* 1: a replay that does not match parks the
+                                           session instead of failing it; 0 */
   FLOWRUN_STORE_COUNT
 };
 
@@ -282,10 +287,15 @@ typedef struct flowrun_store_entry {
   long long messages;                   /* stored for it, ever */
   long long journal;                    /* records in its journal */
   long long active_ms;                  /* its last activity, ms since 1970 */
+  const char *note;                     /* a parked session's: why */
 } flowrun_store_entry;
 FLOWRUN_API int flowrun_store_list(const char *path,
                                    int (*fn)(void *ud, const flowrun_store_entry *s), void *ud,
                                    char *err, size_t errlen);
+/* Lets a parked session run again (after its flow was put back): the next
+** runtime on the store replays it. Refused while a runtime holds the store.
+** FLOWRUN_NOSESSION when it has no such parked session. */
+FLOWRUN_API int flowrun_store_retry(const char *path, const char *id, char *err, size_t errlen);
 /* Ends session id in the store at path now (its journal and messages go;
 ** the flow does not run again). Refused while a runtime holds the store.
 ** FLOWRUN_NOSESSION when it has no such unfinished session. */

@@ -236,7 +236,7 @@ ask()
     assert.has_error(function() flowrun.new{ store = { path = store, resident = -1 } } end,
       "flowrun.new: store.resident: expected a whole number >= 0")
     assert.has_error(function() flowrun.new{ store = { file = store } } end,
-      "flowrun.new: store: unknown key 'file' (path, resident, idle_ms)")
+      "flowrun.new: store: unknown key 'file' (path, resident, idle_ms, park)")
   end)
 
   it("flowrun sessions lists what a store holds, also while a host runs it, and ends one", function()
@@ -303,6 +303,35 @@ ask()
     -- the session has ended: the store holds nothing for it to run
     local again = host(flow, line{ session = "u1", text = "bob", n = 3 })
     assert.are.same({}, (events(again.stdout)))
+  end)
+
+  it("parks a session whose flow changed (--on-mismatch park): kept, listed, its messages stored, run again after --retry", function()
+    local flow = helper.flow(FLOW, dir)
+    host(flow, line{ session = "u1", text = "x", n = 1 } .. line{ session = "u1", text = "ada", n = 2 })
+    helper.write(flow, (FLOW:gsub('path = "/order/{id}"', 'path = "/orders/{id}"')))
+    local r = host(flow, line{ session = "u1", text = "bob", n = 3 }, { "--on-mismatch", "park" })
+    local out, stored = events(r.stdout)
+    assert.are.same({ "u1:3" }, stored)                -- the message is kept
+    assert.are.equal("parked", out[#out]["end"], r.stdout)
+    assert.matches("entry 7 is api_node shop GET /order/{id}", out[#out].error, 1, true)
+    local l = helper.cli({ args = { "sessions", "--store", store, "--json" } })
+    local e = cjson.decode(l.stdout)
+    assert.are.same({ "u1", "parked" }, { e.session, e.state })
+    assert.matches("but the flow now does api_node shop GET /orders/{id}", e.note, 1, true)
+    -- still parked: a line sent meanwhile is stored for it, nothing runs
+    local r2 = host(flow, line{ session = "u1", text = "carl", n = 4 }, { "--on-mismatch", "park" })
+    assert.are.equal('{"session":"u1","stored":4}\n', r2.stdout)
+    helper.write(flow, FLOW)                           -- put back
+    local retry = helper.cli({ args = { "sessions", "--store", store, "--retry", "u1" } })
+    assert.are.equal(0, retry.code, retry.stderr)
+    local r3 = host(flow, "")
+    local out3 = events(r3.stdout)
+    assert.matches("|bob$", out3[1].say)
+    assert.are.equal("done", out3[2]["end"])
+    assert.are.equal(1, mock:count("/v1/order/ada"))
+    local again = helper.cli({ args = { "sessions", "--store", store, "--retry", "u1" } })
+    assert.are.equal(1, again.code)
+    assert.are.equal("flowrun sessions: store " .. store .. ": no parked session u1\n", again.stderr)
   end)
 
   it("fails a session whose flow now ends before its journal does", function()

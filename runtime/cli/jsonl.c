@@ -52,6 +52,7 @@ typedef struct host {
   cli_input in;                         /* stdin */
   const char *store;                    /* --store PATH */
   long long resident, idle_s;           /* --resident N, --idle SECONDS */
+  bool park;                            /* --on-mismatch park */
 } host;
 
 /* ---- out ---- */
@@ -86,7 +87,8 @@ static void on_end(void *ud, const char *id, int how, const char *error) {
   if (how == FLOWRUN_DONE) fputs(",\"end\":\"done\"", stdout);
   else {
     h->failed = true;
-    fputs(",\"end\":\"error\",\"error\":", stdout);
+    fputs(how == FLOWRUN_PARKED ? ",\"end\":\"parked\",\"error\":" : ",\"end\":\"error\",\"error\":",
+          stdout);
     cli_json_str(stdout, error, strlen(error));
   }
   out_seq(h);
@@ -294,10 +296,17 @@ int flowrun_host_main(int argc, char **argv) {
       }
       if (a[2] == 'r') h.resident = v;
       else h.idle_s = v;
+    } else if (strcmp(a, "--on-mismatch") == 0 && i + 1 < argc) {
+      const char *v = argv[++i];
+      if (strcmp(v, "park") != 0 && strcmp(v, "fail") != 0) {
+        fprintf(stderr, "flowrun host: --on-mismatch: expected park or fail, got '%s'\n", v);
+        return 2;
+      }
+      h.park = v[0] == 'p';
     }
     else if (a[0] == '-' && a[1]) {
       fprintf(stderr, "flowrun host: unknown option '%s' (or missing value)\n"
-              "usage: flowrun host [-I FILE] [--store PATH [--resident N] [--idle SECONDS]] [--trace] [--trace-json FILE] FLOW.lua\n", a);
+              "usage: flowrun host [-I FILE] [--store PATH [--resident N] [--idle SECONDS] [--on-mismatch park]] [--trace] [--trace-json FILE] FLOW.lua\n", a);
       return 2;
     } else if (!h.flow) h.flow = a;
     else {
@@ -306,7 +315,7 @@ int flowrun_host_main(int argc, char **argv) {
     }
   }
   if (!h.flow) {
-    fprintf(stderr, "usage: flowrun host [-I FILE] [--store PATH [--resident N] [--idle SECONDS]] [--trace] [--trace-json FILE] FLOW.lua\n");
+    fprintf(stderr, "usage: flowrun host [-I FILE] [--store PATH [--resident N] [--idle SECONDS] [--on-mismatch park]] [--trace] [--trace-json FILE] FLOW.lua\n");
     return 2;
   }
   if (access(h.flow, R_OK) != 0) {
@@ -344,6 +353,7 @@ int flowrun_host_main(int argc, char **argv) {
   lua_pop(L, 1);
   flowrun_store_limit(h.rt, FLOWRUN_STORE_RESIDENT, h.resident);
   flowrun_store_limit(h.rt, FLOWRUN_STORE_IDLE_MS, h.idle_s * 1000);
+  flowrun_store_limit(h.rt, FLOWRUN_STORE_PARK, h.park);
   if (h.store && flowrun_open_store(h.rt, h.store) != FLOWRUN_OK) {
     fprintf(stderr, "flowrun host: %s\n", flowrun_errmsg(h.rt));
     status = 2;

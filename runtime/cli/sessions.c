@@ -12,7 +12,8 @@
 
 static const char usage[] =
   "usage: flowrun sessions --store PATH [--json]   list the sessions a store holds\n"
-  "       flowrun sessions --store PATH --end ID   end one (not while a host runs the store)\n";
+  "       flowrun sessions --store PATH --end ID   end one (not while a host runs the store)\n"
+  "       flowrun sessions --store PATH --retry ID let a parked one run again (the same)\n";
 
 typedef struct listing { bool json; long n; } listing;
 
@@ -27,8 +28,13 @@ static int show(void *ud, const flowrun_store_entry *s) {
     cli_json_str(stdout, s->id, strlen(s->id));
     fputs(",\"flow\":", stdout);
     cli_json_str(stdout, s->flow, strlen(s->flow));
-    printf(",\"state\":\"%s\",\"active\":\"%s\",\"journal\":%lld,\"messages\":%lld}\n",
+    printf(",\"state\":\"%s\",\"active\":\"%s\",\"journal\":%lld,\"messages\":%lld",
            s->state, when, s->journal, s->messages);
+    if (s->note) {
+      fputs(",\"note\":", stdout);
+      cli_json_str(stdout, s->note, strlen(s->note));
+    }
+    fputs("}\n", stdout);
   } else {
     if (l->n == 0) printf("%-20s %-8s %-20s %7s %8s  %s\n", "SESSION", "STATE", "LAST ACTIVE",
                           "JOURNAL", "MESSAGES", "FLOW");
@@ -43,12 +49,13 @@ static int show(void *ud, const flowrun_store_entry *s) {
 }
 
 int flowrun_sessions_main(int argc, char **argv) {
-  const char *store = NULL, *end = NULL;
+  const char *store = NULL, *end = NULL, *retry = NULL;
   listing l = { false, 0 };
   char err[600];
   for (int i = 0; i < argc; i++) {
     if (strcmp(argv[i], "--store") == 0 && i + 1 < argc) store = argv[++i];
     else if (strcmp(argv[i], "--end") == 0 && i + 1 < argc) end = argv[++i];
+    else if (strcmp(argv[i], "--retry") == 0 && i + 1 < argc) retry = argv[++i];
     else if (strcmp(argv[i], "--json") == 0) l.json = true;
     else {
       fprintf(stderr, "flowrun sessions: unknown argument '%s' (or missing value)\n%s", argv[i], usage);
@@ -59,8 +66,9 @@ int flowrun_sessions_main(int argc, char **argv) {
     fprintf(stderr, "flowrun sessions: --store PATH is required\n%s", usage);
     return 2;
   }
-  if (end) {
-    int rc = flowrun_store_end(store, end, err, sizeof err);
+  if (end || retry) {
+    int rc = end ? flowrun_store_end(store, end, err, sizeof err)
+                 : flowrun_store_retry(store, retry, err, sizeof err);
     if (rc == FLOWRUN_OK) return 0;
     fprintf(stderr, "flowrun sessions: %s\n", err);
     return rc == FLOWRUN_NOSESSION ? 1 : 2;

@@ -259,8 +259,9 @@ typedef struct listing {
 
 static int list_one(void *ud, const fr_store_listed *r) {
   listing *l = ud;
-  flowrun_store_entry s = { r->id, r->flow, r->ended ? "ended" : r->waiting ? "waiting" : "running",
-                       r->inputs, r->journal, r->active };
+  flowrun_store_entry s = { r->id, r->flow, r->ended ? "ended" : r->parked ? "parked"
+                           : r->waiting ? "waiting" : "running",
+                           r->inputs, r->journal, r->active, r->parked ? r->note : NULL };
   return l->fn(l->ud, &s);
 }
 
@@ -275,6 +276,21 @@ int flowrun_store_list(const char *path, int (*fn)(void *ud, const flowrun_store
   if (rc != 0) snprintf(err, errlen, "%s", m->errmsg(st));
   m->close(st);
   return rc ? FLOWRUN_ERR : FLOWRUN_OK;
+}
+
+int flowrun_store_retry(const char *path, const char *id, char *err, size_t errlen) {
+  const fr_store_methods *m = &fr_store_sqlite;
+  fr_store *st = m->open(path, 0, err, errlen);
+  fr_store_session row;
+  int rc;
+  if (!st) return FLOWRUN_ERR;
+  rc = m->get_session(st, id, &row);
+  if (rc == 1 && (row.ended || !row.parked)) rc = 0;
+  if (rc == 1) rc = m->begin(st) || m->park(st, id, NULL) || m->commit(st) ? -1 : 1;
+  if (rc < 0) snprintf(err, errlen, "%s", m->errmsg(st));
+  else if (rc == 0) snprintf(err, errlen, "store %s: no parked session %s", path, id);
+  m->close(st);
+  return rc == 1 ? FLOWRUN_OK : rc == 0 ? FLOWRUN_NOSESSION : FLOWRUN_ERR;
 }
 
 int flowrun_store_end(const char *path, const char *id, char *err, size_t errlen) {
@@ -298,7 +314,7 @@ int flowrun_store_end(const char *path, const char *id, char *err, size_t errlen
 fr_journal *fr_dur_start(flowrun *rt, const char *id, const char *flow,
                          int argc, const char *const *argv) {
   fr_durable *d = rt->dur;
-  fr_store_session row = { id, flow, NULL, 0, argc, 0, 0, 0 };
+  fr_store_session row = { id, flow, NULL, 0, argc, 0, 0, 0, 0 };
   fr_journal *j = calloc(1, sizeof *j);
   char *args = NULL;
   size_t len = 0;
@@ -458,8 +474,31 @@ int fr_dur_restore_one(flowrun *rt, const fr_restore *r, const char *id) {
   int rc = rt->dur->m->get_session(rt->dur->st, id, &row);
   if (rc < 0) return fr_error(rt, "%s", rt->dur->m->errmsg(rt->dur->st));
   if (rc == 0 || row.ended) return FLOWRUN_NOSESSION;
+  if (row.parked) return FR_DUR_PARKED;
   take_session(&x, &row);
   return x.failed ? fr_error(rt, "out of memory") : FLOWRUN_OK;
+}
+
+void fr_dur_park(flowrun *rt, const char *id, fr_journal *j, const char *note) {
+  if (writing(rt)) wrote(rt, rt->dur->m->park(rt->dur->st, id, note));
+  fr_dur_free(j);
+}
+
+int fr_dur_input_parked(flowrun *rt, const char *id, long long n, const char *text, size_t len) {
+  long long had = fr_dur_inputs(rt, id);
+  if (n > 0 && n <= had) {              /* stored already */
+    fr_dur_ack(rt, id, n);
+    return FLOWRUN_OK;
+  }
+  if (n > had + 1)
+    return fr_error(rt, "session %s: message %lld comes after message %lld: %lld is missing",
+                    id, n, had, had + 1);
+  if (!writing(rt) || rt->dur->m->put_input(rt->dur->st, id, had + 1, text, len) != 0) {
+    rt->dur->failed = true;
+    return fr_error(rt, "%s", rt->dur->m->errmsg(rt->dur->st));
+  }
+  fr_dur_ack(rt, id, had + 1);
+  return FLOWRUN_OK;
 }
 
 void fr_dur_waiting(flowrun *rt, const char *id) {
@@ -523,12 +562,14 @@ const fr_jrec *fr_dur_effect(lua_State *L, fr_journal *j, const char *id, int ki
                   *r->at ? r->at : "?", lua_tostring(L, -1));
   lua_replace(L, -4);
   lua_pop(L, 2);
+  j->mismatch = true;
   return &fr_dur_mismatch;
 }
 
-int fr_dur_push_leftover(lua_State *L, const fr_journal *j, const char *id) {
+int fr_dur_push_leftover(lua_State *L, fr_journal *j, const char *id) {
   const fr_jrec *r;
   if (j->pos >= j->nrecs) return 0;
+  j->mismatch = true;
   r = &j->recs[j->pos];
   push_effect(L, r->kind, r->fp);
   lua_pushfstring(L, "replay of session %s does not match its journal: entry %d is %s (made at %s), "

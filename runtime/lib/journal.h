@@ -38,6 +38,7 @@ typedef struct fr_journal {
   long long said;                       /* outputs up to this one reached the host */
   fr_jrec *recs;                        /* to replay; freed once replayed */
   long long nrecs, pos;
+  bool mismatch;                        /* its replay did not match */
 } fr_journal;
 
 /* The runtime's store: opened once; NULL when none (then nothing else
@@ -86,6 +87,12 @@ int fr_dur_restore(flowrun *rt, const fr_restore *r);   /* all but those waiting
 /* One session, waiting in the store for a message: FLOWRUN_NOSESSION when
 ** the store has no such live session. */
 int fr_dur_restore_one(flowrun *rt, const fr_restore *r, const char *id);
+enum { FR_DUR_PARKED = 1 };             /* fr_dur_restore_one: the session is parked */
+/* The session's replay did not match: kept in the store, not run, until
+** flowrun_store_retry (note: why); j is freed. */
+void fr_dur_park(flowrun *rt, const char *id, fr_journal *j, const char *note);
+/* Message n for a parked session: stored for when it runs again. */
+int fr_dur_input_parked(flowrun *rt, const char *id, long long n, const char *text, size_t len);
 /* id waits for a message and has none: it may leave memory (restored at
 ** its next message). */
 void fr_dur_waiting(flowrun *rt, const char *id);
@@ -107,7 +114,7 @@ void fr_dur_replay_call(fr_call *c, const fr_jrec *r);
 /* Is the journal replaying (records left)? The flow ended with records
 ** left: the mismatch message, pushed; 0 when none left. */
 bool fr_dur_replaying(const fr_journal *j);
-int fr_dur_push_leftover(lua_State *L, const fr_journal *j, const char *id);
+int fr_dur_push_leftover(lua_State *L, fr_journal *j, const char *id);
 void fr_dur_free(fr_journal *j);
 /* An output of a session (kind FR_J_SAY, FR_J_ASK, FR_J_END; how for an
 ** end): stored in the turn, given after its commit. */

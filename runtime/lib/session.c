@@ -458,7 +458,7 @@ static void output(flowrun *rt, const char *id, long long seq, int kind, int how
 
 /* Tells the host that s failed (st: how its resume ended). Out of memory
 ** for the message, it says just that. Leaves L's stack as it was. */
-static void session_failed(fr_session *s, int st, long long seq) {
+static void session_failed(fr_session *s, int st, long long seq, int how) {
   flowrun *rt = s->rt;
   lua_State *L = rt->L;
   int top = lua_gettop(L);
@@ -470,7 +470,11 @@ static void session_failed(fr_session *s, int st, long long seq) {
     lua_xmove(s->co, L, 1);
     if (lua_pcall(L, 3, 1, 0) == LUA_OK) msg = lua_tostring(L, -1);
   }
-  output(rt, s->id, seq, FR_J_END, FLOWRUN_FAILED, msg, strlen(msg));
+  output(rt, s->id, seq, FR_J_END, how, msg, strlen(msg));
+  if (how == FLOWRUN_PARKED) {          /* kept, with why, until it is let run again */
+    fr_dur_park(rt, s->id, s->j, msg);
+    s->j = NULL;
+  }
   lua_settop(L, top);
 }
 
@@ -510,7 +514,12 @@ static void resume(fr_session *s) {
     st = LUA_ERRRUN;                    /* it ends before its journal does */
   seq = s->j ? ++s->j->seq : 0;
   if (st == LUA_OK) output(s->rt, s->id, seq, FR_J_END, FLOWRUN_DONE, NULL, 0);
-  else session_failed(s, st, seq);
+  else if (s->j && s->j->mismatch && s->rt->store_limit[FLOWRUN_STORE_PARK]) {
+    session_failed(s, st, seq, FLOWRUN_PARKED);
+    free_session(s, true);              /* as it was: not closed */
+    return;
+  } else
+    session_failed(s, st, seq, FLOWRUN_FAILED);
   if (s->j) {
     fr_dur_end(s->rt, s->id, s->j);
     s->j = NULL;
@@ -717,6 +726,7 @@ int flowrun_send_n(flowrun *rt, const char *id, long long n, const char *text, s
     fr_restore r = { restore_session, restore_message, rt };   /* waiting in the store */
     int rc = fr_dur_restore_one(rt, &r, id);
     if (rc == FLOWRUN_ERR) return rc;
+    if (rc == FR_DUR_PARKED) return fr_dur_input_parked(rt, id, n, text, len);
     if (rc == FLOWRUN_OK) s = find_session(rt, id, &st);
   }
   if (!s) {

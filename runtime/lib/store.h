@@ -26,6 +26,7 @@ typedef struct fr_store_session {
   long long inputs;                     /* messages stored for it, ever */
   int ended;                            /* kept to recognise a message sent again */
   long long said;                       /* the last output the host was given */
+  int parked;                           /* its replay did not match: kept, not run */
 } fr_store_session;
 
 typedef struct fr_store_rec {
@@ -39,8 +40,9 @@ typedef struct fr_store_rec {
 
 typedef struct fr_store_listed {        /* flowrun sessions */
   const char *id, *flow;
-  int ended, waiting;
+  int ended, waiting, parked;
   long long inputs, journal, active;    /* active: unix ms */
+  const char *note;                     /* why it is parked */
 } fr_store_listed;
 
 enum { FR_STORE_READ = 1 };             /* open: read only, no lock */
@@ -82,6 +84,7 @@ typedef struct fr_store_methods {
   int (*set_waiting)(fr_store *st, const char *id, int waiting);
   int (*each_listed)(fr_store *st, int (*fn)(void *ud, const fr_store_listed *row), void *ud);
   int (*drop_outbox)(fr_store *st, const char *id);
+  int (*park)(fr_store *st, const char *id, const char *note);   /* NULL: run it again */
 } fr_store_methods;
 
 extern const fr_store_methods fr_store_sqlite;

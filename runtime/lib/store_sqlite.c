@@ -31,7 +31,7 @@ enum {
   Q_BEGIN, Q_COMMIT, Q_ROLLBACK, Q_PUT_SESSION, Q_END_SESSION, Q_DROP_SESSION,
   Q_GET_SESSION, Q_EACH_SESSION, Q_DROP_JOURNAL, Q_DROP_INBOX, Q_APPEND, Q_EACH_REC,
   Q_PUT_INPUT, Q_TAKE_INPUT, Q_EACH_INPUT, Q_INPUTS, Q_PUT_OUTPUT, Q_DROP_OUTPUT,
-  Q_EACH_OUTPUT, Q_SAID, Q_WAITING, Q_LIST, Q_DROP_OUTBOX, Q_COUNT
+  Q_EACH_OUTPUT, Q_SAID, Q_WAITING, Q_LIST, Q_DROP_OUTBOX, Q_PARK, Q_COUNT
 };
 
 static const char *const sql[Q_COUNT] = {
@@ -42,8 +42,9 @@ static const char *const sql[Q_COUNT] = {
   "  VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))",
   "UPDATE sessions SET ended = 1, waiting = 0, active = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) WHERE id = ?1",
   "DELETE FROM sessions WHERE id = ?1",
-  "SELECT id, flow, args, nargs, inputs, ended, said FROM sessions WHERE id = ?1",
-  "SELECT id, flow, args, nargs, inputs, ended, said FROM sessions WHERE ended = 0 AND waiting = 0",
+  "SELECT id, flow, args, nargs, inputs, ended, said, parked FROM sessions WHERE id = ?1",
+  "SELECT id, flow, args, nargs, inputs, ended, said, parked FROM sessions"
+  "  WHERE ended = 0 AND waiting = 0 AND parked = 0",
   "DELETE FROM journal WHERE session = ?1",
   "DELETE FROM inbox WHERE session = ?1",
   "INSERT INTO journal(session, seq, kind, fp, at, result) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -58,15 +59,17 @@ static const char *const sql[Q_COUNT] = {
   "UPDATE sessions SET said = ?2 WHERE id = ?1 AND said < ?2",
   "UPDATE sessions SET waiting = ?2, active = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) WHERE id = ?1",
   "SELECT id, flow, ended, waiting, inputs, active,"
-  "  (SELECT count(*) FROM journal WHERE session = id) FROM sessions ORDER BY active DESC",
+  "  (SELECT count(*) FROM journal WHERE session = id), parked, note FROM sessions ORDER BY active DESC",
   "DELETE FROM outbox WHERE session = ?1",
+  "UPDATE sessions SET parked = ?2, note = ?3, waiting = 0 WHERE id = ?1",
 };
 
 static const char schema[] =
   "CREATE TABLE IF NOT EXISTS sessions(id TEXT PRIMARY KEY, flow TEXT NOT NULL,"
   "  args BLOB NOT NULL, nargs INTEGER NOT NULL, inputs INTEGER NOT NULL,"
   "  ended INTEGER NOT NULL, said INTEGER NOT NULL DEFAULT 0,"
-  "  waiting INTEGER NOT NULL DEFAULT 0, active INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;"
+  "  waiting INTEGER NOT NULL DEFAULT 0, active INTEGER NOT NULL DEFAULT 0,"
+  "  parked INTEGER NOT NULL DEFAULT 0, note TEXT) WITHOUT ROWID;"
   "CREATE TABLE IF NOT EXISTS journal(session TEXT NOT NULL, seq INTEGER NOT NULL,"
   "  kind INTEGER NOT NULL, fp TEXT NOT NULL, at TEXT, result BLOB,"
   "  PRIMARY KEY(session, seq));"
@@ -287,6 +290,14 @@ static int st_end_session(fr_store *st, const char *id) {
   return done(st, Q_END_SESSION) || drop_rest(st, id) ? -1 : 0;
 }
 
+static int st_park(fr_store *st, const char *id, const char *note) {
+  sqlite3_stmt *s = st->q[Q_PARK];
+  bind_text(s, 1, id);
+  sqlite3_bind_int(s, 2, note != NULL);
+  bind_text(s, 3, note);
+  return done(st, Q_PARK);
+}
+
 static int st_drop_outbox(fr_store *st, const char *id) {
   bind_text(st->q[Q_DROP_OUTBOX], 1, id);
   return done(st, Q_DROP_OUTBOX);
@@ -304,6 +315,8 @@ static int st_each_listed(fr_store *st, int (*fn)(void *, const fr_store_listed 
     r.inputs = sqlite3_column_int64(s, 4);
     r.active = sqlite3_column_int64(s, 5);
     r.journal = sqlite3_column_int64(s, 6);
+    r.parked = sqlite3_column_int(s, 7);
+    r.note = (const char *)sqlite3_column_text(s, 8);
     if (fn(ud, &r) != 0) break;
   }
   sqlite3_reset(s);
@@ -324,6 +337,7 @@ static void row_of(sqlite3_stmt *s, fr_store_session *r) {
   r->inputs = sqlite3_column_int64(s, 4);
   r->ended = sqlite3_column_int(s, 5);
   r->said = sqlite3_column_int64(s, 6);
+  r->parked = sqlite3_column_int(s, 7);
 }
 
 /* The row is copied (st->row) and the statement reset at once: no read
@@ -482,5 +496,5 @@ const fr_store_methods fr_store_sqlite = {
   st_put_session, st_end_session, st_drop_session, st_get_session, st_each_session,
   st_append, st_each_rec, st_put_input, st_take_input, st_each_input,
   st_put_output, st_drop_output, st_each_output, st_errmsg, st_identity, st_set_waiting,
-  st_each_listed, st_drop_outbox,
+  st_each_listed, st_drop_outbox, st_park,
 };

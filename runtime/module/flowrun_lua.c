@@ -109,6 +109,10 @@ static void on_end(void *ud, const char *sid, int how, const char *error) {
   lua_State *L = event(ud, "end", sid);
   lua_pushboolean(L, how == FLOWRUN_DONE);
   lua_setfield(L, -2, "ok");
+  if (how == FLOWRUN_PARKED) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "parked");
+  }
   set_str(L, "error", error);
   lua_pop(L, 1);
 }
@@ -323,7 +327,7 @@ static void options(lua_State *L, flowrun *rt) {
 /* opts.store at the top: a file name, or { path = FILE, resident = N,
 ** idle_ms = N }. */
 static void store(lua_State *L, flowrun *rt) {
-  static const char *const keys[] = { "path", "resident", "idle_ms", NULL };
+  static const char *const keys[] = { "path", "resident", "idle_ms", "park", NULL };
   int t = lua_gettop(L);
   if (lua_istable(L, t)) {
     lua_pushnil(L);
@@ -332,10 +336,15 @@ static void store(lua_State *L, flowrun *rt) {
       lua_pop(L, 1);
       while (keys[i] && !(lua_type(L, -1) == LUA_TSTRING && strcmp(keys[i], lua_tostring(L, -1)) == 0)) i++;
       if (!keys[i])
-        luaL_error(L, "flowrun.new: store: unknown key '%s' (path, resident, idle_ms)",
+        luaL_error(L, "flowrun.new: store: unknown key '%s' (path, resident, idle_ms, park)",
                    luaL_tolstring(L, -1, NULL));
     }
-    for (int i = 1; keys[i]; i++) {
+    if (lua_getfield(L, t, "park") != LUA_TNIL) {
+      if (!lua_isboolean(L, -1)) luaL_error(L, "flowrun.new: store.park: expected a boolean");
+      flowrun_store_limit(rt, FLOWRUN_STORE_PARK, lua_toboolean(L, -1));
+    }
+    lua_pop(L, 1);
+    for (int i = 1; i < 3; i++) {
       if (lua_getfield(L, t, keys[i]) != LUA_TNIL) {
         if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
           luaL_error(L, "flowrun.new: store.%s: expected a whole number >= 0", keys[i]);
