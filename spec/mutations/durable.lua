@@ -45,4 +45,10 @@ return {
     find = "FROM sessions WHERE ended = 0 AND waiting = 0\",",
     replace = "FROM sessions WHERE ended = 0\",",
     spec = "spec/durable_spec.lua", filter = "Lua module" },
+  { name = "durable-park-ignored",
+    promise = "--on-mismatch park keeps a mismatched session instead of ending it",
+    file = "runtime/lib/session.c",
+    find = "  else if (s->j && s->j->mismatch && s->rt->store_limit[FLOWRUN_STORE_PARK]) {",
+    replace = "  else if (s->j && s->j->mismatch && s->rt->store_limit[FLOWRUN_STORE_PARK] > 1) {",
+    spec = "spec/durable_spec.lua", filter = "parks a session" },
 }
