@@ -276,6 +276,28 @@ ask()
     assert.matches("--store PATH is required", bad.stderr, 1, true)
   end)
 
+  it("keeps secrets out of the store's records of calls (a key in a query string)", function()
+    local d2 = helper.tmpdir()
+    local ig = helper.write(d2 .. "/integrations.lua", ([[
+return { shop = { base_url = "%s/v1", query = { key = env("SHOP_KEY") } } }
+]]):format(mock.url))
+    local flow = helper.flow([[
+local label, res = api_node{ integration = "shop", path = "/order/{id}", params = { id = "k1" },
+                             results = { "200" } }
+say(res.url)
+ask()
+]], d2)
+    local r = helper.cli({ args = { "host", "--store", store, "-I", ig, flow },
+                           stdin = line{ session = "u1", text = "x", n = 1 },
+                           env = { SHOP_KEY = "s3cr3t-k3y-value" } })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.matches("key=***", r.stdout, 1, true)
+    assert.are.equal(1, mock:count("key=s3cr3t-k3y-value"))
+    local dump = helper.sh("sqlite3 " .. helper.quote(store) .. " 'SELECT hex(result) FROM journal'")
+    assert.is_nil(dump:find(("s3cr3t-k3y-value"):gsub(".", function(ch) return ("%02X"):format(ch:byte()) end), 1, true))
+    assert.is_truthy(dump:find(("key=***"):gsub(".", function(ch) return ("%02X"):format(ch:byte()) end), 1, true))
+  end)
+
   it("takes a line sent again with its number once, and acknowledges it again", function()
     local flow = helper.flow(FLOW, dir)
     local input = line{ session = "u1", text = "x", n = 1 } .. line{ session = "u1", text = "x", n = 1 }

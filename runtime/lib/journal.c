@@ -23,6 +23,7 @@
 #include "journal.h"
 #include "rules.h"
 #include "runtime.h"
+#include "secrets.h"
 #include "store.h"
 
 typedef struct ack { struct ack *next; long long n; char id[]; } ack;
@@ -615,22 +616,32 @@ static void put_num(luaL_Buffer *b, double v) {
   put_str(b, t);
 }
 
+/* A call's response as its record. Its URL and error go in as the flow
+** sees them, secrets hidden (a key in a query string stays out of the
+** store); headers and body as they came: the flow reads them on replay. */
 void fr_dur_record_call(lua_State *L, flowrun *rt, const char *id, long long seq,
                         const char *fp, const fr_call *c) {
   luaL_Buffer b;
+  const char *url, *err = NULL;
+  fr_push_redacted(L, rt, c->rq.url ? c->rq.url : "", c->rq.url ? strlen(c->rq.url) : 0);
+  url = lua_tostring(L, -1);
+  if (c->error) {
+    fr_push_redacted(L, rt, c->error, strlen(c->error));
+    err = lua_tostring(L, -1);
+  }
   luaL_buffinit(L, &b);
   put_str(&b, c->label);
   put_num(&b, c->status);
   put_field(&b, c->rhdr.p ? c->rhdr.p : "", c->rhdr.len);
   put_field(&b, c->rbody.p ? c->rbody.p : "", c->rbody.len);
-  put_str(&b, c->error);
+  put_str(&b, err);
   put_str(&b, c->reason);
   put_num(&b, c->t0);
-  put_str(&b, c->rq.url);
+  put_str(&b, url);
   put_num(&b, c->attempts);
   luaL_pushresult(&b);
   fr_dur_record(L, rt, id, seq, FR_J_CALL, fp, lua_tostring(L, -1), lua_rawlen(L, -1));
-  lua_pop(L, 1);
+  lua_pop(L, err ? 3 : 2);
 }
 
 /* The next field of a recorded response: its bytes (NULL) and length. */
