@@ -36,5 +36,25 @@ if [ "$status" -ne 1 ] || ! grep -q 'memory limit' "$tmp/limits.err" \
   cat "$tmp/limits.err"; exit 1
 fi
 echo "flowrun run, sessions ended by their limits: clean"
+# durable sessions: a store, a restart on it, sessions leaving memory and coming back
+cat >"$tmp/durable.lua" <<'EOF'
+local t = os.time()
+local name = ask("name?")
+local label = api_node{ integration = "shop", path = "/orders/{id}", params = { id = name },
+                        results = { "200", "404" } }
+local more = ask("more?")
+say(name .. " " .. label .. " " .. more .. " " .. t)
+EOF
+printf '%s\n' '{"session":"a","text":"x","n":1}' '{"session":"b","text":"x","n":1}' \
+    '{"session":"a","text":"42","n":2}' \
+  | $vg "$here/build/flowrun" host --store "$tmp/s.db" --resident 1 -I "$tmp/integrations.lua" \
+    "$tmp/durable.lua" >/dev/null
+printf '%s\n' '{"session":"a","text":"m","n":3}' '{"session":"b","text":"7","n":2}' \
+    '{"session":"b","text":"n","n":3}' \
+  | $vg "$here/build/flowrun" host --store "$tmp/s.db" --resident 1 -I "$tmp/integrations.lua" \
+    "$tmp/durable.lua" >"$tmp/durable.out"
+[ "$(grep -c '"end":"done"' "$tmp/durable.out")" -eq 2 ] || { cat "$tmp/durable.out"; exit 1; }
+$vg "$here/build/flowrun" sessions --store "$tmp/s.db" >/dev/null
+echo "flowrun host --store, restarted, sessions leaving memory; flowrun sessions: clean"
 kill -TERM "$mock"
 if wait "$mock"; then echo "flowrun mock: clean"; else echo "flowrun mock: valgrind found problems"; cat "$tmp/mock.log"; exit 1; fi
