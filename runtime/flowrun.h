@@ -267,6 +267,9 @@ enum {                                  /* what a store keeps in memory */
   FLOWRUN_STORE_IDLE_MS,                /* a session waiting longer leaves (0: never); 0 */
   FLOWRUN_STORE_PARK,                   /* 1: a replay that does not match parks the
                                            session instead of failing it; 0 */
+  FLOWRUN_STORE_TTL_S,                  /* a session waiting for a message longer gets
+                                           its channel closed: its ask returns nil
+                                           (0: never); 0 */
   FLOWRUN_STORE_COUNT
 };
 

@@ -298,6 +298,22 @@ ask()
     assert.is_truthy(dump:find(("key=***"):gsub(".", function(ch) return ("%02X"):format(ch:byte()) end), 1, true))
   end)
 
+  it("closes the channel of a session silent longer than --ttl: its ask returns nil, it says goodbye", function()
+    local flow = helper.flow('local a = ask("name?")\nif a == nil then say("bye") return end\nsay(a)\n', dir)
+    local h = helper.cli_piped({ "host", "--store", store, "--ttl", "1", "-I", ifile, flow })
+    h:send(line{ session = "u1", text = "x", n = 1 }:sub(1, -2))
+    h:send(line{ session = "u2", text = "x", n = 1 }:sub(1, -2))
+    h:send(line{ session = "u2", text = "ada", n = 2 }:sub(1, -2))
+    assert(helper.wait_for(function() return h:stdout():find('"say":"bye"', 1, true) end, 15000),
+           h:stdout())
+    local r = h:finish()
+    local out = events(r.stdout)
+    local said = {}
+    for _, e in ipairs(out) do if e.say then said[#said + 1] = e.session .. " " .. e.say end end
+    table.sort(said)
+    assert.are.same({ "u1 bye", "u2 ada", "u2 name?" }, said)
+  end)
+
   it("takes a line sent again with its number once, and acknowledges it again", function()
     local flow = helper.flow(FLOW, dir)
     local input = line{ session = "u1", text = "x", n = 1 } .. line{ session = "u1", text = "x", n = 1 }

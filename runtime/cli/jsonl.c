@@ -51,7 +51,7 @@ typedef struct host {
   long lineno;
   cli_input in;                         /* stdin */
   const char *store;                    /* --store PATH */
-  long long resident, idle_s;           /* --resident N, --idle SECONDS */
+  long long resident, idle_s, ttl_s;    /* --resident N, --idle SECONDS, --ttl SECONDS */
   bool park;                            /* --on-mismatch park */
 } host;
 
@@ -287,7 +287,8 @@ int flowrun_host_main(int argc, char **argv) {
     if (took < 0) return 2;
     if (took) continue;
     if (strcmp(a, "--store") == 0 && i + 1 < argc) h.store = argv[++i];
-    else if ((strcmp(a, "--resident") == 0 || strcmp(a, "--idle") == 0) && i + 1 < argc) {
+    else if ((strcmp(a, "--resident") == 0 || strcmp(a, "--idle") == 0
+              || strcmp(a, "--ttl") == 0) && i + 1 < argc) {
       char *end;
       long long v = strtoll(argv[++i], &end, 10);
       if (*end || end == argv[i] || v < 0) {
@@ -295,7 +296,8 @@ int flowrun_host_main(int argc, char **argv) {
         return 2;
       }
       if (a[2] == 'r') h.resident = v;
-      else h.idle_s = v;
+      else if (a[2] == 'i') h.idle_s = v;
+      else h.ttl_s = v;
     } else if (strcmp(a, "--on-mismatch") == 0 && i + 1 < argc) {
       const char *v = argv[++i];
       if (strcmp(v, "park") != 0 && strcmp(v, "fail") != 0) {
@@ -306,7 +308,7 @@ int flowrun_host_main(int argc, char **argv) {
     }
     else if (a[0] == '-' && a[1]) {
       fprintf(stderr, "flowrun host: unknown option '%s' (or missing value)\n"
-              "usage: flowrun host [-I FILE] [--store PATH [--resident N] [--idle SECONDS] [--on-mismatch park]] [--trace] [--trace-json FILE] FLOW.lua\n", a);
+              "usage: flowrun host [-I FILE] [--store PATH [--resident N] [--idle SECONDS] [--ttl SECONDS] [--on-mismatch park]] [--trace] [--trace-json FILE] FLOW.lua\n", a);
       return 2;
     } else if (!h.flow) h.flow = a;
     else {
@@ -315,7 +317,7 @@ int flowrun_host_main(int argc, char **argv) {
     }
   }
   if (!h.flow) {
-    fprintf(stderr, "usage: flowrun host [-I FILE] [--store PATH [--resident N] [--idle SECONDS] [--on-mismatch park]] [--trace] [--trace-json FILE] FLOW.lua\n");
+    fprintf(stderr, "usage: flowrun host [-I FILE] [--store PATH [--resident N] [--idle SECONDS] [--ttl SECONDS] [--on-mismatch park]] [--trace] [--trace-json FILE] FLOW.lua\n");
     return 2;
   }
   if (access(h.flow, R_OK) != 0) {
@@ -354,6 +356,7 @@ int flowrun_host_main(int argc, char **argv) {
   flowrun_store_limit(h.rt, FLOWRUN_STORE_RESIDENT, h.resident);
   flowrun_store_limit(h.rt, FLOWRUN_STORE_IDLE_MS, h.idle_s * 1000);
   flowrun_store_limit(h.rt, FLOWRUN_STORE_PARK, h.park);
+  flowrun_store_limit(h.rt, FLOWRUN_STORE_TTL_S, h.ttl_s);
   if (h.store && flowrun_open_store(h.rt, h.store) != FLOWRUN_OK) {
     fprintf(stderr, "flowrun host: %s\n", flowrun_errmsg(h.rt));
     status = 2;

@@ -81,6 +81,7 @@ static const struct { const char *cmd, *text; } sub_usage[] = {
     "  --store PATH       keep the sessions in a store: lines carry seq, n and stored\n"
     "  --resident N       with a store: at most N sessions in memory\n"
     "  --idle SECONDS     with a store: a session waiting longer leaves memory\n"
+    "  --ttl SECONDS      with a store: a session silent longer has its channel closed\n"
     "  --on-mismatch park with a store: a flow changed under a session parks it\n" },
   { "mock", "usage: flowrun mock ROUTES.lua [--port N]   mock HTTP API on 127.0.0.1\n" },
 };

@@ -502,6 +502,10 @@ int fr_dur_input_parked(flowrun *rt, const char *id, long long n, const char *te
   return FLOWRUN_OK;
 }
 
+int fr_dur_silent(flowrun *rt, long long before, int (*fn)(void *ud, const char *id), void *ud) {
+  return rt->dur->m->each_silent(rt->dur->st, before, fn, ud);
+}
+
 void fr_dur_waiting(flowrun *rt, const char *id) {
   if (writing(rt)) wrote(rt, rt->dur->m->set_waiting(rt->dur->st, id, 1));
 }

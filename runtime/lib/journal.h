@@ -93,6 +93,9 @@ enum { FR_DUR_PARKED = 1 };             /* fr_dur_restore_one: the session is pa
 void fr_dur_park(flowrun *rt, const char *id, fr_journal *j, const char *note);
 /* Message n for a parked session: stored for when it runs again. */
 int fr_dur_input_parked(flowrun *rt, const char *id, long long n, const char *text, size_t len);
+/* fn for each session waiting for a message since before `before` (unix
+** ms), at most 1000 a call; returns how many (-1: the store failed). */
+int fr_dur_silent(flowrun *rt, long long before, int (*fn)(void *ud, const char *id), void *ud);
 /* id waits for a message and has none: it may leave memory (restored at
 ** its next message). */
 void fr_dur_waiting(flowrun *rt, const char *id);

@@ -81,7 +81,7 @@ struct flowrun {
   struct fr_durable *dur;               /* NULL: no store */
   long long out_seq;                    /* of the output being given, 0: none */
   long long store_limit[FLOWRUN_STORE_COUNT];
-  double swept;                         /* when idle sessions last left (fr_now) */
+  fr_timer *sweep;                      /* wakes the loop once a second for idle and TTL */
   /* limits (quota.c) */
   long long limit[FLOWRUN_LIMIT_COUNT];
   long long mem;                        /* bytes the Lua state holds (if ours) */

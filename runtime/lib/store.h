@@ -85,6 +85,10 @@ typedef struct fr_store_methods {
   int (*each_listed)(fr_store *st, int (*fn)(void *ud, const fr_store_listed *row), void *ud);
   int (*drop_outbox)(fr_store *st, const char *id);
   int (*park)(fr_store *st, const char *id, const char *note);   /* NULL: run it again */
+  /* sessions waiting for a message since before `before` (unix ms): fn for
+  ** each, at most 1000 a call; returns how many */
+  int (*each_silent)(fr_store *st, long long before, int (*fn)(void *ud, const char *id),
+                     void *ud);
 } fr_store_methods;
 
 extern const fr_store_methods fr_store_sqlite;

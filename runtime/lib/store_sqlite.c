@@ -31,7 +31,7 @@ enum {
   Q_BEGIN, Q_COMMIT, Q_ROLLBACK, Q_PUT_SESSION, Q_END_SESSION, Q_DROP_SESSION,
   Q_GET_SESSION, Q_EACH_SESSION, Q_DROP_JOURNAL, Q_DROP_INBOX, Q_APPEND, Q_EACH_REC,
   Q_PUT_INPUT, Q_TAKE_INPUT, Q_EACH_INPUT, Q_INPUTS, Q_PUT_OUTPUT, Q_DROP_OUTPUT,
-  Q_EACH_OUTPUT, Q_SAID, Q_WAITING, Q_LIST, Q_DROP_OUTBOX, Q_PARK, Q_COUNT
+  Q_EACH_OUTPUT, Q_SAID, Q_WAITING, Q_LIST, Q_DROP_OUTBOX, Q_PARK, Q_SILENT, Q_COUNT
 };
 
 static const char *const sql[Q_COUNT] = {
@@ -62,6 +62,7 @@ static const char *const sql[Q_COUNT] = {
   "  (SELECT count(*) FROM journal WHERE session = id), parked, note FROM sessions ORDER BY active DESC",
   "DELETE FROM outbox WHERE session = ?1",
   "UPDATE sessions SET parked = ?2, note = ?3, waiting = 0 WHERE id = ?1",
+  "SELECT id FROM sessions WHERE waiting = 1 AND ended = 0 AND parked = 0 AND active < ?1 LIMIT 1000",
 };
 
 static const char schema[] =
@@ -298,6 +299,36 @@ static int st_park(fr_store *st, const char *id, const char *note) {
   return done(st, Q_PARK);
 }
 
+/* At most 1000 a call: the caller closes their channels and asks again. */
+static int st_each_silent(fr_store *st, long long before, int (*fn)(void *, const char *),
+                          void *ud) {
+  sqlite3_stmt *s = st->q[Q_SILENT];
+  char **ids = NULL;
+  int n = 0, rc;
+  sqlite3_bind_int64(s, 1, before);
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {   /* copied: fn writes */
+    char **more = realloc(ids, (size_t)(n + 1) * sizeof *ids);
+    if (!more || !(more[n] = strdup((const char *)sqlite3_column_text(s, 0)))) {
+      ids = more ? more : ids;
+      rc = SQLITE_NOMEM;
+      break;
+    }
+    ids = more;
+    n++;
+  }
+  sqlite3_reset(s);
+  for (int i = 0; i < n; i++) {
+    if (rc == SQLITE_DONE) fn(ud, ids[i]);
+    free(ids[i]);
+  }
+  free(ids);
+  if (rc == SQLITE_NOMEM) {
+    snprintf(st->err, sizeof st->err, "out of memory");
+    return -1;
+  }
+  return rc == SQLITE_DONE ? n : fail(st);
+}
+
 static int st_drop_outbox(fr_store *st, const char *id) {
   bind_text(st->q[Q_DROP_OUTBOX], 1, id);
   return done(st, Q_DROP_OUTBOX);
@@ -496,5 +527,5 @@ const fr_store_methods fr_store_sqlite = {
   st_put_session, st_end_session, st_drop_session, st_get_session, st_each_session,
   st_append, st_each_rec, st_put_input, st_take_input, st_each_input,
   st_put_output, st_drop_output, st_each_output, st_errmsg, st_identity, st_set_waiting,
-  st_each_listed, st_drop_outbox, st_park,
+  st_each_listed, st_drop_outbox, st_park, st_each_silent,
 };

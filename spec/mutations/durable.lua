@@ -51,4 +51,10 @@ return {
     find = "  else if (s->j && s->j->mismatch && s->rt->store_limit[FLOWRUN_STORE_PARK]) {",
     replace = "  else if (s->j && s->j->mismatch && s->rt->store_limit[FLOWRUN_STORE_PARK] > 1) {",
     spec = "spec/durable_spec.lua", filter = "parks a session" },
+  { name = "durable-ttl-never-closes",
+    promise = "--ttl: a session silent longer has its channel closed",
+    file = "runtime/lib/store_sqlite.c",
+    find = "AND parked = 0 AND active < ?1 LIMIT 1000",
+    replace = "AND parked = 0 AND active < ?1 - 3600000 LIMIT 1000",
+    spec = "spec/durable_spec.lua", filter = "%-%-ttl" },
 }
