@@ -279,35 +279,34 @@ int flowrun_store_list(const char *path, int (*fn)(void *ud, const flowrun_store
   return rc ? FLOWRUN_ERR : FLOWRUN_OK;
 }
 
-int flowrun_store_retry(const char *path, const char *id, char *err, size_t errlen) {
+/* flowrun_store_end (retry 0) and flowrun_store_retry (1): one write to a
+** session of the store at path, under its lock. */
+static int change_stored(const char *path, const char *id, int retry, char *err, size_t errlen) {
   const fr_store_methods *m = &fr_store_sqlite;
   fr_store *st = m->open(path, 0, err, errlen);
   fr_store_session row;
   int rc;
   if (!st) return FLOWRUN_ERR;
   rc = m->get_session(st, id, &row);
-  if (rc == 1 && (row.ended || !row.parked)) rc = 0;
-  if (rc == 1) rc = m->begin(st) || m->park(st, id, NULL) || m->commit(st) ? -1 : 1;
+  if (rc == 1 && (row.ended || (retry && !row.parked))) rc = 0;
+  if (rc == 1)
+    rc = m->begin(st) || (retry ? m->park(st, id, NULL)
+                                : m->end_session(st, id) || m->drop_outbox(st, id))
+         || m->commit(st) ? -1 : 1;
   if (rc < 0) snprintf(err, errlen, "%s", m->errmsg(st));
-  else if (rc == 0) snprintf(err, errlen, "store %s: no parked session %s", path, id);
+  else if (rc == 0)
+    snprintf(err, errlen, retry ? "store %s: no parked session %s" : "store %s: no session %s to end",
+             path, id);
   m->close(st);
   return rc == 1 ? FLOWRUN_OK : rc == 0 ? FLOWRUN_NOSESSION : FLOWRUN_ERR;
 }
 
+int flowrun_store_retry(const char *path, const char *id, char *err, size_t errlen) {
+  return change_stored(path, id, 1, err, errlen);
+}
+
 int flowrun_store_end(const char *path, const char *id, char *err, size_t errlen) {
-  const fr_store_methods *m = &fr_store_sqlite;
-  fr_store *st = m->open(path, 0, err, errlen);
-  fr_store_session row;
-  int rc;
-  if (!st) return FLOWRUN_ERR;
-  rc = m->get_session(st, id, &row);
-  if (rc == 1 && row.ended) rc = 0;
-  if (rc == 1)
-    rc = m->begin(st) || m->end_session(st, id) || m->drop_outbox(st, id) || m->commit(st) ? -1 : 1;
-  if (rc < 0) snprintf(err, errlen, "%s", m->errmsg(st));
-  else if (rc == 0) snprintf(err, errlen, "store %s: no session %s to end", path, id);
-  m->close(st);
-  return rc == 1 ? FLOWRUN_OK : rc == 0 ? FLOWRUN_NOSESSION : FLOWRUN_ERR;
+  return change_stored(path, id, 0, err, errlen);
 }
 
 /* ---- sessions ---- */
