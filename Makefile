@@ -30,7 +30,7 @@ B = build
 # runtime/cli: the flowrun command (run, host, repl, mock), a client of
 # runtime/flowrun.h like any host.
 LIB = base labels query freeze loop pool rules runtime session call request response integrations \
-      secrets json inspect \
+      secrets json inspect snapshot \
       sandbox quota journal store_sqlite
 LIB_O = $(LIB:%=$(B)/lib/%.o) $(B)/modules.o
 LUA_MODULES = $(sort $(wildcard lua/flowrun/*.lua))

@@ -442,11 +442,34 @@ local function hand_over(def, name, st, file, env, ctx)
   return other
 end
 
--- flow.run(def, env [, ctx]): runs a definition as the session whose
--- globals are env, from its start step until a step routes to the end.
--- ctx, from the runtime: load(path) -> the compiled flow file (a function
--- of the globals), runtime = flowrun.runtime of this runtime, and a cache.
-function flow.run(def, env, ctx)
+-- The kinds of step before which a session's state is kept (with a store):
+-- those that may wait.
+local WAITS = { ask = true, sleep = true, api = true, code = true }
+
+-- Replaying a session kept in a store: its state as the snapshot says, and
+-- the definition and step it goes on from; the step's code is the file's
+-- as it is now, so a fix to a later step reaches live sessions.
+local function restored(def, env, ctx)
+  local file, step, saved = ctx.resume()
+  if not step then return def, def.start end
+  if file ~= def.file then def = hand_over(def, step, nil, file, env, ctx) end
+  if not flow.is_step(def.steps[step]) then
+    ctx.mismatch(('%s: a session waits at step "%s", which is gone from the flow'
+      .. ' (README: Changing a flow with live sessions)'):format(file, step))
+  end
+  local s = env.session
+  for k in pairs(s) do s[k] = nil end
+  for k, v in pairs(saved) do s[k] = v end
+  return def, step
+end
+
+-- flow.run(def, env [, ctx [, own]]): runs a definition as the session
+-- whose globals are env, from its start step until a step routes to the
+-- end. ctx, from the runtime: load(path) -> the compiled flow file (a
+-- function of the globals), runtime = flowrun.runtime of this runtime, a
+-- cache; with a store, checkpoint, resume and mismatch, used when own says
+-- this is the session's own flow (not one run_flow runs).
+function flow.run(def, env, ctx, own)
   ctx = ctx or {}
   if not flow.is_flow(def) then
     error("flow.run: expected a definition from flow.define, got " .. type(def), 2)
@@ -454,8 +477,14 @@ function flow.run(def, env, ctx)
   local s = env.session
   validate(def, ctx)
   local name = def.start
+  local keep = own and ctx.checkpoint
+  if keep then def, name = restored(def, env, ctx) end
   while true do
     local st = def.steps[name]
+    if keep and WAITS[st.kind] then
+      local ok, err = keep(s, def.file, name, ("%s:%s"):format(st.file or def.file, st.line or "?"))
+      if not ok then fail(def, name, st, err) end
+    end
     local t = RUN[st.kind](st, s, env, def, name)
     if t == nil or t == END then return end
     if type(t) ~= "string" then

@@ -79,6 +79,12 @@ function sleep(ms) end
 ---@return any ...
 function run_flow(path, ...) end
 
+---Starts this flow again from its top with these arguments and new
+---globals; with a store its journal starts afresh (README: Durable
+---sessions). Arguments are what a snapshot can hold. Does not return.
+---@param ... any
+function continue_as_new(...) end
+
 ---One line to the trace stream (stderr on the command line). `print(...)`
 ---is `log.info(...)` in a flow.
 ---@class flowrun.log

@@ -24,6 +24,7 @@
 #include "rules.h"
 #include "runtime.h"
 #include "secrets.h"
+#include "snapshot.h"
 #include "store.h"
 
 typedef struct ack { struct ack *next; long long n; char id[]; } ack;
@@ -63,6 +64,7 @@ static void crash_point(fr_durable *d, int at) {
 
 static const char *const kind_name[] = {
   "", "ask", "say", "sleep", "api_node", "os.time", "os.clock", "math.random", "the end",
+  "os.date", "step", "continue_as_new",
 };
 
 /* ---- the turn's transaction ---- */
@@ -320,6 +322,7 @@ fr_journal *fr_dur_start(flowrun *rt, const char *id, const char *flow,
   size_t len = 0;
   int i;
   if (!j) return NULL;
+  j->rt = rt;
   for (i = 0; i < argc; i++) len += strlen(argv[i]) + 1;
   if (len && !(args = malloc(len))) { free(j); return NULL; }
   for (i = 0, len = 0; i < argc; i++) {
@@ -444,6 +447,7 @@ static int take_session(void *ud, const fr_store_session *row) {
   for (size_t off = 0; off < row->args_len && argc < 64; off += strlen(args + off) + 1)
     argv[argc++] = args + off;
   if (!(x->j = calloc(1, sizeof *x->j))) goto oom;
+  x->j->rt = x->rt;
   x->j->inputs = row->inputs;
   x->j->said = row->said;
   x->id = id;
@@ -552,6 +556,13 @@ const fr_jrec *fr_dur_effect(lua_State *L, fr_journal *j, const char *id, int ki
   j->seq++;
   if (j->pos >= j->nrecs) {
     if (j->recs) done_replaying(j);
+    if (j->seq - j->base == FR_JOURNAL_WARN && j->rt->cb.log) {
+      char msg[200];
+      snprintf(msg, sizeof msg, "the journal of session %s holds %d records: a restart replays them"
+               " all; a long-lived flow starts afresh with continue_as_new (README: Durable sessions)",
+               id, FR_JOURNAL_WARN);
+      j->rt->cb.log(j->rt->cb.ud, id, "warn", msg);
+    }
     return NULL;
   }
   r = &j->recs[j->pos++];
@@ -583,21 +594,20 @@ int fr_dur_push_leftover(lua_State *L, fr_journal *j, const char *id) {
   return 1;
 }
 
+static void append(flowrun *rt, const char *id, long long seq, int kind, const char *fp,
+                   const char *at, const char *data, size_t len) {
+  fr_store_rec r = { seq, kind, fp ? fp : "", at, data, len };
+  if (writing(rt)) wrote(rt, rt->dur->m->append(rt->dur->st, id, &r));
+}
+
 void fr_dur_record(lua_State *L, flowrun *rt, const char *id, long long seq, int kind,
                    const char *fp, const char *data, size_t len) {
-  fr_store_rec r;
   const char *at;
   size_t n;
   luaL_where(L, 1);
   at = lua_tolstring(L, -1, &n);
   if (n >= 2 && at[n - 2] == ':') lua_pushlstring(L, at, n - 2), lua_remove(L, -2);  /* "f:7: " */
-  r.seq = seq;
-  r.kind = kind;
-  r.fp = fp ? fp : "";
-  r.at = lua_tostring(L, -1);
-  r.data = data;
-  r.len = len;
-  if (writing(rt)) wrote(rt, rt->dur->m->append(rt->dur->st, id, &r));
+  append(rt, id, seq, kind, fp, lua_tostring(L, -1), data, len);
   lua_pop(L, 1);
 }
 
@@ -715,4 +725,114 @@ void fr_dur_replay_call(fr_call *c, const fr_jrec *r) {
   NUM(c->attempts);
 #undef NUM
   c->phase = FR_C_DONE;
+}
+
+/* ---- fresh starts: snapshots and continue_as_new ---- */
+
+/* Records the fresh start of kind at the next number, its data the bytes
+** on top of L (popped), and lets the records since `after` go. */
+static void fresh_start(lua_State *L, fr_journal *j, const char *id, int kind, const char *fp,
+                        const char *at, long long after) {
+  flowrun *rt = j->rt;
+  j->seq++;
+  append(rt, id, j->seq, kind, fp, at, lua_tostring(L, -1), lua_rawlen(L, -1));
+  if (writing(rt)) wrote(rt, rt->dur->m->cut(rt->dur->st, id, after, j->seq));
+  j->base = j->seq;
+  lua_pop(L, 1);
+}
+
+int fr_dur_checkpoint(lua_State *L, fr_journal *j, const char *id, int idx, const char *file,
+                      const char *step, const char *at) {
+  if (fr_dur_replaying(j)) return 0;
+  idx = lua_absindex(L, idx);
+  lua_pushstring(L, file);
+  lua_pushlstring(L, "", 1);          /* a NUL */
+  if (!fr_snapshot_encode(L, idx, "session")) {
+    lua_replace(L, -3);
+    lua_pop(L, 1);
+    return -1;
+  }
+  if (j->seq == j->base) {              /* the one kept replays to here */
+    lua_pop(L, 3);
+    return 0;
+  }
+  lua_concat(L, 3);                     /* file NUL snapshot */
+  fresh_start(L, j, id, FR_J_STEP, step, at, j->chunk);
+  return 0;
+}
+
+int fr_dur_resume(lua_State *L, fr_journal *j) {
+  const fr_jrec *r;
+  size_t n;
+  if (j->pos >= j->nrecs || j->recs[j->pos].kind != FR_J_STEP) return 0;
+  r = &j->recs[j->pos++];
+  j->seq = j->base = r->seq;
+  n = r->data ? strnlen(r->data, r->len) : 0;
+  if (!r->data || n == r->len) {
+    lua_pushliteral(L, "the stored state is damaged (not a snapshot of this flowrun)");
+    return -1;
+  }
+  lua_pushlstring(L, r->data, n);
+  lua_pushstring(L, r->fp);
+  if (!fr_snapshot_decode(L, r->data + n + 1, r->len - n - 1)) {
+    lua_replace(L, -3);
+    lua_pop(L, 1);
+    return -1;
+  }
+  if (j->pos >= j->nrecs) done_replaying(j);
+  return 3;
+}
+
+int fr_dur_restart(lua_State *L, fr_journal *j, const char *id, int first, int n) {
+  const fr_jrec *r;
+  lua_createtable(L, n, 1);
+  for (int i = 0; i < n; i++) {
+    lua_pushvalue(L, first + i);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_pushinteger(L, n);
+  lua_setfield(L, -2, "n");
+  if (!fr_snapshot_encode(L, -1, "continue_as_new's arguments")) {
+    luaL_where(L, 1);
+    lua_insert(L, -2);
+    lua_concat(L, 2);
+    lua_remove(L, -2);
+    return -1;
+  }
+  lua_remove(L, -2);
+  r = fr_dur_effect(L, j, id, FR_J_RESTART, NULL);
+  if (r == &fr_dur_mismatch) {
+    lua_remove(L, -2);
+    return -1;
+  }
+  if (r) {                              /* replayed: it started afresh already */
+    j->base = j->seq;
+    lua_pop(L, 1);
+    return 0;
+  }
+  j->seq--;                             /* fresh_start takes it */
+  luaL_where(L, 1);                     /* "flow.lua:7: " */
+  lua_pushlstring(L, lua_tostring(L, -1), lua_rawlen(L, -1) > 2 ? lua_rawlen(L, -1) - 2 : 0);
+  lua_pushvalue(L, -3);
+  fresh_start(L, j, id, FR_J_RESTART, NULL, lua_tostring(L, -2), 0);
+  lua_pop(L, 3);
+  return 0;
+}
+
+int fr_dur_restart_args(lua_State *L, fr_journal *j) {
+  const fr_jrec *r;
+  lua_Integer n;
+  if (j->nrecs == 0 || j->recs[0].kind != FR_J_RESTART || j->pos != 0) return -1;
+  r = &j->recs[j->pos++];
+  j->seq = j->base = r->seq;
+  if (!r->data || !fr_snapshot_decode(L, r->data, r->len) || !lua_istable(L, -1))
+    luaL_error(L, "the stored state is damaged (not a snapshot of this flowrun)");
+  lua_getfield(L, -1, "n");
+  n = lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  luaL_checkstack(L, (int)n + 1, "too many arguments");
+  for (lua_Integer i = 1; i <= n; i++) lua_rawgeti(L, -1 - (int)(i - 1), i);
+  lua_remove(L, -1 - (int)n);
+  if (j->pos >= j->nrecs) done_replaying(j);
+  return (int)n;
 }

@@ -21,7 +21,10 @@
 #include "flowrun.h"
 
 enum { FR_J_ASK = 1, FR_J_SAY, FR_J_SLEEP, FR_J_CALL, FR_J_TIME, FR_J_CLOCK, FR_J_RANDOM,
-       FR_J_END, FR_J_DATE /* os.date: a TIME record */ };
+       FR_J_END, FR_J_DATE /* os.date: a TIME record */,
+       FR_J_STEP /* a declarative flow's snapshot */, FR_J_RESTART /* continue_as_new */ };
+
+#define FR_JOURNAL_WARN 10000           /* records: a journal this long is warned of */
 
 typedef struct fr_jrec {
   long long seq;
@@ -33,7 +36,10 @@ typedef struct fr_jrec {
 
 /* A session's journal: NULL without a store. */
 typedef struct fr_journal {
-  long long seq;                        /* the next effect's */
+  flowrun *rt;
+  long long seq;                        /* the last effect's */
+  long long base;                       /* the last snapshot's or fresh start's (0: none) */
+  long long chunk;                      /* a declarative flow's: effects before its first step */
   long long inputs;                     /* messages stored for the session */
   long long said;                       /* outputs up to this one reached the host */
   fr_jrec *recs;                        /* to replay; freed once replayed */
@@ -119,6 +125,26 @@ void fr_dur_replay_call(fr_call *c, const fr_jrec *r);
 bool fr_dur_replaying(const fr_journal *j);
 int fr_dur_push_leftover(lua_State *L, fr_journal *j, const char *id);
 void fr_dur_free(fr_journal *j);
+
+/* Declarative flows. At a step that waits, the records since the flow's
+** first step give way to one snapshot of the session table (value at
+** idx) and where it is (file, step, at "file:line"); not written when no
+** effect came since the last one (that one replays to here), skipped while
+** replaying. -1 and a message pushed ("session.cb is a function: ...")
+** when session cannot be stored. */
+int fr_dur_checkpoint(lua_State *L, fr_journal *j, const char *id, int idx, const char *file,
+                      const char *step, const char *at);
+/* Replaying, at the flow's first step: when the journal goes on with a
+** snapshot, pushes its file, step and session table and returns 3; 0
+** when it does not; -1 and a message when the snapshot is damaged. */
+int fr_dur_resume(lua_State *L, fr_journal *j);
+/* Imperative flows: continue_as_new(...) with its n arguments at first:
+** the journal starts afresh with them (-1 and a message pushed when they
+** cannot be stored; the mismatch record when replay does not match). */
+int fr_dur_restart(lua_State *L, fr_journal *j, const char *id, int first, int n);
+/* A journal that starts afresh: pushes the arguments it starts with and
+** returns how many; -1 when there are none (the session's own). */
+int fr_dur_restart_args(lua_State *L, fr_journal *j);
 /* An output of a session (kind FR_J_SAY, FR_J_ASK, FR_J_END; how for an
 ** end): stored in the turn, given after its commit. */
 void fr_dur_output(flowrun *rt, const char *id, long long seq, int kind, int how,

@@ -21,7 +21,7 @@
 #define MAXDEPTH 1000
 
 static const char array_mt_key = 0;     /* registry: json.array_mt */
-static const char empty_array = 0;      /* json.empty_array is its address */
+const char fr_json_empty_array = 0;    /* json.empty_array is its address */
 
 /* ---- a growing byte buffer ---- */
 
@@ -75,7 +75,7 @@ static void putch(buf *B, char c) {
 /* Pushes json.array_mt, making it on first use. It is shared by every
 ** session: a metatable of its own refuses new keys, so that a flow cannot
 ** give all decoded arrays an __index. */
-static void push_array_mt(lua_State *L) {
+void fr_json_push_array_mt(lua_State *L) {
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &array_mt_key) == LUA_TTABLE) return;
   lua_pop(L, 1);
   lua_newtable(L);
@@ -268,7 +268,7 @@ static void enc_value(lua_State *L, buf *B, int i, int depth) {
   case LUA_TTABLE: enc_table(L, B, i, depth); return;
   case LUA_TLIGHTUSERDATA:
     if (lua_touserdata(L, i) == NULL) { put(B, "null", 4); return; }
-    if (lua_touserdata(L, i) == &empty_array) { put(B, "[]", 2); return; }
+    if (lua_touserdata(L, i) == &fr_json_empty_array) { put(B, "[]", 2); return; }
     /* FALLTHROUGH */
   default:
     luaL_error(L, "json.encode: cannot encode a %s", luaL_typename(L, i));
@@ -527,7 +527,7 @@ int fr_json_decode(lua_State *L) {
   D.e = D.s + len;
   lua_settop(L, 1);
   buf_init(L, &D.B);                    /* index 2 */
-  push_array_mt(L);                     /* index 3 */
+  fr_json_push_array_mt(L);             /* index 3 */
   dec_value(&D, 0);
   skip_space(&D);
   if (D.p < D.e) dec_error(&D, "the end");
@@ -552,9 +552,9 @@ int fr_open_json(lua_State *L) {
   lua_setfield(L, -2, "decode");
   lua_pushlightuserdata(L, NULL);       /* lua-cjson's null: same value */
   lua_setfield(L, -2, "null");
-  lua_pushlightuserdata(L, (void *)&empty_array);
+  lua_pushlightuserdata(L, (void *)&fr_json_empty_array);
   lua_setfield(L, -2, "empty_array");
-  push_array_mt(L);
+  fr_json_push_array_mt(L);
   lua_setfield(L, -2, "array_mt");
   lua_pushliteral(L, "flowrun.json " FLOWRUN_VERSION);
   lua_setfield(L, -2, "_VERSION");

@@ -151,6 +151,21 @@ void fr_push_response(lua_State *L, fr_call *c) {
   luaL_setmetatable(L, RESPONSE_MT);
 }
 
+bool fr_response_full(lua_State *L, int idx) {
+  bool is;
+  idx = lua_absindex(L, idx);
+  if (!lua_getmetatable(L, idx)) return false;
+  luaL_getmetatable(L, RESPONSE_MT);
+  is = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  if (is) materialize(L, idx);
+  return is;
+}
+
+void fr_response_mark(lua_State *L) {
+  luaL_setmetatable(L, RESPONSE_MT);
+}
+
 /* Creates the metatable of responses in the registry. */
 void fr_open_response(lua_State *L) {
   if (luaL_newmetatable(L, RESPONSE_MT)) {

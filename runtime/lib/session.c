@@ -161,6 +161,25 @@ static void push_env(flowrun *rt, lua_State *L, const char *id) {
   lua_setmetatable(L, -2);
 }
 
+/* Pushes s's globals, new (its `session` table empty, `args` the nargs
+** values at first), then those values: after the flow function on top,
+** what the first resume of s is given. */
+static void start_env(fr_session *s, lua_State *L, int first, int nargs) {
+  flowrun *rt = s->rt;
+  luaL_checkstack(L, nargs + 4, "too many arguments");
+  push_env(rt, L, s->id);
+  lua_createtable(L, nargs, 0);
+  for (int i = 0; i < nargs; i++) {
+    lua_pushvalue(L, first + i);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "args");
+  luaL_unref(L, LUA_REGISTRYINDEX, s->envref);
+  lua_pushvalue(L, -1);
+  s->envref = luaL_ref(L, LUA_REGISTRYINDEX);
+  for (int i = 0; i < nargs; i++) lua_pushvalue(L, first + i);
+}
+
 /* ---- declarative flows ---- */
 
 /* Is the value at idx a definition made by flow.define (lua/flowrun/flow.lua
@@ -196,6 +215,47 @@ static int l_ctx_load(lua_State *L) {
 
 static const char flow_ctx_key = 'c';  /* its address keys the flows table */
 
+/* The session whose declarative flow runs on L, with a journal; NULL
+** when there is none (no store, or a flow run_flow runs). */
+static fr_session *durable_flow(lua_State *L) {
+  fr_session *s = fr_session_current(fr_rt(L), L);
+  return s && s->j && s->co == L ? s : NULL;
+}
+
+/* ctx.checkpoint(session, file, step, at): at a step that waits, the
+** snapshot that replaces the journal's records so far. true, or nil and
+** why the session table cannot be stored. */
+static int l_ctx_checkpoint(lua_State *L) {
+  fr_session *s = durable_flow(L);
+  const char *file = luaL_optstring(L, 2, "?"), *step = luaL_checkstring(L, 3);
+  const char *at = luaL_optstring(L, 4, "?");
+  if (s && fr_dur_checkpoint(L, s->j, s->id, 1, file, step, at) != 0) {
+    lua_pushnil(L);
+    lua_insert(L, -2);
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* ctx.resume(): replaying, the file, step and session table of the
+** snapshot the journal goes on from; nothing when none. */
+static int l_ctx_resume(lua_State *L) {
+  fr_session *s = durable_flow(L);
+  int n = s ? fr_dur_resume(L, s->j) : 0;
+  if (n < 0) return lua_error(L);
+  return n;
+}
+
+/* ctx.mismatch(message): the stored step is not in the flow now: the
+** session fails, or is parked, as on any replay that does not match. */
+static int l_ctx_mismatch(lua_State *L) {
+  fr_session *s = durable_flow(L);
+  if (s) s->j->mismatch = true;
+  lua_settop(L, 1);
+  return lua_error(L);
+}
+
 /* Pushes flow.run and the runtime's context for it: { load, runtime },
 ** made once per runtime and kept in its flows table. */
 static void push_flow_runner(flowrun *rt, lua_State *L) {
@@ -225,6 +285,17 @@ static void push_flow_runner(flowrun *rt, lua_State *L) {
     lua_pushcclosure(L, fr_open_runtime_module, 1);
     lua_call(L, 0, 1);
     lua_setfield(L, -2, "runtime");
+    if (rt->dur) {                      /* snapshots at steps that wait */
+      lua_pushlightuserdata(L, rt);
+      lua_pushcclosure(L, l_ctx_checkpoint, 1);
+      lua_setfield(L, -2, "checkpoint");
+      lua_pushlightuserdata(L, rt);
+      lua_pushcclosure(L, l_ctx_resume, 1);
+      lua_setfield(L, -2, "resume");
+      lua_pushlightuserdata(L, rt);
+      lua_pushcclosure(L, l_ctx_mismatch, 1);
+      lua_setfield(L, -2, "mismatch");
+    }
     lua_pushvalue(L, -1);
     lua_rawsetp(L, -3, &flow_ctx_key);
   }
@@ -238,7 +309,7 @@ static int l_flow_runner(lua_State *L) {
 }
 
 /* The session's main function returned a definition (its first result):
-** makes the finished coroutine call flow.run(def, env, ctx) when resumed
+** makes the finished coroutine call flow.run(def, env, ctx, true) when resumed
 ** again, and says true; false with an error on its stack otherwise. */
 static bool run_definition(fr_session *s, int nres) {
   flowrun *rt = s->rt;
@@ -257,6 +328,9 @@ static bool run_definition(fr_session *s, int nres) {
   lua_rawgeti(co, LUA_REGISTRYINDEX, s->envref);
   lua_xmove(L, co, 1);                  /* run, def, env, ctx */
   lua_pop(L, 1);
+  lua_pushboolean(co, 1);               /* the session's own: its steps are kept */
+  s->declarative = true;
+  if (s->j) s->j->chunk = s->j->seq;
   return true;
 }
 
@@ -484,6 +558,47 @@ long long flowrun_running_ms(flowrun *rt) {
 }
 
 
+/* lua_pcall'd: 1 the session; below on its stack the flow function and
+** its new arguments (moved from its thread). */
+static int l_afresh(lua_State *L) {
+  fr_session *s = lua_touserdata(L, 1);
+  int n = lua_gettop(L) - 2;
+  lua_pushvalue(L, 2);
+  start_env(s, L, 3, n);
+  lua_xmove(L, s->co, 2 + n);
+  s->nargs = 1 + n;
+  return 0;
+}
+
+/* continue_as_new(...) yielded the flow function and its new arguments:
+** its thread is emptied (its <close> variables run) and given the
+** function again, with new globals. */
+static void start_afresh(fr_session *s, int nres) {
+  flowrun *rt = s->rt;
+  lua_State *L = rt->L;
+  int top = lua_gettop(L);
+  int st = LUA_ERRMEM;
+  s->restart = false;
+  if (lua_checkstack(L, nres + 8)) {
+    lua_pushcfunction(L, l_afresh);
+    lua_pushlightuserdata(L, s);
+    lua_xmove(s->co, L, nres);
+    lua_resetthread(s->co);
+    st = lua_pcall(L, nres + 1, 0, 0);
+  } else
+    lua_pushliteral(L, "continue_as_new: too many arguments");
+  if (st != LUA_OK) {                   /* out of memory */
+    lua_xmove(L, s->co, 1);
+    lua_settop(L, top);
+    session_failed(s, st, s->j ? ++s->j->seq : 0, FLOWRUN_FAILED);
+    if (s->j) fr_dur_end(rt, s->id, s->j);
+    s->j = NULL;
+    session_free(s);
+    return;
+  }
+  fr_session_ready(s);
+}
+
 static void resume(fr_session *s) {
   int nres, st;
   long long seq;
@@ -496,7 +611,7 @@ static void resume(fr_session *s) {
   atomic_store_explicit(&s->rt->run_since, (long long)fr_now() | 1, memory_order_relaxed);
   st = lua_resume(s->co, NULL, s->nargs, &nres);
   if (st == LUA_OK && nres > 0 && is_flowdef(s->co, -nres))   /* run it */
-    st = run_definition(s, nres) ? lua_resume(s->co, NULL, 3, &nres) : LUA_ERRRUN;
+    st = run_definition(s, nres) ? lua_resume(s->co, NULL, 4, &nres) : LUA_ERRRUN;
   s->rt->running = NULL;
   atomic_store_explicit(&s->rt->run_since, 0, memory_order_relaxed);
   if (s->rt->broke) {                   /* a break is for the session that ran */
@@ -505,6 +620,10 @@ static void resume(fr_session *s) {
   }
   fr_limits_leave(was);
   s->nargs = 0;
+  if (st == LUA_YIELD && s->restart) {
+    start_afresh(s, nres);
+    return;
+  }
   if (st == LUA_YIELD) {
     lua_pop(s->co, nres);
     if (s->state == FR_S_RUN) fr_session_ready(s);   /* coroutine.yield() */
@@ -589,7 +708,7 @@ static int l_make(lua_State *L) {
   start_args *a = lua_touserdata(L, 1);
   flowrun *rt = a->rt;
   fr_session *s = a->s;
-  int nargs = a->argc, i;
+  int fn = 4 + a->argc, first = 4, nargs = a->argc, n;
   lua_State *co = s->co = lua_newthread(L);
   fr_limits_watch(co);
   s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -601,18 +720,12 @@ static int l_make(lua_State *L) {
     lua_rawset(L, -3);
     lua_pop(L, 1);
   }
-  push_env(rt, L, s->id);
-  lua_createtable(L, nargs, 0);
-  for (i = 1; i <= nargs; i++) {
-    lua_pushvalue(L, 3 + i);
-    lua_rawseti(L, -2, i);
+  if (a->j && (n = fr_dur_restart_args(L, a->j)) >= 0) {   /* it started afresh */
+    first = lua_gettop(L) - n + 1;
+    nargs = n;
   }
-  lua_setfield(L, -2, "args");
-  lua_pushvalue(L, -1);
-  s->envref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_pushvalue(L, -2);                 /* the flow function */
-  lua_insert(L, -2);                    /* function, env */
-  for (i = 1; i <= nargs; i++) lua_pushvalue(L, 3 + i);
+  lua_pushvalue(L, fn);
+  start_env(s, L, first, nargs);
   lua_xmove(L, co, 2 + nargs);
   s->nargs = 1 + nargs;
   lua_rawgeti(L, LUA_REGISTRYINDEX, rt->sessions_ref);
@@ -1158,6 +1271,29 @@ static int l_run_flow(lua_State *L) {
   return k_run_flow(L, LUA_OK, base);
 }
 
+/* continue_as_new(...): the flow starts again from its top with these
+** arguments and new globals; with a store its journal starts afresh (the
+** records before go), so a flow that runs for ever keeps a short one. */
+static int l_continue_as_new(lua_State *L) {
+  flowrun *rt = fr_rt(L);
+  fr_session *s = fr_session_current(rt, L);
+  int n = lua_gettop(L), level = 0;
+  lua_Debug ar;
+  if (!s && fr_running() && fr_running()->rt == rt) s = fr_running();
+  if (!s) return luaL_error(L, "continue_as_new: only a session's flow can start afresh");
+  if (L != s->co) return luaL_error(L, "continue_as_new: call it from the flow, not from a coroutine it made");
+  if (s->declarative)
+    return luaL_error(L, "continue_as_new: a declarative flow needs none (its journal starts afresh"
+                      " at each step that waits)");
+  while (lua_getstack(L, level + 1, &ar)) level++;
+  if (!lua_getstack(L, level, &ar) || !lua_getinfo(L, "f", &ar) || !lua_isfunction(L, -1))
+    return luaL_error(L, "continue_as_new: the flow's function is not found");
+  lua_insert(L, 1);                     /* the flow function, then the arguments */
+  if (s->j && fr_dur_restart(L, s->j, s->id, 2, n) != 0) return lua_error(L);
+  s->restart = true;
+  return lua_yield(L, n + 1);
+}
+
 void fr_push_flow_primitives(flowrun *rt, lua_State *L) {
   static const char *const levels[] = { "info", "warn", "error" };
   lua_createtable(L, 0, 40);            /* sandbox.c adds the library */
@@ -1171,6 +1307,7 @@ void fr_push_flow_primitives(flowrun *rt, lua_State *L) {
   GLOBAL("ask", l_ask);
   GLOBAL("sleep", l_sleep);
   GLOBAL("run_flow", l_run_flow);
+  GLOBAL("continue_as_new", l_continue_as_new);
 #undef GLOBAL
   lua_createtable(L, 0, 3);
   for (int i = 0; i < 3; i++) {

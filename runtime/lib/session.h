@@ -32,6 +32,8 @@ struct fr_session {
   int nargs;                            /* values for the first resume */
   bool closed;                          /* the channel: asks get nil */
   bool queued;                          /* in the ready list */
+  bool restart;                         /* continue_as_new: start afresh */
+  bool declarative;                     /* it runs a definition (flow.run) */
   fr_msg *in, *in_tail;                 /* messages not asked for yet */
   int nin;                              /* how many (at most FR_MAX_WAITING) */
   fr_timer timer;                       /* sleep */

@@ -89,6 +89,9 @@ typedef struct fr_store_methods {
   ** each, at most 1000 a call; returns how many */
   int (*each_silent)(fr_store *st, long long before, int (*fn)(void *ud, const char *id),
                      void *ud);
+  /* the journal's records after `after` and before `before` go (a
+  ** snapshot or a fresh start holds what they did) */
+  int (*cut)(fr_store *st, const char *id, long long after, long long before);
 } fr_store_methods;
 
 extern const fr_store_methods fr_store_sqlite;

@@ -31,7 +31,7 @@ enum {
   Q_BEGIN, Q_COMMIT, Q_ROLLBACK, Q_PUT_SESSION, Q_END_SESSION, Q_DROP_SESSION,
   Q_GET_SESSION, Q_EACH_SESSION, Q_DROP_JOURNAL, Q_DROP_INBOX, Q_APPEND, Q_EACH_REC,
   Q_PUT_INPUT, Q_TAKE_INPUT, Q_EACH_INPUT, Q_INPUTS, Q_PUT_OUTPUT, Q_DROP_OUTPUT,
-  Q_EACH_OUTPUT, Q_SAID, Q_WAITING, Q_LIST, Q_DROP_OUTBOX, Q_PARK, Q_SILENT, Q_COUNT
+  Q_EACH_OUTPUT, Q_SAID, Q_WAITING, Q_LIST, Q_DROP_OUTBOX, Q_PARK, Q_SILENT, Q_CUT, Q_COUNT
 };
 
 static const char *const sql[Q_COUNT] = {
@@ -63,6 +63,7 @@ static const char *const sql[Q_COUNT] = {
   "DELETE FROM outbox WHERE session = ?1",
   "UPDATE sessions SET parked = ?2, note = ?3, waiting = 0 WHERE id = ?1",
   "SELECT id FROM sessions WHERE waiting = 1 AND ended = 0 AND parked = 0 AND active < ?1 LIMIT 1000",
+  "DELETE FROM journal WHERE session = ?1 AND seq > ?2 AND seq < ?3",
 };
 
 static const char schema[] =
@@ -519,6 +520,13 @@ static int st_set_waiting(fr_store *st, const char *id, int waiting) {
   return done(st, Q_WAITING);
 }
 
+static int st_cut(fr_store *st, const char *id, long long after, long long before) {
+  bind_text(st->q[Q_CUT], 1, id);
+  sqlite3_bind_int64(st->q[Q_CUT], 2, after);
+  sqlite3_bind_int64(st->q[Q_CUT], 3, before);
+  return done(st, Q_CUT);
+}
+
 static const char *st_errmsg(fr_store *st) { return st->err; }
 static const char *st_identity(fr_store *st) { return st->id; }
 
@@ -527,5 +535,5 @@ const fr_store_methods fr_store_sqlite = {
   st_put_session, st_end_session, st_drop_session, st_get_session, st_each_session,
   st_append, st_each_rec, st_put_input, st_take_input, st_each_input,
   st_put_output, st_drop_output, st_each_output, st_errmsg, st_identity, st_set_waiting,
-  st_each_listed, st_drop_outbox, st_park, st_each_silent,
+  st_each_listed, st_drop_outbox, st_park, st_each_silent, st_cut,
 };

@@ -1,0 +1,244 @@
+-- Durable sessions of long-lived flows (README: Durable sessions): a
+-- declarative flow keeps a snapshot at each step that waits instead of a
+-- journal, so a fix to a later step reaches live sessions; an imperative
+-- flow starts afresh with continue_as_new; a journal that grows long is
+-- warned of.
+local helper = require "spec.helper"
+local cjson = require "cjson"
+
+local function line(t) return cjson.encode(t) .. "\n" end
+
+-- The output events of a run (acks apart), as "kind text" strings.
+local function said(stdout)
+  local out = {}
+  for l in stdout:gmatch("[^\n]+") do
+    local ev = cjson.decode(l)
+    if ev.say then out[#out + 1] = "say " .. ev.say
+    elseif ev.ask then out[#out + 1] = "ask " .. ev.ask
+    elseif ev["end"] then out[#out + 1] = "end " .. ev["end"]
+    elseif ev.error then out[#out + 1] = "error " .. ev.error end
+  end
+  return out
+end
+
+local ORDER = [[
+local flow = require "flowrun.flow"
+return flow.define {
+  start = "ask_name",
+  steps = {
+    ask_name = flow.ask { prompt = "name?", save = "name", next = "lookup" },
+    lookup = flow.api { integration = "shop", path = "/order/{id}",
+                        params = function(s) return { id = s.name } end,
+                        save = "order", on = { ["200"] = "note", other = flow.END, error = flow.END,
+                                               timeout = flow.END, ["max-connection"] = flow.END } },
+    note = function(s)
+      s.n = (s.n or 0) + 1
+      s.list = { 1, 2.5, "x", json.null, deep = { true, { "y" } } }
+      return "ask_more"
+    end,
+    ask_more = flow.ask { prompt = function(s) return "more, " .. s.name .. "?" end,
+                          save = "more", next = "bye" },
+    bye = flow.say { text = function(s)
+      return table.concat({ s.name, s.more, s.n, s.order.json.status, s.order.status,
+                            s.order.headers["content-type"], s.list[2], tostring(s.list[4] == json.null),
+                            math.type(s.list[1]), s.list.deep[2][1] }, "/")
+    end, next = flow.END },
+  },
+}
+]]
+
+describe("durable sessions of long-lived flows", function()
+  local mock, dir, ifile, store, calls
+  before_each(function()
+    calls = 0
+    mock = helper.mock({ { path = "/v1/order/{id}", json = { status = "shipped" } } })
+    dir = helper.tmpdir()
+    ifile = helper.integrations({ shop = { base_url = mock.url .. "/v1" } }, dir)
+    store = dir .. "/s.db"
+  end)
+  after_each(function() mock:stop() end)
+  teardown(helper.cleanup)
+
+  local function host(flow, input, extra)
+    local args = { "host", "--store", store, "-I", ifile }
+    for _, a in ipairs(extra or {}) do args[#args + 1] = a end
+    args[#args + 1] = flow
+    return helper.cli({ args = args, stdin = input })
+  end
+
+  -- flowrun sessions --json: id -> { state, journal length }
+  local function sessions()
+    local r = helper.cli({ args = { "sessions", "--store", store, "--json" } })
+    assert.are.equal(0, r.code, r.stderr)
+    local got = {}
+    for l in r.stdout:gmatch("[^\n]+") do
+      local e = cjson.decode(l)
+      got[e.session] = { state = e.state, journal = e.journal, note = e.note }
+    end
+    return got
+  end
+
+  describe("a declarative flow", function()
+    it("goes on from its snapshot, the session table as it was; a fix to a later step reaches it", function()
+      local flow = helper.flow(ORDER, dir, "order.lua")
+      local r = host(flow, line{ session = "u1", text = "x" } .. line{ session = "u1", text = "ada" })
+      assert.are.equal(0, r.code, r.stderr)
+      assert.are.same({ "say name?", "ask more, ada?" }, said(r.stdout))
+      -- its journal is the snapshot taken at "note", not a record per effect
+      assert.are.same({ state = "waiting", journal = 1 }, sessions().u1)
+      helper.write(flow, (ORDER:gsub('return table.concat', 'return "fixed " .. table.concat')))
+      local r2 = host(flow, line{ session = "u1", text = "more!" })
+      assert.are.equal(0, r2.code, r2.stderr)
+      assert.are.same({ "say fixed ada/more!/1/shipped/200/application/json/2.5/true/integer/y",
+                        "end done" }, said(r2.stdout))
+      assert.are.equal(1, mock:count("/v1/order/ada"), "the call is not made again")
+    end)
+
+    it("keeps its journal short however long the conversation", function()
+      local flow = helper.flow([[
+local flow = require "flowrun.flow"
+return flow.define { start = "ask", steps = {
+  ask = flow.ask { prompt = "n?", save = "last", next = function(s) return s.last == "stop" and "bye" or "look" end },
+  look = flow.api { integration = "shop", path = "/order/{id}", params = function(s) return { id = s.last } end,
+                    on = { ["200"] = function(s) s.count = (s.count or 0) + 1 return "ask" end,
+                           other = flow.END, error = flow.END, timeout = flow.END, ["max-connection"] = flow.END } },
+  bye = flow.say { text = function(s) return "count " .. s.count end, next = flow.END },
+} }
+]], dir, "loop.lua")
+      local input = {}
+      for i = 1, 30 do input[#input + 1] = line{ session = "u1", text = tostring(i) } end
+      local r = host(flow, table.concat(input))
+      assert.are.equal(0, r.code, r.stderr)
+      assert.is_true(sessions().u1.journal <= 2, "journal " .. sessions().u1.journal)
+      local r2 = host(flow, line{ session = "u1", text = "stop" })
+      assert.are.same({ "say count 29", "end done" }, said(r2.stdout))
+    end)
+
+    it("goes on in the file it was handed over to (\"flow:PATH\")", function()
+      helper.flow([[
+local flow = require "flowrun.flow"
+return flow.define { start = "q", steps = {
+  q = flow.ask { prompt = "second?", save = "b", next = "done" },
+  done = flow.say { text = function(s) return s.a .. "+" .. s.b end, next = flow.END },
+} }
+]], dir, "second.lua")
+      local first = helper.flow([[
+local flow = require "flowrun.flow"
+return flow.define { start = "q", steps = {
+  q = flow.ask { prompt = "first?", save = "a", next = "flow:second.lua" },
+} }
+]], dir, "first.lua")
+      host(first, line{ session = "u1", text = "x" } .. line{ session = "u1", text = "A" })
+      local r = host(first, line{ session = "u1", text = "B" })
+      assert.are.same({ "say A+B", "end done" }, said(r.stdout))
+    end)
+
+    for _, case in ipairs({
+      { "a function", "s.cb = print", "session.cb is a function" },
+      { "a coroutine", "s.co = coroutine.create(print)", "session.co is a thread" },
+      { "a table with a metatable", "s.t = { x = setmetatable({}, {}) }", "session.t.x is a table with a metatable" },
+      { "a cycle", "s.a = { b = {} }; s.a.b.c = s.a", "session.a.b.c refers back to session.a (a cycle)" },
+      { "a table as a key", "s.k = { [{}] = 1 }", "session.k has a table as a key" },
+    }) do
+      it("fails a session whose table holds " .. case[1] .. ", naming the step and the key", function()
+        local flow = helper.flow(([[
+local flow = require "flowrun.flow"
+return flow.define { start = "set", steps = {
+  set = function(s) %s return "wait" end,
+  wait = flow.ask { prompt = "?", next = flow.END },
+} }
+]]):format(case[2]), dir, "bad.lua")
+        local r = host(flow, line{ session = "u1", text = "x" })
+        local ends = {}
+        for l in r.stdout:gmatch("[^\n]+") do
+          local ev = cjson.decode(l)
+          if ev["end"] then ends[#ends + 1] = ev.error end
+        end
+        assert.are.equal(1, #ends, r.stdout)
+        assert.matches(flow .. ':4: step "wait": ' .. case[3] .. ": session can hold only nil, booleans,"
+                       .. " numbers, strings, json.null and tables of them", ends[1], 1, true)
+      end)
+    end
+
+    it("fails (or with --on-mismatch park, parks) a session whose step is gone from the flow", function()
+      local flow = helper.flow(ORDER, dir, "order.lua")
+      host(flow, line{ session = "u1", text = "x" } .. line{ session = "u1", text = "ada" })
+      host(flow, line{ session = "u2", text = "x" } .. line{ session = "u2", text = "bob" })
+      helper.write(flow, (ORDER:gsub("note", "remember")))
+      local parked = host(flow, line{ session = "u2", text = "more" }, { "--on-mismatch", "park" })
+      assert.matches('"end":"parked"', parked.stdout, 1, true)
+      assert.are.equal("parked", sessions().u2.state)
+      local msg = flow .. ': a session waits at step "note", which is gone from the flow'
+      assert.matches(msg, sessions().u2.note, 1, true)
+      local r = host(flow, line{ session = "u1", text = "more" })
+      local ev = cjson.decode(r.stdout:match("[^\n]+"))
+      assert.are.equal("error", ev["end"])
+      assert.matches(msg, ev.error, 1, true)
+    end)
+  end)
+
+  describe("continue_as_new", function()
+    local COUNTER = [[
+local total = tonumber(... or "0")
+local a = ask("number?")
+if a == nil then say("bye " .. total) return end
+total = total + tonumber(a)
+say("total " .. total)
+continue_as_new(total)
+]]
+
+    it("starts the flow afresh with new arguments; the journal holds one record; restarts go on", function()
+      local flow = helper.flow(COUNTER, dir, "counter.lua")
+      local r = host(flow, line{ session = "u1", text = "5" } .. line{ session = "u1", text = "7" })
+      assert.are.same({ "say number?", "say total 12", "ask number?" }, said(r.stdout))
+      assert.are.same({ state = "waiting", journal = 1 }, sessions().u1)
+      for i = 1, 3 do host(flow, line{ session = "u1", text = tostring(i) }) end
+      assert.are.same({ state = "waiting", journal = 1 }, sessions().u1)
+      local r2 = host(flow, line{ session = "u1", close = true })
+      assert.are.same({ "say bye 18", "end done" }, said(r2.stdout))
+    end)
+
+    it("restarts without a store too, its <close> variables closed, with new globals", function()
+      local flow = helper.flow([[
+local n = tonumber(... or "0")
+local t <close> = setmetatable({}, { __close = function() log.info("closed " .. n) end })
+say(n .. " " .. tostring(seen))
+seen = true
+if n < 2 then continue_as_new(n + 1) end
+]], dir, "restart.lua")
+      local r = helper.cli({ args = { "run", flow, "0" } })
+      assert.are.equal(0, r.code, r.stderr)
+      assert.are.equal("0 nil\n1 nil\n2 nil\n", r.stdout)
+      assert.are.equal("info: closed 0\ninfo: closed 1\ninfo: closed 2\n", r.stderr)
+    end)
+
+    it("refuses arguments a store cannot hold, and is not for declarative flows or coroutines", function()
+      local flow = helper.flow("ask('?') continue_as_new(1, { f = print })", dir, "args.lua")
+      local r = host(flow, line{ session = "u1", text = "x" } .. line{ session = "u1", text = "y" })
+      assert.matches(flow .. ":1: continue_as_new's arguments[2].f is a function", r.stdout, 1, true)
+      local co = helper.flow("coroutine.wrap(function() continue_as_new() end)()", dir, "co.lua")
+      local r2 = helper.cli({ args = { "run", co } })
+      assert.matches("continue_as_new: call it from the flow, not from a coroutine it made", r2.stderr, 1, true)
+      local decl = helper.flow([[
+local flow = require "flowrun.flow"
+return flow.define { start = "a", steps = { a = function() continue_as_new() end } }
+]], dir, "decl.lua")
+      local r3 = helper.cli({ args = { "run", decl } })
+      assert.matches("continue_as_new: a declarative flow needs none", r3.stderr, 1, true)
+    end)
+
+    it("warns once when a journal passes 10 000 records", function()
+      local flow = helper.flow([[
+ask("go?")
+for i = 1, 10005 do os.time() end
+ask("again?")
+]], dir, "long.lua")
+      local r = host(flow, line{ session = "u1", text = "x" } .. line{ session = "u1", text = "go" })
+      assert.are.equal(0, r.code, r.stderr)
+      local _, n = r.stderr:gsub("holds 10000 records", "")
+      assert.are.equal(1, n, r.stderr)
+      assert.matches("the journal of session u1 holds 10000 records: a restart replays them all;"
+                     .. " a long-lived flow starts afresh with continue_as_new", r.stderr, 1, true)
+    end)
+  end)
+end)
