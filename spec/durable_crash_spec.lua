@@ -28,6 +28,30 @@ local l2, r2 = api_node{ integration = "shop", path = "/order/{id}",
 say("late " .. t0 .. " " .. r .. " " .. more .. " " .. l2 .. " " .. math.random(1000))
 ]]
 
+-- The same conversation as a declarative flow: its state kept as a
+-- snapshot at each step that waits instead of a journal of every effect.
+local DECLARATIVE = [[
+local flow = require "flowrun.flow"
+return flow.define { start = "early",
+  defaults = { other = flow.END, error = flow.END, timeout = flow.END, ["max-connection"] = flow.END },
+  steps = {
+  early = function(s) s.t0, s.r = os.time(), math.random(1000000000) return "hello" end,
+  hello = flow.say { text = function(s) return "early " .. s.t0 .. " " .. s.r end, next = "name" },
+  name = flow.ask { prompt = "name?", save = "name", next = "look" },
+  look = flow.api { integration = "shop", path = "/order/{id}", params = function(s) return { id = s.name } end,
+                    save = "res", on = { ["200"] = "told" } },
+  told = flow.say { text = function(s) return s.name .. " 200 " .. s.res.json.status end, next = "nap" },
+  nap = flow.sleep { ms = 700, next = "more" },
+  more = flow.ask { prompt = "more?", save = "more", next = "nap2" },
+  nap2 = flow.sleep { ms = 900, next = "look2" },
+  look2 = flow.api { integration = "shop", path = "/order/{id}", params = function(s) return { id = s.more } end,
+                     on = { ["200"] = "late" } },
+  late = flow.say { text = function(s)
+    return "late " .. s.t0 .. " " .. s.r .. " " .. s.more .. " 200 " .. math.random(1000)
+  end, next = flow.END },
+} }
+]]
+
 -- What session i says, uninterrupted (t0 and r: what its first line said).
 local function transcript(i, early, late)
   local t0, r = early:match("^early (%d+) (%d+)$")
@@ -87,11 +111,12 @@ end
 describe("durable sessions: flowrun host --store under SIGKILL", function()
   teardown(helper.cleanup)
 
-  it("200 conversations killed 20 times end with the transcript of an uninterrupted run", function()
+  for _, case in ipairs({ { "an imperative flow", FLOW }, { "a declarative flow", DECLARATIVE } }) do
+  it("200 conversations of " .. case[1] .. " killed 20 times end with the transcript of an uninterrupted run", function()
     local mock = helper.mock({ { path = "/v1/order/{id}", delay_ms = 250, json = { status = "shipped" } } })
     local dir = helper.tmpdir()
     helper.integrations({ shop = { base_url = mock.url .. "/v1", max_connections = 50 } }, dir)
-    local flow = helper.flow(FLOW, dir)
+    local flow = helper.flow(case[2], dir)
     local store = dir .. "/s.db"
     local args = "--store " .. helper.quote(store) .. " --resident 50 -I " .. helper.quote(dir .. "/integrations.lua")
       .. " " .. helper.quote(flow)
@@ -215,4 +240,5 @@ describe("durable sessions: flowrun host --store under SIGKILL", function()
     assert.are.equal("0\n0\n0\n", q:read("a"))
     q:close()
   end)
+  end
 end)

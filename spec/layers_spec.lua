@@ -113,7 +113,7 @@ describe("the library (runtime/lib) and the Lua module (runtime/module)", functi
     { "lib/loop", "lib/quota" },                               -- the loop; a session's limits
     { "lib/integrations" },
     { "lib/request", "lib/response" },                         -- a spec to a request; a response table
-    { "lib/call" },                                            -- a call's life
+    { "lib/call", "lib/snapshot" },                            -- a call's life; values as bytes
     { "lib/inspect", "lib/journal" },                          -- flowrun.runtime for tools; a store's journals
     { "lib/session" },                                         -- sessions and the flow primitives
     { "lib/sandbox" },                                         -- what flows see
