@@ -34,6 +34,7 @@ return flow.define {
     note = function(s)
       s.n = (s.n or 0) + 1
       s.list = { 1, 2.5, "x", json.null, deep = { true, { "y" } } }
+      s.list.again = s.list.deep
       return "noted"
     end,
     noted = flow.say { text = "noted", next = "ask_more" },
@@ -42,7 +43,8 @@ return flow.define {
     bye = flow.say { text = function(s)
       return table.concat({ s.name, s.more, s.n, s.order.json.status, s.order.status,
                             s.order.headers["content-type"], s.list[2], tostring(s.list[4] == json.null),
-                            math.type(s.list[1]), s.list.deep[2][1] }, "/")
+                            math.type(s.list[1]), s.list.deep[2][1], s.list.again[2][1],
+                            tostring(s.list.again == s.list.deep) }, "/")
     end, next = flow.END },
   },
 }
@@ -90,7 +92,7 @@ describe("durable sessions of long-lived flows", function()
       helper.write(flow, (ORDER:gsub('return table.concat', 'return "fixed " .. table.concat')))
       local r2 = host(flow, line{ session = "u1", text = "more!" })
       assert.are.equal(0, r2.code, r2.stderr)
-      assert.are.same({ "say fixed ada/more!/1/shipped/200/application/json/2.5/true/integer/y",
+      assert.are.same({ "say fixed ada/more!/1/shipped/200/application/json/2.5/true/integer/y/y/false",
                         "end done" }, said(r2.stdout))
       assert.are.equal(1, mock:count("/v1/order/ada"), "the call is not made again")
     end)
@@ -238,7 +240,7 @@ ask("again?")
       assert.are.equal(0, r.code, r.stderr)
       local _, n = r.stderr:gsub("holds 10000 records", "")
       assert.are.equal(1, n, r.stderr)
-      assert.matches("the journal of session u1 holds 10000 records: a restart replays them all;"
+      assert.matches("[u1] warn: the journal of session u1 holds 10000 records: a restart replays them all;"
                      .. " a long-lived flow starts afresh with continue_as_new", r.stderr, 1, true)
     end)
   end)
