@@ -56,5 +56,19 @@ printf '%s\n' '{"session":"a","text":"m","n":3}' '{"session":"b","text":"7","n":
 [ "$(grep -c '"end":"done"' "$tmp/durable.out")" -eq 2 ] || { cat "$tmp/durable.out"; exit 1; }
 $vg "$here/build/flowrun" sessions --store "$tmp/s.db" >/dev/null
 echo "flowrun host --store, restarted, sessions leaving memory; flowrun sessions: clean"
+# the declarative demo with a store (snapshots), restarted; continue_as_new
+for k in 1 2; do
+  printf '%s\n' "{\"session\":\"d\",\"text\":\"x\",\"n\":$k}" \
+    | $vg "$here/build/flowrun" host --store "$tmp/d.db" -I "$tmp/integrations.lua" \
+      "$here/scripts/demo/order_status.lua" >/dev/null
+done
+printf 'local n = tonumber((...)) or 0 local a = ask("n?") if a then continue_as_new(n + 1, { a }) end say(n)\n' \
+  >"$tmp/again.lua"
+for k in 1 2 3; do
+  printf '%s\n' "{\"session\":\"c\",\"text\":\"x\",\"n\":$k}" \
+    | $vg "$here/build/flowrun" host --store "$tmp/c.db" "$tmp/again.lua" >>"$tmp/again.out"
+done
+grep -q '"ask":"n?","seq":5' "$tmp/again.out" || { cat "$tmp/again.out"; exit 1; }
+echo "flowrun host --store: snapshots of a declarative flow, continue_as_new: clean"
 kill -TERM "$mock"
 if wait "$mock"; then echo "flowrun mock: clean"; else echo "flowrun mock: valgrind found problems"; cat "$tmp/mock.log"; exit 1; fi
