@@ -298,6 +298,15 @@ describe("The command line", function()
       assert.are.equal("--trace -I x\n", r.stdout)
       assert.are.equal("", r.stderr)
     end)
+
+    it("takes as many arguments as the command line holds (300)", function()
+      local _, flow = project([[ say(select("#", ...) .. " " .. #args .. " " .. select(300, ...)) ]])
+      local argv = { flow }
+      for i = 1, 300 do argv[#argv + 1] = "a" .. i end
+      local r = helper.cli{ args = argv }
+      assert.are.equal(0, r.code, r.stderr)
+      assert.are.equal("300 300 a300\n", r.stdout)
+    end)
   end)
 
   describe("finding the integrations file", function()

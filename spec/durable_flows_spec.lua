@@ -180,6 +180,31 @@ return flow.define { start = "set", steps = {
     end)
   end)
 
+  it("restores a session started with 70 arguments, and a declarative one, from the Lua module", function()
+    local flowrun = helper.module()
+    local many = helper.flow('local a = ask("?") say(select("#", ...) .. " " .. select(70, ...) .. " " .. a)',
+                             dir, "many.lua")
+    local order = helper.flow(ORDER, dir, "order.lua")
+    local rt = flowrun.new{ integrations = ifile, store = store }
+    local args = {}
+    for i = 1, 70 do args[i] = "a" .. i end
+    rt:start("m", many, table.unpack(args))
+    rt:start("d", order, "x")
+    rt:send("d", "ada", 1)
+    assert.is_true(rt:run())
+    rt:close()
+    rt = flowrun.new{ integrations = ifile, store = store }
+    rt:send("m", "x", 1)
+    rt:send("d", "more", 2)
+    assert.is_true(rt:run())
+    local got = {}
+    for _, e in ipairs(rt:events()) do
+      if e.type == "say" then got[e.session] = e.text end
+    end
+    rt:close()
+    assert.are.same({ m = "70 a70 x", d = "ada/more/1/shipped/200/application/json/2.5/true/integer/y/y/false" }, got)
+  end)
+
   describe("continue_as_new", function()
     local COUNTER = [[
 local total = tonumber(... or "0")

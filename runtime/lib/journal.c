@@ -439,12 +439,12 @@ static int take_input(void *ud, long long n, const char *text, size_t len) {
 static int take_session(void *ud, const fr_store_session *row) {
   restoring *x = ud;
   fr_durable *d = x->rt->dur;
-  const char *argv[64];
+  const char **argv = malloc(((size_t)row->nargs + 1) * sizeof *argv);
   char *args = dup_n(row->args ? row->args : "", row->args_len), *id = strdup(row->id);
   char *flow = strdup(row->flow);
   int argc = 0;
-  if (!args || !id || !flow) goto oom;
-  for (size_t off = 0; off < row->args_len && argc < 64; off += strlen(args + off) + 1)
+  if (!argv || !args || !id || !flow) goto oom;
+  for (size_t off = 0; off < row->args_len && argc < row->nargs; off += strlen(args + off) + 1)
     argv[argc++] = args + off;
   if (!(x->j = calloc(1, sizeof *x->j))) goto oom;
   x->j->rt = x->rt;
@@ -456,11 +456,11 @@ static int take_session(void *ud, const fr_store_session *row) {
   x->j->seq = 0;
   if (x->r->session(x->r->ud, id, flow, argc, argv, x->j) == 0)
     d->m->each_input(d->st, id, take_input, x);
-  free(args); free(id); free(flow);
+  free(argv); free(args); free(id); free(flow);
   return 0;
 oom:
   fr_dur_free(x->j);
-  free(args); free(id); free(flow);
+  free(argv); free(args); free(id); free(flow);
   return x->failed = 1;
 }
 
@@ -706,14 +706,13 @@ void fr_dur_replay_call(fr_call *c, const fr_jrec *r) {
   f = get_field(&p, end, &n);
   free(c->error);
   c->error = f ? dup_n(f, n) : NULL;
-  f = get_field(&p, end, &n);                /* reason: the record's own bytes */
-  c->reason = NULL;
-  for (const char *q = f; f && q; q = NULL) {
-    static char reason[64];               /* pushed at once (fr_call_push_result) */
-    n = n < sizeof reason ? n : sizeof reason - 1;
-    memcpy(reason, f, n);
-    reason[n] = '\0';
-    c->reason = reason;
+  f = get_field(&p, end, &n);                /* reason: kept in errbuf, */
+  c->reason = NULL;                          /* which libcurl never fills for it */
+  if (f) {
+    n = n < sizeof c->errbuf ? n : sizeof c->errbuf - 1;
+    memcpy(c->errbuf, f, n);
+    c->errbuf[n] = '\0';
+    c->reason = c->errbuf;
   }
   NUM(c->t0);
   f = get_field(&p, end, &n);

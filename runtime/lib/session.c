@@ -563,6 +563,7 @@ long long flowrun_running_ms(flowrun *rt) {
 static int l_afresh(lua_State *L) {
   fr_session *s = lua_touserdata(L, 1);
   int n = lua_gettop(L) - 2;
+  if (!lua_checkstack(s->co, 2 + n)) return luaL_error(L, "continue_as_new: too many arguments");
   lua_pushvalue(L, 2);
   start_env(s, L, 3, n);
   lua_xmove(L, s->co, 2 + n);
@@ -724,6 +725,7 @@ static int l_make(lua_State *L) {
     first = lua_gettop(L) - n + 1;
     nargs = n;
   }
+  if (!lua_checkstack(co, 2 + nargs)) return luaL_error(L, "too many arguments");
   lua_pushvalue(L, fn);
   start_env(s, L, first, nargs);
   lua_xmove(L, co, 2 + nargs);
