@@ -205,6 +205,23 @@ return flow.define { start = "set", steps = {
     assert.are.same({ m = "70 a70 x", d = "ada/more/1/shipped/200/application/json/2.5/true/integer/y/y/false" }, got)
   end)
 
+  it("stops a session that waits in the store only (stop reaches it there too)", function()
+    local flowrun = helper.module()
+    local flow = helper.flow('ask("?") say("never")', dir, "w.lua")
+    local rt = flowrun.new{ store = store }
+    rt:start("u1", flow)
+    rt:start("u2", flow)
+    assert.is_true(rt:run())
+    rt:close()
+    rt = flowrun.new{ store = store }
+    assert.are.equal(0, rt:sessions())
+    rt:stop("u1")
+    assert.has_error(function() rt:stop("u3") end)
+    assert.is_true(rt:run())
+    rt:close()
+    assert.are.same({ u2 = { state = "waiting", journal = 0 } }, sessions())
+  end)
+
   describe("continue_as_new", function()
     local COUNTER = [[
 local total = tonumber(... or "0")

@@ -350,6 +350,16 @@ void fr_dur_drop(flowrun *rt, const char *id, fr_journal *j) {
   fr_dur_free(j);
 }
 
+int fr_dur_drop_stored(flowrun *rt, const char *id) {
+  fr_store_session row;
+  int rc = rt->dur->m->get_session(rt->dur->st, id, &row);
+  if (rc < 0) return fr_error(rt, "%s", rt->dur->m->errmsg(rt->dur->st));
+  if (rc == 0 || row.ended) return fr_error(rt, "no session %s", id), FLOWRUN_NOSESSION;
+  if (writing(rt))
+    wrote(rt, rt->dur->m->drop_session(rt->dur->st, id) || rt->dur->m->drop_outbox(rt->dur->st, id));
+  return FLOWRUN_OK;
+}
+
 long long fr_dur_inputs(flowrun *rt, const char *id) {
   fr_store_session row;
   int rc = rt->dur->m->get_session(rt->dur->st, id, &row);

@@ -69,6 +69,9 @@ fr_journal *fr_dur_start(flowrun *rt, const char *id, const char *flow,
                          int argc, const char *const *argv);
 void fr_dur_end(flowrun *rt, const char *id, fr_journal *j);
 void fr_dur_drop(flowrun *rt, const char *id, fr_journal *j);
+/* Drops a session that is in the store only (waiting, or parked):
+** FLOWRUN_NOSESSION when the store has no unfinished one. */
+int fr_dur_drop_stored(flowrun *rt, const char *id);
 /* Messages stored for id: 0 after its start, -1 when the store has none. */
 long long fr_dur_inputs(flowrun *rt, const char *id);
 /* Stores message n (text NULL: the channel closed); cb.stored says so

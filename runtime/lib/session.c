@@ -908,6 +908,7 @@ int fr_sessions_restore(flowrun *rt) {
 int flowrun_stop(flowrun *rt, const char *id) {
   int st;
   fr_session *s = find_session(rt, id, &st);
+  if (!s && st == FLOWRUN_NOSESSION && rt->dur) return fr_dur_drop_stored(rt, id);   /* in the store only */
   if (!s) return st;
   if (s == rt->running)
     return fr_error(rt, "session %s is running: stop it after its callback", id);
