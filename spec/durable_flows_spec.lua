@@ -222,6 +222,27 @@ return flow.define { start = "set", steps = {
     assert.are.same({ u2 = { state = "waiting", journal = 0 } }, sessions())
   end)
 
+  it("takes the store's limits from the Lua module: ttl_s closes a silent session's channel", function()
+    local flowrun = helper.module()
+    local flow = helper.flow('local a = ask("name?") if a == nil then say("bye") return end say(a)', dir, "t.lua")
+    assert.has_error(function() flowrun.new{ store = { path = store, ttl = 1 } } end,
+      "flowrun.new: store: unknown key 'ttl' (path, resident, idle_ms, ttl_s, park)")
+    assert.has_error(function() flowrun.new{ store = { path = store, ttl_s = -1 } } end,
+      "flowrun.new: store.ttl_s: expected a whole number >= 0")
+    local rt = flowrun.new{ store = { path = store, ttl_s = 1, resident = 10, idle_ms = 60000, park = true } }
+    rt:start("u1", flow)
+    local bye
+    for _ = 1, 60 do
+      rt:step(100)
+      for _, e in ipairs(rt:events()) do
+        if e.type == "say" and e.text == "bye" then bye = e.session end
+      end
+      if bye then break end
+    end
+    rt:close()
+    assert.are.equal("u1", bye)
+  end)
+
   describe("continue_as_new", function()
     local COUNTER = [[
 local total = tonumber(... or "0")
