@@ -270,6 +270,9 @@ enum {                                  /* what a store keeps in memory */
   FLOWRUN_STORE_TTL_S,                  /* a session waiting for a message longer gets
                                            its channel closed: its ask returns nil
                                            (0: never); 0 */
+  FLOWRUN_STORE_ENDED_S,                /* an ended session's row (kept so that a line
+                                           sent to it again is known) goes after
+                                           this long (0: never); 604800 (7 days) */
   FLOWRUN_STORE_COUNT
 };
 

@@ -226,7 +226,7 @@ return flow.define { start = "set", steps = {
     local flowrun = helper.module()
     local flow = helper.flow('local a = ask("name?") if a == nil then say("bye") return end say(a)', dir, "t.lua")
     assert.has_error(function() flowrun.new{ store = { path = store, ttl = 1 } } end,
-      "flowrun.new: store: unknown key 'ttl' (path, resident, idle_ms, ttl_s, park)")
+      "flowrun.new: store: unknown key 'ttl' (path, resident, idle_ms, ttl_s, keep_ended_s, park)")
     assert.has_error(function() flowrun.new{ store = { path = store, ttl_s = -1 } } end,
       "flowrun.new: store.ttl_s: expected a whole number >= 0")
     local rt = flowrun.new{ store = { path = store, ttl_s = 1, resident = 10, idle_ms = 60000, park = true } }
@@ -241,6 +241,22 @@ return flow.define { start = "set", steps = {
     end
     rt:close()
     assert.are.equal("u1", bye)
+  end)
+
+  it("lets the row of a session ended longer than --keep-ended go (kept 7 days by default)", function()
+    local flow = helper.flow('say("hi")', dir, "hi.lua")
+    host(flow, line{ session = "old", text = "x", n = 1 })
+    assert.are.same({ old = { state = "ended", journal = 0 } }, sessions())
+    local h = helper.cli_piped({ "host", "--store", store, "--keep-ended", "1", flow })
+    h:send(line{ session = "new", text = "x", n = 1 }:sub(1, -2))
+    assert(helper.wait_for(function() return next(sessions()) == nil end, 15000), "rows left")
+    h:send(line{ session = "old", text = "x", n = 1 }:sub(1, -2))   -- unknown now: it starts anew
+    assert(helper.wait_for(function() return h:stdout():find('"session":"old","say":"hi"', 1, true) end, 15000))
+    local r = h:finish()
+    assert.are.equal(0, r.code, r.stderr)
+    local bad = helper.cli({ args = { "host", "--store", store, "--keep-ended", "-1", flow } })
+    assert.are.equal(2, bad.code)
+    assert.matches("--keep-ended: expected a whole number >= 0, got '-1'", bad.stderr, 1, true)
   end)
 
   describe("continue_as_new", function()

@@ -52,6 +52,7 @@ typedef struct host {
   cli_input in;                         /* stdin */
   const char *store;                    /* --store PATH */
   long long resident, idle_s, ttl_s;    /* --resident N, --idle SECONDS, --ttl SECONDS */
+  long long keep_s;                     /* --keep-ended SECONDS (-1: the default) */
   bool park;                            /* --on-mismatch park */
 } host;
 
@@ -279,6 +280,7 @@ int flowrun_host_main(int argc, char **argv) {
   const char *ifile;
   char buf[4096];
   host h = { 0 };
+  h.keep_s = -1;
   int i, status = 0;
   lua_State *L;
   for (i = 0; i < argc; i++) {
@@ -288,7 +290,7 @@ int flowrun_host_main(int argc, char **argv) {
     if (took) continue;
     if (strcmp(a, "--store") == 0 && i + 1 < argc) h.store = argv[++i];
     else if ((strcmp(a, "--resident") == 0 || strcmp(a, "--idle") == 0
-              || strcmp(a, "--ttl") == 0) && i + 1 < argc) {
+              || strcmp(a, "--ttl") == 0 || strcmp(a, "--keep-ended") == 0) && i + 1 < argc) {
       char *end;
       long long v = strtoll(argv[++i], &end, 10);
       if (*end || end == argv[i] || v < 0) {
@@ -297,6 +299,7 @@ int flowrun_host_main(int argc, char **argv) {
       }
       if (a[2] == 'r') h.resident = v;
       else if (a[2] == 'i') h.idle_s = v;
+      else if (a[2] == 'k') h.keep_s = v;
       else h.ttl_s = v;
     } else if (strcmp(a, "--on-mismatch") == 0 && i + 1 < argc) {
       const char *v = argv[++i];
@@ -308,7 +311,7 @@ int flowrun_host_main(int argc, char **argv) {
     }
     else if (a[0] == '-' && a[1]) {
       fprintf(stderr, "flowrun host: unknown option '%s' (or missing value)\n"
-              "usage: flowrun host [-I FILE] [--store PATH [--resident N] [--idle SECONDS] [--ttl SECONDS] [--on-mismatch park]] [--trace] [--trace-json FILE] FLOW.lua\n", a);
+              "usage: flowrun host [-I FILE] [--store PATH [--resident N] [--idle SECONDS] [--ttl SECONDS] [--keep-ended SECONDS] [--on-mismatch park]] [--trace] [--trace-json FILE] FLOW.lua\n", a);
       return 2;
     } else if (!h.flow) h.flow = a;
     else {
@@ -317,7 +320,7 @@ int flowrun_host_main(int argc, char **argv) {
     }
   }
   if (!h.flow) {
-    fprintf(stderr, "usage: flowrun host [-I FILE] [--store PATH [--resident N] [--idle SECONDS] [--ttl SECONDS] [--on-mismatch park]] [--trace] [--trace-json FILE] FLOW.lua\n");
+    fprintf(stderr, "usage: flowrun host [-I FILE] [--store PATH [--resident N] [--idle SECONDS] [--ttl SECONDS] [--keep-ended SECONDS] [--on-mismatch park]] [--trace] [--trace-json FILE] FLOW.lua\n");
     return 2;
   }
   if (access(h.flow, R_OK) != 0) {
@@ -357,6 +360,7 @@ int flowrun_host_main(int argc, char **argv) {
   flowrun_store_limit(h.rt, FLOWRUN_STORE_IDLE_MS, h.idle_s * 1000);
   flowrun_store_limit(h.rt, FLOWRUN_STORE_PARK, h.park);
   flowrun_store_limit(h.rt, FLOWRUN_STORE_TTL_S, h.ttl_s);
+  flowrun_store_limit(h.rt, FLOWRUN_STORE_ENDED_S, h.keep_s);
   if (h.store && flowrun_open_store(h.rt, h.store) != FLOWRUN_OK) {
     fprintf(stderr, "flowrun host: %s\n", flowrun_errmsg(h.rt));
     status = 2;

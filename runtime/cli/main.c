@@ -82,6 +82,7 @@ static const struct { const char *cmd, *text; } sub_usage[] = {
     "  --resident N       with a store: at most N sessions in memory\n"
     "  --idle SECONDS     with a store: a session waiting longer leaves memory\n"
     "  --ttl SECONDS      with a store: a session silent longer has its channel closed\n"
+    "  --keep-ended SECONDS  with a store: an ended session's row goes after (7 days)\n"
     "  --on-mismatch park with a store: a flow changed under a session parks it\n" },
   { "mock", "usage: flowrun mock ROUTES.lua [--port N]   mock HTTP API on 127.0.0.1\n" },
 };

@@ -519,6 +519,10 @@ int fr_dur_silent(flowrun *rt, long long before, int (*fn)(void *ud, const char 
   return rt->dur->m->each_silent(rt->dur->st, before, fn, ud);
 }
 
+void fr_dur_purge(flowrun *rt, long long before) {
+  if (writing(rt)) wrote(rt, rt->dur->m->purge_ended(rt->dur->st, before));
+}
+
 void fr_dur_waiting(flowrun *rt, const char *id) {
   if (writing(rt)) wrote(rt, rt->dur->m->set_waiting(rt->dur->st, id, 1));
 }

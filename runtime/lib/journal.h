@@ -105,6 +105,9 @@ int fr_dur_input_parked(flowrun *rt, const char *id, long long n, const char *te
 /* fn for each session waiting for a message since before `before` (unix
 ** ms), at most 1000 a call; returns how many (-1: the store failed). */
 int fr_dur_silent(flowrun *rt, long long before, int (*fn)(void *ud, const char *id), void *ud);
+/* The rows of sessions that ended before `before` (unix ms) go, at most
+** 1000 a call. */
+void fr_dur_purge(flowrun *rt, long long before);
 /* id waits for a message and has none: it may leave memory (restored at
 ** its next message). */
 void fr_dur_waiting(flowrun *rt, const char *id);

@@ -78,6 +78,7 @@ flowrun *fr_create(lua_State *L, bool owns, const flowrun_callbacks *cb) {
     curl_ready = 1;
   }
   rt->epfd = -1;
+  rt->store_limit[FLOWRUN_STORE_ENDED_S] = 7 * 86400;
   rt->owns_L = owns;
   rt->sessions_ref = rt->flows_ref = rt->base_ref = LUA_NOREF;
   rt->threads_ref = rt->globals_ref = rt->modules_ref = rt->trusted_ref = LUA_NOREF;
@@ -165,16 +166,19 @@ static int close_silent(void *ud, const char *id) {
   return 0;
 }
 
-/* Once a second while idle or TTL is set: sessions idle too long leave
-** memory, the channels of those silent too long close. */
+/* Once a second while idle, TTL or ENDED_S is set: sessions idle too
+** long leave memory, the channels of those silent too long close, the rows
+** of sessions ended long ago go. */
 static void sweep_tick(flowrun *rt, fr_timer *t) {
   long long idle = rt->store_limit[FLOWRUN_STORE_IDLE_MS];
   long long ttl = rt->store_limit[FLOWRUN_STORE_TTL_S];
-  if (idle <= 0 && ttl <= 0) return;
+  long long ended = rt->store_limit[FLOWRUN_STORE_ENDED_S];
+  if (idle <= 0 && ttl <= 0 && ended <= 0) return;
   fr_timer_arm(rt, t, fr_now() + 1000);
   if (rt->in_step && idle > 0) fr_sessions_evict(rt, 0, idle);
   if (rt->in_step && ttl > 0)
     fr_dur_silent(rt, (long long)fr_wall_ms() - ttl * 1000, close_silent, rt);
+  if (rt->in_step && ended > 0) fr_dur_purge(rt, (long long)fr_wall_ms() - ended * 1000);
 }
 
 static int turn_end(flowrun *rt, bool force) {
@@ -191,7 +195,8 @@ long long flowrun_store_limit(flowrun *rt, int which, long long value) {
   was = rt->store_limit[which];
   if (value >= 0) rt->store_limit[which] = value;
   if (rt->sweep && rt->sweep->idx < 0 && value > 0
-      && (which == FLOWRUN_STORE_IDLE_MS || which == FLOWRUN_STORE_TTL_S))
+      && (which == FLOWRUN_STORE_IDLE_MS || which == FLOWRUN_STORE_TTL_S
+          || which == FLOWRUN_STORE_ENDED_S))
     fr_timer_arm(rt, rt->sweep, fr_now() + 1000);
   return was;
 }

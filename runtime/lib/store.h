@@ -92,6 +92,8 @@ typedef struct fr_store_methods {
   /* the journal's records after `after` and before `before` go (a
   ** snapshot or a fresh start holds what they did) */
   int (*cut)(fr_store *st, const char *id, long long after, long long before);
+  /* rows of sessions that ended before `before` (unix ms) go, at most 1000 */
+  int (*purge_ended)(fr_store *st, long long before);
 } fr_store_methods;
 
 extern const fr_store_methods fr_store_sqlite;

@@ -31,7 +31,7 @@ enum {
   Q_BEGIN, Q_COMMIT, Q_ROLLBACK, Q_PUT_SESSION, Q_END_SESSION, Q_DROP_SESSION,
   Q_GET_SESSION, Q_EACH_SESSION, Q_DROP_JOURNAL, Q_DROP_INBOX, Q_APPEND, Q_EACH_REC,
   Q_PUT_INPUT, Q_TAKE_INPUT, Q_EACH_INPUT, Q_INPUTS, Q_PUT_OUTPUT, Q_DROP_OUTPUT,
-  Q_EACH_OUTPUT, Q_SAID, Q_WAITING, Q_LIST, Q_DROP_OUTBOX, Q_PARK, Q_SILENT, Q_CUT, Q_COUNT
+  Q_EACH_OUTPUT, Q_SAID, Q_WAITING, Q_LIST, Q_DROP_OUTBOX, Q_PARK, Q_SILENT, Q_CUT, Q_PURGE, Q_COUNT
 };
 
 static const char *const sql[Q_COUNT] = {
@@ -64,6 +64,8 @@ static const char *const sql[Q_COUNT] = {
   "UPDATE sessions SET parked = ?2, note = ?3, waiting = 0 WHERE id = ?1",
   "SELECT id FROM sessions WHERE waiting = 1 AND ended = 0 AND parked = 0 AND active < ?1 LIMIT 1000",
   "DELETE FROM journal WHERE session = ?1 AND seq > ?2 AND seq < ?3",
+  "DELETE FROM sessions WHERE id IN"
+  " (SELECT id FROM sessions WHERE ended = 1 AND active < ?1 LIMIT 1000)",
 };
 
 static const char schema[] =
@@ -80,7 +82,8 @@ static const char schema[] =
   "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;"
   "INSERT OR IGNORE INTO meta(k, v) VALUES ('id', lower(hex(randomblob(8))));"
   "CREATE TABLE IF NOT EXISTS outbox(session TEXT NOT NULL, seq INTEGER NOT NULL,"
-  "  kind INTEGER NOT NULL, how INTEGER NOT NULL, text BLOB, UNIQUE(session, seq));";
+  "  kind INTEGER NOT NULL, how INTEGER NOT NULL, text BLOB, UNIQUE(session, seq));"
+  "CREATE INDEX IF NOT EXISTS ended_at ON sessions(active) WHERE ended = 1;";
 
 struct fr_store {
   sqlite3 *db;
@@ -527,6 +530,11 @@ static int st_cut(fr_store *st, const char *id, long long after, long long befor
   return done(st, Q_CUT);
 }
 
+static int st_purge_ended(fr_store *st, long long before) {
+  sqlite3_bind_int64(st->q[Q_PURGE], 1, before);
+  return done(st, Q_PURGE);
+}
+
 static const char *st_errmsg(fr_store *st) { return st->err; }
 static const char *st_identity(fr_store *st) { return st->id; }
 
@@ -536,4 +544,5 @@ const fr_store_methods fr_store_sqlite = {
   st_append, st_each_rec, st_put_input, st_take_input, st_each_input,
   st_put_output, st_drop_output, st_each_output, st_errmsg, st_identity, st_set_waiting,
   st_each_listed, st_drop_outbox, st_park, st_each_silent, st_cut,
+  st_purge_ended,
 };

@@ -325,10 +325,12 @@ static void options(lua_State *L, flowrun *rt) {
 }
 
 /* opts.store at the top: a file name, or { path = FILE, resident = N,
-** idle_ms = N, ttl_s = N, park = BOOL }. */
+** idle_ms = N, ttl_s = N, keep_ended_s = N, park = BOOL }. */
 static void store(lua_State *L, flowrun *rt) {
-  static const char *const keys[] = { "path", "resident", "idle_ms", "ttl_s", "park", NULL };
-  static const int limits[] = { 0, FLOWRUN_STORE_RESIDENT, FLOWRUN_STORE_IDLE_MS, FLOWRUN_STORE_TTL_S };
+  static const char *const keys[] = { "path", "resident", "idle_ms", "ttl_s", "keep_ended_s", "park",
+                                      NULL };
+  static const int limits[] = { 0, FLOWRUN_STORE_RESIDENT, FLOWRUN_STORE_IDLE_MS, FLOWRUN_STORE_TTL_S,
+                                FLOWRUN_STORE_ENDED_S };
   int t = lua_gettop(L);
   if (lua_istable(L, t)) {
     lua_pushnil(L);
@@ -337,7 +339,7 @@ static void store(lua_State *L, flowrun *rt) {
       lua_pop(L, 1);
       while (keys[i] && !(lua_type(L, -1) == LUA_TSTRING && strcmp(keys[i], lua_tostring(L, -1)) == 0)) i++;
       if (!keys[i])
-        luaL_error(L, "flowrun.new: store: unknown key '%s' (path, resident, idle_ms, ttl_s, park)",
+        luaL_error(L, "flowrun.new: store: unknown key '%s' (path, resident, idle_ms, ttl_s, keep_ended_s, park)",
                    luaL_tolstring(L, -1, NULL));
     }
     if (lua_getfield(L, t, "park") != LUA_TNIL) {
@@ -345,7 +347,7 @@ static void store(lua_State *L, flowrun *rt) {
       flowrun_store_limit(rt, FLOWRUN_STORE_PARK, lua_toboolean(L, -1));
     }
     lua_pop(L, 1);
-    for (int i = 1; i < 4; i++) {
+    for (int i = 1; i < 5; i++) {
       if (lua_getfield(L, t, keys[i]) != LUA_TNIL) {
         if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
           luaL_error(L, "flowrun.new: store.%s: expected a whole number >= 0", keys[i]);
@@ -358,7 +360,7 @@ static void store(lua_State *L, flowrun *rt) {
     lua_pushvalue(L, t);
   if (lua_type(L, -1) != LUA_TSTRING)
     luaL_error(L, "flowrun.new: store: expected a file name or { path = FILE, resident = N, "
-               "idle_ms = N, ttl_s = N, park = BOOL }, got %s", luaL_typename(L, -1));
+               "idle_ms = N, ttl_s = N, keep_ended_s = N, park = BOOL }, got %s", luaL_typename(L, -1));
   if (flowrun_open_store(rt, lua_tostring(L, -1)) != FLOWRUN_OK)
     luaL_error(L, "flowrun.new: %s", flowrun_errmsg(rt));
   lua_settop(L, t);
