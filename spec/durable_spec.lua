@@ -436,6 +436,118 @@ ask()
     end)
   end)
 
+  describe("a full disk: exit 3, nothing acknowledged that was not stored, nothing lost", function()
+    -- Each answer is counted: "k 4000" for the k-th, so a message taken
+    -- twice or lost shows in the count.
+    local COUNT = [[
+local k = 0
+while true do
+  local a = ask("more?")
+  if a == nil then return end
+  k = k + 1
+  say(("%d %d"):format(k, #a))
+end
+]]
+    local FAILED = ": nothing after the last commit is stored or acknowledged\n"
+
+    -- flowrun with its files limited to `blocks` (ulimit -f; SIGXFSZ
+    -- ignored, so a write past the limit fails with EFBIG, as on a full
+    -- disk); argv after it; its pid in dir/limited.pid.
+    local function limited(blocks)
+      return helper.write(dir .. "/limited.sh", ("#!/bin/sh\necho $$ >%s\nulimit -f %d\ntrap '' XFSZ\nexec %s \"$@\"\n")
+        :format(helper.quote(dir .. "/limited.pid"), blocks, helper.quote(helper.flowrun)))
+    end
+
+    -- `flowrun host --store` under the limit, its input the lines appended
+    -- to dir/in (tail -f: a host gone never breaks the spec's pipe).
+    local function limited_host(blocks, flow)
+      local sh = limited(blocks)
+      helper.write(dir .. "/in", "")
+      local env = helper.san and ("env -u LD_PRELOAD ASAN_OPTIONS=" .. os.getenv("SPEC_CHILD_ASAN_OPTIONS") .. " ") or ""
+      os.execute("(tail -n +1 -f " .. helper.quote(dir .. "/in") .. " | (" .. env .. "sh " .. helper.quote(sh)
+                 .. " host --store " .. helper.quote(store) .. " -I " .. helper.quote(ifile) .. " " .. helper.quote(flow)
+                 .. " >" .. helper.quote(dir .. "/out") .. " 2>" .. helper.quote(dir .. "/err")
+                 .. "; echo $? >" .. helper.quote(dir .. "/code") .. ")) >/dev/null 2>&1 &")
+      local h = {}
+      function h.send(l) local f = assert(io.open(dir .. "/in", "a")) f:write(l) f:close() end
+      function h.stdout() return helper.read(dir .. "/out") or "" end
+      function h.code() return tonumber(helper.read(dir .. "/code") or "") end
+      function h.kill()                 -- a host that never exits (the spec fails)
+        local pid = tonumber(helper.read(dir .. "/limited.pid") or "")
+        if pid and not h.code() then os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
+        helper.wait_for(h.code, 10000)
+      end
+      return h
+    end
+
+    it("a host whose store fills up while it runs: exits 3 naming the store; a restart goes on from the last acknowledged message", function()
+      local flow = helper.flow(COUNT, dir)
+      local h = limited_host(4096, flow)
+      local sent, acked, ids = {}, {}, { "u1", "u2", "u3" }
+      local ok, err = pcall(function()
+        for i = 1, 600 do               -- one line at a time, each acknowledged before the next
+          local id = ids[i % 3 + 1]
+          local n = (sent[id] or 0) + 1
+          if h.code() then break end
+          h.send(line{ session = id, text = n == 1 and "x" or id:rep(2000), n = n })
+          sent[id] = n
+          local ack = ('{"session":"%s","stored":%d}'):format(id, n)
+          assert(helper.wait_for(function() return h.stdout():find(ack, 1, true) or h.code() end, 20000),
+                 "neither an acknowledgement nor an exit: " .. h.stdout())
+          if not h.stdout():find(ack, 1, true) then break end
+          acked[id] = n
+        end
+        assert(helper.wait_for(h.code, 20000), "the host did not exit")
+      end)
+      h.kill()
+      assert(ok, err)
+      local r = { code = h.code(), stdout = h.stdout(), stderr = helper.read(dir .. "/err") or "" }
+      assert.is_nil(helper.sanitizer_report(r.stderr))
+      assert.are.equal(3, r.code, r.stderr)
+      assert.matches("^flowrun: store " .. store:gsub("%p", "%%%0") .. ": [^\n]+" .. FAILED:gsub("%p", "%%%0") .. "$",
+                     r.stderr)
+      local out1, stored1 = events(r.stdout)
+      local n_acked = 0
+      for _, id in ipairs(ids) do n_acked = n_acked + (acked[id] or 0) end
+      assert.is_true(n_acked >= 6, "only " .. n_acked .. " acknowledged: raise the limit")
+      assert.are.equal(n_acked, #stored1)             -- each acknowledged once, in order, none more
+      -- the store holds exactly the messages acknowledged
+      local l = helper.cli({ args = { "sessions", "--store", store, "--json" } })
+      assert.are.equal(0, l.code, l.stderr)
+      local held = {}
+      for s in l.stdout:gmatch("[^\n]+") do local e = cjson.decode(s) held[e.session] = e.messages + 1 end
+      assert.are.same(acked, held)
+      -- restarted without the limit: the lines not acknowledged are sent
+      -- again with their numbers, and one more for each session
+      local input = ""
+      for _, id in ipairs(ids) do
+        for n = (acked[id] or 0) + 1, sent[id] + 1 do
+          input = input .. line{ session = id, text = n == 1 and "x" or id:rep(2000), n = n }
+        end
+      end
+      local r2 = host(flow, input)
+      assert.are.equal(0, r2.code, r2.stderr)
+      local out2, stored2 = events(r2.stdout)
+      local want, said = {}, {}
+      for _, id in ipairs(ids) do
+        for n = (acked[id] or 0) + 1, sent[id] + 1 do want[#want + 1] = id .. ":" .. n end
+      end
+      table.sort(want)
+      table.sort(stored2)
+      assert.are.same(want, stored2)
+      -- an output given before may come again (with its number, the same);
+      -- each answer was counted once
+      local seen = {}
+      for _, e in ipairs(out1) do seen[e.session .. "#" .. e.seq] = e.say or e.ask end
+      for _, e in ipairs(out2) do
+        local before = seen[e.session .. "#" .. e.seq]
+        if before then assert.are.equal(before, e.say or e.ask) end
+        if e.say then said[e.session] = e.say end
+      end
+      for _, id in ipairs(ids) do assert.are.equal(("%d 4000"):format(sent[id]), said[id], r2.stdout) end
+    end)
+  end)
+
   it('refuses "n" without a store, and a session\'s first line that is not text', function()
     local flow = helper.flow('say("hi")\n', dir)
     local r = helper.cli({ args = { "host", "-I", ifile, flow }, stdin = line{ session = "u1", text = "x", n = 1 } })

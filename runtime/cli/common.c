@@ -339,5 +339,6 @@ int cli_step(flowrun *rt, int timeout_ms, bool *failed) {
   }
   fprintf(stderr, "flowrun: %s\n", flowrun_errmsg(rt));
   *failed = true;
+  if (flowrun_store_failed(rt)) return 0;   /* for good: the caller exits 3 */
   return ++in_a_row < 100;
 }
