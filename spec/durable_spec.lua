@@ -480,6 +480,35 @@ end
       return h
     end
 
+    -- `flowrun ARGS...` under the limit, stdin the text given: its output
+    -- (stdout and stderr) and exit code.
+    local function limited_run(blocks, stdin, ...)
+      local sh = limited(blocks)
+      local args = {}
+      for i, a in ipairs({ ... }) do args[i] = helper.quote(a) end
+      helper.write(dir .. "/stdin", stdin)
+      local env = helper.san and ("env -u LD_PRELOAD ASAN_OPTIONS=" .. os.getenv("SPEC_CHILD_ASAN_OPTIONS") .. " ") or ""
+      return helper.sh(env .. "timeout -k 5 60 sh " .. helper.quote(sh) .. " " .. table.concat(args, " ")
+                       .. " <" .. helper.quote(dir .. "/stdin"))
+    end
+
+    it("a store with no room when it opens (a new one; one whose WAL index cannot grow): exit 2, naming it, nothing run", function()
+      local flow = helper.flow(COUNT, dir)
+      local out, code = limited_run(8, line{ session = "u1", text = "x", n = 1 }, "host", "--store", store, flow)
+      assert.are.equal(2, code, out)
+      assert.are.equal("flowrun host: store " .. store .. ": disk I/O error\n", out)
+      os.remove(store)
+      local r = host(flow, line{ session = "u1", text = "x", n = 1 })
+      assert.are.equal('{"session":"u1","ask":"more?","seq":1}\n{"session":"u1","stored":1}\n', r.stdout)
+      out, code = limited_run(8, line{ session = "u1", text = "ada", n = 2 }, "host", "--store", store, flow)
+      assert.are.equal(2, code, out)
+      assert.are.equal("flowrun host: store " .. store .. ": disk I/O error\n", out)
+      -- with room again, nothing was lost: the line is taken
+      local r2 = host(flow, line{ session = "u1", text = "ada", n = 2 })
+      assert.are.equal('{"session":"u1","say":"1 3","seq":2}\n{"session":"u1","ask":"more?","seq":3}\n'
+                       .. '{"session":"u1","stored":2}\n', r2.stdout)
+    end)
+
     it("a host whose store fills up while it runs: exits 3 naming the store; a restart goes on from the last acknowledged message", function()
       local flow = helper.flow(COUNT, dir)
       local h = limited_host(4096, flow)
