@@ -450,12 +450,13 @@ end
 ]]
     local FAILED = ": nothing after the last commit is stored or acknowledged\n"
 
-    -- flowrun with its files limited to `blocks` (ulimit -f; SIGXFSZ
-    -- ignored, so a write past the limit fails with EFBIG, as on a full
-    -- disk); argv after it; its pid in dir/limited.pid.
-    local function limited(blocks)
+    -- A script running flowrun (or program) with its files limited to
+    -- `blocks` (ulimit -f; SIGXFSZ ignored, so a write past the limit
+    -- fails with EFBIG, as on a full disk); argv after it; its pid in
+    -- dir/limited.pid.
+    local function limited(blocks, program)
       return helper.write(dir .. "/limited.sh", ("#!/bin/sh\necho $$ >%s\nulimit -f %d\ntrap '' XFSZ\nexec %s \"$@\"\n")
-        :format(helper.quote(dir .. "/limited.pid"), blocks, helper.quote(helper.flowrun)))
+        :format(helper.quote(dir .. "/limited.pid"), blocks, program or helper.quote(helper.flowrun)))
     end
 
     -- `flowrun host --store` under the limit, its input the lines appended
@@ -507,6 +508,65 @@ end
       local r2 = host(flow, line{ session = "u1", text = "ada", n = 2 })
       assert.are.equal('{"session":"u1","say":"1 3","seq":2}\n{"session":"u1","ask":"more?","seq":3}\n'
                        .. '{"session":"u1","stored":2}\n', r2.stdout)
+    end)
+
+    it("the Lua module: rt:api_node turning the loop raises naming the store, and so do rt:run, rt:step and rt:api_node after; nothing lost", function()
+      local flow = helper.flow(COUNT, dir)
+      local slow = helper.mock({ { path = "/v1/slow", delay_ms = 100, body = "ok" } })
+      helper.integrations({ shop = { base_url = mock.url .. "/v1" }, slow = { base_url = slow.url .. "/v1" } }, dir)
+      local script = helper.write(dir .. "/mod.lua", ([[
+package.cpath = %q .. "/build/?.so;" .. package.cpath
+local flowrun = require "flowrun"
+local rt = flowrun.new{ integrations = %q, store = %q }
+local function try(f, ...)
+  local ok, e = pcall(f, ...)
+  if not ok then return e end
+  if f == rt.run and not e then return "run: not there in time" end
+end
+for i = 1, 3 do rt:start("u" .. i, %q, "x") end
+local err = try(rt.run, rt, 10000)
+for k = 1, 300 do                       -- the sessions run while api_node waits
+  if err then break end
+  for i = 1, 3 do err = err or try(rt.send, rt, "u" .. i, ("u" .. i):rep(2000), k) end
+  err = err or try(rt.api_node, rt, { integration = "slow", path = "/slow", results = { "200" } })
+end
+print(err)
+print(try(rt.run, rt, 10000))
+print(try(rt.step, rt))
+print(try(rt.api_node, rt, { integration = "shop", path = "/order/m", results = { "200" } }))
+for _, e in ipairs(rt:events()) do
+  if e.type == "stored" then print(e.session .. " " .. e.n) end
+end
+rt:close()
+]]):format(helper.root, ifile, store, flow))
+      local out, code = helper.sh("timeout -k 5 60 sh " .. helper.quote(limited(4096, "lua5.4")) .. " " .. helper.quote(script))
+      assert.are.equal(0, code, out)
+      local lines = helper.lines(out)
+      local failed = "store " .. store .. ": disk I/O error: nothing after the last commit is stored or acknowledged"
+      assert.are.same({ failed, failed, failed, failed }, { lines[1], lines[2], lines[3], lines[4] })
+      assert.are.equal(0, mock:count("/v1/order/m"))  -- not sent
+      slow:stop()
+      local acked = {}
+      for i = 5, #lines do
+        local id, n = lines[i]:match("^(u%d) (%d+)$")
+        assert.are.equal((acked[id] or -1) + 1, tonumber(n), out)   -- in order, each once
+        acked[id] = tonumber(n)
+      end
+      assert.is_true((acked.u1 or 0) + (acked.u2 or 0) + (acked.u3 or 0) >= 6, out)
+      -- on the store again, with room: each goes on from its last acknowledged message
+      local flowrun = helper.module()
+      local rt = flowrun.new{ integrations = ifile, store = store }
+      for _, id in ipairs({ "u1", "u2", "u3" }) do rt:send(id, "again", acked[id] + 1) end
+      assert.is_true(rt:run())
+      local said, stored = {}, {}
+      for _, e in ipairs(rt:events()) do
+        if e.type == "say" then said[e.session] = e.text end
+        if e.type == "stored" then stored[#stored + 1] = e.session .. " " .. e.n end
+      end
+      table.sort(stored)
+      assert.are.same({ "u1 " .. acked.u1 + 1, "u2 " .. acked.u2 + 1, "u3 " .. acked.u3 + 1 }, stored)
+      assert.are.same({ u1 = acked.u1 + 1 .. " 5", u2 = acked.u2 + 1 .. " 5", u3 = acked.u3 + 1 .. " 5" }, said)
+      rt:close()
     end)
 
     it("a host whose store fills up while it runs: exits 3 naming the store; a restart goes on from the last acknowledged message", function()
