@@ -594,6 +594,76 @@ rt:close()
       rt:close()
     end)
 
+    -- Where the commits in a WAL file end (bytes from its start).
+    local function commits(wal)
+      local d, ends = helper.read(wal) or "", {}
+      if #d < 32 then return ends end
+      local frame = 24 + string.unpack(">I4", d, 9)   -- a frame: its header and a page
+      for off = 33, #d - frame + 1, frame do
+        if string.unpack(">I4", d, off + 4) ~= 0 then ends[#ends + 1] = off - 1 + frame end
+      end
+      return ends
+    end
+
+    it("a host whose disk fills up at a turn's second commit (its outputs given, leaving the outbox): they come again, the same", function()
+      local flow = helper.flow(COUNT, dir)
+      local ids, m = { "u1", "u2", "u3" }, 7
+      local function message(i, sent)     -- the i-th line: u2, u3, u1, u2, ...
+        local id = ids[i % 3 + 1]
+        sent[id] = (sent[id] or 0) + 1
+        return id, sent[id], line{ session = id, text = sent[id] == 1 and "x" or id:rep(2000), n = sent[id] }
+      end
+      -- without a limit, on another store: where the two commits of line
+      -- m's turn end in the WAL (the first stores the line, the second
+      -- takes the given outputs out of the outbox)
+      local probe, sent, before = dir .. "/probe.db", {}, nil
+      local p = helper.cli_piped({ "host", "--store", probe, "-I", ifile, flow })
+      for i = 1, m do
+        local _, _, l = message(i, sent)
+        before = #commits(probe .. "-wal")
+        p:send(l:sub(1, -2))
+        assert(helper.wait_for(function() return #commits(probe .. "-wal") >= before + 2 end, 20000), "no commit")
+      end
+      local ends = commits(probe .. "-wal")
+      assert.are.equal(0, p:finish().code)
+      assert.are.equal(before + 2, #ends)
+      -- the same lines with the files limited to the end of line m's first commit
+      local h = limited_host(math.ceil(ends[#ends - 1] / 512), flow)
+      local id, n
+      sent = {}
+      local ok, err = pcall(function()
+        for i = 1, m do
+          local l
+          id, n, l = message(i, sent)
+          h.send(l)
+          local ack = ('{"session":"%s","stored":%d}'):format(id, n)
+          assert(helper.wait_for(function() return h.stdout():find(ack, 1, true) end, 20000), h.stdout())
+        end
+        assert(helper.wait_for(h.code, 20000), "the host did not exit")
+      end)
+      h.kill()
+      assert(ok, err)
+      assert.are.equal(3, h.code())
+      assert.are.equal("flowrun: " .. failed() .. "\n", helper.read(dir .. "/err"))
+      local out1 = events(h.stdout())
+      local given = { out1[#out1 - 1], out1[#out1] }   -- line m's say and the ask after it
+      assert.are.same({ id, ("%d 4000"):format(n - 1), id, "more?" },
+                      { given[1].session, given[1].say, given[2].session, given[2].ask })
+      -- with room: they come again, with their numbers; then the next line is taken
+      local r = host(flow, line{ session = id, text = "again", n = n + 1 })
+      assert.are.equal(0, r.code, r.stderr)
+      local out2, stored2 = events(r.stdout)
+      assert.are.same({ id .. ":" .. n + 1 }, stored2)
+      assert.are.same(given, { out2[1], out2[2] })    -- the outbox's, first
+      local texts = {}                  -- the replay may give one again: its number, its text
+      for _, e in ipairs(out2) do
+        assert.are.equal(texts[e.seq] or e.say or e.ask, e.say or e.ask)
+        texts[e.seq] = e.say or e.ask
+      end
+      assert.are.same({ [given[1].seq] = given[1].say, [given[2].seq] = "more?",
+                        [given[2].seq + 1] = ("%d 5"):format(n), [given[2].seq + 2] = "more?" }, texts)
+    end)
+
     it("a host whose store fills up while it runs: exits 3 naming the store; a restart goes on from the last acknowledged message", function()
       local flow = helper.flow(COUNT, dir)
       local h = limited_host(4096, flow)
