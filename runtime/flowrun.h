@@ -147,7 +147,8 @@ FLOWRUN_API int flowrun_stop(flowrun *rt, const char *id);
 ** something to happen (0: never wait; -1: wait as long as needed). Returns
 ** the number of live sessions plus calls in flight, or FLOWRUN_ERR (called
 ** from a callback; or libcurl failed this turn, out of memory say: the turn
-** is done all the same, and the host may step again). */
+** is done all the same, and the host may step again; or, with a store, a
+** write failed: see flowrun_store_failed). */
 FLOWRUN_API int flowrun_step(flowrun *rt, int timeout_ms);
 
 /* Live sessions (started and not ended). */
@@ -261,6 +262,13 @@ FLOWRUN_API int flowrun_send_n(flowrun *rt, const char *id, long long n,
 ** also after it ended; -1 when the store has no such session or there is
 ** no store. */
 FLOWRUN_API long long flowrun_stored(flowrun *rt, const char *id);
+
+/* With a store: 1 once a write to it failed (a full disk, an I/O error).
+** That turn is lost (nothing of it was given or acknowledged) and the
+** runtime stops for good: flowrun_step returns FLOWRUN_ERR, flowrun_errmsg
+** naming the store. Free it; a runtime opened on the store later goes on
+** from the last commit. 0 otherwise. */
+FLOWRUN_API int flowrun_store_failed(const flowrun *rt);
 
 enum {                                  /* what a store keeps in memory */
   FLOWRUN_STORE_RESIDENT,               /* sessions at most (0: no cap); 0 */

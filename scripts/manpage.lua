@@ -45,7 +45,7 @@ for _, sub in ipairs { "run", "host", "repl", "check", "graph", "mock" } do
 end
 page[#page + 1] = ".SH EXIT STATUS"
 page[#page + 1] = "0 done, 1 a session raised an error (or output could not be written),"
-page[#page + 1] = "2 usage or configuration error."
+page[#page + 1] = "2 usage or configuration error, 3 the store failed while it ran (a full disk)."
 page[#page + 1] = ".SH SEE ALSO"
 page[#page + 1] = "lua(1), curl(1)"
 io.write(table.concat(page, "\n"), "\n")

@@ -436,6 +436,301 @@ ask()
     end)
   end)
 
+  describe("a full disk: exit 3, nothing acknowledged that was not stored, nothing lost", function()
+    -- Each answer is counted: "k 4000" for the k-th, so a message taken
+    -- twice or lost shows in the count.
+    local COUNT = [[
+local k = 0
+while true do
+  local a = ask("more?")
+  if a == nil then return end
+  k = k + 1
+  say(("%d %d"):format(k, #a))
+end
+]]
+    -- what a write past the limit makes of a commit (EFBIG is an I/O error
+    -- to SQLite; a full disk's ENOSPC says "database or disk is full")
+    local function failed()
+      return "store " .. store .. ": disk I/O error: nothing after the last commit is stored or acknowledged"
+    end
+
+    -- A script running flowrun (or program) with its files limited to
+    -- `blocks` (ulimit -f; SIGXFSZ ignored, so a write past the limit
+    -- fails with EFBIG, as on a full disk); argv after it; its pid in
+    -- dir/limited.pid.
+    local function limited(blocks, program)
+      return helper.write(dir .. "/limited.sh", ("#!/bin/sh\necho $$ >%s\nulimit -f %d\ntrap '' XFSZ\nexec %s \"$@\"\n")
+        :format(helper.quote(dir .. "/limited.pid"), blocks, program or helper.quote(helper.flowrun)))
+    end
+
+    -- `flowrun host --store` under the limit, its input the lines appended
+    -- to dir/in (tail -f: a host gone never breaks the spec's pipe).
+    local function limited_host(blocks, flow)
+      local sh = limited(blocks)
+      helper.write(dir .. "/in", "")
+      local env = helper.san and ("env -u LD_PRELOAD ASAN_OPTIONS=" .. os.getenv("SPEC_CHILD_ASAN_OPTIONS") .. " ") or ""
+      os.execute("(tail -n +1 -f " .. helper.quote(dir .. "/in") .. " | (" .. env .. "sh " .. helper.quote(sh)
+                 .. " host --store " .. helper.quote(store) .. " -I " .. helper.quote(ifile) .. " " .. helper.quote(flow)
+                 .. " >" .. helper.quote(dir .. "/out") .. " 2>" .. helper.quote(dir .. "/err")
+                 .. "; echo $? >" .. helper.quote(dir .. "/code") .. ")) >/dev/null 2>&1 &")
+      local h = {}
+      function h.send(l) local f = assert(io.open(dir .. "/in", "a")) f:write(l) f:close() end
+      function h.stdout() return helper.read(dir .. "/out") or "" end
+      function h.code() return tonumber(helper.read(dir .. "/code") or "") end
+      function h.kill()                 -- a host that never exits (the spec fails)
+        local pid = tonumber(helper.read(dir .. "/limited.pid") or "")
+        if pid and not h.code() then os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
+        helper.wait_for(h.code, 10000)
+      end
+      return h
+    end
+
+    -- `flowrun ARGS...` under the limit, stdin the text given: its output
+    -- (stdout and stderr) and exit code.
+    local function limited_run(blocks, stdin, ...)
+      local sh = limited(blocks)
+      local args = {}
+      for i, a in ipairs({ ... }) do args[i] = helper.quote(a) end
+      helper.write(dir .. "/stdin", stdin)
+      local env = helper.san and ("env -u LD_PRELOAD ASAN_OPTIONS=" .. os.getenv("SPEC_CHILD_ASAN_OPTIONS") .. " ") or ""
+      return helper.sh(env .. "timeout -k 5 60 sh " .. helper.quote(sh) .. " " .. table.concat(args, " ")
+                       .. " <" .. helper.quote(dir .. "/stdin"))
+    end
+
+    it("a store with no room when it opens (a new one; one whose WAL index cannot grow): exit 2, naming it, nothing run", function()
+      local flow = helper.flow(COUNT, dir)
+      local out, code = limited_run(8, line{ session = "u1", text = "x", n = 1 }, "host", "--store", store, flow)
+      assert.are.equal(2, code, out)
+      assert.are.equal("flowrun host: store " .. store .. ": disk I/O error\n", out)
+      os.remove(store)
+      local r = host(flow, line{ session = "u1", text = "x", n = 1 })
+      assert.are.equal('{"session":"u1","ask":"more?","seq":1}\n{"session":"u1","stored":1}\n', r.stdout)
+      out, code = limited_run(8, line{ session = "u1", text = "ada", n = 2 }, "host", "--store", store, flow)
+      assert.are.equal(2, code, out)
+      assert.are.equal("flowrun host: store " .. store .. ": disk I/O error\n", out)
+      -- with room again, nothing was lost: the line is taken
+      local r2 = host(flow, line{ session = "u1", text = "ada", n = 2 })
+      assert.are.equal('{"session":"u1","say":"1 3","seq":2}\n{"session":"u1","ask":"more?","seq":3}\n'
+                       .. '{"session":"u1","stored":2}\n', r2.stdout)
+    end)
+
+    it("flowrun run --store: exits 3 with the message once; run again, its sessions go on", function()
+      local flow = helper.flow('for i = 1, 1000 do say(i) sleep(1) end\n', dir)
+      local out, code = limited_run(4096, "", "run", "--sessions", "3", "--store", store, flow)
+      assert.are.equal(3, code, out:sub(-500))
+      local lines = helper.lines(out)
+      assert.are.equal("flowrun: " .. failed(), lines[#lines])
+      local r = helper.cli({ args = { "run", "--sessions", "3", "--store", store, flow } })
+      assert.are.equal(0, r.code, r.stderr)
+      local last = {}                   -- each session's numbers: 1 to 1000, in order, none missing
+      for _, l in ipairs(lines) do
+        local id, i = l:match("^%[(%d)%] (%d+)$")
+        if id then assert.is_true(tonumber(i) <= (last[id] or 0) + 1, l) last[id] = tonumber(i) end
+      end
+      for _, l in ipairs(helper.lines(r.stdout)) do
+        local id, i = l:match("^%[(%d)%] (%d+)$")
+        assert.is_true(tonumber(i) <= (last[id] or 0) + 1, l)
+        last[id] = tonumber(i)
+      end
+      assert.are.same({ ["1"] = 1000, ["2"] = 1000, ["3"] = 1000 }, last)
+      assert.are.equal(#lines - 1, select(2, out:gsub("%[%d%] %d+\n", "")))   -- one line of stderr
+    end)
+
+    it("the Lua module: rt:api_node turning the loop raises naming the store, and so do rt:run, rt:step and rt:api_node after; nothing lost", function()
+      local flow = helper.flow(COUNT, dir)
+      local slow = helper.mock({ { path = "/v1/slow", delay_ms = 100, body = "ok" } })
+      helper.integrations({ shop = { base_url = mock.url .. "/v1" }, slow = { base_url = slow.url .. "/v1" } }, dir)
+      local script = helper.write(dir .. "/mod.lua", ([[
+package.cpath = %q .. "/build/?.so;" .. package.cpath
+local flowrun = require "flowrun"
+local rt = flowrun.new{ integrations = %q, store = %q }
+local function try(f, ...)
+  local ok, e = pcall(f, ...)
+  if not ok then return e end
+  if f == rt.run and not e then return "run: not there in time" end
+end
+for i = 1, 3 do rt:start("u" .. i, %q, "x") end
+local err = try(rt.run, rt, 10000)
+for k = 1, 300 do                       -- the sessions run while api_node waits
+  if err then break end
+  for i = 1, 3 do err = err or try(rt.send, rt, "u" .. i, ("u" .. i):rep(2000), k) end
+  err = err or try(rt.api_node, rt, { integration = "slow", path = "/slow", results = { "200" } })
+end
+print(err)
+print(try(rt.run, rt, 10000))
+print(try(rt.step, rt))
+print(try(rt.api_node, rt, { integration = "shop", path = "/order/m", results = { "200" } }))
+for _, e in ipairs(rt:events()) do
+  if e.type == "stored" then print(e.session .. " " .. e.n) end
+end
+rt:close()
+]]):format(helper.root, ifile, store, flow))
+      local out, code = helper.sh("timeout -k 5 60 sh " .. helper.quote(limited(4096, "lua5.4")) .. " " .. helper.quote(script))
+      assert.are.equal(0, code, out)
+      local lines = helper.lines(out)
+      assert.are.same({ failed(), failed(), failed(), failed() }, { lines[1], lines[2], lines[3], lines[4] })
+      assert.are.equal(0, mock:count("/v1/order/m"))  -- not sent
+      slow:stop()
+      local acked = {}
+      for i = 5, #lines do
+        local id, n = lines[i]:match("^(u%d) (%d+)$")
+        assert.are.equal((acked[id] or -1) + 1, tonumber(n), out)   -- in order, each once
+        acked[id] = tonumber(n)
+      end
+      assert.is_true((acked.u1 or 0) + (acked.u2 or 0) + (acked.u3 or 0) >= 6, out)
+      -- on the store again, with room: each goes on from its last acknowledged message
+      local flowrun = helper.module()
+      local rt = flowrun.new{ integrations = ifile, store = store }
+      for _, id in ipairs({ "u1", "u2", "u3" }) do rt:send(id, "again", acked[id] + 1) end
+      assert.is_true(rt:run())
+      local said, stored = {}, {}
+      for _, e in ipairs(rt:events()) do
+        if e.type == "say" then said[e.session] = e.text end
+        if e.type == "stored" then stored[#stored + 1] = e.session .. " " .. e.n end
+      end
+      table.sort(stored)
+      assert.are.same({ "u1 " .. acked.u1 + 1, "u2 " .. acked.u2 + 1, "u3 " .. acked.u3 + 1 }, stored)
+      assert.are.same({ u1 = acked.u1 + 1 .. " 5", u2 = acked.u2 + 1 .. " 5", u3 = acked.u3 + 1 .. " 5" }, said)
+      rt:close()
+    end)
+
+    -- Where the commits in a WAL file end (bytes from its start).
+    local function commits(wal)
+      local d, ends = helper.read(wal) or "", {}
+      if #d < 32 then return ends end
+      local frame = 24 + string.unpack(">I4", d, 9)   -- a frame: its header and a page
+      for off = 33, #d - frame + 1, frame do
+        if string.unpack(">I4", d, off + 4) ~= 0 then ends[#ends + 1] = off - 1 + frame end
+      end
+      return ends
+    end
+
+    it("a host whose disk fills up at a turn's second commit (its outputs given, leaving the outbox): they come again, the same", function()
+      local flow = helper.flow(COUNT, dir)
+      local ids, m = { "u1", "u2", "u3" }, 7
+      local function message(i, sent)     -- the i-th line: u2, u3, u1, u2, ...
+        local id = ids[i % 3 + 1]
+        sent[id] = (sent[id] or 0) + 1
+        return id, sent[id], line{ session = id, text = sent[id] == 1 and "x" or id:rep(2000), n = sent[id] }
+      end
+      -- without a limit, on another store: where the two commits of line
+      -- m's turn end in the WAL (the first stores the line, the second
+      -- takes the given outputs out of the outbox)
+      local probe, sent, before = dir .. "/probe.db", {}, nil
+      local p = helper.cli_piped({ "host", "--store", probe, "-I", ifile, flow })
+      for i = 1, m do
+        local _, _, l = message(i, sent)
+        before = #commits(probe .. "-wal")
+        p:send(l:sub(1, -2))
+        assert(helper.wait_for(function() return #commits(probe .. "-wal") >= before + 2 end, 20000), "no commit")
+      end
+      local ends = commits(probe .. "-wal")
+      assert.are.equal(0, p:finish().code)
+      assert.are.equal(before + 2, #ends)
+      -- the same lines with the files limited to the end of line m's first commit
+      local h = limited_host(math.ceil(ends[#ends - 1] / 512), flow)
+      local id, n
+      sent = {}
+      local ok, err = pcall(function()
+        for i = 1, m do
+          local l
+          id, n, l = message(i, sent)
+          h.send(l)
+          local ack = ('{"session":"%s","stored":%d}'):format(id, n)
+          assert(helper.wait_for(function() return h.stdout():find(ack, 1, true) end, 20000), h.stdout())
+        end
+        assert(helper.wait_for(h.code, 20000), "the host did not exit")
+      end)
+      h.kill()
+      assert(ok, err)
+      assert.are.equal(3, h.code())
+      assert.are.equal("flowrun: " .. failed() .. "\n", helper.read(dir .. "/err"))
+      local out1 = events(h.stdout())
+      local given = { out1[#out1 - 1], out1[#out1] }   -- line m's say and the ask after it
+      assert.are.same({ id, ("%d 4000"):format(n - 1), id, "more?" },
+                      { given[1].session, given[1].say, given[2].session, given[2].ask })
+      -- with room: they come again, with their numbers; then the next line is taken
+      local r = host(flow, line{ session = id, text = "again", n = n + 1 })
+      assert.are.equal(0, r.code, r.stderr)
+      local out2, stored2 = events(r.stdout)
+      assert.are.same({ id .. ":" .. n + 1 }, stored2)
+      assert.are.same(given, { out2[1], out2[2] })    -- the outbox's, first
+      local texts = {}                  -- the replay may give one again: its number, its text
+      for _, e in ipairs(out2) do
+        assert.are.equal(texts[e.seq] or e.say or e.ask, e.say or e.ask)
+        texts[e.seq] = e.say or e.ask
+      end
+      assert.are.same({ [given[1].seq] = given[1].say, [given[2].seq] = "more?",
+                        [given[2].seq + 1] = ("%d 5"):format(n), [given[2].seq + 2] = "more?" }, texts)
+    end)
+
+    it("a host whose store fills up while it runs: exits 3 naming the store; a restart goes on from the last acknowledged message", function()
+      local flow = helper.flow(COUNT, dir)
+      local h = limited_host(4096, flow)
+      local sent, acked, ids = {}, {}, { "u1", "u2", "u3" }
+      local ok, err = pcall(function()
+        for i = 1, 600 do               -- one line at a time, each acknowledged before the next
+          local id = ids[i % 3 + 1]
+          local n = (sent[id] or 0) + 1
+          if h.code() then break end
+          h.send(line{ session = id, text = n == 1 and "x" or id:rep(2000), n = n })
+          sent[id] = n
+          local ack = ('{"session":"%s","stored":%d}'):format(id, n)
+          assert(helper.wait_for(function() return h.stdout():find(ack, 1, true) or h.code() end, 20000),
+                 "neither an acknowledgement nor an exit: " .. h.stdout())
+          if not h.stdout():find(ack, 1, true) then break end
+          acked[id] = n
+        end
+        assert(helper.wait_for(h.code, 20000), "the host did not exit")
+      end)
+      h.kill()
+      assert(ok, err)
+      local r = { code = h.code(), stdout = h.stdout(), stderr = helper.read(dir .. "/err") or "" }
+      assert.is_nil(helper.sanitizer_report(r.stderr))
+      assert.are.equal(3, r.code, r.stderr)
+      assert.are.equal("flowrun: " .. failed() .. "\n", r.stderr)
+      local out1, stored1 = events(r.stdout)
+      local n_acked = 0
+      for _, id in ipairs(ids) do n_acked = n_acked + (acked[id] or 0) end
+      assert.is_true(n_acked >= 6, "only " .. n_acked .. " acknowledged: raise the limit")
+      assert.are.equal(n_acked, #stored1)             -- each acknowledged once, in order, none more
+      -- the store holds exactly the messages acknowledged
+      local l = helper.cli({ args = { "sessions", "--store", store, "--json" } })
+      assert.are.equal(0, l.code, l.stderr)
+      local held = {}
+      for s in l.stdout:gmatch("[^\n]+") do local e = cjson.decode(s) held[e.session] = e.messages + 1 end
+      assert.are.same(acked, held)
+      -- restarted without the limit: the lines not acknowledged are sent
+      -- again with their numbers, and one more for each session
+      local input = ""
+      for _, id in ipairs(ids) do
+        for n = (acked[id] or 0) + 1, sent[id] + 1 do
+          input = input .. line{ session = id, text = n == 1 and "x" or id:rep(2000), n = n }
+        end
+      end
+      local r2 = host(flow, input)
+      assert.are.equal(0, r2.code, r2.stderr)
+      local out2, stored2 = events(r2.stdout)
+      local want, said = {}, {}
+      for _, id in ipairs(ids) do
+        for n = (acked[id] or 0) + 1, sent[id] + 1 do want[#want + 1] = id .. ":" .. n end
+      end
+      table.sort(want)
+      table.sort(stored2)
+      assert.are.same(want, stored2)
+      -- an output given before may come again (with its number, the same);
+      -- each answer was counted once
+      local seen = {}
+      for _, e in ipairs(out1) do seen[e.session .. "#" .. e.seq] = e.say or e.ask end
+      for _, e in ipairs(out2) do
+        local before = seen[e.session .. "#" .. e.seq]
+        if before then assert.are.equal(before, e.say or e.ask) end
+        if e.say then said[e.session] = e.say end
+      end
+      for _, id in ipairs(ids) do assert.are.equal(("%d 4000"):format(sent[id]), said[id], r2.stdout) end
+    end)
+  end)
+
   it('refuses "n" without a store, and a session\'s first line that is not text', function()
     local flow = helper.flow('say("hi")\n', dir)
     local r = helper.cli({ args = { "host", "-I", ifile, flow }, stdin = line{ session = "u1", text = "x", n = 1 } })

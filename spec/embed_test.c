@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -531,6 +532,93 @@ static void run_reward(const flowrun_callbacks *cb) {
   flowrun_free(rt);
 }
 
+/* ---- a store on a full disk ---- */
+
+static int acks[3];                     /* stored callbacks, by session */
+
+static void on_stored(void *ud, const char *id, long long n) {
+  (void)ud;
+  (void)n;
+  acks[id[1] - '1']++;
+}
+
+/* Three sessions answered until their store has no room (a file size
+** limit, SIGXFSZ ignored: a write past it fails as on a full disk), in a
+** child, so that the limit binds no file of this process. The child
+** writes what it saw to fd: the step that failed and its message, the
+** next step's, flowrun_store_failed, the acknowledgements. */
+static void fill_store(int fd) {
+  struct rlimit rl = { 4 << 20, 4 << 20 };
+  flowrun_callbacks cb = { NULL, NULL, NULL, NULL, NULL, NULL, sizeof(flowrun_callbacks), NULL,
+                           on_stored };
+  flowrun *rt = flowrun_new(&cb);
+  char id[3] = "u0", text[4000], out[1200];
+  int rc = FLOWRUN_OK, again;
+  signal(SIGXFSZ, SIG_IGN);
+  setrlimit(RLIMIT_FSIZE, &rl);
+  memset(text, 'a', sizeof text);
+  if (!rt || flowrun_open_store(rt, path("full.db")) != FLOWRUN_OK) _exit(1);
+  for (int i = 0; i < 3; i++) {
+    id[1] = (char)('1' + i);
+    flowrun_start(rt, id, path("count.lua"), 0, NULL);
+  }
+  for (int k = 1; k <= 2000 && rc != FLOWRUN_ERR; k++) {
+    for (int i = 0; i < 3; i++) {
+      id[1] = (char)('1' + i);
+      flowrun_send_n(rt, id, k, text, sizeof text);
+    }
+    for (int t = 0; t < 3 && (rc = flowrun_step(rt, 5)) != FLOWRUN_ERR; t++) {}
+  }
+  snprintf(out, sizeof out, "%d %d %d %d %d|%s|", rc, flowrun_store_failed(rt), acks[0], acks[1], acks[2],
+           flowrun_errmsg(rt));
+  again = flowrun_step(rt, 0);
+  snprintf(out + strlen(out), sizeof out - strlen(out), "%d %s", again, flowrun_errmsg(rt));
+  if (write(fd, out, strlen(out)) < 0) _exit(1);
+  flowrun_free(rt);
+  _exit(0);
+}
+
+static void store_full(void) {
+  int fds[2], rc = 0, failed_for_good = 0, got[3] = { 0 }, ok = 1;
+  char res[1200] = "", want[600], *msg, *msg2;
+  ssize_t n;
+  pid_t pid;
+  flowrun_callbacks cb = { NULL, NULL, NULL, NULL, NULL, NULL, sizeof(flowrun_callbacks), NULL, NULL };
+  flowrun *rt;
+  write_file("count.lua", "while true do local a = ask() if a == nil then return end say(#a) end\n");
+  if (pipe(fds) < 0) return;
+  if ((pid = fork()) == 0) {
+    close(fds[0]);
+    fill_store(fds[1]);
+  }
+  close(fds[1]);
+  n = read(fds[0], res, sizeof res - 1);
+  res[n > 0 ? n : 0] = '\0';
+  close(fds[0]);
+  waitpid(pid, NULL, 0);
+  sscanf(res, "%d %d %d %d %d", &rc, &failed_for_good, &got[0], &got[1], &got[2]);
+  msg = strchr(res, '|');
+  msg2 = msg ? strchr(msg + 1, '|') : NULL;
+  if (msg2) *msg2++ = '\0';
+  snprintf(want, sizeof want, "store %s: disk I/O error: nothing after the last commit is stored "
+           "or acknowledged", path("full.db"));
+  check(rc == FLOWRUN_ERR && msg && strcmp(msg + 1, want) == 0,
+        "full store: flowrun_step fails, flowrun_errmsg names the store");
+  check(failed_for_good == 1 && msg2 && atoi(msg2) == FLOWRUN_ERR && strstr(msg2, want),
+        "full store: flowrun_store_failed is 1; the next step fails the same");
+  rt = flowrun_new(&cb);
+  check(rt && flowrun_store_failed(rt) == 0 && got[0] + got[1] + got[2] > 3,
+        "full store: messages were acknowledged before; no store, no failure");
+  if (rt && flowrun_open_store(rt, path("full.db")) == FLOWRUN_OK) {
+    for (int i = 0; i < 3; i++) {
+      char id[3] = { 'u', (char)('1' + i), 0 };
+      ok &= flowrun_stored(rt, id) == got[i] - 1;   /* the start is acknowledged too */
+    }
+  } else ok = 0;
+  check(ok, "full store: with room again, the store has exactly the messages acknowledged");
+  flowrun_free(rt);
+}
+
 static void callbacks_size(void) {
   flowrun_callbacks before = { .say = count_say, .end = count_end, .trace = count_trace };
   struct { flowrun_callbacks cb; void (*later)(void *); char more[64]; } newer;
@@ -601,6 +689,7 @@ int main(int argc, char **argv) {
     break_spinning();
     sandbox_api();
     callbacks_size();
+    store_full();
   }
 #ifdef EMBED_OOM
   if (!oom_from) response_out_of_memory();

@@ -38,7 +38,8 @@ const char cli_usage[] =
   "  --limit NAME=N     a session's limit: instructions (between two waits),\n"
   "                     session-memory, memory (all sessions), output; K, M, G; 0 none;\n"
   "                     wall=SECONDS: a session stuck in C code that long ends the command\n"
-  "exit status: 0 done, 1 a session raised an error, 2 usage or configuration error\n";
+  "exit status: 0 done, 1 a session raised an error, 2 usage or configuration error,\n"
+  "             3 the store failed while it ran (a full disk)\n";
 
 /* ---- output ---- */
 
@@ -339,5 +340,6 @@ int cli_step(flowrun *rt, int timeout_ms, bool *failed) {
   }
   fprintf(stderr, "flowrun: %s\n", flowrun_errmsg(rt));
   *failed = true;
+  if (flowrun_store_failed(rt)) return 0;   /* for good: the caller exits 3 */
   return ++in_a_row < 100;
 }

@@ -43,7 +43,8 @@ int cli_output_done(int status, FILE *trace_json, const char *name);
 /* flowrun_step for a command's loop: what it returns, or, when the step
 ** failed (libcurl, out of memory), 1 after saying why on stderr and
 ** setting *failed: the host steps again (flowrun.h). After 100 failed
-** steps in a row it gives up: 0. */
+** steps in a row it gives up: 0; at once when the store failed (then the
+** command exits 3: flowrun_store_failed). */
 int cli_step(flowrun *rt, int timeout_ms, bool *failed);
 
 /* ---- limits.c: --allow LIST and --limit NAME=VALUE, for run, host, repl ---- */

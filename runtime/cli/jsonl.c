@@ -24,7 +24,9 @@
 ** stdin is read through the runtime's loop (flowrun_watch), so a slow
 ** writer never stalls the sessions, and no session waits for another. At
 ** the end of input every channel closes and the host runs until the last
-** session ends. Exit: 0, 1 when a session raised, 2 a configuration error.
+** session ends. Exit: 0, 1 when a session raised, 2 a configuration error
+** (or a store it cannot open), 3 when the store failed while it ran (a full
+** disk: nothing after the last commit was acknowledged).
 */
 #include <errno.h>
 #include <stdarg.h>
@@ -134,6 +136,7 @@ static void bad_line(host *h, const char *fmt, ...) {
   char msg[600];
   int n = snprintf(msg, sizeof msg, "line %ld: ", h->lineno);
   va_list ap;
+  if (flowrun_store_failed(h->rt)) return;   /* not taken, not malformed: the host exits 3 */
   va_start(ap, fmt);
   vsnprintf(msg + n, sizeof msg - n, fmt, ap);
   va_end(ap);
@@ -245,7 +248,7 @@ static void handle_lines(host *h) {
   const char *line;
   size_t len;
   int got;
-  while ((got = cli_input_line(&h->in, &line, &len)) != CLI_NONE) {
+  while (!flowrun_store_failed(h->rt) && (got = cli_input_line(&h->in, &line, &len)) != CLI_NONE) {
     if (got == CLI_LINE) handle_line(h, line, len);
     else {
       h->lineno++;
@@ -370,18 +373,19 @@ int flowrun_host_main(int argc, char **argv) {
   cli_input_watch(&h.in, true);
   cli_watchdog_start(&h.opts.grants, h.rt);
   if (!h.in.pollable) {                 /* a file, /dev/null: read as the loop turns */
-    while (!h.in.eof) {
+    while (!h.in.eof && !flowrun_store_failed(h.rt)) {
       if (!read_some(&h)) input_ends(&h);
       cli_step(h.rt, 0, &h.failed);
       fflush(stdout);
     }
   }
   for (;;) {                            /* with a store, waiting sessions wait in it */
+    if (flowrun_store_failed(h.rt)) break;
     if (h.store && h.in.eof && flowrun_quiet(h.rt)) break;
     if (cli_step(h.rt, -1, &h.failed) <= 0 && h.in.eof) break;
     fflush(stdout);
   }
-  status = h.failed;
+  status = flowrun_store_failed(h.rt) ? 3 : h.failed;
   cli_watchdog_stop();
 done:
   flowrun_free(h.rt);                   /* sessions closed: the last traces written */

@@ -201,7 +201,7 @@ int flowrun_run_main(int argc, char **argv) {
     while (cli_step(c.rt, -1, &step_failed) > 0) {}
     if (step_failed) c.failed = 1;
     cli_watchdog_stop();
-    status = c.failed;
+    status = flowrun_store_failed(c.rt) ? 3 : c.failed;
   }
   flowrun_free(c.rt);                   /* sessions closed: the last traces written */
   status = cli_output_done(status, c.opts.trace_json, c.opts.tjson);

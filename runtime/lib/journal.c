@@ -201,6 +201,10 @@ bool fr_dur_failed(const flowrun *rt) {
   return rt->dur && rt->dur->failed;
 }
 
+int flowrun_store_failed(const flowrun *rt) {
+  return fr_dur_failed(rt);
+}
+
 int fr_dur_open(flowrun *rt, const char *path) {
   fr_durable *d;
   const char *crash;

@@ -1150,7 +1150,9 @@ static int l_api_node(lua_State *L) {
     s->state = FR_S_CALL;
     return lua_yieldk(L, 0, (lua_KContext)c, k_api_node);
   }
-  while (!fr_call_over(c)) fr_step(rt, -1);
+  while (!fr_call_over(c))
+    if (fr_step(rt, -1) == FLOWRUN_ERR && fr_dur_failed(rt))
+      flowrun_interrupt(rt, NULL);      /* the store failed: the loop turns no more */
   return fr_call_push_result(L, c);
 }
 

@@ -218,8 +218,10 @@ static fr_store *st_open(const char *path, int flags, char *err, size_t n) {
   sqlite3_extended_result_codes(st->db, 0);
   app = pragma(st->db, "application_id");
   fmt = pragma(st->db, "user_version");
-  if (app < 0 || fmt < 0) {
-    snprintf(err, n, "store %s: not a flowrun store (%s)", path, sqlite3_errmsg(st->db));
+  if (app < 0 || fmt < 0) {             /* a full disk (no room for the WAL's index) is no other file */
+    int io = sqlite3_errcode(st->db) == SQLITE_IOERR || sqlite3_errcode(st->db) == SQLITE_FULL;
+    snprintf(err, n, io ? "store %s: %s" : "store %s: not a flowrun store (%s)", path,
+             sqlite3_errmsg(st->db));
     goto bad;
   }
   if (app != APP_ID && (app != 0 || fmt != 0 || tables(st->db) != 0)) {

@@ -165,9 +165,11 @@ static int m_load_integrations(lua_State *L) {
 static int m_api_node(lua_State *L) {
   static const char method_name[] = "api_node";
   box *b = checkbox(L);
+  if (flowrun_store_failed(b->rt)) return luaL_error(L, "%s", flowrun_errmsg(b->rt));
   fr_push_flow_global(b->rt, L, "api_node");
   lua_replace(L, 1);
   lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  if (flowrun_store_failed(b->rt)) return luaL_error(L, "%s", flowrun_errmsg(b->rt));
   return lua_gettop(L);
 }
 
@@ -217,13 +219,14 @@ static int m_step(lua_State *L) {
 
 /* rt:run([ms]): turns the loop until no session is left or every one
 ** waits for a message; gives up after ms (default 60000). Returns true
-** when it got there in time. */
+** when it got there in time; raises when the store failed (for good). */
 static int m_run(lua_State *L) {
   static const char method_name[] = "run";
   box *b = checkbox(L);
   flowrun *rt = b->rt;
   double until = fr_now() + arg_int(L, 2, method_name, "ms (how long it may take)", 60000);
   for (;;) {
+    if (flowrun_store_failed(rt)) return luaL_error(L, "%s", flowrun_errmsg(rt));
     if (fr_runtime_idle(rt)) { lua_pushboolean(L, 1); return 1; }
     double left = until - fr_now();
     if (left <= 0) { lua_pushboolean(L, 0); return 1; }
