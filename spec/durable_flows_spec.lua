@@ -259,6 +259,28 @@ return flow.define { start = "set", steps = {
     assert.matches("--keep-ended: expected a whole number >= 0, got '-1'", bad.stderr, 1, true)
   end)
 
+  it("does not run a flow's <close> variables when its session leaves memory, only when it ends", function()
+    local flowrun = helper.module()
+    local flow = helper.flow([[
+local t <close> = setmetatable({}, { __close = function() log.info("closed") end })
+local a = ask("?")
+say("got " .. a)
+]], dir, "close.lua")
+    local rt = flowrun.new{ store = { path = store, idle_ms = 300 } }
+    rt:start("u1", flow)
+    assert.is_true(rt:run())
+    rt:step(1600)                       -- idle: it leaves memory
+    assert.are.equal(0, rt:sessions())
+    rt:send("u1", "x")
+    assert.is_true(rt:run())
+    local got = {}
+    for _, e in ipairs(rt:events()) do
+      if e.type == "log" or e.type == "say" then got[#got + 1] = e.text or e.message end
+    end
+    rt:close()
+    assert.are.same({ "got x", "closed" }, got)
+  end)
+
   describe("continue_as_new", function()
     local COUNTER = [[
 local total = tonumber(... or "0")
