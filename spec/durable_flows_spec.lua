@@ -51,23 +51,12 @@ return flow.define {
 ]]
 
 describe("durable sessions of long-lived flows", function()
-  local mock, dir, ifile, store, calls
-  before_each(function()
-    calls = 0
-    mock = helper.mock({ { path = "/v1/order/{id}", json = { status = "shipped" } } })
-    dir = helper.tmpdir()
-    ifile = helper.integrations({ shop = { base_url = mock.url .. "/v1" } }, dir)
-    store = dir .. "/s.db"
-  end)
+  local mock, dir, ifile, store
+  before_each(function() mock, dir, ifile, store = helper.shop_and_store() end)
   after_each(function() mock:stop() end)
   teardown(helper.cleanup)
 
-  local function host(flow, input, extra)
-    local args = { "host", "--store", store, "-I", ifile }
-    for _, a in ipairs(extra or {}) do args[#args + 1] = a end
-    args[#args + 1] = flow
-    return helper.cli({ args = args, stdin = input })
-  end
+  local function host(flow, input, extra) return helper.store_host(store, ifile, flow, input, extra) end
 
   -- flowrun sessions --json: id -> { state, journal length }
   local function sessions()

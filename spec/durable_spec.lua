@@ -31,21 +31,11 @@ local function line(t) return cjson.encode(t) .. "\n" end
 
 describe("durable sessions: flowrun host --store", function()
   local mock, dir, ifile, store
-  before_each(function()
-    mock = helper.mock({ { path = "/v1/order/{id}", json = { status = "shipped" } } })
-    dir = helper.tmpdir()
-    ifile = helper.integrations({ shop = { base_url = mock.url .. "/v1" } }, dir)
-    store = dir .. "/s.db"
-  end)
+  before_each(function() mock, dir, ifile, store = helper.shop_and_store() end)
   after_each(function() mock:stop() end)
   teardown(helper.cleanup)
 
-  local function host(flow, input, extra)
-    local args = { "host", "--store", store, "-I", ifile }
-    for _, a in ipairs(extra or {}) do args[#args + 1] = a end
-    args[#args + 1] = flow
-    return helper.cli({ args = args, stdin = input })
-  end
+  local function host(flow, input, extra) return helper.store_host(store, ifile, flow, input, extra) end
 
   -- u1 runs to its second ask; FLOW is edited (gsub); u1's next line comes:
   -- the run's result, its events and the flow's path.

@@ -267,6 +267,24 @@ end
 
 -- ---- integrations and flows ----
 
+-- The durable specs' world: a mock shop API (GET /v1/order/{id} answers
+-- {"status":"shipped"}), a new folder, an integrations file `shop` for the
+-- mock, and a store's path in the folder. Returns mock, dir, ifile, store.
+function helper.shop_and_store()
+  local mock = helper.mock({ { path = "/v1/order/{id}", json = { status = "shipped" } } })
+  local dir = helper.tmpdir()
+  return mock, dir, helper.integrations({ shop = { base_url = mock.url .. "/v1" } }, dir), dir .. "/s.db"
+end
+
+-- `flowrun host --store STORE -I IFILE [extra...] FLOW` with input on stdin:
+-- the durable specs' host. Returns what helper.cli does.
+function helper.store_host(store, ifile, flow, input, extra)
+  local args = { "host", "--store", store, "-I", ifile }
+  for _, a in ipairs(extra or {}) do args[#args + 1] = a end
+  args[#args + 1] = flow
+  return helper.cli({ args = args, stdin = input })
+end
+
 -- Writes an integrations file (a table, serialized, or Lua source) into dir
 -- (a new one by default); returns its path.
 function helper.integrations(spec, dir)
