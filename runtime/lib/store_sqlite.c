@@ -83,7 +83,9 @@ static const char schema[] =
   "INSERT OR IGNORE INTO meta(k, v) VALUES ('id', lower(hex(randomblob(8))));"
   "CREATE TABLE IF NOT EXISTS outbox(session TEXT NOT NULL, seq INTEGER NOT NULL,"
   "  kind INTEGER NOT NULL, how INTEGER NOT NULL, text BLOB, UNIQUE(session, seq));"
-  "CREATE INDEX IF NOT EXISTS ended_at ON sessions(active) WHERE ended = 1;";
+  "CREATE INDEX IF NOT EXISTS ended_at ON sessions(active) WHERE ended = 1;"
+  "CREATE INDEX IF NOT EXISTS silent_since ON sessions(active)"
+  "  WHERE waiting = 1 AND ended = 0 AND parked = 0;";
 
 struct fr_store {
   sqlite3 *db;
