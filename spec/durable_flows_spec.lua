@@ -339,4 +339,131 @@ ask("again?")
                      .. " a long-lived flow starts afresh with continue_as_new", r.stderr, 1, true)
     end)
   end)
+
+  describe("review findings", function()
+    -- sqlite3 on the store: the way a damaged row is made
+    local function sql(q)
+      local ok = os.execute("sqlite3 " .. helper.quote(store) .. " " .. helper.quote(q))
+      assert(ok, q)
+    end
+
+    it("refuses continue_as_new where the flow cannot yield (a table.sort comparator); the session goes on", function()
+      local flow = helper.flow([[
+local n = tonumber((...)) or 0
+local ok, err = pcall(table.sort, { 3, 1, 2 }, function() continue_as_new(n + 1) end)
+say(tostring(ok) .. " " .. err)
+local a = ask("next?")
+say("got " .. a)
+]], dir, "sort.lua")
+      local r = host(flow, line{ session = "u1", text = "x", n = 1 })
+      assert.are.equal(0, r.code, r.stderr)
+      local out = said(r.stdout)
+      assert.are.equal(2, #out, r.stdout)
+      assert.matches("^say false .*sort.lua:2: continue_as_new: cannot start afresh here %(inside a metamethod"
+                     .. " or a C function that cannot yield%)$", out[1])
+      assert.are.equal("ask next?", out[2])
+      local r2 = host(flow, line{ session = "u1", text = "y", n = 2 })
+      assert.are.equal(0, r2.code, r2.stderr)
+      assert.are.same({ "say got y", "end done" }, said(r2.stdout))
+    end)
+
+    it("closes continue_as_new's <close> variables within the session's limits; an error there fails it", function()
+      local boom = helper.flow([[
+local n = tonumber((...)) or 0
+local t <close> = setmetatable({}, { __close = function() if n == 1 then error("close boom") end end })
+say("n " .. n)
+if n < 3 then continue_as_new(n + 1) end
+]], dir, "boom.lua")
+      local r = helper.cli({ args = { "run", boom, "0" } })
+      assert.are.equal(1, r.code, r.stderr)
+      assert.are.equal("n 0\nn 1\n", r.stdout)
+      assert.matches("boom.lua:2: close boom", r.stderr, 1, true)
+      local loop = helper.flow([[
+local n = tonumber((...)) or 0
+local t <close> = setmetatable({}, { __close = function() if n == 1 then while true do end end end })
+say("n " .. n)
+continue_as_new(n + 1)
+]], dir, "loop.lua")
+      local r2 = helper.cli({ args = { "run", "--limit", "instructions=1000000", loop, "0" }, timeout = 20 })
+      assert.are.equal(1, r2.code, r2.stderr)
+      assert.are.equal("n 0\nn 1\n", r2.stdout)
+      assert.matches("instruction limit: 1000000 instructions without waiting", r2.stderr, 1, true)
+    end)
+
+    it("journals what continue_as_new's <close> variables do before the fresh start: a restart replays the new run",
+       function()
+      local flow = helper.flow([[
+local total = tonumber((...)) or 0
+local c <close> = setmetatable({}, { __close = function() say("closing " .. total) end })
+local a = ask("number?")
+total = total + tonumber(a)
+continue_as_new(total)
+]], dir, "closing.lua")
+      local r = host(flow, line{ session = "u1", text = "x", n = 1 })
+      assert.are.equal(0, r.code, r.stderr)
+      assert.are.same({ "ask number?" }, said(r.stdout))
+      r = host(flow, line{ session = "u1", text = "5", n = 2 })
+      assert.are.equal(0, r.code, r.stderr)
+      assert.are.same({ "say closing 5", "ask number?" }, said(r.stdout))
+      assert.are.same({ state = "waiting", journal = 1 }, sessions().u1)
+      r = host(flow, line{ session = "u1", text = "6", n = 3 })
+      assert.are.equal(0, r.code, r.stderr)
+      assert.are.same({ "say closing 11", "ask number?" }, said(r.stdout))
+    end)
+
+    it("leaves a waiting session's <close> variables alone when the host exits (it goes on from the store)", function()
+      local flow = helper.flow([[
+local t <close> = setmetatable({}, { __close = function() say("closed") end })
+local a = ask("?")
+say("got " .. a)
+]], dir, "exit.lua")
+      local r = host(flow, line{ session = "u1", text = "x", n = 1 })
+      assert.are.equal(0, r.code, r.stderr)
+      assert.are.same({ "ask ?" }, said(r.stdout))
+      r = host(flow, line{ session = "u1", text = "y", n = 2 })
+      assert.are.equal(0, r.code, r.stderr)
+      assert.are.same({ "say got y", "say closed", "end done" }, said(r.stdout))
+    end)
+
+    it("fails a session whose stored fresh start is damaged with a clear message (no crash)", function()
+      local flow = helper.flow([[
+local n = tonumber((...)) or 0
+local a = ask("n " .. n)
+continue_as_new(n + 1)
+]], dir, "again.lua")
+      -- the arguments' table with only n: huge, over 2^31, negative
+      for i, n in ipairs({ "FFFFFF7F00000000", "FFFFFFFF00000000", "FBFFFFFFFFFFFFFF" }) do
+        local id = "u" .. i
+        host(flow, line{ session = id, text = "x", n = 1 } .. line{ session = id, text = "go", n = 2 })
+        assert.are.same({ state = "waiting", journal = 1 }, sessions()[id])
+        sql("UPDATE journal SET result = X'7B53010000006E49" .. n .. "7D' WHERE session = '" .. id .. "'")
+        local r = host(flow, line{ session = id, text = "y", n = 3 })
+        assert.are.equal(1, r.code, r.stderr)
+        assert.are.same({ "end error" }, said(r.stdout))
+        assert.matches('"error":"the stored state is damaged (not a snapshot of this flowrun)"', r.stdout, 1, true)
+      end
+    end)
+
+    it("fails a session whose snapshot is not a table with a clear message", function()
+      local flow = helper.flow([[
+local flow = require "flowrun.flow"
+return flow.define {
+  start = "hello",
+  steps = {
+    hello = flow.say { text = "hello", next = "name" },
+    name = flow.ask { prompt = "name?", save = "name", next = "bye" },
+    bye = flow.say { text = function(s) return "bye " .. s.name end, next = flow.END },
+  },
+}
+]], dir, "snap.lua")
+      local r = host(flow, line{ session = "u1", text = "x", n = 1 })
+      assert.are.same({ "say hello", "ask name?" }, said(r.stdout))
+      sql("UPDATE journal SET result = CAST(substr(result, 1, instr(result, X'00')) AS BLOB) || X'490100000000000000'"
+          .. " WHERE kind = 10")
+      r = host(flow, line{ session = "u1", text = "ada", n = 2 })
+      assert.are.equal(1, r.code, r.stderr)
+      assert.are.same({ "end error" }, said(r.stdout))
+      assert.matches('"error":"the stored state is damaged (not a snapshot of this flowrun)', r.stdout, 1, true)
+    end)
+  end)
 end)
