@@ -439,7 +439,7 @@ continue_as_new(n + 1)
         sql("UPDATE journal SET result = X'7B53010000006E49" .. n .. "7D' WHERE session = '" .. id .. "'")
         local r = host(flow, line{ session = id, text = "y", n = 3 })
         assert.are.equal(1, r.code, r.stderr)
-        assert.are.same({ "end error" }, said(r.stdout))
+        assert.are.same({ "end error", "error line 1: no session " .. id }, said(r.stdout))
         assert.matches('"error":"the stored state is damaged (not a snapshot of this flowrun)"', r.stdout, 1, true)
       end
     end)

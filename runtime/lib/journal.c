@@ -781,6 +781,7 @@ int fr_dur_checkpoint(lua_State *L, fr_journal *j, const char *id, int idx, cons
 int fr_dur_resume(lua_State *L, fr_journal *j) {
   const fr_jrec *r;
   size_t n;
+  bool ok;
   if (j->pos >= j->nrecs || j->recs[j->pos].kind != FR_J_STEP) return 0;
   r = &j->recs[j->pos++];
   j->seq = j->base = r->seq;
@@ -791,7 +792,13 @@ int fr_dur_resume(lua_State *L, fr_journal *j) {
   }
   lua_pushlstring(L, r->data, n);
   lua_pushstring(L, r->fp);
-  if (!fr_snapshot_decode(L, r->data + n + 1, r->len - n - 1)) {
+  ok = fr_snapshot_decode(L, r->data + n + 1, r->len - n - 1);
+  if (ok && !lua_istable(L, -1)) {      /* a value, not a session table */
+    lua_pop(L, 1);
+    lua_pushliteral(L, "the stored state is damaged (not a snapshot of this flowrun)");
+    ok = false;
+  }
+  if (!ok) {
     lua_replace(L, -3);
     lua_pop(L, 1);
     return -1;
@@ -827,13 +834,17 @@ int fr_dur_restart(lua_State *L, fr_journal *j, const char *id, int first, int n
     lua_pop(L, 1);
     return 0;
   }
-  j->seq--;                             /* fresh_start takes it */
+  j->seq--;                             /* numbered when written: after its <close> variables */
   luaL_where(L, 1);                     /* "flow.lua:7: " */
   lua_pushlstring(L, lua_tostring(L, -1), lua_rawlen(L, -1) > 2 ? lua_rawlen(L, -1) - 2 : 0);
-  lua_pushvalue(L, -3);
+  lua_remove(L, -2);
+  lua_insert(L, -2);                    /* at, bytes */
+  return 2;
+}
+
+void fr_dur_restarted(lua_State *L, fr_journal *j, const char *id) {
   fresh_start(L, j, id, FR_J_RESTART, NULL, lua_tostring(L, -2), 0);
-  lua_pop(L, 3);
-  return 0;
+  lua_pop(L, 1);
 }
 
 int fr_dur_restart_args(lua_State *L, fr_journal *j) {
@@ -847,7 +858,8 @@ int fr_dur_restart_args(lua_State *L, fr_journal *j) {
   lua_getfield(L, -1, "n");
   n = lua_tointeger(L, -1);
   lua_pop(L, 1);
-  luaL_checkstack(L, (int)n + 1, "too many arguments");
+  if (n < 0 || n > 1000000 || !lua_checkstack(L, (int)n + 1))   /* a damaged count */
+    luaL_error(L, "the stored state is damaged (not a snapshot of this flowrun)");
   for (lua_Integer i = 1; i <= n; i++) lua_rawgeti(L, -1 - (int)(i - 1), i);
   lua_remove(L, -1 - (int)n);
   if (j->pos >= j->nrecs) done_replaying(j);

@@ -144,10 +144,15 @@ int fr_dur_checkpoint(lua_State *L, fr_journal *j, const char *id, int idx, cons
 ** snapshot, pushes its file, step and session table and returns 3; 0
 ** when it does not; -1 and a message when the snapshot is damaged. */
 int fr_dur_resume(lua_State *L, fr_journal *j);
-/* Imperative flows: continue_as_new(...) with its n arguments at first:
-** the journal starts afresh with them (-1 and a message pushed when they
-** cannot be stored; the mismatch record when replay does not match). */
+/* Imperative flows: continue_as_new(...) with its n arguments at first.
+** Live: pushes where it is and the arguments as bytes, for
+** fr_dur_restarted once the flow's <close> variables ran, and returns 2;
+** replayed: 0; -1 and a message pushed when they cannot be stored or
+** replay does not match. */
 int fr_dur_restart(lua_State *L, fr_journal *j, const char *id, int first, int n);
+/* The journal starts afresh with the bytes on top of L (below them where
+** continue_as_new was; both popped): the records before go. */
+void fr_dur_restarted(lua_State *L, fr_journal *j, const char *id);
 /* A journal that starts afresh: pushes the arguments it starts with and
 ** returns how many; -1 when there are none (the session's own). */
 int fr_dur_restart_args(lua_State *L, fr_journal *j);

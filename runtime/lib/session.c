@@ -368,6 +368,25 @@ static void forget(fr_session *s) {
   lua_pop(L, 1);
 }
 
+/* Empties s's thread: its <close> variables run, within its limits, as a
+** resume. Returns how they went (an error: its object on the thread). */
+static int close_thread(fr_session *s) {
+  flowrun *rt = s->rt;
+  fr_session *was = rt->running;
+  fr_session *ran = fr_limits_enter(s);
+  long long since = atomic_load_explicit(&rt->run_since, memory_order_relaxed);
+  int st;
+  rt->running = s;
+  rt->run_L = s->co;
+  atomic_store_explicit(&rt->run_since, (long long)fr_now() | 1, memory_order_relaxed);
+  st = lua_resetthread(s->co);
+  atomic_store_explicit(&rt->run_since, since, memory_order_relaxed);
+  rt->running = was;
+  rt->broke = 0;
+  fr_limits_leave(ran);
+  return st;
+}
+
 /* Frees s. evict: it leaves memory only, waiting in the store (its
 ** coroutine is dropped, not closed: its <close> variables have not gone out
 ** of scope, and a replay brings them back). */
@@ -396,19 +415,7 @@ static void free_session(fr_session *s, bool evict) {
     lua_rawset(L, -3);
     lua_pop(L, 1);
   }
-  if (!evict && lua_status(s->co) != LUA_OK) {   /* its <close> variables run, */
-    fr_session *was = rt->running;      /* within its limits, as a resume */
-    fr_session *ran = fr_limits_enter(s);
-    long long since = atomic_load_explicit(&rt->run_since, memory_order_relaxed);
-    rt->running = s;
-    rt->run_L = s->co;
-    atomic_store_explicit(&rt->run_since, (long long)fr_now() | 1, memory_order_relaxed);
-    lua_resetthread(s->co);
-    atomic_store_explicit(&rt->run_since, since, memory_order_relaxed);
-    rt->running = was;
-    rt->broke = 0;
-    fr_limits_leave(ran);
-  }
+  if (!evict && lua_status(s->co) != LUA_OK) close_thread(s);
   fr_usage_free(&s->use);
   fr_dur_free(s->j);                    /* its rows stay in the store */
   luaL_unref(L, LUA_REGISTRYINDEX, s->ref);
@@ -571,25 +578,31 @@ static int l_afresh(lua_State *L) {
   return 0;
 }
 
-/* continue_as_new(...) yielded the flow function and its new arguments:
-** its thread is emptied (its <close> variables run) and given the
-** function again, with new globals. */
+/* continue_as_new(...) yielded the flow function and its new arguments
+** (and, with a journal to write, where it was and the arguments' bytes):
+** its thread is emptied (its <close> variables run, as a resume: what
+** they do is journaled before the fresh start) and given the function
+** again, with new globals. An error in a <close> variable fails it. */
 static void start_afresh(fr_session *s, int nres) {
   flowrun *rt = s->rt;
   lua_State *L = rt->L;
-  int top = lua_gettop(L);
+  int top = lua_gettop(L), rec = s->restart_rec ? 2 : 0;
   int st = LUA_ERRMEM;
-  s->restart = false;
+  s->restart = s->restart_rec = false;
   if (lua_checkstack(L, nres + 8)) {
     lua_pushcfunction(L, l_afresh);
     lua_pushlightuserdata(L, s);
     lua_xmove(s->co, L, nres);
-    lua_resetthread(s->co);
-    st = lua_pcall(L, nres + 1, 0, 0);
-  } else
+    if ((st = close_thread(s)) == LUA_OK) {
+      if (rec) fr_dur_restarted(L, s->j, s->id);
+      st = lua_pcall(L, nres - rec + 1, 0, 0);
+      if (st != LUA_OK) lua_xmove(L, s->co, 1);   /* out of memory */
+    }
+  } else {
     lua_pushliteral(L, "continue_as_new: too many arguments");
-  if (st != LUA_OK) {                   /* out of memory */
     lua_xmove(L, s->co, 1);
+  }
+  if (st != LUA_OK) {                   /* its error on its thread */
     lua_settop(L, top);
     session_failed(s, st, s->j ? ++s->j->seq : 0, FLOWRUN_FAILED);
     if (s->j) fr_dur_end(rt, s->id, s->j);
@@ -658,8 +671,10 @@ void fr_run_ready(flowrun *rt) {
   }
 }
 
+/* At the runtime's end: a session with a store leaves memory only (it
+** goes on from the store), its <close> variables not run. */
 void fr_sessions_free(flowrun *rt) {
-  while (rt->all) session_free(rt->all);
+  while (rt->all) free_session(rt->all, rt->all->j != NULL);
 }
 
 /* lua_pcall'd: 1 rt, 2 id (light userdata); returns its session or nil. */
@@ -1282,7 +1297,7 @@ static int l_run_flow(lua_State *L) {
 static int l_continue_as_new(lua_State *L) {
   flowrun *rt = fr_rt(L);
   fr_session *s = fr_session_current(rt, L);
-  int n = lua_gettop(L), level = 0;
+  int n = lua_gettop(L), level = 0, rec = 0;
   lua_Debug ar;
   if (!s && fr_running() && fr_running()->rt == rt) s = fr_running();
   if (!s) return luaL_error(L, "continue_as_new: only a session's flow can start afresh");
@@ -1290,13 +1305,17 @@ static int l_continue_as_new(lua_State *L) {
   if (s->declarative)
     return luaL_error(L, "continue_as_new: a declarative flow needs none (its journal starts afresh"
                       " at each step that waits)");
+  if (!lua_isyieldable(L))
+    return luaL_error(L, "continue_as_new: cannot start afresh here (inside a metamethod or a C "
+                      "function that cannot yield)");
   while (lua_getstack(L, level + 1, &ar)) level++;
   if (!lua_getstack(L, level, &ar) || !lua_getinfo(L, "f", &ar) || !lua_isfunction(L, -1))
     return luaL_error(L, "continue_as_new: the flow's function is not found");
   lua_insert(L, 1);                     /* the flow function, then the arguments */
-  if (s->j && fr_dur_restart(L, s->j, s->id, 2, n) != 0) return lua_error(L);
+  if (s->j && (rec = fr_dur_restart(L, s->j, s->id, 2, n)) < 0) return lua_error(L);
   s->restart = true;
-  return lua_yield(L, n + 1);
+  s->restart_rec = rec > 0;
+  return lua_yield(L, lua_gettop(L));
 }
 
 void fr_push_flow_primitives(flowrun *rt, lua_State *L) {

@@ -33,6 +33,7 @@ struct fr_session {
   bool closed;                          /* the channel: asks get nil */
   bool queued;                          /* in the ready list */
   bool restart;                         /* continue_as_new: start afresh */
+  bool restart_rec;                     /* and write its record (2 values on top) */
   bool declarative;                     /* it runs a definition (flow.run) */
   fr_msg *in, *in_tail;                 /* messages not asked for yet */
   int nin;                              /* how many (at most FR_MAX_WAITING) */
