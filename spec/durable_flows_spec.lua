@@ -444,6 +444,28 @@ continue_as_new(n + 1)
       end
     end)
 
+    it("goes on at the step a session waits at when a step before it, without effects, is renamed", function()
+      local src = [[
+local flow = require "flowrun.flow"
+return flow.define {
+  start = "hello",
+  steps = {
+    hello = flow.say { text = "hello", next = "prepare" },
+    prepare = function(s) s.greeting = "hi" return "name" end,
+    name = flow.ask { prompt = "name?", save = "name", next = "bye" },
+    bye = flow.say { text = function(s) return s.greeting .. " " .. s.name end, next = flow.END },
+  },
+}
+]]
+      local flow = helper.flow(src, dir, "renamed.lua")
+      local r = host(flow, line{ session = "u1", text = "x", n = 1 })
+      assert.are.same({ "say hello", "ask name?" }, said(r.stdout))
+      helper.flow(src:gsub('"prepare"', '"prep"'):gsub("prepare =", "prep ="), dir, "renamed.lua")
+      r = host(flow, line{ session = "u1", text = "ada", n = 2 })
+      assert.are.equal(0, r.code, r.stdout)
+      assert.are.same({ "say hi ada", "end done" }, said(r.stdout))
+    end)
+
     it("fails a session whose snapshot is not a table with a clear message", function()
       local flow = helper.flow([[
 local flow = require "flowrun.flow"

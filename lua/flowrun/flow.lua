@@ -451,7 +451,7 @@ local WAITS = { ask = true, sleep = true, api = true, code = true }
 -- as it is now, so a fix to a later step reaches live sessions.
 local function restored(def, env, ctx)
   local file, step, saved = ctx.resume()
-  if not step then return def, def.start end
+  if not step then return def, def.start, nil end
   if file ~= def.file then def = hand_over(def, step, nil, file, env, ctx) end
   if not flow.is_step(def.steps[step]) then
     ctx.mismatch(('%s: a session waits at step "%s", which is gone from the flow'
@@ -460,7 +460,7 @@ local function restored(def, env, ctx)
   local s = env.session
   for k in pairs(s) do s[k] = nil end
   for k, v in pairs(saved) do s[k] = v end
-  return def, step
+  return def, step, file .. "\0" .. step
 end
 
 -- flow.run(def, env [, ctx [, own]]): runs a definition as the session
@@ -478,12 +478,16 @@ function flow.run(def, env, ctx, own)
   validate(def, ctx)
   local name = def.start
   local keep = own and ctx.checkpoint
-  if keep then def, name = restored(def, env, ctx) end
+  local kept                            -- the file and step of the snapshot kept
+  if keep then def, name, kept = restored(def, env, ctx) end
   while true do
     local st = def.steps[name]
     if keep and WAITS[st.kind] then
-      local ok, err = keep(s, def.file, name, ("%s:%s"):format(st.file or def.file, st.line or "?"))
+      local here = tostring(def.file) .. "\0" .. name
+      local ok, err = keep(s, def.file, name, ("%s:%s"):format(st.file or def.file, st.line or "?"),
+                           here == kept)
       if not ok then fail(def, name, st, err) end
+      kept = here
     end
     local t = RUN[st.kind](st, s, env, def, name)
     if t == nil or t == END then return end

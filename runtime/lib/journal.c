@@ -759,7 +759,7 @@ static void fresh_start(lua_State *L, fr_journal *j, const char *id, int kind, c
 }
 
 int fr_dur_checkpoint(lua_State *L, fr_journal *j, const char *id, int idx, const char *file,
-                      const char *step, const char *at) {
+                      const char *step, const char *at, bool same) {
   if (fr_dur_replaying(j)) return 0;
   idx = lua_absindex(L, idx);
   lua_pushstring(L, file);
@@ -769,7 +769,7 @@ int fr_dur_checkpoint(lua_State *L, fr_journal *j, const char *id, int idx, cons
     lua_pop(L, 1);
     return -1;
   }
-  if (j->seq == j->base) {              /* the one kept replays to here */
+  if (same && j->seq == j->base) {      /* the one kept, this step's, replays to here */
     lua_pop(L, 3);
     return 0;
   }

@@ -134,12 +134,12 @@ void fr_dur_free(fr_journal *j);
 
 /* Declarative flows. At a step that waits, the records since the flow's
 ** first step give way to one snapshot of the session table (value at
-** idx) and where it is (file, step, at "file:line"); not written when no
-** effect came since the last one (that one replays to here), skipped while
-** replaying. -1 and a message pushed ("session.cb is a function: ...")
-** when session cannot be stored. */
+** idx) and where it is (file, step, at "file:line"); not written when the
+** last one is this step's (same) and no effect came since (that one
+** replays to here), skipped while replaying. -1 and a message pushed
+** ("session.cb is a function: ...") when session cannot be stored. */
 int fr_dur_checkpoint(lua_State *L, fr_journal *j, const char *id, int idx, const char *file,
-                      const char *step, const char *at);
+                      const char *step, const char *at, bool same);
 /* Replaying, at the flow's first step: when the journal goes on with a
 ** snapshot, pushes its file, step and session table and returns 3; 0
 ** when it does not; -1 and a message when the snapshot is damaged. */

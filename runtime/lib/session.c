@@ -222,14 +222,16 @@ static fr_session *durable_flow(lua_State *L) {
   return s && s->j && s->co == L ? s : NULL;
 }
 
-/* ctx.checkpoint(session, file, step, at): at a step that waits, the
-** snapshot that replaces the journal's records so far. true, or nil and
-** why the session table cannot be stored. */
+/* ctx.checkpoint(session, file, step, at, same): at a step that waits,
+** the snapshot that replaces the journal's records so far (same: the one
+** kept is this step's). true, or nil and why the session table cannot be
+** stored. */
 static int l_ctx_checkpoint(lua_State *L) {
   fr_session *s = durable_flow(L);
   const char *file = luaL_optstring(L, 2, "?"), *step = luaL_checkstring(L, 3);
   const char *at = luaL_optstring(L, 4, "?");
-  if (s && fr_dur_checkpoint(L, s->j, s->id, 1, file, step, at) != 0) {
+  bool same = lua_toboolean(L, 5);
+  if (s && fr_dur_checkpoint(L, s->j, s->id, 1, file, step, at, same) != 0) {
     lua_pushnil(L);
     lua_insert(L, -2);
     return 2;
