@@ -341,6 +341,24 @@ ask("again?")
   end)
 
   describe("review findings", function()
+    it("fails a flow that starts afresh 1000 times without a wait, and one that gives session a new table", function()
+      local flow = helper.flow("local a = ask() continue_as_new(a)", dir, "loop.lua")
+      local r = helper.cli({ args = { "host", flow }, stdin = line{ session = "u1", text = "x" }, timeout = 30 })
+      assert.matches('"end":"error","error":"continue_as_new: 1000 fresh starts without a wait (ask, sleep or api_node)'
+                     .. ' between them: the flow loops without end', r.stdout, 1, true)
+      local decl = helper.flow([[
+local flow = require "flowrun.flow"
+return flow.define { start = "a", steps = {
+  a = function() session = { name = "new" } return "b" end,
+  b = flow.say { text = "hi", next = flow.END },
+} }
+]], dir, "replaced.lua")
+      local r2 = helper.cli({ args = { "run", decl } })
+      assert.are.equal(1, r2.code)
+      assert.matches(decl .. ':4: step "b": the global session was given a new table; a step changes its fields'
+                     .. ' (session.x = ...) and keeps the table', r2.stderr, 1, true)
+    end)
+
     -- sqlite3 on the store: the way a damaged row is made
     local function sql(q)
       local ok = os.execute("sqlite3 " .. helper.quote(store) .. " " .. helper.quote(q))

@@ -482,6 +482,10 @@ function flow.run(def, env, ctx, own)
   if keep then def, name, kept = restored(def, env, ctx) end
   while true do
     local st = def.steps[name]
+    if env.session ~= s then            -- a new table would be lost at a restart
+      fail(def, name, st, "the global session was given a new table; a step changes its fields"
+        .. " (session.x = ...) and keeps the table")
+    end
     if keep and WAITS[st.kind] then
       local here = tostring(def.file) .. "\0" .. name
       local ok, err = keep(s, def.file, name, ("%s:%s"):format(st.file or def.file, st.line or "?"),

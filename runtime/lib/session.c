@@ -591,7 +591,10 @@ static void start_afresh(fr_session *s, int nres) {
   int top = lua_gettop(L), rec = s->restart_rec ? 2 : 0;
   int st = LUA_ERRMEM;
   s->restart = s->restart_rec = false;
-  if (lua_checkstack(L, nres + 8)) {
+  if (++s->afresh > FR_MAX_AFRESH) {    /* a loop the instruction limit would not see */
+    lua_pushfstring(s->co, "continue_as_new: %d fresh starts without a wait (ask, sleep or api_node)"
+                    " between them: the flow loops without end", FR_MAX_AFRESH);
+  } else if (lua_checkstack(L, nres + 8)) {
     lua_pushcfunction(L, l_afresh);
     lua_pushlightuserdata(L, s);
     lua_xmove(s->co, L, nres);
@@ -643,6 +646,7 @@ static void resume(fr_session *s) {
   if (st == LUA_YIELD) {
     lua_pop(s->co, nres);
     if (s->state == FR_S_RUN) fr_session_ready(s);   /* coroutine.yield() */
+    else s->afresh = 0;                 /* it waits */
     return;
   }
   if (st == LUA_OK && s->j && fr_dur_push_leftover(s->co, s->j, s->id))

@@ -22,6 +22,7 @@ enum { FR_S_RUN, FR_S_CALL, FR_S_ASK, FR_S_SLEEP };
 
 typedef struct fr_msg { struct fr_msg *next; long long n; size_t len; char text[]; } fr_msg;
 #define FR_MAX_WAITING 1000             /* messages a session has not asked for */
+#define FR_MAX_AFRESH 1000              /* continue_as_new without a wait between */
 
 struct fr_session {
   flowrun *rt;
@@ -35,6 +36,7 @@ struct fr_session {
   bool restart;                         /* continue_as_new: start afresh */
   bool restart_rec;                     /* and write its record (2 values on top) */
   bool declarative;                     /* it runs a definition (flow.run) */
+  unsigned short afresh;                /* fresh starts since it last waited */
   fr_msg *in, *in_tail;                 /* messages not asked for yet */
   int nin;                              /* how many (at most FR_MAX_WAITING) */
   fr_timer timer;                       /* sleep */
