@@ -54,6 +54,10 @@ struct fr_call {
   const char *reason;
   char *error;
   char codelabel[16];
+  bool answering;                       /* the host's transport answers this hop */
+  int ans_status;                       /* its status; 0: a fault (reason) */
+  const char *ans_reason;
+  bool ans_late;                        /* its delay passes the timeout */
   char errbuf[CURL_ERROR_SIZE];
 };
 

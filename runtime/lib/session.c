@@ -427,7 +427,7 @@ static int by_time(const void *a, const void *b) {
 }
 
 int fr_sessions_evict(flowrun *rt, long long resident, long long idle_ms) {
-  double now = fr_now(), cut = -1;
+  double now = fr_clock(rt), cut = -1;
   int n = 0, over = resident > 0 ? rt->nsessions - (int)resident : 0;
   fr_session *s, *next;
   if (over > 0) {                       /* the least recently active go first */
@@ -605,7 +605,7 @@ static void resume(fr_session *s) {
   long long seq;
   fr_session *was = fr_limits_enter(s);
   s->state = FR_S_RUN;
-  s->active = fr_now();
+  s->active = fr_clock(s->rt);
   fr_usage_resume(&s->use);
   s->rt->running = s;
   s->rt->run_L = s->co;
@@ -1052,16 +1052,16 @@ static int l_sleep(lua_State *L) {
   flowrun *rt = fr_rt(L);
   lua_Number ms = luaL_checknumber(L, 1);
   fr_session *s = waiting_session(rt, L, "sleep");
-  double until = fr_now() + (ms > 0 ? ms : 0);
+  double until = fr_clock(rt) + (ms > 0 ? ms : 0);
   if (s && s->j) {                      /* its deadline in the journal, on the wall clock */
     const fr_jrec *r = fr_dur_effect(L, s->j, s->id, FR_J_SLEEP, NULL);
     char t[32];
     if (r == &fr_dur_mismatch) return lua_error(L);
     if (r) {
       if (fr_dur_replaying(s->j)) return 0;   /* it woke: the journal goes on */
-      until = fr_now() + (strtod(r->data ? r->data : "0", NULL) - fr_wall_ms());
+      until = fr_clock(rt) + (strtod(r->data ? r->data : "0", NULL) - fr_wall_clock(rt));
     } else {
-      snprintf(t, sizeof t, "%.17g", fr_wall_ms() + (until - fr_now()));
+      snprintf(t, sizeof t, "%.17g", fr_wall_clock(rt) + (until - fr_clock(rt)));
       fr_dur_record(L, rt, s->id, s->j->seq, FR_J_SLEEP, NULL, t, strlen(t));
     }
   }
@@ -1071,7 +1071,7 @@ static int l_sleep(lua_State *L) {
     s->state = FR_S_SLEEP;
     return lua_yieldk(L, 0, 0, k_sleep);
   }
-  for (double now; (now = fr_now()) < until;)
+  for (double now; (now = fr_clock(rt)) < until;)
     fr_step(rt, (int)(until - now) + 1);
   return 0;
 }
@@ -1180,7 +1180,7 @@ int fr_journaled_value(lua_State *L) {
     else lua_pushnumber(L, strtod(r->data + 1, NULL));
   } else {
     if (kind == FR_J_DATE) {
-      lua_pushinteger(L, (lua_Integer)time(NULL));   /* as os.time() */
+      lua_pushinteger(L, (lua_Integer)(fr_wall_clock(rt) / 1000));   /* as os.time() */
     } else {
       lua_pushvalue(L, lua_upvalueindex(2));
       for (int i = 1; i <= n; i++) lua_pushvalue(L, i);
