@@ -194,14 +194,15 @@ typedef struct flowrun_answer {
 typedef int (*flowrun_answer_fn)(void *ud, const flowrun_request *rq, flowrun_answer *out);
 FLOWRUN_API int flowrun_set_transport(flowrun *rt, flowrun_answer_fn answer, void *ud);
 
-/* Makes rt's clock virtual (for tests; before any session starts): it
-** starts at the wall clock's now and moves only when flowrun_step (with a
+/* Makes rt's clock virtual (for tests; before any session starts and
+** before flowrun_open_store): it starts at start_ms (ms since 1970; < 0:
+** the wall clock's now, to the second) and moves only when flowrun_step (with a
 ** timeout other than 0) finds nothing to do but wait: then it jumps to the
 ** next timer (a sleep, an answer's delay, a timeout, a backoff) at once,
 ** however far. os.time, os.clock and
 ** os.date of now follow it. Calls over the network cannot be made then
 ** (give a transport). */
-FLOWRUN_API int flowrun_virtual_clock(flowrun *rt);
+FLOWRUN_API int flowrun_virtual_clock(flowrun *rt, double start_ms);
 /* The runtime's clock, ms since 1970 (virtual or the wall clock). */
 FLOWRUN_API double flowrun_clock_ms(flowrun *rt);
 

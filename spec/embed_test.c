@@ -637,6 +637,53 @@ static void callbacks_size(void) {
         "callbacks whose size ends before trace: trace is taken as NULL");
 }
 
+/* A transport in C: the id from the path said back as JSON after 250 ms;
+** /v1/fast/down is refused by the transport itself. */
+static int answer_reward(void *ud, const flowrun_request *rq, flowrun_answer *out) {
+  static char body[128];
+  int *n = ud;
+  const char *id = strrchr(rq->target, '/') + 1;
+  (*n)++;
+  if (strcmp(id, "down") == 0) {
+    out->message = "no stub for it";
+    return FLOWRUN_ERR;
+  }
+  snprintf(body, sizeof body, "{\"result\":\"%s %s %s\"}", id, rq->method, rq->session ? rq->session : "-");
+  out->status = 200;
+  out->headers = "Content-Type: application/json\nX-Stub: 1";
+  out->body = body;
+  out->body_len = strlen(body);
+  out->delay_ms = 250;
+  return FLOWRUN_OK;
+}
+
+static void transport(void) {
+  host h;
+  flowrun *rt = runtime(&h);
+  int calls = 0, steps = 0;
+  double c0;
+  write_file("stubbed.lua", "local l, r = api_node{ integration = 'game', path = '/fast/{id}',\n"
+             "  params = { id = session.id }, results = { '200' } }\n"
+             "say(l .. ' ' .. (r.json and r.json.result or r.reason .. ' ' .. r.error) .. ' ' .. r.elapsed_ms)\n");
+  check(flowrun_virtual_clock(rt, 1767225600000.0) == FLOWRUN_OK
+        && flowrun_set_transport(rt, answer_reward, &calls) == FLOWRUN_OK
+        && flowrun_clock_ms(rt) == 1767225600000.0, "flowrun_virtual_clock from a start; a transport");
+  c0 = flowrun_clock_ms(rt);
+  flowrun_start(rt, "p1", path("stubbed.lua"), 0, NULL);
+  flowrun_start(rt, "down", path("stubbed.lua"), 0, NULL);
+  while (flowrun_step(rt, 100) > 0 && steps < 1000) steps++;
+  check(calls == 2 && h.nsaid == 2 && h.done == 2, "every call answered by the transport, none by the network");
+  check(strcmp(h.said[0], "200 p1 GET p1 250") == 0 || strcmp(h.said[1], "200 p1 GET p1 250") == 0,
+        "the answer's status, body and delay reach the flow");
+  check(strcmp(h.said[0], "error internal no stub for it 0") == 0
+        || strcmp(h.said[1], "error internal no stub for it 0") == 0,
+        "a transport's FLOWRUN_ERR: label error, reason internal, its message");
+  check(flowrun_clock_ms(rt) - c0 == 250 && steps < 10,
+        "the virtual clock jumped the 250 ms in a few steps");
+  check(flowrun_virtual_clock(rt, -1) == FLOWRUN_OK, "flowrun_virtual_clock again: nothing changes");
+  flowrun_free(rt);
+}
+
 int main(int argc, char **argv) {
   const char *exe = argc > 1 ? argv[1] : "build/flowrun";
   const char *oom_from = getenv("EMBED_OOM_FROM");   /* only those rounds, from N */
@@ -690,6 +737,7 @@ int main(int argc, char **argv) {
     sandbox_api();
     callbacks_size();
     store_full();
+    transport();
   }
 #ifdef EMBED_OOM
   if (!oom_from) response_out_of_memory();

@@ -287,7 +287,7 @@ static int l_virtual_values(lua_State *L) {
   return 0;
 }
 
-int flowrun_virtual_clock(flowrun *rt) {
+int flowrun_virtual_clock(flowrun *rt, double start_ms) {
   lua_State *L = rt->L;
   if (rt->vclock >= 0) return FLOWRUN_OK;
   if (rt->nsessions || rt->ncalls)
@@ -297,7 +297,7 @@ int flowrun_virtual_clock(flowrun *rt) {
   lua_pushlightuserdata(L, rt);
   if (fr_pcall(rt, L, 1, lua_gettop(L) - 2) != FLOWRUN_OK) return FLOWRUN_ERR;
   rt->vclock = rt->vstart = fr_now();
-  rt->vwall = fr_wall_ms() - rt->vclock;
+  rt->vwall = (start_ms >= 0 ? start_ms : (double)(long long)(fr_wall_ms() / 1000) * 1000) - rt->vclock;
   return FLOWRUN_OK;
 }
 

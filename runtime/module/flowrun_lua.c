@@ -558,9 +558,11 @@ static int l_new(lua_State *L) {
   lua_pop(L, 1);
   if (!(b->rt = fr_create(main, false, &cb))) return luaL_error(L, "flowrun: out of memory");
   if (lua_istable(L, 1)) options(L, b->rt);
-  if (lua_istable(L, 1) && lua_getfield(L, 1, "virtual_clock") != LUA_TNIL) {
-    if (!lua_isboolean(L, -1)) return luaL_error(L, "flowrun.new: virtual_clock: expected a boolean");
-    if (lua_toboolean(L, -1) && flowrun_virtual_clock(b->rt) != FLOWRUN_OK)
+  if (lua_istable(L, 1) && lua_getfield(L, 1, "virtual_clock") != LUA_TNIL) {   /* true or a start */
+    if (!lua_isboolean(L, -1) && !lua_isnumber(L, -1))
+      return luaL_error(L, "flowrun.new: virtual_clock: expected true or a start time (ms since 1970)");
+    if (lua_toboolean(L, -1)
+        && flowrun_virtual_clock(b->rt, lua_isnumber(L, -1) ? lua_tonumber(L, -1) : -1) != FLOWRUN_OK)
       return luaL_error(L, "flowrun.new: %s", flowrun_errmsg(b->rt));
   }
   if (lua_istable(L, 1) && lua_getfield(L, 1, "transport") != LUA_TNIL) {
