@@ -59,6 +59,9 @@ typedef struct flowrun_trace {
   const char *const *headers;
   const char *body;
   size_t body_len;
+  const char *at;                       /* "flow.lua:7": where api_node was called, NULL
+                                           when not from a flow (a declarative step's: C) */
+  const char *step;                     /* the declarative step it is, or NULL */
 } flowrun_trace;
 
 /* What the host hears. Any callback may be NULL. Strings are valid only
@@ -203,6 +206,12 @@ FLOWRUN_API int flowrun_set_transport(flowrun *rt, flowrun_answer_fn answer, voi
 ** os.date of now follow it. Calls over the network cannot be made then
 ** (give a transport). */
 FLOWRUN_API int flowrun_virtual_clock(flowrun *rt, double start_ms);
+/* The step a declarative session is at now, NULL for none (an imperative
+** flow, no such session). Valid until the session runs again. */
+FLOWRUN_API const char *flowrun_session_step(flowrun *rt, const char *id);
+/* On a virtual clock: moves it ms on (what falls due fires in the next
+** step). FLOWRUN_ERR on the real clock. */
+FLOWRUN_API int flowrun_clock_advance(flowrun *rt, double ms);
 /* The runtime's clock, ms since 1970 (virtual or the wall clock). */
 FLOWRUN_API double flowrun_clock_ms(flowrun *rt);
 

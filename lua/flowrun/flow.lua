@@ -477,10 +477,11 @@ function flow.run(def, env, ctx, own)
   local s = env.session
   validate(def, ctx)
   local name = def.start
-  local keep = own and ctx.checkpoint
+  local keep, at = own and ctx.checkpoint, own and ctx.step
   if keep then def, name = restored(def, env, ctx) end
   while true do
     local st = def.steps[name]
+    if at then at(name) end
     if keep and WAITS[st.kind] then
       local ok, err = keep(s, def.file, name, ("%s:%s"):format(st.file or def.file, st.line or "?"))
       if not ok then fail(def, name, st, err) end

@@ -445,6 +445,8 @@ static void emit_trace(fr_call *c, double elapsed) {
   t.headers = hdrs ? (const char *const *)hdrs : (const char *const[]){ NULL };
   t.body = body;
   t.body_len = body ? strlen(body) : 0;
+  t.at = c->at[0] ? c->at : NULL;
+  t.step = c->step[0] ? c->step : NULL;
   rt->tracing = c;
   rt->tracing_t = &t;
   rt->cb.trace(rt->cb.ud, &t);

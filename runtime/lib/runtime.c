@@ -301,6 +301,12 @@ int flowrun_virtual_clock(flowrun *rt, double start_ms) {
   return FLOWRUN_OK;
 }
 
+int flowrun_clock_advance(flowrun *rt, double ms) {
+  if (rt->vclock < 0) return fr_error(rt, "flowrun_clock_advance: the clock is not virtual");
+  if (ms > 0) rt->vclock += ms;
+  return FLOWRUN_OK;
+}
+
 double flowrun_clock_ms(flowrun *rt) {
   return fr_wall_clock(rt);
 }

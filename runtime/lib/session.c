@@ -256,6 +256,15 @@ static int l_ctx_mismatch(lua_State *L) {
   return lua_error(L);
 }
 
+/* ctx.step(name): a declarative session is at step name now (for traces
+** and flowrun_session_step). */
+static int l_ctx_step(lua_State *L) {
+  fr_session *s = fr_session_current(fr_rt(L), L);
+  const char *name = luaL_checkstring(L, 1);
+  if (s && s->co == L) s->step = name;  /* the definition holds the string */
+  return 0;
+}
+
 /* Pushes flow.run and the runtime's context for it: { load, runtime },
 ** made once per runtime and kept in its flows table. */
 static void push_flow_runner(flowrun *rt, lua_State *L) {
@@ -285,6 +294,9 @@ static void push_flow_runner(flowrun *rt, lua_State *L) {
     lua_pushcclosure(L, fr_open_runtime_module, 1);
     lua_call(L, 0, 1);
     lua_setfield(L, -2, "runtime");
+    lua_pushlightuserdata(L, rt);
+    lua_pushcclosure(L, l_ctx_step, 1);
+    lua_setfield(L, -2, "step");
     if (rt->dur) {                      /* snapshots at steps that wait */
       lua_pushlightuserdata(L, rt);
       lua_pushcclosure(L, l_ctx_checkpoint, 1);
@@ -869,6 +881,24 @@ int flowrun_send(flowrun *rt, const char *id, const char *text, size_t len) {
   return flowrun_send_n(rt, id, 0, text, len);
 }
 
+const char *flowrun_session_step(flowrun *rt, const char *id) {
+  int st;
+  fr_session *s = find_session(rt, id, &st);
+  return s ? s->step : NULL;
+}
+
+void fr_push_session_table(flowrun *rt, lua_State *L, const char *id) {
+  int st;
+  fr_session *s = find_session(rt, id, &st);
+  if (!s) {
+    lua_pushnil(L);
+    return;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->envref);
+  lua_getfield(L, -1, "session");
+  lua_remove(L, -2);
+}
+
 long long flowrun_stored(flowrun *rt, const char *id) {
   return rt->dur ? fr_dur_inputs(rt, id) : -1;
 }
@@ -1121,6 +1151,15 @@ static int l_api_node(lua_State *L) {
   if (!(c = fr_call_new(rt))) return luaL_error(L, "not enough memory");
   fr_call_build(L, c);                  /* raises on misuse */
   lua_settop(L, 1);
+  if (rt->cb.trace) {                   /* where the node is, for its trace */
+    size_t n;
+    const char *at;
+    luaL_where(L, 1);
+    at = lua_tolstring(L, -1, &n);
+    snprintf(c->at, sizeof c->at, "%.*s", (int)(n >= 2 ? n - 2 : 0), at);
+    snprintf(c->step, sizeof c->step, "%s", s && s->step ? s->step : "");
+    lua_settop(L, 1);
+  }
   if (s && s->j) {                      /* replayed: its response from the journal */
     const fr_jrec *r = fr_dur_effect(L, s->j, s->id, FR_J_CALL, push_call_fp(L, c));
     if (r == &fr_dur_mismatch) {

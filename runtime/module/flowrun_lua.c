@@ -20,6 +20,7 @@
 #include "lib/loop.h"
 #include "lib/runtime.h"
 #include "lib/sandbox.h"
+#include "lib/session.h"
 
 #define RT_MT "flowrun.runtime"
 
@@ -289,6 +290,8 @@ static void on_trace(void *ud, const flowrun_trace *t) {
   lua_setfield(L, -2, "attempts");
   lua_pushnumber(L, t->elapsed_ms);
   lua_setfield(L, -2, "elapsed_ms");
+  set_str(L, "at", t->at);
+  set_str(L, "step", t->step);
   char *curl = flowrun_trace_curl(((box *)ud)->rt, t);
   set_str(L, "curl", curl);
   free(curl);
@@ -404,6 +407,26 @@ static int m_sessions(lua_State *L) {
   static const char method_name[] = "sessions";
   lua_pushinteger(L, flowrun_sessions(checkbox(L)->rt));
   return 1;
+}
+
+/* rt:advance(ms): a virtual clock moves ms on. */
+static int m_advance(lua_State *L) {
+  static const char method_name[] = "advance";
+  box *b = checkbox(L);
+  check(L, b, flowrun_clock_advance(b->rt, luaL_checknumber(L, 2)));
+  return 0;
+}
+
+/* rt:state(id) -> the step a declarative session is at (or nil), and its
+** session table itself (nil when there is no such session). */
+static int m_state(lua_State *L) {
+  static const char method_name[] = "state";
+  box *b = checkbox(L);
+  const char *id = arg_string(L, 2, method_name, "id"), *step = flowrun_session_step(b->rt, id);
+  if (step) lua_pushstring(L, step);
+  else lua_pushnil(L);
+  fr_push_session_table(b->rt, L, id);
+  return 2;
 }
 
 /* rt:clock(): the runtime's clock, ms since 1970 (virtual or the wall's). */
@@ -608,6 +631,8 @@ static const luaL_Reg methods[] = {
   { "events",            m_events },
   { "sessions",          m_sessions },
   { "clock",             m_clock },
+  { "advance",           m_advance },
+  { "state",             m_state },
   { "close",             m_close },
   { NULL, NULL }
 };
