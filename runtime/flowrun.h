@@ -167,6 +167,7 @@ typedef struct flowrun_request {
   const char *method;
   const char *url;                      /* the whole URL of this hop */
   const char *target;                   /* its path and query: "/v1/orders/42?x=1" */
+  const char *relative;                 /* below the integration's base URL: "/orders/42?x=1" */
   const char *const *headers;           /* "Name: value" lines, NULL-terminated */
   const char *body;                     /* NULL when there is none */
   size_t body_len;

@@ -544,6 +544,14 @@ static void ask_transport(fr_call *c, double left) {
   rq.method = c->rq.method;
   rq.url = c->rq.url;
   rq.target = target_of(c->rq.url);
+  {                                     /* the base URL's path taken off */
+    const char *base = target_of(c->rq.ig->base_url);
+    size_t bn = strlen(base);
+    while (bn > 0 && base[bn - 1] == '/') bn--;
+    rq.relative = strncmp(rq.target, base, bn) == 0 && (rq.target[bn] == '/' || rq.target[bn] == '?'
+                                                          || rq.target[bn] == '\0')
+                  ? rq.target + bn : rq.target;
+  }
   rq.headers = hdrs;
   rq.body = c->rq.body;
   rq.body_len = c->rq.body ? c->rq.bodylen : 0;

@@ -18,6 +18,7 @@
 #include "lib/integration.h"
 #include "lib/json.h"
 #include "lib/loop.h"
+#include "lib/modules.h"
 #include "lib/runtime.h"
 #include "lib/sandbox.h"
 #include "lib/session.h"
@@ -154,6 +155,9 @@ static int l_answer(lua_State *L) {
   lua_setfield(L, -2, "path");
   lua_pushstring(L, q ? q + 1 : "");
   lua_setfield(L, -2, "query");
+  q = strchr(rq->relative, '?');
+  lua_pushlstring(L, rq->relative, q ? (size_t)(q - rq->relative) : strlen(rq->relative));
+  lua_setfield(L, -2, "relative");
   lua_newtable(L);                      /* headers: lower-case names */
   for (int i = 0; rq->headers[i]; i++) {
     const char *h = rq->headers[i], *colon = strchr(h, ':');
@@ -638,6 +642,20 @@ static const luaL_Reg methods[] = {
 };
 
 FLOWRUN_API int luaopen_flowrun(lua_State *L);
+FLOWRUN_API int luaopen_flowrun_test(lua_State *L);
+
+/* require "flowrun.test": the module built into the library (Lua's
+** all-in-one loader finds it here, in flowrun.so). */
+int luaopen_flowrun_test(lua_State *L) {
+  for (const fr_module *m = fr_modules; m->name; m++)
+    if (strcmp(m->name, "flowrun.test") == 0) {
+      if (luaL_loadbuffer(L, m->src, m->len, m->chunkname) != LUA_OK) return lua_error(L);
+      lua_pushliteral(L, "flowrun.test");
+      lua_call(L, 1, 1);
+      return 1;
+    }
+  return luaL_error(L, "flowrun.test is not built in");
+}
 
 int luaopen_flowrun(lua_State *L) {
   if (luaL_newmetatable(L, RT_MT)) {

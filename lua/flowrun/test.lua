@@ -1,0 +1,569 @@
+-- flowrun.test -- conversation tests for flows (README: Testing flows).
+--
+-- A test file (`*_test.lua`) returns a table: the flow, its integrations,
+-- stubs that answer its calls, and tests, each a conversation:
+--
+--   return {
+--     flow = "order_status.lua", integrations = "integrations.lua",
+--     stubs = { stub { endpoint = "shop.get_order", reply = { status = 200, json = {...} } } },
+--     test "a shipped order" {
+--       bot "Your order number?", user "42", label { "200", at = "lookup" },
+--       bot { match = "shipped" }, done(),
+--     },
+--   }
+--
+-- stub, test, bot, user, close, label, state, wait, done, fails and
+-- include are globals of the file; each notes its line, so a mistake is
+-- reported at file:line. Every test of a run is a session of one runtime
+-- on a virtual clock whose calls the stubs answer: no network, no real
+-- waiting, the same result every time.
+
+local flowrun = require "flowrun"
+
+local M = { _VERSION = "flowrun.test 0.1.0" }
+
+local DEFAULT_LABELS = { "other", "error", "timeout", "max-connection" }
+local START = 1767225600000             -- the virtual clock's start: 2026-01-01T00:00:00Z
+
+-- ---- the file's vocabulary ----
+
+local MARK = {}                         -- entry[MARK] = { kind, line, file }
+
+local function where(level)
+  local info = debug.getinfo(level + 1, "Sl")
+  return info and info.currentline or 0, info and info.source:match("^@(.*)") or "?"
+end
+
+local function entry(kind, t, level)
+  local line, file = where(level + 1)
+  t[MARK] = { kind = kind, line = line, file = file }
+  return t
+end
+
+local function kind_of(v) return type(v) == "table" and v[MARK] and v[MARK].kind end
+
+local function vocabulary(state)
+  local v = {}
+  function v.stub(spec)
+    if type(spec) ~= "table" then state.problem(2, "stub: expected a table like stub { endpoint = ..., reply = {...} }") return {} end
+    local e = entry("stub", spec, 2)
+    return e
+  end
+  function v.test(name)
+    local line, file = where(2)
+    if type(name) ~= "string" then state.problem(2, 'test: expected a name, as in test "a shipped order" { ... }') end
+    return function(body)
+      if type(body) ~= "table" then state.problem(2, "test: expected its conversation in a table") body = {} end
+      body[MARK] = { kind = "test", line = line, file = file, name = tostring(name) }
+      return body
+    end
+  end
+  function v.bot(x) local e = entry("bot", { expect = x }, 2) return e end
+  function v.user(text) local e = entry("user", { text = text }, 2) return e end
+  function v.close() local e = entry("user", { close = true }, 2) return e end
+  function v.label(x)
+    local e = entry("label", type(x) == "table" and { label = x[1], at = x.at } or { label = x }, 2)
+    return e
+  end
+  function v.state(x) local e = entry("state", { expect = x }, 2) return e end
+  function v.wait(ms) local e = entry("wait", { ms = ms }, 2) return e end
+  function v.done() local e = entry("done", {}, 2) return e end
+  function v.fails(pattern) local e = entry("fails", { pattern = pattern }, 2) return e end
+  function v.include(path) local e = entry("include", { path = path }, 2) return e end
+  return v
+end
+
+-- ---- loading a test file ----
+
+local function dirname(path) return path:match("^(.*)/[^/]*$") or "." end
+local function resolve(base, path)
+  if path:sub(1, 1) == "/" then return path end
+  return dirname(base) .. "/" .. path
+end
+
+-- Loads a Lua file in an environment with the vocabulary; returns its value.
+local function load_in(path, state)
+  local env = setmetatable(vocabulary(state), { __index = _G })
+  local chunk, err = loadfile(path, "t", env)
+  if not chunk then state.fail(err) return nil end
+  local ok, v = pcall(chunk)
+  if not ok then state.fail(tostring(v)) return nil end
+  return v
+end
+
+local STUB_KEYS = { endpoint = true, integration = true, method = true, path = true, query = true,
+                    headers = true, body = true, reply = true, replies = true }
+local REPLY_KEYS = { status = true, headers = true, json = true, body = true, delay_ms = true,
+                     fault = true, message = true }
+local TEST_KEYS = { args = true, stubs = true, rows = true }
+local FILE_KEYS = { flow = true, integrations = true, stubs = true, args = true, name = true }
+
+local function check_reply(r, at, problem)
+  if type(r) ~= "table" then return problem(at, "a reply is a table like { status = 200, json = {...} }") end
+  for k in pairs(r) do
+    if not REPLY_KEYS[k] then problem(at, ("reply: unknown key '%s' (status, headers, json, body, delay_ms, fault, message)"):format(tostring(k))) end
+  end
+  if r.fault == nil and math.type(r.status) ~= "integer" then problem(at, "reply: status (an integer) or fault is required") end
+end
+
+local function check_stub(s, problem)
+  local at = s[MARK]
+  for k in pairs(s) do
+    if k ~= MARK and not STUB_KEYS[k] then
+      problem(at, ("stub: unknown key '%s' (endpoint, integration, method, path, query, headers, body, reply, replies)"):format(tostring(k)))
+    end
+  end
+  if (s.reply == nil) == (s.replies == nil) then problem(at, "stub: give reply, or replies (a sequence)") end
+  if s.reply ~= nil then check_reply(s.reply, at, problem) end
+  if s.replies ~= nil then
+    if type(s.replies) ~= "table" or #s.replies == 0 then problem(at, "stub: replies is a list of replies")
+    else for _, r in ipairs(s.replies) do check_reply(r, at, problem) end end
+  end
+  if s.endpoint ~= nil and (type(s.endpoint) ~= "string" or not s.endpoint:find("^[^.]+%.[^.]+$")) then
+    problem(at, 'stub: endpoint is "integration.endpoint"')
+  end
+end
+
+-- Expands includes and data rows into a flat conversation.
+local function flatten(list, file, state, subst, out)
+  out = out or {}
+  for _, e in ipairs(list) do
+    local k = kind_of(e)
+    if k == "include" then
+      local v = load_in(resolve(file, e.path), state)
+      if type(v) == "table" then flatten(v, resolve(file, e.path), state, subst, out)
+      elseif v ~= nil then state.problem_at(e[MARK], ("include %s: the file must return a list of conversation lines"):format(e.path)) end
+    elseif k then
+      local c = {}
+      for key, val in pairs(e) do c[key] = type(val) == "string" and subst(val) or val end
+      out[#out + 1] = c
+    else
+      state.problem_at({ line = 0, file = file }, ("a conversation line is bot, user, close, label, state, wait, done, fails or include, not %s")
+        :format(type(e)))
+    end
+  end
+  return out
+end
+
+-- M.load(path) -> suite, or nil and the problems ("file:line: ...").
+function M.load(path)
+  local problems = {}
+  local state = {}
+  function state.problem(level, msg)
+    local line, file = where(level + 1)
+    problems[#problems + 1] = ("%s:%d: %s"):format(file, line, msg)
+  end
+  function state.problem_at(at, msg)
+    problems[#problems + 1] = ("%s:%d: %s"):format(at.file or path, at.line or 0, msg)
+  end
+  function state.fail(msg) problems[#problems + 1] = msg end
+  local t = load_in(path, state)
+  if t == nil then return nil, problems end
+  if type(t) ~= "table" then return nil, { path .. ": a test file returns a table: { flow = ..., test \"...\" { ... } }" } end
+  for k in pairs(t) do
+    if type(k) == "string" and not FILE_KEYS[k] then
+      problems[#problems + 1] = ("%s: unknown key '%s' (flow, integrations, stubs, args, and tests)"):format(path, k)
+    end
+  end
+  if type(t.flow) ~= "string" then problems[#problems + 1] = path .. ": flow = \"FILE.lua\" is required" end
+  local suite = { file = path, flow = type(t.flow) == "string" and resolve(path, t.flow) or nil,
+                  args = t.args or {}, stubs = {}, tests = {} }
+  if type(t.integrations) == "string" then suite.integrations = resolve(path, t.integrations)
+  else suite.integrations = t.integrations end
+  for _, s in ipairs(t.stubs or {}) do
+    if kind_of(s) ~= "stub" then problems[#problems + 1] = path .. ": stubs holds stub { ... } entries"
+    else check_stub(s, state.problem_at) suite.stubs[#suite.stubs + 1] = s end
+  end
+  for _, tt in ipairs(t) do
+    if kind_of(tt) ~= "test" then
+      problems[#problems + 1] = path .. ': the list part holds tests: test "name" { ... }'
+    else
+      local at = tt[MARK]
+      for k in pairs(tt) do
+        if type(k) == "string" and not TEST_KEYS[k] then
+          state.problem_at(at, ("test %q: unknown key '%s' (args, stubs, rows)"):format(at.name, k))
+        end
+      end
+      local stubs = {}
+      for _, s in ipairs(tt.stubs or {}) do check_stub(s, state.problem_at) stubs[#stubs + 1] = s end
+      local rows = tt.rows or { false }
+      for i, row in ipairs(rows) do
+        local subst = function(s)
+          if not row then return s end
+          return (s:gsub("%${([%w_]+)}", function(k)
+            if row[k] == nil then state.problem_at(at, ("test %q: row %d has no %s"):format(at.name, i, k)) return "" end
+            return tostring(row[k])
+          end))
+        end
+        suite.tests[#suite.tests + 1] = {
+          name = row and ("%s [%d]"):format(subst(at.name), i) or at.name, line = at.line, file = at.file,
+          args = tt.args or suite.args, stubs = stubs,
+          conversation = flatten(tt, path, state, subst),
+        }
+      end
+    end
+  end
+  if #problems > 0 then return nil, problems end
+  return suite
+end
+
+-- ---- stubs ----
+
+local function describe_request(rq)
+  return ("%s %s %s%s"):format(rq.method, rq.integration, rq.relative, rq.endpoint and (" (" .. rq.integration .. "." .. rq.endpoint .. ")") or "")
+end
+
+-- Why stub s does not match request rq, or nil when it does.
+local function mismatch(s, rq)
+  if s.endpoint and s.endpoint ~= (rq.endpoint and rq.integration .. "." .. rq.endpoint) then
+    return ("endpoint %s, the call's is %s"):format(s.endpoint, rq.endpoint and rq.integration .. "." .. rq.endpoint or "none")
+  end
+  if s.integration and s.integration ~= rq.integration then return ("integration %s, not %s"):format(s.integration, rq.integration) end
+  if s.method and s.method:upper() ~= rq.method then return ("method %s, not %s"):format(s.method, rq.method) end
+  if s.path then
+    if not rq.relative:find("^" .. s.path .. "$") then return ("path %s does not match %s"):format(s.path, rq.relative) end
+  end
+  if s.query then
+    for k, v in pairs(s.query) do
+      if rq.params[k] ~= tostring(v) then return ("query %s=%s, the call has %s"):format(k, tostring(v), tostring(rq.params[k])) end
+    end
+  end
+  if s.headers then
+    for k, v in pairs(s.headers) do
+      local got = rq.headers[k:lower()]
+      if got ~= tostring(v) then return ("header %s: %s, the call has %s"):format(k, tostring(v), tostring(got)) end
+    end
+  end
+  if s.body ~= nil then
+    local b = rq.body or ""
+    if type(s.body) == "function" then
+      if not s.body(b) then return "body refused by its function" end
+    elseif b ~= s.body then return ("body %q, the call's is %q"):format(s.body, b) end
+  end
+end
+
+local function decode_query(q)
+  local t = {}
+  for pair in (q or ""):gmatch("[^&]+") do
+    local k, v = pair:match("^([^=]*)=?(.*)$")
+    local function dec(s) return (s:gsub("+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)) end
+    t[dec(k)] = dec(v)
+  end
+  return t
+end
+
+-- ---- running ----
+
+local function matches(expect, text)
+  if type(expect) == "string" then return expect == text end
+  if type(expect) == "table" and expect.match then return text:find(expect.match) ~= nil end
+  if type(expect) == "function" then return expect(text) and true or false end
+  return false
+end
+
+local function show(expect)
+  if type(expect) == "string" then return ("%q"):format(expect) end
+  if type(expect) == "table" and expect.match then return ("matching %q"):format(expect.match) end
+  return "(a function)"
+end
+
+-- A value as a test line shows it.
+local function repr(v, depth)
+  depth = depth or 0
+  if type(v) == "string" then return ("%q"):format(v) end
+  if type(v) ~= "table" or depth > 3 then return tostring(v) end
+  local keys = {}
+  for k in pairs(v) do keys[#keys + 1] = k end
+  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+  local parts = {}
+  for _, k in ipairs(keys) do parts[#parts + 1] = tostring(k) .. " = " .. repr(v[k], depth + 1) end
+  return "{ " .. table.concat(parts, ", ") .. " }"
+end
+
+-- Does want (a table of expected fields) hold in got? Returns nil or why not.
+local function subset(want, got, path)
+  if type(want) ~= "table" then
+    if want ~= got then return ("%s is %s, expected %s"):format(path, repr(got), repr(want)) end
+    return nil
+  end
+  if type(got) ~= "table" then return ("%s is %s, expected a table"):format(path, repr(got)) end
+  for k, v in pairs(want) do
+    local why = subset(v, got[k], path .. "." .. tostring(k))
+    if why then return why end
+  end
+end
+
+-- M.run(suites, opts) -> results: runs every test of every suite at once.
+-- opts: on_result(result) as each test ends (result: suite, test, ok,
+-- failures = { lines }, transcript = { lines }), coverage (a table to fill).
+function M.run(suites, opts)
+  opts = opts or {}
+  local results, by_id = {}, {}
+  for si, suite in ipairs(suites) do
+    local stubs_seen = {}
+    local function transport(rq)
+      local t = by_id[rq.session]
+      rq.params = decode_query(rq.query)
+      local tried, lists = {}, t and { t.test.stubs, suite.stubs } or { suite.stubs }
+      for _, list in ipairs(lists) do
+        for _, s in ipairs(list) do
+          local why = mismatch(s, rq)
+          if not why then
+            local reply = s.reply
+            if s.replies then
+              stubs_seen[s] = (stubs_seen[s] or 0) + 1
+              reply = s.replies[math.min(stubs_seen[s], #s.replies)]
+            end
+            local a = {}
+            for k, v in pairs(reply) do a[k] = v end
+            return a
+          end
+          tried[#tried + 1] = ("  %s:%d: %s"):format(s[MARK].file, s[MARK].line, why)
+        end
+      end
+      local msg = ("no stub answers %s%s"):format(describe_request(rq),
+        #tried > 0 and (":\n" .. table.concat(tried, "\n", 1, math.min(#tried, 5))) or " (there are no stubs)")
+      if t then t.failures[#t.failures + 1] = msg end
+      return { fault = "no_stub", message = msg }
+    end
+    local rt = flowrun.new{ integrations = suite.integrations, virtual_clock = START, transport = function(rq)
+      local ok, a = pcall(transport, rq)
+      if not ok then error(a, 0) end
+      if a.fault == "no_stub" then error(a.message, 0) end
+      return a
+    end }
+    local running = {}
+    for ti, test in ipairs(suite.tests) do
+      local id = ("%d.%d"):format(si, ti)
+      local t = { test = test, suite = suite, id = id, pos = 1, transcript = {}, failures = {},
+                  calls = {}, says = {}, ended = false }
+      by_id[id] = t
+      running[#running + 1] = t
+      rt:start(id, suite.flow, table.unpack(test.args))
+    end
+    -- Moves t's cursor past what can be checked now: states, waits.
+    local function before_user(t)
+      local conv = t.test.conversation
+      while t.pos <= #conv do
+        local e = conv[t.pos]
+        if e.kind == "state" or (e[MARK] and e[MARK].kind == "state") then
+          -- checked where the flow waits
+          local step, sess = rt:state(t.id)
+          local want = e.expect
+          if type(want) ~= "table" then t.failures[#t.failures + 1] = "state: expected a table"
+          else
+            if want.step and want.step ~= step then
+              t.failures[#t.failures + 1] = ("%s:%d: state: the session is at step %s, expected %s")
+                :format(t.test.file, e[MARK] and e[MARK].line or 0, tostring(step), want.step)
+            end
+            if want.session then
+              local why = subset(want.session, sess, "session")
+              if why then t.failures[#t.failures + 1] = ("%s:%d: state: %s"):format(t.test.file, e[MARK] and e[MARK].line or 0, why) end
+            end
+          end
+          t.pos = t.pos + 1
+        elseif (e[MARK] and e[MARK].kind) == "wait" then
+          rt:advance(e.ms)
+          t.pos = t.pos + 1
+        else
+          return
+        end
+      end
+    end
+    local turns = 0
+    while true do
+      turns = turns + 1
+      local alive = rt:step(100)
+      for _, ev in ipairs(rt:events()) do
+        local t = by_id[ev.session]
+        if t and ev.type == "say" then
+          t.transcript[#t.transcript + 1] = { kind = "bot", text = ev.text }
+        elseif t and ev.type == "trace" then
+          t.transcript[#t.transcript + 1] = { kind = "call", label = ev.label, at = ev.at, step = ev.step,
+                                              what = ("%s %s"):format(ev.method, ev.url) }
+          if opts.coverage then
+            local key = ev.step and (suite.flow .. " step " .. ev.step) or ev.at or "?"
+            local node = opts.coverage[key] or { labels = {} }
+            opts.coverage[key] = node
+            node.labels[ev.label] = (node.labels[ev.label] or 0) + 1
+          end
+        elseif t and ev.type == "ask" then
+          if ev.text then t.transcript[#t.transcript + 1] = { kind = "bot", text = ev.text } end
+          before_user(t)
+          -- the next user line of the conversation, after the bot lines before it
+          local conv, nexti = t.test.conversation, nil
+          for i = t.pos, #conv do
+            local k = conv[i][MARK] and conv[i][MARK].kind
+            if k == "user" then nexti = i break end
+          end
+          if nexti then
+            local e = conv[nexti]
+            t.userpos = nexti
+            if e.close then
+              t.transcript[#t.transcript + 1] = { kind = "user", close = true }
+              rt:send(t.id, nil)
+            else
+              t.transcript[#t.transcript + 1] = { kind = "user", text = e.text }
+              rt:send(t.id, tostring(e.text))
+            end
+            t.pos = nexti + 1
+            before_user(t)
+          else
+            t.transcript[#t.transcript + 1] = { kind = "user", close = true, unasked = true }
+            rt:send(t.id, nil)
+          end
+        elseif t and ev.type == "end" then
+          t.transcript[#t.transcript + 1] = { kind = "end", ok = ev.ok, error = ev.error }
+          t.ended = true
+        end
+      end
+      if alive == 0 or turns > 1000000 then break end
+    end
+    rt:close()
+    for _, t in ipairs(running) do
+      local r = M.compare(t)
+      results[#results + 1] = r
+      if opts.on_result then opts.on_result(r) end
+    end
+  end
+  return results
+end
+
+-- Compares a test's expected conversation with what happened.
+function M.compare(t)
+  local conv, actual = t.test.conversation, t.transcript
+  local failures = {}
+  for _, f in ipairs(t.failures) do failures[#failures + 1] = f end
+  local ai = 1
+  local function next_of(kinds, from)
+    for i = from, #actual do
+      if kinds[actual[i].kind] then return i end
+    end
+  end
+  local lastcall = 0
+  for _, e in ipairs(conv) do
+    local k, at = e[MARK] and e[MARK].kind, e[MARK] or {}
+    local here = ("%s:%d"):format(at.file or t.test.file, at.line or 0)
+    if k == "bot" then
+      local i = next_of({ bot = true, user = true, ["end"] = true }, ai)
+      local a = i and actual[i]
+      if not a or a.kind ~= "bot" then
+        failures[#failures + 1] = ("%s: expected the bot to say %s, but %s"):format(here, show(e.expect),
+          not a and "the conversation ended" or a.kind == "user" and "it waited for the user" or "the flow ended")
+        break
+      elseif not matches(e.expect, a.text) then
+        failures[#failures + 1] = ("%s: expected the bot to say %s, it said %q"):format(here, show(e.expect), a.text)
+        break
+      end
+      ai = i + 1
+    elseif k == "user" then
+      local i = next_of({ bot = true, user = true, ["end"] = true }, ai)
+      local a = i and actual[i]
+      if not a or a.kind ~= "user" then
+        failures[#failures + 1] = ("%s: the user was to say %s, but %s"):format(here, e.close and "nothing more (close)" or ("%q"):format(e.text),
+          not a and "the conversation ended" or a.kind == "bot" and ("the bot said %q first"):format(a.text) or "the flow ended")
+        break
+      end
+      ai = i + 1
+    elseif k == "label" then
+      local found
+      for i = math.max(ai, lastcall + 1), #actual do
+        local a = actual[i]
+        if a.kind == "call" and (not e.at or a.step == e.at or (a.at and (a.at == e.at or a.at:match(":(%d+)$") == tostring(e.at)))) then
+          found = i
+          break
+        end
+      end
+      -- a call may come before the bot line that precedes the label in the list
+      if not found then
+        for i = lastcall + 1, #actual do
+          local a = actual[i]
+          if a.kind == "call" and (not e.at or a.step == e.at or (a.at and a.at:match(":(%d+)$") == tostring(e.at))) then found = i break end
+        end
+      end
+      if not found then
+        failures[#failures + 1] = ("%s: expected a call%s with label %s, none came"):format(here, e.at and (" at " .. e.at) or "", e.label)
+        break
+      elseif actual[found].label ~= e.label then
+        failures[#failures + 1] = ("%s: the call%s (%s) has label %s, expected %s"):format(here, e.at and (" at " .. e.at) or "",
+          actual[found].what, actual[found].label, e.label)
+        break
+      end
+      lastcall = found
+    elseif k == "done" or k == "fails" then
+      local i = next_of({ bot = true, user = true, ["end"] = true }, ai)
+      local a = i and actual[i]
+      if not a or a.kind ~= "end" then
+        failures[#failures + 1] = ("%s: expected the flow to end, but %s"):format(here, not a and "it did not"
+          or a.kind == "bot" and ("the bot said %q"):format(a.text) or "it waited for the user")
+        break
+      elseif k == "done" and not a.ok then
+        failures[#failures + 1] = ("%s: expected the flow to end done, it failed: %s"):format(here, (a.error or ""):match("^[^\n]*"))
+        break
+      elseif k == "fails" and (a.ok or not (a.error or ""):find(e.pattern)) then
+        failures[#failures + 1] = ("%s: expected the flow to fail matching %q, it %s"):format(here, e.pattern,
+          a.ok and "ended done" or ("failed: " .. (a.error or ""):match("^[^\n]*")))
+        break
+      end
+      ai = i + 1
+    end
+  end
+  -- a flow that fails where the test expected no end is a failure too
+  if #failures == 0 then
+    for i = ai, #actual do
+      if actual[i].kind == "end" and not actual[i].ok then
+        failures[#failures + 1] = ("the flow failed: %s"):format((actual[i].error or ""):match("^[^\n]*"))
+      end
+    end
+  end
+  local lines = {}
+  for _, a in ipairs(actual) do
+    if a.kind == "bot" then lines[#lines + 1] = "  bot:  " .. a.text
+    elseif a.kind == "user" then lines[#lines + 1] = a.close and "  user: (closes the conversation)" or "  user: " .. tostring(a.text)
+    elseif a.kind == "call" then lines[#lines + 1] = ("  call: %s -> %s%s"):format(a.what, a.label, a.step and (" (step " .. a.step .. ")") or a.at and (" (" .. a.at .. ")") or "")
+    elseif a.kind == "end" then lines[#lines + 1] = a.ok and "  end:  done" or "  end:  failed: " .. (a.error or ""):match("^[^\n]*") end
+  end
+  return { suite = t.suite, test = t.test, ok = #failures == 0, failures = failures, transcript = lines }
+end
+
+-- M.main(args) -> exit status: the `flowrun test` command.
+function M.main(args, out, err)
+  out, err = out or io.stdout, err or io.stderr
+  local files, problems = {}, {}
+  for _, a in ipairs(args) do
+    if a:match("%.lua$") then files[#files + 1] = a
+    else
+      local p = io.popen("find " .. ("'" .. a:gsub("'", "'\\''") .. "'") .. " -name '*_test.lua' -type f 2>/dev/null | sort")
+      for f in p:lines() do files[#files + 1] = f end
+      p:close()
+    end
+  end
+  if #files == 0 then
+    err:write("flowrun test: no test files (FILE_test.lua, or a folder holding some)\n")
+    return 2
+  end
+  local suites = {}
+  for _, f in ipairs(files) do
+    local s, ps = M.load(f)
+    if s then suites[#suites + 1] = s else for _, p in ipairs(ps) do problems[#problems + 1] = p end end
+  end
+  if #problems > 0 then
+    for _, p in ipairs(problems) do err:write(p, "\n") end
+    return 2
+  end
+  local n, passed, failed = 0, 0, 0
+  M.run(suites, { on_result = function(r)
+    n = n + 1
+    if r.ok then passed = passed + 1 else failed = failed + 1 end
+    out:write(("%s %d - %s: %s\n"):format(r.ok and "ok" or "not ok", n, r.test.file, r.test.name))
+    if not r.ok then
+      for _, f in ipairs(r.failures) do out:write("# ", (f:gsub("\n", "\n# ")), "\n") end
+      out:write("# what happened:\n")
+      for _, l in ipairs(r.transcript) do out:write("# ", l, "\n") end
+    end
+  end })
+  out:write(("%d passed, %d failed\n"):format(passed, failed))
+  return failed == 0 and 0 or 1
+end
+
+return M
