@@ -176,8 +176,9 @@ typedef struct flowrun_request {
 
 /* What a request gets: a response (status > 0: its header lines "Name:
 ** value", separated by newlines, and body), or a fault (status 0: reason
-** is one a real call can end with: timeout, connect_timeout, refused,
-** reset, dns, tls, protocol; message its error text), after delay_ms (on
+** is one a real call can end with: timeout, connect_timeout (label
+** timeout), refused, reset, dns, tls, protocol (error), pool_full
+** (max-connection); message its error text), after delay_ms (on
 ** the runtime's clock: a delay past the call's timeout_ms is a timeout at
 ** timeout_ms). Copied before the answer function returns. */
 typedef struct flowrun_answer {

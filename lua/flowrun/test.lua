@@ -135,7 +135,7 @@ local function flatten(list, file, state, subst, out)
       elseif v ~= nil then state.problem_at(e[MARK], ("include %s: the file must return a list of conversation lines"):format(e.path)) end
     elseif k then
       local c = {}
-      for key, val in pairs(e) do c[key] = type(val) == "string" and subst(val) or val end
+      for key, val in pairs(e) do c[key] = key == MARK and val or subst(val) end
       out[#out + 1] = c
     else
       state.problem_at({ line = 0, file = file }, ("a conversation line is bot, user, close, label, state, wait, done, fails or include, not %s")
@@ -184,21 +184,35 @@ function M.load(path)
           state.problem_at(at, ("test %q: unknown key '%s' (args, stubs, rows)"):format(at.name, k))
         end
       end
-      local stubs = {}
-      for _, s in ipairs(tt.stubs or {}) do check_stub(s, state.problem_at) stubs[#stubs + 1] = s end
       local rows = tt.rows or { false }
       for i, row in ipairs(rows) do
-        local subst = function(s)
+        -- a row's values in place of "${name}": the value itself when it is the whole string
+        local function subst(s)
           if not row then return s end
+          local whole = s:match("^%${([%w_]+)}$")
+          if whole and row[whole] ~= nil then return row[whole] end
           return (s:gsub("%${([%w_]+)}", function(k)
             if row[k] == nil then state.problem_at(at, ("test %q: row %d has no %s"):format(at.name, i, k)) return "" end
             return tostring(row[k])
           end))
         end
+        local function deep(v)
+          if type(v) == "string" then return subst(v) end
+          if type(v) ~= "table" then return v end
+          local c = {}
+          for k, x in pairs(v) do c[k] = k == MARK and x or deep(x) end
+          return c
+        end
+        local stubs = {}
+        for _, s in ipairs(tt.stubs or {}) do
+          s = deep(s)
+          check_stub(s, state.problem_at)
+          stubs[#stubs + 1] = s
+        end
         suite.tests[#suite.tests + 1] = {
-          name = row and ("%s [%d]"):format(subst(at.name), i) or at.name, line = at.line, file = at.file,
+          name = row and subst(at.name) or at.name, line = at.line, file = at.file,
           args = tt.args or suite.args, stubs = stubs,
-          conversation = flatten(tt, path, state, subst),
+          conversation = flatten(tt, path, state, deep),
         }
       end
     end

@@ -510,7 +510,7 @@ static CURL *easy_take(flowrun *rt, fr_integration *ig) {
 /* ---- answered by the host (flowrun_set_transport) ---- */
 
 static const char *const fault_reasons[] = {
-  "timeout", "connect_timeout", "refused", "reset", "dns", "tls", "protocol", NULL
+  "timeout", "connect_timeout", "refused", "reset", "dns", "tls", "protocol", "pool_full", NULL
 };
 
 /* The path and query of url: what follows its host. */
@@ -640,7 +640,8 @@ static void answered(fr_call *c) {
                  " (the answer's delay)", c->rq.timeout_ms);
   else if (!status)
     fr_call_fail(c, strcmp(c->ans_reason, "timeout") == 0 || strcmp(c->ans_reason, "connect_timeout") == 0
-                 ? LABEL_TIMEOUT : LABEL_ERROR, c->ans_reason, "%s",
+                 ? LABEL_TIMEOUT : strcmp(c->ans_reason, "pool_full") == 0 ? LABEL_MAXCONN : LABEL_ERROR,
+                 c->ans_reason, "%s",
                  c->errbuf[0] ? c->errbuf : c->ans_reason);
   else if ((long)c->rbody.len > ig->max_response_bytes)
     fr_call_fail(c, LABEL_ERROR, "too_large",
