@@ -95,6 +95,9 @@ typedef struct flowrun_callbacks {
      again after the restart, with the same flowrun_output_seq). */
   void (*flush)(void *ud);
   void (*stored)(void *ud, const char *session, long long n);
+  /* A declarative session comes to a step (its name): for coverage and
+     tracing of the routes flows take. */
+  void (*step)(void *ud, const char *session, const char *step);
   /* later fields here */
 } flowrun_callbacks;
 

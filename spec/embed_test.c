@@ -162,7 +162,7 @@ static int start_mock(const char *exe) {
 }
 
 static flowrun *runtime(host *h) {
-  flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, NULL, h, sizeof(flowrun_callbacks), NULL, NULL };
+  flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, NULL, h, sizeof(flowrun_callbacks), NULL, NULL, NULL };
   flowrun *rt;
   memset(h, 0, sizeof *h);
   rt = flowrun_new(&cb);
@@ -418,7 +418,7 @@ static int run_oom_flow(flowrun *rt, host *h, const char *id) {
 ** past the last one), -1 when the host saw something else (why: *why). */
 static int oom_round(long n, char *why, size_t size) {
   host h;
-  flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, NULL, &h, sizeof(flowrun_callbacks), NULL, NULL };
+  flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, NULL, &h, sizeof(flowrun_callbacks), NULL, NULL, NULL };
   flowrun *rt;
   int st = 0, steps = 0, bad = 0;
   memset(&h, 0, sizeof h);
@@ -550,7 +550,7 @@ static void on_stored(void *ud, const char *id, long long n) {
 static void fill_store(int fd) {
   struct rlimit rl = { 4 << 20, 4 << 20 };
   flowrun_callbacks cb = { NULL, NULL, NULL, NULL, NULL, NULL, sizeof(flowrun_callbacks), NULL,
-                           on_stored };
+                           on_stored, NULL };
   flowrun *rt = flowrun_new(&cb);
   char id[3] = "u0", text[4000], out[1200];
   int rc = FLOWRUN_OK, again;
@@ -583,7 +583,7 @@ static void store_full(void) {
   char res[1200] = "", want[600], *msg, *msg2;
   ssize_t n;
   pid_t pid;
-  flowrun_callbacks cb = { NULL, NULL, NULL, NULL, NULL, NULL, sizeof(flowrun_callbacks), NULL, NULL };
+  flowrun_callbacks cb = { NULL, NULL, NULL, NULL, NULL, NULL, sizeof(flowrun_callbacks), NULL, NULL, NULL };
   flowrun *rt;
   write_file("count.lua", "while true do local a = ask() if a == nil then return end say(#a) end\n");
   if (pipe(fds) < 0) return;
@@ -623,12 +623,12 @@ static void callbacks_size(void) {
   flowrun_callbacks before = { .say = count_say, .end = count_end, .trace = count_trace };
   struct { flowrun_callbacks cb; void (*later)(void *); char more[64]; } newer;
   flowrun_callbacks older = { count_say, NULL, count_end, count_trace, NULL, NULL,
-                              offsetof(flowrun_callbacks, trace), NULL, NULL };
+                              offsetof(flowrun_callbacks, trace), NULL, NULL, NULL };
   run_reward(&before);
   check(said == 1 && ended == 1 && traced == 1,
         "callbacks without size (a host written before the field): every one up to ud is heard");
   memset(&newer, 0xA5, sizeof newer);   /* fields this version does not know */
-  newer.cb = (flowrun_callbacks){ count_say, NULL, count_end, count_trace, NULL, NULL, sizeof newer, NULL, NULL };
+  newer.cb = (flowrun_callbacks){ count_say, NULL, count_end, count_trace, NULL, NULL, sizeof newer, NULL, NULL, NULL };
   run_reward(&newer.cb);
   check(said == 1 && ended == 1 && traced == 1,
         "callbacks of a later flowrun.h (a larger size): the fields this version knows are heard");

@@ -261,7 +261,11 @@ static int l_ctx_mismatch(lua_State *L) {
 static int l_ctx_step(lua_State *L) {
   fr_session *s = fr_session_current(fr_rt(L), L);
   const char *name = luaL_checkstring(L, 1);
-  if (s && s->co == L) s->step = name;  /* the definition holds the string */
+  if (s && s->co == L) {
+    flowrun *rt = fr_rt(L);
+    s->step = name;                     /* the definition holds the string */
+    if (rt->cb.step) rt->cb.step(rt->cb.ud, s->id, name);
+  }
   return 0;
 }
 

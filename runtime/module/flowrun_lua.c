@@ -278,6 +278,13 @@ static int on_answer(void *ud, const flowrun_request *rq, flowrun_answer *out) {
   return ok ? FLOWRUN_OK : FLOWRUN_ERR;
 }
 
+static void on_step(void *ud, const char *sid, const char *step) {
+  lua_State *L = event(ud, "step", sid);
+  lua_pushstring(L, step);
+  lua_setfield(L, -2, "step");
+  lua_pop(L, 1);
+}
+
 static void on_trace(void *ud, const flowrun_trace *t) {
   lua_State *L = event(ud, "trace", t->session);
   set_str(L, "integration", t->integration);
@@ -567,7 +574,7 @@ static void store(lua_State *L, flowrun *rt) {
 ** globals = {...} }]) -> runtime */
 static int l_new(lua_State *L) {
   flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, on_log, NULL, sizeof(flowrun_callbacks),
-                           NULL, on_stored };
+                           NULL, on_stored, on_step };
   box *b;
   lua_State *main;
   lua_settop(L, 1);
