@@ -266,6 +266,119 @@ local function decode_query(q)
   return t
 end
 
+-- ---- coverage ----
+
+-- What can be covered in flow file path: its api nodes and the labels each
+-- can take (declared results and the default labels); for a declarative
+-- flow also its steps and edges. Needs a runtime made in this state (the
+-- flowrun.* modules it preloads).
+local function coverage_model(path)
+  local loader, flow = require "flowrun.loader", require "flowrun.flow"
+  local r = loader.load(path)
+  local m = { file = path, nodes = {}, steps = nil, edges = nil }
+  local function node(key, where, results)
+    local labels, seen = {}, {}
+    for _, l in ipairs(results) do if not seen[l] then labels[#labels + 1] = l seen[l] = true end end
+    for _, l in ipairs(DEFAULT_LABELS) do if not seen[l] then labels[#labels + 1] = l seen[l] = true end end
+    m.nodes[#m.nodes + 1] = { key = key, where = where, labels = labels, taken = {} }
+  end
+  if r.kind == "flow" then
+    local validate = require "flowrun.validate"
+    m.steps, m.edges = {}, {}
+    for _, name in ipairs(r.def.names) do
+      local st = r.def.steps[name]
+      if flow.is_step(st) then
+        m.steps[#m.steps + 1] = { name = name, reached = 0 }
+        if st.kind == "api" then
+          node(name, ("%s:%s"):format(st.file or path, st.line or "?"), flow.labels(st).results)
+        end
+        local seen = {}
+        for _, e in ipairs(validate.edges(r.def, name, function(file)
+          if file == path then return r.source end
+          local f = io.open(file, "rb")
+          local text = f and f:read("a")
+          if f then f:close() end
+          return text
+        end)) do
+          local to = e.target == flow.END and "(end)" or e.target
+          local key = name .. " -> " .. tostring(to)
+          if type(to) == "string" and not seen[key] then
+            seen[key] = true
+            m.edges[#m.edges + 1] = { from = name, to = to, key = key, taken = 0 }
+          end
+        end
+      end
+    end
+  elseif r.kind == "script" then
+    for _, call in ipairs(require("flowrun.check").literal_calls(r.source)) do
+      local results = {}
+      if type(call.spec.results) == "table" then
+        for _, l in ipairs(call.spec.results) do if type(l) == "string" then results[#results + 1] = l end end
+      end
+      node(tostring(call.line), ("%s:%d"):format(path, call.line), results)
+    end
+  end
+  return m
+end
+
+-- Notes in m what a session did: its calls (at, step, label) and steps.
+local function cover(m, calls, steps, ended)
+  for _, c in ipairs(calls) do
+    for _, n in ipairs(m.nodes) do
+      if (c.step and n.key == c.step) or (not c.step and c.at and c.at:match(":(%d+)$") == n.key) then
+        n.taken[c.label] = (n.taken[c.label] or 0) + 1
+      end
+    end
+  end
+  if not m.steps then return end
+  local index = {}
+  for _, s in ipairs(m.steps) do index[s.name] = s end
+  for i, name in ipairs(steps) do
+    if index[name] then index[name].reached = index[name].reached + 1 end
+    local to = steps[i + 1] or (ended and "(end)")
+    for _, e in ipairs(m.edges) do
+      if to and e.from == name and e.to == to then e.taken = e.taken + 1 end
+    end
+  end
+end
+
+-- M.coverage_lines(models) -> lines of the coverage table, and totals
+-- { labels = { taken, all }, steps = {...}, edges = {...} }.
+function M.coverage_lines(models)
+  local lines, total = {}, { labels = { 0, 0 }, steps = { 0, 0 }, edges = { 0, 0 } }
+  local function pct(a, b) return b == 0 and 100 or math.floor(a * 100 / b) end
+  for _, m in ipairs(models) do
+    lines[#lines + 1] = "coverage of " .. m.file
+    for _, n in ipairs(m.nodes) do
+      local parts, k = {}, 0
+      for _, l in ipairs(n.labels) do
+        if n.taken[l] then k = k + 1 parts[#parts + 1] = l else parts[#parts + 1] = "[" .. l .. "]" end
+      end
+      lines[#lines + 1] = ("  %-22s %3d%%  %s"):format(n.key .. ":", pct(k, #n.labels), table.concat(parts, " "))
+      total.labels[1], total.labels[2] = total.labels[1] + k, total.labels[2] + #n.labels
+    end
+    if m.steps then
+      local missed = {}
+      for _, s in ipairs(m.steps) do
+        if s.reached > 0 then total.steps[1] = total.steps[1] + 1 else missed[#missed + 1] = s.name end
+        total.steps[2] = total.steps[2] + 1
+      end
+      if #missed > 0 then lines[#lines + 1] = "  steps never reached: " .. table.concat(missed, ", ") end
+      missed = {}
+      for _, e in ipairs(m.edges) do
+        if e.taken > 0 then total.edges[1] = total.edges[1] + 1 else missed[#missed + 1] = e.key end
+        total.edges[2] = total.edges[2] + 1
+      end
+      if #missed > 0 then lines[#lines + 1] = "  edges never taken: " .. table.concat(missed, ", ") end
+    end
+  end
+  lines[#lines + 1] = ("labels %d of %d (%d %%), steps %d of %d (%d %%), edges %d of %d (%d %%)  ([x]: never taken)")
+    :format(total.labels[1], total.labels[2], pct(total.labels[1], total.labels[2]),
+            total.steps[1], total.steps[2], pct(total.steps[1], total.steps[2]),
+            total.edges[1], total.edges[2], pct(total.edges[1], total.edges[2]))
+  return lines, total
+end
+
 -- ---- running ----
 
 local function matches(expect, text)
@@ -346,11 +459,13 @@ function M.run(suites, opts)
       if a.fault == "no_stub" then error(a.message, 0) end
       return a
     end }
+    local model = opts.coverage and coverage_model(suite.flow)
+    if model then opts.coverage[#opts.coverage + 1] = model end
     local running = {}
     for ti, test in ipairs(suite.tests) do
       local id = ("%d.%d"):format(si, ti)
       local t = { test = test, suite = suite, id = id, pos = 1, transcript = {}, failures = {},
-                  calls = {}, says = {}, ended = false }
+                  calls = {}, steps = {}, ended = false }
       by_id[id] = t
       running[#running + 1] = t
       rt:start(id, suite.flow, table.unpack(test.args))
@@ -395,12 +510,9 @@ function M.run(suites, opts)
         elseif t and ev.type == "trace" then
           t.transcript[#t.transcript + 1] = { kind = "call", label = ev.label, at = ev.at, step = ev.step,
                                               what = ("%s %s"):format(ev.method, ev.url) }
-          if opts.coverage then
-            local key = ev.step and (suite.flow .. " step " .. ev.step) or ev.at or "?"
-            local node = opts.coverage[key] or { labels = {} }
-            opts.coverage[key] = node
-            node.labels[ev.label] = (node.labels[ev.label] or 0) + 1
-          end
+          t.calls[#t.calls + 1] = { at = ev.at, step = ev.step, label = ev.label }
+        elseif t and ev.type == "step" then
+          t.steps[#t.steps + 1] = ev.step
         elseif t and ev.type == "ask" then
           if ev.text then t.transcript[#t.transcript + 1] = { kind = "bot", text = ev.text } end
           before_user(t)
@@ -435,6 +547,10 @@ function M.run(suites, opts)
     end
     rt:close()
     for _, t in ipairs(running) do
+      if model then
+        local last = t.transcript[#t.transcript]
+        cover(model, t.calls, t.steps, last and last.kind == "end" and last.ok)
+      end
       local r = M.compare(t)
       results[#results + 1] = r
       if opts.on_result then opts.on_result(r) end
@@ -543,9 +659,18 @@ end
 -- M.main(args) -> exit status: the `flowrun test` command.
 function M.main(args, out, err)
   out, err = out or io.stdout, err or io.stderr
-  local files, problems = {}, {}
-  for _, a in ipairs(args) do
-    if a:match("%.lua$") then files[#files + 1] = a
+  local files, problems, coverage, cov_file = {}, {}, nil, nil
+  local i = 0
+  while i < #args do
+    i = i + 1
+    local a = args[i]
+    if a == "--coverage" then
+      coverage = {}
+      if args[i + 1] and args[i + 1]:match("%.json$") then cov_file = args[i + 1] i = i + 1 end
+    elseif a:sub(1, 1) == "-" then
+      err:write(("flowrun test: unknown option '%s'\nusage: flowrun test [--coverage [FILE.json]] [FILE_test.lua | DIR]...\n"):format(a))
+      return 2
+    elseif a:match("%.lua$") then files[#files + 1] = a
     else
       local p = io.popen("find " .. ("'" .. a:gsub("'", "'\\''") .. "'") .. " -name '*_test.lua' -type f 2>/dev/null | sort")
       for f in p:lines() do files[#files + 1] = f end
@@ -566,7 +691,7 @@ function M.main(args, out, err)
     return 2
   end
   local n, passed, failed = 0, 0, 0
-  M.run(suites, { on_result = function(r)
+  M.run(suites, { coverage = coverage, on_result = function(r)
     n = n + 1
     if r.ok then passed = passed + 1 else failed = failed + 1 end
     out:write(("%s %d - %s: %s\n"):format(r.ok and "ok" or "not ok", n, r.test.file, r.test.name))
@@ -576,6 +701,33 @@ function M.main(args, out, err)
       for _, l in ipairs(r.transcript) do out:write("# ", l, "\n") end
     end
   end })
+  if coverage then
+    local lines, total = M.coverage_lines(coverage)
+    for _, l in ipairs(lines) do out:write(l, "\n") end
+    if cov_file then
+      local json = require "cjson"
+      local f, ferr = io.open(cov_file, "w")
+      if not f then err:write("flowrun test: ", ferr, "\n") return 2 end
+      local flows = {}
+      for _, m in ipairs(coverage) do
+        local nodes = {}
+        for _, nd in ipairs(m.nodes) do
+          local taken = {}
+          for _, l in ipairs(nd.labels) do taken[#taken + 1] = { label = l, taken = nd.taken[l] or 0 } end
+          nodes[#nodes + 1] = { node = nd.key, at = nd.where, labels = taken }
+        end
+        local steps, edges = json.empty_array, json.empty_array
+        if m.steps then
+          steps, edges = {}, {}
+          for _, s in ipairs(m.steps) do steps[#steps + 1] = { step = s.name, reached = s.reached } end
+          for _, e in ipairs(m.edges) do edges[#edges + 1] = { from = e.from, to = e.to, taken = e.taken } end
+        end
+        flows[#flows + 1] = { flow = m.file, nodes = #nodes > 0 and nodes or json.empty_array, steps = steps, edges = edges }
+      end
+      f:write(json.encode({ flows = flows, labels = total.labels, steps = total.steps, edges = total.edges }), "\n")
+      f:close()
+    end
+  end
   out:write(("%d passed, %d failed\n"):format(passed, failed))
   return failed == 0 and 0 or 1
 end
