@@ -459,6 +459,29 @@ function M.run(suites, opts)
       if a.fault == "no_stub" then error(a.message, 0) end
       return a
     end }
+    local r = require("flowrun.loader").load(suite.flow)
+    if r.kind == "unreadable" or r.kind == "error" then
+      opts.problems = opts.problems or {}
+      opts.problems[#opts.problems + 1] = ("%s: flow %s: %s"):format(suite.file, suite.flow, r.msg)
+    end
+    if r.kind == "flow" then                -- a step named in a test is one of the flow's
+      for _, test in ipairs(suite.tests) do
+        for _, e in ipairs(test.conversation) do
+          local k, name = e[MARK] and e[MARK].kind, nil
+          if k == "label" and type(e.at) == "string" and not e.at:find(":") then name = e.at end
+          if k == "state" and type(e.expect) == "table" then name = e.expect.step end
+          if name and not r.def.steps[name] then
+            opts.problems = opts.problems or {}
+            opts.problems[#opts.problems + 1] = ("%s:%d: %s: no step %q in %s"):format(e[MARK].file, e[MARK].line, k,
+              tostring(name), suite.flow)
+          end
+        end
+      end
+    end
+    if opts.problems then
+      rt:close()
+      return results
+    end
     local model = opts.coverage and coverage_model(suite.flow)
     if model then opts.coverage[#opts.coverage + 1] = model end
     local running = {}
@@ -470,7 +493,8 @@ function M.run(suites, opts)
       running[#running + 1] = t
       rt:start(id, suite.flow, table.unpack(test.args))
     end
-    -- Moves t's cursor past what can be checked now: states, waits.
+    -- Moves t's cursor up to its next user line, checking the states and
+    -- taking the waits on the way (where the flow waits now).
     local function before_user(t)
       local conv = t.test.conversation
       while t.pos <= #conv do
@@ -494,8 +518,10 @@ function M.run(suites, opts)
         elseif (e[MARK] and e[MARK].kind) == "wait" then
           rt:advance(e.ms)
           t.pos = t.pos + 1
-        else
+        elseif (e[MARK] and e[MARK].kind) == "user" then
           return
+        else                            -- bot lines and labels: compared when all is done
+          t.pos = t.pos + 1
         end
       end
     end
@@ -533,7 +559,6 @@ function M.run(suites, opts)
               rt:send(t.id, tostring(e.text))
             end
             t.pos = nexti + 1
-            before_user(t)
           else
             t.transcript[#t.transcript + 1] = { kind = "user", close = true, unasked = true }
             rt:send(t.id, nil)
@@ -691,7 +716,8 @@ function M.main(args, out, err)
     return 2
   end
   local n, passed, failed = 0, 0, 0
-  M.run(suites, { coverage = coverage, on_result = function(r)
+  local ropts
+  ropts = { coverage = coverage, on_result = function(r)
     n = n + 1
     if r.ok then passed = passed + 1 else failed = failed + 1 end
     out:write(("%s %d - %s: %s\n"):format(r.ok and "ok" or "not ok", n, r.test.file, r.test.name))
@@ -700,7 +726,12 @@ function M.main(args, out, err)
       out:write("# what happened:\n")
       for _, l in ipairs(r.transcript) do out:write("# ", l, "\n") end
     end
-  end })
+  end }
+  M.run(suites, ropts)
+  if ropts.problems then
+    for _, p in ipairs(ropts.problems) do err:write(p, "\n") end
+    return 2
+  end
   if coverage then
     local lines, total = M.coverage_lines(coverage)
     for _, l in ipairs(lines) do out:write(l, "\n") end

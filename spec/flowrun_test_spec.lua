@@ -1,0 +1,158 @@
+-- `flowrun test` and require "flowrun.test" (README: Testing flows):
+-- conversations against stubs on a virtual clock, a readable failure,
+-- mistakes at file:line, the same result every time, coverage.
+local helper = require "spec.helper"
+local cjson = require "cjson"
+
+local function test(args, cwd) return helper.cli({ args = { "test", table.unpack(args) }, cwd = cwd }) end
+
+local function copy_demo(dir)
+  for _, f in ipairs({ "order_status.lua", "integrations.lua", "order_status_test.lua", "greeting_test_lines.lua" }) do
+    helper.write(dir .. "/" .. f, helper.read("scripts/demo/" .. f))
+  end
+end
+
+describe("flowrun test", function()
+  teardown(helper.cleanup)
+
+  it("runs the demo's conversations: ok per test, the closing count, exit 0; its coverage is 100 %", function()
+    local dir = helper.tmpdir()
+    local r = test({ "--coverage", dir .. "/cov.json", "scripts/demo" })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("^ok 1 %- scripts/demo/order_status_test.lua: an order that shipped\n", r.stdout)
+    assert.matches("\n6 passed, 0 failed\n$", r.stdout)
+    assert.matches("labels 6 of 6 (100 %), steps 9 of 9 (100 %), edges 14 of 14 (100 %)", r.stdout, 1, true)
+    local cov = cjson.decode(helper.read(dir .. "/cov.json"))
+    assert.are.same({ 6, 6 }, cov.labels)
+    assert.are.equal("lookup", cov.flows[1].nodes[1].node)
+    assert.are.equal(6, #cov.flows[1].nodes[1].labels)
+  end)
+
+  it("fails a test when a route is swapped, with what was expected, what was said and the calls", function()
+    local dir = helper.tmpdir()
+    copy_demo(dir)
+    local flow = helper.read(dir .. "/order_status.lua")
+    local swapped = flow:gsub('%["200"%] = "found", %["404"%] = "not_found"', '["200"] = "not_found", ["404"] = "found"')
+    assert.are_not.equal(flow, swapped)
+    helper.write(dir .. "/order_status.lua", swapped)
+    local r = test({ "order_status_test.lua" }, dir)
+    assert.are.equal(1, r.code, r.stderr)
+    assert.matches("not ok 1 %- order_status_test.lua: an order that shipped\n"
+      .. "# order_status_test.lua:17: expected the bot to say \"Order 42 is shipped; it arrives tomorrow.\", "
+      .. "it said \"I found no order 42. Check the number and try again.\"\n# what happened:\n"
+      .. "#   bot:  Hi! I can tell you where your order is.\n"
+      .. "#   bot:  Your order number%? %(empty line to leave%)\n#   user: 42\n"
+      .. "#   call: GET http://127.0.0.1:8080/v1/orders/42 %-> 200 %(step lookup%)\n"
+      .. "#   bot:  I found no order 42. Check the number and try again.\n", r.stdout)
+    assert.matches("\n4 passed, 2 failed\n$", r.stdout)
+  end)
+
+  it("says which stubs a call did not match and why; plays replies in sequence; waits on the clock", function()
+    local dir = helper.tmpdir()
+    helper.write(dir .. "/integrations.lua", 'return { shop = { base_url = "http://shop.test/v1", timeout_ms = 2000 } }')
+    helper.write(dir .. "/flow.lua", [[
+local n = 0
+for i = 1, 3 do
+  local label, res = api_node{ integration = "shop", method = "POST", path = "/tickets", body = "hi",
+                               headers = { ["Content-Type"] = "text/plain" }, results = { "201" } }
+  say(i .. " " .. label .. " " .. res.elapsed_ms)
+end
+ask("more?")
+say(os.date("!%H:%M:%S"))
+local label, res = api_node{ integration = "shop", path = "/users/ada", results = { "200" } }
+say(label .. " " .. (res.error or ""))
+]])
+    helper.write(dir .. "/flow_test.lua", [[
+return {
+  flow = "flow.lua", integrations = "integrations.lua",
+  stubs = {
+    stub { method = "POST", path = "/tickets", body = "hi",
+           replies = { { status = 503, delay_ms = 10 }, { status = 201, delay_ms = 20 } } },
+    stub { path = "/users/%d+", reply = { status = 200 } },
+    stub { integration = "shop", method = "POST", path = "/users/ada", reply = { status = 200 } },
+  },
+  test "tickets, a wait, a user no stub has" {
+    bot "1 other 10", bot "2 201 20", bot "3 201 20", bot "more?",
+    wait(90 * 60 * 1000), user "yes",
+    bot "01:30:00",
+    bot { match = "^error no stub answers GET shop /users/ada" },
+    done(),
+  },
+}
+]])
+    -- the call no stub answers fails the test, naming each stub at its line
+    -- and why it did not match; the flow got label error with that message
+    local r3 = test({ "flow_test.lua" }, dir)
+    assert.are.equal(1, r3.code)
+    assert.matches("\n#   bot:  01:30:00\n", r3.stdout, 1, true)
+    assert.matches("\n#   call: GET http://shop.test/v1/users/ada -> error (./flow.lua:9)\n", r3.stdout, 1, true)
+    assert.are.equal(r3.stdout, test({ "flow_test.lua" }, dir).stdout)
+    assert.matches("not ok 1 - flow_test.lua: tickets, a wait, a user no stub has\n"
+      .. "# no stub answers GET shop /users/ada:\n"
+      .. "#   flow_test.lua:4: method POST, not GET\n"
+      .. "#   flow_test.lua:6: path /users/%d+ does not match /users/ada\n"
+      .. "#   flow_test.lua:7: method POST, not GET\n"
+      .. "# what happened:\n", r3.stdout, 1, true)   -- the replies in sequence: no other failure
+  end)
+
+  it("reports the mistakes of a test file at file:line, exit 2, running nothing", function()
+    local dir = helper.tmpdir()
+    copy_demo(dir)
+    helper.write(dir .. "/bad_test.lua", [[
+return {
+  flow = "order_status.lua", integrations = "integrations.lua",
+  stubs = { stub { path = "/orders/1", reply = { stauts = 200 } } },
+  test "x" { bogus = 1, bot "Hi" },
+  test "y" { label { "200", at = "lokup" }, state { step = "ask_ordr" } },
+}
+]])
+    local r = test({ "bad_test.lua" }, dir)
+    assert.are.equal(2, r.code)
+    assert.are.equal("", r.stdout)
+    assert.matches("bad_test.lua:3: reply: unknown key 'stauts' (status, headers, json, body, delay_ms, fault, message)\n",
+                   r.stderr, 1, true)
+    assert.matches('bad_test.lua:4: test "x": unknown key \'bogus\' (args, stubs, rows)', r.stderr, 1, true)
+    helper.write(dir .. "/bad_test.lua", (helper.read(dir .. "/bad_test.lua"):gsub("stauts", "status"):gsub("bogus = 1, ", "")))
+    local r2 = test({ "bad_test.lua" }, dir)
+    assert.are.equal(2, r2.code)
+    assert.matches('bad_test.lua:5: label: no step "lokup" in ./order_status.lua', r2.stderr, 1, true)
+    assert.matches('bad_test.lua:5: state: no step "ask_ordr" in ./order_status.lua', r2.stderr, 1, true)
+    local none = test({ helper.tmpdir() })
+    assert.are.equal(2, none.code)
+    assert.matches("no test files", none.stderr, 1, true)
+  end)
+
+  it("checks state where the flow waits, and a flow that fails", function()
+    local dir = helper.tmpdir()
+    copy_demo(dir)
+    helper.write(dir .. "/state_test.lua", [[
+return {
+  flow = "order_status.lua", integrations = "integrations.lua",
+  stubs = { stub { path = "/orders/42", reply = { status = 200, json = { status = "shipped", eta = "now" } } } },
+  test "state" {
+    include "greeting_test_lines.lua", user "42",
+    state { step = "ask_order", session = { order_id = "43" } },
+  },
+}
+]])
+    local r = test({ "state_test.lua" }, dir)
+    assert.are.equal(1, r.code)
+    assert.matches('state_test.lua:6: state: session.order_id is "42", expected "43"', r.stdout, 1, true)
+  end)
+
+  it("runs from busted through require \"flowrun.test\"", function()
+    local dir = helper.tmpdir()
+    copy_demo(dir)
+    local code = ([[
+package.cpath = %q .. ";" .. package.cpath
+local t = require "flowrun.test"
+local suite = assert(t.load(%q))
+local results = t.run({ suite })
+local n = 0
+for _, r in ipairs(results) do if r.ok then n = n + 1 end end
+io.write(#results, " ", n)
+]]):format(helper.root .. "/build/?.so", dir .. "/order_status_test.lua")
+    local r = helper.sh("lua5.4 -e " .. helper.quote(code))
+    assert.are.equal("6 6", r)
+  end)
+end)
