@@ -268,19 +268,30 @@ end
 
 -- ---- coverage ----
 
+-- The flow globals as the loader of flow files needs them (what each is,
+-- not what it does): given here, so that it asks no runtime (the one it
+-- would ask, the first made in this state, may be closed by now).
+local FLOW_GLOBALS = setmetatable({}, { __index = _G })
+for _, k in ipairs({ "api_node", "say", "ask", "sleep", "run_flow", "continue_as_new" }) do
+  FLOW_GLOBALS[k] = function() end
+end
+FLOW_GLOBALS.log, FLOW_GLOBALS.json = {}, {}
+
+local function load_flow(path) return require("flowrun.loader").load(path, { globals = FLOW_GLOBALS }) end
+
 -- What can be covered in flow file path: its api nodes and the labels each
 -- can take (declared results and the default labels); for a declarative
 -- flow also its steps and edges. Needs a runtime made in this state (the
 -- flowrun.* modules it preloads).
 local function coverage_model(path)
-  local loader, flow = require "flowrun.loader", require "flowrun.flow"
-  local r = loader.load(path)
+  local flow = require "flowrun.flow"
+  local r = load_flow(path)
   local m = { file = path, nodes = {}, steps = nil, edges = nil }
-  local function node(key, where, results)
+  local function node(key, where, results, name)
     local labels, seen = {}, {}
     for _, l in ipairs(results) do if not seen[l] then labels[#labels + 1] = l seen[l] = true end end
     for _, l in ipairs(DEFAULT_LABELS) do if not seen[l] then labels[#labels + 1] = l seen[l] = true end end
-    m.nodes[#m.nodes + 1] = { key = key, where = where, labels = labels, taken = {} }
+    m.nodes[#m.nodes + 1] = { key = key, where = where, labels = labels, taken = {}, name = name or key }
   end
   if r.kind == "flow" then
     local validate = require "flowrun.validate"
@@ -315,7 +326,7 @@ local function coverage_model(path)
       if type(call.spec.results) == "table" then
         for _, l in ipairs(call.spec.results) do if type(l) == "string" then results[#results + 1] = l end end
       end
-      node(tostring(call.line), ("%s:%d"):format(path, call.line), results)
+      node(tostring(call.line), ("%s:%d"):format(path, call.line), results, "line " .. call.line)
     end
   end
   return m
@@ -354,7 +365,7 @@ function M.coverage_lines(models)
       for _, l in ipairs(n.labels) do
         if n.taken[l] then k = k + 1 parts[#parts + 1] = l else parts[#parts + 1] = "[" .. l .. "]" end
       end
-      lines[#lines + 1] = ("  %-22s %3d%%  %s"):format(n.key .. ":", pct(k, #n.labels), table.concat(parts, " "))
+      lines[#lines + 1] = ("  %-22s %3d%%  %s"):format(n.name .. ":", pct(k, #n.labels), table.concat(parts, " "))
       total.labels[1], total.labels[2] = total.labels[1] + k, total.labels[2] + #n.labels
     end
     if m.steps then
@@ -459,7 +470,7 @@ function M.run(suites, opts)
       if a.fault == "no_stub" then error(a.message, 0) end
       return a
     end }
-    local r = require("flowrun.loader").load(suite.flow)
+    local r = load_flow(suite.flow)
     if r.kind == "unreadable" or r.kind == "error" then
       opts.problems = opts.problems or {}
       opts.problems[#opts.problems + 1] = ("%s: flow %s: %s"):format(suite.file, suite.flow, r.msg)
