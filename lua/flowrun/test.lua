@@ -95,7 +95,7 @@ local STUB_KEYS = { endpoint = true, integration = true, method = true, path = t
                     headers = true, body = true, reply = true, replies = true }
 local REPLY_KEYS = { status = true, headers = true, json = true, body = true, delay_ms = true,
                      fault = true, message = true }
-local TEST_KEYS = { args = true, stubs = true, rows = true }
+local TEST_KEYS = { args = true, stubs = true, rows = true, session = true, id = true }
 local FILE_KEYS = { flow = true, integrations = true, stubs = true, args = true, name = true }
 
 local function check_reply(r, at, problem)
@@ -181,7 +181,7 @@ function M.load(path)
       local at = tt[MARK]
       for k in pairs(tt) do
         if type(k) == "string" and not TEST_KEYS[k] then
-          state.problem_at(at, ("test %q: unknown key '%s' (args, stubs, rows)"):format(at.name, k))
+          state.problem_at(at, ("test %q: unknown key '%s' (args, stubs, rows, session, id)"):format(at.name, k))
         end
       end
       local rows = tt.rows or { false }
@@ -211,7 +211,8 @@ function M.load(path)
         end
         suite.tests[#suite.tests + 1] = {
           name = row and subst(at.name) or at.name, line = at.line, file = at.file,
-          args = tt.args or suite.args, stubs = stubs,
+          args = deep(tt.args or suite.args), stubs = stubs, session = deep(tt.session),
+          id = tt.id ~= nil and tostring(deep(tt.id)) or nil,
           conversation = flatten(tt, path, state, deep),
         }
       end
@@ -346,9 +347,14 @@ local function cover(m, calls, steps, ended)
   for _, s in ipairs(m.steps) do index[s.name] = s end
   for i, name in ipairs(steps) do
     if index[name] then index[name].reached = index[name].reached + 1 end
-    local to = steps[i + 1] or (ended and "(end)")
+    local to, found = steps[i + 1] or (ended and "(end)"), false
     for _, e in ipairs(m.edges) do
-      if to and e.from == name and e.to == to then e.taken = e.taken + 1 end
+      if to and e.from == name and e.to == to then e.taken, found = e.taken + 1, true end
+    end
+    if to and not found and not index[to] then   -- on into another flow file ("flow:PATH")
+      for _, e in ipairs(m.edges) do
+        if e.from == name and e.to:find("^flow:") then e.taken = e.taken + 1 end
+      end
     end
   end
 end
@@ -476,12 +482,35 @@ function M.run(suites, opts)
       opts.problems[#opts.problems + 1] = ("%s: flow %s: %s"):format(suite.file, suite.flow, r.msg)
     end
     if r.kind == "flow" then                -- a step named in a test is one of the flow's
+      local names, seen, queue = {}, {}, { { def = r.def, file = suite.flow } }
+      while #queue > 0 do                   -- and of the flows it hands over to
+        local q = table.remove(queue)
+        for name, st in pairs(q.def.steps) do
+          names[name] = true
+          local spec = type(st) == "table" and type(st.spec) == "table" and st.spec or {}
+          local targets = { spec.next, spec.closed }
+          for _, t in pairs(type(spec.on) == "table" and spec.on or {}) do targets[#targets + 1] = t end
+          if st.kind == "code" then
+            local validate = require "flowrun.validate"
+            for _, x in ipairs((validate.infer(st.fn, q.def, function(f) local h = io.open(f) local s = h and h:read("a") if h then h:close() end return s end))) do targets[#targets + 1] = x end
+          end
+          for _, t in pairs(targets) do
+            local path = type(t) == "string" and t:match("^flow:(.+)$")
+            local file = path and require("flowrun.flow").resolve(q.file, path)
+            if file and not seen[file] then
+              seen[file] = true
+              local o = load_flow(file)
+              if o.kind == "flow" then queue[#queue + 1] = { def = o.def, file = file } end
+            end
+          end
+        end
+      end
       for _, test in ipairs(suite.tests) do
         for _, e in ipairs(test.conversation) do
           local k, name = e[MARK] and e[MARK].kind, nil
           if k == "label" and type(e.at) == "string" and not e.at:find(":") then name = e.at end
           if k == "state" and type(e.expect) == "table" then name = e.expect.step end
-          if name and not r.def.steps[name] then
+          if name and not names[name] then
             opts.problems = opts.problems or {}
             opts.problems[#opts.problems + 1] = ("%s:%d: %s: no step %q in %s"):format(e[MARK].file, e[MARK].line, k,
               tostring(name), suite.flow)
@@ -497,12 +526,22 @@ function M.run(suites, opts)
     if model then opts.coverage[#opts.coverage + 1] = model end
     local running = {}
     for ti, test in ipairs(suite.tests) do
-      local id = ("%d.%d"):format(si, ti)
+      local id = test.id or ("%d.%d"):format(si, ti)
+      if by_id[id] then
+        opts.problems = opts.problems or {}
+        opts.problems[#opts.problems + 1] = ("%s:%d: test %q: session id %s is taken by another test")
+          :format(test.file, test.line, test.name, id)
+        break
+      end
       local t = { test = test, suite = suite, id = id, pos = 1, transcript = {}, failures = {},
                   calls = {}, steps = {}, ended = false }
       by_id[id] = t
       running[#running + 1] = t
       rt:start(id, suite.flow, table.unpack(test.args))
+      if test.session then                -- what the session holds before its flow runs
+        local _, sess = rt:state(id)
+        for k, v in pairs(test.session) do sess[k] = v end
+      end
     end
     -- Moves t's cursor up to its next user line, checking the states and
     -- taking the waits on the way (where the flow waits now).
