@@ -15,17 +15,37 @@ end
 describe("flowrun test", function()
   teardown(helper.cleanup)
 
-  it("runs the demo's conversations: ok per test, the closing count, exit 0; its coverage is 100 %", function()
+  it("runs the tests of every flow under scripts/: ok per test, the closing count, exit 0, coverage 100 %, the same each time", function()
     local dir = helper.tmpdir()
-    local r = test({ "--coverage", dir .. "/cov.json", "scripts/demo" })
+    local r = test({ "--coverage", dir .. "/cov.json", "scripts" })
     assert.are.equal(0, r.code, r.stdout .. r.stderr)
-    assert.matches("^ok 1 %- scripts/demo/order_status_test.lua: an order that shipped\n", r.stdout)
-    assert.matches("\n6 passed, 0 failed\n$", r.stdout)
-    assert.matches("labels 6 of 6 (100 %), steps 9 of 9 (100 %), edges 14 of 14 (100 %)", r.stdout, 1, true)
+    assert.matches("^ok 1 %- scripts/demo/order_status_imperative_test.lua: an order that shipped", r.stdout)
+    assert.is_nil(r.stdout:find("not ok", 1, true))
+    assert.matches("\n43 passed, 0 failed\n$", r.stdout)
+    assert.matches("\ncoverage of scripts/demo/order_status.lua\n"
+                   .. "  lookup:                100%  200 404 other error timeout max-connection\n", r.stdout, 1, true)
+    assert.matches("labels 40 of 40 (100 %), steps 31 of 31 (100 %), edges 48 of 48 (100 %)", r.stdout, 1, true)
     local cov = cjson.decode(helper.read(dir .. "/cov.json"))
-    assert.are.same({ 6, 6 }, cov.labels)
-    assert.are.equal("lookup", cov.flows[1].nodes[1].node)
-    assert.are.equal(6, #cov.flows[1].nodes[1].labels)
+    assert.are.same({ 40, 40 }, cov.labels)
+    assert.are.equal("scripts/demo/order_status_imperative.lua", cov.flows[1].flow)
+    assert.are.equal("scripts/demo/order_status_imperative.lua:9", cov.flows[1].nodes[1].at)
+    for _ = 1, 5 do assert.are.equal(r.stdout, test({ "--coverage", "scripts" }).stdout) end
+  end)
+
+  it("shows the labels a node never took", function()
+    local dir = helper.tmpdir()
+    copy_demo(dir)
+    helper.write(dir .. "/one_test.lua", [[
+return {
+  flow = "order_status.lua", integrations = "integrations.lua",
+  stubs = { stub { path = "/orders/.*", reply = { status = 200, json = { status = "s", eta = "e" } } } },
+  test "one" { include "greeting_test_lines.lua", user "1", label "200" },
+}
+]])
+    local r = test({ "--coverage", "one_test.lua" }, dir)
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("  lookup:                 16%  200 [404] [other] [error] [timeout] [max-connection]\n", r.stdout, 1, true)
+    assert.matches("  steps never reached: not_found, slow, sorry\n", r.stdout, 1, true)
   end)
 
   it("fails a test when a route is swapped, with what was expected, what was said and the calls", function()
@@ -111,7 +131,7 @@ return {
     assert.are.equal("", r.stdout)
     assert.matches("bad_test.lua:3: reply: unknown key 'stauts' (status, headers, json, body, delay_ms, fault, message)\n",
                    r.stderr, 1, true)
-    assert.matches('bad_test.lua:4: test "x": unknown key \'bogus\' (args, stubs, rows)', r.stderr, 1, true)
+    assert.matches('bad_test.lua:4: test "x": unknown key \'bogus\' (args, stubs, rows, session, id)', r.stderr, 1, true)
     helper.write(dir .. "/bad_test.lua", (helper.read(dir .. "/bad_test.lua"):gsub("stauts", "status"):gsub("bogus = 1, ", "")))
     local r2 = test({ "bad_test.lua" }, dir)
     assert.are.equal(2, r2.code)
