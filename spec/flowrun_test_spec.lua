@@ -21,6 +21,7 @@ describe("flowrun test", function()
     assert.are.equal(0, r.code, r.stdout .. r.stderr)
     assert.matches("^ok 1 %- scripts/demo/order_status_imperative_test.lua: an order that shipped", r.stdout)
     assert.is_nil(r.stdout:find("not ok", 1, true))
+    assert.matches("\n1..43\n", r.stdout, 1, true)
     assert.matches("\n43 passed, 0 failed\n$", r.stdout)
     assert.matches("\ncoverage of scripts/demo/order_status.lua\n"
                    .. "  lookup:                100%  200 404 other error timeout max-connection\n", r.stdout, 1, true)
@@ -55,8 +56,14 @@ return {
     local swapped = flow:gsub('%["200"%] = "found", %["404"%] = "not_found"', '["200"] = "not_found", ["404"] = "found"')
     assert.are_not.equal(flow, swapped)
     helper.write(dir .. "/order_status.lua", swapped)
-    local r = test({ "order_status_test.lua" }, dir)
+    local r = test({ "--junit", "junit.xml", "order_status_test.lua" }, dir)
     assert.are.equal(1, r.code, r.stderr)
+    local junit = helper.read(dir .. "/junit.xml")
+    assert.matches('<testsuites name="flowrun test" tests="6" failures="2">', junit, 1, true)
+    assert.matches('<testcase classname="order_status_test.lua" name="an order that shipped">\n'
+      .. '      <failure message="order_status_test.lua:17: expected the bot to say &quot;Order 42 is shipped; it arrives tomorrow.&quot;, '
+      .. 'it said &quot;I found no order 42. Check the number and try again.&quot;">', junit, 1, true)
+    assert.matches('    <testcase classname="order_status_test.lua" name="the shop when it is slow, broken, busy or odd: slow"/>\n', junit, 1, true)
     assert.matches("not ok 1 %- order_status_test.lua: an order that shipped\n"
       .. "# order_status_test.lua:17: expected the bot to say \"Order 42 is shipped; it arrives tomorrow.\", "
       .. "it said \"I found no order 42. Check the number and try again.\"\n# what happened:\n"
@@ -64,7 +71,7 @@ return {
       .. "#   bot:  Your order number%? %(empty line to leave%)\n#   user: 42\n"
       .. "#   call: GET http://127.0.0.1:8080/v1/orders/42 %-> 200 %(step lookup%)\n"
       .. "#   bot:  I found no order 42. Check the number and try again.\n", r.stdout)
-    assert.matches("\n4 passed, 2 failed\n$", r.stdout)
+    assert.matches("\n1..6\n4 passed, 2 failed\n$", r.stdout)
   end)
 
   it("says which stubs a call did not match and why; plays replies in sequence; waits on the clock", function()

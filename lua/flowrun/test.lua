@@ -731,10 +731,49 @@ function M.compare(t)
   return { suite = t.suite, test = t.test, ok = #failures == 0, failures = failures, transcript = lines }
 end
 
+local function xml(s)
+  return (tostring(s):gsub("[&<>\"]", { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;" })
+    :gsub("[%z\1-\8\11\12\14-\31]", "?"))
+end
+
+-- Writes results as JUnit XML (a testsuite per test file) to path.
+function M.write_junit(path, results, err)
+  local f, ferr = io.open(path, "w")
+  if not f then err:write("flowrun test: --junit: ", ferr, "\n") return false end
+  local files, order = {}, {}
+  for _, r in ipairs(results) do
+    local file = r.test.file
+    if not files[file] then files[file] = {} order[#order + 1] = file end
+    table.insert(files[file], r)
+  end
+  local failed = 0
+  for _, r in ipairs(results) do if not r.ok then failed = failed + 1 end end
+  f:write('<?xml version="1.0" encoding="UTF-8"?>\n')
+  f:write(('<testsuites name="flowrun test" tests="%d" failures="%d">\n'):format(#results, failed))
+  for _, file in ipairs(order) do
+    local rs, nf = files[file], 0
+    for _, r in ipairs(rs) do if not r.ok then nf = nf + 1 end end
+    f:write(('  <testsuite name="%s" tests="%d" failures="%d">\n'):format(xml(file), #rs, nf))
+    for _, r in ipairs(rs) do
+      f:write(('    <testcase classname="%s" name="%s"'):format(xml(file), xml(r.test.name)))
+      if r.ok then f:write("/>\n")
+      else
+        f:write(('>\n      <failure message="%s">%s\n%s</failure>\n    </testcase>\n'):format(
+          xml(r.failures[1]:match("^[^\n]*")), xml(table.concat(r.failures, "\n")),
+          xml("what happened:\n" .. table.concat(r.transcript, "\n"))))
+      end
+    end
+    f:write("  </testsuite>\n")
+  end
+  f:write("</testsuites>\n")
+  f:close()
+  return true
+end
+
 -- M.main(args) -> exit status: the `flowrun test` command.
 function M.main(args, out, err)
   out, err = out or io.stdout, err or io.stderr
-  local files, problems, coverage, cov_file = {}, {}, nil, nil
+  local files, problems, coverage, cov_file, junit = {}, {}, nil, nil, nil
   local i = 0
   while i < #args do
     i = i + 1
@@ -742,8 +781,12 @@ function M.main(args, out, err)
     if a == "--coverage" then
       coverage = {}
       if args[i + 1] and args[i + 1]:match("%.json$") then cov_file = args[i + 1] i = i + 1 end
+    elseif a == "--junit" then
+      junit = args[i + 1]
+      i = i + 1
+      if not junit then err:write("flowrun test: --junit FILE: the file is missing\n") return 2 end
     elseif a:sub(1, 1) == "-" then
-      err:write(("flowrun test: unknown option '%s'\nusage: flowrun test [--coverage [FILE.json]] [FILE_test.lua | DIR]...\n"):format(a))
+      err:write(("flowrun test: unknown option '%s'\nusage: flowrun test [--coverage [FILE.json]] [--junit FILE] [FILE_test.lua | DIR]...\n"):format(a))
       return 2
     elseif a:match("%.lua$") then files[#files + 1] = a
     else
@@ -765,10 +808,11 @@ function M.main(args, out, err)
     for _, p in ipairs(problems) do err:write(p, "\n") end
     return 2
   end
-  local n, passed, failed = 0, 0, 0
+  local n, passed, failed, all = 0, 0, 0, {}
   local ropts
   ropts = { coverage = coverage, on_result = function(r)
     n = n + 1
+    all[#all + 1] = r
     if r.ok then passed = passed + 1 else failed = failed + 1 end
     out:write(("%s %d - %s: %s\n"):format(r.ok and "ok" or "not ok", n, r.test.file, r.test.name))
     if not r.ok then
@@ -782,6 +826,8 @@ function M.main(args, out, err)
     for _, p in ipairs(ropts.problems) do err:write(p, "\n") end
     return 2
   end
+  out:write(("1..%d\n"):format(n))   -- the TAP plan
+  if junit and not M.write_junit(junit, all, err) then return 2 end
   if coverage then
     local lines, total = M.coverage_lines(coverage)
     for _, l in ipairs(lines) do out:write(l, "\n") end
