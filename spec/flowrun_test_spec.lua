@@ -149,6 +149,36 @@ return {
     assert.matches("no test files", none.stderr, 1, true)
   end)
 
+  it("takes bot lines as functions, stubs by query, a flow expected to fail; a file that does not load", function()
+    local dir = helper.tmpdir()
+    helper.write(dir .. "/integrations.lua", 'return { shop = { base_url = "http://shop.test/v1" } }')
+    helper.write(dir .. "/f.lua", [[
+local label = api_node{ integration = "shop", path = "/find", query = { q = "red shoes", page = 2 }, results = { "200" } }
+say("found " .. label)
+error("out of stock")
+]])
+    helper.write(dir .. "/f_test.lua", [[
+return {
+  flow = "f.lua", integrations = "integrations.lua",
+  stubs = { stub { path = "/find", query = { q = "red shoes", page = 2 }, reply = { status = 200 } } },
+  test "found, then it fails" {
+    bot(function(text) return text:upper() == "FOUND 200" end),
+    fails "out of stock",
+  },
+  test "it was to end well" { bot "found 200", done() },
+}
+]])
+    local r = test({ "f_test.lua" }, dir)
+    assert.are.equal(1, r.code)
+    assert.matches("ok 1 - f_test.lua: found, then it fails\n", r.stdout, 1, true)
+    assert.matches("not ok 2 - f_test.lua: it was to end well\n# f_test.lua:8: expected the flow to end done,"
+                   .. " it failed: ./f.lua:3: out of stock\n", r.stdout, 1, true)
+    helper.write(dir .. "/f_test.lua", "return { flow = ")
+    local bad = test({ "f_test.lua" }, dir)
+    assert.are.equal(2, bad.code)
+    assert.matches("f_test.lua:1: unexpected symbol near <eof>", bad.stderr, 1, true)
+  end)
+
   it("checks state where the flow waits, and a flow that fails", function()
     local dir = helper.tmpdir()
     copy_demo(dir)

@@ -241,6 +241,7 @@ static int wait_time(flowrun *rt, int wait_ms, double now) {
 ** to it however far it is (waiting costs nothing there). */
 static int virtual_wait(flowrun *rt, struct epoll_event *ev, int wait_ms) {
   int w = wait_time(rt, wait_ms, rt->vclock), n;
+  if (rt->nheap == 0 && rt->nwatches == 0) w = 0;   /* nothing can come: no waiting */
   if (w == 0 || rt->nheap == 0) return epoll_wait(rt->epfd, ev, 64, w);
   if ((n = epoll_wait(rt->epfd, ev, 64, 0)) != 0) return n;
   if (rt->heap[0]->at > rt->vclock) rt->vclock = rt->heap[0]->at;
