@@ -197,6 +197,21 @@ return {
     assert.matches('state_test.lua:6: state: session.order_id is "42", expected "43"', r.stdout, 1, true)
   end)
 
+  it("--live: the same conversations against the real API (here the mock), stubs unused", function()
+    local dir = helper.tmpdir()
+    copy_demo(dir)
+    local mock = helper.mock(dofile("scripts/demo/routes.lua"))
+    helper.write(dir .. "/integrations.lua", ('return { shop = { base_url = %q, timeout_ms = 1000 } }'):format(mock.url .. "/v1"))
+    local r = test({ "--live", "order_status_test.lua" }, dir)
+    mock:stop()
+    assert.are.equal(1, r.code)
+    assert.matches("ok 1 - order_status_test.lua: an order that shipped\nok 2 - ", r.stdout, 1, true)
+    assert.matches("not ok 3 - order_status_test.lua: the shop when it is slow, broken, busy or odd: slow\n"
+      .. "# order_status_test.lua:50: the call at lookup (GET " .. mock.url .. "/v1/orders/9) has label 404,"
+      .. " expected timeout\n", r.stdout, 1, true)
+    assert.matches("\n2 passed, 4 failed\n$", r.stdout)
+  end)
+
   it("runs from busted through require \"flowrun.test\"", function()
     local dir = helper.tmpdir()
     copy_demo(dir)

@@ -470,12 +470,17 @@ function M.run(suites, opts)
       if t then t.failures[#t.failures + 1] = msg end
       return { fault = "no_stub", message = msg }
     end
-    local rt = flowrun.new{ integrations = suite.integrations, virtual_clock = START, transport = function(rq)
-      local ok, a = pcall(transport, rq)
-      if not ok then error(a, 0) end
-      if a.fault == "no_stub" then error(a.message, 0) end
-      return a
-    end }
+    local rt
+    if opts.live then                   -- the real APIs, the real clock: stubs unused
+      rt = flowrun.new{ integrations = suite.integrations }
+    else
+      rt = flowrun.new{ integrations = suite.integrations, virtual_clock = START, transport = function(rq)
+        local ok, a = pcall(transport, rq)
+        if not ok then error(a, 0) end
+        if a.fault == "no_stub" then error(a.message, 0) end
+        return a
+      end }
+    end
     local r = load_flow(suite.flow)
     if r.kind == "unreadable" or r.kind == "error" then
       opts.problems = opts.problems or {}
@@ -566,7 +571,12 @@ function M.run(suites, opts)
           end
           t.pos = t.pos + 1
         elseif (e[MARK] and e[MARK].kind) == "wait" then
-          rt:advance(e.ms)
+          if opts.live then             -- the user is silent that long, for real
+            local until_ms = rt:clock() + e.ms
+            while rt:clock() < until_ms do rt:step(math.max(1, math.floor(until_ms - rt:clock()))) end
+          else
+            rt:advance(e.ms)
+          end
           t.pos = t.pos + 1
         elseif (e[MARK] and e[MARK].kind) == "user" then
           return
@@ -773,7 +783,7 @@ end
 -- M.main(args) -> exit status: the `flowrun test` command.
 function M.main(args, out, err)
   out, err = out or io.stdout, err or io.stderr
-  local files, problems, coverage, cov_file, junit = {}, {}, nil, nil, nil
+  local files, problems, coverage, cov_file, junit, live = {}, {}, nil, nil, nil, false
   local i = 0
   while i < #args do
     i = i + 1
@@ -781,12 +791,14 @@ function M.main(args, out, err)
     if a == "--coverage" then
       coverage = {}
       if args[i + 1] and args[i + 1]:match("%.json$") then cov_file = args[i + 1] i = i + 1 end
+    elseif a == "--live" then
+      live = true
     elseif a == "--junit" then
       junit = args[i + 1]
       i = i + 1
       if not junit then err:write("flowrun test: --junit FILE: the file is missing\n") return 2 end
     elseif a:sub(1, 1) == "-" then
-      err:write(("flowrun test: unknown option '%s'\nusage: flowrun test [--coverage [FILE.json]] [--junit FILE] [FILE_test.lua | DIR]...\n"):format(a))
+      err:write(("flowrun test: unknown option '%s'\nusage: flowrun test [--live] [--coverage [FILE.json]] [--junit FILE] [FILE_test.lua | DIR]...\n"):format(a))
       return 2
     elseif a:match("%.lua$") then files[#files + 1] = a
     else
@@ -810,7 +822,7 @@ function M.main(args, out, err)
   end
   local n, passed, failed, all = 0, 0, 0, {}
   local ropts
-  ropts = { coverage = coverage, on_result = function(r)
+  ropts = { coverage = coverage, live = live, on_result = function(r)
     n = n + 1
     all[#all + 1] = r
     if r.ok then passed = passed + 1 else failed = failed + 1 end
