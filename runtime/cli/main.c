@@ -86,10 +86,13 @@ static const struct { const char *cmd, *text; } sub_usage[] = {
     "  --on-mismatch park with a store: a flow changed under a session parks it\n" },
   { "mock", "usage: flowrun mock ROUTES.lua [--port N]   mock HTTP API on 127.0.0.1\n" },
   { "test",
-    "usage: flowrun test [FILE_test.lua | DIR]...   conversation tests of flows\n"
+    "usage: flowrun test [options] [FILE_test.lua | DIR]...   conversation tests of flows\n"
     "  each FILE_test.lua (a folder: every one below it) runs in one runtime: its calls\n"
     "  answered by its stubs, its clock virtual; ok/not ok per test, N passed, N failed;\n"
-    "  exit 0 all passed, 1 a test failed, 2 a test file is wrong\n" },
+    "  exit 0 all passed, 1 a test failed, 2 a test file is wrong\n"
+    "  --coverage [FILE.json]  the labels each node took, steps and edges; also as JSON\n"
+    "  --junit FILE            the results as JUnit XML\n"
+    "  --live                  against the real APIs and the real clock, stubs unused\n" },
 };
 
 int main(int argc, char **argv) {
