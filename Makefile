@@ -34,7 +34,7 @@ LIB = base labels query freeze loop pool rules runtime session call request resp
       sandbox quota journal store_sqlite
 LIB_O = $(LIB:%=$(B)/lib/%.o) $(B)/modules.o
 LUA_MODULES = $(sort $(wildcard lua/flowrun/*.lua))
-CLI = main common limits run jsonl sessions repl/main repl/term repl/sessions mock/server mock/routes
+CLI = main common limits run jsonl sessions test repl/main repl/term repl/sessions mock/server mock/routes
 CLI_O = $(CLI:%=$(B)/cli/%.o)
 # the REPL's line editing: libedit (BSD licence), not GNU readline (GPL)
 EDIT_LIBS = $(shell pkg-config --libs libedit 2>/dev/null || echo -ledit)
@@ -98,8 +98,9 @@ $(B)/flowrun.pc: FORCE | $(B)
 $(B)/flowrun.1: $(B)/flowrun scripts/manpage.lua
 	lua5.4 scripts/manpage.lua $(B)/flowrun > $@
 
-$(B)/flowrun: $(CLI_O) $(B)/libflowrun.a
-	$(CC) $(ALL_LDFLAGS) -o $@ $(CLI_O) $(B)/libflowrun.a $(LIBS) $(EDIT_LIBS)
+# flowrun test runs the Lua module's binding in a Lua state of its own.
+$(B)/flowrun: $(CLI_O) $(B)/module/flowrun_lua.o $(B)/libflowrun.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $(CLI_O) $(B)/module/flowrun_lua.o $(B)/libflowrun.a $(LIBS) $(EDIT_LIBS)
 
 # The Lua module links libcurl and lua-cjson's shared library (Debian's
 # static one is not PIC) but never liblua: the interpreter (Debian's lua5.4

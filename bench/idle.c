@@ -49,7 +49,7 @@ static double now(void) {
 int main(int argc, char **argv) {
   long n = argc > 1 ? atol(argv[1]) : 100000;
   char flow[] = "/tmp/flowrun-idle-XXXXXX.lua", id[24];
-  flowrun_callbacks cb = { NULL, on_ask, on_end, NULL, NULL, NULL, sizeof(flowrun_callbacks), NULL, NULL };
+  flowrun_callbacks cb = { .ask = on_ask, .end = on_end, .size = sizeof(flowrun_callbacks) };
   flowrun *rt;
   int fd;
   if (n < 1) return fprintf(stderr, "usage: idle [N]\n"), 2;

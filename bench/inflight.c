@@ -91,7 +91,7 @@ static double now(void) {
 }
 
 static int run(const char *exe, long n) {
-  flowrun_callbacks cb = { on_say, NULL, on_end, NULL, NULL, NULL, sizeof(flowrun_callbacks), NULL, NULL };
+  flowrun_callbacks cb = { .say = on_say, .end = on_end, .size = sizeof(flowrun_callbacks) };
   flowrun *rt;
   char buf[512], id[24];
   struct rusage ru;

@@ -449,6 +449,27 @@ local function flow_code_pair()
   return { value = median(wa), runs_ms = wa }, { value = median(wb), runs_ms = wb }
 end
 
+-- ---- flowrun test ----
+
+-- "tested": median wall ms of `flowrun test` running N_TESTED conversations
+-- of the demo flow (bench/flows/conversations_test.lua: one call each, a
+-- stub's 20 ms of virtual delay) against it running one; the difference
+-- over N_TESTED - 1 gives conversations tested per second.
+local N_TESTED, N_TESTED_RUNS = scaled(1000), 5
+local function tested_pair()
+  local wa, wb = {}, {}
+  for _ = 1, N_TESTED_RUNS do
+    for _, c in ipairs({ { N_TESTED, wa }, { 1, wb } }) do
+      local f, err = timed(("env N=%d %s test bench/flows/conversations_test.lua"):format(c[1], FLOWRUN))
+      if not f then return nil, err end
+      c[2][#c[2] + 1] = f.wall * 1000
+    end
+  end
+  local a, b = median(wa), median(wb)
+  return { value = a, runs_ms = wa, per_s = (N_TESTED - 1) / ((a - b) / 1000) },
+         { value = b, runs_ms = wb }
+end
+
 -- ---- durable sessions: restore and the resident cap ----
 
 -- A store with n sessions of a flow that asks once, all waiting in the
@@ -681,6 +702,10 @@ local rows = {
             .. " without"):format(N_CALLS),
     flowrun = function() return flowrun_calls(100, N_CALLS, flows.dir .. "/bench.db") end,
     baseline = function() return flowrun_calls(100, N_CALLS) end },
+  { name = "tested", kind = "report", no_nginx = true, once = true,
+    what = ("wall ms of `flowrun test` on %d conversations of the demo flow vs on 1"
+            .. " (virtual clock, stubbed calls)"):format(N_TESTED),
+    pair = tested_pair },
   { name = "restore", kind = "report", no_nginx = true, once = true,
     what = ("%d sessions waiting in the store: a host restarted on it answers each (wall ms)"
             .. " vs starting them"):format(N_RESTORE),
@@ -907,6 +932,9 @@ local function cells(row)
     for _, m in ipairs(row.runs.baseline) do floor[#floor + 1] = m.true_ms end
     c[7] = ("%s / %s"):format(pct(row.flowrun_spread), pct(row.baseline_spread))
     if #floor > 0 then c[7] = c[7] .. (" (`true`: %.1f ms)"):format(median(floor)) end
+    local rates = {}                    -- "tested": conversations a second
+    for _, m in ipairs(row.runs.flowrun) do rates[#rates + 1] = m.per_s end
+    if #rates > 0 then c[5] = ("%s conv/s"):format(fmt_int(median(rates))) end
   elseif row.kind == "rss" then
     if fm then c[2] = ("%.1f MiB"):format(fm / 1024) end
     if bm then c[3] = ("%.1f MiB"):format(bm / 1024) end

@@ -59,6 +59,9 @@ typedef struct flowrun_trace {
   const char *const *headers;
   const char *body;
   size_t body_len;
+  const char *at;                       /* "flow.lua:7": where api_node was called, NULL
+                                           when not from a flow (a declarative step's: C) */
+  const char *step;                     /* the declarative step it is, or NULL */
 } flowrun_trace;
 
 /* What the host hears. Any callback may be NULL. Strings are valid only
@@ -92,6 +95,9 @@ typedef struct flowrun_callbacks {
      again after the restart, with the same flowrun_output_seq). */
   void (*flush)(void *ud);
   void (*stored)(void *ud, const char *session, long long n);
+  /* A declarative session comes to a step (its name): for coverage and
+     tracing of the routes flows take. */
+  void (*step)(void *ud, const char *session, const char *step);
   /* later fields here */
 } flowrun_callbacks;
 
@@ -153,6 +159,66 @@ FLOWRUN_API int flowrun_step(flowrun *rt, int timeout_ms);
 
 /* Live sessions (started and not ended). */
 FLOWRUN_API int flowrun_sessions(const flowrun *rt);
+
+/* ---- tests: calls answered by the host, a virtual clock ---- */
+
+/* A request as it would be sent (strings valid during the call). */
+typedef struct flowrun_request {
+  const char *session;                  /* NULL outside a session */
+  const char *integration;
+  const char *endpoint;                 /* the node's endpoint name, NULL when it gave a path */
+  const char *method;
+  const char *url;                      /* the whole URL of this hop */
+  const char *target;                   /* its path and query: "/v1/orders/42?x=1" */
+  const char *relative;                 /* below the integration's base URL: "/orders/42?x=1" */
+  const char *const *headers;           /* "Name: value" lines, NULL-terminated */
+  const char *body;                     /* NULL when there is none */
+  size_t body_len;
+  int attempt;                          /* 1, 2, ... (retries); hops of a redirect keep it */
+} flowrun_request;
+
+/* What a request gets: a response (status > 0: its header lines "Name:
+** value", separated by newlines, and body), or a fault (status 0: reason
+** is one a real call can end with: timeout, connect_timeout (label
+** timeout), refused, reset, dns, tls, protocol (error), pool_full
+** (max-connection); message its error text), after delay_ms (on
+** the runtime's clock: a delay past the call's timeout_ms is a timeout at
+** timeout_ms). Copied before the answer function returns. */
+typedef struct flowrun_answer {
+  int status;
+  const char *headers;
+  const char *body;
+  size_t body_len;
+  const char *reason, *message;
+  double delay_ms;
+} flowrun_answer;
+
+/* Every call of rt is answered by answer(ud, request, out) instead of the
+** network (answer NULL: the network again). Everything else a call does
+** is as live: its timeout, retries and backoff, Retry-After, redirects,
+** max_response_bytes, max_connections and queue_timeout_ms, labels and
+** traces. answer returns FLOWRUN_OK, or FLOWRUN_ERR to end the call with
+** label error, reason "internal" and out->message. Not from a callback. */
+typedef int (*flowrun_answer_fn)(void *ud, const flowrun_request *rq, flowrun_answer *out);
+FLOWRUN_API int flowrun_set_transport(flowrun *rt, flowrun_answer_fn answer, void *ud);
+
+/* Makes rt's clock virtual (for tests; before any session starts and
+** before flowrun_open_store): it starts at start_ms (ms since 1970; < 0:
+** the wall clock's now, to the second) and moves only when flowrun_step (with a
+** timeout other than 0) finds nothing to do but wait: then it jumps to the
+** next timer (a sleep, an answer's delay, a timeout, a backoff) at once,
+** however far. os.time, os.clock and
+** os.date of now follow it. Calls over the network cannot be made then
+** (give a transport). */
+FLOWRUN_API int flowrun_virtual_clock(flowrun *rt, double start_ms);
+/* The step a declarative session is at now, NULL for none (an imperative
+** flow, no such session). Valid until the session runs again. */
+FLOWRUN_API const char *flowrun_session_step(flowrun *rt, const char *id);
+/* On a virtual clock: moves it ms on (what falls due fires in the next
+** step). FLOWRUN_ERR on the real clock. */
+FLOWRUN_API int flowrun_clock_advance(flowrun *rt, double ms);
+/* The runtime's clock, ms since 1970 (virtual or the wall clock). */
+FLOWRUN_API double flowrun_clock_ms(flowrun *rt);
 
 /* Ends calls in flight now with label "error", reason "interrupted": the
 ** call session `id` waits on, or with id NULL the calls made outside any

@@ -162,7 +162,7 @@ static int start_mock(const char *exe) {
 }
 
 static flowrun *runtime(host *h) {
-  flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, NULL, h, sizeof(flowrun_callbacks), NULL, NULL };
+  flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, NULL, h, sizeof(flowrun_callbacks), NULL, NULL, NULL };
   flowrun *rt;
   memset(h, 0, sizeof *h);
   rt = flowrun_new(&cb);
@@ -418,7 +418,7 @@ static int run_oom_flow(flowrun *rt, host *h, const char *id) {
 ** past the last one), -1 when the host saw something else (why: *why). */
 static int oom_round(long n, char *why, size_t size) {
   host h;
-  flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, NULL, &h, sizeof(flowrun_callbacks), NULL, NULL };
+  flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, NULL, &h, sizeof(flowrun_callbacks), NULL, NULL, NULL };
   flowrun *rt;
   int st = 0, steps = 0, bad = 0;
   memset(&h, 0, sizeof h);
@@ -550,7 +550,7 @@ static void on_stored(void *ud, const char *id, long long n) {
 static void fill_store(int fd) {
   struct rlimit rl = { 4 << 20, 4 << 20 };
   flowrun_callbacks cb = { NULL, NULL, NULL, NULL, NULL, NULL, sizeof(flowrun_callbacks), NULL,
-                           on_stored };
+                           on_stored, NULL };
   flowrun *rt = flowrun_new(&cb);
   char id[3] = "u0", text[4000], out[1200];
   int rc = FLOWRUN_OK, again;
@@ -583,7 +583,7 @@ static void store_full(void) {
   char res[1200] = "", want[600], *msg, *msg2;
   ssize_t n;
   pid_t pid;
-  flowrun_callbacks cb = { NULL, NULL, NULL, NULL, NULL, NULL, sizeof(flowrun_callbacks), NULL, NULL };
+  flowrun_callbacks cb = { NULL, NULL, NULL, NULL, NULL, NULL, sizeof(flowrun_callbacks), NULL, NULL, NULL };
   flowrun *rt;
   write_file("count.lua", "while true do local a = ask() if a == nil then return end say(#a) end\n");
   if (pipe(fds) < 0) return;
@@ -623,18 +623,65 @@ static void callbacks_size(void) {
   flowrun_callbacks before = { .say = count_say, .end = count_end, .trace = count_trace };
   struct { flowrun_callbacks cb; void (*later)(void *); char more[64]; } newer;
   flowrun_callbacks older = { count_say, NULL, count_end, count_trace, NULL, NULL,
-                              offsetof(flowrun_callbacks, trace), NULL, NULL };
+                              offsetof(flowrun_callbacks, trace), NULL, NULL, NULL };
   run_reward(&before);
   check(said == 1 && ended == 1 && traced == 1,
         "callbacks without size (a host written before the field): every one up to ud is heard");
   memset(&newer, 0xA5, sizeof newer);   /* fields this version does not know */
-  newer.cb = (flowrun_callbacks){ count_say, NULL, count_end, count_trace, NULL, NULL, sizeof newer, NULL, NULL };
+  newer.cb = (flowrun_callbacks){ count_say, NULL, count_end, count_trace, NULL, NULL, sizeof newer, NULL, NULL, NULL };
   run_reward(&newer.cb);
   check(said == 1 && ended == 1 && traced == 1,
         "callbacks of a later flowrun.h (a larger size): the fields this version knows are heard");
   run_reward(&older);
   check(said == 1 && ended == 1 && traced == 0,
         "callbacks whose size ends before trace: trace is taken as NULL");
+}
+
+/* A transport in C: the id from the path said back as JSON after 250 ms;
+** /v1/fast/down is refused by the transport itself. */
+static int answer_reward(void *ud, const flowrun_request *rq, flowrun_answer *out) {
+  static char body[128];
+  int *n = ud;
+  const char *id = strrchr(rq->target, '/') + 1;
+  (*n)++;
+  if (strcmp(id, "down") == 0) {
+    out->message = "no stub for it";
+    return FLOWRUN_ERR;
+  }
+  snprintf(body, sizeof body, "{\"result\":\"%s %s %s\"}", id, rq->method, rq->session ? rq->session : "-");
+  out->status = 200;
+  out->headers = "Content-Type: application/json\nX-Stub: 1";
+  out->body = body;
+  out->body_len = strlen(body);
+  out->delay_ms = 250;
+  return FLOWRUN_OK;
+}
+
+static void transport(void) {
+  host h;
+  flowrun *rt = runtime(&h);
+  int calls = 0, steps = 0;
+  double c0;
+  write_file("stubbed.lua", "local l, r = api_node{ integration = 'game', path = '/fast/{id}',\n"
+             "  params = { id = session.id }, results = { '200' } }\n"
+             "say(l .. ' ' .. (r.json and r.json.result or r.reason .. ' ' .. r.error) .. ' ' .. r.elapsed_ms)\n");
+  check(flowrun_virtual_clock(rt, 1767225600000.0) == FLOWRUN_OK
+        && flowrun_set_transport(rt, answer_reward, &calls) == FLOWRUN_OK
+        && flowrun_clock_ms(rt) == 1767225600000.0, "flowrun_virtual_clock from a start; a transport");
+  c0 = flowrun_clock_ms(rt);
+  flowrun_start(rt, "p1", path("stubbed.lua"), 0, NULL);
+  flowrun_start(rt, "down", path("stubbed.lua"), 0, NULL);
+  while (flowrun_step(rt, 100) > 0 && steps < 1000) steps++;
+  check(calls == 2 && h.nsaid == 2 && h.done == 2, "every call answered by the transport, none by the network");
+  check(strcmp(h.said[0], "200 p1 GET p1 250") == 0 || strcmp(h.said[1], "200 p1 GET p1 250") == 0,
+        "the answer's status, body and delay reach the flow");
+  check(strcmp(h.said[0], "error internal no stub for it 0") == 0
+        || strcmp(h.said[1], "error internal no stub for it 0") == 0,
+        "a transport's FLOWRUN_ERR: label error, reason internal, its message");
+  check(flowrun_clock_ms(rt) - c0 == 250 && steps < 10,
+        "the virtual clock jumped the 250 ms in a few steps");
+  check(flowrun_virtual_clock(rt, -1) == FLOWRUN_OK, "flowrun_virtual_clock again: nothing changes");
+  flowrun_free(rt);
 }
 
 int main(int argc, char **argv) {
@@ -690,6 +737,7 @@ int main(int argc, char **argv) {
     sandbox_api();
     callbacks_size();
     store_full();
+    transport();
   }
 #ifdef EMBED_OOM
   if (!oom_from) response_out_of_memory();

@@ -66,7 +66,7 @@ describe("the flowrun command (runtime/cli)", function()
   -- main calls each command's main; every command calls only the shared
   -- files and its own; inside the REPL main -> sessions -> term one way
   local allowed = edges{
-    "cli/main -> cli/run cli/jsonl cli/sessions cli/repl/main cli/mock/server " .. shared,
+    "cli/main -> cli/run cli/jsonl cli/sessions cli/test cli/repl/main cli/mock/server " .. shared,
     "cli/common -> cli/limits",
     "cli/run -> " .. shared,
     "cli/jsonl -> " .. shared,

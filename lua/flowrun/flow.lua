@@ -477,11 +477,12 @@ function flow.run(def, env, ctx, own)
   local s = env.session
   validate(def, ctx)
   local name = def.start
-  local keep = own and ctx.checkpoint
+  local keep, at = own and ctx.checkpoint, own and ctx.step
   local kept                            -- the file and step of the snapshot kept
   if keep then def, name, kept = restored(def, env, ctx) end
   while true do
     local st = def.steps[name]
+    if at then at(name) end
     if env.session ~= s then            -- a new table would be lost at a restart
       fail(def, name, st, "the global session was given a new table; a step changes its fields"
         .. " (session.x = ...) and keeps the table")

@@ -8,6 +8,9 @@
 ---@field allow? string[] libraries flows may use besides the sandbox's ({ "io", ... })
 ---@field limits? flowrun.Limits
 ---@field globals? table<string, any> added to every flow's globals (tables read-only to flows)
+---@field store? string|table a store's file, or { path, resident, idle_ms, ttl_s, keep_ended_s, park }
+---@field transport? fun(request: table): table every call answered by it, not the network (README: Testing flows)
+---@field virtual_clock? boolean|number a virtual clock (true: from now; a number: from that ms since 1970)
 
 ---@class flowrun.Limits
 ---@field instructions? integer between two waits of a session
@@ -17,7 +20,7 @@
 
 ---What happened, as rt:events() reports it.
 ---@class flowrun.Event
----@field type "say"|"ask"|"end"|"trace"|"log"
+---@field type "say"|"ask"|"end"|"trace"|"log"|"stored"|"step"
 ---@field session string the session's id
 ---@field text? string say: the text; ask: the prompt
 ---@field ok? boolean end: whether the session ended without an error
@@ -30,6 +33,8 @@
 ---@field reason? string trace
 ---@field attempts? integer trace
 ---@field elapsed_ms? number trace
+---@field at? string trace: "flow.lua:7", where api_node was called
+---@field step? string trace, step: the declarative step
 ---@field level? "info"|"warn"|"error" log
 ---@field message? string log
 
@@ -80,6 +85,20 @@ function Runtime:events() end
 ---The live sessions.
 ---@return integer
 function Runtime:sessions() end
+
+---The runtime's clock: ms since 1970 (virtual, or the wall's).
+---@return number
+function Runtime:clock() end
+
+---A virtual clock moves ms on.
+---@param ms number
+function Runtime:advance(ms) end
+
+---The step a declarative session is at (nil: none), and its session table.
+---@param id string
+---@return string? step
+---@return table? session
+function Runtime:state(id) end
 
 ---Frees the runtime (also at garbage collection and with <close>).
 function Runtime:close() end

@@ -23,6 +23,7 @@ int flowrun_host_main(int argc, char **argv);
 int flowrun_repl_main(int argc, char **argv);
 int flowrun_mock_main(int argc, char **argv);
 int flowrun_sessions_main(int argc, char **argv);
+int flowrun_test_main(int argc, char **argv);   /* test.c */
 
 /* ---- output (common.c) ---- */
 

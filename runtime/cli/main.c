@@ -85,6 +85,14 @@ static const struct { const char *cmd, *text; } sub_usage[] = {
     "  --keep-ended SECONDS  with a store: an ended session's row goes after (7 days)\n"
     "  --on-mismatch park with a store: a flow changed under a session parks it\n" },
   { "mock", "usage: flowrun mock ROUTES.lua [--port N]   mock HTTP API on 127.0.0.1\n" },
+  { "test",
+    "usage: flowrun test [options] [FILE_test.lua | DIR]...   conversation tests of flows\n"
+    "  each FILE_test.lua (a folder: every one below it) runs in one runtime: its calls\n"
+    "  answered by its stubs, its clock virtual; ok/not ok per test, N passed, N failed;\n"
+    "  exit 0 all passed, 1 a test failed, 2 a test file is wrong\n"
+    "  --coverage [FILE.json]  the labels each node took, steps and edges; also as JSON\n"
+    "  --junit FILE            the results as JUnit XML\n"
+    "  --live                  against the real APIs and the real clock, stubs unused\n" },
 };
 
 int main(int argc, char **argv) {
@@ -111,5 +119,6 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "repl") == 0) return flowrun_repl_main(argc - 2, argv + 2);
   if (strcmp(cmd, "host") == 0) return flowrun_host_main(argc - 2, argv + 2);
   if (strcmp(cmd, "sessions") == 0) return flowrun_sessions_main(argc - 2, argv + 2);
+  if (strcmp(cmd, "test") == 0) return flowrun_test_main(argc - 2, argv + 2);
   return flowrun_run_main(argc - 1, argv + 1);
 }

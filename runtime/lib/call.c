@@ -445,6 +445,8 @@ static void emit_trace(fr_call *c, double elapsed) {
   t.headers = hdrs ? (const char *const *)hdrs : (const char *const[]){ NULL };
   t.body = body;
   t.body_len = body ? strlen(body) : 0;
+  t.at = c->at[0] ? c->at : NULL;
+  t.step = c->step[0] ? c->step : NULL;
   rt->tracing = c;
   rt->tracing_t = &t;
   rt->cb.trace(rt->cb.ud, &t);
@@ -475,7 +477,7 @@ static void finish(fr_call *c) {
   bool had_slot = c->slot;
   detach(c);                            /* out of the queue first */
   c->phase = FR_C_DONE;
-  c->t0 = fr_now() - c->t0;             /* from here on: the elapsed time */
+  c->t0 = fr_clock(c->rt) - c->t0;     /* from here on: the elapsed time */
   emit_trace(c, c->t0);
   if (had_slot) pump(ig);
   if (c->w) c->w->wake(c->w, c);       /* whoever waits on it */
@@ -505,11 +507,161 @@ static CURL *easy_take(flowrun *rt, fr_integration *ig) {
   return e;
 }
 
+/* ---- answered by the host (flowrun_set_transport) ---- */
+
+static const char *const fault_reasons[] = {
+  "timeout", "connect_timeout", "refused", "reset", "dns", "tls", "protocol", "pool_full", NULL
+};
+
+/* The path and query of url: what follows its host. */
+static const char *target_of(const char *url) {
+  const char *p = strstr(url, "://");
+  p = p ? strchr(p + 3, '/') : NULL;
+  return p ? p : "/";
+}
+
+/* Asks the host's transport for this hop's answer, kept in c until
+** c->timer fires after its delay (on the runtime's clock), at most the
+** time left of the call's timeout. */
+static void ask_transport(fr_call *c, double left) {
+  flowrun *rt = c->rt;
+  flowrun_answer a = { 0 };
+  flowrun_request rq;
+  const char **hdrs;
+  int n = 0, rc;
+  for (struct curl_slist *h = c->rq.hdrs; h; h = h->next) n++;
+  if (!(hdrs = malloc((size_t)(n + 1) * sizeof *hdrs))) {
+    fail_oom(c);
+    finish(c);
+    return;
+  }
+  n = 0;
+  for (struct curl_slist *h = c->rq.hdrs; h; h = h->next) hdrs[n++] = h->data;
+  hdrs[n] = NULL;
+  rq.session = c->w ? c->w->id : NULL;
+  rq.integration = c->rq.ig->name;
+  rq.endpoint = c->rq.endpoint;
+  rq.method = c->rq.method;
+  rq.url = c->rq.url;
+  rq.target = target_of(c->rq.url);
+  {                                     /* the base URL's path taken off */
+    const char *base = target_of(c->rq.ig->base_url);
+    size_t bn = strlen(base);
+    while (bn > 0 && base[bn - 1] == '/') bn--;
+    rq.relative = strncmp(rq.target, base, bn) == 0 && (rq.target[bn] == '/' || rq.target[bn] == '?'
+                                                          || rq.target[bn] == '\0')
+                  ? rq.target + bn : rq.target;
+  }
+  rq.headers = hdrs;
+  rq.body = c->rq.body;
+  rq.body_len = c->rq.body ? c->rq.bodylen : 0;
+  rq.attempt = c->attempts;
+  rc = rt->answer(rt->answer_ud, &rq, &a);
+  free(hdrs);
+  c->answering = true;
+  c->ans_status = a.status;
+  c->ans_reason = NULL;
+  c->ans_late = a.delay_ms >= left;
+  snprintf(c->errbuf, sizeof c->errbuf, "%s", a.message ? a.message : "");
+  if (rc != FLOWRUN_OK) {
+    c->ans_status = 0;
+    c->ans_reason = "internal";
+    if (!a.message) snprintf(c->errbuf, sizeof c->errbuf, "the transport refused the call");
+  } else if (a.status == 0) {
+    for (int i = 0; fault_reasons[i]; i++)
+      if (a.reason && strcmp(a.reason, fault_reasons[i]) == 0) c->ans_reason = fault_reasons[i];
+    if (!c->ans_reason) {
+      c->ans_reason = "internal";
+      snprintf(c->errbuf, sizeof c->errbuf, "the transport's fault '%s' is none a call can have",
+               a.reason ? a.reason : "(none)");
+    }
+  } else if (a.status < 100 || a.status > 599) {
+    c->ans_status = 0;
+    c->ans_reason = "internal";
+    snprintf(c->errbuf, sizeof c->errbuf, "the transport's status %d is not an HTTP status", a.status);
+  } else {
+    const char *h = a.headers ? a.headers : "";
+    char line[32];
+    int k = snprintf(line, sizeof line, "HTTP/1.1 %d\r\n", a.status);
+    if (!buf_add(&c->rhdr, line, (size_t)k) || !buf_add(&c->rhdr, h, strlen(h))
+        || !buf_add(&c->rbody, a.body ? a.body : "", a.body ? a.body_len : 0)) {
+      fail_oom(c);
+      c->answering = false;
+      finish(c);
+      return;
+    }
+    c->head_done = true;
+  }
+  if (!fr_timer_arm(rt, &c->timer, fr_clock(rt) + (c->ans_late ? left : a.delay_ms > 0 ? a.delay_ms : 0))) {
+    c->answering = false;
+    fail_oom(c);
+    finish(c);
+  }
+}
+
+/* The absolute URL the Location header of an answer names (a relative one
+** taken from the call's URL), malloc'd; NULL when there is none. */
+static char *location(const fr_call *c) {
+  const char *p = c->rhdr.p, *end = p ? p + c->rhdr.len : NULL;
+  for (; p && p < end; p++) {
+    const char *eol = memchr(p, '\n', end - p), *v;
+    if (!eol) eol = end;
+    if (eol - p > 9 && strncasecmp(p, "location:", 9) == 0) {
+      char *rel, *abs = NULL, *url = NULL;
+      CURLU *u = curl_url();
+      for (v = p + 9; v < eol && (*v == ' ' || *v == '\t'); v++) {}
+      while (eol > v && isspace((unsigned char)eol[-1])) eol--;
+      if ((rel = strndup(v, (size_t)(eol - v))) && u
+          && curl_url_set(u, CURLUPART_URL, c->rq.url, 0) == CURLUE_OK
+          && curl_url_set(u, CURLUPART_URL, rel, 0) == CURLUE_OK
+          && curl_url_get(u, CURLUPART_URL, &abs, 0) == CURLUE_OK)
+        url = strdup(abs);
+      curl_free(abs);
+      curl_url_cleanup(u);
+      free(rel);
+      return url;
+    }
+    p = eol;
+  }
+  return NULL;
+}
+
+/* The transport's answer to this hop has come: as fr_call_done. */
+static bool follow(fr_call *c, const char *target, int status);
+static bool retry(fr_call *c);
+
+static void answered(fr_call *c) {
+  fr_integration *ig = c->rq.ig;
+  int status = c->ans_status;
+  char *to;
+  c->answering = false;
+  if (c->ans_late)
+    fr_call_fail(c, LABEL_TIMEOUT, "timeout", "Operation timed out after %ld milliseconds"
+                 " (the answer's delay)", c->rq.timeout_ms);
+  else if (!status)
+    fr_call_fail(c, strcmp(c->ans_reason, "timeout") == 0 || strcmp(c->ans_reason, "connect_timeout") == 0
+                 ? LABEL_TIMEOUT : strcmp(c->ans_reason, "pool_full") == 0 ? LABEL_MAXCONN : LABEL_ERROR,
+                 c->ans_reason, "%s",
+                 c->errbuf[0] ? c->errbuf : c->ans_reason);
+  else if ((long)c->rbody.len > ig->max_response_bytes)
+    fr_call_fail(c, LABEL_ERROR, "too_large",
+                 "response body larger than max_response_bytes (%ld) of integration '%s'",
+                 (long)ig->max_response_bytes, ig->name);
+  else if (ig->follow_redirects && status >= 300 && status < 400 && (to = location(c))) {
+    bool went = follow(c, to, status);
+    free(to);
+    if (went) return;
+    c->status = status;
+  } else
+    set_status(c, status);
+  if (!retry(c)) finish(c);
+}
+
 /* Sends the request for this hop of this attempt. */
 static void transfer(fr_call *c) {
   flowrun *rt = c->rt;
   fr_integration *ig = c->rq.ig;
-  double left = c->rq.timeout_ms - (fr_now() - c->attempt_t0);
+  double left = c->rq.timeout_ms - (fr_clock(c->rt) - c->attempt_t0);
   CURL *e;
   CURLMcode mc;
   c->rbody.len = c->rhdr.len = 0;
@@ -518,6 +670,16 @@ static void transfer(fr_call *c) {
   c->status = 0;
   c->errbuf[0] = '\0';
   if (left < 1) left = 1;
+  if (rt->answer) {                     /* the host answers: no network */
+    ask_transport(c, left);
+    return;
+  }
+  if (rt->vclock >= 0) {
+    fr_call_fail(c, LABEL_ERROR, "internal", "a runtime on a virtual clock makes no calls over"
+                 " the network (flowrun_set_transport)");
+    finish(c);
+    return;
+  }
   if (!(e = c->easy = easy_take(rt, ig))) {
     fail_oom(c);
     finish(c);
@@ -563,7 +725,7 @@ static void start(fr_call *c) {
   }
   c->phase = FR_C_ACTIVE;
   c->attempts++;
-  c->attempt_t0 = fr_now();
+  c->attempt_t0 = fr_clock(c->rt);
   c->hops = 0;
   c->label = c->reason = NULL;
   transfer(c);
@@ -572,6 +734,10 @@ static void start(fr_call *c) {
 static void on_call_timer(flowrun *rt, fr_timer *t) {
   fr_call *c = (fr_call *)((char *)t - offsetof(fr_call, timer));
   (void)rt;
+  if (c->phase == FR_C_ACTIVE && c->answering) {
+    answered(c);
+    return;
+  }
   if (c->phase == FR_C_BACKOFF) {
     start(c);
     return;
@@ -599,7 +765,7 @@ static void acquire(fr_call *c) {
     if (ig->pool.qtail) ig->pool.qtail->qnext = c;
     else ig->pool.qhead = c;
     ig->pool.qtail = c;
-    if (!fr_timer_arm(c->rt, &c->timer, fr_now() + ig->queue_timeout_ms)) {
+    if (!fr_timer_arm(c->rt, &c->timer, fr_clock(c->rt) + ig->queue_timeout_ms)) {
       fail_oom(c);
       finish(c);                        /* out of the queue again */
     }
@@ -631,7 +797,7 @@ static double retry_after_ms(const fr_call *c) {
       date[eol - v] = '\0';
       time_t t = curl_getdate(date, NULL);
       if (t == -1) return -1;
-      ms = difftime(t, time(NULL)) * 1000;
+      ms = (double)t * 1000 - fr_wall_clock(c->rt);
       return ms > 0 ? ms : 0;
     }
     p = eol;
@@ -655,7 +821,7 @@ static bool retry(fr_call *c) {
       delay *= 2;
     if (delay > ig->retry_max_backoff_ms) delay = ig->retry_max_backoff_ms;
   }
-  if (!fr_timer_arm(c->rt, &c->timer, fr_now() + delay)) {
+  if (!fr_timer_arm(c->rt, &c->timer, fr_clock(c->rt) + delay)) {
     fail_oom(c);
     return false;
   }
@@ -772,7 +938,7 @@ int fr_call_push_result(lua_State *L, fr_call *c) {
 
 fr_call *fr_call_new(flowrun *rt) {
   fr_call *c = take(rt);
-  if (c) c->t0 = fr_now();
+  if (c) c->t0 = fr_clock(c->rt);
   return c;
 }
 

@@ -54,6 +54,12 @@ struct fr_call {
   const char *reason;
   char *error;
   char codelabel[16];
+  bool answering;                       /* the host's transport answers this hop */
+  int ans_status;                       /* its status; 0: a fault (reason) */
+  const char *ans_reason;
+  bool ans_late;                        /* its delay passes the timeout */
+  char at[96];                          /* with a trace callback: "flow.lua:7" of the node */
+  char step[64];                        /* and the declarative step it is, or "" */
   char errbuf[CURL_ERROR_SIZE];
 };
 

@@ -71,6 +71,7 @@ static void resolve_target(lua_State *L, flowrun *rt, fr_request *rq, unsigned p
     luaL_error(L, "api_node: integration '%s' cannot be used: environment variable %s is not set",
                ig->name, ig->unset);
   rq->ig = ig;
+  rq->endpoint = ep ? ep->name : NULL;
   ig->refs++;
   method = ep ? ep->method : "GET";
   if (field(L, present, F_METHOD)) {

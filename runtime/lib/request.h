@@ -22,6 +22,7 @@ typedef struct fr_integration fr_integration;
 ** and fail_msg): header_conflict, too_large. */
 typedef struct fr_request {
   fr_integration *ig;                   /* holds a reference */
+  const char *endpoint;                 /* the node's endpoint's name (ig's), or NULL */
   char method[8];
   char *url;                            /* the URL of this hop */
   size_t urlcap;

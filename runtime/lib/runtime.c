@@ -78,6 +78,7 @@ flowrun *fr_create(lua_State *L, bool owns, const flowrun_callbacks *cb) {
     curl_ready = 1;
   }
   rt->epfd = -1;
+  rt->vclock = -1;
   rt->store_limit[FLOWRUN_STORE_ENDED_S] = 7 * 86400;
   rt->owns_L = owns;
   rt->sessions_ref = rt->flows_ref = rt->base_ref = LUA_NOREF;
@@ -174,11 +175,11 @@ static void sweep_tick(flowrun *rt, fr_timer *t) {
   long long ttl = rt->store_limit[FLOWRUN_STORE_TTL_S];
   long long ended = rt->store_limit[FLOWRUN_STORE_ENDED_S];
   if (idle <= 0 && ttl <= 0 && ended <= 0) return;
-  fr_timer_arm(rt, t, fr_now() + 1000);
+  fr_timer_arm(rt, t, fr_clock(rt) + 1000);
   if (rt->in_step && idle > 0) fr_sessions_evict(rt, 0, idle);
   if (rt->in_step && ttl > 0)
-    fr_dur_silent(rt, (long long)fr_wall_ms() - ttl * 1000, close_silent, rt);
-  if (rt->in_step && ended > 0) fr_dur_purge(rt, (long long)fr_wall_ms() - ended * 1000);
+    fr_dur_silent(rt, (long long)fr_wall_clock(rt) - ttl * 1000, close_silent, rt);
+  if (rt->in_step && ended > 0) fr_dur_purge(rt, (long long)fr_wall_clock(rt) - ended * 1000);
 }
 
 static int turn_end(flowrun *rt, bool force) {
@@ -197,7 +198,7 @@ long long flowrun_store_limit(flowrun *rt, int which, long long value) {
   if (rt->sweep && rt->sweep->idx < 0 && value > 0
       && (which == FLOWRUN_STORE_IDLE_MS || which == FLOWRUN_STORE_TTL_S
           || which == FLOWRUN_STORE_ENDED_S))
-    fr_timer_arm(rt, rt->sweep, fr_now() + 1000);
+    fr_timer_arm(rt, rt->sweep, fr_clock(rt) + 1000);
   return was;
 }
 
@@ -244,12 +245,78 @@ int flowrun_open_store(flowrun *rt, const char *path) {
   return FLOWRUN_OK;
 }
 
+int flowrun_set_transport(flowrun *rt, flowrun_answer_fn answer, void *ud) {
+  if (rt->in_step) return fr_error(rt, "flowrun_set_transport: not from a callback");
+  rt->answer = answer;
+  rt->answer_ud = ud;
+  return FLOWRUN_OK;
+}
+
+/* os.time(), os.clock() and os.date(fmt) of now on a virtual clock
+** (upvalues: rt, the original, its FR_J_* kind); with other arguments the
+** original. os.clock() is the virtual seconds since the clock was made. */
+static int l_virtual_value(lua_State *L) {
+  flowrun *rt = fr_rt(L);
+  int kind = (int)lua_tointeger(L, lua_upvalueindex(3)), n = lua_gettop(L);
+  lua_Integer now = (lua_Integer)(fr_wall_clock(rt) / 1000);
+  if (kind == FR_J_CLOCK) {
+    lua_pushnumber(L, (rt->vclock - rt->vstart) / 1000);
+    return 1;
+  }
+  if (kind == FR_J_TIME && n == 0) {
+    lua_pushinteger(L, now);
+    return 1;
+  }
+  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_insert(L, 1);
+  if (kind == FR_J_DATE && n < 2) {
+    if (n == 0) lua_pushliteral(L, "%c");
+    lua_pushinteger(L, now);
+    n = 2;
+  }
+  lua_call(L, n, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+/* lua_pcall'd: 1 rt. os.time, os.clock and os.date on the virtual clock. */
+static int l_virtual_values(lua_State *L) {
+  flowrun *rt = lua_touserdata(L, 1);
+  fr_sandbox_wrap(rt, L, "os", "time", l_virtual_value, FR_J_TIME);
+  fr_sandbox_wrap(rt, L, "os", "clock", l_virtual_value, FR_J_CLOCK);
+  fr_sandbox_wrap(rt, L, "os", "date", l_virtual_value, FR_J_DATE);
+  return 0;
+}
+
+int flowrun_virtual_clock(flowrun *rt, double start_ms) {
+  lua_State *L = rt->L;
+  if (rt->vclock >= 0) return FLOWRUN_OK;
+  if (rt->nsessions || rt->ncalls)
+    return fr_error(rt, "flowrun_virtual_clock: before any session starts");
+  if (rt->dur) return fr_error(rt, "flowrun_virtual_clock: before flowrun_open_store");
+  lua_pushcfunction(L, l_virtual_values);
+  lua_pushlightuserdata(L, rt);
+  if (fr_pcall(rt, L, 1, lua_gettop(L) - 2) != FLOWRUN_OK) return FLOWRUN_ERR;
+  rt->vclock = rt->vstart = fr_now();
+  rt->vwall = (start_ms >= 0 ? start_ms : (double)(long long)(fr_wall_ms() / 1000) * 1000) - rt->vclock;
+  return FLOWRUN_OK;
+}
+
+int flowrun_clock_advance(flowrun *rt, double ms) {
+  if (rt->vclock < 0) return fr_error(rt, "flowrun_clock_advance: the clock is not virtual");
+  if (ms > 0) rt->vclock += ms;
+  return FLOWRUN_OK;
+}
+
+double flowrun_clock_ms(flowrun *rt) {
+  return fr_wall_clock(rt);
+}
+
 long long flowrun_output_seq(const flowrun *rt) {
   return rt->out_seq;
 }
 
 int flowrun_quiet(const flowrun *rt) {
-  return rt->ncalls == 0 && !rt->ready && !(rt->nheap && rt->heap[0]->at <= fr_now());
+  return rt->ncalls == 0 && !rt->ready && !(rt->nheap && rt->heap[0]->at <= fr_clock(rt));
 }
 
 bool fr_runtime_idle(const flowrun *rt) {

@@ -13,6 +13,7 @@
 #include <curl/curl.h>
 #include <lua.h>
 
+#include "base.h"
 #include "flowrun.h"
 
 typedef struct fr_timer fr_timer;
@@ -82,12 +83,27 @@ struct flowrun {
   long long out_seq;                    /* of the output being given, 0: none */
   long long store_limit[FLOWRUN_STORE_COUNT];
   fr_timer *sweep;                      /* wakes the loop once a second for idle and TTL */
+  /* tests (call.c, loop.c): calls answered by the host; a virtual clock */
+  flowrun_answer_fn answer;             /* NULL: calls go to the network */
+  void *answer_ud;
+  double vclock;                        /* the virtual clock (fr_now's scale); < 0: none */
+  double vwall;                         /* the wall clock's ms at vclock 0 */
+  double vstart;                        /* vclock when it was made */
   /* limits (quota.c) */
   long long limit[FLOWRUN_LIMIT_COUNT];
   long long mem;                        /* bytes the Lua state holds (if ours) */
   flowrun_callbacks cb;
   char err[1024];
 };
+
+/* The runtime's clock in ms: fr_now(), or the virtual clock's time; and
+** the wall clock's (ms since 1970) as the runtime sees it. */
+static inline double fr_clock(const flowrun *rt) {
+  return rt->vclock >= 0 ? rt->vclock : fr_now();
+}
+static inline double fr_wall_clock(const flowrun *rt) {
+  return rt->vclock >= 0 ? rt->vwall + rt->vclock : fr_wall_ms();
+}
 
 flowrun *fr_create(lua_State *L, bool owns, const flowrun_callbacks *cb);
 void fr_destroy(flowrun *rt);

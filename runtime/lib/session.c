@@ -258,6 +258,19 @@ static int l_ctx_mismatch(lua_State *L) {
   return lua_error(L);
 }
 
+/* ctx.step(name): a declarative session is at step name now (for traces
+** and flowrun_session_step). */
+static int l_ctx_step(lua_State *L) {
+  fr_session *s = fr_session_current(fr_rt(L), L);
+  const char *name = luaL_checkstring(L, 1);
+  if (s && s->co == L) {
+    flowrun *rt = fr_rt(L);
+    s->step = name;                     /* the definition holds the string */
+    if (rt->cb.step) rt->cb.step(rt->cb.ud, s->id, name);
+  }
+  return 0;
+}
+
 /* Pushes flow.run and the runtime's context for it: { load, runtime },
 ** made once per runtime and kept in its flows table. */
 static void push_flow_runner(flowrun *rt, lua_State *L) {
@@ -287,6 +300,9 @@ static void push_flow_runner(flowrun *rt, lua_State *L) {
     lua_pushcclosure(L, fr_open_runtime_module, 1);
     lua_call(L, 0, 1);
     lua_setfield(L, -2, "runtime");
+    lua_pushlightuserdata(L, rt);
+    lua_pushcclosure(L, l_ctx_step, 1);
+    lua_setfield(L, -2, "step");
     if (rt->dur) {                      /* snapshots at steps that wait */
       lua_pushlightuserdata(L, rt);
       lua_pushcclosure(L, l_ctx_checkpoint, 1);
@@ -436,7 +452,7 @@ static int by_time(const void *a, const void *b) {
 }
 
 int fr_sessions_evict(flowrun *rt, long long resident, long long idle_ms) {
-  double now = fr_now(), cut = -1;
+  double now = fr_clock(rt), cut = -1;
   int n = 0, over = resident > 0 ? rt->nsessions - (int)resident : 0;
   fr_session *s, *next;
   if (over > 0) {                       /* the least recently active go first */
@@ -623,7 +639,7 @@ static void resume(fr_session *s) {
   long long seq;
   fr_session *was = fr_limits_enter(s);
   s->state = FR_S_RUN;
-  s->active = fr_now();
+  s->active = fr_clock(s->rt);
   fr_usage_resume(&s->use);
   s->rt->running = s;
   s->rt->run_L = s->co;
@@ -890,6 +906,24 @@ int flowrun_send(flowrun *rt, const char *id, const char *text, size_t len) {
   return flowrun_send_n(rt, id, 0, text, len);
 }
 
+const char *flowrun_session_step(flowrun *rt, const char *id) {
+  int st;
+  fr_session *s = find_session(rt, id, &st);
+  return s ? s->step : NULL;
+}
+
+void fr_push_session_table(flowrun *rt, lua_State *L, const char *id) {
+  int st;
+  fr_session *s = find_session(rt, id, &st);
+  if (!s) {
+    lua_pushnil(L);
+    return;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->envref);
+  lua_getfield(L, -1, "session");
+  lua_remove(L, -2);
+}
+
 long long flowrun_stored(flowrun *rt, const char *id) {
   return rt->dur ? fr_dur_inputs(rt, id) : -1;
 }
@@ -1073,16 +1107,16 @@ static int l_sleep(lua_State *L) {
   flowrun *rt = fr_rt(L);
   lua_Number ms = luaL_checknumber(L, 1);
   fr_session *s = waiting_session(rt, L, "sleep");
-  double until = fr_now() + (ms > 0 ? ms : 0);
+  double until = fr_clock(rt) + (ms > 0 ? ms : 0);
   if (s && s->j) {                      /* its deadline in the journal, on the wall clock */
     const fr_jrec *r = fr_dur_effect(L, s->j, s->id, FR_J_SLEEP, NULL);
     char t[32];
     if (r == &fr_dur_mismatch) return lua_error(L);
     if (r) {
       if (fr_dur_replaying(s->j)) return 0;   /* it woke: the journal goes on */
-      until = fr_now() + (strtod(r->data ? r->data : "0", NULL) - fr_wall_ms());
+      until = fr_clock(rt) + (strtod(r->data ? r->data : "0", NULL) - fr_wall_clock(rt));
     } else {
-      snprintf(t, sizeof t, "%.17g", fr_wall_ms() + (until - fr_now()));
+      snprintf(t, sizeof t, "%.17g", fr_wall_clock(rt) + (until - fr_clock(rt)));
       fr_dur_record(L, rt, s->id, s->j->seq, FR_J_SLEEP, NULL, t, strlen(t));
     }
   }
@@ -1092,7 +1126,7 @@ static int l_sleep(lua_State *L) {
     s->state = FR_S_SLEEP;
     return lua_yieldk(L, 0, 0, k_sleep);
   }
-  for (double now; (now = fr_now()) < until;)
+  for (double now; (now = fr_clock(rt)) < until;)
     fr_step(rt, (int)(until - now) + 1);
   return 0;
 }
@@ -1142,6 +1176,15 @@ static int l_api_node(lua_State *L) {
   if (!(c = fr_call_new(rt))) return luaL_error(L, "not enough memory");
   fr_call_build(L, c);                  /* raises on misuse */
   lua_settop(L, 1);
+  if (rt->cb.trace) {                   /* where the node is, for its trace */
+    size_t n;
+    const char *at;
+    luaL_where(L, 1);
+    at = lua_tolstring(L, -1, &n);
+    snprintf(c->at, sizeof c->at, "%.*s", (int)(n >= 2 ? n - 2 : 0), at);
+    snprintf(c->step, sizeof c->step, "%s", s && s->step ? s->step : "");
+    lua_settop(L, 1);
+  }
   if (s && s->j) {                      /* replayed: its response from the journal */
     const fr_jrec *r = fr_dur_effect(L, s->j, s->id, FR_J_CALL, push_call_fp(L, c));
     if (r == &fr_dur_mismatch) {
@@ -1201,7 +1244,7 @@ int fr_journaled_value(lua_State *L) {
     else lua_pushnumber(L, strtod(r->data + 1, NULL));
   } else {
     if (kind == FR_J_DATE) {
-      lua_pushinteger(L, (lua_Integer)time(NULL));   /* as os.time() */
+      lua_pushinteger(L, (lua_Integer)(fr_wall_clock(rt) / 1000));   /* as os.time() */
     } else {
       lua_pushvalue(L, lua_upvalueindex(2));
       for (int i = 1; i <= n; i++) lua_pushvalue(L, i);

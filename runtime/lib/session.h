@@ -37,6 +37,7 @@ struct fr_session {
   bool restart_rec;                     /* and write its record (2 values on top) */
   bool declarative;                     /* it runs a definition (flow.run) */
   unsigned short afresh;                /* fresh starts since it last waited */
+  const char *step;                     /* the step it is at (a name its definition holds) */
   fr_msg *in, *in_tail;                 /* messages not asked for yet */
   int nin;                              /* how many (at most FR_MAX_WAITING) */
   fr_timer timer;                       /* sleep */
@@ -51,6 +52,8 @@ struct fr_session {
 };
 
 fr_session *fr_session_current(flowrun *rt, lua_State *L);
+/* Pushes the `session` table of session id (its globals' own), or nil. */
+void fr_push_session_table(flowrun *rt, lua_State *L, const char *id);
 void fr_session_ready(fr_session *s);   /* resume it in the next step */
 /* Does every session wait for a message (none ready, none sleeping or
 ** calling)? */

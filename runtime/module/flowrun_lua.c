@@ -5,7 +5,9 @@
 ** state. Its api_node blocks until the call ends, turning the loop meanwhile
 ** (README: Embedding); sessions started with rt:start() run as the
 ** loop turns, and what they do is kept as events, read with rt:events().
-** The host's callbacks never call Lua functions: they only append events.
+** The host's callbacks never call Lua functions: they only append events;
+** but a transport (new{ transport = fn }) is a Lua function, called as each
+** call is sent, whose answer (a table) is kept until the next.
 */
 #include <stdlib.h>
 #include <string.h>
@@ -14,13 +16,21 @@
 
 #include "lib/base.h"
 #include "lib/integration.h"
+#include "lib/json.h"
 #include "lib/loop.h"
+#include "lib/modules.h"
 #include "lib/runtime.h"
 #include "lib/sandbox.h"
+#include "lib/session.h"
 
 #define RT_MT "flowrun.runtime"
 
-typedef struct box { flowrun *rt; int events; } box;
+typedef struct box {
+  flowrun *rt;
+  int events;                           /* registry: the list of events */
+  int transport;                        /* registry: new{ transport }, or LUA_NOREF */
+  int answer;                           /* registry: the last answer's strings, kept */
+} box;
 
 /* The runtime a method m was called on; raises in the module's terms (a
 ** plain luaL_check* would say "bad argument #1 to '?'"). */
@@ -117,6 +127,164 @@ static void on_end(void *ud, const char *sid, int how, const char *error) {
   lua_pop(L, 1);
 }
 
+/* ---- a transport in Lua ---- */
+
+/* lua_pcall'd: 1 the request (light userdata), 2 the transport function;
+** returns a table of what the answer holds as strings and numbers:
+** { status, headers, body, reason, message, delay_ms }. */
+static int l_answer(lua_State *L) {
+  const flowrun_request *rq = lua_touserdata(L, 1);
+  const char *q;
+  lua_createtable(L, 0, 12);            /* the request, as the function sees it */
+  lua_pushstring(L, rq->method);
+  lua_setfield(L, -2, "method");
+  lua_pushstring(L, rq->integration);
+  lua_setfield(L, -2, "integration");
+  if (rq->endpoint) {
+    lua_pushstring(L, rq->endpoint);
+    lua_setfield(L, -2, "endpoint");
+  }
+  if (rq->session) {
+    lua_pushstring(L, rq->session);
+    lua_setfield(L, -2, "session");
+  }
+  lua_pushstring(L, rq->url);
+  lua_setfield(L, -2, "url");
+  q = strchr(rq->target, '?');
+  lua_pushlstring(L, rq->target, q ? (size_t)(q - rq->target) : strlen(rq->target));
+  lua_setfield(L, -2, "path");
+  lua_pushstring(L, q ? q + 1 : "");
+  lua_setfield(L, -2, "query");
+  q = strchr(rq->relative, '?');
+  lua_pushlstring(L, rq->relative, q ? (size_t)(q - rq->relative) : strlen(rq->relative));
+  lua_setfield(L, -2, "relative");
+  lua_newtable(L);                      /* headers: lower-case names */
+  for (int i = 0; rq->headers[i]; i++) {
+    const char *h = rq->headers[i], *colon = strchr(h, ':');
+    luaL_Buffer b;
+    if (!colon) continue;
+    luaL_buffinit(L, &b);
+    for (const char *p = h; p < colon; p++) luaL_addchar(&b, (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p));
+    luaL_pushresult(&b);
+    for (colon++; *colon == ' '; colon++) {}
+    lua_pushstring(L, colon);
+    lua_rawset(L, -3);
+  }
+  lua_setfield(L, -2, "headers");
+  if (rq->body) {
+    lua_pushlstring(L, rq->body, rq->body_len);
+    lua_setfield(L, -2, "body");
+  }
+  lua_pushinteger(L, rq->attempt);
+  lua_setfield(L, -2, "attempt");
+  lua_pushvalue(L, 2);
+  lua_insert(L, -2);
+  lua_call(L, 1, 1);
+  if (!lua_istable(L, -1))
+    return luaL_error(L, "the transport returned %s, not a table like { status = 200, json = {...} }",
+                      luaL_typename(L, -1));
+  {
+    int a = lua_gettop(L), acc;
+    lua_createtable(L, 0, 6);           /* what is kept */
+    if (lua_getfield(L, a, "fault") != LUA_TNIL) {
+      if (lua_type(L, -1) != LUA_TSTRING) return luaL_error(L, "the transport's fault must be a string");
+      lua_setfield(L, -2, "reason");
+      lua_getfield(L, a, "message");
+      lua_setfield(L, -2, "message");
+    } else {
+      int isnum;
+      lua_Integer st;
+      lua_pop(L, 1);
+      lua_getfield(L, a, "status");
+      st = lua_tointegerx(L, -1, &isnum);
+      if (!isnum) return luaL_error(L, "the transport's answer has no status (an integer) and no fault");
+      lua_setfield(L, -2, "status");
+      (void)st;
+      lua_pushliteral(L, "");           /* the header lines, from a table or a string */
+      acc = lua_gettop(L);
+      if (lua_getfield(L, a, "headers") == LUA_TTABLE) {
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+          lua_pushvalue(L, acc);
+          lua_pushvalue(L, -3);
+          lua_pushliteral(L, ": ");
+          lua_pushvalue(L, -4);
+          lua_pushliteral(L, "\r\n");
+          lua_concat(L, 5);
+          lua_replace(L, acc);
+          lua_pop(L, 1);
+        }
+      } else if (lua_type(L, -1) == LUA_TSTRING) {
+        lua_pushvalue(L, -1);
+        lua_replace(L, acc);
+      }
+      lua_pop(L, 1);
+      if (lua_getfield(L, a, "json") != LUA_TNIL) {   /* a body as JSON */
+        fr_open_json(L);
+        lua_getfield(L, -1, "encode");
+        lua_pushvalue(L, -3);
+        lua_call(L, 1, 1);
+        lua_setfield(L, acc - 1, "body");
+        lua_getfield(L, a, "headers");
+        if (!lua_istable(L, -1) || (lua_getfield(L, -1, "Content-Type") == LUA_TNIL
+                                    && (lua_pop(L, 1), lua_getfield(L, -1, "content-type")) == LUA_TNIL)) {
+          lua_pushvalue(L, acc);
+          lua_pushliteral(L, "Content-Type: application/json\r\n");
+          lua_concat(L, 2);
+          lua_replace(L, acc);
+        }
+        lua_settop(L, acc);
+      } else {
+        lua_pop(L, 1);
+        lua_getfield(L, a, "body");
+        lua_setfield(L, acc - 1, "body");
+      }
+      lua_setfield(L, acc - 1, "headers");
+    }
+    lua_getfield(L, a, "delay_ms");
+    lua_setfield(L, -2, "delay_ms");
+  }
+  return 1;
+}
+
+static int on_answer(void *ud, const flowrun_request *rq, flowrun_answer *out) {
+  box *b = ud;
+  lua_State *L = flowrun_lua(b->rt);
+  int top = lua_gettop(L), ok;
+  lua_pushcfunction(L, l_answer);
+  lua_pushlightuserdata(L, (void *)rq);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, b->transport);
+  ok = lua_pcall(L, 2, 1, 0) == LUA_OK;
+  if (!ok) {                            /* the error, kept as the message */
+    lua_createtable(L, 0, 1);
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "message");
+  }
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, LUA_REGISTRYINDEX, b->answer);   /* the strings live till the next */
+  lua_getfield(L, -1, "status");
+  out->status = (int)lua_tointeger(L, -1);
+  lua_getfield(L, -2, "headers");
+  out->headers = lua_tostring(L, -1);
+  lua_getfield(L, -3, "body");
+  out->body = lua_tolstring(L, -1, &out->body_len);
+  lua_getfield(L, -4, "reason");
+  out->reason = lua_tostring(L, -1);
+  lua_getfield(L, -5, "message");
+  out->message = lua_tostring(L, -1);
+  lua_getfield(L, -6, "delay_ms");
+  out->delay_ms = lua_tonumber(L, -1);
+  lua_settop(L, top);
+  return ok ? FLOWRUN_OK : FLOWRUN_ERR;
+}
+
+static void on_step(void *ud, const char *sid, const char *step) {
+  lua_State *L = event(ud, "step", sid);
+  lua_pushstring(L, step);
+  lua_setfield(L, -2, "step");
+  lua_pop(L, 1);
+}
+
 static void on_trace(void *ud, const flowrun_trace *t) {
   lua_State *L = event(ud, "trace", t->session);
   set_str(L, "integration", t->integration);
@@ -133,6 +301,8 @@ static void on_trace(void *ud, const flowrun_trace *t) {
   lua_setfield(L, -2, "attempts");
   lua_pushnumber(L, t->elapsed_ms);
   lua_setfield(L, -2, "elapsed_ms");
+  set_str(L, "at", t->at);
+  set_str(L, "step", t->step);
   char *curl = flowrun_trace_curl(((box *)ud)->rt, t);
   set_str(L, "curl", curl);
   free(curl);
@@ -250,12 +420,41 @@ static int m_sessions(lua_State *L) {
   return 1;
 }
 
+/* rt:advance(ms): a virtual clock moves ms on. */
+static int m_advance(lua_State *L) {
+  static const char method_name[] = "advance";
+  box *b = checkbox(L);
+  check(L, b, flowrun_clock_advance(b->rt, luaL_checknumber(L, 2)));
+  return 0;
+}
+
+/* rt:state(id) -> the step a declarative session is at (or nil), and its
+** session table itself (nil when there is no such session). */
+static int m_state(lua_State *L) {
+  static const char method_name[] = "state";
+  box *b = checkbox(L);
+  const char *id = arg_string(L, 2, method_name, "id"), *step = flowrun_session_step(b->rt, id);
+  if (step) lua_pushstring(L, step);
+  else lua_pushnil(L);
+  fr_push_session_table(b->rt, L, id);
+  return 2;
+}
+
+/* rt:clock(): the runtime's clock, ms since 1970 (virtual or the wall's). */
+static int m_clock(lua_State *L) {
+  static const char method_name[] = "clock";
+  lua_pushnumber(L, flowrun_clock_ms(checkbox(L)->rt));
+  return 1;
+}
+
 static int m_close(lua_State *L) {
   box *b = luaL_checkudata(L, 1, RT_MT);
   if (b->rt) {
     fr_destroy(b->rt);
     b->rt = NULL;
     luaL_unref(L, LUA_REGISTRYINDEX, b->events);
+    luaL_unref(L, LUA_REGISTRYINDEX, b->transport);
+    luaL_unref(L, LUA_REGISTRYINDEX, b->answer);
   }
   return 0;
 }
@@ -264,7 +463,8 @@ static int m_close(lua_State *L) {
 ** names), limits (name -> number), globals (name -> value, added to the
 ** flow globals); raises on an unknown key. */
 static void options(lua_State *L, flowrun *rt) {
-  static const char *const keys[] = { "integrations", "allow", "limits", "globals", "store", NULL };
+  static const char *const keys[] = { "integrations", "allow", "limits", "globals", "store",
+                                      "transport", "virtual_clock", NULL };
   static const char *const limits[] = { "instructions", "session_memory", "memory", "output", NULL };
   lua_pushnil(L);
   while (lua_next(L, 1)) {
@@ -272,7 +472,8 @@ static void options(lua_State *L, flowrun *rt) {
     lua_pop(L, 1);
     while (keys[i] && !(lua_type(L, -1) == LUA_TSTRING && strcmp(keys[i], lua_tostring(L, -1)) == 0)) i++;
     if (!keys[i])
-      luaL_error(L, "flowrun.new: unknown option '%s' (integrations, allow, limits, globals, store)",
+      luaL_error(L, "flowrun.new: unknown option '%s' (integrations, allow, limits, globals, store,"
+                 " transport, virtual_clock)",
                  luaL_tolstring(L, -1, NULL));
   }
   if (lua_getfield(L, 1, "allow") != LUA_TNIL) {
@@ -373,14 +574,17 @@ static void store(lua_State *L, flowrun *rt) {
 ** globals = {...} }]) -> runtime */
 static int l_new(lua_State *L) {
   flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, on_log, NULL, sizeof(flowrun_callbacks),
-                           NULL, on_stored };
+                           NULL, on_stored, on_step };
   box *b;
   lua_State *main;
   lua_settop(L, 1);
   b = lua_newuserdatauv(L, sizeof *b, 0);
   b->rt = NULL;
+  b->transport = LUA_NOREF;
   lua_newtable(L);
   b->events = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushboolean(L, 0);
+  b->answer = luaL_ref(L, LUA_REGISTRYINDEX);
   luaL_setmetatable(L, RT_MT);
   cb.ud = b;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
@@ -388,6 +592,22 @@ static int l_new(lua_State *L) {
   lua_pop(L, 1);
   if (!(b->rt = fr_create(main, false, &cb))) return luaL_error(L, "flowrun: out of memory");
   if (lua_istable(L, 1)) options(L, b->rt);
+  if (lua_istable(L, 1) && lua_getfield(L, 1, "virtual_clock") != LUA_TNIL) {   /* true or a start */
+    if (!lua_isboolean(L, -1) && !lua_isnumber(L, -1))
+      return luaL_error(L, "flowrun.new: virtual_clock: expected true or a start time (ms since 1970)");
+    if (lua_toboolean(L, -1)
+        && flowrun_virtual_clock(b->rt, lua_isnumber(L, -1) ? lua_tonumber(L, -1) : -1) != FLOWRUN_OK)
+      return luaL_error(L, "flowrun.new: %s", flowrun_errmsg(b->rt));
+  }
+  if (lua_istable(L, 1) && lua_getfield(L, 1, "transport") != LUA_TNIL) {
+    if (!lua_isfunction(L, -1))
+      return luaL_error(L, "flowrun.new: transport: expected a function(request) -> answer, got %s",
+                        luaL_typename(L, -1));
+    lua_pushvalue(L, -1);
+    b->transport = luaL_ref(L, LUA_REGISTRYINDEX);
+    flowrun_set_transport(b->rt, on_answer, b);
+  }
+  lua_settop(L, 2);
   if (lua_istable(L, 1) && lua_getfield(L, 1, "integrations") == LUA_TTABLE) {
     int t = lua_gettop(L);              /* a table, as a file would return */
     lua_pushnil(L);
@@ -421,11 +641,28 @@ static const luaL_Reg methods[] = {
   { "run",               m_run },
   { "events",            m_events },
   { "sessions",          m_sessions },
+  { "clock",             m_clock },
+  { "advance",           m_advance },
+  { "state",             m_state },
   { "close",             m_close },
   { NULL, NULL }
 };
 
 FLOWRUN_API int luaopen_flowrun(lua_State *L);
+FLOWRUN_API int luaopen_flowrun_test(lua_State *L);
+
+/* require "flowrun.test": the module built into the library (Lua's
+** all-in-one loader finds it here, in flowrun.so). */
+int luaopen_flowrun_test(lua_State *L) {
+  for (const fr_module *m = fr_modules; m->name; m++)
+    if (strcmp(m->name, "flowrun.test") == 0) {
+      if (luaL_loadbuffer(L, m->src, m->len, m->chunkname) != LUA_OK) return lua_error(L);
+      lua_pushliteral(L, "flowrun.test");
+      lua_call(L, 1, 1);
+      return 1;
+    }
+  return luaL_error(L, "flowrun.test is not built in");
+}
 
 int luaopen_flowrun(lua_State *L) {
   if (luaL_newmetatable(L, RT_MT)) {

@@ -145,7 +145,8 @@ static void on_trace(void *ud, const flowrun_trace *t) {
 
 /* The runtime's callbacks, reporting to r. */
 flowrun_callbacks repl_callbacks(repl *r) {
-  flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, on_log, r, sizeof(flowrun_callbacks), NULL, NULL };
+  flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, on_log, r, sizeof(flowrun_callbacks), NULL, NULL,
+                           NULL };
   return cb;
 }
 

@@ -1,0 +1,230 @@
+-- `flowrun test` and require "flowrun.test" (README: Testing flows):
+-- conversations against stubs on a virtual clock, a readable failure,
+-- mistakes at file:line, the same result every time, coverage.
+local helper = require "spec.helper"
+local cjson = require "cjson"
+
+local function test(args, cwd) return helper.cli({ args = { "test", table.unpack(args) }, cwd = cwd }) end
+
+local function copy_demo(dir)
+  for _, f in ipairs({ "order_status.lua", "integrations.lua", "order_status_test.lua", "greeting_test_lines.lua" }) do
+    helper.write(dir .. "/" .. f, helper.read("scripts/demo/" .. f))
+  end
+end
+
+describe("flowrun test", function()
+  teardown(helper.cleanup)
+
+  it("runs the tests of every flow under scripts/: ok per test, the closing count, exit 0, coverage 100 %, the same each time", function()
+    local dir = helper.tmpdir()
+    local r = test({ "--coverage", dir .. "/cov.json", "scripts" })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("^ok 1 %- scripts/demo/order_status_imperative_test.lua: an order that shipped", r.stdout)
+    assert.is_nil(r.stdout:find("not ok", 1, true))
+    assert.matches("\n1..43\n", r.stdout, 1, true)
+    assert.matches("\n43 passed, 0 failed\n$", r.stdout)
+    assert.matches("\ncoverage of scripts/demo/order_status.lua\n"
+                   .. "  lookup:                100%  200 404 other error timeout max-connection\n", r.stdout, 1, true)
+    assert.matches("labels 40 of 40 (100 %), steps 31 of 31 (100 %), edges 48 of 48 (100 %)", r.stdout, 1, true)
+    local cov = cjson.decode(helper.read(dir .. "/cov.json"))
+    assert.are.same({ 40, 40 }, cov.labels)
+    assert.are.equal("scripts/demo/order_status_imperative.lua", cov.flows[1].flow)
+    assert.are.equal("scripts/demo/order_status_imperative.lua:9", cov.flows[1].nodes[1].at)
+    for _ = 1, 5 do assert.are.equal(r.stdout, test({ "--coverage", "scripts" }).stdout) end
+  end)
+
+  it("shows the labels a node never took", function()
+    local dir = helper.tmpdir()
+    copy_demo(dir)
+    helper.write(dir .. "/one_test.lua", [[
+return {
+  flow = "order_status.lua", integrations = "integrations.lua",
+  stubs = { stub { path = "/orders/.*", reply = { status = 200, json = { status = "s", eta = "e" } } } },
+  test "one" { include "greeting_test_lines.lua", user "1", label "200" },
+}
+]])
+    local r = test({ "--coverage", "one_test.lua" }, dir)
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("  lookup:                 16%  200 [404] [other] [error] [timeout] [max-connection]\n", r.stdout, 1, true)
+    assert.matches("  steps never reached: not_found, slow, sorry\n", r.stdout, 1, true)
+  end)
+
+  it("fails a test when a route is swapped, with what was expected, what was said and the calls", function()
+    local dir = helper.tmpdir()
+    copy_demo(dir)
+    local flow = helper.read(dir .. "/order_status.lua")
+    local swapped = flow:gsub('%["200"%] = "found", %["404"%] = "not_found"', '["200"] = "not_found", ["404"] = "found"')
+    assert.are_not.equal(flow, swapped)
+    helper.write(dir .. "/order_status.lua", swapped)
+    local r = test({ "--junit", "junit.xml", "order_status_test.lua" }, dir)
+    assert.are.equal(1, r.code, r.stderr)
+    local junit = helper.read(dir .. "/junit.xml")
+    assert.matches('<testsuites name="flowrun test" tests="6" failures="2">', junit, 1, true)
+    assert.matches('<testcase classname="order_status_test.lua" name="an order that shipped">\n'
+      .. '      <failure message="order_status_test.lua:17: expected the bot to say &quot;Order 42 is shipped; it arrives tomorrow.&quot;, '
+      .. 'it said &quot;I found no order 42. Check the number and try again.&quot;">', junit, 1, true)
+    assert.matches('    <testcase classname="order_status_test.lua" name="the shop when it is slow, broken, busy or odd: slow"/>\n', junit, 1, true)
+    assert.matches("not ok 1 %- order_status_test.lua: an order that shipped\n"
+      .. "# order_status_test.lua:17: expected the bot to say \"Order 42 is shipped; it arrives tomorrow.\", "
+      .. "it said \"I found no order 42. Check the number and try again.\"\n# what happened:\n"
+      .. "#   bot:  Hi! I can tell you where your order is.\n"
+      .. "#   bot:  Your order number%? %(empty line to leave%)\n#   user: 42\n"
+      .. "#   call: GET http://127.0.0.1:8080/v1/orders/42 %-> 200 %(step lookup%)\n"
+      .. "#   bot:  I found no order 42. Check the number and try again.\n", r.stdout)
+    assert.matches("\n1..6\n4 passed, 2 failed\n$", r.stdout)
+  end)
+
+  it("says which stubs a call did not match and why; plays replies in sequence; waits on the clock", function()
+    local dir = helper.tmpdir()
+    helper.write(dir .. "/integrations.lua", 'return { shop = { base_url = "http://shop.test/v1", timeout_ms = 2000 } }')
+    helper.write(dir .. "/flow.lua", [[
+local n = 0
+for i = 1, 3 do
+  local label, res = api_node{ integration = "shop", method = "POST", path = "/tickets", body = "hi",
+                               headers = { ["Content-Type"] = "text/plain" }, results = { "201" } }
+  say(i .. " " .. label .. " " .. res.elapsed_ms)
+end
+ask("more?")
+say(os.date("!%H:%M:%S"))
+local label, res = api_node{ integration = "shop", path = "/users/ada", results = { "200" } }
+say(label .. " " .. (res.error or ""))
+]])
+    helper.write(dir .. "/flow_test.lua", [[
+return {
+  flow = "flow.lua", integrations = "integrations.lua",
+  stubs = {
+    stub { method = "POST", path = "/tickets", body = "hi",
+           replies = { { status = 503, delay_ms = 10 }, { status = 201, delay_ms = 20 } } },
+    stub { path = "/users/%d+", reply = { status = 200 } },
+    stub { integration = "shop", method = "POST", path = "/users/ada", reply = { status = 200 } },
+  },
+  test "tickets, a wait, a user no stub has" {
+    bot "1 other 10", bot "2 201 20", bot "3 201 20", bot "more?",
+    wait(90 * 60 * 1000), user "yes",
+    bot "01:30:00",
+    bot { match = "^error no stub answers GET shop /users/ada" },
+    done(),
+  },
+}
+]])
+    -- the call no stub answers fails the test, naming each stub at its line
+    -- and why it did not match; the flow got label error with that message
+    local r3 = test({ "flow_test.lua" }, dir)
+    assert.are.equal(1, r3.code)
+    assert.matches("\n#   bot:  01:30:00\n", r3.stdout, 1, true)
+    assert.matches("\n#   call: GET http://shop.test/v1/users/ada -> error (./flow.lua:9)\n", r3.stdout, 1, true)
+    assert.are.equal(r3.stdout, test({ "flow_test.lua" }, dir).stdout)
+    assert.matches("not ok 1 - flow_test.lua: tickets, a wait, a user no stub has\n"
+      .. "# no stub answers GET shop /users/ada:\n"
+      .. "#   flow_test.lua:4: method POST, not GET\n"
+      .. "#   flow_test.lua:6: path /users/%d+ does not match /users/ada\n"
+      .. "#   flow_test.lua:7: method POST, not GET\n"
+      .. "# what happened:\n", r3.stdout, 1, true)   -- the replies in sequence: no other failure
+  end)
+
+  it("reports the mistakes of a test file at file:line, exit 2, running nothing", function()
+    local dir = helper.tmpdir()
+    copy_demo(dir)
+    helper.write(dir .. "/bad_test.lua", [[
+return {
+  flow = "order_status.lua", integrations = "integrations.lua",
+  stubs = { stub { path = "/orders/1", reply = { stauts = 200 } } },
+  test "x" { bogus = 1, bot "Hi" },
+  test "y" { label { "200", at = "lokup" }, state { step = "ask_ordr" } },
+}
+]])
+    local r = test({ "bad_test.lua" }, dir)
+    assert.are.equal(2, r.code)
+    assert.are.equal("", r.stdout)
+    assert.matches("bad_test.lua:3: reply: unknown key 'stauts' (status, headers, json, body, delay_ms, fault, message)\n",
+                   r.stderr, 1, true)
+    assert.matches('bad_test.lua:4: test "x": unknown key \'bogus\' (args, stubs, rows, session, id)', r.stderr, 1, true)
+    helper.write(dir .. "/bad_test.lua", (helper.read(dir .. "/bad_test.lua"):gsub("stauts", "status"):gsub("bogus = 1, ", "")))
+    local r2 = test({ "bad_test.lua" }, dir)
+    assert.are.equal(2, r2.code)
+    assert.matches('bad_test.lua:5: label: no step "lokup" in ./order_status.lua', r2.stderr, 1, true)
+    assert.matches('bad_test.lua:5: state: no step "ask_ordr" in ./order_status.lua', r2.stderr, 1, true)
+    local none = test({ helper.tmpdir() })
+    assert.are.equal(2, none.code)
+    assert.matches("no test files", none.stderr, 1, true)
+  end)
+
+  it("takes bot lines as functions, stubs by query, a flow expected to fail; a file that does not load", function()
+    local dir = helper.tmpdir()
+    helper.write(dir .. "/integrations.lua", 'return { shop = { base_url = "http://shop.test/v1" } }')
+    helper.write(dir .. "/f.lua", [[
+local label = api_node{ integration = "shop", path = "/find", query = { q = "red shoes", page = 2 }, results = { "200" } }
+say("found " .. label)
+error("out of stock")
+]])
+    helper.write(dir .. "/f_test.lua", [[
+return {
+  flow = "f.lua", integrations = "integrations.lua",
+  stubs = { stub { path = "/find", query = { q = "red shoes", page = 2 }, reply = { status = 200 } } },
+  test "found, then it fails" {
+    bot(function(text) return text:upper() == "FOUND 200" end),
+    fails "out of stock",
+  },
+  test "it was to end well" { bot "found 200", done() },
+}
+]])
+    local r = test({ "f_test.lua" }, dir)
+    assert.are.equal(1, r.code)
+    assert.matches("ok 1 - f_test.lua: found, then it fails\n", r.stdout, 1, true)
+    assert.matches("not ok 2 - f_test.lua: it was to end well\n# f_test.lua:8: expected the flow to end done,"
+                   .. " it failed: ./f.lua:3: out of stock\n", r.stdout, 1, true)
+    helper.write(dir .. "/f_test.lua", "return { flow = ")
+    local bad = test({ "f_test.lua" }, dir)
+    assert.are.equal(2, bad.code)
+    assert.matches("f_test.lua:1: unexpected symbol near <eof>", bad.stderr, 1, true)
+  end)
+
+  it("checks state where the flow waits, and a flow that fails", function()
+    local dir = helper.tmpdir()
+    copy_demo(dir)
+    helper.write(dir .. "/state_test.lua", [[
+return {
+  flow = "order_status.lua", integrations = "integrations.lua",
+  stubs = { stub { path = "/orders/42", reply = { status = 200, json = { status = "shipped", eta = "now" } } } },
+  test "state" {
+    include "greeting_test_lines.lua", user "42",
+    state { step = "ask_order", session = { order_id = "43" } },
+  },
+}
+]])
+    local r = test({ "state_test.lua" }, dir)
+    assert.are.equal(1, r.code)
+    assert.matches('state_test.lua:6: state: session.order_id is "42", expected "43"', r.stdout, 1, true)
+  end)
+
+  it("--live: the same conversations against the real API (here the mock), stubs unused", function()
+    local dir = helper.tmpdir()
+    copy_demo(dir)
+    local mock = helper.mock(dofile("scripts/demo/routes.lua"))
+    helper.write(dir .. "/integrations.lua", ('return { shop = { base_url = %q, timeout_ms = 1000 } }'):format(mock.url .. "/v1"))
+    local r = test({ "--live", "order_status_test.lua" }, dir)
+    mock:stop()
+    assert.are.equal(1, r.code)
+    assert.matches("ok 1 - order_status_test.lua: an order that shipped\nok 2 - ", r.stdout, 1, true)
+    assert.matches("not ok 3 - order_status_test.lua: the shop when it is slow, broken, busy or odd: slow\n"
+      .. "# order_status_test.lua:50: the call at lookup (GET " .. mock.url .. "/v1/orders/9) has label 404,"
+      .. " expected timeout\n", r.stdout, 1, true)
+    assert.matches("\n2 passed, 4 failed\n$", r.stdout)
+  end)
+
+  it("runs from busted through require \"flowrun.test\"", function()
+    local dir = helper.tmpdir()
+    copy_demo(dir)
+    local code = ([[
+package.cpath = %q .. ";" .. package.cpath
+local t = require "flowrun.test"
+local suite = assert(t.load(%q))
+local results = t.run({ suite })
+local n = 0
+for _, r in ipairs(results) do if r.ok then n = n + 1 end end
+io.write(#results, " ", n)
+]]):format(helper.root .. "/build/?.so", dir .. "/order_status_test.lua")
+    local r = helper.sh("lua5.4 -e " .. helper.quote(code))
+    assert.are.equal("6 6", r)
+  end)
+end)
