@@ -70,5 +70,7 @@ for k in 1 2 3; do
 done
 grep -q '"ask":"n?","seq":5' "$tmp/again.out" || { cat "$tmp/again.out"; exit 1; }
 echo "flowrun host --store: snapshots of a declarative flow, continue_as_new: clean"
+$vg "$here/build/flowrun" test --coverage "$here/scripts/demo" >/dev/null
+echo "flowrun test (stubs, a virtual clock, coverage): clean"
 kill -TERM "$mock"
 if wait "$mock"; then echo "flowrun mock: clean"; else echo "flowrun mock: valgrind found problems"; cat "$tmp/mock.log"; exit 1; fi
