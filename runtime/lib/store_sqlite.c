@@ -13,6 +13,7 @@
 */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,7 +60,8 @@ static const char *const sql[Q_COUNT] = {
   "UPDATE sessions SET said = ?2 WHERE id = ?1 AND said < ?2",
   "UPDATE sessions SET waiting = ?2, active = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) WHERE id = ?1",
   "SELECT id, flow, ended, waiting, inputs, active,"
-  "  (SELECT count(*) FROM journal WHERE session = id), parked, note FROM sessions ORDER BY active DESC",
+  "  (SELECT coalesce(sum(CASE WHEN kind < 0 THEN -kind ELSE 1 END), 0) FROM journal WHERE session = id),"
+  "  parked, note FROM sessions ORDER BY active DESC",
   "DELETE FROM outbox WHERE session = ?1",
   "UPDATE sessions SET parked = ?2, note = ?3, waiting = 0 WHERE id = ?1",
   "SELECT id FROM sessions WHERE waiting = 1 AND ended = 0 AND parked = 0 AND active < ?1 LIMIT 1000",
@@ -130,27 +132,75 @@ static int by_session(const void *a, const void *b) {
   return c ? c : (x->seq > y->seq) - (x->seq < y->seq);
 }
 
+/* A group's bytes: the records of one session from one flush, each as
+** its seq (8 bytes), kind (4), then fp, at and data, each a 4-byte length
+** (0xffffffff: NULL) and its bytes, fp and at with their NUL (each_rec
+** hands them on as C strings). Host byte order, as a call's record. */
+static void put_u32(char **q, uint32_t v) { memcpy(*q, &v, 4); *q += 4; }
+
+static void put_bytes(char **q, const char *p, size_t n) {
+  put_u32(q, p ? (uint32_t)n : 0xffffffffu);
+  if (p && n) memcpy(*q, p, n);
+  if (p) *q += n;
+}
+
+static size_t packed_size(const pending *r) {
+  return 8 + 4 + 12 + strlen(r->fp) + 1 + (r->at ? strlen(r->at) + 1 : 0) + r->len;
+}
+
+enum { GROUP_MAX = 1000, GROUP_BYTES = 1 << 16 };
+
 /* Inserts the records appended since the last flush, a session's together
-** (by session, then seq). Interleaved sessions' records would spread each
-** session over every page of the journal, and deleting its journal when
-** it ends would then rewrite most of the table; grouped, a session ending
-** rewrites about a page per commit it wrote in (make bench, the stored
+** (by session, then seq) and as one row: a group (kind -N: N records, seq
+** the first's), or the record itself when alone. Interleaved rows, a row a
+** record, made a session's end rewrite most of the journal's pages and
+** cost two B-tree inserts and two deletes a record (make bench, the stored
 ** row). Called before a commit and before anything reads or deletes
 ** journal rows, so nothing can tell the rows were late. */
 static int flush(fr_store *st) {
   sqlite3_stmt *s = st->q[Q_APPEND];
+  char *buf = NULL;
+  size_t i = 0, j, bytes;
   int rc = 0;
   if (st->npend > 1) qsort(st->pend, st->npend, sizeof *st->pend, by_session);
-  for (size_t i = 0; i < st->npend && rc == 0; i++) {
+  while (i < st->npend && rc == 0) {
     const pending *r = st->pend[i];
+    for (j = i, bytes = 0; j < st->npend && j - i < GROUP_MAX && strcmp(st->pend[j]->id, r->id) == 0
+                           && (j == i || bytes + packed_size(st->pend[j]) <= GROUP_BYTES); j++)
+      bytes += packed_size(st->pend[j]);
     bind_text(s, 1, r->id);
     sqlite3_bind_int64(s, 2, r->seq);
-    sqlite3_bind_int(s, 3, r->kind);
-    bind_text(s, 4, r->fp);
-    bind_text(s, 5, r->at);
-    if (r->data) sqlite3_bind_blob(s, 6, r->data, (int)r->len, SQLITE_STATIC);
+    if (j - i == 1) {                   /* alone: a record's row */
+      sqlite3_bind_int(s, 3, r->kind);
+      bind_text(s, 4, r->fp);
+      bind_text(s, 5, r->at);
+      if (r->data) sqlite3_bind_blob(s, 6, r->data, (int)r->len, SQLITE_STATIC);
+    } else {
+      char *q;
+      free(buf);
+      if (!(buf = q = malloc(bytes))) {
+        snprintf(st->err, sizeof st->err, "out of memory");
+        rc = -1;
+        break;
+      }
+      for (size_t k = i; k < j; k++) {
+        const pending *x = st->pend[k];
+        int64_t seq = x->seq;
+        memcpy(q, &seq, 8);
+        q += 8;
+        put_u32(&q, (uint32_t)x->kind);
+        put_bytes(&q, x->fp, strlen(x->fp) + 1);
+        put_bytes(&q, x->at, x->at ? strlen(x->at) + 1 : 0);
+        put_bytes(&q, x->data, x->len);
+      }
+      sqlite3_bind_int(s, 3, -(int)(j - i));
+      bind_text(s, 4, "");
+      sqlite3_bind_blob(s, 6, buf, (int)bytes, SQLITE_STATIC);
+    }
     rc = done(st, Q_APPEND);
+    i = j;
   }
+  free(buf);
   drop_pending(st);
   return rc;
 }
@@ -492,30 +542,77 @@ static int st_append(fr_store *st, const char *id, const fr_store_rec *r) {
   if (len) memcpy(q + idn + fpn + atn, r->data, len);
   p->len = len;
   st->pend[st->npend++] = p;
-  return 0;
+  return st->npend >= 4096 ? flush(st) : 0;   /* a long turn: memory stays bounded */
 oom:
   snprintf(st->err, sizeof st->err, "out of memory");
   return -1;
 }
 
+/* A group row's next record into *r; 0 at its end, -1 when damaged. */
+static int get_u32(const char **p, const char *end, uint32_t *v) {
+  if (end - *p < 4) return -1;
+  memcpy(v, *p, 4);
+  *p += 4;
+  return 0;
+}
+
+static int get_bytes(const char **p, const char *end, const char **b, size_t *n, int cstr) {
+  uint32_t len;
+  if (get_u32(p, end, &len) != 0) return -1;
+  if (len == 0xffffffffu) { *b = NULL; *n = 0; return 0; }
+  if ((size_t)(end - *p) < len || (cstr && (len == 0 || (*p)[len - 1] != '\0'))) return -1;
+  *b = *p;
+  *n = len;
+  *p += len;
+  return 0;
+}
+
+static int next_grouped(const char **p, const char *end, fr_store_rec *r) {
+  int64_t seq;
+  uint32_t kind;
+  size_t n;
+  if (*p == end) return 0;
+  if (end - *p < 8) return -1;
+  memcpy(&seq, *p, 8);
+  *p += 8;
+  if (get_u32(p, end, &kind) != 0 || get_bytes(p, end, &r->fp, &n, 1) != 0 || !r->fp
+      || get_bytes(p, end, &r->at, &n, 1) != 0 || get_bytes(p, end, &r->data, &r->len, 0) != 0)
+    return -1;
+  r->seq = seq;
+  r->kind = (int)kind;
+  return 1;
+}
+
 static int st_each_rec(fr_store *st, const char *id, int (*fn)(void *, const fr_store_rec *), void *ud) {
   sqlite3_stmt *s = st->q[Q_EACH_REC];
   fr_store_rec r;
-  int rc;
+  int rc, stop = 0;
   if (flush(st)) return -1;
   bind_text(s, 1, id);
-  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+  while (!stop && (rc = sqlite3_step(s)) == SQLITE_ROW) {
     r.seq = sqlite3_column_int64(s, 0);
     r.kind = sqlite3_column_int(s, 1);
     r.fp = (const char *)sqlite3_column_text(s, 2);
     r.at = (const char *)sqlite3_column_text(s, 3);
     r.data = sqlite3_column_blob(s, 4);
     r.len = (size_t)sqlite3_column_bytes(s, 4);
-    if (fn(ud, &r) != 0) break;
+    if (r.kind < 0) {                   /* a group: its records in turn */
+      const char *p = r.data, *end = r.data + r.len;
+      int got = 0, want = -r.kind, n = 0;
+      while (!stop && (got = next_grouped(&p, end, &r)) == 1) stop = fn(ud, &r) != 0, n++;
+      if (!stop && (got < 0 || n != want)) {
+        snprintf(st->err, sizeof st->err, "store %s: session %s: a damaged journal row", st->path, id);
+        sqlite3_reset(s);
+        sqlite3_clear_bindings(s);
+        return -1;
+      }
+    } else {
+      stop = fn(ud, &r) != 0;
+    }
   }
   sqlite3_reset(s);
   sqlite3_clear_bindings(s);
-  return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : fail(st);
+  return stop || rc == SQLITE_DONE ? 0 : fail(st);
 }
 
 static int st_put_input(fr_store *st, const char *id, long long n, const char *text, size_t len) {
