@@ -1,8 +1,9 @@
 /*
 ** store_sqlite.c -- the SQLite store (store.h): one file in WAL mode.
 **
-** Tables: sessions (one row each), journal (session, seq), inbox
-** (session, n). The file says it is ours with PRAGMA application_id and
+** Tables: sessions (one row each), journal (session, seq: a record, or a
+** group of a session's records from one commit, kind -N; see flush),
+** inbox (session, n). The file says it is ours with PRAGMA application_id and
 ** its format with user_version; a file of another application, or of a
 ** newer format, is refused. One process at a time: an flock on PATH-lock,
 ** which the kernel drops when the process dies however it dies (a restart
