@@ -7,7 +7,7 @@ local cjson = require "cjson"
 
 local FLOW = [[
 local sum, n = 0, tonumber(args[1]) or 5000
-for i = 1, n do sum = sum + math.random(1000000) end
+for i = 1, n do sum = (sum * 31 + math.random(1000000)) % 2147483647 end   -- in order
 say("sum " .. sum)
 local more = ask("more?")
 say("again " .. sum .. " " .. more)
