@@ -698,7 +698,7 @@ local rows = {
     flowrun = function() return flowrun_calls(1000, N_CALLS) end,
     baseline = function() return curl_multi(N_CALLS, 1000) end },
   { name = "stored", kind = "rps", target = 0.70,
-    what = ("100 sessions, %d calls with --store (SQLite, a commit a turn) vs the same"
+    what = ("100 sessions, %d calls with --store (SQLite, commits grouped) vs the same"
             .. " without"):format(N_CALLS),
     flowrun = function() return flowrun_calls(100, N_CALLS, flows.dir .. "/bench.db") end,
     baseline = function() return flowrun_calls(100, N_CALLS) end },

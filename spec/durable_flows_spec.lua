@@ -86,6 +86,26 @@ describe("durable sessions of long-lived flows", function()
       assert.are.equal(1, mock:count("/v1/order/ada"), "the call is not made again")
     end)
 
+    it("goes on from its last snapshot when its top level made effects (stored with the first, in one row)", function()
+      local flow = helper.flow([[
+local flow = require "flowrun.flow"
+local started = os.time()
+return flow.define { start = "one", steps = {
+  one = flow.ask { prompt = "one?", save = "a", next = "two" },
+  two = flow.ask { prompt = "two?", save = "b", next = "three" },
+  three = flow.ask { prompt = "three?", save = "c", next = "bye" },
+  bye = flow.say { text = function(s) return s.a .. s.b .. s.c end, next = flow.END },
+} }
+]], dir, "top.lua")
+      host(flow, line{ session = "u1", text = "x" })
+      host(flow, line{ session = "u1", text = "A" })
+      host(flow, line{ session = "u1", text = "B" })
+      assert.are.same({ state = "waiting", journal = 2 }, sessions().u1)   -- os.time and the snapshot
+      local r = host(flow, line{ session = "u1", text = "C" })
+      assert.are.equal(0, r.code, r.stderr)
+      assert.are.same({ "say ABC", "end done" }, said(r.stdout))
+    end)
+
     it("keeps its journal short however long the conversation", function()
       local flow = helper.flow([[
 local flow = require "flowrun.flow"

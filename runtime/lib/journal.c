@@ -11,6 +11,7 @@
 ** is replayed. A message is acknowledged (cb.stored) only after the
 ** commit that stored it.
 */
+#include <math.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -52,6 +53,9 @@ struct fr_durable {
   double began;                         /* when the open transaction began (fr_now) */
   int crash_at;                         /* FLOWRUN_STORE_CRASH: a test's kill point */
   long crash_k, commits;
+  char *rec;                            /* fr_dur_record_call's record */
+  size_t rec_len, rec_cap;
+  bool oom;                             /* making it ran out of memory */
 };
 
 enum { CRASH_NONE, CRASH_BEFORE, CRASH_AFTER };
@@ -241,6 +245,7 @@ void fr_dur_close(flowrun *rt) {
   free_outputs(d->outs);
   free_outputs(d->given);
   d->m->close(d->st);
+  free(d->rec);
   free(d->path);
   free(d);
   rt->dur = NULL;
@@ -618,33 +623,61 @@ static void append(flowrun *rt, const char *id, long long seq, int kind, const c
   if (writing(rt)) wrote(rt, rt->dur->m->append(rt->dur->st, id, &r));
 }
 
+/* Where the flow is (level 1): "flow.lua:7" as luaL_where says it, less
+** its ": "; "" when unknown. Written into at (n bytes) rather than pushed:
+** one a record. */
+static const char *where(lua_State *L, char *at, size_t n) {
+  lua_Debug ar;
+  *at = '\0';
+  if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar) && ar.currentline > 0)
+    snprintf(at, n, "%s:%d", ar.short_src, ar.currentline);
+  return at;
+}
+
 void fr_dur_record(lua_State *L, flowrun *rt, const char *id, long long seq, int kind,
                    const char *fp, const char *data, size_t len) {
-  const char *at;
-  size_t n;
-  luaL_where(L, 1);
-  at = lua_tolstring(L, -1, &n);
-  if (n >= 2 && at[n - 2] == ':') lua_pushlstring(L, at, n - 2), lua_remove(L, -2);  /* "f:7: " */
-  append(rt, id, seq, kind, fp, lua_tostring(L, -1), data, len);
-  lua_pop(L, 1);
+  char at[LUA_IDSIZE + 24];
+  append(rt, id, seq, kind, fp, where(L, at, sizeof at), data, len);
 }
 
 /* A response as bytes: fields, each a 4-byte length (0xffffffff: NULL)
-** and its bytes. */
-static void put_field(luaL_Buffer *b, const char *p, size_t n) {
+** and its bytes. Built in the runtime's buffer (d->rec), not as a Lua
+** string: a record a call, and the store copies it. */
+static void put_field(fr_durable *d, const char *p, size_t n) {
   uint32_t len = p ? (uint32_t)n : 0xffffffffu;
-  luaL_addlstring(b, (const char *)&len, 4);
-  if (p) luaL_addlstring(b, p, n);
+  size_t need = d->rec_len + 4 + (p ? n : 0);
+  if (d->oom) return;
+  if (need > d->rec_cap) {
+    size_t cap = d->rec_cap ? d->rec_cap : 1024;
+    char *q;
+    while (cap < need) cap *= 2;
+    if (!(q = realloc(d->rec, cap))) { d->oom = true; return; }
+    d->rec = q;
+    d->rec_cap = cap;
+  }
+  memcpy(d->rec + d->rec_len, &len, 4);
+  if (p && n) memcpy(d->rec + d->rec_len + 4, p, n);
+  d->rec_len = need;
 }
 
-static void put_str(luaL_Buffer *b, const char *s) {
-  put_field(b, s, s ? strlen(s) : 0);
+static void put_str(fr_durable *d, const char *s) {
+  put_field(d, s, s ? strlen(s) : 0);
 }
 
-static void put_num(luaL_Buffer *b, double v) {
-  char t[32];
+/* %.17g (what replay's strtod reads back exactly); a whole number, as
+** the status and attempts always are, without printf. */
+static void put_num(fr_durable *d, double v) {
+  char t[32], *p = t + sizeof t;
+  if (v > -1e15 && v < 1e15 && v == (double)(long long)v && !(v == 0 && signbit(v))) {
+    long long i = (long long)v;
+    unsigned long long u = i < 0 ? 0ull - (unsigned long long)i : (unsigned long long)i;
+    do *--p = (char)('0' + u % 10); while ((u /= 10));
+    if (i < 0) *--p = '-';
+    put_field(d, p, (size_t)(t + sizeof t - p));
+    return;
+  }
   snprintf(t, sizeof t, "%.17g", v);
-  put_str(b, t);
+  put_str(d, t);
 }
 
 /* A call's response as its record. Its URL and error go in as the flow
@@ -652,7 +685,7 @@ static void put_num(luaL_Buffer *b, double v) {
 ** store); headers and body as they came: the flow reads them on replay. */
 void fr_dur_record_call(lua_State *L, flowrun *rt, const char *id, long long seq,
                         const char *fp, const fr_call *c) {
-  luaL_Buffer b;
+  fr_durable *d = rt->dur;
   const char *url, *err = NULL;
   fr_push_redacted(L, rt, c->rq.url ? c->rq.url : "", c->rq.url ? strlen(c->rq.url) : 0);
   url = lua_tostring(L, -1);
@@ -660,19 +693,20 @@ void fr_dur_record_call(lua_State *L, flowrun *rt, const char *id, long long seq
     fr_push_redacted(L, rt, c->error, strlen(c->error));
     err = lua_tostring(L, -1);
   }
-  luaL_buffinit(L, &b);
-  put_str(&b, c->label);
-  put_num(&b, c->status);
-  put_field(&b, c->rhdr.p ? c->rhdr.p : "", c->rhdr.len);
-  put_field(&b, c->rbody.p ? c->rbody.p : "", c->rbody.len);
-  put_str(&b, err);
-  put_str(&b, c->reason);
-  put_num(&b, c->t0);
-  put_str(&b, url);
-  put_num(&b, c->attempts);
-  luaL_pushresult(&b);
-  fr_dur_record(L, rt, id, seq, FR_J_CALL, fp, lua_tostring(L, -1), lua_rawlen(L, -1));
-  lua_pop(L, err ? 3 : 2);
+  d->rec_len = 0;
+  d->oom = false;
+  put_str(d, c->label);
+  put_num(d, c->status);
+  put_field(d, c->rhdr.p ? c->rhdr.p : "", c->rhdr.len);
+  put_field(d, c->rbody.p ? c->rbody.p : "", c->rbody.len);
+  put_str(d, err);
+  put_str(d, c->reason);
+  put_num(d, c->t0);
+  put_str(d, url);
+  put_num(d, c->attempts);
+  if (d->oom) d->failed = true;         /* the turn fails: out of memory */
+  else fr_dur_record(L, rt, id, seq, FR_J_CALL, fp, d->rec, d->rec_len);
+  lua_pop(L, err ? 2 : 1);
 }
 
 /* The next field of a recorded response: its bytes (NULL) and length. */

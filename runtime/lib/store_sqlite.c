@@ -1,8 +1,9 @@
 /*
 ** store_sqlite.c -- the SQLite store (store.h): one file in WAL mode.
 **
-** Tables: sessions (one row each), journal (session, seq), inbox
-** (session, n). The file says it is ours with PRAGMA application_id and
+** Tables: sessions (one row each), journal (session, seq: a record, or a
+** group of a session's records from one commit, kind -N; see flush),
+** inbox (session, n). The file says it is ours with PRAGMA application_id and
 ** its format with user_version; a file of another application, or of a
 ** newer format, is refused. One process at a time: an flock on PATH-lock,
 ** which the kernel drops when the process dies however it dies (a restart
@@ -13,6 +14,7 @@
 */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +33,7 @@ enum {
   Q_BEGIN, Q_COMMIT, Q_ROLLBACK, Q_PUT_SESSION, Q_END_SESSION, Q_DROP_SESSION,
   Q_GET_SESSION, Q_EACH_SESSION, Q_DROP_JOURNAL, Q_DROP_INBOX, Q_APPEND, Q_EACH_REC,
   Q_PUT_INPUT, Q_TAKE_INPUT, Q_EACH_INPUT, Q_INPUTS, Q_PUT_OUTPUT, Q_DROP_OUTPUT,
-  Q_EACH_OUTPUT, Q_SAID, Q_WAITING, Q_LIST, Q_DROP_OUTBOX, Q_PARK, Q_SILENT, Q_CUT, Q_PURGE, Q_COUNT
+  Q_EACH_OUTPUT, Q_SAID, Q_WAITING, Q_LIST, Q_DROP_OUTBOX, Q_PARK, Q_SILENT, Q_CUT, Q_PURGE, Q_GROUPS, Q_DROP_ROW, Q_COUNT
 };
 
 static const char *const sql[Q_COUNT] = {
@@ -59,13 +61,16 @@ static const char *const sql[Q_COUNT] = {
   "UPDATE sessions SET said = ?2 WHERE id = ?1 AND said < ?2",
   "UPDATE sessions SET waiting = ?2, active = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) WHERE id = ?1",
   "SELECT id, flow, ended, waiting, inputs, active,"
-  "  (SELECT count(*) FROM journal WHERE session = id), parked, note FROM sessions ORDER BY active DESC",
+  "  (SELECT coalesce(sum(CASE WHEN kind < 0 THEN -kind ELSE 1 END), 0) FROM journal WHERE session = id),"
+  "  parked, note FROM sessions ORDER BY active DESC",
   "DELETE FROM outbox WHERE session = ?1",
   "UPDATE sessions SET parked = ?2, note = ?3, waiting = 0 WHERE id = ?1",
   "SELECT id FROM sessions WHERE waiting = 1 AND ended = 0 AND parked = 0 AND active < ?1 LIMIT 1000",
-  "DELETE FROM journal WHERE session = ?1 AND seq > ?2 AND seq < ?3",
+  "DELETE FROM journal WHERE session = ?1 AND kind >= 0 AND seq > ?2 AND seq < ?3",
   "DELETE FROM sessions WHERE id IN"
   " (SELECT id FROM sessions WHERE ended = 1 AND active < ?1 LIMIT 1000)",
+  "SELECT seq, result FROM journal WHERE session = ?1 AND kind < 0 AND seq < ?2",
+  "DELETE FROM journal WHERE session = ?1 AND seq = ?2",
 };
 
 static const char schema[] =
@@ -87,6 +92,15 @@ static const char schema[] =
   "CREATE INDEX IF NOT EXISTS silent_since ON sessions(active)"
   "  WHERE waiting = 1 AND ended = 0 AND parked = 0;";
 
+/* A journal record appended in the open transaction, not yet inserted:
+** one allocation holds it, its session's id, fp, at and data. */
+typedef struct pending {
+  long long seq;
+  int kind;
+  const char *id, *fp, *at, *data;      /* at, data: NULL when the record has none */
+  size_t len;
+} pending;
+
 struct fr_store {
   sqlite3 *db;
   sqlite3_stmt *q[Q_COUNT];
@@ -94,6 +108,8 @@ struct fr_store {
   char *path;
   char id[20];                          /* made when the store was: Idempotency-Keys */
   char *row;                            /* get_session's copy */
+  pending **pend;                       /* appended this transaction: flush() */
+  size_t npend, cap;
   char err[512];
 };
 
@@ -112,6 +128,90 @@ static int done(fr_store *st, int q) {
 
 static void bind_text(sqlite3_stmt *s, int i, const char *t) {
   sqlite3_bind_text(s, i, t, -1, SQLITE_STATIC);
+}
+
+static void drop_pending(fr_store *st) {
+  for (size_t i = 0; i < st->npend; i++) free(st->pend[i]);
+  st->npend = 0;
+}
+
+static int by_session(const void *a, const void *b) {
+  const pending *x = *(const pending *const *)a, *y = *(const pending *const *)b;
+  int c = strcmp(x->id, y->id);
+  return c ? c : (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+/* A group's bytes: the records of one session from one flush, each as
+** its seq (8 bytes), kind (4), then fp, at and data, each a 4-byte length
+** (0xffffffff: NULL) and its bytes, fp and at with their NUL (each_rec
+** hands them on as C strings). Host byte order, as a call's record. */
+static void put_u32(char **q, uint32_t v) { memcpy(*q, &v, 4); *q += 4; }
+
+static void put_bytes(char **q, const char *p, size_t n) {
+  put_u32(q, p ? (uint32_t)n : 0xffffffffu);
+  if (p && n) memcpy(*q, p, n);
+  if (p) *q += n;
+}
+
+static size_t packed_size(const pending *r) {
+  return 8 + 4 + 12 + strlen(r->fp) + 1 + (r->at ? strlen(r->at) + 1 : 0) + r->len;
+}
+
+enum { GROUP_MAX = 1000, GROUP_BYTES = 1 << 16 };
+
+/* Inserts the records appended since the last flush, a session's together
+** (by session, then seq) and as one row: a group (kind -N: N records, seq
+** the first's), or the record itself when alone. Interleaved rows, a row a
+** record, made a session's end rewrite most of the journal's pages and
+** cost two B-tree inserts and two deletes a record (make bench, the stored
+** row). Called before a commit and before anything reads or deletes
+** journal rows, so nothing can tell the rows were late. */
+static int flush(fr_store *st) {
+  sqlite3_stmt *s = st->q[Q_APPEND];
+  char *buf = NULL;
+  size_t i = 0, j, bytes;
+  int rc = 0;
+  if (st->npend > 1) qsort(st->pend, st->npend, sizeof *st->pend, by_session);
+  while (i < st->npend && rc == 0) {
+    const pending *r = st->pend[i];
+    for (j = i, bytes = 0; j < st->npend && j - i < GROUP_MAX && strcmp(st->pend[j]->id, r->id) == 0
+                           && (j == i || bytes + packed_size(st->pend[j]) <= GROUP_BYTES); j++)
+      bytes += packed_size(st->pend[j]);
+    bind_text(s, 1, r->id);
+    sqlite3_bind_int64(s, 2, r->seq);
+    if (j - i == 1) {                   /* alone: a record's row */
+      sqlite3_bind_int(s, 3, r->kind);
+      bind_text(s, 4, r->fp);
+      bind_text(s, 5, r->at);
+      if (r->data) sqlite3_bind_blob(s, 6, r->data, (int)r->len, SQLITE_STATIC);
+    } else {
+      char *q;
+      free(buf);
+      if (!(buf = q = malloc(bytes))) {
+        snprintf(st->err, sizeof st->err, "out of memory");
+        rc = -1;
+        break;
+      }
+      for (size_t k = i; k < j; k++) {
+        const pending *x = st->pend[k];
+        int64_t seq = x->seq;
+        memcpy(q, &seq, 8);
+        q += 8;
+        put_u32(&q, (uint32_t)x->kind);
+        put_bytes(&q, x->fp, strlen(x->fp) + 1);
+        put_bytes(&q, x->at, x->at ? strlen(x->at) + 1 : 0);
+        put_bytes(&q, x->data, x->len);
+      }
+      sqlite3_bind_int(s, 3, -(int)(j - i));
+      bind_text(s, 4, "");
+      sqlite3_bind_blob(s, 6, buf, (int)bytes, SQLITE_STATIC);
+    }
+    rc = done(st, Q_APPEND);
+    i = j;
+  }
+  free(buf);
+  drop_pending(st);
+  return rc;
 }
 
 /* An integer pragma's value, -1 on error. */
@@ -139,6 +239,8 @@ static long long tables(sqlite3 *db) {
 
 static void st_close(fr_store *st) {
   if (!st) return;
+  drop_pending(st);
+  free(st->pend);
   for (int i = 0; i < Q_COUNT; i++) sqlite3_finalize(st->q[i]);
   sqlite3_close(st->db);
   if (st->lockfd >= 0) close(st->lockfd);   /* the lock goes with it */
@@ -272,9 +374,10 @@ bad:
   return NULL;
 }
 
-static int st_begin(fr_store *st) { return done(st, Q_BEGIN); }
-static int st_commit(fr_store *st) { return done(st, Q_COMMIT); }
+static int st_begin(fr_store *st) { return flush(st) || done(st, Q_BEGIN) ? -1 : 0; }
+static int st_commit(fr_store *st) { return flush(st) || done(st, Q_COMMIT) ? -1 : 0; }
 static void st_rollback(fr_store *st) {
+  drop_pending(st);
   if (!sqlite3_get_autocommit(st->db)) done(st, Q_ROLLBACK);
 }
 
@@ -295,6 +398,7 @@ static int drop_rest(fr_store *st, const char *id) {
 }
 
 static int st_end_session(fr_store *st, const char *id) {
+  if (flush(st)) return -1;
   bind_text(st->q[Q_END_SESSION], 1, id);
   return done(st, Q_END_SESSION) || drop_rest(st, id) ? -1 : 0;
 }
@@ -346,6 +450,7 @@ static int st_each_listed(fr_store *st, int (*fn)(void *, const fr_store_listed 
   sqlite3_stmt *s = st->q[Q_LIST];
   fr_store_listed r;
   int rc;
+  if (flush(st)) return -1;
   while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
     r.id = (const char *)sqlite3_column_text(s, 0);
     r.flow = (const char *)sqlite3_column_text(s, 1);
@@ -363,6 +468,7 @@ static int st_each_listed(fr_store *st, int (*fn)(void *, const fr_store_listed 
 }
 
 static int st_drop_session(fr_store *st, const char *id) {
+  if (flush(st)) return -1;
   bind_text(st->q[Q_DROP_SESSION], 1, id);
   return done(st, Q_DROP_SESSION) || drop_rest(st, id) ? -1 : 0;
 }
@@ -422,34 +528,102 @@ static int st_each_session(fr_store *st, int (*fn)(void *, const fr_store_sessio
   return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : fail(st);
 }
 
+/* Kept in memory until flush() (at the latest, the commit). */
 static int st_append(fr_store *st, const char *id, const fr_store_rec *r) {
-  sqlite3_stmt *s = st->q[Q_APPEND];
-  bind_text(s, 1, id);
-  sqlite3_bind_int64(s, 2, r->seq);
-  sqlite3_bind_int(s, 3, r->kind);
-  bind_text(s, 4, r->fp ? r->fp : "");
-  bind_text(s, 5, r->at);
-  if (r->data) sqlite3_bind_blob(s, 6, r->data, (int)r->len, SQLITE_STATIC);
-  return done(st, Q_APPEND);
+  const char *fp = r->fp ? r->fp : "";
+  size_t idn = strlen(id) + 1, fpn = strlen(fp) + 1, atn = r->at ? strlen(r->at) + 1 : 0;
+  size_t len = r->data ? r->len : 0;
+  pending *p;
+  char *q;
+  if (st->npend == st->cap) {
+    size_t cap = st->cap ? st->cap * 2 : 256;
+    pending **more = realloc(st->pend, cap * sizeof *more);
+    if (!more) goto oom;
+    st->pend = more;
+    st->cap = cap;
+  }
+  if (!(p = malloc(sizeof *p + idn + fpn + atn + len))) goto oom;
+  q = (char *)(p + 1);
+  p->seq = r->seq;
+  p->kind = r->kind;
+  p->id = memcpy(q, id, idn);
+  p->fp = memcpy(q + idn, fp, fpn);
+  p->at = r->at ? memcpy(q + idn + fpn, r->at, atn) : NULL;
+  p->data = r->data ? q + idn + fpn + atn : NULL;
+  if (len) memcpy(q + idn + fpn + atn, r->data, len);
+  p->len = len;
+  st->pend[st->npend++] = p;
+  return st->npend >= 4096 ? flush(st) : 0;   /* a long turn: memory stays bounded */
+oom:
+  snprintf(st->err, sizeof st->err, "out of memory");
+  return -1;
+}
+
+/* A group row's next record into *r; 0 at its end, -1 when damaged. */
+static int get_u32(const char **p, const char *end, uint32_t *v) {
+  if (end - *p < 4) return -1;
+  memcpy(v, *p, 4);
+  *p += 4;
+  return 0;
+}
+
+static int get_bytes(const char **p, const char *end, const char **b, size_t *n, int cstr) {
+  uint32_t len;
+  if (get_u32(p, end, &len) != 0) return -1;
+  if (len == 0xffffffffu) { *b = NULL; *n = 0; return 0; }
+  if ((size_t)(end - *p) < len || (cstr && (len == 0 || (*p)[len - 1] != '\0'))) return -1;
+  *b = *p;
+  *n = len;
+  *p += len;
+  return 0;
+}
+
+static int next_grouped(const char **p, const char *end, fr_store_rec *r) {
+  int64_t seq;
+  uint32_t kind;
+  size_t n;
+  if (*p == end) return 0;
+  if (end - *p < 8) return -1;
+  memcpy(&seq, *p, 8);
+  *p += 8;
+  if (get_u32(p, end, &kind) != 0 || get_bytes(p, end, &r->fp, &n, 1) != 0 || !r->fp
+      || get_bytes(p, end, &r->at, &n, 1) != 0 || get_bytes(p, end, &r->data, &r->len, 0) != 0)
+    return -1;
+  r->seq = seq;
+  r->kind = (int)kind;
+  return 1;
 }
 
 static int st_each_rec(fr_store *st, const char *id, int (*fn)(void *, const fr_store_rec *), void *ud) {
   sqlite3_stmt *s = st->q[Q_EACH_REC];
   fr_store_rec r;
-  int rc;
+  int rc, stop = 0;
+  if (flush(st)) return -1;
   bind_text(s, 1, id);
-  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+  while (!stop && (rc = sqlite3_step(s)) == SQLITE_ROW) {
     r.seq = sqlite3_column_int64(s, 0);
     r.kind = sqlite3_column_int(s, 1);
     r.fp = (const char *)sqlite3_column_text(s, 2);
     r.at = (const char *)sqlite3_column_text(s, 3);
     r.data = sqlite3_column_blob(s, 4);
     r.len = (size_t)sqlite3_column_bytes(s, 4);
-    if (fn(ud, &r) != 0) break;
+    if (r.kind < 0) {                   /* a group: its records in turn */
+      const char *p = r.data, *end = r.data + r.len;
+      int got = 0, want = -r.kind, n = 0;
+      while (!stop && (got = next_grouped(&p, end, &r)) == 1) stop = fn(ud, &r) != 0, n++;
+      if (!stop && (got < 0 || n != want)) {
+        snprintf(st->err, sizeof st->err, "store %s: session %s: a damaged journal row", st->path, id);
+        sqlite3_reset(s);
+        sqlite3_clear_bindings(s);
+        return -1;
+      }
+    } else {
+      stop = fn(ud, &r) != 0;
+    }
   }
   sqlite3_reset(s);
   sqlite3_clear_bindings(s);
-  return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : fail(st);
+  return stop || rc == SQLITE_DONE ? 0 : fail(st);
 }
 
 static int st_put_input(fr_store *st, const char *id, long long n, const char *text, size_t len) {
@@ -527,7 +701,62 @@ static int st_set_waiting(fr_store *st, const char *id, int waiting) {
   return done(st, Q_WAITING);
 }
 
+/* A group row of id that holds a record in the cut: its seq and bytes. */
+typedef struct cut_group { long long seq; char *bytes; size_t len; } cut_group;
+
+/* The records of id after `after` and before `before` go: those still in
+** memory, those of single rows, and those inside groups (a group that
+** holds some is taken apart: the records it keeps go back to memory, to
+** be written at the next flush). */
 static int st_cut(fr_store *st, const char *id, long long after, long long before) {
+  sqlite3_stmt *s = st->q[Q_GROUPS];
+  cut_group *g = NULL;
+  size_t k = 0, ng = 0, cap = 0;
+  int rc = 0, step;
+  for (size_t i = 0; i < st->npend; i++) {   /* not written yet */
+    pending *p = st->pend[i];
+    if (strcmp(p->id, id) == 0 && p->seq > after && p->seq < before) free(p);
+    else st->pend[k++] = p;
+  }
+  st->npend = k;
+  bind_text(s, 1, id);
+  sqlite3_bind_int64(s, 2, before);
+  while ((step = sqlite3_step(s)) == SQLITE_ROW) {   /* groups that may hold some */
+    const char *b = sqlite3_column_blob(s, 1), *p = b, *end;
+    size_t n = (size_t)sqlite3_column_bytes(s, 1);
+    fr_store_rec r;
+    int got, hit = 0;
+    for (end = b + n; (got = next_grouped(&p, end, &r)) == 1;)
+      if (r.seq > after && r.seq < before) hit = 1;
+    if (!hit || got < 0) continue;      /* a damaged one: each_rec says so */
+    if (ng == cap) {
+      cut_group *more = realloc(g, (cap = cap ? cap * 2 : 4) * sizeof *g);
+      if (!more) { rc = -1; break; }
+      g = more;
+    }
+    if (!(g[ng].bytes = malloc(n ? n : 1))) { rc = -1; break; }
+    memcpy(g[ng].bytes, b, n);
+    g[ng].len = n;
+    g[ng++].seq = sqlite3_column_int64(s, 0);
+  }
+  sqlite3_reset(s);
+  sqlite3_clear_bindings(s);
+  if (rc == 0 && step != SQLITE_DONE && step != SQLITE_ROW) rc = fail(st);
+  else if (rc != 0) snprintf(st->err, sizeof st->err, "out of memory");
+  for (size_t i = 0; i < ng; i++) {
+    const char *p = g[i].bytes, *end = g[i].bytes + g[i].len;
+    fr_store_rec r;
+    if (rc == 0) {
+      bind_text(st->q[Q_DROP_ROW], 1, id);
+      sqlite3_bind_int64(st->q[Q_DROP_ROW], 2, g[i].seq);
+      rc = done(st, Q_DROP_ROW);
+    }
+    while (rc == 0 && next_grouped(&p, end, &r) == 1)
+      if (!(r.seq > after && r.seq < before)) rc = st_append(st, id, &r);
+    free(g[i].bytes);
+  }
+  free(g);
+  if (rc != 0) return -1;
   bind_text(st->q[Q_CUT], 1, id);
   sqlite3_bind_int64(st->q[Q_CUT], 2, after);
   sqlite3_bind_int64(st->q[Q_CUT], 3, before);
