@@ -361,6 +361,22 @@ ask("again?")
   end)
 
   describe("review findings", function()
+    it("fails only the session whose journal row is damaged; the others go on", function()
+      local flow = helper.flow('local a = os.time() local b = math.random(9) local n = ask("n?") say("got " .. n)', dir, "d.lua")
+      host(flow, line{ session = "u1", text = "x" } .. line{ session = "u2", text = "x" })
+      assert(os.execute("sqlite3 " .. helper.quote(store) .. " \"UPDATE journal SET result = x'0102' WHERE session = 'u1' AND kind < 0\""))
+      local r = host(flow, line{ session = "u1", text = "1" } .. line{ session = "u2", text = "2" })
+      local ends, says = {}, {}
+      for l in r.stdout:gmatch("[^\n]+") do
+        local ev = cjson.decode(l)
+        if ev["end"] then ends[ev.session] = ev["end"] .. " " .. (ev.error or "") end
+        if ev.say then says[#says + 1] = ev.session .. " " .. ev.say end
+      end
+      assert.matches("^error store .*: session u1: a damaged journal row", ends.u1)
+      assert.are.same({ "u2 got 2" }, says)
+      assert.are.equal("done ", ends.u2)
+    end)
+
     it("fails a flow that starts afresh 1000 times without a wait, and one that gives session a new table", function()
       local flow = helper.flow("local a = ask() continue_as_new(a)", dir, "loop.lua")
       local r = helper.cli({ args = { "host", flow }, stdin = line{ session = "u1", text = "x" }, timeout = 30 })

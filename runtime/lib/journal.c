@@ -470,7 +470,16 @@ static int take_session(void *ud, const fr_store_session *row) {
   x->j->inputs = row->inputs;
   x->j->said = row->said;
   x->id = id;
-  if (d->m->each_rec(d->st, id, take_rec, x) != 0 || x->failed) goto oom;
+  if (d->m->each_rec(d->st, id, take_rec, x) != 0 && !x->failed) {
+    char msg[600];                      /* a damaged journal: this session fails, */
+    snprintf(msg, sizeof msg, "%s", d->m->errmsg(d->st));   /* the others go on */
+    if (x->rt->cb.end) x->rt->cb.end(x->rt->cb.ud, id, FLOWRUN_FAILED, msg);
+    fr_dur_end(x->rt, id, x->j);
+    x->j = NULL;
+    free(argv); free(args); free(id); free(flow);
+    return 0;
+  }
+  if (x->failed) goto oom;
   /* the journal's numbers have no gaps: the next effect takes the next */
   x->j->seq = 0;
   if (x->r->session(x->r->ud, id, flow, argc, argv, x->j) == 0)
