@@ -76,7 +76,7 @@ return {
 
   it("says which stubs a call did not match and why; plays replies in sequence; waits on the clock", function()
     local dir = helper.tmpdir()
-    helper.write(dir .. "/integrations.lua", 'return { shop = { base_url = "http://shop.test/v1", timeout_ms = 2000 } }')
+    helper.write(dir .. "/integrations.lua", 'return { shop = { base_url = "http://127.0.0.1:9/v1", timeout_ms = 2000 } }')
     helper.write(dir .. "/flow.lua", [[
 local n = 0
 for i = 1, 3 do
@@ -112,7 +112,7 @@ return {
     local r3 = test({ "flow_test.lua" }, dir)
     assert.are.equal(1, r3.code)
     assert.matches("\n#   bot:  01:30:00\n", r3.stdout, 1, true)
-    assert.matches("\n#   call: GET http://shop.test/v1/users/ada -> error (./flow.lua:9)\n", r3.stdout, 1, true)
+    assert.matches("\n#   call: GET http://127.0.0.1:9/v1/users/ada -> error (./flow.lua:9)\n", r3.stdout, 1, true)
     assert.are.equal(r3.stdout, test({ "flow_test.lua" }, dir).stdout)
     assert.matches("not ok 1 - flow_test.lua: tickets, a wait, a user no stub has\n"
       .. "# no stub answers GET shop /users/ada:\n"
@@ -151,7 +151,7 @@ return {
 
   it("takes bot lines as functions, stubs by query, a flow expected to fail; a file that does not load", function()
     local dir = helper.tmpdir()
-    helper.write(dir .. "/integrations.lua", 'return { shop = { base_url = "http://shop.test/v1" } }')
+    helper.write(dir .. "/integrations.lua", 'return { shop = { base_url = "http://127.0.0.1:9/v1" } }')
     helper.write(dir .. "/f.lua", [[
 local label = api_node{ integration = "shop", path = "/find", query = { q = "red shoes", page = 2 }, results = { "200" } }
 say("found " .. label)

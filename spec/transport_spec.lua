@@ -3,7 +3,7 @@
 -- true): everything a call does but the network, exact and instant.
 local helper = require "spec.helper"
 
-local SHOP = { shop = { base_url = "http://shop.test/v1", timeout_ms = 1000, max_connections = 2,
+local SHOP = { shop = { base_url = "http://127.0.0.1:9/v1", timeout_ms = 1000, max_connections = 2,
                         queue_timeout_ms = 500, max_response_bytes = 100, follow_redirects = true,
                         endpoints = { order = { method = "GET", path = "/orders/{id}" } },
                         retry = { attempts = 3, on = { "503", "timeout" }, backoff_ms = 200 } } }
@@ -46,7 +46,7 @@ say(label .. " " .. res.status .. " " .. res.json.id .. " " .. res.headers["x-an
     local r = seen[1]
     assert.are.same({ "GET", "shop", "order", "s1", "/v1/orders/42", "x=1", "t1", 1 },
                     { r.method, r.integration, r.endpoint, r.session, r.path, r.query, r.headers["x-trace"], r.attempt })
-    assert.are.equal("http://shop.test/v1/orders/42?x=1", r.url)
+    assert.are.equal("http://127.0.0.1:9/v1/orders/42?x=1", r.url)
     assert.are.equal(30, virtual // 1)
   end)
 
@@ -110,7 +110,7 @@ say(l1 .. " " .. r1.url .. " " .. l2 .. " " .. r2.reason)
       if req.path == "/v1/big" then return { status = 200, body = ("x"):rep(101) } end
       return { status = 200 }
     end)
-    assert.are.equal("200 http://shop.test/v1/new error too_large", said)
+    assert.are.equal("200 http://127.0.0.1:9/v1/new error too_large", said)
     assert.are.equal(3, #seen)
     -- five sessions, two slots: the third waits for a slot, the fifth gives up after 500 ms
     local said2 = run([[

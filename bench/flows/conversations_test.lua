@@ -4,7 +4,7 @@ local rows = {}
 for i = 1, tonumber(os.getenv("N") or "1000") do rows[i] = { n = i } end
 return {
   flow = "../../scripts/demo/order_status.lua",
-  integrations = { shop = { base_url = "http://shop.test/v1", max_connections = 1000 } },
+  integrations = { shop = { base_url = "http://127.0.0.1:9/v1", max_connections = 1000 } },
   stubs = { stub { path = "/orders/%d+", reply = { status = 200, json = { status = "shipped", eta = "soon" }, delay_ms = 20 } } },
   test "conversation ${n}" {
     rows = rows,
