@@ -681,19 +681,18 @@ function M.compare(t)
       end
       ai = i + 1
     elseif k == "label" then
-      local found
-      for i = math.max(ai, lastcall + 1), #actual do
-        local a = actual[i]
-        if a.kind == "call" and (not e.at or a.step == e.at or (a.at and (a.at == e.at or a.at:match(":(%d+)$") == tostring(e.at)))) then
-          found = i
-          break
-        end
+      -- a call at the node: its step, its "file:line", or its line
+      local function at_node(a)
+        return a.kind == "call" and (not e.at or a.step == e.at
+          or (a.at and (a.at == e.at or a.at:match(":(%d+)$") == tostring(e.at))))
       end
-      -- a call may come before the bot line that precedes the label in the list
-      if not found then
+      local found
+      for i = math.max(ai, lastcall + 1), #actual do   -- after the lines matched so far
+        if at_node(actual[i]) then found = i break end
+      end
+      if not found then                 -- or before the bot line the list puts first
         for i = lastcall + 1, #actual do
-          local a = actual[i]
-          if a.kind == "call" and (not e.at or a.step == e.at or (a.at and a.at:match(":(%d+)$") == tostring(e.at))) then found = i break end
+          if at_node(actual[i]) then found = i break end
         end
       end
       if not found then
