@@ -447,6 +447,10 @@ static void emit_trace(fr_call *c, double elapsed) {
   t.body_len = body ? strlen(body) : 0;
   t.at = c->at[0] ? c->at : NULL;
   t.step = c->step[0] ? c->step : NULL;
+  t.response_headers = c->status && c->rhdr.p ? c->rhdr.p : NULL;
+  t.response_headers_len = t.response_headers ? c->rhdr.len : 0;
+  t.response_body = c->status && c->rbody.p ? c->rbody.p : NULL;
+  t.response_body_len = t.response_body ? c->rbody.len : 0;
   rt->tracing = c;
   rt->tracing_t = &t;
   rt->cb.trace(rt->cb.ud, &t);
