@@ -62,6 +62,13 @@ typedef struct flowrun_trace {
   const char *at;                       /* "flow.lua:7": where api_node was called, NULL
                                            when not from a flow (a declarative step's: C) */
   const char *step;                     /* the declarative step it is, or NULL */
+  const char *relative;                 /* the URL's path and query below the base URL */
+  /* The response as it came (NULL and 0 without one): its header block
+     (status line first) and body, for tools that record calls. */
+  const char *response_headers;
+  size_t response_headers_len;
+  const char *response_body;
+  size_t response_body_len;
 } flowrun_trace;
 
 /* What the host hears. Any callback may be NULL. Strings are valid only

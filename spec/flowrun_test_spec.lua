@@ -212,6 +212,40 @@ return {
     assert.matches("\n2 passed, 4 failed\n$", r.stdout)
   end)
 
+  it("--record FILE writes what the real API answered as stubs an offline run takes (no cookies)", function()
+    local dir = helper.tmpdir()
+    copy_demo(dir)
+    local mock = helper.mock({
+      { method = "GET", path = "/v1/orders/42", status = 200, headers = { ["Set-Cookie"] = "sid=s3cret" },
+        json = { status = "shipped", eta = "tomorrow" } },
+      { method = "GET", path = "/v1/orders/{id}", status = 404, json = { error = "no such order" } },
+    })
+    helper.write(dir .. "/integrations.lua", ('return { shop = { base_url = %q, timeout_ms = 1000 } }'):format(mock.url .. "/v1"))
+    local r = test({ "--live", "--record", "shop_recorded.lua", "order_status_test.lua" }, dir)
+    mock:stop()
+    assert.are.equal(1, r.code)
+    local rec = helper.read(dir .. "/shop_recorded.lua")
+    assert.matches('stub { integration = "shop", method = "GET", path = "/orders/42",', rec, 1, true)
+    assert.is_nil(rec:find("s3cret", 1, true))
+    assert.is_nil(rec:lower():find("set-cookie", 1, true))
+    helper.write(dir .. "/rec_test.lua", [[
+return {
+  flow = "order_status.lua", integrations = "integrations.lua",
+  stubs = recorded "shop_recorded.lua",
+  test "shipped, from the recording" {
+    include "greeting_test_lines.lua", user "42", label "200",
+    bot "Order 42 is shipped; it arrives tomorrow.", bot "Your order number? (empty line to leave)",
+    close(), bot "Bye!", done(),
+  },
+}
+]])
+    local offline = test({ "rec_test.lua" }, dir)
+    assert.are.equal(0, offline.code, offline.stdout)
+    local bad = test({ "--record", "x.lua", "rec_test.lua" }, dir)
+    assert.are.equal(2, bad.code)
+    assert.matches("--record FILE records the real APIs' answers: give --live too", bad.stderr, 1, true)
+  end)
+
   it("runs from busted through require \"flowrun.test\"", function()
     local dir = helper.tmpdir()
     copy_demo(dir)

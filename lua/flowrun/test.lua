@@ -42,6 +42,8 @@ end
 
 local function kind_of(v) return type(v) == "table" and v[MARK] and v[MARK].kind end
 
+local load_in, resolve
+
 local function vocabulary(state)
   local v = {}
   function v.stub(spec)
@@ -70,19 +72,29 @@ local function vocabulary(state)
   function v.done() local e = entry("done", {}, 2) return e end
   function v.fails(pattern) local e = entry("fails", { pattern = pattern }, 2) return e end
   function v.include(path) local e = entry("include", { path = path }, 2) return e end
+  -- recorded "FILE.lua": the stubs `flowrun test --live --record FILE.lua` wrote
+  function v.recorded(path)
+    local line, file = where(2)
+    local list = load_in(resolve(file, path), state)
+    if type(list) ~= "table" then
+      state.problem_at({ file = file, line = line }, ("recorded %s: the file must return a list of stubs"):format(path))
+      return {}
+    end
+    return list
+  end
   return v
 end
 
 -- ---- loading a test file ----
 
 local function dirname(path) return path:match("^(.*)/[^/]*$") or "." end
-local function resolve(base, path)
+function resolve(base, path)
   if path:sub(1, 1) == "/" then return path end
   return dirname(base) .. "/" .. path
 end
 
 -- Loads a Lua file in an environment with the vocabulary; returns its value.
-local function load_in(path, state)
+function load_in(path, state)
   local env = setmetatable(vocabulary(state), { __index = _G })
   local chunk, err = loadfile(path, "t", env)
   if not chunk then state.fail(err) return nil end
@@ -597,6 +609,7 @@ function M.run(suites, opts)
           t.transcript[#t.transcript + 1] = { kind = "call", label = ev.label, at = ev.at, step = ev.step,
                                               what = ("%s %s"):format(ev.method, ev.url) }
           t.calls[#t.calls + 1] = { at = ev.at, step = ev.step, label = ev.label }
+          if opts.record and ev.status then opts.record[#opts.record + 1] = ev end
         elseif t and ev.type == "step" then
           t.steps[#t.steps + 1] = ev.step
         elseif t and ev.type == "ask" then
@@ -779,10 +792,62 @@ function M.write_junit(path, results, err)
   return true
 end
 
+-- The calls traces saw (live) as a Lua file of stubs: one a request (its
+-- integration, method, path and query), its answer, or its answers in
+-- turn when they differed. Cookies stay out (Set-Cookie is not written).
+function M.write_recorded(path, traces, files, err)
+  local keys, by = {}, {}
+  for _, ev in ipairs(traces) do
+    local rel = ev.relative or ""
+    local p, q = rel:match("^([^?]*)%??(.*)$")
+    local key = ("%s %s %s?%s"):format(ev.integration, ev.method, p, q)
+    if not by[key] then keys[#keys + 1] = key by[key] = { ev = ev, path = p, query = q, replies = {} } end
+    local headers = {}
+    for line in (ev.response_headers or ""):gmatch("[^\r\n]+") do
+      local name, value = line:match("^([^:%s]+):%s*(.-)%s*$")
+      if name and name:lower() ~= "set-cookie" and name:lower() ~= "authorization" then headers[name] = value end
+    end
+    local reply = { status = ev.status, headers = headers, body = ev.response_body or "" }
+    local list = by[key].replies
+    local last = list[#list]
+    if not (last and last.status == reply.status and last.body == reply.body) then list[#list + 1] = reply end
+  end
+  local function lit(v, indent)
+    if type(v) == "string" then return ("%q"):format(v):gsub("\\\n", "\\n") end
+    if type(v) ~= "table" then return tostring(v) end
+    local names = {}
+    for k in pairs(v) do names[#names + 1] = k end
+    table.sort(names, function(a, b) return tostring(a) < tostring(b) end)
+    local parts = {}
+    for _, k in ipairs(names) do
+      local key = type(k) == "string" and k:match("^[%a_][%w_]*$") and k or ("[%s]"):format(lit(k))
+      parts[#parts + 1] = key .. " = " .. lit(v[k], indent)
+    end
+    return "{ " .. table.concat(parts, ", ") .. " }"
+  end
+  local f, ferr = io.open(path, "w")
+  if not f then err:write("flowrun test: --record: ", ferr, "\n") return false end
+  f:write("-- Recorded by `flowrun test --live --record` from ", table.concat(files, ", "), ": the\n",
+          "-- answers the real APIs gave, as stubs (cookies left out). A test file takes them\n",
+          "-- with stubs = recorded \"", path:match("[^/]*$"), "\".\nreturn {\n")
+  for _, key in ipairs(keys) do
+    local r = by[key]
+    local query = decode_query(r.query)
+    f:write("  stub { integration = ", lit(r.ev.integration), ", method = ", lit(r.ev.method),
+            ", path = ", lit((r.path:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0"))),
+            next(query) and (", query = " .. lit(query)) or "",
+            #r.replies == 1 and (",\n         reply = " .. lit(r.replies[1])) or (",\n         replies = " .. lit(r.replies)),
+            " },\n")
+  end
+  f:write("}\n")
+  f:close()
+  return true
+end
+
 -- M.main(args) -> exit status: the `flowrun test` command.
 function M.main(args, out, err)
   out, err = out or io.stdout, err or io.stderr
-  local files, problems, coverage, cov_file, junit, live = {}, {}, nil, nil, nil, false
+  local files, problems, coverage, cov_file, junit, live, record = {}, {}, nil, nil, nil, false, nil
   local i = 0
   while i < #args do
     i = i + 1
@@ -792,6 +857,10 @@ function M.main(args, out, err)
       if args[i + 1] and args[i + 1]:match("%.json$") then cov_file = args[i + 1] i = i + 1 end
     elseif a == "--live" then
       live = true
+    elseif a == "--record" then
+      record = args[i + 1]
+      i = i + 1
+      if not record then err:write("flowrun test: --record FILE: the file is missing\n") return 2 end
     elseif a == "--junit" then
       junit = args[i + 1]
       i = i + 1
@@ -821,7 +890,11 @@ function M.main(args, out, err)
   end
   local n, passed, failed, all = 0, 0, 0, {}
   local ropts
-  ropts = { coverage = coverage, live = live, on_result = function(r)
+  if record and not live then
+    err:write("flowrun test: --record FILE records the real APIs' answers: give --live too\n")
+    return 2
+  end
+  ropts = { coverage = coverage, live = live, record = record and {}, on_result = function(r)
     n = n + 1
     all[#all + 1] = r
     if r.ok then passed = passed + 1 else failed = failed + 1 end
@@ -838,6 +911,7 @@ function M.main(args, out, err)
     return 2
   end
   out:write(("1..%d\n"):format(n))   -- the TAP plan
+  if record and not M.write_recorded(record, ropts.record, files, err) then return 2 end
   if junit and not M.write_junit(junit, all, err) then return 2 end
   if coverage then
     local lines, total = M.coverage_lines(coverage)

@@ -92,7 +92,8 @@ static const struct { const char *cmd, *text; } sub_usage[] = {
     "  exit 0 all passed, 1 a test failed, 2 a test file is wrong\n"
     "  --coverage [FILE.json]  the labels each node took, steps and edges; also as JSON\n"
     "  --junit FILE            the results as JUnit XML\n"
-    "  --live                  against the real APIs and the real clock, stubs unused\n" },
+    "  --live                  against the real APIs and the real clock, stubs unused\n"
+    "  --record FILE.lua       with --live: the real answers as stubs (recorded \"FILE.lua\")\n" },
 };
 
 int main(int argc, char **argv) {

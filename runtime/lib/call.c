@@ -397,6 +397,23 @@ static void curl_header(flowrun *rt, FILE *f, const char *line) {
   fr_shell_word(rt, f, line, strlen(line));
 }
 
+/* The path and query of url: what follows its host. */
+static const char *target_of(const char *url) {
+  const char *p = strstr(url, "://");
+  p = p ? strchr(p + 3, '/') : NULL;
+  return p ? p : "/";
+}
+
+/* The path and query of c's URL below its integration's base URL:
+** "/orders/42?x=1" of "http://h/v1/orders/42?x=1" with base ".../v1". */
+static const char *relative_of(const fr_call *c) {
+  const char *target = target_of(c->rq.url ? c->rq.url : ""), *base = target_of(c->rq.ig->base_url);
+  size_t bn = strlen(base);
+  while (bn > 0 && base[bn - 1] == '/') bn--;
+  return strncmp(target, base, bn) == 0 && (target[bn] == '/' || target[bn] == '?' || target[bn] == '\0')
+         ? target + bn : target;
+}
+
 /* The call being traced as a curl command line (see flowrun.h). */
 char *flowrun_trace_curl(flowrun *rt, const flowrun_trace *t) {
   fr_call *c = rt->tracing;
@@ -426,8 +443,10 @@ char *flowrun_trace_curl(flowrun *rt, const flowrun_trace *t) {
 static void emit_trace(fr_call *c, double elapsed) {
   flowrun *rt = c->rt;
   flowrun_trace t;
-  char *url, *err, *body, **hdrs;
+  char *url, *err, *body, **hdrs, *rbody = NULL, *rhdr = NULL;
   if (!rt->cb.trace) return;
+  if (c->status && c->rbody.p) rbody = fr_redact(rt, c->rbody.p);   /* secrets hidden, */
+  if (c->status && c->rhdr.p) rhdr = fr_redact(rt, c->rhdr.p);      /* as in the rest */
   url = fr_redact(rt, c->rq.url ? c->rq.url : "");
   err = c->error ? fr_redact(rt, c->error) : NULL;
   body = c->rq.body ? fr_redact(rt, c->rq.body) : NULL;
@@ -447,6 +466,11 @@ static void emit_trace(fr_call *c, double elapsed) {
   t.body_len = body ? strlen(body) : 0;
   t.at = c->at[0] ? c->at : NULL;
   t.step = c->step[0] ? c->step : NULL;
+  t.relative = relative_of(c);
+  t.response_headers = rhdr;
+  t.response_headers_len = rhdr ? strlen(rhdr) : 0;
+  t.response_body = rbody;
+  t.response_body_len = rbody ? strlen(rbody) : 0;
   rt->tracing = c;
   rt->tracing_t = &t;
   rt->cb.trace(rt->cb.ud, &t);
@@ -457,6 +481,8 @@ static void emit_trace(fr_call *c, double elapsed) {
   free(body);
   free(url);
   free(err);
+  free(rbody);
+  free(rhdr);
 }
 
 static void start(fr_call *c);
@@ -513,12 +539,6 @@ static const char *const fault_reasons[] = {
   "timeout", "connect_timeout", "refused", "reset", "dns", "tls", "protocol", "pool_full", NULL
 };
 
-/* The path and query of url: what follows its host. */
-static const char *target_of(const char *url) {
-  const char *p = strstr(url, "://");
-  p = p ? strchr(p + 3, '/') : NULL;
-  return p ? p : "/";
-}
 
 /* Asks the host's transport for this hop's answer, kept in c until
 ** c->timer fires after its delay (on the runtime's clock), at most the
@@ -544,14 +564,7 @@ static void ask_transport(fr_call *c, double left) {
   rq.method = c->rq.method;
   rq.url = c->rq.url;
   rq.target = target_of(c->rq.url);
-  {                                     /* the base URL's path taken off */
-    const char *base = target_of(c->rq.ig->base_url);
-    size_t bn = strlen(base);
-    while (bn > 0 && base[bn - 1] == '/') bn--;
-    rq.relative = strncmp(rq.target, base, bn) == 0 && (rq.target[bn] == '/' || rq.target[bn] == '?'
-                                                          || rq.target[bn] == '\0')
-                  ? rq.target + bn : rq.target;
-  }
+  rq.relative = relative_of(c);
   rq.headers = hdrs;
   rq.body = c->rq.body;
   rq.body_len = c->rq.body ? c->rq.bodylen : 0;

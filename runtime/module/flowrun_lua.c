@@ -303,6 +303,15 @@ static void on_trace(void *ud, const flowrun_trace *t) {
   lua_setfield(L, -2, "elapsed_ms");
   set_str(L, "at", t->at);
   set_str(L, "step", t->step);
+  set_str(L, "relative", t->relative);
+  if (t->response_headers) {
+    lua_pushlstring(L, t->response_headers, t->response_headers_len);
+    lua_setfield(L, -2, "response_headers");
+  }
+  if (t->response_body) {
+    lua_pushlstring(L, t->response_body, t->response_body_len);
+    lua_setfield(L, -2, "response_body");
+  }
   char *curl = flowrun_trace_curl(((box *)ud)->rt, t);
   set_str(L, "curl", curl);
   free(curl);
