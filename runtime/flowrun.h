@@ -39,6 +39,9 @@ enum {                                  /* how a session ended */
   FLOWRUN_PARKED = 2,                   /* with a store: its replay did not match its
                                            journal; kept in the store, not run (README:
                                            Changing a flow with live sessions) */
+  FLOWRUN_REPLAYED = 3,                 /* with flowrun_replay_store: its replay matched its
+                                           journal to the end; the message says what it
+                                           does next, and where */
 };
 
 /* One finished api_node call, as shown by --trace. Secrets are "***". */
@@ -318,6 +321,18 @@ FLOWRUN_API char *flowrun_trace_curl(flowrun *rt, const flowrun_trace *t);
 ** session starts, and starts the unfinished sessions it holds again. One
 ** process at a time: a store in use by another is refused. */
 FLOWRUN_API int flowrun_open_store(flowrun *rt, const char *path);
+
+/* The check to run before deploying a changed flow (README: Replaying a
+** store): opens the store at path read only (a runtime may be running
+** it) and replays every unfinished session in it, waiting and parked ones
+** too, against the flows as they are now, up to the end of its journal.
+** There the session ends, and the end callback says how it went:
+** FLOWRUN_REPLAYED, FLOWRUN_DONE (the flow ends where its journal does),
+** or FLOWRUN_FAILED with the mismatch or the error the replay met. Nothing
+** is written, no call is made, no sleep is waited for, no output but the
+** ends is given; flowrun_start and flowrun_send are refused. Before any
+** session starts, as flowrun_open_store; step until none is left. */
+FLOWRUN_API int flowrun_replay_store(flowrun *rt, const char *path);
 
 /* In the say, ask and end callbacks: the output's sequence number in its
 ** session (1, 2, ...; the same number for the same output when a replay

@@ -844,10 +844,76 @@ function M.write_recorded(path, traces, files, err)
   return true
 end
 
+-- M.replay(store, { integrations = FILE, allow = {...} }) -> results: every
+-- unfinished session of the store replayed against the flows as they are
+-- now, up to the end of its journal (flowrun_replay_store). The store is
+-- only read. Each result: { id, flow, ok, text } (text: where its journal
+-- ends, or the mismatch); sorted by id.
+function M.replay(store, opts)
+  opts = opts or {}
+  local listed, by_id, results = flowrun.sessions(store), {}, {}
+  local integrations = opts.integrations or os.getenv("FLOWRUN_INTEGRATIONS")
+  for _, e in ipairs(listed) do
+    if e.state ~= "ended" then
+      local r = { id = e.id, flow = e.flow, parked = e.note ~= nil }
+      by_id[e.id] = r
+      results[#results + 1] = r
+      if not integrations then         -- as the other commands: beside the flow, else here
+        local beside = (e.flow:match("^(.*/)") or "") .. "integrations.lua"
+        local f = io.open(beside) or io.open("integrations.lua")
+        if f then f:close() integrations = io.open(beside) and beside or "integrations.lua" end
+      end
+    end
+  end
+  table.sort(results, function(a, b) return a.id < b.id end)
+  local rt <close> = flowrun.new{ integrations = integrations, allow = opts.allow, replay = store }
+  local turns = 0
+  repeat
+    turns = turns + 1
+    local alive = rt:step(100)
+    for _, ev in ipairs(rt:events()) do
+      local r = by_id[ev.session]
+      if r and ev.type == "end" then
+        r.ok, r.ended = ev.ok, true
+        r.text = ev.replayed and ev.text or ev.ok and "replays to its end: the flow ends where its journal does"
+                 or ev.error
+      end
+    end
+  until alive == 0 or turns > 1000000
+  for _, r in ipairs(results) do
+    if not r.ended then r.ok, r.text = false, "did not reach the end of its journal" end
+  end
+  return results
+end
+
+-- `flowrun test --replay STORE`: a line per session, the closing count.
+function M.replay_main(store, o, out, err)
+  if #o.files > 0 or o.live then
+    err:write("flowrun test: --replay STORE checks a store's sessions: no test files, --live, --record or --coverage with it\n")
+    return 2
+  end
+  local ok, results = pcall(M.replay, store, o)
+  if not ok then err:write("flowrun test: --replay: ", tostring(results):gsub("^flowrun%.%w+: ", ""), "\n") return 2 end
+  local passed, failed, all = 0, 0, {}
+  for n, r in ipairs(results) do
+    if r.ok then passed = passed + 1 else failed = failed + 1 end
+    out:write(("%s %d - session %s (%s%s): %s\n"):format(r.ok and "ok" or "not ok", n, r.id, r.flow,
+      r.parked and ", parked" or "", r.ok and r.text or "does not replay"))
+    if not r.ok then out:write("# ", (r.text:gsub("\n", "\n# ")), "\n") end
+    all[#all + 1] = { ok = r.ok, test = { file = store, name = "session " .. r.id }, failures = r.ok and {} or { r.text },
+                      transcript = {} }
+  end
+  out:write(("1..%d\n"):format(#results))
+  if o.junit and not M.write_junit(o.junit, all, err) then return 2 end
+  out:write(("%d passed, %d failed\n"):format(passed, failed))
+  return failed == 0 and 0 or 1
+end
+
 -- M.main(args) -> exit status: the `flowrun test` command.
 function M.main(args, out, err)
   out, err = out or io.stdout, err or io.stderr
   local files, problems, coverage, cov_file, junit, live, record = {}, {}, nil, nil, nil, false, nil
+  local replay, integrations, allow
   local i = 0
   while i < #args do
     i = i + 1
@@ -861,12 +927,20 @@ function M.main(args, out, err)
       record = args[i + 1]
       i = i + 1
       if not record then err:write("flowrun test: --record FILE: the file is missing\n") return 2 end
+    elseif a == "--replay" or a == "-I" or a == "--allow" then
+      local v = args[i + 1]
+      i = i + 1
+      if not v then err:write(("flowrun test: %s: the %s is missing\n"):format(a, a == "--allow" and "list" or "file")) return 2 end
+      if a == "--replay" then replay = v
+      elseif a == "-I" then integrations = v
+      else allow = {} for name in v:gmatch("[^,%s]+") do allow[#allow + 1] = name end end
     elseif a == "--junit" then
       junit = args[i + 1]
       i = i + 1
       if not junit then err:write("flowrun test: --junit FILE: the file is missing\n") return 2 end
     elseif a:sub(1, 1) == "-" then
-      err:write(("flowrun test: unknown option '%s'\nusage: flowrun test [--live] [--coverage [FILE.json]] [--junit FILE] [FILE_test.lua | DIR]...\n"):format(a))
+      err:write(("flowrun test: unknown option '%s'\nusage: flowrun test [--live] [--coverage [FILE.json]] [--junit FILE] [FILE_test.lua | DIR]...\n"
+                 .. "       flowrun test --replay STORE [-I FILE] [--allow LIST] [--junit FILE]\n"):format(a))
       return 2
     elseif a:match("%.lua$") then files[#files + 1] = a
     else
@@ -875,6 +949,8 @@ function M.main(args, out, err)
       p:close()
     end
   end
+  if replay then return M.replay_main(replay, { integrations = integrations, allow = allow, junit = junit,
+                                              files = files, live = live or record or coverage }, out, err) end
   if #files == 0 then
     err:write("flowrun test: no test files (FILE_test.lua, or a folder holding some)\n")
     return 2

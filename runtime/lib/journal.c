@@ -56,6 +56,7 @@ struct fr_durable {
   char *rec;                            /* fr_dur_record_call's record */
   size_t rec_len, rec_cap;
   bool oom;                             /* making it ran out of memory */
+  bool check;                           /* flowrun_replay_store: read, never written */
 };
 
 enum { CRASH_NONE, CRASH_BEFORE, CRASH_AFTER };
@@ -76,7 +77,7 @@ static const char *const kind_name[] = {
 /* Begins the turn's transaction; false when the store failed. */
 static bool writing(flowrun *rt) {
   fr_durable *d = rt->dur;
-  if (d->failed) return false;
+  if (d->failed || d->check) return false;
   if (!d->in_txn) {
     if (d->m->begin(d->st) != 0) {
       d->failed = true;
@@ -124,6 +125,11 @@ static int queue_output(flowrun *rt, const char *id, long long seq, int kind, in
 
 void fr_dur_output(flowrun *rt, const char *id, long long seq, int kind, int how,
                    const char *text, size_t len) {
+  if (rt->dur->check) {                 /* a check gives the ends only */
+    if (kind == FR_J_END && queue_output(rt, id, seq, kind, how, text, len) != 0)
+      rt->dur->failed = true;
+    return;
+  }
   if (!writing(rt)) return;
   wrote(rt, rt->dur->m->put_output(rt->dur->st, id, seq, kind, how, text, len));
   if (queue_output(rt, id, seq, kind, how, text, len) != 0) rt->dur->failed = true;
@@ -185,6 +191,7 @@ int fr_dur_commit(flowrun *rt) {
         wrote(rt, d->m->drop_output(d->st, o->id, o->seq));
     free_outputs(d->given);
     d->given = NULL;
+    if (d->check) return FLOWRUN_OK;    /* nothing was written */
     if (!d->failed && d->m->commit(d->st) != 0) d->failed = true;
     if (d->failed) return failed_turn(rt);
     d->in_txn = false;
@@ -201,6 +208,10 @@ bool fr_dur_due(flowrun *rt) {
   return d->outs || d->acks || d->failed || (d->in_txn && fr_now() - d->began >= 50);
 }
 
+bool fr_dur_checking(const flowrun *rt) {
+  return rt->dur && rt->dur->check;
+}
+
 bool fr_dur_failed(const flowrun *rt) {
   return rt->dur && rt->dur->failed;
 }
@@ -209,7 +220,7 @@ int flowrun_store_failed(const flowrun *rt) {
   return fr_dur_failed(rt);
 }
 
-int fr_dur_open(flowrun *rt, const char *path) {
+int fr_dur_open(flowrun *rt, const char *path, bool check) {
   fr_durable *d;
   const char *crash;
   char err[600];
@@ -220,7 +231,8 @@ int fr_dur_open(flowrun *rt, const char *path) {
     return fr_error(rt, "out of memory");
   }
   d->m = &fr_store_sqlite;
-  if (!(d->st = d->m->open(path, 0, err, sizeof err))) {
+  d->check = check;
+  if (!(d->st = d->m->open(path, check ? FR_STORE_READ : 0, err, sizeof err))) {
     free(d->path);
     free(d);
     return fr_error(rt, "%s", err);
@@ -398,6 +410,7 @@ void fr_dur_free(fr_journal *j) {
     free(j->recs[i].data);
   }
   free(j->recs);
+  free(j->replayed);
   free(j);
 }
 
@@ -482,7 +495,7 @@ static int take_session(void *ud, const fr_store_session *row) {
   if (x->failed) goto oom;
   /* the journal's numbers have no gaps: the next effect takes the next */
   x->j->seq = 0;
-  if (x->r->session(x->r->ud, id, flow, argc, argv, x->j) == 0)
+  if (x->r->session(x->r->ud, id, flow, argc, argv, x->j) == 0 && !d->check)
     d->m->each_input(d->st, id, take_input, x);
   free(argv); free(args); free(id); free(flow);
   return 0;
@@ -547,10 +560,11 @@ void fr_dur_waiting(flowrun *rt, const char *id) {
 
 int fr_dur_restore(flowrun *rt, const fr_restore *r) {
   restoring x = { rt, r, NULL, NULL, 0 };
-  if (rt->dur->m->each_output(rt->dur->st, take_output, &x) != 0)
+  bool check = rt->dur->check;          /* a check: every unfinished one, no outbox */
+  if (!check && rt->dur->m->each_output(rt->dur->st, take_output, &x) != 0)
     return fr_error(rt, "%s", rt->dur->m->errmsg(rt->dur->st));
   if (x.failed) return fr_error(rt, "out of memory");
-  if (rt->dur->m->each_session(rt->dur->st, take_session, &x) != 0)
+  if (rt->dur->m->each_session(rt->dur->st, check, take_session, &x) != 0)
     return fr_error(rt, "%s", rt->dur->m->errmsg(rt->dur->st));
   if (x.failed) return fr_error(rt, "out of memory");
   return FLOWRUN_OK;
@@ -582,10 +596,33 @@ static void done_replaying(fr_journal *j) {
 
 const fr_jrec fr_dur_mismatch;
 
+
+/* A check (flowrun_replay_store) reached the end of the journal: the
+** session stops before its next effect, which the message names. */
+static const fr_jrec *replayed(lua_State *L, fr_journal *j, int kind, const char *fp) {
+  if (!j->replayed) {
+    size_t n;
+    const char *at;
+    luaL_where(L, 1);                   /* "file:line: " */
+    at = lua_tolstring(L, -1, &n);
+    lua_pushlstring(L, at, n >= 2 ? n - 2 : 0);
+    push_effect(L, kind, fp);
+    lua_pushfstring(L, "replays to the end of its journal (%I entries); next it does %s at %s",
+                    (lua_Integer)j->nrecs, lua_tostring(L, -1),
+                    n >= 2 ? lua_tostring(L, -2) : "?");
+    j->replayed = strdup(lua_tostring(L, -1));
+    lua_pop(L, 4);
+  }
+  if (j->replayed) lua_pushstring(L, j->replayed);
+  else lua_pushliteral(L, "not enough memory");
+  return &fr_dur_mismatch;
+}
+
 const fr_jrec *fr_dur_effect(lua_State *L, fr_journal *j, const char *id, int kind,
                              const char *fp) {
   const fr_jrec *r;
   j->seq++;
+  if (j->pos >= j->nrecs && j->rt->dur->check) return replayed(L, j, kind, fp);
   if (j->pos >= j->nrecs) {
     if (j->recs) done_replaying(j);
     if (j->seq - j->base == FR_JOURNAL_WARN && j->rt->cb.log) {

@@ -45,11 +45,15 @@ typedef struct fr_journal {
   fr_jrec *recs;                        /* to replay; freed once replayed */
   long long nrecs, pos;
   bool mismatch;                        /* its replay did not match */
+  char *replayed;                       /* a check's: where the journal ended */
 } fr_journal;
 
 /* The runtime's store: opened once; NULL when none (then nothing else
 ** here is called). */
-int fr_dur_open(flowrun *rt, const char *path);
+int fr_dur_open(flowrun *rt, const char *path, bool check);
+/* Opened by flowrun_replay_store: the store is read, never written; a
+** session stops at the end of its journal (fr_journal.replayed). */
+bool fr_dur_checking(const flowrun *rt);
 void fr_dur_close(flowrun *rt);
 /* The end of a loop turn: commit, then the turn's outputs are given (say,
 ** ask, end) and cb.stored runs for each message the commit stored; then

@@ -212,10 +212,12 @@ static int l_journal_values(lua_State *L) {
   return 0;
 }
 
-int flowrun_open_store(flowrun *rt, const char *path) {
+static int open_store(flowrun *rt, const char *path, bool check) {
   lua_State *L = rt->L;
-  if (!path) return fr_error(rt, "flowrun_open_store: no path");
-  if (fr_dur_open(rt, path) != FLOWRUN_OK) return FLOWRUN_ERR;
+  if (!path) return fr_error(rt, "%s: no path", check ? "flowrun_replay_store" : "flowrun_open_store");
+  if (fr_dur_open(rt, path, check) != FLOWRUN_OK) return FLOWRUN_ERR;
+  if (check)                            /* every session in memory, none leaves, none parks */
+    for (int i = 0; i < FLOWRUN_STORE_COUNT; i++) rt->store_limit[i] = 0;
   if (!(rt->sweep = calloc(1, sizeof *rt->sweep))) {
     fr_dur_close(rt);
     return fr_error(rt, "out of memory");
@@ -243,6 +245,14 @@ int flowrun_open_store(flowrun *rt, const char *path) {
     return fr_error(rt, "%s", err);
   }
   return FLOWRUN_OK;
+}
+
+int flowrun_open_store(flowrun *rt, const char *path) {
+  return open_store(rt, path, false);
+}
+
+int flowrun_replay_store(flowrun *rt, const char *path) {
+  return open_store(rt, path, true);
 }
 
 int flowrun_set_transport(flowrun *rt, flowrun_answer_fn answer, void *ud) {

@@ -668,8 +668,10 @@ static void resume(fr_session *s) {
   if (st == LUA_OK && s->j && fr_dur_push_leftover(s->co, s->j, s->id))
     st = LUA_ERRRUN;                    /* it ends before its journal does */
   seq = s->j ? ++s->j->seq : 0;
-  if (st == LUA_OK) output(s->rt, s->id, seq, FR_J_END, FLOWRUN_DONE, NULL, 0);
-  else if (s->j && s->j->mismatch && s->rt->store_limit[FLOWRUN_STORE_PARK]) {
+  if (s->j && s->j->replayed)           /* a check: at the end of its journal */
+    output(s->rt, s->id, seq, FR_J_END, FLOWRUN_REPLAYED, s->j->replayed, strlen(s->j->replayed));
+  else if (st == LUA_OK) output(s->rt, s->id, seq, FR_J_END, FLOWRUN_DONE, NULL, 0);
+  else if (s->j && s->j->mismatch && s->rt->store_limit[FLOWRUN_STORE_PARK] && !fr_dur_checking(s->rt)) {
     session_failed(s, st, seq, FLOWRUN_PARKED);
     free_session(s, true);              /* as it was: not closed */
     return;
@@ -831,6 +833,8 @@ int flowrun_start(flowrun *rt, const char *id, const char *flow,
   lua_State *L = rt->L;
   int top = lua_gettop(L);
   start_args a = { rt, id, flow, argc, argv, NULL, NULL };
+  if (fr_dur_checking(rt))
+    return fr_error(rt, "session %s: this runtime replays a store (flowrun_replay_store): it starts no session", id ? id : "");
   if (!lua_checkstack(L, argc + 8)) return fr_error(rt, "too many arguments");
   lua_pushcfunction(L, l_start);
   lua_pushlightuserdata(L, &a);
@@ -869,6 +873,8 @@ static int queue_message(fr_session *s, long long n, const char *text, size_t le
 int flowrun_send_n(flowrun *rt, const char *id, long long n, const char *text, size_t len) {
   fr_session *s;
   int st;
+  if (fr_dur_checking(rt))
+    return fr_error(rt, "this runtime replays a store (flowrun_replay_store): it takes no message");
   if (!id) {                            /* every live session */
     for (s = rt->all; s; s = s->next)
       if (flowrun_send_n(rt, s->id, 0, text, len) != FLOWRUN_OK) return FLOWRUN_ERR;
@@ -1115,6 +1121,7 @@ static int l_sleep(lua_State *L) {
     if (r) {
       if (fr_dur_replaying(s->j)) return 0;   /* it woke: the journal goes on */
       until = fr_clock(rt) + (strtod(r->data ? r->data : "0", NULL) - fr_wall_clock(rt));
+      if (fr_dur_checking(rt)) until = fr_clock(rt);   /* a check does not wait */
     } else {
       snprintf(t, sizeof t, "%.17g", fr_wall_clock(rt) + (until - fr_clock(rt)));
       fr_dur_record(L, rt, s->id, s->j->seq, FR_J_SLEEP, NULL, t, strlen(t));
@@ -1142,6 +1149,12 @@ static void call_ended(fr_call_waiter *w, fr_call *c) {
 /* What a journal knows an api_node by: "integration METHOD path" as the
 ** spec at 1 gives them (the path before its params). */
 static const char *push_call_fp(lua_State *L, fr_call *c) {
+  if (lua_getfield(L, 1, "endpoint") == LUA_TSTRING) {   /* "shop.order GET" */
+    lua_pushfstring(L, "%s %s", lua_tostring(L, -1), c->rq.method);
+    lua_remove(L, -2);
+    return lua_tostring(L, -1);
+  }
+  lua_pop(L, 1);
   lua_getfield(L, 1, "integration");
   lua_getfield(L, 1, "path");
   lua_pushfstring(L, "%s %s %s", lua_tostring(L, -2) ? lua_tostring(L, -2) : "?", c->rq.method,

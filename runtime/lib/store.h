@@ -60,8 +60,10 @@ typedef struct fr_store_methods {
   int (*drop_session)(fr_store *st, const char *id);  /* row, journal and inbox go */
   /* 1 and *row (valid until the next call) when there is one, 0 when not. */
   int (*get_session)(fr_store *st, const char *id, fr_store_session *row);
-  /* the sessions to restore: not ended, not waiting for a message */
-  int (*each_session)(fr_store *st, int (*fn)(void *ud, const fr_store_session *row), void *ud);
+  /* the sessions to restore: not ended, not waiting for a message, not
+     parked; all: every one not ended */
+  int (*each_session)(fr_store *st, int all,
+                      int (*fn)(void *ud, const fr_store_session *row), void *ud);
   int (*append)(fr_store *st, const char *id, const fr_store_rec *rec);
   int (*each_rec)(fr_store *st, const char *id,
                   int (*fn)(void *ud, const fr_store_rec *rec), void *ud);

@@ -33,7 +33,7 @@ enum {
   Q_BEGIN, Q_COMMIT, Q_ROLLBACK, Q_PUT_SESSION, Q_END_SESSION, Q_DROP_SESSION,
   Q_GET_SESSION, Q_EACH_SESSION, Q_DROP_JOURNAL, Q_DROP_INBOX, Q_APPEND, Q_EACH_REC,
   Q_PUT_INPUT, Q_TAKE_INPUT, Q_EACH_INPUT, Q_INPUTS, Q_PUT_OUTPUT, Q_DROP_OUTPUT,
-  Q_EACH_OUTPUT, Q_SAID, Q_WAITING, Q_LIST, Q_DROP_OUTBOX, Q_PARK, Q_SILENT, Q_CUT, Q_PURGE, Q_GROUPS, Q_DROP_ROW, Q_COUNT
+  Q_EACH_OUTPUT, Q_SAID, Q_WAITING, Q_LIST, Q_DROP_OUTBOX, Q_PARK, Q_SILENT, Q_CUT, Q_PURGE, Q_GROUPS, Q_DROP_ROW, Q_EACH_UNFINISHED, Q_COUNT
 };
 
 static const char *const sql[Q_COUNT] = {
@@ -71,6 +71,7 @@ static const char *const sql[Q_COUNT] = {
   " (SELECT id FROM sessions WHERE ended = 1 AND active < ?1 LIMIT 1000)",
   "SELECT seq, result FROM journal WHERE session = ?1 AND kind < 0 AND seq < ?2",
   "DELETE FROM journal WHERE session = ?1 AND seq = ?2",
+  "SELECT id, flow, args, nargs, inputs, ended, said, parked FROM sessions WHERE ended = 0",
 };
 
 static const char schema[] =
@@ -301,11 +302,12 @@ static fr_store *st_open(const char *path, int flags, char *err, size_t n) {
       snprintf(err, n, "store %s: not a flowrun store", path);
       goto bad;
     }
-    if (sqlite3_prepare_v2(st->db, sql[Q_LIST], -1, &st->q[Q_LIST], NULL) != SQLITE_OK) {
-      snprintf(err, n, "store %s: %s", path, sqlite3_errmsg(st->db));
+    if ((fmt = pragma(st->db, "user_version")) > FORMAT) {
+      snprintf(err, n, "store %s: written by a newer flowrun (store format %lld; this one reads %d)",
+               path, fmt, FORMAT);
       goto bad;
     }
-    return st;
+    goto prepare;                       /* the writing statements fail if stepped */
   }
   if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {   /* mode 0600 when new */
     snprintf(err, n, "store %s: %s%s", path, strerror(errno),
@@ -356,6 +358,7 @@ static fr_store *st_open(const char *path, int flags, char *err, size_t n) {
     snprintf(err, n, "store %s: %s", path, sqlite3_errmsg(st->db));
     goto bad;
   }
+prepare:
   {
     sqlite3_stmt *q;
     if (sqlite3_prepare_v2(st->db, "SELECT v FROM meta WHERE k = 'id'", -1, &q, NULL) == SQLITE_OK
@@ -516,8 +519,9 @@ static int st_get_session(fr_store *st, const char *id, fr_store_session *r) {
   return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : fail(st);
 }
 
-static int st_each_session(fr_store *st, int (*fn)(void *, const fr_store_session *), void *ud) {
-  sqlite3_stmt *s = st->q[Q_EACH_SESSION];
+static int st_each_session(fr_store *st, int all, int (*fn)(void *, const fr_store_session *),
+                           void *ud) {
+  sqlite3_stmt *s = st->q[all ? Q_EACH_UNFINISHED : Q_EACH_SESSION];
   fr_store_session r;
   int rc;
   while ((rc = sqlite3_step(s)) == SQLITE_ROW) {

@@ -117,13 +117,13 @@ static void on_ask(void *ud, const char *sid, const char *prompt, size_t len) {
 
 static void on_end(void *ud, const char *sid, int how, const char *error) {
   lua_State *L = event(ud, "end", sid);
-  lua_pushboolean(L, how == FLOWRUN_DONE);
+  lua_pushboolean(L, how == FLOWRUN_DONE || how == FLOWRUN_REPLAYED);
   lua_setfield(L, -2, "ok");
-  if (how == FLOWRUN_PARKED) {
+  if (how == FLOWRUN_PARKED || how == FLOWRUN_REPLAYED) {
     lua_pushboolean(L, 1);
-    lua_setfield(L, -2, "parked");
+    lua_setfield(L, -2, how == FLOWRUN_PARKED ? "parked" : "replayed");
   }
-  set_str(L, "error", error);
+  set_str(L, how == FLOWRUN_REPLAYED ? "text" : "error", error);
   lua_pop(L, 1);
 }
 
@@ -473,7 +473,7 @@ static int m_close(lua_State *L) {
 ** flow globals); raises on an unknown key. */
 static void options(lua_State *L, flowrun *rt) {
   static const char *const keys[] = { "integrations", "allow", "limits", "globals", "store",
-                                      "transport", "virtual_clock", NULL };
+                                      "transport", "virtual_clock", "replay", NULL };
   static const char *const limits[] = { "instructions", "session_memory", "memory", "output", NULL };
   lua_pushnil(L);
   while (lua_next(L, 1)) {
@@ -482,7 +482,7 @@ static void options(lua_State *L, flowrun *rt) {
     while (keys[i] && !(lua_type(L, -1) == LUA_TSTRING && strcmp(keys[i], lua_tostring(L, -1)) == 0)) i++;
     if (!keys[i])
       luaL_error(L, "flowrun.new: unknown option '%s' (integrations, allow, limits, globals, store,"
-                 " transport, virtual_clock)",
+                 " transport, virtual_clock, replay)",
                  luaL_tolstring(L, -1, NULL));
   }
   if (lua_getfield(L, 1, "allow") != LUA_TNIL) {
@@ -637,6 +637,13 @@ static int l_new(lua_State *L) {
   }
   if (lua_istable(L, 1) && lua_getfield(L, 1, "store") != LUA_TNIL) store(L, b->rt);
   lua_settop(L, 2);
+  if (lua_istable(L, 1) && lua_getfield(L, 1, "replay") != LUA_TNIL) {   /* a store, checked */
+    if (lua_type(L, -1) != LUA_TSTRING)
+      return luaL_error(L, "flowrun.new: replay: expected a store's file name, got %s", luaL_typename(L, -1));
+    if (flowrun_replay_store(b->rt, lua_tostring(L, -1)) != FLOWRUN_OK)
+      return luaL_error(L, "flowrun.new: %s", flowrun_errmsg(b->rt));
+  }
+  lua_settop(L, 2);
   return 1;
 }
 
@@ -673,6 +680,36 @@ int luaopen_flowrun_test(lua_State *L) {
   return luaL_error(L, "flowrun.test is not built in");
 }
 
+static int listed(void *ud, const flowrun_store_entry *e) {
+  lua_State *L = ud;
+  if (!lua_checkstack(L, 4)) return 1;
+  lua_createtable(L, 0, 7);
+  set_str(L, "id", e->id);
+  set_str(L, "flow", e->flow);
+  set_str(L, "state", e->state);
+  set_str(L, "note", e->note);
+  lua_pushinteger(L, e->messages);
+  lua_setfield(L, -2, "messages");
+  lua_pushinteger(L, e->journal);
+  lua_setfield(L, -2, "journal");
+  lua_pushinteger(L, e->active_ms);
+  lua_setfield(L, -2, "active_ms");
+  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+  return 0;
+}
+
+/* flowrun.sessions(PATH) -> the store's sessions, the most recently active
+** first: { id, flow, state, messages, journal, active_ms, note }, as
+** `flowrun sessions` lists them; read while a runtime runs the store too. */
+static int l_sessions(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  char err[600];
+  lua_newtable(L);
+  if (flowrun_store_list(path, listed, L, err, sizeof err) != FLOWRUN_OK)
+    return luaL_error(L, "flowrun.sessions: %s", err);
+  return 1;
+}
+
 int luaopen_flowrun(lua_State *L) {
   if (luaL_newmetatable(L, RT_MT)) {
     luaL_newlib(L, methods);
@@ -686,6 +723,8 @@ int luaopen_flowrun(lua_State *L) {
   lua_createtable(L, 0, 3);
   lua_pushcfunction(L, l_new);
   lua_setfield(L, -2, "new");
+  lua_pushcfunction(L, l_sessions);
+  lua_setfield(L, -2, "sessions");
   lua_pushliteral(L, FLOWRUN_VERSION);
   lua_setfield(L, -2, "_VERSION");
   return 1;
