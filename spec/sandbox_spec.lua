@@ -473,7 +473,7 @@ describe("Sandbox and limits", function()
       assert.has_error(function() getmetatable("").x = 1 end,
         "cannot set the string metatable.x: the string metatable is read-only (every session shares it)")
       assert.has_error(function() flowrun.new{ allowed = {} } end,
-        "flowrun.new: unknown option 'allowed' (integrations, allow, limits, globals, store, transport, virtual_clock)")
+        "flowrun.new: unknown option 'allowed' (integrations, allow, limits, globals, store, transport, virtual_clock, replay)")
     end)
   end)
 
