@@ -262,3 +262,156 @@ io.write(#results, " ", n)
     assert.are.equal("6 6", r)
   end)
 end)
+
+-- flowrun test --replay STORE (flowrun_replay_store): a store's sessions
+-- replayed against the flows as they are now, the check before a deploy.
+describe("flowrun test --replay", function()
+  local flowrun
+  setup(function() flowrun = helper.module() end)
+  teardown(helper.cleanup)
+
+  local ORDER = { status = 200, json = { status = "shipped", eta = "tomorrow" } }
+  local function answer(rq)
+    if rq.url:match("/orders/404$") then return { status = 404, json = {} } end
+    return ORDER
+  end
+
+  -- A store at DIR/st.db: imperative i1 (one lookup done) and i2 (none),
+  -- declarative d1 (200) and d2 (404), each waiting for its next message.
+  -- Returns the runtime still open on it when keep is set.
+  local function make_store(dir, keep)
+    copy_demo(dir)
+    helper.write(dir .. "/order_status_imperative.lua", helper.read("scripts/demo/order_status_imperative.lua"))
+    local rt = flowrun.new{ integrations = dir .. "/integrations.lua", store = dir .. "/st.db", transport = answer }
+    rt:start("i1", dir .. "/order_status_imperative.lua")
+    rt:start("i2", dir .. "/order_status_imperative.lua")
+    rt:start("d1", dir .. "/order_status.lua")
+    rt:start("d2", dir .. "/order_status.lua")
+    for _ = 1, 20 do rt:step(5) end
+    rt:send("i1", "7") rt:send("d1", "7") rt:send("d2", "404")
+    for _ = 1, 20 do rt:step(5) end
+    rt:events()
+    if keep then return rt end
+    rt:close()
+  end
+
+  local function replay(dir, ...) return test({ "--replay", "st.db", ... }, dir) end
+
+  it("replays every waiting session to the end of its journal, reading the store only, also while a host runs it", function()
+    local dir = helper.tmpdir()
+    local rt <close> = make_store(dir, true)
+    local list = helper.cli({ args = { "sessions", "--store", "st.db" }, cwd = dir }).stdout
+    local db = helper.read(dir .. "/st.db")
+    local r = replay(dir)
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    local ask = 'next it does ask "Your order number? (empty line to leave)"'
+    assert.matches("^ok 1 %- session d1 %(" .. dir:gsub("%p", "%%%0") .. "/order_status.lua%): replays to the end"
+                   .. " of its journal %(%d+ entries%); " .. ask:gsub("%p", "%%%0") .. " at step ask_order\n", r.stdout)
+    assert.matches("ok 3 - session i1 (" .. dir .. "/order_status_imperative.lua): replays to the end of its journal"
+                   .. " (4 entries); " .. ask .. " at " .. dir .. "/order_status_imperative.lua:7\n", r.stdout, 1, true)
+    assert.matches("ok 4 - session i2 (" .. dir .. "/order_status_imperative.lua): replays to the end of its journal"
+                   .. " (1 entries); " .. ask, r.stdout, 1, true)
+    assert.matches("\n1..4\n4 passed, 0 failed\n$", r.stdout)
+    -- the same from the module: an end event with replayed = true; nothing new starts
+    local check <close> = flowrun.new{ integrations = dir .. "/integrations.lua", replay = dir .. "/st.db" }
+    local ok, err = pcall(check.start, check, "x", dir .. "/order_status.lua")
+    assert.is_false(ok)
+    assert.matches("this runtime replays a store (flowrun_replay_store): it starts no session", err, 1, true)
+    for _ = 1, 10 do check:step(5) end
+    local ends = {}
+    for _, ev in ipairs(check:events()) do
+      if ev.type == "end" then ends[ev.session] = ev end
+      assert.is_nil(({ say = 1, ask = 1, trace = 1 })[ev.type])   -- the ends (and steps) only
+    end
+    assert.is_true(ends.i2.ok and ends.i2.replayed)
+    assert.matches("^replays to the end of its journal %(1 entries%); next it does ask", ends.i2.text)
+    -- nothing written: the host goes on as if no replay had looked
+    assert.are.equal(list, helper.cli({ args = { "sessions", "--store", "st.db" }, cwd = dir }).stdout)
+    assert.are.equal(db, helper.read(dir .. "/st.db"))
+    rt:send("i1", "8")
+    for _ = 1, 20 do rt:step(5) end
+    local said = {}
+    for _, ev in ipairs(rt:events()) do if ev.type == "say" then said[#said + 1] = ev.text end end
+    assert.are.same({ "Order 8 is shipped; it arrives tomorrow." }, said)
+  end)
+
+  it("names each session the changed flow no longer replays, with the entry and both effects, exit 1", function()
+    local dir = helper.tmpdir()
+    make_store(dir)
+    local imp = helper.read(dir .. "/order_status_imperative.lua")
+    local changed = imp:gsub('path = "/orders/{id}"', 'path = "/orders/{id}/status"')
+    assert.are_not.equal(imp, changed)
+    helper.write(dir .. "/order_status_imperative.lua", changed)
+    local decl = helper.read(dir .. "/order_status.lua")
+    helper.write(dir .. "/order_status.lua", (decl:gsub("ask_order", "ask_number")))
+    local r = replay(dir, "--junit", "j.xml")
+    assert.are.equal(1, r.code, r.stdout .. r.stderr)
+    assert.matches("not ok 1 - session d1 (" .. dir .. "/order_status.lua): does not replay\n# ", r.stdout, 1, true)
+    assert.matches('a session waits at step "ask_order", which is gone from the flow', r.stdout, 1, true)
+    assert.matches("not ok 3 - session i1 (" .. dir .. "/order_status_imperative.lua): does not replay\n", r.stdout, 1, true)
+    assert.matches("replay of session i1 does not match its journal: entry 3 is api_node shop GET /orders/{id}"
+                   .. " (made at " .. dir .. "/order_status_imperative.lua:9), but the flow now does"
+                   .. " api_node shop GET /orders/{id}/status here", r.stdout, 1, true)
+    assert.matches("ok 4 - session i2 ", r.stdout, 1, true)   -- it has made no call yet
+    assert.matches("\n1 passed, 3 failed\n$", r.stdout)
+    assert.matches('<testsuites name="flowrun test" tests="4" failures="3">', helper.read(dir .. "/j.xml"), 1, true)
+  end)
+
+  it("tells a call by another endpoint of the same method from the one journaled", function()
+    local dir = helper.tmpdir()
+    helper.write(dir .. "/integrations.lua", [[
+return { shop = { base_url = "http://127.0.0.1:9/v1", endpoints = {
+  order = { method = "GET", path = "/orders/{id}" }, refund = { method = "GET", path = "/refunds/{id}" } } } }
+]])
+    helper.write(dir .. "/f.lua", [[
+local id = ask("Order?")
+local label = api_node{ endpoint = "shop.order", params = { id = id }, results = { "200" } }
+ask("More?")
+]])
+    local rt = flowrun.new{ integrations = dir .. "/integrations.lua", store = dir .. "/st.db", transport = answer }
+    rt:start("e1", dir .. "/f.lua")
+    for _ = 1, 10 do rt:step(5) end
+    rt:send("e1", "7")
+    for _ = 1, 10 do rt:step(5) end
+    rt:close()
+    assert.are.equal(0, replay(dir).code)
+    helper.write(dir .. "/f.lua", (helper.read(dir .. "/f.lua"):gsub("shop.order", "shop.refund")))
+    local r = replay(dir)
+    assert.are.equal(1, r.code, r.stdout)
+    assert.matches("entry 2 is api_node shop.order GET (made at " .. dir .. "/f.lua:2), but the flow now does"
+                   .. " api_node shop.refund GET here", r.stdout, 1, true)
+  end)
+
+  it("replays parked sessions too: the check that a flow put back matches them", function()
+    local dir = helper.tmpdir()
+    make_store(dir)
+    local imp = helper.read(dir .. "/order_status_imperative.lua")
+    helper.write(dir .. "/order_status_imperative.lua", (imp:gsub("results = ", "headers = { x = 'y' }, results = "):gsub('"/orders/{id}"', '"/o/{id}"')))
+    local rt = flowrun.new{ integrations = dir .. "/integrations.lua", store = { path = dir .. "/st.db", park = true },
+                            transport = answer }
+    rt:send("i1", "9")
+    for _ = 1, 20 do rt:step(5) end
+    rt:close()
+    assert.matches("i1 +parked", helper.cli({ args = { "sessions", "--store", "st.db" }, cwd = dir }).stdout)
+    assert.are.equal(1, replay(dir).code)
+    helper.write(dir .. "/order_status_imperative.lua", imp)
+    local r = replay(dir)
+    assert.are.equal(0, r.code, r.stdout)
+    assert.matches("ok 3 - session i1 (" .. dir .. "/order_status_imperative.lua, parked): replays to the end", r.stdout, 1, true)
+  end)
+
+  it("refuses test files with --replay, a missing store and a file that is not one, exit 2", function()
+    local dir = helper.tmpdir()
+    make_store(dir)
+    local r = replay(dir, "order_status_test.lua")
+    assert.are.equal(2, r.code)
+    assert.matches("--replay STORE checks a store's sessions: no test files", r.stderr, 1, true)
+    r = test({ "--replay", "nope.db" }, dir)
+    assert.are.equal(2, r.code)
+    assert.matches("flowrun test: --replay: store nope.db: No such file or directory\n", r.stderr, 1, true)
+    r = test({ "--replay", "order_status.lua" }, dir)
+    assert.are.equal(2, r.code)
+    assert.matches("order_status.lua: .*not a", r.stderr)
+    assert.are.equal(2, test({ "--replay" }, dir).code)
+  end)
+end)

@@ -893,7 +893,7 @@ function M.replay_main(store, o, out, err)
     return 2
   end
   local ok, results = pcall(M.replay, store, o)
-  if not ok then err:write("flowrun test: --replay: ", tostring(results):gsub("^flowrun%.%w+: ", ""), "\n") return 2 end
+  if not ok then err:write("flowrun test: --replay: ", (tostring(results):gsub("^.-flowrun%.%w+: ", "")), "\n") return 2 end
   local passed, failed, all = 0, 0, {}
   for n, r in ipairs(results) do
     if r.ok then passed = passed + 1 else failed = failed + 1 end

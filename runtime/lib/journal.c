@@ -411,6 +411,7 @@ void fr_dur_free(fr_journal *j) {
   }
   free(j->recs);
   free(j->replayed);
+  free(j->replayed_at);
   free(j);
 }
 
@@ -603,17 +604,16 @@ static const fr_jrec *replayed(lua_State *L, fr_journal *j, int kind, const char
   if (!j->replayed) {
     size_t n;
     const char *at;
-    luaL_where(L, 1);                   /* "file:line: " */
+    luaL_where(L, 1);                   /* "file:line: " or "" */
     at = lua_tolstring(L, -1, &n);
-    lua_pushlstring(L, at, n >= 2 ? n - 2 : 0);
+    j->replayed_at = n >= 2 ? strndup(at, n - 2) : strdup("");
     push_effect(L, kind, fp);
-    lua_pushfstring(L, "replays to the end of its journal (%I entries); next it does %s at %s",
-                    (lua_Integer)j->nrecs, lua_tostring(L, -1),
-                    n >= 2 ? lua_tostring(L, -2) : "?");
+    lua_pushfstring(L, "replays to the end of its journal (%I entries); next it does %s",
+                    (lua_Integer)(j->seq - 1), lua_tostring(L, -1));
     j->replayed = strdup(lua_tostring(L, -1));
-    lua_pop(L, 4);
+    lua_pop(L, 3);
   }
-  if (j->replayed) lua_pushstring(L, j->replayed);
+  if (j->replayed && j->replayed_at) lua_pushstring(L, j->replayed);
   else lua_pushliteral(L, "not enough memory");
   return &fr_dur_mismatch;
 }

@@ -45,7 +45,8 @@ typedef struct fr_journal {
   fr_jrec *recs;                        /* to replay; freed once replayed */
   long long nrecs, pos;
   bool mismatch;                        /* its replay did not match */
-  char *replayed;                       /* a check's: where the journal ended */
+  char *replayed;                       /* a check's: what comes after the journal, */
+  char *replayed_at;                    /* and at which line ("" unknown) */
 } fr_journal;
 
 /* The runtime's store: opened once; NULL when none (then nothing else

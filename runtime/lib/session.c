@@ -577,6 +577,21 @@ static void session_failed(fr_session *s, int st, long long seq, int how) {
   lua_settop(L, top);
 }
 
+/* A check (flowrun_replay_store) reached the end of s's journal: its end
+** says what the flow does next, at which step or line. */
+static void replayed(fr_session *s, long long seq) {
+  lua_State *L = s->rt->L;
+  const char *at = s->j->replayed_at;
+  if (!s->j->replayed_at || !lua_checkstack(L, 2))
+    output(s->rt, s->id, seq, FR_J_END, FLOWRUN_FAILED, "not enough memory", 17);
+  else {
+    lua_pushfstring(L, "%s%s%s", s->j->replayed, s->step ? " at step " : *at ? " at " : "",
+                    s->step ? s->step : at);
+    output(s->rt, s->id, seq, FR_J_END, FLOWRUN_REPLAYED, lua_tostring(L, -1), lua_rawlen(L, -1));
+    lua_pop(L, 1);
+  }
+}
+
 long long flowrun_running_ms(flowrun *rt) {
   long long since = atomic_load_explicit(&rt->run_since, memory_order_relaxed);
   return since ? (long long)fr_now() - since + 1 : 0;
@@ -669,7 +684,7 @@ static void resume(fr_session *s) {
     st = LUA_ERRRUN;                    /* it ends before its journal does */
   seq = s->j ? ++s->j->seq : 0;
   if (s->j && s->j->replayed)           /* a check: at the end of its journal */
-    output(s->rt, s->id, seq, FR_J_END, FLOWRUN_REPLAYED, s->j->replayed, strlen(s->j->replayed));
+    replayed(s, seq);
   else if (st == LUA_OK) output(s->rt, s->id, seq, FR_J_END, FLOWRUN_DONE, NULL, 0);
   else if (s->j && s->j->mismatch && s->rt->store_limit[FLOWRUN_STORE_PARK] && !fr_dur_checking(s->rt)) {
     session_failed(s, st, seq, FLOWRUN_PARKED);

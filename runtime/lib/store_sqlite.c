@@ -294,6 +294,10 @@ static fr_store *st_open(const char *path, int flags, char *err, size_t n) {
   }
   st->lockfd = -1;
   if (flags & FR_STORE_READ) {          /* a look from outside: no lock, no write */
+    if (access(path, R_OK) != 0) {
+      snprintf(err, n, "store %s: %s", path, strerror(errno));
+      goto bad;
+    }
     if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
       snprintf(err, n, "store %s: %s", path, st->db ? sqlite3_errmsg(st->db) : "out of memory");
       goto bad;
