@@ -322,8 +322,8 @@ FLOWRUN_API char *flowrun_trace_curl(flowrun *rt, const flowrun_trace *t);
 ** process at a time: a store in use by another is refused. */
 FLOWRUN_API int flowrun_open_store(flowrun *rt, const char *path);
 
-/* The check to run before deploying a changed flow (README: Replaying a
-** store): opens the store at path read only (a runtime may be running
+/* The check to run before deploying a changed flow (README: Testing
+** flows): opens the store at path read only (a runtime may be running
 ** it) and replays every unfinished session in it, waiting and parked ones
 ** too, against the flows as they are now, up to the end of its journal.
 ** There the session ends, and the end callback says how it went:

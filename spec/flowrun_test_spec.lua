@@ -310,7 +310,7 @@ describe("flowrun test --replay", function()
     assert.matches("ok 3 - session i1 (" .. dir .. "/order_status_imperative.lua): replays to the end of its journal"
                    .. " (4 entries); " .. ask .. " at " .. dir .. "/order_status_imperative.lua:7\n", r.stdout, 1, true)
     assert.matches("ok 4 - session i2 (" .. dir .. "/order_status_imperative.lua): replays to the end of its journal"
-                   .. " (1 entries); " .. ask, r.stdout, 1, true)
+                   .. " (1 entry); " .. ask, r.stdout, 1, true)
     assert.matches("\n1..4\n4 passed, 0 failed\n$", r.stdout)
     -- the same from the module: an end event with replayed = true; nothing new starts
     local check <close> = flowrun.new{ integrations = dir .. "/integrations.lua", replay = dir .. "/st.db" }
@@ -324,7 +324,7 @@ describe("flowrun test --replay", function()
       assert.is_nil(({ say = 1, ask = 1, trace = 1 })[ev.type])   -- the ends (and steps) only
     end
     assert.is_true(ends.i2.ok and ends.i2.replayed)
-    assert.matches("^replays to the end of its journal %(1 entries%); next it does ask", ends.i2.text)
+    assert.matches("^replays to the end of its journal %(1 entry%); next it does ask", ends.i2.text)
     -- nothing written: the host goes on as if no replay had looked
     assert.are.equal(list, helper.cli({ args = { "sessions", "--store", "st.db" }, cwd = dir }).stdout)
     assert.are.equal(db, helper.read(dir .. "/st.db"))

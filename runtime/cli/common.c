@@ -26,6 +26,7 @@ const char cli_usage[] =
   "       flowrun mock ROUTES.lua [--port N]           mock HTTP API on 127.0.0.1\n"
   "       flowrun sessions --store PATH [--end|--retry ID]  a store's sessions; end one, retry one\n"
   "       flowrun test [--coverage] [FILE_test.lua | DIR]...  conversation tests: stubs, a virtual clock\n"
+  "       flowrun test --replay STORE                 replay a store's sessions against the flows now\n"
   "       flowrun --version | --help\n"
   "options:\n"
   "  -I FILE            integrations file (default: $FLOWRUN_INTEGRATIONS, else\n"

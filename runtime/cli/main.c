@@ -93,7 +93,11 @@ static const struct { const char *cmd, *text; } sub_usage[] = {
     "  --coverage [FILE.json]  the labels each node took, steps and edges; also as JSON\n"
     "  --junit FILE            the results as JUnit XML\n"
     "  --live                  against the real APIs and the real clock, stubs unused\n"
-    "  --record FILE.lua       with --live: the real answers as stubs (recorded \"FILE.lua\")\n" },
+    "  --record FILE.lua       with --live: the real answers as stubs (recorded \"FILE.lua\")\n"
+    "usage: flowrun test --replay STORE [-I FILE] [--allow LIST] [--junit FILE]\n"
+    "  every unfinished session of the store replayed against the flows as they are\n"
+    "  now, to the end of its journal: the check before deploying a changed flow;\n"
+    "  the store is only read (a host may be running it); exit 1 when one does not replay\n" },
 };
 
 int main(int argc, char **argv) {

@@ -608,8 +608,9 @@ static const fr_jrec *replayed(lua_State *L, fr_journal *j, int kind, const char
     at = lua_tolstring(L, -1, &n);
     j->replayed_at = n >= 2 ? strndup(at, n - 2) : strdup("");
     push_effect(L, kind, fp);
-    lua_pushfstring(L, "replays to the end of its journal (%I entries); next it does %s",
-                    (lua_Integer)(j->seq - 1), lua_tostring(L, -1));
+    lua_pushfstring(L, "replays to the end of its journal (%I %s); next it does %s",
+                    (lua_Integer)(j->seq - 1), j->seq - 1 == 1 ? "entry" : "entries",
+                    lua_tostring(L, -1));
     j->replayed = strdup(lua_tostring(L, -1));
     lua_pop(L, 3);
   }
