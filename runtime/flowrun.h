@@ -334,6 +334,15 @@ FLOWRUN_API int flowrun_open_store(flowrun *rt, const char *path);
 ** session starts, as flowrun_open_store; step until none is left. */
 FLOWRUN_API int flowrun_replay_store(flowrun *rt, const char *path);
 
+/* Line coverage (flowrun test --coverage): with on, each line of a flow's
+** files that a session runs is counted, from now (0: not counted, the
+** counts forgotten). flowrun_lines calls fn for each line run so far, in
+** no order (file as the flow was loaded from; a nonzero return stops). */
+FLOWRUN_API int flowrun_count_lines(flowrun *rt, int on);
+FLOWRUN_API int flowrun_lines(flowrun *rt,
+                              int (*fn)(void *ud, const char *file, int line, long long n),
+                              void *ud);
+
 /* In the say, ask and end callbacks: the output's sequence number in its
 ** session (1, 2, ...; the same number for the same output when a replay
 ** gives it again), 0 without a store. */

@@ -28,6 +28,8 @@ describe("flowrun test", function()
     assert.matches("labels 40 of 40 (100 %), steps 31 of 31 (100 %), edges 48 of 48 (100 %)", r.stdout, 1, true)
     local cov = cjson.decode(helper.read(dir .. "/cov.json"))
     assert.are.same({ 40, 40 }, cov.labels)
+    assert.are.same({ 28, 28 }, cov.lines)
+    assert.matches("edges 48 of 48 (100 %), lines 28 of 28 (100 %)", r.stdout, 1, true)
     assert.are.equal("scripts/demo/order_status_imperative.lua", cov.flows[1].flow)
     assert.are.equal("scripts/demo/order_status_imperative.lua:9", cov.flows[1].nodes[1].at)
     for _ = 1, 5 do assert.are.equal(r.stdout, test({ "--coverage", "scripts" }).stdout) end
@@ -47,6 +49,27 @@ return {
     assert.are.equal(0, r.code, r.stdout .. r.stderr)
     assert.matches("  lookup:                 16%  200 [404] [other] [error] [timeout] [max-connection]\n", r.stdout, 1, true)
     assert.matches("  steps never reached: not_found, slow, sorry\n", r.stdout, 1, true)
+  end)
+
+  it("counts the lines of a script its tests run, and names those never run", function()
+    local dir = helper.tmpdir()
+    copy_demo(dir)
+    helper.write(dir .. "/order_status_imperative.lua", helper.read("scripts/demo/order_status_imperative.lua"))
+    helper.write(dir .. "/one_test.lua", [[
+return {
+  flow = "order_status_imperative.lua", integrations = "integrations.lua",
+  stubs = { stub { path = "/orders/.*", reply = { status = 200, json = { status = "s", eta = "e" } } } },
+  test "one" { include "greeting_test_lines.lua", user "1", label "200" },
+}
+]])
+    local r = test({ "--coverage", "c.json", "one_test.lua" }, dir)
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    -- 17 lines hold code; the 404, timeout and other branches (and the jump after the last) never ran
+    assert.matches("  lines:                  64%  11 of 17; never run: 17, 18, 19, 20, 22, 23\n", r.stdout, 1, true)
+    local cov = cjson.decode(helper.read(dir .. "/c.json"))
+    assert.are.same({ 11, 17 }, cov.lines)
+    assert.are.same({ 17, 18, 19, 20, 22, 23 }, cov.flows[1].lines_never_run)
+    assert.are.same({ 5, 7, 8, 9, 10, 11, 12, 13, 15, 16, 25 }, cov.flows[1].lines_run)
   end)
 
   it("fails a test when a route is swapped, with what was expected, what was said and the calls", function()

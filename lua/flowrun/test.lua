@@ -292,6 +292,20 @@ FLOW_GLOBALS.log, FLOW_GLOBALS.json = {}, {}
 
 local function load_flow(path) return require("flowrun.loader").load(path, { globals = FLOW_GLOBALS }) end
 
+-- The lines of a Lua file that hold code (a set), as luac lists its
+-- instructions; nil and why when luac5.4 is not there or cannot read it.
+local function code_lines(path)
+  local p = io.popen("luac5.4 -l -p '" .. path:gsub("'", "'\\''") .. "' 2>/dev/null")
+  local set, any = {}, false
+  for line in p:lines() do
+    local n, op = line:match("^%s+%d+%s+%[(%d+)%]%s+(%u+)")
+    if n and op ~= "VARARGPREP" then set[tonumber(n)], any = true, true end   -- no line event
+  end
+  p:close()
+  if not any then return nil, "line coverage needs luac5.4 (the Debian package lua5.4)" end
+  return set
+end
+
 -- What can be covered in flow file path: its api nodes and the labels each
 -- can take (declared results and the default labels); for a declarative
 -- flow also its steps and edges. Needs a runtime made in this state (the
@@ -341,6 +355,8 @@ local function coverage_model(path)
       end
       node(tostring(call.line), ("%s:%d"):format(path, call.line), results, "line " .. call.line)
     end
+    m.code, m.no_lines = code_lines(path)
+    m.run = {}
   end
   return m
 end
@@ -374,7 +390,7 @@ end
 -- M.coverage_lines(models) -> lines of the coverage table, and totals
 -- { labels = { taken, all }, steps = {...}, edges = {...} }.
 function M.coverage_lines(models)
-  local lines, total = {}, { labels = { 0, 0 }, steps = { 0, 0 }, edges = { 0, 0 } }
+  local lines, total = {}, { labels = { 0, 0 }, steps = { 0, 0 }, edges = { 0, 0 }, lines = { 0, 0 } }
   local function pct(a, b) return b == 0 and 100 or math.floor(a * 100 / b) end
   for _, m in ipairs(models) do
     lines[#lines + 1] = "coverage of " .. m.file
@@ -385,6 +401,19 @@ function M.coverage_lines(models)
       end
       lines[#lines + 1] = ("  %-22s %3d%%  %s"):format(n.name .. ":", pct(k, #n.labels), table.concat(parts, " "))
       total.labels[1], total.labels[2] = total.labels[1] + k, total.labels[2] + #n.labels
+    end
+    if m.code then
+      local all, run, missed = 0, 0, {}
+      for n in pairs(m.code) do
+        all = all + 1
+        if m.run[n] then run = run + 1 else missed[#missed + 1] = n end
+      end
+      table.sort(missed)
+      lines[#lines + 1] = ("  %-22s %3d%%  %d of %d%s"):format("lines:", pct(run, all), run, all,
+        #missed > 0 and ("; never run: " .. table.concat(missed, ", ")) or "")
+      total.lines[1], total.lines[2] = total.lines[1] + run, total.lines[2] + all
+    elseif m.no_lines then
+      lines[#lines + 1] = "  lines: not measured: " .. m.no_lines
     end
     if m.steps then
       local missed = {}
@@ -401,10 +430,12 @@ function M.coverage_lines(models)
       if #missed > 0 then lines[#lines + 1] = "  edges never taken: " .. table.concat(missed, ", ") end
     end
   end
-  lines[#lines + 1] = ("labels %d of %d (%d %%), steps %d of %d (%d %%), edges %d of %d (%d %%)  ([x]: never taken)")
+  lines[#lines + 1] = ("labels %d of %d (%d %%), steps %d of %d (%d %%), edges %d of %d (%d %%), "
+                       .. "lines %d of %d (%d %%)  ([x]: never taken)")
     :format(total.labels[1], total.labels[2], pct(total.labels[1], total.labels[2]),
             total.steps[1], total.steps[2], pct(total.steps[1], total.steps[2]),
-            total.edges[1], total.edges[2], pct(total.edges[1], total.edges[2]))
+            total.edges[1], total.edges[2], pct(total.edges[1], total.edges[2]),
+            total.lines[1], total.lines[2], pct(total.lines[1], total.lines[2]))
   return lines, total
 end
 
@@ -541,6 +572,7 @@ function M.run(suites, opts)
     end
     local model = opts.coverage and coverage_model(suite.flow)
     if model then opts.coverage[#opts.coverage + 1] = model end
+    if model and model.code then rt:count_lines(true) end
     local running = {}
     for ti, test in ipairs(suite.tests) do
       local id = test.id or ("%d.%d"):format(si, ti)
@@ -642,6 +674,9 @@ function M.run(suites, opts)
         end
       end
       if alive == 0 or turns > 1000000 then break end
+    end
+    if model and model.code then
+      for n, k in pairs(rt:lines()[suite.flow] or {}) do model.run[n] = (model.run[n] or 0) + k end
     end
     rt:close()
     for _, t in ipairs(running) do
@@ -1010,9 +1045,19 @@ function M.main(args, out, err)
           for _, s in ipairs(m.steps) do steps[#steps + 1] = { step = s.name, reached = s.reached } end
           for _, e in ipairs(m.edges) do edges[#edges + 1] = { from = e.from, to = e.to, taken = e.taken } end
         end
-        flows[#flows + 1] = { flow = m.file, nodes = #nodes > 0 and nodes or json.empty_array, steps = steps, edges = edges }
+        local run, missed = json.empty_array, json.empty_array
+        if m.code then
+          run, missed = {}, {}
+          for n in pairs(m.code) do if m.run[n] then run[#run + 1] = n else missed[#missed + 1] = n end end
+          table.sort(run) table.sort(missed)
+          if #run == 0 then run = json.empty_array end
+          if #missed == 0 then missed = json.empty_array end
+        end
+        flows[#flows + 1] = { flow = m.file, nodes = #nodes > 0 and nodes or json.empty_array, steps = steps, edges = edges,
+                              lines_run = run, lines_never_run = missed }
       end
-      f:write(json.encode({ flows = flows, labels = total.labels, steps = total.steps, edges = total.edges }), "\n")
+      f:write(json.encode({ flows = flows, labels = total.labels, steps = total.steps, edges = total.edges,
+                            lines = total.lines }), "\n")
       f:close()
     end
   end

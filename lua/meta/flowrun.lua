@@ -11,6 +11,7 @@
 ---@field store? string|table a store's file, or { path, resident, idle_ms, ttl_s, keep_ended_s, park }
 ---@field transport? fun(request: table): table every call answered by it, not the network (README: Testing flows)
 ---@field virtual_clock? boolean|number a virtual clock (true: from now; a number: from that ms since 1970)
+---@field replay? string a store to check: its sessions replayed to the end of their journals, read only
 
 ---@class flowrun.Limits
 ---@field instructions? integer between two waits of a session
@@ -24,6 +25,8 @@
 ---@field session string the session's id
 ---@field text? string say: the text; ask: the prompt
 ---@field ok? boolean end: whether the session ended without an error
+---@field parked? boolean end: parked (its replay did not match)
+---@field replayed? boolean end, with replay: its replay matched to the end of its journal (text: what comes next)
 ---@field error? string end: the error; trace: the call's error
 ---@field integration? string trace
 ---@field method? string trace
@@ -100,6 +103,14 @@ function Runtime:advance(ms) end
 ---@return table? session
 function Runtime:state(id) end
 
+---Counts the lines of flow files that sessions run, from now (false: stops, forgets).
+---@param on boolean
+function Runtime:count_lines(on) end
+
+---The lines run since count_lines(true): { [file] = { [line] = runs } }.
+---@return table<string, table<integer, integer>>
+function Runtime:lines() end
+
 ---Frees the runtime (also at garbage collection and with <close>).
 function Runtime:close() end
 
@@ -111,5 +122,10 @@ local flowrun = {}
 ---@param opts? flowrun.Options
 ---@return flowrun.Runtime
 function flowrun.new(opts) end
+
+---A store's sessions, the most recently active first, as `flowrun sessions` lists them.
+---@param path string
+---@return { id: string, flow: string, state: "running"|"waiting"|"ended", messages: integer, journal: integer, active_ms: integer, note: string? }[]
+function flowrun.sessions(path) end
 
 return flowrun

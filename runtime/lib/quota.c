@@ -321,13 +321,37 @@ static void check_memory(lua_State *L, fr_session *s) {
   s->use.mem_check = held + slim / 8;       /* not measured again at every look */
 }
 
+/* flowrun_count_lines: one more run of the line ar is at, in the table of
+** its file (a flow's own files only: "@path" sources). */
+static void count_line(lua_State *L, flowrun *rt, lua_Debug *ar) {
+  lua_Integer n;
+  if (!lua_getinfo(L, "Sl", ar) || ar->source[0] != '@' || ar->currentline <= 0
+      || !lua_checkstack(L, 4))
+    return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->lines_ref);
+  if (lua_getfield(L, -1, ar->source + 1) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, ar->source + 1);
+  }
+  n = (lua_rawgeti(L, -1, ar->currentline), lua_tointeger(L, -1));
+  lua_pop(L, 1);
+  lua_pushinteger(L, n + 1);
+  lua_rawseti(L, -2, ar->currentline);
+  lua_pop(L, 2);
+}
+
 static void hook(lua_State *L, lua_Debug *ar) {
   fr_session *s = running;
   flowrun *rt;
   long long lim;
-  (void)ar;
   if (!s) return;
   rt = s->rt;
+  if (ar->event == LUA_HOOKLINE) {
+    if (rt->lines_ref != LUA_NOREF && !s->use.doom) count_line(L, rt, ar);
+    return;
+  }
   rt->run_L = L;                        /* where a break finds it */
   if (s->use.doom) {                        /* caught by a pcall: again */
     lua_sethook(L, hook, LUA_MASKCOUNT | LUA_MASKCALL, 1);
@@ -336,7 +360,7 @@ static void hook(lua_State *L, lua_Debug *ar) {
   }
   if (rt->broke) doom(L, s, "interrupted!");
   if (lua_gethookcount(L) != EVERY) {  /* a break armed it for a session gone */
-    fr_limits_watch(L);
+    fr_limits_watch(rt, L);
     return;
   }
   s->use.steps += EVERY;
@@ -357,8 +381,44 @@ int flowrun_break(flowrun *rt) {
   return 1;
 }
 
-void fr_limits_watch(lua_State *co) {
-  lua_sethook(co, hook, LUA_MASKCOUNT, EVERY);
+void fr_limits_watch(flowrun *rt, lua_State *co) {
+  lua_sethook(co, hook, LUA_MASKCOUNT | (rt->lines_ref != LUA_NOREF ? LUA_MASKLINE : 0), EVERY);
+}
+
+int flowrun_count_lines(flowrun *rt, int on) {
+  lua_State *L = rt->L;
+  if (rt->in_step) return fr_error(rt, "flowrun_count_lines: not from a callback");
+  luaL_unref(L, LUA_REGISTRYINDEX, rt->lines_ref);
+  rt->lines_ref = LUA_NOREF;
+  if (on) {
+    if (!lua_checkstack(L, 1)) return fr_error(rt, "out of memory");
+    lua_newtable(L);
+    rt->lines_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  for (fr_session *s = rt->all; s; s = s->next) fr_limits_watch(rt, s->co);
+  return FLOWRUN_OK;
+}
+
+int flowrun_lines(flowrun *rt, int (*fn)(void *ud, const char *file, int line, long long n),
+                  void *ud) {
+  lua_State *L = rt->L;
+  int stop = 0;
+  if (rt->lines_ref == LUA_NOREF) return FLOWRUN_OK;
+  if (!lua_checkstack(L, 6)) return fr_error(rt, "out of memory");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->lines_ref);
+  lua_pushnil(L);
+  while (!stop && lua_next(L, -2)) {
+    lua_pushnil(L);
+    while (!stop && lua_next(L, -2)) {
+      stop = fn(ud, lua_tostring(L, -4), (int)lua_tointeger(L, -2), (long long)lua_tointeger(L, -1));
+      lua_pop(L, 1);
+    }
+    if (stop) lua_pop(L, 1);
+    lua_pop(L, 1);
+  }
+  if (stop) lua_pop(L, 1);
+  lua_pop(L, 1);
+  return FLOWRUN_OK;
 }
 
 void fr_limits_output(flowrun *rt, lua_State *L, size_t n) {

@@ -36,9 +36,9 @@ void fr_limits_init(flowrun *rt);
 ** what the runtime and the running session hold, refuses past a limit. */
 void *fr_alloc(void *ud, void *p, size_t osize, size_t nsize);
 
-/* Arms the count hook on a session's new thread; coroutines it creates
-** inherit it. */
-void fr_limits_watch(lua_State *co);
+/* Arms the count hook on a session's new thread (and the line hook when
+** rt counts lines); coroutines it creates inherit it. */
+void fr_limits_watch(flowrun *rt, lua_State *co);
 
 /* Around a resume of s (and anything else that runs its code): what it
 ** allocates is charged to it, and its instructions are counted from 0.

@@ -83,6 +83,7 @@ flowrun *fr_create(lua_State *L, bool owns, const flowrun_callbacks *cb) {
   rt->owns_L = owns;
   rt->sessions_ref = rt->flows_ref = rt->base_ref = LUA_NOREF;
   rt->threads_ref = rt->globals_ref = rt->modules_ref = rt->trusted_ref = LUA_NOREF;
+  rt->lines_ref = LUA_NOREF;
   if (cb) {                              /* what the host's size says it has */
     size_t n = cb->size ? cb->size : offsetof(flowrun_callbacks, size);
     memcpy(&rt->cb, cb, n < sizeof rt->cb ? n : sizeof rt->cb);
@@ -123,6 +124,7 @@ void fr_destroy(flowrun *rt) {
     luaL_unref(rt->L, LUA_REGISTRYINDEX, rt->globals_ref);
     luaL_unref(rt->L, LUA_REGISTRYINDEX, rt->modules_ref);
     luaL_unref(rt->L, LUA_REGISTRYINDEX, rt->trusted_ref);
+    luaL_unref(rt->L, LUA_REGISTRYINDEX, rt->lines_ref);
     if (rt->owns_L) lua_close(rt->L);
   }
   fr_loop_free(rt);

@@ -91,6 +91,7 @@ struct flowrun {
   double vstart;                        /* vclock when it was made */
   /* limits (quota.c) */
   long long limit[FLOWRUN_LIMIT_COUNT];
+  int lines_ref;                        /* registry: file -> line -> runs; LUA_NOREF: not counted */
   long long mem;                        /* bytes the Lua state holds (if ours) */
   flowrun_callbacks cb;
   char err[1024];

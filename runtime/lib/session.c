@@ -524,7 +524,7 @@ static int l_failure(lua_State *L) {
     rt->running = s;                    /* a break and a watchdog reach it */
     rt->run_L = L;
     atomic_store_explicit(&rt->run_since, (long long)fr_now() | 1, memory_order_relaxed);
-    fr_limits_watch(L);
+    fr_limits_watch(rt, L);
     lua_pushcfunction(L, l_error_text);
     lua_pushvalue(L, 3);
     ok = lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TSTRING;
@@ -666,7 +666,7 @@ static void resume(fr_session *s) {
   atomic_store_explicit(&s->rt->run_since, 0, memory_order_relaxed);
   if (s->rt->broke) {                   /* a break is for the session that ran */
     s->rt->broke = 0;
-    if (st == LUA_YIELD) fr_limits_watch(s->co);   /* it waits: its hook as it was */
+    if (st == LUA_YIELD) fr_limits_watch(s->rt, s->co);   /* it waits: its hook as it was */
   }
   fr_limits_leave(was);
   s->nargs = 0;
@@ -765,7 +765,7 @@ static int l_make(lua_State *L) {
   fr_session *s = a->s;
   int fn = 4 + a->argc, first = 4, nargs = a->argc, n;
   lua_State *co = s->co = lua_newthread(L);
-  fr_limits_watch(co);
+  fr_limits_watch(rt, co);
   s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   if (rt->owns_L) *(fr_session **)lua_getextraspace(co) = s;
   else {

@@ -456,6 +456,45 @@ static int m_clock(lua_State *L) {
   return 1;
 }
 
+/* rt:count_lines(on): line coverage of the flows' files from now. */
+static int m_count_lines(lua_State *L) {
+  static const char method_name[] = "count_lines";
+  box *b = checkbox(L);
+  check(L, b, flowrun_count_lines(b->rt, lua_toboolean(L, 2)));
+  return 0;
+}
+
+typedef struct { lua_State *L; int t; } lines_to;   /* the result table's thread and index */
+
+static int line_run(void *ud, const char *file, int line, long long n) {
+  lines_to *to = ud;
+  lua_State *L = to->L;
+  if (!lua_checkstack(L, 3)) return 1;
+  if (lua_getfield(L, to->t, file) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, to->t, file);
+  }
+  lua_pushinteger(L, n);
+  lua_rawseti(L, -2, line);
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* rt:lines() -> { [file] = { [line] = runs } } since count_lines(true). */
+static int m_lines(lua_State *L) {
+  static const char method_name[] = "lines";
+  box *b = checkbox(L);
+  lines_to to;
+  lua_newtable(L);
+  to.L = L;
+  to.t = lua_gettop(L);
+  check(L, b, flowrun_lines(b->rt, line_run, &to));
+  lua_settop(L, to.t);
+  return 1;
+}
+
 static int m_close(lua_State *L) {
   box *b = luaL_checkudata(L, 1, RT_MT);
   if (b->rt) {
@@ -659,6 +698,8 @@ static const luaL_Reg methods[] = {
   { "sessions",          m_sessions },
   { "clock",             m_clock },
   { "advance",           m_advance },
+  { "count_lines",       m_count_lines },
+  { "lines",             m_lines },
   { "state",             m_state },
   { "close",             m_close },
   { NULL, NULL }
