@@ -71,6 +71,10 @@ done
 grep -q '"ask":"n?","seq":5' "$tmp/again.out" || { cat "$tmp/again.out"; exit 1; }
 echo "flowrun host --store: snapshots of a declarative flow, continue_as_new: clean"
 $vg "$here/build/flowrun" test --coverage "$here/scripts/demo" >/dev/null
-echo "flowrun test (stubs, a virtual clock, coverage): clean"
+echo "flowrun test (stubs, a virtual clock, coverage with lines): clean"
+$vg "$here/build/flowrun" test --replay "$tmp/d.db" -I "$tmp/integrations.lua" >"$tmp/replay.out" \
+  || { cat "$tmp/replay.out"; exit 1; }
+grep -q '^ok 1 - session d ' "$tmp/replay.out" || { cat "$tmp/replay.out"; exit 1; }
+echo "flowrun test --replay: clean"
 kill -TERM "$mock"
 if wait "$mock"; then echo "flowrun mock: clean"; else echo "flowrun mock: valgrind found problems"; cat "$tmp/mock.log"; exit 1; fi
