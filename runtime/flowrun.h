@@ -330,8 +330,9 @@ FLOWRUN_API int flowrun_open_store(flowrun *rt, const char *path);
 ** FLOWRUN_REPLAYED, FLOWRUN_DONE (the flow ends where its journal does),
 ** or FLOWRUN_FAILED with the mismatch or the error the replay met. Nothing
 ** is written, no call is made, no sleep is waited for, no output but the
-** ends is given; flowrun_start and flowrun_send are refused. Before any
-** session starts, as flowrun_open_store; step until none is left. */
+** ends is given; flowrun_start and flowrun_send are refused, and the store
+** limits stay 0 (every session in memory). Before any session starts, as
+** flowrun_open_store; step until none is left. */
 FLOWRUN_API int flowrun_replay_store(flowrun *rt, const char *path);
 
 /* Line coverage (flowrun test --coverage): with on, each line of a flow's

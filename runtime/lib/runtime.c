@@ -196,7 +196,7 @@ long long flowrun_store_limit(flowrun *rt, int which, long long value) {
   long long was;
   if (which < 0 || which >= FLOWRUN_STORE_COUNT) return -1;
   was = rt->store_limit[which];
-  if (value >= 0) rt->store_limit[which] = value;
+  if (value >= 0 && !fr_dur_checking(rt)) rt->store_limit[which] = value;   /* a replay keeps 0s */
   if (rt->sweep && rt->sweep->idx < 0 && value > 0
       && (which == FLOWRUN_STORE_IDLE_MS || which == FLOWRUN_STORE_TTL_S
           || which == FLOWRUN_STORE_ENDED_S))
