@@ -886,7 +886,7 @@ end
 -- ends, or the mismatch); sorted by id.
 function M.replay(store, opts)
   opts = opts or {}
-  local listed, by_id, results = flowrun.sessions(store), {}, {}
+  local listed, by_id, results = flowrun.store_list(store), {}, {}
   local integrations = opts.integrations or os.getenv("FLOWRUN_INTEGRATIONS")
   for _, e in ipairs(listed) do
     if e.state ~= "ended" then
@@ -928,7 +928,7 @@ function M.replay_main(store, o, out, err)
     return 2
   end
   local ok, results = pcall(M.replay, store, o)
-  if not ok then err:write("flowrun test: --replay: ", (tostring(results):gsub("^.-flowrun%.%w+: ", "")), "\n") return 2 end
+  if not ok then err:write("flowrun test: --replay: ", (tostring(results):gsub("^.-flowrun%.[%w_]+: ", "")), "\n") return 2 end
   local passed, failed, all = 0, 0, {}
   for n, r in ipairs(results) do
     if r.ok then passed = passed + 1 else failed = failed + 1 end

@@ -126,6 +126,6 @@ function flowrun.new(opts) end
 ---A store's sessions, the most recently active first, as `flowrun sessions` lists them.
 ---@param path string
 ---@return { id: string, flow: string, state: "running"|"waiting"|"ended", messages: integer, journal: integer, active_ms: integer, note: string? }[]
-function flowrun.sessions(path) end
+function flowrun.store_list(path) end
 
 return flowrun

@@ -739,15 +739,15 @@ static int listed(void *ud, const flowrun_store_entry *e) {
   return 0;
 }
 
-/* flowrun.sessions(PATH) -> the store's sessions, the most recently active
+/* flowrun.store_list(PATH) -> the store's sessions, the most recently active
 ** first: { id, flow, state, messages, journal, active_ms, note }, as
 ** `flowrun sessions` lists them; read while a runtime runs the store too. */
-static int l_sessions(lua_State *L) {
+static int l_store_list(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   char err[600];
   lua_newtable(L);
   if (flowrun_store_list(path, listed, L, err, sizeof err) != FLOWRUN_OK)
-    return luaL_error(L, "flowrun.sessions: %s", err);
+    return luaL_error(L, "flowrun.store_list: %s", err);
   return 1;
 }
 
@@ -764,8 +764,8 @@ int luaopen_flowrun(lua_State *L) {
   lua_createtable(L, 0, 3);
   lua_pushcfunction(L, l_new);
   lua_setfield(L, -2, "new");
-  lua_pushcfunction(L, l_sessions);
-  lua_setfield(L, -2, "sessions");
+  lua_pushcfunction(L, l_store_list);
+  lua_setfield(L, -2, "store_list");
   lua_pushliteral(L, FLOWRUN_VERSION);
   lua_setfield(L, -2, "_VERSION");
   return 1;
