@@ -109,6 +109,24 @@ describe("auth: OAuth2 client credentials", function()
     assert.are.equal(1, mock:count("GET /v1/me -> 200"))
   end)
 
+  it("401s to many calls at once: one token request, each call sent again once", function()
+    local mock = helper.mock({
+      { method = "POST", path = "/token", times = 1, json = { access_token = "tok-revoked" } },
+      { method = "POST", path = "/token", json = TOKEN },
+      { path = "/v1/me", status = 401, times = 10, json = { error = "invalid_token" } },
+      { path = "/v1/me", echo = true },
+    })
+    local rt = helper.runtime(oauth(mock))
+    for i = 1, 10 do helper.start(rt, "s" .. i, FLOW) end
+    assert.is_true(rt:run(10000))
+    local said = helper.says(rt:events())
+    assert.are.equal(10, #said)
+    for _, s in ipairs(said) do assert.are.equal("200 nil true", s) end
+    assert.are.equal(2, mock:count("POST /token -> 200"))
+    assert.are.equal(10, mock:count("GET /v1/me -> 401"))
+    assert.are.equal(10, mock:count("GET /v1/me -> 200"))
+  end)
+
   it("a second 401 is the call's label: one refresh and one resend, no more", function()
     local mock = helper.mock({
       { method = "POST", path = "/token", json = TOKEN },
@@ -142,6 +160,24 @@ describe("auth: OAuth2 client credentials", function()
                      res.error)
     assert.are.equal(2, mock:count("POST /token -> 401"))
     assert.are.equal(0, mock:count("/v1/me"))
+  end)
+
+  it("the token request has the integration's timeout_ms and is not retried", function()
+    local mock = helper.mock({
+      { method = "POST", path = "/token", times = 1, delay_ms = 1500, json = TOKEN },
+      { method = "POST", path = "/token", status = 503, json = { error = "temporarily_unavailable" } },
+      { path = "/v1/me", echo = true },
+    })
+    local rt = helper.runtime(oauth(mock, nil, { timeout_ms = 300, retry = { attempts = 3, on = { "503", "timeout" },
+                                                                            backoff_ms = 0 } }))
+    local label, res = me(rt)
+    assert.are.equal("error", label)
+    assert.are.equal("auth", res.reason)
+    assert.matches("^OAuth2 token request to .*/token failed: Operation timed out after", res.error)
+    label, res = me(rt)
+    assert.are.equal("OAuth2 token request to " .. mock.url .. "/token failed: status 503 (temporarily_unavailable)",
+                     res.error)
+    assert.are.equal(1, mock:count("POST /token -> 503"))
   end)
 
   it("a token endpoint that is down, or answers without a token: error / auth", function()
@@ -246,8 +282,14 @@ describe("auth: the token request", function()
     assert.are.equal("Bearer tok-2", seen[4].headers.authorization)
   end)
 
+  it("a token_type other than Bearer: error / auth", function()
+    local _, said = run({ token_url = "http://127.0.0.1:9/token", client_id = "app", client_secret = "pw-1234" },
+                        function() return { status = 200, json = { access_token = "t-9", token_type = "mac" } } end)
+    assert.are.same({ "error auth 0" }, said)   -- nothing sent: no attempt
+  end)
+
   it("expires_in counts on the runtime's clock (the virtual one here)", function()
-    local n = 0
+    local n, sent = 0, {}
     local ig = { api = { base_url = "http://127.0.0.1:9/v1", auth = { oauth2 = {
       token_url = "http://127.0.0.1:9/token", client_id = "app", client_secret = "pw" } } } }
     local rt = flowrun.new{ integrations = helper.integrations(ig), virtual_clock = 1767225600000,
@@ -256,18 +298,55 @@ describe("auth: the token request", function()
                                 n = n + 1
                                 return { status = 200, json = { access_token = "tok-" .. n, expires_in = "60" } }
                               end
+                              sent[#sent + 1] = req.headers.authorization
                               return { status = 200 }
                             end }
     helper.start(rt, "s", [[
       local ok = api_node{ integration = "api", path = "/me", results = { "200" } }
-      sleep(50000)
+      sleep(53900)
       api_node{ integration = "api", path = "/me", results = { "200" } }
-      sleep(10000)
+      sleep(200)
       api_node{ integration = "api", path = "/me", results = { "200" } }
     ]])
     assert.is_true(rt:run())
     rt:close()
-    assert.are.equal(2, n)              -- 60 s, refreshed in its last 6: at 60 s, not at 50 s
+    assert.are.equal(2, n)              -- 60 s, replaced in its last 6: after 54 s
+    assert.are.same({ "Bearer tok-1", "Bearer tok-1", "Bearer tok-2" }, sent)
+  end)
+end)
+
+describe("auth: flowrun test", function()
+  teardown(helper.cleanup)
+
+  it("a suite's stub answers the token request, by the token URL's path", function()
+    local dir = helper.tmpdir()
+    helper.integrations({ crm = { base_url = "http://127.0.0.1:9/v2", auth = { oauth2 = {
+      token_url = "http://127.0.0.1:9/oauth/token", client_id = "app", client_secret = "pw-123456" } } } }, dir)
+    helper.flow([[
+      local label, res = api_node{ integration = "crm", path = "/me", results = { "200" } }
+      say(label .. " " .. tostring(res.reason))
+    ]], dir)
+    local test = [[
+      return {
+        flow = "flow.lua", integrations = "integrations.lua",
+        stubs = {
+          TOKEN
+          stub { integration = "crm", path = "/me", headers = { Authorization = "Bearer t-1" },
+                 reply = { status = 200 } },
+        },
+        test "a call with a token" { bot "200 nil", done() },
+      }
+    ]]
+    local stub = [[stub { method = "POST", path = "/oauth/token",
+                          reply = { status = 200, json = { access_token = "t-1", expires_in = 3600 } } },]]
+    local file = helper.write(dir .. "/flow_test.lua", (test:gsub("TOKEN", stub)))
+    local r = helper.cli{ args = { "test", file } }
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("1 passed, 0 failed", r.stdout, 1, true)
+    helper.write(file, (test:gsub("TOKEN", "")))
+    r = helper.cli{ args = { "test", file } }
+    assert.are.equal(1, r.code)
+    assert.matches('expected the bot to say "200 nil", it said "error auth"', r.stdout, 1, true)
   end)
 end)
 
