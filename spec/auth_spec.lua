@@ -417,6 +417,15 @@ describe("auth: API keys", function()
     assert.are.equal("header_conflict", res.reason)
   end)
 
+  it("in the query, not read through env(): a secret all the same", function()
+    local rt = helper.runtime({ api = { base_url = mock.url .. "/v1",
+                                        auth = { api_key = { query = "key", value = "lit-key-5555" } } } })
+    local label, res = me(rt)
+    assert.are.equal("200", label)
+    assert.are.equal("lit-key-5555", res.json.args.key)
+    assert.are.equal(mock.url .. "/v1/me?key=***", res.url)
+  end)
+
   it("in the query: sent on every call, *** in res.url, traces and say()", function()
     local dir = helper.tmpdir()
     local ig = helper.integrations({ api = { base_url = mock.url .. "/v1", query = { v = "2" },
