@@ -248,7 +248,8 @@ static char *sub_string(lua_State *L, building *b, const char *table, const char
     size_t len;
     const char *s = want_string(L, b, -1, name, &len);
     if (len == 0 || strlen(s) != len) bad(L, b, name, "expected a non-empty string without NUL");
-    if (secret && !fr_secret_add(b->rt, s, len, NULL, NULL)) luaL_error(L, "not enough memory");
+    if (secret && !b->rt->env_placeholders && !fr_secret_add(b->rt, s, len, NULL, NULL))
+      luaL_error(L, "not enough memory");   /* placeholders: nothing is sent, "${X}" shows */
     v = xstrdup(L, s, len);
   } else if (required)
     bad(L, b, name, "required");
@@ -319,7 +320,8 @@ static void read_api_key(lua_State *L, building *b) {
   if (lua_isnil(L, -1)) bad(L, b, "auth.api_key.value", "required");
   const char *v = want_string(L, b, -1, "auth.api_key.value", &len);
   if (len == 0) bad(L, b, "auth.api_key.value", "expected a non-empty string");
-  if (!fr_secret_add(b->rt, v, len, NULL, NULL)) luaL_error(L, "not enough memory");
+  if (!b->rt->env_placeholders && !fr_secret_add(b->rt, v, len, NULL, NULL))
+    luaL_error(L, "not enough memory");
   if (header) {
     const char *why = fr_header_problem(header, v, len);
     if (why) bad(L, b, "auth.api_key", why);
