@@ -315,6 +315,38 @@ describe("auth: the token request", function()
   end)
 end)
 
+describe("auth: durable sessions", function()
+  teardown(helper.cleanup)
+
+  it("a replayed call sends nothing and needs no token; the token is not stored", function()
+    local mock = helper.mock({
+      { method = "POST", path = "/token", json = TOKEN },
+      { path = "/v1/me", echo = true },
+    })
+    local dir = helper.tmpdir()
+    local ifile = helper.integrations(oauth(mock), dir)
+    local flow = helper.flow([[
+      local label = api_node{ integration = "api", path = "/me", results = { "200" } }
+      local more = ask("more?")
+      local label2 = api_node{ integration = "api", path = "/me", results = { "200" } }
+      say(label .. " " .. label2 .. " " .. more)
+    ]], dir)
+    local store = dir .. "/s.db"
+    local r1 = helper.store_host(store, ifile, flow, '{"session":"u1","text":"x","n":1}\n')
+    assert.are.equal(0, r1.code, r1.stderr)
+    assert.matches('"ask":"more?"', r1.stdout, 1, true)
+    assert.are.equal(1, mock:count("POST /token"))
+    assert.are.equal(1, mock:count("GET /v1/me"))
+    local r2 = helper.store_host(store, ifile, flow, '{"session":"u1","text":"go","n":2}\n')
+    assert.are.equal(0, r2.code, r2.stderr)
+    assert.matches('"say":"200 200 go"', r2.stdout, 1, true)
+    assert.are.equal(2, mock:count("GET /v1/me"))      -- the first call replayed, not sent
+    assert.are.equal(2, mock:count("POST /token"))     -- a new process: a new token, for the live call
+    local db = helper.read(store) .. (helper.read(store .. "-wal") or "")
+    assert.not_matches("tok-AAA", db, 1, true)
+  end)
+end)
+
 describe("auth: flowrun test", function()
   teardown(helper.cleanup)
 
