@@ -427,6 +427,17 @@ describe("auth: the token is a secret", function()
     assert.not_matches("s3cret", r.stdout, 1, true)
     assert.not_matches("tok-AAA", r.stdout, 1, true)
   end)
+
+  it("the REPL's .integrations says when the token is due", function()
+    local mock = helper.mock({ { method = "POST", path = "/token", json = { access_token = "tok-x", expires_in = 1 } },
+                               { path = "/v1/me", echo = true } })
+    local ig = helper.integrations(oauth(mock))
+    local r = helper.cli{ args = { "repl", "-I", ig },
+                          stdin = "api_node{ integration = 'api', path = '/me', results = { '200' } }\n"
+                                  .. ".integrations\nsleep(1000)\n.integrations\n" }
+    assert.are.equal(0, r.code, r.stderr)
+    assert.matches("client credentials; token: fresh\n.*client credentials; token: expiring\n", r.stdout)
+  end)
 end)
 
 describe("auth: API keys", function()
