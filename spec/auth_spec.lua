@@ -180,6 +180,21 @@ describe("auth: OAuth2 client credentials", function()
     assert.are.equal(1, mock:count("POST /token -> 503"))
   end)
 
+  it("the token request has the integration's TLS settings (ca_file)", function()
+    if not helper.have_openssl() then pending("needs the openssl command") return end
+    local tls = helper.tls_server()
+    local mock = helper.mock({ { path = "/v1/me", echo = true } })
+    local rt = helper.runtime(oauth(mock, { token_url = tls.url .. "/token" }))
+    local label, res = me(rt)
+    assert.are.equal("auth", res.reason)
+    assert.matches("^OAuth2 token request to https://127%.0%.0%.1:%d+/token failed: .*certificate", res.error)
+    rt = helper.runtime(oauth(mock, { token_url = tls.url .. "/token" }, { ca_file = tls.ca_file, timeout_ms = 800 }))
+    label, res = me(rt)                 -- through TLS now: s_server -www never answers a POST
+    assert.are.equal("error", label)
+    assert.matches("^OAuth2 token request to https://127%.0%.0%.1:%d+/token failed: Operation timed out after", res.error)
+    assert.not_matches("certificate", res.error)
+  end)
+
   it("a token endpoint that is down, or answers without a token: error / auth", function()
     local mock = helper.mock({
       { method = "POST", path = "/token", json = { token_type = "Bearer" } },
