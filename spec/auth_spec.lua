@@ -127,6 +127,22 @@ describe("auth: OAuth2 client credentials", function()
     assert.are.equal(10, mock:count("GET /v1/me -> 200"))
   end)
 
+  it("calls queued for a slot when the token is replaced are sent with the new one", function()
+    local mock = helper.mock({
+      { method = "POST", path = "/token", times = 1, json = { access_token = "tok-revoked" } },
+      { method = "POST", path = "/token", json = TOKEN },
+      { path = "/v1/me", status = 401, times = 1, delay_ms = 100, json = { error = "invalid_token" } },
+      { path = "/v1/me", echo = true },
+    })
+    local rt = helper.runtime(oauth(mock, nil, { max_connections = 1, queue_timeout_ms = 5000 }))
+    for i = 1, 3 do helper.start(rt, "s" .. i, FLOW) end
+    assert.is_true(rt:run(10000))
+    assert.are.same({ "200 nil true", "200 nil true", "200 nil true" }, helper.says(rt:events()))
+    assert.are.equal(2, mock:count("POST /token -> 200"))
+    assert.are.equal(1, mock:count("GET /v1/me -> 401"))
+    assert.are.equal(3, mock:count("GET /v1/me -> 200"))
+  end)
+
   it("a second 401 is the call's label: one refresh and one resend, no more", function()
     local mock = helper.mock({
       { method = "POST", path = "/token", json = TOKEN },

@@ -751,6 +751,7 @@ static void transfer(fr_call *c) {
 }
 
 static void start(fr_call *c) {
+  fr_oauth *o = c->rq.ig->oauth;
   if (!c->slot && !c->internal) {
     c->slot = true;
     c->rq.ig->pool.inflight++;
@@ -760,6 +761,15 @@ static void start(fr_call *c) {
   c->attempt_t0 = fr_clock(c->rt);
   c->hops = 0;
   c->label = c->reason = NULL;
+  if (o && o->token && c->token_gen != o->gen && !c->internal) {
+    /* queued for a slot, or a retry: the token has been replaced since */
+    if (!fr_auth_header(o, &c->rq)) {
+      fail_oom(c);
+      finish(c);
+      return;
+    }
+    c->token_gen = o->gen;
+  }
   transfer(c);
 }
 
