@@ -313,6 +313,33 @@ describe("auth: the token request", function()
     assert.are.equal("Bearer tok-2", seen[4].headers.authorization)
   end)
 
+  it("a token of expires_in 0 is used by the calls that waited for it, then fetched again", function()
+    local n = 0
+    local seen, said = run({ token_url = "http://127.0.0.1:9/token", client_id = "app", client_secret = "pw-1234" },
+                           function()
+                             n = n + 1
+                             return { status = 200, json = { access_token = "t-" .. n, expires_in = 0 } }
+                           end, nil, 2)
+    assert.are.same({ "200 nil 1", "200 nil 1" }, said)
+    assert.are.equal(1, n)              -- both sessions waited for the one request
+    assert.are.same({ "Bearer t-1", "Bearer t-1" }, { seen[2].headers.authorization, seen[3].headers.authorization })
+    local ig = { api = { base_url = "http://127.0.0.1:9/v1", auth = { oauth2 = {
+      token_url = "http://127.0.0.1:9/token", client_id = "app", client_secret = "pw-1234" } } } }
+    local rt = flowrun.new{ integrations = helper.integrations(ig), virtual_clock = 1767225600000,
+                            transport = function(req)
+                              if not req.url:find("/token", 1, true) then return { status = 200 } end
+                              n = n + 1
+                              return { status = 200, json = { access_token = "t-" .. n, expires_in = "0" } }
+                            end }
+    helper.start(rt, "s", [[
+      api_node{ integration = "api", path = "/me", results = { "200" } }
+      api_node{ integration = "api", path = "/me", results = { "200" } }
+    ]])
+    assert.is_true(rt:run())
+    rt:close()
+    assert.are.equal(3, n)              -- the next call fetches again
+  end)
+
   it("a token_type other than Bearer: error / auth", function()
     local _, said = run({ token_url = "http://127.0.0.1:9/token", client_id = "app", client_secret = "pw-1234" },
                         function() return { status = 200, json = { access_token = "t-9", token_type = "mac" } } end)

@@ -252,15 +252,16 @@ bool fr_auth_accept(flowrun *rt, fr_oauth *o, int status, const char *body, size
       return false;
     }
   }
-  double life = 0;                      /* expires_in: a number, or one in a string */
+  double life = -1;                     /* expires_in: a number, or one in a string */
   if ((end = field(body, e, "expires_in", &v))) {
-    char num[32];
+    char num[32], *stop;
     size_t k = (size_t)(end - v);
     if (*v == '"' && k >= 2) { v++; k -= 2; }
     if (k < sizeof num) {
       memcpy(num, v, k);
       num[k] = '\0';
-      life = strtod(num, NULL) * 1000;
+      double secs = strtod(num, &stop);
+      life = stop == num ? -1 : secs > 0 ? secs * 1000 : 0;   /* null: none; negative: 0 */
     }
   }
   if ((end = field(body, e, "refresh_token", &v)) && o->refresh_token
@@ -274,7 +275,9 @@ bool fr_auth_accept(flowrun *rt, fr_oauth *o, int status, const char *body, size
   free(o->token);
   o->token = token;
   o->gen++;
-  o->expires_at = life > 0 ? fr_clock(rt) + life - (life / 10 < MARGIN_MS ? life / 10 : MARGIN_MS) : 0;
+  /* none: until a 401; 0 or less: only the calls waiting for it use it */
+  o->expires_at = life < 0 ? 0 : life == 0 ? fr_clock(rt)
+                : fr_clock(rt) + life - (life / 10 < MARGIN_MS ? life / 10 : MARGIN_MS);
   return true;
 }
 
