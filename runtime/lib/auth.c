@@ -1,5 +1,5 @@
 /*
-** auth.c -- OAuth2 for an integration (README: OAuth2 client credentials):
+** auth.c -- OAuth2 for an integration (README: Integrations for real APIs, OAuth2):
 ** the token request and the token.
 **
 ** An integration with auth = { oauth2 = ... } has one token, shared by
