@@ -110,7 +110,7 @@ describe("the library (runtime/lib) and the Lua module (runtime/module)", functi
   local order = {
     { "lib/json", "lib/secrets", "lib/rules", "lib/pool", "lib/store_sqlite", "modules" },  -- leaves
     { "lib/base", "lib/labels", "lib/query", "lib/freeze" },   -- errors, labels, queries, shared tables
-    { "lib/loop", "lib/quota" },                               -- the loop; a session's limits
+    { "lib/loop", "lib/quota", "lib/auth" },                  -- the loop; a session's limits; OAuth2 tokens
     { "lib/integrations" },
     { "lib/request", "lib/response" },                         -- a spec to a request; a response table
     { "lib/call", "lib/snapshot" },                            -- a call's life; values as bytes

@@ -280,6 +280,14 @@ command("integrations", "", "the integrations: base URL, pool, endpoints (never 
     for h in pairs(ig.headers) do hs[#hs + 1] = h end
     table.sort(hs)
     if #hs > 0 then out[#out + 1] = "  headers: " .. table.concat(hs, ", ") end
+    local o, k = ig.auth and ig.auth.oauth2, ig.auth and ig.auth.api_key
+    if o then
+      out[#out + 1] = ("  auth: oauth2 %s, client_id %s, %s%s; token: %s")
+        :format(o.token_url, o.client_id, o.refresh_token and "refresh_token grant" or "client credentials",
+                o.scope and ", scope " .. o.scope or "", o.token)
+    elseif k then
+      out[#out + 1] = ("  auth: api_key in %s %s"):format(k.header and "header" or "query", k.header or k.query)
+    end
   end
   self:say(table.concat(out, "\n"))
 end)

@@ -45,7 +45,7 @@
 ---@field json any the decoded body for application/json and +json (JSON null is json.null)
 ---@field json_error? string why a JSON body did not decode
 ---@field error? string what went wrong, for error and timeout (secrets shown as ***)
----@field reason? "pool_full"|"connect_timeout"|"timeout"|"dns"|"refused"|"reset"|"tls"|"protocol"|"too_large"|"redirect"|"header_conflict"|"fd_limit" the kind of error, timeout or max-connection
+---@field reason? "pool_full"|"connect_timeout"|"timeout"|"dns"|"refused"|"reset"|"tls"|"protocol"|"too_large"|"redirect"|"header_conflict"|"fd_limit"|"auth" the kind of error, timeout or max-connection
 ---@field elapsed_ms number how long the call took
 ---@field url string the URL sent (secrets shown as ***)
 ---@field attempts integer how many times the request was sent

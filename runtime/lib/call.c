@@ -60,6 +60,17 @@ static void easy_out(flowrun *rt, fr_integration *ig, CURL *e) {
   else curl_easy_cleanup(e);
 }
 
+/* Takes c, waiting for a token, out of its integration's list. */
+static void unwait(fr_call *c) {
+  fr_oauth *o = c->rq.ig->oauth;
+  fr_call **p = &o->whead;
+  o->wtail = NULL;
+  while (*p) {
+    if (*p == c) *p = c->qnext;
+    else { o->wtail = *p; p = &(*p)->qnext; }
+  }
+}
+
 /* Unlinks c from the loop: transfer, queue, timer, slot. Leaves its
 ** outcome and buffers. */
 static void detach(fr_call *c) {
@@ -69,6 +80,7 @@ static void detach(fr_call *c) {
     c->easy = NULL;
   }
   fr_timer_cancel(rt, &c->timer);
+  if (c->phase == FR_C_AUTH) unwait(c);
   if (c->phase == FR_C_QUEUED) {
     fr_call **p = &c->rq.ig->pool.qhead;
     c->rq.ig->pool.qtail = NULL;
@@ -498,11 +510,17 @@ static void pump(fr_integration *ig) {
   }
 }
 
+static void token_fetched(fr_call *t);
+
 static void finish(fr_call *c) {
   fr_integration *ig = c->rq.ig;
   bool had_slot = c->slot;
   detach(c);                            /* out of the queue first */
   c->phase = FR_C_DONE;
+  if (c->internal) {                    /* no trace: it has no session, nor label */
+    token_fetched(c);
+    return;
+  }
   c->t0 = fr_clock(c->rt) - c->t0;     /* from here on: the elapsed time */
   emit_trace(c, c->t0);
   if (had_slot) pump(ig);
@@ -642,6 +660,7 @@ static char *location(const fr_call *c) {
 /* The transport's answer to this hop has come: as fr_call_done. */
 static bool follow(fr_call *c, const char *target, int status);
 static bool retry(fr_call *c);
+static bool reauth(fr_call *c);
 
 static void answered(fr_call *c) {
   fr_integration *ig = c->rq.ig;
@@ -667,7 +686,7 @@ static void answered(fr_call *c) {
     c->status = status;
   } else
     set_status(c, status);
-  if (!retry(c)) finish(c);
+  if (!reauth(c) && !retry(c)) finish(c);
 }
 
 /* Sends the request for this hop of this attempt. */
@@ -732,7 +751,8 @@ static void transfer(fr_call *c) {
 }
 
 static void start(fr_call *c) {
-  if (!c->slot) {
+  fr_oauth *o = c->rq.ig->oauth;
+  if (!c->slot && !c->internal) {
     c->slot = true;
     c->rq.ig->pool.inflight++;
   }
@@ -741,6 +761,15 @@ static void start(fr_call *c) {
   c->attempt_t0 = fr_clock(c->rt);
   c->hops = 0;
   c->label = c->reason = NULL;
+  if (o && o->token && c->token_gen != o->gen && !c->internal) {
+    /* queued for a slot, or a retry: the token has been replaced since */
+    if (!fr_auth_header(o, &c->rq)) {
+      fail_oom(c);
+      finish(c);
+      return;
+    }
+    c->token_gen = o->gen;
+  }
   transfer(c);
 }
 
@@ -762,8 +791,120 @@ static void on_call_timer(flowrun *rt, fr_timer *t) {
   finish(c);
 }
 
-/* Takes a slot of the pool, queues for one, or fails at once. */
+/* ---- OAuth2 (auth.c): one token per integration ---- */
+
+/* Sends the token request of ig: a call of the runtime's own through the
+** loop (or the host's transport), without a slot, trace or retry; when
+** it ends, token_fetched takes it. The calls waiting are in ig's list. */
+static void fetch_token(flowrun *rt, fr_integration *ig) {
+  fr_oauth *o = ig->oauth;
+  fr_call *t = take(rt);
+  if (t) {
+    rt->building = NULL;
+    t->t0 = fr_clock(rt);
+    t->internal = true;
+    t->rq.ig = ig;
+    ig->refs++;
+    t->rq.timeout_ms = ig->timeout_ms;
+    t->active = true;
+    rt->ncalls++;
+    o->fetch = t;
+    if (fr_auth_request(o, &t->rq) && fr_request_set_url(&t->rq, o->token_url)) start(t);
+    else {
+      fail_oom(t);
+      finish(t);
+    }
+    return;
+  }
+  for (fr_call *w; (w = o->whead);) {   /* no memory for the request */
+    fail_oom(w);
+    finish(w);                          /* out of the list */
+  }
+}
+
+/* Whether c may go on: its integration has no OAuth2, or a fresh token,
+** now in c's Authorization header. Else c waits for the token request in
+** flight, sent here if there is none; whatever ends it sends c on or ends
+** it. */
+static bool authed(fr_call *c) {
+  fr_integration *ig = c->rq.ig;
+  fr_oauth *o = ig->oauth;
+  if (!o || c->internal) return true;
+  if (fr_auth_fresh(c->rt, o)) {
+    if (fr_auth_header(o, &c->rq)) {
+      c->token_gen = o->gen;
+      return true;
+    }
+    fail_oom(c);
+    finish(c);
+    return false;
+  }
+  c->phase = FR_C_AUTH;
+  c->qnext = NULL;
+  if (o->wtail) o->wtail->qnext = c;
+  else o->whead = c;
+  o->wtail = c;
+  if (!o->fetch) fetch_token(c->rt, ig);
+  return false;
+}
+
+static void acquire_slot(fr_call *c);
+
+/* The token request t has ended: the token is kept, or the calls waiting
+** for it end with error/auth. Those that go on carry the new token even
+** if it is fresh no longer (a token of expires_in 0 is used once). */
+static void token_fetched(fr_call *t) {
+  fr_integration *ig = t->rq.ig;
+  fr_oauth *o = ig->oauth;
+  char msg[CURL_ERROR_SIZE + 512];
+  bool oom = t->oom, ok = !oom && fr_auth_accept(t->rt, o, t->reason ? 0 : t->status, t->rbody.p,
+                                                 t->rbody.len, t->error, msg, sizeof msg);
+  fr_call *w = o->whead;
+  o->whead = o->wtail = NULL;
+  o->fetch = NULL;
+  ig->refs++;                           /* its calls may all end below */
+  give_back(t);
+  while (w) {
+    fr_call *next = w->qnext;
+    w->phase = FR_C_NEW;                /* out of the list */
+    w->qnext = NULL;
+    if (!ok) {
+      if (oom) fail_oom(w);
+      else fr_call_fail(w, LABEL_ERROR, "auth", "%s", msg);
+      w->status = 0;
+      finish(w);
+    } else if (!fr_auth_header(o, &w->rq)) {
+      fail_oom(w);
+      finish(w);
+    } else {
+      w->token_gen = o->gen;
+      if (w->slot) start(w);            /* the resend after a 401 */
+      else acquire_slot(w);
+    }
+    w = next;
+  }
+  fr_integration_release(ig);
+}
+
+/* A 401 to a call with an OAuth2 token: the token is dropped (unless
+** another call has replaced it already) and the call sent again, once,
+** with the next one. True when it goes again (or has ended meanwhile). */
+static bool reauth(fr_call *c) {
+  fr_oauth *o = c->rq.ig->oauth;
+  if (!o || c->internal || c->reauthed || c->status != 401 || c->oom) return false;
+  c->reauthed = true;
+  fr_auth_stale(o, c->token_gen);
+  if (authed(c)) start(c);
+  return true;
+}
+
+/* Takes a slot of the pool, queues for one, or fails at once; an OAuth2
+** call first has its token. */
 static void acquire(fr_call *c) {
+  if (authed(c)) acquire_slot(c);
+}
+
+static void acquire_slot(fr_call *c) {
   fr_integration *ig = c->rq.ig;
   if (ig->pool.inflight < ig->max_connections && !ig->pool.qhead) {
     start(c);
@@ -822,7 +963,7 @@ static double retry_after_ms(const fr_call *c) {
 static bool retry(fr_call *c) {
   fr_integration *ig = c->rq.ig;
   double delay;
-  if (c->oom || c->attempts >= ig->retry_attempts || !c->rq.retry_ok) return false;
+  if (c->oom || c->attempts >= ig->retry_attempts + c->reauthed || !c->rq.retry_ok) return false;
   if (!((c->status && fr_results_status(&ig->retry_on, c->status))
         || (ig->retry_on.defaults & fr_label_bit(c->label))))
     return false;
@@ -922,7 +1063,7 @@ void fr_call_done(flowrun *rt, CURLMsg *m) {
     free(redirect);
     if (went) return;
   }
-  if (!retry(c)) finish(c);
+  if (!reauth(c) && !retry(c)) finish(c);
 }
 
 static int push_result(lua_State *L) {
@@ -982,7 +1123,7 @@ bool fr_call_over(const fr_call *c) {
 int flowrun_interrupt(flowrun *rt, const char *id) {
   int n = 0;
   for (fr_call *c = rt->calls; c; c = c->next)
-    if (c->active && c->phase != FR_C_DONE
+    if (c->active && c->phase != FR_C_DONE && !c->internal
         && (id ? c->w && strcmp(c->w->id, id) == 0 : !c->w)) {
       fr_call_fail(c, LABEL_ERROR, "interrupted", "the call was interrupted");
       c->status = 0;                    /* no complete response (a retry's) */

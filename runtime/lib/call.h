@@ -17,7 +17,8 @@
 
 typedef struct fr_call fr_call;
 
-enum { FR_C_NEW, FR_C_QUEUED, FR_C_ACTIVE, FR_C_BACKOFF, FR_C_DONE };
+enum { FR_C_NEW, FR_C_QUEUED, FR_C_ACTIVE, FR_C_BACKOFF, FR_C_DONE,
+       FR_C_AUTH };                     /* waits for its integration's OAuth2 token */
 
 typedef struct fr_buf { char *p; size_t len, cap; } fr_buf;
 
@@ -47,7 +48,10 @@ struct fr_call {
   int attempts, hops;
   double t0, attempt_t0;
   fr_timer timer;                       /* queue limit or backoff */
-  fr_call *qnext;                       /* waiting for a slot */
+  fr_call *qnext;                       /* waiting for a slot, or a token */
+  bool internal;                        /* the runtime's own: an OAuth2 token request */
+  bool reauthed;                        /* sent again after a 401 with a new token */
+  unsigned token_gen;                   /* the OAuth2 token it carries */
   fr_buf rbody, rhdr;                   /* the response as it arrives */
   int status;                           /* of a complete response */
   const char *label;                    /* set when decided */

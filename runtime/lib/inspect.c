@@ -18,6 +18,7 @@
 
 #include <lauxlib.h>
 
+#include "auth.h"
 #include "base.h"
 #include "inspect.h"
 #include "integration.h"
@@ -34,6 +35,32 @@ static void set_str(lua_State *L, flowrun *rt, const char *k, const char *v) {
 static void set_int(lua_State *L, const char *k, lua_Integer v) {
   lua_pushinteger(L, v);
   lua_setfield(L, -2, k);
+}
+
+/* An integration's auth of issue 14 as its table: oauth2 (secrets as
+** "***", whether it holds a token now), api_key (where the key goes). */
+static void push_auth(lua_State *L, flowrun *rt, const fr_integration *ig) {
+  const fr_oauth *o = ig->oauth;
+  if (!o && !ig->api_key) return;
+  lua_createtable(L, 0, 1);
+  if (o) {
+    lua_createtable(L, 0, 8);
+    set_str(L, rt, "token_url", o->token_url);
+    set_str(L, rt, "client_id", o->client_id);
+    if (o->client_secret) set_str(L, rt, "client_secret", o->client_secret);
+    if (o->refresh_token) set_str(L, rt, "refresh_token", o->refresh_token);
+    if (o->scope) set_str(L, rt, "scope", o->scope);
+    if (o->audience) set_str(L, rt, "audience", o->audience);
+    set_str(L, rt, "client_auth", o->client_body || !o->client_secret ? "body" : "basic");
+    set_str(L, rt, "token", !o->token ? "none" : fr_auth_fresh(rt, o) ? "fresh" : "expiring");
+    lua_setfield(L, -2, "oauth2");
+  } else {
+    lua_createtable(L, 0, 2);
+    set_str(L, rt, ig->api_key_query ? "query" : "header", ig->api_key);
+    set_str(L, rt, "value", "***");
+    lua_setfield(L, -2, "api_key");
+  }
+  lua_setfield(L, -2, "auth");
 }
 
 /* integrations() -> { name = { base_url, headers, endpoints, ... } } */
@@ -71,6 +98,7 @@ static int l_integrations(lua_State *L) {
     set_int(L, "backoff_ms", ig->retry_backoff_ms);
     set_int(L, "max_backoff_ms", ig->retry_max_backoff_ms);
     lua_setfield(L, -2, "retry");
+    push_auth(L, rt, ig);
     lua_setfield(L, -2, ig->name);
   }
   return 1;

@@ -12,6 +12,7 @@
 #include <curl/curl.h>
 #include <lua.h>
 
+#include "auth.h"
 #include "flowrun.h"
 #include "labels.h"
 #include "pool.h"
@@ -29,6 +30,9 @@ struct fr_integration {
   CURLU *scratch;                       /* a copy of base that calls reuse */
   char *memo_path, *memo_query, *memo_url;  /* the last URL built (request.c) */
   fr_header *headers;                   /* auth included as Authorization */
+  fr_oauth *oauth;                      /* auth = { oauth2 = ... }, or NULL (auth.h) */
+  char *api_key;                        /* auth = { api_key = ... }: its header or query name */
+  bool api_key_query;
   int nheaders;
   char **query;                         /* "k=v", already encoded */
   int nquery;

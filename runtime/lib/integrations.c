@@ -22,6 +22,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include "auth.h"
 #include "base.h"
 #include "integration.h"
 #include "query.h"
@@ -47,6 +48,8 @@ static void integration_free(fr_integration *ig) {
     free(ig->headers[i].value);
   }
   free(ig->headers);
+  fr_auth_free(ig->oauth);
+  free(ig->api_key);
   for (i = 0; i < ig->nquery; i++) free(ig->query[i]);
   free(ig->query);
   for (i = 0; i < ig->nendpoints; i++) {
@@ -235,11 +238,142 @@ static bool has_control(const char *s, size_t len) {
   return false;
 }
 
-static void read_auth(lua_State *L, building *b) {
-  static const char *const keys[] = { "bearer", "basic", NULL };
+/* Reads the string key of the table at -1 into a new string (NULL when
+** absent and not required); a secret one is hidden from then on. */
+static char *sub_string(lua_State *L, building *b, const char *table, const char *key,
+                        bool required, bool secret) {
+  char *v = NULL;
+  const char *name = lua_pushfstring(L, "%s.%s", table, key);
+  if (lua_getfield(L, -2, key) != LUA_TNIL) {
+    size_t len;
+    const char *s = want_string(L, b, -1, name, &len);
+    if (len == 0 || strlen(s) != len) bad(L, b, name, "expected a non-empty string without NUL");
+    if (secret && !b->rt->env_placeholders && !fr_secret_add(b->rt, s, len, NULL, NULL))
+      luaL_error(L, "not enough memory");   /* placeholders: nothing is sent, "${X}" shows */
+    v = xstrdup(L, s, len);
+  } else if (required)
+    bad(L, b, name, "required");
+  lua_pop(L, 2);
+  return v;
+}
+
+/* auth.oauth2 = { token_url, client_id, client_secret, scope, audience,
+** refresh_token, client_auth } into ig->oauth (README: OAuth2). */
+static void read_oauth2(lua_State *L, building *b) {
+  static const char *const keys[] = {
+    "token_url", "client_id", "client_secret", "scope", "audience", "refresh_token",
+    "client_auth", NULL
+  };
+  static const char *const t = "auth.oauth2";
+  fr_oauth *o;
+  want_table(L, b, t);
+  only_keys(L, b, t, keys);
+  if (!(o = b->ig->oauth = calloc(1, sizeof *o))) luaL_error(L, "not enough memory");
+  o->token_url = sub_string(L, b, t, "token_url", true, false);
+  CURLU *u = curl_url();
+  char *scheme = NULL;
+  if (!u) luaL_error(L, "not enough memory");
+  CURLUcode rc = curl_url_set(u, CURLUPART_URL, o->token_url, 0);
+  if (rc == CURLUE_OK) curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
+  curl_url_cleanup(u);
+  bool web = scheme && (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0);
+  curl_free(scheme);
+  const char *a = strstr(o->token_url, "://");
+  if (rc != CURLUE_OK || !web || !a || strcspn(a + 3, "/?#") == 0)
+    bad(L, b, "auth.oauth2.token_url", "expected an http:// or https:// URL with a host");
+  if (memchr(a + 3, '@', strcspn(a + 3, "/?#")))
+    bad(L, b, "auth.oauth2.token_url", "a user or password in the URL: give client_id and client_secret");
+  o->client_id = sub_string(L, b, t, "client_id", true, false);
+  o->refresh_token = sub_string(L, b, t, "refresh_token", false, true);
+  o->client_secret = sub_string(L, b, t, "client_secret", !o->refresh_token, true);
+  o->scope = sub_string(L, b, t, "scope", false, false);
+  o->audience = sub_string(L, b, t, "audience", false, false);
+  char *how = sub_string(L, b, t, "client_auth", false, false);
+  o->client_body = how && strcmp(how, "body") == 0;
+  bool known = !how || o->client_body || strcmp(how, "basic") == 0;
+  free(how);
+  if (!known) bad(L, b, "auth.oauth2.client_auth", "expected \"basic\" or \"body\"");
+  add_header(L, b, "Authorization", "Bearer", 6);   /* its token goes here (call.c) */
+}
+
+/* auth.api_key = { header = NAME, value = KEY } or { query = NAME, value =
+** KEY }: the key, a secret, as a header or a query parameter of every call. */
+static void read_api_key(lua_State *L, building *b) {
+  static const char *const keys[] = { "header", "query", "value", NULL };
+  static const char *const t = "auth.api_key";
+  fr_integration *ig = b->ig;
   size_t len;
+  want_table(L, b, t);
+  only_keys(L, b, t, keys);
+  char *header = ig->api_key = sub_string(L, b, t, "header", false, false);
+  char *query = sub_string(L, b, t, "query", false, false);
+  if (header && query) {
+    free(query);
+    bad(L, b, t, "give header or query, not both");
+  }
+  if (!header) {
+    ig->api_key = query;
+    ig->api_key_query = true;
+  }
+  if (!ig->api_key) bad(L, b, t, "expected { header = NAME, value = KEY } or { query = NAME, value = KEY }");
+  lua_getfield(L, -1, "value");
+  if (lua_isnil(L, -1)) bad(L, b, "auth.api_key.value", "required");
+  const char *v = want_string(L, b, -1, "auth.api_key.value", &len);
+  if (len == 0) bad(L, b, "auth.api_key.value", "expected a non-empty string");
+  if (!b->rt->env_placeholders && !fr_secret_add(b->rt, v, len, NULL, NULL))
+    luaL_error(L, "not enough memory");
+  if (header) {
+    const char *why = fr_header_problem(header, v, len);
+    if (why) bad(L, b, "auth.api_key", why);
+    for (int i = 0; i < ig->nheaders; i++)
+      if (strcasecmp(ig->headers[i].name, header) == 0)
+        bad(L, b, "auth.api_key", lua_pushfstring(L, "both auth.api_key and headers.%s are set",
+                                                  ig->headers[i].name));
+    add_header(L, b, header, v, len);
+  } else {
+    char *k = curl_easy_escape(NULL, query, 0), *e = curl_easy_escape(NULL, v, (int)len);
+    char **q = realloc(ig->query, (size_t)(ig->nquery + 1) * sizeof *q);
+    if (q) ig->query = q;
+    if (k && e && q) lua_pushfstring(L, "%s=%s", k, e);
+    curl_free(k);
+    curl_free(e);
+    if (!k || !e || !q) luaL_error(L, "not enough memory");
+    ig->query[ig->nquery] = xstrdup(L, lua_tostring(L, -1), lua_rawlen(L, -1));
+    ig->nquery++;
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+static void read_auth(lua_State *L, building *b) {
+  static const char *const keys[] = { "bearer", "basic", "oauth2", "api_key", NULL };
+  size_t len;
+  int kinds = 0;
   want_table(L, b, "auth");
   only_keys(L, b, "auth", keys);
+  for (int i = 0; keys[i]; i++) {
+    kinds += lua_getfield(L, -1, keys[i]) != LUA_TNIL;
+    lua_pop(L, 1);
+  }
+  if (kinds > 1 && lua_getfield(L, -1, "oauth2") == LUA_TNIL
+      && lua_getfield(L, -2, "api_key") == LUA_TNIL)
+    bad(L, b, "auth", "give bearer or basic, not both");
+  if (kinds > 1) bad(L, b, "auth", "give one of bearer, basic, oauth2 and api_key");
+  if (lua_getfield(L, -1, "api_key") != LUA_TNIL) {
+    read_api_key(L, b);
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pop(L, 1);
+  for (int i = 0; i < b->ig->nheaders; i++)
+    if (strcasecmp(b->ig->headers[i].name, "Authorization") == 0)
+      bad(L, b, "auth", "both auth and an Authorization header are set");
+  if (lua_getfield(L, -1, "oauth2") != LUA_TNIL) {
+    read_oauth2(L, b);
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pop(L, 1);
   lua_getfield(L, -1, "basic");
   lua_getfield(L, -2, "bearer");
   if (!lua_isnil(L, -1) && !lua_isnil(L, -2))
@@ -282,7 +416,8 @@ static void read_auth(lua_State *L, building *b) {
     lua_insert(L, -2);
     lua_concat(L, 2);
   } else
-    bad(L, b, "auth", "expected { bearer = TOKEN } or { basic = { USER, PASSWORD } }");
+    bad(L, b, "auth", "expected { bearer = TOKEN }, { basic = { USER, PASSWORD } }, "
+        "{ oauth2 = { ... } } or { api_key = { ... } }");
   const char *v = lua_tolstring(L, -1, &len);
   if (fr_header_problem("Authorization", v, len))
     bad(L, b, "auth", "CR, LF or NUL in the credentials");
@@ -450,7 +585,7 @@ static void check_name(lua_State *L, const char *name, const char *where) {
 ** such an integration is never called (api_node refuses it). Raises when
 ** out of memory: a placeholder must never go unnoticed. */
 static char *unset_placeholder(lua_State *L, const fr_integration *ig) {
-  int n = 1 + ig->nheaders + ig->nquery + ig->nendpoints;
+  int n = 4 + ig->nheaders + ig->nquery + ig->nendpoints;
   const char **vals = calloc((size_t)n, sizeof *vals);
   char *found = NULL;
   bool oom = false;
@@ -460,6 +595,11 @@ static char *unset_placeholder(lua_State *L, const fr_integration *ig) {
   for (int i = 0; i < ig->nheaders; i++) vals[n++] = ig->headers[i].value;
   for (int i = 0; i < ig->nquery; i++) vals[n++] = ig->query[i];
   for (int i = 0; i < ig->nendpoints; i++) vals[n++] = ig->endpoints[i].path;
+  if (ig->oauth) {                      /* n: no more than 4 + ... */
+    vals[n++] = ig->oauth->token_url;
+    vals[n++] = ig->oauth->client_secret ? ig->oauth->client_secret : "";
+    vals[n++] = ig->oauth->refresh_token ? ig->oauth->refresh_token : "";
+  }
   for (int i = 0; i < n && !found; i++) {
     const char *p = strstr(vals[i], "${"), *e;
     if (!p && (p = strstr(vals[i], "%24%7B"))) {   /* in a query: encoded */
@@ -530,13 +670,8 @@ static fr_integration *build(flowrun *rt, lua_State *L, const char *name,
   if (!FIELD("base_url")) bad(L, b, "base_url", "required");
   read_base_url(L, b);
   if (FIELD("headers")) read_headers(L, b);
-  if (FIELD("auth")) {
-    for (int i = 0; i < ig->nheaders; i++)
-      if (strcasecmp(ig->headers[i].name, "Authorization") == 0)
-        bad(L, b, "auth", "both auth and an Authorization header are set");
-    read_auth(L, b);
-  }
   if (FIELD("query")) read_query(L, b);
+  if (FIELD("auth")) read_auth(L, b);   /* after query: an api_key may add to it */
   if (FIELD("endpoints")) read_endpoints(L, b);
   if (FIELD("timeout_ms")) ig->timeout_ms = want_int(L, b, "timeout_ms", 1);
   if (FIELD("connect_timeout_ms"))
