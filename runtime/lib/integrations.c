@@ -482,6 +482,24 @@ static char *unset_placeholder(lua_State *L, const fr_integration *ig) {
   return found;
 }
 
+/* http_version = "1.1" or "2": HTTP/1.1 only; or HTTP/2, negotiated by
+** ALPN over https (HTTP/1.1 when the server does not offer it) and with
+** prior knowledge (h2c) over http://. Needs base_url read first. */
+static void read_http_version(lua_State *L, building *b) {
+  size_t len;
+  const char *v;
+  if (lua_type(L, -1) == LUA_TNUMBER)   /* 2 and 1.1 read as numbers: say how */
+    bad(L, b, "http_version", lua_pushfstring(L, "expected \"1.1\" or \"2\" (a string), got %s",
+                                              lua_tostring(L, -1)));
+  v = want_string(L, b, -1, "http_version", &len);
+  if (strcmp(v, "1.1") == 0) b->ig->http_version = CURL_HTTP_VERSION_1_1;
+  else if (strcmp(v, "2") == 0)
+    b->ig->http_version = strncasecmp(b->ig->base_url, "https:", 6) == 0
+                          ? CURL_HTTP_VERSION_2TLS : CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE;
+  else
+    bad(L, b, "http_version", lua_pushfstring(L, "expected \"1.1\" or \"2\", got \"%s\"", v));
+}
+
 /* Reads the integration table at idx into a new struct. Pushes the box
 ** that owns it until take(): a Lua error on the way frees it. */
 static fr_integration *build(flowrun *rt, lua_State *L, const char *name,
@@ -490,7 +508,7 @@ static fr_integration *build(flowrun *rt, lua_State *L, const char *name,
     "base_url", "headers", "auth", "query", "endpoints", "timeout_ms",
     "connect_timeout_ms", "max_connections", "queue_timeout_ms",
     "max_response_bytes", "follow_redirects", "tls_verify", "ca_file",
-    "retry", "idempotency_key", NULL
+    "retry", "idempotency_key", "http_version", "cookies", NULL
   };
   building *b;
   fr_integration *ig;
@@ -557,6 +575,8 @@ static fr_integration *build(flowrun *rt, lua_State *L, const char *name,
     ig->ca_file = xstrdup(L, f, len);
   }
   if (FIELD("retry")) read_retry(L, b);
+  if (FIELD("http_version")) read_http_version(L, b);
+  if (FIELD("cookies")) ig->cookies = want_bool(L, b, "cookies");
 #undef FIELD
   lua_settop(L, box);                   /* the box stays: see take() */
   if (rt->env_placeholders) ig->unset = unset_placeholder(L, ig);

@@ -21,6 +21,7 @@
 #include <lauxlib.h>
 
 #include "base.h"
+#include "integration.h"
 #include "journal.h"
 #include "rules.h"
 #include "runtime.h"
@@ -729,7 +730,10 @@ static void put_num(fr_durable *d, double v) {
 
 /* A call's response as its record. Its URL and error go in as the flow
 ** sees them, secrets hidden (a key in a query string stays out of the
-** store); headers and body as they came: the flow reads them on replay. */
+** store); headers and body as they came: the flow reads them on replay.
+** With cookies = true a tenth field holds the session's cookie jar after
+** the call (NULL: empty), which replay gives back to the session; records
+** written before it have nine fields and leave the jar as it is. */
 void fr_dur_record_call(lua_State *L, flowrun *rt, const char *id, long long seq,
                         const char *fp, const fr_call *c) {
   fr_durable *d = rt->dur;
@@ -751,6 +755,7 @@ void fr_dur_record_call(lua_State *L, flowrun *rt, const char *id, long long seq
   put_num(d, c->t0);
   put_str(d, url);
   put_num(d, c->attempts);
+  if (c->rq.ig->cookies) put_str(d, c->jar);  /* its session's jar after it */
   if (d->oom) d->failed = true;         /* the turn fails: out of memory */
   else fr_dur_record(L, rt, id, seq, FR_J_CALL, fp, d->rec, d->rec_len);
   lua_pop(L, err ? 2 : 1);
@@ -822,6 +827,11 @@ void fr_dur_replay_call(fr_call *c, const fr_jrec *r) {
   }
   NUM(c->attempts);
 #undef NUM
+  if (p < end) {                             /* cookies = true: the jar after it */
+    f = get_field(&p, end, &n);
+    free(c->jar);
+    if ((c->jar = f ? dup_n(f, n) : NULL) == NULL && f) c->oom = true;
+  }
   c->phase = FR_C_DONE;
 }
 
