@@ -483,8 +483,9 @@ static char *unset_placeholder(lua_State *L, const fr_integration *ig) {
 }
 
 /* http_version = "1.1" or "2": HTTP/1.1 only; or HTTP/2, negotiated by
-** ALPN over https (HTTP/1.1 when the server does not offer it) and with
-** prior knowledge (h2c) over http://. Needs base_url read first. */
+** ALPN over https (HTTP/1.1 when the server does not offer it). HTTP/2
+** without TLS (h2c, prior knowledge) is refused: libcurl 7.88 fails every
+** call that reuses such a connection. Needs base_url read first. */
 static void read_http_version(lua_State *L, building *b) {
   size_t len;
   const char *v;
@@ -493,11 +494,13 @@ static void read_http_version(lua_State *L, building *b) {
                                               lua_tostring(L, -1)));
   v = want_string(L, b, -1, "http_version", &len);
   if (strcmp(v, "1.1") == 0) b->ig->http_version = CURL_HTTP_VERSION_1_1;
-  else if (strcmp(v, "2") == 0)
-    b->ig->http_version = strncasecmp(b->ig->base_url, "https:", 6) == 0
-                          ? CURL_HTTP_VERSION_2TLS : CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE;
-  else
+  else if (strcmp(v, "2") != 0)
     bad(L, b, "http_version", lua_pushfstring(L, "expected \"1.1\" or \"2\", got \"%s\"", v));
+  else if (strncasecmp(b->ig->base_url, "https:", 6) != 0)
+    bad(L, b, "http_version", "\"2\" needs an https:// base_url (HTTP/2 is negotiated in"
+        " the TLS handshake; HTTP/2 without TLS, h2c, is not supported)");
+  else
+    b->ig->http_version = CURL_HTTP_VERSION_2TLS;
 }
 
 /* Reads the integration table at idx into a new struct. Pushes the box
