@@ -56,6 +56,39 @@ void fr_jars_free(fr_jar **jars) {
   *jars = NULL;
 }
 
+bool fr_jars_encode(const fr_jar *jars, char **out, size_t *n) {
+  size_t len = 0;
+  char *p;
+  for (const fr_jar *j = jars; j; j = j->next)
+    if (j->lines) len += strlen(j->ig) + strlen(j->lines) + 2;
+  *out = NULL;
+  *n = len;
+  if (len == 0) return true;
+  if (!(p = *out = malloc(len))) return false;
+  for (const fr_jar *j = jars; j; j = j->next)
+    if (j->lines) {
+      size_t a = strlen(j->ig) + 1, b = strlen(j->lines) + 1;
+      memcpy(p, j->ig, a);
+      memcpy(p + a, j->lines, b);
+      p += a + b;
+    }
+  return true;
+}
+
+bool fr_jars_decode(fr_jar **jars, const char *p, size_t n) {
+  const char *end = p + n;
+  fr_jars_free(jars);
+  while (p < end) {
+    const char *ig = p, *lines, *e1 = memchr(p, '\0', (size_t)(end - p)), *e2;
+    char *copy;
+    if (!e1 || !(e2 = memchr(e1 + 1, '\0', (size_t)(end - e1 - 1)))) return false;
+    lines = e1 + 1;
+    if (!(copy = strdup(lines)) || !fr_jar_put(jars, ig, copy)) return false;
+    p = e2 + 1;
+  }
+  return true;
+}
+
 bool fr_cookies_load(CURL *e, const char *lines) {
   char line[8192];
   if (curl_easy_setopt(e, CURLOPT_COOKIELIST, "ALL") != CURLE_OK) return false;

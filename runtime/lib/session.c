@@ -232,7 +232,7 @@ static int l_ctx_checkpoint(lua_State *L) {
   const char *file = luaL_optstring(L, 2, "?"), *step = luaL_checkstring(L, 3);
   const char *at = luaL_optstring(L, 4, "?");
   bool same = lua_toboolean(L, 5);
-  if (s && fr_dur_checkpoint(L, s->j, s->id, 1, file, step, at, same) != 0) {
+  if (s && fr_dur_checkpoint(L, s->j, s->id, 1, file, step, at, same, s->jars) != 0) {
     lua_pushnil(L);
     lua_insert(L, -2);
     return 2;
@@ -245,7 +245,7 @@ static int l_ctx_checkpoint(lua_State *L) {
 ** snapshot the journal goes on from; nothing when none. */
 static int l_ctx_resume(lua_State *L) {
   fr_session *s = durable_flow(L);
-  int n = s ? fr_dur_resume(L, s->j) : 0;
+  int n = s ? fr_dur_resume(L, s->j, &s->jars) : 0;
   if (n < 0) return lua_error(L);
   return n;
 }
@@ -632,7 +632,7 @@ static void start_afresh(fr_session *s, int nres) {
     lua_pushlightuserdata(L, s);
     lua_xmove(s->co, L, nres);
     if ((st = close_thread(s)) == LUA_OK) {
-      if (rec) fr_dur_restarted(L, s->j, s->id);
+      if (rec) fr_dur_restarted(L, s->j, s->id, s->jars);
       st = lua_pcall(L, nres - rec + 1, 0, 0);
       if (st != LUA_OK) lua_xmove(L, s->co, 1);   /* out of memory */
     }
@@ -777,7 +777,7 @@ static int l_make(lua_State *L) {
     lua_rawset(L, -3);
     lua_pop(L, 1);
   }
-  if (a->j && (n = fr_dur_restart_args(L, a->j)) >= 0) {   /* it started afresh */
+  if (a->j && (n = fr_dur_restart_args(L, a->j, &s->jars)) >= 0) {   /* it started afresh */
     first = lua_gettop(L) - n + 1;
     nargs = n;
   }
@@ -841,6 +841,7 @@ static int l_start(lua_State *L) {
   }
   luaL_unref(L, LUA_REGISTRYINDEX, s->ref);
   luaL_unref(L, LUA_REGISTRYINDEX, s->envref);
+  fr_jars_free(&s->jars);               /* a restart record's (fr_dur_restart_args) */
   free(s);
   return lua_error(L);
 }
