@@ -43,6 +43,7 @@ describe("cookies = true", function()
     ifile = helper.integrations({
       shop = { base_url = mock.url .. "/v1", cookies = true, follow_redirects = true },
       plain = { base_url = mock.url .. "/v1", follow_redirects = true },
+      other = { base_url = mock.url .. "/v1", cookies = true },
     }, dir)
   end)
   teardown(function()
@@ -107,6 +108,49 @@ local _, r2 = api_node{ integration = "plain", path = "/echo", results = { "200"
 say(tostring(r2.json.headers.cookie))
 ]], line{ session = "a", text = "x" })
     assert.are.same({ "a: /v1/landing nil", "a: nil" }, out)
+  end)
+
+  it("keeps a jar for each integration: another one with cookies = true does not send it", function()
+    local out = host([[
+api_node{ integration = "shop", path = "/login/ann", results = { "200" } }
+local _, r = api_node{ integration = "other", path = "/echo", results = { "200" } }
+local _, r2 = api_node{ integration = "shop", path = "/echo", results = { "200" } }
+say(tostring(r.json.headers.cookie) .. " " .. tostring(r2.json.headers.cookie))
+]], line{ session = "a", text = "x" })
+    assert.are.same({ "a: nil sid=ann" }, out)
+  end)
+
+  it("outside a session (the REPL) a call keeps its cookies across its own redirects only", function()
+    local r = helper.cli{ args = { "repl", "-I", ifile }, stdin = table.concat({
+      'select(2, api_node{integration="shop", path="/hop", results={"200"}}).json.headers.cookie',
+      'select(2, api_node{integration="shop", path="/echo", results={"200"}}).json.headers.cookie',
+    }, "\n") .. "\n" }
+    assert.are.equal(0, r.code, r.stderr)
+    assert.matches('"hop=yes"\nnil\n', r.stdout)
+  end)
+
+  it("with flowrun test's stubs no cookie engine runs: a stub's Set-Cookie is not sent back", function()
+    local d = helper.tmpdir()
+    helper.flow([[
+api_node{ integration = "shop", path = "/login/ann", results = { "200" } }
+local label = api_node{ integration = "shop", path = "/echo", results = { "200", "204" } }
+say(label)
+]], d, "flow.lua")
+    local t = helper.write(d .. "/flow_test.lua", [[
+return {
+  flow = "flow.lua",
+  integrations = { shop = { base_url = "http://127.0.0.1:9/v1", cookies = true } },
+  stubs = {
+    stub { path = "/login/ann", reply = { status = 200, headers = { ["Set-Cookie"] = "sid=ann; Path=/" } } },
+    stub { path = "/echo", headers = { Cookie = "sid=ann" }, reply = { status = 200 } },
+    stub { path = "/echo", reply = { status = 204 } },
+  },
+  test "login then echo" { bot "204", done() },
+}
+]])
+    local r = helper.cli{ args = { "test", t } }
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("1 passed, 0 failed", r.stdout, 1, true)
   end)
 
   it("a durable session restarted on its store still sends its cookies", function()

@@ -142,10 +142,10 @@ describe("http_version", function()
     assert.are.same({ "HTTP/1.1" }, distinct(log, "proto"))
   end)
 
-  it('"2": max_connections bounds the calls in flight (streams), the others queue', function()
+  it('"2": max_connections 100 keeps 150 sessions on one connection, the others queue', function()
     local log = run({ base_url = ng.tls, ca_file = ng.ca_file, http_version = "2",
-                      max_connections = 4, queue_timeout_ms = 10000 }, 40)
-    assert.are.equal(40, #log)
+                      max_connections = 100, queue_timeout_ms = 30000 }, 150)
+    assert.are.equal(150, #log)
     assert.are.same({ "HTTP/2.0" }, distinct(log, "proto"))
     assert.are.equal(1, #distinct(log, "conn"))
   end)
