@@ -44,6 +44,8 @@ describe("cookies = true", function()
       shop = { base_url = mock.url .. "/v1", cookies = true, follow_redirects = true },
       plain = { base_url = mock.url .. "/v1", follow_redirects = true },
       other = { base_url = mock.url .. "/v1", cookies = true },
+      solo = { base_url = mock.url .. "/v1", cookies = true, max_connections = 1,
+               queue_timeout_ms = 10000 },
     }, dir)
   end)
   teardown(function()
@@ -84,6 +86,18 @@ say("out " .. cookie("shop"))
       "b: before nil", "b: after sid=bob", "b: again sid=bob", "b: out nil",
       "c: before nil", "c: after nil", "c: again nil", "c: out nil",
     }, out)
+  end)
+
+  it("one easy handle for every session (max_connections = 1): still never another session's", function()
+    local out = host([[
+local who = args[1]
+if who == "ann" then api_node{ integration = "solo", path = "/login/ann", results = { "200" } } end
+ask()
+local _, r = api_node{ integration = "solo", path = "/echo", results = { "200" } }
+say(tostring(r.json.headers.cookie))
+]], line{ session = "a", text = "ann" } .. line{ session = "c", text = "cy" }
+     .. line{ session = "a", text = "" } .. line{ session = "c", text = "" })
+    assert.are.same({ "a: sid=ann", "c: nil" }, out)
   end)
 
   it("keeps cookies across a redirect: the target gets the cookie the redirect set", function()
