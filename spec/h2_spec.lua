@@ -30,20 +30,28 @@ http {
     ssl_certificate_key DIR/key.pem;
     location /v1/ { default_type application/json; return 200 '{"ok":true}'; }
   }
+  server {                    # ends each connection after 50 requests (HTTP/2: a GOAWAY)
+    listen 127.0.0.1:GOAWAYPORT ssl http2;
+    keepalive_requests 50;
+    ssl_certificate DIR/cert.pem;
+    ssl_certificate_key DIR/key.pem;
+    location /v1/ { default_type application/json; return 200 '{"ok":true}'; }
+  }
 }
 ]]
 
 -- Starts nginx (master_process off: one process, as whoever runs the spec,
 -- root or not; its pid, logs and temp files in its own folder). Returns
--- { pid, dir, tls, plain (base URLs), ca_file, take_log() }.
+-- { pid, dir, tls, plain, goaway (base URLs), ca_file, take_log() }.
 local function start_nginx()
   local dir = helper.tmpdir()
   assert(os.execute(("openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=127.0.0.1"
     .. " -addext subjectAltName=IP:127.0.0.1 -days 2 -keyout %s/key.pem -out %s/cert.pem"
     .. " >/dev/null 2>&1"):format(dir, dir)), "openssl req failed")
   for _ = 1, 5 do
-    local ports = { helper.closed_port(), helper.closed_port() }
+    local ports = { helper.closed_port(), helper.closed_port(), helper.closed_port() }
     local conf = CONF:gsub("DIR", dir):gsub("TLSPORT", ports[1]):gsub("PLAINPORT", ports[2])
+                     :gsub("GOAWAYPORT", ports[3])
     helper.write(dir .. "/nginx.conf", conf)
     local p = io.popen(("%s -p %s/ -c %s/nginx.conf -e %s/error.log </dev/null >%s/out 2>&1 & echo $!")
                        :format(NGINX, dir, dir, dir, dir))
@@ -60,6 +68,7 @@ local function start_nginx()
         pid = pid, dir = dir, ca_file = dir .. "/cert.pem",
         tls = ("https://127.0.0.1:%d/v1"):format(ports[1]),
         plain = ("http://127.0.0.1:%d/v1"):format(ports[2]),
+        goaway = ("https://127.0.0.1:%d/v1"):format(ports[3]),
         -- the access log's lines as { conn, proto, uri }, then emptied
         take_log = function()
           local t = {}
@@ -148,6 +157,27 @@ describe("http_version", function()
     assert.are.equal(150, #log)
     assert.are.same({ "HTTP/2.0" }, distinct(log, "proto"))
     assert.are.equal(1, #distinct(log, "conn"))
+  end)
+
+  it('"2" with a server that ends connections (GOAWAY): retry on error gets every call through', function()
+    local dir = helper.tmpdir()
+    local ifile = helper.integrations({ api = { base_url = ng.goaway, ca_file = ng.ca_file, http_version = "2",
+      max_connections = 100, queue_timeout_ms = 30000,
+      retry = { attempts = 3, on = { "error" }, backoff_ms = 10 } } }, dir)
+    local flow = helper.flow([[
+local ok = 0
+for _ = 1, 10 do
+  if api_node{ integration = "api", path = "/x", results = { "200" } } == "200" then ok = ok + 1 end
+end
+say(ok)
+]], dir)
+    local r = helper.cli{ args = { "run", "--sessions", "100", "-I", ifile, flow } }
+    assert.are.equal(0, r.code, r.stderr)
+    local _, tens = r.stdout:gsub("%] 10\n", "")
+    assert.are.equal(100, tens, r.stdout)
+    local log = ng.take_log()
+    assert.are.same({ "HTTP/2.0" }, distinct(log, "proto"))
+    assert.is_true(#distinct(log, "conn") >= 20)   -- 1 000 requests, 50 a connection
   end)
 
   it('"2" against a server without HTTP/2 over TLS: HTTP/1.1 (ALPN falls back)', function()
