@@ -4,7 +4,7 @@ CC ?= cc
 PKGS = lua5.4 libcurl lua5.4-cjson libmicrohttpd sqlite3
 DEBS = lua5.4 liblua5.4-dev lua-cjson-dev libcurl4-openssl-dev \
        libmicrohttpd-dev libsqlite3-dev sqlite3 lua-busted pkg-config gcc make openssl \
-       libedit-dev graphviz luarocks
+       libedit-dev graphviz luarocks nginx-light
 
 WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Werror
 OPT ?= -O2 -g
@@ -29,7 +29,7 @@ B = build
 # runtime/lib: the library. runtime/module: the Lua module's binding.
 # runtime/cli: the flowrun command (run, host, repl, mock), a client of
 # runtime/flowrun.h like any host.
-LIB = base labels query freeze loop pool rules runtime session call request response integrations auth \
+LIB = base labels query freeze loop pool cookies rules runtime session call request response integrations auth \
       secrets json inspect snapshot \
       sandbox quota journal store_sqlite
 LIB_O = $(LIB:%=$(B)/lib/%.o) $(B)/modules.o

@@ -195,7 +195,7 @@ end
 local BODY = '{"id":1234,"name":"Widget","price":9.99,"tags":["a","b"],'
           .. '"stock":true,"note":"flowrun bench"}'
 
-local function nginx_conf(dir, port)
+local function nginx_conf(dir, port, tls_port)
   local conf = ([[
 daemon off;
 master_process on;
@@ -217,8 +217,18 @@ http {
     listen 127.0.0.1:PORT backlog=4096;
     location = /json { default_type application/json; return 200 'BODY'; }
   }
+  # the http2 row: TLS and HTTP/2 (ALPN); each request's connection logged
+  log_format conns '$connection $server_protocol';
+  server {
+    listen 127.0.0.1:TLSPORT ssl http2 backlog=4096;
+    ssl_certificate DIR/cert.pem;
+    ssl_certificate_key DIR/key.pem;
+    access_log DIR/tls.log conns;
+    location = /json { default_type application/json; return 200 'BODY'; }
+  }
 }
-]]):gsub("DIR", dir):gsub("PORT", tostring(port)):gsub("BODY", BODY)
+]]):gsub("DIR", dir):gsub("TLSPORT", tostring(tls_port)):gsub("PORT", tostring(port))
+   :gsub("BODY", BODY)
   return conf
 end
 
@@ -232,7 +242,7 @@ local function alive(pid)
   return ok
 end
 
-local nginx = { dir = nil, pid = nil, url = nil }
+local nginx = { dir = nil, pid = nil, url = nil, tls_url = nil }
 
 -- Stops our nginx (by the pid we started) and removes its directory.
 local function stop_nginx()
@@ -258,11 +268,16 @@ local function start_nginx()
   local lua_pid = assert(my_pid(), "cannot read /proc/self/stat")
   nginx.dir = first_line("mktemp -d /tmp/flowrun-bench-XXXXXX")
   local dir = nginx.dir
+  local _, made = sh(("openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=127.0.0.1"
+    .. " -addext subjectAltName=IP:127.0.0.1 -days 2 -keyout %s -out %s")
+    :format(quote(dir .. "/key.pem"), quote(dir .. "/cert.pem")))
+  if not made then error("bench: openssl could not make the TLS server's certificate") end
   for _ = 1, 8 do
     local port = math.random(20000, 32000)
+    local tls_port = port + 1
     local url = ("http://127.0.0.1:%d/json"):format(port)
     if not probe(url) then            -- nobody answers there: try it
-      write_file(dir .. "/nginx.conf", nginx_conf(dir, port))
+      write_file(dir .. "/nginx.conf", nginx_conf(dir, port, tls_port))
       os.remove(dir .. "/nginx.pid")
       os.remove(dir .. "/started.pid")
       local script = ("%s%s -p %s -c %s -e %s & n=$!; echo $n > %s; "
@@ -276,6 +291,7 @@ local function start_nginx()
         nginx.pid = nginx.pid or tonumber(read_file(dir .. "/started.pid") or "")
         if nginx.pid and probe(url) then
           nginx.url = url
+          nginx.tls_url = ("https://127.0.0.1:%d"):format(tls_port)
           return url
         end
         if nginx.pid and not alive(nginx.pid) then break end
@@ -349,18 +365,50 @@ local flows = {}
 
 -- flowrun run: SESSIONS sessions, TOTAL calls between them; with STORE, a
 -- new store at that path (every call's response journaled).
-local function flowrun_calls(sessions, total, store)
+local function flowrun_calls(sessions, total, store, ifile)
   local per = total // sessions
   if store then os.remove(store) os.remove(store .. "-wal") os.remove(store .. "-shm") end
   local f, err = timed(("%s%s run --sessions %d%s -I %s bench/flows/calls.lua %d")
                        :format(CLIENT_PIN, FLOWRUN, sessions,
                                store and " --store " .. quote(store) or "",
-                               quote(flows.integrations), per),
+                               quote(ifile or flows.integrations), per),
                        true)
   if not f then return nil, err end
   local calls = per * sessions
   return { value = calls / f.wall, calls = calls, wall = f.wall, cpu = f.cpu,
            maxrss_kb = f.maxrss_kb, others = f.others }
+end
+
+-- The http2 row: SESSIONS sessions, TOTAL calls over TLS to nginx with
+-- http_version VERSION ("2" or "1.1"); the connections they used, from
+-- nginx's log of the TLS server (each request's connection number).
+local function tls_calls(sessions, total, version)
+  local ifile = ("%s/tls%s.lua"):format(flows.dir, version)
+  -- max_connections 100 on both sides: HTTP/2 keeps its calls on one
+  -- connection up to libcurl's 100 streams (README: HTTP/2); the sessions
+  -- beyond wait in the pool's queue. TLS handshakes on nginx's one core
+  -- take a while: the timeouts are not what is measured.
+  write_file(ifile, ("return { bench = { base_url = %q, ca_file = %q, http_version = %q,"
+                     .. " max_connections = 100, queue_timeout_ms = 60000,"
+                     .. " connect_timeout_ms = 60000, timeout_ms = 60000 } }\n")
+                    :format(nginx.tls_url, nginx.dir .. "/cert.pem", version))
+  local log = nginx.dir .. "/tls.log"
+  write_file(log, "")                   -- nginx appends: emptied in place
+  local m, err = flowrun_calls(sessions, total, nil, ifile)
+  if not m then return nil, err end
+  local conns, n, protos = {}, 0, {}
+  for line in (read_file(log) or ""):gmatch("[^\n]+") do
+    local c, proto = line:match("^(%d+) (%S+)")
+    if c and not conns[c] then conns[c], n = true, n + 1 end
+    if proto then protos[proto] = (protos[proto] or 0) + 1 end
+  end
+  local want = version == "2" and "HTTP/2.0" or "HTTP/1.1"
+  if protos[want] ~= m.calls then
+    return nil, ("http_version %s: %s of %d requests in nginx's log were %s")
+                :format(version, tostring(protos[want] or 0), m.calls, want)
+  end
+  m.connections = n
+  return m
 end
 
 -- A baseline program that prints "requests N ok N seconds S rps R".
@@ -674,6 +722,7 @@ end
 
 local N_SEQ, N_CALLS = scaled(20000), scaled(200000)
 local N_IDLE, N_INFLIGHT = scaled(100000), scaled(10000)
+local N_TLS_SESSIONS, N_TLS = scaled(1000), scaled(50000)
 local N_NODE = scaled(NODE_N)
 local HAVE_NODE = have("node")
   and select(2, sh("node -e \"process.exit(typeof fetch === 'function' ? 0 : 1)\""))
@@ -697,6 +746,11 @@ local rows = {
     what = ("1000 sessions, %d calls vs libcurl multi, 1000 in flight"):format(N_CALLS),
     flowrun = function() return flowrun_calls(1000, N_CALLS) end,
     baseline = function() return curl_multi(N_CALLS, 1000) end },
+  { name = "http2", kind = "rps", target = 1.00,
+    what = ("%d sessions, %d calls to nginx over TLS, max_connections 100: http_version \"2\""
+            .. " vs \"1.1\" (connections used: below the table)"):format(N_TLS_SESSIONS, N_TLS),
+    flowrun = function() return tls_calls(N_TLS_SESSIONS, N_TLS, "2") end,
+    baseline = function() return tls_calls(N_TLS_SESSIONS, N_TLS, "1.1") end },
   { name = "stored", kind = "rps", target = 0.70,
     what = ("100 sessions, %d calls with --store (SQLite, commits grouped) vs the same"
             .. " without"):format(N_CALLS),
@@ -1060,6 +1114,16 @@ local function main()
     print(("soak: the server saw %d connection(s) end inside a request and closed %d unread")
           :format(soaked.server_partial, soaked.server_unserved))
     for _, w in ipairs(soaked.wrong_kinds) do print("soak: wrong: " .. w) end
+  end
+  local tls = by_name.http2
+  if tls and #tls.runs.flowrun > 0 and #tls.runs.baseline > 0 then
+    local function conns(list)
+      local t = {}
+      for _, m in ipairs(list) do t[#t + 1] = m.connections end
+      return table.concat(t, "/")
+    end
+    print(("http2: connections used in each round: %s with HTTP/2, %s with HTTP/1.1")
+          :format(conns(tls.runs.flowrun), conns(tls.runs.baseline)))
   end
   local counts = { PASS = 0, MISS = 0, FAIL = 0 }
   for _, row in ipairs(rows) do

@@ -266,6 +266,10 @@ command("integrations", "", "the integrations: base URL, pool, endpoints (never 
     out[#out + 1] = self:paint("bold", name) .. "  " .. ig.base_url
     out[#out + 1] = ("  pool: %d of %d in flight, queue_timeout_ms %d; timeout_ms %d, connect_timeout_ms %d")
       :format(ig.in_flight, ig.max_connections, ig.queue_timeout_ms, ig.timeout_ms, ig.connect_timeout_ms)
+    local http = {}
+    if ig.http_version then http[#http + 1] = "http_version " .. ig.http_version end
+    if ig.cookies then http[#http + 1] = "cookies: a jar per session" end
+    if #http > 0 then out[#out + 1] = "  " .. table.concat(http, ", ") end
     if ig.retry and ig.retry.attempts > 1 then
       out[#out + 1] = ("  retry: %d attempts, backoff_ms %d"):format(ig.retry.attempts, ig.retry.backoff_ms)
     end

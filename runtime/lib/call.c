@@ -23,6 +23,7 @@
 
 #include "base.h"
 #include "call.h"
+#include "cookies.h"
 #include "integration.h"
 #include "response.h"
 #include "rules.h"
@@ -109,6 +110,7 @@ static void clear(fr_call *c) {
   fr_request_clear(&c->rq);             /* all but its URL buffer */
   rq = c->rq;
   free(c->error);
+  free(c->jar);
   if (rbody.cap > KEEP_BUF) { free(rbody.p); rbody = (fr_buf){ 0 }; }
   if (rhdr.cap > KEEP_BUF) { free(rhdr.p); rhdr = (fr_buf){ 0 }; }
   memset(c, 0, sizeof *c);
@@ -548,6 +550,11 @@ static CURL *easy_take(flowrun *rt, fr_integration *ig) {
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, ig->tls_verify ? 1L : 0L);
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, ig->tls_verify ? 2L : 0L);
   if (ig->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, ig->ca_file);
+  if (ig->cookies) curl_easy_setopt(e, CURLOPT_COOKIEFILE, "");   /* the engine, no file */
+  if (ig->http_version) {               /* "2": streams wait for a connection to share */
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, ig->http_version);
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, ig->http_version != CURL_HTTP_VERSION_1_1 ? 1L : 0L);
+  }
   return e;
 }
 
@@ -726,6 +733,11 @@ static void transfer(fr_call *c) {
   curl_easy_setopt(e, CURLOPT_PREREQDATA, c);
   curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, c);
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)left);
+  if (ig->cookies && !fr_cookies_load(e, c->jar)) {
+    fail_oom(c);
+    finish(c);
+    return;
+  }
   /* the method: every option a handle's last call may have set, set again */
   if (strcmp(c->rq.method, "HEAD") == 0) {
     curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
@@ -1049,6 +1061,7 @@ void fr_call_done(flowrun *rt, CURLMsg *m) {
     curl_easy_getinfo(e, CURLINFO_REDIRECT_URL, &r);
     if (r && !(redirect = strdup(r))) c->oom = true;
   }
+  if (c->rq.ig->cookies && !fr_cookies_save(e, &c->jar)) c->oom = true;
   easy_out(rt, c->rq.ig, e);
   c->easy = NULL;
   if (c->oom) fail_oom(c);

@@ -57,6 +57,7 @@ struct fr_call {
   const char *label;                    /* set when decided */
   const char *reason;
   char *error;
+  char *jar;                            /* cookies = true: its session's cookies (cookies.c) */
   char codelabel[16];
   bool answering;                       /* the host's transport answers this hop */
   int ans_status;                       /* its status; 0: a fault (reason) */

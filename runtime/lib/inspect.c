@@ -93,6 +93,12 @@ static int l_integrations(lua_State *L) {
     lua_setfield(L, -2, "follow_redirects");
     lua_pushboolean(L, ig->tls_verify);
     lua_setfield(L, -2, "tls_verify");
+    lua_pushboolean(L, ig->cookies);
+    lua_setfield(L, -2, "cookies");
+    if (ig->http_version) {             /* as written; nil: libcurl's default */
+      lua_pushstring(L, ig->http_version == CURL_HTTP_VERSION_1_1 ? "1.1" : "2");
+      lua_setfield(L, -2, "http_version");
+    }
     lua_createtable(L, 0, 3);
     set_int(L, "attempts", ig->retry_attempts);
     set_int(L, "backoff_ms", ig->retry_backoff_ms);

@@ -43,6 +43,8 @@ struct fr_integration {
   curl_off_t max_response_bytes;
   bool follow_redirects, tls_verify;
   bool idempotency_key;                 /* with a store: Idempotency-Key on each call */
+  bool cookies;                         /* a cookie jar per session (cookies.c) */
+  long http_version;                    /* CURLOPT_HTTP_VERSION; 0: libcurl's default */
   char *ca_file;
   char *unset;                          /* an env() it needs is unset (placeholders) */
   int retry_attempts;

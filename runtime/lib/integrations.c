@@ -622,6 +622,27 @@ static char *unset_placeholder(lua_State *L, const fr_integration *ig) {
   return found;
 }
 
+/* http_version = "1.1" or "2": HTTP/1.1 only; or HTTP/2, negotiated by
+** ALPN over https (HTTP/1.1 when the server does not offer it). HTTP/2
+** without TLS (h2c, prior knowledge) is refused: libcurl 7.88 fails every
+** call that reuses such a connection. Needs base_url read first. */
+static void read_http_version(lua_State *L, building *b) {
+  size_t len;
+  const char *v;
+  if (lua_type(L, -1) == LUA_TNUMBER)   /* 2 and 1.1 read as numbers: say how */
+    bad(L, b, "http_version", lua_pushfstring(L, "expected \"1.1\" or \"2\" (a string), got %s",
+                                              lua_tostring(L, -1)));
+  v = want_string(L, b, -1, "http_version", &len);
+  if (strcmp(v, "1.1") == 0) b->ig->http_version = CURL_HTTP_VERSION_1_1;
+  else if (strcmp(v, "2") != 0)
+    bad(L, b, "http_version", lua_pushfstring(L, "expected \"1.1\" or \"2\", got \"%s\"", v));
+  else if (strncasecmp(b->ig->base_url, "https:", 6) != 0)
+    bad(L, b, "http_version", "\"2\" needs an https:// base_url (HTTP/2 is negotiated in"
+        " the TLS handshake; HTTP/2 without TLS, h2c, is not supported)");
+  else
+    b->ig->http_version = CURL_HTTP_VERSION_2TLS;
+}
+
 /* Reads the integration table at idx into a new struct. Pushes the box
 ** that owns it until take(): a Lua error on the way frees it. */
 static fr_integration *build(flowrun *rt, lua_State *L, const char *name,
@@ -630,7 +651,7 @@ static fr_integration *build(flowrun *rt, lua_State *L, const char *name,
     "base_url", "headers", "auth", "query", "endpoints", "timeout_ms",
     "connect_timeout_ms", "max_connections", "queue_timeout_ms",
     "max_response_bytes", "follow_redirects", "tls_verify", "ca_file",
-    "retry", "idempotency_key", NULL
+    "retry", "idempotency_key", "http_version", "cookies", NULL
   };
   building *b;
   fr_integration *ig;
@@ -692,6 +713,8 @@ static fr_integration *build(flowrun *rt, lua_State *L, const char *name,
     ig->ca_file = xstrdup(L, f, len);
   }
   if (FIELD("retry")) read_retry(L, b);
+  if (FIELD("http_version")) read_http_version(L, b);
+  if (FIELD("cookies")) ig->cookies = want_bool(L, b, "cookies");
 #undef FIELD
   lua_settop(L, box);                   /* the box stays: see take() */
   if (rt->env_placeholders) ig->unset = unset_placeholder(L, ig);

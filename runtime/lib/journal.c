@@ -21,6 +21,8 @@
 #include <lauxlib.h>
 
 #include "base.h"
+#include "cookies.h"
+#include "integration.h"
 #include "journal.h"
 #include "rules.h"
 #include "runtime.h"
@@ -729,7 +731,10 @@ static void put_num(fr_durable *d, double v) {
 
 /* A call's response as its record. Its URL and error go in as the flow
 ** sees them, secrets hidden (a key in a query string stays out of the
-** store); headers and body as they came: the flow reads them on replay. */
+** store); headers and body as they came: the flow reads them on replay.
+** With cookies = true a tenth field holds the session's cookie jar after
+** the call (NULL: empty), which replay gives back to the session; records
+** written before it have nine fields and leave the jar as it is. */
 void fr_dur_record_call(lua_State *L, flowrun *rt, const char *id, long long seq,
                         const char *fp, const fr_call *c) {
   fr_durable *d = rt->dur;
@@ -751,6 +756,7 @@ void fr_dur_record_call(lua_State *L, flowrun *rt, const char *id, long long seq
   put_num(d, c->t0);
   put_str(d, url);
   put_num(d, c->attempts);
+  if (c->rq.ig->cookies) put_str(d, c->jar);  /* its session's jar after it */
   if (d->oom) d->failed = true;         /* the turn fails: out of memory */
   else fr_dur_record(L, rt, id, seq, FR_J_CALL, fp, d->rec, d->rec_len);
   lua_pop(L, err ? 2 : 1);
@@ -822,10 +828,57 @@ void fr_dur_replay_call(fr_call *c, const fr_jrec *r) {
   }
   NUM(c->attempts);
 #undef NUM
+  if (p < end) {                             /* cookies = true: the jar after it */
+    f = get_field(&p, end, &n);
+    free(c->jar);
+    if ((c->jar = f ? dup_n(f, n) : NULL) == NULL && f) c->oom = true;
+  }
   c->phase = FR_C_DONE;
 }
 
 /* ---- fresh starts: snapshots and continue_as_new ---- */
+
+/*
+** A fresh start lets the records before it go, and with them the cookie
+** jars their calls carried (cookies = true): the session's jars then
+** ride at the end of its record, after the snapshot, as their bytes
+** (fr_jars_encode), their length in 4 bytes and "JARS". A snapshot ends
+** with '}' or a value's bytes never followed by that tail, and a record
+** without jars has none: those of older stores read as before.
+*/
+#define JARS_TAG "JARS"
+
+/* The bytes on top of L, with the jars' tail when there are jars;
+** false when out of memory (the bytes stay as they were). */
+static bool add_jars(lua_State *L, const fr_jar *jars) {
+  char *b;
+  size_t n;
+  uint32_t len;
+  if (!jars) return true;
+  if (!fr_jars_encode(jars, &b, &n)) return false;
+  if (n == 0) return true;
+  len = (uint32_t)n;
+  lua_pushlstring(L, b, n);
+  free(b);
+  lua_pushlstring(L, (const char *)&len, 4);
+  lua_pushliteral(L, JARS_TAG);
+  lua_concat(L, 4);
+  return true;
+}
+
+/* The length of record bytes p (n) without their jars' tail, the jars
+** given to *jars (emptied when there is no tail); n when no tail. */
+static size_t take_jars(const char *p, size_t n, fr_jar **jars) {
+  uint32_t len;
+  if (n < 8 || memcmp(p + n - 4, JARS_TAG, 4) != 0) {
+    if (jars) fr_jars_free(jars);
+    return n;
+  }
+  memcpy(&len, p + n - 8, 4);
+  if (len > n - 8) return n;            /* not a tail: the decoder says damaged */
+  if (jars) fr_jars_decode(jars, p + n - 8 - len, len);
+  return n - 8 - len;
+}
 
 /* Records the fresh start of kind at the next number, its data the bytes
 ** on top of L (popped), and lets the records since `after` go. */
@@ -840,7 +893,7 @@ static void fresh_start(lua_State *L, fr_journal *j, const char *id, int kind, c
 }
 
 int fr_dur_checkpoint(lua_State *L, fr_journal *j, const char *id, int idx, const char *file,
-                      const char *step, const char *at, bool same) {
+                      const char *step, const char *at, bool same, const fr_jar *jars) {
   if (fr_dur_replaying(j)) return 0;
   idx = lua_absindex(L, idx);
   lua_pushstring(L, file);
@@ -854,26 +907,32 @@ int fr_dur_checkpoint(lua_State *L, fr_journal *j, const char *id, int idx, cons
     lua_pop(L, 3);
     return 0;
   }
-  lua_concat(L, 3);                     /* file NUL snapshot */
+  lua_concat(L, 3);                     /* file NUL snapshot [jars] */
+  if (!add_jars(L, jars)) {
+    lua_pop(L, 1);
+    lua_pushliteral(L, "not enough memory");
+    return -1;
+  }
   fresh_start(L, j, id, FR_J_STEP, step, at, j->chunk);
   return 0;
 }
 
-int fr_dur_resume(lua_State *L, fr_journal *j) {
+int fr_dur_resume(lua_State *L, fr_journal *j, fr_jar **jars) {
   const fr_jrec *r;
-  size_t n;
+  size_t n, len;
   bool ok;
   if (j->pos >= j->nrecs || j->recs[j->pos].kind != FR_J_STEP) return 0;
   r = &j->recs[j->pos++];
   j->seq = j->base = r->seq;
   n = r->data ? strnlen(r->data, r->len) : 0;
-  if (!r->data || n == r->len) {
+  len = r->data ? take_jars(r->data, r->len, jars) : 0;
+  if (!r->data || n >= len) {
     lua_pushliteral(L, "the stored state is damaged (not a snapshot of this flowrun)");
     return -1;
   }
   lua_pushlstring(L, r->data, n);
   lua_pushstring(L, r->fp);
-  ok = fr_snapshot_decode(L, r->data + n + 1, r->len - n - 1);
+  ok = fr_snapshot_decode(L, r->data + n + 1, len - n - 1);
   if (ok && !lua_istable(L, -1)) {      /* a value, not a session table */
     lua_pop(L, 1);
     lua_pushliteral(L, "the stored state is damaged (not a snapshot of this flowrun)");
@@ -923,18 +982,20 @@ int fr_dur_restart(lua_State *L, fr_journal *j, const char *id, int first, int n
   return 2;
 }
 
-void fr_dur_restarted(lua_State *L, fr_journal *j, const char *id) {
+void fr_dur_restarted(lua_State *L, fr_journal *j, const char *id, const fr_jar *jars) {
+  if (!add_jars(L, jars)) j->rt->dur->failed = true;   /* the turn fails: out of memory */
   fresh_start(L, j, id, FR_J_RESTART, NULL, lua_tostring(L, -2), 0);
   lua_pop(L, 1);
 }
 
-int fr_dur_restart_args(lua_State *L, fr_journal *j) {
+int fr_dur_restart_args(lua_State *L, fr_journal *j, fr_jar **jars) {
   const fr_jrec *r;
   lua_Integer n;
   if (j->nrecs == 0 || j->recs[0].kind != FR_J_RESTART || j->pos != 0) return -1;
   r = &j->recs[j->pos++];
   j->seq = j->base = r->seq;
-  if (!r->data || !fr_snapshot_decode(L, r->data, r->len) || !lua_istable(L, -1))
+  if (!r->data || !fr_snapshot_decode(L, r->data, take_jars(r->data, r->len, jars))
+      || !lua_istable(L, -1))
     luaL_error(L, "the stored state is damaged (not a snapshot of this flowrun)");
   lua_getfield(L, -1, "n");
   n = lua_tointeger(L, -1);

@@ -18,6 +18,7 @@
 #include <lua.h>
 
 #include "call.h"
+#include "cookies.h"
 #include "flowrun.h"
 
 enum { FR_J_ASK = 1, FR_J_SAY, FR_J_SLEEP, FR_J_CALL, FR_J_TIME, FR_J_CLOCK, FR_J_RANDOM,
@@ -144,11 +145,12 @@ void fr_dur_free(fr_journal *j);
 ** replays to here), skipped while replaying. -1 and a message pushed
 ** ("session.cb is a function: ...") when session cannot be stored. */
 int fr_dur_checkpoint(lua_State *L, fr_journal *j, const char *id, int idx, const char *file,
-                      const char *step, const char *at, bool same);
+                      const char *step, const char *at, bool same, const fr_jar *jars);
 /* Replaying, at the flow's first step: when the journal goes on with a
 ** snapshot, pushes its file, step and session table and returns 3; 0
-** when it does not; -1 and a message when the snapshot is damaged. */
-int fr_dur_resume(lua_State *L, fr_journal *j);
+** when it does not; -1 and a message when the snapshot is damaged. The
+** session's cookie jars (jars) are those stored with the snapshot. */
+int fr_dur_resume(lua_State *L, fr_journal *j, fr_jar **jars);
 /* Imperative flows: continue_as_new(...) with its n arguments at first.
 ** Live: pushes where it is and the arguments as bytes, for
 ** fr_dur_restarted once the flow's <close> variables ran, and returns 2;
@@ -156,11 +158,13 @@ int fr_dur_resume(lua_State *L, fr_journal *j);
 ** replay does not match. */
 int fr_dur_restart(lua_State *L, fr_journal *j, const char *id, int first, int n);
 /* The journal starts afresh with the bytes on top of L (below them where
-** continue_as_new was; both popped): the records before go. */
-void fr_dur_restarted(lua_State *L, fr_journal *j, const char *id);
+** continue_as_new was; both popped) and the session's cookie jars: the
+** records before go. */
+void fr_dur_restarted(lua_State *L, fr_journal *j, const char *id, const fr_jar *jars);
 /* A journal that starts afresh: pushes the arguments it starts with and
-** returns how many; -1 when there are none (the session's own). */
-int fr_dur_restart_args(lua_State *L, fr_journal *j);
+** returns how many; -1 when there are none (the session's own). The
+** session's cookie jars (jars) are those stored with them. */
+int fr_dur_restart_args(lua_State *L, fr_journal *j, fr_jar **jars);
 /* An output of a session (kind FR_J_SAY, FR_J_ASK, FR_J_END; how for an
 ** end): stored in the turn, given after its commit. */
 void fr_dur_output(flowrun *rt, const char *id, long long seq, int kind, int how,

@@ -23,6 +23,7 @@
 #include <lauxlib.h>
 
 #include "base.h"
+#include "cookies.h"
 #include "inspect.h"
 #include "integration.h"
 #include "json.h"
@@ -231,7 +232,7 @@ static int l_ctx_checkpoint(lua_State *L) {
   const char *file = luaL_optstring(L, 2, "?"), *step = luaL_checkstring(L, 3);
   const char *at = luaL_optstring(L, 4, "?");
   bool same = lua_toboolean(L, 5);
-  if (s && fr_dur_checkpoint(L, s->j, s->id, 1, file, step, at, same) != 0) {
+  if (s && fr_dur_checkpoint(L, s->j, s->id, 1, file, step, at, same, s->jars) != 0) {
     lua_pushnil(L);
     lua_insert(L, -2);
     return 2;
@@ -244,7 +245,7 @@ static int l_ctx_checkpoint(lua_State *L) {
 ** snapshot the journal goes on from; nothing when none. */
 static int l_ctx_resume(lua_State *L) {
   fr_session *s = durable_flow(L);
-  int n = s ? fr_dur_resume(L, s->j) : 0;
+  int n = s ? fr_dur_resume(L, s->j, &s->jars) : 0;
   if (n < 0) return lua_error(L);
   return n;
 }
@@ -435,6 +436,7 @@ static void free_session(fr_session *s, bool evict) {
   }
   if (!evict && lua_status(s->co) != LUA_OK) close_thread(s);
   fr_usage_free(&s->use);
+  fr_jars_free(&s->jars);
   fr_dur_free(s->j);                    /* its rows stay in the store */
   luaL_unref(L, LUA_REGISTRYINDEX, s->ref);
   luaL_unref(L, LUA_REGISTRYINDEX, s->envref);
@@ -630,7 +632,7 @@ static void start_afresh(fr_session *s, int nres) {
     lua_pushlightuserdata(L, s);
     lua_xmove(s->co, L, nres);
     if ((st = close_thread(s)) == LUA_OK) {
-      if (rec) fr_dur_restarted(L, s->j, s->id);
+      if (rec) fr_dur_restarted(L, s->j, s->id, s->jars);
       st = lua_pcall(L, nres - rec + 1, 0, 0);
       if (st != LUA_OK) lua_xmove(L, s->co, 1);   /* out of memory */
     }
@@ -775,7 +777,7 @@ static int l_make(lua_State *L) {
     lua_rawset(L, -3);
     lua_pop(L, 1);
   }
-  if (a->j && (n = fr_dur_restart_args(L, a->j)) >= 0) {   /* it started afresh */
+  if (a->j && (n = fr_dur_restart_args(L, a->j, &s->jars)) >= 0) {   /* it started afresh */
     first = lua_gettop(L) - n + 1;
     nargs = n;
   }
@@ -839,6 +841,7 @@ static int l_start(lua_State *L) {
   }
   luaL_unref(L, LUA_REGISTRYINDEX, s->ref);
   luaL_unref(L, LUA_REGISTRYINDEX, s->envref);
+  fr_jars_free(&s->jars);               /* a restart record's (fr_dur_restart_args) */
   free(s);
   return lua_error(L);
 }
@@ -1179,11 +1182,29 @@ static const char *push_call_fp(lua_State *L, fr_call *c) {
   return lua_tostring(L, -1);
 }
 
-/* The call of s has ended: its response goes in the journal. */
+/* cookies = true: the call takes a copy of its session's jar for its
+** integration (false: out of memory), and the session keeps the jar the
+** call ends with, its own or the journal's (keep_jar). */
+static bool give_jar(fr_session *s, fr_call *c) {
+  const char *lines;
+  if (!s || !c->rq.ig->cookies || !(lines = fr_jar_get(s->jars, c->rq.ig->name))) return true;
+  return (c->jar = strdup(lines)) != NULL;
+}
+
+static void keep_jar(fr_session *s, fr_call *c) {
+  if (!s || !c->rq.ig->cookies || c->oom) return;
+  if (!fr_jar_put(&s->jars, c->rq.ig->name, c->jar)) c->oom = true;   /* api_node raises it */
+  c->jar = NULL;
+}
+
+/* The call of s has ended: its response goes in the journal, its cookies
+** in the session. */
 static void record_call(lua_State *L, fr_session *s, fr_call *c) {
-  if (!s || !s->j || c->oom) return;
-  fr_dur_record_call(L, s->rt, s->id, s->j->seq, push_call_fp(L, c), c);
-  lua_pop(L, 1);
+  if (s && s->j && !c->oom) {
+    fr_dur_record_call(L, s->rt, s->id, s->j->seq, push_call_fp(L, c), c);
+    lua_pop(L, 1);
+  }
+  keep_jar(s, c);
 }
 
 static int k_api_node(lua_State *L, int status, lua_KContext ctx) {
@@ -1204,6 +1225,10 @@ static int l_api_node(lua_State *L) {
   if (!(c = fr_call_new(rt))) return luaL_error(L, "not enough memory");
   fr_call_build(L, c);                  /* raises on misuse */
   lua_settop(L, 1);
+  if (!give_jar(s, c)) {
+    fr_call_drop(c);
+    return luaL_error(L, "not enough memory");
+  }
   if (rt->cb.trace) {                   /* where the node is, for its trace */
     size_t n;
     const char *at;
@@ -1222,6 +1247,7 @@ static int l_api_node(lua_State *L) {
     lua_settop(L, 1);
     if (r) {
       fr_dur_replay_call(c, r);
+      keep_jar(s, c);
       return fr_call_push_result(L, c);
     }
     if (c->rq.ig->idempotency_key) {    /* sent again after a crash: the same key */

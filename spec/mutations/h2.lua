@@ -1,0 +1,28 @@
+-- Mutations of HTTP/2 and cookies (README: HTTP/2, Cookies; scripts/mutate.lua
+-- says the fields). Each is a bug the named spec must catch.
+return {
+  { name = "h2-no-pipewait",
+    promise = "calls to one origin share one connection (HTTP/2 streams)",
+    file = "runtime/lib/call.c",
+    find = "curl_easy_setopt(e, CURLOPT_PIPEWAIT, ig->http_version != CURL_HTTP_VERSION_1_1 ? 1L : 0L);",
+    replace = "curl_easy_setopt(e, CURLOPT_PIPEWAIT, 0L);",
+    spec = "spec/h2_spec.lua", filter = "one connection" },
+  { name = "cookies-jar-not-emptied",
+    promise = "never shared between sessions",
+    file = "runtime/lib/cookies.c",
+    find = [[if (curl_easy_setopt(e, CURLOPT_COOKIELIST, "ALL") != CURLE_OK) return false;]],
+    replace = "/* the handle keeps the last session's cookies */",
+    spec = "spec/cookies_spec.lua", filter = "never another session's" },
+  { name = "cookies-jar-not-journaled",
+    promise = "a session restored from a store gets its cookie jar back",
+    file = "runtime/lib/journal.c",
+    find = "if (c->rq.ig->cookies) put_str(d, c->jar);",
+    replace = "/* the jar stays out of the record */",
+    spec = "spec/cookies_spec.lua", filter = "durable session restarted" },
+  { name = "cookies-jars-not-in-fresh-starts",
+    promise = "the jars are kept with a step's snapshot and continue_as_new",
+    file = "runtime/lib/journal.c",
+    find = "if (!jars) return true;",
+    replace = "if (jars) return true;",
+    spec = "spec/cookies_spec.lua", filter = "snapshot" },
+}
