@@ -17,7 +17,7 @@ local function nginx_exe()
 end
 
 -- Starts nginx on a free port: /ok answers 200, /busy a 429 with
--- Retry-After: 1. Returns { url, log = function() -> { {t, uri, status} } , stop }.
+-- Retry-After: 1, /down 503, /moved a redirect to /ok. Returns { url, log = function() -> { {t, uri, status} } , stop }.
 local function start_nginx()
   local dir = helper.tmpdir()
   for _ = 1, 10 do
@@ -41,6 +41,8 @@ http {
     listen 127.0.0.1:PORT;
     location /ok { return 200 "ok\n"; }
     location /busy { add_header Retry-After 1 always; return 429 "busy\n"; }
+    location /down { return 503 "down\n"; }
+    location /moved { return 302 /ok; }
   }
 }
 ]]):gsub("DIR", dir):gsub("PORT", tostring(port))
@@ -161,6 +163,28 @@ describe("Integrations for real APIs: limits", function()
       assert.are.equal("max-connection", l2)
       assert.are.equal("pool_full", r2.reason)
     end)
+
+    it("a retry takes a token too (its wait bounded by deadline_ms); a redirect followed does not", function()
+      local rt = helper.runtime({ api = { base_url = nginx.url, rate_limit = { requests = 1, per_ms = 60000 },
+                                          follow_redirects = true, retry = { attempts = 2, backoff_ms = 10 } } })
+      local from = fresh_log()
+      assert.are.equal("200", (rt:api_node({ integration = "api", path = "/moved", results = { "200" } })))
+      local rt2 = helper.runtime({ api = { base_url = nginx.url, rate_limit = { requests = 1, per_ms = 60000 },
+                                           deadline_ms = 400, retry = { attempts = 2, backoff_ms = 10 } } })
+      local t0 = helper.now()
+      local label, res = rt2:api_node({ integration = "api", path = "/down", results = { "200" } })
+      local took = helper.now() - t0
+      assert.are.equal("timeout", label)
+      assert.are.equal("deadline", res.reason)
+      assert.are.equal("deadline_ms (400) of the call would pass before attempt 2 had its turn", res.error)
+      assert.are.equal(1, res.attempts)
+      assert.is_true(took < 300, "took " .. took)   -- ended when its backoff did, not at the deadline
+      local uris = {}
+      for i, e in ipairs(nginx.log()) do
+        if i > from then uris[#uris + 1] = e.uri end
+      end
+      assert.are.same({ "/moved", "/ok", "/down" }, uris)
+    end)
   end)
 
   describe("a 429 with Retry-After", function()
@@ -213,19 +237,19 @@ describe("Integrations for real APIs: limits", function()
 
   describe("deadline_ms", function()
     it("cuts the retries: the attempt in flight ends at the deadline, timeout / deadline", function()
-      local rt = helper.runtime({ shop = { base_url = mock.url, timeout_ms = 200, deadline_ms = 450,
+      local srv = helper.faultsrv("mix")   -- /hang: never answered; /count: what it received
+      local rt = helper.runtime({ shop = { base_url = srv.url, timeout_ms = 200, deadline_ms = 450,
                                            retry = { attempts = 5, backoff_ms = 100, on = { "timeout" } } } })
-      local before = mock:count("GET /slow")
       local t0 = helper.now()
-      local label, res = rt:api_node({ integration = "shop", path = "/slow", results = { "200" } })
+      local label, res = rt:api_node({ integration = "shop", path = "/hang", results = { "200" } })
       local took = helper.now() - t0
       assert.are.equal("timeout", label)
       assert.are.equal("deadline", res.reason)
       assert.are.equal("deadline_ms (450) of the call passed during attempt 2", res.error)
       assert.are.equal(2, res.attempts)
       assert.is_true(took >= 440 and took < 750, "took " .. took)
-      helper.wait_for(function() return mock:count("GET /slow") - before >= 2 end, 2000)
-      assert.are.equal(2, mock:count("GET /slow") - before)   -- the server saw two attempts
+      local _, count = rt:api_node({ integration = "shop", path = "/count", results = { "200" } })
+      assert.matches("\n/hang 2\n", count.body, 1, true)   -- the server saw two attempts
     end)
 
     it("starts no attempt that the backoff puts past the deadline, and the node's deadline_ms wins", function()
@@ -380,6 +404,36 @@ describe("Integrations for real APIs: limits", function()
       assert.are.equal(2, #traces)
       assert.are.same({ 1, false, "timeout" }, { traces[1].attempt, traces[1].final, traces[1].label })
       assert.are.same({ 2, true, "409" }, { traces[2].attempt, traces[2].final, traces[2].label })
+    end)
+
+    it("flowrun test: a retried call is one call (label), and deadline_ms holds with stubs", function()
+      local d = helper.tmpdir()
+      helper.integrations({ shop = { base_url = "http://127.0.0.1:9", timeout_ms = 200,
+                                     retry = { attempts = 3, backoff_ms = 10 } } }, d)
+      helper.flow([[
+local label = api_node{ integration = "shop", method = "PUT", path = "/t", body = { id = 1 },
+                        results = { "200", "409" } }
+say(label)
+local label2, res = api_node{ integration = "shop", path = "/slow", deadline_ms = 300, results = { "200" } }
+say(label2 .. " " .. tostring(res.reason) .. " " .. res.attempts)
+]], d)
+      helper.write(d .. "/flow_test.lua", [[
+return {
+  flow = "flow.lua", integrations = "integrations.lua",
+  stubs = {
+    stub { method = "PUT", path = "/t", replies = { { fault = "timeout" }, { status = 409 } } },
+    stub { path = "/slow", reply = { status = 200, delay_ms = 250 } },
+  },
+  test "a timeout, then a conflict; a deadline" {
+    label "409", bot "409",
+    label "timeout", bot "timeout deadline 2",
+    done(),
+  },
+}
+]])
+      local r = helper.cli({ args = { "test", "flow_test.lua" }, cwd = d })
+      assert.are.equal(0, r.code, r.stdout .. r.stderr)
+      assert.matches("ok 1 - flow_test.lua: a timeout, then a conflict; a deadline\n", r.stdout, 1, true)
     end)
   end)
 end)
