@@ -4,7 +4,7 @@ CC ?= cc
 PKGS = lua5.4 libcurl lua5.4-cjson libmicrohttpd sqlite3
 DEBS = lua5.4 liblua5.4-dev lua-cjson-dev libcurl4-openssl-dev \
        libmicrohttpd-dev libsqlite3-dev sqlite3 lua-busted pkg-config gcc make openssl \
-       libedit-dev graphviz luarocks
+       libedit-dev graphviz luarocks nginx-light
 
 WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Werror
 OPT ?= -O2 -g
