@@ -323,7 +323,7 @@ static void classify(fr_call *c, CURLcode rc, curl_off_t connect_us) {
   }
   switch (rc) {
   case CURLE_OPERATION_TIMEDOUT:
-    if (c->cut && fr_clock(c->rt) + 2 >= c->deadline) {
+    if (c->cut && (connect_us > 0 || fr_clock(c->rt) + 2 >= c->deadline)) {
       fail_deadline(c, "passed during attempt %d", c->attempts);
       return;
     }
@@ -536,7 +536,10 @@ static void pump(fr_integration *ig) {
         (void)fr_timer_arm(c->rt, &ig->pool.gate, now + wait);  /* else: queue_timeout_ms */
       return;
     }
-    if (!(ig->pool.qhead = c->qnext)) ig->pool.qtail = NULL;
+    if (!(ig->pool.qhead = c->qnext)) {
+      ig->pool.qtail = NULL;
+      fr_timer_cancel(c->rt, &ig->pool.gate);   /* armed only while calls wait */
+    }
     fr_timer_cancel(c->rt, &c->timer);
     c->phase = FR_C_NEW;
     start(c, now);
