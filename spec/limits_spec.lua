@@ -406,16 +406,21 @@ describe("Integrations for real APIs: limits", function()
       assert.are.same({ 2, true, "409" }, { traces[2].attempt, traces[2].final, traces[2].label })
     end)
 
-    it("flowrun test: a retried call is one call (label), and deadline_ms holds with stubs", function()
+    it("flowrun test: a retried call is one call (label); deadline_ms and rate_limit hold with stubs", function()
       local d = helper.tmpdir()
       helper.integrations({ shop = { base_url = "http://127.0.0.1:9", timeout_ms = 200,
-                                     retry = { attempts = 3, backoff_ms = 10 } } }, d)
+                                     retry = { attempts = 3, backoff_ms = 10 } },
+                            lim = { base_url = "http://127.0.0.1:9", rate_limit = { requests = 1, per_ms = 1000 },
+                                    queue_timeout_ms = 5000 } }, d)
       helper.flow([[
 local label = api_node{ integration = "shop", method = "PUT", path = "/t", body = { id = 1 },
                         results = { "200", "409" } }
 say(label)
 local label2, res = api_node{ integration = "shop", path = "/slow", deadline_ms = 300, results = { "200" } }
 say(label2 .. " " .. tostring(res.reason) .. " " .. res.attempts)
+api_node{ integration = "lim", path = "/a", results = { "200" } }
+local _, res3 = api_node{ integration = "lim", path = "/a", results = { "200" } }
+say(("%.0f"):format(res3.elapsed_ms))
 ]], d)
       helper.write(d .. "/flow_test.lua", [[
 return {
@@ -423,10 +428,12 @@ return {
   stubs = {
     stub { method = "PUT", path = "/t", replies = { { fault = "timeout" }, { status = 409 } } },
     stub { path = "/slow", reply = { status = 200, delay_ms = 250 } },
+    stub { integration = "lim", path = "/a", reply = { status = 200 } },
   },
   test "a timeout, then a conflict; a deadline" {
     label "409", bot "409",
     label "timeout", bot "timeout deadline 2",
+    label "200", label "200", bot "1000",
     done(),
   },
 }
