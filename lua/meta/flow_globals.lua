@@ -14,7 +14,7 @@
 ---| "other"          # a complete response whose status was not declared
 ---| "error"          # no complete response (res.reason says why)
 ---| "timeout"        # the connect or whole-call limit was reached
----| "max-connection" # the integration's pool stayed full for queue_timeout_ms
+---| "max-connection" # the integration's pool stayed full, or its rate_limit gave no turn, for queue_timeout_ms
 ---| string
 
 ---A query value: a string, a number, a boolean, or a list of them
