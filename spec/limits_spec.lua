@@ -404,6 +404,9 @@ describe("Integrations for real APIs: limits", function()
       assert.are.equal(2, #traces)
       assert.are.same({ 1, false, "timeout" }, { traces[1].attempt, traces[1].final, traces[1].label })
       assert.are.same({ 2, true, "409" }, { traces[2].attempt, traces[2].final, traces[2].label })
+      assert.are.equal("timeout", traces[1].reason)
+      assert.is_nil(traces[2].error)          -- not the first attempt's
+      assert.is_nil(traces[2].reason)
     end)
 
     it("flowrun test: a retried call is one call (label); deadline_ms and rate_limit hold with stubs", function()

@@ -480,7 +480,7 @@ static void emit_trace(fr_call *c, double elapsed, bool final) {
   if (c->status && c->rbody.p) rbody = fr_redact(rt, c->rbody.p);   /* secrets hidden, */
   if (c->status && c->rhdr.p) rhdr = fr_redact(rt, c->rhdr.p);      /* as in the rest */
   url = fr_redact(rt, c->rq.url ? c->rq.url : "");
-  err = c->error ? fr_redact(rt, c->error) : NULL;
+  err = c->reason && c->error ? fr_redact(rt, c->error) : NULL;   /* not an earlier attempt's */
   body = c->rq.body ? fr_redact(rt, c->rq.body) : NULL;
   hdrs = trace_headers(c);
   t.session = c->w ? c->w->id : NULL;
@@ -741,7 +741,8 @@ static void transfer(fr_call *c) {
   if (c->deadline) {                    /* deadline_ms: the request is cut by it */
     if ((c->cut = c->deadline - now < left)) left = c->deadline - now;
     if (left < 1) {
-      fail_deadline(c, "passed before redirect %d", c->hops);
+      if (c->hops) fail_deadline(c, "passed before redirect %d of attempt %d", c->hops, c->attempts);
+      else fail_deadline(c, "passed before attempt %d", c->attempts);
       finish(c);
       return;
     }
