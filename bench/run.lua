@@ -634,10 +634,11 @@ local function soak()
 return { soak = { base_url = "http://127.0.0.1:%s", max_connections = 2000, timeout_ms = 2000,
   retry = { attempts = 2, on = { "503", "timeout" }, backoff_ms = 20, max_backoff_ms = 100 } } }
 ]]):format(port))
-  -- the trace goes through a FIFO to awk, which adds the attempts up per path
+  -- the trace goes through a FIFO to awk, which adds the attempts up per
+  -- path: of each call's last record ("final":true; one per attempt comes before)
   local fifo, sums = dir .. "/trace", dir .. "/trace.sums"
   sh("mkfifo " .. quote(fifo))
-  os.execute(("awk '{ p = $0; sub(/.*\"url\":\"http:\\/\\/[^\\/]*/, \"\", p); sub(/\".*/, \"\", p);"
+  os.execute(("awk '/\"final\":true/ { p = $0; sub(/.*\"url\":\"http:\\/\\/[^\\/]*/, \"\", p); sub(/\".*/, \"\", p);"
               .. " a = $0; sub(/.*\"attempts\":/, \"\", a); n[p] += a + 0; t += a + 0 }"
               .. " END { printf \"total %%d\", t; for (k in n) printf \" %%s %%d\", k, n[k];"
               .. " print \"\" }' <%s >%s 2>&1 &"):format(quote(fifo), quote(sums)))

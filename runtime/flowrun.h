@@ -44,7 +44,7 @@ enum {                                  /* how a session ended */
                                            does next, and where */
 };
 
-/* One finished api_node call, as shown by --trace. Secrets are "***". */
+/* One request of an api_node call, as shown by --trace. Secrets are "***". */
 typedef struct flowrun_trace {
   const char *session;                  /* NULL outside a session */
   const char *integration;
@@ -72,6 +72,13 @@ typedef struct flowrun_trace {
   size_t response_headers_len;
   const char *response_body;
   size_t response_body_len;
+  /* One record per request: an attempt that is retried and a redirect
+     that is followed have their own record (final 0) before the call's
+     last one (final 1, once per call: count calls by it). elapsed_ms is
+     that request's time in a record with final 0, the call's in the last. */
+  int attempt;                          /* 1-based: the attempt the record is of */
+  int hop;                              /* 0, or the redirects followed before it */
+  int final;                            /* 1: the call's last record; 0: it went on */
 } flowrun_trace;
 
 /* What the host hears. Any callback may be NULL. Strings are valid only

@@ -79,6 +79,8 @@ describe("api_node's rules, one table for the runtime and flowrun check", functi
     { "a zero timeout_ms", S .. 'path = "/x", timeout_ms = 0' .. R, "timeout_ms: expected a positive integer" },
     { "a fractional timeout_ms", S .. 'path = "/x", timeout_ms = 1.5' .. R, "timeout_ms: expected a positive integer" },
     { "a string timeout_ms", S .. 'path = "/x", timeout_ms = "300"' .. R, "timeout_ms: expected a positive integer" },
+    { "a zero deadline_ms", S .. 'path = "/x", deadline_ms = 0' .. R, "deadline_ms: expected a positive integer" },
+    { "a string deadline_ms", S .. 'path = "/x", deadline_ms = "300"' .. R, "deadline_ms: expected a positive integer" },
     { "a params key that is not a string", S .. 'path = "/x", params = { "a" }' .. R, "params: keys must be strings" },
     { "a table as a param", S .. 'path = "/orders/{id}", params = { id = {} }' .. R,
       "params.id: expected a string, number or boolean, got table" },
@@ -185,7 +187,8 @@ say("missing: " .. table.concat(missing, " "))
     for l in r.stdout:gmatch("[^\n]+") do said[#said + 1] = l end
     assert.are.same({
       "integration:string endpoint:string method:string path:string params:table query:table "
-        .. "query_separator:string headers:table body:- form:table results:table timeout_ms:-",
+        .. "query_separator:string headers:table body:- form:table results:table timeout_ms:- "
+        .. "deadline_ms:-",
       "GET POST PUT PATCH DELETE HEAD / GET, POST, PUT, PATCH, DELETE or HEAD",
       "other error timeout max-connection",
       "404=code 4xx=class timeout=default Timeout=upper 4XX=upper 40=nil gone=nil",

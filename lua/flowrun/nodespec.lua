@@ -269,6 +269,11 @@ function nodespec.problems(spec, opts)
      and not (type(ms) == "number" and math.tointeger(ms) and ms >= 1 and ms <= 0x7fffffff) then
     add(M.timeout_ms)
   end
+  ms = spec.deadline_ms
+  if ms ~= nil and not dynamic(ms)
+     and not (type(ms) == "number" and math.tointeger(ms) and ms >= 1 and ms <= 0x7fffffff) then
+    add(M.deadline_ms)
+  end
 
   -- params and the path's placeholders
   local params = spec.params

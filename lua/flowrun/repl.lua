@@ -273,6 +273,10 @@ command("integrations", "", "the integrations: base URL, pool, endpoints (never 
     if ig.retry and ig.retry.attempts > 1 then
       out[#out + 1] = ("  retry: %d attempts, backoff_ms %d"):format(ig.retry.attempts, ig.retry.backoff_ms)
     end
+    if ig.rate_limit then
+      out[#out + 1] = ("  rate_limit: %d requests per %d ms"):format(ig.rate_limit.requests, ig.rate_limit.per_ms)
+    end
+    if ig.deadline_ms then out[#out + 1] = ("  deadline_ms %d"):format(ig.deadline_ms) end
     local eps = {}
     for ep in pairs(ig.endpoints) do eps[#eps + 1] = ep end
     table.sort(eps)

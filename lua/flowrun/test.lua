@@ -637,7 +637,7 @@ function M.run(suites, opts)
         local t = by_id[ev.session]
         if t and ev.type == "say" then
           t.transcript[#t.transcript + 1] = { kind = "bot", text = ev.text }
-        elseif t and ev.type == "trace" then
+        elseif t and ev.type == "trace" and ev.final then   -- a call's last record: one a call
           t.transcript[#t.transcript + 1] = { kind = "call", label = ev.label, at = ev.at, step = ev.step,
                                               what = ("%s %s"):format(ev.method, ev.url) }
           t.calls[#t.calls + 1] = { at = ev.at, step = ev.step, label = ev.label }

@@ -14,7 +14,7 @@
 ---| "other"          # a complete response whose status was not declared
 ---| "error"          # no complete response (res.reason says why)
 ---| "timeout"        # the connect or whole-call limit was reached
----| "max-connection" # the integration's pool stayed full for queue_timeout_ms
+---| "max-connection" # the integration's pool stayed full, or its rate_limit gave no turn, for queue_timeout_ms
 ---| string
 
 ---A query value: a string, a number, a boolean, or a list of them
@@ -35,6 +35,7 @@
 ---@field form? table<string, string|number|boolean> sent urlencoded
 ---@field results? flowrun.Label[] the declared results; must include a success: a 2xx status or "2xx"
 ---@field timeout_ms? integer this call's whole-call limit
+---@field deadline_ms? integer the whole call's limit across its attempts, backoffs and redirects (timeout, reason deadline)
 
 ---What `api_node` returns with every label (README: The labels).
 ---@class flowrun.Response
@@ -45,7 +46,7 @@
 ---@field json any the decoded body for application/json and +json (JSON null is json.null)
 ---@field json_error? string why a JSON body did not decode
 ---@field error? string what went wrong, for error and timeout (secrets shown as ***)
----@field reason? "pool_full"|"connect_timeout"|"timeout"|"dns"|"refused"|"reset"|"tls"|"protocol"|"too_large"|"redirect"|"header_conflict"|"fd_limit"|"auth" the kind of error, timeout or max-connection
+---@field reason? "pool_full"|"connect_timeout"|"timeout"|"dns"|"refused"|"reset"|"tls"|"protocol"|"too_large"|"redirect"|"header_conflict"|"fd_limit"|"auth"|"rate_limit"|"deadline" the kind of error, timeout or max-connection
 ---@field elapsed_ms number how long the call took
 ---@field url string the URL sent (secrets shown as ***)
 ---@field attempts integer how many times the request was sent

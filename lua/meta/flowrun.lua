@@ -35,7 +35,10 @@
 ---@field status? integer trace
 ---@field reason? string trace
 ---@field attempts? integer trace
----@field elapsed_ms? number trace
+---@field elapsed_ms? number trace: the call's (final), else that request's
+---@field attempt? integer trace: the attempt the record is of (1-based)
+---@field hop? integer trace: the redirects followed before its request
+---@field final? boolean trace: the call's last record (one a call); false: a request it went on from
 ---@field at? string trace: "flow.lua:7", where api_node was called
 ---@field step? string trace, step: the declarative step
 ---@field level? "info"|"warn"|"error" log

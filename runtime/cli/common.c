@@ -131,7 +131,25 @@ static void put_cstr(FILE *f, const char *s) {
   cli_put_text(f, s, strlen(s));
 }
 
-/* One call: a line on stderr when text, a JSON line on json when given. */
+#define TRACE_CAP 8192                  /* --trace-json: bytes of a body or header block */
+
+/* A request header line for --trace-json, cut at TRACE_CAP bytes. */
+static void json_capped_item(FILE *f, const char *s) {
+  size_t len = strlen(s);
+  cli_json_str(f, s, len > TRACE_CAP ? TRACE_CAP : len);
+}
+
+/* A body or header block for --trace-json: name, and when it is cut at
+** TRACE_CAP bytes, name_bytes with its whole length. */
+static void json_capped(FILE *f, const char *name, const char *s, size_t len) {
+  fprintf(f, ",\"%s\":", name);
+  cli_json_str(f, s, s && len > TRACE_CAP ? TRACE_CAP : len);
+  if (s && len > TRACE_CAP) fprintf(f, ",\"%s_bytes\":%zu", name, len);
+}
+
+/* One request of a call: a line on stderr when text, a JSON line on json
+** when given. A record the call went on from (retried, redirected) ends
+** its line with attempt=, hop= and final=0; the call's last stays as it was. */
 void cli_trace(bool text, FILE *json, const flowrun_trace *t) {
   if (text) {
     fflush(stdout);
@@ -144,6 +162,7 @@ void cli_trace(bool text, FILE *json, const flowrun_trace *t) {
     if (t->status) fprintf(stderr, " status=%d", t->status);
     fprintf(stderr, " elapsed_ms=%.0f attempts=%d", t->elapsed_ms, t->attempts);
     if (t->reason) fprintf(stderr, " reason=%s", t->reason);
+    if (!t->final) fprintf(stderr, " attempt=%d hop=%d final=0", t->attempt, t->hop);
     fputc('\n', stderr);
   }
   if (json) {
@@ -166,6 +185,16 @@ void cli_trace(bool text, FILE *json, const flowrun_trace *t) {
       fputs(",\"error\":", json);
       json_cstr(json, t->error);
     }
+    fprintf(json, ",\"attempt\":%d,\"hop\":%d,\"final\":%s,\"request_headers\":[",
+            t->attempt, t->hop, t->final ? "true" : "false");
+    for (int i = 0; t->headers && t->headers[i]; i++) {
+      if (i) putc(',', json);
+      json_capped_item(json, t->headers[i]);
+    }
+    putc(']', json);
+    json_capped(json, "request_body", t->body, t->body_len);
+    json_capped(json, "response_headers", t->response_headers, t->response_headers_len);
+    json_capped(json, "response_body", t->response_body, t->response_body_len);
     fputs("}\n", json);
   }
 }

@@ -32,6 +32,8 @@
 
 #define MAX_HOPS 5
 
+static const char R_DEADLINE[] = "deadline";   /* deadline_ms: compared by address */
+
 
 /* ---- the call object ---- */
 
@@ -89,6 +91,7 @@ static void detach(fr_call *c) {
       if (*p == c) *p = c->qnext;
       else { c->rq.ig->pool.qtail = *p; p = &(*p)->qnext; }
     }
+    if (!c->rq.ig->pool.qhead) fr_timer_cancel(rt, &c->rq.ig->pool.gate);
   }
   if (c->slot) {
     c->slot = false;
@@ -276,12 +279,35 @@ static void fail_oom(fr_call *c) {
   fr_call_fail(c, LABEL_ERROR, "internal", "out of memory");
 }
 
+static double retry_after_ms(const fr_call *c);
+
+/* A 429 with Retry-After pauses the whole integration until then: no
+** call of it starts a request before (fr_pool_turn), retried or not. */
+static void pause_for_429(fr_call *c) {
+  double ms = retry_after_ms(c);
+  if (ms > 0) fr_pool_pause(&c->rq.ig->pool, fr_clock(c->rt) + ms);
+}
+
 static void set_status(fr_call *c, int status) {
   int m = fr_results_status(&c->rq.results, status);
   c->status = status;
   if (m > 0) snprintf(c->codelabel, sizeof c->codelabel, "%d", m);
   else if (m < 0) snprintf(c->codelabel, sizeof c->codelabel, "%dxx", -m);
   c->label = m ? c->codelabel : LABEL_OTHER;
+  if (status == 429) pause_for_429(c);
+}
+
+/* c ends at its deadline (deadline_ms): label timeout, reason deadline,
+** no response. */
+static void fail_deadline(fr_call *c, const char *fmt, ...) {
+  char what[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(what, sizeof what, fmt, ap);
+  va_end(ap);
+  c->status = 0;
+  fr_call_fail(c, LABEL_TIMEOUT, R_DEADLINE, "deadline_ms (%ld) of the call %s",
+               c->rq.deadline_ms, what);
 }
 
 /* Did libcurl stop because the response headers are too large? It
@@ -311,6 +337,10 @@ static void classify(fr_call *c, CURLcode rc, curl_off_t connect_us) {
   }
   switch (rc) {
   case CURLE_OPERATION_TIMEDOUT:
+    if (c->cut && (connect_us > 0 || fr_clock(c->rt) + 2 >= c->deadline)) {
+      fail_deadline(c, "passed during attempt %d", c->attempts);
+      return;
+    }
     fr_call_fail(c, LABEL_TIMEOUT, connect_us > 0 ? "timeout" : "connect_timeout",
                 "%s", detail);
     return;
@@ -454,15 +484,17 @@ char *flowrun_trace_curl(flowrun *rt, const flowrun_trace *t) {
   return out;
 }
 
-static void emit_trace(fr_call *c, double elapsed) {
+/* One record of c for the trace callback: final, the call's last (once a
+** call); else a request it went on from, retried or redirected. */
+static void emit_trace(fr_call *c, double elapsed, bool final) {
   flowrun *rt = c->rt;
   flowrun_trace t;
   char *url, *err, *body, **hdrs, *rbody = NULL, *rhdr = NULL;
-  if (!rt->cb.trace) return;
+  if (!rt->cb.trace || c->internal) return;   /* a token request has no trace */
   if (c->status && c->rbody.p) rbody = fr_redact(rt, c->rbody.p);   /* secrets hidden, */
   if (c->status && c->rhdr.p) rhdr = fr_redact(rt, c->rhdr.p);      /* as in the rest */
   url = fr_redact(rt, c->rq.url ? c->rq.url : "");
-  err = c->error ? fr_redact(rt, c->error) : NULL;
+  err = c->reason && c->error ? fr_redact(rt, c->error) : NULL;   /* not an earlier attempt's */
   body = c->rq.body ? fr_redact(rt, c->rq.body) : NULL;
   hdrs = trace_headers(c);
   t.session = c->w ? c->w->id : NULL;
@@ -485,6 +517,9 @@ static void emit_trace(fr_call *c, double elapsed) {
   t.response_headers_len = rhdr ? strlen(rhdr) : 0;
   t.response_body = rbody;
   t.response_body_len = rbody ? strlen(rbody) : 0;
+  t.attempt = c->attempts;
+  t.hop = c->hops;
+  t.final = final;
   rt->tracing = c;
   rt->tracing_t = &t;
   rt->cb.trace(rt->cb.ud, &t);
@@ -499,20 +534,38 @@ static void emit_trace(fr_call *c, double elapsed) {
   free(rhdr);
 }
 
-static void start(fr_call *c);
+static void start(fr_call *c, double now);
+static void on_gate(flowrun *rt, fr_timer *t);
 
-/* Lets waiting calls of ig take the free slots, oldest first. */
+/* Lets waiting calls of ig take the free slots, oldest first, each when
+** its turn has come (rate_limit, a 429's pause): until then the gate's
+** timer waits for it, the loop does not spin. */
 static void pump(fr_integration *ig) {
   while (ig->pool.qhead && ig->pool.inflight < ig->max_connections) {
     fr_call *c = ig->pool.qhead;
-    if (!(ig->pool.qhead = c->qnext)) ig->pool.qtail = NULL;
+    double now = fr_clock(c->rt), wait = fr_pool_turn(&ig->pool, now);
+    if (wait > 0) {
+      ig->pool.gate.fire = on_gate;
+      if (ig->pool.gate.idx < 0 || ig->pool.gate.at != now + wait)
+        (void)fr_timer_arm(c->rt, &ig->pool.gate, now + wait);  /* else: queue_timeout_ms */
+      return;
+    }
+    if (!(ig->pool.qhead = c->qnext)) {
+      ig->pool.qtail = NULL;
+      fr_timer_cancel(c->rt, &ig->pool.gate);   /* armed only while calls wait */
+    }
     fr_timer_cancel(c->rt, &c->timer);
     c->phase = FR_C_NEW;
-    start(c);
+    start(c, now);
   }
 }
 
 static void token_fetched(fr_call *t);
+
+static void on_gate(flowrun *rt, fr_timer *t) {
+  (void)rt;
+  pump((fr_integration *)((char *)t - offsetof(fr_integration, pool.gate)));
+}
 
 static void finish(fr_call *c) {
   fr_integration *ig = c->rq.ig;
@@ -524,7 +577,7 @@ static void finish(fr_call *c) {
     return;
   }
   c->t0 = fr_clock(c->rt) - c->t0;     /* from here on: the elapsed time */
-  emit_trace(c, c->t0);
+  emit_trace(c, c->t0, true);
   if (had_slot) pump(ig);
   if (c->w) c->w->wake(c->w, c);       /* whoever waits on it */
 }
@@ -674,7 +727,9 @@ static void answered(fr_call *c) {
   int status = c->ans_status;
   char *to;
   c->answering = false;
-  if (c->ans_late)
+  if (c->ans_late && c->cut)
+    fail_deadline(c, "passed during attempt %d", c->attempts);
+  else if (c->ans_late)
     fr_call_fail(c, LABEL_TIMEOUT, "timeout", "Operation timed out after %ld milliseconds"
                  " (the answer's delay)", c->rq.timeout_ms);
   else if (!status)
@@ -700,7 +755,7 @@ static void answered(fr_call *c) {
 static void transfer(fr_call *c) {
   flowrun *rt = c->rt;
   fr_integration *ig = c->rq.ig;
-  double left = c->rq.timeout_ms - (fr_clock(c->rt) - c->attempt_t0);
+  double now = fr_clock(c->rt), left = c->rq.timeout_ms - (now - c->attempt_t0);
   CURL *e;
   CURLMcode mc;
   c->rbody.len = c->rhdr.len = 0;
@@ -708,6 +763,16 @@ static void transfer(fr_call *c) {
   c->sends = c->fd_errno = 0;
   c->status = 0;
   c->errbuf[0] = '\0';
+  c->hop_t0 = now;
+  if (c->deadline) {                    /* deadline_ms: the request is cut by it */
+    if ((c->cut = c->deadline - now < left)) left = c->deadline - now;
+    if (left < 1) {
+      if (c->hops) fail_deadline(c, "passed before redirect %d of attempt %d", c->hops, c->attempts);
+      else fail_deadline(c, "passed before attempt %d", c->attempts);
+      finish(c);
+      return;
+    }
+  }
   if (left < 1) left = 1;
   if (rt->answer) {                     /* the host answers: no network */
     ask_transport(c, left);
@@ -762,7 +827,8 @@ static void transfer(fr_call *c) {
   }
 }
 
-static void start(fr_call *c) {
+/* Starts an attempt (its turn taken: fr_pool_turn) at now. */
+static void start(fr_call *c, double now) {
   fr_oauth *o = c->rq.ig->oauth;
   if (!c->slot && !c->internal) {
     c->slot = true;
@@ -770,7 +836,7 @@ static void start(fr_call *c) {
   }
   c->phase = FR_C_ACTIVE;
   c->attempts++;
-  c->attempt_t0 = fr_clock(c->rt);
+  c->attempt_t0 = now;
   c->hops = 0;
   c->label = c->reason = NULL;
   if (o && o->token && c->token_gen != o->gen && !c->internal) {
@@ -785,21 +851,51 @@ static void start(fr_call *c) {
   transfer(c);
 }
 
+/* c had no turn (rate_limit, or a 429's pause), queued (within
+** queue_timeout_ms) or not: label max-connection, reason rate_limit. */
+static void fail_turn(fr_call *c, double now, bool queued) {
+  fr_integration *ig = c->rq.ig;
+  char within[64] = "";
+  if (queued) snprintf(within, sizeof within, " within queue_timeout_ms (%ld)", ig->queue_timeout_ms);
+  if (ig->pool.paused_until > now)
+    fr_call_fail(c, LABEL_MAXCONN, "rate_limit", "integration '%s' is paused by a 429's "
+                 "Retry-After for %.0f ms more%s", ig->name, ig->pool.paused_until - now,
+                 queued ? ", past queue_timeout_ms" : "");
+  else
+    fr_call_fail(c, LABEL_MAXCONN, "rate_limit", "integration '%s' allows %d requests per "
+                 "%ld ms (rate_limit) and had no turn free%s", ig->name, ig->rate_requests,
+                 ig->rate_per_ms, within);
+}
+
 static void on_call_timer(flowrun *rt, fr_timer *t) {
   fr_call *c = (fr_call *)((char *)t - offsetof(fr_call, timer));
-  (void)rt;
+  double now, wait;
   if (c->phase == FR_C_ACTIVE && c->answering) {
     answered(c);
     return;
   }
+  now = fr_clock(rt);
   if (c->phase == FR_C_BACKOFF) {
-    start(c);
+    if ((wait = fr_pool_turn(&c->rq.ig->pool, now)) == 0)
+      start(c, now);
+    else if (c->deadline && now + wait >= c->deadline) {   /* its turn comes too late */
+      fail_deadline(c, "would pass before attempt %d had its turn", c->attempts + 1);
+      finish(c);
+    } else if (!fr_timer_arm(rt, &c->timer, now + wait)) {
+      fail_oom(c);
+      finish(c);
+    }
     return;
   }
-  fr_call_fail(c, LABEL_MAXCONN, "pool_full",
-              "integration '%s' has %d calls in flight (max_connections) and "
-              "none ended within queue_timeout_ms (%ld)",
-              c->rq.ig->name, c->rq.ig->max_connections, c->rq.ig->queue_timeout_ms);
+  if (c->deadline && now >= c->deadline)            /* queued */
+    fail_deadline(c, "passed while it waited for integration '%s'", c->rq.ig->name);
+  else if (c->rq.ig->pool.inflight < c->rq.ig->max_connections)
+    fail_turn(c, now, true);
+  else
+    fr_call_fail(c, LABEL_MAXCONN, "pool_full",
+                "integration '%s' has %d calls in flight (max_connections) and "
+                "none ended within queue_timeout_ms (%ld)",
+                c->rq.ig->name, c->rq.ig->max_connections, c->rq.ig->queue_timeout_ms);
   finish(c);
 }
 
@@ -821,7 +917,7 @@ static void fetch_token(flowrun *rt, fr_integration *ig) {
     t->active = true;
     rt->ncalls++;
     o->fetch = t;
-    if (fr_auth_request(o, &t->rq) && fr_request_set_url(&t->rq, o->token_url)) start(t);
+    if (fr_auth_request(o, &t->rq) && fr_request_set_url(&t->rq, o->token_url)) start(t, fr_clock(rt));
     else {
       fail_oom(t);
       finish(t);
@@ -890,7 +986,7 @@ static void token_fetched(fr_call *t) {
       finish(w);
     } else {
       w->token_gen = o->gen;
-      if (w->slot) start(w);            /* the resend after a 401 */
+      if (w->slot) start(w, fr_clock(w->rt));          /* the resend after a 401 */
       else acquire_slot(w);
     }
     w = next;
@@ -906,24 +1002,27 @@ static bool reauth(fr_call *c) {
   if (!o || c->internal || c->reauthed || c->status != 401 || c->oom) return false;
   c->reauthed = true;
   fr_auth_stale(o, c->token_gen);
-  if (authed(c)) start(c);
+  if (authed(c)) start(c, fr_clock(c->rt));
   return true;
 }
 
-/* Takes a slot of the pool, queues for one, or fails at once; an OAuth2
-** call first has its token. */
+/* Takes a slot of the pool and a turn, queues for them, or fails at once;
+** an OAuth2 call first has its token. */
 static void acquire(fr_call *c) {
   if (authed(c)) acquire_slot(c);
 }
 
 static void acquire_slot(fr_call *c) {
   fr_integration *ig = c->rq.ig;
-  if (ig->pool.inflight < ig->max_connections && !ig->pool.qhead) {
-    start(c);
+  double now = fr_clock(c->rt), wait = 0, at;
+  if (ig->pool.inflight < ig->max_connections && !ig->pool.qhead
+      && (wait = fr_pool_turn(&ig->pool, now)) == 0) {
+    start(c, now);
   } else if (ig->queue_timeout_ms == 0) {
-    fr_call_fail(c, LABEL_MAXCONN, "pool_full",
-                "integration '%s' has %d calls in flight (max_connections)",
-                ig->name, ig->max_connections);
+    if (wait > 0) fail_turn(c, now, false);
+    else fr_call_fail(c, LABEL_MAXCONN, "pool_full",
+                      "integration '%s' has %d calls in flight (max_connections)",
+                      ig->name, ig->max_connections);
     finish(c);
   } else {
     c->phase = FR_C_QUEUED;
@@ -931,10 +1030,13 @@ static void acquire_slot(fr_call *c) {
     if (ig->pool.qtail) ig->pool.qtail->qnext = c;
     else ig->pool.qhead = c;
     ig->pool.qtail = c;
-    if (!fr_timer_arm(c->rt, &c->timer, fr_clock(c->rt) + ig->queue_timeout_ms)) {
+    at = now + ig->queue_timeout_ms;
+    if (c->deadline && c->deadline < at) at = c->deadline;
+    if (!fr_timer_arm(c->rt, &c->timer, at)) {
       fail_oom(c);
       finish(c);                        /* out of the queue again */
-    }
+    } else if (wait > 0)
+      pump(ig);                         /* arms the gate for its turn */
   }
 }
 
@@ -974,8 +1076,10 @@ static double retry_after_ms(const fr_call *c) {
 /* Schedules another attempt when the retry policy says so. */
 static bool retry(fr_call *c) {
   fr_integration *ig = c->rq.ig;
-  double delay;
-  if (c->oom || c->attempts >= ig->retry_attempts + c->reauthed || !c->rq.retry_ok) return false;
+  double delay, now;
+  if (c->oom || c->attempts >= ig->retry_attempts + c->reauthed || !c->rq.retry_ok
+      || c->reason == R_DEADLINE)
+    return false;
   if (!((c->status && fr_results_status(&ig->retry_on, c->status))
         || (ig->retry_on.defaults & fr_label_bit(c->label))))
     return false;
@@ -987,10 +1091,17 @@ static bool retry(fr_call *c) {
       delay *= 2;
     if (delay > ig->retry_max_backoff_ms) delay = ig->retry_max_backoff_ms;
   }
-  if (!fr_timer_arm(c->rt, &c->timer, fr_clock(c->rt) + delay)) {
+  now = fr_clock(c->rt);
+  if (c->deadline && now + delay >= c->deadline) {   /* no attempt after it */
+    emit_trace(c, now - c->hop_t0, false);
+    fail_deadline(c, "would pass before attempt %d", c->attempts + 1);
+    return false;
+  }
+  if (!fr_timer_arm(c->rt, &c->timer, now + delay)) {
     fail_oom(c);
     return false;
   }
+  emit_trace(c, now - c->hop_t0, false);
   c->phase = FR_C_BACKOFF;
   return true;
 }
@@ -1026,6 +1137,11 @@ static bool follow(fr_call *c, const char *target, int status) {
     fr_call_fail(c, LABEL_ERROR, "redirect",
                 "redirect to another origin refused: %s", target);
     return false;
+  }
+  if (c->rt->cb.trace) {                 /* this hop's own record */
+    set_status(c, status);
+    emit_trace(c, fr_clock(c->rt) - c->hop_t0, false);
+    c->label = c->reason = NULL;
   }
   if (!fr_request_set_url(&c->rq, target)) {
     fail_oom(c);
@@ -1117,6 +1233,7 @@ void fr_call_build(lua_State *L, fr_call *c) {
 }
 
 bool fr_call_begin(fr_call *c, fr_call_waiter *w) {
+  if (c->rq.deadline_ms) c->deadline = c->t0 + (double)c->rq.deadline_ms;
   c->active = true;
   c->rt->ncalls++;
   c->w = w;

@@ -47,6 +47,9 @@ struct fr_call {
   bool oom;                             /* out of memory: api_node raises that */
   int attempts, hops;
   double t0, attempt_t0;
+  double hop_t0;                        /* this request's start (traces) */
+  double deadline;                      /* deadline_ms: when the call must end; 0: none */
+  bool cut;                             /* this request ends at the deadline, not its timeout */
   fr_timer timer;                       /* queue limit or backoff */
   fr_call *qnext;                       /* waiting for a slot, or a token */
   bool internal;                        /* the runtime's own: an OAuth2 token request */

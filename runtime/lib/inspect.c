@@ -105,6 +105,13 @@ static int l_integrations(lua_State *L) {
     set_int(L, "max_backoff_ms", ig->retry_max_backoff_ms);
     lua_setfield(L, -2, "retry");
     push_auth(L, rt, ig);
+    if (ig->deadline_ms) set_int(L, "deadline_ms", ig->deadline_ms);
+    if (ig->rate_requests) {
+      lua_createtable(L, 0, 2);
+      set_int(L, "requests", ig->rate_requests);
+      set_int(L, "per_ms", ig->rate_per_ms);
+      lua_setfield(L, -2, "rate_limit");
+    }
     lua_setfield(L, -2, ig->name);
   }
   return 1;

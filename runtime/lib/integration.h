@@ -50,6 +50,9 @@ struct fr_integration {
   int retry_attempts;
   long retry_backoff_ms, retry_max_backoff_ms;
   fr_results retry_on;
+  long deadline_ms;                     /* a call's whole time, retries and all; 0: none */
+  int rate_requests;                    /* rate_limit: requests per rate_per_ms; 0: none */
+  long rate_per_ms;
   fr_pool pool;                         /* its connections (call.c, pool.c) */
   int refs;                             /* calls holding it, plus the set */
   struct curl_slist *shared_hdrs;       /* its headers, for calls adding none (request.c) */

@@ -511,6 +511,22 @@ static void read_retry(lua_State *L, building *b) {
   lua_pop(L, 4);
 }
 
+/* rate_limit = { requests = N, per_ms = M }: both required. */
+static void read_rate_limit(lua_State *L, building *b) {
+  static const char *const keys[] = { "requests", "per_ms", NULL };
+  fr_integration *ig = b->ig;
+  want_table(L, b, "rate_limit");
+  only_keys(L, b, "rate_limit", keys);
+  if (lua_getfield(L, -1, "requests") == LUA_TNIL) bad(L, b, "rate_limit.requests", "required");
+  ig->rate_requests = (int)want_int(L, b, "rate_limit.requests", 1);
+  if (ig->rate_requests > 100000) bad(L, b, "rate_limit.requests", "at most 100000");
+  if (lua_getfield(L, -2, "per_ms") == LUA_TNIL) bad(L, b, "rate_limit.per_ms", "required");
+  ig->rate_per_ms = want_int(L, b, "rate_limit.per_ms", 1);
+  if (!fr_pool_rate(&ig->pool, ig->rate_requests, ig->rate_per_ms))
+    luaL_error(L, "not enough memory");
+  lua_pop(L, 3);
+}
+
 /* libcurl reads "http:///x" and "http:/x" as the host x, and takes a
 ** user and password in the URL, which would then show in res.url and
 ** traces: the text itself must hold "//", a host, and no '@'. */
@@ -651,7 +667,7 @@ static fr_integration *build(flowrun *rt, lua_State *L, const char *name,
     "base_url", "headers", "auth", "query", "endpoints", "timeout_ms",
     "connect_timeout_ms", "max_connections", "queue_timeout_ms",
     "max_response_bytes", "follow_redirects", "tls_verify", "ca_file",
-    "retry", "idempotency_key", "http_version", "cookies", NULL
+    "retry", "idempotency_key", "http_version", "cookies", "deadline_ms", "rate_limit", NULL
   };
   building *b;
   fr_integration *ig;
@@ -671,6 +687,7 @@ static fr_integration *build(flowrun *rt, lua_State *L, const char *name,
   ig = b->ig = calloc(1, sizeof *ig);
   if (!ig) luaL_error(L, "not enough memory");
   ig->name = xstrdup(L, name, strlen(name));
+  ig->pool.gate.idx = -1;               /* not armed */
   ig->timeout_ms = 10000;
   ig->connect_timeout_ms = 3000;
   ig->max_connections = 16;
@@ -715,6 +732,8 @@ static fr_integration *build(flowrun *rt, lua_State *L, const char *name,
   if (FIELD("retry")) read_retry(L, b);
   if (FIELD("http_version")) read_http_version(L, b);
   if (FIELD("cookies")) ig->cookies = want_bool(L, b, "cookies");
+  if (FIELD("deadline_ms")) ig->deadline_ms = want_int(L, b, "deadline_ms", 1);
+  if (FIELD("rate_limit")) read_rate_limit(L, b);
 #undef FIELD
   lua_settop(L, box);                   /* the box stays: see take() */
   if (rt->env_placeholders) ig->unset = unset_placeholder(L, ig);

@@ -464,6 +464,15 @@ void fr_request_build(lua_State *L, flowrun *rt, fr_request *rq) {
     rq->timeout_ms = (long)ms;
   }
   if (HAS(F_TIMEOUT_MS)) lua_pop(L, 1);
+  rq->deadline_ms = rq->ig->deadline_ms;
+  if (HAS(F_DEADLINE_MS) && (lua_pushliteral(L, "deadline_ms"), lua_rawget(L, 1)) != LUA_TNIL) {
+    int ok;
+    lua_Integer ms = lua_tointegerx(L, -1, &ok);
+    if (!ok || lua_type(L, -1) != LUA_TNUMBER || ms < 1 || ms > 0x7fffffff)
+      fr_api_error(L, M_DEADLINE_MS);
+    rq->deadline_ms = (long)ms;
+  }
+  if (HAS(F_DEADLINE_MS)) lua_pop(L, 1);
   build_url(L, rq, present, path);
   build_headers(L, rq, present, &h, &tail);
   build_body(L, rq, present, h, &tail);

@@ -33,6 +33,7 @@ typedef struct fr_request {
   size_t bodylen;
   fr_results results;
   long timeout_ms;
+  long deadline_ms;                     /* the whole call's, retries and all; 0: none */
   const char *fail;
   char *fail_msg;
 } fr_request;

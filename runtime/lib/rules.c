@@ -31,6 +31,7 @@ const fr_field fr_fields[F_NFIELDS] = {
   { "form",            LUA_TTABLE,  "a table" },
   { "results",         LUA_TTABLE,  "an array like {\"200\", \"404\"}" },
   { "timeout_ms",      LUA_TNONE,   "a positive integer" },
+  { "deadline_ms",     LUA_TNONE,   "a positive integer" },
 };
 
 const char *const fr_methods[] = {

@@ -18,6 +18,7 @@
 enum {
   F_INTEGRATION, F_ENDPOINT, F_METHOD, F_PATH, F_PARAMS, F_QUERY,
   F_QUERY_SEPARATOR, F_HEADERS, F_BODY, F_FORM, F_RESULTS, F_TIMEOUT_MS,
+  F_DEADLINE_MS,
   F_NFIELDS
 };
 
@@ -73,6 +74,7 @@ int fr_result_kind(const char *s, size_t len);
   X(UNKNOWN_RESULT, "unknown result \"%s\" (use a status like \"404\", a class like " \
                     "\"4xx\", or other, error, timeout, max-connection)") \
   X(TIMEOUT_MS, "timeout_ms: expected a positive integer") \
+  X(DEADLINE_MS, "deadline_ms: expected a positive integer") \
   X(KEYS_STRINGS, "%s: keys must be strings") \
   X(SCALAR, "%s.%s: expected a string, number or boolean, got %s") \
   X(QUERY_SEPARATOR, "query_separator: expected \"&\" or \";\", got \"%s\"") \

@@ -301,6 +301,12 @@ static void on_trace(void *ud, const flowrun_trace *t) {
   lua_setfield(L, -2, "attempts");
   lua_pushnumber(L, t->elapsed_ms);
   lua_setfield(L, -2, "elapsed_ms");
+  lua_pushinteger(L, t->attempt);
+  lua_setfield(L, -2, "attempt");
+  lua_pushinteger(L, t->hop);
+  lua_setfield(L, -2, "hop");
+  lua_pushboolean(L, t->final);
+  lua_setfield(L, -2, "final");
   set_str(L, "at", t->at);
   set_str(L, "step", t->step);
   set_str(L, "relative", t->relative);

@@ -37,6 +37,7 @@
 ---@field body? table|string|fun(session: flowrun.Session): (table|string)
 ---@field form? table<string, string|number|boolean>|fun(session: flowrun.Session): table
 ---@field timeout_ms? integer|fun(session: flowrun.Session): integer
+---@field deadline_ms? integer|fun(session: flowrun.Session): integer the whole call's limit, retries and all
 ---@field on table<flowrun.Label, flowrun.flow.TargetField> result label (or switch label) -> target; never a function
 ---@field save? string|fun(session: flowrun.Session): string session[save] = the response (for every label)
 ---@field switch? fun(res: flowrun.Response, session: flowrun.Session): string|nil a switch label, for a declared success only

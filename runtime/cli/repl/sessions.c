@@ -110,8 +110,29 @@ static char *copy_str(const char *s) {
   return s ? strdup(s) : NULL;
 }
 
+static void keep_last(repl *r, const flowrun_trace *t);
+
+/* .last keeps the call's last record; --trace prints each request's. */
 static void on_trace(void *ud, const flowrun_trace *t) {
   repl *r = ud;
+  if (t->final) keep_last(r, t);
+  if (r->trace) {
+    char line[4096];
+    int k = snprintf(line, sizeof line, "trace session=%s integration=%s method=%s url=%s label=%s",
+                     t->session ? t->session : "-", t->integration, t->method, t->url, t->label);
+    if (t->status && k < (int)sizeof line)
+      k += snprintf(line + k, sizeof line - k, " status=%d", t->status);
+    if (k < (int)sizeof line)
+      k += snprintf(line + k, sizeof line - k, " elapsed_ms=%.0f attempts=%d", t->elapsed_ms, t->attempts);
+    if (t->reason && k < (int)sizeof line)
+      k += snprintf(line + k, sizeof line - k, " reason=%s", t->reason);
+    if (!t->final && k < (int)sizeof line)
+      snprintf(line + k, sizeof line - k, " attempt=%d hop=%d final=0", t->attempt, t->hop);
+    repl_put_str(r, stderr, DIM, line);
+  }
+}
+
+static void keep_last(repl *r, const flowrun_trace *t) {
   last_call *l = &r->last;
   int n = 0;
   last_free(l);
@@ -129,18 +150,6 @@ static void on_trace(void *ud, const flowrun_trace *t) {
   while (t->headers && t->headers[n]) n++;
   if ((l->headers = calloc(n + 1, sizeof *l->headers)))
     for (int i = 0; i < n; i++) l->headers[i] = strdup(t->headers[i]);
-  if (r->trace) {
-    char line[4096];
-    int k = snprintf(line, sizeof line, "trace session=%s integration=%s method=%s url=%s label=%s",
-                     t->session ? t->session : "-", t->integration, t->method, t->url, t->label);
-    if (t->status && k < (int)sizeof line)
-      k += snprintf(line + k, sizeof line - k, " status=%d", t->status);
-    if (k < (int)sizeof line)
-      k += snprintf(line + k, sizeof line - k, " elapsed_ms=%.0f attempts=%d", t->elapsed_ms, t->attempts);
-    if (t->reason && k < (int)sizeof line)
-      snprintf(line + k, sizeof line - k, " reason=%s", t->reason);
-    repl_put_str(r, stderr, DIM, line);
-  }
 }
 
 /* The runtime's callbacks, reporting to r. */

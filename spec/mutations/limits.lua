@@ -1,0 +1,28 @@
+-- Mutations of rate limits, 429 pauses, deadline_ms and traces per attempt
+-- (README: Integrations for real APIs). Each is a bug the named spec must catch.
+return {
+  { name = "rate-bucket-always-full",
+    promise = "rate_limit: no per_ms window holds more than `requests` requests",
+    file = "runtime/lib/pool.c",
+    find = "if ((back = p->rate_back[p->rate_next]) > now) return back - now;",
+    replace = "if ((back = p->rate_back[p->rate_next]) > now + 1e12) return back - now;",
+    spec = "spec/limits_spec.lua", filter = "within the bucket" },
+  { name = "429-pauses-nothing",
+    promise = "a 429 with Retry-After pauses the whole integration",
+    file = "runtime/lib/call.c",
+    find = "if (status == 429) pause_for_429(c);",
+    replace = "if (status == 4290) pause_for_429(c);",
+    spec = "spec/limits_spec.lua", filter = "pauses the whole integration" },
+  { name = "deadline-never-cuts",
+    promise = "deadline_ms: an attempt in flight is cut at the deadline",
+    file = "runtime/lib/call.c",
+    find = "if ((c->cut = c->deadline - now < left)) left = c->deadline - now;",
+    replace = "if ((c->cut = c->deadline - now < 0)) left = c->deadline - now;",
+    spec = "spec/limits_spec.lua", filter = "cuts the retries" },
+  { name = "test-counts-every-attempt",
+    promise = "flowrun test takes a call's last trace record: a retried call is one call",
+    file = "lua/flowrun/test.lua",
+    find = "elseif t and ev.type == \"trace\" and ev.final then",
+    replace = "elseif t and ev.type == \"trace\" then",
+    spec = "spec/limits_spec.lua", filter = "a retried call is one call" },
+}
