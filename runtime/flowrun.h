@@ -115,6 +115,11 @@ typedef struct flowrun_callbacks {
   /* A declarative session comes to a step (its name): for coverage and
      tracing of the routes flows take. */
   void (*step)(void *ud, const char *session, const char *step);
+  /* 1: trace hears every request, an attempt that is retried and a
+     redirect that is followed too (flowrun_trace.final 0), before the
+     call's last record; 0 (and a host built before this field): the last
+     record only, one per call. */
+  int trace_attempts;
   /* later fields here */
 } flowrun_callbacks;
 

@@ -162,7 +162,8 @@ static int start_mock(const char *exe) {
 }
 
 static flowrun *runtime(host *h) {
-  flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, NULL, h, sizeof(flowrun_callbacks), NULL, NULL, NULL };
+  flowrun_callbacks cb = { .say = on_say, .ask = on_ask, .end = on_end, .trace = on_trace, .ud = h,
+                           .size = sizeof(flowrun_callbacks) };
   flowrun *rt;
   memset(h, 0, sizeof *h);
   rt = flowrun_new(&cb);
@@ -418,7 +419,8 @@ static int run_oom_flow(flowrun *rt, host *h, const char *id) {
 ** past the last one), -1 when the host saw something else (why: *why). */
 static int oom_round(long n, char *why, size_t size) {
   host h;
-  flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, NULL, &h, sizeof(flowrun_callbacks), NULL, NULL, NULL };
+  flowrun_callbacks cb = { .say = on_say, .ask = on_ask, .end = on_end, .trace = on_trace, .ud = &h,
+                           .size = sizeof(flowrun_callbacks) };
   flowrun *rt;
   int st = 0, steps = 0, bad = 0;
   memset(&h, 0, sizeof h);
@@ -549,8 +551,7 @@ static void on_stored(void *ud, const char *id, long long n) {
 ** next step's, flowrun_store_failed, the acknowledgements. */
 static void fill_store(int fd) {
   struct rlimit rl = { 4 << 20, 4 << 20 };
-  flowrun_callbacks cb = { NULL, NULL, NULL, NULL, NULL, NULL, sizeof(flowrun_callbacks), NULL,
-                           on_stored, NULL };
+  flowrun_callbacks cb = { .size = sizeof(flowrun_callbacks), .stored = on_stored };
   flowrun *rt = flowrun_new(&cb);
   char id[3] = "u0", text[4000], out[1200];
   int rc = FLOWRUN_OK, again;
@@ -583,7 +584,7 @@ static void store_full(void) {
   char res[1200] = "", want[600], *msg, *msg2;
   ssize_t n;
   pid_t pid;
-  flowrun_callbacks cb = { NULL, NULL, NULL, NULL, NULL, NULL, sizeof(flowrun_callbacks), NULL, NULL, NULL };
+  flowrun_callbacks cb = { .size = sizeof(flowrun_callbacks) };
   flowrun *rt;
   write_file("count.lua", "while true do local a = ask() if a == nil then return end say(#a) end\n");
   if (pipe(fds) < 0) return;
@@ -622,13 +623,14 @@ static void store_full(void) {
 static void callbacks_size(void) {
   flowrun_callbacks before = { .say = count_say, .end = count_end, .trace = count_trace };
   struct { flowrun_callbacks cb; void (*later)(void *); char more[64]; } newer;
-  flowrun_callbacks older = { count_say, NULL, count_end, count_trace, NULL, NULL,
-                              offsetof(flowrun_callbacks, trace), NULL, NULL, NULL };
+  flowrun_callbacks older = { .say = count_say, .end = count_end, .trace = count_trace,
+                              .size = offsetof(flowrun_callbacks, trace) };
   run_reward(&before);
   check(said == 1 && ended == 1 && traced == 1,
         "callbacks without size (a host written before the field): every one up to ud is heard");
   memset(&newer, 0xA5, sizeof newer);   /* fields this version does not know */
-  newer.cb = (flowrun_callbacks){ count_say, NULL, count_end, count_trace, NULL, NULL, sizeof newer, NULL, NULL, NULL };
+  newer.cb = (flowrun_callbacks){ .say = count_say, .end = count_end, .trace = count_trace,
+                                  .size = sizeof newer };
   run_reward(&newer.cb);
   check(said == 1 && ended == 1 && traced == 1,
         "callbacks of a later flowrun.h (a larger size): the fields this version knows are heard");
@@ -682,6 +684,50 @@ static void transport(void) {
         "the virtual clock jumped the 250 ms in a few steps");
   check(flowrun_virtual_clock(rt, -1) == FLOWRUN_OK, "flowrun_virtual_clock again: nothing changes");
   flowrun_free(rt);
+}
+
+/* A transport that answers 503 to a call's first attempt, 200 to its next. */
+static int answer_503_then_200(void *ud, const flowrun_request *rq, flowrun_answer *out) {
+  (void)ud;
+  out->status = rq->attempt == 1 ? 503 : 200;
+  out->body = "{}";
+  out->body_len = 2;
+  return FLOWRUN_OK;
+}
+
+static int finals;
+static void count_final(void *ud, const flowrun_trace *t) {
+  (void)ud;
+  traced++;
+  finals += t->final;
+}
+
+/* A call retried once: two trace records with trace_attempts (the
+** attempt's, final 0, then the call's), one without (a host built before
+** the field hears what it always did). */
+static void trace_attempts(void) {
+  for (int on = 0; on <= 1; on++) {
+    flowrun_callbacks cb = { .trace = count_final, .size = sizeof(flowrun_callbacks),
+                             .trace_attempts = on };
+    flowrun *rt = flowrun_new(&cb);
+    int steps = 0;
+    traced = finals = 0;
+    write_file("retried.lua", "return { game = { base_url = 'http://127.0.0.1:9/v1',"
+               " retry = { attempts = 2, on = { '503' }, backoff_ms = 10 } } }\n");
+    write_file("retry_once.lua", "api_node{ integration = 'game', path = '/x', results = { '200' } }\n");
+    if (!rt || flowrun_load_integrations(rt, path("retried.lua")) != FLOWRUN_OK
+        || flowrun_virtual_clock(rt, -1) != FLOWRUN_OK
+        || flowrun_set_transport(rt, answer_503_then_200, NULL) != FLOWRUN_OK
+        || flowrun_start(rt, "r", path("retry_once.lua"), 0, NULL) != FLOWRUN_OK) {
+      check(0, "a runtime for trace_attempts");
+      return;
+    }
+    while (flowrun_step(rt, 100) > 0 && steps < 1000) steps++;
+    check(traced == 1 + on && finals == 1,
+          on ? "trace_attempts 1: a retried call's attempt has its own record (final 0), then the call's"
+             : "trace_attempts 0: one trace record a call, however many attempts");
+    flowrun_free(rt);
+  }
 }
 
 int main(int argc, char **argv) {
@@ -738,6 +784,7 @@ int main(int argc, char **argv) {
     callbacks_size();
     store_full();
     transport();
+    trace_attempts();
   }
 #ifdef EMBED_OOM
   if (!oom_from) response_out_of_memory();

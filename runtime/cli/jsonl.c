@@ -332,8 +332,9 @@ int flowrun_host_main(int argc, char **argv) {
   }
   ifile = flowrun_find_integrations(h.opts.ifile, h.flow, buf, sizeof buf);
   if (cli_opts_open(&h.opts, "flowrun host") != 0) return 2;
-  flowrun_callbacks cb = { on_say, on_ask, on_end, NULL, on_log, &h, sizeof(flowrun_callbacks),
-                           on_flush, on_stored, NULL };
+  flowrun_callbacks cb = { .say = on_say, .ask = on_ask, .end = on_end, .log = on_log, .ud = &h,
+                           .size = sizeof(flowrun_callbacks), .flush = on_flush, .stored = on_stored,
+                           .trace_attempts = 1 };
   if (h.opts.trace || h.opts.tjson) cb.trace = on_trace;
   if (!(h.rt = flowrun_new(&cb))) {
     fprintf(stderr, "flowrun host: out of memory\n");

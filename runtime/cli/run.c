@@ -167,8 +167,8 @@ int flowrun_run_main(int argc, char **argv) {
   }
   ifile = flowrun_find_integrations(c.opts.ifile, flow, buf, sizeof buf);
   if (cli_opts_open(&c.opts, "flowrun") != 0) return 2;
-  flowrun_callbacks cb = { on_say, on_ask, on_end, NULL, on_log, &c, sizeof(flowrun_callbacks),
-                           on_flush, NULL, NULL };
+  flowrun_callbacks cb = { .say = on_say, .ask = on_ask, .end = on_end, .log = on_log, .ud = &c,
+                           .size = sizeof(flowrun_callbacks), .flush = on_flush, .trace_attempts = 1 };
   if (c.opts.trace || c.opts.tjson) cb.trace = on_trace;   /* else no trace is built */
   if (!(c.rt = flowrun_new(&cb))) {
     fprintf(stderr, "flowrun: out of memory\n");

@@ -490,7 +490,7 @@ static void emit_trace(fr_call *c, double elapsed, bool final) {
   flowrun *rt = c->rt;
   flowrun_trace t;
   char *url, *err, *body, **hdrs, *rbody = NULL, *rhdr = NULL;
-  if (!rt->cb.trace || c->internal) return;   /* a token request has no trace */
+  if (!rt->cb.trace || c->internal || (!final && !rt->cb.trace_attempts)) return;
   if (c->status && c->rbody.p) rbody = fr_redact(rt, c->rbody.p);   /* secrets hidden, */
   if (c->status && c->rhdr.p) rhdr = fr_redact(rt, c->rhdr.p);      /* as in the rest */
   url = fr_redact(rt, c->rq.url ? c->rq.url : "");
@@ -1138,7 +1138,7 @@ static bool follow(fr_call *c, const char *target, int status) {
                 "redirect to another origin refused: %s", target);
     return false;
   }
-  if (c->rt->cb.trace) {                 /* this hop's own record */
+  if (c->rt->cb.trace && c->rt->cb.trace_attempts) {   /* this hop's own record */
     set_status(c, status);
     emit_trace(c, fr_clock(c->rt) - c->hop_t0, false);
     c->label = c->reason = NULL;

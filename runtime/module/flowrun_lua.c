@@ -627,8 +627,9 @@ static void store(lua_State *L, flowrun *rt) {
 /* flowrun.new([{ integrations = FILE, allow = {...}, limits = {...},
 ** globals = {...} }]) -> runtime */
 static int l_new(lua_State *L) {
-  flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, on_log, NULL, sizeof(flowrun_callbacks),
-                           NULL, on_stored, on_step };
+  flowrun_callbacks cb = { .say = on_say, .ask = on_ask, .end = on_end, .trace = on_trace,
+                           .log = on_log, .size = sizeof(flowrun_callbacks), .stored = on_stored,
+                           .step = on_step, .trace_attempts = 1 };
   box *b;
   lua_State *main;
   lua_settop(L, 1);

@@ -154,8 +154,8 @@ static void keep_last(repl *r, const flowrun_trace *t) {
 
 /* The runtime's callbacks, reporting to r. */
 flowrun_callbacks repl_callbacks(repl *r) {
-  flowrun_callbacks cb = { on_say, on_ask, on_end, on_trace, on_log, r, sizeof(flowrun_callbacks), NULL, NULL,
-                           NULL };
+  flowrun_callbacks cb = { .say = on_say, .ask = on_ask, .end = on_end, .trace = on_trace, .log = on_log,
+                           .ud = r, .size = sizeof(flowrun_callbacks), .trace_attempts = 1 };
   return cb;
 }
 
