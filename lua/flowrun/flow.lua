@@ -363,7 +363,8 @@ local function declared_success(label, res)
 end
 
 -- The pages of a paged api step (README: Pagination): each(res, session,
--- page) for every page; the label and response of the last page.
+-- page) for every page that is a declared success; the label and response
+-- of the last page.
 local function pages(def, name, st, env, req, s)
   local ok, next_page = pcall(env.api_pages, req)
   if not ok then fail(def, name, st, tostring(next_page)) end
@@ -372,7 +373,7 @@ local function pages(def, name, st, env, req, s)
     local l, r, page = call(def, name, st, next_page)
     if l == nil then return label, res end
     label, res = l, r
-    if st.spec.each then protect(name, st, st.spec.each, r, s, page) end
+    if st.spec.each and declared_success(l, r) then protect(name, st, st.spec.each, r, s, page) end
   end
 end
 
