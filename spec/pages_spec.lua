@@ -23,7 +23,9 @@ local function run(routes, source, ig, opts)
   ig = ig or {}
   ig.base_url = mock.url .. "/v1"
   local ifile = helper.integrations({ shop = ig }, dir)
-  local r = helper.cli({ args = { "run", "-I", ifile, helper.flow(source, dir) } })
+  local args = { "run", "-I", ifile, helper.flow(source, dir) }
+  if opts.trace then table.insert(args, 2, "--trace") end
+  local r = helper.cli({ args = args })
   local log = mock:stop()
   return r, log, mock
 end
@@ -69,6 +71,32 @@ for label, res, page in api_pages{ integration = "shop", path = "/items", query 
     assert.are.equal(0, r.code, r.stderr)
     assert.are.same({ "GET /v1/items?z=1 -> 200", "GET /v1/items?z=1&cursor=c2 -> 200",
                       "GET /v1/items?z=1&cursor=c2b -> 200" }, requests(log))
+  end)
+
+  it("reads a number as a cursor, a key of digits as an array index; null and false end; the node's query is not sent again", function()
+    local r, log = run({
+      { path = "/v1/num", query = { p = "2" }, json = { items = { "b" }, next = helper.code("json.null") } },
+      { path = "/v1/num", json = { items = { "a" }, next = 2 } },
+      { path = "/v1/arr", query = { page = "2" }, json = { items = { "d" }, links = { { href = false } } } },
+      { path = "/v1/arr", json = { items = { "c" }, links = { { href = "/v1/arr?page=2" } } } },
+    }, [[
+for label, res, page in api_pages{ integration = "shop", path = "/num", results = { "200" },
+    pages = { cursor = { param = "p", from = "next" } } } do
+]] .. SAY_PAGES .. [[
+for label, res, page in api_pages{ integration = "shop", path = "/arr", query = { k = "x" }, results = { "200" },
+    pages = { next_url = "links.1.href" } } do
+]] .. SAY_PAGES, { query = { v = "1" } })
+    assert.are.equal(0, r.code, r.stderr)
+    local port = r.stdout:match("127%.0%.0%.1:(%d+)")
+    assert.are.equal(table.concat({
+      '200 ["a"] #1 last=false next=2 capped=nil refused=nil',
+      '200 ["b"] #2 last=true next=nil capped=nil refused=nil',
+      'after',
+      '200 ["c"] #1 last=false next=http://127.0.0.1:' .. port .. '/v1/arr?page=2 capped=nil refused=nil',
+      '200 ["d"] #2 last=true next=nil capped=nil refused=nil',
+      'after', '' }, "\n"), r.stdout)
+    assert.are.same({ "GET /v1/num?v=1 -> 200", "GET /v1/num?v=1&p=2 -> 200",
+                      "GET /v1/arr?v=1&k=x -> 200", "GET /v1/arr?page=2&v=1 -> 200" }, requests(log))
   end)
 
   it("follows a next URL in the body: relative to base_url, or absolute on its origin", function()
@@ -182,7 +210,7 @@ for label, res, page in api_pages{ integration = "shop", path = "/items", result
     local r, log = run({
       { path = "/v1/items", query = { cursor = "c2" }, status = 503, times = 1, json = { error = "busy" } },
       { path = "/v1/items", query = { cursor = "c2" }, json = { items = { 3 }, meta = { next_cursor = "c3" } } },
-      { path = "/v1/items", query = { cursor = "c3" }, status = 500, json = { error = "boom" } },
+      { path = "/v1/items", query = { cursor = "c3" }, status = 500, json = { error = "boom", meta = { next_cursor = "c4" } } },
       { path = "/v1/items", query = { cursor = "c4" }, json = { items = { 9 } } },
       { path = "/v1/items", json = { items = { 1, 2 }, meta = { next_cursor = "c2" } } },
     }, [[
@@ -193,8 +221,11 @@ end
 for label, res, page in api_pages{ integration = "shop", path = "/gone", results = { "200" }, ]] .. CURSOR .. [[ } do
   say(("%s %d #%d last=%s"):format(label, res.status, page.number, tostring(page.last)))
 end
-]], { retry = { attempts = 2, on = { "503" }, backoff_ms = 10 } })
+]], { retry = { attempts = 2, on = { "503" }, backoff_ms = 10 } }, { trace = true })
     assert.are.equal(0, r.code, r.stderr)
+    local traced = {}                   -- one trace line per page, as for any call
+    for l in r.stderr:gmatch("trace [^\n]*") do traced[#traced + 1] = l:match("label=(%S+)") .. " " .. l:match("attempts=(%d+)") end
+    assert.are.same({ "200 1", "200 2", "5xx 1", "other 1" }, traced)
     assert.are.equal(table.concat({
       "200 200 attempts=1 #1 last=false",
       "200 200 attempts=2 #2 last=false",
@@ -218,18 +249,18 @@ end
       { "nil", "api_pages: pages is required: { cursor = { param = ..., from = ... } }, { next_url = ... } or { link = true }" },
       { "\"x\"", "api_pages: pages: expected a table, got string" },
     }
+    cases[#cases + 1] = { "{ link = true }", 'api_node: results: result labels must be lower case: "Timeout"', "Timeout" }
+    local mock = helper.mock(CURSOR_ROUTES)
+    local dir = helper.tmpdir()
+    local ifile = helper.integrations({ shop = { base_url = mock.url .. "/v1" } }, dir)
     for _, c in ipairs(cases) do
-      local r, log = run(CURSOR_ROUTES, "\nfor l, r, p in api_pages{ integration = 'shop', path = '/items', results = { '200' },\n"
-        .. "  pages = " .. c[1] .. " } do end\n")
+      local flow = helper.flow("\nfor l, r, p in api_pages{ integration = 'shop', path = '/items', results = { '"
+        .. (c[3] or "200") .. "' },\n  pages = " .. c[1] .. " } do end\n", dir)
+      local r = helper.cli({ args = { "run", "-I", ifile, flow } })
       assert.are.equal(1, r.code, c[1])
       assert.matches("flow.lua:2: " .. c[2] .. "\n", r.stderr, 1, true)
-      assert.are.same({}, requests(log))
     end
-    local r, log = run(CURSOR_ROUTES, "\nfor l, r, p in api_pages{ integration = 'shop', path = '/items', results = { 'Timeout' },\n"
-      .. "  pages = { link = true } } do end\n")
-    assert.are.equal(1, r.code)
-    assert.matches('flow.lua:2: api_node: results: result labels must be lower case: "Timeout"\n', r.stderr, 1, true)
-    assert.are.same({}, requests(log))
+    assert.are.same({}, requests(mock:stop()))
   end)
 end)
 

@@ -486,9 +486,10 @@ local function access_chain(s)
   end
 end
 
--- The fields a constructor takes, by what opens it: api_node{ and the
+-- The fields a constructor takes, by what opens it: api_node{, api_pages{ and the
 -- steps of flowrun.flow (flow.ask{ ...), as validate knows them.
-local CONSTRUCTOR_FIELDS = { api_node = nodespec.FIELDS }
+local CONSTRUCTOR_FIELDS = { api_node = nodespec.FIELDS, api_pages = { "pages" } }
+for _, k in ipairs(nodespec.FIELDS) do table.insert(CONSTRUCTOR_FIELDS.api_pages, k) end
 for kind, set in pairs(require("flowrun.validate").FIELDS) do
   local list = {}
   for k in pairs(set) do list[#list + 1] = k end
@@ -572,7 +573,7 @@ function Repl:complete(line, start, stop)
   if open and (between:match("^%s*$") or between:match("[,;]%s*$")) and word:match("^[%a_]?[%w_]*$") then
     local head = line:sub(1, open - 1)
     local step = head:match("%.(%a+)%s*$")      -- flow.ask{, or any X.ask{
-    local fields_of = CONSTRUCTOR_FIELDS[step and "flow." .. step or head:match("api_node%s*$") and "api_node"]
+    local fields_of = CONSTRUCTOR_FIELDS[step and "flow." .. step or head:match("(api_[nodepags]+)%s*$")]
     if fields_of then
       for _, k in ipairs(fields_of) do offer(k, word) end
       return sorted_unique(out), "="
