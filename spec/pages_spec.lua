@@ -420,3 +420,29 @@ say("items " .. table.concat(seen, " "))
                     requests(mock:stop()))
   end)
 end)
+
+describe("flowrun mock: a route's query", function()
+  teardown(helper.cleanup)
+
+  it("matches only a request whose query has those parameters with those values, compared decoded", function()
+    local mock = helper.mock({
+      { path = "/v1/q", query = { a = "x/y z", n = 2 }, body = "hit" },
+      { path = "/v1/q", body = "miss" },
+    })
+    local rt = helper.runtime({ m = { base_url = mock.url .. "/v1" } })
+    local function body(query)
+      local _, res = rt:api_node{ integration = "m", path = "/q", query = query, results = { "200" } }
+      return res.body
+    end
+    assert.are.equal("hit", body({ a = "x/y z", n = 2 }))            -- ?a=x%2Fy%20z&n=2
+    assert.are.equal("hit", body({ { "n", "2" }, { "b", "1" }, { "a", "x/y z" } }))
+    assert.are.equal("miss", body({ a = "x/y z" }))
+    assert.are.equal("miss", body({ a = "x/y", n = 2 }))
+    assert.are.equal("miss", body(nil))
+    mock:stop()
+    local file = helper.write(helper.tmpdir() .. "/routes.lua", helper.lua_source({ { path = "/", query = { a = {} } } }))
+    local r = helper.cli{ args = { "mock", file, "--port", "0" }, timeout = 10 }
+    assert.are.equal(2, r.code)
+    assert.matches(file .. ": route 1: 'query' must map parameter names to strings", r.stderr, 1, true)
+  end)
+end)
