@@ -359,6 +359,7 @@ describe("a paged flow.api step", function()
     helper.flow(DECLARATIVE, dir, "paged.lua")
     local g = helper.cli{ args = { "graph", "paged.lua" }, cwd = dir }
     assert.are.equal(0, g.code, g.stderr)
+    assert.matches('label="list\\nGET /items (pages)"', g.stdout, 1, true)
     assert.matches('"list" -> "done" [label="200"]', g.stdout, 1, true)
     helper.write(dir .. "/paged_test.lua", [[
 return {

@@ -245,6 +245,7 @@ command("help", "", "this list", function(self)
   self:say("Type Lua: an expression prints its value (=expr too), a statement runs, an\n"
     .. "unfinished one continues on the next line. _ is the last value.\n"
     .. "  api_node{integration=\"NAME\", path=\"/...\", results={\"200\"}}  calls an API\n"
+    .. "  for label, res, page in api_pages{..., pages={link=true}} do ... end  page by page\n"
     .. "  integration(\"NAME\", { base_url = \"http://...\" })        defines one here\n"
     .. "  env(\"VAR\")   a secret from the environment (shown as ***)\n"
     .. "Commands:\n" .. table.concat(lines, "\n") .. "\n"
