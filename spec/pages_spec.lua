@@ -422,6 +422,51 @@ say("items " .. table.concat(seen, " "))
   end)
 end)
 
+describe("api_pages with a store, killed mid-loop", function()
+  teardown(helper.cleanup)
+
+  it("replays the pages it had and sends the one in flight again", function()
+    local routes = { { path = "/v1/items", query = { cursor = "c2" }, times = 1, delay_ms = 5000,
+                       json = { items = { 3, 4 }, meta = { next_cursor = "c2b" } } } }
+    for _, r in ipairs(CURSOR_ROUTES) do routes[#routes + 1] = r end
+    local mock = helper.mock(routes)
+    local dir = helper.tmpdir()
+    local ifile = helper.integrations({ shop = { base_url = mock.url .. "/v1" } }, dir)
+    local flow = helper.flow([[
+local seen = {}
+for label, res, page in api_pages{ integration = "shop", path = "/items", results = { "200" },
+    pages = { cursor = { param = "cursor", from = "meta.next_cursor" } } } do
+  seen[#seen + 1] = table.concat(res.json.items, ",")
+end
+say("items " .. table.concat(seen, " "))
+]], dir)
+    local store = dir .. "/s.db"
+    helper.write(dir .. "/in", '{"session":"u1","text":"x","n":1}\n')
+    local env = helper.san and ("env -u LD_PRELOAD ASAN_OPTIONS=" .. os.getenv("SPEC_CHILD_ASAN_OPTIONS") .. " ") or ""
+    local p = io.popen(env .. helper.quote(helper.flowrun) .. " host --store " .. helper.quote(store)
+      .. " -I " .. helper.quote(ifile) .. " " .. helper.quote(flow) .. " <" .. dir .. "/in >" .. dir .. "/out1 2>&1 & echo $!")
+    local pid = assert(tonumber(p:read("l")))
+    p:close()
+    -- page 1 has come (its journal entry is written as it comes), page 2 is held 5 s: kill
+    assert.truthy(helper.wait_for(function() return mock:count("GET /v1/items -> 200") == 1 end, 20000))
+    os.execute("sleep 0.5; kill -KILL " .. pid)
+    helper.wait_for(function() return not io.open("/proc/" .. pid .. "/stat") end, 5000)
+    assert.is_nil(helper.read(dir .. "/out1"):find('"say"'))     -- killed before page 2 came
+    local r = helper.store_host(store, ifile, flow, "")
+    assert.are.equal(0, r.code, r.stderr)
+    local said = {}
+    for line in r.stdout:gmatch("[^\n]+") do
+      local ev = cjson.decode(line)
+      said[#said + 1] = ev.say or ev["end"]
+    end
+    assert.are.same({ "items 1,2 3,4 5", "done" }, said)
+    local log = mock:stop()
+    local function count(needle) local n = 0 for l in log:gmatch("[^\n]+") do if l == needle then n = n + 1 end end return n end
+    assert.are.equal(1, count("GET /v1/items -> 200"))           -- page 1: from the journal
+    assert.are.equal(1, count("GET /v1/items?cursor=c2b -> 200"))
+  end)
+end)
+
 describe("flowrun mock: a route's query", function()
   teardown(helper.cleanup)
 
