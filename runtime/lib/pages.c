@@ -250,61 +250,78 @@ static bool push_link_next(lua_State *L, const char *p) {
   }
 }
 
+/* What push_next_url has from libcurl: the URL resolved and its parts,
+** libcurl's strings, freed whatever happens in Lua meanwhile. */
+typedef struct next_url {
+  const fr_integration *ig;
+  const char *url;                      /* as the page gives it */
+  CURLUcode rc;                         /* of resolving it */
+  char *parts[8];                       /* scheme host port path, of it then of base */
+  char *full, *query;
+} next_url;
+
+/* Pushes what push_next_url returns (protected: it allocates in Lua). */
+static int push_next_url_p(lua_State *L) {
+  next_url *n = lua_touserdata(L, 1);
+  const fr_integration *ig = n->ig;
+  char **parts = n->parts;
+  size_t bl = strlen(ig->base_path);
+  bool same = n->rc == CURLUE_OK;
+  if (!same) {
+    lua_pushfstring(L, "next URL \"%s\" is not a URL (%s): not followed", n->url, curl_url_strerror(n->rc));
+    return 1;
+  }
+  for (int i = 0; i < 3; i++)
+    same = same && parts[i] && parts[4 + i] && strcasecmp(parts[i], parts[4 + i]) == 0;
+  same = same && parts[3] && n->full && strncmp(parts[3], ig->base_path, bl) == 0
+         && (parts[3][bl] == '\0' || parts[3][bl] == '/');
+  if (!same) {
+    lua_pushfstring(L, "next URL \"%s\" is not under the base URL of integration '%s' (%s): "
+                    "not followed", n->url, ig->name, ig->base_url);
+    return 1;
+  }
+  lua_pushstring(L, n->full);
+  lua_pushstring(L, parts[3] + bl);
+  if (n->query) lua_pushfstring(L, "?%s", n->query);
+  else lua_pushliteral(L, "");
+  lua_concat(L, 2);
+  const char *path = lua_tostring(L, -1), *bad = fr_path_problem(path);
+  if (!bad && strpbrk(path, "{}")) bad = "'{' and '}' are not allowed (percent-encode them)";
+  if (!bad) return 2;
+  lua_pushfstring(L, "next URL \"%s\" cannot be sent as it reads: %s: not followed", n->url, bad);
+  return 1;
+}
+
 /* A next URL (absolute, or relative to the integration's base URL as a
 ** link in a page at that URL would be): when it lies under the base URL
 ** (same scheme, host and port; its path the base path or below), pushes
 ** the resolved URL and the path and query to send (below the base path)
 ** and returns NULL; else pushes why it is not followed and returns it. */
 static const char *push_next_url(lua_State *L, const fr_integration *ig, const char *url) {
-  CURLU *u = curl_url_dup(ig->base);
-  char *parts[8] = { NULL };            /* scheme host port path, of u then of base */
   static const CURLUPart which[4] = { CURLUPART_SCHEME, CURLUPART_HOST, CURLUPART_PORT,
                                       CURLUPART_PATH };
-  char *full = NULL, *query = NULL;
-  const char *why = NULL;
-  CURLUcode rc;
+  next_url n = { .ig = ig, .url = url };
+  CURLU *u = curl_url_dup(ig->base);
+  int top = lua_gettop(L), st;
   if (!u) luaL_error(L, "not enough memory");
-  rc = curl_url_set(u, CURLUPART_URL, url, 0);
-  if (rc != CURLUE_OK) {
-    curl_url_cleanup(u);
-    lua_pushfstring(L, "next URL \"%s\" is not a URL (%s): not followed", url, curl_url_strerror(rc));
-    return lua_tostring(L, -1);
-  }
-  for (int i = 0; i < 4; i++) {
-    curl_url_get(u, which[i], &parts[i], CURLU_DEFAULT_PORT);
-    curl_url_get(ig->base, which[i], &parts[4 + i], CURLU_DEFAULT_PORT);
-  }
-  curl_url_get(u, CURLUPART_URL, &full, 0);
-  curl_url_get(u, CURLUPART_QUERY, &query, 0);
-  size_t bl = strlen(ig->base_path);
-  bool same = true;
-  for (int i = 0; i < 3; i++)
-    same = same && parts[i] && parts[4 + i] && strcasecmp(parts[i], parts[4 + i]) == 0;
-  same = same && parts[3] && full && strncmp(parts[3], ig->base_path, bl) == 0
-         && (parts[3][bl] == '\0' || parts[3][bl] == '/');
-  if (!same) {
-    lua_pushfstring(L, "next URL \"%s\" is not under the base URL of integration '%s' (%s): "
-                    "not followed", url, ig->name, ig->base_url);
-    why = lua_tostring(L, -1);
-  } else {
-    lua_pushstring(L, full);
-    lua_pushstring(L, parts[3] + bl);
-    if (query) lua_pushfstring(L, "?%s", query);
-    else lua_pushliteral(L, "");
-    lua_concat(L, 2);
-    const char *path = lua_tostring(L, -1), *bad = fr_path_problem(path);
-    if (!bad && strpbrk(path, "{}")) bad = "'{' and '}' are not allowed (percent-encode them)";
-    if (bad) {
-      lua_pop(L, 2);
-      lua_pushfstring(L, "next URL \"%s\" cannot be sent as it reads: %s: not followed", url, bad);
-      why = lua_tostring(L, -1);
+  n.rc = curl_url_set(u, CURLUPART_URL, url, 0);
+  if (n.rc == CURLUE_OK) {
+    for (int i = 0; i < 4; i++) {
+      curl_url_get(u, which[i], &n.parts[i], CURLU_DEFAULT_PORT);
+      curl_url_get(ig->base, which[i], &n.parts[4 + i], CURLU_DEFAULT_PORT);
     }
+    curl_url_get(u, CURLUPART_URL, &n.full, 0);
+    curl_url_get(u, CURLUPART_QUERY, &n.query, 0);
   }
-  for (int i = 0; i < 8; i++) curl_free(parts[i]);
-  curl_free(full);
-  curl_free(query);
+  lua_pushcfunction(L, push_next_url_p);
+  lua_pushlightuserdata(L, &n);
+  st = lua_pcall(L, 1, LUA_MULTRET, 0);
+  for (int i = 0; i < 8; i++) curl_free(n.parts[i]);
+  curl_free(n.full);
+  curl_free(n.query);
   curl_url_cleanup(u);
-  return why;
+  if (st != LUA_OK) lua_error(L);
+  return lua_gettop(L) - top == 1 ? lua_tostring(L, -1) : NULL;
 }
 
 /* The integration the spec at idx names (integration, or endpoint's
