@@ -29,7 +29,7 @@ B = build
 # runtime/lib: the library. runtime/module: the Lua module's binding.
 # runtime/cli: the flowrun command (run, host, repl, mock), a client of
 # runtime/flowrun.h like any host.
-LIB = base labels query freeze loop pool cookies rules runtime session call request response integrations auth \
+LIB = base labels query freeze loop pool cookies rules runtime session pages call request response integrations auth \
       secrets json inspect snapshot \
       sandbox quota journal store_sqlite
 LIB_O = $(LIB:%=$(B)/lib/%.o) $(B)/modules.o

@@ -116,6 +116,7 @@ describe("the library (runtime/lib) and the Lua module (runtime/module)", functi
     { "lib/call", "lib/snapshot" },                            -- a call's life; values as bytes
     { "lib/inspect", "lib/journal" },                          -- flowrun.runtime for tools; a store's journals
     { "lib/session" },                                         -- sessions and the flow primitives
+    { "lib/pages" },                                           -- api_pages: api_node over pages
     { "lib/sandbox" },                                         -- what flows see
     { "lib/runtime" },                                         -- the runtime: its parts put together
     { "module/flowrun_lua" },                                  -- the Lua module, a client of them all

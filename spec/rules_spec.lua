@@ -193,7 +193,7 @@ say("missing: " .. table.concat(missing, " "))
       "other error timeout max-connection",
       "404=code 4xx=class timeout=default Timeout=upper 4XX=upper 40=nil gone=nil",
       "unknown field 'x'",
-      "api_node say ask sleep run_flow continue_as_new log json",
+      "api_node api_pages say ask sleep run_flow continue_as_new log json",
       "string table math utf8 coroutine / time clock date difftime",
       '"." and ".." segments are not allowed (a path stays under base_url) / nil',
       "missing: ",

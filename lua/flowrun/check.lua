@@ -6,8 +6,8 @@
 -- its "flow:" targets (which are checked in turn), and the warnings
 -- (unreachable steps, cycles that would spin, in one file or across the
 -- files of "flow:" targets). An imperative script is
--- checked for syntax, and each api_node{} table written literally in it is
--- checked field by field: what is not a literal is skipped.
+-- checked for syntax, and each api_node{} (or api_pages{}) table written
+-- literally in it is checked field by field: what is not a literal is skipped.
 --
 -- One line per problem on stdout, then a summary. Exit status: 0 no
 -- problems (warnings allowed), 1 problems, 2 a file could not be read.
@@ -108,19 +108,20 @@ local function table_spec(src, toks, i, j)
 end
 
 -- The api_node{} and api_node({}) calls of src whose argument is a table
--- constructor: { line, spec }.
+-- constructor, and those of api_pages: { line, spec, name }.
+local CALLS = { api_node = true, api_pages = true }
 function check.literal_calls(src)
   local toks, calls = lex.tokens(src), {}
   for i, t in ipairs(toks) do
     local prev = toks[i - 1]
-    if t.type == "name" and t.text == "api_node" and not (prev and prev.text == ".") then
+    if t.type == "name" and CALLS[t.text] and not (prev and prev.text == ".") then
       local a, b = toks[i + 1], toks[i + 2]
       local open
       if a and a.text == "{" then open = i + 1
       elseif a and a.text == "(" and b and b.text == "{" then open = i + 2 end
       local close = open and closing(toks, open)
       if close and (a.text == "{" or (toks[close + 1] and toks[close + 1].text == ")")) then
-        calls[#calls + 1] = { line = t.line, spec = table_spec(src, toks, open, close) }
+        calls[#calls + 1] = { line = t.line, spec = table_spec(src, toks, open, close), name = t.text }
       end
     end
   end
@@ -188,7 +189,15 @@ function check.files(paths, opts)
       for _, p in ipairs(validate.problems(r.def, popts)) do report(flow.format(p), p.warning) end
     else
       for _, call in ipairs(check.literal_calls(r.source)) do
-        for _, msg in ipairs((nodespec.problems(call.spec, opts))) do
+        local spec = call.spec
+        if call.name == "api_pages" then  -- its pages, then its api_node fields
+          for _, msg in ipairs(nodespec.pages_problems(spec.pages)) do
+            report(("%s:%d: api_pages: %s"):format(path, call.line, msg))
+          end
+          spec = {}
+          for k, v in pairs(call.spec) do if k ~= "pages" then spec[k] = v end end
+        end
+        for _, msg in ipairs((nodespec.problems(spec, opts))) do
           report(("%s:%d: api_node: %s"):format(path, call.line, msg))
         end
       end

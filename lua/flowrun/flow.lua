@@ -60,7 +60,8 @@ local function new_step(kind, spec)
                         line = line and line > 0 and line or nil }, STEP_MT)
 end
 
--- flow.api{ api_node fields..., on = { label = target }, switch = fn, save = key }
+-- flow.api{ api_node fields..., on = { label = target }, switch = fn, save = key
+--           [, pages = {...}, each = fn] }
 function flow.api(spec)
   local st = new_step("api", spec)
   return st
@@ -326,9 +327,9 @@ end
 -- Calls a flow global (say, ask, sleep, api_node): its misuse is reported
 -- at the step, not here. pcall lets the session wait inside.
 local function call(def, name, st, fn, ...)
-  local ok, a, b = pcall(fn, ...)
+  local ok, a, b, c = pcall(fn, ...)
   if not ok then fail(def, name, st, tostring(a)) end
-  return a, b
+  return a, b, c
 end
 
 local RUN = {}
@@ -361,13 +362,34 @@ local function declared_success(label, res)
      and res.status >= 200 and res.status <= 299
 end
 
+-- The pages of a paged api step (README: Pagination): each(res, session,
+-- page) for every page that is a declared success; the label and response
+-- of the last page.
+local function pages(def, name, st, env, req, s)
+  local ok, next_page = pcall(env.api_pages, req)
+  if not ok then fail(def, name, st, tostring(next_page)) end
+  local label, res
+  while true do
+    local l, r, page = call(def, name, st, next_page)
+    if l == nil then return label, res end
+    label, res = l, r
+    if st.spec.each and declared_success(l, r) then protect(name, st, st.spec.each, r, s, page) end
+  end
+end
+
 function RUN.api(st, s, env, def, name)
   local spec, L = st.spec, flow.labels(st)
   local req = { results = L.results }
   for _, k in ipairs(nodespec.FIELDS) do
     if spec[k] ~= nil then req[k] = value(spec[k], s, name, st) end
   end
-  local label, res = call(def, name, st, env.api_node, req)
+  local label, res
+  if spec.pages ~= nil then
+    req.pages = value(spec.pages, s, name, st)
+    label, res = pages(def, name, st, env, req, s)
+  else
+    label, res = call(def, name, st, env.api_node, req)
+  end
   local key = value(spec.save, s, name, st)
   if key ~= nil then s[key] = res end
   if spec.switch and declared_success(label, res) then

@@ -46,7 +46,8 @@ local function describe(def, name, st, igs)
     end
     if type(method) == "function" then method = "(computed)" end
     if type(path) == "function" then path = "(computed path)" end
-    return { name, ("%s %s"):format(method or "GET", cut(tostring(path or ""), CUT + 12)) }
+    return { name, ("%s %s%s"):format(method or "GET", cut(tostring(path or ""), CUT + 12),
+                                      spec.pages ~= nil and " (pages)" or "") }
   elseif st.kind == "say" then
     return { name, "say " .. text(spec.text) }
   elseif st.kind == "ask" then

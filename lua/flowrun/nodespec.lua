@@ -348,4 +348,84 @@ function nodespec.problems(spec, opts)
   return out, learnt
 end
 
+-- pages_problems(pages) -> an array of messages in api_pages's words
+-- (without its "api_pages: " prefix) about the pages table of an
+-- api_pages spec or of a paged flow.api step (README: Pagination): the
+-- rules of runtime/lib/pages.c, which raises the first of them.
+local PAGES_KEYS = { cursor = true, next_url = true, link = true, max_pages = true }
+local CURSOR_KEYS = { param = true, from = true, start = true }
+local JSON_PATH_WANT = 'a string (a path of keys like "meta.next_cursor")'
+
+local function what(v)
+  if type(v) == "boolean" then return tostring(v) end
+  return typename(v)
+end
+
+function nodespec.pages_problems(pages)
+  local out = {}
+  local function add(fmt, ...) out[#out + 1] = fmt:format(...) end
+  local function json_path(v, field)
+    if dynamic(v) then return end
+    if type(v) ~= "string" then
+      add(M.field_type, field, JSON_PATH_WANT, what(v))
+    elseif v == "" or v:find("^%.") or v:find("%.%.") or v:find("%.$") then
+      add(M.pages_json_path, field, v)
+    end
+  end
+  if pages == nil then
+    add(M.pages_required)
+    return out
+  end
+  if dynamic(pages) then return out end
+  if type(pages) ~= "table" then
+    add(M.field_type, "pages", "a table", what(pages))
+    return out
+  end
+  for _, k in ipairs(sorted_keys(pages)) do
+    if not PAGES_KEYS[k] then add(M.pages_unknown, "pages", tostring(k), "cursor, next_url, link, max_pages") end
+  end
+  local modes = 0
+  local c = pages.cursor
+  if c ~= nil then
+    modes = modes + 1
+    if dynamic(c) then
+      -- known when the flow runs
+    elseif type(c) ~= "table" then
+      add(M.field_type, "pages.cursor", "a table { param = ..., from = ... }", what(c))
+    else
+      for _, k in ipairs(sorted_keys(c)) do
+        if not CURSOR_KEYS[k] then add(M.pages_unknown, "pages.cursor", tostring(k), "param, from, start") end
+      end
+      if not dynamic(c.param) and (type(c.param) ~= "string" or c.param == "") then
+        add(M.field_type, "pages.cursor.param", "a query parameter's name (a string)",
+            c.param == "" and '""' or what(c.param))
+      end
+      json_path(c.from, "pages.cursor.from")
+      local t = c.start
+      if t ~= nil and not dynamic(t) and type(t) ~= "string" and type(t) ~= "number" then
+        add(M.field_type, "pages.cursor.start", "a string or a number", what(t))
+      end
+    end
+  end
+  if pages.next_url ~= nil then
+    modes = modes + 1
+    json_path(pages.next_url, "pages.next_url")
+  end
+  if pages.link ~= nil then
+    modes = modes + 1
+    if pages.link ~= true and not dynamic(pages.link) then
+      add(M.field_type, "pages.link", "true", what(pages.link))
+    end
+  end
+  if modes ~= 1 then add(M.pages_one) end
+  local max = pages.max_pages
+  if max ~= nil and not dynamic(max) then
+    local n = type(max) == "number" and math.tointeger(max)
+    if not n or n < 1 or n > 100000 then
+      add(M.field_type, "pages.max_pages", "an integer from 1 to 100000", what(max))
+    end
+  end
+  return out
+end
+
 return nodespec

@@ -245,6 +245,7 @@ command("help", "", "this list", function(self)
   self:say("Type Lua: an expression prints its value (=expr too), a statement runs, an\n"
     .. "unfinished one continues on the next line. _ is the last value.\n"
     .. "  api_node{integration=\"NAME\", path=\"/...\", results={\"200\"}}  calls an API\n"
+    .. "  for label, res, page in api_pages{..., pages={link=true}} do ... end  page by page\n"
     .. "  integration(\"NAME\", { base_url = \"http://...\" })        defines one here\n"
     .. "  env(\"VAR\")   a secret from the environment (shown as ***)\n"
     .. "Commands:\n" .. table.concat(lines, "\n") .. "\n"
@@ -502,9 +503,10 @@ local function access_chain(s)
   end
 end
 
--- The fields a constructor takes, by what opens it: api_node{ and the
+-- The fields a constructor takes, by what opens it: api_node{, api_pages{ and the
 -- steps of flowrun.flow (flow.ask{ ...), as validate knows them.
-local CONSTRUCTOR_FIELDS = { api_node = nodespec.FIELDS }
+local CONSTRUCTOR_FIELDS = { api_node = nodespec.FIELDS, api_pages = { "pages" } }
+for _, k in ipairs(nodespec.FIELDS) do table.insert(CONSTRUCTOR_FIELDS.api_pages, k) end
 for kind, set in pairs(require("flowrun.validate").FIELDS) do
   local list = {}
   for k in pairs(set) do list[#list + 1] = k end
@@ -588,7 +590,7 @@ function Repl:complete(line, start, stop)
   if open and (between:match("^%s*$") or between:match("[,;]%s*$")) and word:match("^[%a_]?[%w_]*$") then
     local head = line:sub(1, open - 1)
     local step = head:match("%.(%a+)%s*$")      -- flow.ask{, or any X.ask{
-    local fields_of = CONSTRUCTOR_FIELDS[step and "flow." .. step or head:match("api_node%s*$") and "api_node"]
+    local fields_of = CONSTRUCTOR_FIELDS[step and "flow." .. step or head:match("(api_[nodepags]+)%s*$")]
     if fields_of then
       for _, k in ipairs(fields_of) do offer(k, word) end
       return sorted_unique(out), "="

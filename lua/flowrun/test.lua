@@ -285,7 +285,7 @@ end
 -- not what it does): given here, so that it asks no runtime (the one it
 -- would ask, the first made in this state, may be closed by now).
 local FLOW_GLOBALS = setmetatable({}, { __index = _G })
-for _, k in ipairs({ "api_node", "say", "ask", "sleep", "run_flow", "continue_as_new" }) do
+for _, k in ipairs({ "api_node", "api_pages", "say", "ask", "sleep", "run_flow", "continue_as_new" }) do
   FLOW_GLOBALS[k] = function() end
 end
 FLOW_GLOBALS.log, FLOW_GLOBALS.json = {}, {}

@@ -15,7 +15,7 @@ local DEFAULT_LABELS = nodespec.DEFAULT_LABELS
 local labels = flow.labels
 
 local FIELDS = {
-  api = { save = true, on = true, switch = true },
+  api = { save = true, on = true, switch = true, pages = true, each = true },
   say = { text = true, next = true },
   ask = { prompt = true, save = true, next = true, closed = true },
   sleep = { ms = true, next = true },
@@ -273,6 +273,14 @@ function validate.problems(def, opts)
           add(name, st, ("switch: expected a function of the response, got %s"):format(type(s.switch)))
         elseif s.switch ~= nil and next(L.switch) == nil and type(s.on) == "table" then
           add(name, st, "switch: on has no label for it (its keys are all result names)", true)
+        end
+        if s.pages ~= nil then          -- a paged step (README: Pagination)
+          for _, msg in ipairs(nodespec.pages_problems(s.pages)) do add(name, st, msg) end
+        end
+        if s.each ~= nil and type(s.each) ~= "function" then
+          add(name, st, ("each: expected a function of a page's response, got %s"):format(type(s.each)))
+        elseif s.each ~= nil and s.pages == nil then
+          add(name, st, "each: a step without pages has no pages to go through (add pages = {...})")
         end
         if type(s.on) == "table" then
           for _, k in ipairs(L.keys) do

@@ -59,6 +59,33 @@
 ---@return flowrun.Response response
 function api_node(spec) end
 
+---How api_pages finds the next page (README: Pagination): one of cursor,
+---next_url or link, and max_pages.
+---@class flowrun.Pages
+---@field cursor? { param: string, from: string, start?: string|number } the value at JSON path `from` of a page is the next call's query parameter `param`
+---@field next_url? string the JSON path of the next page's URL (absolute, or relative to base_url; under base_url only)
+---@field link? true the Link header's rel="next"
+---@field max_pages? integer at most this many pages (default 100)
+
+---What api_pages says about a page.
+---@class flowrun.Page
+---@field number integer 1 for the first page
+---@field last boolean no page follows in this loop
+---@field next? string the next page's cursor or URL (also when capped)
+---@field capped? true max_pages was reached while a next page exists
+---@field refused? string why the next URL is not followed
+
+---The spec of a paged call: api_node's, and `pages`.
+---@class flowrun.PagesSpec: flowrun.ApiSpec
+---@field pages flowrun.Pages
+
+---Calls an API page by page: `for label, res, page in api_pages{...} do ... end`.
+---Each page is an api_node call; the loop ends after the last page, after a
+---page whose label is not a declared success, or at max_pages.
+---@param spec flowrun.PagesSpec
+---@return fun(): flowrun.Label, flowrun.Response, flowrun.Page
+function api_pages(spec) end
+
 ---Says `text` to the end-user (any value, as tostring writes it).
 ---@param text any
 function say(text) end

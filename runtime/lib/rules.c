@@ -124,7 +124,7 @@ const char *fr_path_problem(const char *path) {
 }
 
 const char *const fr_flow_primitives[] = {
-  "api_node", "say", "ask", "sleep", "run_flow", "continue_as_new", "log", "json", NULL
+  "api_node", "api_pages", "say", "ask", "sleep", "run_flow", "continue_as_new", "log", "json", NULL
 };
 
 const char *const fr_flow_base[] = {

@@ -75,6 +75,11 @@ int fr_result_kind(const char *s, size_t len);
                     "\"4xx\", or other, error, timeout, max-connection)") \
   X(TIMEOUT_MS, "timeout_ms: expected a positive integer") \
   X(DEADLINE_MS, "deadline_ms: expected a positive integer") \
+  X(PAGES_REQUIRED, "pages is required: { cursor = { param = ..., from = ... } }, " \
+                    "{ next_url = ... } or { link = true }") \
+  X(PAGES_UNKNOWN, "%s: unknown key '%s' (%s)") \
+  X(PAGES_ONE, "pages: give one of cursor, next_url or link") \
+  X(PAGES_JSON_PATH, "%s: expected a path of keys like \"meta.next_cursor\", got \"%s\"") \
   X(KEYS_STRINGS, "%s: keys must be strings") \
   X(SCALAR, "%s.%s: expected a string, number or boolean, got %s") \
   X(QUERY_SEPARATOR, "query_separator: expected \"&\" or \";\", got \"%s\"") \

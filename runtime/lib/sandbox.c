@@ -33,6 +33,7 @@
 #include "quota.h"
 #include "rules.h"
 #include "runtime.h"
+#include "pages.h"
 #include "sandbox.h"
 #include "session.h"
 
@@ -388,6 +389,7 @@ void fr_sandbox_open(flowrun *rt, lua_State *L) {
   const char *const *os_safe = fr_flow_os;
   int g, m, top = lua_gettop(L);
   fr_push_flow_primitives(rt, L);       /* the flow globals, to fill */
+  fr_add_api_pages(rt, L);
   g = lua_gettop(L);
   lua_newtable(L);                      /* what require gives */
   m = lua_gettop(L);

@@ -1207,16 +1207,24 @@ static void record_call(lua_State *L, fr_session *s, fr_call *c) {
   keep_jar(s, c);
 }
 
-static int k_api_node(lua_State *L, int status, lua_KContext ctx) {
+int fr_api_node_result(lua_State *L, lua_KContext ctx) {
   flowrun *rt = fr_rt(L);
-  (void)status;
   record_call(L, fr_session_current(rt, L), (fr_call *)ctx);
   return fr_call_push_result(L, (fr_call *)ctx);
+}
+
+static int k_api_node(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  return fr_api_node_result(L, ctx);
 }
 
 /* api_node(spec) -> label, response. A session waits for the call; Lua
 ** outside any session (a REPL) turns the loop until it ends. */
 static int l_api_node(lua_State *L) {
+  return fr_api_node_k(L, k_api_node);
+}
+
+int fr_api_node_k(lua_State *L, lua_KFunction k) {
   flowrun *rt = fr_rt(L);
   fr_session *s = waiting_session(rt, L, "api_node");
   fr_call *c;
@@ -1266,7 +1274,7 @@ static int l_api_node(lua_State *L) {
   if (s) {
     s->call = c;
     s->state = FR_S_CALL;
-    return lua_yieldk(L, 0, (lua_KContext)c, k_api_node);
+    return lua_yieldk(L, 0, (lua_KContext)c, k);
   }
   while (!fr_call_over(c))
     if (fr_step(rt, -1) == FLOWRUN_ERR && fr_dur_failed(rt))

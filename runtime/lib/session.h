@@ -75,5 +75,11 @@ int fr_journaled_value(lua_State *L);
 ** run_flow, log, json, print. */
 void fr_push_flow_primitives(flowrun *rt, lua_State *L);
 int fr_open_api_node(lua_State *L);     /* pushes the api_node closure */
+/* api_node of the spec at stack index 1, for a C function whose upvalue 1
+** is the runtime (api_pages, pages.c): returns 2 with label and response
+** pushed, or yields to k, which gets them from fr_api_node_result(L, ctx).
+** Misuse raises at the caller of that C function. */
+int fr_api_node_k(lua_State *L, lua_KFunction k);
+int fr_api_node_result(lua_State *L, lua_KContext ctx);
 
 #endif

@@ -41,6 +41,8 @@
 ---@field on table<flowrun.Label, flowrun.flow.TargetField> result label (or switch label) -> target; never a function
 ---@field save? string|fun(session: flowrun.Session): string session[save] = the response (for every label)
 ---@field switch? fun(res: flowrun.Response, session: flowrun.Session): string|nil a switch label, for a declared success only
+---@field pages? flowrun.Pages|fun(session: flowrun.Session): flowrun.Pages the step goes through the pages (README: Pagination); it routes on the last page's label
+---@field each? fun(res: flowrun.Response, session: flowrun.Session, page: flowrun.Page) called for every page, in order
 
 ---flow.say{...}
 ---@class flowrun.flow.SayStep

@@ -33,6 +33,8 @@ struct route {
   int json, echo, fault, chunked;
   long delay_ms;
   long times, used;             /* matches at most `times` requests (0: always) */
+  struct header *query;         /* parameters the request's query must have */
+  int nquery;
 };
 
 struct req {

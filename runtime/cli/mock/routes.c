@@ -27,7 +27,7 @@
 
 static const char *const route_keys[] = {
   "method", "path", "status", "headers", "json", "body", "delay_ms", "fault",
-  "echo", "times", "chunked", NULL
+  "echo", "times", "chunked", "query", NULL
 };
 
 /* Resizes p to n bytes; running out of memory ends the process. */
@@ -239,6 +239,23 @@ static void load_headers(lua_State *L, const struct mock *m, int i,
   }
 }
 
+/* Copies the route's query table on top of the stack (names to strings or
+** numbers) into r->query. */
+static void load_query(lua_State *L, const struct mock *m, int i, struct route *r) {
+  int t = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    if (lua_type(L, -2) != LUA_TSTRING
+        || (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER))
+      route_error(L, m, i, "'query' must map parameter names to strings");
+    r->query = mock_xrealloc(r->query, (size_t) (r->nquery + 1) * sizeof *r->query);
+    r->query[r->nquery].name = mock_xstrndup(lua_tostring(L, -2), strlen(lua_tostring(L, -2)));
+    r->query[r->nquery].value = mock_xstrndup(lua_tostring(L, -1), strlen(lua_tostring(L, -1)));
+    r->nquery++;
+    lua_pop(L, 1);
+  }
+}
+
 /* Validates the route table on top of the stack and copies it into r;
 ** enc is the stack index of the encoder (json.encode, exact numbers). */
 static void load_route(lua_State *L, const struct mock *m, int i,
@@ -298,6 +315,8 @@ static void load_route(lua_State *L, const struct mock *m, int i,
     route_error(L, m, i, "'echo' answers with the request: drop 'json' and 'body'");
   if (field(L, m, i, rt, "headers", LUA_TTABLE))
     load_headers(L, m, i, r);
+  if (field(L, m, i, rt, "query", LUA_TTABLE))
+    load_query(L, m, i, r);
   lua_settop(L, rt);
 }
 
@@ -398,6 +417,11 @@ void mock_free_routes(struct mock *m) {
       free(r->headers[k].name);
       free(r->headers[k].value);
     }
+    for (int k = 0; k < r->nquery; k++) {
+      free(r->query[k].name);
+      free(r->query[k].value);
+    }
+    free(r->query);
     free(r->method);
     free(r->segs);
     free(r->headers);
@@ -434,6 +458,30 @@ static int match(const struct route *r, const char *method, const char *path,
   return 1;
 }
 
+/* Does the query q (after '?', or "") have parameter name with value
+** (both compared percent-decoded, '+' a space)? */
+static int has_param(const char *q, const char *name, const char *value) {
+  while (*q) {
+    size_t n = strcspn(q, "&;"), k = strcspn(q, "=&;");
+    char *key = mock_pct_decode(q, k, 1);
+    char *val = mock_pct_decode(q + k + (k < n), n - k - (k < n), 1);
+    int hit = strcmp(key, name) == 0 && strcmp(val, value) == 0;
+    free(key);
+    free(val);
+    if (hit) return 1;
+    q += n + (q[n] != '\0');
+  }
+  return 0;
+}
+
+/* Does the request's query have every parameter the route asks for? */
+static int query_matches(const struct route *r, const char *uri) {
+  const char *qm = strchr(uri, '?');
+  for (int k = 0; k < r->nquery; k++)
+    if (!has_param(qm ? qm + 1 : "", r->query[k].name, r->query[k].value)) return 0;
+  return 1;
+}
+
 /* Returns the first route matching the request, or NULL. */
 const struct route *mock_find_route(struct mock *m, const char *method,
                                     struct req *q) {
@@ -441,7 +489,7 @@ const struct route *mock_find_route(struct mock *m, const char *method,
   for (int i = 0; i < m->nroutes; i++) {
     struct route *r = &m->routes[i];
     if (r->times && r->used >= r->times) continue;   /* used up: fall through */
-    if (match(r, method, q->uri, n, q->vals)) {
+    if (query_matches(r, q->uri) && match(r, method, q->uri, n, q->vals)) {
       r->used++;
       return r;
     }

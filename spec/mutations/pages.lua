@@ -1,0 +1,36 @@
+-- Mutations of pagination (README: Pagination): api_pages's next page, its
+-- cap, where its loop ends, and flowrun check of its spec
+-- (scripts/mutate.lua says the fields). Each is a bug the named spec must
+-- catch.
+return {
+  { name = "pages-follow-another-origin",
+    promise = "A next URL is followed only when it lies under the integration's base_url",
+    file = "runtime/lib/pages.c",
+    find = "same = same && parts[i] && parts[4 + i] && strcasecmp(parts[i], parts[4 + i]) == 0;",
+    replace = "same = same && parts[i] && parts[4 + i];",
+    spec = "spec/pages_spec.lua", filter = "refuses a next URL" },
+  { name = "pages-default-cap-1000",
+    promise = "max_pages: at most this many pages; 100 unless given",
+    file = "runtime/lib/pages.c",
+    find = "#define DEFAULT_MAX_PAGES 100",
+    replace = "#define DEFAULT_MAX_PAGES 1000",
+    spec = "spec/pages_spec.lua", filter = "max_pages" },
+  { name = "pages-go-on-after-a-failed-page",
+    promise = "the loop ends after a page whose label is not a declared success",
+    file = "runtime/lib/pages.c",
+    find = [[success = status >= 200 && status <= 299 && strcmp(lua_tostring(L, label), "other") != 0;]],
+    replace = [[success = status != 0;]],
+    spec = "spec/pages_spec.lua", filter = "declared success" },
+  { name = "pages-link-takes-the-first",
+    promise = "link = true: the Link header's rel=\"next\" target",
+    file = "runtime/lib/pages.c",
+    find = [[if (nlen == 3 && strncasecmp(name, "rel", 3) == 0 && rel_next(v, vlen)) next = true;]],
+    replace = [[if (nlen == 3 && strncasecmp(name, "rel", 3) == 0 && (rel_next(v, vlen) || vlen > 0)) next = true;]],
+    spec = "spec/pages_spec.lua", filter = "Link header" },
+  { name = "pages-check-skips-pages",
+    promise = "flowrun check checks a literal api_pages{...} as it checks api_node{...}",
+    file = "lua/flowrun/check.lua",
+    find = "for _, msg in ipairs(nodespec.pages_problems(spec.pages)) do",
+    replace = "for _, msg in ipairs({}) do",
+    spec = "spec/pages_spec.lua", filter = "literal api_pages" },
+}
