@@ -223,8 +223,12 @@ for label, res, page in api_pages{ integration = "shop", path = "/gone", results
 end
 ]], { retry = { attempts = 2, on = { "503" }, backoff_ms = 10 } }, { trace = true })
     assert.are.equal(0, r.code, r.stderr)
-    local traced = {}                   -- one trace line per page, as for any call
-    for l in r.stderr:gmatch("trace [^\n]*") do traced[#traced + 1] = l:match("label=(%S+)") .. " " .. l:match("attempts=(%d+)") end
+    local traced = {}                   -- one call's trace line per page, as for any call
+    for l in r.stderr:gmatch("trace [^\n]*") do
+      if not l:find(" final=0", 1, true) then   -- not a retried attempt's own line
+        traced[#traced + 1] = l:match("label=(%S+)") .. " " .. l:match("attempts=(%d+)")
+      end
+    end
     assert.are.same({ "200 1", "200 2", "5xx 1", "other 1" }, traced)
     assert.are.equal(table.concat({
       "200 200 attempts=1 #1 last=false",
