@@ -28,6 +28,7 @@
 #include "rules.h"
 #include "runtime.h"
 #include "secrets.h"
+#include "wire.h"
 
 #define MAX_HOPS 5
 
@@ -52,6 +53,13 @@ static bool buf_add(fr_buf *b, const char *p, size_t n) {
   return true;
 }
 
+/* The multipart body of c's transfer (wire.c) goes with the transfer. */
+static void mime_out(fr_call *c) {
+  curl_easy_setopt(c->easy, CURLOPT_MIMEPOST, NULL);
+  curl_mime_free(c->mime);
+  c->mime = NULL;
+}
+
 /* Takes e out of the multi handle and keeps it for ig's next call; one
 ** libcurl would not take out is freed instead (curl_easy_cleanup takes it
 ** out), never reused. */
@@ -65,6 +73,7 @@ static void easy_out(flowrun *rt, fr_integration *ig, CURL *e) {
 static void detach(fr_call *c) {
   flowrun *rt = c->rt;
   if (c->easy) {
+    if (c->mime) mime_out(c);
     easy_out(rt, c->rq.ig, c->easy);
     c->easy = NULL;
   }
@@ -329,7 +338,10 @@ static void classify(fr_call *c, CURLcode rc, curl_off_t connect_us) {
     break;
   case CURLE_RECV_ERROR: case CURLE_SEND_ERROR: case CURLE_PARTIAL_FILE:
   case CURLE_GOT_NOTHING:
-    fr_call_fail(c, LABEL_ERROR, "reset", "%s", detail);
+    /* TLS 1.3: a server that refuses the client's certificate (or its
+    ** absence) says so in an alert after the handshake, at the first read */
+    fr_call_fail(c, LABEL_ERROR, strstr(c->errbuf, "SSL") && strstr(c->errbuf, " alert ")
+                 ? "tls" : "reset", "%s", detail);
     return;
   case CURLE_TOO_MANY_REDIRECTS:
     fr_call_fail(c, LABEL_ERROR, "redirect", "%s", detail);
@@ -526,10 +538,10 @@ static CURL *easy_take(flowrun *rt, fr_integration *ig) {
   curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, fr_close_socket);
   curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, rt);
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, ig->connect_timeout_ms);
-  curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, ig->max_response_bytes);
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, ig->tls_verify ? 1L : 0L);
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, ig->tls_verify ? 2L : 0L);
   if (ig->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, ig->ca_file);
+  fr_wire_easy(e, ig);                  /* wire.c: compression, proxy, certificate */
   return e;
 }
 
@@ -712,7 +724,14 @@ static void transfer(fr_call *c) {
     curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
   } else {
     curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
-    if (c->rq.body) {
+    if (c->rq.parts) {                  /* a MIME body for this transfer */
+      if (!(c->mime = fr_parts_mime(e, c->rq.parts))) {
+        fail_oom(c);                    /* finish gives e back */
+        finish(c);
+        return;
+      }
+      curl_easy_setopt(e, CURLOPT_MIMEPOST, c->mime);
+    } else if (c->rq.body) {
       curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->rq.bodylen);
       curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->rq.body);
     } else
@@ -720,8 +739,10 @@ static void transfer(fr_call *c) {
   }
   curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST,
                    strcmp(c->rq.method, "HEAD") == 0 || strcmp(c->rq.method, "GET") == 0
-                   || (c->rq.body && strcmp(c->rq.method, "POST") == 0) ? NULL : c->rq.method);
+                   || ((c->rq.body || c->rq.parts) && strcmp(c->rq.method, "POST") == 0)
+                   ? NULL : c->rq.method);
   if ((mc = curl_multi_add_handle(rt->multi, e)) != CURLM_OK) {
+    if (c->mime) mime_out(c);
     curl_easy_cleanup(e);               /* in an unknown state: not reused */
     c->easy = NULL;
     if (mc == CURLM_OUT_OF_MEMORY) fail_oom(c);
@@ -882,6 +903,8 @@ static bool follow(fr_call *c, const char *target, int status) {
     if (strcmp(c->rq.method, "HEAD") != 0) strcpy(c->rq.method, "GET");
     free(c->rq.body);
     c->rq.body = NULL;
+    fr_parts_free(c->rq.parts);
+    c->rq.parts = NULL;
   }
   c->hops++;
   transfer(c);
@@ -908,6 +931,7 @@ void fr_call_done(flowrun *rt, CURLMsg *m) {
     curl_easy_getinfo(e, CURLINFO_REDIRECT_URL, &r);
     if (r && !(redirect = strdup(r))) c->oom = true;
   }
+  if (c->mime) mime_out(c);
   easy_out(rt, c->rq.ig, e);
   c->easy = NULL;
   if (c->oom) fail_oom(c);

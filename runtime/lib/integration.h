@@ -40,6 +40,11 @@ struct fr_integration {
   bool follow_redirects, tls_verify;
   bool idempotency_key;                 /* with a store: Idempotency-Key on each call */
   char *ca_file;
+  /* the wire (README: Multipart, compression, proxies, client certificates) */
+  bool compressed;                      /* Accept-Encoding, max_response_bytes decoded */
+  bool proxy_env;                       /* proxy = "env": libcurl reads the environment */
+  char *proxy, *no_proxy;               /* NULL proxy: none, the environment ignored */
+  char *cert_file, *key_file, *key_password;
   char *unset;                          /* an env() it needs is unset (placeholders) */
   int retry_attempts;
   long retry_backoff_ms, retry_max_backoff_ms;
