@@ -1,5 +1,5 @@
--- README: Multipart bodies, compressed responses, proxies, client
--- certificates. Against real servers on 127.0.0.1: `flowrun mock` (its echo
+-- README: Multipart bodies, Compressed responses, Proxies, Client certificates.
+-- Against real servers on 127.0.0.1: `flowrun mock` (its echo
 -- parses a multipart body with libmicrohttpd's post processor; a gzip route
 -- serves a gzip-encoded body), Debian's tinyproxy, and `openssl s_server
 -- -Verify 1` for mutual TLS.
@@ -92,6 +92,41 @@ describe("the wire", function()
       assert.are.same(parsed, res.json.multipart)
     end)
 
+    it("a declarative flow's api step takes multipart, also as a function of the session", function()
+      local ig_file = helper.integrations({ api = { base_url = mock.url } }, helper.tmpdir())
+      local path = helper.flow([[
+local flow = require("flowrun.flow")
+return flow.define{ start = "send", steps = {
+  send = flow.api{ integration = "api", method = "POST", path = "/echo", save = "res",
+                   multipart = function(s) return { { name = "who", value = "s-" .. #s } } end,
+                   on = { ["200"] = "done", other = "done", error = "done", timeout = "done",
+                          ["max-connection"] = "done" } },
+  done = flow.say{ text = function(s) return s.res.json.multipart[1].name .. "=" .. s.res.json.multipart[1].data end },
+} }
+]], helper.tmpdir())
+      local r = helper.cli{ args = { "run", "-I", ig_file, path } }
+      assert.are.equal("who=s-0\n", r.stdout, r.stderr)
+      assert.are.equal(0, r.code)
+    end)
+
+    it("a host's transport (flowrun test) gets the call without a body", function()
+      local seen
+      local rt = helper.module().new{ integrations = { api = { base_url = "http://127.0.0.1:9" } }, virtual_clock = 0,
+                                      transport = function(req) seen = req return { status = 201 } end }
+      rt:start("s1", helper.flow([[
+local label = api_node{ integration = "api", method = "POST", path = "/up", results = { "201" },
+                        multipart = { { name = "f", filename = "a.txt", data = "abc" } } }
+say(label)
+]], helper.tmpdir()))
+      assert.is_true(rt:run())
+      local said
+      for _, e in ipairs(rt:events()) do if e.type == "say" then said = e.text end end
+      rt:close()
+      assert.are.equal("201", said)
+      assert.are.equal("POST", seen.method)
+      assert.is_nil(seen.body)
+    end)
+
     local S = 'integration = "api", results = { "200" }, '
     local cases = {
       { "multipart and body", 'method = "POST", path = "/echo", body = { a = 1 }, multipart = { { name = "a", value = "1" } }',
@@ -168,6 +203,7 @@ describe("the wire", function()
       local label, gz = call(rt, { path = "/gz" })
       assert.are.equal("200", label, gz.error)
       assert.are.equal("hello, compressed world", gz.body)
+      assert.are.equal("gzip", gz.headers["content-encoding"])
     end)
 
     it("max_response_bytes counts decoded bytes: a gzip bomb is error / too_large", function()
@@ -271,6 +307,9 @@ describe("the wire", function()
       local label, res = ask({ cert_file = tls.client.cert, key_file = tls.client.key_enc, key_password = tls.client.password })
       assert.are.equal("200", label, res.error)
       label, res = ask({ cert_file = tls.client.cert, key_file = tls.client.key_enc, key_password = "wrong" })
+      assert.are.equal("error", label)
+      assert.are.equal("tls", res.reason)
+      label, res = ask({ cert_file = tls.client.cert .. ".missing", key_file = tls.client.key })
       assert.are.equal("error", label)
       assert.are.equal("tls", res.reason)
     end)

@@ -40,7 +40,7 @@ struct fr_integration {
   bool follow_redirects, tls_verify;
   bool idempotency_key;                 /* with a store: Idempotency-Key on each call */
   char *ca_file;
-  /* the wire (README: Multipart, compression, proxies, client certificates) */
+  /* the wire (README: Compressed responses, Proxies, Client certificates) */
   bool compressed;                      /* Accept-Encoding, max_response_bytes decoded */
   bool proxy_env;                       /* proxy = "env": libcurl reads the environment */
   char *proxy, *no_proxy;               /* NULL proxy: none, the environment ignored */

@@ -1,7 +1,7 @@
 /*
 ** wire.c -- what an integration asks of the wire, set once on each of its
-** easy handles (README: Multipart, compression, proxies, client
-** certificates), and the multipart bodies of api_node.
+** easy handles (README: Compressed responses, Proxies, Client certificates),
+** and the multipart bodies of api_node (README: Multipart bodies).
 **
 ** A multipart body is kept in the request as its parts (copied from the
 ** spec, which the flow may change or drop) and made into a libcurl MIME
