@@ -29,7 +29,8 @@ void fr_wire_easy(CURL *e, const fr_integration *ig) {
   if (ig->no_proxy) curl_easy_setopt(e, CURLOPT_NOPROXY, ig->no_proxy);
   if (ig->cert_file) curl_easy_setopt(e, CURLOPT_SSLCERT, ig->cert_file);
   if (ig->key_file) curl_easy_setopt(e, CURLOPT_SSLKEY, ig->key_file);
-  if (ig->key_password) curl_easy_setopt(e, CURLOPT_KEYPASSWD, ig->key_password);
+  if (ig->cert_file)                    /* none: "", never OpenSSL's prompt on a terminal */
+    curl_easy_setopt(e, CURLOPT_KEYPASSWD, ig->key_password ? ig->key_password : "");
 }
 
 void fr_parts_free(fr_parts *ps) {
