@@ -343,6 +343,16 @@ say(label)
       end)
     end
 
+    it("flowrun check takes a proxy from an env() it does not have", function()
+      local file = helper.integrations([[
+return { api = { base_url = "http://127.0.0.1:9", proxy = env("WIRE_SPEC_UNSET_PROXY") } }
+]])
+      local f = helper.flow('local label = api_node{ integration = "api", path = "/x", results = { "200" } }\nsay(label)\n')
+      local r = helper.cli{ args = { "check", "-I", file, f }, env = { WIRE_SPEC_UNSET_PROXY = false } }
+      assert.are.equal("1 file checked: no problems\n", r.stdout, r.stderr)
+      assert.are.equal(0, r.code)
+    end)
+
     it("shows in integrations() (the REPL's .integrations), the proxy's secrets hidden", function()
       local file = helper.integrations([[
 return { api = { base_url = "http://127.0.0.1:9", compressed = true,

@@ -405,8 +405,8 @@ static void read_wire(lua_State *L, building *b, int top) {
     free(ig->proxy);
     ig->proxy = NULL;
     ig->proxy_env = true;
-  } else if (ig->proxy) {
-    static const char *const schemes[] = {
+  } else if (ig->proxy && !(b->rt->env_placeholders && strstr(ig->proxy, "${"))) {
+    static const char *const schemes[] = {   /* (an unset env() in check: not sent) */
       "http", "https", "socks4", "socks4a", "socks5", "socks5h", NULL
     };
     CURLU *u = curl_url();
