@@ -67,6 +67,13 @@ describe("the wire", function()
       assert.are.same(parsed, res.json.multipart)
       assert.matches("^multipart/form%-data; boundary=", res.json.headers["content-type"])
       assert.are.equal("POST", res.json.method)
+      -- the kept connection and handle serve plain calls after it as before
+      label, res = call(rt, { path = "/echo" })
+      assert.are.same({ "200", "GET", "" }, { label, res.json.method, res.json.body })
+      assert.is_nil(res.json.multipart)
+      label, res = call(rt, { method = "POST", path = "/echo", body = { a = 1 } })
+      assert.are.same({ "200", "POST", '{"a":1}', "application/json" },
+                      { label, res.json.method, res.json.body, res.json.headers["content-type"] })
     end)
 
     it("with PUT, and an integration's Content-Type left out (the boundary is libcurl's)", function()
