@@ -76,6 +76,22 @@ describe("the wire", function()
                       { label, res.json.method, res.json.body, res.json.headers["content-type"] })
     end)
 
+    it("a trace gives the call as a curl command line with -F, which curl sends alike", function()
+      local rt = rt_with({})
+      local mp = { { name = "title", value = 'say "hi"; \\o/' },
+                   { name = "file", filename = 'a "b".txt', content_type = "text/plain", data = "x;y" } }
+      call(rt, { method = "POST", path = "/echo", multipart = mp })
+      local t = helper.events(rt:events(), "trace")[1]
+      assert.are.equal("curl " .. mock.url .. "/echo \\\n"
+        .. "  -H Expect: \\\n"
+        .. [[  -F 'title="say \"hi\"; \\o/"' \]] .. "\n"
+        .. [[  -F 'file="x;y";filename="a \"b\".txt";type=text/plain']], t.curl)
+      if os.execute("command -v curl >/dev/null 2>&1") ~= true then return end
+      local out = helper.sh(t.curl .. " -s")
+      local _, res = call(rt, { method = "POST", path = "/echo", multipart = mp })
+      assert.are.same(res.json.multipart, require("cjson").decode(out).multipart)
+    end)
+
     it("with PUT, and an integration's Content-Type left out (the boundary is libcurl's)", function()
       local rt = rt_with({ headers = { ["Content-Type"] = "application/json", ["X-Team"] = "a" } })
       local label, res = call(rt, { method = "PUT", path = "/echo", multipart = { parts[1] } })

@@ -426,6 +426,45 @@ static const char *relative_of(const fr_call *c) {
          ? target + bn : target;
 }
 
+/* s (n bytes, to a NUL) in double quotes, as curl's -F reads a value:
+** '"' and '\' escaped; false when a NUL cut it. */
+static bool curl_quoted(FILE *f, const char *s, size_t n) {
+  size_t k = strnlen(s, n);
+  fputc('"', f);
+  for (size_t i = 0; i < k; i++) {
+    if (s[i] == '"' || s[i] == '\\') fputc('\\', f);
+    fputc(s[i], f);
+  }
+  fputc('"', f);
+  return k == n;
+}
+
+/* The parts of a multipart body as curl's -F options; false when a NUL
+** cut one. */
+static bool curl_parts(flowrun *rt, FILE *f, const fr_parts *ps) {
+  bool whole = true;
+  for (int i = 0; i < ps->n; i++) {
+    const fr_part *p = &ps->p[i];
+    char *s = NULL;
+    size_t n = 0;
+    FILE *m = open_memstream(&s, &n);
+    if (!m) return whole;
+    fprintf(m, "%s=", p->name);
+    whole = curl_quoted(m, p->data, p->len) && whole;
+    if (p->filename) {
+      fputs(";filename=", m);
+      curl_quoted(m, p->filename, strlen(p->filename));
+    }
+    if (p->type) fprintf(m, ";type=%s", p->type);
+    if (fclose(m) == 0) {
+      fputs(" \\\n  -F ", f);
+      fr_shell_word(rt, f, s, n);
+    }
+    free(s);
+  }
+  return whole;
+}
+
 /* The call being traced as a curl command line (see flowrun.h). */
 char *flowrun_trace_curl(flowrun *rt, const flowrun_trace *t) {
   fr_call *c = rt->tracing;
@@ -435,12 +474,13 @@ char *flowrun_trace_curl(flowrun *rt, const flowrun_trace *t) {
   if (!c || !t || t != rt->tracing_t || !(f = open_memstream(&out, &n))) return NULL;
   fputs("curl", f);
   if (strcmp(c->rq.method, "HEAD") == 0) fputs(" -I", f);
-  else if (strcmp(c->rq.method, "GET") != 0 && !(strcmp(c->rq.method, "POST") == 0 && c->rq.body))
+  else if (strcmp(c->rq.method, "GET") != 0
+           && !(strcmp(c->rq.method, "POST") == 0 && (c->rq.body || c->rq.parts)))
     fprintf(f, " -X %s", c->rq.method);
   fputc(' ', f);
   fr_shell_word(rt, f, c->rq.url ? c->rq.url : "", c->rq.url ? strlen(c->rq.url) : 0);
   for (struct curl_slist *l = c->rq.hdrs; l; l = l->next)
-    if (c->rq.body || strcasecmp(l->data, "Expect:") != 0)   /* only a body is sent with Expect */
+    if (c->rq.body || c->rq.parts || strcasecmp(l->data, "Expect:") != 0)   /* only a body is sent with Expect */
       curl_header(rt, f, l->data);
   if (c->rq.body) {
     blen = strnlen(c->rq.body, c->rq.bodylen);
@@ -448,6 +488,8 @@ char *flowrun_trace_curl(flowrun *rt, const flowrun_trace *t) {
     fr_shell_word(rt, f, c->rq.body, blen);
     if (blen < c->rq.bodylen) fputs("  # the body holds NUL bytes: cut at the first", f);
   }
+  if (c->rq.parts && !curl_parts(rt, f, c->rq.parts))
+    fputs("  # a part holds NUL bytes: cut at the first", f);
   if (fclose(f) != 0) { free(out); return NULL; }
   return out;
 }
