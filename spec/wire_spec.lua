@@ -278,6 +278,17 @@ say(label)
       assert.are.equal(before, through())
     end)
 
+    it("an https base_url goes through the proxy's CONNECT tunnel, TLS checked end to end", function()
+      if not helper.have_openssl() then pending("needs the openssl command") return end
+      proxy = proxy or helper.tinyproxy()
+      local tls = helper.tls_server()
+      local label, res = call(rt_with({ base_url = tls.url, ca_file = tls.ca_file, proxy = proxy.url }), { path = "/" })
+      assert.are.equal("200", label, res.error)
+      assert.are.equal(1, proxy:count("CONNECT 127.0.0.1:" .. tls.port .. " HTTP/1.1"))
+      label, res = call(rt_with({ base_url = tls.url, proxy = proxy.url }), { path = "/" })   -- not trusted
+      assert.are.same({ "error", "tls" }, { label, res.reason })
+    end)
+
     it("a proxy that is down: error / refused", function()
       local label, res = call(rt_with({ proxy = "http://127.0.0.1:" .. helper.closed_port() }), { path = "/echo" })
       assert.are.equal("error", label)
