@@ -1,10 +1,10 @@
 # flowrun -- see README.md. Targets: all test bench demo repl install clean.
 PREFIX ?= /usr/local
 CC ?= cc
-PKGS = lua5.4 libcurl lua5.4-cjson libmicrohttpd sqlite3
+PKGS = lua5.4 libcurl lua5.4-cjson libmicrohttpd sqlite3 zlib
 DEBS = lua5.4 liblua5.4-dev lua-cjson-dev libcurl4-openssl-dev \
        libmicrohttpd-dev libsqlite3-dev sqlite3 lua-busted pkg-config gcc make openssl \
-       libedit-dev graphviz luarocks nginx-light
+       libedit-dev graphviz luarocks nginx-light tinyproxy zlib1g-dev
 
 WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Werror
 OPT ?= -O2 -g
@@ -19,7 +19,7 @@ ALL_CFLAGS += $(addprefix -I,$(filter-out /usr/include,$(LUA_INCDIR) $(CURL_INCD
 LIBFLAG ?= -shared
 # lua-cjson is linked statically: one binary, no runtime dependency on it.
 CJSON = -l:liblua5.4-cjson.a
-LIBS = $(CJSON) $(shell pkg-config --libs lua5.4 libcurl libmicrohttpd sqlite3 2>/dev/null) -lpthread -lm
+LIBS = $(CJSON) $(shell pkg-config --libs lua5.4 libcurl libmicrohttpd sqlite3 zlib 2>/dev/null) -lpthread -lm
 ifeq ($(SAN),1)
 ALL_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer
 ALL_LDFLAGS += -fsanitize=address,undefined
@@ -31,7 +31,7 @@ B = build
 # runtime/flowrun.h like any host.
 LIB = base labels query freeze loop pool cookies rules runtime session pages call request response integrations auth \
       secrets json inspect snapshot \
-      sandbox quota journal store_sqlite
+      sandbox quota journal store_sqlite wire
 LIB_O = $(LIB:%=$(B)/lib/%.o) $(B)/modules.o
 LUA_MODULES = $(sort $(wildcard lua/flowrun/*.lua))
 CLI = main common limits run jsonl sessions test repl/main repl/term repl/sessions mock/server mock/routes

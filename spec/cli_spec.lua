@@ -226,7 +226,7 @@ describe("The command line", function()
       assert.matches("cannot open " .. dir:gsub("%p", "%%%0") .. ": Is a directory", r.stderr)
     end)
 
-    it("goes through the proxy the environment names, as libcurl does (http_proxy, no_proxy)", function()
+    it("goes through the proxy the environment names only with proxy = \"env\" (http_proxy, no_proxy)", function()
       local mock = helper.mock({ { path = "/v1/x", json = { ok = true } } })
       local dir = helper.tmpdir()
       helper.integrations(helper.lua_source({ shop = { base_url = mock.url .. "/v1" } }), dir)
@@ -236,6 +236,9 @@ describe("The command line", function()
       ]], dir)
       local proxy = "http://127.0.0.1:" .. helper.closed_port()
       local r = helper.cli{ args = { f }, env = { http_proxy = proxy, no_proxy = "", NO_PROXY = "" } }
+      assert.are.equal("200 nil\n", r.stdout, r.stderr)   -- the environment is not the integration's
+      helper.integrations(helper.lua_source({ shop = { base_url = mock.url .. "/v1", proxy = "env" } }), dir)
+      r = helper.cli{ args = { f }, env = { http_proxy = proxy, no_proxy = "", NO_PROXY = "" } }
       assert.are.equal("error refused\n", r.stdout, r.stderr)
       r = helper.cli{ args = { f }, env = { http_proxy = proxy, no_proxy = "127.0.0.1" } }
       assert.are.equal("200 nil\n", r.stdout)

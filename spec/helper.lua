@@ -258,6 +258,58 @@ function helper.tls_server()
   return setmetatable(proc, server_mt)
 end
 
+-- Starts `openssl s_server -www -Verify 1` (mutual TLS: a client must show
+-- a certificate the server trusts), with fresh self-signed certificates
+-- for the server (127.0.0.1) and a client. Returns the server with
+-- .ca_file (the server's certificate) and .client = { cert, key,
+-- key_enc (the key encrypted with .client.password) }.
+function helper.mtls_server()
+  local d = helper.tmpdir()
+  local function self_signed(name, cn, ext)
+    assert(os.execute("openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=" .. cn .. ext
+      .. " -days 2 -keyout " .. d .. "/" .. name .. ".key -out " .. d .. "/" .. name .. ".pem"
+      .. " >/dev/null 2>&1"), "openssl req failed")
+  end
+  self_signed("server", "127.0.0.1", " -addext subjectAltName=IP:127.0.0.1")
+  self_signed("client", "flowrun-client", "")
+  local client = { cert = d .. "/client.pem", key = d .. "/client.key",
+                   key_enc = d .. "/client-enc.key", password = "s3cret pass" }
+  assert(os.execute("openssl pkey -in " .. client.key .. " -aes256 -passout 'pass:" .. client.password
+    .. "' -out " .. client.key_enc .. " >/dev/null 2>&1"), "openssl pkey failed")
+  local proc = spawn("openssl s_server -accept 127.0.0.1:0 -www -Verify 1 -verify_return_error"
+    .. " -CAfile " .. client.cert .. " -cert " .. d .. "/server.pem -key " .. d .. "/server.key")
+  proc.what = nil                       -- not ours to check for sanitizer reports
+  local port = helper.wait_for(function()
+    local s = helper.read(proc.out)
+    return s and tonumber(s:match("ACCEPT 127%.0%.0%.1:(%d+)"))
+  end, 10000)
+  if not port then error("openssl s_server did not start: " .. (helper.read(proc.out) or ""), 2) end
+  proc.port, proc.url, proc.ca_file, proc.client = port, "https://127.0.0.1:" .. port, d .. "/server.pem", client
+  return setmetatable(proc, server_mt)
+end
+
+-- Starts tinyproxy (Debian's) on 127.0.0.1 as the current user, in the
+-- foreground, logging each request it forwards; :log() reads that log
+-- ("Request (file descriptor 5): GET http://127.0.0.1:PORT/x HTTP/1.1").
+function helper.tinyproxy()
+  local d = helper.tmpdir()
+  local port = helper.closed_port()
+  helper.write(d .. "/tinyproxy.conf", table.concat({
+    "Port " .. port, "Listen 127.0.0.1", "Timeout 30", "MaxClients 100",
+    "LogFile \"" .. d .. "/tinyproxy.log\"", "LogLevel Connect", "Allow 127.0.0.1", "",
+  }, "\n"))
+  local proc = spawn("tinyproxy -d -c " .. d .. "/tinyproxy.conf")
+  proc.what = nil
+  proc.err = d .. "/tinyproxy.log"      -- :log() and :count() read it
+  local up = helper.wait_for(function()
+    local ok = os.execute("bash -c 'exec 3<>/dev/tcp/127.0.0.1/" .. port .. "' 2>/dev/null")
+    return ok == true
+  end, 10000)
+  if not up then error("tinyproxy did not start: " .. (helper.read(proc.out) or ""), 2) end
+  proc.port, proc.url = port, "http://127.0.0.1:" .. port
+  return setmetatable(proc, server_mt)
+end
+
 -- A port on 127.0.0.1 where nothing listens: one a mock had, now closed.
 function helper.closed_port()
   local m = helper.mock({ { path = "/", body = "x" } })

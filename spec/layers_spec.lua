@@ -111,7 +111,7 @@ describe("the library (runtime/lib) and the Lua module (runtime/module)", functi
     { "lib/json", "lib/secrets", "lib/rules", "lib/pool", "lib/cookies", "lib/store_sqlite", "modules" },  -- leaves
     { "lib/base", "lib/labels", "lib/query", "lib/freeze" },   -- errors, labels, queries, shared tables
     { "lib/loop", "lib/quota", "lib/auth" },                  -- the loop; a session's limits; OAuth2 tokens
-    { "lib/integrations" },
+    { "lib/integrations", "lib/wire" },                        -- integrations; what they ask of the wire
     { "lib/request", "lib/response" },                         -- a spec to a request; a response table
     { "lib/call", "lib/snapshot" },                            -- a call's life; values as bytes
     { "lib/inspect", "lib/journal" },                          -- flowrun.runtime for tools; a store's journals

@@ -188,7 +188,7 @@ say("missing: " .. table.concat(missing, " "))
     assert.are.same({
       "integration:string endpoint:string method:string path:string params:table query:table "
         .. "query_separator:string headers:table body:- form:table results:table timeout_ms:- "
-        .. "deadline_ms:-",
+        .. "deadline_ms:- multipart:table",
       "GET POST PUT PATCH DELETE HEAD / GET, POST, PUT, PATCH, DELETE or HEAD",
       "other error timeout max-connection",
       "404=code 4xx=class timeout=default Timeout=upper 4XX=upper 40=nil gone=nil",

@@ -345,6 +345,35 @@ function nodespec.problems(spec, opts)
     end
   end
   want("form")
+
+  -- multipart (rules.c's part_problem for each part known statically)
+  local mp = spec.multipart
+  if mp ~= nil then
+    if body ~= nil then add(M.multipart_and_body, "body")
+    elseif form ~= nil then add(M.multipart_and_body, "form") end
+    if method == "GET" or method == "HEAD" then add(M.no_body, method, "multipart") end
+    if type(headers) == "table" and headers ~= UNKNOWN then
+      for _, k in ipairs(sorted_keys(headers)) do
+        if type(k) == "string" and k:lower() == "content-type" then add(M.multipart_content_type, k) end
+      end
+    end
+  end
+  if want("multipart") and mp ~= UNKNOWN then
+    local n = 0
+    for _ in pairs(mp) do n = n + 1 end
+    if n == 0 or n ~= #mp then
+      add(M.multipart_array)
+    else
+      for i, part in ipairs(mp) do
+        local known = not dynamic(part)
+        if known and type(part) == "table" then
+          for _, v in pairs(part) do if dynamic(v) then known = false end end
+        end
+        local why = known and RULES.part_problem(part)
+        if why then add(M.multipart_part, i, why) end
+      end
+    end
+  end
   return out, learnt
 end
 

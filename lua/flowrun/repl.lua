@@ -278,6 +278,16 @@ command("integrations", "", "the integrations: base URL, pool, endpoints (never 
       out[#out + 1] = ("  rate_limit: %d requests per %d ms"):format(ig.rate_limit.requests, ig.rate_limit.per_ms)
     end
     if ig.deadline_ms then out[#out + 1] = ("  deadline_ms %d"):format(ig.deadline_ms) end
+    local wire = {}
+    if ig.compressed then wire[#wire + 1] = "compressed" end
+    if ig.proxy then
+      wire[#wire + 1] = "proxy " .. ig.proxy .. (ig.no_proxy and " (no_proxy " .. ig.no_proxy .. ")" or "")
+    end
+    if ig.cert_file then
+      wire[#wire + 1] = "client certificate " .. ig.cert_file .. (ig.key_file and " (key " .. ig.key_file
+        .. (ig.key_password and ", with a password)" or ")") or (ig.key_password and " (with a password)" or ""))
+    end
+    if #wire > 0 then out[#out + 1] = "  wire: " .. table.concat(wire, "; ") end
     local eps = {}
     for ep in pairs(ig.endpoints) do eps[#eps + 1] = ep end
     table.sort(eps)

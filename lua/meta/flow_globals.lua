@@ -33,9 +33,18 @@
 ---@field headers? table<string, string|number> added to the integration's
 ---@field body? table|string a table is sent as `json.encode` writes it; a string needs a Content-Type
 ---@field form? table<string, string|number|boolean> sent urlencoded
+---@field multipart? flowrun.Part[] sent as multipart/form-data (not with body or form)
 ---@field results? flowrun.Label[] the declared results; must include a success: a 2xx status or "2xx"
 ---@field timeout_ms? integer this call's whole-call limit
 ---@field deadline_ms? integer the whole call's limit across its attempts, backoffs and redirects (timeout, reason deadline)
+
+---A part of a multipart body: a field (value) or a file (data, filename, content_type).
+---@class flowrun.Part
+---@field name string the form field's name
+---@field value? string|number a field's value
+---@field data? string a file's contents (from memory)
+---@field filename? string the file's name, with data
+---@field content_type? string the file's type, with data
 
 ---What `api_node` returns with every label (README: The labels).
 ---@class flowrun.Response

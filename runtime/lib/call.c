@@ -29,6 +29,7 @@
 #include "rules.h"
 #include "runtime.h"
 #include "secrets.h"
+#include "wire.h"
 
 #define MAX_HOPS 5
 
@@ -55,6 +56,13 @@ static bool buf_add(fr_buf *b, const char *p, size_t n) {
   return true;
 }
 
+/* The multipart body of c's transfer (wire.c) goes with the transfer. */
+static void mime_out(fr_call *c) {
+  curl_easy_setopt(c->easy, CURLOPT_MIMEPOST, NULL);
+  curl_mime_free(c->mime);
+  c->mime = NULL;
+}
+
 /* Takes e out of the multi handle and keeps it for ig's next call; one
 ** libcurl would not take out is freed instead (curl_easy_cleanup takes it
 ** out), never reused. */
@@ -79,6 +87,7 @@ static void unwait(fr_call *c) {
 static void detach(fr_call *c) {
   flowrun *rt = c->rt;
   if (c->easy) {
+    if (c->mime) mime_out(c);
     easy_out(rt, c->rq.ig, c->easy);
     c->easy = NULL;
   }
@@ -373,7 +382,10 @@ static void classify(fr_call *c, CURLcode rc, curl_off_t connect_us) {
     break;
   case CURLE_RECV_ERROR: case CURLE_SEND_ERROR: case CURLE_PARTIAL_FILE:
   case CURLE_GOT_NOTHING:
-    fr_call_fail(c, LABEL_ERROR, "reset", "%s", detail);
+    /* TLS 1.3: a server that refuses the client's certificate (or its
+    ** absence) says so in an alert after the handshake, at the first read */
+    fr_call_fail(c, LABEL_ERROR, strstr(c->errbuf, "SSL") && strstr(c->errbuf, " alert ")
+                 ? "tls" : "reset", "%s", detail);
     return;
   case CURLE_TOO_MANY_REDIRECTS:
     fr_call_fail(c, LABEL_ERROR, "redirect", "%s", detail);
@@ -458,6 +470,45 @@ static const char *relative_of(const fr_call *c) {
          ? target + bn : target;
 }
 
+/* s (n bytes, to a NUL) in double quotes, as curl's -F reads a value:
+** '"' and '\' escaped; false when a NUL cut it. */
+static bool curl_quoted(FILE *f, const char *s, size_t n) {
+  size_t k = strnlen(s, n);
+  fputc('"', f);
+  for (size_t i = 0; i < k; i++) {
+    if (s[i] == '"' || s[i] == '\\') fputc('\\', f);
+    fputc(s[i], f);
+  }
+  fputc('"', f);
+  return k == n;
+}
+
+/* The parts of a multipart body as curl's -F options; false when a NUL
+** cut one. */
+static bool curl_parts(flowrun *rt, FILE *f, const fr_parts *ps) {
+  bool whole = true;
+  for (int i = 0; i < ps->n; i++) {
+    const fr_part *p = &ps->p[i];
+    char *s = NULL;
+    size_t n = 0;
+    FILE *m = open_memstream(&s, &n);
+    if (!m) return whole;
+    fprintf(m, "%s=", p->name);
+    whole = curl_quoted(m, p->data, p->len) && whole;
+    if (p->filename) {
+      fputs(";filename=", m);
+      curl_quoted(m, p->filename, strlen(p->filename));
+    }
+    if (p->type) fprintf(m, ";type=%s", p->type);
+    if (fclose(m) == 0) {
+      fputs(" \\\n  -F ", f);
+      fr_shell_word(rt, f, s, n);
+    }
+    free(s);
+  }
+  return whole;
+}
+
 /* The call being traced as a curl command line (see flowrun.h). */
 char *flowrun_trace_curl(flowrun *rt, const flowrun_trace *t) {
   fr_call *c = rt->tracing;
@@ -467,12 +518,13 @@ char *flowrun_trace_curl(flowrun *rt, const flowrun_trace *t) {
   if (!c || !t || t != rt->tracing_t || !(f = open_memstream(&out, &n))) return NULL;
   fputs("curl", f);
   if (strcmp(c->rq.method, "HEAD") == 0) fputs(" -I", f);
-  else if (strcmp(c->rq.method, "GET") != 0 && !(strcmp(c->rq.method, "POST") == 0 && c->rq.body))
+  else if (strcmp(c->rq.method, "GET") != 0
+           && !(strcmp(c->rq.method, "POST") == 0 && (c->rq.body || c->rq.parts)))
     fprintf(f, " -X %s", c->rq.method);
   fputc(' ', f);
   fr_shell_word(rt, f, c->rq.url ? c->rq.url : "", c->rq.url ? strlen(c->rq.url) : 0);
   for (struct curl_slist *l = c->rq.hdrs; l; l = l->next)
-    if (c->rq.body || strcasecmp(l->data, "Expect:") != 0)   /* only a body is sent with Expect */
+    if (c->rq.body || c->rq.parts || strcasecmp(l->data, "Expect:") != 0)   /* only a body is sent with Expect */
       curl_header(rt, f, l->data);
   if (c->rq.body) {
     blen = strnlen(c->rq.body, c->rq.bodylen);
@@ -480,6 +532,8 @@ char *flowrun_trace_curl(flowrun *rt, const flowrun_trace *t) {
     fr_shell_word(rt, f, c->rq.body, blen);
     if (blen < c->rq.bodylen) fputs("  # the body holds NUL bytes: cut at the first", f);
   }
+  if (c->rq.parts && !curl_parts(rt, f, c->rq.parts))
+    fputs("  # a part holds NUL bytes: cut at the first", f);
   if (fclose(f) != 0) { free(out); return NULL; }
   return out;
 }
@@ -599,7 +653,6 @@ static CURL *easy_take(flowrun *rt, fr_integration *ig) {
   curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, fr_close_socket);
   curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, rt);
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, ig->connect_timeout_ms);
-  curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, ig->max_response_bytes);
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, ig->tls_verify ? 1L : 0L);
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, ig->tls_verify ? 2L : 0L);
   if (ig->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, ig->ca_file);
@@ -608,6 +661,7 @@ static CURL *easy_take(flowrun *rt, fr_integration *ig) {
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, ig->http_version);
     curl_easy_setopt(e, CURLOPT_PIPEWAIT, ig->http_version != CURL_HTTP_VERSION_1_1 ? 1L : 0L);
   }
+  fr_wire_easy(e, ig);                  /* wire.c: compression, proxy, certificate */
   return e;
 }
 
@@ -808,7 +862,14 @@ static void transfer(fr_call *c) {
     curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
   } else {
     curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
-    if (c->rq.body) {
+    if (c->rq.parts) {                  /* a MIME body for this transfer */
+      if (!(c->mime = fr_parts_mime(e, c->rq.parts))) {
+        fail_oom(c);                    /* finish gives e back */
+        finish(c);
+        return;
+      }
+      curl_easy_setopt(e, CURLOPT_MIMEPOST, c->mime);
+    } else if (c->rq.body) {
       curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->rq.bodylen);
       curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->rq.body);
     } else
@@ -816,8 +877,10 @@ static void transfer(fr_call *c) {
   }
   curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST,
                    strcmp(c->rq.method, "HEAD") == 0 || strcmp(c->rq.method, "GET") == 0
-                   || (c->rq.body && strcmp(c->rq.method, "POST") == 0) ? NULL : c->rq.method);
+                   || ((c->rq.body || c->rq.parts) && strcmp(c->rq.method, "POST") == 0)
+                   ? NULL : c->rq.method);
   if ((mc = curl_multi_add_handle(rt->multi, e)) != CURLM_OK) {
+    if (c->mime) mime_out(c);
     curl_easy_cleanup(e);               /* in an unknown state: not reused */
     c->easy = NULL;
     if (mc == CURLM_OUT_OF_MEMORY) fail_oom(c);
@@ -1151,6 +1214,8 @@ static bool follow(fr_call *c, const char *target, int status) {
     if (strcmp(c->rq.method, "HEAD") != 0) strcpy(c->rq.method, "GET");
     free(c->rq.body);
     c->rq.body = NULL;
+    fr_parts_free(c->rq.parts);
+    c->rq.parts = NULL;
   }
   c->hops++;
   transfer(c);
@@ -1178,6 +1243,7 @@ void fr_call_done(flowrun *rt, CURLMsg *m) {
     if (r && !(redirect = strdup(r))) c->oom = true;
   }
   if (c->rq.ig->cookies && !fr_cookies_save(e, &c->jar)) c->oom = true;
+  if (c->mime) mime_out(c);
   easy_out(rt, c->rq.ig, e);
   c->easy = NULL;
   if (c->oom) fail_oom(c);

@@ -35,6 +35,7 @@ struct fr_call {
   fr_call_waiter *w;                    /* NULL: a blocking call */
   fr_request rq;                        /* what it sends (request.c) */
   CURL *easy;
+  curl_mime *mime;                      /* a multipart body of this transfer (wire.c) */
   fr_call *prev, *next;                 /* the runtime's calls */
   int phase;
   bool active;                          /* counted in ncalls */

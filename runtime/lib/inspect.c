@@ -99,6 +99,16 @@ static int l_integrations(lua_State *L) {
       lua_pushstring(L, ig->http_version == CURL_HTTP_VERSION_1_1 ? "1.1" : "2");
       lua_setfield(L, -2, "http_version");
     }
+    lua_pushboolean(L, ig->compressed);   /* the wire (wire.c) */
+    lua_setfield(L, -2, "compressed");
+    if (ig->proxy_env || ig->proxy) set_str(L, rt, "proxy", ig->proxy_env ? "env" : ig->proxy);
+    if (ig->no_proxy) set_str(L, rt, "no_proxy", ig->no_proxy);
+    if (ig->cert_file) set_str(L, rt, "cert_file", ig->cert_file);
+    if (ig->key_file) set_str(L, rt, "key_file", ig->key_file);
+    if (ig->key_password) {               /* never its value */
+      lua_pushboolean(L, 1);
+      lua_setfield(L, -2, "key_password");
+    }
     lua_createtable(L, 0, 3);
     set_int(L, "attempts", ig->retry_attempts);
     set_int(L, "backoff_ms", ig->retry_backoff_ms);

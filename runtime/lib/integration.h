@@ -46,6 +46,11 @@ struct fr_integration {
   bool cookies;                         /* a cookie jar per session (cookies.c) */
   long http_version;                    /* CURLOPT_HTTP_VERSION; 0: libcurl's default */
   char *ca_file;
+  /* the wire (README: Compressed responses, Proxies, Client certificates) */
+  bool compressed;                      /* Accept-Encoding, max_response_bytes decoded */
+  bool proxy_env;                       /* proxy = "env": libcurl reads the environment */
+  char *proxy, *no_proxy;               /* NULL proxy: none, the environment ignored */
+  char *cert_file, *key_file, *key_password;
   char *unset;                          /* an env() it needs is unset (placeholders) */
   int retry_attempts;
   long retry_backoff_ms, retry_max_backoff_ms;

@@ -59,6 +59,11 @@ static void integration_free(fr_integration *ig) {
   }
   free(ig->endpoints);
   free(ig->ca_file);
+  free(ig->proxy);
+  free(ig->no_proxy);
+  free(ig->cert_file);
+  free(ig->key_file);
+  free(ig->key_password);
   free(ig->unset);
   fr_pool_free(&ig->pool);
   curl_slist_free_all(ig->shared_hdrs);
@@ -527,6 +532,59 @@ static void read_rate_limit(lua_State *L, building *b) {
   lua_pop(L, 3);
 }
 
+/* A string key of the integration table at top, copied, or NULL when it
+** is absent. */
+static char *opt_string(lua_State *L, building *b, int top, const char *key) {
+  size_t len;
+  const char *s;
+  lua_settop(L, top);
+  if (lua_getfield(L, top, key) == LUA_TNIL) return NULL;
+  s = want_string(L, b, -1, key, &len);
+  if (strlen(s) != len) bad(L, b, key, "a NUL byte in the string");
+  return xstrdup(L, s, len);
+}
+
+/* compressed, proxy, no_proxy, cert_file, key_file, key_password of the
+** integration table at top. A proxy is a URL libcurl can use (http,
+** https, socks) or "env"; without one the environment is not read. */
+static void read_wire(lua_State *L, building *b, int top) {
+  fr_integration *ig = b->ig;
+  lua_settop(L, top);
+  if (lua_getfield(L, top, "compressed") != LUA_TNIL)
+    ig->compressed = want_bool(L, b, "compressed");
+  if ((ig->proxy = opt_string(L, b, top, "proxy")) && strcmp(ig->proxy, "env") == 0) {
+    free(ig->proxy);
+    ig->proxy = NULL;
+    ig->proxy_env = true;
+  } else if (ig->proxy && !(b->rt->env_placeholders && strstr(ig->proxy, "${"))) {
+    static const char *const schemes[] = {   /* (an unset env() in check: not sent) */
+      "http", "https", "socks4", "socks4a", "socks5", "socks5h", NULL
+    };
+    CURLU *u = curl_url();
+    char *scheme = NULL;
+    int i = 0;
+    if (!u) luaL_error(L, "not enough memory");
+    bool ok = curl_url_set(u, CURLUPART_URL, ig->proxy, 0) == CURLUE_OK
+              && curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK;
+    while (ok && schemes[i] && strcmp(schemes[i], scheme) != 0) i++;
+    curl_free(scheme);
+    curl_url_cleanup(u);
+    if (!ok || !schemes[i])
+      bad(L, b, "proxy", "expected a proxy URL like \"http://HOST:PORT\" (http, https, "
+          "socks4, socks4a, socks5, socks5h) or \"env\"");
+  }
+  if ((ig->no_proxy = opt_string(L, b, top, "no_proxy")) && !ig->proxy && !ig->proxy_env)
+    bad(L, b, "no_proxy", "no proxy is set: give proxy too");
+  ig->cert_file = opt_string(L, b, top, "cert_file");
+  ig->key_file = opt_string(L, b, top, "key_file");
+  ig->key_password = opt_string(L, b, top, "key_password");
+  if (ig->key_file && !ig->cert_file)
+    bad(L, b, "key_file", "a key without its certificate: give cert_file too");
+  if (ig->key_password && !ig->cert_file)
+    bad(L, b, "key_password", "a password without a certificate: give cert_file too");
+  lua_settop(L, top);
+}
+
 /* libcurl reads "http:///x" and "http:/x" as the host x, and takes a
 ** user and password in the URL, which would then show in res.url and
 ** traces: the text itself must hold "//", a host, and no '@'. */
@@ -667,7 +725,8 @@ static fr_integration *build(flowrun *rt, lua_State *L, const char *name,
     "base_url", "headers", "auth", "query", "endpoints", "timeout_ms",
     "connect_timeout_ms", "max_connections", "queue_timeout_ms",
     "max_response_bytes", "follow_redirects", "tls_verify", "ca_file",
-    "retry", "idempotency_key", "http_version", "cookies", "deadline_ms", "rate_limit", NULL
+    "retry", "idempotency_key", "http_version", "cookies", "deadline_ms", "rate_limit",
+    "compressed", "proxy", "no_proxy", "cert_file", "key_file", "key_password", NULL
   };
   building *b;
   fr_integration *ig;
@@ -734,6 +793,7 @@ static fr_integration *build(flowrun *rt, lua_State *L, const char *name,
   if (FIELD("cookies")) ig->cookies = want_bool(L, b, "cookies");
   if (FIELD("deadline_ms")) ig->deadline_ms = want_int(L, b, "deadline_ms", 1);
   if (FIELD("rate_limit")) read_rate_limit(L, b);
+  read_wire(L, b, top);
 #undef FIELD
   lua_settop(L, box);                   /* the box stays: see take() */
   if (rt->env_placeholders) ig->unset = unset_placeholder(L, ig);

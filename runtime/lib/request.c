@@ -25,6 +25,7 @@
 #include "request.h"
 #include "rules.h"
 #include "runtime.h"
+#include "wire.h"
 
 /* ---- building the request ---- */
 
@@ -342,7 +343,7 @@ static void build_headers(lua_State *L, fr_request *rq, unsigned present, int *h
   }
   rq->retry_ok = (strcmp(rq->method, "POST") != 0 && strcmp(rq->method, "PATCH") != 0)
              || node_header(L, h, "Idempotency-Key") || ig_header(ig, "Idempotency-Key");
-  if (!h && !HAS(F_BODY) && !HAS(F_FORM)) {   /* the integration's alone */
+  if (!h && !HAS(F_BODY) && !HAS(F_FORM) && !HAS(F_MULTIPART)) {   /* the integration's alone */
     if (!ig->shared_hdrs) {             /* built once, into rq->hdrs */
       for (i = 0; i < ig->nheaders; i++)
         add_line(L, rq, tail, ig->headers[i].name, ig->headers[i].value);
@@ -374,13 +375,37 @@ static void build_headers(lua_State *L, fr_request *rq, unsigned present, int *h
     }
   }
   for (i = 0; i < ig->nheaders; i++)
-    if (!repeated[i]) add_line(L, rq, tail, ig->headers[i].name, ig->headers[i].value);
+    if (!repeated[i] && !(HAS(F_MULTIPART) && strcasecmp(ig->headers[i].name, "Content-Type") == 0))
+      add_line(L, rq, tail, ig->headers[i].name, ig->headers[i].value);
   if (repeated != few) lua_pop(L, 1);
   add_line(L, rq, tail, "Expect:", NULL);   /* no 100-continue round trip */
 }
 
+/* A multipart body: its parts (wire.c), sent with the Content-Type libcurl
+** makes (its boundary), so an integration's Content-Type is left out. */
+static void build_multipart(lua_State *L, fr_request *rq, unsigned present, int h) {
+  if (HAS(F_BODY) || HAS(F_FORM)) fr_api_error(L, M_MULTIPART_AND_BODY, HAS(F_BODY) ? "body" : "form");
+  if (strcmp(rq->method, "GET") == 0 || strcmp(rq->method, "HEAD") == 0)
+    fr_api_error(L, M_NO_BODY, rq->method, "multipart");
+  if (h) {
+    lua_pushnil(L);
+    while (lua_next(L, h)) {
+      lua_pop(L, 1);
+      if (strcasecmp(lua_tostring(L, -1), "Content-Type") == 0)
+        fr_api_error(L, M_MULTIPART_CONTENT_TYPE, lua_tostring(L, -1));
+    }
+  }
+  field(L, present, F_MULTIPART);
+  fr_parts_read(L, rq, -1);
+  lua_pop(L, 1);
+}
+
 static void build_body(lua_State *L, fr_request *rq, unsigned present, int h,
                        struct curl_slist **tail) {
+  if (HAS(F_MULTIPART)) {
+    build_multipart(L, rq, present, h);
+    return;
+  }
   int t = HAS(F_BODY) ? (lua_pushliteral(L, "body"), lua_rawget(L, 1)) : (lua_pushnil(L), LUA_TNIL);
   int f = HAS(F_FORM) ? (lua_pushliteral(L, "form"), lua_rawget(L, 1)) : (lua_pushnil(L), LUA_TNIL);
   bool has_type = node_header(L, h, "Content-Type") || ig_header(rq->ig, "Content-Type");
@@ -515,6 +540,7 @@ void fr_request_clear(fr_request *rq) {
   if (rq->ig) fr_integration_release(rq->ig);
   if (!rq->shared_hdrs) curl_slist_free_all(rq->hdrs);
   free(rq->body);
+  fr_parts_free(rq->parts);
   free(rq->fail_msg);
   memset(rq, 0, sizeof *rq);
   rq->url = url;

@@ -31,6 +31,7 @@ typedef struct fr_request {
   bool retry_ok;                        /* not POST/PATCH, or idempotent */
   char *body;
   size_t bodylen;
+  struct fr_parts *parts;               /* a multipart body (wire.c), or NULL */
   fr_results results;
   long timeout_ms;
   long deadline_ms;                     /* the whole call's, retries and all; 0: none */

@@ -32,6 +32,7 @@ const fr_field fr_fields[F_NFIELDS] = {
   { "results",         LUA_TTABLE,  "an array like {\"200\", \"404\"}" },
   { "timeout_ms",      LUA_TNONE,   "a positive integer" },
   { "deadline_ms",     LUA_TNONE,   "a positive integer" },
+  { "multipart",       LUA_TTABLE,  "an array of parts like { { name = \"title\", value = \"x\" } }" },
 };
 
 const char *const fr_methods[] = {
@@ -166,6 +167,75 @@ const char *fr_header_problem(const char *name, const char *value, size_t vlen) 
   return NULL;
 }
 
+/* A string key of the part at idx: NULL when absent, else a problem (on
+** the stack) unless it is a string without NUL (a number, with num). */
+static const char *part_string(lua_State *L, int idx, const char *key, bool num,
+                               bool *has) {
+  size_t len;
+  int t = lua_getfield(L, idx, key);
+  *has = t != LUA_TNIL;
+  if (t == LUA_TNIL || (num && t == LUA_TNUMBER)) {
+    lua_pop(L, 1);
+    return NULL;
+  }
+  if (t != LUA_TSTRING)
+    return lua_pushfstring(L, "%s: expected a string%s, got %s", key,
+                           num ? " or a number" : "", luaL_typename(L, -1));
+  const char *s = lua_tolstring(L, -1, &len);
+  if (strcmp(key, "data") != 0 && strcmp(key, "value") != 0 && strlen(s) != len)
+    return lua_pushfstring(L, "%s: a NUL byte in the string", key);
+  lua_pop(L, 1);
+  return NULL;
+}
+
+const char *fr_part_problem(lua_State *L, int idx) {
+  static const char *const keys[] = { "name", "value", "data", "filename", "content_type", NULL };
+  const char *why;
+  bool has[5];
+  idx = lua_absindex(L, idx);
+  if (!lua_istable(L, idx))
+    return lua_pushfstring(L, "expected a table like { name = \"file\", filename = \"a.txt\", "
+                           "data = \"...\" }, got %s", luaL_typename(L, idx));
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int k = 0;
+    lua_pop(L, 1);
+    if (lua_type(L, -1) == LUA_TSTRING)
+      while (keys[k] && strcmp(keys[k], lua_tostring(L, -1)) != 0) k++;
+    if (lua_type(L, -1) != LUA_TSTRING || !keys[k])
+      return lua_pushfstring(L, "unknown key '%s' (a part has name, value or data, "
+                             "filename, content_type)", luaL_tolstring(L, -1, NULL));
+  }
+  for (int k = 0; keys[k]; k++)
+    if ((why = part_string(L, idx, keys[k], k == 1, &has[k]))) return why;
+  lua_getfield(L, idx, "name");
+  bool empty = !has[0] || lua_rawlen(L, -1) == 0;
+  lua_pop(L, 1);
+  if (empty) return lua_pushliteral(L, "name: a non-empty string is required");
+  if (has[1] && has[2]) return lua_pushliteral(L, "give value (a field) or data (a file), not both");
+  if (!has[1] && !has[2]) return lua_pushliteral(L, "value (a field) or data (a file) is required");
+  if (has[1] && (has[3] || has[4]))
+    return lua_pushfstring(L, "%s goes with data (a file), not value", has[3] ? "filename" : "content_type");
+  if (has[4]) {
+    lua_getfield(L, idx, "content_type");
+    const char *t = lua_tostring(L, -1);
+    for (; *t; t++)
+      if ((unsigned char)*t < 0x20 || *t == 0x7f) {
+        lua_pop(L, 1);
+        return lua_pushliteral(L, "content_type: control characters are not allowed");
+      }
+    lua_pop(L, 1);
+  }
+  return NULL;
+}
+
+/* part_problem(part) -> why api_node refuses the multipart part, or nil */
+static int l_part_problem(lua_State *L) {
+  lua_settop(L, 1);
+  if (!fr_part_problem(L, 1)) lua_pushnil(L);
+  return 1;
+}
+
 static int l_path_problem(lua_State *L) {
   lua_pushstring(L, fr_path_problem(luaL_checkstring(L, 1)));   /* NULL: nil */
   return 1;
@@ -253,4 +323,6 @@ void fr_push_rules(lua_State *L) {
   lua_setfield(L, -2, "header_problem");
   lua_pushcfunction(L, l_result_kind);
   lua_setfield(L, -2, "result_kind");
+  lua_pushcfunction(L, l_part_problem);
+  lua_setfield(L, -2, "part_problem");
 }

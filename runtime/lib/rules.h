@@ -18,7 +18,7 @@
 enum {
   F_INTEGRATION, F_ENDPOINT, F_METHOD, F_PATH, F_PARAMS, F_QUERY,
   F_QUERY_SEPARATOR, F_HEADERS, F_BODY, F_FORM, F_RESULTS, F_TIMEOUT_MS,
-  F_DEADLINE_MS,
+  F_DEADLINE_MS, F_MULTIPART,
   F_NFIELDS
 };
 
@@ -91,7 +91,12 @@ int fr_result_kind(const char *s, size_t len);
   X(BODY_AND_FORM, "give body or form, not both") \
   X(NO_BODY, "a %s request cannot have a %s") \
   X(STRING_BODY, "a string body needs a Content-Type header (for example application/xml)") \
-  X(BODY_TYPE, "body: expected a table or a string, got %s")
+  X(BODY_TYPE, "body: expected a table or a string, got %s") \
+  X(MULTIPART_AND_BODY, "give multipart or %s, not both") \
+  X(MULTIPART_ARRAY, "multipart: expected a non-empty array of parts") \
+  X(MULTIPART_PART, "multipart[%d]: %s") \
+  X(MULTIPART_CONTENT_TYPE, "multipart sends its own Content-Type (multipart/form-data " \
+                            "and its boundary): remove headers.%s")
 
 #define FR_MESSAGE_ID(id, text) M_##id,
 enum { FR_MESSAGES(FR_MESSAGE_ID) M_NMESSAGES };
@@ -120,6 +125,11 @@ extern const char *const fr_integrations_base[];
 /* Pushes the table of rules(): fields, methods, labels, messages, sandbox,
 ** and path_problem, header_problem and result_kind for Lua. */
 void fr_push_rules(lua_State *L);
+
+/* Why the multipart part at idx cannot be sent, or NULL: a table with a
+** name and either value (a field) or data (a file, with filename and
+** content_type if given). A message is left on the stack. */
+const char *fr_part_problem(lua_State *L, int idx);
 
 /* Why a header cannot be sent (name, value of vlen bytes), or NULL. */
 const char *fr_header_problem(const char *name, const char *value, size_t vlen);

@@ -36,6 +36,7 @@
 ---@field headers? table<string, string|number>|fun(session: flowrun.Session): table<string, string|number>
 ---@field body? table|string|fun(session: flowrun.Session): (table|string)
 ---@field form? table<string, string|number|boolean>|fun(session: flowrun.Session): table
+---@field multipart? flowrun.Part[]|fun(session: flowrun.Session): flowrun.Part[]
 ---@field timeout_ms? integer|fun(session: flowrun.Session): integer
 ---@field deadline_ms? integer|fun(session: flowrun.Session): integer the whole call's limit, retries and all
 ---@field on table<flowrun.Label, flowrun.flow.TargetField> result label (or switch label) -> target; never a function

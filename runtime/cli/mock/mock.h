@@ -30,7 +30,7 @@ struct route {
   int nheaders, has_ctype;
   char *body;                   /* body text, or the encoded json */
   size_t bodylen;
-  int json, echo, fault, chunked;
+  int json, echo, fault, chunked, gzip;
   long delay_ms;
   long times, used;             /* matches at most `times` requests (0: always) */
   struct header *query;         /* parameters the request's query must have */

@@ -27,7 +27,7 @@
 
 static const char *const route_keys[] = {
   "method", "path", "status", "headers", "json", "body", "delay_ms", "fault",
-  "echo", "times", "chunked", "query", NULL
+  "echo", "times", "chunked", "query", "gzip", NULL
 };
 
 /* Resizes p to n bytes; running out of memory ends the process. */
@@ -294,6 +294,8 @@ static void load_route(lua_State *L, const struct mock *m, int i,
     r->echo = lua_toboolean(L, -1);
   if (field(L, m, i, rt, "chunked", LUA_TBOOLEAN))
     r->chunked = lua_toboolean(L, -1);
+  if (field(L, m, i, rt, "gzip", LUA_TBOOLEAN))
+    r->gzip = lua_toboolean(L, -1);
   if (field(L, m, i, rt, "times", LUA_TNUMBER))
     r->times = (long) int_in(L, m, i, "times", 1, 0x7fffffff);
   if (field(L, m, i, rt, "body", LUA_TSTRING)) {

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -23,6 +24,7 @@
 #include <sys/socket.h>
 
 #include <microhttpd.h>
+#include <zlib.h>
 
 #include "cli/common.h"
 #include "mock.h"
@@ -60,6 +62,50 @@ static enum MHD_Result echo_header(void *cls, enum MHD_ValueKind kind,
   return MHD_YES;
 }
 
+/* The parts of a multipart/form-data body as MHD's parser hands them:
+** each opens a JSON object whose "data" string stays open for the next
+** piece of the same part. */
+static enum MHD_Result echo_part(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 const char *filename, const char *content_type,
+                                 const char *transfer_encoding, const char *data,
+                                 uint64_t off, size_t size) {
+  struct buf *b = cls;
+  (void) kind, (void) transfer_encoding;
+  if (off == 0) {
+    mock_buf_adds(b, b->p[b->n - 1] == '[' ? "{\"name\":" : "\"},{\"name\":");
+    buf_str(b, key ? key : "");
+    if (filename) {
+      mock_buf_adds(b, ",\"filename\":");
+      buf_str(b, filename);
+    }
+    if (content_type) {
+      mock_buf_adds(b, ",\"content_type\":");
+      buf_str(b, content_type);
+    }
+    mock_buf_adds(b, ",\"data\":\"");
+  }
+  mock_buf_esc(b, data, size);
+  return MHD_YES;
+}
+
+/* Appends ,"multipart":[{name, filename, content_type, data}...] for a
+** multipart/form-data body, parsed by libmicrohttpd's post processor
+** ("multipart_error": true when it finds the body malformed). */
+static void echo_multipart(struct buf *b, struct MHD_Connection *c, const struct req *q) {
+  struct MHD_PostProcessor *pp = MHD_create_post_processor(c, 4096, echo_part, b);
+  int ok;
+  mock_buf_adds(b, ",\"multipart\":[");
+  if (pp == NULL) {
+    mock_buf_adds(b, "],\"multipart_error\":true");
+    return;
+  }
+  size_t start = b->n;
+  ok = MHD_post_process(pp, q->body.p ? q->body.p : "", q->body.n) == MHD_YES;
+  ok = MHD_destroy_post_processor(pp) == MHD_YES && ok;
+  mock_buf_adds(b, b->n > start ? "\"}]" : "]");
+  if (!ok) mock_buf_adds(b, ",\"multipart_error\":true");
+}
+
 /* Appends the request itself to b as a JSON object. */
 static void echo(struct buf *b, struct MHD_Connection *c, const char *method,
                  const struct req *q) {
@@ -93,6 +139,8 @@ static void echo(struct buf *b, struct MHD_Connection *c, const char *method,
   mock_buf_adds(b, "},\"body\":\"");
   mock_buf_esc(b, q->body.p ? q->body.p : "", q->body.n);
   mock_buf_adds(b, "\"");
+  const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+  if (ct && strncasecmp(ct, "multipart/form-data", 19) == 0) echo_multipart(b, c, q);
   /* the client's port: equal on two requests means one kept-alive connection */
   const union MHD_ConnectionInfo *ci =
     MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
@@ -103,6 +151,25 @@ static void echo(struct buf *b, struct MHD_Connection *c, const char *method,
     mock_buf_adds(b, port);
   }
   mock_buf_adds(b, "}");
+}
+
+/* Replaces b with its gzip encoding. */
+static void gzip_buf(struct buf *b) {
+  z_stream z;
+  memset(&z, 0, sizeof z);
+  if (deflateInit2(&z, 9, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) abort();
+  size_t cap = deflateBound(&z, (uLong) b->n);
+  char *out = mock_xrealloc(NULL, cap + 1);
+  z.next_in = (Bytef *) (b->p ? b->p : "");
+  z.avail_in = (uInt) b->n;
+  z.next_out = (Bytef *) out;
+  z.avail_out = (uInt) cap;
+  if (deflate(&z, Z_FINISH) != Z_STREAM_END) abort();
+  free(b->p);
+  b->p = out;
+  b->n = z.total_out;
+  b->cap = cap + 1;
+  deflateEnd(&z);
 }
 
 struct cut { size_t send; int whole; char p[]; };  /* a body sent by callback */
@@ -159,6 +226,7 @@ static enum MHD_Result respond(struct MHD_Connection *c, const char *method,
     if (r->body) mock_render(&b, r->body, r->bodylen, r, q->vals, r->json);
     ctype = r->json ? "application/json" : r->body ? "text/plain" : NULL;
   }
+  if (r && r->gzip) gzip_buf(&b);
   if (r && (r->fault == FAULT_RESET || r->chunked))
     resp = callback_response(&b, r->fault != FAULT_RESET);
   else resp = MHD_create_response_from_buffer(b.n, b.p, MHD_RESPMEM_MUST_COPY);
@@ -170,6 +238,7 @@ static enum MHD_Result respond(struct MHD_Connection *c, const char *method,
     MHD_add_response_header(resp, r->headers[k].name, v.p ? v.p : "");
     free(v.p);
   }
+  if (r && r->gzip) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_ENCODING, "gzip");
   if (ctype && !(r && r->has_ctype))
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
   ok = MHD_queue_response(c, (unsigned) status, resp);
