@@ -34,7 +34,7 @@ const char cli_usage[] =
   "  --sessions N       run N sessions at once; output lines are prefixed [ID]\n"
   "  --store PATH       keep the sessions in a SQLite store: after a crash or a\n"
   "                     restart the same command goes on with them (run, host)\n"
-  "  --trace            one line per api_node call on stderr\n"
+  "  --trace            one line per api_node request (attempt, redirect) on stderr\n"
   "  --trace-json FILE  the same as JSON lines\n"
   "  --allow LIST       grant flows more than the sandbox: io, os, debug, package\n"
   "  --limit NAME=N     a session's limit: instructions (between two waits),\n"

@@ -70,7 +70,7 @@ static const struct { const char *cmd, *text; } sub_usage[] = {
     "usage: flowrun [run] [options] FLOW.lua [ARGS...]\n"
     "  -I FILE            integrations file\n"
     "  --sessions N       run N sessions at once; output lines are prefixed [ID]\n"
-    "  --trace            one line per api_node call on stderr\n"
+    "  --trace            one line per api_node request (attempt, redirect) on stderr\n"
     "  --trace-json FILE  the same as JSON lines\n"
     "  --allow LIST       grant flows more than the sandbox: io, os, debug, package\n"
     "  --limit NAME=N     instructions, session-memory, memory, output, wall\n"
