@@ -6,85 +6,47 @@
 -- for many calls = one connection).
 local helper = require "spec.helper"
 
-local NGINX = os.execute("command -v nginx >/dev/null 2>&1") and "nginx" or "/usr/sbin/nginx"
-
-local CONF = [[
-daemon off;
-master_process off;
-worker_processes 1;
-pid DIR/nginx.pid;
-error_log DIR/error.log warn;
-events { worker_connections 1024; }
-http {
-  log_format h2 '$connection $server_protocol $request_uri';
-  access_log DIR/access.log h2;
-  client_body_temp_path DIR/body;
-  proxy_temp_path DIR/proxy;
-  fastcgi_temp_path DIR/fastcgi;
-  uwsgi_temp_path DIR/uwsgi;
-  scgi_temp_path DIR/scgi;
+local SERVERS = [[
   server {
-    listen 127.0.0.1:TLSPORT ssl http2;
-    listen 127.0.0.1:PLAINPORT;
+    listen 127.0.0.1:PORT1 ssl http2;
+    listen 127.0.0.1:PORT2;
     ssl_certificate DIR/cert.pem;
     ssl_certificate_key DIR/key.pem;
     location /v1/ { default_type application/json; return 200 '{"ok":true}'; }
   }
   server {                    # ends each connection after 50 requests (HTTP/2: a GOAWAY)
-    listen 127.0.0.1:GOAWAYPORT ssl http2;
+    listen 127.0.0.1:PORT3 ssl http2;
     keepalive_requests 50;
     ssl_certificate DIR/cert.pem;
     ssl_certificate_key DIR/key.pem;
     location /v1/ { default_type application/json; return 200 '{"ok":true}'; }
   }
-}
 ]]
 
--- Starts nginx (master_process off: one process, as whoever runs the spec,
--- root or not; its pid, logs and temp files in its own folder). Returns
+-- Starts nginx (helper.nginx) with a certificate for 127.0.0.1. Returns
 -- { pid, dir, tls, plain, goaway (base URLs), ca_file, take_log() }.
 local function start_nginx()
   local dir = helper.tmpdir()
   assert(os.execute(("openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=127.0.0.1"
     .. " -addext subjectAltName=IP:127.0.0.1 -days 2 -keyout %s/key.pem -out %s/cert.pem"
     .. " >/dev/null 2>&1"):format(dir, dir)), "openssl req failed")
-  for _ = 1, 5 do
-    local ports = { helper.closed_port(), helper.closed_port(), helper.closed_port() }
-    local conf = CONF:gsub("DIR", dir):gsub("TLSPORT", ports[1]):gsub("PLAINPORT", ports[2])
-                     :gsub("GOAWAYPORT", ports[3])
-    helper.write(dir .. "/nginx.conf", conf)
-    local p = io.popen(("%s -p %s/ -c %s/nginx.conf -e %s/error.log </dev/null >%s/out 2>&1 & echo $!")
-                       :format(NGINX, dir, dir, dir, dir))
-    local pid = tonumber(p:read("l"))
-    p:close()
-    local up = helper.wait_for(function()
-      local s = helper.read(dir .. "/error.log") or ""
-      if s:find("emerg") then return false end
-      return helper.read(dir .. "/nginx.pid") ~= nil   -- written once it listens
-    end, 10000)
-    if up then
-      os.execute(": > " .. dir .. "/access.log")
-      return {
-        pid = pid, dir = dir, ca_file = dir .. "/cert.pem",
-        tls = ("https://127.0.0.1:%d/v1"):format(ports[1]),
-        plain = ("http://127.0.0.1:%d/v1"):format(ports[2]),
-        goaway = ("https://127.0.0.1:%d/v1"):format(ports[3]),
-        -- the access log's lines as { conn, proto, uri }, then emptied
-        take_log = function()
-          local t = {}
-          for line in (helper.read(dir .. "/access.log") or ""):gmatch("[^\n]+") do
-            local conn, proto, uri = line:match("^(%d+) (%S+) (%S+)$")
-            t[#t + 1] = { conn = conn, proto = proto, uri = uri }
-          end
-          os.execute(": > " .. dir .. "/access.log")
-          return t
-        end,
-      }
-    end
-    os.execute("kill -TERM " .. pid .. " 2>/dev/null")
-    os.remove(dir .. "/error.log")
-  end
-  error("nginx did not start: " .. (helper.read(dir .. "/error.log") or ""))
+  local ng = helper.nginx({ dir = dir, log = "$connection $server_protocol $request_uri", servers = SERVERS })
+  return {
+    pid = ng.pid, dir = dir, ca_file = dir .. "/cert.pem", stop = ng.stop,
+    tls = ("https://127.0.0.1:%d/v1"):format(ng.ports[1]),
+    plain = ("http://127.0.0.1:%d/v1"):format(ng.ports[2]),
+    goaway = ("https://127.0.0.1:%d/v1"):format(ng.ports[3]),
+    -- the access log's lines as { conn, proto, uri }, then emptied
+    take_log = function()
+      local t = {}
+      for _, line in ipairs(ng.log()) do
+        local conn, proto, uri = line:match("^(%d+) (%S+) (%S+)$")
+        t[#t + 1] = { conn = conn, proto = proto, uri = uri }
+      end
+      ng.clear()
+      return t
+    end,
+  }
 end
 
 -- The distinct connections and protocols of log lines (sorted lists).
@@ -106,13 +68,7 @@ say(label)
 describe("http_version", function()
   local ng
   setup(function() ng = start_nginx() end)
-  teardown(function()
-    if ng then
-      os.execute("kill -TERM " .. ng.pid .. " 2>/dev/null")
-      helper.wait_for(function() return os.execute("kill -0 " .. ng.pid .. " 2>/dev/null") ~= true end, 5000)
-    end
-    helper.cleanup()
-  end)
+  teardown(helper.cleanup)             -- nginx too
 
   local function run(spec, sessions)
     local dir = helper.tmpdir()

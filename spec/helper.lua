@@ -310,6 +310,61 @@ function helper.tinyproxy()
   return setmetatable(proc, server_mt)
 end
 
+-- Starts nginx on 127.0.0.1, in a folder of its own (opts.dir, or a new
+-- one), as whoever runs the spec, root or not (master_process off: one
+-- process): http { log_format main <opts.log>; access_log; <opts.servers> },
+-- where DIR in opts.servers is the folder and PORT1, PORT2, ... free ports.
+-- Returns { pid, dir, ports, log() -> the access log's lines so far,
+-- clear() (empties it), stop() }; cleanup() stops it too.
+function helper.nginx(opts)
+  local exe
+  for _, p in ipairs { "/usr/sbin/nginx", "/usr/bin/nginx" } do
+    local f = io.open(p)
+    if f then f:close() exe = exe or p end
+  end
+  if not exe then error("nginx is missing (make deps installs nginx-light)", 2) end
+  local dir = opts.dir or helper.tmpdir()
+  for _ = 1, 5 do
+    local ports = {}
+    local servers = opts.servers:gsub("PORT(%d)", function(i)
+      i = tonumber(i)
+      ports[i] = ports[i] or helper.closed_port()
+      return tostring(ports[i])
+    end):gsub("DIR", dir)
+    helper.write(dir .. "/nginx.conf", table.concat({
+      "daemon off;", "master_process off;", "worker_processes 1;", "pid " .. dir .. "/nginx.pid;",
+      "error_log " .. dir .. "/error.log warn;", "events { worker_connections 1024; }", "http {",
+      "  log_format main '" .. opts.log .. "';", "  access_log " .. dir .. "/access.log main;",
+      "  client_body_temp_path " .. dir .. "/body;", "  proxy_temp_path " .. dir .. "/proxy;",
+      "  fastcgi_temp_path " .. dir .. "/fastcgi;", "  uwsgi_temp_path " .. dir .. "/uwsgi;",
+      "  scgi_temp_path " .. dir .. "/scgi;", servers, "}", "",
+    }, "\n"))
+    os.remove(dir .. "/nginx.pid")
+    os.remove(dir .. "/error.log")
+    local proc = spawn(("%s -p %s/ -c %s/nginx.conf -e %s/error.log"):format(exe, dir, dir, dir))
+    proc.what = nil                     -- not ours: no sanitizer report
+    local up = helper.wait_for(function()   -- the pid file is written once it listens
+      if (helper.read(dir .. "/error.log") or ""):find("emerg") or not alive(proc.pid) then return "dead" end
+      return helper.read(dir .. "/nginx.pid") ~= nil
+    end, 10000)
+    if up == true then
+      os.execute(": > " .. dir .. "/access.log")
+      return {
+        pid = proc.pid, dir = dir, ports = ports,
+        log = function()
+          local lines = {}
+          for line in (helper.read(dir .. "/access.log") or ""):gmatch("[^\n]+") do lines[#lines + 1] = line end
+          return lines
+        end,
+        clear = function() os.execute(": > " .. dir .. "/access.log") end,
+        stop = function() stop(proc) end,
+      }
+    end
+    stop(proc)
+  end
+  error("nginx did not start: " .. (helper.read(dir .. "/error.log") or ""), 2)
+end
+
 -- A port on 127.0.0.1 where nothing listens: one a mock had, now closed.
 function helper.closed_port()
   local m = helper.mock({ { path = "/", body = "x" } })

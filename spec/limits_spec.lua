@@ -8,72 +8,29 @@ local cjson = require "cjson"
 
 -- ---- nginx with an access log of $msec ----
 
-local function nginx_exe()
-  for _, p in ipairs { "/usr/sbin/nginx", "/usr/bin/nginx" } do
-    local f = io.open(p)
-    if f then f:close() return p end
-  end
-  error("nginx is missing (make deps installs nginx-light)")
-end
-
--- Starts nginx on a free port: /ok answers 200, /busy a 429 with
--- Retry-After: 1, /down 503, /moved a redirect to /ok. Returns { url, log = function() -> { {t, uri, status} } , stop }.
+-- Starts nginx (helper.nginx) on a free port: /ok answers 200, /busy a 429
+-- with Retry-After: 1, /down 503, /moved a redirect to /ok. Returns { url,
+-- log = function() -> { {t, uri, status} }, stop }.
 local function start_nginx()
-  local dir = helper.tmpdir()
-  for _ = 1, 10 do
-    local port = helper.closed_port()
-    local conf = ([[
-daemon off;
-master_process off;
-worker_processes 1;
-pid DIR/nginx.pid;
-error_log DIR/error.log warn;
-events { worker_connections 1024; }
-http {
-  log_format ms '$msec $request_uri $status';
-  access_log DIR/access.log ms;
-  client_body_temp_path DIR/body;
-  proxy_temp_path DIR/proxy;
-  fastcgi_temp_path DIR/fastcgi;
-  uwsgi_temp_path DIR/uwsgi;
-  scgi_temp_path DIR/scgi;
+  local ng = helper.nginx({ log = "$msec $request_uri $status", servers = [[
   server {
-    listen 127.0.0.1:PORT;
+    listen 127.0.0.1:PORT1;
     location /ok { return 200 "ok\n"; }
     location /busy { add_header Retry-After 1 always; return 429 "busy\n"; }
     location /down { return 503 "down\n"; }
     location /moved { return 302 /ok; }
   }
-}
-]]):gsub("DIR", dir):gsub("PORT", tostring(port))
-    helper.write(dir .. "/nginx.conf", conf)
-    local p = io.popen(("exec %s -p %s/ -c %s/nginx.conf -e %s/error.log >/dev/null 2>&1 </dev/null & echo $!")
-      :format(nginx_exe(), dir, dir, dir))
-    local pid = tonumber(p:read("l"))
-    p:close()
-    local url = "http://127.0.0.1:" .. port
-    local probe = helper.runtime({ probe = { base_url = url, timeout_ms = 500 } })
-    local up = helper.wait_for(function()
-      return probe:api_node({ integration = "probe", path = "/ok", results = { "200" } }) == "200"
-             or (os.execute("kill -0 " .. pid .. " 2>/dev/null") ~= true and "dead")
-    end, 5000)
-    probe:close()
-    if up == true then
-      local srv = { url = url, pid = pid, dir = dir }
-      function srv.log()
-        local out = {}
-        for line in (helper.read(dir .. "/access.log") or ""):gmatch("[^\n]+") do
-          local t, uri, status = line:match("^(%S+) (%S+) (%d+)$")
-          out[#out + 1] = { t = tonumber(t) * 1000, uri = uri, status = tonumber(status) }
-        end
-        return out
-      end
-      function srv.stop() os.execute("kill " .. pid .. " 2>/dev/null") end
-      return srv
+]] })
+  local srv = { url = "http://127.0.0.1:" .. ng.ports[1], pid = ng.pid, dir = ng.dir, stop = ng.stop }
+  function srv.log()
+    local out = {}
+    for _, line in ipairs(ng.log()) do
+      local t, uri, status = line:match("^(%S+) (%S+) (%d+)$")
+      out[#out + 1] = { t = tonumber(t) * 1000, uri = uri, status = tonumber(status) }
     end
-    os.execute("kill " .. pid .. " 2>/dev/null")
+    return out
   end
-  error("nginx did not start: " .. (helper.read(dir .. "/error.log") or ""))
+  return srv
 end
 
 describe("Integrations for real APIs: limits", function()
