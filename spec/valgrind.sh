@@ -5,7 +5,8 @@
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
-trap 'kill "$mock" 2>/dev/null || true; wait "$mock" 2>/dev/null || true; rm -rf "$tmp"' EXIT
+api=
+trap 'kill "$mock" $api 2>/dev/null || true; wait "$mock" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 vg="valgrind -q --leak-check=full --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible --error-exitcode=9"
 $vg "$here/build/flowrun" mock "$here/scripts/demo/routes.lua" --port 0 >"$tmp/mock.out" 2>"$tmp/mock.log" &
 mock=$!
@@ -76,5 +77,52 @@ $vg "$here/build/flowrun" test --replay "$tmp/d.db" -I "$tmp/integrations.lua" >
   || { cat "$tmp/replay.out"; exit 1; }
 grep -q '^ok 1 - session d ' "$tmp/replay.out" || { cat "$tmp/replay.out"; exit 1; }
 echo "flowrun test --replay: clean"
+# the integrations of real APIs: an OAuth2 token (and a 401 that renews it), cookies
+# across a redirect, a gzip body, a multipart upload, a rate limit, a deadline,
+# pages by cursor, over a second mock (not under valgrind: the first one is)
+cat >"$tmp/api_routes.lua" <<'EOF'
+return {
+  { method = "POST", path = "/token", json = { access_token = "tok-1", token_type = "Bearer", expires_in = 3600 } },
+  { path = "/v1/me", status = 401, times = 1, json = { error = "expired" } },
+  { path = "/v1/me", json = { me = "ann" } },
+  { path = "/v1/login", status = 302, headers = { Location = "/v1/in", ["Set-Cookie"] = "sid=s1; Path=/" }, body = "" },
+  { path = "/v1/in", echo = true },
+  { path = "/v1/gz", gzip = true, body = "hello, compressed world" },
+  { method = "POST", path = "/v1/upload", echo = true },
+  { path = "/v1/items", query = { cursor = "c2" }, json = { items = { 3 } } },
+  { path = "/v1/items", json = { items = { 1, 2 }, next = "c2" } },
+}
+EOF
+"$here/build/flowrun" mock "$tmp/api_routes.lua" --port 0 >"$tmp/api.out" 2>"$tmp/api.log" &
+api=$!
+i=0
+until grep -q '^listening on' "$tmp/api.out" 2>/dev/null; do
+  i=$((i + 1)); [ $i -lt 400 ] || { cat "$tmp/api.log"; exit 1; }; sleep 0.05
+done
+apiurl=$(sed -n 's/^listening on //p' "$tmp/api.out")
+cat >"$tmp/api_integrations.lua" <<EOF
+return { api = { base_url = "$apiurl/v1", cookies = true, compressed = true, follow_redirects = true,
+                 rate_limit = { requests = 50, per_ms = 1000 }, deadline_ms = 5000,
+                 auth = { oauth2 = { token_url = "$apiurl/token", client_id = "app", client_secret = "s3cret" } } } }
+EOF
+cat >"$tmp/api_flow.lua" <<'EOF'
+local l1 = api_node{ integration = "api", path = "/me", results = { "200" } }
+local l2, r2 = api_node{ integration = "api", path = "/login", results = { "200" } }
+local l3, r3 = api_node{ integration = "api", path = "/gz", results = { "200" } }
+local l4, r4 = api_node{ integration = "api", method = "POST", path = "/upload", results = { "200" },
+  multipart = { { name = "title", value = "x" }, { name = "f", filename = "a.txt", content_type = "text/plain", data = "abc" } } }
+local n = 0
+for _, res in api_pages{ integration = "api", path = "/items", results = { "200" },
+                         pages = { cursor = { param = "cursor", from = "next" } } } do
+  n = n + #res.json.items
+end
+say(table.concat({ l1, l2, r2.json.headers.cookie, l3, r3.body, l4, #r4.json.multipart, n }, " "))
+EOF
+$vg "$here/build/flowrun" run -I "$tmp/api_integrations.lua" "$tmp/api_flow.lua" >"$tmp/api_run.out" \
+  || { cat "$tmp/api_run.out" "$tmp/api.log"; exit 1; }
+kill "$api"; wait "$api" 2>/dev/null || true
+grep -q '^200 200 sid=s1 200 hello, compressed world 200 2 3$' "$tmp/api_run.out" || { cat "$tmp/api_run.out"; exit 1; }
+grep -q 'POST /token' "$tmp/api.log" || { cat "$tmp/api.log"; exit 1; }
+echo "flowrun run: OAuth2 with a 401, cookies over a redirect, gzip, multipart, rate_limit, deadline_ms, api_pages: clean"
 kill -TERM "$mock"
 if wait "$mock"; then echo "flowrun mock: clean"; else echo "flowrun mock: valgrind found problems"; cat "$tmp/mock.log"; exit 1; fi
