@@ -950,7 +950,10 @@ static void on_call_timer(flowrun *rt, fr_timer *t) {
     }
     return;
   }
-  if (c->deadline && now >= c->deadline)            /* queued */
+  if (c->phase == FR_C_AUTH)                        /* waiting for a token */
+    fail_deadline(c, "passed while it waited for the OAuth2 token of integration '%s'",
+                  c->rq.ig->name);
+  else if (c->deadline && now >= c->deadline)       /* queued */
     fail_deadline(c, "passed while it waited for integration '%s'", c->rq.ig->name);
   else if (c->rq.ig->pool.inflight < c->rq.ig->max_connections)
     fail_turn(c, now, true);
@@ -1010,6 +1013,11 @@ static bool authed(fr_call *c) {
     finish(c);
     return false;
   }
+  if (c->deadline && !fr_timer_arm(c->rt, &c->timer, c->deadline)) {   /* its wait ends there */
+    fail_oom(c);
+    finish(c);
+    return false;
+  }
   c->phase = FR_C_AUTH;
   c->qnext = NULL;
   if (o->wtail) o->wtail->qnext = c;
@@ -1039,6 +1047,7 @@ static void token_fetched(fr_call *t) {
     fr_call *next = w->qnext;
     w->phase = FR_C_NEW;                /* out of the list */
     w->qnext = NULL;
+    fr_timer_cancel(w->rt, &w->timer);  /* its deadline: armed again where it waits next */
     if (!ok) {
       if (oom) fail_oom(w);
       else fr_call_fail(w, LABEL_ERROR, "auth", "%s", msg);
