@@ -1,6 +1,7 @@
 -- Review findings (issues 13 and 14): each a defect found by probing.
 local helper = require "spec.helper"
 local socket_ok, socket = pcall(require, "socket")
+local function test_cli(args, cwd) return helper.cli({ args = { "test", table.unpack(args) }, cwd = cwd }) end
 
 local function now_ms()
   if socket_ok then return socket.gettime() * 1000 end
@@ -24,5 +25,42 @@ describe("review", function()
     assert.are.equal("deadline", res.reason)
     assert.are.equal("deadline_ms (300) of the call passed while it waited for the OAuth2 token of integration 'api'", res.error)
     assert.is_true(took < 1000, "took " .. took)
+  end)
+end)
+
+describe("review: flowrun test --record", function()
+  teardown(helper.cleanup)
+
+  it("keeps an api_key sent in the query out of the recorded stubs", function()
+    local dir = helper.tmpdir()
+    for _, f in ipairs({ "order_status.lua", "order_status_test.lua", "greeting_test_lines.lua" }) do
+      helper.write(dir .. "/" .. f, helper.read("scripts/demo/" .. f))
+    end
+    local mock = helper.mock({
+      { method = "GET", path = "/v1/orders/42", status = 200, json = { status = "shipped", eta = "tomorrow" } },
+      { method = "GET", path = "/v1/orders/{id}", status = 404, json = { error = "no such order" } },
+    })
+    helper.write(dir .. "/integrations.lua", ([[return { shop = { base_url = %q, timeout_ms = 1000,
+      auth = { api_key = { query = "key", value = "k3y-V4LUE-77" } } } }]]):format(mock.url .. "/v1"))
+    local r = test_cli({ "--live", "--record", "shop_recorded.lua", "order_status_test.lua" }, dir)
+    mock:stop()
+    assert.are.equal(1, r.code, r.stdout .. r.stderr)
+    local rec = helper.read(dir .. "/shop_recorded.lua")
+    assert.matches('stub { integration = "shop", method = "GET", path = "/orders/42",', rec, 1, true)
+    assert.is_nil(rec:find("k3y-V4LUE-77", 1, true), rec)
+    assert.is_nil(rec:find("query =", 1, true), rec)
+    helper.write(dir .. "/rec_test.lua", [[
+return {
+  flow = "order_status.lua", integrations = "integrations.lua",
+  stubs = recorded "shop_recorded.lua",
+  test "shipped, from the recording" {
+    include "greeting_test_lines.lua", user "42", label "200",
+    bot "Order 42 is shipped; it arrives tomorrow.", bot "Your order number? (empty line to leave)",
+    close(), bot "Bye!", done(),
+  },
+}
+]])
+    local offline = test_cli({ "rec_test.lua" }, dir)
+    assert.are.equal(0, offline.code, offline.stdout)
   end)
 end)

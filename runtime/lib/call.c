@@ -543,11 +543,12 @@ char *flowrun_trace_curl(flowrun *rt, const flowrun_trace *t) {
 static void emit_trace(fr_call *c, double elapsed, bool final) {
   flowrun *rt = c->rt;
   flowrun_trace t;
-  char *url, *err, *body, **hdrs, *rbody = NULL, *rhdr = NULL;
+  char *url, *err, *body, **hdrs, *rbody = NULL, *rhdr = NULL, *rel;
   if (!rt->cb.trace || c->internal || (!final && !rt->cb.trace_attempts)) return;
   if (c->status && c->rbody.p) rbody = fr_redact(rt, c->rbody.p);   /* secrets hidden, */
   if (c->status && c->rhdr.p) rhdr = fr_redact(rt, c->rhdr.p);      /* as in the rest */
   url = fr_redact(rt, c->rq.url ? c->rq.url : "");
+  rel = fr_redact(rt, relative_of(c));  /* an api_key's query too */
   err = c->reason && c->error ? fr_redact(rt, c->error) : NULL;   /* not an earlier attempt's */
   body = c->rq.body ? fr_redact(rt, c->rq.body) : NULL;
   hdrs = trace_headers(c);
@@ -566,7 +567,7 @@ static void emit_trace(fr_call *c, double elapsed, bool final) {
   t.body_len = body ? strlen(body) : 0;
   t.at = c->at[0] ? c->at : NULL;
   t.step = c->step[0] ? c->step : NULL;
-  t.relative = relative_of(c);
+  t.relative = rel ? rel : "";
   t.response_headers = rhdr;
   t.response_headers_len = rhdr ? strlen(rhdr) : 0;
   t.response_body = rbody;
@@ -583,6 +584,7 @@ static void emit_trace(fr_call *c, double elapsed, bool final) {
   free(hdrs);
   free(body);
   free(url);
+  free(rel);
   free(err);
   free(rbody);
   free(rhdr);
