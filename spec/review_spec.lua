@@ -26,6 +26,24 @@ describe("review", function()
     assert.are.equal("deadline_ms (300) of the call passed while it waited for the OAuth2 token of integration 'api'", res.error)
     assert.is_true(took < 1000, "took " .. took)
   end)
+
+  it("the resend after a 401 takes its turn under rate_limit like any attempt", function()
+    local mock = helper.mock({
+      { method = "POST", path = "/token", json = { access_token = "tok-1", expires_in = 3600 } },
+      { path = "/v1/me", status = 401, times = 1, json = { error = "invalid_token" } },
+      { path = "/v1/me", json = { ok = true } },
+    })
+    local rt = helper.runtime({ api = { base_url = mock.url .. "/v1", queue_timeout_ms = 5000,
+      rate_limit = { requests = 1, per_ms = 1500 },
+      auth = { oauth2 = { token_url = mock.url .. "/token", client_id = "app", client_secret = "s3cret" } } } })
+    local t0 = now_ms()
+    local label = rt:api_node{ integration = "api", path = "/me", results = { "200" } }
+    local took = now_ms() - t0
+    assert.are.equal("200", label)
+    assert.are.equal(1, mock:count("GET /v1/me -> 401"))
+    assert.are.equal(1, mock:count("GET /v1/me -> 200"))
+    assert.is_true(took >= 1400, "the second request went " .. took .. " ms after the first")
+  end)
 end)
 
 describe("review: flowrun test --record", function()

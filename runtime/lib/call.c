@@ -1031,6 +1031,13 @@ static bool authed(fr_call *c) {
 
 static void acquire_slot(fr_call *c);
 
+/* Sends c, which holds its slot, again after a 401 once it has its turn
+** (rate_limit, a 429's pause), as a retry waits for it (on_call_timer). */
+static void resend(fr_call *c) {
+  c->phase = FR_C_BACKOFF;
+  on_call_timer(c->rt, &c->timer);
+}
+
 /* The token request t has ended: the token is kept, or the calls waiting
 ** for it end with error/auth. Those that go on carry the new token even
 ** if it is fresh no longer (a token of expires_in 0 is used once). */
@@ -1060,7 +1067,7 @@ static void token_fetched(fr_call *t) {
       finish(w);
     } else {
       w->token_gen = o->gen;
-      if (w->slot) start(w, fr_clock(w->rt));          /* the resend after a 401 */
+      if (w->slot) resend(w);                          /* the resend after a 401 */
       else acquire_slot(w);
     }
     w = next;
@@ -1076,7 +1083,7 @@ static bool reauth(fr_call *c) {
   if (!o || c->internal || c->reauthed || c->status != 401 || c->oom) return false;
   c->reauthed = true;
   fr_auth_stale(o, c->token_gen);
-  if (authed(c)) start(c, fr_clock(c->rt));
+  if (authed(c)) resend(c);
   return true;
 }
 
