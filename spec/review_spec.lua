@@ -44,6 +44,32 @@ describe("review", function()
     assert.are.equal(1, mock:count("GET /v1/me -> 200"))
     assert.is_true(took >= 1400, "the second request went " .. took .. " ms after the first")
   end)
+
+  it("a retry paused by another call's 429 waits within queue_timeout_ms, not for the whole Retry-After", function()
+    local mock = helper.mock({
+      { path = "/v1/a", status = 503, times = 1, json = { busy = true } },
+      { path = "/v1/a", json = { ok = true } },
+      { path = "/v1/b", status = 429, delay_ms = 100, headers = { ["Retry-After"] = "30" }, json = { slow = "down" } },
+    })
+    local rt = helper.runtime({ api = { base_url = mock.url .. "/v1", queue_timeout_ms = 500,
+      retry = { attempts = 2, backoff_ms = 400, on = { "503" } } } })
+    local flow = [[
+      local path = ...
+      local label, res = api_node{ integration = "api", path = path, results = { "200" } }
+      say(path .. " " .. label .. " " .. tostring(res.reason) .. " " .. tostring(res.error))
+    ]]
+    local t0 = now_ms()
+    helper.start(rt, "a", flow, "/a")
+    helper.start(rt, "b", flow, "/b")
+    assert.is_true(rt:run(10000))
+    local took = now_ms() - t0
+    local said = helper.says(rt:events())
+    table.sort(said)
+    assert.are.equal("/a max-connection rate_limit integration 'api' is paused by a 429's Retry-After for", said[1]:sub(1, 83))
+    assert.matches("ms more, past queue_timeout_ms$", said[1])
+    assert.are.equal("/b other nil nil", said[2])
+    assert.is_true(took < 3000, "took " .. took)
+  end)
 end)
 
 describe("review: flowrun test --record", function()

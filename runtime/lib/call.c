@@ -946,6 +946,9 @@ static void on_call_timer(flowrun *rt, fr_timer *t) {
     else if (c->deadline && now + wait >= c->deadline) {   /* its turn comes too late */
       fail_deadline(c, "would pass before attempt %d had its turn", c->attempts + 1);
       finish(c);
+    } else if (wait > c->rq.ig->queue_timeout_ms) {   /* as a queued call would */
+      fail_turn(c, now, true);
+      finish(c);
     } else if (!fr_timer_arm(rt, &c->timer, now + wait)) {
       fail_oom(c);
       finish(c);
