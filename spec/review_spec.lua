@@ -27,6 +27,22 @@ describe("review", function()
     assert.is_true(took < 1000, "took " .. took)
   end)
 
+  it("refuses an access_token with an escaped NUL rather than sending the part before it", function()
+    local mock = helper.mock({
+      { method = "POST", path = "/token", headers = { ["Content-Type"] = "application/json" },
+        body = '{"access_token":"tok\\u0000-rest","expires_in":3600}' },
+      { path = "/v1/me", echo = true },
+    })
+    local rt = helper.runtime({ api = { base_url = mock.url .. "/v1",
+      auth = { oauth2 = { token_url = mock.url .. "/token", client_id = "app", client_secret = "s3cret" } } } })
+    local label, res = rt:api_node{ integration = "api", path = "/me", results = { "200" } }
+    assert.are.equal("error", label)
+    assert.are.equal("auth", res.reason)
+    assert.are.equal("OAuth2 token request to " .. mock.url .. "/token failed: status 200 without an "
+                     .. "access_token a header can carry", res.error)
+    assert.are.equal(0, mock:count("GET /v1/me"))
+  end)
+
   it("the resend after a 401 takes its turn under rate_limit like any attempt", function()
     local mock = helper.mock({
       { method = "POST", path = "/token", json = { access_token = "tok-1", expires_in = 3600 } },
