@@ -61,6 +61,23 @@ describe("review", function()
     assert.is_true(took >= 1400, "the second request went " .. took .. " ms after the first")
   end)
 
+  it("the 401 that is sent again with a new token has its own trace record", function()
+    local mock = helper.mock({
+      { method = "POST", path = "/token", json = { access_token = "tok-1", expires_in = 3600 } },
+      { path = "/v1/me", status = 401, times = 1, json = { error = "invalid_token" } },
+      { path = "/v1/me", json = { ok = true } },
+    })
+    local rt = helper.runtime({ api = { base_url = mock.url .. "/v1",
+      auth = { oauth2 = { token_url = mock.url .. "/token", client_id = "app", client_secret = "s3cret" } } } })
+    helper.start(rt, "s", [[ say((api_node{ integration = "api", path = "/me", results = { "200" } })) ]])
+    assert.is_true(rt:run(5000))
+    local got = {}
+    for _, e in ipairs(helper.events(rt:events(), "trace")) do
+      got[#got + 1] = ("%s %s %d %s"):format(e.status, e.label, e.attempt, tostring(e.final))
+    end
+    assert.are.same({ "401 other 1 false", "200 200 2 true" }, got)
+  end)
+
   it("a retry paused by another call's 429 waits within queue_timeout_ms, not for the whole Retry-After", function()
     local mock = helper.mock({
       { path = "/v1/a", status = 503, times = 1, json = { busy = true } },
