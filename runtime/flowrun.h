@@ -65,7 +65,8 @@ typedef struct flowrun_trace {
   const char *at;                       /* "flow.lua:7": where api_node was called, NULL
                                            when not from a flow (a declarative step's: C) */
   const char *step;                     /* the declarative step it is, or NULL */
-  const char *relative;                 /* the URL's path and query below the base URL */
+  const char *relative;                 /* the URL's path and query below the base URL,
+                                           secrets *** (an api_key in the query) */
   /* The response as it came (NULL and 0 without one): its header block
      (status line first) and body, for tools that record calls. */
   const char *response_headers;

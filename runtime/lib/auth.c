@@ -171,8 +171,8 @@ static const char *field(const char *p, const char *e, const char *key, const ch
 }
 
 /* The JSON string [p, end) decoded, malloc'd; NULL when it is not a
-** string (or has an escape beyond the Basic Multilingual Plane), or out
-** of memory. */
+** string (or has an escape beyond the Basic Multilingual Plane, or a
+** \u0000 that would cut it short), or out of memory. */
 static char *string_of(const char *p, const char *end) {
   char *s, *w;
   if (end - p < 2 || *p != '"' || !(s = w = malloc((size_t)(end - p)))) return NULL;
@@ -186,7 +186,7 @@ static char *string_of(const char *p, const char *end) {
     case 'r': *w++ = '\r'; break;
     case 't': *w++ = '\t'; break;
     case 'u':
-      if (end - p < 5 || sscanf(p + 1, "%4x", &u) != 1 || (u >= 0xD800 && u < 0xE000)) {
+      if (end - p < 5 || sscanf(p + 1, "%4x", &u) != 1 || u == 0 || (u >= 0xD800 && u < 0xE000)) {
         free(s);
         return NULL;
       }

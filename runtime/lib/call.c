@@ -543,11 +543,12 @@ char *flowrun_trace_curl(flowrun *rt, const flowrun_trace *t) {
 static void emit_trace(fr_call *c, double elapsed, bool final) {
   flowrun *rt = c->rt;
   flowrun_trace t;
-  char *url, *err, *body, **hdrs, *rbody = NULL, *rhdr = NULL;
+  char *url, *err, *body, **hdrs, *rbody = NULL, *rhdr = NULL, *rel;
   if (!rt->cb.trace || c->internal || (!final && !rt->cb.trace_attempts)) return;
   if (c->status && c->rbody.p) rbody = fr_redact(rt, c->rbody.p);   /* secrets hidden, */
   if (c->status && c->rhdr.p) rhdr = fr_redact(rt, c->rhdr.p);      /* as in the rest */
   url = fr_redact(rt, c->rq.url ? c->rq.url : "");
+  rel = fr_redact(rt, relative_of(c));  /* an api_key's query too */
   err = c->reason && c->error ? fr_redact(rt, c->error) : NULL;   /* not an earlier attempt's */
   body = c->rq.body ? fr_redact(rt, c->rq.body) : NULL;
   hdrs = trace_headers(c);
@@ -566,7 +567,7 @@ static void emit_trace(fr_call *c, double elapsed, bool final) {
   t.body_len = body ? strlen(body) : 0;
   t.at = c->at[0] ? c->at : NULL;
   t.step = c->step[0] ? c->step : NULL;
-  t.relative = relative_of(c);
+  t.relative = rel ? rel : "";
   t.response_headers = rhdr;
   t.response_headers_len = rhdr ? strlen(rhdr) : 0;
   t.response_body = rbody;
@@ -583,6 +584,7 @@ static void emit_trace(fr_call *c, double elapsed, bool final) {
   free(hdrs);
   free(body);
   free(url);
+  free(rel);
   free(err);
   free(rbody);
   free(rhdr);
@@ -944,13 +946,19 @@ static void on_call_timer(flowrun *rt, fr_timer *t) {
     else if (c->deadline && now + wait >= c->deadline) {   /* its turn comes too late */
       fail_deadline(c, "would pass before attempt %d had its turn", c->attempts + 1);
       finish(c);
+    } else if (wait > c->rq.ig->queue_timeout_ms) {   /* as a queued call would */
+      fail_turn(c, now, true);
+      finish(c);
     } else if (!fr_timer_arm(rt, &c->timer, now + wait)) {
       fail_oom(c);
       finish(c);
     }
     return;
   }
-  if (c->deadline && now >= c->deadline)            /* queued */
+  if (c->phase == FR_C_AUTH)                        /* waiting for a token */
+    fail_deadline(c, "passed while it waited for the OAuth2 token of integration '%s'",
+                  c->rq.ig->name);
+  else if (c->deadline && now >= c->deadline)       /* queued */
     fail_deadline(c, "passed while it waited for integration '%s'", c->rq.ig->name);
   else if (c->rq.ig->pool.inflight < c->rq.ig->max_connections)
     fail_turn(c, now, true);
@@ -1010,6 +1018,11 @@ static bool authed(fr_call *c) {
     finish(c);
     return false;
   }
+  if (c->deadline && !fr_timer_arm(c->rt, &c->timer, c->deadline)) {   /* its wait ends there */
+    fail_oom(c);
+    finish(c);
+    return false;
+  }
   c->phase = FR_C_AUTH;
   c->qnext = NULL;
   if (o->wtail) o->wtail->qnext = c;
@@ -1020,6 +1033,13 @@ static bool authed(fr_call *c) {
 }
 
 static void acquire_slot(fr_call *c);
+
+/* Sends c, which holds its slot, again after a 401 once it has its turn
+** (rate_limit, a 429's pause), as a retry waits for it (on_call_timer). */
+static void resend(fr_call *c) {
+  c->phase = FR_C_BACKOFF;
+  on_call_timer(c->rt, &c->timer);
+}
 
 /* The token request t has ended: the token is kept, or the calls waiting
 ** for it end with error/auth. Those that go on carry the new token even
@@ -1039,6 +1059,7 @@ static void token_fetched(fr_call *t) {
     fr_call *next = w->qnext;
     w->phase = FR_C_NEW;                /* out of the list */
     w->qnext = NULL;
+    fr_timer_cancel(w->rt, &w->timer);  /* its deadline: armed again where it waits next */
     if (!ok) {
       if (oom) fail_oom(w);
       else fr_call_fail(w, LABEL_ERROR, "auth", "%s", msg);
@@ -1049,7 +1070,7 @@ static void token_fetched(fr_call *t) {
       finish(w);
     } else {
       w->token_gen = o->gen;
-      if (w->slot) start(w, fr_clock(w->rt));          /* the resend after a 401 */
+      if (w->slot) resend(w);                          /* the resend after a 401 */
       else acquire_slot(w);
     }
     w = next;
@@ -1064,8 +1085,9 @@ static bool reauth(fr_call *c) {
   fr_oauth *o = c->rq.ig->oauth;
   if (!o || c->internal || c->reauthed || c->status != 401 || c->oom) return false;
   c->reauthed = true;
+  emit_trace(c, fr_clock(c->rt) - c->hop_t0, false);   /* the 401's own record */
   fr_auth_stale(o, c->token_gen);
-  if (authed(c)) start(c, fr_clock(c->rt));
+  if (authed(c)) resend(c);
   return true;
 }
 
