@@ -340,6 +340,27 @@ describe("auth: the token request", function()
     assert.are.equal(3, n)              -- the next call fetches again
   end)
 
+  it("hides the token in use and the one given up last, not every token it ever had", function()
+    local n = 0
+    local ig = { api = { base_url = "http://127.0.0.1:9/v1", auth = { oauth2 = {
+      token_url = "http://127.0.0.1:9/token", client_id = "app", client_secret = "pw-1234" } } } }
+    local rt = flowrun.new{ integrations = helper.integrations(ig), virtual_clock = 1767225600000,
+                            transport = function(req)
+                              if not req.url:find("/token", 1, true) then return { status = 200 } end
+                              n = n + 1
+                              return { status = 200, json = { access_token = "token-number-" .. n, expires_in = 0 } }
+                            end }
+    -- four calls, four tokens (expires_in 0); then what the flow says of each
+    helper.start(rt, "s", [[
+      for _ = 1, 4 do api_node{ integration = "api", path = "/me", results = { "200" } } end
+      say("token-number-1 token-number-2 token-number-3 token-number-4")
+    ]])
+    assert.is_true(rt:run())
+    assert.are.equal(4, n)
+    assert.are.same({ "token-number-1 token-number-2 *** ***" }, helper.says(rt:events()))
+    rt:close()
+  end)
+
   it("a token_type other than Bearer: error / auth", function()
     local _, said = run({ token_url = "http://127.0.0.1:9/token", client_id = "app", client_secret = "pw-1234" },
                         function() return { status = 200, json = { access_token = "t-9", token_type = "mac" } } end)

@@ -206,6 +206,19 @@ static char *string_of(const char *p, const char *end) {
   return s;
 }
 
+
+/* A token (or refresh token) given up, was, stays hidden until the next
+** is given up; then the one before goes from the secrets (fr_secret_forget:
+** hidden still if anything else added it). A runtime that refreshes for
+** weeks hides two per integration, not every token it ever had. */
+static void retire(flowrun *rt, char **old, char *was) {
+  if (!was) return;
+  if (*old) {
+    fr_secret_forget(rt, *old, strlen(*old));
+    free(*old);
+  }
+  *old = was;
+}
 /* A token to send in a header: visible ASCII (RFC 6750's b64token and
 ** more), so it can never break the request's header lines. */
 static bool header_safe(const char *s) {
@@ -267,12 +280,12 @@ bool fr_auth_accept(flowrun *rt, fr_oauth *o, int status, const char *body, size
   if ((end = field(body, e, "refresh_token", &v)) && o->refresh_token
       && (s = string_of(v, end))) {    /* a rotated refresh token replaces the old */
     if (*s && fr_secret_add(rt, s, strlen(s), NULL, NULL)) {
-      free(o->refresh_token);
+      retire(rt, &o->old_refresh, o->refresh_token);
       o->refresh_token = s;
     } else
       free(s);
   }
-  free(o->token);
+  retire(rt, &o->old_token, o->token);
   o->token = token;
   o->gen++;
   /* none: until a 401; 0 or less: only the calls waiting for it use it */
@@ -303,9 +316,9 @@ bool fr_auth_header(const fr_oauth *o, fr_request *rq) {
   return true;
 }
 
-void fr_auth_stale(fr_oauth *o, unsigned gen) {
+void fr_auth_stale(flowrun *rt, fr_oauth *o, unsigned gen) {
   if (o->gen == gen && o->token) {
-    free(o->token);
+    retire(rt, &o->old_token, o->token);
     o->token = NULL;
   }
 }
@@ -319,5 +332,7 @@ void fr_auth_free(fr_oauth *o) {
   free(o->audience);
   free(o->refresh_token);
   free(o->token);
+  free(o->old_token);
+  free(o->old_refresh);
   free(o);
 }

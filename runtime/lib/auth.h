@@ -20,6 +20,7 @@ typedef struct fr_oauth {
   char *refresh_token;                  /* set: the refresh_token grant (a new one replaces it) */
   bool client_body;                     /* client_auth = "body": id and secret in the form */
   char *token;                          /* the access token, or NULL */
+  char *old_token, *old_refresh;        /* the ones given up last: still hidden (retire) */
   double expires_at;                    /* when it is refreshed (fr_clock ms); 0: never */
   unsigned gen;                         /* bumped with each token */
   fr_call *fetch;                       /* the token request in flight, or NULL */
@@ -40,7 +41,7 @@ bool fr_auth_accept(flowrun *rt, fr_oauth *o, int status, const char *body, size
 /* Sets rq's Authorization header to "Bearer TOKEN". false: no memory. */
 bool fr_auth_header(const fr_oauth *o, fr_request *rq);
 /* A call sent with token gen got 401: that token is dropped. */
-void fr_auth_stale(fr_oauth *o, unsigned gen);
+void fr_auth_stale(flowrun *rt, fr_oauth *o, unsigned gen);
 void fr_auth_free(fr_oauth *o);
 
 #endif

@@ -1086,7 +1086,7 @@ static bool reauth(fr_call *c) {
   if (!o || c->internal || c->reauthed || c->status != 401 || c->oom) return false;
   c->reauthed = true;
   emit_trace(c, fr_clock(c->rt) - c->hop_t0, false);   /* the 401's own record */
-  fr_auth_stale(o, c->token_gen);
+  fr_auth_stale(c->rt, o, c->token_gen);
   if (authed(c)) resend(c);
   return true;
 }

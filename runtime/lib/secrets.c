@@ -29,10 +29,11 @@
 ** out of memory, the list as it was (or with a name it lacked). */
 static bool add_one(flowrun *rt, const char *s, size_t len, const char *name,
                     const char *basic) {
-  fr_secret *p, k = { NULL, len, NULL, NULL };
+  fr_secret *p, k = { NULL, len, NULL, NULL, 1 };
   for (int i = 0; i < rt->nsecrets; i++) {
     fr_secret *o = &rt->secrets[i];
     if (o->len == len && memcmp(o->s, s, len) == 0) {
+      o->refs++;
       if (name && !o->name && !(o->name = strdup(name))) return false;
       if (basic && !o->basic && !(o->basic = strdup(basic))) return false;
       return true;
@@ -72,37 +73,68 @@ static size_t json_u(const unsigned char *s, size_t n, char *o, size_t *w) {
   return len;
 }
 
-/* Remembers a secret (name: the variable it came from; basic: see
-** fr_secret), and the spellings of it that a second level of
-** encoding starts from: as lua-cjson escapes it ('/' included), with
-** non-ASCII as \uXXXX (as most other JSON writers do), percent-encoded. */
-bool fr_secret_add(flowrun *rt, const char *s, size_t len, const char *name,
-                   const char *basic) {
+/* One forget of the secret spelt s (add_one's undo): gone at its last. */
+static bool forget_one(flowrun *rt, const char *s, size_t len, const char *name,
+                       const char *basic) {
+  (void)name; (void)basic;
+  for (int i = 0; i < rt->nsecrets; i++) {
+    fr_secret *o = &rt->secrets[i];
+    if (o->len == len && memcmp(o->s, s, len) == 0) {
+      if (--o->refs > 0) return true;
+      free(o->s);
+      free(o->name);
+      free(o->basic);
+      memmove(o, o + 1, (size_t)(rt->nsecrets - i - 1) * sizeof *o);
+      rt->nsecrets--;
+      return true;
+    }
+  }
+  return true;
+}
+
+typedef bool (*spelling_fn)(flowrun *rt, const char *s, size_t len, const char *name,
+                            const char *basic);
+
+/* Gives fn a secret (name: the variable it came from; basic: see
+** fr_secret), and the spellings of it that a second level of encoding
+** starts from: as lua-cjson escapes it ('/' included), with non-ASCII as
+** \uXXXX (as most other JSON writers do), percent-encoded. */
+static bool spellings(flowrun *rt, const char *s, size_t len, const char *name,
+                      const char *basic, spelling_fn fn) {
   const unsigned char *u = (const unsigned char *)s;
   char *o, *enc;
   size_t w = 0, ascii_w = 0;
   bool ascii_ok = true, ok;
   if (len == 0) return true;
-  if (!add_one(rt, s, len, name, basic) || !(o = malloc(len * 12 + 1))) return false;
+  if (!fn(rt, s, len, name, basic) || !(o = malloc(len * 12 + 1))) return false;
   for (size_t i = 0; i < len; i++) {    /* JSON, as lua-cjson writes it */
     if (u[i] == '"' || u[i] == '\\' || u[i] == '/') { o[w++] = '\\'; o[w++] = (char)u[i]; }
     else if (u[i] < 0x20) w += (size_t)sprintf(o + w, "\\u%04x", u[i]);
     else o[w++] = (char)u[i];
   }
-  ok = w == len || add_one(rt, o, w, NULL, NULL);
+  ok = w == len || fn(rt, o, w, NULL, NULL);
   for (size_t i = 0; i < len && ascii_ok; ) {   /* JSON with \u for non-ASCII */
     size_t used = 1;
     if (u[i] >= 0x80) ascii_ok = (used = json_u(u + i, len - i, o, &ascii_w)) > 0;
     else o[ascii_w++] = (char)u[i];
     i += used;
   }
-  if (ok && ascii_ok && ascii_w != len) ok = add_one(rt, o, ascii_w, NULL, NULL);
+  if (ok && ascii_ok && ascii_w != len) ok = fn(rt, o, ascii_w, NULL, NULL);
   free(o);
   if (ok && (ok = (enc = curl_easy_escape(NULL, s, (int)len)) != NULL)) {
-    if (strlen(enc) != len) ok = add_one(rt, enc, strlen(enc), NULL, NULL);
+    if (strlen(enc) != len) ok = fn(rt, enc, strlen(enc), NULL, NULL);
     curl_free(enc);
   }
   return ok;
+}
+
+bool fr_secret_add(flowrun *rt, const char *s, size_t len, const char *name,
+                   const char *basic) {
+  return spellings(rt, s, len, name, basic, add_one);
+}
+
+void fr_secret_forget(flowrun *rt, const char *s, size_t len) {
+  (void)spellings(rt, s, len, NULL, NULL, forget_one);
 }
 
 static int hexval(int c) {

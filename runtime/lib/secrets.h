@@ -20,6 +20,7 @@ typedef struct fr_secret {
   char *s;
   size_t len;
   char *name, *basic;
+  int refs;                             /* adds less forgets of it (a spelling: of those) */
 } fr_secret;
 
 /* Adds a secret; false: out of memory (what was added stays: hiding more
@@ -29,6 +30,9 @@ bool fr_secret_add(flowrun *rt, const char *s, size_t len, const char *name,
 /* The next secret after `after` (NULL: the first) that is exactly s, or
 ** NULL. */
 const fr_secret *fr_secret_find(flowrun *rt, const char *s, const fr_secret *after);
+/* Undoes one fr_secret_add of s (an OAuth2 token given up): once every
+** add of it is undone, it and its spellings are hidden no more. */
+void fr_secret_forget(flowrun *rt, const char *s, size_t len);
 void fr_secrets_free(flowrun *rt);
 /* Writes s as one shell word, a secret from env() as its variable. */
 void fr_shell_word(flowrun *rt, FILE *f, const char *s, size_t len);
