@@ -88,6 +88,34 @@ say("out " .. cookie("shop"))
     }, out)
   end)
 
+  it("a jar holds at most 200 cookies and 64 KiB: a server setting cookie after cookie grows neither the session nor its journal", function()
+    local routes = {}                   -- 40 new cookies a response (libcurl takes fewer than 50)
+    for k = 1, 12 do
+      local many = {}
+      for i = 1, 40 do many[i] = ("c%d_%02d=%s; Path=/"):format(k, i, string.rep("v", 100)) end
+      routes[k] = { path = "/v1/many/" .. k, headers = { ["Set-Cookie"] = many }, json = { ok = true } }
+    end
+    local m = helper.mock(routes)
+    local d = helper.tmpdir()
+    local ig = helper.integrations({ shop = { base_url = m.url .. "/v1", cookies = true } }, d)
+    local flow = helper.flow([[
+      for k = 1, 12 do
+        local label = api_node{ integration = "shop", path = "/many/" .. k, results = { "200" } }
+        if label ~= "200" then error(label) end
+      end
+      ask()
+    ]], d)
+    local r = helper.cli({ args = { "host", "-I", ig, "--store", d .. "/s.db", flow },
+                           stdin = line{ session = "s", text = "go", n = 1 } })
+    assert.are.equal(0, r.code, r.stderr)
+    -- each call record carries the jar after it (lines of about 150 bytes) and the
+    -- response: 366 KB with the jar capped at 200 cookies; uncapped (480 at the end), 552 KB
+    local p = io.popen("sqlite3 " .. helper.quote(d .. "/s.db") .. " 'SELECT sum(length(result)) FROM journal'")
+    local bytes = tonumber(p:read("a"))
+    p:close()
+    assert.is_true(bytes > 300000 and bytes < 430000, tostring(bytes))
+  end)
+
   it("one easy handle for every session (max_connections = 1): still never another session's", function()
     local out = host([[
 local who = args[1]

@@ -106,10 +106,13 @@ bool fr_cookies_load(CURL *e, const char *lines) {
 
 bool fr_cookies_save(CURL *e, char **lines) {
   struct curl_slist *list = NULL, *l;
-  size_t n = 0;
+  size_t n = 0, kept = 0;
   char *out, *p;
   if (curl_easy_getinfo(e, CURLINFO_COOKIELIST, &list) != CURLE_OK) return false;
-  for (l = list; l; l = l->next) n += strlen(l->data) + 1;
+  for (l = list; l && kept < FR_JAR_COOKIES && n + strlen(l->data) + 1 <= FR_JAR_BYTES; l = l->next) {
+    n += strlen(l->data) + 1;           /* those past the jar's size are dropped */
+    kept++;
+  }
   if (n == 0) {
     free(*lines);
     *lines = NULL;
@@ -119,10 +122,10 @@ bool fr_cookies_save(CURL *e, char **lines) {
     curl_slist_free_all(list);
     return false;
   }
-  for (p = out, l = list; l; l = l->next) {
+  for (p = out, l = list; kept > 0; l = l->next, kept--) {
     size_t k = strlen(l->data);
     memcpy(p, l->data, k);
-    p[k] = l->next ? '\n' : '\0';
+    p[k] = kept > 1 ? '\n' : '\0';
     p += k + 1;
   }
   curl_slist_free_all(list);

@@ -29,8 +29,15 @@ bool fr_jars_decode(fr_jar **jars, const char *p, size_t n);
 /* Empties e's cookie engine and loads lines into it; false when libcurl
 ** refused (out of memory). */
 bool fr_cookies_load(CURL *e, const char *lines);
-/* e's cookies as lines in *lines (replaced; NULL when none); false when
-** out of memory (*lines is kept). */
+/* A jar holds at most this many cookies and bytes of cookie lines (a
+** server setting cookie after cookie must not grow a session without
+** bound, nor each journal record that carries the jar). */
+#define FR_JAR_COOKIES 200
+#define FR_JAR_BYTES 65536
+
+/* e's cookies as lines in *lines (replaced; NULL when none), as many as
+** the jar holds (those libcurl lists after are dropped); false when out
+** of memory (*lines is kept). */
 bool fr_cookies_save(CURL *e, char **lines);
 
 #endif
