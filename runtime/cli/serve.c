@@ -245,13 +245,16 @@ static void suspend(server *sv, req *q, long long wait_ms) {
   MHD_suspend_connection(q->c);
 }
 
-/* Requests whose wait is over: a poll gets [], a webhook what came so far. */
+/* After each turn of the loop: a poll whose sender has messages gets
+** them (what one turn said comes in one answer); requests whose wait is
+** over get what there is (a poll [], a webhook what came so far). */
 static void expire(server *sv) {
   int64_t now = now_ms();
   req *q = sv->waits, *next;
   for (; q; q = next) {
     next = q->nextw;
-    if (q->deadline <= now) answer_queued(sv, q);
+    if (q->deadline <= now || (q->s->poll == q && q->s->out.n && !q->s->post))
+      answer_queued(sv, q);
   }
 }
 
@@ -264,7 +267,6 @@ static void queue_text(server *sv, const char *id, const char *text, size_t len)
   sb_adds(&s->out, ",\"text\":");
   sb_json(&s->out, text, len);
   sb_adds(&s->out, "}");
-  if (!s->post && s->poll) answer_queued(sv, s->poll);
 }
 
 static void on_say(void *ud, const char *id, const char *text, size_t len) {
@@ -275,7 +277,6 @@ static void on_say(void *ud, const char *id, const char *text, size_t len) {
 static void turn_ends(server *sv, const char *id) {
   sender *s = sender_get(sv, id, true);
   if (s->post) answer_queued(sv, s->post);
-  else if (s->poll && s->out.n) answer_queued(sv, s->poll);
 }
 
 static void on_ask(void *ud, const char *id, const char *prompt, size_t len) {
