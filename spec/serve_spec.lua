@@ -95,6 +95,44 @@ describe("flowrun serve", function()
     assert.are.equal("", srv:stop())
   end)
 
+  it("starts a webhook's answer with the messages no poll took; a second message meanwhile is a 409", function()
+    local srv = helper.serve({ "-I", ifile, "--reply-timeout", "1", flow })
+    post(srv, "u1", "bob")
+    local d = helper.tmpdir()
+    os.execute("curl -s -o " .. d .. "/first -d '{\"sender\":\"u1\",\"message\":\"slow\"}' "
+               .. srv.url .. "/webhooks/rest &")
+    assert.truthy(helper.wait_for(function()    -- until the first is being answered
+      local _, m = http("GET", srv.url .. "/metrics")
+      return m:find("\nflowrun_webhooks_total 2\n", 1, true)
+    end, 5000))
+    local code, body = post(srv, "u1", "again")
+    assert.are.equal(409, code)
+    assert.are.same({ error = "the sender's previous message is still being answered" }, cjson.decode(body))
+    assert.truthy(helper.wait_for(function() return helper.read(d .. "/first") == "[]" end, 5000))
+    -- the sleep ends, nobody polls: the next webhook's answer starts with what came
+    assert.truthy(helper.wait_for(function()
+      local _, m = http("GET", srv.url .. "/metrics")
+      return m:find("\nflowrun_sessions_waiting 1\n", 1, true)
+    end, 5000))
+    code, body = post(srv, "u1", "yes")
+    assert.are.equal(200, code)
+    assert.are.same({ "later", "you are slow", "bye?", "ok yes" }, texts(body, "u1"))
+    assert.are.equal("", srv:stop())
+  end)
+
+  it("exits 0 on SIGTERM", function()
+    local d = helper.tmpdir()
+    local p = io.popen("cd " .. d .. "; " .. helper.quote(helper.flowrun) .. " serve -I "
+      .. helper.quote(ifile) .. " " .. helper.quote(flow) .. " --port 0 >out 2>err & p=$!;"
+      .. " for i in $(seq 200); do grep -q listening out && break; sleep 0.05; done;"
+      .. " kill -TERM $p; for i in $(seq 100); do kill -0 $p 2>/dev/null || break; sleep 0.05; done;"
+      .. " kill -KILL $p 2>/dev/null; wait $p; echo $?")
+    local rc = p:read("a")
+    p:close()
+    assert.are.equal("0\n", rc)
+    assert.are.equal("", helper.read(d .. "/err"))
+  end)
+
   it("serves 1 000 senders at once", function()
     local srv = helper.serve({ "-I", ifile, flow })
     local d = helper.tmpdir()

@@ -771,16 +771,16 @@ int flowrun_serve_main(int argc, char **argv) {
     status = 2;
     goto done;
   }
+  struct sigaction act = { .sa_handler = on_signal };   /* before "listening": a client may stop it then */
+  sigemptyset(&act.sa_mask);
+  sigaction(SIGTERM, &act, NULL);
+  sigaction(SIGINT, &act, NULL);
+  signal(SIGPIPE, SIG_IGN);
   printf("listening on http://127.0.0.1:%u\n", (unsigned)info->port);
   fflush(stdout);
   info = MHD_get_daemon_info(sv.d, MHD_DAEMON_INFO_EPOLL_FD);
   epfd = info ? info->epoll_fd : -1;
   if (epfd >= 0) flowrun_watch(sv.rt, epfd, on_mhd, &sv);
-  struct sigaction act = { .sa_handler = on_signal };
-  sigemptyset(&act.sa_mask);
-  sigaction(SIGTERM, &act, NULL);
-  sigaction(SIGINT, &act, NULL);
-  signal(SIGPIPE, SIG_IGN);
   cli_watchdog_start(&sv.opts.grants, sv.rt);
   while (!stopping && !flowrun_store_failed(sv.rt)) {
     MHD_UNSIGNED_LONG_LONG mt;
