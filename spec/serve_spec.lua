@@ -27,7 +27,7 @@ describe("flowrun serve", function()
   -- curl: returns the status, the body and the response headers.
   local function http(method, url, body, headers)
     local d = helper.tmpdir()
-    local cmd = { "curl -s -X", method, "-o", d .. "/body", "-D", d .. "/head", "-w '%{http_code}'" }
+    local cmd = { "env -u LD_PRELOAD curl -s -X", method, "-o", d .. "/body", "-D", d .. "/head", "-w '%{http_code}'" }
     if body then
       helper.write(d .. "/in", body)
       cmd[#cmd + 1] = "--data-binary @" .. helper.quote(d .. "/in")
@@ -99,7 +99,7 @@ describe("flowrun serve", function()
     local srv = helper.serve({ "-I", ifile, "--reply-timeout", "1", flow })
     post(srv, "u1", "bob")
     local d = helper.tmpdir()
-    os.execute("curl -s -o " .. d .. "/first -d '{\"sender\":\"u1\",\"message\":\"slow\"}' "
+    os.execute("env -u LD_PRELOAD curl -s -o " .. d .. "/first -d '{\"sender\":\"u1\",\"message\":\"slow\"}' "
                .. srv.url .. "/webhooks/rest &")
     assert.truthy(helper.wait_for(function()    -- until the first is being answered
       local _, m = http("GET", srv.url .. "/metrics")
@@ -144,7 +144,7 @@ describe("flowrun serve", function()
                         :format(srv.url, i, i, d, i)
       end
       helper.write(d .. "/cfg" .. k, table.concat(cfg, "next\n"))
-      cmds[#cmds + 1] = "curl -s -Z --parallel-immediate --parallel-max 250 -K " .. d .. "/cfg" .. k .. " 2>/dev/null &"
+      cmds[#cmds + 1] = "env -u LD_PRELOAD curl -s -Z --parallel-immediate --parallel-max 250 -K " .. d .. "/cfg" .. k .. " 2>/dev/null &"
     end
     os.execute(table.concat(cmds, " ") .. " wait")
     for i = 1, 1000 do
@@ -231,7 +231,7 @@ describe("flowrun serve", function()
     assert.truthy(head:find("Content-Type: text/plain; version=0.0.4", 1, true))
     local f = helper.write(helper.tmpdir() .. "/m.txt", text)
     -- the real parser: every sample as "name{k=v,...} value"
-    local p = io.popen("/usr/bin/python3 -c " .. helper.quote([[
+    local p = io.popen("env -u LD_PRELOAD /usr/bin/python3 -c " .. helper.quote([[
 import sys
 from prometheus_client.parser import text_string_to_metric_families
 for fam in text_string_to_metric_families(open(sys.argv[1]).read()):
@@ -275,7 +275,7 @@ for fam in text_string_to_metric_families(open(sys.argv[1]).read()):
   it("shuts down cleanly on SIGTERM: a waiting poll gets its answer", function()
     local srv = helper.serve({ "-I", ifile, flow })
     local d = helper.tmpdir()
-    os.execute("curl -s -o " .. d .. "/poll -w '%{http_code}' '" .. srv.url
+    os.execute("env -u LD_PRELOAD curl -s -o " .. d .. "/poll -w '%{http_code}' '" .. srv.url
                .. "/webhooks/rest/messages?sender=u7&wait=30' > " .. d .. "/code &")
     assert.truthy(helper.wait_for(function()
       local _, m = http("GET", srv.url .. "/health")
