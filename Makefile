@@ -4,7 +4,8 @@ CC ?= cc
 PKGS = lua5.4 libcurl lua5.4-cjson libmicrohttpd sqlite3 zlib
 DEBS = lua5.4 liblua5.4-dev lua-cjson-dev libcurl4-openssl-dev \
        libmicrohttpd-dev libsqlite3-dev sqlite3 lua-busted pkg-config gcc make openssl \
-       libedit-dev graphviz luarocks nginx-light tinyproxy zlib1g-dev
+       libedit-dev graphviz luarocks nginx-light tinyproxy zlib1g-dev \
+       python3 python3-prometheus-client
 
 WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Werror
 OPT ?= -O2 -g
@@ -34,7 +35,7 @@ LIB = base labels query freeze loop pool cookies rules runtime session pages cal
       sandbox quota journal store_sqlite wire
 LIB_O = $(LIB:%=$(B)/lib/%.o) $(B)/modules.o
 LUA_MODULES = $(sort $(wildcard lua/flowrun/*.lua))
-CLI = main common limits run jsonl sessions test repl/main repl/term repl/sessions mock/server mock/routes
+CLI = main common limits run jsonl serve sessions test repl/main repl/term repl/sessions mock/server mock/routes
 CLI_O = $(CLI:%=$(B)/cli/%.o)
 # the REPL's line editing: libedit (BSD licence), not GNU readline (GPL)
 EDIT_LIBS = $(shell pkg-config --libs libedit 2>/dev/null || echo -ledit)

@@ -37,7 +37,7 @@ local page = {
   ".SH OPTIONS", ".nf", roff(options .. "\n"), ".fi",
   ".SH SUBCOMMANDS",
 }
-for _, sub in ipairs { "run", "host", "repl", "check", "graph", "mock" } do
+for _, sub in ipairs { "run", "host", "serve", "repl", "check", "graph", "mock" } do
   page[#page + 1] = ".SS " .. sub
   page[#page + 1] = ".nf"
   page[#page + 1] = roff(help(sub .. " --help"))

@@ -209,7 +209,7 @@ describe("The command line", function()
 
   describe("a newcomer's first steps", function()
     it("SUBCOMMAND --help prints that subcommand's usage on stdout and exits 0, for every one", function()
-      for _, sub in ipairs { "run", "host", "mock", "check", "graph", "repl" } do
+      for _, sub in ipairs { "run", "host", "serve", "mock", "check", "graph", "repl" } do
         for _, flag in ipairs { "--help", "-h" } do
           local r = helper.cli{ args = { sub, flag } }
           assert.are.equal(0, r.code, sub .. " " .. flag .. ": " .. r.stderr)

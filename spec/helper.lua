@@ -224,6 +224,23 @@ function helper.mock(routes, opts)
   return setmetatable(await_listening(proc, "flowrun mock"), server_mt)
 end
 
+-- Starts `flowrun serve ARGS... --port 0` (each arg quoted here) with the
+-- variables of env set (FLOWRUN_INTEGRATIONS unset); returns the server
+-- once it listens (url, port, pid, stop, log).
+function helper.serve(args, env)
+  local cmd = { "env -u FLOWRUN_INTEGRATIONS" }
+  for k, v in pairs(env or {}) do cmd[#cmd + 1] = k .. "=" .. helper.quote(v) end
+  cmd[#cmd + 1] = helper.quote(helper.flowrun) .. " serve"
+  for _, a in ipairs(args) do cmd[#cmd + 1] = helper.quote(a) end
+  cmd[#cmd + 1] = "--port 0"
+  local proc = spawn(table.concat(cmd, " "))
+  proc.what = "flowrun serve"
+  return setmetatable(await_listening(proc, "flowrun serve"), server_mt)
+end
+
+-- Is process pid still running?
+function helper.alive(pid) return alive(pid) end
+
 -- Starts `faultsrv MODE`.
 function helper.faultsrv(mode)
   local f = io.open(helper.faultsrv_bin)

@@ -66,10 +66,11 @@ describe("the flowrun command (runtime/cli)", function()
   -- main calls each command's main; every command calls only the shared
   -- files and its own; inside the REPL main -> sessions -> term one way
   local allowed = edges{
-    "cli/main -> cli/run cli/jsonl cli/sessions cli/test cli/repl/main cli/mock/server " .. shared,
+    "cli/main -> cli/run cli/jsonl cli/serve cli/sessions cli/test cli/repl/main cli/mock/server " .. shared,
     "cli/common -> cli/limits",
     "cli/run -> " .. shared,
     "cli/jsonl -> " .. shared,
+    "cli/serve -> " .. shared,
     "cli/sessions -> " .. shared,
     "cli/repl/main -> cli/repl/sessions cli/repl/term " .. shared,
     "cli/repl/sessions -> cli/repl/term " .. shared,
@@ -100,6 +101,7 @@ describe("the flowrun command (runtime/cli)", function()
     local r = layers(objs)
     assert.are.equal("flowrun_run_main", r.edges["cli/main -> cli/run"])
     assert.are.equal("flowrun_host_main", r.edges["cli/main -> cli/jsonl"])
+    assert.are.equal("flowrun_serve_main", r.edges["cli/main -> cli/serve"])
     assert.are.equal("flowrun_repl_main", r.edges["cli/main -> cli/repl/main"])
     assert.are.equal("flowrun_mock_main", r.edges["cli/main -> cli/mock/server"])
   end)

@@ -20,6 +20,7 @@
 /* the commands: run.c, jsonl.c, repl/main.c, mock/server.c */
 int flowrun_run_main(int argc, char **argv);
 int flowrun_host_main(int argc, char **argv);
+int flowrun_serve_main(int argc, char **argv);   /* serve.c */
 int flowrun_repl_main(int argc, char **argv);
 int flowrun_mock_main(int argc, char **argv);
 int flowrun_sessions_main(int argc, char **argv);

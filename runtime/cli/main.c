@@ -1,7 +1,7 @@
 /*
 ** main.c -- the flowrun command line: a thin client of flowrun.h. Reads
-** the subcommand and calls its main (run.c, jsonl.c, repl/main.c,
-** mock/server.c); check and graph are tools written in Lua, run here.
+** the subcommand and calls its main (run.c, jsonl.c, serve.c,
+** repl/main.c, mock/server.c); check and graph are tools written in Lua, run here.
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,6 +84,16 @@ static const struct { const char *cmd, *text; } sub_usage[] = {
     "  --ttl SECONDS      with a store: a session silent longer has its channel closed\n"
     "  --keep-ended SECONDS  with a store: an ended session's row goes after (7 days)\n"
     "  --on-mismatch park with a store: a flow changed under a session parks it\n" },
+  { "serve",
+    "usage: flowrun serve [options] FLOW.lua --port N   conversations over HTTP webhooks\n"
+    "  -I FILE, --trace, --trace-json FILE, --allow LIST, --limit NAME=N: as for run\n"
+    "  --port N           listen on 127.0.0.1:N (0: a free port; it is printed)\n"
+    "  --store PATH, --resident N, --idle SECONDS, --ttl SECONDS: as for host\n"
+    "  --token-env NAME   webhooks need \"Authorization: Bearer $NAME\"\n"
+    "  --reply-timeout SECONDS  a webhook answers after this long at most (30)\n"
+    "  POST /webhooks/rest {\"sender\":ID,\"message\":TEXT}: the bot's messages to its next ask\n"
+    "  GET /webhooks/rest/messages?sender=ID[&wait=S]: messages that came later (long poll)\n"
+    "  GET /health, GET /metrics (Prometheus text format)\n" },
   { "mock", "usage: flowrun mock ROUTES.lua [--port N]   mock HTTP API on 127.0.0.1\n" },
   { "test",
     "usage: flowrun test [options] [FILE_test.lua | DIR]...   conversation tests of flows\n"
@@ -123,6 +133,7 @@ int main(int argc, char **argv) {
     return lua_tool(cmd, argc - 2, argv + 2);
   if (strcmp(cmd, "repl") == 0) return flowrun_repl_main(argc - 2, argv + 2);
   if (strcmp(cmd, "host") == 0) return flowrun_host_main(argc - 2, argv + 2);
+  if (strcmp(cmd, "serve") == 0) return flowrun_serve_main(argc - 2, argv + 2);
   if (strcmp(cmd, "sessions") == 0) return flowrun_sessions_main(argc - 2, argv + 2);
   if (strcmp(cmd, "test") == 0) return flowrun_test_main(argc - 2, argv + 2);
   return flowrun_run_main(argc - 1, argv + 1);

@@ -1,0 +1,28 @@
+-- Mutations of `flowrun serve` (README: flowrun serve; runtime/cli/serve.c).
+-- Each is a bug spec/serve_spec.lua must catch.
+return {
+  { name = "serve-token-prefix",
+    promise = "the bearer token is compared whole: a longer value is refused",
+    file = "runtime/cli/serve.c",
+    find = "diff = tn != hn;",
+    replace = "diff = 0;",
+    spec = "spec/serve_spec.lua", filter = "bearer token" },
+  { name = "serve-body-limit",
+    promise = "a body over 64 KiB answers 413",
+    file = "runtime/cli/serve.c",
+    find = "else if (q->too_big) answer_error(sv, q, 413, \"the body is over 64 KiB\");",
+    replace = "else if (0) answer_error(sv, q, 413, \"the body is over 64 KiB\");",
+    spec = "spec/serve_spec.lua", filter = "bad input" },
+  { name = "serve-waiting-all",
+    promise = "flowrun_sessions_waiting counts the sessions in ask, not every sender seen",
+    file = "runtime/cli/serve.c",
+    find = "waiting += s->waiting;",
+    replace = "waiting += 1;",
+    spec = "spec/serve_spec.lua", filter = "Prometheus" },
+  { name = "serve-reply-timeout-ignored",
+    promise = "a webhook answers after --reply-timeout at most; the rest comes through the poll",
+    file = "runtime/cli/serve.c",
+    find = "if (q->deadline <= now || (q->s->poll == q",
+    replace = "if ((q->s->poll == q && q->deadline <= now) || (q->s->poll == q",
+    spec = "spec/serve_spec.lua", filter = "long poll" },
+}

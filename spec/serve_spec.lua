@@ -1,0 +1,293 @@
+-- README: flowrun serve. Conversations over HTTP webhooks, a long poll,
+-- /health and /metrics, against the real server and curl.
+local helper = require "spec.helper"
+local cjson = require "cjson"
+
+describe("flowrun serve", function()
+  local mock, dir, flow, ifile
+
+  setup(function()
+    mock = helper.mock({ { path = "/hello", json = { ok = true } } })
+    dir = helper.tmpdir()
+    ifile = helper.integrations({ shop = { base_url = mock.url } }, dir)
+    flow = helper.flow([[
+      local name = ...
+      local label = api_node{ integration = "shop", path = "/hello", results = { "200" } }
+      say("hello " .. name .. " " .. label)
+      local age = ask("how old?")
+      if age == "slow" then sleep(2000) say("later") end
+      say("you are " .. tostring(age))
+      local b = ask("bye?")
+      say("ok " .. tostring(b))
+    ]], dir)
+  end)
+
+  teardown(helper.cleanup)
+
+  -- curl: returns the status, the body and the response headers.
+  local function http(method, url, body, headers)
+    local d = helper.tmpdir()
+    local cmd = { "env -u LD_PRELOAD curl -s -X", method, "-o", d .. "/body", "-D", d .. "/head", "-w '%{http_code}'" }
+    if body then
+      helper.write(d .. "/in", body)
+      cmd[#cmd + 1] = "--data-binary @" .. helper.quote(d .. "/in")
+    end
+    for _, h in ipairs(headers or {}) do cmd[#cmd + 1] = "-H " .. helper.quote(h) end
+    cmd[#cmd + 1] = helper.quote(url)
+    local p = io.popen(table.concat(cmd, " "))
+    local code = tonumber(p:read("a"))
+    p:close()
+    return code, helper.read(d .. "/body") or "", helper.read(d .. "/head") or ""
+  end
+
+  local function post(srv, sender, message, headers)
+    return http("POST", srv.url .. "/webhooks/rest",
+                cjson.encode({ sender = sender, message = message }), headers)
+  end
+
+  -- The texts of a Rasa answer, each checked to be for sender.
+  local function texts(body, sender)
+    local out = {}
+    for _, m in ipairs(cjson.decode(body)) do
+      assert.are.equal(sender, m.recipient_id)
+      out[#out + 1] = m.text
+    end
+    return out
+  end
+
+  it("holds a conversation over several webhooks, one session per sender", function()
+    local srv = helper.serve({ "-I", ifile, flow })
+    local code, body, head = post(srv, "u1", "bob")
+    assert.are.equal(200, code)
+    assert.truthy(head:lower():find("content-type: application/json", 1, true))
+    assert.are.same({ "hello bob 200", "how old?" }, texts(body, "u1"))
+    code, body = post(srv, "u2", "ann")
+    assert.are.same({ "hello ann 200", "how old?" }, texts(body, "u2"))
+    code, body = post(srv, "u1", "42")
+    assert.are.equal(200, code)
+    assert.are.same({ "you are 42", "bye?" }, texts(body, "u1"))
+    code, body = post(srv, "u1", "yes")
+    assert.are.same({ "ok yes" }, texts(body, "u1"))
+    code, body = post(srv, "u2", "7")
+    assert.are.same({ "you are 7", "bye?" }, texts(body, "u2"))
+    assert.are.equal("", srv:stop())
+  end)
+
+  it("gives messages that come after --reply-timeout through the long poll", function()
+    local srv = helper.serve({ "-I", ifile, "--reply-timeout", "1", flow })
+    post(srv, "u1", "bob")
+    local t0 = helper.now()
+    local code, body = post(srv, "u1", "slow")     -- sleeps 2 s: the webhook answers at 1 s
+    assert.are.equal(200, code)
+    assert.are.same({}, texts(body, "u1"))
+    assert.is_true(helper.now() - t0 < 1900)
+    code, body = http("GET", srv.url .. "/webhooks/rest/messages?sender=u1&wait=10")
+    assert.are.equal(200, code)
+    assert.are.same({ "later", "you are slow", "bye?" }, texts(body, "u1"))
+    -- nothing queued: an empty array after the wait
+    t0 = helper.now()
+    code, body = http("GET", srv.url .. "/webhooks/rest/messages?sender=u1&wait=1")
+    assert.are.equal(200, code)
+    assert.are.equal("[]", body)
+    assert.is_true(helper.now() - t0 >= 900)
+    code, body = post(srv, "u1", "yes")
+    assert.are.same({ "ok yes" }, texts(body, "u1"))
+    assert.are.equal("", srv:stop())
+  end)
+
+  it("starts a webhook's answer with the messages no poll took; a second message meanwhile is a 409", function()
+    local srv = helper.serve({ "-I", ifile, "--reply-timeout", "1", flow })
+    post(srv, "u1", "bob")
+    local d = helper.tmpdir()
+    os.execute("env -u LD_PRELOAD curl -s -o " .. d .. "/first -d '{\"sender\":\"u1\",\"message\":\"slow\"}' "
+               .. srv.url .. "/webhooks/rest &")
+    assert.truthy(helper.wait_for(function()    -- until the first is being answered
+      local _, m = http("GET", srv.url .. "/metrics")
+      return m:find("\nflowrun_webhooks_total 2\n", 1, true)
+    end, 5000))
+    local code, body = post(srv, "u1", "again")
+    assert.are.equal(409, code)
+    assert.are.same({ error = "the sender's previous message is still being answered" }, cjson.decode(body))
+    assert.truthy(helper.wait_for(function() return helper.read(d .. "/first") == "[]" end, 5000))
+    -- the sleep ends, nobody polls: the next webhook's answer starts with what came
+    assert.truthy(helper.wait_for(function()
+      local _, m = http("GET", srv.url .. "/metrics")
+      return m:find("\nflowrun_sessions_waiting 1\n", 1, true)
+    end, 5000))
+    code, body = post(srv, "u1", "yes")
+    assert.are.equal(200, code)
+    assert.are.same({ "later", "you are slow", "bye?", "ok yes" }, texts(body, "u1"))
+    assert.are.equal("", srv:stop())
+  end)
+
+  it("exits 0 on SIGTERM", function()
+    local d = helper.tmpdir()
+    local p = io.popen("cd " .. d .. "; " .. helper.quote(helper.flowrun) .. " serve -I "
+      .. helper.quote(ifile) .. " " .. helper.quote(flow) .. " --port 0 >out 2>err & p=$!;"
+      .. " for i in $(seq 200); do grep -q listening out && break; sleep 0.05; done;"
+      .. " kill -TERM $p; for i in $(seq 100); do kill -0 $p 2>/dev/null || break; sleep 0.05; done;"
+      .. " kill -KILL $p 2>/dev/null; wait $p; echo $?")
+    local rc = p:read("a")
+    p:close()
+    assert.are.equal("0\n", rc)
+    assert.are.equal("", helper.read(d .. "/err"))
+  end)
+
+  it("serves 1 000 senders at once", function()
+    local srv = helper.serve({ "-I", ifile, flow })
+    local d = helper.tmpdir()
+    local cmds = {}
+    for k = 0, 3 do                     -- curl runs at most 300 at once: 4 of them
+      local cfg = {}
+      for i = k * 250 + 1, k * 250 + 250 do
+        cfg[#cfg + 1] = ('url = "%s/webhooks/rest"\ndata = "{\\"sender\\":\\"s%d\\",\\"message\\":\\"n%d\\"}"\noutput = "%s/r%d"\n')
+                        :format(srv.url, i, i, d, i)
+      end
+      helper.write(d .. "/cfg" .. k, table.concat(cfg, "next\n"))
+      cmds[#cmds + 1] = "env -u LD_PRELOAD curl -s -Z --parallel-immediate --parallel-max 250 -K " .. d .. "/cfg" .. k .. " 2>/dev/null &"
+    end
+    os.execute(table.concat(cmds, " ") .. " wait")
+    for i = 1, 1000 do
+      local body = helper.read(d .. "/r" .. i)
+      assert.are.same({ "hello n" .. i .. " 200", "how old?" }, texts(body, "s" .. i))
+    end
+    local _, metrics = http("GET", srv.url .. "/metrics")
+    assert.truthy(metrics:find("\nflowrun_sessions_waiting 1000\n", 1, true))
+    assert.truthy(metrics:find('\nflowrun_calls_total{integration="shop",label="200"} 1000\n', 1, true))
+    assert.are.equal("", srv:stop())
+  end)
+
+  it("answers bad input with a 4xx and a JSON error, and nothing else is affected", function()
+    local srv = helper.serve({ "-I", ifile, flow })
+    post(srv, "u1", "bob")
+    local url = srv.url .. "/webhooks/rest"
+    local cases = {
+      { "POST", url, "not json", 400, "not JSON" },
+      { "POST", url, "[1,2]", 400, "expected a JSON object" },
+      { "POST", url, '{"sender":1,"message":"x"}', 400, '"sender": expected a non-empty string' },
+      { "POST", url, '{"sender":"u9","message":3}', 400, '"message": expected a string' },
+      { "POST", url, '{"sender":"u9"}', 400, '"message" is missing' },
+      { "POST", url, '{"message":"x"}', 400, '"sender" is missing' },
+      { "POST", url, '{"sender":"u9","message":"x","x":1}', 400,
+        'unknown key "x" (expected sender and message)' },
+      { "POST", url, '{"sender":"u9","message":"' .. ("x"):rep(65537) .. '"}', 413,
+        "the body is over 64 KiB" },
+      { "GET", srv.url .. "/nowhere", nil, 404, "no such route" },
+      { "GET", url, nil, 405, "method not allowed", "POST" },
+      { "POST", srv.url .. "/health", "{}", 405, "method not allowed", "GET" },
+      { "GET", url .. "/messages", nil, 400, "expected ?sender=ID" },
+      { "GET", url .. "/messages?sender=u1&wait=99", nil, 400, "wait: expected whole seconds from 0 to 60" },
+    }
+    for _, c in ipairs(cases) do
+      local code, body, head = http(c[1], c[2], c[3])
+      assert.are.equal(c[4], code, c[3])
+      assert.are.same({ error = c[5] }, cjson.decode(body))
+      if c[6] then assert.truthy(head:find("\nAllow: " .. c[6] .. "\r", 1, true), head) end
+    end
+    local code, body = post(srv, "u1", "42")    -- u1 goes on; u9 never started
+    assert.are.equal(200, code)
+    assert.are.same({ "you are 42", "bye?" }, texts(body, "u1"))
+    local _, health = http("GET", srv.url .. "/health")
+    assert.are.same({ status = "ok", sessions = 1 }, cjson.decode(health))
+    assert.are.equal("", srv:stop())
+  end)
+
+  it("asks for the bearer token of --token-env when given", function()
+    local srv = helper.serve({ "-I", ifile, "--token-env", "SERVE_TOKEN", flow },
+                             { SERVE_TOKEN = "s3cret-token" })
+    local code, body, head = post(srv, "u1", "bob")
+    assert.are.equal(401, code)
+    assert.are.same({ error = "a bearer token is needed" }, cjson.decode(body))
+    assert.truthy(head:find("WWW-Authenticate: Bearer", 1, true))
+    code = post(srv, "u1", "bob", { "Authorization: Bearer s3cret-tokeN" })
+    assert.are.equal(401, code)
+    code = post(srv, "u1", "bob", { "Authorization: Bearer s3cret-token-and-more" })
+    assert.are.equal(401, code)
+    code = http("GET", srv.url .. "/webhooks/rest/messages?sender=u1&wait=0")
+    assert.are.equal(401, code)
+    code, body = post(srv, "u1", "bob", { "Authorization: Bearer s3cret-token" })
+    assert.are.equal(200, code)
+    assert.are.same({ "hello bob 200", "how old?" }, texts(body, "u1"))
+    code = http("GET", srv.url .. "/health")      -- for the load balancer: no token
+    assert.are.equal(200, code)
+    assert.are.equal("", srv:stop())
+  end)
+
+  it("refuses --token-env of an unset variable", function()
+    local r = helper.cli({ args = { "serve", "--token-env", "SERVE_NO_SUCH_TOKEN", "--port", "0", flow } })
+    assert.are.equal(2, r.code)
+    assert.are.equal("flowrun serve: --token-env SERVE_NO_SUCH_TOKEN: the variable is not set\n", r.stderr)
+  end)
+
+  it("exposes /metrics in the Prometheus text format", function()
+    local srv = helper.serve({ "-I", ifile, flow })
+    post(srv, "u1", "bob")
+    post(srv, "u2", "ann")
+    post(srv, "u2", "5")
+    post(srv, "u2", "no")                 -- u2 ends
+    http("POST", srv.url .. "/webhooks/rest", "nope")
+    local code, text, head = http("GET", srv.url .. "/metrics")
+    assert.are.equal(200, code)
+    assert.truthy(head:find("Content-Type: text/plain; version=0.0.4", 1, true))
+    local f = helper.write(helper.tmpdir() .. "/m.txt", text)
+    -- the real parser: every sample as "name{k=v,...} value"
+    local p = io.popen("env -u LD_PRELOAD /usr/bin/python3 -c " .. helper.quote([[
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+for fam in text_string_to_metric_families(open(sys.argv[1]).read()):
+    for s in fam.samples:
+        labels = ",".join("%s=%s" % kv for kv in sorted(s.labels.items()))
+        print("%s %s{%s} %g" % (fam.type, s.name, labels, s.value))
+]]) .. " " .. f .. " 2>&1")
+    local out = p:read("a")
+    p:close()
+    local got = {}
+    for line in out:gmatch("[^\n]+") do got[line] = true end
+    for _, want in ipairs{
+      "gauge flowrun_sessions_live{} 1",
+      "gauge flowrun_sessions_waiting{} 1",
+      "counter flowrun_webhooks_total{} 4",
+      "counter flowrun_bad_requests_total{} 1",
+      "counter flowrun_calls_total{integration=shop,label=200} 2",
+      "histogram flowrun_call_duration_seconds_count{integration=shop} 2",
+      "histogram flowrun_call_duration_seconds_bucket{integration=shop,le=+Inf} 2",
+      "histogram flowrun_call_duration_seconds_bucket{integration=shop,le=10} 2",
+    } do
+      assert.is_true(got[want] == true, want .. " not in:\n" .. out)
+    end
+    assert.are.equal("", srv:stop())
+  end)
+
+  it("with --store keeps a conversation across a restart", function()
+    local store = helper.tmpdir() .. "/s.db"
+    local srv = helper.serve({ "-I", ifile, "--store", store, flow })
+    local _, body = post(srv, "u1", "bob")
+    assert.are.same({ "hello bob 200", "how old?" }, texts(body, "u1"))
+    assert.are.equal("", srv:stop())
+    srv = helper.serve({ "-I", ifile, "--store", store, flow })
+    local code
+    code, body = post(srv, "u1", "42")
+    assert.are.equal(200, code)
+    assert.are.same({ "you are 42", "bye?" }, texts(body, "u1"))
+    assert.are.equal("", srv:stop())
+  end)
+
+  it("shuts down cleanly on SIGTERM: a waiting poll gets its answer", function()
+    local srv = helper.serve({ "-I", ifile, flow })
+    local d = helper.tmpdir()
+    os.execute("env -u LD_PRELOAD curl -s -o " .. d .. "/poll -w '%{http_code}' '" .. srv.url
+               .. "/webhooks/rest/messages?sender=u7&wait=30' > " .. d .. "/code &")
+    assert.truthy(helper.wait_for(function()
+      local _, m = http("GET", srv.url .. "/health")
+      return m ~= ""
+    end, 5000))
+    os.execute("sleep 0.3")
+    local t0 = helper.now()
+    os.execute("kill -TERM " .. srv.pid)
+    assert.truthy(helper.wait_for(function() return not helper.alive(srv.pid) end, 5000))
+    assert.is_true(helper.now() - t0 < 2000)
+    assert.truthy(helper.wait_for(function() return helper.read(d .. "/code") == "200" end, 5000))
+    assert.are.equal("[]", helper.read(d .. "/poll"))
+    assert.are.equal("", srv:stop())
+  end)
+end)
