@@ -119,8 +119,8 @@ return {
   { name = "pool-slot-freed-between-retries",
     promise = "a call keeps its pool slot between its attempts",
     file = "runtime/lib/call.c",
-    find = "  c->phase = FR_C_BACKOFF;\n",
-    replace = "  c->phase = FR_C_BACKOFF;\n  c->slot = false;\n  ig->pool.inflight--;\n  pump(ig);\n",
+    find = "  emit_trace(c, now - c->hop_t0, false);\n  c->phase = FR_C_BACKOFF;\n",
+    replace = "  emit_trace(c, now - c->hop_t0, false);\n  c->phase = FR_C_BACKOFF;\n  c->slot = false;\n  ig->pool.inflight--;\n  pump(ig);\n",
     spec = "spec/faults_spec.lua", filter = "between its attempts" },
 
   -- redirects
