@@ -1,11 +1,11 @@
 # flowrun -- see README.md. Targets: all test bench demo repl install clean.
 PREFIX ?= /usr/local
 CC ?= cc
-PKGS = lua5.4 libcurl lua5.4-cjson libmicrohttpd sqlite3 zlib
+PKGS = lua5.4 libcurl lua5.4-cjson libmicrohttpd sqlite3 zlib libpq
 DEBS = lua5.4 liblua5.4-dev lua-cjson-dev libcurl4-openssl-dev \
        libmicrohttpd-dev libsqlite3-dev sqlite3 lua-busted pkg-config gcc make openssl \
        libedit-dev graphviz luarocks nginx-light tinyproxy zlib1g-dev \
-       python3 python3-prometheus-client
+       python3 python3-prometheus-client libpq-dev postgresql
 
 WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Werror
 OPT ?= -O2 -g
@@ -20,7 +20,7 @@ ALL_CFLAGS += $(addprefix -I,$(filter-out /usr/include,$(LUA_INCDIR) $(CURL_INCD
 LIBFLAG ?= -shared
 # lua-cjson is linked statically: one binary, no runtime dependency on it.
 CJSON = -l:liblua5.4-cjson.a
-LIBS = $(CJSON) $(shell pkg-config --libs lua5.4 libcurl libmicrohttpd sqlite3 zlib 2>/dev/null) -lpthread -lm
+LIBS = $(CJSON) $(shell pkg-config --libs lua5.4 libcurl libmicrohttpd sqlite3 zlib libpq 2>/dev/null) -lpthread -lm
 ifeq ($(SAN),1)
 ALL_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer
 ALL_LDFLAGS += -fsanitize=address,undefined
@@ -32,7 +32,7 @@ B = build
 # runtime/flowrun.h like any host.
 LIB = base labels query freeze loop pool cookies rules runtime session pages call request response integrations auth \
       secrets json inspect snapshot \
-      sandbox quota journal store_sqlite wire
+      sandbox quota journal store_sqlite store_pg wire
 LIB_O = $(LIB:%=$(B)/lib/%.o) $(B)/modules.o
 LUA_MODULES = $(sort $(wildcard lua/flowrun/*.lua))
 CLI = main common limits run jsonl serve sessions test repl/main repl/term repl/sessions mock/server mock/routes
@@ -82,7 +82,7 @@ $(B)/libflowrun.a: $(LIB_O)
 # not PIC), and Lua itself, which the host links too.
 $(B)/$(SONAME): $(LIB_O)
 	$(CC) $(ALL_LDFLAGS) -shared -Wl,-soname,$(SONAME) -o $@ $^ \
-	  -llua5.4-cjson $(shell pkg-config --libs lua5.4 libcurl sqlite3) -lpthread -lm
+	  -llua5.4-cjson $(shell pkg-config --libs lua5.4 libcurl sqlite3 libpq) -lpthread -lm
 
 # pkg-config's description of an installed flowrun (PREFIX, LIBDIR): made
 # anew at each install, for the PREFIX of that install.
@@ -91,7 +91,7 @@ $(B)/flowrun.pc: FORCE | $(B)
 	  'includedir=$${prefix}/include' '' \
 	  'Name: flowrun' 'Description: chat, game and automation flows in Lua that call HTTP APIs' \
 	  "Version: $$(sed -n 's/^#define FLOWRUN_VERSION "\(.*\)"/\1/p' runtime/flowrun.h)" \
-	  'Requires: lua5.4' 'Requires.private: libcurl sqlite3' \
+	  'Requires: lua5.4' 'Requires.private: libcurl sqlite3 libpq' \
 	  'Libs: -L$${libdir} -lflowrun' 'Libs.private: -llua5.4-cjson -lpthread -lm' \
 	  'Cflags: -I$${includedir}' > $@
 
@@ -110,7 +110,7 @@ $(B)/flowrun: $(CLI_O) $(B)/module/flowrun_lua.o $(B)/libflowrun.a
 $(B)/flowrun.so: $(B)/module/flowrun_lua.o $(LIB_O) runtime/module/flowrun.map
 	$(CC) $(ALL_LDFLAGS) $(LIBFLAG) -Wl,--version-script=runtime/module/flowrun.map \
 	  -o $@ $(B)/module/flowrun_lua.o $(LIB_O) \
-	  -llua5.4-cjson $(addprefix -L,$(CURL_LIBDIR)) $(shell pkg-config --libs libcurl sqlite3) -lm
+	  -llua5.4-cjson $(addprefix -L,$(CURL_LIBDIR)) $(shell pkg-config --libs libcurl sqlite3 libpq) -lm
 
 # The library's allocations go through the test's failing allocator
 # (EMBED_OOM): --wrap reaches the objects linked here, not libc or libcurl.

@@ -382,6 +382,52 @@ function helper.nginx(opts)
   error("nginx did not start: " .. (helper.read(dir .. "/error.log") or ""), 2)
 end
 
+-- A PostgreSQL server of its own, in a new directory on a Unix socket only
+-- (listen_addresses ''): initdb and postgres run as the `postgres` user the
+-- Debian package makes (PostgreSQL refuses root), or as ourselves when we
+-- are not root. Returns { dir, url = "postgresql:///flowrun?host=DIR",
+-- psql(sql) -> output, stop() }.
+function helper.postgres()
+  local bin
+  for _, v in ipairs { "17", "16", "15", "14", "13" } do
+    local f = io.open("/usr/lib/postgresql/" .. v .. "/bin/initdb")
+    if f then f:close() bin = bin or "/usr/lib/postgresql/" .. v .. "/bin" end
+  end
+  if not bin then error("PostgreSQL is missing (make deps installs postgresql)", 2) end
+  local dir = helper.tmpdir()
+  local as = ""
+  if helper.sh("id -u"):match("%d+") == "0" then
+    os.execute("chown postgres " .. helper.quote(dir))
+    as = "runuser -u postgres -- "
+  end
+  local data = dir .. "/data"
+  local out = helper.sh(as .. bin .. "/initdb -A trust -U postgres -E UTF8 --no-sync -D " .. data .. " 2>&1")
+  if not out:find("Success") then error("initdb failed: " .. out, 2) end
+  local opts = "-c listen_addresses='' -c unix_socket_directories=" .. dir
+    .. " -c fsync=off -c max_connections=200 -c shared_buffers=32MB"
+  local proc = spawn(as .. bin .. "/postgres -D " .. data .. " " .. opts)
+  proc.what = nil                       -- not ours: no sanitizer report
+  local psql = function(sql, db)
+    return helper.sh(("%s/psql -X -q -A -t -h %s -U postgres -d %s -c %s 2>&1"):format(
+      bin, dir, db or "flowrun", helper.quote(sql)))
+  end
+  local up = helper.wait_for(function()
+    if not alive(proc.pid) then return "dead" end
+    return psql("SELECT 1", "postgres"):match("^%s*(.-)%s*$") == "1"
+  end, 20000)
+  if up ~= true then
+    stop(proc)
+    error("postgres did not start: " .. (helper.read(proc.err) or ""), 2)
+  end
+  psql("CREATE DATABASE flowrun", "postgres")
+  return {
+    dir = dir, bin = bin, pid = proc.pid,
+    url = "postgresql:///flowrun?host=" .. dir .. "&user=postgres",
+    psql = psql,
+    stop = function() stop(proc) end,
+  }
+end
+
 -- A port on 127.0.0.1 where nothing listens: one a mock had, now closed.
 function helper.closed_port()
   local m = helper.mock({ { path = "/", body = "x" } })

@@ -96,8 +96,65 @@ typedef struct fr_store_methods {
   int (*cut)(fr_store *st, const char *id, long long after, long long before);
   /* rows of sessions that ended before `before` (unix ms) go, at most 1000 */
   int (*purge_ended)(fr_store *st, long long before);
+
+  /* ---- a store shared by many hosts (store_pg.c; NULL in store_sqlite.c) ----
+  ** Sessions hash into FR_PARTITIONS partitions (fr_partition). A host
+  ** owns partitions through lease rows carrying an epoch; every write of a
+  ** turn (put_session ... purge_ended, between begin and commit) checks,
+  ** once per partition per transaction and under a share lock on the lease
+  ** row, that this host still holds the partition at the epoch it took it
+  ** with, else the write fails ("fenced": errmsg names the partition and
+  ** both epochs). Messages reach a session's owner through the inbox: any
+  ** host stores them (send, start) and the owner is woken (fd, wakes).
+  ** Outputs go to the host that stored the session's last message: put_output
+  ** addresses them to it (returns 1 when that is another host, 0 this one);
+  ** that host takes them (each_mine, then drop_output). The calls below run
+  ** outside a turn's transaction, each in its own. */
+  /* This host's name (unique among the hosts) and the lease's length in ms,
+  ** before any other call below. */
+  int (*set_node)(fr_store *st, const char *node, long long lease_ms);
+  /* Heartbeat: renews this host's leases, takes free or expired partitions
+  ** up to its share (ceil(FR_PARTITIONS / hosts seen within a lease)),
+  ** gives back partitions above its share for which idle(ud, part) is 1.
+  ** got[part] = 1 for each taken now; lost[part] = 1 for each it held and
+  ** no longer does (taken by another: its sessions must stop here). */
+  int (*leases)(fr_store *st, int (*idle)(void *ud, int part), void *ud,
+                unsigned char got[], unsigned char lost[]);
+  int (*owns)(fr_store *st, int part);      /* 1: this host holds part */
+  /* Stores message n (0: the next) for id from this host and wakes the
+  ** owner: 1 stored as *taken, 0 stored already (n <= inputs: its outputs
+  ** not yet taken are addressed to this host again), -2 no unfinished
+  ** session, -3 n leaves a gap (n > inputs + 1), -1 failed. */
+  int (*send)(fr_store *st, const char *id, long long n, const char *text, size_t len,
+              long long *taken);
+  /* A new session's row (or an ended one's, made anew), addressed to this
+  ** host, and the owner woken: 1 made, 0 an unfinished one has id (its
+  ** outputs are addressed to this host again), -1 failed. */
+  int (*start)(fr_store *st, const fr_store_session *row);
+  int (*fd)(fr_store *st);                  /* readable: wakes came */
+  /* fn(ud, kind, id) for each wake that came: kind 'i' messages for
+  ** session id, 'o' outputs for this host. */
+  int (*wakes)(fr_store *st, int (*fn)(void *ud, int kind, const char *id), void *ud);
+  /* outputs addressed to this host, in order (by session, then seq) */
+  int (*each_mine)(fr_store *st, int (*fn)(void *ud, const char *id, long long seq, int kind,
+                                           int how, const char *text, size_t len), void *ud);
+  /* part's sessions to restore: not ended, not parked, and not waiting or
+  ** with messages in the inbox */
+  int (*each_in_part)(fr_store *st, int part,
+                      int (*fn)(void *ud, const fr_store_session *row), void *ud);
 } fr_store_methods;
 
+#define FR_PARTITIONS 256
+
+/* A session's partition: FNV-1a (32 bits) of its id, modulo FR_PARTITIONS
+** (docs/scale-out.md: another system keying by session agrees with it). */
+static inline int fr_partition(const char *id) {
+  unsigned h = 2166136261u;
+  for (; *id; id++) h = (h ^ (unsigned char)*id) * 16777619u;
+  return (int)(h % FR_PARTITIONS);
+}
+
 extern const fr_store_methods fr_store_sqlite;
+extern const fr_store_methods fr_store_pg;
 
 #endif
