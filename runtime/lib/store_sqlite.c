@@ -786,4 +786,5 @@ const fr_store_methods fr_store_sqlite = {
   st_put_output, st_drop_output, st_each_output, st_errmsg, st_identity, st_set_waiting,
   st_each_listed, st_drop_outbox, st_park, st_each_silent, st_cut,
   st_purge_ended,
+  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,   /* one host only */
 };
