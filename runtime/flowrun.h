@@ -332,8 +332,18 @@ FLOWRUN_API char *flowrun_trace_curl(flowrun *rt, const flowrun_trace *t);
 ** same store gives the sessions back, each replayed to where it was.
 ** Opens (creates) the SQLite file at path for this runtime, before any
 ** session starts, and starts the unfinished sessions it holds again. One
-** process at a time: a store in use by another is refused. */
+** process at a time: a store in use by another is refused.
+** A path "postgresql://..." (or "postgres://...", a libpq URI) opens a
+** store on PostgreSQL shared by many hosts (docs/scale-out.md): each
+** host runs the sessions of the partitions it holds a lease on, and any
+** host may start or send to any session (stored, the owner is woken; the
+** outputs come to the host that sent the session's last message). A host
+** that finds its lease taken stops (flowrun_store_failed). */
 FLOWRUN_API int flowrun_open_store(flowrun *rt, const char *path);
+/* A shared store's name for this host, before flowrun_open_store: unique
+** among the hosts, the same after a restart (its outputs are addressed to
+** it). Default: the machine's hostname and the process id. */
+FLOWRUN_API int flowrun_store_node(flowrun *rt, const char *name);
 
 /* The check to run before deploying a changed flow (README: Testing
 ** flows): opens the store at path read only (a runtime may be running
@@ -392,6 +402,9 @@ enum {                                  /* what a store keeps in memory */
   FLOWRUN_STORE_ENDED_S,                /* an ended session's row (kept so that a line
                                            sent to it again is known) goes after
                                            this long (0: never); 604800 (7 days) */
+  FLOWRUN_STORE_LEASE_MS,               /* a shared store's (PostgreSQL): a host that
+                                           has not renewed its leases this long loses
+                                           its partitions to the others; 10000 */
   FLOWRUN_STORE_COUNT
 };
 

@@ -633,6 +633,10 @@ static const char usage[] =
   "  -I FILE, --trace, --trace-json FILE, --allow LIST, --limit NAME=N: as for run\n"
   "  --port N           listen on 127.0.0.1:N (0: any free port; it is printed)\n"
   "  --store PATH, --resident N, --idle SECONDS, --ttl SECONDS: as for host\n"
+  "  --store postgresql://...  many hosts share the sessions (docs/scale-out.md)\n"
+  "  --node NAME        this host's name in a shared store (hostname:pid)\n"
+  "  --lease-ms MS      a shared store's lease: a host silent this long loses its\n"
+  "                     sessions to the others (10000)\n"
   "  --token-env NAME   webhooks need \"Authorization: Bearer $NAME\"\n"
   "  --reply-timeout SECONDS  a webhook answers after this long at most (30); the\n"
   "                     rest comes through GET /webhooks/rest/messages?sender=ID\n";
@@ -665,7 +669,8 @@ static void free_server(server *sv) {
 
 int flowrun_serve_main(int argc, char **argv) {
   server sv = { 0 };
-  const char *ifile, *token_env = NULL;
+  const char *ifile, *token_env = NULL, *node = NULL;
+  long long lease_ms = 0;
   char buf[4096];
   long port = -1;
   int i, status = 0;
@@ -680,6 +685,15 @@ int flowrun_serve_main(int argc, char **argv) {
     if (took < 0) return 2;
     if (took) continue;
     if (strcmp(a, "--store") == 0 && i + 1 < argc) sv.store = argv[++i];
+    else if (strcmp(a, "--node") == 0 && i + 1 < argc) node = argv[++i];
+    else if (strcmp(a, "--lease-ms") == 0 && i + 1 < argc) {
+      char *end;
+      lease_ms = strtoll(argv[++i], &end, 10);
+      if (*end || end == argv[i] || lease_ms < 100) {
+        fprintf(stderr, "flowrun serve: --lease-ms: expected a whole number >= 100, got '%s'\n", argv[i]);
+        return 2;
+      }
+    }
     else if (strcmp(a, "--token-env") == 0 && i + 1 < argc) token_env = argv[++i];
     else if ((strcmp(a, "--port") == 0 || strcmp(a, "--resident") == 0 || strcmp(a, "--idle") == 0
               || strcmp(a, "--ttl") == 0 || strcmp(a, "--reply-timeout") == 0) && i + 1 < argc) {
@@ -748,6 +762,12 @@ int flowrun_serve_main(int argc, char **argv) {
   flowrun_store_limit(sv.rt, FLOWRUN_STORE_RESIDENT, sv.resident);
   flowrun_store_limit(sv.rt, FLOWRUN_STORE_IDLE_MS, sv.idle_s * 1000);
   flowrun_store_limit(sv.rt, FLOWRUN_STORE_TTL_S, sv.ttl_s);
+  if (lease_ms) flowrun_store_limit(sv.rt, FLOWRUN_STORE_LEASE_MS, lease_ms);
+  if (node && flowrun_store_node(sv.rt, node) != FLOWRUN_OK) {
+    fprintf(stderr, "flowrun serve: --node: %s\n", flowrun_errmsg(sv.rt));
+    status = 2;
+    goto done;
+  }
   if (sv.store && flowrun_open_store(sv.rt, sv.store) != FLOWRUN_OK) {
     fprintf(stderr, "flowrun serve: %s\n", flowrun_errmsg(sv.rt));
     status = 2;
