@@ -56,6 +56,7 @@ b joins: took 0
 a: took 0, lost 0, holds 128
 b: took 128, lost 0, holds 128
 held by both: 0, by none: 0
+a purges: a's gone a's gone b's kept b's kept
 leases: 2 nodes, 256 rows, epochs 1..2
 ok split
 ]])

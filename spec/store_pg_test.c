@@ -352,6 +352,26 @@ static void split(void) {
     none += !M->owns(a, i) && !M->owns(b, i);
   }
   printf("held by both: %d, by none: %d\n", both, none);
+  /* purge: ended sessions of the partitions this host holds only */
+  {
+    fr_store *c = open_store(0);
+    fr_store_session row = { NULL, "f.lua", "", 0, 0, 0, 0, 0, 0 }, got_row;
+    const char *sid[4];
+    for (int i = 0; i < 4; i++) {
+      sid[i] = id_in(i * 64, 0);
+      row.id = sid[i];
+      last = c;
+      CHECK(M->begin(c) == 0 && M->put_session(c, &row) == 0 && M->end_session(c, sid[i]) == 0
+            && M->commit(c) == 0);
+    }
+    last = a;
+    CHECK(M->begin(a) == 0 && M->purge_ended(a, 1LL << 50) == 0 && M->commit(a) == 0);
+    printf("a purges:");
+    for (int i = 0; i < 4; i++)
+      printf(" %s %s", M->owns(a, i * 64) ? "a's" : "b's", M->get_session(c, sid[i], &got_row) ? "kept" : "gone");
+    printf("\n");
+    M->close(c);
+  }
   printf("leases: %s\n", query("SELECT count(DISTINCT node) || ' nodes, ' || count(*) || ' rows, epochs '"
                                " || min(epoch) || '..' || max(epoch) FROM flowrun_leases"));
   M->close(a);
@@ -441,7 +461,7 @@ static void fence(void) {
 static void inbox(void) {
   fr_store *a = host("a", 10000), *b = host("b", 10000), *c = open_store(0);
   unsigned char got[FR_PARTITIONS], lost[FR_PARTITIONS];
-  fr_store_session row = { "c1", "f.lua", "x\0", 2, 1, 0, 0, 0, 0 };
+  fr_store_session row = { "c1", "f.lua", "x\0", 2, 1, 0, 0, 0, 0 }, srow;
   long long taken = -1;
   texts in = { 0 }, out = { 0 };
   ids w;
@@ -484,6 +504,14 @@ static void inbox(void) {
   out.n = 0;
   CHECK(M->each_mine(b, take_output, &out) == 0);
   printf("b's outputs again: %d\n", out.n);
+  /* b gives it though a owns the session: not fenced */
+  CHECK(M->begin(b) == 0 && M->drop_output(b, "c1", 1) == 0 && M->commit(b) == 0);
+  CHECK(M->get_session(b, "c1", &srow) == 1 && srow.said == 1);
+  /* the owner runs it: its row put again keeps the messages stored */
+  last = a;
+  CHECK(M->begin(a) == 0 && M->put_session(a, &row) == 0 && M->commit(a) == 0);
+  CHECK(M->get_session(a, "c1", &srow) == 1 && srow.inputs == 2 && srow.said == 0);
+  last = b;
   /* sent again (a retried webhook): the replies come again */
   CHECK(M->send(b, "c1", 2, "two", 3, &taken) == 0);
   w = wait_wakes(b, 3000);
@@ -557,7 +585,6 @@ static void format(void) {
   CHECK(!M->open(url, FR_STORE_READ, err, sizeof err));
   query("UPDATE flowrun_meta SET v = '1' WHERE k = 'format' RETURNING v");
   st = host("n1", 10000);
-  CHECK(!M->open(url, 0, err, sizeof err) || 1);
   {
     fr_store *other = open_store(0);
     CHECK(M->set_node(other, "n1", 10000) == -1);

@@ -66,11 +66,14 @@ enum {
 static const char *const sql[Q_COUNT] = {
   /* Q_FENCE */
   "SELECT node, epoch FROM flowrun_leases WHERE part = $1 FOR SHARE",
-  /* Q_PUT_SESSION: insert or replace; reply_to kept */
+  /* Q_PUT_SESSION: insert or replace; reply_to kept, and the messages
+     another host stored for an unfinished one (start, then send, before
+     its owner ran it) still counted */
   "INSERT INTO flowrun_sessions(id, part, flow, args, nargs, inputs, ended, said, waiting,"
   "  active, parked, note, reply_to) VALUES ($1, $2, $3, $4, $5, $6, 0, 0, 0, " NOW ", 0, NULL, $7)"
   " ON CONFLICT (id) DO UPDATE SET flow = EXCLUDED.flow, args = EXCLUDED.args,"
-  "  nargs = EXCLUDED.nargs, inputs = EXCLUDED.inputs, ended = 0, said = 0, waiting = 0,"
+  "  nargs = EXCLUDED.nargs, inputs = CASE WHEN flowrun_sessions.ended = 0"
+  "   THEN greatest(flowrun_sessions.inputs, EXCLUDED.inputs) ELSE EXCLUDED.inputs END, ended = 0, said = 0, waiting = 0,"
   "  active = EXCLUDED.active, parked = 0, note = NULL",
   /* Q_END_SESSION */
   "WITH j AS (DELETE FROM flowrun_journal WHERE session = $1),"
@@ -171,9 +174,11 @@ static const char *const sql[Q_COUNT] = {
   "WITH j AS (DELETE FROM flowrun_journal WHERE session = $1),"
   " i AS (DELETE FROM flowrun_inbox WHERE session = $1)"
   " DELETE FROM flowrun_outbox WHERE session = $1",
-  /* Q_HEARTBEAT: this host seen; the hosts seen within a lease, counted */
+  /* Q_HEARTBEAT: this host seen; the hosts seen within a lease, counted;
+     those not seen for 1000 leases forgotten */
   "WITH u AS (INSERT INTO flowrun_nodes(node, seen) VALUES ($1, " NOW ")"
-  "  ON CONFLICT (node) DO UPDATE SET seen = EXCLUDED.seen)"
+  "  ON CONFLICT (node) DO UPDATE SET seen = EXCLUDED.seen),"
+  " d AS (DELETE FROM flowrun_nodes WHERE seen < " NOW " - 1000 * $2)"
   " SELECT count(*) + 1 FROM flowrun_nodes WHERE seen > " NOW " - $2 AND node <> $1",
   /* Q_RENEW ($3: the partitions held) */
   "UPDATE flowrun_leases SET expires = " NOW " + $2 WHERE node = $1 AND part = ANY($3::int[])"
@@ -883,9 +888,11 @@ static int st_put_output(fr_store *st, const char *id, long long seq, int kind, 
   return other;
 }
 
+/* Not fenced: the host an output is addressed to gives it, and need not
+** own its session; given and said only grow (a duplicate is at least once,
+** never a lost or changed effect). */
 static int st_drop_output(fr_store *st, const char *id, long long seq) {
   params p = { 0 };
-  if (fence_id(st, id)) return -1;
   p_text(&p, id);
   p_int(&p, seq);
   return done(st, Q_DROP_OUTPUT, &p);
