@@ -53,7 +53,10 @@
 #define FORMAT 1
 #define LOCK_KEY 1718382455             /* "flow": the advisory locks' class */
 #define NOW "(extract(epoch from clock_timestamp()) * 1000)::bigint"
-#define ROW "id, flow, args, nargs, inputs, ended, said, parked"
+/* said: what the host was given, here or on the host the outputs were
+** addressed to (it marks them given: each_mine) */
+#define ROW "id, flow, args, nargs, inputs, ended, greatest(said, (SELECT coalesce(max(o.seq), 0)" \
+  " FROM flowrun_outbox o WHERE o.session = id AND o.given)), parked"
 
 enum {
   Q_FENCE, Q_PUT_SESSION, Q_END_SESSION, Q_DROP_SESSION, Q_GET_SESSION, Q_EACH_SESSION,
@@ -185,18 +188,24 @@ static const char *const sql[Q_COUNT] = {
   " RETURNING part, epoch",
   /* Q_TAKE: free, expired, or this node's from before ($4: held now),
      from $5 on (hosts start at different places), at most $3; each take
-     logged. No SKIP LOCKED: the UPDATE waits for a transaction holding
-     the row FOR SHARE (a fenced write), then checks again. */
+     logged. SKIP LOCKED: a row another host is taking, renewing, or
+     holding FOR SHARE for a write (the old owner's turn, which then
+     commits before anyone takes the partition) is left for the next
+     heartbeat; so takes never wait, and two hosts taking at once cannot
+     deadlock. */
   "WITH t AS (UPDATE flowrun_leases SET node = $1, epoch = epoch + 1, expires = " NOW " + $2"
   "  WHERE part IN (SELECT part FROM flowrun_leases WHERE node IS NULL OR expires < " NOW
-  "   OR (node = $1 AND NOT part = ANY($4::int[])) ORDER BY (part + $5) % 256 LIMIT $3)"
+  "   OR (node = $1 AND NOT part = ANY($4::int[])) ORDER BY (part + $5) % 256 LIMIT $3"
+  "   FOR UPDATE SKIP LOCKED)"
   "  AND (node IS NULL OR expires < " NOW " OR (node = $1 AND NOT part = ANY($4::int[])))"
   "  RETURNING part, epoch)"
   " INSERT INTO flowrun_takeovers(part, epoch, node, at) SELECT part, epoch, $1, " NOW
   " FROM t RETURNING part, epoch",
   /* Q_GIVE */
   "UPDATE flowrun_leases SET node = NULL, expires = 0 WHERE node = $1 AND part = ANY($2::int[])",
-  /* Q_MINE: this host's outputs, marked given */
+  /* Q_MINE: this host's outputs, marked given (sessions' rows are not
+     touched: their owners lock them in their turns; ROW's said reads the
+     marks) */
   "WITH u AS (UPDATE flowrun_outbox SET given = true WHERE node = $1 AND NOT given"
   "  RETURNING session, seq, kind, how, text)"
   " SELECT session, seq, kind, how, text FROM u ORDER BY session, seq",
