@@ -272,6 +272,69 @@ for fam in text_string_to_metric_families(open(sys.argv[1]).read()):
     assert.are.equal("", srv:stop())
   end)
 
+  -- flowrun sessions --store PATH --json: { id = { state, messages } }
+  local function rows(store)
+    local r = helper.cli({ args = { "sessions", "--store", store, "--json" } })
+    assert.are.equal(0, r.code, r.stderr)
+    local out = {}
+    for l in r.stdout:gmatch("[^\n]+") do
+      local e = cjson.decode(l)
+      out[e.session] = { state = e.state, messages = e.messages }
+    end
+    return out
+  end
+
+  it("with --on-mismatch park parks a session whose flow changed, as host does (else it fails)", function()
+    local d = helper.tmpdir()
+    local src = [[
+      api_node{ integration = "shop", path = "/hello", results = { "200" } }
+      local age = ask("how old?")
+      say("you are " .. age)
+    ]]
+    local f = helper.flow(src, d, "changing.lua")
+    for _, park in ipairs{ true, false } do
+      local store = d .. (park and "/park.db" or "/fail.db")
+      helper.write(f, src)
+      local srv = helper.serve({ "-I", ifile, "--store", store, f })
+      local _, body = post(srv, "u1", "bob")
+      assert.are.same({ "how old?" }, texts(body, "u1"))
+      assert.are.equal("", srv:stop())
+      helper.write(f, (src:gsub("/hello", "/nowhere")))
+      srv = helper.serve({ "-I", ifile, "--store", store, "--on-mismatch",
+                           park and "park" or "fail", f })
+      local code
+      code, body = post(srv, "u1", "42")
+      assert.are.equal(200, code)
+      assert.are.same({}, texts(body, "u1"))
+      local err = srv:stop()
+      assert.matches("^%[u1%] " .. (park and "parked" or "error") .. ": [^\n]*changing.lua:1: replay of "
+                     .. "session u1 does not match its journal: entry 1 is api_node shop GET /hello", err)
+      assert.are.same({ u1 = park and { state = "parked", messages = 1 } or { state = "ended", messages = 1 } },
+                      rows(store))
+    end
+  end)
+
+  it("with --keep-ended lets an ended session's row go after that long", function()
+    local d = helper.tmpdir()
+    local f = helper.flow('say("hi " .. ...)', d, "hi.lua")
+    local store = d .. "/s.db"
+    local srv = helper.serve({ "-I", ifile, "--store", store, f })
+    post(srv, "u1", "a")
+    assert.are.equal("", srv:stop())
+    assert.are.same({ u1 = { state = "ended", messages = 0 } }, rows(store))
+    srv = helper.serve({ "-I", ifile, "--store", store, "--keep-ended", "1", f })
+    local _, body = post(srv, "u2", "b")
+    assert.are.same({ "hi b" }, texts(body, "u2"))
+    assert.truthy(helper.wait_for(function() return next(rows(store)) == nil end, 15000))
+    assert.are.equal("", srv:stop())
+    local bad = helper.cli({ args = { "serve", "--store", store, "--keep-ended", "x", "--port", "0", f } })
+    assert.are.equal(2, bad.code)
+    assert.are.equal("flowrun serve: --keep-ended: expected a whole number >= 0, got 'x'\n", bad.stderr)
+    bad = helper.cli({ args = { "serve", "--on-mismatch", "skip", "--port", "0", f } })
+    assert.are.equal(2, bad.code)
+    assert.are.equal("flowrun serve: --on-mismatch: expected park or fail, got 'skip'\n", bad.stderr)
+  end)
+
   it("shuts down cleanly on SIGTERM: a waiting poll gets its answer", function()
     local srv = helper.serve({ "-I", ifile, flow })
     local d = helper.tmpdir()

@@ -91,8 +91,7 @@ typedef struct server {
   struct MHD_Daemon *d;
   const char *flow;
   cli_opts opts;
-  const char *store;
-  long long resident, idle_s, ttl_s;
+  cli_store_opts st;                    /* --store PATH and its limits (as host's) */
   const char *token;                    /* from --token-env NAME */
   long long reply_ms;                   /* --reply-timeout */
   bool failed;
@@ -293,7 +292,7 @@ static void on_end(void *ud, const char *id, int how, const char *error) {
     sv->failed = true;
     fputc('[', stderr);
     cli_put_text(stderr, id, strlen(id));
-    fputs("] error: ", stderr);
+    fputs(how == FLOWRUN_PARKED ? "] parked: " : "] error: ", stderr);
     cli_put_text(stderr, error, strlen(error));
     fputc('\n', stderr);
   }
@@ -632,7 +631,8 @@ static const char usage[] =
   "usage: flowrun serve [options] FLOW.lua --port N   conversations over HTTP webhooks\n"
   "  -I FILE, --trace, --trace-json FILE, --allow LIST, --limit NAME=N: as for run\n"
   "  --port N           listen on 127.0.0.1:N (0: any free port; it is printed)\n"
-  "  --store PATH, --resident N, --idle SECONDS, --ttl SECONDS: as for host\n"
+  "  --store PATH, --resident N, --idle SECONDS, --ttl SECONDS, --keep-ended SECONDS,\n"
+  "  --on-mismatch park: as for host\n"
   "  --token-env NAME   webhooks need \"Authorization: Bearer $NAME\"\n"
   "  --reply-timeout SECONDS  a webhook answers after this long at most (30); the\n"
   "                     rest comes through GET /webhooks/rest/messages?sender=ID\n";
@@ -665,24 +665,22 @@ static void free_server(server *sv) {
 
 int flowrun_serve_main(int argc, char **argv) {
   server sv = { 0 };
-  const char *ifile, *token_env = NULL;
-  char buf[4096];
+  const char *token_env = NULL;
   long port = -1;
   int i, status = 0;
   struct sockaddr_in sa;
   const union MHD_DaemonInfo *info;
   int epfd = -1;
-  lua_State *L;
   sv.reply_ms = 30000;
+  sv.st.keep_s = -1;
   for (i = 0; i < argc; i++) {
     const char *a = argv[i];
     int took = cli_opts_arg(&sv.opts, argc, argv, &i, "flowrun serve");
+    if (!took) took = cli_store_arg(&sv.st, argc, argv, &i, "flowrun serve");
     if (took < 0) return 2;
     if (took) continue;
-    if (strcmp(a, "--store") == 0 && i + 1 < argc) sv.store = argv[++i];
-    else if (strcmp(a, "--token-env") == 0 && i + 1 < argc) token_env = argv[++i];
-    else if ((strcmp(a, "--port") == 0 || strcmp(a, "--resident") == 0 || strcmp(a, "--idle") == 0
-              || strcmp(a, "--ttl") == 0 || strcmp(a, "--reply-timeout") == 0) && i + 1 < argc) {
+    if (strcmp(a, "--token-env") == 0 && i + 1 < argc) token_env = argv[++i];
+    else if ((strcmp(a, "--port") == 0 || strcmp(a, "--reply-timeout") == 0) && i + 1 < argc) {
       char *end;
       long long v = strtoll(argv[++i], &end, 10);
       if (*end || end == argv[i] || v < 0 || (a[2] == 'p' && v > 65535)) {
@@ -691,10 +689,7 @@ int flowrun_serve_main(int argc, char **argv) {
         return 2;
       }
       if (a[2] == 'p') port = (long)v;
-      else if (a[2] == 'r' && a[3] == 'e' && a[4] == 's') sv.resident = v;
-      else if (a[2] == 'r') sv.reply_ms = v * 1000;
-      else if (a[2] == 'i') sv.idle_s = v;
-      else sv.ttl_s = v;
+      else sv.reply_ms = v * 1000;
     } else if (a[0] == '-' && a[1]) {
       fprintf(stderr, "flowrun serve: unknown option '%s' (or missing value)\n%s", a, usage);
       return 2;
@@ -708,51 +703,16 @@ int flowrun_serve_main(int argc, char **argv) {
     fputs(usage, stderr);
     return 2;
   }
-  if (access(sv.flow, R_OK) != 0) {
-    fprintf(stderr, "flowrun serve: cannot read flow %s: %s\n", sv.flow, strerror(errno));
-    return 2;
-  }
   if (token_env && !((sv.token = getenv(token_env)) && *sv.token)) {
     fprintf(stderr, "flowrun serve: --token-env %s: the variable is not set\n", token_env);
     return 2;
   }
-  ifile = flowrun_find_integrations(sv.opts.ifile, sv.flow, buf, sizeof buf);
-  if (cli_opts_open(&sv.opts, "flowrun serve") != 0) return 2;
   flowrun_callbacks cb = { .say = on_say, .ask = on_ask, .end = on_end, .log = on_log,
                            .trace = on_trace, .ud = &sv, .size = sizeof(flowrun_callbacks),
-                           .trace_attempts = sv.opts.trace || sv.opts.trace_json };
-  if (!(sv.rt = flowrun_new(&cb))) {
-    fprintf(stderr, "flowrun serve: out of memory\n");
-    return 2;
-  }
-  L = flowrun_lua(sv.rt);
-  if (cli_sandbox_apply(&sv.opts.grants, sv.rt, "flowrun serve") != 0) {
-    status = 2;
+                           .trace_attempts = sv.opts.trace || sv.opts.tjson };
+  if ((status = cli_runtime_open(&sv.rt, &cb, &sv.opts, sv.flow, &sv.st, &sv.decode_ref,
+                                 "flowrun serve")) != 0)
     goto done;
-  }
-  if (ifile && flowrun_load_integrations(sv.rt, ifile) != FLOWRUN_OK) {
-    fprintf(stderr, "flowrun: %s\n", flowrun_errmsg(sv.rt));
-    status = 2;
-    goto done;
-  }
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "json");
-  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-    fprintf(stderr, "flowrun serve: %s\n", lua_tostring(L, -1));
-    status = 2;
-    goto done;
-  }
-  lua_getfield(L, -1, "decode");
-  sv.decode_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_pop(L, 1);
-  flowrun_store_limit(sv.rt, FLOWRUN_STORE_RESIDENT, sv.resident);
-  flowrun_store_limit(sv.rt, FLOWRUN_STORE_IDLE_MS, sv.idle_s * 1000);
-  flowrun_store_limit(sv.rt, FLOWRUN_STORE_TTL_S, sv.ttl_s);
-  if (sv.store && flowrun_open_store(sv.rt, sv.store) != FLOWRUN_OK) {
-    fprintf(stderr, "flowrun serve: %s\n", flowrun_errmsg(sv.rt));
-    status = 2;
-    goto done;
-  }
   raise_nofile();
   memset(&sa, 0, sizeof sa);
   sa.sin_family = AF_INET;
