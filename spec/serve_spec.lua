@@ -7,7 +7,8 @@ describe("flowrun serve", function()
   local mock, dir, flow, ifile
 
   setup(function()
-    mock = helper.mock({ { path = "/hello", json = { ok = true } } })
+    mock = helper.mock({ { path = "/hello", json = { ok = true } },
+                         { path = "/slow", delay_ms = 2000, json = { ok = true } } })
     dir = helper.tmpdir()
     ifile = helper.integrations({ shop = { base_url = mock.url } }, dir)
     flow = helper.flow([[
@@ -219,18 +220,10 @@ describe("flowrun serve", function()
     assert.are.equal("flowrun serve: --token-env SERVE_NO_SUCH_TOKEN: the variable is not set\n", r.stderr)
   end)
 
-  it("exposes /metrics in the Prometheus text format", function()
-    local srv = helper.serve({ "-I", ifile, flow })
-    post(srv, "u1", "bob")
-    post(srv, "u2", "ann")
-    post(srv, "u2", "5")
-    post(srv, "u2", "no")                 -- u2 ends
-    http("POST", srv.url .. "/webhooks/rest", "nope")
-    local code, text, head = http("GET", srv.url .. "/metrics")
-    assert.are.equal(200, code)
-    assert.truthy(head:find("Content-Type: text/plain; version=0.0.4", 1, true))
+  -- /metrics read by the real parser (python3's prometheus_client): a set of
+  -- "type name{k=v,...} value" lines, and those lines as text.
+  local function parse_metrics(text)
     local f = helper.write(helper.tmpdir() .. "/m.txt", text)
-    -- the real parser: every sample as "name{k=v,...} value"
     local p = io.popen("env -u LD_PRELOAD /usr/bin/python3 -c " .. helper.quote([[
 import sys
 from prometheus_client.parser import text_string_to_metric_families
@@ -243,6 +236,20 @@ for fam in text_string_to_metric_families(open(sys.argv[1]).read()):
     p:close()
     local got = {}
     for line in out:gmatch("[^\n]+") do got[line] = true end
+    return got, out
+  end
+
+  it("exposes /metrics in the Prometheus text format", function()
+    local srv = helper.serve({ "-I", ifile, flow })
+    post(srv, "u1", "bob")
+    post(srv, "u2", "ann")
+    post(srv, "u2", "5")
+    post(srv, "u2", "no")                 -- u2 ends
+    http("POST", srv.url .. "/webhooks/rest", "nope")
+    local code, text, head = http("GET", srv.url .. "/metrics")
+    assert.are.equal(200, code)
+    assert.truthy(head:find("Content-Type: text/plain; version=0.0.4", 1, true))
+    local got, out = parse_metrics(text)
     for _, want in ipairs{
       "gauge flowrun_sessions_live{} 1",
       "gauge flowrun_sessions_waiting{} 1",
@@ -252,9 +259,53 @@ for fam in text_string_to_metric_families(open(sys.argv[1]).read()):
       "histogram flowrun_call_duration_seconds_count{integration=shop} 2",
       "histogram flowrun_call_duration_seconds_bucket{integration=shop,le=+Inf} 2",
       "histogram flowrun_call_duration_seconds_bucket{integration=shop,le=10} 2",
+      "gauge flowrun_pool_in_flight{integration=shop} 0",
+      "gauge flowrun_pool_queued{integration=shop} 0",
     } do
       assert.is_true(got[want] == true, want .. " not in:\n" .. out)
     end
+    assert.is_nil(out:find("flowrun_store_commit", 1, true))    -- no store, no such family
+    assert.are.equal("", srv:stop())
+  end)
+
+  it("exposes each pool's calls in flight and queued, and the store's commits and their time", function()
+    local d = helper.tmpdir()
+    local ifile2 = helper.integrations({ slow = { base_url = mock.url, max_connections = 1,
+                                                       queue_timeout_ms = 20000 } }, d)
+    local f = helper.flow([[
+      api_node{ integration = "slow", path = "/slow", results = { "200" } }
+      say("done")
+    ]], d, "slow.lua")
+    local srv = helper.serve({ "-I", ifile2, "--store", d .. "/s.db", "--reply-timeout", "0", f })
+    local function scrape()
+      local code, text = http("GET", srv.url .. "/metrics")
+      assert.are.equal(200, code)
+      return parse_metrics(text)
+    end
+    for _, u in ipairs{ "a", "b", "c" } do assert.are.equal(200, (post(srv, u, "x"))) end
+    -- each call takes 2 s, one at a time: one in flight, two queued
+    local got, out = scrape()
+    assert.is_true(got["gauge flowrun_pool_in_flight{integration=slow} 1"], out)
+    assert.is_true(got["gauge flowrun_pool_queued{integration=slow} 2"], out)
+    assert.truthy(helper.wait_for(function()
+      got, out = scrape()
+      return got["gauge flowrun_pool_in_flight{integration=slow} 0"]
+        and got["gauge flowrun_pool_queued{integration=slow} 0"]
+        and got["counter flowrun_calls_total{integration=slow,label=200} 3"]
+    end, 20000), out)
+    -- the commits: counted, each once in the histogram
+    local n = tonumber(out:match("\ncounter flowrun_store_commits_total{} (%d+)\n"))
+    assert.is_true(n ~= nil and n >= 3, out)        -- at least the three starts and the three calls' ends
+    assert.is_true(got["histogram flowrun_store_commit_seconds_count{} " .. n], out)
+    assert.is_true(got["histogram flowrun_store_commit_seconds_bucket{le=+Inf} " .. n], out)
+    local sum = tonumber(out:match("\nhistogram flowrun_store_commit_seconds_sum{} (%S+)\n"))
+    assert.is_true(sum > 0 and sum < n, out)
+    local last = 0                        -- buckets: cumulative, up to the count
+    for le, c in out:gmatch("\nhistogram flowrun_store_commit_seconds_bucket{le=([%d.e+-]+)} (%d+)") do
+      assert.is_true(tonumber(c) >= last, le .. " " .. out)
+      last = tonumber(c)
+    end
+    assert.are.equal(n, last)             -- le=1: every commit took less than a second
     assert.are.equal("", srv:stop())
   end)
 
@@ -270,6 +321,35 @@ for fam in text_string_to_metric_families(open(sys.argv[1]).read()):
     assert.are.equal(200, code)
     assert.are.same({ "you are 42", "bye?" }, texts(body, "u1"))
     assert.are.equal("", srv:stop())
+  end)
+
+  it("gives a Lua host the same figures: rt:stats()", function()
+    local flowrun = helper.module()
+    local d = helper.tmpdir()
+    local f = helper.flow([[
+      api_node{ integration = "slow", path = "/slow", results = { "200" } }
+    ]], d, "slow.lua")
+    local rt = flowrun.new{ integrations = { slow = { base_url = mock.url, max_connections = 1,
+                                                      queue_timeout_ms = 20000 } },
+                            store = { path = d .. "/s.db" } }
+    for _, id in ipairs{ "a", "b", "c" } do rt:start(id, f) end
+    local st
+    for _ = 1, 20 do
+      rt:step(50)
+      st = rt:stats()
+      if st.pools.slow.queued == 2 then break end
+    end
+    assert.are.same({ slow = { in_flight = 1, queued = 2 } }, st.pools)
+    assert.is_true(rt:run(20000))
+    st = rt:stats()
+    assert.are.same({ slow = { in_flight = 0, queued = 0 } }, st.pools)
+    assert.is_true(st.store.commits >= 3 and st.store.seconds > 0)
+    assert.are.same({ 1, st.store.commits }, st.store.le[10])
+    assert.are.same({ 0.0001 }, { st.store.le[1][1] })
+    rt:close()
+    rt = flowrun.new{}
+    assert.is_nil(rt:stats().store)
+    rt:close()
   end)
 
   -- flowrun sessions --store PATH --json: { id = { state, messages } }

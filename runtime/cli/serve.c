@@ -365,6 +365,55 @@ static void sb_label(sbuf *b, const char *s) {
   sb_adds(b, "\"");
 }
 
+/* flowrun_pool_stats: one integration's pool, as two samples. */
+static int pool_line(void *ud, const char *integration, int in_flight, int queued) {
+  sbuf *b = ((sbuf *)ud);
+  char n[64];
+  sb_adds(&b[0], "flowrun_pool_in_flight{integration=");
+  sb_label(&b[0], integration);
+  snprintf(n, sizeof n, "} %d\n", in_flight);
+  sb_adds(&b[0], n);
+  sb_adds(&b[1], "flowrun_pool_queued{integration=");
+  sb_label(&b[1], integration);
+  snprintf(n, sizeof n, "} %d\n", queued);
+  sb_adds(&b[1], n);
+  return 0;
+}
+
+/* The pools (gauges) and, with a store, its commits (a counter) and their
+** time (a histogram). */
+static void metrics_runtime(server *sv, sbuf *b) {
+  sbuf pool[2] = { { 0 }, { 0 } };
+  flowrun_commits cs;
+  char line[256];
+  flowrun_pool_stats(sv->rt, pool_line, pool);
+  sb_adds(b, "# HELP flowrun_pool_in_flight api_node calls holding a connection, by integration.\n"
+             "# TYPE flowrun_pool_in_flight gauge\n");
+  if (pool[0].n) sb_add(b, pool[0].p, pool[0].n);
+  sb_adds(b, "# HELP flowrun_pool_queued api_node calls waiting for a connection or their turn, by integration.\n"
+             "# TYPE flowrun_pool_queued gauge\n");
+  if (pool[1].n) sb_add(b, pool[1].p, pool[1].n);
+  free(pool[0].p);
+  free(pool[1].p);
+  if (flowrun_store_stats(sv->rt, &cs) != FLOWRUN_OK) return;
+  snprintf(line, sizeof line,
+           "# HELP flowrun_store_commits_total Commits of the store.\n"
+           "# TYPE flowrun_store_commits_total counter\nflowrun_store_commits_total %lld\n"
+           "# HELP flowrun_store_commit_seconds The store's commit time.\n"
+           "# TYPE flowrun_store_commit_seconds histogram\n", cs.commits);
+  sb_adds(b, line);
+  for (int k = 0; k < FLOWRUN_STORE_BUCKETS; k++) {
+    snprintf(line, sizeof line, "flowrun_store_commit_seconds_bucket{le=\"%g\"} %lld\n",
+             cs.le_s[k], cs.le[k]);
+    sb_adds(b, line);
+  }
+  snprintf(line, sizeof line,
+           "flowrun_store_commit_seconds_bucket{le=\"+Inf\"} %lld\n"
+           "flowrun_store_commit_seconds_sum %.6f\nflowrun_store_commit_seconds_count %lld\n",
+           cs.commits, cs.seconds, cs.commits);
+  sb_adds(b, line);
+}
+
 /* GET /metrics: the Prometheus text exposition format (0.0.4). */
 static void metrics(server *sv, sbuf *b) {
   char line[1024];
@@ -416,6 +465,7 @@ static void metrics(server *sv, sbuf *b) {
     snprintf(line, sizeof line, "} %lld\n", l->count);
     sb_adds(b, line);
   }
+  metrics_runtime(sv, b);
 }
 
 /* lua_pcall'd: 1 decode, 2 body. Pushes sender and message, or raises. */
