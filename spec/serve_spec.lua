@@ -170,7 +170,10 @@ describe("flowrun serve", function()
       { "POST", url, '{"sender":"u9"}', 400, '"message" is missing' },
       { "POST", url, '{"message":"x"}', 400, '"sender" is missing' },
       { "POST", url, '{"sender":"u9","message":"x","x":1}', 400,
-        'unknown key "x" (expected sender and message)' },
+        'unknown key "x" (expected sender, message and number)' },
+      { "POST", url, '{"sender":"u9","message":"x","number":"1"}', 400, '"number": expected a whole number from 1' },
+      { "POST", url, '{"sender":"u9","message":"x","number":1.5}', 400, '"number": expected a whole number from 1' },
+      { "POST", url, '{"sender":"u9","message":"x","number":0}', 400, '"number": expected a whole number from 1' },
       { "POST", url, '{"sender":"u9","message":"' .. ("x"):rep(65537) .. '"}', 413,
         "the body is over 64 KiB" },
       { "GET", srv.url .. "/nowhere", nil, 404, "no such route" },
@@ -363,6 +366,84 @@ for fam in text_string_to_metric_families(open(sys.argv[1]).read()):
     end
     return out
   end
+
+  -- A numbered webhook: status and body (decoded).
+  local function send(srv, sender, message, number)
+    local code, body = http("POST", srv.url .. "/webhooks/rest",
+                            cjson.encode({ sender = sender, message = message, number = number }))
+    return code, cjson.decode(body)
+  end
+
+  local function said(list)
+    local out = {}
+    for _, m in ipairs(list) do out[#out + 1] = m.text end
+    return out
+  end
+
+  it("takes a numbered message once: sent again, the same answer; a gap or an old number, 409", function()
+    local srv = helper.serve({ "-I", ifile, flow })
+    local code, got = send(srv, "u1", "bob", 1)
+    assert.are.equal(200, code)
+    assert.are.same({ "hello bob 200", "how old?" }, said(got))
+    code, got = send(srv, "u1", "bob", 1)        -- its answer was lost: sent again
+    assert.are.equal(200, code)
+    assert.are.same({ "hello bob 200", "how old?" }, said(got))
+    code, got = send(srv, "u1", "42", 3)
+    assert.are.equal(409, code)
+    assert.are.same({ error = "number 3 leaves a gap: the next is 2", expected = 2 }, got)
+    code, got = send(srv, "u1", "42", 2)
+    assert.are.same({ "you are 42", "bye?" }, said(got))
+    code, got = send(srv, "u1", "42", 2)
+    assert.are.equal(200, code)
+    assert.are.same({ "you are 42", "bye?" }, said(got))
+    code, got = send(srv, "u1", "bob", 1)
+    assert.are.equal(409, code)
+    assert.are.same({ error = "number 1 was taken already: the next is 3", expected = 3 }, got)
+    code, got = send(srv, "u1", "yes", 3)        -- "42" went to the flow once: bye? gets "yes"
+    assert.are.same({ "ok yes" }, said(got))
+    code, got = send(srv, "u1", "yes", 3)        -- the last message of an ended conversation
+    assert.are.equal(200, code)
+    assert.are.same({ "ok yes" }, said(got))
+    local _, m = http("GET", srv.url .. "/metrics")
+    assert.truthy(m:find("\nflowrun_webhooks_total 3\n", 1, true), m)
+    assert.truthy(m:find('\nflowrun_calls_total{integration="shop",label="200"} 1\n', 1, true), m)
+    assert.are.equal("", srv:stop())
+  end)
+
+  it("with --store knows the numbers taken across a restart (flowrun_send_n)", function()
+    local store = helper.tmpdir() .. "/n.db"
+    local srv = helper.serve({ "-I", ifile, "--store", store, flow })
+    local code, got = send(srv, "u1", "bob", 1)
+    assert.are.same({ "hello bob 200", "how old?" }, said(got))
+    assert.are.equal("", srv:stop())
+    srv = helper.serve({ "-I", ifile, "--store", store, flow })
+    code, got = send(srv, "u1", "bob", 1)        -- taken before the restart: not again
+    assert.are.equal(200, code)
+    assert.are.same({}, got)
+    code, got = send(srv, "u1", "42", 4)
+    assert.are.equal(409, code)
+    assert.are.same({ error = "number 4 leaves a gap: the next is 2", expected = 2 }, got)
+    code, got = send(srv, "u1", "42", 2)
+    assert.are.same({ "you are 42", "bye?" }, said(got))
+    assert.are.equal("", srv:stop())
+    srv = helper.serve({ "-I", ifile, "--store", store, flow })
+    code, got = send(srv, "u1", "42", 2)
+    assert.are.equal(200, code)
+    assert.are.same({}, got)
+    code, got = send(srv, "u1", "yes", 3)
+    assert.are.same({ "ok yes" }, said(got))
+    assert.are.same({ u1 = { state = "ended", messages = 2 } }, rows(store))
+    -- ended: its numbers stay taken (--keep-ended); a message without one starts anew
+    code, got = send(srv, "u1", "bob", 1)
+    assert.are.equal(409, code)
+    assert.are.same({ error = "number 1 was taken already: the next is 4", expected = 4 }, got)
+    code, got = send(srv, "u1", "more", 4)
+    assert.are.equal(409, code)
+    assert.are.same({ error = 'the conversation has ended: a message without "number" starts another' }, got)
+    code, got = send(srv, "u1", "ann")
+    assert.are.same({ "hello ann 200", "how old?" }, said(got))
+    assert.are.equal("", srv:stop())
+  end)
 
   it("with --on-mismatch park parks a session whose flow changed, as host does (else it fails)", function()
     local d = helper.tmpdir()

@@ -92,7 +92,8 @@ static const struct { const char *cmd, *text; } sub_usage[] = {
     "  --on-mismatch park: as for host\n"
     "  --token-env NAME   webhooks need \"Authorization: Bearer $NAME\"\n"
     "  --reply-timeout SECONDS  a webhook answers after this long at most (30)\n"
-    "  POST /webhooks/rest {\"sender\":ID,\"message\":TEXT}: the bot's messages to its next ask\n"
+    "  POST /webhooks/rest {\"sender\":ID,\"message\":TEXT}: the bot's messages to its next ask\n"    "    [\"number\":N: the message's number in the conversation (1 starts it); one\n"
+    "    taken already is not taken again: sent again, the same answer]\n"
     "  GET /webhooks/rest/messages?sender=ID[&wait=S]: messages that came later (long poll)\n"
     "  GET /health, GET /metrics (Prometheus text format)\n" },
   { "mock", "usage: flowrun mock ROUTES.lua [--port N]   mock HTTP API on 127.0.0.1\n" },

@@ -8,6 +8,9 @@
 **                                  answers its ask. 200 with the bot's
 **                                  messages up to its next ask or its end:
 **                                  [{"recipient_id":"u1","text":"..."}]
+**                                  With "number":N (the message's number in
+**                                  the conversation, 1 its start) a message
+**                                  taken already is not taken again.
 **   GET /webhooks/rest/messages?sender=u1[&wait=S]
 **                                  the long poll for messages that come
 **                                  later (a flow that sleeps, a reply that
@@ -64,6 +67,10 @@ typedef struct sender {
   req *post;                            /* a webhook waiting for the turn's end */
   req *poll;                            /* a long poll waiting for messages */
   bool waiting;                         /* the session waits in ask */
+  bool live;                            /* without a store: started here, not ended */
+  long long number;                     /* without a store: the last message taken (1: the start) */
+  char *last_reply;                     /* the answer to the last numbered webhook, */
+  long long last_number;                /* and its number (0: none) */
 } sender;
 
 enum { R_NONE, R_WEBHOOK, R_POLL, R_HEALTH, R_METRICS };
@@ -78,6 +85,7 @@ struct req {
   char *reply;                          /* the answer once ready (JSON) */
   size_t reply_len;
   int64_t deadline;                     /* ms, monotonic */
+  long long number;                     /* a webhook's "number", 0 when none */
 };
 
 /* calls by integration and label; latency buckets per integration */
@@ -178,6 +186,8 @@ static sender *sender_get(server *sv, const char *id, bool create) {
   return s;
 }
 
+static char *xstrdup(const char *s);
+
 /* ---- answers ---- */
 
 static void unwait(server *sv, req *q) {
@@ -201,6 +211,11 @@ static void answer(server *sv, req *q, int status, const char *json, size_t len)
   q->reply_len = len;
   q->status = status;
   q->ready = true;
+  if (q->s && q->s->post == q && q->number) {   /* for the same message sent again */
+    free(q->s->last_reply);
+    q->s->last_reply = xstrdup(q->reply);
+    q->s->last_number = q->number;
+  }
   if (q->s) {
     if (q->s->post == q) q->s->post = NULL;
     if (q->s->poll == q) q->s->poll = NULL;
@@ -287,7 +302,8 @@ static void on_ask(void *ud, const char *id, const char *prompt, size_t len) {
 
 static void on_end(void *ud, const char *id, int how, const char *error) {
   server *sv = ud;
-  sender_get(sv, id, true)->waiting = false;
+  sender *s = sender_get(sv, id, true);
+  s->waiting = s->live = false;
   if (how != FLOWRUN_DONE) {
     sv->failed = true;
     fputc('[', stderr);
@@ -468,7 +484,8 @@ static void metrics(server *sv, sbuf *b) {
   metrics_runtime(sv, b);
 }
 
-/* lua_pcall'd: 1 decode, 2 body. Pushes sender and message, or raises. */
+/* lua_pcall'd: 1 decode, 2 body. Pushes sender, message and number (nil
+** when none), or raises. */
 static int l_parse(lua_State *L) {
   lua_pushvalue(L, 1);
   lua_pushvalue(L, 2);
@@ -486,55 +503,114 @@ static int l_parse(lua_State *L) {
     } else if (strcmp(k, "message") == 0) {
       if (lua_type(L, -1) != LUA_TSTRING || strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1))
         return luaL_error(L, "\"message\": expected a string");
+    } else if (strcmp(k, "number") == 0) {
+      if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1)
+        return luaL_error(L, "\"number\": expected a whole number from 1");
     } else if (strcmp(k, "metadata") != 0)   /* Rasa's channels may send it: ignored */
-      return luaL_error(L, "unknown key \"%s\" (expected sender and message)", k);
+      return luaL_error(L, "unknown key \"%s\" (expected sender, message and number)", k);
     lua_pop(L, 1);
   }
   lua_getfield(L, -1, "sender");
   if (lua_isnil(L, -1)) return luaL_error(L, "\"sender\" is missing");
   lua_getfield(L, -2, "message");
   if (lua_isnil(L, -1)) return luaL_error(L, "\"message\" is missing");
-  return 2;
+  lua_getfield(L, -3, "number");
+  return 3;
+}
+
+/* The number of the last message the sender's conversation took (1: its
+** start), 0 when none: the store's count, else what was taken here. */
+static long long last_taken(server *sv, sender *s) {
+  if (sv->st.path) {
+    long long stored = flowrun_stored(sv->rt, s->id);
+    return stored >= 0 ? stored + 1 : 0;
+  }
+  return s->live ? s->number : 0;
+}
+
+/* A numbered webhook that is not the next message: the last one sent again
+** (also after its conversation ended) gets the same answer again (none
+** kept, after a restart: []); any other number answers 409 naming the one
+** expected. Nothing is taken. */
+static void not_next(server *sv, req *q, sender *s, long long number, long long last) {
+  char msg[160];
+  sbuf b = { 0 };
+  if (number == last) {
+    if (s->last_reply && s->last_number == number) answer(sv, q, 200, s->last_reply, strlen(s->last_reply));
+    else answer(sv, q, 200, "[]", 2);
+    return;
+  }
+  snprintf(msg, sizeof msg, number < last ? "number %lld was taken already: the next is %lld"
+           : "number %lld leaves a gap: the next is %lld", number, last + 1);
+  sb_adds(&b, "{\"error\":");
+  sb_json(&b, msg, strlen(msg));
+  snprintf(msg, sizeof msg, ",\"expected\":%lld}", last + 1);
+  sb_adds(&b, msg);
+  sv->bad_requests++;
+  answer(sv, q, 409, b.p, b.n);
+  free(b.p);
 }
 
 /* POST /webhooks/rest: the message goes to its session; the answer waits
-** for the turn's end. */
+** for the turn's end. With "number", a message taken already is not taken
+** again (README: flowrun serve). */
 static void webhook(server *sv, req *q) {
   lua_State *L = flowrun_lua(sv->rt);
   int top = lua_gettop(L), rc;
   const char *id, *text;
   size_t tlen;
+  long long number, last;
   sender *s;
   lua_pushcfunction(L, l_parse);
   lua_rawgeti(L, LUA_REGISTRYINDEX, sv->decode_ref);
   lua_pushlstring(L, q->body.p ? q->body.p : "", q->body.n);
-  if (lua_pcall(L, 2, 2, 0) != LUA_OK) {
+  if (lua_pcall(L, 2, 3, 0) != LUA_OK) {
     const char *msg = lua_tostring(L, -1);
     const char *colon = msg ? strstr(msg, ": ") : NULL;   /* without luaL_error's "?:" */
     answer_error(sv, q, 400, colon && msg[0] == '?' ? colon + 2 : msg ? msg : "?");
     lua_settop(L, top);
     return;
   }
-  id = lua_tostring(L, -2);
-  text = lua_tolstring(L, -1, &tlen);
+  id = lua_tostring(L, -3);
+  text = lua_tolstring(L, -2, &tlen);
+  number = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
   s = sender_get(sv, id, true);
   if (s->post) {
     answer_error(sv, q, 409, "the sender's previous message is still being answered");
     lua_settop(L, top);
     return;
   }
+  if (number) {                         /* the answer to the last one was lost: again */
+    last = s->last_reply && number == s->last_number ? number : last_taken(sv, s);
+    if (number != last + 1) {
+      not_next(sv, q, s, number, last);
+      lua_settop(L, top);
+      return;
+    }
+  }
   q->s = s;
+  q->number = number;
   s->waiting = false;
-  rc = flowrun_send(sv->rt, id, text, tlen);
+  rc = number == 1 ? FLOWRUN_NOSESSION
+     : number ? flowrun_send_n(sv->rt, id, number - 1, text, tlen)
+     : flowrun_send(sv->rt, id, text, tlen);
+  if (rc == FLOWRUN_NOSESSION && number > 1) {   /* it ended (a store keeps its row) */
+    answer_error(sv, q, 409, "the conversation has ended: a message without \"number\" starts another");
+    lua_settop(L, top);
+    return;
+  }
   if (rc == FLOWRUN_NOSESSION) {
     const char *argv[1] = { text };
     rc = flowrun_start(sv->rt, id, sv->flow, 1, argv);
+    s->number = 0;
+    s->live = rc == FLOWRUN_OK;
   }
   if (rc != FLOWRUN_OK) {
     answer_error(sv, q, 500, flowrun_errmsg(sv->rt));
     lua_settop(L, top);
     return;
   }
+  s->number++;
   sv->webhooks++;
   s->post = q;
   if (s->poll) answer_queued(sv, s->poll);    /* what came before goes to the poll */
@@ -704,6 +780,7 @@ static void free_server(server *sv) {
       next = s->next;
       free(s->id);
       free(s->out.p);
+      free(s->last_reply);
       free(s);
     }
   }
