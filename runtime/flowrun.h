@@ -431,8 +431,7 @@ FLOWRUN_API int flowrun_store_end(const char *path, const char *id, char *err, s
 /* Calls fn for each integration loaded (by name; those defined later at
 ** the end) with the calls holding one of its connections now (in_flight,
 ** at most its max_connections) and those waiting for one or for their
-** turn under its rate_limit (queued). A nonzero return stops. Not from a
-** callback. */
+** turn under its rate_limit (queued). A nonzero return stops. */
 FLOWRUN_API int flowrun_pool_stats(flowrun *rt,
                                    int (*fn)(void *ud, const char *integration,
                                              int in_flight, int queued),
