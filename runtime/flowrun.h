@@ -439,6 +439,31 @@ FLOWRUN_API int flowrun_store_retry(const char *path, const char *id, char *err,
 ** FLOWRUN_NOSESSION when it has no such unfinished session. */
 FLOWRUN_API int flowrun_store_end(const char *path, const char *id, char *err, size_t errlen);
 
+/* ---- figures for a host's dashboard (flowrun serve's /metrics) ---- */
+
+/* Calls fn for each integration loaded (by name; those defined later at
+** the end) with the calls holding one of its connections now (in_flight,
+** at most its max_connections) and those waiting for one or for their
+** turn under its rate_limit (queued). A nonzero return stops. */
+FLOWRUN_API int flowrun_pool_stats(flowrun *rt,
+                                   int (*fn)(void *ud, const char *integration,
+                                             int in_flight, int queued),
+                                   void *ud);
+
+/* The store's commits since it opened (flowrun_open_store) and how long
+** they took, measured around each commit on the monotonic clock: le[i]
+** counts the commits that took at most le_s[i] seconds (cumulative, as a
+** Prometheus histogram's buckets; the bounds are filled in too: 100 us, 250 us,
+** 500 us, 1, 2.5, 5, 10, 25, 100 ms, 1 s). FLOWRUN_ERR without a store. */
+#define FLOWRUN_STORE_BUCKETS 10
+typedef struct flowrun_commits {
+  long long commits;
+  double seconds;                       /* their time, all together */
+  double le_s[FLOWRUN_STORE_BUCKETS];
+  long long le[FLOWRUN_STORE_BUCKETS];
+} flowrun_commits;
+FLOWRUN_API int flowrun_store_stats(const flowrun *rt, flowrun_commits *stats);
+
 /* Is there nothing to run now: no call in flight, no session ready and no
 ** sleep due (every session waits for a message or sleeps on)? */
 FLOWRUN_API int flowrun_quiet(const flowrun *rt);

@@ -63,6 +63,7 @@ struct fr_durable {
   bool check;                           /* flowrun_replay_store: read, never written */
   bool shared;                          /* a store of many hosts (store.h) */
   char fenced[300];                     /* why this host stopped: a partition lost */
+  flowrun_commits stats;                /* commits and their time (timed_commit) */
 };
 
 enum { CRASH_NONE, CRASH_BEFORE, CRASH_AFTER };
@@ -175,13 +176,37 @@ static int failed_turn(flowrun *rt) {
                   d->m->errmsg(d->st));
 }
 
+/* ---- commits counted and timed (flowrun_store_stats) ---- */
+
+static const double commit_le_s[FLOWRUN_STORE_BUCKETS] = {
+  .0001, .00025, .0005, .001, .0025, .005, .01, .025, .1, 1,
+};
+
+/* d's store commits, timed on the monotonic clock. */
+static int timed_commit(fr_durable *d) {
+  double t0 = fr_now(), s;
+  int rc = d->m->commit(d->st);
+  s = (fr_now() - t0) / 1000;
+  d->stats.commits++;
+  d->stats.seconds += s;
+  for (int i = 0; i < FLOWRUN_STORE_BUCKETS; i++) d->stats.le[i] += s <= commit_le_s[i];
+  return rc;
+}
+
+int flowrun_store_stats(const flowrun *rt, flowrun_commits *stats) {
+  if (!rt->dur) return FLOWRUN_ERR;
+  *stats = rt->dur->stats;
+  memcpy(stats->le_s, commit_le_s, sizeof commit_le_s);
+  return FLOWRUN_OK;
+}
+
 int fr_dur_commit(flowrun *rt) {
   fr_durable *d = rt->dur;
   ack *a;
   if (d->in_txn && !d->failed) {
     d->commits++;
     crash_point(d, CRASH_BEFORE);
-    if (d->m->commit(d->st) != 0) d->failed = true;
+    if (timed_commit(d) != 0) d->failed = true;
   }
   if (d->failed) return failed_turn(rt);
   if (d->in_txn) crash_point(d, CRASH_AFTER);
@@ -203,7 +228,7 @@ int fr_dur_commit(flowrun *rt) {
     free_outputs(d->given);
     d->given = NULL;
     if (d->check) return FLOWRUN_OK;    /* nothing was written */
-    if (!d->failed && d->m->commit(d->st) != 0) d->failed = true;
+    if (!d->failed && timed_commit(d) != 0) d->failed = true;
     if (d->failed) return failed_turn(rt);
     d->in_txn = false;
   }
