@@ -652,7 +652,7 @@ int fr_dur_store_fd(const flowrun *rt) {
 static int settle(flowrun *rt) {
   fr_durable *d = rt->dur;
   if (d->in_txn && !d->failed) {
-    if (d->m->commit(d->st) != 0) d->failed = true;
+    if (timed_commit(d) != 0) d->failed = true;
     else d->in_txn = false;
   }
   if (d->failed) return fr_error(rt, "%s", d->fenced[0] ? d->fenced : d->m->errmsg(d->st));

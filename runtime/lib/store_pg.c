@@ -158,7 +158,9 @@ static const char *const sql[Q_COUNT] = {
   /* Q_SEND_STORE: the last message's outputs go, the owner is woken */
   "WITH o AS (DELETE FROM flowrun_outbox WHERE session = $1),"
   " i AS (INSERT INTO flowrun_inbox(session, n, text) VALUES ($1, $2, $3))"
-  " UPDATE flowrun_sessions SET inputs = $2, waiting = 0, active = " NOW ", reply_to = $4"
+  " UPDATE flowrun_sessions SET inputs = $2, waiting = 0, active = " NOW ", reply_to = $4,"
+  "  said = greatest(said, (SELECT coalesce(max(seq), 0) FROM flowrun_outbox"
+  "   WHERE session = $1 AND given))"   /* what went is what was given */
   " WHERE id = $1 RETURNING pg_notify('flowrun_in', $1)::text",
   /* Q_READDRESS: the session's outputs to this host ($2), given again */
   "WITH o AS (UPDATE flowrun_outbox SET node = $2, given = false WHERE session = $1)"
