@@ -302,6 +302,14 @@ int flowrun_host_main(int argc, char **argv) {
     fputs(HOST_USAGE, stderr);
     return 2;
   }
+  if (h.st.node || h.st.lease_ms || (h.st.path && (strncmp(h.st.path, "postgresql://", 13) == 0
+                                                   || strncmp(h.st.path, "postgres://", 11) == 0))) {
+    /* its sessions would run on whichever host owns them: their lines
+       would come out there, or after this host's input ended */
+    fprintf(stderr, "flowrun host: a store shared by many hosts (postgresql://, --node, --lease-ms) "
+            "is for flowrun serve (docs/scale-out.md)\n");
+    return 2;
+  }
   flowrun_callbacks cb = { .say = on_say, .ask = on_ask, .end = on_end, .log = on_log, .ud = &h,
                            .size = sizeof(flowrun_callbacks), .flush = on_flush, .stored = on_stored,
                            .trace_attempts = 1 };
