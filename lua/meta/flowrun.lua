@@ -8,7 +8,7 @@
 ---@field allow? string[] libraries flows may use besides the sandbox's ({ "io", ... })
 ---@field limits? flowrun.Limits
 ---@field globals? table<string, any> added to every flow's globals (tables read-only to flows)
----@field store? string|table a store's file, or { path, resident, idle_ms, ttl_s, keep_ended_s, park }
+---@field store? string|table a store's file or postgresql:// URI, or { path, resident, idle_ms, ttl_s, keep_ended_s, lease_ms, park, node }
 ---@field transport? fun(request: table): table every call answered by it, not the network (README: Testing flows)
 ---@field virtual_clock? boolean|number a virtual clock (true: from now; a number: from that ms since 1970)
 ---@field replay? string a store to check: its sessions replayed to the end of their journals, read only

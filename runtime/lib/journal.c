@@ -288,7 +288,8 @@ int fr_dur_open(flowrun *rt, const char *path, bool check) {
       gethostname(host, sizeof host - 1);
       snprintf(node, sizeof node, "%s:%ld", host, (long)getpid());
     }
-    if (d->m->set_node(d->st, node, rt->store_limit[FLOWRUN_STORE_LEASE_MS]) != 0) {
+    long long lease = rt->store_limit[FLOWRUN_STORE_LEASE_MS];
+    if (d->m->set_node(d->st, node, lease > 0 ? lease : 10000) != 0) {
       snprintf(err, sizeof err, "%s", d->m->errmsg(d->st));
       d->m->close(d->st);
       free(d->path);

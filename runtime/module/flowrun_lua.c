@@ -626,12 +626,13 @@ static void options(lua_State *L, flowrun *rt) {
 }
 
 /* opts.store at the top: a file name, or { path = FILE, resident = N,
-** idle_ms = N, ttl_s = N, keep_ended_s = N, park = BOOL }. */
+** idle_ms = N, ttl_s = N, keep_ended_s = N, lease_ms = N, park = BOOL,
+** node = NAME }. */
 static void store(lua_State *L, flowrun *rt) {
-  static const char *const keys[] = { "path", "resident", "idle_ms", "ttl_s", "keep_ended_s", "park",
-                                      NULL };
+  static const char *const keys[] = { "path", "resident", "idle_ms", "ttl_s", "keep_ended_s",
+                                      "lease_ms", "park", "node", NULL };
   static const int limits[] = { 0, FLOWRUN_STORE_RESIDENT, FLOWRUN_STORE_IDLE_MS, FLOWRUN_STORE_TTL_S,
-                                FLOWRUN_STORE_ENDED_S };
+                                FLOWRUN_STORE_ENDED_S, FLOWRUN_STORE_LEASE_MS };
   int t = lua_gettop(L);
   if (lua_istable(L, t)) {
     lua_pushnil(L);
@@ -640,15 +641,21 @@ static void store(lua_State *L, flowrun *rt) {
       lua_pop(L, 1);
       while (keys[i] && !(lua_type(L, -1) == LUA_TSTRING && strcmp(keys[i], lua_tostring(L, -1)) == 0)) i++;
       if (!keys[i])
-        luaL_error(L, "flowrun.new: store: unknown key '%s' (path, resident, idle_ms, ttl_s, keep_ended_s, park)",
-                   luaL_tolstring(L, -1, NULL));
+        luaL_error(L, "flowrun.new: store: unknown key '%s' (path, resident, idle_ms, ttl_s, "
+                   "keep_ended_s, lease_ms, park, node)", luaL_tolstring(L, -1, NULL));
     }
+    if (lua_getfield(L, t, "node") != LUA_TNIL) {
+      if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "flowrun.new: store.node: expected a string");
+      if (flowrun_store_node(rt, lua_tostring(L, -1)) != FLOWRUN_OK)
+        luaL_error(L, "flowrun.new: store.node: %s", flowrun_errmsg(rt));
+    }
+    lua_pop(L, 1);
     if (lua_getfield(L, t, "park") != LUA_TNIL) {
       if (!lua_isboolean(L, -1)) luaL_error(L, "flowrun.new: store.park: expected a boolean");
       flowrun_store_limit(rt, FLOWRUN_STORE_PARK, lua_toboolean(L, -1));
     }
     lua_pop(L, 1);
-    for (int i = 1; i < 5; i++) {
+    for (int i = 1; i < 6; i++) {
       if (lua_getfield(L, t, keys[i]) != LUA_TNIL) {
         if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
           luaL_error(L, "flowrun.new: store.%s: expected a whole number >= 0", keys[i]);
