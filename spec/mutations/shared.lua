@@ -26,10 +26,4 @@ return {
     find = "again = number == last && !(s->last_reply && s->last_number == number) && sv->shared;",
     replace = "again = false;",
     spec = "spec/shared_store_spec.lua", filter = "sent again to another host" },
-  { name = "shared-wake-twice",
-    promise = "a message woken for a session in memory is delivered once",
-    file = "runtime/lib/journal.c",
-    find = "if (n <= w->j->inputs) return 0;",
-    replace = "if (n < w->j->inputs) return 0;",
-    spec = "spec/shared_store_spec.lua", filter = "reaches the owner" },
 }
