@@ -124,5 +124,47 @@ kill "$api"; wait "$api" 2>/dev/null || true
 grep -q '^200 200 sid=s1 200 hello, compressed world 200 2 3$' "$tmp/api_run.out" || { cat "$tmp/api_run.out"; exit 1; }
 grep -q 'POST /token' "$tmp/api.log" || { cat "$tmp/api.log"; exit 1; }
 echo "flowrun run: OAuth2 with a 401, cookies over a redirect, gzip, multipart, rate_limit, deadline_ms, api_pages: clean"
+# two flowrun serve hosts on a PostgreSQL store: messages through the other
+# host, outputs back, leases, wakes; then SIGTERM
+pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+mkdir "$tmp/pg"
+as=""
+if [ "$(id -u)" = 0 ]; then chown postgres "$tmp/pg"; chmod o+rx "$tmp"; as="runuser -u postgres --"; fi
+$as "$pgbin/initdb" -A trust -U postgres --no-sync -D "$tmp/pg/data" >/dev/null
+$as "$pgbin/postgres" -D "$tmp/pg/data" -c listen_addresses= -c unix_socket_directories="$tmp/pg" \
+  -c fsync=off >"$tmp/pg.log" 2>&1 &
+pg=$!
+i=0
+until "$pgbin/psql" -h "$tmp/pg" -U postgres -d postgres -c 'SELECT 1' >/dev/null 2>&1; do
+  i=$((i + 1)); [ $i -lt 400 ] || { cat "$tmp/pg.log"; exit 1; }; sleep 0.05
+done
+"$pgbin/psql" -q -h "$tmp/pg" -U postgres -d postgres -c 'CREATE DATABASE flowrun'
+store="postgresql:///flowrun?host=$tmp/pg&user=postgres"
+printf '%s\n' 'local n = ask("name?")' 'say("hi " .. n)' >"$tmp/bot.lua"
+for node in a b; do
+  $vg "$here/build/flowrun" serve "$tmp/bot.lua" --port 0 --store "$store" --node $node \
+    --lease-ms 3000 >"$tmp/serve_$node.out" 2>"$tmp/serve_$node.log" &
+  eval "serve_$node=\$!"
+done
+for node in a b; do
+  i=0
+  until grep -q '^listening on' "$tmp/serve_$node.out" 2>/dev/null; do
+    i=$((i + 1)); [ $i -lt 600 ] || { cat "$tmp/serve_$node.log"; exit 1; }; sleep 0.05
+  done
+done
+ua=$(sed -n 's/^listening on //p' "$tmp/serve_a.out")
+ub=$(sed -n 's/^listening on //p' "$tmp/serve_b.out")
+for s in u1 u2 u3 u4; do
+  curl -s -m 30 -d "{\"sender\":\"$s\",\"message\":\"x\"}" "$ua/webhooks/rest" >>"$tmp/serve.txt"
+  curl -s -m 30 -d "{\"sender\":\"$s\",\"message\":\"Al\"}" "$ub/webhooks/rest" >>"$tmp/serve.txt"
+done
+kill -TERM "$serve_a" "$serve_b"
+status=0
+wait "$serve_a" || status=$?
+wait "$serve_b" || status=$?
+kill -TERM "$pg"; wait "$pg" 2>/dev/null || true
+[ "$(grep -o 'hi Al' "$tmp/serve.txt" | wc -l)" = 4 ] || { cat "$tmp/serve.txt" "$tmp/serve_a.log" "$tmp/serve_b.log"; exit 1; }
+[ "$status" = 0 ] || { cat "$tmp/serve_a.log" "$tmp/serve_b.log"; exit 1; }
+echo "flowrun serve, two hosts on a PostgreSQL store: clean"
 kill -TERM "$mock"
 if wait "$mock"; then echo "flowrun mock: clean"; else echo "flowrun mock: valgrind found problems"; cat "$tmp/mock.log"; exit 1; fi
