@@ -268,7 +268,7 @@ struct fr_store {
 /* URL with a password (user:PASS@ or password=PASS) replaced by ***. */
 static char *redact(const char *url) {
   size_t n = strlen(url);
-  char *out = malloc(n + 4 * 8 + 1), *q = out;
+  char *out = malloc(2 * n + 8), *q = out;   /* each *** at most doubles what it hides */
   const char *p = url, *auth = strstr(url, "://"), *end, *at = NULL, *colon = NULL;
   if (!out) return NULL;
   if (auth) {
@@ -402,13 +402,14 @@ static const char *val(const PGresult *r, int i, int c) {
   return PQgetisnull(r, i, c) ? NULL : PQgetvalue(r, i, c);
 }
 
-/* The partitions this host holds, as an int[] literal: "{1,2,...}". */
-static char *held_list(fr_store *st) {
-  char *s = malloc(FR_PARTITIONS * 4 + 3), *q = s;
+/* An array literal ("{1,2,...}") of the partitions i with v[i] != 0, or
+** (values 1) of those v[i]: the partitions held, their epochs. */
+static char *list_of(const long long v[], int values) {
+  char *s = malloc(FR_PARTITIONS * 21 + 3), *q = s;
   if (!s) return NULL;
   *q++ = '{';
   for (int i = 0; i < FR_PARTITIONS; i++)
-    if (st->held[i]) q += sprintf(q, "%s%d", q[-1] == '{' ? "" : ",", i);
+    if (v[i]) q += sprintf(q, "%s%lld", q[-1] == '{' ? "" : ",", values ? v[i] : i);
   *q++ = '}';
   *q = '\0';
   return s;
@@ -778,7 +779,7 @@ static int st_each_session(fr_store *st, int all, int (*fn)(void *, const fr_sto
   PGresult *r;
   char *held = NULL;
   if (!all && st->node) {
-    if (!(held = held_list(st))) return oom(st);
+    if (!(held = list_of(st->held, 0))) return oom(st);
     p_text(&p, held);
   }
   r = run(st, all ? Q_EACH_UNFINISHED : st->node ? Q_EACH_MINE_SESSION : Q_EACH_SESSION, &p);
@@ -964,7 +965,7 @@ static int st_each_silent(fr_store *st, long long before, int (*fn)(void *, cons
   PGresult *r;
   char *held = NULL;
   int n;
-  if (st->node && !(held = held_list(st))) return oom(st);
+  if (st->node && !(held = list_of(st->held, 0))) return oom(st);
   p_int(&p, before);
   p_text(&p, held);
   r = run(st, Q_SILENT, &p);
@@ -996,24 +997,17 @@ static int st_cut(fr_store *st, const char *id, long long after, long long befor
 ** held (the statement checks the leases under a share lock). */
 static int st_purge_ended(fr_store *st, long long before) {
   params p = { 0 };
-  char *parts, *epochs, *q, *e;
+  char *parts, *epochs = NULL;
   int rc;
   p_int(&p, before);
   if (!st->node) return done(st, Q_PURGE, &p);
-  if (!(parts = held_list(st)) || !(epochs = malloc(FR_PARTITIONS * 21 + 3))) {
+  if (!(parts = list_of(st->held, 0)) || !(epochs = list_of(st->held, 1))) {
     free(parts);
     return oom(st);
   }
-  q = epochs;
-  *q++ = '{';
-  for (int i = 0; i < FR_PARTITIONS; i++)
-    if (st->held[i]) q += sprintf(q, "%s%lld", q[-1] == '{' ? "" : ",", st->held[i]);
-  *q++ = '}';
-  *q = '\0';
-  e = epochs;
   p_text(&p, st->node);
   p_text(&p, parts);
-  p_text(&p, e);
+  p_text(&p, epochs);
   rc = done(st, Q_PURGE_MINE, &p);
   free(parts);
   free(epochs);
@@ -1117,7 +1111,7 @@ static int leases_once(fr_store *st, int (*idle)(void *, int), void *ud, long lo
   live = num(r, 0, 0);
   PQclear(r);
   share = (FR_PARTITIONS + live - 1) / (live > 0 ? live : 1);
-  if (!(list = held_list(st))) { oom(st); goto bad; }
+  if (!(list = list_of(st->held, 0))) { oom(st); goto bad; }
   p_text(&p, list);
   r = run(st, Q_RENEW, &p);             /* node, lease, held */
   free(list);
@@ -1129,21 +1123,15 @@ static int leases_once(fr_store *st, int (*idle)(void *, int), void *ud, long lo
   }
   PQclear(r);
   if (held < share) {                   /* take up to the share */
-    char *mine = malloc(FR_PARTITIONS * 4 + 3), *q = mine;
-    unsigned off = 2166136261u;
-    if (!mine) { oom(st); goto bad; }
-    *q++ = '{';
-    for (i = 0; i < FR_PARTITIONS; i++)
-      if (next[i]) q += sprintf(q, "%s%d", q[-1] == '{' ? "" : ",", i);
-    *q++ = '}';
-    *q = '\0';
+    unsigned off = 2166136261u;         /* each host from its own place: fewer collisions */
     for (const char *c = st->node; *c; c++) off = (off ^ (unsigned char)*c) * 16777619u;
+    if (!(list = list_of(next, 0))) { oom(st); goto bad; }
     p.n = 2;
     p_int(&p, share - held);
-    p_text(&p, mine);
+    p_text(&p, list);
     p_int(&p, off % FR_PARTITIONS);
-    r = run(st, Q_TAKE, &p);
-    free(mine);
+    r = run(st, Q_TAKE, &p);            /* node, lease, how many, held, from */
+    free(list);
     if (!r) goto bad;
     for (i = 0; i < PQntuples(r); i++) {
       int part = (int)num(r, i, 0);
@@ -1151,22 +1139,19 @@ static int leases_once(fr_store *st, int (*idle)(void *, int), void *ud, long lo
     }
     PQclear(r);
   } else if (held > share) {            /* give back idle ones down to the share */
-    char *give = malloc(FR_PARTITIONS * 4 + 3), *q = give;
-    if (!give) { oom(st); goto bad; }
-    *q++ = '{';
+    long long give[FR_PARTITIONS] = { 0 };
     for (i = FR_PARTITIONS - 1; i >= 0 && held > share; i--)
       if (next[i] && idle(ud, i)) {
-        q += sprintf(q, "%s%d", q[-1] == '{' ? "" : ",", i);
+        give[i] = 1;
         next[i] = 0;
         st->gave[i] = 1;
         held--;
       }
-    *q++ = '}';
-    *q = '\0';
+    if (!(list = list_of(give, 0))) { oom(st); goto bad; }
     p.n = 1;
-    p_text(&p, give);
-    r = run(st, Q_GIVE, &p);
-    free(give);
+    p_text(&p, list);
+    r = run(st, Q_GIVE, &p);            /* node, the partitions */
+    free(list);
     if (!r) goto bad;
     PQclear(r);
   }
