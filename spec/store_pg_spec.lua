@@ -49,13 +49,14 @@ ok roundtrip
 ]])
   end)
 
-  it("splits the 256 partitions between two hosts once both heartbeat", function()
+  it("splits the 256 partitions between two hosts once both heartbeat; each restores and purges its own", function()
     expect("split", [[
 a alone: took 256
 b joins: took 0
 a: took 0, lost 0, holds 128
 b: took 128, lost 0, holds 128
 held by both: 0, by none: 0
+a's sessions to restore: a's a's; all unfinished: 4
 a purges: a's gone a's gone b's kept b's kept
 leases: 2 nodes, 256 rows, epochs 1..2
 ok split

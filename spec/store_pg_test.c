@@ -352,18 +352,30 @@ static void split(void) {
     none += !M->owns(a, i) && !M->owns(b, i);
   }
   printf("held by both: %d, by none: %d\n", both, none);
-  /* purge: ended sessions of the partitions this host holds only */
+  /* restore and purge: the sessions of the partitions this host holds only */
   {
     fr_store *c = open_store(0);
     fr_store_session row = { NULL, "f.lua", "", 0, 0, 0, 0, 0, 0 }, got_row;
     const char *sid[4];
+    ids ss = { 0 };
+    last = c;
+    CHECK(M->begin(c) == 0);
     for (int i = 0; i < 4; i++) {
-      sid[i] = id_in(i * 64, 0);
-      row.id = sid[i];
-      last = c;
-      CHECK(M->begin(c) == 0 && M->put_session(c, &row) == 0 && M->end_session(c, sid[i]) == 0
-            && M->commit(c) == 0);
+      row.id = sid[i] = id_in(i * 64, 0);
+      CHECK(M->put_session(c, &row) == 0);
     }
+    CHECK(M->commit(c) == 0);
+    last = a;
+    CHECK(M->each_session(a, 0, take_session, &ss) == 0);
+    printf("a's sessions to restore:");
+    for (int i = 0; i < ss.n; i++) printf(" %s", M->owns(a, fr_partition(ss.id[i])) ? "a's" : "b's");
+    ss.n = 0;
+    CHECK(M->each_session(a, 1, take_session, &ss) == 0);
+    printf("; all unfinished: %d\n", ss.n);
+    last = c;
+    CHECK(M->begin(c) == 0);
+    for (int i = 0; i < 4; i++) CHECK(M->end_session(c, sid[i]) == 0);
+    CHECK(M->commit(c) == 0);
     last = a;
     CHECK(M->begin(a) == 0 && M->purge_ended(a, 1LL << 50) == 0 && M->commit(a) == 0);
     printf("a purges:");

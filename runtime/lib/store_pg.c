@@ -1141,7 +1141,7 @@ static int leases_once(fr_store *st, int (*idle)(void *, int), void *ud, long lo
   } else if (held > share) {            /* give back idle ones down to the share */
     long long give[FR_PARTITIONS] = { 0 };
     for (i = FR_PARTITIONS - 1; i >= 0 && held > share; i--)
-      if (next[i] && idle(ud, i)) {
+      if (next[i] && idle && idle(ud, i)) {   /* no idle: none is given back */
         give[i] = 1;
         next[i] = 0;
         st->gave[i] = 1;
