@@ -35,10 +35,28 @@
 ** owner committed is what the new owner restores, and after the takeover
 ** every write of the old owner is refused.
 **
+** Leases (leases(), a heartbeat, one transaction): this host's row in
+** nodes is renewed; share = ceil(256 / hosts seen within a lease); its
+** leases are renewed; below its share it takes free or expired partitions
+** (epoch + 1, logged in takeovers), above it gives back idle ones. A host
+** that stops heartbeating loses its partitions a lease later. A take has
+** no SKIP LOCKED: it must wait for a fenced write's share lock.
+**
+** Messages: any host stores them (send, start: their own transaction, not
+** fenced; the session row locked FOR UPDATE numbers them), sets reply_to
+** to itself and NOTIFYs flowrun_in. Outputs (put_output) are addressed to
+** reply_to and that host NOTIFYed; it takes them (each_mine marks them
+** given; drop_output too, unfenced: the host given them need not own the
+** session). A message sent again re-addresses them, given or not, to its
+** sender: replies are at least once. Without set_node (a tool writing from
+** outside) nothing is fenced and outputs are addressed to nobody.
+**
 ** Wakes: a dedicated connection LISTENs on flowrun_in (a message for a
 ** session: payload its id) and "flowrun_out:NODE" (outputs addressed to
-** NODE); fd() is its socket, read by wakes() only, so no notification is
-** swallowed by the working connection's queries.
+** NODE; a channel's name has 63 bytes, so a node's has 51 at most); fd()
+** is its socket, read by wakes() only, so no notification is swallowed by
+** the working connection's queries. It also holds an advisory lock on the
+** node's name: two live processes never share one.
 */
 #include <poll.h>
 #include <stdint.h>
@@ -686,6 +704,8 @@ static int tx(fr_store *st, const char *q, const char *tag) {
 static int st_begin(fr_store *st) {
   drop_pending(st);
   memset(st->fenced, 0, sizeof st->fenced);
+  if (PQtransactionStatus(st->db) == PQTRANS_INERROR || PQtransactionStatus(st->db) == PQTRANS_INTRANS)
+    PQclear(PQexec(st->db, "ROLLBACK"));   /* a failed one not rolled back: nothing of it stays */
   if (tx(st, "BEGIN", "BEGIN") != 0) return -1;
   st->in_txn = 1;
   return 0;
@@ -696,6 +716,7 @@ static int st_commit(fr_store *st) {
   if (rc != 0 && PQstatus(st->db) == CONNECTION_OK) PQclear(PQexec(st->db, "ROLLBACK"));
   rc = rc ? -1 : tx(st, "COMMIT", "COMMIT");
   st->in_txn = 0;
+  memset(st->fenced, 0, sizeof st->fenced);   /* the share locks went with it */
   return rc;
 }
 
@@ -706,6 +727,7 @@ static void st_rollback(fr_store *st) {
     PQclear(r);
   }
   st->in_txn = 0;
+  memset(st->fenced, 0, sizeof st->fenced);
 }
 
 /* ---- sessions ---- */
