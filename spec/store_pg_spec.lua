@@ -74,6 +74,13 @@ ok takeover
 ]])
   end)
 
+  it("gives a host restarted under its name its partitions back at once, at the next epoch", function()
+    expect("restart", [[
+r restarted: took 256, lost 0; epochs 2..2
+ok restart
+]])
+  end)
+
   it("fences the old owner out: the takeover waits for its transaction, then its writes fail", function()
     expect("fence", [[
 b's takeover: took 256, waited for a's transaction: yes

@@ -6,7 +6,7 @@
 **
 **   build/store_pg_test URL TEST
 **
-** TEST: roundtrip split takeover fence inbox redact lost format perf.
+** TEST: roundtrip split takeover restart fence inbox redact lost format perf.
 ** Prints what it checked, then "ok TEST"; on a failed check
 ** "FAIL TEST line N: what (the store's errmsg)" and exits 1.
 */
@@ -412,6 +412,20 @@ static void takeover(void) {
   M->close(b);
 }
 
+/* A host restarted under its name (killed, its supervisor started it
+** again) has its partitions back at once, at the next epoch. */
+static void restart(void) {
+  fr_store *r = host("r", 10000);
+  unsigned char got[FR_PARTITIONS], lost[FR_PARTITIONS];
+  CHECK(M->leases(r, always_idle, NULL, got, lost) == 0 && count(got) == 256);
+  M->close(r);
+  r = host("r", 10000);
+  CHECK(M->leases(r, always_idle, NULL, got, lost) == 0);
+  printf("r restarted: took %d, lost %d; %s\n", count(got), count(lost),
+         query("SELECT 'epochs ' || min(epoch) || '..' || max(epoch) FROM flowrun_leases WHERE node = 'r'"));
+  M->close(r);
+}
+
 typedef struct taker { fr_store *st; double ms; unsigned char got[FR_PARTITIONS]; int rc; } taker;
 
 static void *take_all(void *ud) {
@@ -625,7 +639,7 @@ static void perf(void) {
 
 int main(int argc, char **argv) {
   static const struct { const char *name; void (*fn)(void); } tests[] = {
-    { "roundtrip", roundtrip }, { "split", split }, { "takeover", takeover }, { "fence", fence },
+    { "roundtrip", roundtrip }, { "split", split }, { "takeover", takeover }, { "restart", restart }, { "fence", fence },
     { "inbox", inbox }, { "redact", redact }, { "lost", lost }, { "format", format },
     { "perf", perf },
   };

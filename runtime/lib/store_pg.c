@@ -1060,6 +1060,7 @@ static int own_end(fr_store *st, int rc) {
 /* LISTEN on the wakes' connection: flowrun_in, and this host's outputs. */
 static int set_listen(fr_store *st) {
   char q[200], *chan;
+  const char *code;
   char line[400];
   const char *v[1] = { st->node };
   PGresult *r;
@@ -1070,20 +1071,22 @@ static int set_listen(fr_store *st) {
   snprintf(q, sizeof q, "LISTEN flowrun_in; LISTEN %s", chan);
   PQfreemem(chan);
   if (exec(st->listen, q, st->path, st->err, sizeof st->err) != 0) return -1;
-  /* one process a node: a lock held as long as the connection lives */
-  r = PQexecParams(st->listen, "SELECT pg_try_advisory_lock(1718382455, hashtext($1))",
+  /* one process a node: a lock held as long as the connection lives,
+     waited for 2 s (a process killed a moment ago: its backend is going) */
+  if (exec(st->listen, "SET lock_timeout = 2000", st->path, st->err, sizeof st->err) != 0) return -1;
+  r = PQexecParams(st->listen, "SELECT pg_advisory_lock(1718382455, hashtext($1))",
                    1, NULL, v, NULL, NULL, 0);
-  ok = r && PQresultStatus(r) == PGRES_TUPLES_OK && PQgetvalue(r, 0, 0)[0] == 't';
-  if (!ok) {
-    if (r && PQresultStatus(r) == PGRES_TUPLES_OK)
-      snprintf(st->err, sizeof st->err, "store %s: node %s is in use by another process "
-               "(each host needs a name of its own)", st->path, st->node);
-    else {
-      first_line(line, sizeof line, r ? PQresultErrorMessage(r) : PQerrorMessage(st->listen));
-      snprintf(st->err, sizeof st->err, "store %s: %s", st->path, line);
-    }
+  ok = r && PQresultStatus(r) == PGRES_TUPLES_OK;
+  code = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+  if (!ok && code && strcmp(code, "55P03") == 0) {
+    snprintf(st->err, sizeof st->err, "store %s: node %s is in use by another process "
+             "(each host needs a name of its own)", st->path, st->node);
+  } else if (!ok) {
+    first_line(line, sizeof line, r ? PQresultErrorMessage(r) : PQerrorMessage(st->listen));
+    snprintf(st->err, sizeof st->err, "store %s: %s", st->path, line);
   }
   PQclear(r);
+  if (ok && exec(st->listen, "RESET lock_timeout", st->path, st->err, sizeof st->err) != 0) return -1;
   return ok ? 0 : -1;
 }
 
