@@ -99,6 +99,7 @@ send 0: stored as 1
 a woken: 2, i c1
 b woken by its messages sent again: 2, o c1
 inbox: 1 "hi\0you", 2 "two"
+c1 to restore: 2 times; silent: 0
 put_output: 1
 b woken: 1, o c1
 b's outputs: 1, c1 1 6 bytes

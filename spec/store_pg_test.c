@@ -514,6 +514,14 @@ static void inbox(void) {
   CHECK(in.n == 2 && in.num[0] == 1 && in.len[0] == 6 && memcmp(in.text[0], "hi\0you", 6) == 0
         && in.num[1] == 2 && in.len[1] == 3);
   printf("inbox: 1 \"hi\\0you\", 2 \"two\"\n");
+  /* the owner, not woken yet, says c1 waits: it does not, a message is stored */
+  {
+    ids ss = { 0 };
+    CHECK(M->begin(a) == 0 && M->set_waiting(a, "c1", 1) == 0 && M->commit(a) == 0);
+    CHECK(M->each_session(a, 0, take_session, &ss) == 0);
+    CHECK(M->each_in_part(a, fr_partition("c1"), take_session, &ss) == 0);
+    printf("c1 to restore: %d times; silent: %d\n", ss.n, M->each_silent(a, 1LL << 50, take_id, &ss));
+  }
   /* a's output goes to b, which stored the last message */
   CHECK(M->begin(a) == 0);
   printf("put_output: %d\n", M->put_output(a, "c1", 1, 2, 0, "hel\0lo", 6));

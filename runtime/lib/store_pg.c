@@ -141,8 +141,12 @@ static const char *const sql[Q_COUNT] = {
   /* Q_EACH_OUTPUT: not given, addressed to this host ($1; NULL: any) */
   "SELECT session, seq, kind, how, text FROM flowrun_outbox"
   " WHERE NOT given AND ($1::text IS NULL OR node = $1) ORDER BY k",
-  /* Q_WAITING */
-  "UPDATE flowrun_sessions SET waiting = $2, active = " NOW " WHERE id = $1",
+  /* Q_WAITING: on a shared store ($3: this host), not waiting when a
+     message is stored and not taken (another host stored it; its wake
+     has not come yet) */
+  "UPDATE flowrun_sessions SET waiting = CASE WHEN $2 = 1 AND $3::text IS NOT NULL AND EXISTS"
+  "  (SELECT 1 FROM flowrun_inbox WHERE session = $1) THEN 0 ELSE $2 END,"
+  "  active = " NOW " WHERE id = $1",
   /* Q_LIST */
   "SELECT id, flow, ended, waiting, inputs, active,"
   "  (SELECT count(*) FROM flowrun_journal j WHERE j.session = s.id), parked, note"
@@ -948,6 +952,7 @@ static int st_set_waiting(fr_store *st, const char *id, int waiting) {
   if (fence_id(st, id)) return -1;
   p_text(&p, id);
   p_int(&p, waiting);
+  p_text(&p, st->node);
   return done(st, Q_WAITING, &p);
 }
 
