@@ -81,6 +81,14 @@ ok restart
 ]])
   end)
 
+  it("numbers messages from two hosts at once without a gap or a duplicate; one start makes a session", function()
+    expect("race", [[
+starts that made the session: 20 of 40; failed calls: 0
+messages: 200 stored, numbers missing 0, twice 0; inbox rows 200
+ok race
+]])
+  end)
+
   it("fences the old owner out: the takeover waits for its transaction, then its writes fail", function()
     expect("fence", [[
 b's takeover: took 256, waited for a's transaction: yes

@@ -6,7 +6,7 @@
 **
 **   build/store_pg_test URL TEST
 **
-** TEST: roundtrip split takeover restart fence inbox redact lost format perf.
+** TEST: roundtrip split takeover restart race fence inbox redact lost format perf.
 ** Prints what it checked, then "ok TEST"; on a failed check
 ** "FAIL TEST line N: what (the store's errmsg)" and exits 1.
 */
@@ -412,6 +412,51 @@ static void takeover(void) {
   M->close(b);
 }
 
+/* Two hosts at once: each starts the same 20 sessions and sends 100
+** messages to one. The session row's lock makes one start win and
+** numbers the messages without a gap or a duplicate. */
+typedef struct racer { fr_store *st; int made, failed; long long taken[100]; } racer;
+
+static void *race_one(void *ud) {
+  racer *x = ud;
+  fr_store_session row = { NULL, "f.lua", "", 0, 0, 0, 0, 0, 0 };
+  char id[16];
+  for (int i = 0; i < 20; i++) {
+    int rc;
+    snprintf(id, sizeof id, "r%d", i);
+    row.id = id;
+    rc = M->start(x->st, &row);
+    x->made += rc == 1;
+    x->failed += rc < 0;
+  }
+  for (int i = 0; i < 100; i++)
+    if (M->send(x->st, "r0", 0, "m", 1, &x->taken[i]) != 1) x->failed++;
+  return NULL;
+}
+
+static void race(void) {
+  racer x = { host("a", 10000), 0, 0, { 0 } }, y = { host("b", 10000), 0, 0, { 0 } };
+  pthread_t tx, ty;
+  unsigned char seen[201] = { 0 };
+  int dup = 0, missing = 0;
+  fr_store_session got;
+  CHECK(pthread_create(&tx, NULL, race_one, &x) == 0 && pthread_create(&ty, NULL, race_one, &y) == 0);
+  pthread_join(tx, NULL);
+  pthread_join(ty, NULL);
+  for (int i = 0; i < 100; i++) {
+    if (x.taken[i] >= 1 && x.taken[i] <= 200) dup += seen[x.taken[i]]++;
+    if (y.taken[i] >= 1 && y.taken[i] <= 200) dup += seen[y.taken[i]]++;
+  }
+  for (int i = 1; i <= 200; i++) missing += !seen[i];
+  last = x.st;
+  CHECK(M->get_session(x.st, "r0", &got) == 1);
+  printf("starts that made the session: %d of 40; failed calls: %d\n", x.made + y.made, x.failed + y.failed);
+  printf("messages: %lld stored, numbers missing %d, twice %d; inbox rows %s\n", got.inputs, missing, dup,
+         query("SELECT count(DISTINCT n) FROM flowrun_inbox WHERE session = 'r0'"));
+  M->close(x.st);
+  M->close(y.st);
+}
+
 /* A host restarted under its name (killed, its supervisor started it
 ** again) has its partitions back at once, at the next epoch. */
 static void restart(void) {
@@ -647,7 +692,7 @@ static void perf(void) {
 
 int main(int argc, char **argv) {
   static const struct { const char *name; void (*fn)(void); } tests[] = {
-    { "roundtrip", roundtrip }, { "split", split }, { "takeover", takeover }, { "restart", restart }, { "fence", fence },
+    { "roundtrip", roundtrip }, { "split", split }, { "takeover", takeover }, { "restart", restart }, { "race", race }, { "fence", fence },
     { "inbox", inbox }, { "redact", redact }, { "lost", lost }, { "format", format },
     { "perf", perf },
   };
