@@ -136,11 +136,14 @@ ok lost
 ]])
   end)
 
-  it("refuses a database without the store to read, a newer format, and a node name in use", function()
+  it("refuses a database without the store to read, a newer format, a node name in use, too long or empty, and no lease", function()
     expect("format", [[
 read only, no store: store URL: not a flowrun store
 store URL: written by a newer flowrun (store format 2; this one reads 1)
 store URL: node n1 is in use by another process (each host needs a name of its own)
+store URL: node name a-host-name-of-fifty-two-bytes-0123456789-0123456789 has 52 bytes: at most 51 (it names a PostgreSQL notification channel)
+store URL: an empty node name
+store URL: a lease of 0 ms: it must be 1 ms or more
 ok format
 ]])
   end)

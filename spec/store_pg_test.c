@@ -668,6 +668,13 @@ static void format(void) {
     fr_store *other = open_store(0);
     CHECK(M->set_node(other, "n1", 10000) == -1);
     printf("%s\n", M->errmsg(other));
+    CHECK(M->set_node(other, "a-host-name-of-fifty-two-bytes-0123456789-0123456789", 10000) == -1);
+    printf("%s\n", M->errmsg(other));
+    CHECK(M->set_node(other, "", 10000) == -1);
+    printf("%s\n", M->errmsg(other));
+    CHECK(M->set_node(other, "n2", 0) == -1);
+    printf("%s\n", M->errmsg(other));
+    CHECK(M->fd(other) == -1 && M->wakes(other, take_wake, NULL) == 0);
     M->close(other);
   }
   M->close(st);

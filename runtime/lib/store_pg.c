@@ -1100,13 +1100,17 @@ static int st_set_node(fr_store *st, const char *node, long long lease_ms) {
     snprintf(st->err, sizeof st->err, "store %s: this store has a node already (%s)", st->path, st->node);
     return -1;
   }
-  if (!*node || strlen(node) > 51) {   /* a channel's name: 63 bytes at most */
-    snprintf(st->err, sizeof st->err, "store %s: node name \"%s\": 1 to 51 bytes",
-             st->path, node);
+  if (!*node || strlen(node) > 51) {   /* "flowrun_out:NODE": a channel's name, 63 bytes at most */
+    if (*node)
+      snprintf(st->err, sizeof st->err, "store %s: node name %.80s has %zu bytes: at most 51 "
+               "(it names a PostgreSQL notification channel)", st->path, node, strlen(node));
+    else
+      snprintf(st->err, sizeof st->err, "store %s: an empty node name", st->path);
     return -1;
   }
   if (lease_ms <= 0) {
-    snprintf(st->err, sizeof st->err, "store %s: a lease of %lld ms", st->path, lease_ms);
+    snprintf(st->err, sizeof st->err, "store %s: a lease of %lld ms: it must be 1 ms or more",
+             st->path, lease_ms);
     return -1;
   }
   if (!(st->node = strdup(node))) return oom(st);
