@@ -391,14 +391,14 @@ static void split(void) {
 }
 
 static void takeover(void) {
-  fr_store *a = host("a", 300), *b = host("b", 300);
+  fr_store *a = host("a", 1000), *b = host("b", 1000);
   unsigned char got[FR_PARTITIONS], lost[FR_PARTITIONS];
   last = a;
   CHECK(M->leases(a, always_idle, NULL, got, lost) == 0 && count(got) == 256);
   last = b;
   CHECK(M->leases(b, always_idle, NULL, got, lost) == 0);
   printf("b while a lives: took %d\n", count(got));
-  sleep_ms(450);                        /* a's leases expire */
+  sleep_ms(1200);                       /* a's leases expire */
   CHECK(M->leases(b, always_idle, NULL, got, lost) == 0);
   printf("b after a's leases expired: took %d, holds %d\n", count(got), held(b));
   printf("takeovers by b: %s\n", query("SELECT count(*) || ' at epoch ' || min(epoch) || '..' || max(epoch)"
@@ -471,14 +471,21 @@ static void restart(void) {
   M->close(r);
 }
 
-typedef struct taker { fr_store *st; double ms; unsigned char got[FR_PARTITIONS]; int rc; } taker;
+typedef struct taker {
+  fr_store *st;
+  double start, end;                    /* of its leases() */
+  unsigned char got[FR_PARTITIONS];
+  int rc;
+  volatile int going;
+} taker;
 
 static void *take_all(void *ud) {
   taker *t = ud;
   unsigned char lost[FR_PARTITIONS];
-  double t0 = now_ms();
+  t->start = now_ms();
+  t->going = 1;
   t->rc = M->leases(t->st, always_idle, NULL, t->got, lost);
-  t->ms = now_ms() - t0;
+  t->end = now_ms();
   return NULL;
 }
 
@@ -488,7 +495,8 @@ static void fence(void) {
   fr_store_session row = { NULL, "f.lua", "", 0, 0, 0, 0, 0, 0 };
   fr_store_rec r2 = { 2, 2, "", NULL, "by a, last", 10 }, r3 = { 3, 2, "", NULL, "fenced", 6 };
   const char *id = id_in(7, 0);
-  taker t = { b, 0, { 0 }, -1 };
+  taker t = { b, 0, 0, { 0 }, -1, 0 };
+  double committed;
   pthread_t th;
   recs rs = { 0 };
   ids ss = { 0 };
@@ -501,13 +509,15 @@ static void fence(void) {
   CHECK(M->begin(a) == 0 && M->append(a, id, &r2) == 0);
   sleep_ms(450);
   CHECK(pthread_create(&th, NULL, take_all, &t) == 0);
+  while (!t.going) sleep_ms(1);
   sleep_ms(400);
+  committed = now_ms();
   CHECK(M->commit(a) == 0);             /* the takeover waited for it */
   pthread_join(th, NULL);
   last = b;
   CHECK(t.rc == 0 && t.got[7]);
   printf("b's takeover: took %d, waited for a's transaction: %s\n", count(t.got),
-         t.ms >= 300 ? "yes" : "no");
+         t.start < committed && t.end >= committed ? "yes" : "no");
   CHECK(M->each_in_part(b, 7, take_session, &ss) == 0 && ss.n == 1 && strcmp(ss.id[0], id) == 0);
   CHECK(M->each_rec(b, id, take_rec, &rs) == 0);
   printf("b restores %d records, the last \"%.*s\"\n", rs.n, (int)rs.len[rs.n - 1], rs.data[rs.n - 1]);
