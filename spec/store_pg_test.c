@@ -704,6 +704,29 @@ static void perf(void) {
     CHECK(M->begin(a) == 0 && M->append(a, "p1", &r) == 0 && M->commit(a) == 0);
   }
   printf("commit of one journal record: %.3f ms\n", (now_ms() - t0) / n);
+  /* a message from another host, the owner woken; a heartbeat */
+  {
+    fr_store *b = host("b", 10000);
+    double sent = 0, woken = 0, t1;
+    long long taken;
+    ids w;
+    for (int i = 0; i < 100; i++) {
+      t1 = now_ms();
+      CHECK(M->send(b, "p1", 0, "m", 1, &taken) == 1);
+      sent += now_ms() - t1;
+      w = (ids){ 0 };
+      while (w.n == 0) {
+        struct pollfd pfd = { M->fd(a), POLLIN, 0 };
+        CHECK(poll(&pfd, 1, 3000) == 1 && M->wakes(a, take_wake, &w) == 0);
+      }
+      woken += now_ms() - t1;
+    }
+    printf("send: %.3f ms; the owner woken after %.3f ms\n", sent / 100, woken / 100);
+    t1 = now_ms();
+    for (int i = 0; i < 20; i++) CHECK(M->leases(a, always_idle, NULL, got, lost_) == 0);
+    printf("heartbeat holding 256 partitions: %.3f ms\n", (now_ms() - t1) / 20);
+    M->close(b);
+  }
   M->close(a);
 }
 
