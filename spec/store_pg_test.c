@@ -638,6 +638,16 @@ static void redact(void) {
   CHECK(!M->open("postgres:///db?host=/nonexistent-dir&password=s3cret&user=flowrun", 0, err, sizeof err));
   printf("%s\n", err);
   CHECK(!strstr(err, "s3cret"));
+  /* libpq quotes a bad token of the URL, or all of it */
+  CHECK(!M->open("postgresql://flowrun:s3c%zzret@/db?host=/nonexistent-dir", 0, err, sizeof err));
+  printf("%s\n", err);
+  CHECK(!strstr(err, "s3c"));
+  CHECK(!M->open("postgresql://flowrun:s%33cret@[::1/db", 0, err, sizeof err));
+  printf("%s\n", err);
+  CHECK(!strstr(err, "s%33cret") && !strstr(err, "s3cret"));
+  CHECK(!M->open("postgresql://flowrun:*@[::1/db", 0, err, sizeof err));   /* ends */
+  CHECK(!M->open("postgresql://flowrun:s@[::1/db", 0, err, sizeof err));
+  printf("%s\n", err);
 }
 
 static void lost(void) {

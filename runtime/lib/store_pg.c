@@ -320,6 +320,57 @@ static char *redact(const char *url) {
   return out;
 }
 
+/* Every occurrence of secret (len bytes) in buf (size n) replaced by ***
+** (cut at n when that is longer). */
+static void hide(char *buf, size_t n, const char *secret, size_t len) {
+  size_t from = 0, pos, rest;
+  char *at;
+  if (!len) return;
+  while ((at = memmem(buf + from, strlen(buf + from), secret, len))) {
+    pos = (size_t)(at - buf);
+    if (pos + 3 >= n) {                 /* no room for *** */
+      buf[pos] = '\0';
+      return;
+    }
+    rest = strlen(at + len);
+    if (pos + 3 + rest >= n) rest = n - 1 - pos - 3;
+    memmove(buf + pos + 3, at + len, rest);
+    buf[pos + 3 + rest] = '\0';
+    memcpy(buf + pos, "***", 3);
+    from = pos + 3;                     /* a secret of stars is not found again */
+  }
+}
+
+/* hide() for a secret as written in the URL and percent-decoded. */
+static void hide_both(char *buf, size_t n, const char *p, size_t len) {
+  char dec[256];
+  size_t k = 0;
+  hide(buf, n, p, len);
+  for (size_t i = 0; i < len && k < sizeof dec; i++) {
+    unsigned v;
+    if (p[i] == '%' && i + 2 < len && sscanf(p + i + 1, "%2x", &v) == 1) dec[k++] = (char)v, i += 2;
+    else dec[k++] = p[i];
+  }
+  if (k < sizeof dec) hide(buf, n, dec, k);
+}
+
+/* libpq's messages may quote the URL, or a token of it (a bad
+** percent-encoding, an IPv6 address): the URL's passwords are taken out
+** of msg (size n). */
+static void scrub(char *msg, size_t n, const char *url) {
+  const char *auth = strstr(url, "://"), *end, *at = NULL, *colon = NULL, *p;
+  if (auth) {
+    auth += 3;
+    end = auth + strcspn(auth, "/?#");
+    for (const char *c = auth; c < end; c++) if (*c == '@') at = c;
+    if (at && (colon = memchr(auth, ':', (size_t)(at - auth))))
+      hide_both(msg, n, colon + 1, (size_t)(at - colon - 1));
+  }
+  for (p = url; (p = strstr(p, "password=")); p += 9)
+    if (p == url || p[-1] == '?' || p[-1] == '&')
+      hide_both(msg, n, p + 9, strcspn(p + 9, "&#"));
+}
+
 /* The first line of s, at most n bytes, into buf, less a severity
 ** ("FATAL:  ", "ERROR:  ") libpq puts before the server's message. */
 static void first_line(char *buf, size_t n, const char *s) {
@@ -624,6 +675,7 @@ static PGconn *connect_to(const char *url, const char *path, char *err, size_t n
   }
   if (PQstatus(db) != CONNECTION_OK) {
     first_line(line, sizeof line, PQerrorMessage(db));
+    scrub(line, sizeof line, url);
     snprintf(err, n, "store %s: could not connect: %s", path, line);
     PQfinish(db);
     return NULL;
