@@ -400,6 +400,7 @@ static int fail(fr_store *st, const PGresult *r) {
   return -1;
 }
 
+/* errmsg says so; -1. */
 static int oom(fr_store *st) {
   snprintf(st->err, sizeof st->err, "out of memory");
   return -1;
@@ -418,12 +419,14 @@ typedef struct params {
   char num[MAXP][24];
 } params;
 
+/* A text parameter (NULL: SQL's NULL), as text. */
 static void p_text(params *p, const char *s) {
   p->v[p->n] = s;
   p->len[p->n] = 0;
   p->fmt[p->n++] = 0;
 }
 
+/* An integer parameter, as text (the statement's cast types it). */
 static void p_int(params *p, long long v) {
   snprintf(p->num[p->n], sizeof p->num[0], "%lld", v);
   p_text(p, p->num[p->n]);
@@ -471,6 +474,7 @@ static long long num(const PGresult *r, int i, int c) {
   return (long long)u;
 }
 
+/* A column's bytes, NULL for SQL's NULL. */
 static const char *val(const PGresult *r, int i, int c) {
   return PQgetisnull(r, i, c) ? NULL : PQgetvalue(r, i, c);
 }
@@ -518,12 +522,14 @@ static int fence(fr_store *st, int part) {
   return -1;
 }
 
+/* fence() for session id's partition. */
 static int fence_id(fr_store *st, const char *id) { return fence(st, fr_partition(id)); }
 
 /* ---- the journal's records, inserted at flush ---- */
 
 typedef struct buf { char *p; size_t n, cap; int bad; } buf;
 
+/* Appends n bytes; on a failed allocation b->bad, and nothing more is kept. */
 static void b_put(buf *b, const void *p, size_t n) {
   if (b->bad) return;
   if (b->n + n > b->cap) {
@@ -538,6 +544,7 @@ static void b_put(buf *b, const void *p, size_t n) {
   b->n += n;
 }
 
+/* Big-endian integers, as PostgreSQL's binary format has them. */
 static void b_u32(buf *b, uint32_t v) {
   unsigned char x[4] = { v >> 24, v >> 16 & 255, v >> 8 & 255, v & 255 };
   b_put(b, x, 4);
@@ -558,12 +565,14 @@ static void b_array(buf *b, uint32_t oid, size_t n) {
   b_u32(b, 1);
 }
 
+/* An array element: its length and bytes; NULL as length -1. */
 static void b_elem(buf *b, const char *p, size_t n) {
   if (!p) { b_u32(b, 0xffffffffu); return; }
   b_u32(b, (uint32_t)n);
   b_put(b, p, n);
 }
 
+/* The records not inserted go (a rollback, a begin). */
 static void drop_pending(fr_store *st) {
   for (size_t i = 0; i < st->npend; i++) free(st->pend[i]);
   st->npend = 0;
@@ -666,6 +675,8 @@ static int has_schema(PGconn *db) {
   return rc;
 }
 
+/* A connection to url (path: url as printed), its NOTICEs silenced;
+** NULL and err when it cannot be made. */
 static PGconn *connect_to(const char *url, const char *path, char *err, size_t n) {
   PGconn *db = PQconnectdb(url);
   char line[400];
@@ -684,6 +695,8 @@ static PGconn *connect_to(const char *url, const char *path, char *err, size_t n
   return db;
 }
 
+/* Connects; makes the schema when missing (not when reading), refuses a
+** newer format, prepares the statements. */
 static fr_store *st_open(const char *path, int flags, char *err, size_t n) {
   fr_store *st = calloc(1, sizeof *st);
   char *fmt = NULL, *id = NULL;
@@ -757,6 +770,7 @@ static int tx(fr_store *st, const char *q, const char *tag) {
   return ok ? 0 : -1;
 }
 
+/* The turn's transaction; fencing starts anew in it. */
 static int st_begin(fr_store *st) {
   drop_pending(st);
   memset(st->fenced, 0, sizeof st->fenced);
@@ -767,6 +781,8 @@ static int st_begin(fr_store *st) {
   return 0;
 }
 
+/* The records kept in memory go in, then COMMIT: -1 and PostgreSQL's
+** message when either fails (the transaction is then rolled back). */
 static int st_commit(fr_store *st) {
   int rc = flush(st);
   if (rc != 0 && PQstatus(st->db) == CONNECTION_OK) PQclear(PQexec(st->db, "ROLLBACK"));
@@ -776,6 +792,7 @@ static int st_commit(fr_store *st) {
   return rc;
 }
 
+/* Nothing of the transaction stays, in memory or in the database. */
 static void st_rollback(fr_store *st) {
   drop_pending(st);
   if (PQtransactionStatus(st->db) != PQTRANS_IDLE && PQstatus(st->db) == CONNECTION_OK) {
@@ -814,6 +831,7 @@ static int st_end_session(fr_store *st, const char *id) { return by_id(st, Q_END
 static int st_drop_session(fr_store *st, const char *id) { return by_id(st, Q_DROP_SESSION, id); }
 static int st_drop_outbox(fr_store *st, const char *id) { return by_id(st, Q_DROP_OUTBOX, id); }
 
+/* Row i of a session's columns (ROW) into *s, pointing into r. */
 static void row_of(const PGresult *r, int i, fr_store_session *s) {
   s->id = PQgetvalue(r, i, 0);
   s->flow = PQgetvalue(r, i, 1);
@@ -1056,6 +1074,7 @@ static int st_each_silent(fr_store *st, long long before, int (*fn)(void *, cons
   return n;
 }
 
+/* The records in the cut go: those still in memory, and the rows. */
 static int st_cut(fr_store *st, const char *id, long long after, long long before) {
   params p = { 0 };
   size_t k = 0;
@@ -1147,6 +1166,8 @@ static int set_listen(fr_store *st) {
   return ok ? 0 : -1;
 }
 
+/* Names this host, opens the wakes' connection (LISTEN) and takes the
+** node's lock; refuses a name too long for a channel. */
 static int st_set_node(fr_store *st, const char *node, long long lease_ms) {
   if (st->node) {
     snprintf(st->err, sizeof st->err, "store %s: this store has a node already (%s)", st->path, st->node);
@@ -1247,6 +1268,8 @@ bad:
   return -1;
 }
 
+/* leases_once, again when it was a deadlock's victim; this host's
+** partitions (held) changed only when it committed. */
 static int st_leases(fr_store *st, int (*idle)(void *, int), void *ud, unsigned char got[],
                      unsigned char lost[]) {
   long long next[FR_PARTITIONS];
@@ -1270,6 +1293,7 @@ static int st_leases(fr_store *st, int (*idle)(void *, int), void *ud, unsigned 
   return 0;
 }
 
+/* What the last heartbeat left (fencing checks the database itself). */
 static int st_owns(fr_store *st, int part) {
   return part >= 0 && part < FR_PARTITIONS && st->held[part] != 0;
 }
@@ -1283,6 +1307,8 @@ static int readdress(fr_store *st, const char *id) {
   return done(st, Q_READDRESS, &p);
 }
 
+/* store.h: the session row locked FOR UPDATE numbers the message; the
+** last message's outputs go when a new one is stored. */
 static int st_send(fr_store *st, const char *id, long long n, const char *text, size_t len,
                    long long *taken) {
   params p = { 0 };
@@ -1313,6 +1339,8 @@ static int st_send(fr_store *st, const char *id, long long n, const char *text, 
   return rc;
 }
 
+/* store.h: one statement makes the row or finds an unfinished one (and
+** locks it): two hosts starting one id at once make it once. */
 static int st_start(fr_store *st, const fr_store_session *row) {
   params p = { 0 };
   PGresult *r;
@@ -1339,6 +1367,7 @@ static int st_start(fr_store *st, const fr_store_session *row) {
   return own_end(st, rc);
 }
 
+/* The wakes' connection's socket; -1 before set_node. */
 static int st_fd(fr_store *st) {
   return st->listen ? PQsocket(st->listen) : -1;
 }
@@ -1371,6 +1400,8 @@ static int st_wakes(fr_store *st, int (*fn)(void *, int, const char *), void *ud
   return 0;
 }
 
+/* This host's outputs, marked given as they are read (a message sent
+** again gives them again). */
 static int st_each_mine(fr_store *st, int (*fn)(void *, const char *, long long, int, int,
                                                 const char *, size_t), void *ud) {
   params p = { 0 };
@@ -1381,6 +1412,8 @@ static int st_each_mine(fr_store *st, int (*fn)(void *, const char *, long long,
   return each_output_row(r, fn, ud);
 }
 
+/* A partition's sessions to run, when it was just taken: a waiting one
+** too when a message for it is stored. */
 static int st_each_in_part(fr_store *st, int part,
                            int (*fn)(void *, const fr_store_session *), void *ud) {
   params p = { 0 };
