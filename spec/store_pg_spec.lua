@@ -115,6 +115,8 @@ b's outputs again: 0
 b after sending 2 again: 1 outputs
 put_output to itself: 0
 outbox: 2:a
+store URL: leases: called inside a turn's transaction
+before the commit: 3; after: 4
 put_output without a node: 0
 ok inbox
 ]])

@@ -619,6 +619,13 @@ static void inbox(void) {
   out.n = 0;
   CHECK(M->each_mine(b, take_output, &out) == 0 && out.n == 0);
   printf("outbox: %s\n", query("SELECT string_agg(seq || ':' || node, ' ') FROM flowrun_outbox"));
+  /* inside a turn's transaction: send joins it, leases refuses */
+  CHECK(M->begin(a) == 0 && M->send(a, "c1", 0, "four", 4, &taken) == 1 && taken == 4);
+  CHECK(M->leases(a, always_idle, NULL, got, lost) == -1);
+  printf("%s\n", M->errmsg(a));
+  printf("before the commit: %s; ", query("SELECT inputs FROM flowrun_sessions WHERE id = 'c1'"));
+  CHECK(M->commit(a) == 0);
+  printf("after: %s\n", query("SELECT inputs FROM flowrun_sessions WHERE id = 'c1'"));
   /* a tool (no node): no fencing, outputs to nobody */
   last = c;
   CHECK(M->begin(c) == 0);
