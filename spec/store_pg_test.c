@@ -6,7 +6,7 @@
 **
 **   build/store_pg_test URL TEST
 **
-** TEST: roundtrip split takeover fence inbox redact lost format perf.
+** TEST: roundtrip split takeover restart race fence inbox redact lost format perf.
 ** Prints what it checked, then "ok TEST"; on a failed check
 ** "FAIL TEST line N: what (the store's errmsg)" and exits 1.
 */
@@ -352,18 +352,30 @@ static void split(void) {
     none += !M->owns(a, i) && !M->owns(b, i);
   }
   printf("held by both: %d, by none: %d\n", both, none);
-  /* purge: ended sessions of the partitions this host holds only */
+  /* restore and purge: the sessions of the partitions this host holds only */
   {
     fr_store *c = open_store(0);
     fr_store_session row = { NULL, "f.lua", "", 0, 0, 0, 0, 0, 0 }, got_row;
     const char *sid[4];
+    ids ss = { 0 };
+    last = c;
+    CHECK(M->begin(c) == 0);
     for (int i = 0; i < 4; i++) {
-      sid[i] = id_in(i * 64, 0);
-      row.id = sid[i];
-      last = c;
-      CHECK(M->begin(c) == 0 && M->put_session(c, &row) == 0 && M->end_session(c, sid[i]) == 0
-            && M->commit(c) == 0);
+      row.id = sid[i] = id_in(i * 64, 0);
+      CHECK(M->put_session(c, &row) == 0);
     }
+    CHECK(M->commit(c) == 0);
+    last = a;
+    CHECK(M->each_session(a, 0, take_session, &ss) == 0);
+    printf("a's sessions to restore:");
+    for (int i = 0; i < ss.n; i++) printf(" %s", M->owns(a, fr_partition(ss.id[i])) ? "a's" : "b's");
+    ss.n = 0;
+    CHECK(M->each_session(a, 1, take_session, &ss) == 0);
+    printf("; all unfinished: %d\n", ss.n);
+    last = c;
+    CHECK(M->begin(c) == 0);
+    for (int i = 0; i < 4; i++) CHECK(M->end_session(c, sid[i]) == 0);
+    CHECK(M->commit(c) == 0);
     last = a;
     CHECK(M->begin(a) == 0 && M->purge_ended(a, 1LL << 50) == 0 && M->commit(a) == 0);
     printf("a purges:");
@@ -379,14 +391,14 @@ static void split(void) {
 }
 
 static void takeover(void) {
-  fr_store *a = host("a", 300), *b = host("b", 300);
+  fr_store *a = host("a", 1000), *b = host("b", 1000);
   unsigned char got[FR_PARTITIONS], lost[FR_PARTITIONS];
   last = a;
   CHECK(M->leases(a, always_idle, NULL, got, lost) == 0 && count(got) == 256);
   last = b;
   CHECK(M->leases(b, always_idle, NULL, got, lost) == 0);
   printf("b while a lives: took %d\n", count(got));
-  sleep_ms(450);                        /* a's leases expire */
+  sleep_ms(1200);                       /* a's leases expire */
   CHECK(M->leases(b, always_idle, NULL, got, lost) == 0);
   printf("b after a's leases expired: took %d, holds %d\n", count(got), held(b));
   printf("takeovers by b: %s\n", query("SELECT count(*) || ' at epoch ' || min(epoch) || '..' || max(epoch)"
@@ -400,14 +412,80 @@ static void takeover(void) {
   M->close(b);
 }
 
-typedef struct taker { fr_store *st; double ms; unsigned char got[FR_PARTITIONS]; int rc; } taker;
+/* Two hosts at once: each starts the same 20 sessions and sends 100
+** messages to one. The session row's lock makes one start win and
+** numbers the messages without a gap or a duplicate. */
+typedef struct racer { fr_store *st; int made, failed; long long taken[100]; } racer;
+
+static void *race_one(void *ud) {
+  racer *x = ud;
+  fr_store_session row = { NULL, "f.lua", "", 0, 0, 0, 0, 0, 0 };
+  char id[16];
+  for (int i = 0; i < 20; i++) {
+    int rc;
+    snprintf(id, sizeof id, "r%d", i);
+    row.id = id;
+    rc = M->start(x->st, &row);
+    x->made += rc == 1;
+    x->failed += rc < 0;
+  }
+  for (int i = 0; i < 100; i++)
+    if (M->send(x->st, "r0", 0, "m", 1, &x->taken[i]) != 1) x->failed++;
+  return NULL;
+}
+
+static void race(void) {
+  racer x = { host("a", 10000), 0, 0, { 0 } }, y = { host("b", 10000), 0, 0, { 0 } };
+  pthread_t tx, ty;
+  unsigned char seen[201] = { 0 };
+  int dup = 0, missing = 0;
+  fr_store_session got;
+  CHECK(pthread_create(&tx, NULL, race_one, &x) == 0 && pthread_create(&ty, NULL, race_one, &y) == 0);
+  pthread_join(tx, NULL);
+  pthread_join(ty, NULL);
+  for (int i = 0; i < 100; i++) {
+    if (x.taken[i] >= 1 && x.taken[i] <= 200) dup += seen[x.taken[i]]++;
+    if (y.taken[i] >= 1 && y.taken[i] <= 200) dup += seen[y.taken[i]]++;
+  }
+  for (int i = 1; i <= 200; i++) missing += !seen[i];
+  last = x.st;
+  CHECK(M->get_session(x.st, "r0", &got) == 1);
+  printf("starts that made the session: %d of 40; failed calls: %d\n", x.made + y.made, x.failed + y.failed);
+  printf("messages: %lld stored, numbers missing %d, twice %d; inbox rows %s\n", got.inputs, missing, dup,
+         query("SELECT count(DISTINCT n) FROM flowrun_inbox WHERE session = 'r0'"));
+  M->close(x.st);
+  M->close(y.st);
+}
+
+/* A host restarted under its name (killed, its supervisor started it
+** again) has its partitions back at once, at the next epoch. */
+static void restart(void) {
+  fr_store *r = host("r", 10000);
+  unsigned char got[FR_PARTITIONS], lost[FR_PARTITIONS];
+  CHECK(M->leases(r, always_idle, NULL, got, lost) == 0 && count(got) == 256);
+  M->close(r);
+  r = host("r", 10000);
+  CHECK(M->leases(r, always_idle, NULL, got, lost) == 0);
+  printf("r restarted: took %d, lost %d; %s\n", count(got), count(lost),
+         query("SELECT 'epochs ' || min(epoch) || '..' || max(epoch) FROM flowrun_leases WHERE node = 'r'"));
+  M->close(r);
+}
+
+typedef struct taker {
+  fr_store *st;
+  double start, end;                    /* of its leases() */
+  unsigned char got[FR_PARTITIONS];
+  int rc;
+  volatile int going;
+} taker;
 
 static void *take_all(void *ud) {
   taker *t = ud;
   unsigned char lost[FR_PARTITIONS];
-  double t0 = now_ms();
+  t->start = now_ms();
+  t->going = 1;
   t->rc = M->leases(t->st, always_idle, NULL, t->got, lost);
-  t->ms = now_ms() - t0;
+  t->end = now_ms();
   return NULL;
 }
 
@@ -417,7 +495,8 @@ static void fence(void) {
   fr_store_session row = { NULL, "f.lua", "", 0, 0, 0, 0, 0, 0 };
   fr_store_rec r2 = { 2, 2, "", NULL, "by a, last", 10 }, r3 = { 3, 2, "", NULL, "fenced", 6 };
   const char *id = id_in(7, 0);
-  taker t = { b, 0, { 0 }, -1 };
+  taker t = { b, 0, 0, { 0 }, -1, 0 };
+  double committed;
   pthread_t th;
   recs rs = { 0 };
   ids ss = { 0 };
@@ -430,13 +509,15 @@ static void fence(void) {
   CHECK(M->begin(a) == 0 && M->append(a, id, &r2) == 0);
   sleep_ms(450);
   CHECK(pthread_create(&th, NULL, take_all, &t) == 0);
+  while (!t.going) sleep_ms(1);
   sleep_ms(400);
+  committed = now_ms();
   CHECK(M->commit(a) == 0);             /* the takeover waited for it */
   pthread_join(th, NULL);
   last = b;
   CHECK(t.rc == 0 && t.got[7]);
   printf("b's takeover: took %d, waited for a's transaction: %s\n", count(t.got),
-         t.ms >= 300 ? "yes" : "no");
+         t.start < committed && t.end >= committed ? "yes" : "no");
   CHECK(M->each_in_part(b, 7, take_session, &ss) == 0 && ss.n == 1 && strcmp(ss.id[0], id) == 0);
   CHECK(M->each_rec(b, id, take_rec, &rs) == 0);
   printf("b restores %d records, the last \"%.*s\"\n", rs.n, (int)rs.len[rs.n - 1], rs.data[rs.n - 1]);
@@ -488,6 +569,14 @@ static void inbox(void) {
   CHECK(in.n == 2 && in.num[0] == 1 && in.len[0] == 6 && memcmp(in.text[0], "hi\0you", 6) == 0
         && in.num[1] == 2 && in.len[1] == 3);
   printf("inbox: 1 \"hi\\0you\", 2 \"two\"\n");
+  /* the owner, not woken yet, says c1 waits: it does not, a message is stored */
+  {
+    ids ss = { 0 };
+    CHECK(M->begin(a) == 0 && M->set_waiting(a, "c1", 1) == 0 && M->commit(a) == 0);
+    CHECK(M->each_session(a, 0, take_session, &ss) == 0);
+    CHECK(M->each_in_part(a, fr_partition("c1"), take_session, &ss) == 0);
+    printf("c1 to restore: %d times; silent: %d\n", ss.n, M->each_silent(a, 1LL << 50, take_id, &ss));
+  }
   /* a's output goes to b, which stored the last message */
   CHECK(M->begin(a) == 0);
   printf("put_output: %d\n", M->put_output(a, "c1", 1, 2, 0, "hel\0lo", 6));
@@ -530,6 +619,13 @@ static void inbox(void) {
   out.n = 0;
   CHECK(M->each_mine(b, take_output, &out) == 0 && out.n == 0);
   printf("outbox: %s\n", query("SELECT string_agg(seq || ':' || node, ' ') FROM flowrun_outbox"));
+  /* inside a turn's transaction: send joins it, leases refuses */
+  CHECK(M->begin(a) == 0 && M->send(a, "c1", 0, "four", 4, &taken) == 1 && taken == 4);
+  CHECK(M->leases(a, always_idle, NULL, got, lost) == -1);
+  printf("%s\n", M->errmsg(a));
+  printf("before the commit: %s; ", query("SELECT inputs FROM flowrun_sessions WHERE id = 'c1'"));
+  CHECK(M->commit(a) == 0);
+  printf("after: %s\n", query("SELECT inputs FROM flowrun_sessions WHERE id = 'c1'"));
   /* a tool (no node): no fencing, outputs to nobody */
   last = c;
   CHECK(M->begin(c) == 0);
@@ -549,6 +645,16 @@ static void redact(void) {
   CHECK(!M->open("postgres:///db?host=/nonexistent-dir&password=s3cret&user=flowrun", 0, err, sizeof err));
   printf("%s\n", err);
   CHECK(!strstr(err, "s3cret"));
+  /* libpq quotes a bad token of the URL, or all of it */
+  CHECK(!M->open("postgresql://flowrun:s3c%zzret@/db?host=/nonexistent-dir", 0, err, sizeof err));
+  printf("%s\n", err);
+  CHECK(!strstr(err, "s3c"));
+  CHECK(!M->open("postgresql://flowrun:s%33cret@[::1/db", 0, err, sizeof err));
+  printf("%s\n", err);
+  CHECK(!strstr(err, "s%33cret") && !strstr(err, "s3cret"));
+  CHECK(!M->open("postgresql://flowrun:*@[::1/db", 0, err, sizeof err));   /* ends */
+  CHECK(!M->open("postgresql://flowrun:s@[::1/db", 0, err, sizeof err));
+  printf("%s\n", err);
 }
 
 static void lost(void) {
@@ -589,6 +695,13 @@ static void format(void) {
     fr_store *other = open_store(0);
     CHECK(M->set_node(other, "n1", 10000) == -1);
     printf("%s\n", M->errmsg(other));
+    CHECK(M->set_node(other, "a-host-name-of-fifty-two-bytes-0123456789-0123456789", 10000) == -1);
+    printf("%s\n", M->errmsg(other));
+    CHECK(M->set_node(other, "", 10000) == -1);
+    printf("%s\n", M->errmsg(other));
+    CHECK(M->set_node(other, "n2", 0) == -1);
+    printf("%s\n", M->errmsg(other));
+    CHECK(M->fd(other) == -1 && M->wakes(other, take_wake, NULL) == 0);
     M->close(other);
   }
   M->close(st);
@@ -608,12 +721,35 @@ static void perf(void) {
     CHECK(M->begin(a) == 0 && M->append(a, "p1", &r) == 0 && M->commit(a) == 0);
   }
   printf("commit of one journal record: %.3f ms\n", (now_ms() - t0) / n);
+  /* a message from another host, the owner woken; a heartbeat */
+  {
+    fr_store *b = host("b", 10000);
+    double sent = 0, woken = 0, t1;
+    long long taken;
+    ids w;
+    for (int i = 0; i < 100; i++) {
+      t1 = now_ms();
+      CHECK(M->send(b, "p1", 0, "m", 1, &taken) == 1);
+      sent += now_ms() - t1;
+      w = (ids){ 0 };
+      while (w.n == 0) {
+        struct pollfd pfd = { M->fd(a), POLLIN, 0 };
+        CHECK(poll(&pfd, 1, 3000) == 1 && M->wakes(a, take_wake, &w) == 0);
+      }
+      woken += now_ms() - t1;
+    }
+    printf("send: %.3f ms; the owner woken after %.3f ms\n", sent / 100, woken / 100);
+    t1 = now_ms();
+    for (int i = 0; i < 20; i++) CHECK(M->leases(a, always_idle, NULL, got, lost_) == 0);
+    printf("heartbeat holding 256 partitions: %.3f ms\n", (now_ms() - t1) / 20);
+    M->close(b);
+  }
   M->close(a);
 }
 
 int main(int argc, char **argv) {
   static const struct { const char *name; void (*fn)(void); } tests[] = {
-    { "roundtrip", roundtrip }, { "split", split }, { "takeover", takeover }, { "fence", fence },
+    { "roundtrip", roundtrip }, { "split", split }, { "takeover", takeover }, { "restart", restart }, { "race", race }, { "fence", fence },
     { "inbox", inbox }, { "redact", redact }, { "lost", lost }, { "format", format },
     { "perf", perf },
   };

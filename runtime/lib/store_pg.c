@@ -35,10 +35,28 @@
 ** owner committed is what the new owner restores, and after the takeover
 ** every write of the old owner is refused.
 **
+** Leases (leases(), a heartbeat, one transaction): this host's row in
+** nodes is renewed; share = ceil(256 / hosts seen within a lease); its
+** leases are renewed; below its share it takes free or expired partitions
+** (epoch + 1, logged in takeovers), above it gives back idle ones. A host
+** that stops heartbeating loses its partitions a lease later. A take has
+** no SKIP LOCKED: it must wait for a fenced write's share lock.
+**
+** Messages: any host stores them (send, start: their own transaction, not
+** fenced; the session row locked FOR UPDATE numbers them), sets reply_to
+** to itself and NOTIFYs flowrun_in. Outputs (put_output) are addressed to
+** reply_to and that host NOTIFYed; it takes them (each_mine marks them
+** given; drop_output too, unfenced: the host given them need not own the
+** session). A message sent again re-addresses them, given or not, to its
+** sender: replies are at least once. Without set_node (a tool writing from
+** outside) nothing is fenced and outputs are addressed to nobody.
+**
 ** Wakes: a dedicated connection LISTENs on flowrun_in (a message for a
 ** session: payload its id) and "flowrun_out:NODE" (outputs addressed to
-** NODE); fd() is its socket, read by wakes() only, so no notification is
-** swallowed by the working connection's queries.
+** NODE; a channel's name has 63 bytes, so a node's has 51 at most); fd()
+** is its socket, read by wakes() only, so no notification is swallowed by
+** the working connection's queries. It also holds an advisory lock on the
+** node's name: two live processes never share one.
 */
 #include <poll.h>
 #include <stdint.h>
@@ -126,8 +144,12 @@ static const char *const sql[Q_COUNT] = {
   /* Q_EACH_OUTPUT: not given, addressed to this host ($1; NULL: any) */
   "SELECT session, seq, kind, how, text FROM flowrun_outbox"
   " WHERE NOT given AND ($1::text IS NULL OR node = $1) ORDER BY k",
-  /* Q_WAITING */
-  "UPDATE flowrun_sessions SET waiting = $2, active = " NOW " WHERE id = $1",
+  /* Q_WAITING: on a shared store ($3: this host), not waiting when a
+     message is stored and not taken (another host stored it; its wake
+     has not come yet) */
+  "UPDATE flowrun_sessions SET waiting = CASE WHEN $2 = 1 AND $3::text IS NOT NULL AND EXISTS"
+  "  (SELECT 1 FROM flowrun_inbox WHERE session = $1) THEN 0 ELSE $2 END,"
+  "  active = " NOW " WHERE id = $1",
   /* Q_LIST */
   "SELECT id, flow, ended, waiting, inputs, active,"
   "  (SELECT count(*) FROM flowrun_journal j WHERE j.session = s.id), parked, note"
@@ -279,7 +301,7 @@ struct fr_store {
 /* URL with a password (user:PASS@ or password=PASS) replaced by ***. */
 static char *redact(const char *url) {
   size_t n = strlen(url);
-  char *out = malloc(n + 4 * 8 + 1), *q = out;
+  char *out = malloc(2 * n + 8), *q = out;   /* each *** at most doubles what it hides */
   const char *p = url, *auth = strstr(url, "://"), *end, *at = NULL, *colon = NULL;
   if (!out) return NULL;
   if (auth) {
@@ -307,6 +329,57 @@ static char *redact(const char *url) {
   }
   *q = '\0';
   return out;
+}
+
+/* Every occurrence of secret (len bytes) in buf (size n) replaced by ***
+** (cut at n when that is longer). */
+static void hide(char *buf, size_t n, const char *secret, size_t len) {
+  size_t from = 0, pos, rest;
+  char *at;
+  if (!len) return;
+  while ((at = memmem(buf + from, strlen(buf + from), secret, len))) {
+    pos = (size_t)(at - buf);
+    if (pos + 3 >= n) {                 /* no room for *** */
+      buf[pos] = '\0';
+      return;
+    }
+    rest = strlen(at + len);
+    if (pos + 3 + rest >= n) rest = n - 1 - pos - 3;
+    memmove(buf + pos + 3, at + len, rest);
+    buf[pos + 3 + rest] = '\0';
+    memcpy(buf + pos, "***", 3);
+    from = pos + 3;                     /* a secret of stars is not found again */
+  }
+}
+
+/* hide() for a secret as written in the URL and percent-decoded. */
+static void hide_both(char *buf, size_t n, const char *p, size_t len) {
+  char dec[256];
+  size_t k = 0;
+  hide(buf, n, p, len);
+  for (size_t i = 0; i < len && k < sizeof dec; i++) {
+    unsigned v;
+    if (p[i] == '%' && i + 2 < len && sscanf(p + i + 1, "%2x", &v) == 1) dec[k++] = (char)v, i += 2;
+    else dec[k++] = p[i];
+  }
+  if (k < sizeof dec) hide(buf, n, dec, k);
+}
+
+/* libpq's messages may quote the URL, or a token of it (a bad
+** percent-encoding, an IPv6 address): the URL's passwords are taken out
+** of msg (size n). */
+static void scrub(char *msg, size_t n, const char *url) {
+  const char *auth = strstr(url, "://"), *end, *at = NULL, *colon = NULL, *p;
+  if (auth) {
+    auth += 3;
+    end = auth + strcspn(auth, "/?#");
+    for (const char *c = auth; c < end; c++) if (*c == '@') at = c;
+    if (at && (colon = memchr(auth, ':', (size_t)(at - auth))))
+      hide_both(msg, n, colon + 1, (size_t)(at - colon - 1));
+  }
+  for (p = url; (p = strstr(p, "password=")); p += 9)
+    if (p == url || p[-1] == '?' || p[-1] == '&')
+      hide_both(msg, n, p + 9, strcspn(p + 9, "&#"));
 }
 
 /* The first line of s, at most n bytes, into buf, less a severity
@@ -338,6 +411,7 @@ static int fail(fr_store *st, const PGresult *r) {
   return -1;
 }
 
+/* errmsg says so; -1. */
 static int oom(fr_store *st) {
   snprintf(st->err, sizeof st->err, "out of memory");
   return -1;
@@ -356,12 +430,14 @@ typedef struct params {
   char num[MAXP][24];
 } params;
 
+/* A text parameter (NULL: SQL's NULL), as text. */
 static void p_text(params *p, const char *s) {
   p->v[p->n] = s;
   p->len[p->n] = 0;
   p->fmt[p->n++] = 0;
 }
 
+/* An integer parameter, as text (the statement's cast types it). */
 static void p_int(params *p, long long v) {
   snprintf(p->num[p->n], sizeof p->num[0], "%lld", v);
   p_text(p, p->num[p->n]);
@@ -409,17 +485,19 @@ static long long num(const PGresult *r, int i, int c) {
   return (long long)u;
 }
 
+/* A column's bytes, NULL for SQL's NULL. */
 static const char *val(const PGresult *r, int i, int c) {
   return PQgetisnull(r, i, c) ? NULL : PQgetvalue(r, i, c);
 }
 
-/* The partitions this host holds, as an int[] literal: "{1,2,...}". */
-static char *held_list(fr_store *st) {
-  char *s = malloc(FR_PARTITIONS * 4 + 3), *q = s;
+/* An array literal ("{1,2,...}") of the partitions i with v[i] != 0, or
+** (values 1) of those v[i]: the partitions held, their epochs. */
+static char *list_of(const long long v[], int values) {
+  char *s = malloc(FR_PARTITIONS * 21 + 3), *q = s;
   if (!s) return NULL;
   *q++ = '{';
   for (int i = 0; i < FR_PARTITIONS; i++)
-    if (st->held[i]) q += sprintf(q, "%s%d", q[-1] == '{' ? "" : ",", i);
+    if (v[i]) q += sprintf(q, "%s%lld", q[-1] == '{' ? "" : ",", values ? v[i] : i);
   *q++ = '}';
   *q = '\0';
   return s;
@@ -455,12 +533,14 @@ static int fence(fr_store *st, int part) {
   return -1;
 }
 
+/* fence() for session id's partition. */
 static int fence_id(fr_store *st, const char *id) { return fence(st, fr_partition(id)); }
 
 /* ---- the journal's records, inserted at flush ---- */
 
 typedef struct buf { char *p; size_t n, cap; int bad; } buf;
 
+/* Appends n bytes; on a failed allocation b->bad, and nothing more is kept. */
 static void b_put(buf *b, const void *p, size_t n) {
   if (b->bad) return;
   if (b->n + n > b->cap) {
@@ -475,6 +555,7 @@ static void b_put(buf *b, const void *p, size_t n) {
   b->n += n;
 }
 
+/* Big-endian integers, as PostgreSQL's binary format has them. */
 static void b_u32(buf *b, uint32_t v) {
   unsigned char x[4] = { v >> 24, v >> 16 & 255, v >> 8 & 255, v & 255 };
   b_put(b, x, 4);
@@ -495,12 +576,14 @@ static void b_array(buf *b, uint32_t oid, size_t n) {
   b_u32(b, 1);
 }
 
+/* An array element: its length and bytes; NULL as length -1. */
 static void b_elem(buf *b, const char *p, size_t n) {
   if (!p) { b_u32(b, 0xffffffffu); return; }
   b_u32(b, (uint32_t)n);
   b_put(b, p, n);
 }
 
+/* The records not inserted go (a rollback, a begin). */
 static void drop_pending(fr_store *st) {
   for (size_t i = 0; i < st->npend; i++) free(st->pend[i]);
   st->npend = 0;
@@ -603,6 +686,8 @@ static int has_schema(PGconn *db) {
   return rc;
 }
 
+/* A connection to url (path: url as printed), its NOTICEs silenced;
+** NULL and err when it cannot be made. */
 static PGconn *connect_to(const char *url, const char *path, char *err, size_t n) {
   PGconn *db = PQconnectdb(url);
   char line[400];
@@ -612,6 +697,7 @@ static PGconn *connect_to(const char *url, const char *path, char *err, size_t n
   }
   if (PQstatus(db) != CONNECTION_OK) {
     first_line(line, sizeof line, PQerrorMessage(db));
+    scrub(line, sizeof line, url);
     snprintf(err, n, "store %s: could not connect: %s", path, line);
     PQfinish(db);
     return NULL;
@@ -620,6 +706,8 @@ static PGconn *connect_to(const char *url, const char *path, char *err, size_t n
   return db;
 }
 
+/* Connects; makes the schema when missing (not when reading), refuses a
+** newer format, prepares the statements. */
 static fr_store *st_open(const char *path, int flags, char *err, size_t n) {
   fr_store *st = calloc(1, sizeof *st);
   char *fmt = NULL, *id = NULL;
@@ -693,22 +781,29 @@ static int tx(fr_store *st, const char *q, const char *tag) {
   return ok ? 0 : -1;
 }
 
+/* The turn's transaction; fencing starts anew in it. */
 static int st_begin(fr_store *st) {
   drop_pending(st);
   memset(st->fenced, 0, sizeof st->fenced);
+  if (PQtransactionStatus(st->db) == PQTRANS_INERROR || PQtransactionStatus(st->db) == PQTRANS_INTRANS)
+    PQclear(PQexec(st->db, "ROLLBACK"));   /* a failed one not rolled back: nothing of it stays */
   if (tx(st, "BEGIN", "BEGIN") != 0) return -1;
   st->in_txn = 1;
   return 0;
 }
 
+/* The records kept in memory go in, then COMMIT: -1 and PostgreSQL's
+** message when either fails (the transaction is then rolled back). */
 static int st_commit(fr_store *st) {
   int rc = flush(st);
   if (rc != 0 && PQstatus(st->db) == CONNECTION_OK) PQclear(PQexec(st->db, "ROLLBACK"));
   rc = rc ? -1 : tx(st, "COMMIT", "COMMIT");
   st->in_txn = 0;
+  memset(st->fenced, 0, sizeof st->fenced);   /* the share locks went with it */
   return rc;
 }
 
+/* Nothing of the transaction stays, in memory or in the database. */
 static void st_rollback(fr_store *st) {
   drop_pending(st);
   if (PQtransactionStatus(st->db) != PQTRANS_IDLE && PQstatus(st->db) == CONNECTION_OK) {
@@ -716,6 +811,7 @@ static void st_rollback(fr_store *st) {
     PQclear(r);
   }
   st->in_txn = 0;
+  memset(st->fenced, 0, sizeof st->fenced);
 }
 
 /* ---- sessions ---- */
@@ -746,6 +842,7 @@ static int st_end_session(fr_store *st, const char *id) { return by_id(st, Q_END
 static int st_drop_session(fr_store *st, const char *id) { return by_id(st, Q_DROP_SESSION, id); }
 static int st_drop_outbox(fr_store *st, const char *id) { return by_id(st, Q_DROP_OUTBOX, id); }
 
+/* Row i of a session's columns (ROW) into *s, pointing into r. */
 static void row_of(const PGresult *r, int i, fr_store_session *s) {
   s->id = PQgetvalue(r, i, 0);
   s->flow = PQgetvalue(r, i, 1);
@@ -789,7 +886,7 @@ static int st_each_session(fr_store *st, int all, int (*fn)(void *, const fr_sto
   PGresult *r;
   char *held = NULL;
   if (!all && st->node) {
-    if (!(held = held_list(st))) return oom(st);
+    if (!(held = list_of(st->held, 0))) return oom(st);
     p_text(&p, held);
   }
   r = run(st, all ? Q_EACH_UNFINISHED : st->node ? Q_EACH_MINE_SESSION : Q_EACH_SESSION, &p);
@@ -936,6 +1033,7 @@ static int st_set_waiting(fr_store *st, const char *id, int waiting) {
   if (fence_id(st, id)) return -1;
   p_text(&p, id);
   p_int(&p, waiting);
+  p_text(&p, st->node);
   return done(st, Q_WAITING, &p);
 }
 
@@ -975,7 +1073,7 @@ static int st_each_silent(fr_store *st, long long before, int (*fn)(void *, cons
   PGresult *r;
   char *held = NULL;
   int n;
-  if (st->node && !(held = held_list(st))) return oom(st);
+  if (st->node && !(held = list_of(st->held, 0))) return oom(st);
   p_int(&p, before);
   p_text(&p, held);
   r = run(st, Q_SILENT, &p);
@@ -987,6 +1085,7 @@ static int st_each_silent(fr_store *st, long long before, int (*fn)(void *, cons
   return n;
 }
 
+/* The records in the cut go: those still in memory, and the rows. */
 static int st_cut(fr_store *st, const char *id, long long after, long long before) {
   params p = { 0 };
   size_t k = 0;
@@ -1007,24 +1106,17 @@ static int st_cut(fr_store *st, const char *id, long long after, long long befor
 ** held (the statement checks the leases under a share lock). */
 static int st_purge_ended(fr_store *st, long long before) {
   params p = { 0 };
-  char *parts, *epochs, *q, *e;
+  char *parts, *epochs = NULL;
   int rc;
   p_int(&p, before);
   if (!st->node) return done(st, Q_PURGE, &p);
-  if (!(parts = held_list(st)) || !(epochs = malloc(FR_PARTITIONS * 21 + 3))) {
+  if (!(parts = list_of(st->held, 0)) || !(epochs = list_of(st->held, 1))) {
     free(parts);
     return oom(st);
   }
-  q = epochs;
-  *q++ = '{';
-  for (int i = 0; i < FR_PARTITIONS; i++)
-    if (st->held[i]) q += sprintf(q, "%s%lld", q[-1] == '{' ? "" : ",", st->held[i]);
-  *q++ = '}';
-  *q = '\0';
-  e = epochs;
   p_text(&p, st->node);
   p_text(&p, parts);
-  p_text(&p, e);
+  p_text(&p, epochs);
   rc = done(st, Q_PURGE_MINE, &p);
   free(parts);
   free(epochs);
@@ -1055,6 +1147,7 @@ static int own_end(fr_store *st, int rc) {
 /* LISTEN on the wakes' connection: flowrun_in, and this host's outputs. */
 static int set_listen(fr_store *st) {
   char q[200], *chan;
+  const char *code;
   char line[400];
   const char *v[1] = { st->node };
   PGresult *r;
@@ -1065,35 +1158,43 @@ static int set_listen(fr_store *st) {
   snprintf(q, sizeof q, "LISTEN flowrun_in; LISTEN %s", chan);
   PQfreemem(chan);
   if (exec(st->listen, q, st->path, st->err, sizeof st->err) != 0) return -1;
-  /* one process a node: a lock held as long as the connection lives */
-  r = PQexecParams(st->listen, "SELECT pg_try_advisory_lock(1718382455, hashtext($1))",
+  /* one process a node: a lock held as long as the connection lives,
+     waited for 2 s (a process killed a moment ago: its backend is going) */
+  if (exec(st->listen, "SET lock_timeout = 2000", st->path, st->err, sizeof st->err) != 0) return -1;
+  r = PQexecParams(st->listen, "SELECT pg_advisory_lock(1718382455, hashtext($1))",
                    1, NULL, v, NULL, NULL, 0);
-  ok = r && PQresultStatus(r) == PGRES_TUPLES_OK && PQgetvalue(r, 0, 0)[0] == 't';
-  if (!ok) {
-    if (r && PQresultStatus(r) == PGRES_TUPLES_OK)
-      snprintf(st->err, sizeof st->err, "store %s: node %s is in use by another process "
-               "(each host needs a name of its own)", st->path, st->node);
-    else {
-      first_line(line, sizeof line, r ? PQresultErrorMessage(r) : PQerrorMessage(st->listen));
-      snprintf(st->err, sizeof st->err, "store %s: %s", st->path, line);
-    }
+  ok = r && PQresultStatus(r) == PGRES_TUPLES_OK;
+  code = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+  if (!ok && code && strcmp(code, "55P03") == 0) {
+    snprintf(st->err, sizeof st->err, "store %s: node %s is in use by another process "
+             "(each host needs a name of its own)", st->path, st->node);
+  } else if (!ok) {
+    first_line(line, sizeof line, r ? PQresultErrorMessage(r) : PQerrorMessage(st->listen));
+    snprintf(st->err, sizeof st->err, "store %s: %s", st->path, line);
   }
   PQclear(r);
+  if (ok && exec(st->listen, "RESET lock_timeout", st->path, st->err, sizeof st->err) != 0) return -1;
   return ok ? 0 : -1;
 }
 
+/* Names this host, opens the wakes' connection (LISTEN) and takes the
+** node's lock; refuses a name too long for a channel. */
 static int st_set_node(fr_store *st, const char *node, long long lease_ms) {
   if (st->node) {
     snprintf(st->err, sizeof st->err, "store %s: this store has a node already (%s)", st->path, st->node);
     return -1;
   }
-  if (!*node || strlen(node) > 51) {   /* a channel's name: 63 bytes at most */
-    snprintf(st->err, sizeof st->err, "store %s: node name \"%s\": 1 to 51 bytes",
-             st->path, node);
+  if (!*node || strlen(node) > 51) {   /* "flowrun_out:NODE": a channel's name, 63 bytes at most */
+    if (*node)
+      snprintf(st->err, sizeof st->err, "store %s: node name %.80s has %zu bytes: at most 51 "
+               "(it names a PostgreSQL notification channel)", st->path, node, strlen(node));
+    else
+      snprintf(st->err, sizeof st->err, "store %s: an empty node name", st->path);
     return -1;
   }
   if (lease_ms <= 0) {
-    snprintf(st->err, sizeof st->err, "store %s: a lease of %lld ms", st->path, lease_ms);
+    snprintf(st->err, sizeof st->err, "store %s: a lease of %lld ms: it must be 1 ms or more",
+             st->path, lease_ms);
     return -1;
   }
   if (!(st->node = strdup(node))) return oom(st);
@@ -1128,7 +1229,7 @@ static int leases_once(fr_store *st, int (*idle)(void *, int), void *ud, long lo
   live = num(r, 0, 0);
   PQclear(r);
   share = (FR_PARTITIONS + live - 1) / (live > 0 ? live : 1);
-  if (!(list = held_list(st))) { oom(st); goto bad; }
+  if (!(list = list_of(st->held, 0))) { oom(st); goto bad; }
   p_text(&p, list);
   r = run(st, Q_RENEW, &p);             /* node, lease, held */
   free(list);
@@ -1140,21 +1241,15 @@ static int leases_once(fr_store *st, int (*idle)(void *, int), void *ud, long lo
   }
   PQclear(r);
   if (held < share) {                   /* take up to the share */
-    char *mine = malloc(FR_PARTITIONS * 4 + 3), *q = mine;
-    unsigned off = 2166136261u;
-    if (!mine) { oom(st); goto bad; }
-    *q++ = '{';
-    for (i = 0; i < FR_PARTITIONS; i++)
-      if (next[i]) q += sprintf(q, "%s%d", q[-1] == '{' ? "" : ",", i);
-    *q++ = '}';
-    *q = '\0';
+    unsigned off = 2166136261u;         /* each host from its own place: fewer collisions */
     for (const char *c = st->node; *c; c++) off = (off ^ (unsigned char)*c) * 16777619u;
+    if (!(list = list_of(next, 0))) { oom(st); goto bad; }
     p.n = 2;
     p_int(&p, share - held);
-    p_text(&p, mine);
+    p_text(&p, list);
     p_int(&p, off % FR_PARTITIONS);
-    r = run(st, Q_TAKE, &p);
-    free(mine);
+    r = run(st, Q_TAKE, &p);            /* node, lease, how many, held, from */
+    free(list);
     if (!r) goto bad;
     for (i = 0; i < PQntuples(r); i++) {
       int part = (int)num(r, i, 0);
@@ -1162,22 +1257,19 @@ static int leases_once(fr_store *st, int (*idle)(void *, int), void *ud, long lo
     }
     PQclear(r);
   } else if (held > share) {            /* give back idle ones down to the share */
-    char *give = malloc(FR_PARTITIONS * 4 + 3), *q = give;
-    if (!give) { oom(st); goto bad; }
-    *q++ = '{';
+    long long give[FR_PARTITIONS] = { 0 };
     for (i = FR_PARTITIONS - 1; i >= 0 && held > share; i--)
-      if (next[i] && idle(ud, i)) {
-        q += sprintf(q, "%s%d", q[-1] == '{' ? "" : ",", i);
+      if (next[i] && idle && idle(ud, i)) {   /* no idle: none is given back */
+        give[i] = 1;
         next[i] = 0;
         st->gave[i] = 1;
         held--;
       }
-    *q++ = '}';
-    *q = '\0';
+    if (!(list = list_of(give, 0))) { oom(st); goto bad; }
     p.n = 1;
-    p_text(&p, give);
-    r = run(st, Q_GIVE, &p);
-    free(give);
+    p_text(&p, list);
+    r = run(st, Q_GIVE, &p);            /* node, the partitions */
+    free(list);
     if (!r) goto bad;
     PQclear(r);
   }
@@ -1187,6 +1279,8 @@ bad:
   return -1;
 }
 
+/* leases_once, again when it was a deadlock's victim; this host's
+** partitions (held) changed only when it committed. */
 static int st_leases(fr_store *st, int (*idle)(void *, int), void *ud, unsigned char got[],
                      unsigned char lost[]) {
   long long next[FR_PARTITIONS];
@@ -1210,6 +1304,7 @@ static int st_leases(fr_store *st, int (*idle)(void *, int), void *ud, unsigned 
   return 0;
 }
 
+/* What the last heartbeat left (fencing checks the database itself). */
 static int st_owns(fr_store *st, int part) {
   return part >= 0 && part < FR_PARTITIONS && st->held[part] != 0;
 }
@@ -1223,6 +1318,8 @@ static int readdress(fr_store *st, const char *id) {
   return done(st, Q_READDRESS, &p);
 }
 
+/* store.h: the session row locked FOR UPDATE numbers the message; the
+** last message's outputs go when a new one is stored. */
 static int st_send(fr_store *st, const char *id, long long n, const char *text, size_t len,
                    long long *taken) {
   params p = { 0 };
@@ -1253,6 +1350,8 @@ static int st_send(fr_store *st, const char *id, long long n, const char *text, 
   return rc;
 }
 
+/* store.h: one statement makes the row or finds an unfinished one (and
+** locks it): two hosts starting one id at once make it once. */
 static int st_start(fr_store *st, const fr_store_session *row) {
   params p = { 0 };
   PGresult *r;
@@ -1279,6 +1378,7 @@ static int st_start(fr_store *st, const fr_store_session *row) {
   return own_end(st, rc);
 }
 
+/* The wakes' connection's socket; -1 before set_node. */
 static int st_fd(fr_store *st) {
   return st->listen ? PQsocket(st->listen) : -1;
 }
@@ -1311,6 +1411,8 @@ static int st_wakes(fr_store *st, int (*fn)(void *, int, const char *), void *ud
   return 0;
 }
 
+/* This host's outputs, marked given as they are read (a message sent
+** again gives them again). */
 static int st_each_mine(fr_store *st, int (*fn)(void *, const char *, long long, int, int,
                                                 const char *, size_t), void *ud) {
   params p = { 0 };
@@ -1321,6 +1423,8 @@ static int st_each_mine(fr_store *st, int (*fn)(void *, const char *, long long,
   return each_output_row(r, fn, ud);
 }
 
+/* A partition's sessions to run, when it was just taken: a waiting one
+** too when a message for it is stored. */
 static int st_each_in_part(fr_store *st, int part,
                            int (*fn)(void *, const fr_store_session *), void *ud) {
   params p = { 0 };
