@@ -89,9 +89,10 @@ ok race
 ]])
   end)
 
-  it("fences the old owner out: the takeover waits for its transaction, then its writes fail", function()
+  it("fences the old owner out: the takeover leaves a partition its transaction holds, then its writes fail", function()
     expect("fence", [[
-b's takeover: took 256, waited for a's transaction: yes
+b's takeover: took 255, partition 7 left, waited: no
+b's next heartbeat: took 1, partition 7 at epoch 2
 b restores 2 records, the last "by a, last"
 a fenced: store URL: partition 7 was taken over by another host (epoch 2, this host had 1): this host is fenced out
 a fenced: store URL: partition 7 was taken over by another host (epoch 2, this host had 1): this host is fenced out

@@ -39,8 +39,9 @@
 ** nodes is renewed; share = ceil(256 / hosts seen within a lease); its
 ** leases are renewed; below its share it takes free or expired partitions
 ** (epoch + 1, logged in takeovers), above it gives back idle ones. A host
-** that stops heartbeating loses its partitions a lease later. A take has
-** no SKIP LOCKED: it must wait for a fenced write's share lock.
+** that stops heartbeating loses its partitions a lease later. A take
+** skips rows locked by another transaction (a fenced write's share lock,
+** another host's take): taken at a later heartbeat, never waited for.
 **
 ** Messages: any host stores them (send, start: their own transaction, not
 ** fenced; the session row locked FOR UPDATE numbers them), sets reply_to
