@@ -395,10 +395,10 @@ function helper.postgres()
   end
   if not bin then error("PostgreSQL is missing (make deps installs postgresql)", 2) end
   local dir = helper.tmpdir()
-  local as = ""
+  local as = "env -u LD_PRELOAD "       -- not ours: no sanitizer of ours in them
   if helper.sh("id -u"):match("%d+") == "0" then
     os.execute("chown postgres " .. helper.quote(dir))
-    as = "runuser -u postgres -- "
+    as = as .. "runuser -u postgres -- "
   end
   local data = dir .. "/data"
   local out = helper.sh(as .. bin .. "/initdb -A trust -U postgres -E UTF8 --no-sync -D " .. data .. " 2>&1")
@@ -408,7 +408,7 @@ function helper.postgres()
   local proc = spawn(as .. bin .. "/postgres -D " .. data .. " " .. opts)
   proc.what = nil                       -- not ours: no sanitizer report
   local psql = function(sql, db)
-    return helper.sh(("%s/psql -X -q -A -t -h %s -U postgres -d %s -c %s 2>&1"):format(
+    return helper.sh(("env -u LD_PRELOAD %s/psql -X -q -A -t -h %s -U postgres -d %s -c %s 2>&1"):format(
       bin, dir, db or "flowrun", helper.quote(sql)))
   end
   local up = helper.wait_for(function()
