@@ -764,11 +764,8 @@ static const char usage[] =
   "  -I FILE, --trace, --trace-json FILE, --allow LIST, --limit NAME=N: as for run\n"
   "  --port N           listen on 127.0.0.1:N (0: any free port; it is printed)\n"
   "  --store PATH, --resident N, --idle SECONDS, --ttl SECONDS, --keep-ended SECONDS,\n"
-  "  --on-mismatch park: as for host\n"
-  "  --store postgresql://...  many hosts share the sessions (docs/scale-out.md)\n"
-  "  --node NAME        this host's name in a shared store (hostname:pid)\n"
-  "  --lease-ms MS      a shared store's lease: a host silent this long loses its\n"
-  "                     sessions to the others (10000)\n"
+  "  --on-mismatch park: as for host; --store postgresql://..., --node NAME,\n"
+  "  --lease-ms MS: many hosts (flowrun serve --help)\n"
   "  --token-env NAME   webhooks need \"Authorization: Bearer $NAME\"\n"
   "  --reply-timeout SECONDS  a webhook answers after this long at most (30); the\n"
   "                     rest comes through GET /webhooks/rest/messages?sender=ID\n";
