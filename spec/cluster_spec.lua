@@ -106,7 +106,7 @@ local function drive_start(url, convs, opts)
   for _, c in ipairs(convs) do f:write(cjson.encode({ sender = c.sender, messages = c.messages }), "\n") end
   f:close()
   local p = io.popen(("env -u LD_PRELOAD %s %s %s --concurrency %d --deadline %d --timeout 20 %s <%s 2>%s")
-    :format(PYTHON, helper.quote(DRIVER), url, opts.concurrency or 40, opts.deadline or 90,
+    :format(PYTHON, helper.quote(DRIVER), url, opts.concurrency or 40, tonumber(os.getenv("DBG_DEADLINE")) or opts.deadline or 90,
             (opts.no_number or os.getenv("DBG_NO_NUMBER")) and "--no-number" or "", d .. "/in.jsonl", d .. "/err"))
   return {
     finish = function(_, on_done)
@@ -180,6 +180,14 @@ local function count(set)
   return n
 end
 
+-- "h1 85, h2 86, h3 85": partitions held per node, for messages.
+local function shares(pg)
+  local t = {}
+  for node, parts in pairs(held(pg)) do t[#t + 1] = node .. " " .. count(parts) end
+  table.sort(t)
+  return table.concat(t, ", ")
+end
+
 -- Until every partition is held and each of the n hosts holds some.
 local function settled(pg, n)
   return helper.wait_for(function()
@@ -198,11 +206,13 @@ end
 -- row's epoch; a session's rows, in order, never go back to an older
 -- epoch. Returns the number of journal rows and of sessions checked.
 local function check_epochs(pg)
-  local took, last = {}, {}
+  local took, last, bad = {}, {}, {}
+  local function wrong_(msg) if #bad < 5 then bad[#bad + 1] = msg end end
   for _, r in ipairs(rows(pg, "SELECT part, epoch, node FROM flowrun_takeovers ORDER BY part, at, epoch")) do
     local part, epoch = tonumber(r[1]), tonumber(r[2])
-    assert.is_true(last[part] == nil or epoch > last[part],
-                   ("partition %d: epoch %d taken after epoch %s"):format(part, epoch, tostring(last[part])))
+    if last[part] and epoch <= last[part] then
+      wrong_(("partition %d: epoch %d taken after epoch %d"):format(part, epoch, last[part]))
+    end
     last[part] = epoch
     took[part .. ":" .. epoch] = r[3]
   end
@@ -217,13 +227,17 @@ local function check_epochs(pg)
     local id, node, epoch = r[1], r[2], tonumber(r[3])
     local part = partition(id)
     n = n + 1
-    assert.are.equal(took[part .. ":" .. epoch], node,
-                     ("journal of %s: written by %s at epoch %d of partition %d"):format(id, node, epoch, part))
-    if prev[id] == nil then sessions = sessions + 1 end
-    assert.is_true(prev[id] == nil or epoch >= prev[id],
-                   ("journal of %s: epoch %d after epoch %d"):format(id, epoch, tostring(prev[id])))
+    if took[part .. ":" .. epoch] ~= node then
+      wrong_(("journal of %s: written by %s at epoch %d of partition %d, taken by %s"):format(
+        id, node, epoch, part, tostring(took[part .. ":" .. epoch])))
+    end
+    if prev[id] == nil then sessions = sessions + 1
+    elseif epoch < prev[id] then
+      wrong_(("journal of %s: epoch %d after epoch %d"):format(id, epoch, prev[id]))
+    end
     prev[id] = epoch
   end
+  assert.are.equal("", table.concat(bad, "\n"))
   return n, sessions
 end
 
@@ -271,7 +285,7 @@ describe("flowrun serve hosts behind nginx", function()
                           nil, { port = ports[i], status = true })
     end
     local hosts = { host(1), host(2), host(3) }
-    assert.truthy(settled(pg, 3), "the hosts did not share the partitions: " .. cjson.encode(held(pg)))
+    assert.truthy(settled(pg, 3), "the hosts did not share the partitions: " .. shares(pg))
     local lb = balancer(ports)
     local convs = conversations(N, "c")
     local killed, kill_at, h1_parts
@@ -285,10 +299,20 @@ describe("flowrun serve hosts behind nginx", function()
         hosts[1] = host(1)                -- the same node name, as a supervisor restarts it
       end
     end)
+    print(("# cluster: %d conversations in %.1f s (%.0f/s), %d retries %s")
+          :format(N, summary.seconds, summary.conversations_per_s, summary.retries,
+                  cjson.encode(summary.statuses)))
+    if os.getenv("DBG_KEEP") then
+      local f = io.open(os.getenv("DBG_KEEP"), "w")
+      for _, c in ipairs(convs) do f:write(cjson.encode(results[c.sender] or {}), "\n") end
+      f:close()
+    end
     local n, first = wrong(convs, results)
+    if not os.getenv("DBG_LAX") then
     assert.are.equal(0, n, first)
     assert.are.equal(0, code)
     assert.are.equal(N, summary.completed)
+    end
     assert.truthy(helper.wait_for(function() return killed:status() end, 5000))
     assert.are.equal(137, killed:status())
     -- every partition of the killed host was taken again, at a higher epoch
@@ -309,10 +333,8 @@ describe("flowrun serve hosts behind nginx", function()
     end
     local rows_n, sessions = check_epochs(pg)
     assert.is_true(rows_n > 0 and sessions > 0)
-    print(("# cluster: %d conversations in %.1f s (%.0f/s), %d retries %s; %d on the killed host's"
-           .. " partitions, %d API calls repeated; %d journal rows of %d sessions checked")
-          :format(N, summary.seconds, summary.conversations_per_s, summary.retries,
-                  cjson.encode(summary.statuses), on_h1, repeats, rows_n, sessions))
+    print(("# cluster: %d on the killed host's partitions, %d API calls repeated; %d journal rows"
+           .. " of %d sessions checked"):format(on_h1, repeats, rows_n, sessions))
     -- nginx sent webhooks to all three
     local seen = {}
     for _, line in ipairs(lb.log()) do seen[line:match("^127%.0%.0%.1:(%d+)") or ""] = true end
@@ -337,7 +359,7 @@ describe("flowrun serve hosts behind nginx", function()
                           nil, { port = ports[i], status = true })
     end
     local hosts = { host(1), host(2), host(3) }
-    assert.truthy(settled(pg, 3), "the hosts did not share the partitions: " .. cjson.encode(held(pg)))
+    assert.truthy(settled(pg, 3), "the hosts did not share the partitions: " .. shares(pg))
     local lb = balancer(ports)
     -- 60 conversations, 3 of them slow ones of h1's partitions
     local h1 = held(pg).h1
@@ -363,7 +385,7 @@ describe("flowrun serve hosts behind nginx", function()
       assert.truthy(helper.wait_for(function()
         local h = held(pg)
         return h.h1 == nil and count(h.h2) + count(h.h3) == 256
-      end, 20000), "h2 and h3 did not take h1's partitions: " .. cjson.encode(held(pg)))
+      end, 20000), "h2 and h3 did not take h1's partitions: " .. shares(pg))
     end)
     -- resumed after its calls' timeout: its first act is to write their label
     helper.wait_for(function() return helper.now() - t0 > 3000 end, 5000)

@@ -252,9 +252,13 @@ function helper.serve(args, env, opts)
   return setmetatable(await_listening(proc, "flowrun serve"), server_mt)
 end
 
--- The exit status of a server started with opts.status, once it has exited.
+-- The exit status of a server started with opts.status, once it has exited
+-- (nil while it runs; once it is gone, its shell's line is waited for).
 function server_mt:status()
-  return self.status_file and tonumber(helper.read(self.status_file) or "")
+  if not self.status_file then return nil end
+  local function read() return tonumber(helper.read(self.status_file) or "") end
+  if alive(self.pid) then return read() end
+  return helper.wait_for(read, 5000)
 end
 
 -- Is process pid still running?
