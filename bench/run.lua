@@ -869,9 +869,9 @@ local function partition(id)
   return h % 256
 end
 
--- A webhook to url: the HTTP status and the body.
-local function webhook(url, sender, message, number)
-  local body = ('{"sender":"%s","message":"%s","number":%d}'):format(sender, message, number)
+-- A webhook to url (sent once: no number needed): the HTTP status and the body.
+local function webhook(url, sender, message)
+  local body = ('{"sender":"%s","message":"%s"}'):format(sender, message)
   local out = sh(("env -u LD_PRELOAD curl -s -m 60 -w '\\n%%{http_code}' -d %s %s/webhooks/rest")
                  :format(quote(body), url))
   local text, code = out:match("^(.*)\n(%d+)$")
@@ -937,13 +937,13 @@ local function takeover_pair()
       if own[partition(("t%d-%d"):format(run, k))] == "h1" then id = ("t%d-%d"):format(run, k) break end
     end
     if not id then return finish(nil, "no session id of h1's partitions") end
-    local code, body = webhook(hosts[1].url, id, id, 1)
+    local code, body = webhook(hosts[1].url, id, id)
     if code ~= 200 or not body:find('"colour?"', 1, true) then
       return finish(nil, ("h1 did not start %s: %s %s"):format(id, tostring(code), body))
     end
     local t0 = tonumber(first_line("date +%s%N"))
     sh("kill -KILL " .. hosts[1].pid)
-    code, body = webhook(hosts[2].url, id, "red", 2)
+    code, body = webhook(hosts[2].url, id, "red")
     local t1 = tonumber(first_line("date +%s%N"))
     if code ~= 200 or not body:find('"number?"', 1, true) then
       return finish(nil, ("h2 did not answer %s: %s %s"):format(id, tostring(code), body))
