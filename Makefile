@@ -45,7 +45,7 @@ SONAME = libflowrun.so.$(SOVER)
 LIBDIR ?= $(PREFIX)/lib
 
 all: $(B)/flowrun $(B)/libflowrun.a $(B)/$(SONAME) $(B)/flowrun.so $(B)/faultsrv \
-     $(B)/embed_test $(B)/pty.so $(B)/flowrun.1
+     $(B)/embed_test $(B)/store_pg_test $(B)/pty.so $(B)/flowrun.1
 
 # Each object lists the headers it includes in its .d file (-MMD -MP).
 $(B)/%.o: runtime/%.c $(B)/.flags
@@ -117,6 +117,10 @@ $(B)/flowrun.so: $(B)/module/flowrun_lua.o $(LIB_O) runtime/module/flowrun.map
 $(B)/embed_test: spec/embed_test.c $(B)/libflowrun.a runtime/flowrun.h $(B)/.flags
 	$(CC) $(ALL_CFLAGS) -DEMBED_OOM -o $@ $< $(B)/libflowrun.a $(LIBS) $(ALL_LDFLAGS) \
 	  -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup
+
+# The PostgreSQL store's methods against a real server (spec/store_pg_spec.lua).
+$(B)/store_pg_test: spec/store_pg_test.c $(B)/libflowrun.a runtime/lib/store.h $(B)/.flags
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(B)/libflowrun.a $(LIBS) $(ALL_LDFLAGS)
 
 $(B)/faultsrv: spec/tools/faultsrv.c $(B)/.flags
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) -lpthread

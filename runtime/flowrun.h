@@ -332,8 +332,18 @@ FLOWRUN_API char *flowrun_trace_curl(flowrun *rt, const flowrun_trace *t);
 ** same store gives the sessions back, each replayed to where it was.
 ** Opens (creates) the SQLite file at path for this runtime, before any
 ** session starts, and starts the unfinished sessions it holds again. One
-** process at a time: a store in use by another is refused. */
+** process at a time: a store in use by another is refused.
+** A path "postgresql://..." (or "postgres://...", a libpq URI) opens a
+** store on PostgreSQL shared by many hosts (docs/scale-out.md): each
+** host runs the sessions of the partitions it holds a lease on, and any
+** host may start or send to any session (stored, the owner is woken; the
+** outputs come to the host that sent the session's last message). A host
+** that finds its lease taken stops (flowrun_store_failed). */
 FLOWRUN_API int flowrun_open_store(flowrun *rt, const char *path);
+/* A shared store's name for this host, before flowrun_open_store: unique
+** among the hosts, the same after a restart (its outputs are addressed to
+** it). Default: the machine's hostname and the process id. */
+FLOWRUN_API int flowrun_store_node(flowrun *rt, const char *name);
 
 /* The check to run before deploying a changed flow (README: Testing
 ** flows): opens the store at path read only (a runtime may be running
@@ -392,6 +402,9 @@ enum {                                  /* what a store keeps in memory */
   FLOWRUN_STORE_ENDED_S,                /* an ended session's row (kept so that a line
                                            sent to it again is known) goes after
                                            this long (0: never); 604800 (7 days) */
+  FLOWRUN_STORE_LEASE_MS,               /* a shared store's (PostgreSQL): a host that
+                                           has not renewed its leases this long loses
+                                           its partitions to the others; 10000 */
   FLOWRUN_STORE_COUNT
 };
 
@@ -425,6 +438,31 @@ FLOWRUN_API int flowrun_store_retry(const char *path, const char *id, char *err,
 ** the flow does not run again). Refused while a runtime holds the store.
 ** FLOWRUN_NOSESSION when it has no such unfinished session. */
 FLOWRUN_API int flowrun_store_end(const char *path, const char *id, char *err, size_t errlen);
+
+/* ---- figures for a host's dashboard (flowrun serve's /metrics) ---- */
+
+/* Calls fn for each integration loaded (by name; those defined later at
+** the end) with the calls holding one of its connections now (in_flight,
+** at most its max_connections) and those waiting for one or for their
+** turn under its rate_limit (queued). A nonzero return stops. */
+FLOWRUN_API int flowrun_pool_stats(flowrun *rt,
+                                   int (*fn)(void *ud, const char *integration,
+                                             int in_flight, int queued),
+                                   void *ud);
+
+/* The store's commits since it opened (flowrun_open_store) and how long
+** they took, measured around each commit on the monotonic clock: le[i]
+** counts the commits that took at most le_s[i] seconds (cumulative, as a
+** Prometheus histogram's buckets; the bounds are filled in too: 100 us, 250 us,
+** 500 us, 1, 2.5, 5, 10, 25, 100 ms, 1 s). FLOWRUN_ERR without a store. */
+#define FLOWRUN_STORE_BUCKETS 10
+typedef struct flowrun_commits {
+  long long commits;
+  double seconds;                       /* their time, all together */
+  double le_s[FLOWRUN_STORE_BUCKETS];
+  long long le[FLOWRUN_STORE_BUCKETS];
+} flowrun_commits;
+FLOWRUN_API int flowrun_store_stats(const flowrun *rt, flowrun_commits *stats);
 
 /* Is there nothing to run now: no call in flight, no session ready and no
 ** sleep due (every session waits for a message or sleeps on)? */

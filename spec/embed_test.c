@@ -264,6 +264,47 @@ static void stop_mid_call(void) {
   flowrun_free(rt);
 }
 
+/* flowrun_pool_stats: one integration's figures, by name. */
+typedef struct { const char *name; int in_flight, queued, seen; } pool_fig;
+static int on_pool(void *ud, const char *integration, int in_flight, int queued) {
+  pool_fig *f = ud;
+  if (strcmp(integration, f->name) == 0) f->in_flight = in_flight, f->queued = queued, f->seen++;
+  return 0;
+}
+
+/* The pool's calls in flight and queued; the store's commits and their time. */
+static void stats(void) {
+  host h;
+  flowrun *rt = runtime(&h);
+  pool_fig f = { "one", -1, -1, 0 };
+  flowrun_commits cs;
+  int ok = 1;
+  check(flowrun_load_integrations(rt, path("one_integrations.lua")) == FLOWRUN_OK, "load one_integrations.lua");
+  flowrun_start(rt, "a", path("hang_one.lua"), 0, NULL);
+  flowrun_start(rt, "b", path("hang_one.lua"), 0, NULL);
+  flowrun_start(rt, "c", path("hang_one.lua"), 0, NULL);
+  for (int i = 0; i < 20 && (f.in_flight != 1 || f.queued != 2); i++) {
+    flowrun_step(rt, 50);
+    flowrun_pool_stats(rt, on_pool, &f);
+  }
+  check(f.seen > 0 && f.in_flight == 1 && f.queued == 2,
+        "flowrun_pool_stats: max_connections 1, three calls: one in flight, two queued");
+  check(flowrun_store_stats(rt, &cs) == FLOWRUN_ERR, "flowrun_store_stats without a store: FLOWRUN_ERR");
+  flowrun_free(rt);
+  rt = runtime(&h);
+  if (flowrun_open_store(rt, path("stats.db")) != FLOWRUN_OK) ok = 0;
+  flowrun_start(rt, "u", path("chat.lua"), 0, NULL);
+  for (int i = 0; i < 10; i++) flowrun_step(rt, 10);
+  flowrun_send(rt, "u", "Ada", 3);
+  for (int i = 0; i < 10; i++) flowrun_step(rt, 10);
+  ok &= flowrun_store_stats(rt, &cs) == FLOWRUN_OK && h.done == 1;
+  check(ok && cs.commits >= 2 && cs.le[FLOWRUN_STORE_BUCKETS - 1] == cs.commits
+        && cs.le[0] <= cs.le[1] && cs.seconds > 0 && cs.le_s[0] == 0.0001
+        && cs.le_s[FLOWRUN_STORE_BUCKETS - 1] == 1,
+        "flowrun_store_stats: commits counted, their seconds, cumulative buckets to 1 s");
+  flowrun_free(rt);
+}
+
 static int fired;
 static void on_fd(void *ud, int fd) {
   char c;
@@ -754,6 +795,11 @@ int main(int argc, char **argv) {
            port);
   setenv("EMBED_TOKEN", "embed-s3cret", 1);
   write_file("integrations.lua", buf);
+  snprintf(buf, sizeof buf,
+           "return { one = { base_url = 'http://127.0.0.1:%d/v1', max_connections = 1,\n"
+           "                 queue_timeout_ms = 60000 } }\n", port);
+  write_file("one_integrations.lua", buf);
+  write_file("hang_one.lua", "api_node{ integration = 'one', path = '/hang', results = { '200' } }\n");
   write_file("bad_integrations.lua", "return { shop = { base_url = 'http://127.0.0.1/', timeout_ms = 'x' } }\n");
   write_file("reward.lua",
     "local label, res = api_node{ integration = 'game', path = '/reward/{id}',\n"
@@ -778,6 +824,7 @@ int main(int argc, char **argv) {
     ask_and_send();
     errors();
     stop_mid_call();
+    stats();
     watch_fd();
     break_spinning();
     sandbox_api();

@@ -447,6 +447,7 @@ function helper.postgres()
     dir = dir, bin = bin, pid = proc.pid,
     url = "postgresql:///flowrun?host=" .. dir .. "&user=postgres",
     psql = psql,
+    log = function() return helper.read(proc.err) or "" end,   -- the server's log
     stop = function() stop(proc) end,
   }
 end

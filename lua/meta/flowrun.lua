@@ -92,6 +92,12 @@ function Runtime:events() end
 ---@return integer
 function Runtime:sessions() end
 
+---Figures for a dashboard: each integration's calls in flight and queued
+---(`pools`), and with a store its commits, their seconds and a histogram of
+---them (`le`: { bound in seconds, commits that took at most that }).
+---@return { pools: table<string, { in_flight: integer, queued: integer }>, store?: { commits: integer, seconds: number, le: number[][] } }
+function Runtime:stats() end
+
 ---The runtime's clock: ms since 1970 (virtual, or the wall's).
 ---@return number
 function Runtime:clock() end

@@ -12,6 +12,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <lua.h>
+#include <lauxlib.h>
+
 #include "common.h"
 #include "flowrun.h"
 
@@ -241,6 +244,94 @@ int cli_opts_open(cli_opts *o, const char *cmd) {
   if (o->tjson && !(o->trace_json = fopen(o->tjson, "w"))) {
     fprintf(stderr, "%s: cannot write %s: %s\n", cmd, o->tjson, strerror(errno));
     return -1;
+  }
+  return 0;
+}
+
+/* ---- the runtime of host and serve ---- */
+
+/* Takes the store's options; see common.h. */
+int cli_store_arg(cli_store_opts *s, int argc, char **argv, int *i, const char *cmd) {
+  const char *a = argv[*i];
+  if (*i + 1 >= argc) return 0;
+  if (strcmp(a, "--store") == 0) s->path = argv[++*i];
+  else if (strcmp(a, "--resident") == 0 || strcmp(a, "--idle") == 0
+           || strcmp(a, "--ttl") == 0 || strcmp(a, "--keep-ended") == 0) {
+    char *end;
+    long long v = strtoll(argv[++*i], &end, 10);
+    if (*end || end == argv[*i] || v < 0) {
+      fprintf(stderr, "%s: %s: expected a whole number >= 0, got '%s'\n", cmd, a, argv[*i]);
+      return -1;
+    }
+    if (a[2] == 'r') s->resident = v;
+    else if (a[2] == 'i') s->idle_s = v;
+    else if (a[2] == 'k') s->keep_s = v;
+    else s->ttl_s = v;
+  } else if (strcmp(a, "--on-mismatch") == 0) {
+    const char *v = argv[++*i];
+    if (strcmp(v, "park") != 0 && strcmp(v, "fail") != 0) {
+      fprintf(stderr, "%s: --on-mismatch: expected park or fail, got '%s'\n", cmd, v);
+      return -1;
+    }
+    s->park = v[0] == 'p';
+  } else if (strcmp(a, "--node") == 0) s->node = argv[++*i];
+  else if (strcmp(a, "--lease-ms") == 0) {
+    char *end;
+    s->lease_ms = strtoll(argv[++*i], &end, 10);
+    if (*end || end == argv[*i] || s->lease_ms < 100) {
+      fprintf(stderr, "%s: --lease-ms: expected a whole number >= 100, got '%s'\n", cmd, argv[*i]);
+      return -1;
+    }
+  } else return 0;
+  return 1;
+}
+
+/* Makes the runtime of host and serve, one way for both; see common.h. */
+int cli_runtime_open(flowrun **rt, const flowrun_callbacks *cb, cli_opts *o, const char *flow,
+                     const cli_store_opts *s, int *decode_ref, const char *cmd) {
+  char buf[4096];
+  const char *ifile;
+  lua_State *L;
+  *rt = NULL;
+  if (access(flow, R_OK) != 0) {
+    fprintf(stderr, "%s: cannot read flow %s: %s\n", cmd, flow, strerror(errno));
+    return 2;
+  }
+  ifile = flowrun_find_integrations(o->ifile, flow, buf, sizeof buf);
+  if (cli_opts_open(o, cmd) != 0) return 2;
+  if (!(*rt = flowrun_new(cb))) {
+    fprintf(stderr, "%s: out of memory\n", cmd);
+    return 2;
+  }
+  if (cli_sandbox_apply(&o->grants, *rt, cmd) != 0) return 2;
+  if (ifile && flowrun_load_integrations(*rt, ifile) != FLOWRUN_OK) {
+    fprintf(stderr, "flowrun: %s\n", flowrun_errmsg(*rt));
+    return 2;
+  }
+  L = flowrun_lua(*rt);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "json");
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    fprintf(stderr, "%s: %s\n", cmd, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return 2;
+  }
+  lua_getfield(L, -1, "decode");
+  *decode_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pop(L, 1);
+  flowrun_store_limit(*rt, FLOWRUN_STORE_RESIDENT, s->resident);
+  flowrun_store_limit(*rt, FLOWRUN_STORE_IDLE_MS, s->idle_s * 1000);
+  flowrun_store_limit(*rt, FLOWRUN_STORE_PARK, s->park);
+  flowrun_store_limit(*rt, FLOWRUN_STORE_TTL_S, s->ttl_s);
+  flowrun_store_limit(*rt, FLOWRUN_STORE_ENDED_S, s->keep_s);
+  if (s->lease_ms) flowrun_store_limit(*rt, FLOWRUN_STORE_LEASE_MS, s->lease_ms);
+  if (s->node && flowrun_store_node(*rt, s->node) != FLOWRUN_OK) {
+    fprintf(stderr, "%s: --node: %s\n", cmd, flowrun_errmsg(*rt));
+    return 2;
+  }
+  if (s->path && flowrun_open_store(*rt, s->path) != FLOWRUN_OK) {
+    fprintf(stderr, "%s: %s\n", cmd, flowrun_errmsg(*rt));
+    return 2;
   }
   return 0;
 }

@@ -86,6 +86,29 @@ int cli_opts_arg(cli_opts *o, int argc, char **argv, int *i, const char *cmd);
 /* Opens the --trace-json file; -1 when it cannot be written (said). */
 int cli_opts_open(cli_opts *o, const char *cmd);
 
+/* ---- the runtime of the commands that serve many sessions: host, serve (common.c) ---- */
+typedef struct cli_store_opts {
+  const char *path;                     /* --store PATH */
+  long long resident, idle_s, ttl_s;    /* --resident N, --idle SECONDS, --ttl SECONDS */
+  long long keep_s;                     /* --keep-ended SECONDS (-1: the default) */
+  bool park;                            /* --on-mismatch park */
+  const char *node;                     /* --node NAME (a shared store's) */
+  long long lease_ms;                   /* --lease-ms MS (0: the default) */
+} cli_store_opts;
+
+/* Takes argv[*i] (and its value) when it is --store, --resident, --idle,
+** --ttl, --keep-ended, --on-mismatch, --node or --lease-ms: 1 taken, 0 not one of them, -1 a
+** bad value (said on stderr, naming cmd). Set s->keep_s to -1 first. */
+int cli_store_arg(cli_store_opts *s, int argc, char **argv, int *i, const char *cmd);
+/* Checks that flow can be read, opens the --trace-json file, makes the
+** runtime with cb (*rt is set at once, for the callbacks; the caller frees
+** it, also after a failure), applies --allow and --limit, loads the
+** integrations file (-I, else the one flowrun_find_integrations finds),
+** keeps json.decode in the registry (*decode_ref), sets the store limits
+** and opens the store. 0, or 2 after saying why on stderr (naming cmd). */
+int cli_runtime_open(flowrun **rt, const flowrun_callbacks *cb, cli_opts *o, const char *flow,
+                     const cli_store_opts *s, int *decode_ref, const char *cmd);
+
 /* ---- stdin, line by line through the loop (common.c) ---- */
 
 /* The one rule: fd 0 is watched by the loop (flowrun_watch) when the loop

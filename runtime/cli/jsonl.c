@@ -52,10 +52,7 @@ typedef struct host {
   int decode_ref;                       /* json.decode */
   long lineno;
   cli_input in;                         /* stdin */
-  const char *store;                    /* --store PATH */
-  long long resident, idle_s, ttl_s;    /* --resident N, --idle SECONDS, --ttl SECONDS */
-  long long keep_s;                     /* --keep-ended SECONDS (-1: the default) */
-  bool park;                            /* --on-mismatch park */
+  cli_store_opts st;                    /* --store PATH and its limits */
 } host;
 
 /* ---- out ---- */
@@ -214,7 +211,7 @@ static void handle_line(host *h, const char *line, size_t len) {
   id = lua_tostring(L, -3);
   text = lua_tolstring(L, -2, &tlen);
   n = lua_tointeger(L, -1);             /* 0: none */
-  if (n && !h->store) {
+  if (n && !h->st.path) {
     bad_line(h, "\"n\" numbers lines for a store: run with --store PATH");
   } else if (n == 1 && flowrun_stored(h->rt, id) >= 0) {
     out_stored(id, 1);                  /* started already: said again */
@@ -262,7 +259,7 @@ static void input_ends(host *h) {
   const char *rest;
   size_t len;
   if ((rest = cli_input_rest(&h->in, &len))) handle_line(h, rest, len);
-  if (!h->store) flowrun_send(h->rt, NULL, NULL, 0);   /* a store keeps them waiting */
+  if (!h->st.path) flowrun_send(h->rt, NULL, NULL, 0);   /* a store keeps them waiting */
 }
 
 /* Reads what stdin has and handles its lines; false at the end. */
@@ -279,42 +276,21 @@ static void on_stdin(void *ud, int fd) {
   fflush(stdout);
 }
 
+#define HOST_USAGE \
+  "usage: flowrun host [-I FILE] [--store PATH [--resident N] [--idle SECONDS] [--ttl SECONDS] [--keep-ended SECONDS] [--on-mismatch park]] [--trace] [--trace-json FILE] FLOW.lua\n"
+
 int flowrun_host_main(int argc, char **argv) {
-  const char *ifile;
-  char buf[4096];
   host h = { 0 };
-  h.keep_s = -1;
+  h.st.keep_s = -1;
   int i, status = 0;
-  lua_State *L;
   for (i = 0; i < argc; i++) {
     const char *a = argv[i];
     int took = cli_opts_arg(&h.opts, argc, argv, &i, "flowrun host");
+    if (!took) took = cli_store_arg(&h.st, argc, argv, &i, "flowrun host");
     if (took < 0) return 2;
     if (took) continue;
-    if (strcmp(a, "--store") == 0 && i + 1 < argc) h.store = argv[++i];
-    else if ((strcmp(a, "--resident") == 0 || strcmp(a, "--idle") == 0
-              || strcmp(a, "--ttl") == 0 || strcmp(a, "--keep-ended") == 0) && i + 1 < argc) {
-      char *end;
-      long long v = strtoll(argv[++i], &end, 10);
-      if (*end || end == argv[i] || v < 0) {
-        fprintf(stderr, "flowrun host: %s: expected a whole number >= 0, got '%s'\n", a, argv[i]);
-        return 2;
-      }
-      if (a[2] == 'r') h.resident = v;
-      else if (a[2] == 'i') h.idle_s = v;
-      else if (a[2] == 'k') h.keep_s = v;
-      else h.ttl_s = v;
-    } else if (strcmp(a, "--on-mismatch") == 0 && i + 1 < argc) {
-      const char *v = argv[++i];
-      if (strcmp(v, "park") != 0 && strcmp(v, "fail") != 0) {
-        fprintf(stderr, "flowrun host: --on-mismatch: expected park or fail, got '%s'\n", v);
-        return 2;
-      }
-      h.park = v[0] == 'p';
-    }
-    else if (a[0] == '-' && a[1]) {
-      fprintf(stderr, "flowrun host: unknown option '%s' (or missing value)\n"
-              "usage: flowrun host [-I FILE] [--store PATH [--resident N] [--idle SECONDS] [--ttl SECONDS] [--keep-ended SECONDS] [--on-mismatch park]] [--trace] [--trace-json FILE] FLOW.lua\n", a);
+    if (a[0] == '-' && a[1]) {
+      fprintf(stderr, "flowrun host: unknown option '%s' (or missing value)\n" HOST_USAGE, a);
       return 2;
     } else if (!h.flow) h.flow = a;
     else {
@@ -323,53 +299,16 @@ int flowrun_host_main(int argc, char **argv) {
     }
   }
   if (!h.flow) {
-    fprintf(stderr, "usage: flowrun host [-I FILE] [--store PATH [--resident N] [--idle SECONDS] [--ttl SECONDS] [--keep-ended SECONDS] [--on-mismatch park]] [--trace] [--trace-json FILE] FLOW.lua\n");
+    fputs(HOST_USAGE, stderr);
     return 2;
   }
-  if (access(h.flow, R_OK) != 0) {
-    fprintf(stderr, "flowrun host: cannot read flow %s: %s\n", h.flow, strerror(errno));
-    return 2;
-  }
-  ifile = flowrun_find_integrations(h.opts.ifile, h.flow, buf, sizeof buf);
-  if (cli_opts_open(&h.opts, "flowrun host") != 0) return 2;
   flowrun_callbacks cb = { .say = on_say, .ask = on_ask, .end = on_end, .log = on_log, .ud = &h,
                            .size = sizeof(flowrun_callbacks), .flush = on_flush, .stored = on_stored,
                            .trace_attempts = 1 };
   if (h.opts.trace || h.opts.tjson) cb.trace = on_trace;
-  if (!(h.rt = flowrun_new(&cb))) {
-    fprintf(stderr, "flowrun host: out of memory\n");
-    return 2;
-  }
-  L = flowrun_lua(h.rt);
-  if (cli_sandbox_apply(&h.opts.grants, h.rt, "flowrun host") != 0) {
-    status = 2;
+  if ((status = cli_runtime_open(&h.rt, &cb, &h.opts, h.flow, &h.st, &h.decode_ref,
+                                 "flowrun host")) != 0)
     goto done;
-  }
-  if (ifile && flowrun_load_integrations(h.rt, ifile) != FLOWRUN_OK) {
-    fprintf(stderr, "flowrun: %s\n", flowrun_errmsg(h.rt));
-    status = 2;
-    goto done;
-  }
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "json");
-  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-    fprintf(stderr, "flowrun host: %s\n", lua_tostring(L, -1));
-    status = 2;
-    goto done;
-  }
-  lua_getfield(L, -1, "decode");
-  h.decode_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_pop(L, 1);
-  flowrun_store_limit(h.rt, FLOWRUN_STORE_RESIDENT, h.resident);
-  flowrun_store_limit(h.rt, FLOWRUN_STORE_IDLE_MS, h.idle_s * 1000);
-  flowrun_store_limit(h.rt, FLOWRUN_STORE_PARK, h.park);
-  flowrun_store_limit(h.rt, FLOWRUN_STORE_TTL_S, h.ttl_s);
-  flowrun_store_limit(h.rt, FLOWRUN_STORE_ENDED_S, h.keep_s);
-  if (h.store && flowrun_open_store(h.rt, h.store) != FLOWRUN_OK) {
-    fprintf(stderr, "flowrun host: %s\n", flowrun_errmsg(h.rt));
-    status = 2;
-    goto done;
-  }
   cli_input_open(&h.in, h.rt, "flowrun host", MAX_LINE, on_stdin, &h);
   cli_input_watch(&h.in, true);
   cli_watchdog_start(&h.opts.grants, h.rt);
@@ -382,7 +321,7 @@ int flowrun_host_main(int argc, char **argv) {
   }
   for (;;) {                            /* with a store, waiting sessions wait in it */
     if (flowrun_store_failed(h.rt)) break;
-    if (h.store && h.in.eof && flowrun_quiet(h.rt)) break;
+    if (h.st.path && h.in.eof && flowrun_quiet(h.rt)) break;
     if (cli_step(h.rt, -1, &h.failed) <= 0 && h.in.eof) break;
     fflush(stdout);
   }

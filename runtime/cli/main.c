@@ -83,15 +83,22 @@ static const struct { const char *cmd, *text; } sub_usage[] = {
     "  --idle SECONDS     with a store: a session waiting longer leaves memory\n"
     "  --ttl SECONDS      with a store: a session silent longer has its channel closed\n"
     "  --keep-ended SECONDS  with a store: an ended session's row goes after (7 days)\n"
-    "  --on-mismatch park with a store: a flow changed under a session parks it\n" },
+    "  --on-mismatch park with a store: a flow changed under a session parks it\n"
+    "  --store postgresql://...  many hosts share the sessions (docs/scale-out.md)\n"
+    "  --node NAME        this host's name in a shared store (hostname:pid)\n"
+    "  --lease-ms MS      a shared store's lease: a host silent this long loses its\n"
+    "                     sessions to the others (10000)\n" },
   { "serve",
     "usage: flowrun serve [options] FLOW.lua --port N   conversations over HTTP webhooks\n"
     "  -I FILE, --trace, --trace-json FILE, --allow LIST, --limit NAME=N: as for run\n"
     "  --port N           listen on 127.0.0.1:N (0: a free port; it is printed)\n"
-    "  --store PATH, --resident N, --idle SECONDS, --ttl SECONDS: as for host\n"
+    "  --store PATH, --resident N, --idle SECONDS, --ttl SECONDS, --keep-ended SECONDS,\n"
+    "  --on-mismatch park, --node NAME, --lease-ms MS: as for host\n"
     "  --token-env NAME   webhooks need \"Authorization: Bearer $NAME\"\n"
     "  --reply-timeout SECONDS  a webhook answers after this long at most (30)\n"
     "  POST /webhooks/rest {\"sender\":ID,\"message\":TEXT}: the bot's messages to its next ask\n"
+    "    [\"number\":N: the message's number in the conversation (1 starts it); one\n"
+    "    taken already is not taken again: sent again, the same answer]\n"
     "  GET /webhooks/rest/messages?sender=ID[&wait=S]: messages that came later (long poll)\n"
     "  GET /health, GET /metrics (Prometheus text format)\n" },
   { "mock", "usage: flowrun mock ROUTES.lua [--port N]   mock HTTP API on 127.0.0.1\n" },

@@ -8,6 +8,9 @@
 **                                  answers its ask. 200 with the bot's
 **                                  messages up to its next ask or its end:
 **                                  [{"recipient_id":"u1","text":"..."}]
+**                                  With "number":N (the message's number in
+**                                  the conversation, 1 its start) a message
+**                                  taken already is not taken again.
 **   GET /webhooks/rest/messages?sender=u1[&wait=S]
 **                                  the long poll for messages that come
 **                                  later (a flow that sleeps, a reply that
@@ -64,6 +67,10 @@ typedef struct sender {
   req *post;                            /* a webhook waiting for the turn's end */
   req *poll;                            /* a long poll waiting for messages */
   bool waiting;                         /* the session waits in ask */
+  bool live;                            /* without a store: started here, not ended */
+  long long number;                     /* without a store: the last message taken (1: the start) */
+  char *last_reply;                     /* the answer to the last numbered webhook, */
+  long long last_number;                /* and its number (0: none) */
 } sender;
 
 enum { R_NONE, R_WEBHOOK, R_POLL, R_HEALTH, R_METRICS };
@@ -78,6 +85,7 @@ struct req {
   char *reply;                          /* the answer once ready (JSON) */
   size_t reply_len;
   int64_t deadline;                     /* ms, monotonic */
+  long long number;                     /* a webhook's "number", 0 when none */
 };
 
 /* calls by integration and label; latency buckets per integration */
@@ -91,11 +99,11 @@ typedef struct server {
   struct MHD_Daemon *d;
   const char *flow;
   cli_opts opts;
-  const char *store;
-  long long resident, idle_s, ttl_s;
+  cli_store_opts st;                    /* --store PATH and its limits (as host's) */
   const char *token;                    /* from --token-env NAME */
   long long reply_ms;                   /* --reply-timeout */
   bool failed;
+  bool shared;                          /* the store is PostgreSQL's, shared by many hosts */
   int decode_ref;
   sender *bucket[NBUCKETS];
   long long nsenders;
@@ -179,6 +187,8 @@ static sender *sender_get(server *sv, const char *id, bool create) {
   return s;
 }
 
+static char *xstrdup(const char *s);
+
 /* ---- answers ---- */
 
 static void unwait(server *sv, req *q) {
@@ -202,6 +212,11 @@ static void answer(server *sv, req *q, int status, const char *json, size_t len)
   q->reply_len = len;
   q->status = status;
   q->ready = true;
+  if (q->s && q->s->post == q && q->number) {   /* for the same message sent again */
+    free(q->s->last_reply);
+    q->s->last_reply = xstrdup(q->reply);
+    q->s->last_number = q->number;
+  }
   if (q->s) {
     if (q->s->post == q) q->s->post = NULL;
     if (q->s->poll == q) q->s->poll = NULL;
@@ -288,12 +303,13 @@ static void on_ask(void *ud, const char *id, const char *prompt, size_t len) {
 
 static void on_end(void *ud, const char *id, int how, const char *error) {
   server *sv = ud;
-  sender_get(sv, id, true)->waiting = false;
+  sender *s = sender_get(sv, id, true);
+  s->waiting = s->live = false;
   if (how != FLOWRUN_DONE) {
     sv->failed = true;
     fputc('[', stderr);
     cli_put_text(stderr, id, strlen(id));
-    fputs("] error: ", stderr);
+    fputs(how == FLOWRUN_PARKED ? "] parked: " : "] error: ", stderr);
     cli_put_text(stderr, error, strlen(error));
     fputc('\n', stderr);
   }
@@ -366,6 +382,55 @@ static void sb_label(sbuf *b, const char *s) {
   sb_adds(b, "\"");
 }
 
+/* flowrun_pool_stats: one integration's pool, as two samples. */
+static int pool_line(void *ud, const char *integration, int in_flight, int queued) {
+  sbuf *b = ((sbuf *)ud);
+  char n[64];
+  sb_adds(&b[0], "flowrun_pool_in_flight{integration=");
+  sb_label(&b[0], integration);
+  snprintf(n, sizeof n, "} %d\n", in_flight);
+  sb_adds(&b[0], n);
+  sb_adds(&b[1], "flowrun_pool_queued{integration=");
+  sb_label(&b[1], integration);
+  snprintf(n, sizeof n, "} %d\n", queued);
+  sb_adds(&b[1], n);
+  return 0;
+}
+
+/* The pools (gauges) and, with a store, its commits (a counter) and their
+** time (a histogram). */
+static void metrics_runtime(server *sv, sbuf *b) {
+  sbuf pool[2] = { { 0 }, { 0 } };
+  flowrun_commits cs;
+  char line[256];
+  flowrun_pool_stats(sv->rt, pool_line, pool);
+  sb_adds(b, "# HELP flowrun_pool_in_flight api_node calls holding a connection, by integration.\n"
+             "# TYPE flowrun_pool_in_flight gauge\n");
+  if (pool[0].n) sb_add(b, pool[0].p, pool[0].n);
+  sb_adds(b, "# HELP flowrun_pool_queued api_node calls waiting for a connection or their turn, by integration.\n"
+             "# TYPE flowrun_pool_queued gauge\n");
+  if (pool[1].n) sb_add(b, pool[1].p, pool[1].n);
+  free(pool[0].p);
+  free(pool[1].p);
+  if (flowrun_store_stats(sv->rt, &cs) != FLOWRUN_OK) return;
+  snprintf(line, sizeof line,
+           "# HELP flowrun_store_commits_total Commits of the store.\n"
+           "# TYPE flowrun_store_commits_total counter\nflowrun_store_commits_total %lld\n"
+           "# HELP flowrun_store_commit_seconds The store's commit time.\n"
+           "# TYPE flowrun_store_commit_seconds histogram\n", cs.commits);
+  sb_adds(b, line);
+  for (int k = 0; k < FLOWRUN_STORE_BUCKETS; k++) {
+    snprintf(line, sizeof line, "flowrun_store_commit_seconds_bucket{le=\"%g\"} %lld\n",
+             cs.le_s[k], cs.le[k]);
+    sb_adds(b, line);
+  }
+  snprintf(line, sizeof line,
+           "flowrun_store_commit_seconds_bucket{le=\"+Inf\"} %lld\n"
+           "flowrun_store_commit_seconds_sum %.6f\nflowrun_store_commit_seconds_count %lld\n",
+           cs.commits, cs.seconds, cs.commits);
+  sb_adds(b, line);
+}
+
 /* GET /metrics: the Prometheus text exposition format (0.0.4). */
 static void metrics(server *sv, sbuf *b) {
   char line[1024];
@@ -417,9 +482,11 @@ static void metrics(server *sv, sbuf *b) {
     snprintf(line, sizeof line, "} %lld\n", l->count);
     sb_adds(b, line);
   }
+  metrics_runtime(sv, b);
 }
 
-/* lua_pcall'd: 1 decode, 2 body. Pushes sender and message, or raises. */
+/* lua_pcall'd: 1 decode, 2 body. Pushes sender, message and number (nil
+** when none), or raises. */
 static int l_parse(lua_State *L) {
   lua_pushvalue(L, 1);
   lua_pushvalue(L, 2);
@@ -437,55 +504,119 @@ static int l_parse(lua_State *L) {
     } else if (strcmp(k, "message") == 0) {
       if (lua_type(L, -1) != LUA_TSTRING || strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1))
         return luaL_error(L, "\"message\": expected a string");
+    } else if (strcmp(k, "number") == 0) {
+      if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1)
+        return luaL_error(L, "\"number\": expected a whole number from 1");
     } else if (strcmp(k, "metadata") != 0)   /* Rasa's channels may send it: ignored */
-      return luaL_error(L, "unknown key \"%s\" (expected sender and message)", k);
+      return luaL_error(L, "unknown key \"%s\" (expected sender, message and number)", k);
     lua_pop(L, 1);
   }
   lua_getfield(L, -1, "sender");
   if (lua_isnil(L, -1)) return luaL_error(L, "\"sender\" is missing");
   lua_getfield(L, -2, "message");
   if (lua_isnil(L, -1)) return luaL_error(L, "\"message\" is missing");
-  return 2;
+  lua_getfield(L, -3, "number");
+  return 3;
+}
+
+/* The number of the last message the sender's conversation took (1: its
+** start), 0 when none: the store's count, else what was taken here. */
+static long long last_taken(server *sv, sender *s) {
+  if (sv->st.path) {
+    long long stored = flowrun_stored(sv->rt, s->id);
+    return stored >= 0 ? stored + 1 : 0;
+  }
+  return s->live ? s->number : 0;
+}
+
+/* A numbered webhook that is not the next message: the last one sent again
+** (also after its conversation ended) gets the same answer again (none
+** kept, after a restart: []); any other number answers 409 naming the one
+** expected. Nothing is taken. */
+static void not_next(server *sv, req *q, sender *s, long long number, long long last) {
+  char msg[160];
+  sbuf b = { 0 };
+  if (number == last) {
+    if (s->last_reply && s->last_number == number) answer(sv, q, 200, s->last_reply, strlen(s->last_reply));
+    else answer(sv, q, 200, "[]", 2);
+    return;
+  }
+  snprintf(msg, sizeof msg, number < last ? "number %lld was taken already: the next is %lld"
+           : "number %lld leaves a gap: the next is %lld", number, last + 1);
+  sb_adds(&b, "{\"error\":");
+  sb_json(&b, msg, strlen(msg));
+  snprintf(msg, sizeof msg, ",\"expected\":%lld}", last + 1);
+  sb_adds(&b, msg);
+  sv->bad_requests++;
+  answer(sv, q, 409, b.p, b.n);
+  free(b.p);
 }
 
 /* POST /webhooks/rest: the message goes to its session; the answer waits
-** for the turn's end. */
+** for the turn's end. With "number", a message taken already is not taken
+** again (README: flowrun serve). */
 static void webhook(server *sv, req *q) {
   lua_State *L = flowrun_lua(sv->rt);
   int top = lua_gettop(L), rc;
   const char *id, *text;
   size_t tlen;
+  long long number, last;
+  bool again = false;
   sender *s;
   lua_pushcfunction(L, l_parse);
   lua_rawgeti(L, LUA_REGISTRYINDEX, sv->decode_ref);
   lua_pushlstring(L, q->body.p ? q->body.p : "", q->body.n);
-  if (lua_pcall(L, 2, 2, 0) != LUA_OK) {
+  if (lua_pcall(L, 2, 3, 0) != LUA_OK) {
     const char *msg = lua_tostring(L, -1);
     const char *colon = msg ? strstr(msg, ": ") : NULL;   /* without luaL_error's "?:" */
     answer_error(sv, q, 400, colon && msg[0] == '?' ? colon + 2 : msg ? msg : "?");
     lua_settop(L, top);
     return;
   }
-  id = lua_tostring(L, -2);
-  text = lua_tolstring(L, -1, &tlen);
+  id = lua_tostring(L, -3);
+  text = lua_tolstring(L, -2, &tlen);
+  number = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
   s = sender_get(sv, id, true);
   if (s->post) {
     answer_error(sv, q, 409, "the sender's previous message is still being answered");
     lua_settop(L, top);
     return;
   }
+  if (number) {                         /* the answer to the last one was lost: again */
+    last = s->last_reply && number == s->last_number ? number : last_taken(sv, s);
+    /* in a shared store, the last message sent again to a host that did
+       not answer it (its host died): sent again, its outputs come here */
+    again = number == last && !(s->last_reply && s->last_number == number) && sv->shared;
+    if (number != last + 1 && !again) {
+      not_next(sv, q, s, number, last);
+      lua_settop(L, top);
+      return;
+    }
+  }
   q->s = s;
+  q->number = number;
   s->waiting = false;
-  rc = flowrun_send(sv->rt, id, text, tlen);
+  rc = again && number == 1 ? flowrun_start(sv->rt, id, sv->flow, 1, &text)
+     : number == 1 ? FLOWRUN_NOSESSION
+     : number ? flowrun_send_n(sv->rt, id, number - 1, text, tlen)
+     : flowrun_send(sv->rt, id, text, tlen);
+  if (rc == FLOWRUN_NOSESSION && number > 1) {   /* it ended (a store keeps its row) */
+    answer_error(sv, q, 409, "the conversation has ended: a message without \"number\" starts another");
+    lua_settop(L, top);
+    return;
+  }
   if (rc == FLOWRUN_NOSESSION) {
     const char *argv[1] = { text };
     rc = flowrun_start(sv->rt, id, sv->flow, 1, argv);
+    s->number = 0;
+    s->live = rc == FLOWRUN_OK;
   }
   if (rc != FLOWRUN_OK) {
     answer_error(sv, q, 500, flowrun_errmsg(sv->rt));
     lua_settop(L, top);
     return;
   }
+  s->number++;
   sv->webhooks++;
   s->post = q;
   if (s->poll) answer_queued(sv, s->poll);    /* what came before goes to the poll */
@@ -632,7 +763,8 @@ static const char usage[] =
   "usage: flowrun serve [options] FLOW.lua --port N   conversations over HTTP webhooks\n"
   "  -I FILE, --trace, --trace-json FILE, --allow LIST, --limit NAME=N: as for run\n"
   "  --port N           listen on 127.0.0.1:N (0: any free port; it is printed)\n"
-  "  --store PATH, --resident N, --idle SECONDS, --ttl SECONDS: as for host\n"
+  "  --store PATH, --resident N, --idle SECONDS, --ttl SECONDS, --keep-ended SECONDS,\n"
+  "  --on-mismatch park, --node NAME, --lease-ms MS: as for host\n"
   "  --token-env NAME   webhooks need \"Authorization: Bearer $NAME\"\n"
   "  --reply-timeout SECONDS  a webhook answers after this long at most (30); the\n"
   "                     rest comes through GET /webhooks/rest/messages?sender=ID\n";
@@ -654,6 +786,7 @@ static void free_server(server *sv) {
       next = s->next;
       free(s->id);
       free(s->out.p);
+      free(s->last_reply);
       free(s);
     }
   }
@@ -665,24 +798,22 @@ static void free_server(server *sv) {
 
 int flowrun_serve_main(int argc, char **argv) {
   server sv = { 0 };
-  const char *ifile, *token_env = NULL;
-  char buf[4096];
+  const char *token_env = NULL;
   long port = -1;
   int i, status = 0;
   struct sockaddr_in sa;
   const union MHD_DaemonInfo *info;
   int epfd = -1;
-  lua_State *L;
   sv.reply_ms = 30000;
+  sv.st.keep_s = -1;
   for (i = 0; i < argc; i++) {
     const char *a = argv[i];
     int took = cli_opts_arg(&sv.opts, argc, argv, &i, "flowrun serve");
+    if (!took) took = cli_store_arg(&sv.st, argc, argv, &i, "flowrun serve");
     if (took < 0) return 2;
     if (took) continue;
-    if (strcmp(a, "--store") == 0 && i + 1 < argc) sv.store = argv[++i];
-    else if (strcmp(a, "--token-env") == 0 && i + 1 < argc) token_env = argv[++i];
-    else if ((strcmp(a, "--port") == 0 || strcmp(a, "--resident") == 0 || strcmp(a, "--idle") == 0
-              || strcmp(a, "--ttl") == 0 || strcmp(a, "--reply-timeout") == 0) && i + 1 < argc) {
+    if (strcmp(a, "--token-env") == 0 && i + 1 < argc) token_env = argv[++i];
+    else if ((strcmp(a, "--port") == 0 || strcmp(a, "--reply-timeout") == 0) && i + 1 < argc) {
       char *end;
       long long v = strtoll(argv[++i], &end, 10);
       if (*end || end == argv[i] || v < 0 || (a[2] == 'p' && v > 65535)) {
@@ -691,10 +822,7 @@ int flowrun_serve_main(int argc, char **argv) {
         return 2;
       }
       if (a[2] == 'p') port = (long)v;
-      else if (a[2] == 'r' && a[3] == 'e' && a[4] == 's') sv.resident = v;
-      else if (a[2] == 'r') sv.reply_ms = v * 1000;
-      else if (a[2] == 'i') sv.idle_s = v;
-      else sv.ttl_s = v;
+      else sv.reply_ms = v * 1000;
     } else if (a[0] == '-' && a[1]) {
       fprintf(stderr, "flowrun serve: unknown option '%s' (or missing value)\n%s", a, usage);
       return 2;
@@ -708,51 +836,18 @@ int flowrun_serve_main(int argc, char **argv) {
     fputs(usage, stderr);
     return 2;
   }
-  if (access(sv.flow, R_OK) != 0) {
-    fprintf(stderr, "flowrun serve: cannot read flow %s: %s\n", sv.flow, strerror(errno));
-    return 2;
-  }
   if (token_env && !((sv.token = getenv(token_env)) && *sv.token)) {
     fprintf(stderr, "flowrun serve: --token-env %s: the variable is not set\n", token_env);
     return 2;
   }
-  ifile = flowrun_find_integrations(sv.opts.ifile, sv.flow, buf, sizeof buf);
-  if (cli_opts_open(&sv.opts, "flowrun serve") != 0) return 2;
   flowrun_callbacks cb = { .say = on_say, .ask = on_ask, .end = on_end, .log = on_log,
                            .trace = on_trace, .ud = &sv, .size = sizeof(flowrun_callbacks),
-                           .trace_attempts = sv.opts.trace || sv.opts.trace_json };
-  if (!(sv.rt = flowrun_new(&cb))) {
-    fprintf(stderr, "flowrun serve: out of memory\n");
-    return 2;
-  }
-  L = flowrun_lua(sv.rt);
-  if (cli_sandbox_apply(&sv.opts.grants, sv.rt, "flowrun serve") != 0) {
-    status = 2;
+                           .trace_attempts = sv.opts.trace || sv.opts.tjson };
+  if ((status = cli_runtime_open(&sv.rt, &cb, &sv.opts, sv.flow, &sv.st, &sv.decode_ref,
+                                 "flowrun serve")) != 0)
     goto done;
-  }
-  if (ifile && flowrun_load_integrations(sv.rt, ifile) != FLOWRUN_OK) {
-    fprintf(stderr, "flowrun: %s\n", flowrun_errmsg(sv.rt));
-    status = 2;
-    goto done;
-  }
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "json");
-  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-    fprintf(stderr, "flowrun serve: %s\n", lua_tostring(L, -1));
-    status = 2;
-    goto done;
-  }
-  lua_getfield(L, -1, "decode");
-  sv.decode_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_pop(L, 1);
-  flowrun_store_limit(sv.rt, FLOWRUN_STORE_RESIDENT, sv.resident);
-  flowrun_store_limit(sv.rt, FLOWRUN_STORE_IDLE_MS, sv.idle_s * 1000);
-  flowrun_store_limit(sv.rt, FLOWRUN_STORE_TTL_S, sv.ttl_s);
-  if (sv.store && flowrun_open_store(sv.rt, sv.store) != FLOWRUN_OK) {
-    fprintf(stderr, "flowrun serve: %s\n", flowrun_errmsg(sv.rt));
-    status = 2;
-    goto done;
-  }
+  sv.shared = sv.st.path && (strncmp(sv.st.path, "postgresql://", 13) == 0
+                             || strncmp(sv.st.path, "postgres://", 11) == 0);
   raise_nofile();
   memset(&sa, 0, sizeof sa);
   sa.sin_family = AF_INET;

@@ -20,6 +20,7 @@
 
 #include "auth.h"
 #include "base.h"
+#include "call.h"
 #include "inspect.h"
 #include "integration.h"
 #include "request.h"
@@ -249,4 +250,16 @@ int fr_open_runtime_module(lua_State *L) {
   lua_pushvalue(L, lua_upvalueindex(1));
   luaL_setfuncs(L, funcs, 1);
   return 1;
+}
+
+/* The pools' figures: a walk of the integrations (flowrun.h). */
+int flowrun_pool_stats(flowrun *rt, int (*fn)(void *ud, const char *integration,
+                                              int in_flight, int queued),
+                       void *ud) {
+  for (fr_integration *ig = rt->integrations; ig; ig = ig->next) {
+    int queued = 0;
+    for (fr_call *c = ig->pool.qhead; c; c = c->qnext) queued++;
+    if (fn(ud, ig->name, ig->pool.inflight, queued)) break;
+  }
+  return FLOWRUN_OK;
 }

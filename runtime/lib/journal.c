@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 
@@ -37,6 +38,7 @@ typedef struct output {
   struct output *next;
   long long seq;
   int kind, how;
+  bool mine;                            /* a shared store's, for this host: taken, not dropped */
   char *text;                           /* NULL: none (an ask without prompt) */
   size_t len;
   char id[];
@@ -59,6 +61,9 @@ struct fr_durable {
   size_t rec_len, rec_cap;
   bool oom;                             /* making it ran out of memory */
   bool check;                           /* flowrun_replay_store: read, never written */
+  bool shared;                          /* a store of many hosts (store.h) */
+  char fenced[300];                     /* why this host stopped: a partition lost */
+  flowrun_commits stats;                /* commits and their time (timed_commit) */
 };
 
 enum { CRASH_NONE, CRASH_BEFORE, CRASH_AFTER };
@@ -105,37 +110,41 @@ static void free_outputs(output *o) {
   for (output *n; o; o = n) { n = o->next; free(o->text); free(o); }
 }
 
-static int queue_output(flowrun *rt, const char *id, long long seq, int kind, int how,
-                        const char *text, size_t len) {
+/* Queues an output to give after the commit; NULL when out of memory. */
+static output *queue_output(flowrun *rt, const char *id, long long seq, int kind, int how,
+                            const char *text, size_t len) {
   fr_durable *d = rt->dur;
   size_t n = strlen(id) + 1;
   output *o = malloc(sizeof *o + n);
-  if (!o) return -1;
+  if (!o) return NULL;
   o->next = NULL;
+  o->mine = false;
   o->seq = seq;
   o->kind = kind;
   o->how = how;
   o->len = len;
   o->text = NULL;
-  if (text && !(o->text = malloc(len + 1))) { free(o); return -1; }
+  if (text && !(o->text = malloc(len + 1))) { free(o); return NULL; }
   if (text) { memcpy(o->text, text, len); o->text[len] = '\0'; }
   memcpy(o->id, id, n);
   *d->outs_tail = o;
   d->outs_tail = &o->next;
-  return 0;
+  return o;
 }
 
 void fr_dur_output(flowrun *rt, const char *id, long long seq, int kind, int how,
                    const char *text, size_t len) {
+  int rc;
   if (rt->dur->check) {                 /* a check gives the ends only */
-    if (kind == FR_J_END && queue_output(rt, id, seq, kind, how, text, len) != 0)
+    if (kind == FR_J_END && !queue_output(rt, id, seq, kind, how, text, len))
       rt->dur->failed = true;
     return;
   }
   if (!writing(rt)) return;
-  wrote(rt, rt->dur->m->put_output(rt->dur->st, id, seq, kind, how, text, len));
-  if (queue_output(rt, id, seq, kind, how, text, len) != 0) rt->dur->failed = true;
-}
+  rc = rt->dur->m->put_output(rt->dur->st, id, seq, kind, how, text, len);
+  if (rc < 0) rt->dur->failed = true;
+  else if (rc == 0 && !queue_output(rt, id, seq, kind, how, text, len)) rt->dur->failed = true;
+}                                       /* rc 1: for another host, woken */
 
 /* Gives the outputs of the turn just committed to the host. */
 static void give_outputs(flowrun *rt) {
@@ -157,6 +166,7 @@ static void give_outputs(flowrun *rt) {
 static int failed_turn(flowrun *rt) {
   fr_durable *d = rt->dur;
   d->m->rollback(d->st);
+  if (d->fenced[0]) return fr_error(rt, "%s", d->fenced);
   d->in_txn = false;
   free_acks(d);
   free_outputs(d->outs);
@@ -166,13 +176,37 @@ static int failed_turn(flowrun *rt) {
                   d->m->errmsg(d->st));
 }
 
+/* ---- commits counted and timed (flowrun_store_stats) ---- */
+
+static const double commit_le_s[FLOWRUN_STORE_BUCKETS] = {
+  .0001, .00025, .0005, .001, .0025, .005, .01, .025, .1, 1,
+};
+
+/* d's store commits, timed on the monotonic clock. */
+static int timed_commit(fr_durable *d) {
+  double t0 = fr_now(), s;
+  int rc = d->m->commit(d->st);
+  s = (fr_now() - t0) / 1000;
+  d->stats.commits++;
+  d->stats.seconds += s;
+  for (int i = 0; i < FLOWRUN_STORE_BUCKETS; i++) d->stats.le[i] += s <= commit_le_s[i];
+  return rc;
+}
+
+int flowrun_store_stats(const flowrun *rt, flowrun_commits *stats) {
+  if (!rt->dur) return FLOWRUN_ERR;
+  *stats = rt->dur->stats;
+  memcpy(stats->le_s, commit_le_s, sizeof commit_le_s);
+  return FLOWRUN_OK;
+}
+
 int fr_dur_commit(flowrun *rt) {
   fr_durable *d = rt->dur;
   ack *a;
   if (d->in_txn && !d->failed) {
     d->commits++;
     crash_point(d, CRASH_BEFORE);
-    if (d->m->commit(d->st) != 0) d->failed = true;
+    if (timed_commit(d) != 0) d->failed = true;
   }
   if (d->failed) return failed_turn(rt);
   if (d->in_txn) crash_point(d, CRASH_AFTER);
@@ -190,11 +224,11 @@ int fr_dur_commit(flowrun *rt) {
     if (rt->cb.flush) rt->cb.flush(rt->cb.ud);
     if (writing(rt))
       for (output *o = d->given; o; o = o->next)
-        wrote(rt, d->m->drop_output(d->st, o->id, o->seq));
+        if (!o->mine) wrote(rt, d->m->drop_output(d->st, o->id, o->seq));
     free_outputs(d->given);
     d->given = NULL;
     if (d->check) return FLOWRUN_OK;    /* nothing was written */
-    if (!d->failed && d->m->commit(d->st) != 0) d->failed = true;
+    if (!d->failed && timed_commit(d) != 0) d->failed = true;
     if (d->failed) return failed_turn(rt);
     d->in_txn = false;
   }
@@ -222,6 +256,13 @@ int flowrun_store_failed(const flowrun *rt) {
   return fr_dur_failed(rt);
 }
 
+/* The backend a path names: a libpq URI is PostgreSQL, anything else a
+** SQLite file. */
+static const fr_store_methods *backend(const char *path) {
+  return strncmp(path, "postgresql://", 13) == 0 || strncmp(path, "postgres://", 11) == 0
+         ? &fr_store_pg : &fr_store_sqlite;
+}
+
 int fr_dur_open(flowrun *rt, const char *path, bool check) {
   fr_durable *d;
   const char *crash;
@@ -232,12 +273,29 @@ int fr_dur_open(flowrun *rt, const char *path, bool check) {
     free(d);
     return fr_error(rt, "out of memory");
   }
-  d->m = &fr_store_sqlite;
+  d->m = backend(path);
   d->check = check;
   if (!(d->st = d->m->open(path, check ? FR_STORE_READ : 0, err, sizeof err))) {
     free(d->path);
     free(d);
     return fr_error(rt, "%s", err);
+  }
+  if (d->m->set_node && !check) {       /* shared: this host's name and lease */
+    char node[300];
+    if (rt->store_node) snprintf(node, sizeof node, "%s", rt->store_node);
+    else {
+      char host[256] = "host";
+      gethostname(host, sizeof host - 1);
+      snprintf(node, sizeof node, "%s:%ld", host, (long)getpid());
+    }
+    if (d->m->set_node(d->st, node, rt->store_limit[FLOWRUN_STORE_LEASE_MS]) != 0) {
+      snprintf(err, sizeof err, "%s", d->m->errmsg(d->st));
+      d->m->close(d->st);
+      free(d->path);
+      free(d);
+      return fr_error(rt, "%s", err);
+    }
+    d->shared = true;
   }
   d->acks_tail = &d->acks;
   d->outs_tail = &d->outs;
@@ -293,7 +351,7 @@ static int list_one(void *ud, const fr_store_listed *r) {
 
 int flowrun_store_list(const char *path, int (*fn)(void *ud, const flowrun_store_entry *s), void *ud,
                        char *err, size_t errlen) {
-  const fr_store_methods *m = &fr_store_sqlite;
+  const fr_store_methods *m = backend(path);
   listing l = { fn, ud };
   fr_store *st = m->open(path, FR_STORE_READ, err, errlen);
   int rc;
@@ -307,7 +365,7 @@ int flowrun_store_list(const char *path, int (*fn)(void *ud, const flowrun_store
 /* flowrun_store_end (retry 0) and flowrun_store_retry (1): one write to a
 ** session of the store at path, under its lock. */
 static int change_stored(const char *path, const char *id, int retry, char *err, size_t errlen) {
-  const fr_store_methods *m = &fr_store_sqlite;
+  const fr_store_methods *m = backend(path);
   fr_store *st = m->open(path, 0, err, errlen);
   fr_store_session row;
   int rc;
@@ -467,6 +525,7 @@ static int take_rec(void *ud, const fr_store_rec *r) {
 
 static int take_input(void *ud, long long n, const char *text, size_t len) {
   restoring *x = ud;
+  if (x->j && n > x->j->inputs) x->j->inputs = n;   /* stored after its row was read */
   x->r->message(x->r->ud, x->id, n, text, len);
   return 0;
 }
@@ -512,7 +571,7 @@ oom:
 static int take_output(void *ud, const char *id, long long seq, int kind, int how,
                        const char *text, size_t len) {
   restoring *x = ud;
-  if (queue_output(x->rt, id, seq, kind, how, text, len) != 0) return x->failed = 1;
+  if (!queue_output(x->rt, id, seq, kind, how, text, len)) return x->failed = 1;
   return 0;
 }
 
@@ -567,9 +626,165 @@ int fr_dur_restore(flowrun *rt, const fr_restore *r) {
   if (!check && rt->dur->m->each_output(rt->dur->st, take_output, &x) != 0)
     return fr_error(rt, "%s", rt->dur->m->errmsg(rt->dur->st));
   if (x.failed) return fr_error(rt, "out of memory");
+  if (rt->dur->shared) {                /* this host's outputs: they were given, maybe */
+    for (output *o = rt->dur->outs; o; o = o->next) o->mine = true;
+    return fr_dur_lease(rt, r);         /* sessions come with the partitions */
+  }
   if (rt->dur->m->each_session(rt->dur->st, check, take_session, &x) != 0)
     return fr_error(rt, "%s", rt->dur->m->errmsg(rt->dur->st));
   if (x.failed) return fr_error(rt, "out of memory");
+  return FLOWRUN_OK;
+}
+
+/* ---- a store shared by many hosts ---- */
+
+bool fr_dur_shared(const flowrun *rt) {
+  return rt->dur && rt->dur->shared;
+}
+
+int fr_dur_store_fd(const flowrun *rt) {
+  return fr_dur_shared(rt) ? rt->dur->m->fd(rt->dur->st) : -1;
+}
+
+/* The turn's writes committed now, its outputs and acknowledgements still
+** given at its end: a shared store's calls run in transactions of their
+** own on the one connection. */
+static int settle(flowrun *rt) {
+  fr_durable *d = rt->dur;
+  if (d->in_txn && !d->failed) {
+    if (timed_commit(d) != 0) d->failed = true;
+    else d->in_txn = false;
+  }
+  if (d->failed) return fr_error(rt, "%s", d->fenced[0] ? d->fenced : d->m->errmsg(d->st));
+  return FLOWRUN_OK;
+}
+
+int fr_dur_send(flowrun *rt, const char *id, long long n, const char *text, size_t len) {
+  fr_durable *d = rt->dur;
+  long long taken = 0;
+  int rc;
+  if (settle(rt) != FLOWRUN_OK) return FLOWRUN_ERR;
+  rc = d->m->send(d->st, id, n, text, len, &taken);
+  if (rc == 1 || rc == 0) {
+    fr_dur_ack(rt, id, rc == 1 ? taken : n);
+    return FLOWRUN_OK;
+  }
+  if (rc == -2) return fr_error(rt, "no session %s", id), FLOWRUN_NOSESSION;
+  if (rc == -3) return fr_error(rt, "session %s: message %lld leaves a gap: the messages before it are missing", id, n);
+  return fr_error(rt, "%s", d->m->errmsg(d->st));
+}
+
+int fr_dur_start_shared(flowrun *rt, const char *id, const char *flow,
+                        int argc, const char *const *argv) {
+  fr_durable *d = rt->dur;
+  fr_store_session row = { id, flow, NULL, 0, argc, 0, 0, 0, 0 };
+  char *args = NULL;
+  size_t len = 0;
+  int rc;
+  if (settle(rt) != FLOWRUN_OK) return FLOWRUN_ERR;
+  for (int i = 0; i < argc; i++) len += strlen(argv[i]) + 1;
+  if (len && !(args = malloc(len))) return fr_error(rt, "out of memory");
+  for (int i = 0, at = 0; i < argc; i++) {
+    size_t k = strlen(argv[i]) + 1;
+    memcpy(args + at, argv[i], k);
+    at += (int)k;
+  }
+  row.args = args;
+  row.args_len = len;
+  rc = d->m->start(d->st, &row);
+  free(args);
+  if (rc < 0) return fr_error(rt, "%s", d->m->errmsg(d->st));
+  fr_dur_ack(rt, id, 0);                /* 0: it runs already, its outputs come here */
+  return FLOWRUN_OK;
+}
+
+typedef struct leasing { const fr_restore *r; } leasing;
+
+static int lease_idle(void *ud, int part) {
+  const fr_restore *r = ((leasing *)ud)->r;
+  return r->idle ? r->idle(r->ud, part) : 0;
+}
+
+/* A session of a partition just taken: restored unless in memory already
+** (a wake brought it first). */
+static int take_part_session(void *ud, const fr_store_session *row) {
+  restoring *x = ud;
+  if (x->r->journal && x->r->journal(x->r->ud, row->id)) return 0;
+  return take_session(x, row);
+}
+
+int fr_dur_lease(flowrun *rt, const fr_restore *r) {
+  fr_durable *d = rt->dur;
+  unsigned char got[FR_PARTITIONS], lost[FR_PARTITIONS];
+  leasing l = { r };
+  restoring x = { rt, r, NULL, NULL, 0 };
+  if (settle(rt) != FLOWRUN_OK) return FLOWRUN_ERR;
+  memset(got, 0, sizeof got);
+  memset(lost, 0, sizeof lost);
+  if (d->m->leases(d->st, lease_idle, &l, got, lost) != 0) {
+    d->failed = true;
+    return fr_error(rt, "%s", d->m->errmsg(d->st));
+  }
+  for (int p = 0; p < FR_PARTITIONS; p++)
+    if (lost[p]) {                      /* another host has it: this one stops */
+      snprintf(d->fenced, sizeof d->fenced, "store: partition %d was taken over by another host "
+               "(this host did not renew its lease in time): this host is fenced out and stops", p);
+      d->failed = true;
+      return fr_error(rt, "%s", d->fenced);
+    }
+  for (int p = 0; p < FR_PARTITIONS && !x.failed; p++)
+    if (got[p] && d->m->each_in_part(d->st, p, take_part_session, &x) != 0)
+      return fr_error(rt, "%s", d->m->errmsg(d->st));
+  return x.failed ? fr_error(rt, "out of memory") : FLOWRUN_OK;
+}
+
+typedef struct waking {
+  flowrun *rt;
+  const fr_restore *r;
+  fr_journal *j;
+  const char *id;
+  int failed, outs;                     /* outs: outputs came for this host */
+} waking;
+
+/* A message of the inbox for a session in memory: queued unless it was. */
+static int wake_input(void *ud, long long n, const char *text, size_t len) {
+  waking *w = ud;
+  if (n <= w->j->inputs) return 0;
+  w->j->inputs = n;
+  w->r->message(w->r->ud, w->id, n, text, len);
+  return 0;
+}
+
+static int take_mine(void *ud, const char *id, long long seq, int kind, int how,
+                     const char *text, size_t len) {
+  waking *w = ud;
+  output *o = queue_output(w->rt, id, seq, kind, how, text, len);
+  if (!o) return w->failed = 1;
+  o->mine = true;                       /* each_mine marked it given */
+  return 0;
+}
+
+static int on_wake(void *ud, int kind, const char *id) {
+  waking *w = ud;
+  fr_durable *d = w->rt->dur;
+  if (kind == 'o') return w->outs = 1, 0;   /* taken below, once */
+  if (!d->m->owns(d->st, fr_partition(id))) return 0;
+  w->id = id;
+  if (w->r->journal && (w->j = w->r->journal(w->r->ud, id)))
+    return d->m->each_input(d->st, id, wake_input, w) != 0 ? (w->failed = 1) : 0;
+  if (fr_dur_restore_one(w->rt, w->r, id) == FLOWRUN_ERR) w->failed = 1;
+  return 0;
+}
+
+int fr_dur_wakes(flowrun *rt, const fr_restore *r) {
+  fr_durable *d = rt->dur;
+  waking w = { rt, r, NULL, NULL, 0, 0 };
+  if (d->failed) return FLOWRUN_ERR;
+  if (d->m->wakes(d->st, on_wake, &w) != 0 || w.failed
+      || (w.outs && (d->m->each_mine(d->st, take_mine, &w) != 0 || w.failed))) {
+    d->failed = true;
+    return fr_error(rt, "%s", d->m->errmsg(d->st));
+  }
   return FLOWRUN_OK;
 }
 

@@ -97,8 +97,31 @@ typedef struct fr_restore {
                  const char *const *argv, fr_journal *j);
   void (*message)(void *ud, const char *id, long long n, const char *text, size_t len);
   void *ud;
+  /* a shared store's: the journal of session id when it is in memory */
+  fr_journal *(*journal)(void *ud, const char *id);
+  /* a shared store's: 1 when no session of partition part is in memory
+  ** (those that only wait for a message leave it) */
+  int (*idle)(void *ud, int part);
 } fr_restore;
 int fr_dur_restore(flowrun *rt, const fr_restore *r);   /* all but those waiting */
+/* ---- a store shared by many hosts (PostgreSQL; docs/scale-out.md) ----
+** This host owns some partitions of the sessions; a session runs only on
+** the host that owns its partition. Every start and message goes through
+** the store's inbox, wherever the session runs; its outputs come back to
+** the host that sent its last message. */
+bool fr_dur_shared(const flowrun *rt);
+int fr_dur_store_fd(const flowrun *rt);
+/* A start or a message, stored for the owner (acknowledged by cb.stored). */
+int fr_dur_send(flowrun *rt, const char *id, long long n, const char *text, size_t len);
+int fr_dur_start_shared(flowrun *rt, const char *id, const char *flow,
+                        int argc, const char *const *argv);
+/* The heartbeat: leases renewed, partitions taken (their sessions restored)
+** or given back; a partition lost stops the runtime (fenced out). */
+int fr_dur_lease(flowrun *rt, const fr_restore *r);
+/* Wakes that came: messages for sessions of this host's partitions,
+** outputs for this host (given after the next commit). */
+int fr_dur_wakes(flowrun *rt, const fr_restore *r);
+
 /* One session, waiting in the store for a message: FLOWRUN_NOSESSION when
 ** the store has no such live session. */
 int fr_dur_restore_one(flowrun *rt, const fr_restore *r, const char *id);

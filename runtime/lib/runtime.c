@@ -80,6 +80,7 @@ flowrun *fr_create(lua_State *L, bool owns, const flowrun_callbacks *cb) {
   rt->epfd = -1;
   rt->vclock = -1;
   rt->store_limit[FLOWRUN_STORE_ENDED_S] = 7 * 86400;
+  rt->store_limit[FLOWRUN_STORE_LEASE_MS] = 10000;
   rt->owns_L = owns;
   rt->sessions_ref = rt->flows_ref = rt->base_ref = LUA_NOREF;
   rt->threads_ref = rt->globals_ref = rt->modules_ref = rt->trusted_ref = LUA_NOREF;
@@ -109,11 +110,17 @@ fail:
 }
 
 void fr_destroy(flowrun *rt) {
+  if (fr_dur_store_fd(rt) >= 0) flowrun_watch(rt, fr_dur_store_fd(rt), NULL, NULL);
   fr_dur_close(rt);                     /* the last turn's writes committed */
   if (rt->sweep) {
     fr_timer_cancel(rt, rt->sweep);
     free(rt->sweep);
   }
+  if (rt->lease) {
+    fr_timer_cancel(rt, rt->lease);
+    free(rt->lease);
+  }
+  free(rt->store_node);
   fr_sessions_free(rt);
   fr_calls_free(rt);
   if (rt->L) {
@@ -184,8 +191,29 @@ static void sweep_tick(flowrun *rt, fr_timer *t) {
   if (rt->in_step && ended > 0) fr_dur_purge(rt, (long long)fr_wall_clock(rt) - ended * 1000);
 }
 
+/* A shared store's heartbeat, a third of the lease apart: done at the
+** turn's end (fr_sessions_lease), outside its transaction. */
+static void lease_tick(flowrun *rt, fr_timer *t) {
+  long long ms = rt->store_limit[FLOWRUN_STORE_LEASE_MS];
+  rt->lease_due = true;
+  fr_timer_arm(rt, t, fr_clock(rt) + (double)(ms > 0 ? ms : 10000) / 3);
+}
+
+/* The store's descriptor is readable: wakes came (taken at the turn's end). */
+static void store_readable(void *ud, int fd) {
+  (void)ud;
+  (void)fd;
+}
+
 static int turn_end(flowrun *rt, bool force) {
   long long cap = rt->store_limit[FLOWRUN_STORE_RESIDENT];
+  if (fr_dur_shared(rt)) {              /* wakes before the commit: their outputs go with it */
+    if (fr_sessions_wakes(rt) != FLOWRUN_OK) return fr_dur_commit(rt);
+    if (rt->lease_due) {
+      rt->lease_due = false;
+      if (fr_sessions_lease(rt) != FLOWRUN_OK) return fr_dur_commit(rt);
+    }
+  }
   if ((force || fr_dur_due(rt)) && fr_dur_commit(rt) != FLOWRUN_OK) return FLOWRUN_ERR;
   if (cap > 0 && rt->nsessions > cap)
     fr_sessions_evict(rt, cap, rt->store_limit[FLOWRUN_STORE_IDLE_MS]);
@@ -231,6 +259,17 @@ static int open_store(flowrun *rt, const char *path, bool check) {
   rt->turn_open = fr_dur_open_txn;
   lua_pushcfunction(L, l_journal_values);
   lua_pushlightuserdata(L, rt);
+  if (fr_dur_shared(rt)) {               /* the heartbeat; wakes watched */
+    if (!(rt->lease = calloc(1, sizeof *rt->lease))) {
+      fr_dur_close(rt);
+      return fr_error(rt, "out of memory");
+    }
+    rt->lease->idx = -1;
+    rt->lease->fire = lease_tick;
+    lease_tick(rt, rt->lease);
+    rt->lease_due = false;
+    flowrun_watch(rt, fr_dur_store_fd(rt), store_readable, rt);
+  }
   if (fr_pcall(rt, L, 1, lua_gettop(L) - 2) != FLOWRUN_OK
       || fr_sessions_restore(rt) != FLOWRUN_OK) {
     char err[sizeof rt->err];
@@ -242,10 +281,26 @@ static int open_store(flowrun *rt, const char *path, bool check) {
       free(rt->sweep);
       rt->sweep = NULL;
     }
+    if (rt->lease) {
+      fr_timer_cancel(rt, rt->lease);
+      free(rt->lease);
+      rt->lease = NULL;
+    }
     rt->on_turn = NULL;
     rt->turn_open = NULL;
     return fr_error(rt, "%s", err);
   }
+  return FLOWRUN_OK;
+}
+
+int flowrun_store_node(flowrun *rt, const char *name) {
+  char *n;
+  if (rt->dur) return fr_error(rt, "flowrun_store_node: before flowrun_open_store");
+  if (!name || !*name || strlen(name) > 200)
+    return fr_error(rt, "flowrun_store_node: a name of 1 to 200 bytes");
+  if (!(n = strdup(name))) return fr_error(rt, "out of memory");
+  free(rt->store_node);
+  rt->store_node = n;
   return FLOWRUN_OK;
 }
 

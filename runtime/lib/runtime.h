@@ -83,6 +83,9 @@ struct flowrun {
   long long out_seq;                    /* of the output being given, 0: none */
   long long store_limit[FLOWRUN_STORE_COUNT];
   fr_timer *sweep;                      /* wakes the loop once a second for idle and TTL */
+  fr_timer *lease;                      /* a shared store's heartbeat: a third of the lease */
+  bool lease_due;
+  char *store_node;                     /* flowrun_store_node */
   /* tests (call.c, loop.c): calls answered by the host; a virtual clock */
   flowrun_answer_fn answer;             /* NULL: calls go to the network */
   void *answer_ud;

@@ -32,6 +32,7 @@
 #include "runtime.h"
 #include "secrets.h"
 #include "session.h"
+#include "store.h"
 
 /* ---- finding the session of a thread ---- */
 
@@ -853,6 +854,8 @@ int flowrun_start(flowrun *rt, const char *id, const char *flow,
   start_args a = { rt, id, flow, argc, argv, NULL, NULL };
   if (fr_dur_checking(rt))
     return fr_error(rt, "session %s: this runtime replays a store (flowrun_replay_store): it starts no session", id ? id : "");
+  if (fr_dur_shared(rt) && id && flow)  /* it runs where its partition is */
+    return fr_dur_start_shared(rt, id, flow, argc, argv);
   if (!lua_checkstack(L, argc + 8)) return fr_error(rt, "too many arguments");
   lua_pushcfunction(L, l_start);
   lua_pushlightuserdata(L, &a);
@@ -898,8 +901,9 @@ int flowrun_send_n(flowrun *rt, const char *id, long long n, const char *text, s
       if (flowrun_send_n(rt, s->id, 0, text, len) != FLOWRUN_OK) return FLOWRUN_ERR;
     return FLOWRUN_OK;
   }
+  if (fr_dur_shared(rt)) return fr_dur_send(rt, id, n, text, len);   /* to its owner */
   if (!(s = find_session(rt, id, &st)) && st == FLOWRUN_NOSESSION && rt->dur) {
-    fr_restore r = { restore_session, restore_message, rt };   /* waiting in the store */
+    fr_restore r = { restore_session, restore_message, rt, NULL, NULL };   /* waiting in the store */
     int rc = fr_dur_restore_one(rt, &r, id);
     if (rc == FLOWRUN_ERR) return rc;
     if (rc == FR_DUR_PARKED) return fr_dur_input_parked(rt, id, n, text, len);
@@ -979,9 +983,44 @@ static void restore_message(void *ud, const char *id, long long n, const char *t
   if (s) queue_message(s, n, text, len);
 }
 
+/* A shared store's: session id's journal when it is in memory. */
+static fr_journal *journal_of(void *ud, const char *id) {
+  int st;
+  fr_session *s = find_session(ud, id, &st);
+  return s ? s->j : NULL;
+}
+
+/* A shared store's: is no session of partition part in memory? Those
+** that only wait for a message leave it (their rows hold them). */
+static int part_idle(void *ud, int part) {
+  flowrun *rt = ud;
+  fr_session *s, *next;
+  for (s = rt->all; s; s = s->next)
+    if (fr_partition(s->id) == part
+        && !(s->j && s->state == FR_S_ASK && !s->in && !s->closed && !s->queued))
+      return 0;
+  for (s = rt->all; s; s = next) {
+    next = s->next;
+    if (fr_partition(s->id) == part) free_session(s, true);
+  }
+  return 1;
+}
+
+#define RESTORER(rt) { restore_session, restore_message, (rt), journal_of, part_idle }
+
 int fr_sessions_restore(flowrun *rt) {
-  fr_restore r = { restore_session, restore_message, rt };
+  fr_restore r = RESTORER(rt);
   return fr_dur_restore(rt, &r);
+}
+
+int fr_sessions_lease(flowrun *rt) {
+  fr_restore r = RESTORER(rt);
+  return fr_dur_lease(rt, &r);
+}
+
+int fr_sessions_wakes(flowrun *rt) {
+  fr_restore r = RESTORER(rt);
+  return fr_dur_wakes(rt, &r);
 }
 
 int flowrun_stop(flowrun *rt, const char *id) {

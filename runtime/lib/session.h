@@ -63,6 +63,10 @@ void fr_run_ready(flowrun *rt);         /* the loop's hook: resume the ready */
 void fr_sessions_free(flowrun *rt);
 /* With a store: the unfinished sessions it holds start again, to replay. */
 int fr_sessions_restore(flowrun *rt);
+/* A shared store's heartbeat (partitions taken: their sessions restored)
+** and its wakes (messages for this host's sessions, outputs for it). */
+int fr_sessions_lease(flowrun *rt);
+int fr_sessions_wakes(flowrun *rt);
 /* With a store: sessions waiting for a message leave memory, the least
 ** recently active first, down to resident (0: no cap), and any idle longer
 ** than idle_ms (0: never); their next message brings them back. Returns

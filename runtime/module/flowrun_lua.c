@@ -435,6 +435,49 @@ static int m_sessions(lua_State *L) {
   return 1;
 }
 
+/* flowrun_pool_stats: pools[integration] = { in_flight = n, queued = n }. */
+static int pool_row(void *ud, const char *integration, int in_flight, int queued) {
+  lua_State *L = ud;
+  lua_createtable(L, 0, 2);
+  lua_pushinteger(L, in_flight);
+  lua_setfield(L, -2, "in_flight");
+  lua_pushinteger(L, queued);
+  lua_setfield(L, -2, "queued");
+  lua_setfield(L, -2, integration);
+  return 0;
+}
+
+/* rt:stats() -> { pools = { NAME = { in_flight, queued } }, store = { commits,
+** seconds, le = { { le_s, count }, ... } } (store nil without one). */
+static int m_stats(lua_State *L) {
+  static const char method_name[] = "stats";
+  box *b = checkbox(L);
+  flowrun_commits cs;
+  lua_createtable(L, 0, 2);
+  lua_newtable(L);
+  flowrun_pool_stats(b->rt, pool_row, L);
+  lua_setfield(L, -2, "pools");
+  if (flowrun_store_stats(b->rt, &cs) == FLOWRUN_OK) {
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, cs.commits);
+    lua_setfield(L, -2, "commits");
+    lua_pushnumber(L, cs.seconds);
+    lua_setfield(L, -2, "seconds");
+    lua_createtable(L, FLOWRUN_STORE_BUCKETS, 0);
+    for (int i = 0; i < FLOWRUN_STORE_BUCKETS; i++) {
+      lua_createtable(L, 2, 0);
+      lua_pushnumber(L, cs.le_s[i]);
+      lua_rawseti(L, -2, 1);
+      lua_pushinteger(L, cs.le[i]);
+      lua_rawseti(L, -2, 2);
+      lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "le");
+    lua_setfield(L, -2, "store");
+  }
+  return 1;
+}
+
 /* rt:advance(ms): a virtual clock moves ms on. */
 static int m_advance(lua_State *L) {
   static const char method_name[] = "advance";
@@ -703,6 +746,7 @@ static const luaL_Reg methods[] = {
   { "run",               m_run },
   { "events",            m_events },
   { "sessions",          m_sessions },
+  { "stats",             m_stats },
   { "clock",             m_clock },
   { "advance",           m_advance },
   { "count_lines",       m_count_lines },
