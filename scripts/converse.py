@@ -9,14 +9,15 @@ Each input line is one conversation: {"sender": "c1", "messages": ["bob", "42",
 "yes"]}; the first message starts it. Conversations run CONCURRENCY at a time,
 each one message after the other: message k is sent with "number": k, and a
 webhook that fails (no connection, a reset, a 5xx from the load balancer, a 409
-while its host still answers an earlier try) or answers an empty array is sent
-again, the SAME message and number, after BACKOFF ms, until DEADLINE seconds
-after the conversation started. A repeated number is not taken twice by the
+while its host still answers an earlier try) or answers an empty array (after a long poll, GET
+/webhooks/rest/messages?sender=ID&wait=S, found nothing either) is sent again,
+the SAME message and number, after BACKOFF ms, until DEADLINE seconds after the
+conversation started. A repeated number is not taken twice by the
 server and is answered again, so a retry never changes the conversation; the
 answer of the last try is the turn's. With --no-number the key is left out (a
 server that does not know it); a retry may then deliver the message twice, so
-an empty answer is followed by the long poll (GET
-/webhooks/rest/messages?sender=ID&wait=S) instead of a new try.
+an empty answer is followed by long polls until the deadline instead of a new
+try.
 
 Output, one JSON line per conversation as it ends, in the order they end:
 {"sender", "completed", "transcript": [every bot text, in order], "turns":
@@ -177,15 +178,18 @@ def converse(client, conv, args, stats):
                 if got:
                     turn = got
                     break
-                if args.no_number:      # a new try could deliver it twice: poll instead
-                    while not got and time.monotonic() < deadline:
-                        status, data = client.request("GET", poll)
-                        stats.count(status, poll=True)
-                        got = texts_of(data, sender) if status == 200 else None
-                        got = got or []
-                    if got:
-                        turn = got
+                # what came later, or was made and not given before a restart,
+                # waits for the long poll; without a number a new try could
+                # deliver the message twice: only the poll then
+                while True:
+                    status, data = client.request("GET", poll)
+                    stats.count(status, poll=True)
+                    got = (texts_of(data, sender) if status == 200 else None) or []
+                    if got or not args.no_number or time.monotonic() >= deadline:
                         break
+                if got:
+                    turn = got
+                    break
             elif status is not None and 400 <= status < 500 and status != 409:
                 error = "message %d: %d %s" % (k, status, data[:200].decode("utf-8", "replace"))
                 break
