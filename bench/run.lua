@@ -794,9 +794,11 @@ local function serve_pair()
     return nil, "flowrun serve did not start:\n" .. excerpt(read_file(out) or "")
   end
   -- numbers left out: nothing fails here, so nothing is sent twice
+  local ticks0 = process_ticks(pid)
   local text, ok = sh(("timeout -k 5 %d %s%s scripts/converse.py http://127.0.0.1:%d --no-number"
                        .. " --concurrency %d --deadline 120 <%s")
                       :format(TIMEOUT, CLIENT_PIN, PYTHON, port, SERVE_C, quote(d .. "/convs.jsonl")))
+  local server_cpu = (process_ticks(pid) - ticks0) / CLK_TCK
   stop_pid(pid)
   local done = tonumber(text:match('"completed": (%d+), "seconds"'))
   local secs = tonumber(text:match('"seconds": ([%d%.]+), "conversations_per_s"'))
@@ -812,7 +814,10 @@ local function serve_pair()
   if ended ~= SERVE_N then
     return nil, ("flowrun host: %d of %d conversations ended"):format(ended, SERVE_N)
   end
-  return { value = SERVE_N / secs, conversations = SERVE_N, seconds = secs, concurrency = SERVE_C },
+  -- server_busy: the share of its core the server used (below 1: the
+  -- driver, not the server, set the pace)
+  return { value = SERVE_N / secs, conversations = SERVE_N, seconds = secs, concurrency = SERVE_C,
+           cpu = server_cpu, server_busy = server_cpu / secs },
          { value = SERVE_N / h.wall, conversations = SERVE_N, wall = h.wall, cpu = h.cpu,
            others = h.others }
 end
@@ -1242,6 +1247,9 @@ local function cells(row)
     if bm then c[3] = fmt_int(bm) .. " conv/s" end
     if row.ratio then c[4] = ("%.2f x"):format(row.ratio) end
     c[5] = "report"
+    local busy = {}
+    for _, m in ipairs(row.runs.flowrun) do busy[#busy + 1] = m.server_busy end
+    if #busy > 0 then c[7] = ("server %.0f%% busy"):format(median(busy) * 100) end
   elseif row.kind == "rss" then
     if fm then c[2] = ("%.1f MiB"):format(fm / 1024) end
     if bm then c[3] = ("%.1f MiB"):format(bm / 1024) end
