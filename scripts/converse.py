@@ -7,17 +7,17 @@ POST /webhooks/rest {"sender", "message", "number"} per user message.
 
 Each input line is one conversation: {"sender": "c1", "messages": ["bob", "42",
 "yes"]}; the first message starts it. Conversations run CONCURRENCY at a time,
-each one message after the other: message k is sent with "number": k, and a
+each one message after the other: message k is sent with "number": k. A
 webhook that fails (no connection, a reset, a 5xx from the load balancer, a 409
-while its host still answers an earlier try) or answers an empty array (after a long poll, GET
-/webhooks/rest/messages?sender=ID&wait=S, found nothing either) is sent again,
-the SAME message and number, after BACKOFF ms, until DEADLINE seconds after the
-conversation started. A repeated number is not taken twice by the
-server and is answered again, so a retry never changes the conversation; the
-answer of the last try is the turn's. With --no-number the key is left out (a
-server that does not know it); a retry may then deliver the message twice, so
-an empty answer is followed by long polls until the deadline instead of a new
-try.
+while its host still answers an earlier try), or that answers an empty array
+when a long poll (GET /webhooks/rest/messages?sender=ID&wait=S) then finds
+nothing either, is sent again, the SAME message and number, after BACKOFF ms,
+until DEADLINE seconds after the conversation started. A repeated number is
+not taken twice by the server and is answered again, so a retry never changes
+the conversation; the answer of the last try is the turn's. With --no-number
+the key is left out (a server that does not know it); a retry may then deliver
+the message twice, so an empty answer is followed by long polls until the
+deadline instead of a new try.
 
 Output, one JSON line per conversation as it ends, in the order they end:
 {"sender", "completed", "transcript": [every bot text, in order], "turns":
@@ -65,6 +65,12 @@ def parse_args(argv):
     return a
 
 
+def die(msg):
+    """Bad input: the message on stderr, exit status 2."""
+    sys.stderr.write("converse.py: " + msg + "\n")
+    sys.exit(2)
+
+
 def read_conversations(stream):
     """The conversations of the input, checked: a clear message for a bad line."""
     out, seen = [], set()
@@ -74,14 +80,13 @@ def read_conversations(stream):
         try:
             c = json.loads(line)
         except ValueError as e:
-            raise SystemExit("converse.py: input line %d: not JSON: %s" % (n, e))
+            die("input line %d: not JSON: %s" % (n, e))
         if not isinstance(c, dict) or not isinstance(c.get("sender"), str) or not c["sender"] \
                 or not isinstance(c.get("messages"), list) or not c["messages"] \
                 or not all(isinstance(m, str) for m in c["messages"]):
-            raise SystemExit("converse.py: input line %d: expected {\"sender\": ID, "
-                             "\"messages\": [TEXT, ...]}" % n)
+            die("input line %d: expected {\"sender\": ID, \"messages\": [TEXT, ...]}" % n)
         if c["sender"] in seen:
-            raise SystemExit("converse.py: input line %d: sender %r twice" % (n, c["sender"]))
+            die("input line %d: sender %r twice" % (n, c["sender"]))
         seen.add(c["sender"])
         out.append(c)
     return out
