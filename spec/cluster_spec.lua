@@ -14,7 +14,7 @@ local cjson = require "cjson"
 local DRIVER = helper.root .. "/scripts/converse.py"
 local PYTHON = "/usr/bin/python3"         -- Debian's, as CI installs it
 local LEASE_MS = 2000
-local N = 1000                            -- conversations of the big run
+local N = helper.san and 300 or 1000     -- conversations of the big run (fewer under ASan)
 
 -- A session's partition, as fr_partition (runtime/lib/store.h) computes it:
 -- FNV-1a (32 bits) of its id, modulo 256.
@@ -106,7 +106,7 @@ local function drive_start(url, convs, opts)
   for _, c in ipairs(convs) do f:write(cjson.encode({ sender = c.sender, messages = c.messages }), "\n") end
   f:close()
   local p = io.popen(("env -u LD_PRELOAD %s %s %s --concurrency %d --deadline %d --timeout 20 <%s 2>%s")
-    :format(PYTHON, helper.quote(DRIVER), url, opts.concurrency or 40, opts.deadline or 90,
+    :format(PYTHON, helper.quote(DRIVER), url, opts.concurrency or 40, opts.deadline or 45,
             d .. "/in.jsonl", d .. "/err"))
   return {
     finish = function(_, on_done)
@@ -244,7 +244,7 @@ end
 describe("flowrun serve hosts behind nginx", function()
   teardown(helper.cleanup)
 
-  it("one host with a SQLite store, killed with SIGKILL mid-run and restarted: every conversation completes exactly", function()
+  it("one host with a SQLite store, restarted (SIGTERM) mid-run: every conversation completes exactly", function()
     local mock, flow, dir = world()
     local store = dir .. "/s.db"
     local port = helper.closed_port()
@@ -252,12 +252,11 @@ describe("flowrun serve hosts behind nginx", function()
     local h = helper.serve(args, nil, { port = port, status = true })
     local lb = balancer({ port })
     local convs = conversations(300, "s")
-    local killed
+    local stopped
     local results, summary, code = drive(lb.url, convs, { concurrency = 20 }, function(k)
       if k == 100 then                    -- down for half a second: tries get 502 from nginx
-        os.execute("kill -KILL " .. h.pid)
-        killed = h
-        assert.truthy(helper.wait_for(function() return h:status() end, 5000))
+        stopped = h
+        h:stop()
         os.execute("sleep 0.5")
         h = helper.serve(args, nil, { port = port, status = true })
       end
@@ -268,7 +267,8 @@ describe("flowrun serve hosts behind nginx", function()
     assert.are.equal(0, n, first)
     assert.are.equal(0, code)
     assert.are.equal(300, summary.completed)
-    assert.are.equal(137, killed:status())   -- 128 + SIGKILL
+    assert.are.equal(0, stopped:status(), stopped:log())
+    assert.is_true((summary.statuses["502"] or 0) > 0)   -- the driver did send webhooks again
     local c = calls(mock)
     for _, conv in ipairs(convs) do assert.is_true((c[conv.sender] or 0) >= 1, conv.sender) end
     assert.are.equal("", h:stop())
