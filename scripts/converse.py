@@ -6,8 +6,9 @@ POST /webhooks/rest {"sender", "message", "number"} per user message.
     python3 scripts/converse.py URL [options] < conversations.jsonl
 
 Each input line is one conversation: {"sender": "c1", "messages": ["bob", "42",
-"yes"]}; the first message starts it. Conversations run CONCURRENCY at a time,
-each one message after the other: message k is sent with "number": k. A
+"yes"]}; the first message starts it. Conversations run CONCURRENCY at a time
+(with --total S, none starts after S seconds), each one message after the
+other: message k is sent with "number": k. A
 webhook that fails (no connection, a reset, a 5xx from the load balancer, a 409
 while its host still answers an earlier try), or that answers an empty array
 when a long poll (GET /webhooks/rest/messages?sender=ID&wait=S) then finds
@@ -46,6 +47,8 @@ def parse_args(argv):
                    help="conversations at once (50)")
     p.add_argument("--deadline", type=float, default=60.0,
                    help="seconds a conversation may take, retries included (60)")
+    p.add_argument("--total", type=float, default=None,
+                   help="seconds the whole run may take: conversations not done by then fail")
     p.add_argument("--backoff", type=float, default=100.0,
                    help="ms before a try is repeated (100; doubled each time up to 1 s)")
     p.add_argument("--timeout", type=float, default=10.0,
@@ -156,12 +159,16 @@ def texts_of(body, sender):
     return out
 
 
-def converse(client, conv, args, stats):
-    """Runs one conversation; returns its output record."""
+def converse(client, conv, args, stats, end):
+    """Runs one conversation (until its deadline, or end: --total); returns
+    its output record."""
     sender = conv["sender"]
     t0 = time.monotonic()
-    deadline = t0 + args.deadline
+    deadline = min(t0 + args.deadline, end)
     turns, tries, error = [], 0, None
+    if t0 >= end:
+        return {"sender": sender, "completed": False, "transcript": [], "turns": [], "tries": 0,
+                "seconds": 0, "error": "not started: --total %g s had passed" % args.total}
     poll = "/webhooks/rest/messages?sender=%s&wait=%d" % (urllib.parse.quote(sender, safe=""),
                                                          args.poll_wait)
     for k, message in enumerate(conv["messages"], 1):
@@ -199,7 +206,7 @@ def converse(client, conv, args, stats):
                 error = "message %d: %d %s" % (k, status, data[:200].decode("utf-8", "replace"))
                 break
             if time.monotonic() + backoff > deadline:
-                error = "message %d: no answer within --deadline %g s (last: %s)" % (
+                error = "message %d: no answer within --deadline %g s or --total (last: %s)" % (
                     k, args.deadline, "connection " + str(data) if status is None else status)
                 break
             time.sleep(backoff)
@@ -231,7 +238,7 @@ def main(argv):
                 nxt[0] += 1
             if i >= len(convs):
                 break
-            rec = converse(client, convs[i], args, stats)
+            rec = converse(client, convs[i], args, stats, end)
             line = json.dumps(rec, ensure_ascii=False)
             with out_lock:
                 results.append(rec)
@@ -240,6 +247,7 @@ def main(argv):
         client.close()
 
     t0 = time.monotonic()
+    end = t0 + args.total if args.total else float("inf")
     threads = [threading.Thread(target=worker, daemon=True)
                for _ in range(min(args.concurrency, max(1, len(convs))))]
     for t in threads:

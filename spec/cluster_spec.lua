@@ -105,7 +105,7 @@ local function drive_start(url, convs, opts)
   local f = assert(io.open(d .. "/in.jsonl", "w"))
   for _, c in ipairs(convs) do f:write(cjson.encode({ sender = c.sender, messages = c.messages }), "\n") end
   f:close()
-  local p = io.popen(("env -u LD_PRELOAD %s %s %s --concurrency %d --deadline %d --timeout 20 <%s 2>%s")
+  local p = io.popen(("env -u LD_PRELOAD %s %s %s --concurrency %d --deadline %d --total 150 --timeout 10 <%s 2>%s")
     :format(PYTHON, helper.quote(DRIVER), url, opts.concurrency or 40, opts.deadline or 45,
             d .. "/in.jsonl", d .. "/err"))
   return {
