@@ -19,6 +19,8 @@
 -- not only when a measurement fails), BENCH_SOAK_S (300: the soak row's
 -- duration, run once, in the last round), BENCH_SOAK_SESSIONS (500),
 -- BENCH_SOAK_PAUSE_MS (250: each soak session's pause between calls),
+-- BENCH_TAKEOVER_RUNS (3: kills the takeover row's median is of),
+-- BENCH_LEASE_MS (2000: the takeover row's --lease-ms),
 -- BENCH_ONLY (row names separated by commas: run only those; nginx is not
 -- started when none of them needs it, e.g. BENCH_ONLY=soak).
 -- Run from the repository root after `make` (the Makefile does both).
@@ -719,6 +721,253 @@ return { soak = { base_url = "http://127.0.0.1:%s", max_connections = 2000, time
   return m
 end
 
+-- ---- flowrun serve: conversations over webhooks, and takeover ----
+
+local SERVE_N = scaled(2000)
+local SERVE_C = 50
+local TAKEOVER_RUNS = math.max(1, math.floor(env_number("BENCH_TAKEOVER_RUNS", 3)))
+local LEASE_MS = math.max(100, math.floor(env_number("BENCH_LEASE_MS", 2000)))
+local PYTHON = "env -u LD_PRELOAD /usr/bin/python3"
+
+-- Starts a program in the background (its output in OUT); returns its pid.
+local function start_bg(cmd, out)
+  return tonumber(first_line(("%s >%s 2>&1 </dev/null & echo $!"):format(cmd, quote(out))))
+end
+
+-- Waits for "listening on http://127.0.0.1:PORT" in OUT; the port, or nil.
+local function listening(out, pid)
+  for _ = 1, 300 do
+    local port = (read_file(out) or ""):match("listening on http://127%.0%.0%.1:(%d+)")
+    if port then return tonumber(port) end
+    if not alive(pid) then return nil end
+    sleep(0.1)
+  end
+end
+
+local function stop_pid(pid)
+  if not pid then return end
+  sh("kill -TERM " .. pid)
+  for _ = 1, 50 do
+    if not alive(pid) then return end
+    sleep(0.1)
+  end
+  sh("kill -KILL " .. pid)
+end
+
+-- SERVE_N conversations of bench/flows/converse.lua (3 messages each):
+-- the JSON lines `flowrun host` reads, one turn of every conversation
+-- after the other, and the driver's input.
+local function serve_inputs(dir)
+  local lines, convs = {}, {}
+  for turn = 1, 3 do
+    for i = 1, SERVE_N do
+      local text = ({ "c" .. i, "red" .. i, tostring(i) })[turn]
+      lines[#lines + 1] = ('{"session":"c%d","text":"%s"}'):format(i, text)
+    end
+  end
+  for i = 1, SERVE_N do
+    convs[i] = ('{"sender":"c%d","messages":["c%d","red%d","%d"]}'):format(i, i, i, i)
+  end
+  write_file(dir .. "/host.jsonl", table.concat(lines, "\n") .. "\n")
+  write_file(dir .. "/convs.jsonl", table.concat(convs, "\n") .. "\n")
+end
+
+-- "serve": conversations a second through `flowrun serve` on one host with
+-- a SQLite store (scripts/converse.py, SERVE_C at a time, each message
+-- waiting for its answer; the server started beforehand, not timed)
+-- against the same conversations as JSON lines on a pipe to `flowrun host`
+-- with a SQLite store (its whole run timed). flowrun gets the server core
+-- either way, the driver the client cores.
+local function serve_pair()
+  local d = flows.dir
+  serve_inputs(d)
+  write_file(d .. "/none.lua", "return {}\n")
+  for _, f in ipairs({ "serve.db", "host.db" }) do
+    os.remove(d .. "/" .. f) os.remove(d .. "/" .. f .. "-wal") os.remove(d .. "/" .. f .. "-shm")
+  end
+  local out = d .. "/serve.out"
+  local pid = start_bg(("exec %s%s serve -I %s --store %s bench/flows/converse.lua --port 0")
+                       :format(SERVER_PIN, FLOWRUN, quote(d .. "/none.lua"), quote(d .. "/serve.db")), out)
+  local port = pid and listening(out, pid)
+  if not port then
+    stop_pid(pid)
+    return nil, "flowrun serve did not start:\n" .. excerpt(read_file(out) or "")
+  end
+  -- numbers left out: nothing fails here, so nothing is sent twice
+  local ticks0 = process_ticks(pid)
+  local text, ok = sh(("timeout -k 5 %d %s%s scripts/converse.py http://127.0.0.1:%d --no-number"
+                       .. " --concurrency %d --deadline 120 <%s")
+                      :format(TIMEOUT, CLIENT_PIN, PYTHON, port, SERVE_C, quote(d .. "/convs.jsonl")))
+  local server_cpu = (process_ticks(pid) - ticks0) / CLK_TCK
+  stop_pid(pid)
+  local done = tonumber(text:match('"completed": (%d+), "seconds"'))
+  local secs = tonumber(text:match('"seconds": ([%d%.]+), "conversations_per_s"'))
+  if not ok or done ~= SERVE_N or not secs then
+    return nil, ("scripts/converse.py: %s of %d conversations completed:\n%s")
+                :format(tostring(done), SERVE_N, excerpt(text:match("[^\n]*$") or text))
+  end
+  local h, err = timed(("sh -c %s"):format(quote(("exec %s%s host -I %s --store %s bench/flows/converse.lua <%s >%s")
+    :format(SERVER_PIN, FLOWRUN, quote(d .. "/none.lua"), quote(d .. "/host.db"),
+            quote(d .. "/host.jsonl"), quote(d .. "/host.out")))), true)
+  if not h then return nil, err end
+  local ended = select(2, (read_file(d .. "/host.out") or ""):gsub('"end":"done"', ""))
+  if ended ~= SERVE_N then
+    return nil, ("flowrun host: %d of %d conversations ended"):format(ended, SERVE_N)
+  end
+  -- server_busy: the share of its core the server used (below 1: the
+  -- driver, not the server, set the pace)
+  return { value = SERVE_N / secs, conversations = SERVE_N, seconds = secs, concurrency = SERVE_C,
+           cpu = server_cpu, server_busy = server_cpu / secs },
+         { value = SERVE_N / h.wall, conversations = SERVE_N, wall = h.wall, cpu = h.cpu,
+           others = h.others }
+end
+
+-- PostgreSQL's programs (Debian's postgresql), or nil.
+local function pg_bin()
+  for _, v in ipairs({ "17", "16", "15", "14", "13" }) do
+    if read_file("/usr/lib/postgresql/" .. v .. "/bin/initdb") then
+      return "/usr/lib/postgresql/" .. v .. "/bin"
+    end
+  end
+end
+
+local pg = { pid = nil }
+
+local function stop_pg()
+  stop_pid(pg.pid)
+  pg.pid = nil
+end
+
+-- A PostgreSQL server of the bench's own in DIR, on a Unix socket only,
+-- run as the postgres user when we are root (it refuses root); returns
+-- psql(sql) -> output and the store URL, or nil and an error.
+local function start_pg(dir)
+  local bin = pg_bin()
+  local as = ""
+  if first_line("id -u") == "0" then
+    sh("chown postgres " .. quote(dir))
+    as = "runuser -u postgres -- "
+  end
+  local out, ok = sh(as .. bin .. "/initdb -A trust -U postgres -E UTF8 --no-sync -D " .. quote(dir .. "/data"))
+  if not ok then return nil, "initdb failed:\n" .. excerpt(out) end
+  pg.pid = start_bg(("exec %s%s/postgres -D %s -c listen_addresses='' -c unix_socket_directories=%s"
+                     .. " -c fsync=off -c max_connections=100"):format(as, bin, quote(dir .. "/data"), quote(dir)),
+                    dir .. "/pg.out")
+  local function psql(sql, db)
+    return sh(("%s/psql -X -q -A -t -h %s -U postgres -d %s -c %s"):format(bin, quote(dir), db or "flowrun", quote(sql)))
+  end
+  for _ = 1, 200 do
+    if psql("SELECT 1", "postgres"):match("^%s*1%s*$") then
+      psql("CREATE DATABASE flowrun", "postgres")
+      return psql, "postgresql:///flowrun?host=" .. dir .. "&user=postgres"
+    end
+    if not alive(pg.pid) then break end
+    sleep(0.1)
+  end
+  return nil, "postgres did not start:\n" .. excerpt(read_file(dir .. "/pg.out") or "")
+end
+
+-- A session's partition (runtime/lib/store.h: FNV-1a 32 bits, modulo 256).
+local function partition(id)
+  local h = 2166136261
+  for i = 1, #id do h = ((h ~ id:byte(i)) * 16777619) & 0xffffffff end
+  return h % 256
+end
+
+-- A webhook to port (sent once: no number needed), through Python's
+-- http.client: the HTTP status and the body.
+local function webhook(port, sender, message)
+  local body = ('{"sender":"%s","message":"%s"}'):format(sender, message)
+  local out = sh(("%s -c %s %d %s"):format(PYTHON, quote([[
+import sys, http.client
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=60)
+c.request("POST", "/webhooks/rest", sys.argv[2], {"Content-Type": "application/json"})
+r = c.getresponse()
+print(r.status)
+sys.stdout.write(r.read().decode())
+]]), port, quote(body)))
+  local code, text = out:match("^(%d+)\n(.*)$")
+  return tonumber(code), text or out
+end
+
+-- "takeover": two `flowrun serve` hosts on one PostgreSQL (--lease-ms
+-- LEASE_MS); a conversation started on the host that owns its partition,
+-- that host killed (SIGKILL), the conversation's next message sent at once
+-- to the other host: the time from the kill to its answer, TAKEOVER_RUNS
+-- times (the killed host restarted in between), against the lease.
+local function takeover_pair()
+  local dir = first_line("mktemp -d /tmp/flowrun-bench-pg-XXXXXX")
+  local hosts = {}
+  local function finish(a, b)
+    for _, h in pairs(hosts) do stop_pid(h.pid) end
+    stop_pg()
+    sh("rm -rf " .. quote(dir))
+    return a, b
+  end
+  local psql, url = start_pg(dir)
+  if not psql then return finish(nil, url) end
+  write_file(dir .. "/none.lua", "return {}\n")
+  local function start_host(i)
+    local out = ("%s/h%d.out"):format(dir, i)
+    local pid = start_bg(("exec %s serve -I %s --store %s --node h%d --lease-ms %d --reply-timeout 60"
+                          .. " bench/flows/converse.lua --port %d")
+                         :format(FLOWRUN, quote(dir .. "/none.lua"), quote(url), i, LEASE_MS,
+                                 hosts[i] and hosts[i].port or 0), out)
+    local port = pid and listening(out, pid)
+    if not port then return nil, ("host h%d did not start:\n%s"):format(i, excerpt(read_file(out) or "")) end
+    hosts[i] = { pid = pid, port = port, url = "http://127.0.0.1:" .. port }
+    return true
+  end
+  -- the partitions each host holds now
+  local function owners()
+    local t = {}
+    for line in psql("SELECT part, node FROM flowrun_leases WHERE node IS NOT NULL AND expires >"
+                     .. " (extract(epoch from clock_timestamp()) * 1000)::bigint"):gmatch("[^\n]+") do
+      local part, node = line:match("^(%d+)|(.*)$")
+      if part then t[tonumber(part)] = node end
+    end
+    return t
+  end
+  local function shared()
+    for _ = 1, 300 do
+      local n = {}
+      for _, node in pairs(owners()) do n[node] = (n[node] or 0) + 1 end
+      if (n.h1 or 0) > 0 and (n.h2 or 0) > 0 and n.h1 + n.h2 == 256 then return true end
+      sleep(0.1)
+    end
+  end
+  for i = 1, 2 do
+    local ok, err = start_host(i)
+    if not ok then return finish(nil, err) end
+  end
+  local runs = {}
+  for run = 1, TAKEOVER_RUNS do
+    if not shared() then return finish(nil, "the two hosts did not share the partitions") end
+    -- a session of a partition h1 holds, started on h1
+    local own, id = owners(), nil
+    for k = 1, 10000 do
+      if own[partition(("t%d-%d"):format(run, k))] == "h1" then id = ("t%d-%d"):format(run, k) break end
+    end
+    if not id then return finish(nil, "no session id of h1's partitions") end
+    local code, body = webhook(hosts[1].port, id, id)
+    if code ~= 200 or not body:find('"colour?"', 1, true) then
+      return finish(nil, ("h1 did not start %s: %s %s"):format(id, tostring(code), body))
+    end
+    local t0 = tonumber(first_line("date +%s%N"))
+    sh("kill -KILL " .. hosts[1].pid)
+    code, body = webhook(hosts[2].port, id, "red")
+    local t1 = tonumber(first_line("date +%s%N"))
+    if code ~= 200 or not body:find('"number?"', 1, true) then
+      return finish(nil, ("h2 did not answer %s: %s %s"):format(id, tostring(code), body))
+    end
+    runs[#runs + 1] = (t1 - t0) / 1e6
+    local ok, err = start_host(1)      -- the same node name, as a supervisor restarts it
+    if not ok then return finish(nil, err) end
+  end
+  return finish({ value = median(runs), runs_ms = runs, lease_ms = LEASE_MS },
+                { value = LEASE_MS })
+end
+
 -- ---- the rows ----
 
 local N_SEQ, N_CALLS = scaled(20000), scaled(200000)
@@ -729,7 +978,7 @@ local HAVE_NODE = have("node")
   and select(2, sh("node -e \"process.exit(typeof fetch === 'function' ? 0 : 1)\""))
 
 -- kind: "rps" (ratio flowrun / baseline >= target), "bytes" (flowrun <=
--- target), "all200", "report", "ref".
+-- target), "all200", "report", "conv" (conversations/s, reported), "ref".
 local rows = {
   { name = "sequential", kind = "rps", target = 0.85,
     what = ("1 session, %d calls vs libcurl easy loop"):format(N_SEQ),
@@ -796,6 +1045,16 @@ local rows = {
     what = ("%d sessions for %d s (%d ms between calls) against faultsrv mix: server count"
             .. " = attempts, labels, RSS"):format(SOAK_SESSIONS, SOAK_S, SOAK_PAUSE_MS),
     flowrun = function() return soak() end },
+  { name = "serve", kind = "conv", no_nginx = true, once = true,
+    what = ("conversations/s: %d conversations (3 messages, 2 questions) through `flowrun serve`"
+            .. " --store (SQLite), %d at once over HTTP, vs the same through `flowrun host` --store"
+            .. " on a pipe"):format(SERVE_N, SERVE_C),
+    pair = serve_pair },
+  { name = "takeover", kind = "report", no_nginx = true, once = true,
+    what = ("ms from SIGKILL of the host owning a session to its answer through another host"
+            .. " (2 hosts on PostgreSQL, median of %d) vs --lease-ms"):format(TAKEOVER_RUNS),
+    skip = not pg_bin() and "PostgreSQL (Debian's postgresql) not found: row skipped",
+    pair = takeover_pair },
   { name = "wrk -c100 (server ceiling)", kind = "ref",
     what = ("wrk -t1 -c100 -d%ds on the client core: what nginx can serve"):format(WRK_SECONDS),
     baseline = function() return wrk(100) end },
@@ -937,9 +1196,9 @@ local function summarize(row)
     local all = #row.runs.flowrun > 0
     for _, m in ipairs(row.runs.flowrun) do all = all and m.ok == m.calls end
     row.result = all and "PASS" or "MISS"
-  elseif row.kind == "report" then
+  elseif row.kind == "report" or row.kind == "conv" then
     row.ratio = fm and bm and bm > 0 and fm / bm or nil
-    row.result = "-"
+    row.result = #row.runs.flowrun > 0 and "-" or "FAIL"
   elseif row.kind == "rss" then
     row.ratio = fm and bm and bm > 0 and fm / bm or nil
     row.result = row.ratio and (row.ratio <= row.target and "PASS" or "MISS") or "FAIL"
@@ -990,6 +1249,14 @@ local function cells(row)
     local rates = {}                    -- "tested": conversations a second
     for _, m in ipairs(row.runs.flowrun) do rates[#rates + 1] = m.per_s end
     if #rates > 0 then c[5] = ("%s conv/s"):format(fmt_int(median(rates))) end
+  elseif row.kind == "conv" then
+    if fm then c[2] = fmt_int(fm) .. " conv/s" end
+    if bm then c[3] = fmt_int(bm) .. " conv/s" end
+    if row.ratio then c[4] = ("%.2f x"):format(row.ratio) end
+    c[5] = "report"
+    local busy = {}
+    for _, m in ipairs(row.runs.flowrun) do busy[#busy + 1] = m.server_busy end
+    if #busy > 0 then c[7] = ("server %.0f%% busy"):format(median(busy) * 100) end
   elseif row.kind == "rss" then
     if fm then c[2] = ("%.1f MiB"):format(fm / 1024) end
     if bm then c[3] = ("%.1f MiB"):format(bm / 1024) end
@@ -1159,6 +1426,7 @@ end
 local ok, status = xpcall(main, debug.traceback)
 stop_nginx()
 stop_soak_server()
+stop_pg()
 if flows.dir then sh("rm -rf " .. quote(flows.dir)) end
 if not ok then
   io.stderr:write("bench: " .. tostring(status) .. "\n")

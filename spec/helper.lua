@@ -226,16 +226,39 @@ end
 
 -- Starts `flowrun serve ARGS... --port 0` (each arg quoted here) with the
 -- variables of env set (FLOWRUN_INTEGRATIONS unset); returns the server
--- once it listens (url, port, pid, stop, log).
-function helper.serve(args, env)
+-- once it listens (url, port, pid, stop, log). opts: port (instead of 0),
+-- status (true: its exit status is kept, :status() reads it; nil while it
+-- runs; pid is flowrun's own, so that it can be stopped or killed).
+function helper.serve(args, env, opts)
+  opts = opts or {}
   local cmd = { "env -u FLOWRUN_INTEGRATIONS" }
   for k, v in pairs(env or {}) do cmd[#cmd + 1] = k .. "=" .. helper.quote(v) end
   cmd[#cmd + 1] = helper.quote(helper.flowrun) .. " serve"
   for _, a in ipairs(args) do cmd[#cmd + 1] = helper.quote(a) end
-  cmd[#cmd + 1] = "--port 0"
-  local proc = spawn(table.concat(cmd, " "))
+  cmd[#cmd + 1] = "--port " .. (opts.port or 0)
+  local proc
+  if opts.status then                   -- a shell waits for it and writes its status
+    local f = helper.tmpdir() .. "/status"
+    proc = spawn("sh -c " .. helper.quote(table.concat(cmd, " ") .. "; echo $? >" .. f))
+    local sh = proc.pid
+    proc.pid = helper.wait_for(function()
+      return tonumber((helper.read(("/proc/%d/task/%d/children"):format(sh, sh)) or ""):match("%d+"))
+    end, 5000) or error("flowrun serve did not start: " .. proc.cmd, 2)
+    proc.status_file = f
+  else
+    proc = spawn(table.concat(cmd, " "))
+  end
   proc.what = "flowrun serve"
   return setmetatable(await_listening(proc, "flowrun serve"), server_mt)
+end
+
+-- The exit status of a server started with opts.status, once it has exited
+-- (nil while it runs; once it is gone, its shell's line is waited for).
+function server_mt:status()
+  if not self.status_file then return nil end
+  local function read() return tonumber(helper.read(self.status_file) or "") end
+  if alive(self.pid) then return read() end
+  return helper.wait_for(read, 5000)
 end
 
 -- Is process pid still running?
