@@ -728,6 +728,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
       free(b.p);
     } else if (!authorized(sv, c)) answer_error(sv, q, 401, "a bearer token is needed");
     else if (q->too_big) answer_error(sv, q, 413, "the body is over 64 KiB");
+    else if (stopping) answer(sv, q, 503, "{\"error\":\"the server is stopping\"}", 37);
     else if (route == R_WEBHOOK) webhook(sv, q);
     else poll_messages(sv, q);
     if (!q->ready) return MHD_YES;      /* suspended */
@@ -886,9 +887,14 @@ int flowrun_serve_main(int argc, char **argv) {
     if (MHD_get_timeout(sv.d, &mt) == MHD_YES && mt < (MHD_UNSIGNED_LONG_LONG)wait) wait = (int)mt;
     if (cli_step(sv.rt, wait, &sv.failed) <= 0 && flowrun_store_failed(sv.rt)) break;
   }
-  /* going: the requests still waiting get what they have, then the daemon stops */
-  while (sv.waits) answer_queued(&sv, sv.waits);
-  MHD_run(sv.d);
+  /* going: the requests still waiting get what they have (ones that come
+     meanwhile get 503), then the daemon stops: libmicrohttpd refuses to stop
+     with a connection suspended, and a resumed one leaves that state in a
+     later MHD_run */
+  for (int k = 0; k < 3; k++) {
+    while (sv.waits) answer_queued(&sv, sv.waits);
+    MHD_run(sv.d);
+  }
   status = flowrun_store_failed(sv.rt) ? 3 : 0;
   if (status) fprintf(stderr, "flowrun serve: %s\n", flowrun_errmsg(sv.rt));
   cli_watchdog_stop();

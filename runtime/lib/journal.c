@@ -781,8 +781,15 @@ int fr_dur_wakes(flowrun *rt, const fr_restore *r) {
   fr_durable *d = rt->dur;
   waking w = { rt, r, NULL, NULL, 0, 0 };
   if (d->failed) return FLOWRUN_ERR;
-  if (d->m->wakes(d->st, on_wake, &w) != 0 || w.failed
-      || (w.outs && (d->m->each_mine(d->st, take_mine, &w) != 0 || w.failed))) {
+  if (d->m->wakes(d->st, on_wake, &w) != 0 || w.failed) {
+    d->failed = true;
+    return fr_error(rt, "%s", d->m->errmsg(d->st));
+  }
+  /* outputs taken in a transaction of their own: marked given before the
+  ** host can answer with them, so a message that follows at once, stored
+  ** by another host, sees them given (a replay then does not make them
+  ** again) */
+  if (w.outs && (settle(rt) != FLOWRUN_OK || d->m->each_mine(d->st, take_mine, &w) != 0 || w.failed)) {
     d->failed = true;
     return fr_error(rt, "%s", d->m->errmsg(d->st));
   }

@@ -231,7 +231,9 @@ static const char *const sql[Q_COUNT] = {
   /* Q_MINE: this host's outputs, marked given (sessions' rows are not
      touched: their owners lock them in their turns; ROW's said reads the
      marks) */
-  "WITH u AS (UPDATE flowrun_outbox SET given = true WHERE node = $1 AND NOT given"
+  "WITH u AS (UPDATE flowrun_outbox o SET given = true WHERE node = $1 AND NOT given"
+  "  AND NOT EXISTS (SELECT 1 FROM flowrun_sessions s WHERE s.id = o.session"
+  "   AND s.part = ANY($2::int[]))"      /* those of its own sessions it gives itself */
   "  RETURNING session, seq, kind, how, text)"
   " SELECT session, seq, kind, how, text FROM u ORDER BY session, seq",
   /* Q_IN_PART */
@@ -402,8 +404,10 @@ static int fail(fr_store *st, const PGresult *r) {
   snprintf(st->state, sizeof st->state, "%s", code ? code : "");
   if (PQstatus(st->db) == CONNECTION_BAD) {
     first_line(line, sizeof line, PQerrorMessage(st->db));
-    snprintf(st->err, sizeof st->err, "store %s: the connection to PostgreSQL was lost%s%s",
-             st->path, *line ? ": " : "", line);
+    snprintf(st->err, sizeof st->err, "store %s: the connection to PostgreSQL was lost%s%s%s",
+             st->path, *line ? ": " : "", line,
+             st->node ? " (PostgreSQL ends the transaction of a host paused past its lease:"
+                        " such a host is fenced out)" : "");
     return -1;
   }
   first_line(line, sizeof line, m ? m : r && *PQresultErrorMessage(r) ? PQresultErrorMessage(r)
@@ -1200,6 +1204,22 @@ static int st_set_node(fr_store *st, const char *node, long long lease_ms) {
   }
   if (!(st->node = strdup(node))) return oom(st);
   st->lease_ms = lease_ms;
+  {  /* a host paused inside a turn (SIGSTOP, a frozen VM) holds its lease
+        rows FOR SHARE: PostgreSQL ends that transaction after a lease, so
+        the others can take its partitions; the host, resumed, fails */
+    char q[96];
+    PGresult *r;
+    snprintf(q, sizeof q, "SET idle_in_transaction_session_timeout = %lld", lease_ms);
+    r = PQexec(st->db, q);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+      snprintf(st->err, sizeof st->err, "store %s: %s", st->path, PQerrorMessage(st->db));
+      PQclear(r);
+      free(st->node);
+      st->node = NULL;
+      return -1;
+    }
+    PQclear(r);
+  }
   if (set_listen(st) != 0) {
     free(st->node);
     st->node = NULL;
@@ -1418,9 +1438,14 @@ static int st_each_mine(fr_store *st, int (*fn)(void *, const char *, long long,
                                                 const char *, size_t), void *ud) {
   params p = { 0 };
   PGresult *r;
+  char *held;
   if (!st->node) return 0;
+  if (!(held = list_of(st->held, 0))) return oom(st);
   p_text(&p, st->node);
-  if (!(r = run(st, Q_MINE, &p))) return -1;
+  p_text(&p, held);
+  r = run(st, Q_MINE, &p);
+  free(held);
+  if (!r) return -1;
   return each_output_row(r, fn, ud);
 }
 
