@@ -89,15 +89,21 @@ ok race
 ]])
   end)
 
-  it("fences the old owner out: the takeover leaves a partition its transaction holds, then its writes fail", function()
+  it("fences the old owner out: a host paused past its lease loses its turn and its partitions", function()
     expect("fence", [[
-b's takeover: took 255, partition 7 left, waited: no
-b's next heartbeat: took 1, partition 7 at epoch 2
-b restores 2 records, the last "by a, last"
-a fenced: store URL: partition 7 was taken over by another host (epoch 2, this host had 1): this host is fenced out
-a fenced: store URL: partition 7 was taken over by another host (epoch 2, this host had 1): this host is fenced out
-journal rows by node and epoch: 1:a@1 2:a@1 3:b@2
+b's takeover: took 256, partition 7 at epoch 2
+b restores 1 record, "d"
+a's commit: store URL: the connection to PostgreSQL was lost: terminating connection due to idle-in-transaction timeout (PostgreSQL ends the transaction of a host paused past its lease: this host is fenced out)
+journal rows by node and epoch: 1:a@1 3:b@2
 ok fence
+]])
+  end)
+
+  it("a takeover leaves a partition a live host's turn holds, and takes it after its commit", function()
+    expect("skiplocked", [[
+b's takeover during a's turn: took 255, partition 7 left
+b's next heartbeat: took 1 (partition 7: yes)
+ok skiplocked
 ]])
   end)
 

@@ -759,8 +759,12 @@ static int wake_input(void *ud, long long n, const char *text, size_t len) {
 static int take_mine(void *ud, const char *id, long long seq, int kind, int how,
                      const char *text, size_t len) {
   waking *w = ud;
-  output *o = queue_output(w->rt, id, seq, kind, how, text, len);
-  if (!o) return w->failed = 1;
+  fr_durable *d = w->rt->dur;
+  output *o;
+  for (int l = 0; l < 2; l++)           /* this host's own, being given: not twice */
+    for (o = l ? d->given : d->outs; o; o = o->next)
+      if (o->seq == seq && strcmp(o->id, id) == 0) return 0;
+  if (!(o = queue_output(w->rt, id, seq, kind, how, text, len))) return w->failed = 1;
   o->mine = true;                       /* each_mine marked it given */
   return 0;
 }

@@ -231,9 +231,7 @@ static const char *const sql[Q_COUNT] = {
   /* Q_MINE: this host's outputs, marked given (sessions' rows are not
      touched: their owners lock them in their turns; ROW's said reads the
      marks) */
-  "WITH u AS (UPDATE flowrun_outbox o SET given = true WHERE node = $1 AND NOT given"
-  "  AND NOT EXISTS (SELECT 1 FROM flowrun_sessions s WHERE s.id = o.session"
-  "   AND s.part = ANY($2::int[]))"      /* those of its own sessions it gives itself */
+  "WITH u AS (UPDATE flowrun_outbox SET given = true WHERE node = $1 AND NOT given"
   "  RETURNING session, seq, kind, how, text)"
   " SELECT session, seq, kind, how, text FROM u ORDER BY session, seq",
   /* Q_IN_PART */
@@ -406,8 +404,9 @@ static int fail(fr_store *st, const PGresult *r) {
     first_line(line, sizeof line, PQerrorMessage(st->db));
     snprintf(st->err, sizeof st->err, "store %s: the connection to PostgreSQL was lost%s%s%s",
              st->path, *line ? ": " : "", line,
-             st->node ? " (PostgreSQL ends the transaction of a host paused past its lease:"
-                        " such a host is fenced out)" : "");
+             st->node && strstr(line, "idle-in-transaction")
+             ? " (PostgreSQL ends the transaction of a host paused past its lease:"
+               " this host is fenced out)" : "");
     return -1;
   }
   first_line(line, sizeof line, m ? m : r && *PQresultErrorMessage(r) ? PQresultErrorMessage(r)
@@ -1438,14 +1437,9 @@ static int st_each_mine(fr_store *st, int (*fn)(void *, const char *, long long,
                                                 const char *, size_t), void *ud) {
   params p = { 0 };
   PGresult *r;
-  char *held;
   if (!st->node) return 0;
-  if (!(held = list_of(st->held, 0))) return oom(st);
   p_text(&p, st->node);
-  p_text(&p, held);
-  r = run(st, Q_MINE, &p);
-  free(held);
-  if (!r) return -1;
+  if (!(r = run(st, Q_MINE, &p))) return -1;
   return each_output_row(r, fn, ud);
 }
 
