@@ -63,6 +63,8 @@ struct fr_durable {
   bool check;                           /* flowrun_replay_store: read, never written */
   bool shared;                          /* a store of many hosts (store.h) */
   char fenced[300];                     /* why this host stopped: a partition lost */
+  double renewed;                       /* when its leases were last renewed (fr_now) */
+  long long lease_ms;
   flowrun_commits stats;                /* commits and their time (timed_commit) */
 };
 
@@ -165,7 +167,12 @@ static void give_outputs(flowrun *rt) {
 
 static int failed_turn(flowrun *rt) {
   fr_durable *d = rt->dur;
+  double silent = d->shared && d->renewed > 0 ? fr_now() - d->renewed : 0;
   d->m->rollback(d->st);
+  if (!d->fenced[0] && silent > (double)d->lease_ms)   /* paused: its partitions are others' */
+    snprintf(d->fenced, sizeof d->fenced, "%s: this host did not renew its leases for %.0f ms, "
+             "longer than its lease (%lld ms): it is fenced out and stops", d->m->errmsg(d->st),
+             silent, d->lease_ms);
   if (d->fenced[0]) return fr_error(rt, "%s", d->fenced);
   d->in_txn = false;
   free_acks(d);
@@ -289,7 +296,8 @@ int fr_dur_open(flowrun *rt, const char *path, bool check) {
       snprintf(node, sizeof node, "%s:%ld", host, (long)getpid());
     }
     long long lease = rt->store_limit[FLOWRUN_STORE_LEASE_MS];
-    if (d->m->set_node(d->st, node, lease > 0 ? lease : 10000) != 0) {
+    d->lease_ms = lease > 0 ? lease : 10000;
+    if (d->m->set_node(d->st, node, d->lease_ms) != 0) {
       snprintf(err, sizeof err, "%s", d->m->errmsg(d->st));
       d->m->close(d->st);
       free(d->path);
@@ -726,6 +734,7 @@ int fr_dur_lease(flowrun *rt, const fr_restore *r) {
     d->failed = true;
     return fr_error(rt, "%s", d->m->errmsg(d->st));
   }
+  d->renewed = fr_now();
   for (int p = 0; p < FR_PARTITIONS; p++)
     if (lost[p]) {                      /* another host has it: this one stops */
       snprintf(d->fenced, sizeof d->fenced, "store: partition %d was taken over by another host "
