@@ -132,6 +132,30 @@ describe("a store shared by many hosts (PostgreSQL)", function()
     b:stop()
   end)
 
+  it("works from the Lua module (store.node, store.lease_ms) and flowrun sessions lists its sessions", function()
+    local flowrun = helper.module()
+    local rt = flowrun.new{ store = { path = pg.url, node = "mod", lease_ms = 1000 } }
+    local function until_text(text)
+      for _ = 1, 100 do
+        rt:step(50)
+        for _, e in ipairs(rt:events()) do
+          if e.text == text then return true end
+        end
+      end
+      return false
+    end
+    rt:start("m1", dir .. "/bot.lua", "hi")
+    assert.is_true(until_text("Your name?"))
+    rt:send("m1", "Mo")
+    assert.is_true(until_text("Favourite colour, Mo?"))
+    assert.are.equal("mod", owner("m1"))
+    local out = helper.sh(helper.quote(helper.flowrun) .. " sessions --store " .. helper.quote(pg.url))
+    assert.matches("m1%s+waiting", out)
+    assert.has_error(function() flowrun.new{ store = { path = pg.url, node = 7 } } end,
+      "flowrun.new: store.node: expected a string")
+    rt:close()
+  end)
+
   it("flowrun host refuses a shared store", function()
     local out, code = helper.sh(helper.quote(helper.flowrun) .. " host --store " .. helper.quote(pg.url)
       .. " " .. dir .. "/bot.lua </dev/null")
