@@ -302,6 +302,14 @@ static void stats(void) {
         && cs.le[0] <= cs.le[1] && cs.seconds > 0 && cs.le_s[0] == 0.0001
         && cs.le_s[FLOWRUN_STORE_BUCKETS - 1] == 1,
         "flowrun_store_stats: commits counted, their seconds, cumulative buckets to 1 s");
+  check(flowrun_store_node(rt, "n1") == FLOWRUN_ERR
+        && strstr(flowrun_errmsg(rt), "before flowrun_open_store") != NULL,
+        "flowrun_store_node after flowrun_open_store: FLOWRUN_ERR, saying so");
+  flowrun_free(rt);
+  rt = runtime(&h);
+  check(flowrun_store_node(rt, "") == FLOWRUN_ERR && flowrun_store_node(rt, "n1") == FLOWRUN_OK
+        && flowrun_store_limit(rt, FLOWRUN_STORE_LEASE_MS, 5000) == 10000,
+        "flowrun_store_node: a name of 1 to 200 bytes; FLOWRUN_STORE_LEASE_MS: 10000 by default");
   flowrun_free(rt);
 }
 
