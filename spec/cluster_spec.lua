@@ -1,4 +1,4 @@
--- README: many hosts. `flowrun serve` hosts sharing their sessions on
+-- README: Many hosts on PostgreSQL. `flowrun serve` hosts sharing their sessions on
 -- PostgreSQL behind nginx as a round-robin load balancer, all on loopback:
 -- 1 000 conversations driven by scripts/converse.py (webhooks with message
 -- numbers, a failed or empty answer sent again with the same number), one

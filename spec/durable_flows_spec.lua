@@ -235,7 +235,7 @@ return flow.define { start = "set", steps = {
     local flowrun = helper.module()
     local flow = helper.flow('local a = ask("name?") if a == nil then say("bye") return end say(a)', dir, "t.lua")
     assert.has_error(function() flowrun.new{ store = { path = store, ttl = 1 } } end,
-      "flowrun.new: store: unknown key 'ttl' (path, resident, idle_ms, ttl_s, keep_ended_s, park)")
+      "flowrun.new: store: unknown key 'ttl' (path, resident, idle_ms, ttl_s, keep_ended_s, lease_ms, park, node)")
     assert.has_error(function() flowrun.new{ store = { path = store, ttl_s = -1 } } end,
       "flowrun.new: store.ttl_s: expected a whole number >= 0")
     local rt = flowrun.new{ store = { path = store, ttl_s = 1, resident = 10, idle_ms = 60000, park = true } }

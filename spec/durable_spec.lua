@@ -226,7 +226,7 @@ ask()
     assert.has_error(function() flowrun.new{ store = { path = store, resident = -1 } } end,
       "flowrun.new: store.resident: expected a whole number >= 0")
     assert.has_error(function() flowrun.new{ store = { file = store } } end,
-      "flowrun.new: store: unknown key 'file' (path, resident, idle_ms, ttl_s, keep_ended_s, park)")
+      "flowrun.new: store: unknown key 'file' (path, resident, idle_ms, ttl_s, keep_ended_s, lease_ms, park, node)")
   end)
 
   it("flowrun sessions lists what a store holds, also while a host runs it, and ends one", function()
