@@ -728,7 +728,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
       free(b.p);
     } else if (!authorized(sv, c)) answer_error(sv, q, 401, "a bearer token is needed");
     else if (q->too_big) answer_error(sv, q, 413, "the body is over 64 KiB");
-    else if (stopping) answer(sv, q, 503, "{\"error\":\"the server is stopping\"}", 37);
+    else if (stopping) answer_error(sv, q, 503, "the server is stopping");
     else if (route == R_WEBHOOK) webhook(sv, q);
     else poll_messages(sv, q);
     if (!q->ready) return MHD_YES;      /* suspended */
