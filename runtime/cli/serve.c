@@ -891,6 +891,7 @@ int flowrun_serve_main(int argc, char **argv) {
      meanwhile get 503), then the daemon stops: libmicrohttpd refuses to stop
      with a connection suspended, and a resumed one leaves that state in a
      later MHD_run */
+  stopping = 1;                         /* also when the store failed: no request waits now */
   for (int k = 0; k < 3; k++) {
     while (sv.waits) answer_queued(&sv, sv.waits);
     MHD_run(sv.d);
