@@ -103,6 +103,7 @@ ok fence
     expect("skiplocked", [[
 b's takeover during a's turn: took 255, partition 7 left
 b's next heartbeat: took 1 (partition 7: yes)
+a fenced: store URL: partition 7 was taken over by another host (epoch 2, this host had 1): this host is fenced out
 ok skiplocked
 ]])
   end)

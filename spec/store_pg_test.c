@@ -532,6 +532,11 @@ static void skiplocked(void) {
   last = b;
   CHECK(M->leases(b, always_idle, NULL, got, lost) == 0);
   printf("b's next heartbeat: took %d (partition 7: %s)\n", count(got), got[7] ? "yes" : "no");
+  last = a;                             /* a, not paused, writes again: fenced by the epoch */
+  CHECK(M->begin(a) == 0);
+  CHECK(M->append(a, id, &rec2) == -1);
+  printf("a fenced: %s\n", M->errmsg(a));
+  M->rollback(a);
   M->close(a);
   M->close(b);
 }

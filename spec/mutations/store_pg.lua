@@ -7,7 +7,7 @@ return {
     file = "runtime/lib/store_pg.c",
     find = "if (st->held[part] && node && strcmp(node, st->node) == 0 && epoch == st->held[part]) {",
     replace = "if (st->held[part] && node) {",
-    spec = "spec/store_pg_spec.lua", filter = "fences" },
+    spec = "spec/store_pg_spec.lua", filter = "takes it after its commit" },
   { name = "pg-take-same-epoch",
     promise = "each take of a partition is at the next epoch",
     file = "runtime/lib/store_pg.c",
