@@ -32,7 +32,7 @@ B = build
 # runtime/flowrun.h like any host.
 LIB = base labels query freeze loop pool cookies rules runtime session pages call request response integrations auth \
       secrets json inspect snapshot \
-      sandbox quota journal store_sqlite store_pg wire
+      sandbox quota blocks journal store_sqlite store_pg wire
 LIB_O = $(LIB:%=$(B)/lib/%.o) $(B)/modules.o
 LUA_MODULES = $(sort $(wildcard lua/flowrun/*.lua))
 CLI = main common limits run jsonl serve sessions test repl/main repl/term repl/sessions mock/server mock/routes
@@ -198,7 +198,7 @@ mutate: deps
 # make bench: the benchmark of the issue, against nginx on 127.0.0.1 (see
 # bench/run.lua); installs nginx and wrk first when they are missing.
 BENCH_DEBS = nginx-light wrk
-BENCH_BIN = $(patsubst %,$(B)/bench/%,timeit curl_easy curl_multi idle inflight)
+BENCH_BIN = $(patsubst %,$(B)/bench/%,timeit curl_easy curl_multi curl_socket idle inflight)
 
 $(B)/bench:
 	mkdir -p $@
@@ -206,7 +206,7 @@ $(B)/bench:
 $(B)/bench/timeit: bench/timeit.c $(B)/.flags | $(B)/bench
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS)
 
-$(B)/bench/curl_easy $(B)/bench/curl_multi: $(B)/bench/%: bench/%.c $(B)/.flags | $(B)/bench
+$(B)/bench/curl_easy $(B)/bench/curl_multi $(B)/bench/curl_socket: $(B)/bench/%: bench/%.c $(B)/.flags | $(B)/bench
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(shell pkg-config --libs libcurl)
 
 $(B)/bench/idle $(B)/bench/inflight: $(B)/bench/%: bench/%.c $(B)/libflowrun.a runtime/flowrun.h $(B)/.flags | $(B)/bench

@@ -13,13 +13,17 @@ CURL *fr_pool_easy_take(fr_pool *p) {
 }
 
 void fr_pool_easy_put(fr_pool *p, CURL *e) {
-  CURL **easy = realloc(p->easy, (p->neasy + 1) * sizeof *easy);
-  if (!easy) {
-    curl_easy_cleanup(e);
-    return;
+  if (p->neasy == p->easycap) {         /* grows by half: no realloc per call */
+    int cap = p->easycap ? p->easycap + p->easycap / 2 + 1 : 8;
+    CURL **easy = realloc(p->easy, (size_t)cap * sizeof *easy);
+    if (!easy) {
+      curl_easy_cleanup(e);
+      return;
+    }
+    p->easy = easy;
+    p->easycap = cap;
   }
-  p->easy = easy;
-  easy[p->neasy++] = e;
+  p->easy[p->neasy++] = e;
 }
 
 bool fr_pool_rate(fr_pool *p, int n, long per_ms) {
@@ -54,5 +58,5 @@ void fr_pool_free(fr_pool *p) {
   free(p->rate_back);
   p->rate_back = NULL;
   p->easy = NULL;
-  p->neasy = 0;
+  p->neasy = p->easycap = 0;
 }

@@ -18,7 +18,7 @@ typedef struct fr_pool {
   int inflight;                         /* calls holding a slot */
   fr_call *qhead, *qtail;               /* calls waiting for one, FIFO */
   CURL **easy;                          /* idle easy handles, set up for the integration */
-  int neasy;
+  int neasy, easycap;
   /* rate_limit (fr_pool_turn): a bucket of rate_n tokens, each back
      rate_per_ms after it was taken; rate_back holds when each comes back,
      the oldest at rate_next (a ring). NULL: no rate limit. */

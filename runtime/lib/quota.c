@@ -85,7 +85,7 @@ void *fr_alloc(void *ud, void *p, size_t osize, size_t nsize) {
   if (!p) osize = 0;                    /* then it says the type */
   delta = (long long)nsize - (long long)osize;
   if (nsize == 0) {
-    free(p);
+    fr_blocks_resize(&rt->blocks, p, osize, 0);
     rt->mem += delta;
     if (s) s->use.mem += delta;
     return NULL;
@@ -104,7 +104,7 @@ void *fr_alloc(void *ud, void *p, size_t osize, size_t nsize) {
       return NULL;
     }
   }
-  if (!(q = realloc(p, nsize))) return NULL;
+  if (!(q = fr_blocks_resize(&rt->blocks, p, osize, nsize))) return NULL;
   rt->mem += delta;
   if (s) s->use.mem += delta;
   return q;

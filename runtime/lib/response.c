@@ -2,12 +2,14 @@
 ** response.c -- the response table api_node returns (README: The labels).
 **
 ** Most flows read a response's label, status and maybe one JSON field, so
-** the costly parts are built only when first read: `headers` is parsed from
-** the raw header block, and `json` (or `json_error`) is decoded from the
-** body, on the first access of either one, through the table's __index.
-** Until then the raw header block waits in the table under a private
-** light-userdata key; __pairs builds everything first, so iterating a
-** response shows what the contract says and never the private key.
+** a response is made with label and status only; the rest (raw headers,
+** body, URL, times, error) waits in one userdata, its blob, under a private
+** light-userdata key, and the table's __index sets the fields on the first
+** read of any: body, url, elapsed_ms, attempts, error and reason together
+** (cheap), `headers` parsed from the raw block and `json` (or json_error)
+** decoded from the body on the first read of either. __pairs builds
+** everything first, so iterating a response shows what the contract says
+** and never the private key; so do snapshots (fr_response_full).
 */
 #include <ctype.h>
 #include <string.h>
@@ -63,18 +65,68 @@ static void push_headers(lua_State *L, const char *p, size_t len) {
   }
 }
 
-/* Builds headers, json and json_error of the response at idx, once. */
+/* What a response holds until it is read: everything but label and
+** status, copied out of the call (which goes on to the next one). */
+typedef struct blob {
+  flowrun *rt;                          /* whose secrets the URL hides */
+  lua_Integer elapsed_ms, attempts;
+  bool errors;                          /* error and reason are fields */
+  bool plain;                           /* body ... reason are in the table */
+  size_t n[5];                          /* lengths: headers, body, url, error, reason */
+  char data[];                          /* the five, one after the other */
+} blob;
+
+enum { B_HEADERS, B_BODY, B_URL, B_ERROR, B_REASON };
+
+static const char *part(const blob *b, int i) {
+  const char *p = b->data;
+  for (int k = 0; k < i; k++) p += b->n[k];
+  return p;
+}
+
+/* The blob of the response at idx, pushed; NULL (nil pushed) once it is
+** all in the table. */
+static blob *get_blob(lua_State *L, int idx) {
+  if (lua_rawgetp(L, idx, &raw_key) != LUA_TUSERDATA) return NULL;
+  return lua_touserdata(L, -1);
+}
+
+/* Sets body, url, elapsed_ms, attempts (error, reason) of the response at
+** idx from its blob, once. */
+static void fill_plain(lua_State *L, int idx) {
+  blob *b = get_blob(L, idx);
+  if (b && !b->plain) {
+    lua_pushlstring(L, part(b, B_BODY), b->n[B_BODY]);
+    lua_setfield(L, idx, "body");
+    fr_push_redacted(L, b->rt, part(b, B_URL), b->n[B_URL]);
+    lua_setfield(L, idx, "url");
+    lua_pushinteger(L, b->elapsed_ms);
+    lua_setfield(L, idx, "elapsed_ms");
+    lua_pushinteger(L, b->attempts);
+    lua_setfield(L, idx, "attempts");
+    if (b->errors) {
+      fr_push_redacted(L, b->rt, part(b, B_ERROR), b->n[B_ERROR]);
+      lua_setfield(L, idx, "error");
+      lua_pushlstring(L, part(b, B_REASON), b->n[B_REASON]);
+      lua_setfield(L, idx, "reason");
+    }
+    b->plain = true;
+  }
+  lua_pop(L, 1);
+}
+
+/* Builds every field of the response at idx (headers, json, json_error
+** too), once; the blob goes. */
 static void materialize(lua_State *L, int idx) {
-  size_t len;
-  const char *raw;
-  if (lua_rawgetp(L, idx, &raw_key) != LUA_TSTRING) {
+  blob *b;
+  fill_plain(L, idx);
+  if (!(b = get_blob(L, idx))) {
     lua_pop(L, 1);
     return;
   }
-  raw = lua_tolstring(L, -1, &len);
-  push_headers(L, raw, len);
+  push_headers(L, part(b, B_HEADERS), b->n[B_HEADERS]);
   lua_pushnil(L);
-  lua_rawsetp(L, idx, &raw_key);        /* the string stays on the stack */
+  lua_rawsetp(L, idx, &raw_key);        /* the blob stays on the stack */
   lua_pushvalue(L, -1);
   lua_setfield(L, idx, "headers");
   if (lua_getfield(L, -1, "content-type") == LUA_TSTRING
@@ -86,17 +138,21 @@ static void materialize(lua_State *L, int idx) {
   lua_pop(L, 3);
 }
 
-/* __index(res, key): headers, json and json_error on first access. */
+/* __index(res, key): the fields a response keeps in its blob, on first
+** access; headers, json and json_error parse and decode. */
 static int res_index(lua_State *L) {
   const char *k = lua_tostring(L, 2);
-  if (k && lua_type(L, 2) == LUA_TSTRING
-      && (strcmp(k, "headers") == 0 || strcmp(k, "json") == 0
-          || strcmp(k, "json_error") == 0)) {
+  if (!k || lua_type(L, 2) != LUA_TSTRING) return 0;
+  if (strcmp(k, "headers") == 0 || strcmp(k, "json") == 0 || strcmp(k, "json_error") == 0)
     materialize(L, 1);
-    lua_rawget(L, 1);
-    return 1;
-  }
-  return 0;
+  else if (strcmp(k, "body") == 0 || strcmp(k, "url") == 0 || strcmp(k, "elapsed_ms") == 0
+           || strcmp(k, "attempts") == 0 || strcmp(k, "error") == 0
+           || strcmp(k, "reason") == 0)
+    fill_plain(L, 1);
+  else
+    return 0;
+  lua_rawget(L, 1);
+  return 1;
 }
 
 static int res_next(lua_State *L) {
@@ -117,37 +173,44 @@ static int res_pairs(lua_State *L) {
   return 3;
 }
 
-/* Pushes the response of a finished call. */
+/* Pushes the response of a finished call: label and status in the table,
+** the rest copied into its blob for the first read (most flows read the
+** label, the status and maybe one field). */
 void fr_push_response(lua_State *L, fr_call *c) {
-  flowrun *rt = c->rt;
+  const char *src[5];
+  size_t n[5], total = 0;
+  blob *b;
+  bool errors = c->label == LABEL_ERROR || c->label == LABEL_TIMEOUT
+             || c->label == LABEL_MAXCONN;
+  src[B_HEADERS] = c->status ? c->rhdr.p : NULL;
+  n[B_HEADERS] = src[B_HEADERS] ? c->rhdr.len : 0;
+  src[B_BODY] = c->status ? c->rbody.p : NULL;
+  n[B_BODY] = src[B_BODY] ? c->rbody.len : 0;
+  src[B_URL] = c->rq.url;
+  n[B_URL] = c->rq.url ? strlen(c->rq.url) : 0;
+  src[B_ERROR] = errors ? c->error : NULL;
+  n[B_ERROR] = src[B_ERROR] ? strlen(c->error) : 0;
+  src[B_REASON] = errors ? c->reason : NULL;
+  n[B_REASON] = src[B_REASON] ? strlen(c->reason) : 0;
+  for (int i = 0; i < 5; i++) total += n[i];
   lua_createtable(L, 0, 8);             /* 7 fields; 9 with error, reason */
   lua_pushstring(L, c->label);
   lua_setfield(L, -2, "label");
   if (c->status) {
     lua_pushinteger(L, c->status);
     lua_setfield(L, -2, "status");
-    lua_pushlstring(L, c->rhdr.p ? c->rhdr.p : "", c->rhdr.len);
-    lua_rawsetp(L, -2, &raw_key);
-    lua_pushlstring(L, c->rbody.p ? c->rbody.p : "", c->rbody.len);
-  } else {
-    lua_newtable(L);
-    lua_setfield(L, -2, "headers");
-    lua_pushliteral(L, "");
   }
-  lua_setfield(L, -2, "body");
-  if (c->label == LABEL_ERROR || c->label == LABEL_TIMEOUT || c->label == LABEL_MAXCONN) {
-    const char *e = c->error ? c->error : "";
-    fr_push_redacted(L, rt, e, strlen(e));
-    lua_setfield(L, -2, "error");
-    lua_pushstring(L, c->reason);
-    lua_setfield(L, -2, "reason");
+  b = lua_newuserdatauv(L, sizeof *b + total, 0);
+  b->rt = c->rt;
+  b->elapsed_ms = (lua_Integer)(c->t0 + 0.5);
+  b->attempts = c->attempts;
+  b->errors = errors;
+  b->plain = false;
+  for (int i = 0, at = 0; i < 5; at += (int)n[i], i++) {
+    b->n[i] = n[i];
+    if (n[i]) memcpy(b->data + at, src[i], n[i]);
   }
-  lua_pushinteger(L, (lua_Integer)(c->t0 + 0.5));
-  lua_setfield(L, -2, "elapsed_ms");
-  fr_push_redacted(L, rt, c->rq.url ? c->rq.url : "", c->rq.url ? strlen(c->rq.url) : 0);
-  lua_setfield(L, -2, "url");
-  lua_pushinteger(L, c->attempts);
-  lua_setfield(L, -2, "attempts");
+  lua_rawsetp(L, -2, &raw_key);
   luaL_setmetatable(L, RESPONSE_MT);
 }
 

@@ -134,6 +134,7 @@ void fr_destroy(flowrun *rt) {
     luaL_unref(rt->L, LUA_REGISTRYINDEX, rt->lines_ref);
     if (rt->owns_L) lua_close(rt->L);
   }
+  fr_blocks_free(&rt->blocks);
   fr_loop_free(rt);
   fr_integrations_free(rt);
   fr_secrets_free(rt);

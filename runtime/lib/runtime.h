@@ -14,6 +14,7 @@
 #include <lua.h>
 
 #include "base.h"
+#include "blocks.h"
 #include "flowrun.h"
 
 typedef struct fr_timer fr_timer;
@@ -96,6 +97,7 @@ struct flowrun {
   long long limit[FLOWRUN_LIMIT_COUNT];
   int lines_ref;                        /* registry: file -> line -> runs; LUA_NOREF: not counted */
   long long mem;                        /* bytes the Lua state holds (if ours) */
+  fr_blocks blocks;                     /* its small freed blocks (blocks.c) */
   flowrun_callbacks cb;
   char err[1024];
 };
