@@ -29,6 +29,7 @@ struct fr_integration {
   char *base_query;                     /* its query, or NULL */
   CURLU *scratch;                       /* a copy of base that calls reuse */
   char *memo_path, *memo_query, *memo_url;  /* the last URL built (request.c) */
+  char *plain_path, *plain_url;         /* the last plain call's path and URL (request.c) */
   fr_header *headers;                   /* auth included as Authorization */
   fr_oauth *oauth;                      /* auth = { oauth2 = ... }, or NULL (auth.h) */
   char *api_key;                        /* auth = { api_key = ... }: its header or query name */

@@ -43,6 +43,8 @@ static void integration_free(fr_integration *ig) {
   free(ig->memo_path);
   free(ig->memo_query);
   free(ig->memo_url);
+  free(ig->plain_path);
+  free(ig->plain_url);
   for (i = 0; i < ig->nheaders; i++) {
     free(ig->headers[i].name);
     free(ig->headers[i].value);

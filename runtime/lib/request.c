@@ -29,26 +29,32 @@
 
 /* ---- building the request ---- */
 
-/* The fields of a spec (rules.c) are bits of present. */
-#define HAS(f) (present & (1u << (f)))
+/* The spec at index 1, read once: which fields (rules.c) it has, as bits
+** of present, and each one's value in stack slot base + f. */
+typedef struct spec {
+  unsigned present;
+  int base;
+} spec;
 
-/* Pushes field f of the spec at 1 and says true, when the spec has it (the
-** bits of present); raises unless it is of the field's type. */
-static bool field(lua_State *L, unsigned present, int f) {
+#define HAS(f) (sp->present & (1u << (f)))
+
+/* Pushes field f of the spec and says true, when the spec has it; raises
+** unless it is of the field's type. */
+static bool field(lua_State *L, const spec *sp, int f) {
   if (!HAS(f)) return false;
-  lua_pushstring(L, fr_fields[f].name);
-  if (lua_rawget(L, 1) != fr_fields[f].type)
+  lua_pushvalue(L, sp->base + f);
+  if (lua_type(L, -1) != fr_fields[f].type)
     fr_api_error(L, M_FIELD_TYPE, fr_fields[f].name, fr_fields[f].want,
                  luaL_typename(L, -1));
   return true;
 }
 
-static void resolve_target(lua_State *L, flowrun *rt, fr_request *rq, unsigned present,
+static void resolve_target(lua_State *L, flowrun *rt, fr_request *rq, const spec *sp,
                            const char **path) {
   const fr_endpoint *ep = NULL;
   fr_integration *ig = NULL;
   const char *method = NULL, *bad;
-  if (field(L, present, F_ENDPOINT)) {
+  if (field(L, sp, F_ENDPOINT)) {
     const char *s = lua_tostring(L, -1), *dot = strchr(s, '.');
     if (!dot) fr_api_error(L, M_ENDPOINT_FORM, s);
     if (!(ig = fr_integration_find(rt, s, dot - s)))
@@ -57,7 +63,7 @@ static void resolve_target(lua_State *L, flowrun *rt, fr_request *rq, unsigned p
       fr_api_error(L, M_NO_ENDPOINT, ig->name, dot + 1);
     lua_pop(L, 1);
   }
-  if (field(L, present, F_INTEGRATION)) {
+  if (field(L, sp, F_INTEGRATION)) {
     const char *s = lua_tostring(L, -1);
     if (ig && strcmp(ig->name, s) != 0)
       fr_api_error(L, M_DISAGREE, s, lua_pushfstring(L, "%s.%s", ig->name, ep->name));
@@ -75,7 +81,7 @@ static void resolve_target(lua_State *L, flowrun *rt, fr_request *rq, unsigned p
   rq->endpoint = ep ? ep->name : NULL;
   ig->refs++;
   method = ep ? ep->method : "GET";
-  if (field(L, present, F_METHOD)) {
+  if (field(L, sp, F_METHOD)) {
     const char *m = lua_tostring(L, -1);
     if (!(method = fr_method(m))) {
       fr_push_methods_text(L);
@@ -87,7 +93,7 @@ static void resolve_target(lua_State *L, flowrun *rt, fr_request *rq, unsigned p
   }
   strcpy(rq->method, method);
   *path = ep ? ep->path : "";
-  if (field(L, present, F_PATH)) {
+  if (field(L, sp, F_PATH)) {
     size_t len;
     if (ep) fr_api_error(L, M_PATH_AND_ENDPOINT);
     *path = lua_tolstring(L, -1, &len); /* anchored by the spec */
@@ -205,13 +211,30 @@ static void set_url(lua_State *L, fr_integration *ig, fr_request *rq, const char
   }
 }
 
+/* Remembers the URL of a plain call (no params, no query, nothing to
+** fill in the path): the next plain call of the path gets it as it is. */
+static void remember_plain(fr_integration *ig, const char *path, const char *url) {
+  char *p = strdup(path), *u = strdup(url);
+  free(ig->plain_path);
+  free(ig->plain_url);
+  ig->plain_path = p;
+  ig->plain_url = p && u ? u : NULL;
+  if (!ig->plain_url) free(u);
+}
+
 /* Builds rq->url from the integration's base URL, path and query. */
-static void build_url(lua_State *L, fr_request *rq, unsigned present, const char *path) {
+static void build_url(lua_State *L, fr_request *rq, const spec *sp, const char *path) {
   fr_integration *ig = rq->ig;
   int params = 0, i;
   char sep = '&';
   const char *q;
-  if (field(L, present, F_PARAMS)) {
+  bool plain = !HAS(F_PARAMS) && !HAS(F_QUERY) && !HAS(F_QUERY_SEPARATOR)
+            && !strpbrk(path, "{?");
+  if (plain && ig->plain_url && strcmp(path, ig->plain_path) == 0) {
+    if (!fr_request_set_url(rq, ig->plain_url)) luaL_error(L, "not enough memory");
+    return;
+  }
+  if (field(L, sp, F_PARAMS)) {
     params = lua_gettop(L);
     lua_pushnil(L);
     while (lua_next(L, params)) {
@@ -221,7 +244,7 @@ static void build_url(lua_State *L, fr_request *rq, unsigned present, const char
       lua_pop(L, 2);
     }
   }
-  if (field(L, present, F_QUERY_SEPARATOR)) {
+  if (field(L, sp, F_QUERY_SEPARATOR)) {
     q = lua_tostring(L, -1);
     if (strcmp(q, "&") != 0 && strcmp(q, ";") != 0)
       fr_api_error(L, M_QUERY_SEPARATOR, q);
@@ -231,7 +254,7 @@ static void build_url(lua_State *L, fr_request *rq, unsigned present, const char
   fill_path(L, path, params);
   int filled = lua_gettop(L);
   /* the query: base URL's, the path's, the integration's, the node's */
-  if (field(L, present, F_QUERY)) {
+  if (field(L, sp, F_QUERY)) {
     fr_query_pairs(L, -1, "api_node: query");
     lua_remove(L, -2);
   } else
@@ -270,6 +293,7 @@ static void build_url(lua_State *L, fr_request *rq, unsigned present, const char
     if (!fr_request_set_url(rq, lua_tostring(L, -1))) luaL_error(L, "not enough memory");
   } else
     set_url(L, ig, rq, lua_tostring(L, -1), lua_tostring(L, -2), nq > 0);
+  if (plain && !rq->fail) remember_plain(ig, path, rq->url);
   lua_settop(L, filled - 1);
   if (params) lua_pop(L, 1);
 }
@@ -317,13 +341,13 @@ static void add_line(lua_State *L, fr_request *rq, struct curl_slist **tail,
 /* Builds the header list; a conflict with the integration sets the label.
 ** One pass over the node's headers compares each with the integration's
 ** and marks those the node repeats. */
-static void build_headers(lua_State *L, fr_request *rq, unsigned present, int *hidx,
+static void build_headers(lua_State *L, fr_request *rq, const spec *sp, int *hidx,
                           struct curl_slist **tail) {
   fr_integration *ig = rq->ig;
   int h = 0, i;
   bool *repeated;
   *hidx = 0;
-  if (field(L, present, F_HEADERS)) {
+  if (field(L, sp, F_HEADERS)) {
     h = *hidx = lua_gettop(L);
     lua_pushnil(L);
     while (lua_next(L, h)) {
@@ -383,7 +407,7 @@ static void build_headers(lua_State *L, fr_request *rq, unsigned present, int *h
 
 /* A multipart body: its parts (wire.c), sent with the Content-Type libcurl
 ** makes (its boundary), so an integration's Content-Type is left out. */
-static void build_multipart(lua_State *L, fr_request *rq, unsigned present, int h) {
+static void build_multipart(lua_State *L, fr_request *rq, const spec *sp, int h) {
   if (HAS(F_BODY) || HAS(F_FORM)) fr_api_error(L, M_MULTIPART_AND_BODY, HAS(F_BODY) ? "body" : "form");
   if (strcmp(rq->method, "GET") == 0 || strcmp(rq->method, "HEAD") == 0)
     fr_api_error(L, M_NO_BODY, rq->method, "multipart");
@@ -395,19 +419,19 @@ static void build_multipart(lua_State *L, fr_request *rq, unsigned present, int 
         fr_api_error(L, M_MULTIPART_CONTENT_TYPE, lua_tostring(L, -1));
     }
   }
-  field(L, present, F_MULTIPART);
+  field(L, sp, F_MULTIPART);
   fr_parts_read(L, rq, -1);
   lua_pop(L, 1);
 }
 
-static void build_body(lua_State *L, fr_request *rq, unsigned present, int h,
+static void build_body(lua_State *L, fr_request *rq, const spec *sp, int h,
                        struct curl_slist **tail) {
   if (HAS(F_MULTIPART)) {
-    build_multipart(L, rq, present, h);
+    build_multipart(L, rq, sp, h);
     return;
   }
-  int t = HAS(F_BODY) ? (lua_pushliteral(L, "body"), lua_rawget(L, 1)) : (lua_pushnil(L), LUA_TNIL);
-  int f = HAS(F_FORM) ? (lua_pushliteral(L, "form"), lua_rawget(L, 1)) : (lua_pushnil(L), LUA_TNIL);
+  int t = (lua_pushvalue(L, sp->base + F_BODY), lua_type(L, -1));
+  int f = (lua_pushvalue(L, sp->base + F_FORM), lua_type(L, -1));
   bool has_type = node_header(L, h, "Content-Type") || ig_header(rq->ig, "Content-Type");
   const char *type = NULL;
   size_t len;
@@ -452,21 +476,42 @@ static void build_body(lua_State *L, fr_request *rq, unsigned present, int h,
   lua_pop(L, 3);
 }
 
-/* The fields the spec has, as bits; raises on one that is unknown. */
-static unsigned check_keys(lua_State *L) {
-  unsigned present = 0;
+/* The names of the fields as this state's strings: a key of a spec is a
+** field when it is one of these (short strings are interned: the same
+** text is the same string), found by its address without a strcmp. */
+static const char *const *field_names(lua_State *L, flowrun *rt) {
+  static const char anchor = 0;
+  _Static_assert(F_NFIELDS <= sizeof rt->field_names / sizeof *rt->field_names, "field_names");
+  if (rt->field_names[0]) return rt->field_names;
+  lua_createtable(L, F_NFIELDS, 0);     /* keeps them alive */
+  for (int i = 0; i < F_NFIELDS; i++) {
+    rt->field_names[i] = lua_pushstring(L, fr_fields[i].name);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &anchor);
+  return rt->field_names;
+}
+
+/* Reads which fields the spec has into sp, and their values into the
+** slots from sp->base; raises on a key that is not a field. */
+static void check_keys(lua_State *L, flowrun *rt, spec *sp) {
+  const char *const *names = field_names(L, rt);
+  sp->present = 0;
+  sp->base = lua_gettop(L) + 1;
+  luaL_checkstack(L, F_NFIELDS + 8, "api_node");
+  lua_settop(L, sp->base + F_NFIELDS - 1);
   lua_pushnil(L);
   while (lua_next(L, 1)) {
-    int i = 0;
-    lua_pop(L, 1);
-    if (lua_type(L, -1) == LUA_TSTRING)
-      for (; i < F_NFIELDS; i++)
-        if (strcmp(fr_fields[i].name, lua_tostring(L, -1)) == 0) break;
-    if (lua_type(L, -1) != LUA_TSTRING || i == F_NFIELDS)
-      fr_api_error(L, M_UNKNOWN_FIELD, luaL_tolstring(L, -1, NULL));
-    present |= 1u << i;
+    int i = F_NFIELDS;
+    if (lua_type(L, -2) == LUA_TSTRING) {
+      const char *k = lua_tostring(L, -2);
+      for (i = 0; i < F_NFIELDS && names[i] != k; i++) {}
+    }
+    if (i == F_NFIELDS)
+      fr_api_error(L, M_UNKNOWN_FIELD, luaL_tolstring(L, -2, NULL));
+    lua_replace(L, sp->base + i);
+    sp->present |= 1u << i;
   }
-  return present;
 }
 
 /* Reads the spec at index 1 into rq, empty but for its URL buffer. */
@@ -474,14 +519,15 @@ void fr_request_build(lua_State *L, flowrun *rt, fr_request *rq) {
   const char *path;
   int h;
   struct curl_slist *tail = NULL;
-  unsigned present = check_keys(L);
-  resolve_target(L, rt, rq, present, &path);
-  if (!field(L, present, F_RESULTS))
+  spec the, *sp = &the;
+  check_keys(L, rt, sp);
+  resolve_target(L, rt, rq, sp, &path);
+  if (!field(L, sp, F_RESULTS))
     fr_api_error(L, M_RESULTS_REQUIRED, fr_messages[M_MISSING_SUCCESS]);
   fr_parse_results(L, lua_gettop(L), "api_node: results", &rq->results, true);
   lua_pop(L, 1);
   rq->timeout_ms = rq->ig->timeout_ms;
-  if (HAS(F_TIMEOUT_MS) && (lua_pushliteral(L, "timeout_ms"), lua_rawget(L, 1)) != LUA_TNIL) {
+  if (HAS(F_TIMEOUT_MS) && (lua_pushvalue(L, sp->base + F_TIMEOUT_MS), lua_type(L, -1)) != LUA_TNIL) {
     int ok;
     lua_Integer ms = lua_tointegerx(L, -1, &ok);
     if (!ok || lua_type(L, -1) != LUA_TNUMBER || ms < 1 || ms > 0x7fffffff)
@@ -490,7 +536,7 @@ void fr_request_build(lua_State *L, flowrun *rt, fr_request *rq) {
   }
   if (HAS(F_TIMEOUT_MS)) lua_pop(L, 1);
   rq->deadline_ms = rq->ig->deadline_ms;
-  if (HAS(F_DEADLINE_MS) && (lua_pushliteral(L, "deadline_ms"), lua_rawget(L, 1)) != LUA_TNIL) {
+  if (HAS(F_DEADLINE_MS) && (lua_pushvalue(L, sp->base + F_DEADLINE_MS), lua_type(L, -1)) != LUA_TNIL) {
     int ok;
     lua_Integer ms = lua_tointegerx(L, -1, &ok);
     if (!ok || lua_type(L, -1) != LUA_TNUMBER || ms < 1 || ms > 0x7fffffff)
@@ -498,10 +544,11 @@ void fr_request_build(lua_State *L, flowrun *rt, fr_request *rq) {
     rq->deadline_ms = (long)ms;
   }
   if (HAS(F_DEADLINE_MS)) lua_pop(L, 1);
-  build_url(L, rq, present, path);
-  build_headers(L, rq, present, &h, &tail);
-  build_body(L, rq, present, h, &tail);
+  build_url(L, rq, sp, path);
+  build_headers(L, rq, sp, &h, &tail);
+  build_body(L, rq, sp, h, &tail);
   if (!rq->fail) check_head_size(L, rq);
+  lua_settop(L, sp->base - 1);
 }
 
 bool fr_request_set_url(fr_request *rq, const char *url) {

@@ -98,6 +98,7 @@ struct flowrun {
   int lines_ref;                        /* registry: file -> line -> runs; LUA_NOREF: not counted */
   long long mem;                        /* bytes the Lua state holds (if ours) */
   fr_blocks blocks;                     /* its small freed blocks (blocks.c) */
+  const char *field_names[32];          /* api_node's fields as L's strings (request.c) */
   flowrun_callbacks cb;
   char err[1024];
 };
