@@ -66,8 +66,8 @@ static void mime_out(fr_call *c) {
 /* Takes e out of the multi handle and keeps it for ig's next call; one
 ** libcurl would not take out is freed instead (curl_easy_cleanup takes it
 ** out), never reused. */
-static void easy_out(flowrun *rt, fr_integration *ig, CURL *e) {
-  if (curl_multi_remove_handle(rt->multi, e) == CURLM_OK) fr_pool_easy_put(&ig->pool, e);
+static void easy_out(flowrun *rt, fr_integration *ig, CURL *e, const fr_call *owner) {
+  if (curl_multi_remove_handle(rt->multi, e) == CURLM_OK) fr_pool_easy_put(&ig->pool, e, owner);
   else curl_easy_cleanup(e);
 }
 
@@ -88,7 +88,7 @@ static void detach(fr_call *c) {
   flowrun *rt = c->rt;
   if (c->easy) {
     if (c->mime) mime_out(c);
-    easy_out(rt, c->rq.ig, c->easy);
+    easy_out(rt, c->rq.ig, c->easy, c);
     c->easy = NULL;
   }
   fr_timer_cancel(rt, &c->timer);
@@ -300,7 +300,12 @@ static void pause_for_429(fr_call *c) {
 static void set_status(fr_call *c, int status) {
   int m = fr_results_status(&c->rq.results, status);
   c->status = status;
-  if (m > 0) snprintf(c->codelabel, sizeof c->codelabel, "%d", m);
+  if (m >= 100 && m <= 999) {           /* "%d" without snprintf: every call has one */
+    c->codelabel[0] = (char)('0' + m / 100);
+    c->codelabel[1] = (char)('0' + m / 10 % 10);
+    c->codelabel[2] = (char)('0' + m % 10);
+    c->codelabel[3] = '\0';
+  } else if (m > 0) snprintf(c->codelabel, sizeof c->codelabel, "%d", m);
   else if (m < 0) snprintf(c->codelabel, sizeof c->codelabel, "%dxx", -m);
   c->label = m ? c->codelabel : LABEL_OTHER;
   if (status == 429) pause_for_429(c);
@@ -642,9 +647,9 @@ static void finish(fr_call *c) {
 
 /* An easy handle for ig: one of its idle ones, already set up with what
 ** is the same on every call of the integration, or a new one. */
-static CURL *easy_take(flowrun *rt, fr_integration *ig) {
+static CURL *easy_take(flowrun *rt, fr_integration *ig, const void **owner) {
   CURL *e;
-  if ((e = fr_pool_easy_take(&ig->pool))) return e;
+  if ((e = fr_pool_easy_take(&ig->pool, owner))) return e;
   if (!(e = curl_easy_init())) return NULL;
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
@@ -814,6 +819,8 @@ static void transfer(fr_call *c) {
   double now = fr_clock(c->rt), left = c->rq.timeout_ms - (now - c->attempt_t0);
   CURL *e;
   CURLMcode mc;
+  const void *owner;
+  char *last = NULL;
   c->rbody.len = c->rhdr.len = 0;
   c->too_large = c->head_done = c->resend_refused = false;
   c->sends = c->fd_errno = 0;
@@ -840,19 +847,25 @@ static void transfer(fr_call *c) {
     finish(c);
     return;
   }
-  if (!(e = c->easy = easy_take(rt, ig))) {
+  if (!(e = c->easy = easy_take(rt, ig, &owner))) {
     fail_oom(c);
     finish(c);
     return;
   }
-  curl_easy_setopt(e, CURLOPT_PRIVATE, c);
-  curl_easy_setopt(e, CURLOPT_URL, c->rq.url);
-  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
+  if (owner != c) {                     /* its data options point to c already, or now */
+    curl_easy_setopt(e, CURLOPT_PRIVATE, c);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
+    curl_easy_setopt(e, CURLOPT_PREREQDATA, c);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, c);
+  }
+  /* the URL its last request had (libcurl follows no redirect): kept, as
+  ** setting it copies and parses it */
+  if (curl_easy_getinfo(e, CURLINFO_EFFECTIVE_URL, &last) != CURLE_OK || !last
+      || strcmp(last, c->rq.url) != 0)
+    curl_easy_setopt(e, CURLOPT_URL, c->rq.url);
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->rq.hdrs);
-  curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
-  curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
-  curl_easy_setopt(e, CURLOPT_PREREQDATA, c);
-  curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, c);
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)left);
   if (ig->cookies && !fr_cookies_load(e, c->jar)) {
     fail_oom(c);
@@ -1266,7 +1279,7 @@ void fr_call_done(flowrun *rt, CURLMsg *m) {
   }
   if (c->rq.ig->cookies && !fr_cookies_save(e, &c->jar)) c->oom = true;
   if (c->mime) mime_out(c);
-  easy_out(rt, c->rq.ig, e);
+  easy_out(rt, c->rq.ig, e, c);
   c->easy = NULL;
   if (c->oom) fail_oom(c);
   else if (rc != CURLE_OK) classify(c, rc, connect_us);

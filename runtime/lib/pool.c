@@ -8,21 +8,27 @@
 
 #include "pool.h"
 
-CURL *fr_pool_easy_take(fr_pool *p) {
-  return p->neasy > 0 ? p->easy[--p->neasy] : NULL;
+CURL *fr_pool_easy_take(fr_pool *p, const void **owner) {
+  *owner = NULL;
+  if (p->neasy == 0) return NULL;
+  *owner = p->owner[--p->neasy];
+  return p->easy[p->neasy];
 }
 
-void fr_pool_easy_put(fr_pool *p, CURL *e) {
+void fr_pool_easy_put(fr_pool *p, CURL *e, const void *owner) {
   if (p->neasy == p->easycap) {         /* grows by half: no realloc per call */
     int cap = p->easycap ? p->easycap + p->easycap / 2 + 1 : 8;
     CURL **easy = realloc(p->easy, (size_t)cap * sizeof *easy);
-    if (!easy) {
+    const void **own = easy ? realloc(p->owner, (size_t)cap * sizeof *own) : NULL;
+    if (easy) p->easy = easy;
+    if (!own) {
       curl_easy_cleanup(e);
       return;
     }
-    p->easy = easy;
+    p->owner = own;
     p->easycap = cap;
   }
+  p->owner[p->neasy] = owner;
   p->easy[p->neasy++] = e;
 }
 
@@ -55,6 +61,8 @@ void fr_pool_pause(fr_pool *p, double until) {
 void fr_pool_free(fr_pool *p) {
   for (int i = 0; i < p->neasy; i++) curl_easy_cleanup(p->easy[i]);
   free(p->easy);
+  free(p->owner);
+  p->owner = NULL;
   free(p->rate_back);
   p->rate_back = NULL;
   p->easy = NULL;

@@ -18,6 +18,7 @@ typedef struct fr_pool {
   int inflight;                         /* calls holding a slot */
   fr_call *qhead, *qtail;               /* calls waiting for one, FIFO */
   CURL **easy;                          /* idle easy handles, set up for the integration */
+  const void **owner;                   /* the call each one's data options point to */
   int neasy, easycap;
   /* rate_limit (fr_pool_turn): a bucket of rate_n tokens, each back
      rate_per_ms after it was taken; rate_back holds when each comes back,
@@ -29,10 +30,11 @@ typedef struct fr_pool {
   fr_timer gate;                        /* the queue's head waits for a turn (call.c) */
 } fr_pool;
 
-/* An idle easy handle of p, or NULL when there is none. */
-CURL *fr_pool_easy_take(fr_pool *p);
+/* An idle easy handle of p, or NULL when there is none; *owner: what
+** fr_pool_easy_put was told of it (the call it was last set up for). */
+CURL *fr_pool_easy_take(fr_pool *p, const void **owner);
 /* Keeps e for p's next call (or frees it when there is no memory). */
-void fr_pool_easy_put(fr_pool *p, CURL *e);
+void fr_pool_easy_put(fr_pool *p, CURL *e, const void *owner);
 /* Gives p a rate limit of n requests per per_ms; false: no memory. */
 bool fr_pool_rate(fr_pool *p, int n, long per_ms);
 /* 0 when a request may start at now (a token is taken), else the ms until
