@@ -196,8 +196,8 @@ mutate: deps
 .PHONY: all deps test demo repl install install-rock uninstall clean mutate FORCE
 
 # make bench: the benchmark of the issue, against nginx on 127.0.0.1 (see
-# bench/run.lua); installs nginx and wrk first when they are missing.
-BENCH_DEBS = nginx-light wrk
+# bench/run.lua); installs nginx, wrk and valgrind first when they are missing.
+BENCH_DEBS = nginx-light wrk valgrind
 BENCH_BIN = $(patsubst %,$(B)/bench/%,timeit curl_easy curl_multi curl_socket idle inflight)
 
 $(B)/bench:

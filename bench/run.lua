@@ -430,6 +430,124 @@ local function curl_multi(n, c)
   return baseline(("%scurl_multi %s %d %d"):format(BIN, nginx.url, n, c))
 end
 
+-- ---- instructions per call (callgrind) ----
+--
+-- Wall-clock ratios swing with the machine; instruction counts do not.
+-- Each command runs under `valgrind --tool=callgrind` twice, with INSTR_N1
+-- and INSTR_N2 calls in all: (I2 - I1) / (N2 - N1) is what one call costs,
+-- start-up and exit cancelled out. What is left to chance is how many
+-- responses one loop turn finds ready (a turn costs the same for one or
+-- ten), so each count is the smallest of INSTR_REPEATS such pairs (the
+-- largest is kept as its spread).
+
+local INSTR_N1, INSTR_N2 = 1000, 4000
+local INSTR_REPEATS = math.max(1, math.floor(env_number("BENCH_INSTR_REPEATS", 3)))
+local HAVE_VALGRIND = have("valgrind")
+
+-- Instructions that CMD ran (every library, user space), and when OUT is
+-- given callgrind's profile there; nil and an error when it failed.
+local function instructions(cmd, out)
+  local text, ok = sh(("timeout -k 5 %d %svalgrind --tool=callgrind --callgrind-out-file=%s %s")
+                      :format(TIMEOUT, CLIENT_PIN, out or "/dev/null", cmd))
+  local n = text:match("Collected : (%d+)")
+  if not ok or not n then
+    return nil, ("`%s` under callgrind failed:\n%s"):format(cmd, excerpt(text))
+  end
+  return tonumber(n)
+end
+
+-- Inclusive instructions of the functions named in FNS (a set), from a
+-- profile, summed.
+local function inclusive(out, fns)
+  local text = sh("callgrind_annotate --inclusive=yes --threshold=100 " .. quote(out))
+  local sum = 0
+  for line in text:gmatch("[^\n]+") do
+    local n, fn = line:match("^%s*([%d,]+)%s+%b()%s+[^:]*:(%S+)%s+%[")
+    if n and fns[fn] then sum = sum + tonumber((n:gsub(",", ""))) end
+  end
+  return sum
+end
+
+-- Instructions per call of MAKE(n) (a command making n calls in all):
+-- { value = the smallest of the repeats, max = the largest }. With FNS,
+-- also `parts`: the inclusive instructions per call of each named set of
+-- functions (FNS: name -> set), from the repeat counted.
+local function per_call(make, fns)
+  local best, worst, parts
+  for r = 1, INSTR_REPEATS do
+    local p1, p2 = fns and flows.dir .. "/cg.1" or nil, fns and flows.dir .. "/cg.2" or nil
+    local i1, err = instructions(make(INSTR_N1), p1)
+    if not i1 then return nil, err end
+    local i2, err2 = instructions(make(INSTR_N2), p2)
+    if not i2 then return nil, err2 end
+    local v = (i2 - i1) / (INSTR_N2 - INSTR_N1)
+    if not best or v < best then
+      best = v
+      if fns then
+        parts = {}
+        for name, set in pairs(fns) do
+          parts[name] = (inclusive(p2, set) - inclusive(p1, set)) / (INSTR_N2 - INSTR_N1)
+        end
+      end
+    end
+    worst = math.max(worst or v, v)
+  end
+  return { value = best, max = worst, parts = parts }
+end
+
+-- The runtime's accounting for the limits: the counting allocator less
+-- the block lists it calls, and the count hook.
+local LIMIT_FNS = {
+  alloc = { fr_alloc = true }, blocks = { fr_blocks_resize = true }, hook = { hook = true },
+}
+
+local function flowrun_cmd(sessions, extra)
+  return function(n)
+    return ("%s run --sessions %d%s -I %s bench/flows/calls.lua %d")
+           :format(FLOWRUN, sessions, extra or "", quote(flows.integrations), n // sessions)
+  end
+end
+
+local function socket_cmd(c, bare)
+  return function(n)
+    return ("%scurl_socket %s %d %d%s"):format(BIN, nginx.url, n, c, bare and " bare" or "")
+  end
+end
+
+-- The instruction rows: flowrun at SESSIONS sessions against libcurl
+-- driven as flowrun drives it, doing what flowrun does with each request;
+-- the bare loops (curl_multi.c, curl_socket.c bare) are shown beside.
+local function instr_pair(sessions)
+  local f, err = per_call(flowrun_cmd(sessions), LIMIT_FNS)
+  if not f then return nil, err end
+  local b, err2 = per_call(socket_cmd(sessions))
+  if not b then return nil, err2 end
+  local poll, err3 = per_call(function(n)
+    return ("%scurl_multi %s %d %d"):format(BIN, nginx.url, n, sessions)
+  end)
+  if not poll then return nil, err3 end
+  local bare, err4 = per_call(socket_cmd(sessions, true))
+  if not bare then return nil, err4 end
+  f.limits = f.parts.alloc - f.parts.blocks + f.parts.hook
+  b.poll, b.bare = poll.value, bare.value
+  return f, b
+end
+
+-- A capability's cost per call: flowrun at 100 sessions with EXTRA
+-- (--store, --trace-json) against the same without.
+local function instr_cost(extra, fresh)
+  return function()
+    local f, err = per_call(function(n)
+      if fresh then os.remove(fresh) os.remove(fresh .. "-wal") os.remove(fresh .. "-shm") end
+      return flowrun_cmd(100, extra)(n)
+    end)
+    if not f then return nil, err end
+    local b, err2 = per_call(flowrun_cmd(100))
+    if not b then return nil, err2 end
+    return f, b
+  end
+end
+
 local function node_fetch(n, c)
   return baseline(("node bench/node_fetch.mjs %s %d %d"):format(nginx.url, n, c))
 end
@@ -996,6 +1114,25 @@ local rows = {
     what = ("1000 sessions, %d calls vs libcurl multi, 1000 in flight"):format(N_CALLS),
     flowrun = function() return flowrun_calls(1000, N_CALLS) end,
     baseline = function() return curl_multi(N_CALLS, 1000) end },
+  { name = "instructions 10", kind = "instr", target = 1.10, once = true,
+    what = ("instructions per call (callgrind, smallest of %d pairs of %d and %d calls): 10"
+            .. " sessions vs libcurl socket_action + epoll, 10 in flight, each request's URL"
+            .. " and timeout set and its response kept"):format(INSTR_REPEATS, INSTR_N1, INSTR_N2),
+    skip = not HAVE_VALGRIND and "valgrind not found: row skipped",
+    pair = function() return instr_pair(10) end },
+  { name = "instructions 100", kind = "instr", target = 1.10, once = true,
+    what = "the same, 100 sessions vs 100 in flight",
+    skip = not HAVE_VALGRIND and "valgrind not found: row skipped",
+    pair = function() return instr_pair(100) end },
+  { name = "store per call", kind = "cost", once = true,
+    what = "instructions per call, 100 sessions: --store (SQLite, a new file) vs without",
+    skip = not HAVE_VALGRIND and "valgrind not found: row skipped",
+    pair = function() return instr_cost(" --store " .. quote(flows.dir .. "/cost.db"),
+                                        flows.dir .. "/cost.db")() end },
+  { name = "traces per call", kind = "cost", once = true,
+    what = "instructions per call, 100 sessions: --trace-json /dev/null vs without",
+    skip = not HAVE_VALGRIND and "valgrind not found: row skipped",
+    pair = function() return instr_cost(" --trace-json /dev/null")() end },
   { name = "http2", kind = "rps", target = 1.00,
     what = ("%d sessions, %d calls to nginx over TLS, max_connections 100: http_version \"2\""
             .. " vs \"1.1\" (connections used: below the table)"):format(N_TLS_SESSIONS, N_TLS),
@@ -1199,9 +1336,12 @@ local function summarize(row)
   elseif row.kind == "report" or row.kind == "conv" then
     row.ratio = fm and bm and bm > 0 and fm / bm or nil
     row.result = #row.runs.flowrun > 0 and "-" or "FAIL"
-  elseif row.kind == "rss" then
+  elseif row.kind == "rss" or row.kind == "instr" then
     row.ratio = fm and bm and bm > 0 and fm / bm or nil
     row.result = row.ratio and (row.ratio <= row.target and "PASS" or "MISS") or "FAIL"
+  elseif row.kind == "cost" then
+    row.ratio = fm and bm and bm > 0 and fm / bm or nil
+    row.result = #row.runs.flowrun > 0 and "-" or "FAIL"
   elseif row.kind == "soak" then
     local m = row.runs.flowrun[1]
     row.result = m and m.counts_equal and m.wrong == 0 and m.rss_flat and m.calls > 0
@@ -1262,6 +1402,22 @@ local function cells(row)
     if bm then c[3] = ("%.1f MiB"):format(bm / 1024) end
     if row.ratio then c[4] = ("%.2f x"):format(row.ratio) end
     c[5] = ("<= %.2f x"):format(row.target)
+  elseif row.kind == "instr" or row.kind == "cost" then
+    local f, b = row.runs.flowrun[1], row.runs.baseline[1]
+    if f then c[2] = fmt_int(f.value) .. " instr/call" end
+    if b then c[3] = fmt_int(b.value) .. " instr/call" end
+    if row.ratio then c[4] = ("%.2f x"):format(row.ratio) end
+    if row.kind == "instr" then
+      c[5] = ("<= %.2f x"):format(row.target)
+      if f and b then
+        c[7] = ("max %s / %s; bare loops: poll %.2f x, socket %.2f x; limits %s/call")
+               :format(fmt_int(f.max), fmt_int(b.max), f.value / b.poll, f.value / b.bare,
+                       fmt_int(f.limits))
+      end
+    else
+      c[5] = "report"
+      if f and b then c[7] = ("+%s instr/call"):format(fmt_int(f.value - b.value)) end
+    end
   elseif row.kind == "soak" then
     local m = row.runs.flowrun[1]
     if m then
