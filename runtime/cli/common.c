@@ -106,25 +106,50 @@ bool cli_utf8_valid(const char *s, size_t len) {
 ** flow said (a byte that starts no valid sequence becomes U+FFFD). */
 void cli_json_str(FILE *f, const char *s, size_t len) {
   const unsigned char *p = (const unsigned char *)s, *end;
+  char buf[1024];                       /* escaped here, written a kilobyte at a time */
+  size_t o = 0;
   if (!s) { fputs("null", f); return; }
   end = p + len;
-  putc('"', f);
+  buf[o++] = '"';
   while (p < end) {
     unsigned char ch = *p;
-    size_t n = utf8_seq(p, (size_t)(end - p));
-    if (n == 0) {
-      fputs("\\ufffd", f);
-      p++;
+    size_t n;
+    if (o > sizeof buf - 8) {           /* room for the longest step: 6, and the quote */
+      fwrite(buf, 1, o, f);
+      o = 0;
+    }
+    if (ch >= 0x20 && ch < 0x7F && ch != '"' && ch != '\\') {   /* a run of such bytes */
+      const unsigned char *q = p;
+      size_t room = sizeof buf - 8 - o;
+      while (q < end && (size_t)(q - p) < room && *q >= 0x20 && *q < 0x7F && *q != '"'
+             && *q != '\\')
+        q++;
+      memcpy(buf + o, p, (size_t)(q - p));
+      o += (size_t)(q - p);
+      p = q;
       continue;
     }
-    if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
-    else if (ch == '\n') fputs("\\n", f);
-    else if (ch == '\t') fputs("\\t", f);
-    else if (ch < 0x20 || ch == 0x7F) fprintf(f, "\\u%04x", ch);
-    else fwrite(p, 1, n, f);
-    p += n;
+    n = ch < 0x80 ? 1 : utf8_seq(p, (size_t)(end - p));
+    if (ch >= 0x80 && n > 0) {          /* a valid sequence, as it is */
+      memcpy(buf + o, p, n);
+      o += n;
+      p += n;
+      continue;
+    }
+    if (n == 0) { memcpy(buf + o, "\\ufffd", 6); o += 6; }
+    else if (ch == '"' || ch == '\\') { buf[o++] = '\\'; buf[o++] = (char)ch; }
+    else if (ch == '\n') { buf[o++] = '\\'; buf[o++] = 'n'; }
+    else if (ch == '\t') { buf[o++] = '\\'; buf[o++] = 't'; }
+    else {                              /* \u00XX, without snprintf: CRs are many */
+      memcpy(buf + o, "\\u00", 4);
+      buf[o + 4] = "0123456789abcdef"[ch >> 4];
+      buf[o + 5] = "0123456789abcdef"[ch & 15];
+      o += 6;
+    }
+    p++;
   }
-  putc('"', f);
+  buf[o++] = '"';
+  fwrite(buf, 1, o, f);
 }
 
 static void json_cstr(FILE *f, const char *s) {
@@ -146,7 +171,9 @@ static void json_capped_item(FILE *f, const char *s) {
 /* A body or header block for --trace-json: name, and when it is cut at
 ** TRACE_CAP bytes, name_bytes with its whole length. */
 static void json_capped(FILE *f, const char *name, const char *s, size_t len) {
-  fprintf(f, ",\"%s\":", name);
+  fputs(",\"", f);
+  fputs(name, f);
+  fputs("\":", f);
   cli_json_str(f, s, s && len > TRACE_CAP ? TRACE_CAP : len);
   if (s && len > TRACE_CAP) fprintf(f, ",\"%s_bytes\":%zu", name, len);
 }
