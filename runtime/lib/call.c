@@ -119,6 +119,7 @@ static void clear(fr_call *c) {
   flowrun *rt = c->rt;
   fr_request rq;
   fr_buf rbody = c->rbody, rhdr = c->rhdr;
+  fr_easy_set set = c->set;
   fr_request_clear(&c->rq);             /* all but its URL buffer */
   rq = c->rq;
   free(c->error);
@@ -131,6 +132,7 @@ static void clear(fr_call *c) {
   c->rbody = rbody;
   c->rhdr = rhdr;
   c->rbody.len = c->rhdr.len = 0;
+  c->set = set;
   c->timer.idx = -1;
   c->timer.fire = on_call_timer;
 }
@@ -821,6 +823,7 @@ static void transfer(fr_call *c) {
   CURLMcode mc;
   const void *owner;
   char *last = NULL;
+  bool same, plain_get;
   c->rbody.len = c->rhdr.len = 0;
   c->too_large = c->head_done = c->resend_refused = false;
   c->sends = c->fd_errno = 0;
@@ -852,7 +855,11 @@ static void transfer(fr_call *c) {
     finish(c);
     return;
   }
-  if (owner != c) {                     /* its data options point to c already, or now */
+  /* e as c's last transfer left it (no call used it since): the options
+  ** that would be set to what they are already are not (README: Performance) */
+  same = owner == c && c->set.easy == e;
+  plain_get = strcmp(c->rq.method, "GET") == 0 && !c->rq.body && !c->rq.parts;
+  if (!same) {                          /* the data options point to c */
     curl_easy_setopt(e, CURLOPT_PRIVATE, c);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
@@ -865,7 +872,7 @@ static void transfer(fr_call *c) {
   if (curl_easy_getinfo(e, CURLINFO_EFFECTIVE_URL, &last) != CURLE_OK || !last
       || strcmp(last, c->rq.url) != 0)
     curl_easy_setopt(e, CURLOPT_URL, c->rq.url);
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->rq.hdrs);
+  if (!same || c->set.hdrs != c->rq.hdrs) curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->rq.hdrs);
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)left);
   if (ig->cookies && !fr_cookies_load(e, c->jar)) {
     fail_oom(c);
@@ -873,7 +880,9 @@ static void transfer(fr_call *c) {
     return;
   }
   /* the method: every option a handle's last call may have set, set again */
-  if (strcmp(c->rq.method, "HEAD") == 0) {
+  if (same && c->set.get && plain_get) {
+    /* NOBODY 0, HTTPGET 1 and CUSTOMREQUEST NULL already */
+  } else if (strcmp(c->rq.method, "HEAD") == 0) {
     curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
   } else {
     curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
@@ -890,10 +899,14 @@ static void transfer(fr_call *c) {
     } else
       curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
   }
-  curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST,
-                   strcmp(c->rq.method, "HEAD") == 0 || strcmp(c->rq.method, "GET") == 0
-                   || ((c->rq.body || c->rq.parts) && strcmp(c->rq.method, "POST") == 0)
-                   ? NULL : c->rq.method);
+  if (!(same && c->set.get && plain_get))
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST,
+                     strcmp(c->rq.method, "HEAD") == 0 || strcmp(c->rq.method, "GET") == 0
+                     || ((c->rq.body || c->rq.parts) && strcmp(c->rq.method, "POST") == 0)
+                     ? NULL : c->rq.method);
+  c->set.easy = e;
+  c->set.hdrs = c->rq.hdrs;
+  c->set.get = plain_get;
   if ((mc = curl_multi_add_handle(rt->multi, e)) != CURLM_OK) {
     if (c->mime) mime_out(c);
     curl_easy_cleanup(e);               /* in an unknown state: not reused */
@@ -1299,7 +1312,7 @@ void fr_call_done(flowrun *rt, CURLMsg *m) {
 static int push_result(lua_State *L) {
   fr_call *c = lua_touserdata(L, 1);
   lua_pushstring(L, c->label);
-  fr_push_response(L, c);
+  fr_push_response(L, c, lua_gettop(L));
   return 2;
 }
 

@@ -30,6 +30,13 @@ struct fr_call_waiter {
   const char *id;
 };
 
+/* What a call's last transfer set on its easy handle (call.c: transfer). */
+typedef struct fr_easy_set {
+  CURL *easy;                           /* the handle */
+  const struct curl_slist *hdrs;        /* CURLOPT_HTTPHEADER */
+  bool get;                             /* a plain GET: no body, no custom method */
+} fr_easy_set;
+
 struct fr_call {
   flowrun *rt;
   fr_call_waiter *w;                    /* NULL: a blocking call */
@@ -70,6 +77,7 @@ struct fr_call {
   char at[96];                          /* with a trace callback: "flow.lua:7" of the node */
   char step[64];                        /* and the declarative step it is, or "" */
   char errbuf[CURL_ERROR_SIZE];
+  fr_easy_set set;                      /* what its last transfer set (kept by clear) */
 };
 
 /* A call's life, for api_node: a new call, filled from the spec at stack

@@ -432,11 +432,12 @@ static void build_body(lua_State *L, fr_request *rq, const spec *sp, int h,
   }
   int t = (lua_pushvalue(L, sp->base + F_BODY), lua_type(L, -1));
   int f = (lua_pushvalue(L, sp->base + F_FORM), lua_type(L, -1));
-  bool has_type = node_header(L, h, "Content-Type") || ig_header(rq->ig, "Content-Type");
+  bool has_type;
   const char *type = NULL;
   size_t len;
   const char *data;
   if (t == LUA_TNIL && f == LUA_TNIL) { lua_pop(L, 2); return; }
+  has_type = node_header(L, h, "Content-Type") || ig_header(rq->ig, "Content-Type");
   if (t != LUA_TNIL && f != LUA_TNIL)
     fr_api_error(L, M_BODY_AND_FORM);
   if (strcmp(rq->method, "GET") == 0 || strcmp(rq->method, "HEAD") == 0)

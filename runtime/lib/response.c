@@ -25,6 +25,7 @@
 #define RESPONSE_MT "flowrun.response"
 
 static const char raw_key = 0;         /* its address is the private key */
+static const char mt_key = 0;          /* the metatable in the registry, also under this */
 
 static bool is_json_type(const char *ct, size_t len) {
   size_t n = 0;
@@ -173,10 +174,11 @@ static int res_pairs(lua_State *L) {
   return 3;
 }
 
-/* Pushes the response of a finished call: label and status in the table,
+/* Pushes the response of a finished call (label: a stack index that holds
+** its label already, or 0): label and status in the table,
 ** the rest copied into its blob for the first read (most flows read the
 ** label, the status and maybe one field). */
-void fr_push_response(lua_State *L, fr_call *c) {
+void fr_push_response(lua_State *L, fr_call *c, int label) {
   const char *src[5];
   size_t n[5], total = 0;
   blob *b;
@@ -193,8 +195,9 @@ void fr_push_response(lua_State *L, fr_call *c) {
   src[B_REASON] = errors ? c->reason : NULL;
   n[B_REASON] = src[B_REASON] ? strlen(c->reason) : 0;
   for (int i = 0; i < 5; i++) total += n[i];
-  lua_createtable(L, 0, 8);             /* 7 fields; 9 with error, reason */
-  lua_pushstring(L, c->label);
+  lua_createtable(L, 0, 4);             /* label, status, the blob; more when read */
+  if (label) lua_pushvalue(L, label);
+  else lua_pushstring(L, c->label);
   lua_setfield(L, -2, "label");
   if (c->status) {
     lua_pushinteger(L, c->status);
@@ -211,7 +214,8 @@ void fr_push_response(lua_State *L, fr_call *c) {
     if (n[i]) memcpy(b->data + at, src[i], n[i]);
   }
   lua_rawsetp(L, -2, &raw_key);
-  luaL_setmetatable(L, RESPONSE_MT);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &mt_key);
+  lua_setmetatable(L, -2);
 }
 
 bool fr_response_full(lua_State *L, int idx) {
@@ -238,6 +242,8 @@ void fr_open_response(lua_State *L) {
     lua_setfield(L, -2, "__pairs");
     lua_pushboolean(L, 0);              /* shared by every session: hidden */
     lua_setfield(L, -2, "__metatable");
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &mt_key);
   }
   lua_pop(L, 1);
 }

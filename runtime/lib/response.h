@@ -12,7 +12,8 @@
 #include "call.h"
 
 void fr_open_response(lua_State *L);    /* the response metatable, on the stack */
-void fr_push_response(lua_State *L, fr_call *c);   /* c's response */
+/* c's response; label: the index of c's label on the stack, or 0 */
+void fr_push_response(lua_State *L, fr_call *c, int label);
 /* Is the value at idx a response? Then its lazy fields are built, so that
 ** a plain walk of it sees them all. */
 bool fr_response_full(lua_State *L, int idx);
