@@ -69,6 +69,66 @@ describe("A flow that branches on labels: api_node", function()
     return err
   end
 
+  -- README: Performance. One integration's easy handles and call objects
+  -- are reused, and a transfer sets only the options its handle does not
+  -- hold already; a response keeps what it needs when the call goes on.
+  describe("calls that reuse one integration's handles", function()
+    it("each request is the one its spec asks for, whatever the call before it set", function()
+      local steps = {
+        { want = "GET" },
+        { method = "POST", body = { n = 1 }, want = "POST", body_is = '{"n":1}' },
+        { want = "GET" },
+        { method = "HEAD", want = "HEAD" },
+        { want = "GET" },
+        { method = "DELETE", want = "DELETE" },
+        { want = "GET", headers = { ["X-Once"] = "1" }, header = "1" },
+        { want = "GET" },
+        { method = "PUT", form = { a = "b" }, want = "PUT", body_is = "a=b" },
+        { want = "GET", path = "/echo?second=1", q = "second=1" },
+        { want = "GET" },
+        { want = "GET", query = { x = "1" }, q = "x=1" },
+        { want = "GET" },
+        { want = "GET", params = { id = "7" }, path = "/items/{id}", at = "/v1/items/7" },
+        { want = "GET" },
+      }
+      for i, st in ipairs(steps) do
+        local at = st.want .. " " .. (st.at or "/v1/echo")
+        local before = mock:count(at)
+        local label, res = rt:api_node { integration = "bare", path = st.path or "/echo",
+                                         method = st.method, body = st.body, form = st.form,
+                                         headers = st.headers, query = st.query, params = st.params,
+                                         results = { "200" } }
+        assert.are.equal("200", label, ("step %d: %s"):format(i, tostring(res.error)))
+        assert.are.equal(before + 1, mock:count(at), "step " .. i)
+        if st.want ~= "HEAD" then
+          local req = res.json
+          assert.are.equal(st.want, req.method, "step " .. i)
+          assert.are.equal(st.body_is or "", req.body or "", "step " .. i)
+          assert.are.equal(st.header, req.headers["x-once"], "step " .. i)
+          assert.are.equal(st.q or "", req.query, "step " .. i)
+          assert.are.equal(st.at or "/v1/echo", req.path, "step " .. i)
+        end
+      end
+    end)
+
+    it("a response read after later calls is still its own", function()
+      local _, first = rt:api_node { integration = "bare", path = "/echo?first=1", results = { "200" } }
+      local label, second = rt:api_node { integration = "bare", path = "/json", results = { "200" } }
+      assert.are.equal("200", label)
+      local _, third = rt:api_node { integration = "bare", path = "/teapot", results = { "200", "418" } }
+      assert.are.equal(418, third.status)
+      -- nothing of `first` was read until now
+      assert.are.equal(mock.url .. "/v1/echo?first=1", first.url)
+      assert.are.equal("first=1", first.json.query)
+      assert.are.equal(1, first.attempts)
+      assert.is_number(first.elapsed_ms)
+      assert.are.equal("application/json", first.headers["content-type"]:match("^[^;]+"))
+      assert.are.equal("Widget", second.json.name)
+      assert.are.equal("short and stout", third.body)
+      assert.is_nil(third.json)
+    end)
+  end)
+
   describe("fields", function()
     it("integration and path: the path is appended to base_url", function()
       local req, res = echoed { path = "/echo" }

@@ -211,8 +211,9 @@ static void set_url(lua_State *L, fr_integration *ig, fr_request *rq, const char
   }
 }
 
-/* Remembers the URL of a plain call (no params, no query, nothing to
-** fill in the path): the next plain call of the path gets it as it is. */
+/* Remembers the URL of a plain call (no params, no query, no separator:
+** its URL depends on its path alone): the next plain call of the path gets
+** it as it is. */
 static void remember_plain(fr_integration *ig, const char *path, const char *url) {
   char *p = strdup(path), *u = strdup(url);
   free(ig->plain_path);
@@ -228,8 +229,7 @@ static void build_url(lua_State *L, fr_request *rq, const spec *sp, const char *
   int params = 0, i;
   char sep = '&';
   const char *q;
-  bool plain = !HAS(F_PARAMS) && !HAS(F_QUERY) && !HAS(F_QUERY_SEPARATOR)
-            && !strpbrk(path, "{?");
+  bool plain = !HAS(F_PARAMS) && !HAS(F_QUERY) && !HAS(F_QUERY_SEPARATOR);
   if (plain && ig->plain_url && strcmp(path, ig->plain_path) == 0) {
     if (!fr_request_set_url(rq, ig->plain_url)) luaL_error(L, "not enough memory");
     return;

@@ -141,14 +141,14 @@ return {
   { name = "secret-in-res-url",
     promise = "secrets never appear in res.url",
     file = "runtime/lib/response.c",
-    find = "fr_push_redacted(L, rt, c->rq.url ? c->rq.url : \"\", c->rq.url ? strlen(c->rq.url) : 0);",
-    replace = "lua_pushstring(L, c->rq.url ? c->rq.url : \"\");",
+    find = "fr_push_redacted(L, b->rt, part(b, B_URL), b->n[B_URL]);",
+    replace = "lua_pushlstring(L, part(b, B_URL), b->n[B_URL]);",
     spec = "spec/faults_spec.lua", filter = "secrets" },
   { name = "secret-in-res-error",
     promise = "secrets never appear in res.error",
     file = "runtime/lib/response.c",
-    find = "fr_push_redacted(L, rt, e, strlen(e));",
-    replace = "lua_pushstring(L, e);",
+    find = "fr_push_redacted(L, b->rt, part(b, B_ERROR), b->n[B_ERROR]);",
+    replace = "lua_pushlstring(L, part(b, B_ERROR), b->n[B_ERROR]);",
     spec = "spec/faults_spec.lua", filter = "secrets" },
 
   -- the request

@@ -1,0 +1,43 @@
+-- Mutations of what makes a call cheap (README: Performance): reused
+-- handles set only the options they lack, a response keeps its fields in
+-- a blob until read, a plain call reuses its URL, small Lua blocks wait in
+-- lists (exercised by every spec, and poisoned under ASan). Each is a bug
+-- spec/api_node_spec.lua must catch.
+return {
+  { name = "cost-method-kept",
+    promise = "a request after a GET on the same handle is sent with its own method and body",
+    file = "runtime/lib/call.c",
+    find = "  if (same && c->set.get && plain_get) {",
+    replace = "  if (same && c->set.get) {",
+    spec = "spec/api_node_spec.lua", filter = "reuse one integration" },
+  { name = "cost-headers-kept",
+    promise = "a request after one with its own headers is sent with the integration's only",
+    file = "runtime/lib/call.c",
+    find = "  if (!same || c->set.hdrs != c->rq.hdrs) curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->rq.hdrs);",
+    replace = "  if (!same) curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->rq.hdrs);",
+    spec = "spec/api_node_spec.lua", filter = "reuse one integration" },
+  { name = "cost-url-kept",
+    promise = "a request goes to its own URL whatever the handle's last one was",
+    file = "runtime/lib/call.c",
+    find = "      || strcmp(last, c->rq.url) != 0)",
+    replace = "      || strncmp(last, c->rq.url, 20) != 0)",
+    spec = "spec/api_node_spec.lua", filter = "reuse one integration" },
+  { name = "cost-plain-url-with-query",
+    promise = "a call with a query is no plain call: its query is sent, and the next plain call's URL has none",
+    file = "runtime/lib/request.c",
+    find = "  bool plain = !HAS(F_PARAMS) && !HAS(F_QUERY) && !HAS(F_QUERY_SEPARATOR);",
+    replace = "  bool plain = !HAS(F_PARAMS) && !HAS(F_QUERY_SEPARATOR);",
+    spec = "spec/api_node_spec.lua", filter = "reuse one integration" },
+  { name = "cost-blob-body-from-headers",
+    promise = "a response read after later calls is its own: body, url, headers",
+    file = "runtime/lib/response.c",
+    find = "  src[B_BODY] = c->status ? c->rbody.p : NULL;",
+    replace = "  src[B_BODY] = c->status ? c->rhdr.p : NULL;",
+    spec = "spec/api_node_spec.lua", filter = "still its own" },
+  { name = "cost-blob-url-short",
+    promise = "res.url is the whole URL of the call",
+    file = "runtime/lib/response.c",
+    find = "  n[B_URL] = c->rq.url ? strlen(c->rq.url) : 0;",
+    replace = "  n[B_URL] = c->rq.url ? strlen(c->rq.url) - 1 : 0;",
+    spec = "spec/api_node_spec.lua", filter = "still its own" },
+}
