@@ -67,8 +67,31 @@ static void mime_out(fr_call *c) {
 ** libcurl would not take out is freed instead (curl_easy_cleanup takes it
 ** out), never reused. */
 static void easy_out(flowrun *rt, fr_integration *ig, CURL *e, const fr_call *owner) {
-  if (curl_multi_remove_handle(rt->multi, e) == CURLM_OK) fr_pool_easy_put(&ig->pool, e, owner);
+  if (curl_multi_remove_handle(rt->multi, e) == CURLM_OK) fr_pool_easy_put(&ig->pool, e, owner, false);
   else curl_easy_cleanup(e);
+}
+
+/* The handle of c's transfer that ended (c->done_easy) is still in the
+** multi handle: libcurl does less when a handle is taken out and added
+** again at once, on the connection it had, than when handles are taken
+** out first and others added later (each connection's socket would be
+** forgotten and learnt again). So it waits in c for c's next transfer (a
+** retry, a redirect), and when c is given back, on top of its pool for
+** the session's next call (the call it takes is c again: the spare list
+** is a stack). What is still in the multi handle at the end of the loop
+** turn leaves it there (fr_calls_settle). README: Performance. */
+static void done_easy_out(fr_call *c) {
+  if (!c->done_easy) return;
+  fr_pool_easy_put(&c->rq.ig->pool, c->done_easy, c, true);
+  c->done_easy = NULL;
+  c->rt->easy_added = true;
+}
+
+void fr_calls_settle(flowrun *rt) {
+  if (!rt->easy_added) return;
+  rt->easy_added = false;
+  for (fr_integration *ig = rt->integrations; ig; ig = ig->next)
+    if (ig->pool.nadded) fr_pool_settle(&ig->pool, rt->multi);
 }
 
 /* Takes c, waiting for a token, out of its integration's list. */
@@ -86,6 +109,7 @@ static void unwait(fr_call *c) {
 ** outcome and buffers. */
 static void detach(fr_call *c) {
   flowrun *rt = c->rt;
+  done_easy_out(c);
   if (c->easy) {
     if (c->mime) mime_out(c);
     easy_out(rt, c->rq.ig, c->easy, c);
@@ -118,8 +142,12 @@ static void on_call_timer(flowrun *rt, fr_timer *t);
 static void clear(fr_call *c) {
   flowrun *rt = c->rt;
   fr_request rq;
-  fr_buf rbody = c->rbody, rhdr = c->rhdr;
-  fr_easy_set set = c->set;
+  fr_buf rbody, rhdr;
+  fr_easy_set set;
+  done_easy_out(c);
+  rbody = c->rbody;
+  rhdr = c->rhdr;
+  set = c->set;
   fr_request_clear(&c->rq);             /* all but its URL buffer */
   rq = c->rq;
   free(c->error);
@@ -649,9 +677,20 @@ static void finish(fr_call *c) {
 
 /* An easy handle for ig: one of its idle ones, already set up with what
 ** is the same on every call of the integration, or a new one. */
-static CURL *easy_take(flowrun *rt, fr_integration *ig, const void **owner) {
+static CURL *easy_take(flowrun *rt, fr_call *c, const void **owner) {
+  fr_integration *ig = c->rq.ig;
   CURL *e;
-  if ((e = fr_pool_easy_take(&ig->pool, owner))) return e;
+  bool added;
+  if ((e = c->done_easy)) {             /* its last transfer's, on its connection */
+    c->done_easy = NULL;
+    *owner = c;
+    if (curl_multi_remove_handle(rt->multi, e) == CURLM_OK) return e;
+    curl_easy_cleanup(e);
+  }
+  while ((e = fr_pool_easy_take(&ig->pool, owner, &added))) {
+    if (!added || curl_multi_remove_handle(rt->multi, e) == CURLM_OK) return e;
+    curl_easy_cleanup(e);               /* in an unknown state: not reused */
+  }
   if (!(e = curl_easy_init())) return NULL;
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
@@ -850,7 +889,7 @@ static void transfer(fr_call *c) {
     finish(c);
     return;
   }
-  if (!(e = c->easy = easy_take(rt, ig, &owner))) {
+  if (!(e = c->easy = easy_take(rt, c, &owner))) {
     fail_oom(c);
     finish(c);
     return;
@@ -1272,6 +1311,7 @@ static bool follow(fr_call *c, const char *target, int status) {
 
 void fr_call_done(flowrun *rt, CURLMsg *m) {
   fr_call *c = NULL;
+  (void)rt;
   CURLcode rc = m->data.result;
   long status = 0;
   curl_off_t connect_us = 0;
@@ -1292,7 +1332,7 @@ void fr_call_done(flowrun *rt, CURLMsg *m) {
   }
   if (c->rq.ig->cookies && !fr_cookies_save(e, &c->jar)) c->oom = true;
   if (c->mime) mime_out(c);
-  easy_out(rt, c->rq.ig, e, c);
+  c->done_easy = e;                     /* still in multi: see done_easy_out */
   c->easy = NULL;
   if (c->oom) fail_oom(c);
   else if (rc != CURLE_OK) classify(c, rc, connect_us);

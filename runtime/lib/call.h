@@ -78,6 +78,7 @@ struct fr_call {
   char step[64];                        /* and the declarative step it is, or "" */
   char errbuf[CURL_ERROR_SIZE];
   fr_easy_set set;                      /* what its last transfer set (kept by clear) */
+  CURL *done_easy;                      /* its last transfer's handle: ended, still in multi */
 };
 
 /* A call's life, for api_node: a new call, filled from the spec at stack
@@ -91,6 +92,9 @@ bool fr_call_over(const fr_call *c);
 int fr_call_push_result(lua_State *L, fr_call *c);
 void fr_call_done(flowrun *rt, CURLMsg *m);  /* the loop's hook: a transfer ended */
 void fr_calls_free(flowrun *rt);        /* the runtime goes away */
+/* At the end of a loop turn: idle handles whose transfer ended this turn
+** leave the multi handle (call.c: easy_done). */
+void fr_calls_settle(flowrun *rt);
 void fr_call_cancel(fr_call *c);        /* its waiter has gone */
 void fr_call_drop(fr_call *c);          /* built, never begun: given back */
 

@@ -8,28 +8,48 @@
 
 #include "pool.h"
 
-CURL *fr_pool_easy_take(fr_pool *p, const void **owner) {
+CURL *fr_pool_easy_take(fr_pool *p, const void **owner, bool *added) {
   *owner = NULL;
+  *added = false;
   if (p->neasy == 0) return NULL;
   *owner = p->owner[--p->neasy];
+  if ((*added = p->added[p->neasy])) p->nadded--;
   return p->easy[p->neasy];
 }
 
-void fr_pool_easy_put(fr_pool *p, CURL *e, const void *owner) {
+void fr_pool_easy_put(fr_pool *p, CURL *e, const void *owner, bool added) {
   if (p->neasy == p->easycap) {         /* grows by half: no realloc per call */
     int cap = p->easycap ? p->easycap + p->easycap / 2 + 1 : 8;
     CURL **easy = realloc(p->easy, (size_t)cap * sizeof *easy);
     const void **own = easy ? realloc(p->owner, (size_t)cap * sizeof *own) : NULL;
+    bool *add = own ? realloc(p->added, (size_t)cap * sizeof *add) : NULL;
     if (easy) p->easy = easy;
-    if (!own) {
-      curl_easy_cleanup(e);
+    if (own) p->owner = own;
+    if (!add) {
+      curl_easy_cleanup(e);             /* takes it out of the multi handle too */
       return;
     }
-    p->owner = own;
+    p->added = add;
     p->easycap = cap;
   }
   p->owner[p->neasy] = owner;
+  p->added[p->neasy] = added;
+  p->nadded += added;
   p->easy[p->neasy++] = e;
+}
+
+void fr_pool_settle(fr_pool *p, CURLM *multi) {
+  for (int i = p->neasy - 1; i >= 0 && p->nadded > 0; i--)
+    if (p->added[i]) {
+      p->added[i] = false;
+      p->nadded--;
+      if (curl_multi_remove_handle(multi, p->easy[i]) != CURLM_OK) {
+        curl_easy_cleanup(p->easy[i]);  /* never reused: the last one takes its place */
+        p->easy[i] = p->easy[--p->neasy];
+        p->owner[i] = p->owner[p->neasy];
+        p->added[i] = p->added[p->neasy];
+      }
+    }
 }
 
 bool fr_pool_rate(fr_pool *p, int n, long per_ms) {
@@ -63,6 +83,9 @@ void fr_pool_free(fr_pool *p) {
   free(p->easy);
   free(p->owner);
   p->owner = NULL;
+  free(p->added);
+  p->added = NULL;
+  p->nadded = 0;
   free(p->rate_back);
   p->rate_back = NULL;
   p->easy = NULL;

@@ -19,7 +19,8 @@ typedef struct fr_pool {
   fr_call *qhead, *qtail;               /* calls waiting for one, FIFO */
   CURL **easy;                          /* idle easy handles, set up for the integration */
   const void **owner;                   /* the call each one's data options point to */
-  int neasy, easycap;
+  bool *added;                          /* still in the multi handle: its transfer just ended */
+  int neasy, easycap, nadded;
   /* rate_limit (fr_pool_turn): a bucket of rate_n tokens, each back
      rate_per_ms after it was taken; rate_back holds when each comes back,
      the oldest at rate_next (a ring). NULL: no rate limit. */
@@ -30,11 +31,14 @@ typedef struct fr_pool {
   fr_timer gate;                        /* the queue's head waits for a turn (call.c) */
 } fr_pool;
 
-/* An idle easy handle of p, or NULL when there is none; *owner: what
-** fr_pool_easy_put was told of it (the call it was last set up for). */
-CURL *fr_pool_easy_take(fr_pool *p, const void **owner);
+/* An idle easy handle of p, or NULL when there is none; *owner and *added:
+** what fr_pool_easy_put was told of it (the call it was last set up for;
+** whether it is still in the multi handle, for the caller to take out). */
+CURL *fr_pool_easy_take(fr_pool *p, const void **owner, bool *added);
 /* Keeps e for p's next call (or frees it when there is no memory). */
-void fr_pool_easy_put(fr_pool *p, CURL *e, const void *owner);
+void fr_pool_easy_put(fr_pool *p, CURL *e, const void *owner, bool added);
+/* Takes every idle handle of p still in multi out of it. */
+void fr_pool_settle(fr_pool *p, CURLM *multi);
 /* Gives p a rate limit of n requests per per_ms; false: no memory. */
 bool fr_pool_rate(fr_pool *p, int n, long per_ms);
 /* 0 when a request may start at now (a token is taken), else the ms until

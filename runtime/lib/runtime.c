@@ -122,6 +122,7 @@ void fr_destroy(flowrun *rt) {
   }
   free(rt->store_node);
   fr_sessions_free(rt);
+  fr_calls_settle(rt);
   fr_calls_free(rt);
   if (rt->L) {
     luaL_unref(rt->L, LUA_REGISTRYINDEX, rt->sessions_ref);

@@ -60,6 +60,7 @@ struct flowrun {
   int threads_ref;                      /* registry: thread -> session */
   /* calls (call.c) */
   int ncalls;                           /* calls started, not yet finished */
+  bool easy_added;                      /* an idle handle is still in multi (call.c) */
   fr_call *calls;                       /* calls being built or not done */
   fr_call *spare;                       /* finished calls to reuse */
   int nspare;
