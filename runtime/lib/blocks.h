@@ -13,7 +13,7 @@
 
 #include <stddef.h>
 
-#define FR_BLOCK_SMALL 256              /* bytes: larger blocks go to malloc */
+#define FR_BLOCK_SMALL 512              /* bytes: larger blocks go to malloc */
 #define FR_BLOCK_CLASSES (FR_BLOCK_SMALL / 16)
 
 typedef struct fr_blocks {
