@@ -341,6 +341,35 @@ describe("Integrations for real APIs: limits", function()
       assert.is_true(recs[3].response_body_bytes > 10000)
     end)
 
+    it("--trace-json writes any body as JSON: quotes, controls, UTF-8 kept, bad bytes as U+FFFD, at any length", function()
+      -- the writer escapes into a 1 KB buffer: every kind of byte lands on
+      -- its edge in one of these bodies
+      local unit = 'ab"c\\d\r\n\te\1f\127g\xc3\xa9h\xe2\x82\xaci\xff' -- 25 bytes
+      local bodies, flow = {}, {}
+      for n = 1000, 1030 do
+        local b = string.rep(unit, n // #unit + 1):sub(1, n)
+        bodies[#bodies + 1] = b
+        flow[#flow + 1] = ("api_node{ integration = 'shop', method = 'POST', path = '/echo', body = %q,"
+                           .. " headers = { ['Content-Type'] = 'text/plain' }, results = { '200' } }"):format(b)
+      end
+      local _, recs = run_traced(table.concat(flow, "\n"), { base_url = mock.url })
+      assert.are.equal(#bodies, #recs)
+      for i, b in ipairs(bodies) do
+        -- what the flow sent, as valid UTF-8: a byte that starts no valid
+        -- sequence (0xff, the start of a cut one) is U+FFFD
+        local want, j = {}, 1
+        while j <= #b do
+          local c, cont = b:byte(j), function(k) local x = b:byte(k) return x and x >= 0x80 and x < 0xc0 end
+          local n = c < 0x80 and 1 or (c >= 0xc2 and c < 0xe0 and cont(j + 1)) and 2
+                    or (c >= 0xe0 and c < 0xf0 and cont(j + 1) and cont(j + 2)) and 3 or 0
+          want[#want + 1] = n > 0 and b:sub(j, j + n - 1) or "\xef\xbf\xbd"
+          j = j + math.max(n, 1)
+        end
+        want = table.concat(want)
+        assert.are.equal(want, recs[i].request_body, "body of " .. #b .. " bytes")
+      end
+    end)
+
     it("the Lua module's trace events say attempt and final; flowrun test counts calls by the final one", function()
       local rt = helper.runtime({ shop = { base_url = mock.url, timeout_ms = 200,
                                            retry = { attempts = 2, backoff_ms = 10 } } })

@@ -114,7 +114,7 @@ void cli_json_str(FILE *f, const char *s, size_t len) {
   while (p < end) {
     unsigned char ch = *p;
     size_t n;
-    if (o > sizeof buf - 8) {           /* room for the longest step: 6, and the quote */
+    if (o >= sizeof buf - 8) {          /* room for the longest step: 6, and the quote */
       fwrite(buf, 1, o, f);
       o = 0;
     }
