@@ -110,7 +110,8 @@ end)
 describe("the library (runtime/lib) and the Lua module (runtime/module)", function()
   -- bottom to top: a file calls only files of the layers below its own
   local order = {
-    { "lib/json", "lib/secrets", "lib/rules", "lib/pool", "lib/cookies", "lib/store_sqlite", "lib/store_pg", "modules" },  -- leaves
+    { "lib/json", "lib/secrets", "lib/rules", "lib/pool", "lib/cookies", "lib/store_sqlite", "lib/store_pg", "lib/blocks",
+      "modules" },                                             -- leaves
     { "lib/base", "lib/labels", "lib/query", "lib/freeze" },   -- errors, labels, queries, shared tables
     { "lib/loop", "lib/quota", "lib/auth" },                  -- the loop; a session's limits; OAuth2 tokens
     { "lib/integrations", "lib/wire" },                        -- integrations; what they ask of the wire

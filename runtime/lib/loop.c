@@ -293,7 +293,7 @@ int fr_step(flowrun *rt, int wait_ms) {
   drain_curl(rt);
   run_timers(rt, fr_clock(rt));
   rt->on_ready(rt);
-  fr_calls_settle(rt);
+  rt->on_settle(rt);
   if (rt->on_turn && rt->on_turn(rt, false) != FLOWRUN_OK) {
     rt->in_step--;
     return FLOWRUN_ERR;

@@ -92,6 +92,7 @@ flowrun *fr_create(lua_State *L, bool owns, const flowrun_callbacks *cb) {
   rt->cb.size = sizeof rt->cb;
   rt->on_ready = fr_run_ready;
   rt->on_done = fr_call_done;
+  rt->on_settle = fr_calls_settle;
   if (!fr_loop_init(rt)) goto fail;
   fr_limits_init(rt);
   if (!L) L = lua_newstate(fr_alloc, rt);

@@ -31,6 +31,7 @@ struct flowrun {
   bool owns_L;
   void (*on_ready)(flowrun *rt);        /* the loop's hooks: resume ready sessions, */
   void (*on_done)(flowrun *rt, CURLMsg *m);  /* a transfer has ended */
+  void (*on_settle)(flowrun *rt);       /* the turn ends: ended handles leave multi */
   /* a turn ends (a store commits what it wrote: at once when forced, the
      loop being about to wait; else when it has outputs or messages to
      acknowledge, or its last commit is 50 ms old); NULL: no store */
