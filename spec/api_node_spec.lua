@@ -127,6 +127,36 @@ describe("A flow that branches on labels: api_node", function()
       assert.are.equal("short and stout", third.body)
       assert.is_nil(third.json)
     end)
+
+    it("a response outlives its runtime, keeps what the flow set, and encodes whole", function()
+      local r = helper.runtime({ bare = { base_url = mock.url .. "/v1", timeout_ms = 100 } })
+      local _, res = r:api_node { integration = "bare", path = "/json", results = { "200" } }
+      local _, late = r:api_node { integration = "bare", path = "/hang", results = { "200" } }
+      r:close()
+      collectgarbage()
+      -- nothing was read before the runtime went
+      assert.are.equal(mock.url .. "/v1/json", res.url)
+      assert.are.equal("Widget", res.json.name)
+      assert.are.equal("timeout", late.reason)
+      assert.is_string(late.error)
+      -- what a flow sets before its first read stays
+      local _, mine = rt:api_node { integration = "bare", path = "/json", results = { "200" } }
+      mine.attempts, mine.body = 0, "mine"
+      assert.are.equal(1, #mine.url > 0 and 1 or 0)
+      assert.are.same({ 0, "mine", "Widget" }, { mine.attempts, mine.body, mine.json.name })
+      -- json.encode in a flow sees every field and no private key, read or not
+      local r2 = helper.runtime({ bare = { base_url = mock.url .. "/v1", timeout_ms = 100 } })
+      helper.start(r2, "j", [[
+        local _, ok = api_node{ integration = "bare", path = "/json", results = { "200" } }
+        local _, bad = api_node{ integration = "bare", path = "/hang", results = { "200" } }
+        local a, b = json.decode(json.encode(ok)), json.decode(json.encode(bad))
+        say(a.label .. " " .. a.url .. " " .. a.json.name .. " " .. tostring(a.attempts))
+        say(b.label .. " " .. b.reason .. " " .. tostring(b.status))
+      ]])
+      assert.is_true(r2:run(5000))
+      assert.are.same({ "200 " .. mock.url .. "/v1/json Widget 1", "timeout timeout nil" },
+                      helper.says(r2:events(), "j"))
+    end)
   end)
 
   describe("fields", function()

@@ -898,6 +898,7 @@ static void transfer(fr_call *c) {
   ** that would be set to what they are already are not (README: Performance) */
   same = owner == c && c->set.easy == e;
   plain_get = strcmp(c->rq.method, "GET") == 0 && !c->rq.body && !c->rq.parts;
+  c->set.easy = NULL;                   /* until all is set: a failure below leaves none */
   if (!same) {                          /* the data options point to c */
     curl_easy_setopt(e, CURLOPT_PRIVATE, c);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);

@@ -207,6 +207,10 @@ static void enc_table(lua_State *L, buf *B, int t, int depth) {
     lua_rawgetp(L, LUA_REGISTRYINDEX, &array_mt_key);
     array = lua_rawequal(L, -1, -2);
     lua_pop(L, 2);
+    if (!array && luaL_getmetafield(L, t, "__pairs") != LUA_TNIL) {
+      lua_pushvalue(L, t);              /* a table that builds its fields when iterated */
+      lua_call(L, 1, 0);                /* (a response) is complete before it is read */
+    }
   }
   if (array) n = (lua_Integer)lua_rawlen(L, t);
   else {

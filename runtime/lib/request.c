@@ -482,14 +482,17 @@ static void build_body(lua_State *L, fr_request *rq, const spec *sp, int h,
 ** text is the same string), found by its address without a strcmp. */
 static const char *const *field_names(lua_State *L, flowrun *rt) {
   static const char anchor = 0;
+  const char *names[F_NFIELDS];
   _Static_assert(F_NFIELDS <= sizeof rt->field_names / sizeof *rt->field_names, "field_names");
   if (rt->field_names[0]) return rt->field_names;
   lua_createtable(L, F_NFIELDS, 0);     /* keeps them alive */
   for (int i = 0; i < F_NFIELDS; i++) {
-    rt->field_names[i] = lua_pushstring(L, fr_fields[i].name);
+    names[i] = lua_pushstring(L, fr_fields[i].name);
     lua_rawseti(L, -2, i + 1);
   }
   lua_rawsetp(L, LUA_REGISTRYINDEX, &anchor);
+  /* kept only once all are anchored: a memory error above leaves none */
+  memcpy(rt->field_names, names, sizeof names);
   return rt->field_names;
 }
 

@@ -69,7 +69,6 @@ static void push_headers(lua_State *L, const char *p, size_t len) {
 /* What a response holds until it is read: everything but label and
 ** status, copied out of the call (which goes on to the next one). */
 typedef struct blob {
-  flowrun *rt;                          /* whose secrets the URL hides */
   lua_Integer elapsed_ms, attempts;
   bool errors;                          /* error and reason are fields */
   bool plain;                           /* body ... reason are in the table */
@@ -92,24 +91,38 @@ static blob *get_blob(lua_State *L, int idx) {
   return lua_touserdata(L, -1);
 }
 
+/* Pops the value on top into field k of the table at idx, unless the flow
+** has set k already (its own value stays). */
+static void put(lua_State *L, int idx, const char *k) {
+  lua_pushstring(L, k);
+  if (lua_rawget(L, idx) != LUA_TNIL) {
+    lua_pop(L, 2);
+    return;
+  }
+  lua_pop(L, 1);
+  lua_pushstring(L, k);
+  lua_insert(L, -2);
+  lua_rawset(L, idx);
+}
+
 /* Sets body, url, elapsed_ms, attempts (error, reason) of the response at
 ** idx from its blob, once. */
 static void fill_plain(lua_State *L, int idx) {
   blob *b = get_blob(L, idx);
   if (b && !b->plain) {
     lua_pushlstring(L, part(b, B_BODY), b->n[B_BODY]);
-    lua_setfield(L, idx, "body");
-    fr_push_redacted(L, b->rt, part(b, B_URL), b->n[B_URL]);
-    lua_setfield(L, idx, "url");
+    put(L, idx, "body");
+    lua_pushlstring(L, part(b, B_URL), b->n[B_URL]);   /* redacted when made */
+    put(L, idx, "url");
     lua_pushinteger(L, b->elapsed_ms);
-    lua_setfield(L, idx, "elapsed_ms");
+    put(L, idx, "elapsed_ms");
     lua_pushinteger(L, b->attempts);
-    lua_setfield(L, idx, "attempts");
+    put(L, idx, "attempts");
     if (b->errors) {
-      fr_push_redacted(L, b->rt, part(b, B_ERROR), b->n[B_ERROR]);
-      lua_setfield(L, idx, "error");
+      lua_pushlstring(L, part(b, B_ERROR), b->n[B_ERROR]);
+      put(L, idx, "error");
       lua_pushlstring(L, part(b, B_REASON), b->n[B_REASON]);
-      lua_setfield(L, idx, "reason");
+      put(L, idx, "reason");
     }
     b->plain = true;
   }
@@ -129,12 +142,12 @@ static void materialize(lua_State *L, int idx) {
   lua_pushnil(L);
   lua_rawsetp(L, idx, &raw_key);        /* the blob stays on the stack */
   lua_pushvalue(L, -1);
-  lua_setfield(L, idx, "headers");
+  put(L, idx, "headers");
   if (lua_getfield(L, -1, "content-type") == LUA_TSTRING
       && is_json_type(lua_tostring(L, -1), lua_rawlen(L, -1))) {
     lua_pushcfunction(L, fr_json_decode);
-    lua_getfield(L, idx, "body");
-    lua_setfield(L, idx, lua_pcall(L, 1, 1, 0) == LUA_OK ? "json" : "json_error");
+    lua_pushlstring(L, part(b, B_BODY), b->n[B_BODY]);   /* what came, whatever body is now */
+    put(L, idx, lua_pcall(L, 1, 1, 0) == LUA_OK ? "json" : "json_error");
   }
   lua_pop(L, 3);
 }
@@ -182,6 +195,7 @@ void fr_push_response(lua_State *L, fr_call *c, int label) {
   const char *src[5];
   size_t n[5], total = 0;
   blob *b;
+  int top = lua_gettop(L);
   bool errors = c->label == LABEL_ERROR || c->label == LABEL_TIMEOUT
              || c->label == LABEL_MAXCONN;
   src[B_HEADERS] = c->status ? c->rhdr.p : NULL;
@@ -194,6 +208,15 @@ void fr_push_response(lua_State *L, fr_call *c, int label) {
   n[B_ERROR] = src[B_ERROR] ? strlen(c->error) : 0;
   src[B_REASON] = errors ? c->reason : NULL;
   n[B_REASON] = src[B_REASON] ? strlen(c->reason) : 0;
+  /* the URL and the error hidden now, with the secrets of now (a token
+  ** retired later is hidden all the same), as Lua strings: a memory error
+  ** leaks nothing; none to hide, the common case, copies them as they are */
+  if (fr_has_secrets(c->rt))
+    for (int i = B_URL; i <= B_ERROR; i++)
+      if (n[i]) {
+        fr_push_redacted(L, c->rt, src[i], n[i]);
+        src[i] = lua_tolstring(L, -1, &n[i]);
+      }
   for (int i = 0; i < 5; i++) total += n[i];
   lua_createtable(L, 0, 4);             /* label, status, the blob; more when read */
   if (label) lua_pushvalue(L, label);
@@ -204,7 +227,6 @@ void fr_push_response(lua_State *L, fr_call *c, int label) {
     lua_setfield(L, -2, "status");
   }
   b = lua_newuserdatauv(L, sizeof *b + total, 0);
-  b->rt = c->rt;
   b->elapsed_ms = (lua_Integer)(c->t0 + 0.5);
   b->attempts = c->attempts;
   b->errors = errors;
@@ -216,6 +238,10 @@ void fr_push_response(lua_State *L, fr_call *c, int label) {
   lua_rawsetp(L, -2, &raw_key);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &mt_key);
   lua_setmetatable(L, -2);
+  if (lua_gettop(L) > top + 1) {        /* the hidden strings under it go */
+    lua_replace(L, top + 1);
+    lua_settop(L, top + 1);
+  }
 }
 
 bool fr_response_full(lua_State *L, int idx) {

@@ -256,6 +256,10 @@ static size_t secret_at(flowrun *rt, const char *s, size_t left) {
   return best;
 }
 
+bool fr_has_secrets(const flowrun *rt) {
+  return rt->nsecrets > 0;
+}
+
 void fr_push_redacted(lua_State *L, flowrun *rt, const char *s, size_t len) {
   luaL_Buffer b;
   size_t i = 0, from = 0, n;

@@ -36,6 +36,8 @@ void fr_secret_forget(flowrun *rt, const char *s, size_t len);
 void fr_secrets_free(flowrun *rt);
 /* Writes s as one shell word, a secret from env() as its variable. */
 void fr_shell_word(flowrun *rt, FILE *f, const char *s, size_t len);
+/* Whether rt has any secret to hide. */
+bool fr_has_secrets(const flowrun *rt);
 /* Pushes s with every secret replaced by "***". */
 void fr_push_redacted(lua_State *L, flowrun *rt, const char *s, size_t len);
 /* Same into a malloc'd string the caller frees; NULL on ENOMEM. */

@@ -141,14 +141,14 @@ return {
   { name = "secret-in-res-url",
     promise = "secrets never appear in res.url",
     file = "runtime/lib/response.c",
-    find = "fr_push_redacted(L, b->rt, part(b, B_URL), b->n[B_URL]);",
-    replace = "lua_pushlstring(L, part(b, B_URL), b->n[B_URL]);",
+    find = "    for (int i = B_URL; i <= B_ERROR; i++)",
+    replace = "    for (int i = B_ERROR; i <= B_ERROR; i++)",
     spec = "spec/faults_spec.lua", filter = "secrets" },
   { name = "secret-in-res-error",
     promise = "secrets never appear in res.error",
     file = "runtime/lib/response.c",
-    find = "fr_push_redacted(L, b->rt, part(b, B_ERROR), b->n[B_ERROR]);",
-    replace = "lua_pushlstring(L, part(b, B_ERROR), b->n[B_ERROR]);",
+    find = "    for (int i = B_URL; i <= B_ERROR; i++)",
+    replace = "    for (int i = B_URL; i <= B_URL; i++)",
     spec = "spec/faults_spec.lua", filter = "secrets" },
 
   -- the request
