@@ -128,6 +128,22 @@ describe("A flow that branches on labels: api_node", function()
       assert.is_nil(third.json)
     end)
 
+    it("a flow that puts its own userdata under a response's private key reads nothing from it", function()
+      local d = helper.tmpdir()
+      local ifile = helper.integrations({ bare = { base_url = mock.url .. "/v1" } }, d)
+      local r = helper.cli{ args = { "run", "--allow", "io", "-I", ifile, helper.flow([[
+        local _, res = api_node{ integration = "bare", path = "/json", results = { "200" } }
+        local key
+        for k in next, res do if type(k) == "userdata" then key = k end end
+        rawset(res, key, io.stdout)     -- a file's bytes are no blob
+        local n = 0
+        for _ in pairs(res) do n = n + 1 end
+        say(tostring(res.body) .. " " .. tostring(res.headers) .. " " .. res.label .. " " .. n)
+      ]], d) } }
+      assert.are.equal(0, r.code, r.stderr)
+      assert.are.equal("nil nil 200 3\n", r.stdout)
+    end)
+
     it("a response outlives its runtime, keeps what the flow set, and encodes whole", function()
       local r = helper.runtime({ bare = { base_url = mock.url .. "/v1", timeout_ms = 100 } })
       local _, res = r:api_node { integration = "bare", path = "/json", results = { "200" } }
@@ -139,6 +155,11 @@ describe("A flow that branches on labels: api_node", function()
       assert.are.equal("Widget", res.json.name)
       assert.are.equal("timeout", late.reason)
       assert.is_string(late.error)
+      -- rawget sees a field once a read has set it
+      local _, raw = rt:api_node { integration = "bare", path = "/json", results = { "200" } }
+      assert.is_nil(rawget(raw, "body"))
+      assert.is_string(raw.url)
+      assert.are.equal(raw.body, rawget(raw, "body"))
       -- what a flow sets before its first read stays
       local _, mine = rt:api_node { integration = "bare", path = "/json", results = { "200" } }
       mine.attempts, mine.body = 0, "mine"

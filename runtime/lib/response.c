@@ -69,6 +69,7 @@ static void push_headers(lua_State *L, const char *p, size_t len) {
 /* What a response holds until it is read: everything but label and
 ** status, copied out of the call (which goes on to the next one). */
 typedef struct blob {
+  const void *mark;                     /* &raw_key: a blob, not any userdata put there */
   lua_Integer elapsed_ms, attempts;
   bool errors;                          /* error and reason are fields */
   bool plain;                           /* body ... reason are in the table */
@@ -84,11 +85,19 @@ static const char *part(const blob *b, int i) {
   return p;
 }
 
-/* The blob of the response at idx, pushed; NULL (nil pushed) once it is
-** all in the table. */
+/* The blob of the response at idx, pushed; NULL (something pushed) once it
+** is all in the table, or when what is there is no blob: a flow can reach
+** the private key with next() and put another userdata there (a file, with
+** io allowed), whose bytes must not be read as a blob's. */
 static blob *get_blob(lua_State *L, int idx) {
+  blob *b;
+  size_t size, sum = 0;
   if (lua_rawgetp(L, idx, &raw_key) != LUA_TUSERDATA) return NULL;
-  return lua_touserdata(L, -1);
+  b = lua_touserdata(L, -1);
+  size = lua_rawlen(L, -1);
+  if (size < sizeof *b || b->mark != &raw_key) return NULL;
+  for (int i = 0; i < 5; i++) sum += b->n[i];
+  return sum == size - sizeof *b ? b : NULL;
 }
 
 /* Pops the value on top into field k of the table at idx, unless the flow
@@ -227,11 +236,12 @@ void fr_push_response(lua_State *L, fr_call *c, int label) {
     lua_setfield(L, -2, "status");
   }
   b = lua_newuserdatauv(L, sizeof *b + total, 0);
+  b->mark = &raw_key;
   b->elapsed_ms = (lua_Integer)(c->t0 + 0.5);
   b->attempts = c->attempts;
   b->errors = errors;
   b->plain = false;
-  for (int i = 0, at = 0; i < 5; at += (int)n[i], i++) {
+  for (size_t i = 0, at = 0; i < 5; at += n[i], i++) {
     b->n[i] = n[i];
     if (n[i]) memcpy(b->data + at, src[i], n[i]);
   }
