@@ -198,7 +198,7 @@ mutate: deps
 # make bench: the benchmark of the issue, against nginx on 127.0.0.1 (see
 # bench/run.lua); installs nginx, wrk and valgrind first when they are missing.
 BENCH_DEBS = nginx-light wrk valgrind
-BENCH_BIN = $(patsubst %,$(B)/bench/%,timeit curl_easy curl_multi curl_socket idle inflight)
+BENCH_BIN = $(patsubst %,$(B)/bench/%,timeit curl_easy curl_multi curl_socket idle inflight frame)
 
 $(B)/bench:
 	mkdir -p $@
@@ -209,7 +209,7 @@ $(B)/bench/timeit: bench/timeit.c $(B)/.flags | $(B)/bench
 $(B)/bench/curl_easy $(B)/bench/curl_multi $(B)/bench/curl_socket: $(B)/bench/%: bench/%.c $(B)/.flags | $(B)/bench
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(shell pkg-config --libs libcurl)
 
-$(B)/bench/idle $(B)/bench/inflight: $(B)/bench/%: bench/%.c $(B)/libflowrun.a runtime/flowrun.h $(B)/.flags | $(B)/bench
+$(B)/bench/idle $(B)/bench/inflight $(B)/bench/frame: $(B)/bench/%: bench/%.c $(B)/libflowrun.a runtime/flowrun.h $(B)/.flags | $(B)/bench
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(B)/libflowrun.a $(LIBS) $(ALL_LDFLAGS)
 
 bench: deps

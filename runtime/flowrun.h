@@ -180,6 +180,19 @@ FLOWRUN_API int flowrun_stop(flowrun *rt, const char *id);
 ** write failed: see flowrun_store_failed). */
 FLOWRUN_API int flowrun_step(flowrun *rt, int timeout_ms);
 
+/* flowrun_step with a time budget, for a host that must not be held up (a
+** game frame, a REPL reading its input): after the wait (timeout_ms, as
+** flowrun_step, not counted), the step works only until budget_ms have
+** passed and leaves the rest to the next step. A unit of work is resuming
+** one ready session (the first resume of a new one too), one socket's
+** data, one timer; each kind gets at least one unit per step, so that all
+** go on, and what waits is taken in the order it became ready. A step may
+** run over by what one unit takes: a session that runs long by itself is
+** the business of FLOWRUN_LIMIT_INSTRUCTIONS. The next step does not wait
+** while work is left (flowrun_quiet() is 0). budget_ms <= 0: no budget,
+** as flowrun_step. Returns as flowrun_step. */
+FLOWRUN_API int flowrun_step_budget(flowrun *rt, int timeout_ms, double budget_ms);
+
 /* Live sessions (started and not ended). */
 FLOWRUN_API int flowrun_sessions(const flowrun *rt);
 

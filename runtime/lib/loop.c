@@ -86,10 +86,14 @@ bool fr_timer_arm(flowrun *rt, fr_timer *t, double at) {
   return true;
 }
 
-/* Fires every timer due by now; a fired timer may re-arm itself. */
+/* Fires every timer due by now (with a budget, at least one, then while
+** it lasts: the rest stay due, in order); a fired timer may re-arm itself. */
 static void run_timers(flowrun *rt, double now) {
+  bool first = true;
   while (rt->nheap > 0 && rt->heap[0]->at <= now) {
     fr_timer *t = rt->heap[0];
+    if (!first && fr_budget_spent(rt)) return;
+    first = false;
     fr_timer_cancel(rt, t);
     t->fire(rt, t);
   }
@@ -200,11 +204,38 @@ static void drain_curl(flowrun *rt) {
     if (m->msg == CURLMSG_DONE) rt->on_done(rt, m);
 }
 
-/* Lets libcurl act on s; keeps in *first the first failure of a turn. */
-static void curl_act(flowrun *rt, curl_socket_t s, int mask, CURLMcode *first) {
+/* Lets libcurl act on s; keeps the first failure of a turn. */
+static void curl_act(flowrun *rt, curl_socket_t s, int mask) {
   int running;
   CURLMcode mc = curl_multi_socket_action(rt->multi, s, mask, &running);
-  if (mc != CURLM_OK && *first == CURLM_OK) *first = mc;
+  if (mc != CURLM_OK && rt->step_mc == CURLM_OK) rt->step_mc = mc;
+}
+
+/* libcurl's timer, when due: the transfers just added start (and those
+** out of time end). */
+static void curl_due(flowrun *rt, double now) {
+  if (rt->curl_deadline >= 0 && rt->curl_deadline <= now) {
+    rt->curl_deadline = -1;
+    curl_act(rt, CURL_SOCKET_TIMEOUT, 0);
+  }
+}
+
+/*
+** A step's budget (flowrun_step_budget). Checked between two units of
+** work: the transfers the last one started are sent first, so that their
+** cost is counted in the step that caused it, and what they completed is
+** delivered. Without a budget: false, and nothing is done.
+*/
+bool fr_budget_spent(flowrun *rt) {
+  double now;
+  if (rt->budget_ms <= 0) return false;
+  now = fr_now();
+  if (rt->curl_deadline >= 0 && rt->curl_deadline <= now) {
+    curl_due(rt, now);
+    drain_curl(rt);
+    now = fr_now();
+  }
+  return now >= rt->budget_end;
 }
 
 /* ---- the loop ---- */
@@ -250,10 +281,15 @@ static int virtual_wait(flowrun *rt, struct epoll_event *ev, int wait_ms) {
 
 int fr_step(flowrun *rt, int wait_ms) {
   struct epoll_event ev[64];
-  CURLMcode mc = CURLM_OK;
+  CURLMcode mc;
+  double waited;
   int n, i;
   rt->in_step++;
+  rt->step_mc = CURLM_OK;
+  rt->step_resumed = 0;
+  rt->budget_end = fr_now() + rt->budget_ms;
   rt->on_ready(rt);
+  waited = fr_now();
   n = -1;
   if (rt->on_turn) {                    /* a store: what the turns wrote, committed */
     int w = wait_time(rt, wait_ms, fr_clock(rt));
@@ -270,26 +306,26 @@ int fr_step(flowrun *rt, int wait_ms) {
   if (n < 0 && rt->vclock >= 0) n = virtual_wait(rt, ev, wait_ms);
   if (n < 0) n = epoll_wait(rt->epfd, ev, 64, wait_time(rt, wait_ms, fr_now()));
   if (n < 0) n = 0;
+  if (rt->budget_ms > 0) rt->budget_end += fr_now() - waited;   /* the wait is not work */
   for (i = 0; i < n; i++) {
     uint64_t tag = ev[i].data.u64 & ~0xffffffffull;
     int fd = (int)(uint32_t)ev[i].data.u64;
+    /* spent: the rest are level-triggered, the next step is told again */
+    if (i > 0 && fr_budget_spent(rt)) break;
     if (tag == TAG_CURL && fd < rt->nfds && (rt->fds[fd].flags & FD_IDLE)) {
       fd_forget(rt, fd);                /* closed by the server meanwhile */
     } else if (tag == TAG_CURL) {
       int mask = (ev[i].events & EPOLLIN ? CURL_CSELECT_IN : 0)
                | (ev[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0)
                | (ev[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
-      curl_act(rt, fd, mask, &mc);
+      curl_act(rt, fd, mask);
+      if (rt->budget_ms > 0) drain_curl(rt);   /* what it ended starts what waited: counted */
     } else {
       fr_watch *w = find_watch(rt, fd);
       if (w) w->cb(w->ud, fd);
     }
   }
-  double now = fr_now();
-  if (rt->curl_deadline >= 0 && rt->curl_deadline <= now) {
-    rt->curl_deadline = -1;
-    curl_act(rt, CURL_SOCKET_TIMEOUT, 0, &mc);
-  }
+  curl_due(rt, fr_now());
   drain_curl(rt);
   run_timers(rt, fr_clock(rt));
   rt->on_ready(rt);
@@ -299,6 +335,7 @@ int fr_step(flowrun *rt, int wait_ms) {
     return FLOWRUN_ERR;
   }
   rt->in_step--;
+  mc = rt->step_mc;
   if (mc == CURLM_OUT_OF_MEMORY) return fr_error(rt, "out of memory");
   if (mc != CURLM_OK) return fr_error(rt, "libcurl: %s", curl_multi_strerror(mc));
   return rt->nsessions + rt->ncalls;

@@ -33,5 +33,8 @@ int fr_close_socket(void *ud, curl_socket_t fd);
 bool fr_loop_init(flowrun *rt);
 void fr_loop_free(flowrun *rt);
 int fr_step(flowrun *rt, int wait_ms);
+/* With a budget (flowrun_step_budget): is this step's spent? Between two
+** units of work; it first lets libcurl send what the last unit started. */
+bool fr_budget_spent(flowrun *rt);
 
 #endif

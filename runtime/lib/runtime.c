@@ -69,6 +69,8 @@ static int l_setup(lua_State *L) {
   return 0;
 }
 
+#define FR_GC_STEPSIZE 9               /* log2 of the bytes a collector step pays for */
+
 flowrun *fr_create(lua_State *L, bool owns, const flowrun_callbacks *cb) {
   static int curl_ready;
   flowrun *rt = calloc(1, sizeof *rt);
@@ -95,8 +97,13 @@ flowrun *fr_create(lua_State *L, bool owns, const flowrun_callbacks *cb) {
   rt->on_settle = fr_calls_settle;
   if (!fr_loop_init(rt)) goto fail;
   fr_limits_init(rt);
-  if (!L) L = lua_newstate(fr_alloc, rt);
-  if (!L) goto fail;
+  if (!L) {
+    if (!(L = lua_newstate(fr_alloc, rt))) goto fail;
+    /* the collector's steps a sixteenth of Lua's default (8 KB of
+    ** allocation paid for by each, 512 bytes here): as much collecting,
+    ** in pieces short enough for a frame (README: A frame budget) */
+    lua_gc(L, LUA_GCINC, 0, 0, FR_GC_STEPSIZE);
+  }
   rt->L = L;
   lua_pushcfunction(L, l_setup);
   lua_pushlightuserdata(L, rt);
@@ -159,6 +166,16 @@ const char *flowrun_errmsg(const flowrun *rt) {
 
 lua_State *flowrun_lua(flowrun *rt) {
   return rt->L;
+}
+
+int flowrun_step_budget(flowrun *rt, int timeout_ms, double budget_ms) {
+  int n;
+  if (rt->in_step) return fr_error(rt, "flowrun_step: called from a callback");
+  if (rt->dur && fr_dur_failed(rt)) return fr_dur_commit(rt);
+  rt->budget_ms = budget_ms > 0 ? budget_ms : 0;
+  n = fr_step(rt, timeout_ms);
+  rt->budget_ms = 0;
+  return n;
 }
 
 int flowrun_step(flowrun *rt, int timeout_ms) {

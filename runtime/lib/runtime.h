@@ -48,6 +48,11 @@ struct flowrun {
   struct fd_state *fds;                 /* by descriptor: see loop.c */
   int nfds;
   int in_step;
+  double budget_ms;                     /* this step's (flowrun_step_budget), 0: none */
+  double budget_end;                    /* fr_now() when it is spent */
+  int step_resumed;                     /* sessions resumed in this step */
+  int step_mc;                          /* CURLMcode: this step's first libcurl failure */
+  unsigned ready_turn;                  /* session.c: fr_run_ready's calls */
   /* sessions (session.c; quota.c: running, broke, run_L) */
   fr_session *ready, *ready_tail;
   fr_session *all;

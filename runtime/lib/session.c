@@ -60,6 +60,7 @@ void fr_session_ready(fr_session *s) {
   flowrun *rt = s->rt;
   if (s->queued) return;
   s->queued = true;
+  s->ready_turn = rt->ready_turn;
   s->next_ready = NULL;
   if (rt->ready_tail) rt->ready_tail->next_ready = s;
   else rt->ready = s;
@@ -702,14 +703,18 @@ static void resume(fr_session *s) {
   session_free(s);
 }
 
+/* Resumes the sessions that were ready when it was called, in the order
+** they became ready; those readied meanwhile carry this call's turn and
+** wait for the next call. With a budget, each step resumes at least one,
+** then stops when it is spent: the rest stay first in line. */
 void fr_run_ready(flowrun *rt) {
-  fr_session *s = rt->ready;
-  rt->ready = rt->ready_tail = NULL;    /* readied from here on: next turn */
-  while (s) {
-    fr_session *next = s->next_ready;
+  unsigned turn = ++rt->ready_turn;
+  fr_session *s;
+  while ((s = rt->ready) && s->ready_turn != turn) {
+    if (rt->step_resumed++ > 0 && fr_budget_spent(rt)) return;
+    if (!(rt->ready = s->next_ready)) rt->ready_tail = NULL;
     s->queued = false;
     resume(s);
-    s = next;
   }
 }
 

@@ -33,6 +33,7 @@ struct fr_session {
   int nargs;                            /* values for the first resume */
   bool closed;                          /* the channel: asks get nil */
   bool queued;                          /* in the ready list */
+  unsigned ready_turn;                  /* rt->ready_turn when it was put there */
   bool restart;                         /* continue_as_new: start afresh */
   bool restart_rec;                     /* and write its record (2 values on top) */
   bool declarative;                     /* it runs a definition (flow.run) */
