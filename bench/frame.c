@@ -5,12 +5,14 @@
 ** budget of BUDGET_MS (flowrun_step_budget) or none (0: flowrun_step(rt, 0)),
 ** for SECONDS, and times every step.
 ** usage: frame BASE_URL N SECONDS BUDGET_MS [MAX_CONNECTIONS (100)]; prints
-**   "frame sessions N budget_ms B steps S p50_us A p99_us B max_us C
-**    first_max_us D calls K calls_per_s R wrong W start_ms T"
+**   "sessions N budget_ms B steps S p50_us A p99_us B max_us C
+**    first_max_us D cpu_p99_us E cpu_max_us F calls K calls_per_s R wrong W
+**    start_ms T"
 ** (first_max_us: the longest step in the first second; cpu_*: the steps'
-** CPU time, which leaves out the time the thread was not running; start_ms: the host's
-** own time in flowrun_start for the N sessions, outside any step; wrong:
-** calls that did not end "200"). Exits 1 when a call went wrong or a
+** CPU time, which leaves out the time the thread was not running;
+** calls_per_s: after the first second; start_ms: the host's own time in
+** flowrun_start for the N sessions, outside any step; wrong: calls that
+** did not end "200"). Exits 1 when a call went wrong or a
 ** session failed.
 */
 #include <signal.h>
@@ -136,7 +138,7 @@ static int run(const char *url, long n, double seconds, double budget, long conn
   double span = (now_us() - calls_from) / 1e6;
   qsort(steps, nsteps, sizeof *steps, cmp);
   qsort(cpus, nsteps, sizeof *cpus, cmp);
-  printf("frame sessions %ld budget_ms %g steps %ld p50_us %.1f p99_us %.1f max_us %.1f"
+  printf("sessions %ld budget_ms %g steps %ld p50_us %.1f p99_us %.1f max_us %.1f"
          " first_max_us %.1f cpu_p99_us %.1f cpu_max_us %.1f calls %ld calls_per_s %.1f"
          " wrong %ld start_ms %.1f\n",
          n, budget, nsteps, steps[nsteps / 2], steps[(long)(nsteps * 0.99)], steps[nsteps - 1],

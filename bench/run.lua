@@ -21,6 +21,7 @@
 -- BENCH_SOAK_PAUSE_MS (250: each soak session's pause between calls),
 -- BENCH_TAKEOVER_RUNS (3: kills the takeover row's median is of),
 -- BENCH_LEASE_MS (2000: the takeover row's --lease-ms),
+-- BENCH_FRAME_S (10: each frame row's run, with and without the budget),
 -- BENCH_ONLY (row names separated by commas: run only those; nginx is not
 -- started when none of them needs it, e.g. BENCH_ONLY=soak).
 -- Run from the repository root after `make` (the Makefile does both).
@@ -44,6 +45,7 @@ local SOAK_S = math.max(1, math.floor(env_number("BENCH_SOAK_S", 300)))
 local SOAK_SESSIONS = math.max(1, math.floor(env_number("BENCH_SOAK_SESSIONS", 500)))
 local SOAK_PAUSE_MS = math.max(0, math.floor(env_number("BENCH_SOAK_PAUSE_MS", 250)))
 local ONLY = os.getenv("BENCH_ONLY")
+local FRAME_S = math.max(2, math.floor(env_number("BENCH_FRAME_S", 10)))
 
 local FLOWRUN = "build/flowrun"
 local BIN = "build/bench/"
@@ -572,6 +574,30 @@ local function inflight(n)
   return { value = f.bytes_per_call, ok = f.ok, calls = f.calls, seconds = f.seconds,
            start_seconds = f.start_seconds, rss_peak_kb = f.rss_peak_kb,
            rss_before_kb = f.rss_before_kb, others = f.others }
+end
+
+-- The frame rows (bench/frame.c): a game host stepping every 1 ms for
+-- FRAME_S seconds, N players each calling nginx once a second, all started
+-- at once; its steps' times with a budget of BUDGET ms (0: flowrun_step).
+local function frame_run(n, budget)
+  local f, err = timed(("%s%sframe %s %d %d %g"):format(CLIENT_PIN, BIN, (nginx.url:gsub("/json$", "")),
+                                                        n, FRAME_S, budget))
+  if not f then return nil, err end
+  if f.wrong ~= 0 then return nil, ("%d calls did not end \"200\""):format(f.wrong) end
+  return { value = f.max_us / 1000, p50 = f.p50_us / 1000, p99 = f.p99_us / 1000,
+           first = f.first_max_us / 1000, cpu_max = f.cpu_max_us / 1000, cpu_p99 = f.cpu_p99_us / 1000,
+           calls = f.calls, calls_per_s = f.calls_per_s, start_ms = f.start_ms, steps = f.steps,
+           others = f.others }
+end
+
+local function frame_pair(n)
+  return function()
+    local a, err = frame_run(n, 2)
+    if not a then return nil, err end
+    local b, err2 = frame_run(n, 0)
+    if not b then return nil, err2 end
+    return a, b
+  end
 end
 
 local function wrk(c)
@@ -1133,6 +1159,14 @@ local rows = {
     what = "instructions per call, 100 sessions: --trace-json /dev/null vs without",
     skip = not HAVE_VALGRIND and "valgrind not found: row skipped",
     pair = function() return instr_cost(" --trace-json /dev/null")() end },
+  { name = "frame 1000", kind = "frame", target = 3, once = true,
+    what = ("1 000 players each calling nginx once a second, a host stepping every 1 ms for"
+            .. " %d s: its longest step with a 2 ms budget (flowrun_step_budget) vs without;"
+            .. " calls/s at least 0.90 x"):format(FRAME_S),
+    pair = frame_pair(1000) },
+  { name = "frame 10000", kind = "frame", target = 5, once = true,
+    what = "the same, 10 000 players",
+    pair = frame_pair(10000) },
   { name = "http2", kind = "rps", target = 1.00,
     what = ("%d sessions, %d calls to nginx over TLS, max_connections 100: http_version \"2\""
             .. " vs \"1.1\" (connections used: below the table)"):format(N_TLS_SESSIONS, N_TLS),
@@ -1342,6 +1376,11 @@ local function summarize(row)
   elseif row.kind == "cost" then
     row.ratio = fm and bm and bm > 0 and fm / bm or nil
     row.result = #row.runs.flowrun > 0 and "-" or "FAIL"
+  elseif row.kind == "frame" then
+    local f, b = row.runs.flowrun[1], row.runs.baseline[1]
+    row.ratio = f and b and b.calls_per_s > 0 and f.calls_per_s / b.calls_per_s or nil
+    row.result = row.ratio and (f.value <= row.target and row.ratio >= 0.90 and "PASS" or "MISS")
+                 or "FAIL"
   elseif row.kind == "soak" then
     local m = row.runs.flowrun[1]
     row.result = m and m.counts_equal and m.wrong == 0 and m.rss_flat and m.calls > 0
@@ -1417,6 +1456,18 @@ local function cells(row)
     else
       c[5] = "report"
       if f and b then c[7] = ("+%s instr/call"):format(fmt_int(f.value - b.value)) end
+    end
+  elseif row.kind == "frame" then
+    local f, b = row.runs.flowrun[1], row.runs.baseline[1]
+    local function step(m) return ("max %.1f ms, p99 %.2f, %s calls/s"):format(m.value, m.p99,
+                                                                           fmt_int(m.calls_per_s)) end
+    if f then c[2] = step(f) end
+    if b then c[3] = step(b) end
+    if row.ratio then c[4] = ("%.2f x calls"):format(row.ratio) end
+    c[5] = ("max <= %d ms, >= 0.90 x"):format(row.target)
+    if f and b then
+      c[7] = ("CPU max %.1f / %.1f ms; first second max %.1f / %.1f ms; starting them %.0f ms")
+             :format(f.cpu_max, b.cpu_max, f.first, b.first, f.start_ms)
     end
   elseif row.kind == "soak" then
     local m = row.runs.flowrun[1]

@@ -735,6 +735,124 @@ static void transport(void) {
   flowrun_free(rt);
 }
 
+/* ---- a frame budget: a burst of completions spread over steps ---- */
+
+#define BURST 5000
+#define WORK_US 100                     /* the host's work for each trace and message */
+#define MOST (2000 / WORK_US + 2)       /* what a step of 2 ms can hold: see frame_budget */
+static int burst_said, burst_traced, burst_step_work, burst_in_order, burst_ok;
+
+static void burst_say(void *ud, const char *id, const char *text, size_t len) {
+  (void)ud;
+  if (atoi(id + 1) != burst_said) burst_in_order = 0;
+  if (len == 3 && memcmp(text, "200", 3) == 0) burst_ok++;
+  burst_said++;
+  burst_step_work++;
+  usleep(WORK_US);
+}
+
+static void burst_trace(void *ud, const flowrun_trace *t) {
+  (void)ud;
+  (void)t;
+  burst_traced++;
+  burst_step_work++;
+  usleep(WORK_US);
+}
+
+static int answer_burst(void *ud, const flowrun_request *rq, flowrun_answer *out) {
+  (void)ud;
+  (void)rq;
+  out->status = 200;
+  out->body = "{}";
+  out->body_len = 2;
+  out->delay_ms = 100;
+  return FLOWRUN_OK;
+}
+
+/* n sessions each make one call, answered together: by a transport on a
+** virtual clock (mode 0: at the same instant), or by the mock over the
+** network (mode 1: 300 ms after they were sent, within a few ms of each
+** other); or (mode 2) each waits in ask() and the host sends a message to
+** every one at once. The host takes WORK_US for each trace and each
+** message said. budget
+** 0: flowrun_step. Returns the most traces and messages one step gave;
+** *steps: the steps that gave any. */
+static int burst(int n, int mode, double budget, int *steps) {
+  flowrun_callbacks cb = { .say = burst_say, .trace = burst_trace, .size = sizeof(flowrun_callbacks) };
+  flowrun *rt = flowrun_new(&cb);
+  char id[16];
+  int most = 0, live, idle = 0;
+  burst_said = burst_traced = burst_ok = 0;
+  burst_in_order = 1;
+  *steps = 0;
+  if (!rt || flowrun_load_integrations(rt, path(mode == 1 ? "net_integrations.lua"
+                                                          : "burst_integrations.lua")) != FLOWRUN_OK
+      || (mode != 1 && (flowrun_virtual_clock(rt, 0) != FLOWRUN_OK
+                   || flowrun_set_transport(rt, answer_burst, NULL) != FLOWRUN_OK))) {
+    fprintf(stderr, "burst: %s\n", rt ? flowrun_errmsg(rt) : "ENOMEM");
+    exit(1);
+  }
+  for (int i = 0; i < n; i++) {
+    snprintf(id, sizeof id, "b%d", i);
+    if (flowrun_start(rt, id, path(mode == 2 ? "burst_ask.lua" : "burst.lua"), 0, NULL) != FLOWRUN_OK)
+      exit(1);
+  }
+  if (mode == 2) {                      /* all wait in ask(); then a message to each */
+    for (int i = 0; i < 100 && !flowrun_quiet(rt); i++) flowrun_step(rt, 0);
+    for (int i = 0; i < n; i++) {
+      snprintf(id, sizeof id, "b%d", i);
+      if (flowrun_send(rt, id, "200", 3) != FLOWRUN_OK) exit(1);
+    }
+  }
+  do {                                  /* hang guards: 200 steps in a row that gave nothing */
+    burst_step_work = 0;                /* (20 s at least), n * 10 that gave something */
+    live = budget > 0 ? flowrun_step_budget(rt, 100, budget) : flowrun_step(rt, 100);
+    if (burst_step_work > 0) (*steps)++;
+    idle = burst_step_work > 0 ? 0 : idle + 1;
+    if (burst_step_work > most) most = burst_step_work;
+  } while (live > 0 && *steps < n * 10 && idle < 200);
+  flowrun_free(rt);
+  return most;
+}
+
+/* A step with a 2 ms budget checks the time before each unit of work but
+** the first of each kind, and each trace and message costs the host
+** WORK_US: it gives at most 2000 / WORK_US units past the checks, plus the
+** first timer's and the first resume's. A count, whatever the machine's
+** speed (a slower one gives fewer). */
+static void frame_budget(int port) {
+  char buf[256];
+  int steps, most;
+  write_file("burst_integrations.lua",
+             "return { burst = { base_url = 'http://127.0.0.1:9/v1', max_connections = 10000 } }\n");
+  snprintf(buf, sizeof buf, "return { burst = { base_url = 'http://127.0.0.1:%d/v1',"
+           " max_connections = 500, timeout_ms = 30000 } }\n", port);
+  write_file("net_integrations.lua", buf);
+  write_file("burst_ask.lua", "say(ask())\n");
+  write_file("burst.lua", "local label = api_node{ integration = 'burst', path = '/burst',"
+             " results = { '200' } }\nsay(label)\n");
+  most = burst(BURST, 0, 0, &steps);
+  check(burst_ok == BURST && most == 2 * BURST && steps == 1,
+        "without a budget, one step takes all 5000 calls that ended together and their sessions");
+  most = burst(BURST, 0, 2.0, &steps);
+  check(burst_ok == BURST && burst_traced == BURST, "with a 2 ms budget every call and session is still served");
+  check(most >= 1 && most <= MOST,
+        "with a 2 ms budget a step takes at most 22 of those ends and resumes (100 us of host work each)");
+  check(steps >= 2 * BURST / MOST, "the burst is spread over hundreds of steps");
+  check(burst_in_order, "the sessions are resumed in the order they made their calls (answers that came together)");
+  most = burst(BURST, 2, 2.0, &steps);
+  check(burst_ok == BURST && most >= 1 && most <= MOST && burst_in_order,
+        "5000 messages sent at once: at most 22 sessions resumed a step, in the order they were sent");
+  most = burst(500, 1, 2.0, &steps);
+  check(burst_ok == 500 && most >= 1 && most <= MOST,
+        "500 calls over the network ending together: at most 22 ends and resumes a step, all served");
+  flowrun_callbacks none = { .size = sizeof(flowrun_callbacks) };
+  flowrun *rt = flowrun_new(&none);
+  check(rt && flowrun_step_budget(rt, 0, 2.0) == 0 && flowrun_step_budget(rt, 0, -1) == 0
+        && flowrun_step_budget(rt, 0, 0) == 0, "flowrun_step_budget on an idle runtime; 0 and < 0: none");
+  flowrun_free(rt);
+}
+
 /* A transport that answers 503 to a call's first attempt, 200 to its next. */
 static int answer_503_then_200(void *ud, const flowrun_request *rq, flowrun_answer *out) {
   (void)ud;
@@ -792,6 +910,7 @@ int main(int argc, char **argv) {
     "  { path = '/v1/hang', fault = 'no_response' },\n"
     "  { path = '/v1/fast/{id}', json = { result = 'granted' } },\n"
     "  { path = '/v1/big', body = string.rep('x', 200000) },\n"
+    "  { path = '/v1/burst', delay_ms = 300, json = { ok = true } },\n"
     "}\n");
   if (!(port = start_mock(exe))) {
     fprintf(stderr, "cannot start the mock server\n");
@@ -840,6 +959,7 @@ int main(int argc, char **argv) {
     store_full();
     transport();
     trace_attempts();
+    frame_budget(port);
   }
 #ifdef EMBED_OOM
   if (!oom_from) response_out_of_memory();

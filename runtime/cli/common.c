@@ -481,9 +481,9 @@ void cli_input_close(cli_input *in) {
   in->len = in->cap = in->used = 0;
 }
 
-int cli_step(flowrun *rt, int timeout_ms, bool *failed) {
+int cli_step(flowrun *rt, int timeout_ms, double budget_ms, bool *failed) {
   static int in_a_row;
-  int n = flowrun_step(rt, timeout_ms);
+  int n = flowrun_step_budget(rt, timeout_ms, budget_ms);
   if (n != FLOWRUN_ERR) {
     in_a_row = 0;
     return n;

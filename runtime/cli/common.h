@@ -46,8 +46,12 @@ int cli_output_done(int status, FILE *trace_json, const char *name);
 ** failed (libcurl, out of memory), 1 after saying why on stderr and
 ** setting *failed: the host steps again (flowrun.h). After 100 failed
 ** steps in a row it gives up: 0; at once when the store failed (then the
-** command exits 3: flowrun_store_failed). */
-int cli_step(flowrun *rt, int timeout_ms, bool *failed);
+** command exits 3: flowrun_store_failed). budget_ms: as
+** flowrun_step_budget (0: none). */
+int cli_step(flowrun *rt, int timeout_ms, double budget_ms, bool *failed);
+/* The slice of work host, serve and the REPL give a step: their input is
+** read, and what the sessions said is written out, between two slices. */
+#define CLI_SLICE_MS 5.0
 
 /* ---- limits.c: --allow LIST and --limit NAME=VALUE, for run, host, repl ---- */
 #define CLI_MAX_LIMITS 8

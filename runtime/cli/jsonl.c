@@ -323,14 +323,14 @@ int flowrun_host_main(int argc, char **argv) {
   if (!h.in.pollable) {                 /* a file, /dev/null: read as the loop turns */
     while (!h.in.eof && !flowrun_store_failed(h.rt)) {
       if (!read_some(&h)) input_ends(&h);
-      cli_step(h.rt, 0, &h.failed);
+      cli_step(h.rt, 0, CLI_SLICE_MS, &h.failed);
       fflush(stdout);
     }
   }
   for (;;) {                            /* with a store, waiting sessions wait in it */
     if (flowrun_store_failed(h.rt)) break;
     if (h.st.path && h.in.eof && flowrun_quiet(h.rt)) break;
-    if (cli_step(h.rt, -1, &h.failed) <= 0 && h.in.eof) break;
+    if (cli_step(h.rt, -1, CLI_SLICE_MS, &h.failed) <= 0 && h.in.eof) break;
     fflush(stdout);
   }
   status = flowrun_store_failed(h.rt) ? 3 : h.failed;

@@ -198,7 +198,7 @@ int flowrun_run_main(int argc, char **argv) {
   if (status == 0) {
     cli_watchdog_start(&c.opts.grants, c.rt);
     bool step_failed = false;
-    while (cli_step(c.rt, -1, &step_failed) > 0) {}
+    while (cli_step(c.rt, -1, 0, &step_failed) > 0) {}
     if (step_failed) c.failed = 1;
     cli_watchdog_stop();
     status = flowrun_store_failed(c.rt) ? 3 : c.failed;

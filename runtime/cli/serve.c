@@ -885,7 +885,7 @@ int flowrun_serve_main(int argc, char **argv) {
     MHD_run(sv.d);
     expire(&sv);
     if (MHD_get_timeout(sv.d, &mt) == MHD_YES && mt < (MHD_UNSIGNED_LONG_LONG)wait) wait = (int)mt;
-    if (cli_step(sv.rt, wait, &sv.failed) <= 0 && flowrun_store_failed(sv.rt)) break;
+    if (cli_step(sv.rt, wait, CLI_SLICE_MS, &sv.failed) <= 0 && flowrun_store_failed(sv.rt)) break;
   }
   /* going: the requests still waiting get what they have (ones that come
      meanwhile get 503), then the daemon stops: libmicrohttpd refuses to stop

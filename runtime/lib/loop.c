@@ -39,8 +39,14 @@ static void heap_swap(flowrun *rt, int i, int j) {
   rt->heap[j]->idx = j;
 }
 
+/* Timers due at the same time fire in the order they were armed: calls
+** answered together are taken in the order they were made. */
+static bool before(const fr_timer *a, const fr_timer *b) {
+  return a->at < b->at || (a->at == b->at && a->seq < b->seq);
+}
+
 static void heap_up(flowrun *rt, int i) {
-  while (i > 0 && rt->heap[(i - 1) / 2]->at > rt->heap[i]->at) {
+  while (i > 0 && before(rt->heap[i], rt->heap[(i - 1) / 2])) {
     heap_swap(rt, i, (i - 1) / 2);
     i = (i - 1) / 2;
   }
@@ -49,8 +55,8 @@ static void heap_up(flowrun *rt, int i) {
 static void heap_down(flowrun *rt, int i) {
   for (;;) {
     int l = 2 * i + 1, r = l + 1, m = i;
-    if (l < rt->nheap && rt->heap[l]->at < rt->heap[m]->at) m = l;
-    if (r < rt->nheap && rt->heap[r]->at < rt->heap[m]->at) m = r;
+    if (l < rt->nheap && before(rt->heap[l], rt->heap[m])) m = l;
+    if (r < rt->nheap && before(rt->heap[r], rt->heap[m])) m = r;
     if (m == i) return;
     heap_swap(rt, i, m);
     i = m;
@@ -80,6 +86,7 @@ bool fr_timer_arm(flowrun *rt, fr_timer *t, double at) {
     rt->capheap = cap;
   }
   t->at = at;
+  t->seq = ++rt->timer_seq;
   t->idx = rt->nheap;
   rt->heap[rt->nheap++] = t;
   heap_up(rt, t->idx);

@@ -16,6 +16,7 @@
 typedef struct fr_timer fr_timer;
 struct fr_timer {
   double at;
+  unsigned long long seq;               /* when armed: ties fire in this order */
   int idx;                              /* heap slot, -1 when not armed */
   void (*fire)(flowrun *rt, fr_timer *t);
 };

@@ -43,6 +43,7 @@ struct flowrun {
   double curl_deadline;                 /* libcurl's timer, -1 if none */
   fr_timer **heap;
   int nheap, capheap;
+  unsigned long long timer_seq;         /* timers armed so far */
   struct fr_watch *watches;
   int nwatches;
   struct fd_state *fds;                 /* by descriptor: see loop.c */

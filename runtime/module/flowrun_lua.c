@@ -392,11 +392,21 @@ static int m_stop(lua_State *L) {
   return 0;
 }
 
-/* rt:step([ms]) -> live sessions + calls in flight */
+/* rt:step([ms [, budget_ms]]) -> live sessions + calls in flight */
 static int m_step(lua_State *L) {
   static const char method_name[] = "step";
   box *b = checkbox(L);
-  int n = flowrun_step(b->rt, (int)arg_int(L, 2, method_name, "ms (how long it may wait)", 0));
+  int ms = (int)arg_int(L, 2, method_name, "ms (how long it may wait)", 0);
+  lua_Number budget = 0;
+  int n;
+  if (!lua_isnoneornil(L, 3)) {
+    int ok;
+    budget = lua_tonumberx(L, 3, &ok);
+    if (!ok || budget != budget)
+      luaL_error(L, "flowrun: rt:%s: budget_ms must be a number, got %s", method_name,
+                 luaL_typename(L, 3));
+  }
+  n = flowrun_step_budget(b->rt, ms, (double)budget);
   check(L, b, n < 0 ? n : FLOWRUN_OK);
   lua_pushinteger(L, n);
   return 1;

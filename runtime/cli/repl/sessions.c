@@ -357,7 +357,7 @@ static int l_sleep(lua_State *L) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     now = ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
     if (now >= until || repl_interrupted()) break;
-    flowrun_step(r->rt, (int)(until - now) + 1);
+    flowrun_step_budget(r->rt, (int)(until - now) + 1, CLI_SLICE_MS);
   }
   lua_pushboolean(L, !repl_interrupted());
   return 1;

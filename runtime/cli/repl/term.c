@@ -297,7 +297,7 @@ void repl_turn(repl *r, bool want, const char *prompt) {
     }
     cli_input_watch(&r->in, true);
   }
-  flowrun_step(r->rt, -1);
+  flowrun_step_budget(r->rt, -1, CLI_SLICE_MS);
   repl_flow_stopped();                  /* the loop turns again */
 }
 
