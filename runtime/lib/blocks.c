@@ -3,13 +3,15 @@
 **
 ** A block of class c is at least (c + 1) * 16 bytes: it came from
 ** malloc of that size, or it is a larger block a shrink kept (the shrink
-** must not fail). Each list keeps at most KEEP_BYTES (8 192 blocks of
-** 16 bytes, 256 of 512: 4 MB in all at most), so a burst of garbage goes
-** back to malloc; as much as that stays here because glibc puts the
-** small blocks it is given back in its fast bins, and the next large
-** malloc (libcurl's, for a request) first merges every one of them: with
-** thousands there, a pause of a millisecond in the middle of a frame. Under AddressSanitizer the blocks waiting
-** in a list are poisoned: a use after free is still caught.
+** must not fail). The lists hold at most `keep` bytes, which the runtime
+** sets to what its Lua state holds live: a heap at most doubles between
+** two collections, so a cycle's garbage waits here for the next cycle's
+** blocks, and only a burst past that goes back to malloc. Freed blocks
+** that went to glibc would sit in its fast bins, thousands deep, until
+** the next large malloc (libcurl's, for a request) merges them all: a
+** pause of milliseconds in the middle of a frame (README: A frame
+** budget). Under AddressSanitizer the blocks waiting in a list are
+** poisoned: a use after free is still caught.
 */
 #include <stdint.h>
 #include <stdlib.h>
@@ -26,7 +28,6 @@
 #define UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
-#define KEEP_BYTES (128 * 1024)         /* what each list keeps at most */
 
 static int class_of(size_t n) { return (int)((n - 1) >> 4); }
 static size_t class_size(int c) { return (size_t)(c + 1) << 4; }
@@ -37,19 +38,19 @@ static void *take(fr_blocks *b, size_t n) {
   if (!p) return malloc(class_size(c));
   UNPOISON(p, class_size(c));
   memcpy(&b->head[c], p, sizeof p);
-  b->n[c]--;
+  b->kept -= class_size(c);
   return p;
 }
 
 static void give(fr_blocks *b, void *p, size_t n) {
   int c = class_of(n);
-  if ((size_t)b->n[c] * class_size(c) >= KEEP_BYTES) {
+  if (b->kept + class_size(c) > b->keep) {
     free(p);
     return;
   }
   memcpy(p, &b->head[c], sizeof p);
   b->head[c] = p;
-  b->n[c]++;
+  b->kept += class_size(c);
   POISON(p, class_size(c));
 }
 
@@ -86,6 +87,6 @@ void fr_blocks_free(fr_blocks *b) {
       p = next;
     }
     b->head[c] = NULL;
-    b->n[c] = 0;
   }
+  b->kept = 0;
 }

@@ -18,7 +18,8 @@
 
 typedef struct fr_blocks {
   void *head[FR_BLOCK_CLASSES];         /* freed blocks of 16, 32, ... bytes */
-  int n[FR_BLOCK_CLASSES];              /* how many each list holds */
+  size_t kept;                          /* bytes the lists hold */
+  size_t keep;                          /* the most they may hold (the owner sets it) */
 } fr_blocks;
 
 /* Lua's allocator contract (lua_Alloc) without the counting: p of osize

@@ -84,6 +84,7 @@ void *fr_alloc(void *ud, void *p, size_t osize, size_t nsize) {
   void *q;
   if (!p) osize = 0;                    /* then it says the type */
   delta = (long long)nsize - (long long)osize;
+  rt->blocks.keep = rt->mem > 0 ? (size_t)rt->mem : 0;   /* blocks.c: what may wait */
   if (nsize == 0) {
     fr_blocks_resize(&rt->blocks, p, osize, 0);
     rt->mem += delta;
