@@ -117,14 +117,15 @@ static void detach(fr_call *c) {
   }
   fr_timer_cancel(rt, &c->timer);
   if (c->phase == FR_C_AUTH) unwait(c);
-  if (c->phase == FR_C_QUEUED) {
-    fr_call **p = &c->rq.ig->pool.qhead;
-    c->rq.ig->pool.qtail = NULL;
-    while (*p) {
-      if (*p == c) *p = c->qnext;
-      else { c->rq.ig->pool.qtail = *p; p = &(*p)->qnext; }
-    }
-    if (!c->rq.ig->pool.qhead) fr_timer_cancel(rt, &c->rq.ig->pool.gate);
+  if (c->phase == FR_C_QUEUED) {        /* out of the pool's queue, at once wherever it is */
+    fr_pool *p = &c->rq.ig->pool;
+    if (c->qprev) c->qprev->qnext = c->qnext;
+    else p->qhead = c->qnext;
+    if (c->qnext) c->qnext->qprev = c->qprev;
+    else p->qtail = c->qprev;
+    c->qnext = c->qprev = NULL;
+    c->phase = FR_C_NEW;
+    if (!p->qhead) fr_timer_cancel(rt, &p->gate);
   }
   if (c->slot) {
     c->slot = false;
@@ -641,10 +642,12 @@ static void pump(fr_integration *ig) {
         (void)fr_timer_arm(c->rt, &ig->pool.gate, now + wait);  /* else: queue_timeout_ms */
       return;
     }
-    if (!(ig->pool.qhead = c->qnext)) {
+    if ((ig->pool.qhead = c->qnext)) ig->pool.qhead->qprev = NULL;
+    else {
       ig->pool.qtail = NULL;
       fr_timer_cancel(c->rt, &ig->pool.gate);   /* armed only while calls wait */
     }
+    c->qnext = NULL;
     fr_timer_cancel(c->rt, &c->timer);
     c->phase = FR_C_NEW;
     start(c, now);
@@ -1178,6 +1181,7 @@ static void acquire_slot(fr_call *c) {
   } else {
     c->phase = FR_C_QUEUED;
     c->qnext = NULL;
+    c->qprev = ig->pool.qtail;
     if (ig->pool.qtail) ig->pool.qtail->qnext = c;
     else ig->pool.qhead = c;
     ig->pool.qtail = c;

@@ -60,6 +60,7 @@ struct fr_call {
   bool cut;                             /* this request ends at the deadline, not its timeout */
   fr_timer timer;                       /* queue limit or backoff */
   fr_call *qnext;                       /* waiting for a slot, or a token */
+  fr_call *qprev;                       /* waiting for a slot: the one before */
   bool internal;                        /* the runtime's own: an OAuth2 token request */
   bool reauthed;                        /* sent again after a 401 with a new token */
   unsigned token_gen;                   /* the OAuth2 token it carries */

@@ -62,6 +62,7 @@ void fr_session_ready(fr_session *s) {
   s->queued = true;
   s->ready_turn = rt->ready_turn;
   s->next_ready = NULL;
+  s->prev_ready = rt->ready_tail;
   if (rt->ready_tail) rt->ready_tail->next_ready = s;
   else rt->ready = s;
   rt->ready_tail = s;
@@ -417,12 +418,11 @@ static void free_session(fr_session *s, bool evict) {
   if (s->call) fr_call_cancel(s->call);
   fr_timer_cancel(rt, &s->timer);
   if (s->queued) {                      /* unlink from the ready list */
-    fr_session **p = &rt->ready;
-    rt->ready_tail = NULL;
-    while (*p) {
-      if (*p == s) *p = s->next_ready;
-      else { rt->ready_tail = *p; p = &(*p)->next_ready; }
-    }
+    if (s->prev_ready) s->prev_ready->next_ready = s->next_ready;
+    else rt->ready = s->next_ready;
+    if (s->next_ready) s->next_ready->prev_ready = s->prev_ready;
+    else rt->ready_tail = s->prev_ready;
+    s->queued = false;
   }
   if (s->prev) s->prev->next = s->next;
   else rt->all = s->next;
@@ -712,7 +712,8 @@ void fr_run_ready(flowrun *rt) {
   fr_session *s;
   while ((s = rt->ready) && s->ready_turn != turn) {
     if (rt->step_resumed++ > 0 && fr_budget_spent(rt)) return;
-    if (!(rt->ready = s->next_ready)) rt->ready_tail = NULL;
+    if ((rt->ready = s->next_ready)) rt->ready->prev_ready = NULL;
+    else rt->ready_tail = NULL;
     s->queued = false;
     resume(s);
   }

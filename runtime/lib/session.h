@@ -48,7 +48,7 @@ struct fr_session {
   fr_journal *j;                        /* its journal: NULL without a store */
   struct fr_jar *jars;                  /* its cookies (cookies.c) */
   double active;                        /* when it last ran (ms, fr_now) */
-  fr_session *next_ready;
+  fr_session *next_ready, *prev_ready;
   fr_session *prev, *next;              /* all live sessions */
   char id[];
 };
