@@ -288,6 +288,35 @@ describe("flowrun host", function()
     assert.are.equal("overlong \u{FFFD}\u{FFFD} " .. ("\u{FFFD}"):rep(3) .. " " .. ("\u{FFFD}"):rep(4), said[2].say)
   end)
 
+  it("works in slices: what the first sessions of a burst said is out before the last ones run", function()
+    -- 100 sessions, each about 10 ms of Lua, all started by one write: the host
+    -- resumes them in slices of 5 ms and writes out what they said after each,
+    -- so the first reply is there while most sessions have not run yet. Without
+    -- slices all 100 replies (under 4 KB: one buffer) come out together at the end.
+    helper.flow([[
+      local n = 0
+      for i = 1, 3e6 do n = n + i end
+      say(args[1])
+    ]], dir, "hog.lua")
+    local proc = helper.cli_piped({ "host", dir .. "/hog.lua" }, { env = ENV })
+    local lines = {}
+    for i = 1, 100 do lines[i] = ('{"session":"h%d","text":"%d"}'):format(i, i) end
+    proc:send(table.concat(lines, "\n"))
+    local function says(events)
+      local n = 0
+      for _, e in ipairs(events) do if e.say then n = n + 1 end end
+      return n
+    end
+    local first = helper.wait_for(function()
+      local n = says(decode(proc:stdout(), true))
+      return n > 0 and n
+    end, helper.san and 120000 or 60000)
+    local r = proc:finish()
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal(100, says(decode(r.stdout)))
+    assert.is_truthy(first and first < 50, "replies seen when the first came out: " .. tostring(first))
+  end)
+
   it("hides secrets in what sessions say and in errors", function()
     helper.flow([[ say("key " .. os.getenv("HOST_SECRET")) error("with " .. os.getenv("HOST_SECRET")) ]],
                 dir, "leak.lua")

@@ -769,6 +769,31 @@ describe("the REPL", function()
       assert.matches("no sessions\n", r.stdout, 1, true)
     end)
 
+    it("steps in slices: a burst of background flows does not hold the next line until it is done", function()
+      -- 100 background flows wake together from sleep(300) and each runs a few
+      -- ms of Lua: the REPL's sleep(320) ends within a slice of its time, so
+      -- 'typed' comes out while most of them have not run; in one step (no
+      -- slices) it would come after all that were due then. The last sleep
+      -- lets them all end before the script does.
+      helper.flow([[
+        sleep(300)
+        local n = 0
+        for i = 1, 1e6 do n = n + i end
+        say("hog")
+      ]], dir, "hog.lua")
+      local r = script(string.rep(".run hog.lua &\n", 100) .. "sleep(320)\nprint('typed')\n"
+                       .. (helper.san and "sleep(6000)\n" or "sleep(2000)\n"))
+      assert.are.equal(0, r.code, r.stderr)
+      local before = r.stdout:match("^(.-)typed\n")
+      assert.is_truthy(before, r.stdout)
+      local hogs = 0
+      for _ in before:gmatch("%] hog\n") do hogs = hogs + 1 end
+      assert.is_true(hogs < 50, hogs .. " flows said hog before the next line ran")
+      local all = 0
+      for _ in r.stdout:gmatch("%] hog\n") do all = all + 1 end
+      assert.are.equal(100, all)
+    end)
+
     it(".fg answers a background flow's asks, .stop ends one, .quit leaves before the next line", function()
       local r = script(".run order.lua &\n.fg 1\n42\nann\n.run ticks.lua &\n.stop 2\n.sessions\n"
         .. "sleep(600)\n.quit\n'after quit'\n")
