@@ -193,6 +193,12 @@ FLOWRUN_API int flowrun_step(flowrun *rt, int timeout_ms);
 ** as flowrun_step. Returns as flowrun_step. */
 FLOWRUN_API int flowrun_step_budget(flowrun *rt, int timeout_ms, double budget_ms);
 
+/* Sessions ready to run now: left by a step whose budget ran out, or made
+** ready since (a message, a call that ended, a sleep over). A host that
+** reads its users' input only while this is small keeps what it read from
+** piling up faster than the sessions run (flowrun host: 1000). */
+FLOWRUN_API int flowrun_ready(const flowrun *rt);
+
 /* Live sessions (started and not ended). */
 FLOWRUN_API int flowrun_sessions(const flowrun *rt);
 

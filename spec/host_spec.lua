@@ -288,6 +288,46 @@ describe("flowrun host", function()
     assert.are.equal("overlong \u{FFFD}\u{FFFD} " .. ("\u{FFFD}"):rep(3) .. " " .. ("\u{FFFD}"):rep(4), said[2].say)
   end)
 
+  it("closes the channels at the end of input once nothing runs: a call in flight ends, then its ask waits and gets nil", function()
+    helper.flow([[
+      local label = api_node{ integration = "shop", path = "/slow", results = { "200" } }
+      local more = ask("more? " .. label)
+      say(tostring(more))
+    ]], dir, "call_ask.lua")
+    local r = host("call_ask.lua", { '{"session":"c1","text":"go"}' })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.same({ { ask = "more? 200" }, { say = "nil" }, { ["end"] = "done" } }, of(r.events, "c1"))
+  end)
+
+  it("reads stdin only while fewer than 1000 sessions wait to run: 20 000 lines take no more memory than 2 000", function()
+    -- each line starts a session; read at once, 20 000 would be in memory
+    -- together (about 4x the peak of 2 000); read as they run, about as many.
+    -- (Not under AddressSanitizer, whose quarantine holds freed memory.)
+    if helper.san then return end
+    helper.flow('say("ok")\n', dir, "ok.lua")
+    local function peak_kb(n, pipe)       -- stdin a file, or a pipe written at once
+      local lines = {}
+      for i = 1, n do lines[i] = ('{"session":"s%d","text":"x"}'):format(i) end
+      helper.write(dir .. "/many.jsonl", table.concat(lines, "\n") .. "\n")
+      local run = pipe and "r = subprocess.run(sys.argv[2:], input=open(sys.argv[1], 'rb').read(),"
+                           .. " stdout=subprocess.DEVNULL)\n"
+                  or "r = subprocess.run(sys.argv[2:], stdin=open(sys.argv[1]), stdout=subprocess.DEVNULL)\n"
+      local out = helper.sh("env -u LD_PRELOAD HOST_SECRET=x /usr/bin/python3 -c " .. helper.quote(
+        "import resource, subprocess, sys\n" .. run
+        .. "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+        .. " " .. helper.quote(dir .. "/many.jsonl") .. " " .. helper.quote(helper.flowrun)
+        .. " host " .. helper.quote(dir .. "/ok.lua"))
+      local code, kb = out:match("^(%d+) (%d+)")
+      assert.are.equal("0", code, out)
+      return tonumber(kb)
+    end
+    for _, pipe in ipairs({ false, true }) do
+      local small, big = peak_kb(2000, pipe), peak_kb(20000, pipe)
+      assert.is_true(big < small * 1.5, ("stdin a %s: peak RSS %d KB for 20 000 lines, %d KB for 2 000")
+                                        :format(pipe and "pipe" or "file", big, small))
+    end
+  end)
+
   it("works in slices: what the first sessions of a burst said is out before the last ones run", function()
     -- 100 sessions, each about 10 ms of Lua, all started by one write: the host
     -- resumes them in slices of 5 ms and writes out what they said after each,

@@ -53,6 +53,7 @@ typedef struct host {
   long lineno;
   cli_input in;                         /* stdin */
   cli_store_opts st;                    /* --store PATH and its limits */
+  bool closing;                         /* input ended: channels close once all is quiet */
 } host;
 
 /* ---- out ---- */
@@ -259,7 +260,22 @@ static void input_ends(host *h) {
   const char *rest;
   size_t len;
   if ((rest = cli_input_rest(&h->in, &len))) handle_line(h, rest, len);
-  if (!h->st.path) flowrun_send(h->rt, NULL, NULL, 0);   /* a store keeps them waiting */
+  h->closing = !h->st.path;             /* a store keeps them waiting */
+}
+
+/* stdin is read while fewer sessions than this wait to run: what was
+** read must not pile up faster than the sessions run (a step is a slice) */
+#define HOST_BACKLOG 1000
+
+/* The end of input closes every channel, in its turn: once the sessions
+** have run what the lines before it started (nothing ready to run, no call
+** in flight), as they would have with all the time in the world. The host
+** works in slices and reads stdin between them, so the end may be read
+** before a session its last lines started has run. */
+static void close_when_quiet(host *h) {
+  if (!h->closing || !flowrun_quiet(h->rt)) return;
+  h->closing = false;
+  flowrun_send(h->rt, NULL, NULL, 0);
 }
 
 /* Reads what stdin has and handles its lines; false at the end. */
@@ -322,7 +338,7 @@ int flowrun_host_main(int argc, char **argv) {
   cli_watchdog_start(&h.opts.grants, h.rt);
   if (!h.in.pollable) {                 /* a file, /dev/null: read as the loop turns */
     while (!h.in.eof && !flowrun_store_failed(h.rt)) {
-      if (!read_some(&h)) input_ends(&h);
+      if (flowrun_ready(h.rt) < HOST_BACKLOG && !read_some(&h)) input_ends(&h);
       cli_step(h.rt, 0, CLI_SLICE_MS, &h.failed);
       fflush(stdout);
     }
@@ -330,6 +346,8 @@ int flowrun_host_main(int argc, char **argv) {
   for (;;) {                            /* with a store, waiting sessions wait in it */
     if (flowrun_store_failed(h.rt)) break;
     if (h.st.path && h.in.eof && flowrun_quiet(h.rt)) break;
+    close_when_quiet(&h);
+    cli_input_watch(&h.in, flowrun_ready(h.rt) < HOST_BACKLOG);
     if (cli_step(h.rt, -1, CLI_SLICE_MS, &h.failed) <= 0 && h.in.eof) break;
     fflush(stdout);
   }

@@ -96,13 +96,24 @@ void fr_calls_settle(flowrun *rt) {
 
 /* Takes c, waiting for a token, out of its integration's list. */
 static void unwait(fr_call *c) {
-  fr_oauth *o = c->rq.ig->oauth;
-  fr_call **p = &o->whead;
-  o->wtail = NULL;
-  while (*p) {
-    if (*p == c) *p = c->qnext;
-    else { o->wtail = *p; p = &(*p)->qnext; }
-  }
+  if (!c->wq[0]) return;
+  if (c->qprev) c->qprev->qnext = c->qnext;
+  else *c->wq[0] = c->qnext;
+  if (c->qnext) c->qnext->qprev = c->qprev;
+  else *c->wq[1] = c->qprev;
+  c->qnext = c->qprev = NULL;
+  c->wq[0] = c->wq[1] = NULL;
+}
+
+/* Appends c to the list of calls waiting for a token at *head, *tail. */
+static void wait_in(fr_call *c, fr_call **head, fr_call **tail) {
+  c->qnext = NULL;
+  c->qprev = *tail;
+  if (*tail) (*tail)->qnext = c;
+  else *head = c;
+  *tail = c;
+  c->wq[0] = head;
+  c->wq[1] = tail;
 }
 
 /* Unlinks c from the loop: transfer, queue, timer, slot. Leaves its
@@ -1093,10 +1104,7 @@ static bool authed(fr_call *c) {
     return false;
   }
   c->phase = FR_C_AUTH;
-  c->qnext = NULL;
-  if (o->wtail) o->wtail->qnext = c;
-  else o->whead = c;
-  o->wtail = c;
+  wait_in(c, &o->whead, &o->wtail);
   if (!o->fetch) fetch_token(c->rt, ig);
   return false;
 }
@@ -1119,15 +1127,21 @@ static void token_fetched(fr_call *t) {
   char msg[CURL_ERROR_SIZE + 512];
   bool oom = t->oom, ok = !oom && fr_auth_accept(t->rt, o, t->reason ? 0 : t->status, t->rbody.p,
                                                  t->rbody.len, t->error, msg, sizeof msg);
-  fr_call *w = o->whead;
+  /* the calls waiting now move to a list of this function's: those that
+  ** start waiting meanwhile wait for the next token request, and one that
+  ** ends meanwhile (its session stopped by a callback) leaves this list */
+  fr_call *head = o->whead, *tail = o->wtail, *w;
   o->whead = o->wtail = NULL;
+  for (w = head; w; w = w->qnext) {
+    w->wq[0] = &head;
+    w->wq[1] = &tail;
+  }
   o->fetch = NULL;
   ig->refs++;                           /* its calls may all end below */
   give_back(t);
-  while (w) {
-    fr_call *next = w->qnext;
+  while ((w = head)) {
+    unwait(w);
     w->phase = FR_C_NEW;                /* out of the list */
-    w->qnext = NULL;
     fr_timer_cancel(w->rt, &w->timer);  /* its deadline: armed again where it waits next */
     if (!ok) {
       if (oom) fail_oom(w);
@@ -1142,7 +1156,6 @@ static void token_fetched(fr_call *t) {
       if (w->slot) resend(w);                          /* the resend after a 401 */
       else acquire_slot(w);
     }
-    w = next;
   }
   fr_integration_release(ig);
 }

@@ -59,8 +59,8 @@ struct fr_call {
   double deadline;                      /* deadline_ms: when the call must end; 0: none */
   bool cut;                             /* this request ends at the deadline, not its timeout */
   fr_timer timer;                       /* queue limit or backoff */
-  fr_call *qnext;                       /* waiting for a slot, or a token */
-  fr_call *qprev;                       /* waiting for a slot: the one before */
+  fr_call *qnext, *qprev;               /* waiting for a slot, or a token: the next, the one before */
+  fr_call **wq[2];                      /* waiting for a token: the list's head and tail */
   bool internal;                        /* the runtime's own: an OAuth2 token request */
   bool reauthed;                        /* sent again after a 401 with a new token */
   unsigned token_gen;                   /* the OAuth2 token it carries */

@@ -24,10 +24,14 @@
 /* A host descriptor flowrun_watch() watches; what epoll holds for each
 ** descriptor libcurl uses (see fd_at). */
 typedef struct fr_watch { int fd; void (*cb)(void *, int); void *ud; } fr_watch;
-typedef struct fd_state { uint32_t events; uint8_t flags; } fd_state;
+typedef struct fd_state { uint32_t events; uint8_t flags; uint16_t gen; } fd_state;
 
+/* An event's data: the descriptor in the low 32 bits, the tag in the next 8,
+** for libcurl's the descriptor's generation above (see fd_forget). */
 #define TAG_CURL  (1ull << 32)
 #define TAG_WATCH (2ull << 32)
+#define TAG_OF(u) ((u) & (0xffull << 32))
+#define GEN_OF(u) ((uint16_t)((u) >> 40))
 
 /* ---- timers ---- */
 
@@ -98,9 +102,12 @@ bool fr_timer_arm(flowrun *rt, fr_timer *t, double at) {
 static void run_timers(flowrun *rt, double now) {
   bool first = true;
   while (rt->nheap > 0 && rt->heap[0]->at <= now) {
-    fr_timer *t = rt->heap[0];
-    if (!first && fr_budget_spent(rt)) return;
+    fr_timer *t;
+    /* the check may deliver calls, which cancel timers and free what
+    ** holds them: the heap is read again after it */
+    if (!first && (fr_budget_spent(rt) || !(rt->nheap > 0 && rt->heap[0]->at <= now))) return;
     first = false;
+    t = rt->heap[0];
     fr_timer_cancel(rt, t);
     t->fire(rt, t);
   }
@@ -133,12 +140,15 @@ static fd_state *fd_at(flowrun *rt, int fd) {
   return &rt->fds[fd];
 }
 
-/* A descriptor past the table was never watched: nothing to forget. */
+/* A descriptor past the table was never watched: nothing to forget. Its
+** generation moves on: an event of the same turn for the socket that had
+** the number is not taken for a new one that has it now. */
 static void fd_forget(flowrun *rt, int fd) {
   fd_state *st = fd < rt->nfds ? &rt->fds[fd] : NULL;
   if (!st) return;
   if (st->events) epoll_ctl(rt->epfd, EPOLL_CTL_DEL, fd, NULL);
   st->events = st->flags = 0;
+  st->gen++;
 }
 
 /* Opens a connection socket for the call ud. When the process (EMFILE) or
@@ -190,7 +200,7 @@ static int on_socket(CURL *e, curl_socket_t s, int what, void *ud, void *sp) {
   ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0)
             | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
   if (st->events == ev.events) return 0;
-  ev.data.u64 = TAG_CURL | (uint32_t)s;
+  ev.data.u64 = TAG_CURL | (uint64_t)st->gen << 40 | (uint32_t)s;
   if (epoll_ctl(rt->epfd, st->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, s, &ev) < 0)
     epoll_ctl(rt->epfd, errno == ENOENT ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, s, &ev);
   st->events = ev.events;
@@ -289,19 +299,21 @@ static int virtual_wait(flowrun *rt, struct epoll_event *ev, int wait_ms) {
 int fr_step(flowrun *rt, int wait_ms) {
   struct epoll_event ev[64];
   CURLMcode mc;
-  double waited;
-  int n, i;
+  double waited, idle = 0;
+  unsigned first;
+  int n, i, k;
   rt->in_step++;
   rt->step_mc = CURLM_OK;
   rt->step_resumed = 0;
   rt->budget_end = fr_now() + rt->budget_ms;
   rt->on_ready(rt);
-  waited = fr_now();
   n = -1;
   if (rt->on_turn) {                    /* a store: what the turns wrote, committed */
     int w = wait_time(rt, wait_ms, fr_clock(rt));
     if (w != 0 && rt->turn_open(rt)) {  /* idle 5 ms with writes open: commit them */
+      waited = fr_now();
       n = epoll_wait(rt->epfd, ev, 64, w > 0 && w < COMMIT_IDLE_MS ? w : COMMIT_IDLE_MS);
+      idle += fr_now() - waited;
       if (n == 0 && w > 0 && w <= COMMIT_IDLE_MS) n = 0;   /* the wait is over */
       else if (n == 0) n = -1;
     }
@@ -310,16 +322,24 @@ int fr_step(flowrun *rt, int wait_ms) {
       return FLOWRUN_ERR;
     }
   }
+  waited = fr_now();
   if (n < 0 && rt->vclock >= 0) n = virtual_wait(rt, ev, wait_ms);
   if (n < 0) n = epoll_wait(rt->epfd, ev, 64, wait_time(rt, wait_ms, fr_now()));
   if (n < 0) n = 0;
-  if (rt->budget_ms > 0) rt->budget_end += fr_now() - waited;   /* the wait is not work */
-  for (i = 0; i < n; i++) {
-    uint64_t tag = ev[i].data.u64 & ~0xffffffffull;
+  idle += fr_now() - waited;
+  rt->budget_end += idle;               /* the waits are not work (a commit is) */
+  /* with a budget, the events are taken from where the last step stopped:
+  ** epoll gives those that stay ready in the same order every time */
+  first = rt->budget_ms > 0 && n > 0 ? rt->ev_next % (unsigned)n : 0;
+  for (k = 0; k < n; k++) {
+    i = (int)((first + (unsigned)k) % (unsigned)n);
+    uint64_t tag = TAG_OF(ev[i].data.u64);
     int fd = (int)(uint32_t)ev[i].data.u64;
     /* spent: the rest are level-triggered, the next step is told again */
-    if (i > 0 && fr_budget_spent(rt)) break;
-    if (tag == TAG_CURL && fd < rt->nfds && (rt->fds[fd].flags & FD_IDLE)) {
+    if (k > 0 && fr_budget_spent(rt)) break;
+    if (tag == TAG_CURL && (fd >= rt->nfds || rt->fds[fd].gen != GEN_OF(ev[i].data.u64))) {
+      continue;                         /* its socket closed in this turn: stale */
+    } else if (tag == TAG_CURL && (rt->fds[fd].flags & FD_IDLE)) {
       fd_forget(rt, fd);                /* closed by the server meanwhile */
     } else if (tag == TAG_CURL) {
       int mask = (ev[i].events & EPOLLIN ? CURL_CSELECT_IN : 0)
@@ -332,6 +352,7 @@ int fr_step(flowrun *rt, int wait_ms) {
       if (w) w->cb(w->ud, fd);
     }
   }
+  rt->ev_next = first + (unsigned)k;
   curl_due(rt, fr_now());
   drain_curl(rt);
   run_timers(rt, fr_clock(rt));

@@ -178,6 +178,10 @@ int flowrun_step_budget(flowrun *rt, int timeout_ms, double budget_ms) {
   return n;
 }
 
+int flowrun_ready(const flowrun *rt) {
+  return rt->nready;
+}
+
 int flowrun_step(flowrun *rt, int timeout_ms) {
   int n;
   if (rt->in_step) return fr_error(rt, "flowrun_step: called from a callback");

@@ -52,10 +52,12 @@ struct flowrun {
   double budget_ms;                     /* this step's (flowrun_step_budget), 0: none */
   double budget_end;                    /* fr_now() when it is spent */
   int step_resumed;                     /* sessions resumed in this step */
+  unsigned ev_next;                     /* loop.c: where the next step's events start */
   int step_mc;                          /* CURLMcode: this step's first libcurl failure */
   unsigned ready_turn;                  /* session.c: fr_run_ready's calls */
   /* sessions (session.c; quota.c: running, broke, run_L) */
   fr_session *ready, *ready_tail;
+  int nready;                           /* in the ready list */
   fr_session *all;
   fr_session *volatile running;         /* being resumed now (flowrun_break) */
   volatile sig_atomic_t broke;          /* flowrun_break: the hook ends it */

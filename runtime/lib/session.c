@@ -60,6 +60,7 @@ void fr_session_ready(fr_session *s) {
   flowrun *rt = s->rt;
   if (s->queued) return;
   s->queued = true;
+  rt->nready++;
   s->ready_turn = rt->ready_turn;
   s->next_ready = NULL;
   s->prev_ready = rt->ready_tail;
@@ -423,6 +424,7 @@ static void free_session(fr_session *s, bool evict) {
     if (s->next_ready) s->next_ready->prev_ready = s->prev_ready;
     else rt->ready_tail = s->prev_ready;
     s->queued = false;
+    rt->nready--;
   }
   if (s->prev) s->prev->next = s->next;
   else rt->all = s->next;
@@ -710,8 +712,14 @@ static void resume(fr_session *s) {
 void fr_run_ready(flowrun *rt) {
   unsigned turn = ++rt->ready_turn;
   fr_session *s;
-  while ((s = rt->ready) && s->ready_turn != turn) {
-    if (rt->step_resumed++ > 0 && fr_budget_spent(rt)) return;
+  for (;;) {
+    if (!(s = rt->ready) || s->ready_turn == turn) return;
+    /* the check may deliver calls, whose callbacks may stop any session:
+    ** the head is read again after it */
+    if (rt->step_resumed > 0 && fr_budget_spent(rt)) return;
+    if (!(s = rt->ready) || s->ready_turn == turn) return;
+    rt->step_resumed++;
+    rt->nready--;
     if ((rt->ready = s->next_ready)) rt->ready->prev_ready = NULL;
     else rt->ready_tail = NULL;
     s->queued = false;
