@@ -92,4 +92,10 @@ return {
     find = "    if (rt->step_resumed > 0 && fr_budget_spent(rt)) return;\n    if (!(s = rt->ready) || s->ready_turn == turn) return;",
     replace = "    if (rt->step_resumed > 0 && fr_budget_spent(rt)) return;",
     spec = "embed" },
+  { name = "repl-turn-no-slices",
+    promise = "the REPL reads its next line from a pipe while a burst of background flows runs",
+    file = "runtime/cli/repl/term.c",
+    find = "  flowrun_step_budget(r->rt, -1, CLI_SLICE_MS);",
+    replace = "  flowrun_step(r->rt, -1);",
+    spec = "spec/repl_spec.lua", filter = "slices" },
 }
