@@ -84,7 +84,8 @@ typedef struct flowrun_trace {
 
 /* What the host hears. Any callback may be NULL. Strings are valid only
 ** during the call. Callbacks must not call flowrun_step() or flowrun_free();
-** flowrun_send() and flowrun_start() are fine.
+** flowrun_send() and flowrun_start() are fine, and flowrun_stop() of any
+** session but the one the callback is about.
 ** The struct grows: later versions add fields after `size`, never before.
 ** Set size to sizeof(flowrun_callbacks) (a designated initializer:
 ** .size = sizeof(flowrun_callbacks)); the library reads that many bytes and
@@ -169,7 +170,10 @@ FLOWRUN_API int flowrun_start(flowrun *rt, const char *id, const char *flow,
 ** id NULL: every live session (at shutdown, text NULL lets each one finish). */
 FLOWRUN_API int flowrun_send(flowrun *rt, const char *id, const char *text, size_t len);
 
-/* Ends session `id` now, wherever it waits (FLOWRUN_NOSESSION: none). */
+/* Ends session `id` now, wherever it waits (FLOWRUN_NOSESSION: none).
+** From a callback: any session but the one the callback is about (the
+** one running, whose say, ask or end it is; the one whose call a trace
+** is of): FLOWRUN_ERR for that one, which the host stops after. */
 FLOWRUN_API int flowrun_stop(flowrun *rt, const char *id);
 
 /* Advances the loop: runs what is ready, waiting at most timeout_ms for

@@ -1055,6 +1055,37 @@ static void trace_attempts(void) {
   }
 }
 
+/* A trace callback that stops the session whose call it is about: refused
+** (the call goes on after the callback: a retry, a redirect, its end), for
+** every record; the host stops it after the step. */
+static flowrun *self_rt;
+static int self_refused, self_traced;
+static void stop_self(void *ud, const flowrun_trace *t) {
+  (void)ud;
+  self_traced++;
+  if (flowrun_stop(self_rt, t->session) == FLOWRUN_ERR && strstr(flowrun_errmsg(self_rt), "being traced"))
+    self_refused++;
+}
+
+static void stop_traced(void) {
+  flowrun_callbacks cb = { .trace = stop_self, .size = sizeof(flowrun_callbacks), .trace_attempts = 1 };
+  flowrun *rt = self_rt = flowrun_new(&cb);
+  int steps = 0;
+  self_refused = self_traced = 0;
+  write_file("retry_twice.lua", "api_node{ integration = 'game', path = '/x', results = { '200' } }\n"
+             "sleep(1000)\n");
+  if (!rt || flowrun_load_integrations(rt, path("retried.lua")) != FLOWRUN_OK
+      || flowrun_set_transport(rt, answer_503_then_200, NULL) != FLOWRUN_OK
+      || flowrun_start(rt, "r", path("retry_twice.lua"), 0, NULL) != FLOWRUN_OK) {
+    check(0, "a runtime for stop_traced");
+    return;
+  }
+  while (self_traced < 2 && flowrun_step(rt, 100) > 0 && steps < 1000) steps++;
+  check(self_traced == 2 && self_refused == 2 && flowrun_stop(rt, "r") == FLOWRUN_OK,
+        "a trace callback cannot stop the session its call is of (FLOWRUN_ERR); the host stops it after");
+  flowrun_free(rt);
+}
+
 int main(int argc, char **argv) {
   const char *exe = argc > 1 ? argv[1] : "build/flowrun";
   const char *oom_from = getenv("EMBED_OOM_FROM");   /* only those rounds, from N */
@@ -1121,6 +1152,7 @@ int main(int argc, char **argv) {
     frame_budget(port);
     stop_in_budget();
     busy_fd();
+    stop_traced();
   }
 #ifdef EMBED_OOM
   if (!oom_from) response_out_of_memory();

@@ -1044,6 +1044,8 @@ int flowrun_stop(flowrun *rt, const char *id) {
   if (!s) return st;
   if (s == rt->running)
     return fr_error(rt, "session %s is running: stop it after its callback", id);
+  if (s->call && s->call == rt->tracing)  /* the call goes on after the callback */
+    return fr_error(rt, "session %s's call is being traced: stop it after the callback", id);
   if (s->j) {
     fr_dur_drop(rt, s->id, s->j);
     s->j = NULL;
