@@ -1459,8 +1459,10 @@ local function cells(row)
     end
   elseif row.kind == "frame" then
     local f, b = row.runs.flowrun[1], row.runs.baseline[1]
-    local function step(m) return ("max %.1f ms, p99 %.2f, %s calls/s"):format(m.value, m.p99,
-                                                                           fmt_int(m.calls_per_s)) end
+    local function step(m)
+      return ("max %.1f ms, p99 %.2f, p50 %.3f, %s calls/s"):format(m.value, m.p99, m.p50,
+                                                                   fmt_int(m.calls_per_s))
+    end
     if f then c[2] = step(f) end
     if b then c[3] = step(b) end
     if row.ratio then c[4] = ("%.2f x calls"):format(row.ratio) end

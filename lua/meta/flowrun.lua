@@ -73,10 +73,12 @@ function Runtime:send(id, text) end
 ---@param id string
 function Runtime:stop(id) end
 
----One turn of the loop, waiting at most `ms` (0 by default).
+---One turn of the loop, waiting at most `ms` (0 by default); with `budget_ms`,
+---working only that long and leaving the rest to the next step (README: A frame budget).
 ---@param ms? integer
+---@param budget_ms? number
 ---@return integer busy live sessions plus calls in flight
-function Runtime:step(ms) end
+function Runtime:step(ms, budget_ms) end
 
 ---Turns the loop until no session is left or every one waits for a message,
 ---at most `ms` (60000).
