@@ -502,6 +502,26 @@ say("finished")
       assert.are.same({}, helper.says(rt:events(), "s"))
     end)
 
+    it("rt:step(ms, budget_ms) stops when the budget is spent: one session a step, in order; <= 0 is none", function()
+      local rt = runtime()
+      for i = 1, 5 do helper.start(rt, "b" .. i, [[ say(session.id) ]]) end
+      local order = {}
+      for step = 1, 5 do
+        rt:step(0, 0.0001)                  -- 0.1 us: spent by the first session it resumes
+        local said = helper.says(rt:events())
+        assert.are.equal(1, #said, "step " .. step)
+        order[#order + 1] = said[1]
+      end
+      assert.are.same({ "b1", "b2", "b3", "b4", "b5" }, order)
+      for i = 1, 5 do helper.start(rt, "c" .. i, [[ say(session.id) ]]) end
+      rt:step(0, -1)
+      assert.are.equal(5, #helper.says(rt:events()))
+      assert.has_error(function() rt:step(0, "soon") end,
+                       "flowrun: rt:step: budget_ms must be a number, got string")
+      assert.has_error(function() rt:step(0, 0 / 0) end,
+                       "flowrun: rt:step: budget_ms must be a number, got number")
+    end)
+
     it("rt:run(max_ms) gives up with false while a session still works", function()
       local rt = runtime()
       helper.start(rt, "s", [[ sleep(5000) ]])

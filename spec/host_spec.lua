@@ -329,6 +329,26 @@ describe("flowrun host", function()
     end
   end)
 
+  it("closes the channels for all sessions together: one that keeps calling holds the others' nil until it ends", function()
+    helper.flow([[
+      if args[1] == "poll" then
+        for _ = 1, 20 do api_node{ integration = "shop", path = "/fast", results = { "200" } } end
+        say("polled")
+        return
+      end
+      say(tostring(ask("more?")))
+    ]], dir, "poll_ask.lua")
+    local r = host("poll_ask.lua", { '{"session":"p","text":"poll"}', '{"session":"a","text":"ask"}' })
+    assert.are.equal(0, r.code, r.stderr)
+    local polled, got_nil
+    for i, e in ipairs(r.events) do
+      if e.session == "p" and e["end"] then polled = i end
+      if e.session == "a" and e.say == "nil" then got_nil = i end
+    end
+    assert.is_truthy(polled and got_nil, r.stdout)
+    assert.is_true(polled < got_nil, r.stdout)
+  end)
+
   it("works in slices: what the first sessions of a burst said is out before the last ones run", function()
     -- 100 sessions, each about 10 ms of Lua, all started by one write: the host
     -- resumes them in slices of 5 ms and writes out what they said after each,

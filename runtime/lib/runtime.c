@@ -183,11 +183,7 @@ int flowrun_ready(const flowrun *rt) {
 }
 
 int flowrun_step(flowrun *rt, int timeout_ms) {
-  int n;
-  if (rt->in_step) return fr_error(rt, "flowrun_step: called from a callback");
-  if (rt->dur && fr_dur_failed(rt)) return fr_dur_commit(rt);
-  n = fr_step(rt, timeout_ms);
-  return n;
+  return flowrun_step_budget(rt, timeout_ms, 0);
 }
 
 /* ---- durable sessions ---- */
