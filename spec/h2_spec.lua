@@ -122,15 +122,20 @@ describe("http_version", function()
       retry = { attempts = 3, on = { "error" }, backoff_ms = 10 } } }, dir)
     local flow = helper.flow([[
 local ok = 0
-for _ = 1, 10 do
+for _ = 1, 50 do
   if api_node{ integration = "api", path = "/x", results = { "200" } } == "200" then ok = ok + 1 end
 end
 say(ok)
 ]], dir)
-    local r = helper.cli{ args = { "run", "--sessions", "100", "-I", ifile, flow } }
+    -- 20 calls in flight: a connection's GOAWAY refuses the up to 19
+    -- opened after its 50th, which libcurl tries again (5 times) on the
+    -- next connection, then the retry rule (3 attempts). With 100 in flight
+    -- two of three streams were refused each time: 3 calls in 1 000 failed
+    -- all 15 tries in one run of ~30 on a loaded machine.
+    local r = helper.cli{ args = { "run", "--sessions", "20", "-I", ifile, flow } }
     assert.are.equal(0, r.code, r.stderr)
-    local _, tens = r.stdout:gsub("%] 10\n", "")
-    assert.are.equal(100, tens, r.stdout)
+    local _, all = r.stdout:gsub("%] 50\n", "")
+    assert.are.equal(20, all, r.stdout)
     local log = ng.take_log()
     assert.are.same({ "HTTP/2.0" }, distinct(log, "proto"))
     assert.is_true(#distinct(log, "conn") >= 20)   -- 1 000 requests, 50 a connection
