@@ -288,7 +288,7 @@ describe("flowrun host", function()
     assert.are.equal("overlong \u{FFFD}\u{FFFD} " .. ("\u{FFFD}"):rep(3) .. " " .. ("\u{FFFD}"):rep(4), said[2].say)
   end)
 
-  it("closes the channels at the end of input once nothing runs: a call in flight ends, then its ask waits and gets nil", function()
+  it("closes the channels at the end of input in their turn: a call in flight ends, then its ask waits and gets nil", function()
     helper.flow([[
       local label = api_node{ integration = "shop", path = "/slow", results = { "200" } }
       local more = ask("more? " .. label)
@@ -329,24 +329,53 @@ describe("flowrun host", function()
     end
   end)
 
-  it("closes the channels for all sessions together: one that keeps calling holds the others' nil until it ends", function()
+  it("closes each channel in its own turn: a session that keeps calling or yielding does not hold another's nil", function()
+    -- a asks at once; p calls 50 times, y yields 100 000 times (always ready
+    -- to run): a's nil comes while they still run, not when all is quiet
     helper.flow([[
       if args[1] == "poll" then
-        for _ = 1, 20 do api_node{ integration = "shop", path = "/fast", results = { "200" } } end
+        for _ = 1, 50 do api_node{ integration = "shop", path = "/fast", results = { "200" } } end
         say("polled")
+        return
+      elseif args[1] == "spin" then
+        for _ = 1, 100000 do coroutine.yield() end
+        say("spun")
         return
       end
       say(tostring(ask("more?")))
     ]], dir, "poll_ask.lua")
-    local r = host("poll_ask.lua", { '{"session":"p","text":"poll"}', '{"session":"a","text":"ask"}' })
+    local r = host("poll_ask.lua", { '{"session":"p","text":"poll"}', '{"session":"y","text":"spin"}',
+                                     '{"session":"a","text":"ask"}' })
     assert.are.equal(0, r.code, r.stderr)
-    local polled, got_nil
+    local ended, got_nil = {}, nil
     for i, e in ipairs(r.events) do
-      if e.session == "p" and e["end"] then polled = i end
+      if e["end"] then ended[e.session] = i end
       if e.session == "a" and e.say == "nil" then got_nil = i end
     end
-    assert.is_truthy(polled and got_nil, r.stdout)
-    assert.is_true(polled < got_nil, r.stdout)
+    assert.is_truthy(ended.p and ended.y and got_nil, r.stdout)
+    assert.is_true(got_nil < ended.p and got_nil < ended.y, r.stdout)
+  end)
+
+  it("closes at the end of input the channel of a session that waits, and of one that waits later", function()
+    -- w waits in ask; its second line comes, then the end of input while w
+    -- makes a 1 s call: w asks again (an ask line) and gets nil. n, started
+    -- by the last line, is in a 1 s call at the end: it asks, gets nil, and
+    -- its next ask does not wait (its prompt comes as a say).
+    helper.flow([[
+      if args[1] == "late" then api_node{ integration = "shop", path = "/slow", results = { "200" } } end
+      local got = ask("first?")
+      say("got " .. tostring(got))
+      if got then api_node{ integration = "shop", path = "/slow", results = { "200" } } end
+      say("then " .. tostring(ask("second?")))
+    ]], dir, "two_asks.lua")
+    local r = host("two_asks.lua", { '{"session":"w","text":"go"}',
+                                     { after = "ask w", '{"session":"w","text":"one"}' },
+                                     '{"session":"n","text":"late"}' })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.same({ { ask = "first?" }, { say = "got one" }, { ask = "second?" }, { say = "then nil" },
+                      { ["end"] = "done" } }, of(r.events, "w"))
+    assert.are.same({ { ask = "first?" }, { say = "got nil" }, { say = "second?" }, { say = "then nil" },
+                      { ["end"] = "done" } }, of(r.events, "n"))
   end)
 
   it("works in slices: what the first sessions of a burst said is out before the last ones run", function()

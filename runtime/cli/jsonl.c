@@ -53,8 +53,60 @@ typedef struct host {
   long lineno;
   cli_input in;                         /* stdin */
   cli_store_opts st;                    /* --store PATH and its limits */
-  bool closing;                         /* input ended: channels close once all is quiet */
+  bool ended;                           /* input ended: each channel closes at its next wait */
+  bool untracked;                       /* a waiting session not tracked (out of memory) */
+  int waiting_ref;                      /* { [id] = true } of the sessions waiting in ask */
 } host;
+
+/* ---- who waits in ask ---- */
+
+/* lua_pcall'd: 1 host, 2 id (light), 3 true or nil. The table is made at
+** its first use. */
+static int l_waiting(lua_State *L) {
+  host *h = lua_touserdata(L, 1);
+  if (h->waiting_ref == LUA_NOREF) {
+    lua_newtable(L);
+    h->waiting_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->waiting_ref);
+  lua_pushstring(L, lua_touserdata(L, 2));
+  lua_pushvalue(L, 3);
+  lua_rawset(L, -3);
+  return 0;
+}
+
+/* Marks session id as waiting in ask for its next line, or not. */
+static void set_waiting(host *h, const char *id, bool on) {
+  lua_State *L = flowrun_lua(h->rt);
+  int top = lua_gettop(L);
+  if (h->st.path || (!on && h->waiting_ref == LUA_NOREF)) return;   /* a store keeps them waiting */
+  if (lua_checkstack(L, 5)) {
+    lua_pushcfunction(L, l_waiting);
+    lua_pushlightuserdata(L, h);
+    lua_pushlightuserdata(L, (void *)id);
+    if (on) lua_pushboolean(L, 1);
+    else lua_pushnil(L);
+    if (lua_pcall(L, 3, 0, 0) == LUA_OK) on = false;
+  }
+  if (on) h->untracked = true;          /* at the end of input all close at once */
+  lua_settop(L, top);
+}
+
+/* lua_pcall'd: 1 host. Closes the channel of every session waiting in ask. */
+static int l_close_waiting(lua_State *L) {
+  host *h = lua_touserdata(L, 1);
+  if (h->waiting_ref == LUA_NOREF) return 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->waiting_ref);
+  lua_pushnil(L);
+  while (lua_next(L, 2)) {
+    lua_pop(L, 1);
+    flowrun_send(h->rt, lua_tostring(L, -1), NULL, 0);
+    lua_pushvalue(L, -1);
+    lua_pushnil(L);
+    lua_rawset(L, 2);                   /* clearing a field while traversing is allowed */
+  }
+  return 0;
+}
 
 /* ---- out ---- */
 
@@ -77,12 +129,17 @@ static void on_say(void *ud, const char *id, const char *text, size_t len) {
   out_event(ud, id, "say", text, len);
 }
 
+/* After the end of input a session that waits for a line gets nil. */
 static void on_ask(void *ud, const char *id, const char *prompt, size_t len) {
-  out_event(ud, id, "ask", prompt, len);
+  host *h = ud;
+  out_event(h, id, "ask", prompt, len);
+  if (h->ended && !h->st.path) flowrun_send(h->rt, id, NULL, 0);
+  else set_waiting(h, id, true);
 }
 
 static void on_end(void *ud, const char *id, int how, const char *error) {
   host *h = ud;
+  set_waiting(h, id, false);
   fputs("{\"session\":", stdout);
   cli_json_str(stdout, id, strlen(id));
   if (how == FLOWRUN_DONE) fputs(",\"end\":\"done\"", stdout);
@@ -235,8 +292,10 @@ static void handle_line(host *h, const char *line, size_t len) {
   } else if (!text) {                   /* close */
     if (flowrun_send(h->rt, id, NULL, 0) != FLOWRUN_OK)
       bad_line(h, "%s", flowrun_errmsg(h->rt));
+    else set_waiting(h, id, false);
   } else if (rc != FLOWRUN_OK)
     bad_line(h, "%s", flowrun_errmsg(h->rt));
+  else set_waiting(h, id, false);       /* it has its line */
   lua_settop(L, top);
 }
 
@@ -255,28 +314,30 @@ static void handle_lines(host *h) {
   }
 }
 
-/* End of input: a last line without '\n', then every channel closes. */
+/* End of input: a last line without '\n', then each channel closes in its
+** turn: those of the sessions waiting in ask now, the others' when they
+** next wait (on_ask). A session that ran what the last lines gave it asks
+** (an "ask" line), then gets nil, however long another one keeps running.
+** With a store they stay waiting in it. */
 static void input_ends(host *h) {
+  lua_State *L = flowrun_lua(h->rt);
   const char *rest;
   size_t len;
   if ((rest = cli_input_rest(&h->in, &len))) handle_line(h, rest, len);
-  h->closing = !h->st.path;             /* a store keeps them waiting */
+  if (h->st.path || h->ended) return;
+  h->ended = true;
+  lua_pushcfunction(L, l_close_waiting);
+  lua_pushlightuserdata(L, h);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    h->untracked = true;
+  }
+  if (h->untracked) flowrun_send(h->rt, NULL, NULL, 0);   /* all at once: none is lost */
 }
 
 /* stdin is read while fewer sessions than this wait to run: what was
 ** read must not pile up faster than the sessions run (a step is a slice) */
 #define HOST_BACKLOG 1000
-
-/* The end of input closes every channel, in its turn: once the sessions
-** have run what the lines before it started (nothing ready to run, no call
-** in flight), as they would have with all the time in the world. The host
-** works in slices and reads stdin between them, so the end may be read
-** before a session its last lines started has run. */
-static void close_when_quiet(host *h) {
-  if (!h->closing || !flowrun_quiet(h->rt)) return;
-  h->closing = false;
-  flowrun_send(h->rt, NULL, NULL, 0);
-}
 
 /* Reads what stdin has and handles its lines; false at the end. */
 static bool read_some(host *h) {
@@ -297,6 +358,7 @@ static void on_stdin(void *ud, int fd) {
 
 int flowrun_host_main(int argc, char **argv) {
   host h = { 0 };
+  h.waiting_ref = LUA_NOREF;
   h.st.keep_s = -1;
   int i, status = 0;
   for (i = 0; i < argc; i++) {
@@ -346,7 +408,6 @@ int flowrun_host_main(int argc, char **argv) {
   for (;;) {                            /* with a store, waiting sessions wait in it */
     if (flowrun_store_failed(h.rt)) break;
     if (h.st.path && h.in.eof && flowrun_quiet(h.rt)) break;
-    close_when_quiet(&h);
     cli_input_watch(&h.in, flowrun_ready(h.rt) < HOST_BACKLOG);
     if (cli_step(h.rt, -1, CLI_SLICE_MS, &h.failed) <= 0 && h.in.eof) break;
     fflush(stdout);
