@@ -209,7 +209,7 @@ $(B)/bench/timeit: bench/timeit.c $(B)/.flags | $(B)/bench
 $(B)/bench/curl_easy $(B)/bench/curl_multi $(B)/bench/curl_socket: $(B)/bench/%: bench/%.c $(B)/.flags | $(B)/bench
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(shell pkg-config --libs libcurl)
 
-$(B)/bench/idle $(B)/bench/inflight $(B)/bench/frame: $(B)/bench/%: bench/%.c $(B)/libflowrun.a runtime/flowrun.h $(B)/.flags | $(B)/bench
+$(B)/bench/idle $(B)/bench/inflight $(B)/bench/frame: $(B)/bench/%: bench/%.c bench/scratch.h $(B)/libflowrun.a runtime/flowrun.h $(B)/.flags | $(B)/bench
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(B)/libflowrun.a $(LIBS) $(ALL_LDFLAGS)
 
 bench: deps

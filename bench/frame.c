@@ -24,9 +24,10 @@
 #include <unistd.h>
 
 #include "flowrun.h"
+#define SCRATCH_NAME "frame"
+#include "scratch.h"
 
 static long calls, wrong, failed;
-static char dir[] = "/tmp/flowrun-frame-XXXXXX";
 
 static void on_say(void *ud, const char *id, const char *text, size_t len) {
   (void)ud;
@@ -55,23 +56,6 @@ static double cpu_us(void) {
 static int cmp(const void *a, const void *b) {
   float x = *(const float *)a, y = *(const float *)b;
   return (x > y) - (x < y);
-}
-
-static char *path(const char *name) {
-  static char buf[2][256];
-  static int i;
-  char *p = buf[i++ % 2];
-  snprintf(p, 256, "%s/%s", dir, name);
-  return p;
-}
-
-static int write_file(const char *name, const char *text) {
-  FILE *f = fopen(path(name), "w");
-  if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
-    perror(name);
-    return -1;
-  }
-  return 0;
 }
 
 static int run(const char *url, long n, double seconds, double budget, long conns) {

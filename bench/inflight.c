@@ -19,9 +19,10 @@
 #include <unistd.h>
 
 #include "flowrun.h"
+#define SCRATCH_NAME "inflight"
+#include "scratch.h"
 
 static long ok, other, failed;
-static char dir[] = "/tmp/flowrun-inflight-XXXXXX";
 static pid_t mock_pid;
 
 static void on_say(void *ud, const char *id, const char *text, size_t len) {
@@ -33,23 +34,6 @@ static void on_say(void *ud, const char *id, const char *text, size_t len) {
 static void on_end(void *ud, const char *id, int how, const char *error) {
   (void)ud;
   if (how != FLOWRUN_DONE && failed++ == 0) fprintf(stderr, "inflight: %s: %s\n", id, error);
-}
-
-static char *path(const char *name) {
-  static char buf[4][256];
-  static int i;
-  char *p = buf[i++ % 4];
-  snprintf(p, 256, "%s/%s", dir, name);
-  return p;
-}
-
-static int write_file(const char *name, const char *text) {
-  FILE *f = fopen(path(name), "w");
-  if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
-    perror(name);
-    return -1;
-  }
-  return 0;
 }
 
 /* Starts the mock server and returns its port, 0 on failure. */
