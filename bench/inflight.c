@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -42,7 +43,10 @@ static int start_mock(const char *exe) {
   char line[256];
   FILE *out;
   if (pipe(fds) < 0) return 0;
+  pid_t parent = getpid();
   if ((mock_pid = fork()) == 0) {
+    /* it ends with this process, however that ends (a crash, exit(1)) */
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent) _exit(127);
     dup2(fds[1], 1);
     close(fds[0]);
     close(fds[1]);

@@ -7,7 +7,8 @@
 --     find = "exact text, found exactly once in file",
 --     replace = "the bug",
 --     spec = "spec/api_node_spec.lua",              -- or "embed": build/embed_test
---     filter = "queue",                             -- optional: busted --filter
+--     filter = "queue",                             -- optional: busted --filter;
+--                                                   -- for embed, EMBED_ONLY (its functions)
 --   }
 -- Each is applied alone to a copy of the work tree, which is rebuilt and
 -- run against its spec: the mutation is killed when the spec fails. One
@@ -99,7 +100,8 @@ for _, m in ipairs(wanted) do
       local log = work .. "/mutate.log"
       local run
       if m.spec == "embed" then
-        run = ("cd %s && build/embed_test >%s 2>&1"):format(quote(work), quote(log))
+        run = ("cd %s && %sbuild/embed_test >%s 2>&1"):format(quote(work),
+          m.filter and "EMBED_ONLY=" .. quote(m.filter) .. " " or "", quote(log))
       else
         run = ("cd %s && %s lua5.4 /usr/bin/busted -o TAP %s %s >%s 2>&1"):format(quote(work), clean,
           m.filter and "--filter=" .. quote(m.filter) or "", quote(m.spec), quote(log))

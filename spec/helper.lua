@@ -160,7 +160,8 @@ local function stop(proc)
   if not proc.stopped then
     proc.stopped = true
     if alive(proc.pid) then
-      os.execute("kill -TERM " .. proc.pid .. " 2>/dev/null")
+      -- cli_piped's pid is a shell's: flowrun is its child, and would outlive it
+      os.execute("pkill -TERM -P " .. proc.pid .. " 2>/dev/null; kill -TERM " .. proc.pid .. " 2>/dev/null")
       if not helper.wait_for(function() return not alive(proc.pid) end, 5000) then
         os.execute("kill -KILL " .. proc.pid .. " 2>/dev/null")
         helper.wait_for(function() return not alive(proc.pid) end, 2000)
@@ -538,9 +539,9 @@ end
 -- before it answers (an order, not a sleep). opts: env (a table). Returns
 -- a proc: proc:send(line) writes line and a line break; proc:stdout() and
 -- proc:stderr() are what it wrote so far (`flowrun run` buffers stdout
--- until an ask; a --trace line on stderr comes at once); proc:finish()
--- closes its stdin, waits for it to exit and returns { code, stdout,
--- stderr } as helper.cli does.
+-- until an ask; a --trace line on stderr comes at once); proc:finish([ms])
+-- closes its stdin, waits for it to exit (60 s, or ms: then it raises) and
+-- returns { code, stdout, stderr } as helper.cli does.
 local piped_mt = {}
 piped_mt.__index = piped_mt
 
@@ -574,9 +575,9 @@ end
 function piped_mt:stdout() return helper.read(self.out) or "" end
 function piped_mt:stderr() return helper.read(self.err) or "" end
 
-function piped_mt:finish()
+function piped_mt:finish(ms)
   if self.input then self.input:close() self.input = nil end
-  local code = helper.wait_for(function() return tonumber(helper.read(self.dir .. "/code") or "") end, 60000)
+  local code = helper.wait_for(function() return tonumber(helper.read(self.dir .. "/code") or "") end, ms or 60000)
   if not code then error("flowrun did not finish in time: " .. self.cmd, 2) end
   local r = { code = code, stdout = self:stdout(), stderr = helper.read(self.err) or "" }
   local report = helper.sanitizer_report(r.stderr)
