@@ -191,7 +191,7 @@ clean:
 
 # each mutation of spec/mutations/*.lua must make its spec fail
 mutate: deps
-	lua5.4 scripts/mutate.lua
+	lua5.4 scripts/mutate.lua --jobs 2
 
 .PHONY: all deps test demo repl install install-rock uninstall clean mutate FORCE
 

@@ -16,7 +16,11 @@
 -- build is a failure. Prints one line per mutation and ends with
 -- "N passed, N failed" (a passed mutation is a killed one).
 --
--- lua5.4 scripts/mutate.lua [NAME-or-part-of-one ...]
+-- lua5.4 scripts/mutate.lua [--jobs N] [NAME-or-part-of-one ...]
+-- --jobs N (make mutate: 2) runs N shards at once, each in its own copy
+-- (--shard K/N: the K-th of every N mutations), and prints their lines
+-- shard after shard: the specs mostly wait (servers, timeouts), so two
+-- take about the time of one on two cores.
 
 local root = arg[0]:match("^(.*)/scripts/[^/]*$") or "."
 
@@ -58,15 +62,73 @@ for file in p:lines() do
 end
 p:close()
 
+local jobs, shard, of, names = 1, nil, nil, {}
+do
+  local i = 1
+  while i <= #arg do
+    if arg[i] == "--jobs" then
+      jobs = math.tointeger(tonumber(arg[i + 1] or ""))
+      if not jobs or jobs < 1 then io.stderr:write("mutate: --jobs wants a whole number from 1\n") os.exit(2) end
+      i = i + 1
+    elseif arg[i] == "--shard" then
+      shard, of = (arg[i + 1] or ""):match("^(%d+)/(%d+)$")
+      shard, of = tonumber(shard), tonumber(of)
+      if not shard or shard < 1 or shard > of then io.stderr:write("mutate: --shard K/N\n") os.exit(2) end
+      i = i + 1
+    else
+      names[#names + 1] = arg[i]
+    end
+    i = i + 1
+  end
+end
+
 local wanted = mutations
-if #arg > 0 then
+if #names > 0 then
   wanted = {}
   for _, m in ipairs(mutations) do
-    for _, a in ipairs(arg) do
+    for _, a in ipairs(names) do
       if m.name:find(a, 1, true) then wanted[#wanted + 1] = m break end
     end
   end
   if #wanted == 0 then io.stderr:write("mutate: no mutation matches\n") os.exit(2) end
+end
+if shard then
+  local mine = {}
+  for i, m in ipairs(wanted) do if (i - 1) % of == shard - 1 then mine[#mine + 1] = m end end
+  wanted = mine
+end
+
+-- --jobs N: N shards of this script at once, their lines printed in turn
+if jobs > 1 and not shard then
+  jobs = math.min(jobs, #wanted)
+  local d = io.popen("mktemp -d /tmp/flowrun-mutate-jobs.XXXXXX"):read("l")
+  local q = {}
+  for i, a in ipairs(names) do q[i] = quote(a) end
+  for k = 1, jobs do
+    sh(("(env -u MUTATE_DIR lua5.4 %s --shard %d/%d %s >%s/out%d 2>&1; echo $? >%s/done%d) &")
+      :format(quote(arg[0]), k, jobs, table.concat(q, " "), d, k, d, k))
+  end
+  local killed, failed = 0, 0
+  for k = 1, jobs do
+    while not io.open(d .. "/done" .. k) do sh("sleep 1") end
+    local out = read(d .. "/out" .. k)
+    local k1, f1 = out:match("(%d+) passed, (%d+) failed\n$")
+    for line in out:gmatch("[^\n]*\n") do
+      if not line:find("^# mutation score") and not line:find("^%d+ passed, %d+ failed\n$") then
+        io.stdout:write(line)
+      end
+    end
+    if not k1 then
+      print(("not ok - mutation shard %d/%d ended without its total"):format(k, jobs))
+      f1 = 1
+    end
+    killed, failed = killed + (tonumber(k1) or 0), failed + tonumber(f1)
+    io.stdout:flush()
+  end
+  sh("rm -rf " .. quote(d))
+  print(("# mutation score: %d of %d killed"):format(killed, #wanted))
+  print(("%d passed, %d failed"):format(killed, failed))
+  os.exit(failed == 0 and 0 or 1)
 end
 
 -- a copy of the work tree (tracked and new files), built once
