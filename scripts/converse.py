@@ -19,14 +19,18 @@ the conversation; the answer of the last try is the turn's. With --no-number
 the key is left out (a server that does not know it); a retry may then deliver
 the message twice, so an empty answer is followed by long polls until the
 deadline instead of a new try.
+A bot message with a "seq" (a server with a store numbers them in the
+session) whose seq the conversation has seen is dropped, as a chat platform
+would: after a takeover a message may be given again.
 
 Output, one JSON line per conversation as it ends, in the order they end:
 {"sender", "completed", "transcript": [every bot text, in order], "turns":
-[[texts of message 1], ...], "tries" (webhooks sent), "seconds", "error"
+[[texts of message 1], ...], "tries" (webhooks sent), "again" (messages
+dropped as seen), "seconds", "error"
 (why it did not complete, when it did not)}; then one summary line:
 {"summary": true, "conversations", "completed", "seconds",
 "conversations_per_s", "messages" (answered), "retries" (webhooks sent beyond
-one per answered message), "statuses": {"200": n, "502": n, "connection": n,
+one per answered message), "again", "statuses": {"200": n, "502": n, "connection": n,
 "poll 200": n, ...}}. Exit status 0 when every conversation completed, 1
 when one did not, 2 for bad arguments or input. Standard library only.
 """
@@ -143,8 +147,10 @@ class Stats:
                 self.tries += 1
 
 
-def texts_of(body, sender):
-    """The texts of a Rasa answer for sender, or None when it is not one."""
+def texts_of(body, sender, seen):
+    """The texts of a Rasa answer for sender, or None when it is not one. A
+    message with a "seq" (a server with a store) already in seen was given
+    before (after a takeover): it is dropped, and counted in seen["again"]."""
     try:
         msgs = json.loads(body)
     except ValueError:
@@ -155,6 +161,12 @@ def texts_of(body, sender):
     for m in msgs:
         if not isinstance(m, dict) or m.get("recipient_id") != sender or "text" not in m:
             return None
+        seq = m.get("seq")
+        if seq is not None:
+            if seq in seen:
+                seen["again"] = seen.get("again", 0) + 1
+                continue
+            seen[seq] = True
         out.append(m["text"])
     return out
 
@@ -165,7 +177,7 @@ def converse(client, conv, args, stats, end):
     sender = conv["sender"]
     t0 = time.monotonic()
     deadline = min(t0 + args.deadline, end)
-    turns, tries, error = [], 0, None
+    turns, tries, error, seen = [], 0, None, {}
     if t0 >= end:
         return {"sender": sender, "completed": False, "transcript": [], "turns": [], "tries": 0,
                 "seconds": 0, "error": "not started: --total %g s had passed" % args.total}
@@ -183,7 +195,7 @@ def converse(client, conv, args, stats, end):
             status, data = client.request("POST", "/webhooks/rest", payload)
             stats.count(status)
             if status == 200:
-                got = texts_of(data, sender)
+                got = texts_of(data, sender, seen)
                 if got is None:
                     error = "message %d: not a Rasa answer: %r" % (k, data[:200])
                     break
@@ -196,7 +208,7 @@ def converse(client, conv, args, stats, end):
                 while True:
                     status, data = client.request("GET", poll)
                     stats.count(status, poll=True)
-                    got = (texts_of(data, sender) if status == 200 else None) or []
+                    got = (texts_of(data, sender, seen) if status == 200 else None) or []
                     if got or not args.no_number or time.monotonic() >= deadline:
                         break
                 if got:
@@ -216,7 +228,8 @@ def converse(client, conv, args, stats, end):
         turns.append(turn)
     transcript = [t for turn in turns for t in turn]
     rec = {"sender": sender, "completed": error is None, "transcript": transcript,
-           "turns": turns, "tries": tries, "seconds": round(time.monotonic() - t0, 4)}
+           "turns": turns, "tries": tries, "again": seen.get("again", 0),
+           "seconds": round(time.monotonic() - t0, 4)}
     if error:
         rec["error"] = error
     return rec
@@ -261,6 +274,7 @@ def main(argv):
                "seconds": round(secs, 4),
                "conversations_per_s": round(done / secs, 2) if secs > 0 else 0,
                "messages": answered, "retries": stats.tries - answered,
+               "again": sum(r.get("again", 0) for r in results),
                "statuses": stats.statuses}
     sys.stdout.write(json.dumps(summary) + "\n")
     sys.stdout.flush()

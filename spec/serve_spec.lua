@@ -312,18 +312,52 @@ for fam in text_string_to_metric_families(open(sys.argv[1]).read()):
     assert.are.equal("", srv:stop())
   end)
 
-  it("with --store keeps a conversation across a restart", function()
+  -- The "seq" of each message of a Rasa answer (nil where it has none).
+  local function seqs(body)
+    local out = {}
+    for i, m in ipairs(cjson.decode(body)) do out[i] = m.seq or false end
+    return out
+  end
+
+  it("with --store keeps a conversation across a restart, its messages numbered in the session (seq)", function()
     local store = helper.tmpdir() .. "/s.db"
     local srv = helper.serve({ "-I", ifile, "--store", store, flow })
     local _, body = post(srv, "u1", "bob")
     assert.are.same({ "hello bob 200", "how old?" }, texts(body, "u1"))
+    local first = seqs(body)
+    assert.is_true(first[1] >= 1 and first[1] % 1 == 0 and first[2] > first[1], body)
     assert.are.equal("", srv:stop())
     srv = helper.serve({ "-I", ifile, "--store", store, flow })
     local code
     code, body = post(srv, "u1", "42")
     assert.are.equal(200, code)
     assert.are.same({ "you are 42", "bye?" }, texts(body, "u1"))
+    local later = seqs(body)
+    assert.is_true(later[1] > first[2] and later[2] > later[1], body)
     assert.are.equal("", srv:stop())
+    -- without a store, no numbers
+    srv = helper.serve({ "-I", ifile, flow })
+    _, body = post(srv, "u1", "bob")
+    assert.are.same({ false, false }, seqs(body))
+    assert.are.equal("", srv:stop())
+  end)
+
+  it("scripts/converse.py drops a bot message whose seq the conversation has seen, and counts it", function()
+    -- a server that gives message 1's answer again at the start of message 2's
+    local m = helper.mock({
+      { method = "POST", path = "/webhooks/rest", times = 1,
+        json = { { recipient_id = "s1", seq = 1, text = "name?" } } },
+      { method = "POST", path = "/webhooks/rest",
+        json = { { recipient_id = "s1", seq = 1, text = "name?" }, { recipient_id = "s1", seq = 2, text = "hi Al" } } },
+    })
+    local d = helper.tmpdir()
+    helper.write(d .. "/in.jsonl", '{"sender":"s1","messages":["hi","Al"]}\n')
+    local out = helper.sh(("env -u LD_PRELOAD /usr/bin/python3 %s %s < %s")
+      :format(helper.quote(helper.root .. "/scripts/converse.py"), m.url, helper.quote(d .. "/in.jsonl")))
+    local rec = cjson.decode(out:match("^[^\n]+"))
+    assert.are.same({ { "name?" }, { "hi Al" } }, rec.turns, out)
+    assert.are.equal(1, rec.again, out)
+    assert.are.equal(1, cjson.decode(out:match("\n([^\n]+)\n$")).again, out)
   end)
 
   it("gives a Lua host the same figures: rt:stats()", function()

@@ -112,6 +112,43 @@ describe("a store shared by many hosts (PostgreSQL)", function()
     a:stop()
   end)
 
+  it("an output may come twice after a takeover, with the same seq: a webhook waited on one host, its retry was answered on another", function()
+    -- docs/scale-out.md (Replies at least once): message 2 waits on a past
+    -- its --reply-timeout (1 s) while its owner b is stopped (lease 3 s);
+    -- the new owner's output is addressed to a, which keeps it; message 2
+    -- sent again to c is answered with it; message 3 at a gets it again,
+    -- first. Same seq both times: a client that drops a seen seq has the
+    -- conversation exactly.
+    local cjson = require "cjson"
+    local function host(node, ...)
+      return helper.serve({ dir .. "/bot.lua", "--store", pg.url, "--node", node, "--lease-ms", "3000", ... })
+    end
+    local a, b, c = host("da", "--reply-timeout", "1"), host("db"), host("dc")
+    assert.is_true(helper.wait_for(function()
+      local t = pg.psql("SELECT count(DISTINCT node) || '/' || count(*) FROM flowrun_leases WHERE node IS NOT NULL")
+      return t:match("%S+") == "3/256"
+    end, 15000), "three hosts share the partitions: " .. pg.psql("SELECT node, count(*) FROM flowrun_leases GROUP BY node"))
+    local id = sender_of("db", "twice")
+    assert.are.same({ "Your name?" }, post(a, id, "hi", 1))
+    os.execute("kill -STOP " .. b.pid)
+    assert.are.same({}, post(a, id, "Dee", 2))                                -- a's 1 s is over: []
+    assert.is_true(helper.wait_for(function()                                 -- taken, run, given to a
+      return pg.psql(("SELECT count(*) FROM flowrun_outbox WHERE session = '%s' AND node = 'da' AND given")
+        :format(id)):match("%d+") ~= "0"
+    end, 15000), "the output of message 2 was given to da")
+    local texts, raw = post(c, id, "Dee", 2)                                  -- sent again, to c
+    assert.are.same({ "Favourite colour, Dee?" }, texts)
+    local again = cjson.decode(raw)[1].seq
+    _, raw = post(a, id, "red", 3)
+    local got = cjson.decode(raw)
+    assert.are.equal(2, #got, raw)
+    assert.are.same({ "Favourite colour, Dee?", again }, { got[1].text, got[1].seq })   -- once more, same seq
+    assert.are.equal("Bye Dee, who likes red", got[2].text)
+    assert.is_true(got[2].seq > again, raw)
+    os.execute("kill -CONT " .. b.pid)
+    a:stop() c:stop() b:stop()
+  end)
+
   it("a host paused past its lease is fenced out: it writes nothing more and exits 3", function()
     local a, b = serve("fa"), serve("fb")
     split("fa", "fb")

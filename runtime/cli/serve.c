@@ -275,10 +275,19 @@ static void expire(server *sv) {
 
 /* ---- the runtime's callbacks ---- */
 
+/* With a store a message carries its number in the session ("seq"): after
+** a takeover one may be given again (docs/scale-out.md), which a client
+** drops by its seq. */
 static void queue_text(server *sv, const char *id, const char *text, size_t len) {
   sender *s = sender_get(sv, id, true);
+  long long seq = flowrun_output_seq(sv->rt);
   sb_adds(&s->out, ",{\"recipient_id\":");
   sb_json(&s->out, id, strlen(id));
+  if (seq > 0) {
+    char n[32];
+    snprintf(n, sizeof n, ",\"seq\":%lld", seq);
+    sb_adds(&s->out, n);
+  }
   sb_adds(&s->out, ",\"text\":");
   sb_json(&s->out, text, len);
   sb_adds(&s->out, "}");
