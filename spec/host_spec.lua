@@ -331,21 +331,25 @@ describe("flowrun host", function()
 
   it("closes each channel in its own turn: a session that keeps calling or yielding does not hold another's nil", function()
     -- a asks at once; p calls 50 times, y yields 100 000 times (always ready
-    -- to run): a's nil comes while they still run, not when all is quiet
+    -- to run), each then makes a 1 s call: a's nil comes while they still
+    -- run, not when all is quiet (a's line first, their 1 s calls last: a
+    -- slow writer between the lines cannot make them end first)
     helper.flow([[
       if args[1] == "poll" then
         for _ = 1, 50 do api_node{ integration = "shop", path = "/fast", results = { "200" } } end
+        api_node{ integration = "shop", path = "/slow", results = { "200" } }
         say("polled")
         return
       elseif args[1] == "spin" then
         for _ = 1, 100000 do coroutine.yield() end
+        api_node{ integration = "shop", path = "/slow", results = { "200" } }
         say("spun")
         return
       end
       say(tostring(ask("more?")))
     ]], dir, "poll_ask.lua")
-    local r = host("poll_ask.lua", { '{"session":"p","text":"poll"}', '{"session":"y","text":"spin"}',
-                                     '{"session":"a","text":"ask"}' })
+    local r = host("poll_ask.lua", { '{"session":"a","text":"ask"}', '{"session":"p","text":"poll"}',
+                                     '{"session":"y","text":"spin"}' })
     assert.are.equal(0, r.code, r.stderr)
     local ended, got_nil = {}, nil
     for i, e in ipairs(r.events) do

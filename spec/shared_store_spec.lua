@@ -118,7 +118,8 @@ describe("a store shared by many hosts (PostgreSQL)", function()
     -- the new owner's output is addressed to a, which keeps it; message 2
     -- sent again to c is answered with it; message 3 at a gets it again,
     -- first. Same seq both times: a client that drops a seen seq has the
-    -- conversation exactly.
+    -- conversation exactly. (A server that withdrew a's copy would fail
+    -- here: this test and the docs' paragraph change together.)
     local cjson = require "cjson"
     local function host(node, ...)
       return helper.serve({ dir .. "/bot.lua", "--store", pg.url, "--node", node, "--lease-ms", "3000", ... })
